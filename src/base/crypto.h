@@ -1,0 +1,25 @@
+/* crypto.h — the few primitives the layers above need, all delegated to OpenSSL: base64,
+ * SHA-256, HMAC-SHA256, random bytes and constant-time comparison. */
+#pragma once
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "base/buf.h"
+
+#define LCRYPTO_SHA256_LEN 32
+
+int lcrypto_b64_encode(const void *data, size_t n, struct lbuf *out);
+/* Strict standard base64 (padding required, no whitespace); -EINVAL on anything else. */
+int lcrypto_b64_decode(const char *text, size_t n, struct lbuf *out);
+int lcrypto_sha256(const void *data, size_t n, uint8_t out[LCRYPTO_SHA256_LEN]);
+/* Lower-case hex of SHA-256 into out (65 bytes). */
+int lcrypto_sha256_hex(const void *data, size_t n, char out[2 * LCRYPTO_SHA256_LEN + 1]);
+int lcrypto_hmac_sha256(const void *key, size_t keylen, const void *data, size_t n,
+                        uint8_t out[LCRYPTO_SHA256_LEN]);
+int lcrypto_random(void *out, size_t n);
+/* Constant-time equality of two buffers of the same length. */
+bool lcrypto_memeq(const void *a, const void *b, size_t n);
+/* Overwrite secrets before freeing them. */
+void lcrypto_wipe(void *p, size_t n);

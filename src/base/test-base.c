@@ -1,0 +1,169 @@
+/* test-base.c — unit tests for the base layer: buffers, strings, URL coding, JSON, time, files,
+ * crypto helpers. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "base/buf.h"
+#include "base/crypto.h"
+#include "base/fs.h"
+#include "base/json.h"
+#include "base/str.h"
+#include "base/timeutil.h"
+
+static void test_buf_bounded(void **state)
+{
+    struct lbuf b = LBUF_INIT;
+    b.max = 8;
+    assert_int_equal(lbuf_puts(&b, "abcd"), 0);
+    assert_int_equal(lbuf_printf(&b, "%d", 1234), 0);
+    assert_string_equal(b.data, "abcd1234");
+    assert_int_equal(lbuf_putc(&b, 'x'), -E2BIG);
+    assert_string_equal(b.data, "abcd1234");
+    lbuf_consume(&b, 2);
+    assert_string_equal(b.data, "cd1234");
+    char *s = lbuf_steal(&b);
+    assert_string_equal(s, "cd1234");
+    free(s);
+    assert_null(b.data);
+}
+
+static void test_url_coding(void **state)
+{
+    struct lbuf b = LBUF_INIT;
+    assert_int_equal(lstr_url_encode("a b/c=d", 7, &b), 0);
+    assert_string_equal(b.data, "a%20b%2Fc%3Dd");
+    lbuf_reset(&b);
+    assert_int_equal(lstr_url_decode("a%20b%2fc+d", 11, true, &b), 0);
+    assert_string_equal(b.data, "a b/c d");
+    lbuf_reset(&b);
+    assert_int_equal(lstr_url_decode("bad%2", 5, false, &b), -EINVAL);
+    lbuf_reset(&b);
+    assert_int_equal(lstr_url_decode("bad%zz", 6, false, &b), -EINVAL);
+    lbuf_free(&b);
+}
+
+static void test_strv_and_numbers(void **state)
+{
+    _cleanup_lstrv_ struct lstrv sv = LSTRV_INIT;
+    assert_int_equal(lstrv_push(&sv, "a"), 0);
+    assert_int_equal(lstrv_printf(&sv, "b%d", 2), 0);
+    assert_true(lstrv_contains(&sv, "b2"));
+    _cleanup_free_ char *j = lstrv_join(&sv, ", ");
+    assert_string_equal(j, "a, b2");
+    unsigned long long u;
+    assert_int_equal(lstr_to_u64("42", &u), 0);
+    assert_int_equal(u, 42);
+    assert_int_equal(lstr_to_u64("-1", &u), -EINVAL);
+    assert_int_equal(lstr_to_u64("4x", &u), -EINVAL);
+    assert_true(lstr_startswith_ci("FROM /x", "from"));
+    assert_true(lstr_endswith("abc.json", ".json"));
+}
+
+static void test_json_errors(void **state)
+{
+    struct lerr e = {0};
+    json_t *j = NULL;
+    assert_int_equal(ljson_parse("{\"a\": }", 7, &j, &e), -EINVAL);
+    assert_non_null(strstr(e.msg, "column 7"));
+    assert_int_equal(ljson_parse("{\"a\": [1, {\"b\": true}]}", 23, &j, &e), 0);
+    assert_int_equal(ljson_depth(j), 3);
+    _cleanup_free_ char *d = ljson_dump_sorted(j);
+    assert_string_equal(d, "{\"a\":[1,{\"b\":true}]}");
+    json_decref(j);
+    /* nesting bound */
+    char deep[200];
+    memset(deep, '[', 100);
+    memset(deep + 100, ']', 100);
+    assert_int_equal(ljson_parse(deep, 200, &j, &e), -EINVAL);
+    assert_non_null(strstr(e.msg, "nested"));
+}
+
+static void test_time(void **state)
+{
+    char buf[LTIME_RFC3339_MAX];
+    assert_string_equal(ltime_format_rfc3339(1700000000123LL, buf), "2023-11-14T22:13:20.123Z");
+    int64_t ms;
+    assert_int_equal(ltime_parse_rfc3339("2023-11-14T22:13:20.123Z", &ms), 0);
+    assert_int_equal(ms, 1700000000123LL);
+    assert_int_equal(ltime_parse_rfc3339("2023-11-14T23:13:20+01:00", &ms), 0);
+    assert_int_equal(ms, 1700000000000LL);
+    assert_int_equal(ltime_parse_rfc3339("2023-11-14", &ms), -EINVAL);
+    assert_int_equal(ltime_parse_since("10m", 1000000, &ms), 0);
+    assert_int_equal(ms, 1000000 - 600000);
+    assert_int_equal(ltime_parse_since("1700000000", 0, &ms), 0);
+    assert_int_equal(ms, 1700000000000LL);
+    assert_int_equal(ltime_parse_duration_ms("250ms", &ms), 0);
+    assert_int_equal(ms, 250);
+    assert_int_equal(ltime_parse_duration_ms("5 years", &ms), -EINVAL);
+}
+
+static void test_crypto(void **state)
+{
+    struct lbuf b = LBUF_INIT;
+    assert_int_equal(lcrypto_b64_encode("hello", 5, &b), 0);
+    assert_string_equal(b.data, "aGVsbG8=");
+    struct lbuf d = LBUF_INIT;
+    assert_int_equal(lcrypto_b64_decode(b.data, b.len, &d), 0);
+    assert_int_equal(d.len, 5);
+    assert_memory_equal(d.data, "hello", 5);
+    lbuf_reset(&d);
+    assert_int_equal(lcrypto_b64_decode("aGVsbG8", 7, &d), -EINVAL);
+    assert_int_equal(lcrypto_b64_decode("aGV$bG8=", 8, &d), -EINVAL);
+    assert_int_equal(lcrypto_b64_decode("aG=sbG8=", 8, &d), -EINVAL);
+    char hex[65];
+    assert_int_equal(lcrypto_sha256_hex("abc", 3, hex), 0);
+    assert_string_equal(hex, "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+    /* RFC 4231 test case 2 */
+    uint8_t mac[32];
+    assert_int_equal(lcrypto_hmac_sha256("Jefe", 4, "what do ya want for nothing?", 28, mac), 0);
+    assert_int_equal(mac[0], 0x5b);
+    assert_int_equal(mac[31], 0x43);
+    assert_true(lcrypto_memeq("abc", "abc", 3));
+    assert_false(lcrypto_memeq("abc", "abd", 3));
+    lbuf_free(&b);
+    lbuf_free(&d);
+}
+
+static void test_fs_atomic(void **state)
+{
+    char dir[] = "/tmp/ledge-test-fs-XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    char sub[256], path[300];
+    snprintf(sub, sizeof(sub), "%s/a/b", dir);
+    assert_int_equal(lfs_mkdir_p(sub, 0700), 0);
+    snprintf(path, sizeof(path), "%s/state.json", sub);
+    assert_int_equal(lfs_write_atomic(path, "one", 3, 0600), 0);
+    assert_int_equal(lfs_write_atomic(path, "two!", 4, 0600), 0);
+    char *data;
+    size_t n;
+    assert_int_equal(lfs_read_file(path, 100, &data, &n), 0);
+    assert_int_equal(n, 4);
+    assert_string_equal(data, "two!");
+    free(data);
+    assert_int_equal(lfs_read_file(path, 3, &data, &n), -EFBIG);
+    struct stat st;
+    assert_int_equal(stat(path, &st), 0);
+    assert_int_equal(st.st_mode & 0777, 0600);
+    char cmd[400];
+    snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
+    assert_int_equal(system(cmd), 0);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_buf_bounded), cmocka_unit_test(test_url_coding),
+        cmocka_unit_test(test_strv_and_numbers), cmocka_unit_test(test_json_errors),
+        cmocka_unit_test(test_time), cmocka_unit_test(test_crypto),
+        cmocka_unit_test(test_fs_atomic),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
