@@ -1,0 +1,871 @@
+/* docker.c — the `docker` engine backend: the Docker Engine API (>= 1.41) over its unix socket (or
+ * TCP) with the asynchronous libcurl client. Moby is the reference; Docker CE and Podman's
+ * compatible socket speak the same API. Container exits are learned from the engine's event
+ * stream, which reconnects with back-off when the engine goes away. */
+#include <errno.h>
+#include <event2/event.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "base/buf.h"
+#include "base/crypto.h"
+#include "base/json.h"
+#include "base/str.h"
+#include "base/timeutil.h"
+#include "engine/docker_json.h"
+#include "engine/engine.h"
+#include "net/http_client.h"
+
+#define DOCKER_MIN_API "1.41"
+#define DOCKER_MAX_API "1.43"
+
+struct docker {
+    struct engine *e;
+    struct hc_client *http;
+    char *uri;
+    char *socket_path;     /* NULL for TCP */
+    char *origin;          /* "http://localhost" or "http://host:port" */
+    char api[16];          /* negotiated, "" until /version answered */
+    long timeout_ms, pull_timeout_ms;
+    struct hc_transfer *events;
+    struct event *reconnect;
+    int backoff_ms;
+    bool connected;
+    bool running;          /* between start and stop */
+    struct lbuf evline;
+};
+
+/* One API call in flight: the generic completion decodes JSON and maps errors, then the
+ * operation-specific finisher reports to the caller. */
+struct dcall {
+    struct docker *d;
+    void (*finish)(struct dcall *c, int result, long status, json_t *body, const struct lerr *err);
+    union {
+        engine_done_fn done;
+        engine_create_fn create;
+        engine_inspect_fn inspect;
+        engine_list_fn list;
+        engine_version_fn version;
+    } cb;
+    void *ud;
+    engine_progress_fn progress;
+    struct lbuf stream;   /* pull progress: partial line */
+    struct lerr stream_err;
+    bool stream_failed;
+    char *what;           /* for messages: "create tempSensor" */
+    void (*plat_cb)(void *ud, int result, const char *os, const char *arch, const char *variant,
+                    const struct lerr *err);
+};
+
+static struct docker *D(struct engine *e) { return e->priv; }
+
+static void dcall_free(struct dcall *c)
+{
+    lbuf_free(&c->stream);
+    free(c->what);
+    free(c);
+}
+
+static struct dcall *dcall_new(struct docker *d, const char *what)
+{
+    struct dcall *c = calloc(1, sizeof(*c));
+    if (!c)
+        return NULL;
+    c->d = d;
+    c->what = strdup(what ? what : "");
+    return c;
+}
+
+/* Map an HTTP answer to the error convention with the engine's own message. */
+static int docker_error(struct docker *d, const char *what, int result, long status, json_t *body,
+                        struct lerr *err)
+{
+    if (result < 0 || status == 0)
+        return lerr_set(err, result < 0 ? result : -EIO,
+                        "%s: container engine unreachable at %s (%s)", what, d->uri,
+                        strerror(result < 0 ? -result : EIO));
+    const char *msg = json_string_value(json_object_get(body, "message"));
+    int code;
+    switch (status) {
+    case 400: code = -EINVAL; break;
+    case 401:
+    case 403: code = -EACCES; break;
+    case 404: code = -ENOENT; break;
+    case 409: code = -EEXIST; break;
+    case 500: code = -EIO; break;
+    default: code = -EPROTO; break;
+    }
+    return lerr_set(err, code, "%s: engine answered %ld: %s", what, status, msg ? msg : "no message");
+}
+
+static void dcall_done(void *ud, int result, long status, struct lbuf *body)
+{
+    struct dcall *c = ud;
+    struct lerr err = {0};
+    json_t *j = NULL;
+    if (result == 0 && body->len > 0) {
+        json_error_t je;
+        j = json_loadb(body->data, body->len, JSON_DECODE_ANY, &je);
+    }
+    int r = 0;
+    if (c->stream_failed) {
+        err = c->stream_err;
+        r = err.code;
+    } else if (result < 0 || status >= 400 || status == 0) {
+        r = docker_error(c->d, c->what, result, status, j, &err);
+    }
+    c->finish(c, r, status, j, r < 0 ? &err : NULL);
+    json_decref(j);
+    dcall_free(c);
+}
+
+static int dcall_start(struct dcall *c, const char *method, const char *path, json_t *body,
+                       long timeout_ms, const char *const *headers, hc_data_fn on_data)
+{
+    struct docker *d = c->d;
+    char url[2048];
+    if (d->api[0] && path[0] == '/')
+        snprintf(url, sizeof(url), "%s/v%s%s", d->origin, d->api, path);
+    else
+        snprintf(url, sizeof(url), "%s%s", d->origin, path);
+    _cleanup_free_ char *text = body ? ljson_dump(body) : NULL;
+    struct hc_request req = {
+        .method = method,
+        .unix_socket = d->socket_path,
+        .url = url,
+        .body = text,
+        .body_len = text ? strlen(text) : 0,
+        .headers = headers,
+        .timeout_ms = timeout_ms,
+        .on_data = on_data,
+        .on_done = dcall_done,
+        .ud = c,
+    };
+    if (!hc_request(d->http, &req)) {
+        dcall_free(c);
+        return -ENOMEM;
+    }
+    return 0;
+}
+
+/* ------------------------------------------------------------------ version / network / image */
+
+static void finish_version(struct dcall *c, int r, long status, json_t *body, const struct lerr *err)
+{
+    struct engine_version v;
+    if (r == 0) {
+        r = docker_parse_version(body, &v);
+        if (r < 0) {
+            struct lerr e2;
+            lerr_set(&e2, r, "engine version: unexpected answer from %s", c->d->uri);
+            c->cb.version(c->ud, r, NULL, &e2);
+            return;
+        }
+        if (docker_api_compare(v.api_version, DOCKER_MIN_API) < 0) {
+            struct lerr e2;
+            lerr_set(&e2, -EPROTONOSUPPORT, "engine API %s is older than the %s ledge needs",
+                     v.api_version, DOCKER_MIN_API);
+            c->cb.version(c->ud, -EPROTONOSUPPORT, &v, &e2);
+            return;
+        }
+        /* Speak the engine's version, capped at the newest we are written against. */
+        lstr_copy(c->d->api, sizeof(c->d->api),
+                  docker_api_compare(v.api_version, DOCKER_MAX_API) > 0 ? DOCKER_MAX_API
+                                                                        : v.api_version);
+    }
+    c->cb.version(c->ud, r, r == 0 ? &v : NULL, err);
+}
+
+static int docker_version(struct engine *e, engine_version_fn cb, void *ud)
+{
+    struct dcall *c = dcall_new(D(e), "engine version");
+    if (!c)
+        return -ENOMEM;
+    c->finish = finish_version;
+    c->cb.version = cb;
+    c->ud = ud;
+    return dcall_start(c, "GET", "/version", NULL, D(e)->timeout_ms, NULL, NULL);
+}
+
+static void finish_done(struct dcall *c, int r, long status, json_t *body, const struct lerr *err)
+{
+    c->cb.done(c->ud, r, err);
+}
+
+/* 304 "not modified" (already started / already stopped) and 404 on remove are successes. */
+static void finish_done_tolerant(struct dcall *c, int r, long status, json_t *body,
+                                 const struct lerr *err)
+{
+    if (status == 304 || (status == 404 && strncmp(c->what, "remove", 6) == 0))
+        r = 0, err = NULL;
+    c->cb.done(c->ud, r, err);
+}
+
+struct netctx {
+    struct docker *d;
+    char *name;
+    engine_done_fn cb;
+    void *ud;
+};
+
+static void finish_network_create(struct dcall *c, int r, long status, json_t *body,
+                                  const struct lerr *err)
+{
+    struct netctx *n = c->ud;
+    if (status == 409) /* created concurrently */
+        r = 0, err = NULL;
+    n->cb(n->ud, r, err);
+    free(n->name);
+    free(n);
+}
+
+static void finish_network_inspect(struct dcall *c, int r, long status, json_t *body,
+                                   const struct lerr *err)
+{
+    struct netctx *n = c->ud;
+    if (r == 0 || status != 404) {
+        n->cb(n->ud, r, err);
+        free(n->name);
+        free(n);
+        return;
+    }
+    struct dcall *c2 = dcall_new(n->d, "create network");
+    if (!c2) {
+        struct lerr e2;
+        lerr_set(&e2, -ENOMEM, "create network: out of memory");
+        n->cb(n->ud, -ENOMEM, &e2);
+        free(n->name);
+        free(n);
+        return;
+    }
+    c2->finish = finish_network_create;
+    c2->ud = n;
+    json_t *req = json_pack("{s:s, s:s, s:b, s:{s:s}}", "Name", n->name, "Driver", "bridge",
+                            "CheckDuplicate", 1, "Labels", ENGINE_LABEL_OWNER,
+                            ENGINE_LABEL_OWNER_VALUE);
+    int rr = dcall_start(c2, "POST", "/networks/create", req, n->d->timeout_ms, NULL, NULL);
+    json_decref(req);
+    if (rr < 0) {
+        struct lerr e2;
+        lerr_set(&e2, rr, "create network: cannot start request");
+        n->cb(n->ud, rr, &e2);
+        free(n->name);
+        free(n);
+    }
+}
+
+static int docker_ensure_network(struct engine *e, const char *name, engine_done_fn cb, void *ud)
+{
+    struct netctx *n = calloc(1, sizeof(*n));
+    if (!n)
+        return -ENOMEM;
+    n->d = D(e);
+    n->name = strdup(name);
+    n->cb = cb;
+    n->ud = ud;
+    struct dcall *c = dcall_new(D(e), "inspect network");
+    if (!c || !n->name) {
+        free(n->name);
+        free(n);
+        free(c);
+        return -ENOMEM;
+    }
+    c->finish = finish_network_inspect;
+    c->ud = n;
+    _cleanup_lbuf_ struct lbuf path = LBUF_INIT, enc = LBUF_INIT;
+    lstr_url_encode(name, strlen(name), &enc);
+    lbuf_printf(&path, "/networks/%s", enc.data);
+    return dcall_start(c, "GET", path.data, NULL, D(e)->timeout_ms, NULL, NULL);
+}
+
+static int docker_image_present(struct engine *e, const char *image, engine_done_fn cb, void *ud)
+{
+    struct dcall *c = dcall_new(D(e), "inspect image");
+    if (!c)
+        return -ENOMEM;
+    c->finish = finish_done;
+    c->cb.done = cb;
+    c->ud = ud;
+    _cleanup_lbuf_ struct lbuf path = LBUF_INIT, enc = LBUF_INIT;
+    lstr_url_encode(image, strlen(image), &enc);
+    lbuf_printf(&path, "/images/%s/json", enc.data);
+    return dcall_start(c, "GET", path.data, NULL, D(e)->timeout_ms, NULL, NULL);
+}
+
+static void finish_platform(struct dcall *c, int r, long status, json_t *body,
+                            const struct lerr *err)
+{
+    if (r < 0) {
+        c->plat_cb(c->ud, r, NULL, NULL, NULL, err);
+        return;
+    }
+    c->plat_cb(c->ud, 0, ljson_str(body, "Os"), ljson_str(body, "Architecture"),
+               ljson_str(body, "Variant"), NULL);
+}
+
+static int docker_image_platform(struct engine *e, const char *image,
+                                 void (*cb)(void *ud, int result, const char *os, const char *arch,
+                                            const char *variant, const struct lerr *err),
+                                 void *ud)
+{
+    struct dcall *c = dcall_new(D(e), "inspect image");
+    if (!c)
+        return -ENOMEM;
+    c->finish = finish_platform;
+    c->plat_cb = cb;
+    c->ud = ud;
+    _cleanup_lbuf_ struct lbuf path = LBUF_INIT, enc = LBUF_INIT;
+    lstr_url_encode(image, strlen(image), &enc);
+    lbuf_printf(&path, "/images/%s/json", enc.data);
+    return dcall_start(c, "GET", path.data, NULL, D(e)->timeout_ms, NULL, NULL);
+}
+
+/* ------------------------------------------------------------------ pull */
+
+static int pull_data(void *ud, const char *data, size_t n)
+{
+    struct dcall *c = ud;
+    if (lbuf_append(&c->stream, data, n) < 0)
+        return -ENOMEM;
+    char *nl;
+    while ((nl = memchr(c->stream.data, '\n', c->stream.len))) {
+        size_t len = (size_t)(nl - c->stream.data);
+        json_error_t je;
+        json_t *j = json_loadb(c->stream.data, len, 0, &je);
+        if (j) {
+            const char *error = ljson_str(j, "error");
+            if (error && !c->stream_failed) {
+                c->stream_failed = true;
+                lerr_set(&c->stream_err, -ENOENT, "%s: %s", c->what, error);
+            } else if (c->progress) {
+                const char *status = ljson_str(j, "status");
+                const char *id = ljson_str(j, "id");
+                const char *progress = ljson_str(j, "progress");
+                char line[512];
+                snprintf(line, sizeof(line), "%s%s%s%s%s", id ? id : "", id ? ": " : "",
+                         status ? status : "", progress ? " " : "", progress ? progress : "");
+                c->progress(c->ud, line);
+            }
+            json_decref(j);
+        }
+        lbuf_consume(&c->stream, len + 1);
+    }
+    if (c->stream.len > 1 << 20)
+        return -E2BIG;
+    return 0;
+}
+
+static int docker_pull(struct engine *e, const char *image, const struct engine_registry_auth *auth,
+                       engine_progress_fn progress, engine_done_fn cb, void *ud)
+{
+    struct docker *d = D(e);
+    _cleanup_free_ char *what = lstr_printf("pull %s", image);
+    struct dcall *c = dcall_new(d, what);
+    if (!c)
+        return -ENOMEM;
+    c->finish = finish_done;
+    c->cb.done = cb;
+    c->ud = ud;
+    c->progress = progress;
+    _cleanup_free_ char *repo = NULL, *tag = NULL;
+    docker_split_reference(image, &repo, &tag);
+    _cleanup_lbuf_ struct lbuf path = LBUF_INIT, r_enc = LBUF_INIT, t_enc = LBUF_INIT;
+    lstr_url_encode(repo ? repo : image, strlen(repo ? repo : image), &r_enc);
+    lbuf_printf(&path, "/images/create?fromImage=%s", r_enc.data);
+    if (tag) {
+        lstr_url_encode(tag, strlen(tag), &t_enc);
+        lbuf_printf(&path, "&tag=%s", t_enc.data);
+    }
+    /* X-Registry-Auth: base64url(JSON). Never logged. */
+    char *hdr = NULL;
+    if (auth && auth->username) {
+        json_t *a = json_pack("{s:s, s:s, s:s}", "username", auth->username, "password",
+                              auth->password ? auth->password : "", "serveraddress",
+                              auth->server ? auth->server : "");
+        char *text = a ? ljson_dump(a) : NULL;
+        json_decref(a);
+        struct lbuf b64 = LBUF_INIT;
+        if (text && lcrypto_b64_encode(text, strlen(text), &b64) == 0) {
+            for (size_t i = 0; i < b64.len; i++)
+                b64.data[i] = b64.data[i] == '+' ? '-' : b64.data[i] == '/' ? '_' : b64.data[i];
+            hdr = lstr_printf("X-Registry-Auth: %s", b64.data);
+        }
+        if (text) {
+            lcrypto_wipe(text, strlen(text));
+            free(text);
+        }
+        if (b64.data)
+            lcrypto_wipe(b64.data, b64.len);
+        lbuf_free(&b64);
+    }
+    const char *headers[] = {hdr, NULL};
+    int r = dcall_start(c, "POST", path.data, NULL, d->pull_timeout_ms, hdr ? headers : NULL,
+                        pull_data);
+    if (hdr) {
+        lcrypto_wipe(hdr, strlen(hdr));
+        free(hdr);
+    }
+    return r;
+}
+
+/* ------------------------------------------------------------------ containers */
+
+static void finish_create(struct dcall *c, int r, long status, json_t *body, const struct lerr *err)
+{
+    c->cb.create(c->ud, r, r == 0 ? ljson_str(body, "Id") : NULL, err);
+}
+
+static int docker_create(struct engine *e, const struct engine_create_spec *spec,
+                         engine_create_fn cb, void *ud)
+{
+    struct docker *d = D(e);
+    struct lerr err = {0};
+    _cleanup_json_ json_t *body = NULL;
+    int r = docker_build_create_body(spec, &body, &err);
+    if (r < 0)
+        return r;
+    _cleanup_free_ char *what = lstr_printf("create %s", spec->name);
+    struct dcall *c = dcall_new(d, what);
+    if (!c)
+        return -ENOMEM;
+    c->finish = finish_create;
+    c->cb.create = cb;
+    c->ud = ud;
+    _cleanup_lbuf_ struct lbuf path = LBUF_INIT, enc = LBUF_INIT;
+    lstr_url_encode(spec->name, strlen(spec->name), &enc);
+    lbuf_printf(&path, "/containers/create?name=%s", enc.data);
+    return dcall_start(c, "POST", path.data, body, d->timeout_ms, NULL, NULL);
+}
+
+static int simple_call(struct engine *e, const char *what_fmt, const char *id, const char *method,
+                       const char *path_fmt, long timeout_ms, engine_done_fn cb, void *ud)
+{
+    struct docker *d = D(e);
+    char what[256];
+    snprintf(what, sizeof(what), what_fmt, id);
+    struct dcall *c = dcall_new(d, what);
+    if (!c)
+        return -ENOMEM;
+    c->finish = finish_done_tolerant;
+    c->cb.done = cb;
+    c->ud = ud;
+    _cleanup_lbuf_ struct lbuf enc = LBUF_INIT;
+    lstr_url_encode(id, strlen(id), &enc);
+    char path[512];
+    snprintf(path, sizeof(path), path_fmt, enc.data);
+    return dcall_start(c, method, path, NULL, timeout_ms, NULL, NULL);
+}
+
+static int docker_start_container(struct engine *e, const char *id, engine_done_fn cb, void *ud)
+{
+    return simple_call(e, "start %s", id, "POST", "/containers/%s/start", D(e)->timeout_ms, cb, ud);
+}
+
+static int docker_stop_container(struct engine *e, const char *id, int timeout_s,
+                                 engine_done_fn cb, void *ud)
+{
+    char path[64];
+    snprintf(path, sizeof(path), "/containers/%%s/stop?t=%d", timeout_s);
+    return simple_call(e, "stop %s", id, "POST", path, D(e)->timeout_ms + timeout_s * 1000L, cb,
+                       ud);
+}
+
+static int docker_remove(struct engine *e, const char *id, engine_done_fn cb, void *ud)
+{
+    return simple_call(e, "remove %s", id, "DELETE", "/containers/%s?force=1&v=1",
+                       D(e)->timeout_ms + 10000, cb, ud);
+}
+
+static void finish_inspect(struct dcall *c, int r, long status, json_t *body,
+                           const struct lerr *err)
+{
+    if (r < 0) {
+        c->cb.inspect(c->ud, r, NULL, err);
+        return;
+    }
+    struct engine_container ctr = {0};
+    r = docker_parse_inspect(body, &ctr);
+    if (r < 0) {
+        struct lerr e2;
+        lerr_set(&e2, r, "%s: unexpected answer from the engine", c->what);
+        c->cb.inspect(c->ud, r, NULL, &e2);
+        return;
+    }
+    c->cb.inspect(c->ud, 0, &ctr, NULL);
+    engine_container_clear(&ctr);
+}
+
+static int docker_inspect(struct engine *e, const char *id, engine_inspect_fn cb, void *ud)
+{
+    struct docker *d = D(e);
+    _cleanup_free_ char *what = lstr_printf("inspect %s", id);
+    struct dcall *c = dcall_new(d, what);
+    if (!c)
+        return -ENOMEM;
+    c->finish = finish_inspect;
+    c->cb.inspect = cb;
+    c->ud = ud;
+    _cleanup_lbuf_ struct lbuf path = LBUF_INIT, enc = LBUF_INIT;
+    lstr_url_encode(id, strlen(id), &enc);
+    lbuf_printf(&path, "/containers/%s/json", enc.data);
+    return dcall_start(c, "GET", path.data, NULL, d->timeout_ms, NULL, NULL);
+}
+
+static void finish_list(struct dcall *c, int r, long status, json_t *body, const struct lerr *err)
+{
+    if (r < 0) {
+        c->cb.list(c->ud, r, NULL, 0, err);
+        return;
+    }
+    struct engine_container *v = NULL;
+    size_t n = 0;
+    r = docker_parse_list(body, &v, &n);
+    if (r < 0) {
+        struct lerr e2;
+        lerr_set(&e2, r, "list containers: unexpected answer from the engine");
+        c->cb.list(c->ud, r, NULL, 0, &e2);
+        return;
+    }
+    c->cb.list(c->ud, 0, v, n, NULL);
+    engine_containers_free(v, n);
+}
+
+static int docker_list(struct engine *e, engine_list_fn cb, void *ud)
+{
+    struct docker *d = D(e);
+    struct dcall *c = dcall_new(d, "list containers");
+    if (!c)
+        return -ENOMEM;
+    c->finish = finish_list;
+    c->cb.list = cb;
+    c->ud = ud;
+    _cleanup_lbuf_ struct lbuf path = LBUF_INIT, enc = LBUF_INIT;
+    const char *filter = "{\"label\":[\"" ENGINE_LABEL_OWNER "=" ENGINE_LABEL_OWNER_VALUE "\"]}";
+    lstr_url_encode(filter, strlen(filter), &enc);
+    lbuf_printf(&path, "/containers/json?all=1&filters=%s", enc.data);
+    return dcall_start(c, "GET", path.data, NULL, d->timeout_ms, NULL, NULL);
+}
+
+/* ------------------------------------------------------------------ logs */
+
+struct engine_logs {
+    struct docker *d;
+    struct hc_transfer *t;
+    struct engine_logs_options o;
+    char *id;
+    engine_log_fn on_data;
+    engine_done_fn cb;
+    void *ud;
+    struct docker_demux demux;
+    bool tty;
+    bool cancelled;
+    bool inspecting;
+};
+
+static void logs_free(struct engine_logs *l)
+{
+    free(l->id);
+    docker_demux_free(&l->demux);
+    free(l);
+}
+
+static int logs_data(void *ud, const char *data, size_t n)
+{
+    struct engine_logs *l = ud;
+    if (l->tty)
+        return l->on_data(l->ud, 1, data, n);
+    return docker_demux_feed(&l->demux, data, n, l->on_data, l->ud);
+}
+
+static void logs_done(void *ud, int result, long status, struct lbuf *body)
+{
+    struct engine_logs *l = ud;
+    struct lerr err = {0};
+    int r = 0;
+    if (result == -ECANCELED) {
+        r = 0; /* the consumer stopped reading */
+    } else if (result < 0 || status >= 400) {
+        json_t *j = body->len ? json_loadb(body->data, body->len, 0, NULL) : NULL;
+        r = docker_error(l->d, "logs", result, status, j, &err);
+        json_decref(j);
+    }
+    l->t = NULL;
+    l->cb(l->ud, r, r < 0 ? &err : NULL);
+    logs_free(l);
+}
+
+static void logs_inspected(void *ud, int result, const struct engine_container *c,
+                           const struct lerr *err)
+{
+    struct engine_logs *l = ud;
+    l->inspecting = false;
+    if (l->cancelled) {
+        logs_free(l);
+        return;
+    }
+    if (result < 0) {
+        l->cb(l->ud, result, err);
+        logs_free(l);
+        return;
+    }
+    l->tty = c->tty;
+    struct docker *d = l->d;
+    _cleanup_lbuf_ struct lbuf url = LBUF_INIT, enc = LBUF_INIT;
+    lstr_url_encode(c->id, strlen(c->id), &enc);
+    lbuf_printf(&url, "%s/v%s/containers/%s/logs?stdout=1&stderr=1&follow=%d&timestamps=%d",
+                d->origin, d->api[0] ? d->api : DOCKER_MIN_API, enc.data, l->o.follow ? 1 : 0,
+                l->o.timestamps ? 1 : 0);
+    if (l->o.tail >= 0)
+        lbuf_printf(&url, "&tail=%ld", l->o.tail);
+    if (l->o.since_ms > 0)
+        lbuf_printf(&url, "&since=%lld.%03lld", (long long)(l->o.since_ms / 1000),
+                    (long long)(l->o.since_ms % 1000));
+    struct hc_request req = {
+        .unix_socket = d->socket_path,
+        .url = url.data,
+        .timeout_ms = l->o.follow ? 0 : d->timeout_ms * 6,
+        .on_data = logs_data,
+        .on_done = logs_done,
+        .ud = l,
+    };
+    l->t = hc_request(d->http, &req);
+    if (!l->t) {
+        struct lerr e2;
+        lerr_set(&e2, -ENOMEM, "logs: cannot start request");
+        l->cb(l->ud, -ENOMEM, &e2);
+        logs_free(l);
+    }
+}
+
+static struct engine_logs *docker_logs(struct engine *e, const char *id,
+                                       const struct engine_logs_options *o, engine_log_fn on_data,
+                                       engine_done_fn cb, void *ud)
+{
+    struct engine_logs *l = calloc(1, sizeof(*l));
+    if (!l)
+        return NULL;
+    l->d = D(e);
+    l->o = *o;
+    l->id = strdup(id);
+    l->on_data = on_data;
+    l->cb = cb;
+    l->ud = ud;
+    l->inspecting = true;
+    /* Whether the stream is multiplexed depends on the container's TTY setting. */
+    if (docker_inspect(e, id, logs_inspected, l) < 0) {
+        logs_free(l);
+        return NULL;
+    }
+    return l;
+}
+
+static void docker_logs_cancel(struct engine_logs *l)
+{
+    if (!l)
+        return;
+    if (l->inspecting) {
+        l->cancelled = true; /* freed when the inspect answers */
+        return;
+    }
+    hc_cancel(l->t);
+    logs_free(l);
+}
+
+/* ------------------------------------------------------------------ events */
+
+static void events_connect(struct docker *d);
+
+static void emit(struct docker *d, const struct engine_event *ev)
+{
+    if (d->e->on_event)
+        d->e->on_event(d->e->event_ud, ev);
+}
+
+static void schedule_reconnect(struct docker *d)
+{
+    if (!d->running)
+        return;
+    if (d->connected) {
+        d->connected = false;
+        struct engine_event ev = {.kind = ENGINE_EVENT_DISCONNECTED, .time_ms = ltime_now_ms()};
+        emit(d, &ev);
+    }
+    d->backoff_ms = d->backoff_ms ? MIN(d->backoff_ms * 2, 30000) : 500;
+    struct timeval tv = {d->backoff_ms / 1000, (d->backoff_ms % 1000) * 1000};
+    evtimer_add(d->reconnect, &tv);
+}
+
+static int events_data(void *ud, const char *data, size_t n)
+{
+    struct docker *d = ud;
+    if (lbuf_append(&d->evline, data, n) < 0)
+        return -ENOMEM;
+    char *nl;
+    while ((nl = memchr(d->evline.data, '\n', d->evline.len))) {
+        size_t len = (size_t)(nl - d->evline.data);
+        json_t *j = json_loadb(d->evline.data, len, 0, NULL);
+        if (j) {
+            struct engine_event ev;
+            if (docker_parse_event(j, &ev) == 0)
+                emit(d, &ev);
+            json_decref(j);
+        }
+        lbuf_consume(&d->evline, len + 1);
+    }
+    if (d->evline.len > 1 << 20)
+        return -E2BIG;
+    return 0;
+}
+
+static void events_done(void *ud, int result, long status, struct lbuf *body)
+{
+    struct docker *d = ud;
+    d->events = NULL;
+    lbuf_reset(&d->evline);
+    schedule_reconnect(d);
+}
+
+static void events_version_cb(void *ud, int result, const struct engine_version *v,
+                              const struct lerr *err)
+{
+    struct docker *d = ud;
+    if (!d->running)
+        return;
+    if (result < 0) {
+        if (d->events) {
+            hc_cancel(d->events);
+            d->events = NULL;
+        }
+        schedule_reconnect(d);
+        return;
+    }
+    /* The event stream was requested before this answer, so anything that changes after the
+     * agent's resynchronising list is seen as an event. */
+    d->backoff_ms = 0;
+    d->connected = true;
+    struct engine_event ev = {.kind = ENGINE_EVENT_CONNECTED, .time_ms = ltime_now_ms()};
+    emit(d, &ev);
+}
+
+static void events_connect(struct docker *d)
+{
+    if (!d->running)
+        return;
+    _cleanup_lbuf_ struct lbuf url = LBUF_INIT, enc = LBUF_INIT;
+    const char *filter = "{\"type\":[\"container\"],\"label\":[\"" ENGINE_LABEL_OWNER
+                         "=" ENGINE_LABEL_OWNER_VALUE "\"]}";
+    lstr_url_encode(filter, strlen(filter), &enc);
+    /* Replay a little history so nothing between a disconnect and now is missed. */
+    lbuf_printf(&url, "%s/v%s/events?since=%lld&filters=%s", d->origin,
+                d->api[0] ? d->api : DOCKER_MIN_API, (long long)(ltime_now_ms() / 1000 - 2),
+                enc.data);
+    struct hc_request req = {
+        .unix_socket = d->socket_path,
+        .url = url.data,
+        .timeout_ms = 0,
+        .on_data = events_data,
+        .on_done = events_done,
+        .ud = d,
+    };
+    d->events = hc_request(d->http, &req);
+    if (!d->events || docker_version(d->e, events_version_cb, d) < 0) {
+        if (d->events) {
+            hc_cancel(d->events);
+            d->events = NULL;
+        }
+        schedule_reconnect(d);
+    }
+}
+
+static void reconnect_cb(evutil_socket_t fd, short what, void *arg) { events_connect(arg); }
+
+/* ------------------------------------------------------------------ lifecycle */
+
+static int docker_init(struct engine *e, const struct engine_config *cfg)
+{
+    struct docker *d = D(e);
+    d->e = e;
+    d->uri = strdup(cfg->uri ? cfg->uri : "unix:///var/run/docker.sock");
+    d->timeout_ms = cfg->request_timeout_ms ? cfg->request_timeout_ms : 30000;
+    d->pull_timeout_ms = cfg->pull_timeout_ms ? cfg->pull_timeout_ms : 600000;
+    if (!d->uri)
+        return -ENOMEM;
+    if (lstr_startswith(d->uri, "unix://")) {
+        d->socket_path = strdup(d->uri + 7);
+        d->origin = strdup("http://localhost");
+    } else if (lstr_startswith(d->uri, "http://") || lstr_startswith(d->uri, "tcp://")) {
+        const char *hostport = strstr(d->uri, "://") + 3;
+        d->origin = lstr_printf("http://%s", hostport);
+        size_t n = strlen(d->origin);
+        if (n && d->origin[n - 1] == '/')
+            d->origin[n - 1] = 0;
+    } else {
+        free(d->uri);
+        return -EINVAL;
+    }
+    int r = hc_client_new(e->base, &d->http);
+    if (r < 0)
+        return r;
+    d->reconnect = evtimer_new(e->base, reconnect_cb, d);
+    return d->reconnect && d->origin ? 0 : -ENOMEM;
+}
+
+static int docker_start(struct engine *e)
+{
+    struct docker *d = D(e);
+    if (d->running)
+        return 0;
+    d->running = true;
+    /* The first connection result is reported like a reconnection: DISCONNECTED is only sent
+     * after a CONNECTED, so start as "connected" to report a missing engine at once. */
+    d->connected = true;
+    events_connect(d);
+    return 0;
+}
+
+static void docker_stop(struct engine *e)
+{
+    struct docker *d = D(e);
+    d->running = false;
+    if (d->events) {
+        hc_cancel(d->events);
+        d->events = NULL;
+    }
+    if (d->reconnect)
+        evtimer_del(d->reconnect);
+}
+
+static void docker_fini(struct engine *e)
+{
+    struct docker *d = D(e);
+    hc_client_free(d->http);
+    if (d->reconnect)
+        event_free(d->reconnect);
+    lbuf_free(&d->evline);
+    free(d->uri);
+    free(d->socket_path);
+    free(d->origin);
+}
+
+const struct engine_ops engine_docker_ops = {
+    .name = "docker",
+    .priv_size = sizeof(struct docker),
+    .init = docker_init,
+    .start = docker_start,
+    .stop = docker_stop,
+    .fini = docker_fini,
+    .version = docker_version,
+    .ensure_network = docker_ensure_network,
+    .image_present = docker_image_present,
+    .pull = docker_pull,
+    .create = docker_create,
+    .start_container = docker_start_container,
+    .stop_container = docker_stop_container,
+    .remove = docker_remove,
+    .inspect = docker_inspect,
+    .list = docker_list,
+    .logs = docker_logs,
+    .logs_cancel = docker_logs_cancel,
+    .image_platform = docker_image_platform,
+};

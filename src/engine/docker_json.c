@@ -1,0 +1,403 @@
+/* docker_json.c — Docker Engine API documents in and out (see docker_json.h). */
+#include "engine/docker_json.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "base/json.h"
+#include "base/str.h"
+#include "base/timeutil.h"
+
+/* ------------------------------------------------------------------ create body */
+
+static int env_key_len(const char *kv)
+{
+    const char *eq = strchr(kv, '=');
+    return eq ? (int)(eq - kv) : (int)strlen(kv);
+}
+
+static int merge_env(json_t *body, const json_t *env, struct lerr *err)
+{
+    json_t *user = json_object_get(body, "Env");
+    if (user && !json_is_array(user) && !json_is_null(user))
+        return lerr_set(err, -EINVAL, "createOptions.Env: must be an array of \"NAME=value\"");
+    json_t *out = json_array();
+    if (!out)
+        return -ENOMEM;
+    size_t i;
+    json_t *v;
+    json_array_foreach(user, i, v) {
+        const char *kv = json_string_value(v);
+        if (!kv) {
+            json_decref(out);
+            return lerr_set(err, -EINVAL, "createOptions.Env[%zu]: must be a string", i);
+        }
+        int klen = env_key_len(kv);
+        char key[256];
+        snprintf(key, sizeof(key), "%.*s", klen, kv);
+        if (env && json_object_get(env, key))
+            continue; /* replaced below */
+        json_array_append(out, v);
+    }
+    const char *k;
+    json_object_foreach((json_t *)env, k, v) {
+        const char *val = json_string_value(v);
+        char *kv = lstr_printf("%s=%s", k, val ? val : "");
+        if (!kv || json_array_append_new(out, json_string(kv)) < 0) {
+            free(kv);
+            json_decref(out);
+            return -ENOMEM;
+        }
+        free(kv);
+    }
+    return json_object_set_new(body, "Env", out) < 0 ? -ENOMEM : 0;
+}
+
+static json_t *get_or_add_object(json_t *parent, const char *key, const char *path,
+                                 struct lerr *err, int *r)
+{
+    json_t *o = json_object_get(parent, key);
+    if (o && json_is_object(o))
+        return o;
+    if (o && !json_is_null(o)) {
+        *r = lerr_set(err, -EINVAL, "createOptions.%s: must be an object", path);
+        return NULL;
+    }
+    o = json_object();
+    if (!o || json_object_set_new(parent, key, o) < 0) {
+        *r = -ENOMEM;
+        return NULL;
+    }
+    return o;
+}
+
+static int append_strings(json_t *obj, const char *key, const json_t *add, const char *path,
+                          struct lerr *err)
+{
+    if (!add || json_array_size(add) == 0)
+        return 0;
+    json_t *arr = json_object_get(obj, key);
+    if (arr && !json_is_array(arr) && !json_is_null(arr))
+        return lerr_set(err, -EINVAL, "createOptions.%s: must be an array", path);
+    if (!json_is_array(arr)) {
+        arr = json_array();
+        if (!arr || json_object_set_new(obj, key, arr) < 0)
+            return -ENOMEM;
+    }
+    size_t i;
+    json_t *v;
+    json_array_foreach(add, i, v) {
+        if (json_array_append(arr, v) < 0)
+            return -ENOMEM;
+    }
+    return 0;
+}
+
+int docker_build_create_body(const struct engine_create_spec *spec, json_t **ret, struct lerr *err)
+{
+    int r = 0;
+    if (spec->create_options && !json_is_object(spec->create_options))
+        return lerr_set(err, -EINVAL, "createOptions: must be a JSON object");
+    _cleanup_json_ json_t *body =
+        spec->create_options ? json_deep_copy(spec->create_options) : json_object();
+    if (!body)
+        return -ENOMEM;
+    if (json_object_set_new(body, "Image", json_string(spec->image)) < 0)
+        return -ENOMEM;
+
+    json_t *labels = get_or_add_object(body, "Labels", "Labels", err, &r);
+    if (!labels)
+        return r;
+    if (spec->labels && json_object_update(labels, (json_t *)spec->labels) < 0)
+        return -ENOMEM;
+
+    if ((r = merge_env(body, spec->env, err)) < 0)
+        return r;
+
+    json_t *hc = get_or_add_object(body, "HostConfig", "HostConfig", err, &r);
+    if (!hc)
+        return r;
+    if ((r = append_strings(hc, "Binds", spec->binds, "HostConfig.Binds", err)) < 0)
+        return r;
+    if ((r = append_strings(hc, "ExtraHosts", spec->extra_hosts, "HostConfig.ExtraHosts", err)) < 0)
+        return r;
+    json_t *restart = json_pack("{s:s}", "Name", "no");
+    if (!restart || json_object_set_new(hc, "RestartPolicy", restart) < 0)
+        return -ENOMEM;
+
+    const char *mode = ljson_str(hc, "NetworkMode");
+    if (spec->network && (!mode || !*mode || strcmp(mode, "default") == 0)) {
+        if (json_object_set_new(hc, "NetworkMode", json_string(spec->network)) < 0)
+            return -ENOMEM;
+        json_t *nc = get_or_add_object(body, "NetworkingConfig", "NetworkingConfig", err, &r);
+        if (!nc)
+            return r;
+        json_t *eps = get_or_add_object(nc, "EndpointsConfig", "NetworkingConfig.EndpointsConfig",
+                                        err, &r);
+        if (!eps)
+            return r;
+        if (!json_object_get(eps, spec->network)) {
+            json_t *ep = json_pack("{s:[s]}", "Aliases", spec->name);
+            if (!ep || json_object_set_new(eps, spec->network, ep) < 0)
+                return -ENOMEM;
+        }
+    }
+
+    json_t *lc = json_object_get(hc, "LogConfig");
+    bool user_log = json_is_object(lc) && !lstr_empty(ljson_str(lc, "Type"));
+    if (!user_log && spec->default_log_config) {
+        if (json_object_set(hc, "LogConfig", (json_t *)spec->default_log_config) < 0)
+            return -ENOMEM;
+    }
+    *ret = TAKE_PTR(body);
+    return 0;
+}
+
+/* ------------------------------------------------------------------ reading documents */
+
+static char *dup_or_null(const char *s) { return s ? strdup(s) : NULL; }
+
+int docker_api_compare(const char *a, const char *b)
+{
+    unsigned amaj = 0, amin = 0, bmaj = 0, bmin = 0;
+    sscanf(a ? a : "0.0", "%u.%u", &amaj, &amin);
+    sscanf(b ? b : "0.0", "%u.%u", &bmaj, &bmin);
+    if (amaj != bmaj)
+        return amaj < bmaj ? -1 : 1;
+    if (amin != bmin)
+        return amin < bmin ? -1 : 1;
+    return 0;
+}
+
+int docker_parse_version(const json_t *j, struct engine_version *v)
+{
+    if (!json_is_object(j) || !ljson_str(j, "ApiVersion"))
+        return -EPROTO;
+    memset(v, 0, sizeof(*v));
+    lstr_copy(v->version, sizeof(v->version), ljson_str(j, "Version") ?: "");
+    lstr_copy(v->api_version, sizeof(v->api_version), ljson_str(j, "ApiVersion"));
+    lstr_copy(v->min_api_version, sizeof(v->min_api_version), ljson_str(j, "MinAPIVersion") ?: "");
+    lstr_copy(v->os, sizeof(v->os), ljson_str(j, "Os") ?: "");
+    lstr_copy(v->arch, sizeof(v->arch), ljson_str(j, "Arch") ?: "");
+    lstr_copy(v->kernel, sizeof(v->kernel), ljson_str(j, "KernelVersion") ?: "");
+    const char *platform = ljson_str(json_object_get(j, "Platform"), "Name");
+    const char *product = "Moby";
+    size_t i;
+    json_t *comp;
+    json_array_foreach(json_object_get(j, "Components"), i, comp) {
+        const char *name = ljson_str(comp, "Name");
+        if (name && strcasestr(name, "podman"))
+            product = "Podman";
+    }
+    if (strcmp(product, "Podman") != 0 && platform && *platform) {
+        if (strcasestr(platform, "community"))
+            product = "Docker CE";
+        else if (strcasestr(platform, "enterprise") || strcasestr(platform, "mirantis"))
+            product = "Docker EE";
+        else if (strcasestr(platform, "desktop"))
+            product = "Docker Desktop";
+        else if (strcasestr(platform, "podman"))
+            product = "Podman";
+    }
+    lstr_copy(v->product, sizeof(v->product), product);
+    return 0;
+}
+
+enum ctr_state docker_state_from_string(const char *s);
+enum ctr_state docker_state_from_string(const char *s)
+{
+    static const struct {
+        const char *name;
+        enum ctr_state st;
+    } map[] = {
+        {"created", CTR_CREATED}, {"running", CTR_RUNNING},       {"paused", CTR_PAUSED},
+        {"restarting", CTR_RESTARTING}, {"exited", CTR_EXITED}, {"dead", CTR_DEAD},
+        {"removing", CTR_REMOVING}, {"stopped", CTR_EXITED},    {"configured", CTR_CREATED},
+    };
+    for (size_t i = 0; s && i < ARRAY_SIZE(map); i++)
+        if (strcasecmp(s, map[i].name) == 0)
+            return map[i].st;
+    return CTR_UNKNOWN;
+}
+
+static enum ctr_health health_from_string(const char *s)
+{
+    if (!s)
+        return HEALTH_NONE;
+    if (strcmp(s, "healthy") == 0)
+        return HEALTH_HEALTHY;
+    if (strcmp(s, "unhealthy") == 0)
+        return HEALTH_UNHEALTHY;
+    if (strcmp(s, "starting") == 0)
+        return HEALTH_STARTING;
+    return HEALTH_NONE;
+}
+
+static int64_t parse_time(const char *s)
+{
+    int64_t ms;
+    if (!s || strncmp(s, "0001-01-01", 10) == 0 || ltime_parse_rfc3339(s, &ms) < 0)
+        return 0;
+    return ms;
+}
+
+int docker_parse_inspect(const json_t *j, struct engine_container *c)
+{
+    const char *id = ljson_str(j, "Id");
+    json_t *state = json_object_get(j, "State");
+    json_t *config = json_object_get(j, "Config");
+    if (!id || !json_is_object(state))
+        return -EPROTO;
+    memset(c, 0, sizeof(*c));
+    c->id = strdup(id);
+    const char *name = ljson_str(j, "Name");
+    c->name = dup_or_null(name && name[0] == '/' ? name + 1 : name);
+    c->image = dup_or_null(ljson_str(config, "Image"));
+    json_t *labels = json_object_get(config, "Labels");
+    c->labels = json_is_object(labels) ? json_incref(labels) : json_object();
+    c->state = docker_state_from_string(ljson_str(state, "Status"));
+    c->exit_code = (int)ljson_int(state, "ExitCode", -1);
+    c->pid = (int)ljson_int(state, "Pid", 0);
+    c->started_ms = parse_time(ljson_str(state, "StartedAt"));
+    c->finished_ms = parse_time(ljson_str(state, "FinishedAt"));
+    c->health = health_from_string(ljson_str(json_object_get(state, "Health"), "Status"));
+    const char *error = ljson_str(state, "Error");
+    c->error = error && *error ? strdup(error) : NULL;
+    c->tty = ljson_bool(config, "Tty", false);
+    if (!c->id || !c->labels) {
+        engine_container_clear(c);
+        return -ENOMEM;
+    }
+    return 0;
+}
+
+int docker_parse_list(const json_t *j, struct engine_container **ret, size_t *ret_n)
+{
+    if (!json_is_array(j))
+        return -EPROTO;
+    size_t n = json_array_size(j);
+    struct engine_container *v = calloc(n ? n : 1, sizeof(*v));
+    if (!v)
+        return -ENOMEM;
+    size_t k = 0, i;
+    json_t *e;
+    json_array_foreach(j, i, e) {
+        const char *id = ljson_str(e, "Id");
+        if (!id)
+            continue;
+        struct engine_container *c = &v[k++];
+        c->id = strdup(id);
+        const char *name = json_string_value(json_array_get(json_object_get(e, "Names"), 0));
+        c->name = dup_or_null(name && name[0] == '/' ? name + 1 : name);
+        c->image = dup_or_null(ljson_str(e, "Image"));
+        json_t *labels = json_object_get(e, "Labels");
+        c->labels = json_is_object(labels) ? json_incref(labels) : json_object();
+        c->state = docker_state_from_string(ljson_str(e, "State"));
+        c->exit_code = -1;
+        /* "Up 5 minutes (unhealthy)" is all the list says about health. */
+        const char *status = ljson_str(e, "Status");
+        if (status && strstr(status, "(unhealthy)"))
+            c->health = HEALTH_UNHEALTHY;
+        else if (status && strstr(status, "(healthy)"))
+            c->health = HEALTH_HEALTHY;
+        else if (status && strstr(status, "(health: starting)"))
+            c->health = HEALTH_STARTING;
+        if (status && c->state == CTR_EXITED) {
+            int code;
+            if (sscanf(status, "Exited (%d)", &code) == 1)
+                c->exit_code = code;
+        }
+    }
+    *ret = v;
+    *ret_n = k;
+    return 0;
+}
+
+int docker_parse_event(const json_t *j, struct engine_event *ev)
+{
+    const char *type = ljson_str(j, "Type");
+    const char *action = ljson_str(j, "Action");
+    json_t *actor = json_object_get(j, "Actor");
+    json_t *attrs = json_object_get(actor, "Attributes");
+    if (!type || strcmp(type, "container") != 0 || !action)
+        return -ENOENT;
+    memset(ev, 0, sizeof(*ev));
+    ev->id = ljson_str(actor, "ID");
+    ev->name = ljson_str(attrs, "name");
+    long long nano = ljson_int(j, "timeNano", 0);
+    ev->time_ms = nano ? nano / 1000000 : ljson_int(j, "time", 0) * 1000;
+    if (strcmp(action, "start") == 0) {
+        ev->kind = ENGINE_EVENT_START;
+    } else if (strcmp(action, "die") == 0) {
+        ev->kind = ENGINE_EVENT_DIE;
+        const char *code = ljson_str(attrs, "exitCode");
+        ev->exit_code = code ? atoi(code) : -1;
+    } else if (strcmp(action, "destroy") == 0) {
+        ev->kind = ENGINE_EVENT_DESTROY;
+    } else if (strcmp(action, "oom") == 0) {
+        ev->kind = ENGINE_EVENT_OOM;
+    } else if (lstr_startswith(action, "health_status")) {
+        ev->kind = ENGINE_EVENT_HEALTH;
+        const char *s = strchr(action, ':');
+        s = s ? s + 1 : "";
+        while (*s == ' ')
+            s++;
+        ev->health = health_from_string(s);
+    } else {
+        return -ENOENT;
+    }
+    return ev->id ? 0 : -ENOENT;
+}
+
+int docker_split_reference(const char *image, char **ret_repo, char **ret_tag)
+{
+    if (strchr(image, '@')) {
+        *ret_repo = strdup(image);
+        *ret_tag = NULL;
+        return *ret_repo ? 0 : -ENOMEM;
+    }
+    const char *slash = strrchr(image, '/');
+    const char *colon = strrchr(slash ? slash : image, ':');
+    if (!colon) {
+        *ret_repo = strdup(image);
+        *ret_tag = strdup("latest");
+    } else {
+        *ret_repo = strndup(image, (size_t)(colon - image));
+        *ret_tag = strdup(colon + 1);
+    }
+    return *ret_repo && *ret_tag ? 0 : -ENOMEM;
+}
+
+/* ------------------------------------------------------------------ log stream */
+
+int docker_demux_feed(struct docker_demux *m, const char *data, size_t n, engine_log_fn out,
+                      void *ud)
+{
+    while (n > 0) {
+        if (m->remaining == 0) {
+            size_t take = MIN(n, 8 - m->hdr_len);
+            memcpy(m->hdr + m->hdr_len, data, take);
+            m->hdr_len += take;
+            data += take;
+            n -= take;
+            if (m->hdr_len < 8)
+                return 0;
+            m->stream = m->hdr[0] == 2 ? 2 : 1;
+            m->remaining = ((size_t)m->hdr[4] << 24) | ((size_t)m->hdr[5] << 16) |
+                           ((size_t)m->hdr[6] << 8) | m->hdr[7];
+            m->hdr_len = 0;
+            continue;
+        }
+        size_t take = MIN(n, m->remaining);
+        if (out(ud, m->stream, data, take) < 0)
+            return -ECANCELED;
+        data += take;
+        n -= take;
+        m->remaining -= take;
+    }
+    return 0;
+}
+
+void docker_demux_free(struct docker_demux *m) { memset(m, 0, sizeof(*m)); }

@@ -1,0 +1,196 @@
+/* engine.h — the one interface every module backend implements (an ops table chosen at run time):
+ * `docker` (the Docker Engine API: Moby, Docker CE, Podman's compatible socket) and `process`
+ * (supervised native programs). All operations are asynchronous on the caller's event loop and
+ * report through a callback exactly once, unless the engine is freed first. */
+#pragma once
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "base/errors.h"
+#include "base/macro.h"
+
+struct event_base;
+struct engine;
+
+/* Labels ledge puts on everything it creates; containers without the owner label are never
+ * touched. */
+#define ENGINE_LABEL_OWNER "dev.ledge.owner"
+#define ENGINE_LABEL_OWNER_VALUE "ledge"
+#define ENGINE_LABEL_MODULE "dev.ledge.module"
+#define ENGINE_LABEL_HASH "dev.ledge.config-hash"
+#define ENGINE_LABEL_IMAGE "dev.ledge.image"
+#define ENGINE_LABEL_GENERATION "dev.ledge.generation-id"
+#define ENGINE_LABEL_VERSION "dev.ledge.version"
+
+enum ctr_state {
+    CTR_UNKNOWN = 0,
+    CTR_CREATED,
+    CTR_RUNNING,
+    CTR_PAUSED,
+    CTR_RESTARTING,
+    CTR_EXITED,
+    CTR_DEAD,
+    CTR_REMOVING,
+};
+
+enum ctr_health {
+    HEALTH_NONE = 0, /* no HEALTHCHECK */
+    HEALTH_STARTING,
+    HEALTH_HEALTHY,
+    HEALTH_UNHEALTHY,
+};
+
+struct engine_container {
+    char *id;
+    char *name;
+    char *image;
+    json_t *labels;      /* object, never NULL after a successful list/inspect */
+    enum ctr_state state;
+    enum ctr_health health;
+    int exit_code;       /* -1 when unknown (e.g. an adopted process) */
+    int64_t started_ms;  /* 0 when never */
+    int64_t finished_ms;
+    int pid;
+    bool tty;
+    char *error;         /* the engine's own error text for the last start, or NULL */
+};
+
+void engine_container_clear(struct engine_container *c);
+void engine_containers_free(struct engine_container *v, size_t n);
+const char *ctr_state_name(enum ctr_state s);
+const char *ctr_health_name(enum ctr_health h);
+const char *engine_label(const struct engine_container *c, const char *key);
+
+struct engine_version {
+    char product[64];      /* "Moby", "Docker CE", "Podman", "ledge process supervisor" */
+    char version[64];      /* engine version */
+    char api_version[16];  /* "1.41" */
+    char min_api_version[16];
+    char os[32];           /* "linux" */
+    char arch[32];         /* engine's GOARCH: amd64, arm64, arm */
+    char kernel[128];
+    bool log_rotation_default; /* the engine's default log config rotates */
+    char default_log_driver[32];
+};
+
+/* What to create. Borrowed pointers: the engine copies what it keeps. */
+struct engine_create_spec {
+    const char *name;
+    const char *image;               /* docker */
+    const json_t *create_options;    /* user's ContainerCreate object, or NULL */
+    const json_t *labels;            /* ledge's labels: win over the user's on conflict */
+    const json_t *env;               /* object NAME -> string: manifest env merged under identity env */
+    const json_t *binds;             /* array of "host:container[:opts]" added to HostConfig.Binds */
+    const json_t *extra_hosts;       /* array of "name:addr" added to HostConfig.ExtraHosts */
+    const char *network;             /* join this network unless the user set NetworkMode */
+    const json_t *default_log_config; /* LogConfig used when the user set none */
+    const char *path;                /* process: program */
+    const json_t *args;              /* process: array of strings */
+};
+
+struct engine_registry_auth {
+    const char *username;
+    const char *password;
+    const char *server;
+};
+
+enum engine_event_kind {
+    ENGINE_EVENT_START,
+    ENGINE_EVENT_DIE,       /* exit_code set */
+    ENGINE_EVENT_HEALTH,    /* health set */
+    ENGINE_EVENT_DESTROY,
+    ENGINE_EVENT_OOM,
+    ENGINE_EVENT_CONNECTED,    /* the event stream is (re)established: resynchronise */
+    ENGINE_EVENT_DISCONNECTED, /* the engine went away: state is unknown until CONNECTED */
+};
+
+struct engine_event {
+    enum engine_event_kind kind;
+    const char *id;
+    const char *name;
+    int exit_code;
+    enum ctr_health health;
+    int64_t time_ms;
+};
+
+struct engine_logs_options {
+    bool follow;
+    bool timestamps;
+    long tail;           /* -1 = all */
+    int64_t since_ms;    /* 0 = from the start */
+};
+
+typedef void (*engine_done_fn)(void *ud, int result, const struct lerr *err);
+typedef void (*engine_create_fn)(void *ud, int result, const char *id, const struct lerr *err);
+typedef void (*engine_inspect_fn)(void *ud, int result, const struct engine_container *c,
+                                  const struct lerr *err);
+typedef void (*engine_list_fn)(void *ud, int result, const struct engine_container *v, size_t n,
+                               const struct lerr *err);
+typedef void (*engine_version_fn)(void *ud, int result, const struct engine_version *v,
+                                  const struct lerr *err);
+typedef void (*engine_event_fn)(void *ud, const struct engine_event *ev);
+typedef void (*engine_progress_fn)(void *ud, const char *line);
+/* stream: 1 stdout, 2 stderr; return < 0 to stop. */
+typedef int (*engine_log_fn)(void *ud, int stream, const char *data, size_t n);
+
+struct engine_config {
+    const char *uri;         /* docker: unix:///var/run/docker.sock or http://host:port */
+    const char *state_dir;   /* process: where records and logs live */
+    long request_timeout_ms; /* ordinary API calls */
+    long pull_timeout_ms;
+    engine_event_fn on_event;
+    void *event_ud;
+};
+
+struct engine_logs; /* a running logs request, cancellable */
+
+struct engine_ops {
+    const char *name;
+    size_t priv_size;
+    int (*init)(struct engine *e, const struct engine_config *cfg);
+    int (*start)(struct engine *e);   /* begin watching events */
+    void (*stop)(struct engine *e);
+    void (*fini)(struct engine *e);
+
+    int (*version)(struct engine *e, engine_version_fn cb, void *ud);
+    int (*ensure_network)(struct engine *e, const char *name, engine_done_fn cb, void *ud);
+    int (*image_present)(struct engine *e, const char *image, engine_done_fn cb, void *ud);
+    int (*pull)(struct engine *e, const char *image, const struct engine_registry_auth *auth,
+                engine_progress_fn progress, engine_done_fn cb, void *ud);
+    int (*create)(struct engine *e, const struct engine_create_spec *spec, engine_create_fn cb,
+                  void *ud);
+    int (*start_container)(struct engine *e, const char *id, engine_done_fn cb, void *ud);
+    int (*stop_container)(struct engine *e, const char *id, int timeout_s, engine_done_fn cb,
+                          void *ud);
+    int (*remove)(struct engine *e, const char *id, engine_done_fn cb, void *ud);
+    int (*inspect)(struct engine *e, const char *id_or_name, engine_inspect_fn cb, void *ud);
+    /* Everything carrying the owner label. */
+    int (*list)(struct engine *e, engine_list_fn cb, void *ud);
+    struct engine_logs *(*logs)(struct engine *e, const char *id,
+                                const struct engine_logs_options *o, engine_log_fn on_data,
+                                engine_done_fn cb, void *ud);
+    void (*logs_cancel)(struct engine_logs *l);
+    /* Image platform (os, architecture, variant) for the supported-systems checks. */
+    int (*image_platform)(struct engine *e, const char *image,
+                          void (*cb)(void *ud, int result, const char *os, const char *arch,
+                                     const char *variant, const struct lerr *err),
+                          void *ud);
+};
+
+struct engine {
+    const struct engine_ops *ops;
+    struct event_base *base;
+    engine_event_fn on_event;
+    void *event_ud;
+    void *priv;
+};
+
+extern const struct engine_ops engine_docker_ops;
+extern const struct engine_ops engine_process_ops;
+
+/* Allocate and init an engine of the given ops. */
+int engine_new(const struct engine_ops *ops, struct event_base *base,
+               const struct engine_config *cfg, struct engine **ret);
+void engine_free(struct engine *e);

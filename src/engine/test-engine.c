@@ -1,0 +1,420 @@
+/* test-engine.c — unit tests for the engine layer: the docker backend's pure document handling
+ * (createOptions merge, version/inspect/list/event parsing, log demultiplexing) and the process
+ * backend end to end with real programs (start, exit codes, stop with SIGTERM→SIGKILL, logs, and
+ * re-adoption of a running program by a new engine instance, as after a restart of ledged). */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <errno.h>
+#include <event2/event.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "base/buf.h"
+#include "base/json.h"
+#include "engine/docker_json.h"
+#include "engine/engine.h"
+
+static json_t *J(const char *text)
+{
+    json_t *j = json_loads(text, 0, NULL);
+    assert_non_null(j);
+    return j;
+}
+
+static void test_create_body_merge(void **state)
+{
+    json_t *user = J("{\"Env\":[\"A=user\",\"KEEP=1\"],\"Labels\":{\"dev.ledge.owner\":\"evil\","
+                     "\"mine\":\"x\"},\"HostConfig\":{\"Binds\":[\"/data:/data\"],"
+                     "\"PortBindings\":{\"80/tcp\":[{\"HostPort\":\"8080\"}]},"
+                     "\"RestartPolicy\":{\"Name\":\"always\"}}}");
+    json_t *labels = J("{\"dev.ledge.owner\":\"ledge\",\"dev.ledge.module\":\"m\"}");
+    json_t *env = J("{\"A\":\"ledge\",\"IOTEDGE_MODULEID\":\"m\"}");
+    json_t *binds = J("[\"/run/ledge/workload/m.sock:/var/run/iotedge/workload.sock\"]");
+    json_t *hosts = J("[\"gw.local:host-gateway\"]");
+    json_t *logc = J("{\"Type\":\"json-file\",\"Config\":{\"max-size\":\"10m\"}}");
+    struct engine_create_spec spec = {.name = "m", .image = "img:1", .create_options = user,
+                                      .labels = labels, .env = env, .binds = binds,
+                                      .extra_hosts = hosts, .network = "ledge",
+                                      .default_log_config = logc};
+    json_t *body = NULL;
+    struct lerr err = {0};
+    assert_int_equal(docker_build_create_body(&spec, &body, &err), 0);
+    assert_string_equal(ljson_str(body, "Image"), "img:1");
+    json_t *l = json_object_get(body, "Labels");
+    assert_string_equal(ljson_str(l, "dev.ledge.owner"), "ledge"); /* ledge wins */
+    assert_string_equal(ljson_str(l, "mine"), "x");                /* user keeps the rest */
+    char *e = ljson_dump(json_object_get(body, "Env"));
+    assert_string_equal(e, "[\"KEEP=1\",\"A=ledge\",\"IOTEDGE_MODULEID=m\"]");
+    free(e);
+    json_t *hc = json_object_get(body, "HostConfig");
+    assert_int_equal(json_array_size(json_object_get(hc, "Binds")), 2);
+    assert_non_null(json_object_get(hc, "PortBindings"));
+    assert_string_equal(ljson_str(hc, "NetworkMode"), "ledge");
+    assert_string_equal(ljson_str(json_object_get(hc, "RestartPolicy"), "Name"), "no");
+    assert_string_equal(ljson_str(json_object_get(hc, "LogConfig"), "Type"), "json-file");
+    assert_non_null(json_object_get(
+        json_object_get(json_object_get(body, "NetworkingConfig"), "EndpointsConfig"), "ledge"));
+    json_decref(body);
+
+    /* The user's NetworkMode and LogConfig are respected. */
+    json_t *user2 = J("{\"HostConfig\":{\"NetworkMode\":\"host\",\"LogConfig\":{\"Type\":\"local\"}}}");
+    spec.create_options = user2;
+    assert_int_equal(docker_build_create_body(&spec, &body, &err), 0);
+    hc = json_object_get(body, "HostConfig");
+    assert_string_equal(ljson_str(hc, "NetworkMode"), "host");
+    assert_string_equal(ljson_str(json_object_get(hc, "LogConfig"), "Type"), "local");
+    assert_null(json_object_get(body, "NetworkingConfig"));
+    json_decref(body);
+
+    json_t *bad = J("{\"Env\":\"A=1\"}");
+    spec.create_options = bad;
+    assert_int_equal(docker_build_create_body(&spec, &body, &err), -EINVAL);
+    assert_string_equal(err.msg, "createOptions.Env: must be an array of \"NAME=value\"");
+    json_t *bad2 = J("{\"HostConfig\":{\"Binds\":\"x\"}}");
+    spec.create_options = bad2;
+    assert_int_equal(docker_build_create_body(&spec, &body, &err), -EINVAL);
+    assert_string_equal(err.msg, "createOptions.HostConfig.Binds: must be an array");
+
+    json_decref(user);
+    json_decref(user2);
+    json_decref(bad);
+    json_decref(bad2);
+    json_decref(labels);
+    json_decref(env);
+    json_decref(binds);
+    json_decref(hosts);
+    json_decref(logc);
+}
+
+static void test_parse_documents(void **state)
+{
+    struct engine_version v;
+    json_t *j = J("{\"Platform\":{\"Name\":\"\"},\"Components\":[{\"Name\":\"Engine\"}],"
+                  "\"Version\":\"20.10.24+dfsg1\",\"ApiVersion\":\"1.41\",\"MinAPIVersion\":"
+                  "\"1.12\",\"Os\":\"linux\",\"Arch\":\"amd64\",\"KernelVersion\":\"6.1\"}");
+    assert_int_equal(docker_parse_version(j, &v), 0);
+    assert_string_equal(v.product, "Moby");
+    assert_string_equal(v.api_version, "1.41");
+    json_decref(j);
+    j = J("{\"Platform\":{\"Name\":\"Docker Engine - Community\"},\"ApiVersion\":\"1.45\"}");
+    assert_int_equal(docker_parse_version(j, &v), 0);
+    assert_string_equal(v.product, "Docker CE");
+    json_decref(j);
+    j = J("{\"Platform\":{\"Name\":\"linux/amd64/debian-12\"},\"Components\":[{\"Name\":"
+          "\"Podman Engine\"}],\"ApiVersion\":\"1.41\"}");
+    assert_int_equal(docker_parse_version(j, &v), 0);
+    assert_string_equal(v.product, "Podman");
+    json_decref(j);
+    assert_true(docker_api_compare("1.41", "1.43") < 0);
+    assert_true(docker_api_compare("1.9", "1.41") < 0);
+    assert_int_equal(docker_api_compare("1.41", "1.41"), 0);
+
+    struct engine_container c;
+    j = J("{\"Id\":\"abc\",\"Name\":\"/temp\",\"Config\":{\"Image\":\"img:1\",\"Tty\":true,"
+          "\"Labels\":{\"dev.ledge.owner\":\"ledge\"}},\"State\":{\"Status\":\"exited\","
+          "\"ExitCode\":3,\"StartedAt\":\"2026-01-01T00:00:00.5Z\",\"FinishedAt\":"
+          "\"0001-01-01T00:00:00Z\",\"Health\":{\"Status\":\"unhealthy\"}}}");
+    assert_int_equal(docker_parse_inspect(j, &c), 0);
+    assert_string_equal(c.name, "temp");
+    assert_int_equal(c.state, CTR_EXITED);
+    assert_int_equal(c.exit_code, 3);
+    assert_int_equal(c.health, HEALTH_UNHEALTHY);
+    assert_true(c.tty);
+    assert_int_equal(c.started_ms % 1000, 500);
+    assert_int_equal(c.finished_ms, 0);
+    assert_string_equal(engine_label(&c, ENGINE_LABEL_OWNER), "ledge");
+    engine_container_clear(&c);
+    json_decref(j);
+
+    struct engine_container *list;
+    size_t n;
+    j = J("[{\"Id\":\"a\",\"Names\":[\"/one\"],\"State\":\"running\",\"Status\":\"Up 2 minutes "
+          "(unhealthy)\",\"Labels\":{}},{\"Id\":\"b\",\"Names\":[\"/two\"],\"State\":\"exited\","
+          "\"Status\":\"Exited (137) 5 seconds ago\"},{\"Names\":[]}]");
+    assert_int_equal(docker_parse_list(j, &list, &n), 0);
+    assert_int_equal(n, 2);
+    assert_int_equal(list[0].health, HEALTH_UNHEALTHY);
+    assert_int_equal(list[1].exit_code, 137);
+    engine_containers_free(list, n);
+    json_decref(j);
+
+    struct engine_event ev;
+    j = J("{\"Type\":\"container\",\"Action\":\"die\",\"Actor\":{\"ID\":\"x\",\"Attributes\":"
+          "{\"exitCode\":\"137\",\"name\":\"evt\"}},\"time\":1,\"timeNano\":1500000000}");
+    assert_int_equal(docker_parse_event(j, &ev), 0);
+    assert_int_equal(ev.kind, ENGINE_EVENT_DIE);
+    assert_int_equal(ev.exit_code, 137);
+    assert_int_equal(ev.time_ms, 1500);
+    json_decref(j);
+    j = J("{\"Type\":\"container\",\"Action\":\"health_status: unhealthy\",\"Actor\":{\"ID\":"
+          "\"x\",\"Attributes\":{}}}");
+    assert_int_equal(docker_parse_event(j, &ev), 0);
+    assert_int_equal(ev.health, HEALTH_UNHEALTHY);
+    json_decref(j);
+    j = J("{\"Type\":\"network\",\"Action\":\"connect\"}");
+    assert_int_equal(docker_parse_event(j, &ev), -ENOENT);
+    json_decref(j);
+
+    char *repo, *tag;
+    assert_int_equal(docker_split_reference("reg:5000/a/b:1.2", &repo, &tag), 0);
+    assert_string_equal(repo, "reg:5000/a/b");
+    assert_string_equal(tag, "1.2");
+    free(repo);
+    free(tag);
+    assert_int_equal(docker_split_reference("reg:5000/a/b", &repo, &tag), 0);
+    assert_string_equal(repo, "reg:5000/a/b");
+    assert_string_equal(tag, "latest");
+    free(repo);
+    free(tag);
+}
+
+static int demux_out(void *ud, int stream, const char *data, size_t n)
+{
+    struct lbuf *b = ud;
+    lbuf_printf(b, "%d:", stream);
+    return lbuf_append(b, data, n);
+}
+
+static void test_demux(void **state)
+{
+    const char frames[] = "\x01\0\0\0\0\0\0\x03" "abc" "\x02\0\0\0\0\0\0\x02" "de" "\x01\0\0\0\0\0\0\0";
+    struct lbuf out = LBUF_INIT;
+    struct docker_demux m = {0};
+    /* Byte by byte: frames split anywhere still come out whole. */
+    for (size_t i = 0; i < sizeof(frames) - 1; i++)
+        assert_int_equal(docker_demux_feed(&m, frames + i, 1, demux_out, &out), 0);
+    assert_string_equal(out.data, "1:a1:b1:c2:d2:e");
+    lbuf_free(&out);
+}
+
+/* ------------------------------------------------------------------ process backend */
+
+struct pfix {
+    struct event_base *base;
+    struct engine *e;
+    char dir[64];
+    int events[8];
+    int last_exit;
+    int done;
+    int result;
+    char id[64];
+    struct lbuf logs;
+};
+
+static void on_event(void *ud, const struct engine_event *ev)
+{
+    struct pfix *f = ud;
+    f->events[ev->kind]++;
+    if (ev->kind == ENGINE_EVENT_DIE)
+        f->last_exit = ev->exit_code;
+}
+
+static void on_done(void *ud, int result, const struct lerr *err)
+{
+    struct pfix *f = ud;
+    f->done++;
+    f->result = result;
+}
+
+static void on_create(void *ud, int result, const char *id, const struct lerr *err)
+{
+    struct pfix *f = ud;
+    f->done++;
+    f->result = result;
+    if (id)
+        snprintf(f->id, sizeof(f->id), "%s", id);
+}
+
+static void wait_done(struct pfix *f, int n)
+{
+    for (int i = 0; i < 500 && f->done < n; i++)
+        event_base_loop(f->base, EVLOOP_ONCE);
+    assert_true(f->done >= n);
+}
+
+static void wait_events(struct pfix *f, int kind, int n)
+{
+    for (int i = 0; i < 500 && f->events[kind] < n; i++)
+        event_base_loop(f->base, EVLOOP_ONCE);
+    assert_true(f->events[kind] >= n);
+}
+
+static void new_engine(struct pfix *f)
+{
+    struct engine_config cfg = {.state_dir = f->dir, .on_event = on_event, .event_ud = f};
+    assert_int_equal(engine_new(&engine_process_ops, f->base, &cfg, &f->e), 0);
+    assert_int_equal(f->e->ops->start(f->e), 0);
+}
+
+static int psetup(void **state)
+{
+    struct pfix *f = calloc(1, sizeof(*f));
+    strcpy(f->dir, "/tmp/ledge-test-proc-XXXXXX");
+    assert_non_null(mkdtemp(f->dir));
+    f->base = event_base_new();
+    new_engine(f);
+    *state = f;
+    return 0;
+}
+
+static int pteardown(void **state)
+{
+    struct pfix *f = *state;
+    engine_free(f->e);
+    event_base_free(f->base);
+    char cmd[128];
+    snprintf(cmd, sizeof(cmd), "rm -rf %s", f->dir);
+    assert_int_equal(system(cmd), 0);
+    lbuf_free(&f->logs);
+    free(f);
+    return 0;
+}
+
+static void create(struct pfix *f, const char *name, const char *script)
+{
+    json_t *args = json_pack("[s,s]", "-c", script);
+    json_t *env = json_pack("{s:s}", "GREETING", "hello");
+    json_t *labels = json_pack("{s:s}", ENGINE_LABEL_OWNER, "ledge");
+    struct engine_create_spec spec = {.name = name, .path = "/bin/sh", .args = args, .env = env,
+                                      .labels = labels};
+    f->done = 0;
+    assert_int_equal(f->e->ops->create(f->e, &spec, on_create, f), 0);
+    wait_done(f, 1);
+    assert_int_equal(f->result, 0);
+    json_decref(args);
+    json_decref(env);
+    json_decref(labels);
+}
+
+static int collect_logs(void *ud, int stream, const char *data, size_t n)
+{
+    struct pfix *f = ud;
+    return lbuf_append(&f->logs, data, n);
+}
+
+static void test_process_lifecycle(void **state)
+{
+    struct pfix *f = *state;
+    create(f, "greeter", "echo $GREETING; echo line2; exit 3");
+    f->done = 0;
+    assert_int_equal(f->e->ops->start_container(f->e, f->id, on_done, f), 0);
+    wait_done(f, 1);
+    assert_int_equal(f->result, 0);
+    wait_events(f, ENGINE_EVENT_DIE, 1);
+    assert_int_equal(f->last_exit, 3);
+
+    struct engine_logs_options o = {.tail = 1};
+    f->done = 0;
+    assert_non_null(f->e->ops->logs(f->e, "greeter", &o, collect_logs, on_done, f));
+    wait_done(f, 1);
+    assert_string_equal(f->logs.data, "line2\n");
+    lbuf_reset(&f->logs);
+    o.tail = -1;
+    f->done = 0;
+    assert_non_null(f->e->ops->logs(f->e, "greeter", &o, collect_logs, on_done, f));
+    wait_done(f, 1);
+    assert_string_equal(f->logs.data, "hello\nline2\n");
+
+    /* Name conflicts are refused like the engine refuses them. */
+    json_t *labels = json_object();
+    struct engine_create_spec dup = {.name = "greeter", .path = "/bin/true", .labels = labels};
+    f->done = 0;
+    assert_int_equal(f->e->ops->create(f->e, &dup, on_create, f), 0);
+    wait_done(f, 1);
+    assert_int_equal(f->result, -EEXIST);
+    /* A program that cannot be executed fails its start with the reason. */
+    struct engine_create_spec bad = {.name = "missing", .path = "/nonexistent/prog", .labels = labels};
+    f->done = 0;
+    assert_int_equal(f->e->ops->create(f->e, &bad, on_create, f), 0);
+    wait_done(f, 1);
+    f->done = 0;
+    assert_int_equal(f->e->ops->start_container(f->e, "missing", on_done, f), 0);
+    wait_done(f, 1);
+    assert_int_equal(f->result, -ENOENT);
+    json_decref(labels);
+
+    f->done = 0;
+    assert_int_equal(f->e->ops->remove(f->e, "greeter", on_done, f), 0);
+    wait_done(f, 1);
+    assert_int_equal(f->events[ENGINE_EVENT_DESTROY], 1);
+}
+
+static void test_process_stop_escalates(void **state)
+{
+    struct pfix *f = *state;
+    create(f, "stubborn", "trap '' TERM; echo ready; while true; do sleep 0.1; done");
+    f->done = 0;
+    f->e->ops->start_container(f->e, f->id, on_done, f);
+    wait_done(f, 1);
+    f->done = 0;
+    assert_int_equal(f->e->ops->stop_container(f->e, f->id, 1, on_done, f), 0);
+    wait_done(f, 1);
+    assert_int_equal(f->result, 0);
+    assert_int_equal(f->last_exit, 128 + SIGKILL);
+}
+
+struct inspect_result {
+    int done;
+    enum ctr_state state;
+    int exit_code;
+    int pid;
+};
+
+static void on_inspect(void *ud, int result, const struct engine_container *c,
+                       const struct lerr *err)
+{
+    struct inspect_result *r = ud;
+    r->done++;
+    if (result == 0) {
+        r->state = c->state;
+        r->exit_code = c->exit_code;
+        r->pid = c->pid;
+    }
+}
+
+static void test_process_adoption(void **state)
+{
+    struct pfix *f = *state;
+    create(f, "survivor", "while true; do sleep 0.1; done");
+    f->done = 0;
+    f->e->ops->start_container(f->e, f->id, on_done, f);
+    wait_done(f, 1);
+    /* ledged goes away: the program keeps running; a new engine adopts it. */
+    engine_free(f->e);
+    memset(f->events, 0, sizeof(f->events));
+    new_engine(f);
+    struct inspect_result r = {0};
+    f->e->ops->inspect(f->e, "survivor", on_inspect, &r);
+    for (int i = 0; i < 100 && !r.done; i++)
+        event_base_loop(f->base, EVLOOP_ONCE);
+    assert_int_equal(r.state, CTR_RUNNING);
+    assert_true(r.pid > 0);
+    assert_int_equal(kill(r.pid, 0), 0);
+    /* Its exit is still seen (through a pidfd), with an unknown exit code. */
+    kill(-r.pid, SIGKILL);
+    wait_events(f, ENGINE_EVENT_DIE, 1);
+    assert_int_equal(f->last_exit, -1);
+    /* Reap it: in this test the "old ledged" is this very process. */
+    waitpid(r.pid, NULL, 0);
+}
+
+int main(void)
+{
+    signal(SIGPIPE, SIG_IGN);
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_create_body_merge),
+        cmocka_unit_test(test_parse_documents),
+        cmocka_unit_test(test_demux),
+        cmocka_unit_test_setup_teardown(test_process_lifecycle, psetup, pteardown),
+        cmocka_unit_test_setup_teardown(test_process_stop_escalates, psetup, pteardown),
+        cmocka_unit_test_setup_teardown(test_process_adoption, psetup, pteardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

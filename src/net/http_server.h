@@ -1,0 +1,97 @@
+/* http_server.h — a small HTTP/1.1 server for ledge's local APIs (management, workload, hub control)
+ * on unix sockets (or any stream fd), built on libevent bufferevents and the packaged http-parser.
+ * Everything a client controls is bounded: connections per listener, concurrent requests per
+ * listener, header bytes, body bytes, the time to deliver a complete request, and output queued
+ * for a slow reader. Routing is a table of method + path pattern → handler. */
+#pragma once
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <sys/socket.h>
+#include <sys/types.h>
+
+#include "base/macro.h"
+
+struct event_base;
+struct hs_server;
+struct hs_request;
+
+struct hs_limits {
+    size_t max_connections;   /* open connections per listener; more are answered 503 and closed */
+    size_t max_inflight;      /* requests being handled (not yet answered) per listener → 503 */
+    size_t max_header_bytes;  /* request line + headers → 431 */
+    size_t max_body;          /* request body → 413 */
+    size_t max_output;        /* queued response bytes for a slow reader before we drop it */
+    int request_timeout_ms;   /* a complete request must arrive within this (also idle keep-alive) */
+};
+#define HS_LIMITS_DEFAULT                                                                          \
+    {                                                                                              \
+        .max_connections = 64, .max_inflight = 32, .max_header_bytes = 16 * 1024,                  \
+        .max_body = 4 * 1024 * 1024, .max_output = 8 * 1024 * 1024, .request_timeout_ms = 30000,   \
+    }
+
+typedef void (*hs_handler_fn)(struct hs_request *req, void *userdata);
+
+/* Pattern segments: literal, or "*" to capture one URL-decoded segment (hs_request_param). */
+struct hs_route {
+    const char *method;   /* "GET", "POST", ... */
+    const char *pattern;  /* "/modules/ * /start" written without spaces */
+    hs_handler_fn handler;
+};
+
+int hs_server_new(struct event_base *base, const struct hs_route *routes, size_t n_routes,
+                  void *userdata, struct hs_server **ret);
+void hs_server_free(struct hs_server *s);
+
+/* Listen on a unix socket path (an existing socket file is replaced), chmod to mode and chown to
+ * gid when gid != (gid_t)-1. listener_data is handed to handlers via hs_request_listener_data. */
+int hs_server_listen_unix(struct hs_server *s, const char *path, mode_t mode, gid_t gid,
+                          const struct hs_limits *limits, void *listener_data);
+/* Listen on an already bound, listening stream socket (takes ownership). */
+int hs_server_listen_fd(struct hs_server *s, int fd, const struct hs_limits *limits,
+                        void *listener_data);
+/* Stop listening on path and close its connections. */
+int hs_server_unlisten(struct hs_server *s, const char *path);
+
+/* Serve one already-accepted connection (e.g. a host-guest channel). */
+int hs_server_adopt_connection(struct hs_server *s, int fd, const struct hs_limits *limits,
+                               void *listener_data);
+
+/* Counters (for tests and status). */
+size_t hs_server_connections(const struct hs_server *s);
+
+/* ---- request accessors (valid inside the handler, and until the reply ends) ---- */
+const char *hs_request_method(const struct hs_request *r);
+const char *hs_request_path(const struct hs_request *r);      /* decoded path, no query */
+const char *hs_request_target(const struct hs_request *r);    /* as sent */
+const char *hs_request_param(const struct hs_request *r, size_t i); /* i-th "*" capture */
+const char *hs_request_query(const struct hs_request *r, const char *name); /* decoded, or NULL */
+bool hs_request_has_query(const struct hs_request *r, const char *name);
+const char *hs_request_header(const struct hs_request *r, const char *name); /* case-insensitive */
+const char *hs_request_body(const struct hs_request *r, size_t *ret_len);
+/* Parse the body as JSON; on failure replies 400 naming the problem and returns -EINVAL. An
+ * empty body gives ret = NULL and 0 when allow_empty. */
+int hs_request_body_json(struct hs_request *r, bool allow_empty, json_t **ret);
+void *hs_request_listener_data(const struct hs_request *r);
+/* Peer credentials of a unix-socket client (SO_PEERCRED), or NULL. */
+const struct ucred *hs_request_peer(const struct hs_request *r);
+
+/* ---- replies: exactly one reply per request; after it ends the request is gone ---- */
+void hs_reply(struct hs_request *r, int status, const char *content_type, const void *body,
+              size_t len);
+void hs_reply_json(struct hs_request *r, int status, json_t *body /* reference stolen */);
+void hs_reply_error(struct hs_request *r, int status, const char *fmt, ...) _printf_(3, 4);
+void hs_reply_empty(struct hs_request *r, int status);
+
+/* Streaming (chunked) replies, e.g. logs with follow. write returns -EPIPE once the client is
+ * gone and -ENOBUFS when more than max_output is queued (the connection is then dropped). */
+int hs_stream_start(struct hs_request *r, int status, const char *content_type);
+int hs_stream_write(struct hs_request *r, const void *data, size_t n);
+void hs_stream_end(struct hs_request *r);
+
+/* Called once if the client goes away before the reply ends; the request is freed right after
+ * the callback returns, so an asynchronous handler must drop its pointer to it there. */
+void hs_request_on_abort(struct hs_request *r, void (*cb)(struct hs_request *r, void *ud), void *ud);
+
+const char *hs_status_reason(int status);
