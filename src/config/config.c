@@ -58,6 +58,10 @@ static void vreport(struct loader *L, int line, int col, const char *key, const 
 {
     if (L->full)
         return;
+    if (!L->errors) { /* the caller only wants to know whether the text is valid */
+        L->nerr++;
+        return;
+    }
     if (L->nerr == CONFIG_MAX_ERRORS) {
         L->full = true;
         if (lstrv_printf(L->errors, "%s: too many errors, stopping after %d", L->origin,

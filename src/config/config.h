@@ -175,8 +175,9 @@ int config_defaults(struct ledge_config *c);
 
 /* Parse and validate len bytes of YAML. origin names the text in messages ("config.yaml:12:
  * ..."). On success fills *c (free with config_free()) and returns 0. On failure leaves *c
- * untouched, appends every problem found (up to CONFIG_MAX_ERRORS) to errors, one message per
- * entry, and returns -EINVAL (-ENOMEM when out of memory). Empty text means all defaults. */
+ * untouched, appends every problem found (up to CONFIG_MAX_ERRORS) to errors (which may be
+ * NULL), one message per entry, and returns -EINVAL (-ENOMEM when out of memory). Empty text
+ * means all defaults. */
 int config_load_string(const char *text, size_t len, const char *origin, struct ledge_config *c,
                        struct lstrv *errors);
 

@@ -1,6 +1,7 @@
 /* fuzz-config.c — libFuzzer target for the configuration loader: arbitrary bytes through
  * config_load_string(); every accepted config must survive a round trip through its own JSON
  * view (JSON is YAML), and no message may ever quote the device key. */
+#include <errno.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>

@@ -623,6 +623,9 @@ static void test_all_problems_reported(void **state)
     assert_string_equal(e.v[CONFIG_MAX_ERRORS], "t.yaml: too many errors, stopping after 100");
     lbuf_free(&y);
 
+    /* no list: only the verdict */
+    assert_int_equal(config_load_string("x: 1\n", 5, "t.yaml", &c, NULL), -EINVAL);
+
     /* errors are appended to what the list already holds */
     _cleanup_lstrv_ struct lstrv e2 = LSTRV_INIT;
     lstrv_push(&e2, "earlier");
