@@ -911,10 +911,15 @@ static void test_document_errors(void **state)
         {"agent.schemaVersion", "'1.1.1'", "schemaVersion: unsupported \"1.1.1\""},
         {"agent.schemaVersion", "'1'", "schemaVersion: unsupported \"1\""},
         {"agent.schemaVersion", "'one'", "schemaVersion: unsupported \"one\""},
+        {"agent.schemaVersion", "'1.0.0.0.0'", "schemaVersion: unsupported \"1.0.0.0.0\""},
+        {"agent.schemaVersion", "'1.0-rc'", "schemaVersion: unsupported \"1.0-rc\""},
+        {"agent.schemaVersion", "'1.99999999999'", "schemaVersion: unsupported \"1.99999999999\""},
+        {"agent.schemaVersion", "'1.1.0.0'", "schemaVersion: unsupported \"1.1.0.0\""},
         {"agent.runtime", NULL, "runtime: missing"},
         {"agent.runtime", "'docker'", "runtime: must be an object, got a string"},
         {"runtime.type", NULL, "runtime.type: missing (must be \"docker\")"},
         {"runtime.type", "'moby'", "runtime.type: must be \"docker\", got \"moby\""},
+        {"runtime.type", "[]", "runtime.type: must be \"docker\", got an array"},
         {"runtime.settings", "[]", "runtime.settings: must be an object, got an array"},
         {"rsettings.minDockerVersion", "1.25",
          "runtime.settings.minDockerVersion: must be a string, got a number"},
@@ -982,6 +987,9 @@ static void test_document_errors(void **state)
          "$edgeHub.routes.r1: must be a string or an object {\"route\": ...}, got an array"},
         {"routes.r.1", "'FROM /* INTO $upstream'",
          "$edgeHub.routes.r.1: invalid route name (must not be empty or contain '.', '$', '#' or "
+         "spaces)"},
+        {"routes.", "'FROM /* INTO $upstream'",
+         "$edgeHub.routes.: invalid route name (must not be empty or contain '.', '$', '#' or "
          "spaces)"},
         {"routes.a b", "'FROM /* INTO $upstream'",
          "$edgeHub.routes.a b: invalid route name (must not be empty or contain '.', '$', '#' or "
@@ -1138,6 +1146,23 @@ static void test_limits(void **state)
     assert_string_equal(errors.v[0], "modules.m000.settings: missing");
     assert_string_equal(errors.v[MANIFEST_MAX_ERRORS], "manifest: 50 more not shown");
     lstrv_free(&errors);
+    json_decref(m);
+
+    /* Values in messages are quoted and escaped, and cut without splitting UTF-8. */
+    m = with_sensor("{'type': 'docker', 'status': 'run\\\\\\'x', 'settings': {'image': 'a'}}");
+    assert_one_error(parse_fail(m), "modules.sensor.status: must be \"running\" or \"stopped\", "
+                                    "got \"run\\\\\\\"x\"");
+    json_decref(m);
+    /* "x" then 2-byte characters: byte 64 is the second byte of one, so the cut backs off to 63. */
+    char value[100] = "x", expect[300];
+    m = base_manifest();
+    for (int i = 0; i < 33; i++)
+        strcat(value, "\u00e9");
+    set(sensor(m), "status", json_string(value));
+    snprintf(expect, sizeof(expect),
+             "modules.sensor.status: must be \"running\" or \"stopped\", got \"%.*s...\"", 63,
+             value);
+    assert_one_error(parse_fail(m), expect);
     json_decref(m);
 
     /* Long keys and control characters are cut and escaped in messages. */
@@ -1401,6 +1426,15 @@ static void test_image_normalize(void **state)
         {"$other:443/img", NULL},
         {"a b", NULL},
         {"img:1:2", NULL},
+        {"img:a!b", NULL},
+        {"[]:5000/img", NULL},
+        {"[zz::1]/img", NULL},
+        {"img@sha256+b64.x_y-z:0123456789abcdef0123456789abcdef",
+         "img@sha256+b64.x_y-z:0123456789abcdef0123456789abcdef"},
+        {"img@1sha:0123456789abcdef0123456789abcdef", NULL},
+        {"img@sha-:0123456789abcdef0123456789abcdef", NULL},
+        {"img@sh!a:0123456789abcdef0123456789abcdef", NULL},
+        {"img@sha256:0123456789abcdef0123456789abcdeg", NULL},
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         char *out = NULL;
@@ -1433,11 +1467,13 @@ static void test_credentials(void **state)
     set(locate(m, "creds"), "parent",
         J("{'username': 'p', 'password': 'pp', 'address': '$upstream:443'}"));
     set(locate(m, "creds"), "plain", J("{'username': 'x', 'password': 'xp', 'address': 'lan'}"));
+    set(locate(m, "creds"), "insecure",
+        J("{'username': 'i', 'password': 'ip', 'address': 'http://10.0.0.5:5000/'}"));
     struct deployment *d = parse_ok(m);
-    assert_int_equal(d->n_credentials, 6);
+    assert_int_equal(d->n_credentials, 7);
     /* sorted by name */
     assert_string_equal(d->credentials[0].name, "acr");
-    assert_string_equal(d->credentials[5].name, "plain");
+    assert_string_equal(d->credentials[6].name, "plain");
     static const struct {
         const char *image, *cred;
     } cases[] = {
@@ -1454,6 +1490,7 @@ static void test_credentials(void **state)
         {"$upstream:443/azureiotedge-agent:1.4", "parent"},
         {"lan/img", "hub"}, /* "lan" is a Docker Hub user, not a registry */
         {"other.io/img", NULL},
+        {"10.0.0.5:5000/img", "insecure"},
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         const struct registry_credential *c = deployment_credential_for(d, cases[i].image);
@@ -1468,6 +1505,53 @@ static void test_credentials(void **state)
     deployment_free(d);
     deployment_free(NULL);
     json_decref(m);
+}
+
+/* ---- allocation failures --------------------------------------------------------------------- */
+
+static long alloc_budget = -1; /* jansson allocations that may still succeed; -1 = unlimited */
+
+static void *budget_malloc(size_t n)
+{
+    if (alloc_budget == 0)
+        return NULL;
+    if (alloc_budget > 0)
+        alloc_budget--;
+    return malloc(n);
+}
+
+/* Fail each of jansson's allocations in turn: the parser must return -ENOMEM (or an error that
+ * says what failed) and leak nothing (checked under ASan), never crash. */
+static void test_out_of_memory(void **state)
+{
+    char *text = load_fixture("nestededge_middleLayerBaseDeployment_mqtt.json");
+    struct deployment *full = parse_text_ok(text, HUB);
+    for (long n = 0;; n++) {
+        struct lstrv errors = LSTRV_INIT;
+        struct deployment *d = NULL;
+        alloc_budget = n;
+        json_set_alloc_funcs(budget_malloc, free);
+        int r = manifest_parse(text, strlen(text), HUB, &d, &errors);
+        json_set_alloc_funcs(malloc, free);
+        alloc_budget = -1;
+        if (r == 0) {
+            assert_int_equal(d->n_modules, full->n_modules);
+            for (size_t i = 0; i < d->n_modules; i++)
+                assert_string_equal(d->modules[i].config_hash, full->modules[i].config_hash);
+            deployment_free(d);
+            lstrv_free(&errors);
+            assert_true(n > 100);
+            break;
+        }
+        assert_null(d);
+        if (r == -EINVAL)
+            assert_true(errors.n > 0);
+        else
+            assert_int_equal(r, -ENOMEM);
+        lstrv_free(&errors);
+    }
+    deployment_free(full);
+    free(text);
 }
 
 int main(void)
@@ -1498,6 +1582,7 @@ int main(void)
         cmocka_unit_test(test_hash_stability),
         cmocka_unit_test(test_image_normalize),
         cmocka_unit_test(test_credentials),
+        cmocka_unit_test(test_out_of_memory),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
