@@ -465,7 +465,6 @@ static int pe_create(struct engine *e, const struct engine_create_spec *spec, en
                      void *ud)
 {
     struct pengine *pe = P(e);
-    struct lerr err = {0};
     struct later *l = calloc(1, sizeof(*l));
     if (!l)
         return -ENOMEM;
