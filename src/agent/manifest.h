@@ -34,6 +34,12 @@ enum pull_policy {
 #define MODULE_STARTUP_ORDER_DEFAULT UINT32_MAX
 #define MODULE_NAME_MAX 64
 
+/* Bounds on what a manifest can make us build (docs/manifest.md). IoT Hub caps a twin's desired
+ * properties far below MANIFEST_MAX_SIZE; local files get the same generous ceiling. */
+#define MANIFEST_MAX_SIZE (1024 * 1024) /* bytes of manifest text */
+#define MANIFEST_MAX_MODULES 256        /* entries under modules */
+#define MANIFEST_MAX_ERRORS 100         /* messages reported; one summary line follows */
+
 /* One module as the deployment wants it. Strings are owned by the struct. */
 struct module_spec {
     char *name;                 /* manifest key; also the container name */
@@ -73,6 +79,10 @@ struct deployment {
     json_t *edge_hub;              /* $edgeHub "properties.desired" (owned reference), or NULL */
     json_t *module_twins;          /* object: module name -> its "properties.desired" object */
     json_t *manifest;              /* the whole document as given (owned reference) */
+    /* Added by the parser's implementation (docs/manifest.md): */
+    json_t *agent_env;             /* systemModules.edgeAgent.env as NAME -> string, or NULL */
+    struct lstrv warnings;         /* accepted but worth logging: unknown keys ignored, twins
+                                    * for modules not deployed, startupOrder under 1.0, ... */
 };
 
 /* Parse and validate a manifest. Accepts either {"modulesContent": {...}} or the bare
@@ -102,7 +112,10 @@ const struct module_spec *deployment_find(const struct deployment *d, const char
 const struct registry_credential *deployment_credential_for(const struct deployment *d,
                                                             const char *image);
 
-/* Normalise an image reference: add ":latest" when there is neither a tag nor a digest. */
+/* Normalise an image reference: add ":latest" when there is neither a tag nor a digest.
+ * Surrounding blanks are trimmed (as IoT Edge does) and the reference must follow docker's
+ * grammar (lower-case repository path, valid registry host/port, tag and digest), IoT Edge's
+ * nested-edge "$upstream:<port>/..." registry included; -EINVAL otherwise. */
 int manifest_normalize_image(const char *image, char **ret);
 
 const char *module_status_name(enum module_status s);
