@@ -4,7 +4,7 @@
 # is refused with every error and changes nothing; logs; API errors.
 source "$(dirname "$0")/lib.sh"
 need_docker
-docker image inspect ledge-testmod:latest >/dev/null 2>&1 || "$SRC_ROOT/scripts/build-test-images"
+docker image inspect ledge-testmod:latest >/dev/null 2>&1 || "$SRC_ROOT/scripts/build-images"
 start_ledged
 
 log "deploy three modules"

@@ -3,7 +3,7 @@
 # and brings them back to running when dockerd returns.
 source "$(dirname "$0")/lib.sh"
 need_docker
-docker image inspect ledge-testmod:latest >/dev/null 2>&1 || "$SRC_ROOT/scripts/build-test-images"
+docker image inspect ledge-testmod:latest >/dev/null 2>&1 || "$SRC_ROOT/scripts/build-images"
 start_ledged
 deploy "$(testmod steady running 1)" >/dev/null
 wait_for 20 "steady running" status_is steady running

@@ -5,7 +5,7 @@
 # under on-unhealthy.
 source "$(dirname "$0")/lib.sh"
 need_docker
-docker image inspect ledge-testmod:latest >/dev/null 2>&1 || "$SRC_ROOT/scripts/build-test-images"
+docker image inspect ledge-testmod:latest >/dev/null 2>&1 || "$SRC_ROOT/scripts/build-images"
 start_ledged
 
 deploy "$(testmod first running 1), $(testmod second running 2), $(testmod third running 3)" >/dev/null
