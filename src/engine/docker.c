@@ -51,6 +51,8 @@ struct dcall {
     void *ud;
     engine_progress_fn progress;
     struct lbuf stream;   /* pull progress: partial line */
+    long status;          /* streaming calls: the answer's status, known before its body */
+    struct lbuf errbody;  /* streaming calls: the body of an error answer */
     struct lerr stream_err;
     bool stream_failed;
     char *what;           /* for messages: "create tempSensor" */
@@ -63,6 +65,7 @@ static struct docker *D(struct engine *e) { return e->priv; }
 static void dcall_free(struct dcall *c)
 {
     lbuf_free(&c->stream);
+    lbuf_free(&c->errbody);
     free(c->what);
     free(c);
 }
@@ -104,9 +107,10 @@ static void dcall_done(void *ud, int result, long status, struct lbuf *body)
     struct dcall *c = ud;
     struct lerr err = {0};
     json_t *j = NULL;
-    if (result == 0 && body->len > 0) {
+    struct lbuf *text = body->len ? body : &c->errbody;
+    if (result == 0 && text->len > 0) {
         json_error_t je;
-        j = json_loadb(body->data, body->len, JSON_DECODE_ANY, &je);
+        j = json_loadb(text->data, text->len, JSON_DECODE_ANY, &je);
     }
     int r = 0;
     if (c->stream_failed) {
@@ -118,6 +122,12 @@ static void dcall_done(void *ud, int result, long status, struct lbuf *body)
     c->finish(c, r, status, j, r < 0 ? &err : NULL);
     json_decref(j);
     dcall_free(c);
+}
+
+static void dcall_status(void *ud, long status)
+{
+    struct dcall *c = ud;
+    c->status = status;
 }
 
 static int dcall_start(struct dcall *c, const char *method, const char *path, json_t *body,
@@ -139,6 +149,7 @@ static int dcall_start(struct dcall *c, const char *method, const char *path, js
         .headers = headers,
         .timeout_ms = timeout_ms,
         .on_data = on_data,
+        .on_status = on_data ? dcall_status : NULL,
         .on_done = dcall_done,
         .ud = c,
     };
@@ -326,6 +337,8 @@ static int docker_image_platform(struct engine *e, const char *image,
 static int pull_data(void *ud, const char *data, size_t n)
 {
     struct dcall *c = ud;
+    if (c->status >= 400)
+        return c->errbody.len + n > (64u << 10) ? -E2BIG : lbuf_append(&c->errbody, data, n);
     if (lbuf_append(&c->stream, data, n) < 0)
         return -ENOMEM;
     char *nl;
@@ -338,7 +351,7 @@ static int pull_data(void *ud, const char *data, size_t n)
             if (error && !c->stream_failed) {
                 c->stream_failed = true;
                 lerr_set(&c->stream_err, -ENOENT, "%s: %s", c->what, error);
-            } else if (c->progress) {
+            } else if (c->progress && (ljson_str(j, "status") || ljson_str(j, "progress"))) {
                 const char *status = ljson_str(j, "status");
                 const char *id = ljson_str(j, "id");
                 const char *progress = ljson_str(j, "progress");
@@ -438,43 +451,43 @@ static int docker_create(struct engine *e, const struct engine_create_spec *spec
     return dcall_start(c, "POST", path.data, body, d->timeout_ms, NULL, NULL);
 }
 
-static int simple_call(struct engine *e, const char *what_fmt, const char *id, const char *method,
-                       const char *path_fmt, long timeout_ms, engine_done_fn cb, void *ud)
+/* A call whose answer is just success or failure. verb: "start", "stop", "remove". */
+static int simple_call(struct engine *e, const char *verb, const char *id, const char *method,
+                       const char *suffix, long timeout_ms, engine_done_fn cb, void *ud)
 {
     struct docker *d = D(e);
     char what[256];
-    snprintf(what, sizeof(what), what_fmt, id);
+    snprintf(what, sizeof(what), "%s %s", verb, id);
     struct dcall *c = dcall_new(d, what);
     if (!c)
         return -ENOMEM;
     c->finish = finish_done_tolerant;
     c->cb.done = cb;
     c->ud = ud;
-    _cleanup_lbuf_ struct lbuf enc = LBUF_INIT;
+    _cleanup_lbuf_ struct lbuf enc = LBUF_INIT, path = LBUF_INIT;
     lstr_url_encode(id, strlen(id), &enc);
-    char path[512];
-    snprintf(path, sizeof(path), path_fmt, enc.data);
-    return dcall_start(c, method, path, NULL, timeout_ms, NULL, NULL);
+    lbuf_printf(&path, "/containers/%s%s", enc.data, suffix);
+    return dcall_start(c, method, path.data, NULL, timeout_ms, NULL, NULL);
 }
 
 static int docker_start_container(struct engine *e, const char *id, engine_done_fn cb, void *ud)
 {
-    return simple_call(e, "start %s", id, "POST", "/containers/%s/start", D(e)->timeout_ms, cb, ud);
+    return simple_call(e, "start", id, "POST", "/start", D(e)->timeout_ms, cb, ud);
 }
 
 static int docker_stop_container(struct engine *e, const char *id, int timeout_s,
                                  engine_done_fn cb, void *ud)
 {
-    char path[64];
-    snprintf(path, sizeof(path), "/containers/%%s/stop?t=%d", timeout_s);
-    return simple_call(e, "stop %s", id, "POST", path, D(e)->timeout_ms + timeout_s * 1000L, cb,
+    char suffix[32];
+    snprintf(suffix, sizeof(suffix), "/stop?t=%d", timeout_s);
+    return simple_call(e, "stop", id, "POST", suffix, D(e)->timeout_ms + timeout_s * 1000L, cb,
                        ud);
 }
 
 static int docker_remove(struct engine *e, const char *id, engine_done_fn cb, void *ud)
 {
-    return simple_call(e, "remove %s", id, "DELETE", "/containers/%s?force=1&v=1",
-                       D(e)->timeout_ms + 10000, cb, ud);
+    return simple_call(e, "remove", id, "DELETE", "?force=1&v=1", D(e)->timeout_ms + 10000, cb,
+                       ud);
 }
 
 static void finish_inspect(struct dcall *c, int r, long status, json_t *body,

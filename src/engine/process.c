@@ -166,17 +166,6 @@ static int read_starttime(pid_t pid, unsigned long long *ret)
 
 /* ------------------------------------------------------------------ exits */
 
-static void finish_stop(struct proc *p, int result)
-{
-    if (p->kill_timer)
-        evtimer_del(p->kill_timer);
-    engine_done_fn cb = p->stop_cb;
-    void *ud = p->stop_ud;
-    p->stop_cb = NULL;
-    if (cb)
-        cb(ud, result, NULL);
-}
-
 static void on_exit_observed(struct proc *p, int exit_code)
 {
     struct pengine *pe = p->pe;
@@ -193,17 +182,26 @@ static void on_exit_observed(struct proc *p, int exit_code)
         close(p->pidfd);
         p->pidfd = -1;
     }
+    if (p->kill_timer)
+        evtimer_del(p->kill_timer);
+    /* The stop/remove callback runs last: it may remove this very record. */
+    engine_done_fn cb = p->stop_cb;
+    void *ud = p->stop_ud;
+    p->stop_cb = NULL;
     persist(p);
     emit(pe, ENGINE_EVENT_DIE, p);
-    finish_stop(p, 0);
     if (p->removing) {
         char path[4096];
         record_path(pe, p, ".json", path, sizeof(path));
+        unlink(path);
+        record_path(pe, p, ".log", path, sizeof(path));
         unlink(path);
         unlink_proc(pe, p);
         emit(pe, ENGINE_EVENT_DESTROY, p);
         proc_free(p);
     }
+    if (cb)
+        cb(ud, 0, NULL);
 }
 
 static void sigchld_cb(evutil_socket_t sig, short what, void *arg)
@@ -465,7 +463,6 @@ static int pe_create(struct engine *e, const struct engine_create_spec *spec, en
                      void *ud)
 {
     struct pengine *pe = P(e);
-    struct lerr err = {0};
     struct later *l = calloc(1, sizeof(*l));
     if (!l)
         return -ENOMEM;

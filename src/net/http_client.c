@@ -32,6 +32,8 @@ struct hc_transfer {
     size_t max_response;
     hc_data_fn on_data;
     hc_done_fn on_done;
+    void (*on_status)(void *ud, long status);
+    bool status_reported;
     void *ud;
     char *req_body;
     bool cancelled;
@@ -264,9 +266,29 @@ static size_t write_cb(char *data, size_t size, size_t nmemb, void *ud)
     return lbuf_append(&t->body, data, n) < 0 ? 0 : n;
 }
 
+/* The end of a header block tells us the status; interim 1xx blocks are skipped. */
+static size_t header_cb(char *data, size_t size, size_t nmemb, void *ud)
+{
+    struct hc_transfer *t = ud;
+    size_t n = size * nmemb;
+    if (t->on_status && !t->status_reported && n <= 2 && (n == 0 || data[0] == '\r' || data[0] == '\n')) {
+        long status = 0;
+        curl_easy_getinfo(t->easy, CURLINFO_RESPONSE_CODE, &status);
+        if (status >= 200) {
+            t->status_reported = true;
+            t->on_status(t->ud, status);
+        }
+    }
+    return n;
+}
+
 static int setup_easy(CURL *e, const struct hc_request *req, struct curl_slist **headers,
                       char **ret_body_copy, void *write_ud)
 {
+    if (req->on_status) {
+        curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, header_cb);
+        curl_easy_setopt(e, CURLOPT_HEADERDATA, write_ud);
+    }
     curl_easy_setopt(e, CURLOPT_URL, req->url);
     curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, write_cb);
@@ -317,6 +339,7 @@ struct hc_transfer *hc_request(struct hc_client *c, const struct hc_request *req
     t->max_response = req->max_response ? req->max_response : 16u << 20;
     t->on_data = req->on_data;
     t->on_done = req->on_done;
+    t->on_status = req->on_status;
     t->ud = req->ud;
     if (!t->easy || setup_easy(t->easy, req, &t->headers, &t->req_body, t) < 0) {
         if (t->easy)
@@ -363,11 +386,13 @@ int hc_request_sync(const struct hc_request *req, long *ret_status, struct lbuf 
     struct hc_transfer t = {
         .max_response = req->max_response ? req->max_response : 16u << 20,
         .on_data = req->on_data,
+        .on_status = req->on_status,
         .ud = req->ud,
     };
     CURL *e = curl_easy_init();
     if (!e)
         return -ENOMEM;
+    t.easy = e;
     struct curl_slist *headers = NULL;
     char *body_copy = NULL;
     r = setup_easy(e, req, &headers, &body_copy, &t);

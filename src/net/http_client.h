@@ -32,6 +32,7 @@ struct hc_request {
     long connect_timeout_ms;  /* 0 = 5000 */
     size_t max_response;      /* collected body bound; 0 = 16 MiB */
     hc_data_fn on_data;       /* streaming when set */
+    void (*on_status)(void *ud, long status); /* once, before the first body byte (optional) */
     hc_done_fn on_done;
     void *ud;
 };

@@ -1,0 +1,1636 @@
+/* agent.c — the reconciler (see agent.h).
+ *
+ * Everything runs on the daemon's event loop. Mutations of the engines happen in reconcile
+ * passes, one at a time: a trigger while a pass runs marks it dirty and a new pass follows.
+ * A pass: (1) list every reachable engine and inspect what ledge owns, (2) make pending restart
+ * decisions, (3) plan, (4) run stops/removals together, then each startupOrder group together,
+ * a group only after the previous one finished. Module commands (restart) and unhealthy restarts
+ * run outside passes; a module with an operation in flight is "busy" and passes leave it alone.
+ *
+ * Invariants: a module's runtime entry (mod_rt) lives while the deployment names it or a
+ * container of it exists; an entry is freed only by the removal that ends its last container.
+ * The deployment a pass works from is reference-counted, so applying a new one mid-pass is safe. */
+#include "agent/agent.h"
+
+#include <errno.h>
+#include <event2/event.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "agent/plan.h"
+#include "base/crypto.h"
+#include "base/fs.h"
+#include "base/json.h"
+#include "base/timeutil.h"
+#include "log/log.h"
+
+#define COMP "agent"
+
+struct depref {
+    struct deployment *d;
+    char *text;
+    int refs;
+};
+
+struct mod_rt {
+    struct agent *a;
+    char *name;
+    enum module_type type;       /* engine holding container_id */
+    char *container_id;
+    char *config_hash;
+    enum ctr_state state;
+    enum ctr_health health;
+    int exit_code;
+    int64_t started_ms, finished_ms;
+    struct module_record rec;
+    bool restart_due;            /* restart policy: start it now */
+    bool force_start;            /* status change, redeploy, user start */
+    bool busy;
+    bool seen;
+    struct event *restart_timer;
+    int64_t restart_at_ms;
+    int64_t decided_exit_ms;
+    char *last_error;            /* last failed step, cleared by a successful start */
+    struct mod_rt *next;
+};
+
+struct waiter {
+    agent_done_fn cb;
+    void *ud;
+    json_t *plan;
+    struct waiter *next;
+};
+
+struct pass {
+    struct agent *a;
+    struct depref *dep;
+    struct waiter *waiters;
+    int pending;
+    bool boot;
+    struct plan plan;
+    size_t next;
+    json_t *outcome;
+};
+
+struct agent {
+    struct event_base *base;
+    struct engine *eng[2];
+    bool eng_up[2];
+    struct state_db *db;
+    struct agent_options o;
+    json_t *default_log_config;
+    struct depref *dep;
+    struct mod_rt *mods;
+    struct pass *pass;
+    bool pass_dirty;
+    struct event *pass_ev;
+    struct waiter *waiters;
+    bool boot_pending;
+    bool network_ok;
+    bool started;
+    char *boot_id;
+};
+
+static void trigger(struct agent *a);
+static void pass_step_done(struct pass *p);
+
+/* ------------------------------------------------------------------ small helpers */
+
+const char *runtime_status_name(enum runtime_status s)
+{
+    static const char *const names[] = {"unknown", "running", "stopped", "failed",
+                                        "backoff", "unhealthy", "dead"};
+    return (size_t)s < ARRAY_SIZE(names) ? names[s] : "unknown";
+}
+
+static void depref_put(struct depref *r)
+{
+    if (r && --r->refs == 0) {
+        deployment_free(r->d);
+        free(r->text);
+        free(r);
+    }
+}
+
+static struct depref *depref_get(struct depref *r)
+{
+    if (r)
+        r->refs++;
+    return r;
+}
+
+static const struct module_spec *spec_of(struct agent *a, const char *name)
+{
+    return a->dep ? deployment_find(a->dep->d, name) : NULL;
+}
+
+static struct mod_rt *rt_find(struct agent *a, const char *name)
+{
+    for (struct mod_rt *rt = a->mods; rt; rt = rt->next)
+        if (strcmp(rt->name, name) == 0)
+            return rt;
+    return NULL;
+}
+
+static struct mod_rt *rt_find_id(struct agent *a, const char *id)
+{
+    for (struct mod_rt *rt = a->mods; rt && id; rt = rt->next)
+        if (rt->container_id && strcmp(rt->container_id, id) == 0)
+            return rt;
+    return NULL;
+}
+
+static void restart_timer_cb(evutil_socket_t fd, short what, void *arg);
+
+static struct mod_rt *rt_get(struct agent *a, const char *name)
+{
+    struct mod_rt *rt = rt_find(a, name);
+    if (rt)
+        return rt;
+    rt = calloc(1, sizeof(*rt));
+    if (!rt)
+        return NULL;
+    rt->a = a;
+    rt->name = strdup(name);
+    rt->rec.name = strdup(name);
+    rt->exit_code = -1;
+    rt->restart_timer = evtimer_new(a->base, restart_timer_cb, rt);
+    if (!rt->name || !rt->rec.name || !rt->restart_timer) {
+        free(rt->name);
+        free(rt->rec.name);
+        if (rt->restart_timer)
+            event_free(rt->restart_timer);
+        free(rt);
+        return NULL;
+    }
+    rt->next = a->mods;
+    a->mods = rt;
+    return rt;
+}
+
+static void rt_free(struct mod_rt *rt)
+{
+    event_free(rt->restart_timer);
+    free(rt->name);
+    free(rt->container_id);
+    free(rt->config_hash);
+    free(rt->last_error);
+    module_record_clear(&rt->rec);
+    free(rt);
+}
+
+static void rt_unlink_free(struct agent *a, struct mod_rt *rt)
+{
+    for (struct mod_rt **pp = &a->mods; *pp; pp = &(*pp)->next)
+        if (*pp == rt) {
+            *pp = rt->next;
+            break;
+        }
+    rt_free(rt);
+}
+
+static void set_str(char **dst, const char *src)
+{
+    if (*dst && src && strcmp(*dst, src) == 0)
+        return;
+    free(*dst);
+    *dst = src ? strdup(src) : NULL;
+}
+
+static bool timer_pending(const struct mod_rt *rt)
+{
+    return evtimer_pending(rt->restart_timer, NULL);
+}
+
+static enum runtime_status rt_status(struct agent *a, const struct mod_rt *rt, char *desc,
+                                     size_t n)
+{
+    const struct module_spec *spec = spec_of(a, rt->name);
+    if (!a->eng_up[rt->type]) {
+        snprintf(desc, n, "%s engine unreachable; state unknown",
+                 rt->type == MODULE_TYPE_DOCKER ? "container" : "process");
+        return RS_UNKNOWN;
+    }
+    if (!rt->container_id) {
+        if (rt->last_error) {
+            snprintf(desc, n, "%s", rt->last_error);
+            return RS_FAILED;
+        }
+        snprintf(desc, n, "%s", spec ? "not created yet" : "removed");
+        return RS_UNKNOWN;
+    }
+    switch (rt->state) {
+    case CTR_RUNNING:
+        if (rt->health == HEALTH_UNHEALTHY) {
+            snprintf(desc, n, "running, health check failing");
+            return RS_UNHEALTHY;
+        }
+        snprintf(desc, n, "running");
+        return RS_RUNNING;
+    case CTR_EXITED:
+        if (timer_pending(rt)) {
+            int64_t left = rt->restart_at_ms - ltime_now_ms();
+            snprintf(desc, n, "exited with code %d; restart %u/%u in %llds", rt->exit_code,
+                     rt->rec.restart_count + 1, a->o.restart.max_restarts,
+                     (long long)((left > 0 ? left : 0) + 999) / 1000);
+            return RS_BACKOFF;
+        }
+        if (rt->rec.gave_up) {
+            snprintf(desc, n, "failed: gave up after %u restarts (last exit code %d)",
+                     rt->rec.restart_count, rt->exit_code);
+            return RS_FAILED;
+        }
+        if (rt->rec.user_stopped) {
+            snprintf(desc, n, "stopped by request");
+            return RS_STOPPED;
+        }
+        if (rt->last_error) {
+            snprintf(desc, n, "%s", rt->last_error);
+            return RS_FAILED;
+        }
+        if (spec && spec->status == MODULE_STATUS_STOPPED) {
+            snprintf(desc, n, "stopped (desired status stopped)");
+            return RS_STOPPED;
+        }
+        if (rt->exit_code == 0) {
+            snprintf(desc, n, "exited with code 0");
+            return RS_STOPPED;
+        }
+        if (rt->exit_code < 0)
+            snprintf(desc, n, "exited (exit code unknown)");
+        else
+            snprintf(desc, n, "exited with code %d", rt->exit_code);
+        return RS_FAILED;
+    case CTR_CREATED:
+    case CTR_PAUSED:
+    case CTR_RESTARTING:
+        if (rt->last_error) {
+            snprintf(desc, n, "%s", rt->last_error);
+            return RS_FAILED;
+        }
+        snprintf(desc, n, "%s", ctr_state_name(rt->state));
+        return RS_STOPPED;
+    case CTR_DEAD:
+        snprintf(desc, n, "container is dead");
+        return RS_DEAD;
+    default:
+        snprintf(desc, n, "state unknown");
+        return RS_UNKNOWN;
+    }
+}
+
+static void rt_persist(struct agent *a, struct mod_rt *rt)
+{
+    char desc[256];
+    rt_status(a, rt, desc, sizeof(desc));
+    set_str(&rt->rec.description, desc);
+    rt->rec.exit_code = rt->exit_code;
+    if (state_save_record(a->db, &rt->rec) < 0)
+        log_error(COMP, "%s: cannot save the module record", rt->name);
+}
+
+static void rt_fail(struct agent *a, struct mod_rt *rt, const struct lerr *err, const char *what)
+{
+    char msg[LERR_MSG_MAX + 64];
+    snprintf(msg, sizeof(msg), "%s", err && err->msg[0] ? err->msg : what);
+    set_str(&rt->last_error, msg);
+    log_error(COMP, "%s: %s", rt->name, msg);
+    rt_persist(a, rt);
+}
+
+/* ------------------------------------------------------------------ restart policy */
+
+static void restart_op_start(struct agent *a, struct mod_rt *rt, bool counts_as_restart);
+
+static void evaluate_restart(struct agent *a, struct mod_rt *rt, bool unhealthy)
+{
+    const struct module_spec *spec = spec_of(a, rt->name);
+    if (!spec || spec->status != MODULE_STATUS_RUNNING || rt->rec.user_stopped ||
+        rt->rec.gave_up || rt->busy || timer_pending(rt)) {
+        rt_persist(a, rt);
+        return;
+    }
+    int64_t now = ltime_now_ms();
+    int64_t exited = rt->finished_ms ? rt->finished_ms : now;
+    unsigned count =
+        restart_effective_count(&a->o.restart, rt->rec.restart_count, rt->started_ms, exited);
+    if (count != rt->rec.restart_count) {
+        log_info(COMP, "%s: ran %llds without failing; restart count reset", rt->name,
+                 (long long)(exited - rt->started_ms) / 1000);
+        rt->rec.restart_count = count;
+    }
+    int64_t at = 0;
+    enum restart_verdict v = restart_decide(&a->o.restart, spec->restart_policy,
+                                            unhealthy ? 1 : rt->exit_code, unhealthy, count,
+                                            unhealthy ? now : exited, now, &at);
+    rt->decided_exit_ms = rt->finished_ms;
+    switch (v) {
+    case RESTART_NO:
+        log_info(COMP, "%s: exited with code %d; restart policy %s does not restart it",
+                 rt->name, rt->exit_code, restart_policy_name(spec->restart_policy));
+        break;
+    case RESTART_NOW:
+        if (unhealthy) {
+            restart_op_start(a, rt, true);
+        } else {
+            rt->restart_due = true;
+            trigger(a);
+        }
+        break;
+    case RESTART_LATER: {
+        rt->restart_at_ms = at;
+        int64_t wait = at - now;
+        struct timeval tv = {wait / 1000, (wait % 1000) * 1000};
+        evtimer_add(rt->restart_timer, &tv);
+        log_info(COMP, "%s: %s; restart %u/%u in %lld ms", rt->name,
+                 unhealthy ? "unhealthy" : "exited", count + 1, a->o.restart.max_restarts,
+                 (long long)wait);
+        break;
+    }
+    case RESTART_GIVE_UP:
+        rt->rec.gave_up = true;
+        log_warn(COMP, "%s: failed %u times; giving up (restart policy %s)", rt->name, count,
+                 restart_policy_name(spec->restart_policy));
+        break;
+    }
+    rt_persist(a, rt);
+}
+
+static void restart_timer_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct mod_rt *rt = arg;
+    struct agent *a = rt->a;
+    if (rt->state == CTR_RUNNING && rt->health == HEALTH_UNHEALTHY) {
+        restart_op_start(a, rt, true);
+        return;
+    }
+    rt->restart_due = true;
+    trigger(a);
+}
+
+/* ------------------------------------------------------------------ step operations */
+
+enum stage {
+    ST_STOP_OLD,
+    ST_REMOVE_OLD,
+    ST_PREPARE,
+    ST_NETWORK,
+    ST_PULL,
+    ST_PRESENT,
+    ST_CREATE,
+    ST_START,
+    ST_STOP,
+    ST_DONE,
+};
+
+struct op {
+    struct agent *a;
+    struct pass *pass;        /* NULL for commands */
+    struct mod_rt *rt;
+    enum plan_action action;
+    bool restart;             /* a command restart (stop then start) */
+    bool counts_as_restart;
+    const struct module_spec *spec;
+    struct depref *dep;       /* keeps spec alive */
+    enum module_type old_type;
+    char *old_id;
+    enum stage stage;
+    char *genid;
+    bool pull_failed;
+    struct lerr pull_err;
+    struct lerr err;
+    int result;
+    agent_done_fn cb;
+    void *ud;
+};
+
+static void op_next(struct op *op);
+
+static struct engine *op_engine(struct op *op)
+{
+    return op->a->eng[op->spec ? op->spec->type : op->old_type];
+}
+
+static void op_finish(struct op *op)
+{
+    struct agent *a = op->a;
+    struct mod_rt *rt = op->rt;
+    rt->busy = false;
+    json_t *entry = json_pack("{s:s, s:s, s:s}", "module", rt->name, "action",
+                              op->restart ? "restart" : plan_action_name(op->action), "result",
+                              op->result < 0 ? "error" : "ok");
+    if (entry && op->result < 0)
+        json_object_set_new(entry, "message", json_string(lerr_str(&op->err)));
+    if (op->result < 0)
+        rt_fail(a, rt, &op->err, "failed");
+    else
+        rt_persist(a, rt);
+
+    if (op->action == PLAN_REMOVE && op->result == 0 && !spec_of(a, rt->name)) {
+        if (a->o.hooks.module_removed)
+            a->o.hooks.module_removed(a->o.hooks.ud, rt->name);
+        state_delete_record(a->db, rt->name);
+        rt_unlink_free(a, rt);
+    }
+    struct pass *p = op->pass;
+    if (p) {
+        json_array_append_new(p->outcome, entry);
+    } else {
+        if (op->cb)
+            op->cb(op->ud, op->result, entry);
+        json_decref(entry);
+    }
+    depref_put(op->dep);
+    free(op->old_id);
+    free(op->genid);
+    free(op);
+    if (p)
+        pass_step_done(p);
+    else
+        trigger(a); /* a command may have changed what the plan should be */
+}
+
+static void op_fail(struct op *op, int r, const struct lerr *err, const char *fallback)
+{
+    op->result = r < 0 ? r : -EIO;
+    if (err && err->msg[0])
+        op->err = *err;
+    else
+        lerr_set(&op->err, op->result, "%s: %s", op->rt->name, fallback);
+    op->stage = ST_DONE;
+    op_finish(op);
+}
+
+static void op_done_cb(void *ud, int result, const struct lerr *err)
+{
+    struct op *op = ud;
+    struct mod_rt *rt = op->rt;
+    switch (op->stage) {
+    case ST_STOP_OLD:
+        /* A container that is already gone is fine; other failures still try the removal. */
+        if (result < 0 && result != -ENOENT)
+            log_warn(COMP, "%s: stop failed: %s", rt->name, lerr_str(err));
+        op->stage = ST_REMOVE_OLD;
+        break;
+    case ST_REMOVE_OLD:
+        if (result < 0 && result != -ENOENT)
+            return op_fail(op, result, err, "remove failed");
+        free(rt->container_id);
+        rt->container_id = NULL;
+        rt->state = CTR_UNKNOWN;
+        op->stage = op->action == PLAN_REMOVE ? ST_DONE : ST_PREPARE;
+        break;
+    case ST_NETWORK:
+        if (result < 0)
+            return op_fail(op, result, err, "cannot create the module network");
+        op->a->network_ok = true;
+        op->stage = op->spec->pull_policy == PULL_NEVER ? ST_PRESENT : ST_PULL;
+        break;
+    case ST_PULL:
+        if (result < 0) {
+            /* Offline devices keep working from the local image; say so. */
+            op->pull_failed = true;
+            if (err)
+                op->pull_err = *err;
+            op->stage = ST_PRESENT;
+        } else {
+            op->stage = ST_CREATE;
+        }
+        break;
+    case ST_PRESENT:
+        if (result < 0) {
+            if (op->pull_failed)
+                return op_fail(op, op->pull_err.code ? op->pull_err.code : -ENOENT,
+                               &op->pull_err, "image pull failed");
+            struct lerr e2;
+            lerr_set(&e2, -ENOENT,
+                     "image %s is not present and imagePullPolicy is \"never\"", op->spec->image);
+            return op_fail(op, -ENOENT, &e2, "image missing");
+        }
+        if (op->pull_failed)
+            log_warn(COMP, "%s: %s; using the local image", rt->name, lerr_str(&op->pull_err));
+        op->stage = ST_CREATE;
+        break;
+    case ST_START:
+        if (result < 0) {
+            /* A start that fails counts as a failed run for the restart policy. */
+            rt->state = rt->container_id ? CTR_CREATED : CTR_UNKNOWN;
+            rt->exit_code = -1;
+            rt->finished_ms = ltime_now_ms();
+            op->result = result;
+            op->err = err ? *err : op->err;
+            if (err)
+                lerr_set(&op->err, result, "%s", err->msg);
+            op->stage = ST_DONE;
+            struct mod_rt *r2 = rt;
+            struct agent *a = op->a;
+            op_finish(op);
+            evaluate_restart(a, r2, false);
+            return;
+        }
+        {
+            int64_t now = ltime_now_ms();
+            if (rt->state != CTR_RUNNING || rt->started_ms < now - 5000)
+                rt->started_ms = now;
+            rt->state = CTR_RUNNING;
+            rt->health = HEALTH_NONE;
+            rt->rec.last_start_ms = now;
+            if (op->counts_as_restart || rt->restart_due) {
+                rt->rec.restart_count++;
+                rt->rec.last_restart_ms = now;
+            }
+            rt->restart_due = false;
+            rt->force_start = false;
+            free(rt->last_error);
+            rt->last_error = NULL;
+            evtimer_del(rt->restart_timer);
+        }
+        op->stage = ST_DONE;
+        break;
+    case ST_STOP:
+        if (result < 0 && result != -ENOENT)
+            return op_fail(op, result, err, "stop failed");
+        if (rt->state == CTR_RUNNING)
+            rt->state = CTR_EXITED;
+        if (op->restart) {
+            op->stage = ST_START;
+            rt->finished_ms = ltime_now_ms();
+        } else {
+            op->stage = ST_DONE;
+        }
+        break;
+    default:
+        op->stage = ST_DONE;
+        break;
+    }
+    op_next(op);
+}
+
+static void op_create_cb(void *ud, int result, const char *id, const struct lerr *err)
+{
+    struct op *op = ud;
+    struct mod_rt *rt = op->rt;
+    if (result < 0)
+        return op_fail(op, result, err, "create failed");
+    set_str(&rt->container_id, id);
+    set_str(&rt->config_hash, op->spec->config_hash);
+    rt->type = op->spec->type;
+    rt->state = CTR_CREATED;
+    rt->exit_code = 0;
+    rt->started_ms = rt->finished_ms = 0;
+    rt->health = HEALTH_NONE;
+    set_str(&rt->rec.generation_id, op->genid);
+    rt->rec.restart_count = 0;
+    rt->rec.gave_up = false;
+    rt->restart_due = false;
+    free(rt->last_error);
+    rt->last_error = NULL;
+    evtimer_del(rt->restart_timer);
+    bool start = op->spec->status == MODULE_STATUS_RUNNING && !rt->rec.user_stopped;
+    op->stage = start ? ST_START : ST_DONE;
+    op_next(op);
+}
+
+static void op_progress(void *ud, const char *line)
+{
+    struct op *op = ud;
+    log_debug(COMP, "%s: pull: %s", op->rt->name, line);
+    if (op->a->o.hooks.progress)
+        op->a->o.hooks.progress(op->a->o.hooks.ud, op->rt->name, line);
+}
+
+static int op_create(struct op *op)
+{
+    struct agent *a = op->a;
+    const struct module_spec *m = op->spec;
+    uint8_t rnd[8];
+    if (lcrypto_random(rnd, sizeof(rnd)) < 0)
+        return -EIO;
+    free(op->genid);
+    op->genid = lstr_printf("%02x%02x%02x%02x%02x%02x%02x%02x", rnd[0], rnd[1], rnd[2], rnd[3],
+                            rnd[4], rnd[5], rnd[6], rnd[7]);
+    _cleanup_json_ json_t *env = m->env ? json_deep_copy(m->env) : json_object();
+    _cleanup_json_ json_t *binds = json_array();
+    _cleanup_json_ json_t *labels = json_pack(
+        "{s:s, s:s, s:s, s:s, s:s}", ENGINE_LABEL_OWNER, ENGINE_LABEL_OWNER_VALUE,
+        ENGINE_LABEL_MODULE, m->name, ENGINE_LABEL_HASH, m->config_hash, ENGINE_LABEL_IMAGE,
+        m->image ? m->image : m->path, ENGINE_LABEL_GENERATION, op->genid);
+    _cleanup_json_ json_t *hosts = NULL;
+    if (!op->genid || !env || !binds || !labels)
+        return -ENOMEM;
+    if (m->version)
+        json_object_set_new(labels, ENGINE_LABEL_VERSION, json_string(m->version));
+    if (a->o.hooks.prepare_module) {
+        int r = a->o.hooks.prepare_module(a->o.hooks.ud, m, op->genid, env, binds, &op->err);
+        if (r < 0)
+            return r;
+    }
+    if (a->o.gateway_hostname && *a->o.gateway_hostname) {
+        char *h = lstr_printf("%s:host-gateway", a->o.gateway_hostname);
+        hosts = json_pack("[s]", h ? h : "");
+        free(h);
+    }
+    /* runtime.settings.loggingOptions (a LogConfig document) beats ledge's default. */
+    _cleanup_json_ json_t *manifest_logc = NULL;
+    const char *lo = op->dep ? op->dep->d->logging_options : NULL;
+    if (lo && *lo && ljson_parse(lo, strlen(lo), &manifest_logc, NULL) == 0 &&
+        !json_is_object(manifest_logc)) {
+        json_decref(manifest_logc);
+        manifest_logc = NULL;
+    }
+    const json_t *logc = manifest_logc ? manifest_logc : a->default_log_config;
+    struct engine_create_spec spec = {
+        .name = m->name,
+        .image = m->image,
+        .create_options = m->create_options,
+        .labels = labels,
+        .env = env,
+        .binds = binds,
+        .extra_hosts = hosts,
+        .network = a->o.network,
+        .default_log_config = logc,
+        .path = m->path,
+        .args = m->args,
+    };
+    struct engine *e = a->eng[m->type];
+    return e->ops->create(e, &spec, op_create_cb, op);
+}
+
+static void op_next(struct op *op)
+{
+    struct agent *a = op->a;
+    struct mod_rt *rt = op->rt;
+    int r = 0;
+    for (;;) {
+        switch (op->stage) {
+        case ST_STOP_OLD: {
+            struct engine *e = a->eng[op->old_type];
+            if (!op->old_id) {
+                op->stage = op->action == PLAN_REMOVE ? ST_DONE : ST_PREPARE;
+                continue;
+            }
+            r = e->ops->stop_container(e, op->old_id, a->o.stop_timeout_s, op_done_cb, op);
+            break;
+        }
+        case ST_REMOVE_OLD: {
+            struct engine *e = a->eng[op->old_type];
+            r = e->ops->remove(e, op->old_id, op_done_cb, op);
+            break;
+        }
+        case ST_PREPARE:
+            if (op->spec->type == MODULE_TYPE_DOCKER && !a->network_ok) {
+                op->stage = ST_NETWORK;
+                continue;
+            }
+            op->stage = op->spec->type == MODULE_TYPE_PROCESS ? ST_CREATE
+                        : op->spec->pull_policy == PULL_NEVER ? ST_PRESENT
+                                                              : ST_PULL;
+            continue;
+        case ST_NETWORK: {
+            struct engine *e = a->eng[MODULE_TYPE_DOCKER];
+            r = e->ops->ensure_network(e, a->o.network, op_done_cb, op);
+            break;
+        }
+        case ST_PULL: {
+            struct engine *e = op_engine(op);
+            const struct registry_credential *c =
+                deployment_credential_for(op->dep->d, op->spec->image);
+            struct engine_registry_auth auth = {c ? c->username : NULL, c ? c->password : NULL,
+                                                c ? c->address : NULL};
+            r = e->ops->pull(e, op->spec->image, c ? &auth : NULL, op_progress, op_done_cb, op);
+            break;
+        }
+        case ST_PRESENT: {
+            struct engine *e = op_engine(op);
+            r = e->ops->image_present(e, op->spec->image, op_done_cb, op);
+            break;
+        }
+        case ST_CREATE:
+            r = op_create(op);
+            break;
+        case ST_START: {
+            struct engine *e = a->eng[rt->type];
+            r = e->ops->start_container(e, rt->container_id, op_done_cb, op);
+            break;
+        }
+        case ST_STOP: {
+            struct engine *e = a->eng[rt->type];
+            r = e->ops->stop_container(e, rt->container_id, a->o.stop_timeout_s, op_done_cb, op);
+            break;
+        }
+        case ST_DONE:
+            op_finish(op);
+            return;
+        }
+        break;
+    }
+    if (r < 0)
+        op_fail(op, r, op->err.msg[0] ? &op->err : NULL, "cannot start the engine request");
+}
+
+static struct op *op_new(struct agent *a, struct mod_rt *rt, enum plan_action action)
+{
+    struct op *op = calloc(1, sizeof(*op));
+    if (!op)
+        return NULL;
+    op->a = a;
+    op->rt = rt;
+    op->action = action;
+    op->dep = depref_get(a->dep);
+    rt->busy = true;
+    return op;
+}
+
+static void restart_op_start(struct agent *a, struct mod_rt *rt, bool counts_as_restart)
+{
+    if (rt->busy || !rt->container_id)
+        return;
+    struct op *op = op_new(a, rt, PLAN_START);
+    if (!op)
+        return;
+    op->restart = true;
+    op->counts_as_restart = counts_as_restart;
+    op->stage = ST_STOP;
+    log_info(COMP, "%s: restarting", rt->name);
+    op_next(op);
+}
+
+/* ------------------------------------------------------------------ passes */
+
+static void pass_finish(struct pass *p)
+{
+    struct agent *a = p->a;
+    for (struct waiter *w = p->waiters; w;) {
+        struct waiter *next = w->next;
+        json_t *report = json_pack("{s:O, s:O}", "plan", w->plan, "outcome", p->outcome);
+        int result = 0;
+        size_t i;
+        json_t *o;
+        json_array_foreach(p->outcome, i, o) {
+            if (lstr_eq(ljson_str(o, "result"), "error"))
+                result = -EIO;
+        }
+        w->cb(w->ud, result, report);
+        json_decref(report);
+        json_decref(w->plan);
+        free(w);
+        w = next;
+    }
+    plan_free(&p->plan);
+    json_decref(p->outcome);
+    depref_put(p->dep);
+    a->pass = NULL;
+    free(p);
+    if (a->pass_dirty) {
+        a->pass_dirty = false;
+        trigger(a);
+    }
+}
+
+static void pass_run_group(struct pass *p);
+
+static void pass_step_done(struct pass *p)
+{
+    if (--p->pending == 0)
+        pass_run_group(p);
+}
+
+static bool is_stop_rank(enum plan_action a) { return a == PLAN_STOP || a == PLAN_REMOVE; }
+
+/* Start every step of the next group: all stops/removals, or one startupOrder value. */
+static void pass_run_group(struct pass *p)
+{
+    struct agent *a = p->a;
+    while (p->next < p->plan.n) {
+        size_t first = p->next;
+        const struct plan_step *s0 = &p->plan.steps[first];
+        size_t end = first;
+        while (end < p->plan.n) {
+            const struct plan_step *s = &p->plan.steps[end];
+            if (is_stop_rank(s0->action) ? !is_stop_rank(s->action)
+                                         : (is_stop_rank(s->action) || s->order != s0->order))
+                break;
+            end++;
+        }
+        p->next = end;
+        p->pending = 1; /* guard: the group cannot finish while we are still starting it */
+        for (size_t i = first; i < end; i++) {
+            const struct plan_step *s = &p->plan.steps[i];
+            if (s->action == PLAN_KEEP)
+                continue;
+            struct mod_rt *rt = rt_get(a, s->module);
+            if (!rt || rt->busy)
+                continue;
+            struct op *op = op_new(a, rt, s->action);
+            if (!op)
+                continue;
+            op->pass = p;
+            op->spec = s->spec;
+            op->old_type = s->old_type;
+            op->old_id = s->container_id ? strdup(s->container_id) : NULL;
+            switch (s->action) {
+            case PLAN_CREATE:
+                op->stage = ST_PREPARE;
+                break;
+            case PLAN_RECREATE:
+            case PLAN_REMOVE:
+                op->stage = ST_STOP_OLD;
+                break;
+            case PLAN_START:
+                op->stage = ST_START;
+                break;
+            case PLAN_STOP:
+                op->stage = ST_STOP;
+                break;
+            default:
+                op->stage = ST_DONE;
+            }
+            log_info(COMP, "%s: %s (%s)", s->module, plan_action_name(s->action), s->reason);
+            p->pending++;
+            op_next(op);
+        }
+        if (--p->pending > 0)
+            return; /* resumes from pass_step_done */
+    }
+    pass_finish(p);
+}
+
+static void pass_plan(struct pass *p)
+{
+    struct agent *a = p->a;
+    /* Restart decisions for exits not yet decided (e.g. a crash while ledged was away). */
+    for (struct mod_rt *rt = a->mods; rt; rt = rt->next) {
+        if (p->boot || rt->busy || !rt->container_id || !a->eng_up[rt->type])
+            continue;
+        bool exited = rt->state == CTR_EXITED || (rt->state == CTR_CREATED && rt->last_error);
+        if (exited && rt->decided_exit_ms != rt->finished_ms && !rt->restart_due &&
+            !rt->force_start)
+            evaluate_restart(a, rt, false);
+        else if (rt->state == CTR_RUNNING && rt->health == HEALTH_UNHEALTHY &&
+                 !timer_pending(rt) && rt->decided_exit_ms != -1)
+            evaluate_restart(a, rt, true);
+    }
+    size_t n = 0;
+    for (struct mod_rt *rt = a->mods; rt; rt = rt->next)
+        n++;
+    struct plan_actual *actual = calloc(n ? n : 1, sizeof(*actual));
+    if (!actual) {
+        pass_finish(p);
+        return;
+    }
+    size_t k = 0;
+    for (struct mod_rt *rt = a->mods; rt; rt = rt->next) {
+        if (!rt->container_id || rt->busy)
+            continue;
+        actual[k++] = (struct plan_actual){
+            .name = rt->name,
+            .id = rt->container_id,
+            .config_hash = rt->config_hash,
+            .type = rt->type,
+            .state = rt->state,
+            .may_start = p->boot || rt->restart_due || rt->force_start ||
+                         (rt->state == CTR_CREATED && !rt->last_error),
+            .user_stopped = rt->rec.user_stopped,
+        };
+    }
+    /* Busy modules are left out of the plan entirely, not recreated. */
+    struct deployment view;
+    struct module_spec *mods = NULL;
+    const struct deployment *d = p->dep ? p->dep->d : NULL;
+    struct deployment empty = {0};
+    if (!d)
+        d = &empty;
+    view = *d;
+    if (d->n_modules) {
+        mods = calloc(d->n_modules, sizeof(*mods));
+        size_t m = 0;
+        for (size_t i = 0; mods && i < d->n_modules; i++) {
+            struct mod_rt *rt = rt_find(a, d->modules[i].name);
+            if (rt && rt->busy)
+                continue;
+            mods[m++] = d->modules[i];
+        }
+        view.modules = mods;
+        view.n_modules = mods ? m : 0;
+    }
+    bool avail[2] = {a->eng_up[0], a->eng_up[1]};
+    int r = plan_compute(&view, actual, k, avail, &p->plan);
+    free(actual);
+    /* Steps point at the view's copies; point them back at the deployment's own specs. */
+    for (size_t i = 0; r == 0 && i < p->plan.n; i++)
+        if (p->plan.steps[i].spec)
+            p->plan.steps[i].spec = deployment_find(d, p->plan.steps[i].module);
+    free(mods);
+    if (r < 0) {
+        log_error(COMP, "planning failed: %s", strerror(-r));
+        pass_finish(p);
+        return;
+    }
+    p->boot = false;
+    if (plan_count_changes(&p->plan) == 0) {
+        pass_finish(p);
+        return;
+    }
+    pass_run_group(p);
+}
+
+/* Listing: both engines, then inspect every owned container for exit codes and times. */
+static void pass_inspect_cb(void *ud, int result, const struct engine_container *c,
+                            const struct lerr *err)
+{
+    struct pass *p = ud;
+    struct agent *a = p->a;
+    if (result == 0) {
+        struct mod_rt *rt = rt_find_id(a, c->id);
+        if (rt && !rt->busy) {
+            rt->state = c->state;
+            rt->health = c->health;
+            rt->exit_code = c->exit_code;
+            if (c->started_ms)
+                rt->started_ms = c->started_ms;
+            if (c->finished_ms)
+                rt->finished_ms = c->finished_ms;
+            if (c->error && rt->state != CTR_RUNNING)
+                set_str(&rt->last_error, c->error);
+        }
+    }
+    if (--p->pending == 0)
+        pass_plan(p);
+}
+
+static void pass_list_cb_type(struct pass *p, enum module_type type, int result,
+                              const struct engine_container *v, size_t n)
+{
+    struct agent *a = p->a;
+    if (result < 0) {
+        /* The engine failed between its event stream and now: leave its modules alone. */
+        a->eng_up[type] = false;
+        return;
+    }
+    for (struct mod_rt *rt = a->mods; rt; rt = rt->next)
+        if (rt->type == type)
+            rt->seen = false;
+    for (size_t i = 0; i < n; i++) {
+        const char *name = engine_label(&v[i], ENGINE_LABEL_MODULE);
+        if (!name)
+            name = v[i].name;
+        if (!name)
+            continue;
+        struct mod_rt *rt = rt_get(a, name);
+        if (!rt || rt->busy) {
+            if (rt)
+                rt->seen = true;
+            continue;
+        }
+        if (rt->container_id && rt->seen && rt->type == type &&
+            strcmp(rt->container_id, v[i].id) != 0)
+            continue; /* a duplicate: the planner removes the one it does not keep */
+        rt->seen = true;
+        rt->type = type;
+        set_str(&rt->container_id, v[i].id);
+        set_str(&rt->config_hash, engine_label(&v[i], ENGINE_LABEL_HASH));
+        rt->state = v[i].state;
+        rt->health = v[i].health;
+        const char *gen = engine_label(&v[i], ENGINE_LABEL_GENERATION);
+        if (gen)
+            set_str(&rt->rec.generation_id, gen);
+    }
+    for (struct mod_rt *rt = a->mods; rt; rt = rt->next)
+        if (rt->type == type && !rt->seen && !rt->busy && rt->container_id) {
+            free(rt->container_id);
+            rt->container_id = NULL;
+            rt->state = CTR_UNKNOWN;
+        }
+}
+
+struct list_ctx {
+    struct pass *p;
+    enum module_type type;
+};
+
+static void pass_list_cb(void *ud, int result, const struct engine_container *v, size_t n,
+                         const struct lerr *err)
+{
+    struct list_ctx *lc = ud;
+    struct pass *p = lc->p;
+    pass_list_cb_type(p, lc->type, result, v, n);
+    if (result < 0)
+        log_warn(COMP, "%s", lerr_str(err));
+    free(lc);
+    if (--p->pending > 0)
+        return;
+    /* Inspect what we own for exit codes and times. */
+    struct agent *a = p->a;
+    p->pending = 1;
+    for (struct mod_rt *rt = a->mods; rt; rt = rt->next) {
+        if (!rt->container_id || rt->busy || !a->eng_up[rt->type])
+            continue;
+        struct engine *e = a->eng[rt->type];
+        p->pending++;
+        if (e->ops->inspect(e, rt->container_id, pass_inspect_cb, p) < 0)
+            p->pending--;
+    }
+    if (--p->pending == 0)
+        pass_plan(p);
+}
+
+static void pass_start(struct agent *a)
+{
+    struct pass *p = calloc(1, sizeof(*p));
+    if (!p)
+        return;
+    p->a = a;
+    p->dep = depref_get(a->dep);
+    p->outcome = json_array();
+    p->waiters = a->waiters;
+    a->waiters = NULL;
+    p->boot = a->boot_pending;
+    a->pass = p;
+    p->pending = 1;
+    for (int t = 0; t < 2; t++) {
+        if (!a->eng_up[t])
+            continue;
+        struct list_ctx *lc = calloc(1, sizeof(*lc));
+        if (!lc)
+            continue;
+        lc->p = p;
+        lc->type = (enum module_type)t;
+        p->pending++;
+        if (a->eng[t]->ops->list(a->eng[t], pass_list_cb, lc) < 0) {
+            free(lc);
+            p->pending--;
+        }
+    }
+    if (a->boot_pending && a->eng_up[MODULE_TYPE_DOCKER])
+        a->boot_pending = false;
+    if (--p->pending == 0) {
+        /* nothing reachable */
+        pass_plan(p);
+    }
+}
+
+static void pass_ev_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct agent *a = arg;
+    if (a->pass) {
+        a->pass_dirty = true;
+        return;
+    }
+    pass_start(a);
+}
+
+static void trigger(struct agent *a)
+{
+    if (!a->started)
+        return;
+    if (a->pass)
+        a->pass_dirty = true;
+    else
+        event_active(a->pass_ev, 0, 0);
+}
+
+/* ------------------------------------------------------------------ events */
+
+void agent_on_engine_event(struct agent *a, enum module_type engine, const struct engine_event *ev)
+{
+    struct mod_rt *rt = rt_find_id(a, ev->id);
+    switch (ev->kind) {
+    case ENGINE_EVENT_CONNECTED:
+        if (!a->eng_up[engine])
+            log_info(COMP, "%s engine connected",
+                     engine == MODULE_TYPE_DOCKER ? "container" : "process");
+        a->eng_up[engine] = true;
+        if (engine == MODULE_TYPE_DOCKER)
+            a->network_ok = false; /* the engine may have been reset */
+        trigger(a);
+        return;
+    case ENGINE_EVENT_DISCONNECTED:
+        if (a->eng_up[engine])
+            log_warn(COMP, "%s engine unreachable; modules are in an unknown state until it "
+                           "returns",
+                     engine == MODULE_TYPE_DOCKER ? "container" : "process");
+        a->eng_up[engine] = false;
+        return;
+    case ENGINE_EVENT_START:
+        if (!rt)
+            return;
+        rt->state = CTR_RUNNING;
+        if (ev->time_ms > rt->started_ms)
+            rt->started_ms = ev->time_ms;
+        return;
+    case ENGINE_EVENT_DIE:
+        if (!rt)
+            return;
+        if (rt->state == CTR_RUNNING && ev->time_ms && ev->time_ms < rt->started_ms)
+            return; /* an exit from before the latest start */
+        rt->state = CTR_EXITED;
+        rt->exit_code = ev->exit_code;
+        rt->finished_ms = ev->time_ms ? ev->time_ms : ltime_now_ms();
+        rt->rec.last_exit_ms = rt->finished_ms;
+        if (!rt->busy) {
+            log_info(COMP, "%s: exited with code %d", rt->name, ev->exit_code);
+            evaluate_restart(a, rt, false);
+        }
+        return;
+    case ENGINE_EVENT_HEALTH:
+        if (!rt)
+            return;
+        rt->health = ev->health;
+        if (ev->health == HEALTH_UNHEALTHY && !rt->busy) {
+            const struct module_spec *spec = spec_of(a, rt->name);
+            log_warn(COMP, "%s: health check failing", rt->name);
+            if (spec && spec->restart_policy == RESTART_ON_UNHEALTHY)
+                evaluate_restart(a, rt, true);
+            else
+                rt_persist(a, rt);
+        }
+        return;
+    case ENGINE_EVENT_DESTROY:
+        if (!rt || rt->busy)
+            return;
+        log_warn(COMP, "%s: its container was removed outside ledge", rt->name);
+        free(rt->container_id);
+        rt->container_id = NULL;
+        rt->state = CTR_UNKNOWN;
+        trigger(a);
+        return;
+    case ENGINE_EVENT_OOM:
+        if (rt)
+            log_warn(COMP, "%s: out of memory", rt->name);
+        return;
+    }
+}
+
+/* ------------------------------------------------------------------ public API */
+
+int agent_new(struct event_base *base, struct engine *docker, struct engine *process,
+              struct state_db *db, const struct agent_options *o, struct agent **ret)
+{
+    struct agent *a = calloc(1, sizeof(*a));
+    if (!a)
+        return -ENOMEM;
+    a->base = base;
+    a->eng[MODULE_TYPE_DOCKER] = docker;
+    a->eng[MODULE_TYPE_PROCESS] = process;
+    a->db = db;
+    a->o = *o;
+    a->o.network = strdup(o->network ? o->network : "ledge");
+    a->o.gateway_hostname = o->gateway_hostname ? strdup(o->gateway_hostname) : NULL;
+    a->o.hub_program = o->hub_program ? strdup(o->hub_program) : NULL;
+    a->o.boot_id_path =
+        strdup(o->boot_id_path ? o->boot_id_path : "/proc/sys/kernel/random/boot_id");
+    a->default_log_config = o->default_log_config ? json_deep_copy(o->default_log_config) : NULL;
+    a->o.default_log_config = NULL;
+    a->pass_ev = event_new(base, -1, 0, pass_ev_cb, a);
+    if (!a->o.network || !a->o.boot_id_path || !a->pass_ev) {
+        agent_free(a);
+        return -ENOMEM;
+    }
+    *ret = a;
+    return 0;
+}
+
+void agent_free(struct agent *a)
+{
+    if (!a)
+        return;
+    /* In-flight operations die with the engines, which the caller frees after us. */
+    while (a->mods) {
+        struct mod_rt *rt = a->mods;
+        a->mods = rt->next;
+        rt_free(rt);
+    }
+    for (struct waiter *w = a->waiters; w;) {
+        struct waiter *n = w->next;
+        json_decref(w->plan);
+        free(w);
+        w = n;
+    }
+    if (a->pass) {
+        plan_free(&a->pass->plan);
+        json_decref(a->pass->outcome);
+        depref_put(a->pass->dep);
+        free(a->pass);
+    }
+    depref_put(a->dep);
+    json_decref(a->default_log_config);
+    if (a->pass_ev)
+        event_free(a->pass_ev);
+    free((char *)a->o.network);
+    free((char *)a->o.gateway_hostname);
+    free((char *)a->o.hub_program);
+    free((char *)a->o.boot_id_path);
+    free(a->boot_id);
+    free(a);
+}
+
+static void load_record_cb(void *ud, const struct module_record *rec)
+{
+    struct agent *a = ud;
+    struct mod_rt *rt = rt_get(a, rec->name);
+    if (!rt)
+        return;
+    set_str(&rt->rec.generation_id, rec->generation_id);
+    rt->rec.restart_count = rec->restart_count;
+    rt->rec.last_start_ms = rec->last_start_ms;
+    rt->rec.last_exit_ms = rec->last_exit_ms;
+    rt->rec.last_restart_ms = rec->last_restart_ms;
+    rt->rec.exit_code = rec->exit_code;
+    rt->rec.gave_up = rec->gave_up;
+    rt->rec.user_stopped = rec->user_stopped;
+    set_str(&rt->rec.description, rec->description);
+    rt->exit_code = rec->exit_code;
+    rt->started_ms = rec->last_start_ms;
+    rt->finished_ms = rec->last_exit_ms;
+    /* Decided before ledged stopped, unless the exit happened while it was away. */
+    rt->decided_exit_ms = rec->last_exit_ms;
+}
+
+int agent_start(struct agent *a, struct lerr *err)
+{
+    _cleanup_free_ char *text = NULL;
+    int r = state_load_deployment(a->db, &text, NULL);
+    if (r == 0) {
+        struct lstrv errors = LSTRV_INIT;
+        struct deployment *d = NULL;
+        r = manifest_parse(text, strlen(text), a->o.hub_program, &d, &errors);
+        if (r < 0) {
+            /* Stored deployments were valid when applied; a newer ledge may be stricter. */
+            char *all = lstrv_join(&errors, "; ");
+            log_error(COMP, "the stored deployment no longer validates: %s", all ? all : "");
+            free(all);
+        } else {
+            struct depref *ref = calloc(1, sizeof(*ref));
+            if (ref) {
+                ref->d = d;
+                ref->text = TAKE_PTR(text);
+                ref->refs = 1;
+                a->dep = ref;
+                if (a->o.hooks.deployment_applied)
+                    a->o.hooks.deployment_applied(a->o.hooks.ud, d);
+            } else {
+                deployment_free(d);
+            }
+        }
+        lstrv_free(&errors);
+    } else if (r != -ENOENT) {
+        return lerr_set(err, r, "cannot read the stored deployment");
+    }
+    state_load_records(a->db, load_record_cb, a);
+
+    /* A new boot: every module that should run is started (in startupOrder), whatever its
+     * last exit was; restart policies only govern exits while the device is up. */
+    _cleanup_free_ char *boot = NULL;
+    if (lfs_read_file(a->o.boot_id_path, 256, &boot, NULL) == 0) {
+        for (char *p = boot; *p; p++)
+            if (*p == '\n')
+                *p = 0;
+        _cleanup_free_ char *stored = NULL;
+        if (state_get_meta(a->db, "boot_id", &stored) < 0 || strcmp(stored, boot) != 0) {
+            a->boot_pending = true;
+            log_info(COMP, "first start since boot: starting every module that should run");
+        }
+        state_set_meta(a->db, "boot_id", boot);
+    }
+    a->started = true;
+    return 0;
+}
+
+int agent_apply(struct agent *a, const char *text, size_t len, bool dry_run, bool wait,
+                agent_done_fn cb, void *ud, json_t **ret_plan, struct lstrv *errors)
+{
+    struct deployment *d = NULL;
+    int r = manifest_parse(text, len, a->o.hub_program, &d, errors);
+    if (r < 0)
+        return r;
+    /* The plan as it stands now (the pass re-plans against fresh engine state). */
+    size_t n = 0;
+    for (struct mod_rt *rt = a->mods; rt; rt = rt->next)
+        n++;
+    struct plan_actual *actual = calloc(n ? n : 1, sizeof(*actual));
+    if (!actual) {
+        deployment_free(d);
+        return -ENOMEM;
+    }
+    size_t k = 0;
+    for (struct mod_rt *rt = a->mods; rt; rt = rt->next) {
+        if (!rt->container_id)
+            continue;
+        const struct module_spec *old = spec_of(a, rt->name);
+        const struct module_spec *nw = deployment_find(d, rt->name);
+        bool status_change = nw && nw->status == MODULE_STATUS_RUNNING &&
+                             (!old || old->status == MODULE_STATUS_STOPPED);
+        actual[k++] = (struct plan_actual){
+            .name = rt->name,
+            .id = rt->container_id,
+            .config_hash = rt->config_hash,
+            .type = rt->type,
+            .state = rt->state,
+            .may_start = status_change || rt->rec.gave_up || rt->rec.user_stopped ||
+                         rt->state == CTR_CREATED,
+        };
+    }
+    struct plan plan;
+    bool avail[2] = {a->eng_up[0], a->eng_up[1]};
+    r = plan_compute(d, actual, k, avail, &plan);
+    free(actual);
+    if (r < 0) {
+        deployment_free(d);
+        return r;
+    }
+    json_t *plan_json = plan_to_json(&plan, false);
+    plan_free(&plan);
+    if (ret_plan)
+        *ret_plan = json_incref(plan_json);
+    if (dry_run) {
+        json_t *report = json_pack("{s:o, s:b}", "plan", plan_json, "dryRun", 1);
+        deployment_free(d);
+        cb(ud, 0, report);
+        json_decref(report);
+        return 0;
+    }
+    if (state_save_deployment(a->db, text, ltime_now_ms()) < 0) {
+        deployment_free(d);
+        json_decref(plan_json);
+        lstrv_push(errors, "state database: cannot store the deployment");
+        return -EIO;
+    }
+    struct depref *ref = calloc(1, sizeof(*ref));
+    char *copy = strndup(text, len);
+    if (!ref || !copy) {
+        free(ref);
+        free(copy);
+        deployment_free(d);
+        json_decref(plan_json);
+        return -ENOMEM;
+    }
+    /* A redeploy gives stopped and failed modules a fresh start. */
+    for (size_t i = 0; i < d->n_modules; i++) {
+        const struct module_spec *m = &d->modules[i];
+        struct mod_rt *rt = rt_get(a, m->name);
+        if (!rt)
+            continue;
+        const struct module_spec *old = spec_of(a, m->name);
+        bool was_stopped = !old || old->status == MODULE_STATUS_STOPPED || rt->rec.user_stopped ||
+                           rt->rec.gave_up;
+        if (m->status == MODULE_STATUS_RUNNING && was_stopped)
+            rt->force_start = true;
+        rt->rec.user_stopped = false;
+        if (rt->rec.gave_up) {
+            rt->rec.gave_up = false;
+            rt->rec.restart_count = 0;
+        }
+    }
+    ref->d = d;
+    ref->text = copy;
+    ref->refs = 1;
+    depref_put(a->dep);
+    a->dep = ref;
+    log_info(COMP, "deployment applied: %zu modules", d->n_modules);
+    if (a->o.hooks.deployment_applied)
+        a->o.hooks.deployment_applied(a->o.hooks.ud, d);
+    if (wait) {
+        struct waiter *w = calloc(1, sizeof(*w));
+        if (w) {
+            w->cb = cb;
+            w->ud = ud;
+            w->plan = plan_json;
+            struct waiter **pp = &a->waiters;
+            while (*pp)
+                pp = &(*pp)->next;
+            *pp = w;
+            plan_json = NULL;
+        }
+    }
+    trigger(a);
+    if (plan_json) {
+        json_t *report = json_pack("{s:o}", "plan", plan_json);
+        cb(ud, 0, report);
+        json_decref(report);
+    }
+    return 0;
+}
+
+void agent_cancel_waiter(struct agent *a, void *ud)
+{
+    struct waiter **lists[2] = {&a->waiters, a->pass ? &a->pass->waiters : NULL};
+    for (int i = 0; i < 2; i++) {
+        if (!lists[i])
+            continue;
+        for (struct waiter **pp = lists[i]; *pp;) {
+            if ((*pp)->ud == ud) {
+                struct waiter *w = *pp;
+                *pp = w->next;
+                json_decref(w->plan);
+                free(w);
+            } else {
+                pp = &(*pp)->next;
+            }
+        }
+    }
+}
+
+int agent_module_command(struct agent *a, const char *name, const char *verb, agent_done_fn cb,
+                         void *ud, struct lerr *err)
+{
+    struct mod_rt *rt = rt_find(a, name);
+    const struct module_spec *spec = spec_of(a, name);
+    if (!rt || !spec)
+        return lerr_set(err, -ENOENT, "no module named \"%s\" in the deployment", name);
+    if (!rt->container_id)
+        return lerr_set(err, -ENOENT, "module \"%s\" has no container yet", name);
+    if (!a->eng_up[rt->type])
+        return lerr_set(err, -EHOSTDOWN, "the %s engine is unreachable",
+                        rt->type == MODULE_TYPE_DOCKER ? "container" : "process");
+    if (rt->busy)
+        return lerr_set(err, -EBUSY, "module \"%s\" is busy; try again", name);
+    struct op *op = op_new(a, rt, PLAN_KEEP);
+    if (!op)
+        return -ENOMEM;
+    op->cb = cb;
+    op->ud = ud;
+    evtimer_del(rt->restart_timer);
+    if (strcmp(verb, "start") == 0) {
+        rt->rec.user_stopped = false;
+        rt->rec.gave_up = false;
+        rt->rec.restart_count = 0;
+        op->action = PLAN_START;
+        op->stage = ST_START;
+    } else if (strcmp(verb, "stop") == 0) {
+        rt->rec.user_stopped = true;
+        op->action = PLAN_STOP;
+        op->stage = ST_STOP;
+    } else if (strcmp(verb, "restart") == 0) {
+        rt->rec.user_stopped = false;
+        rt->rec.gave_up = false;
+        op->action = PLAN_START;
+        op->restart = true;
+        op->stage = ST_STOP;
+    } else {
+        rt->busy = false;
+        depref_put(op->dep);
+        free(op);
+        return lerr_set(err, -EINVAL, "unknown command \"%s\"", verb);
+    }
+    log_info(COMP, "%s: %s requested", name, verb);
+    op_next(op);
+    return 0;
+}
+
+static json_t *time_or_null(int64_t ms)
+{
+    char buf[LTIME_RFC3339_MAX];
+    return ms > 0 ? json_string(ltime_format_rfc3339(ms, buf)) : json_null();
+}
+
+static json_t *rt_json(struct agent *a, struct mod_rt *rt)
+{
+    const struct module_spec *spec = spec_of(a, rt->name);
+    char desc[300];
+    enum runtime_status st = rt_status(a, rt, desc, sizeof(desc));
+    json_t *o = json_pack(
+        "{s:s, s:s, s:s, s:s, s:i, s:o, s:o, s:i, s:o, s:s?, s:s?, s:s}", "name", rt->name,
+        "type", module_type_name(spec ? spec->type : rt->type), "runtimeStatus",
+        runtime_status_name(st), "statusDescription", desc, "exitCode", rt->exit_code,
+        "lastStartTimeUtc", time_or_null(rt->started_ms ? rt->started_ms : rt->rec.last_start_ms),
+        "lastExitTimeUtc", time_or_null(rt->finished_ms), "restartCount",
+        (int)rt->rec.restart_count, "lastRestartTimeUtc", time_or_null(rt->rec.last_restart_ms),
+        "containerId", rt->container_id, "generationId", rt->rec.generation_id, "health",
+        ctr_health_name(rt->health));
+    if (!o)
+        return NULL;
+    if (spec) {
+        json_object_set_new(o, "status", json_string(module_status_name(spec->status)));
+        json_object_set_new(o, "restartPolicy",
+                            json_string(restart_policy_name(spec->restart_policy)));
+        json_object_set_new(o, "startupOrder", json_integer(spec->startup_order));
+        json_object_set_new(o, "image", json_string(spec->image ? spec->image : spec->path));
+        if (spec->version)
+            json_object_set_new(o, "version", json_string(spec->version));
+        json_object_set_new(o, "system", json_boolean(spec->system));
+    } else {
+        json_object_set_new(o, "status", json_string("removed"));
+    }
+    return o;
+}
+
+json_t *agent_modules_json(struct agent *a)
+{
+    json_t *arr = json_array();
+    /* deployment order first, then leftovers */
+    const struct deployment *d = a->dep ? a->dep->d : NULL;
+    for (size_t i = 0; d && i < d->n_modules; i++) {
+        struct mod_rt *rt = rt_find(a, d->modules[i].name);
+        if (!rt)
+            rt = rt_get(a, d->modules[i].name);
+        if (rt)
+            json_array_append_new(arr, rt_json(a, rt));
+    }
+    for (struct mod_rt *rt = a->mods; rt; rt = rt->next)
+        if (!spec_of(a, rt->name) && rt->container_id)
+            json_array_append_new(arr, rt_json(a, rt));
+    return arr;
+}
+
+json_t *agent_module_json(struct agent *a, const char *name)
+{
+    struct mod_rt *rt = rt_find(a, name);
+    if (!rt && spec_of(a, name))
+        rt = rt_get(a, name);
+    return rt && (spec_of(a, name) || rt->container_id) ? rt_json(a, rt) : NULL;
+}
+
+json_t *agent_status_json(struct agent *a)
+{
+    size_t counts[RS_DEAD + 1] = {0};
+    for (struct mod_rt *rt = a->mods; rt; rt = rt->next) {
+        char desc[8];
+        if (spec_of(a, rt->name))
+            counts[rt_status(a, rt, desc, sizeof(desc))]++;
+    }
+    json_t *c = json_object();
+    for (int i = 0; i <= RS_DEAD; i++)
+        if (counts[i])
+            json_object_set_new(c, runtime_status_name(i), json_integer((json_int_t)counts[i]));
+    return json_pack("{s:b, s:b, s:b, s:o, s:i}", "containerEngineConnected",
+                     a->eng_up[MODULE_TYPE_DOCKER], "processEngineConnected",
+                     a->eng_up[MODULE_TYPE_PROCESS], "reconciling", a->pass != NULL, "modules", c,
+                     "deployedModules", a->dep ? (int)a->dep->d->n_modules : 0);
+}
+
+const char *agent_deployment_text(struct agent *a) { return a->dep ? a->dep->text : NULL; }
+const struct deployment *agent_deployment(struct agent *a) { return a->dep ? a->dep->d : NULL; }
+
+const char *agent_module_generation(struct agent *a, const char *name)
+{
+    struct mod_rt *rt = rt_find(a, name);
+    return rt && rt->container_id ? rt->rec.generation_id : NULL;
+}
+
+struct agent_logs {
+    struct engine *e;
+    struct engine_logs *l;
+    engine_log_fn on_data;
+    engine_done_fn cb;
+    void *ud;
+};
+
+static int logs_data(void *ud, int stream, const char *data, size_t n)
+{
+    struct agent_logs *h = ud;
+    return h->on_data(h->ud, stream, data, n);
+}
+
+static void logs_done(void *ud, int result, const struct lerr *err)
+{
+    struct agent_logs *h = ud;
+    engine_done_fn cb = h->cb;
+    void *cud = h->ud;
+    free(h);
+    cb(cud, result, err);
+}
+
+struct agent_logs *agent_logs(struct agent *a, const char *name,
+                              const struct engine_logs_options *o, engine_log_fn on_data,
+                              engine_done_fn cb, void *ud, struct lerr *err)
+{
+    struct mod_rt *rt = rt_find(a, name);
+    if (!rt || (!rt->container_id && !spec_of(a, name))) {
+        lerr_set(err, -ENOENT, "no module named \"%s\"", name);
+        return NULL;
+    }
+    if (!rt->container_id) {
+        lerr_set(err, -ENOENT, "module \"%s\" has no container yet", name);
+        return NULL;
+    }
+    if (!a->eng_up[rt->type]) {
+        lerr_set(err, -EHOSTDOWN, "the %s engine is unreachable",
+                 rt->type == MODULE_TYPE_DOCKER ? "container" : "process");
+        return NULL;
+    }
+    struct agent_logs *h = calloc(1, sizeof(*h));
+    if (!h) {
+        lerr_set(err, -ENOMEM, "out of memory");
+        return NULL;
+    }
+    h->e = a->eng[rt->type];
+    h->on_data = on_data;
+    h->cb = cb;
+    h->ud = ud;
+    h->l = h->e->ops->logs(h->e, rt->container_id, o, logs_data, logs_done, h);
+    if (!h->l) {
+        free(h);
+        lerr_set(err, -EIO, "cannot read the logs of \"%s\"", name);
+        return NULL;
+    }
+    return h;
+}
+
+void agent_logs_cancel(struct agent_logs *l)
+{
+    if (!l)
+        return;
+    l->e->ops->logs_cancel(l->l);
+    free(l);
+}

@@ -1,0 +1,98 @@
+/* agent.h — the agent: keeps the modules in the state the applied deployment asks for. It owns the
+ * desired state (manifest model), the runtime view of every module (from the engines' lists,
+ * inspections and event streams), the restart policy timers, and reconcile passes that plan
+ * (plan.h) and execute steps through the engines, group by startupOrder group. */
+#pragma once
+
+#include <jansson.h>
+#include <stdbool.h>
+
+#include "agent/manifest.h"
+#include "agent/restart.h"
+#include "agent/state.h"
+#include "base/errors.h"
+#include "base/str.h"
+#include "engine/engine.h"
+
+struct event_base;
+struct agent;
+
+struct agent_hooks {
+    /* Before a module is created: set up its identity (workload socket, keys) and add what the
+     * module gets to env (object, already holding the manifest's env: identity wins) and binds
+     * (array of "host:container[:opts]"). */
+    int (*prepare_module)(void *ud, const struct module_spec *m, const char *generation_id,
+                          json_t *env, json_t *binds, struct lerr *err);
+    /* A module's container is gone for good (removed from the deployment). */
+    void (*module_removed)(void *ud, const char *name);
+    /* A new deployment is stored (e.g. hand $edgeHub and the module twins to the hub). */
+    void (*deployment_applied)(void *ud, const struct deployment *d);
+    /* Progress of a long step (image pulls), one line at a time. */
+    void (*progress)(void *ud, const char *module, const char *line);
+    void *ud;
+};
+
+struct agent_options {
+    const char *network;            /* docker network modules join ("ledge") */
+    const char *gateway_hostname;   /* reachable from modules via host-gateway */
+    const json_t *default_log_config; /* LogConfig when neither the module nor the manifest set one */
+    int stop_timeout_s;
+    struct restart_tunables restart;
+    const char *hub_program;        /* what systemModules.edgeHub maps to */
+    const char *boot_id_path;       /* /proc/sys/kernel/random/boot_id */
+    struct agent_hooks hooks;
+};
+
+int agent_new(struct event_base *base, struct engine *docker, struct engine *process,
+              struct state_db *db, const struct agent_options *o, struct agent **ret);
+/* Load the stored deployment and start reconciling (works offline, on every boot). */
+int agent_start(struct agent *a, struct lerr *err);
+void agent_free(struct agent *a);
+
+/* Both engines' event callbacks lead here. */
+void agent_on_engine_event(struct agent *a, enum module_type engine, const struct engine_event *ev);
+
+/* Completion of an apply or a module command: result 0 or -errno; report is a JSON object the
+ * callee keeps ownership of (copy what you need). */
+typedef void (*agent_done_fn)(void *ud, int result, const json_t *report);
+
+/* Validate and apply a manifest. Invalid: -EINVAL with every problem in errors (nothing changes).
+ * Otherwise cb is called once: at once with {"plan": [...]} (dry_run, or !wait), or after the
+ * reconcile pass that executes it with {"plan": [...], "outcome": [...]}. ret_plan (optional)
+ * receives a new reference to the plan at once.
+ * A client gone before then must call agent_cancel_waiter(a, ud). */
+int agent_apply(struct agent *a, const char *text, size_t len, bool dry_run, bool wait,
+                agent_done_fn cb, void *ud, json_t **ret_plan, struct lstrv *errors);
+void agent_cancel_waiter(struct agent *a, void *ud);
+
+/* "start", "stop" or "restart" a module by name. */
+int agent_module_command(struct agent *a, const char *name, const char *verb, agent_done_fn cb,
+                         void *ud, struct lerr *err);
+
+json_t *agent_modules_json(struct agent *a);
+json_t *agent_module_json(struct agent *a, const char *name);  /* NULL when unknown */
+json_t *agent_status_json(struct agent *a);
+const char *agent_deployment_text(struct agent *a);           /* NULL when none */
+const struct deployment *agent_deployment(struct agent *a);   /* NULL when none */
+/* A module's generation id (NULL when it has no container yet). */
+const char *agent_module_generation(struct agent *a, const char *name);
+
+struct agent_logs;
+/* Stream a module's logs; NULL with err set when the module or its container is unknown. */
+struct agent_logs *agent_logs(struct agent *a, const char *name,
+                              const struct engine_logs_options *o, engine_log_fn on_data,
+                              engine_done_fn cb, void *ud, struct lerr *err);
+/* Only before cb was called. */
+void agent_logs_cancel(struct agent_logs *l);
+
+/* Runtime status names as IoT Edge reports them. */
+enum runtime_status {
+    RS_UNKNOWN,
+    RS_RUNNING,
+    RS_STOPPED,
+    RS_FAILED,
+    RS_BACKOFF,
+    RS_UNHEALTHY,
+    RS_DEAD,
+};
+const char *runtime_status_name(enum runtime_status s);

@@ -1,0 +1,63 @@
+/* plan.h — the planner: desired deployment vs. the modules the engines actually have → an
+ * ordered list of steps. Pure: the agent gathers the inputs and executes the result.
+ *
+ * Rules (IoT Edge's, docs/architecture.md): a module missing is created; any change of its
+ * desired config (the config hash) recreates it; a change of status alone starts or stops it;
+ * modules dropped from the deployment, and orphans carrying ledge's owner label, are removed;
+ * containers without the label never appear here. Stops and removals come first; then creates
+ * and starts in ascending startupOrder groups (same order = same group, run together). */
+#pragma once
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "agent/manifest.h"
+#include "engine/engine.h"
+
+enum plan_action {
+    PLAN_KEEP,
+    PLAN_CREATE,
+    PLAN_RECREATE,
+    PLAN_START,
+    PLAN_STOP,
+    PLAN_REMOVE,
+};
+
+/* One module as an engine has it. */
+struct plan_actual {
+    const char *name;         /* module label (or container name) */
+    const char *id;
+    const char *config_hash;  /* label; NULL when absent */
+    enum module_type type;    /* which engine holds it */
+    enum ctr_state state;
+    bool may_start;           /* decided by the agent: a start is due (status change, boot,
+                                 restart policy, user request, never started) */
+    bool user_stopped;        /* stopped by a user: stays stopped until started or redeployed */
+};
+
+struct plan_step {
+    enum plan_action action;
+    const char *module;              /* borrowed from the inputs */
+    const char *container_id;        /* existing container, or NULL */
+    enum module_type old_type;       /* engine holding container_id */
+    const struct module_spec *spec;  /* desired, NULL for PLAN_REMOVE */
+    uint32_t order;                  /* startupOrder group */
+    char reason[160];
+};
+
+struct plan {
+    struct plan_step *steps;
+    size_t n;
+};
+
+/* engine_available[type]: modules whose engine is unreachable are left out entirely (neither
+ * created nor removed) until it is back. */
+int plan_compute(const struct deployment *d, const struct plan_actual *actual, size_t n_actual,
+                 const bool engine_available[2], struct plan *ret);
+void plan_free(struct plan *p);
+const char *plan_action_name(enum plan_action a);
+/* [{"module":..., "action":..., "reason":..., "startupOrder":...}] without KEEP steps unless
+ * include_keep. */
+json_t *plan_to_json(const struct plan *p, bool include_keep);
+size_t plan_count_changes(const struct plan *p);

@@ -1,0 +1,246 @@
+/* state.c — SQLite-backed state (see state.h). One connection, used from the event loop thread
+ * only; statements are small and synchronous (a few per deployment or module event). */
+#include "agent/state.h"
+
+#include <errno.h>
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "base/fs.h"
+#include "base/str.h"
+
+#define STATE_SCHEMA_VERSION 1
+#define DEPLOYMENT_HISTORY 5
+
+struct state_db {
+    sqlite3 *db;
+};
+
+static const char schema[] =
+    "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);"
+    "CREATE TABLE IF NOT EXISTS deployments ("
+    "  id INTEGER PRIMARY KEY AUTOINCREMENT, applied_ms INTEGER NOT NULL, manifest TEXT NOT NULL);"
+    "CREATE TABLE IF NOT EXISTS modules ("
+    "  name TEXT PRIMARY KEY, generation_id TEXT, restart_count INTEGER NOT NULL DEFAULT 0,"
+    "  last_start_ms INTEGER NOT NULL DEFAULT 0, last_exit_ms INTEGER NOT NULL DEFAULT 0,"
+    "  last_restart_ms INTEGER NOT NULL DEFAULT 0, exit_code INTEGER NOT NULL DEFAULT 0,"
+    "  gave_up INTEGER NOT NULL DEFAULT 0, user_stopped INTEGER NOT NULL DEFAULT 0,"
+    "  description TEXT);";
+
+int state_open(const char *dir, struct state_db **ret, struct lerr *err)
+{
+    int r = lfs_mkdir_p(dir, 0700);
+    if (r < 0)
+        return lerr_set(err, r, "state directory %s: %s", dir, strerror(-r));
+    _cleanup_free_ char *path = lstr_printf("%s/ledged.db", dir);
+    if (!path)
+        return -ENOMEM;
+    struct state_db *db = calloc(1, sizeof(*db));
+    if (!db)
+        return -ENOMEM;
+    if (sqlite3_open_v2(path, &db->db,
+                        SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL) !=
+        SQLITE_OK) {
+        r = lerr_set(err, -EIO, "state database %s: %s", path,
+                     db->db ? sqlite3_errmsg(db->db) : "cannot open");
+        sqlite3_close(db->db);
+        free(db);
+        return r;
+    }
+    sqlite3_busy_timeout(db->db, 5000);
+    /* WAL with synchronous=FULL: every commit is fsynced before it returns, so what the API
+     * acknowledged survives power loss. */
+    char *msg = NULL;
+    if (sqlite3_exec(db->db,
+                     "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON;",
+                     NULL, NULL, &msg) != SQLITE_OK ||
+        sqlite3_exec(db->db, schema, NULL, NULL, &msg) != SQLITE_OK) {
+        r = lerr_set(err, -EIO, "state database %s: %s", path, msg ? msg : "setup failed");
+        sqlite3_free(msg);
+        sqlite3_close(db->db);
+        free(db);
+        return r;
+    }
+    char v[16];
+    snprintf(v, sizeof(v), "%d", STATE_SCHEMA_VERSION);
+    state_set_meta(db, "schema_version", v);
+    *ret = db;
+    return 0;
+}
+
+void state_close(struct state_db *db)
+{
+    if (!db)
+        return;
+    sqlite3_close(db->db);
+    free(db);
+}
+
+static int exec_simple(struct state_db *db, const char *sql)
+{
+    return sqlite3_exec(db->db, sql, NULL, NULL, NULL) == SQLITE_OK ? 0 : -EIO;
+}
+
+int state_save_deployment(struct state_db *db, const char *text, int64_t now_ms)
+{
+    sqlite3_stmt *st = NULL;
+    int r = exec_simple(db, "BEGIN IMMEDIATE");
+    if (r < 0)
+        return r;
+    if (sqlite3_prepare_v2(db->db, "INSERT INTO deployments (applied_ms, manifest) VALUES (?, ?)",
+                           -1, &st, NULL) != SQLITE_OK)
+        goto fail;
+    sqlite3_bind_int64(st, 1, now_ms);
+    sqlite3_bind_text(st, 2, text, -1, SQLITE_STATIC);
+    if (sqlite3_step(st) != SQLITE_DONE)
+        goto fail;
+    sqlite3_finalize(st);
+    st = NULL;
+    char sql[160];
+    snprintf(sql, sizeof(sql),
+             "DELETE FROM deployments WHERE id <= (SELECT MAX(id) FROM deployments) - %d",
+             DEPLOYMENT_HISTORY);
+    if (exec_simple(db, sql) < 0 || exec_simple(db, "COMMIT") < 0)
+        goto fail;
+    return 0;
+fail:
+    sqlite3_finalize(st);
+    exec_simple(db, "ROLLBACK");
+    return -EIO;
+}
+
+int state_load_deployment(struct state_db *db, char **ret_text, int64_t *ret_applied_ms)
+{
+    sqlite3_stmt *st = NULL;
+    if (sqlite3_prepare_v2(db->db,
+                           "SELECT manifest, applied_ms FROM deployments ORDER BY id DESC LIMIT 1",
+                           -1, &st, NULL) != SQLITE_OK)
+        return -EIO;
+    int r = sqlite3_step(st);
+    if (r == SQLITE_DONE) {
+        sqlite3_finalize(st);
+        return -ENOENT;
+    }
+    if (r != SQLITE_ROW) {
+        sqlite3_finalize(st);
+        return -EIO;
+    }
+    char *text = strdup((const char *)sqlite3_column_text(st, 0));
+    int64_t applied = sqlite3_column_int64(st, 1);
+    sqlite3_finalize(st);
+    if (!text)
+        return -ENOMEM;
+    *ret_text = text;
+    if (ret_applied_ms)
+        *ret_applied_ms = applied;
+    return 0;
+}
+
+int state_save_record(struct state_db *db, const struct module_record *rec)
+{
+    sqlite3_stmt *st = NULL;
+    if (sqlite3_prepare_v2(db->db,
+                           "INSERT OR REPLACE INTO modules (name, generation_id, restart_count, "
+                           "last_start_ms, last_exit_ms, last_restart_ms, exit_code, gave_up, "
+                           "user_stopped, description) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                           -1, &st, NULL) != SQLITE_OK)
+        return -EIO;
+    sqlite3_bind_text(st, 1, rec->name, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 2, rec->generation_id, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 3, rec->restart_count);
+    sqlite3_bind_int64(st, 4, rec->last_start_ms);
+    sqlite3_bind_int64(st, 5, rec->last_exit_ms);
+    sqlite3_bind_int64(st, 6, rec->last_restart_ms);
+    sqlite3_bind_int(st, 7, rec->exit_code);
+    sqlite3_bind_int(st, 8, rec->gave_up);
+    sqlite3_bind_int(st, 9, rec->user_stopped);
+    sqlite3_bind_text(st, 10, rec->description, -1, SQLITE_STATIC);
+    int r = sqlite3_step(st) == SQLITE_DONE ? 0 : -EIO;
+    sqlite3_finalize(st);
+    return r;
+}
+
+int state_delete_record(struct state_db *db, const char *name)
+{
+    sqlite3_stmt *st = NULL;
+    if (sqlite3_prepare_v2(db->db, "DELETE FROM modules WHERE name = ?", -1, &st, NULL) !=
+        SQLITE_OK)
+        return -EIO;
+    sqlite3_bind_text(st, 1, name, -1, SQLITE_STATIC);
+    int r = sqlite3_step(st) == SQLITE_DONE ? 0 : -EIO;
+    sqlite3_finalize(st);
+    return r;
+}
+
+int state_load_records(struct state_db *db, void (*cb)(void *ud, const struct module_record *rec),
+                       void *ud)
+{
+    sqlite3_stmt *st = NULL;
+    if (sqlite3_prepare_v2(db->db,
+                           "SELECT name, generation_id, restart_count, last_start_ms, "
+                           "last_exit_ms, last_restart_ms, exit_code, gave_up, user_stopped, "
+                           "description FROM modules",
+                           -1, &st, NULL) != SQLITE_OK)
+        return -EIO;
+    int r;
+    while ((r = sqlite3_step(st)) == SQLITE_ROW) {
+        struct module_record rec = {
+            .name = (char *)sqlite3_column_text(st, 0),
+            .generation_id = (char *)sqlite3_column_text(st, 1),
+            .restart_count = (unsigned)sqlite3_column_int64(st, 2),
+            .last_start_ms = sqlite3_column_int64(st, 3),
+            .last_exit_ms = sqlite3_column_int64(st, 4),
+            .last_restart_ms = sqlite3_column_int64(st, 5),
+            .exit_code = sqlite3_column_int(st, 6),
+            .gave_up = sqlite3_column_int(st, 7) != 0,
+            .user_stopped = sqlite3_column_int(st, 8) != 0,
+            .description = (char *)sqlite3_column_text(st, 9),
+        };
+        cb(ud, &rec);
+    }
+    sqlite3_finalize(st);
+    return r == SQLITE_DONE ? 0 : -EIO;
+}
+
+int state_get_meta(struct state_db *db, const char *key, char **ret_value)
+{
+    sqlite3_stmt *st = NULL;
+    if (sqlite3_prepare_v2(db->db, "SELECT value FROM meta WHERE key = ?", -1, &st, NULL) !=
+        SQLITE_OK)
+        return -EIO;
+    sqlite3_bind_text(st, 1, key, -1, SQLITE_STATIC);
+    int r = sqlite3_step(st);
+    if (r != SQLITE_ROW) {
+        sqlite3_finalize(st);
+        return r == SQLITE_DONE ? -ENOENT : -EIO;
+    }
+    char *v = strdup((const char *)sqlite3_column_text(st, 0));
+    sqlite3_finalize(st);
+    if (!v)
+        return -ENOMEM;
+    *ret_value = v;
+    return 0;
+}
+
+int state_set_meta(struct state_db *db, const char *key, const char *value)
+{
+    sqlite3_stmt *st = NULL;
+    if (sqlite3_prepare_v2(db->db, "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", -1,
+                           &st, NULL) != SQLITE_OK)
+        return -EIO;
+    sqlite3_bind_text(st, 1, key, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 2, value, -1, SQLITE_STATIC);
+    int r = sqlite3_step(st) == SQLITE_DONE ? 0 : -EIO;
+    sqlite3_finalize(st);
+    return r;
+}
+
+void module_record_clear(struct module_record *r)
+{
+    free(r->name);
+    free(r->generation_id);
+    free(r->description);
+    r->name = r->generation_id = r->description = NULL;
+}

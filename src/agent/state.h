@@ -1,0 +1,44 @@
+/* state.h — ledged's durable state in SQLite (WAL, synchronous=FULL): the applied deployment and
+ * each module's runtime record. Survives restarts and power loss: a deployment is acknowledged
+ * only after its transaction is on disk. */
+#pragma once
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "base/errors.h"
+
+struct state_db;
+
+struct module_record {
+    char *name;
+    char *generation_id;
+    unsigned restart_count;
+    int64_t last_start_ms;
+    int64_t last_exit_ms;
+    int64_t last_restart_ms;
+    int exit_code;
+    bool gave_up;       /* restart policy gave up: failed until redeployed or started by hand */
+    bool user_stopped;  /* stopped by request: stays stopped until started or redeployed */
+    char *description;  /* last status description */
+};
+
+int state_open(const char *dir, struct state_db **ret, struct lerr *err);
+void state_close(struct state_db *db);
+
+/* The current deployment (manifest text), replacing the previous one; history keeps the last
+ * few for `ledge deploy --rollback`-style inspection. */
+int state_save_deployment(struct state_db *db, const char *text, int64_t now_ms);
+/* -ENOENT when none was ever applied. */
+int state_load_deployment(struct state_db *db, char **ret_text, int64_t *ret_applied_ms);
+
+int state_save_record(struct state_db *db, const struct module_record *rec);
+int state_delete_record(struct state_db *db, const char *name);
+/* Calls cb for each stored record; the record is only valid during the call. */
+int state_load_records(struct state_db *db,
+                       void (*cb)(void *ud, const struct module_record *rec), void *ud);
+
+int state_get_meta(struct state_db *db, const char *key, char **ret_value);
+int state_set_meta(struct state_db *db, const char *key, const char *value);
+
+void module_record_clear(struct module_record *r);

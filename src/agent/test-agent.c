@@ -1,0 +1,477 @@
+/* test-agent.c — the planner and restart policy (pure), and the reconciler end to end on the real
+ * process engine (real programs, a real state database): create, status-only change keeps the
+ * module's id, config change recreates, removal, startupOrder, back-off then failure, and a restart
+ * of the agent that recreates nothing. The docker engine is exercised by the system tests. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <errno.h>
+#include <event2/event.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "agent/agent.h"
+#include "agent/plan.h"
+#include "agent/restart.h"
+#include "base/json.h"
+#include "base/str.h"
+
+/* ------------------------------------------------------------------ restart policy */
+
+static void test_backoff_math(void **state)
+{
+    struct restart_tunables t = RESTART_TUNABLES_DEFAULT;
+    assert_int_equal(restart_backoff_ms(&t, 0), 10000);
+    assert_int_equal(restart_backoff_ms(&t, 1), 20000);
+    assert_int_equal(restart_backoff_ms(&t, 4), 160000);
+    assert_int_equal(restart_backoff_ms(&t, 5), 300000);
+    assert_int_equal(restart_backoff_ms(&t, 19), 300000);
+    assert_int_equal(restart_backoff_ms(&t, 1000), 300000);
+
+    int64_t at = 0;
+    assert_int_equal(restart_decide(&t, RESTART_NEVER, 1, false, 0, 0, 0, &at), RESTART_NO);
+    assert_int_equal(restart_decide(&t, RESTART_ON_FAILURE, 0, false, 0, 0, 0, &at), RESTART_NO);
+    assert_int_equal(restart_decide(&t, RESTART_ON_FAILURE, 2, false, 0, 1000, 1000, &at),
+                     RESTART_LATER);
+    assert_int_equal(at, 11000);
+    assert_int_equal(restart_decide(&t, RESTART_ON_FAILURE, 2, false, 3, 1000, 81000, &at),
+                     RESTART_NOW);
+    assert_int_equal(restart_decide(&t, RESTART_ALWAYS, 0, false, 0, 0, 20000, &at), RESTART_NOW);
+    assert_int_equal(restart_decide(&t, RESTART_ALWAYS, 0, false, 20, 0, 1 << 30, &at),
+                     RESTART_GIVE_UP);
+    assert_int_equal(restart_decide(&t, RESTART_ON_UNHEALTHY, 0, true, 0, 0, 0, &at),
+                     RESTART_LATER);
+    assert_int_equal(restart_decide(&t, RESTART_ON_FAILURE, 0, true, 0, 0, 0, &at), RESTART_NO);
+    /* ten minutes of running resets the count */
+    assert_int_equal(restart_effective_count(&t, 7, 1000, 1000 + 600000), 0);
+    assert_int_equal(restart_effective_count(&t, 7, 1000, 1000 + 599999), 7);
+    assert_int_equal(restart_effective_count(&t, 7, 0, 700000), 7);
+}
+
+/* ------------------------------------------------------------------ planner */
+
+static struct deployment *parse(const char *text)
+{
+    struct deployment *d = NULL;
+    struct lstrv errors = LSTRV_INIT;
+    int r = manifest_parse(text, strlen(text), "/usr/lib/ledge/ledge-hub", &d, &errors);
+    if (r < 0)
+        for (size_t i = 0; i < errors.n; i++)
+            fprintf(stderr, "manifest: %s\n", errors.v[i]);
+    assert_int_equal(r, 0);
+    lstrv_free(&errors);
+    return d;
+}
+
+static char *manifest(const char *modules)
+{
+    return lstr_printf("{\"modulesContent\":{\"$edgeAgent\":{\"properties.desired\":{"
+                       "\"schemaVersion\":\"1.1\",\"runtime\":{\"type\":\"docker\",\"settings\":{}},"
+                       "\"systemModules\":{\"edgeAgent\":{\"type\":\"docker\",\"settings\":{"
+                       "\"image\":\"x\"}}},\"modules\":{%s}}},\"$edgeHub\":{\"properties.desired\":{"
+                       "\"schemaVersion\":\"1.1\",\"routes\":{},\"storeAndForwardConfiguration\":{"
+                       "\"timeToLiveSecs\":7200}}}}}",
+                       modules);
+}
+
+static enum plan_action action_of(const struct plan *p, const char *name)
+{
+    for (size_t i = 0; i < p->n; i++)
+        if (strcmp(p->steps[i].module, name) == 0)
+            return p->steps[i].action;
+    fail_msg("no step for %s", name);
+    return PLAN_KEEP;
+}
+
+static void test_planner(void **state)
+{
+    char *text = manifest(
+        "\"a\":{\"type\":\"docker\",\"status\":\"running\",\"startupOrder\":2,\"settings\":"
+        "{\"image\":\"img/a\"}},"
+        "\"b\":{\"type\":\"docker\",\"status\":\"stopped\",\"startupOrder\":1,\"settings\":"
+        "{\"image\":\"img/b\"}},"
+        "\"c\":{\"type\":\"docker\",\"status\":\"running\",\"settings\":{\"image\":\"img/c\"}},"
+        "\"d\":{\"type\":\"docker\",\"status\":\"running\",\"settings\":{\"image\":\"img/d\"}},"
+        "\"e\":{\"type\":\"docker\",\"status\":\"running\",\"startupOrder\":0,\"settings\":"
+        "{\"image\":\"img/e\"}}");
+    struct deployment *d = parse(text);
+    const struct module_spec *b = deployment_find(d, "b");
+    const struct module_spec *c = deployment_find(d, "c");
+    const struct module_spec *e = deployment_find(d, "e");
+    struct plan_actual actual[] = {
+        /* b: same config, running, desired stopped → stop */
+        {.name = "b", .id = "B", .config_hash = b->config_hash, .state = CTR_RUNNING},
+        /* c: config changed → recreate */
+        {.name = "c", .id = "C", .config_hash = "old", .state = CTR_RUNNING},
+        /* e: same config, exited, start allowed → start */
+        {.name = "e", .id = "E", .config_hash = e->config_hash, .state = CTR_EXITED,
+         .may_start = true},
+        /* orphan with the owner label → remove */
+        {.name = "gone", .id = "G", .config_hash = "x", .state = CTR_RUNNING},
+        /* d: same config, exited, the restart policy has not allowed a start → keep */
+        {.name = "d", .id = "D", .config_hash = deployment_find(d, "d")->config_hash,
+         .state = CTR_EXITED},
+    };
+    struct plan p;
+    bool avail[2] = {true, true};
+    assert_int_equal(plan_compute(d, actual, ARRAY_SIZE(actual), avail, &p), 0);
+    assert_int_equal(action_of(&p, "a"), PLAN_CREATE);
+    assert_int_equal(action_of(&p, "b"), PLAN_STOP);
+    assert_int_equal(action_of(&p, "c"), PLAN_RECREATE);
+    assert_int_equal(action_of(&p, "e"), PLAN_START);
+    assert_int_equal(action_of(&p, "gone"), PLAN_REMOVE);
+    assert_int_equal(action_of(&p, "d"), PLAN_KEEP);
+    assert_int_equal(plan_count_changes(&p), 5);
+    /* order: stop/remove first, then startupOrder 0 (e), 2 (a), default (c, d) */
+    assert_true(p.steps[0].action == PLAN_REMOVE || p.steps[0].action == PLAN_STOP);
+    assert_true(p.steps[1].action == PLAN_REMOVE || p.steps[1].action == PLAN_STOP);
+    assert_string_equal(p.steps[2].module, "e");
+    assert_string_equal(p.steps[3].module, "a");
+    json_t *j = plan_to_json(&p, false);
+    assert_int_equal(json_array_size(j), 5);
+    json_decref(j);
+    plan_free(&p);
+    (void)c;
+
+    /* An unreachable engine: its modules are neither created nor removed. */
+    avail[MODULE_TYPE_DOCKER] = false;
+    assert_int_equal(plan_compute(d, actual, ARRAY_SIZE(actual), avail, &p), 0);
+    assert_int_equal(plan_count_changes(&p), 0);
+    plan_free(&p);
+    deployment_free(d);
+    free(text);
+}
+
+/* ------------------------------------------------------------------ reconciler on processes */
+
+struct fix {
+    struct event_base *base;
+    struct engine *proc;
+    struct engine *docker; /* pointed at a socket nobody serves */
+    struct state_db *db;
+    struct agent *agent;
+    char dir[64];
+    char bootfile[128];
+    int done;
+    int result;
+    json_t *report;
+    struct restart_tunables rt;
+};
+
+static void on_event(void *ud, const struct engine_event *ev)
+{
+    struct fix *f = ud;
+    if (f->agent)
+        agent_on_engine_event(f->agent, MODULE_TYPE_PROCESS, ev);
+}
+
+static void on_docker_event(void *ud, const struct engine_event *ev)
+{
+    struct fix *f = ud;
+    if (f->agent)
+        agent_on_engine_event(f->agent, MODULE_TYPE_DOCKER, ev);
+}
+
+static void start_agent(struct fix *f)
+{
+    char uri[128];
+    snprintf(uri, sizeof(uri), "unix://%s/no-docker.sock", f->dir);
+    struct engine_config pc = {.state_dir = f->dir, .on_event = on_event, .event_ud = f};
+    struct engine_config dc = {.uri = uri, .on_event = on_docker_event, .event_ud = f};
+    assert_int_equal(engine_new(&engine_process_ops, f->base, &pc, &f->proc), 0);
+    assert_int_equal(engine_new(&engine_docker_ops, f->base, &dc, &f->docker), 0);
+    struct lerr err = {0};
+    assert_int_equal(state_open(f->dir, &f->db, &err), 0);
+    struct agent_options o = {.network = "ledge", .stop_timeout_s = 1, .restart = f->rt,
+                              .hub_program = "/bin/true", .boot_id_path = f->bootfile};
+    assert_int_equal(agent_new(f->base, f->docker, f->proc, f->db, &o, &f->agent), 0);
+    assert_int_equal(agent_start(f->agent, &err), 0);
+    f->proc->ops->start(f->proc);
+    f->docker->ops->start(f->docker);
+}
+
+static void stop_agent(struct fix *f)
+{
+    agent_free(f->agent);
+    f->agent = NULL;
+    engine_free(f->proc);
+    engine_free(f->docker);
+    state_close(f->db);
+}
+
+static int setup(void **state)
+{
+    signal(SIGPIPE, SIG_IGN);
+    struct fix *f = calloc(1, sizeof(*f));
+    strcpy(f->dir, "/tmp/ledge-test-agent-XXXXXX");
+    assert_non_null(mkdtemp(f->dir));
+    snprintf(f->bootfile, sizeof(f->bootfile), "%s/boot_id", f->dir);
+    FILE *b = fopen(f->bootfile, "w");
+    fputs("boot-1\n", b);
+    fclose(b);
+    f->base = event_base_new();
+    f->rt = (struct restart_tunables){.backoff_base_ms = 100, .backoff_max_ms = 400,
+                                      .max_restarts = 3, .reset_after_ms = 600000};
+    start_agent(f);
+    *state = f;
+    return 0;
+}
+
+static void kill_all(struct fix *f)
+{
+    /* Programs outlive the agent by design; the test cleans up after itself. */
+    char cmd[256];
+    snprintf(cmd, sizeof(cmd), "pkill -KILL -f 'ledge-agent-test-[m]arker' 2>/dev/null; true");
+    assert_int_equal(system(cmd), 0);
+}
+
+static int teardown(void **state)
+{
+    struct fix *f = *state;
+    stop_agent(f);
+    kill_all(f);
+    json_decref(f->report);
+    event_base_free(f->base);
+    char cmd[128];
+    snprintf(cmd, sizeof(cmd), "rm -rf %s", f->dir);
+    assert_int_equal(system(cmd), 0);
+    free(f);
+    return 0;
+}
+
+static void apply_cb(void *ud, int result, const json_t *report)
+{
+    struct fix *f = ud;
+    f->done++;
+    f->result = result;
+    json_decref(f->report);
+    f->report = json_deep_copy(report);
+}
+
+static void spin(struct fix *f, int ms)
+{
+    struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
+    event_base_loopexit(f->base, &tv);
+    event_base_dispatch(f->base);
+}
+
+static void apply(struct fix *f, const char *modules)
+{
+    char *text = manifest(modules);
+    struct lstrv errors = LSTRV_INIT;
+    f->done = 0;
+    int r = agent_apply(f->agent, text, strlen(text), false, true, apply_cb, f, NULL, &errors);
+    for (size_t i = 0; i < errors.n; i++)
+        fprintf(stderr, "apply: %s\n", errors.v[i]);
+    assert_int_equal(r, 0);
+    for (int i = 0; i < 300 && !f->done; i++)
+        spin(f, 10);
+    assert_int_equal(f->done, 1);
+    lstrv_free(&errors);
+    free(text);
+}
+
+static json_t *module(struct fix *f, const char *name)
+{
+    json_t *m = agent_module_json(f->agent, name);
+    assert_non_null(m);
+    return m;
+}
+
+static const char *status_of(struct fix *f, const char *name, char *buf, size_t n)
+{
+    json_t *m = module(f, name);
+    snprintf(buf, n, "%s", ljson_str(m, "runtimeStatus"));
+    json_decref(m);
+    return buf;
+}
+
+static char *container_of(struct fix *f, const char *name)
+{
+    json_t *m = module(f, name);
+    char *id = ljson_str(m, "containerId") ? strdup(ljson_str(m, "containerId")) : NULL;
+    json_decref(m);
+    return id;
+}
+
+static void wait_status(struct fix *f, const char *name, const char *want)
+{
+    char buf[32];
+    for (int i = 0; i < 500; i++) {
+        if (strcmp(status_of(f, name, buf, sizeof(buf)), want) == 0)
+            return;
+        spin(f, 10);
+    }
+    json_t *m = module(f, name);
+    char *s = ljson_dump(m);
+    fail_msg("%s never became %s: %s", name, want, s);
+    free(s);
+}
+
+#define SLEEPER(name, order, status, extra)                                                        \
+    "\"" name "\":{\"type\":\"process\",\"status\":\"" status "\",\"restartPolicy\":\"on-failure\","  \
+    "\"startupOrder\":" #order ",\"settings\":{\"path\":\"/bin/sh\",\"args\":[\"-c\","               \
+    "\"exec sleep 1000 # ledge-agent-test-marker " extra "\"]}}"
+
+static void test_reconcile_processes(void **state)
+{
+    struct fix *f = *state;
+    char buf[32];
+    apply(f, SLEEPER("one", 1, "running", "") "," SLEEPER("two", 2, "running", "") ","
+              SLEEPER("three", 3, "running", ""));
+    assert_int_equal(f->result, 0);
+    wait_status(f, "one", "running");
+    wait_status(f, "two", "running");
+    wait_status(f, "three", "running");
+    assert_int_equal(json_array_size(json_object_get(f->report, "outcome")), 3);
+    /* startupOrder: one started before two before three */
+    json_t *m1 = module(f, "one"), *m3 = module(f, "three");
+    assert_true(strcmp(ljson_str(m1, "lastStartTimeUtc"), ljson_str(m3, "lastStartTimeUtc")) <= 0);
+    json_decref(m1);
+    json_decref(m3);
+
+    /* status-only change: same container, stopped */
+    char *id_two = container_of(f, "two");
+    apply(f, SLEEPER("one", 1, "running", "") "," SLEEPER("two", 2, "stopped", "") ","
+              SLEEPER("three", 3, "running", ""));
+    wait_status(f, "two", "stopped");
+    char *id_two_b = container_of(f, "two");
+    assert_string_equal(id_two, id_two_b);
+    free(id_two_b);
+    /* back to running: same container again */
+    apply(f, SLEEPER("one", 1, "running", "") "," SLEEPER("two", 2, "running", "") ","
+              SLEEPER("three", 3, "running", ""));
+    wait_status(f, "two", "running");
+    id_two_b = container_of(f, "two");
+    assert_string_equal(id_two, id_two_b);
+    free(id_two_b);
+
+    /* config change: recreated (new id), others untouched */
+    char *id_one = container_of(f, "one");
+    apply(f, SLEEPER("one", 1, "running", "") "," SLEEPER("two", 2, "running", "v2") ","
+              SLEEPER("three", 3, "running", ""));
+    wait_status(f, "two", "running");
+    id_two_b = container_of(f, "two");
+    assert_string_not_equal(id_two, id_two_b);
+    char *id_one_b = container_of(f, "one");
+    assert_string_equal(id_one, id_one_b);
+    free(id_one_b);
+
+    /* the agent restarts (same boot): nothing is recreated, everything still runs */
+    stop_agent(f);
+    start_agent(f);
+    for (int i = 0; i < 30; i++)
+        spin(f, 10);
+    wait_status(f, "two", "running");
+    id_one_b = container_of(f, "one");
+    assert_string_equal(id_one, id_one_b);
+    free(id_one_b);
+    char *id_two_c = container_of(f, "two");
+    assert_string_equal(id_two_b, id_two_c);
+    free(id_two_c);
+
+    /* removal */
+    apply(f, SLEEPER("one", 1, "running", ""));
+    assert_null(agent_module_json(f->agent, "two"));
+    assert_string_equal(status_of(f, "one", buf, sizeof(buf)), "running");
+    free(id_one);
+    free(id_two);
+    free(id_two_b);
+}
+
+static void test_crash_backoff_then_failed(void **state)
+{
+    struct fix *f = *state;
+    apply(f, "\"crasher\":{\"type\":\"process\",\"status\":\"running\",\"restartPolicy\":"
+             "\"always\",\"settings\":{\"path\":\"/bin/sh\",\"args\":[\"-c\",\"exit 7\"]}}");
+    /* 3 restarts with 100, 200, 400 ms back-off, then failed */
+    wait_status(f, "crasher", "failed");
+    json_t *m = module(f, "crasher");
+    assert_int_equal(ljson_int(m, "restartCount", -1), 3);
+    assert_int_equal(ljson_int(m, "exitCode", -1), 7);
+    assert_non_null(strstr(ljson_str(m, "statusDescription"), "gave up"));
+    json_decref(m);
+    /* a user start gives it another chance */
+    struct lerr err = {0};
+    f->done = 0;
+    assert_int_equal(agent_module_command(f->agent, "crasher", "start", apply_cb, f, &err), 0);
+    for (int i = 0; i < 100 && !f->done; i++)
+        spin(f, 10);
+    char buf[32];
+    status_of(f, "crasher", buf, sizeof(buf));
+    assert_true(strcmp(buf, "backoff") == 0 || strcmp(buf, "running") == 0 ||
+                strcmp(buf, "failed") == 0);
+    assert_int_equal(agent_module_command(f->agent, "nope", "start", apply_cb, f, &err), -ENOENT);
+    assert_string_equal(err.msg, "no module named \"nope\" in the deployment");
+}
+
+static void test_boot_starts_and_user_stop(void **state)
+{
+    struct fix *f = *state;
+    apply(f, "\"once\":{\"type\":\"process\",\"status\":\"running\",\"restartPolicy\":\"never\","
+             "\"settings\":{\"path\":\"/bin/sh\",\"args\":[\"-c\",\"exit 0\"]}}," SLEEPER(
+                 "svc", 1, "running", ""));
+    wait_status(f, "once", "stopped");
+    /* user stop: stays stopped, restart policy does not bring it back */
+    struct lerr err = {0};
+    f->done = 0;
+    assert_int_equal(agent_module_command(f->agent, "svc", "stop", apply_cb, f, &err), 0);
+    wait_status(f, "svc", "stopped");
+    spin(f, 300);
+    char buf[32];
+    assert_string_equal(status_of(f, "svc", buf, sizeof(buf)), "stopped");
+
+    /* a reboot (new boot id): modules that should run are started again, even "never" ones */
+    stop_agent(f);
+    kill_all(f);
+    FILE *b = fopen(f->bootfile, "w");
+    fputs("boot-2\n", b);
+    fclose(b);
+    start_agent(f);
+    wait_status(f, "once", "stopped"); /* ran again and exited 0 */
+    json_t *m = module(f, "once");
+    assert_non_null(ljson_str(m, "lastStartTimeUtc"));
+    json_decref(m);
+    /* stopped by a user before the reboot: still stopped */
+    assert_string_equal(status_of(f, "svc", buf, sizeof(buf)), "stopped");
+}
+
+static void test_invalid_manifest_changes_nothing(void **state)
+{
+    struct fix *f = *state;
+    apply(f, SLEEPER("keep", 1, "running", ""));
+    char *id = container_of(f, "keep");
+    const char *bad = "{\"modulesContent\":{\"$edgeAgent\":{\"properties.desired\":{"
+                      "\"schemaVersion\":\"9.9\",\"modules\":{\"x\":{\"type\":\"docker\"}}}}}}";
+    struct lstrv errors = LSTRV_INIT;
+    assert_int_equal(agent_apply(f->agent, bad, strlen(bad), false, true, apply_cb, f, NULL, &errors),
+                     -EINVAL);
+    assert_true(errors.n >= 2);
+    spin(f, 100);
+    char *id2 = container_of(f, "keep");
+    assert_string_equal(id, id2);
+    assert_non_null(strstr(agent_deployment_text(f->agent), "keep"));
+    free(id);
+    free(id2);
+    lstrv_free(&errors);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_backoff_math),
+        cmocka_unit_test(test_planner),
+        cmocka_unit_test_setup_teardown(test_reconcile_processes, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_crash_backoff_then_failed, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_boot_starts_and_user_stop, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_invalid_manifest_changes_nothing, setup, teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -1,0 +1,22 @@
+/* commands.h — the CLI's verbs. Each takes the remaining argv (argv[0] is the verb) and returns
+ * the process exit code: 0 success, 1 failure (message on stderr), 2 usage error. */
+#pragma once
+
+#include "cli/client.h"
+
+struct cli_command {
+    const char *name;
+    const char *args;     /* usage after the name */
+    const char *summary;  /* one line */
+    int (*run)(struct cli *c, int argc, char **argv);
+};
+
+int cmd_list(struct cli *c, int argc, char **argv);
+int cmd_deploy(struct cli *c, int argc, char **argv);
+int cmd_logs(struct cli *c, int argc, char **argv);
+int cmd_start(struct cli *c, int argc, char **argv);
+int cmd_stop(struct cli *c, int argc, char **argv);
+int cmd_restart(struct cli *c, int argc, char **argv);
+int cmd_system(struct cli *c, int argc, char **argv);
+
+int cli_usage_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

@@ -1,0 +1,134 @@
+/* ledge.c — the ledge CLI: global options, the verb table, help and version. Every verb is a thin
+ * client of ledged's management API (commands.h). */
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "base/json.h"
+#include "cli/commands.h"
+
+static int cmd_version(struct cli *c, int argc, char **argv);
+static int cmd_help(struct cli *c, int argc, char **argv);
+
+static const struct cli_command commands[] = {
+    {"list", "[--json]", "list the deployed modules and their status", cmd_list},
+    {"deploy", "FILE [--dry-run] [--no-wait]", "apply an IoT Edge deployment manifest",
+     cmd_deploy},
+    {"logs", "MODULE [--tail N] [--since T] [-f] [-t]", "print a module's logs", cmd_logs},
+    {"start", "MODULE", "start a module", cmd_start},
+    {"stop", "MODULE", "stop a module (it stays stopped until started or redeployed)", cmd_stop},
+    {"restart", "MODULE", "restart a module", cmd_restart},
+    {"system", "status|info", "the daemon's status, or facts about this device", cmd_system},
+    {"version", "", "print the version of the CLI and of ledged", cmd_version},
+    {"help", "[COMMAND]", "this help", cmd_help},
+};
+
+static const struct cli_command *find(const char *name)
+{
+    for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
+        if (strcmp(commands[i].name, name) == 0)
+            return &commands[i];
+    return NULL;
+}
+
+static void usage(FILE *out)
+{
+    fprintf(out, "Usage: ledge [-H HOST] COMMAND [ARGS]\n\nCommands:\n");
+    for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
+        fprintf(out, "  %-9s %-40s %s\n", commands[i].name, commands[i].args, commands[i].summary);
+    fprintf(out,
+            "\nOptions:\n"
+            "  -H, --host HOST   management socket: unix:///path or /path\n"
+            "                    (default $LEDGE_HOST, else %s)\n",
+            LEDGE_DEFAULT_HOST);
+}
+
+int cli_usage_error(const char *cmd, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    fprintf(stderr, "ledge %s: ", cmd);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+    va_end(ap);
+    const struct cli_command *c = find(cmd);
+    if (c)
+        fprintf(stderr, "usage: ledge %s %s\n", c->name, c->args);
+    return 2;
+}
+
+static int cmd_help(struct cli *c, int argc, char **argv)
+{
+    if (argc > 1) {
+        const struct cli_command *cmd = find(argv[1]);
+        if (!cmd)
+            return cli_usage_error("help", "no command \"%s\"", argv[1]);
+        printf("usage: ledge %s %s\n  %s\n", cmd->name, cmd->args, cmd->summary);
+        return 0;
+    }
+    usage(stdout);
+    return 0;
+}
+
+static int cmd_version(struct cli *c, int argc, char **argv)
+{
+    printf("ledge %s\n", LEDGE_VERSION);
+    long status;
+    json_t *body = NULL;
+    /* The daemon's version is a bonus: a missing daemon is not an error for `version`. */
+    c->quiet = true;
+    int r = cli_call(c, "GET", "/status", NULL, 0, &status, &body);
+    c->quiet = false;
+    if (r == 0 && status == 200)
+        printf("ledged %s\n", ljson_str(body, "version") ?: "?");
+    else
+        printf("ledged (not reachable at %s)\n", c->socket);
+    json_decref(body);
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    struct cli c = {0};
+    const char *host = getenv("LEDGE_HOST");
+    int i = 1;
+    for (; i < argc; i++) {
+        const char *a = argv[i];
+        if (strcmp(a, "-H") == 0 || strcmp(a, "--host") == 0) {
+            if (++i >= argc) {
+                fprintf(stderr, "ledge: %s needs a value\n", a);
+                return 2;
+            }
+            host = argv[i];
+        } else if (strncmp(a, "--host=", 7) == 0) {
+            host = a + 7;
+        } else if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
+            usage(stdout);
+            return 0;
+        } else if (strcmp(a, "-V") == 0 || strcmp(a, "--version") == 0) {
+            printf("ledge %s\n", LEDGE_VERSION);
+            return 0;
+        } else if (a[0] == '-') {
+            fprintf(stderr, "ledge: unknown option %s\n", a);
+            usage(stderr);
+            return 2;
+        } else {
+            break;
+        }
+    }
+    if (i >= argc) {
+        usage(stderr);
+        return 2;
+    }
+    if (cli_set_host(&c, host && *host ? host : LEDGE_DEFAULT_HOST) < 0) {
+        fprintf(stderr, "ledge: host \"%s\": use unix:///path/to/mgmt.sock or a path\n", host);
+        return 2;
+    }
+    const struct cli_command *cmd = find(argv[i]);
+    if (!cmd) {
+        fprintf(stderr, "ledge: unknown command \"%s\" (see `ledge help`)\n", argv[i]);
+        return 2;
+    }
+    return cmd->run(&c, argc - i, argv + i);
+}

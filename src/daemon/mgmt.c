@@ -1,0 +1,436 @@
+/* mgmt.c — the management API: HTTP/1.1 + JSON on a unix socket (root:ledge, 0660), the only way
+ * the CLI talks to ledged. Routes are a table; errors are {"message": ...} with the status chosen
+ * in one place (http_status_for). Deployments with ?wait=1 answer as a stream of JSON lines so
+ * the CLI can show the plan first, image pull progress while it runs, and the outcome last. */
+#include <errno.h>
+#include <grp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/utsname.h>
+
+#include "base/fs.h"
+#include "base/json.h"
+#include "base/str.h"
+#include "base/timeutil.h"
+#include "daemon/ledged.h"
+#include "log/log.h"
+
+#define COMP "mgmt"
+
+/* The one place internal errors become HTTP statuses. */
+static int http_status_for(int err)
+{
+    switch (err) {
+    case -ENOENT: return 404;
+    case -EINVAL: return 400;
+    case -E2BIG:
+    case -EFBIG: return 413;
+    case -EBUSY:
+    case -EEXIST: return 409;
+    case -EACCES:
+    case -EPERM: return 403;
+    case -EHOSTDOWN:
+    case -ECONNREFUSED: return 503;
+    case -ETIMEDOUT: return 504;
+    default: return 500;
+    }
+}
+
+static struct ledged *D(void *ud) { return ud; }
+
+/* ------------------------------------------------------------------ modules */
+
+static void h_modules(struct hs_request *r, void *ud)
+{
+    hs_reply_json(r, 200, json_pack("{s:o}", "modules", agent_modules_json(D(ud)->agent)));
+}
+
+static void h_module(struct hs_request *r, void *ud)
+{
+    json_t *m = agent_module_json(D(ud)->agent, hs_request_param(r, 0));
+    if (!m) {
+        hs_reply_error(r, 404, "no module named \"%s\"", hs_request_param(r, 0));
+        return;
+    }
+    hs_reply_json(r, 200, m);
+}
+
+struct deploy_stream {
+    struct pending *p;
+    struct deploy_stream *next;
+};
+
+/* An asynchronous reply: the request may go away before the answer. */
+struct pending {
+    struct ledged *d;
+    struct hs_request *req;
+    bool streaming;
+    bool answered_sync;
+    struct agent_logs *logs;
+    struct deploy_stream *stream;
+};
+
+static void deploy_stream_remove(struct ledged *d, struct pending *p);
+
+static void pending_abort(struct hs_request *r, void *ud)
+{
+    struct pending *p = ud;
+    p->req = NULL;
+    if (p->logs) {
+        agent_logs_cancel(p->logs);
+        free(p);
+    } else if (p->stream) {
+        /* the deploy continues; only its reporting stops */
+        agent_cancel_waiter(p->d->agent, p);
+        deploy_stream_remove(p->d, p);
+        free(p);
+    }
+    /* module commands finish on their own and free p in their callback */
+}
+
+static void command_done(void *ud, int result, const json_t *report)
+{
+    struct pending *p = ud;
+    if (p->req) {
+        hs_request_on_abort(p->req, NULL, NULL);
+        if (result < 0)
+            hs_reply_error(p->req, http_status_for(result), "%s",
+                           ljson_str(report, "message") ?: strerror(-result));
+        else
+            hs_reply_json(p->req, 200, json_deep_copy(report));
+    }
+    free(p);
+}
+
+static void module_command(struct hs_request *r, void *ud, const char *verb)
+{
+    struct ledged *d = ud;
+    struct pending *p = calloc(1, sizeof(*p));
+    if (!p) {
+        hs_reply_error(r, 500, "out of memory");
+        return;
+    }
+    p->d = d;
+    p->req = r;
+    hs_request_on_abort(r, pending_abort, p);
+    struct lerr err = {0};
+    int res = agent_module_command(d->agent, hs_request_param(r, 0), verb, command_done, p, &err);
+    if (res < 0) {
+        hs_request_on_abort(r, NULL, NULL);
+        hs_reply_error(r, http_status_for(res), "%s", lerr_str(&err));
+        free(p);
+    }
+}
+
+static void h_start(struct hs_request *r, void *ud) { module_command(r, ud, "start"); }
+static void h_stop(struct hs_request *r, void *ud) { module_command(r, ud, "stop"); }
+static void h_restart(struct hs_request *r, void *ud) { module_command(r, ud, "restart"); }
+
+/* ------------------------------------------------------------------ logs */
+
+static bool query_bool(struct hs_request *r, const char *name)
+{
+    const char *v = hs_request_query(r, name);
+    return v && (strcmp(v, "") == 0 || strcmp(v, "1") == 0 || strcasecmp(v, "true") == 0);
+}
+
+static int logs_data(void *ud, int stream, const char *data, size_t n)
+{
+    struct pending *p = ud;
+    if (!p->req)
+        return -ECANCELED;
+    return hs_stream_write(p->req, data, n) < 0 ? -ECANCELED : 0;
+}
+
+static void logs_done(void *ud, int result, const struct lerr *err)
+{
+    struct pending *p = ud;
+    if (p->req) {
+        hs_request_on_abort(p->req, NULL, NULL);
+        if (result < 0 && err) {
+            char line[LERR_MSG_MAX + 16];
+            int n = snprintf(line, sizeof(line), "ledge: %s\n", err->msg);
+            hs_stream_write(p->req, line, (size_t)n);
+        }
+        hs_stream_end(p->req);
+    }
+    free(p);
+}
+
+static void h_logs(struct hs_request *r, void *ud)
+{
+    struct ledged *d = ud;
+    struct engine_logs_options o = {.tail = -1};
+    o.follow = query_bool(r, "follow");
+    o.timestamps = query_bool(r, "timestamps");
+    const char *tail = hs_request_query(r, "tail");
+    if (tail && strcmp(tail, "all") != 0) {
+        long long t;
+        if (lstr_to_i64(tail, &t) < 0 || t < 0) {
+            hs_reply_error(r, 400, "tail: expected a number of lines or \"all\", got \"%s\"",
+                           tail);
+            return;
+        }
+        o.tail = (long)t;
+    }
+    const char *since = hs_request_query(r, "since");
+    if (since && *since) {
+        int64_t ms;
+        if (ltime_parse_since(since, ltime_now_ms(), &ms) < 0) {
+            hs_reply_error(r, 400,
+                           "since: expected RFC 3339, unix seconds or a duration like 10m, got "
+                           "\"%s\"",
+                           since);
+            return;
+        }
+        o.since_ms = ms;
+    }
+    struct pending *p = calloc(1, sizeof(*p));
+    if (!p) {
+        hs_reply_error(r, 500, "out of memory");
+        return;
+    }
+    p->d = d;
+    p->req = r;
+    struct lerr err = {0};
+    p->logs = agent_logs(d->agent, hs_request_param(r, 0), &o, logs_data, logs_done, p, &err);
+    if (!p->logs) {
+        free(p);
+        hs_reply_error(r, http_status_for(err.code), "%s", lerr_str(&err));
+        return;
+    }
+    hs_request_on_abort(r, pending_abort, p);
+    hs_stream_start(r, 200, "text/plain; charset=utf-8");
+}
+
+/* ------------------------------------------------------------------ deployments */
+
+static void stream_line(struct hs_request *r, json_t *obj)
+{
+    char *text = ljson_dump(obj);
+    json_decref(obj);
+    if (!text)
+        return;
+    hs_stream_write(r, text, strlen(text));
+    hs_stream_write(r, "\n", 1);
+    free(text);
+}
+
+static void deploy_stream_remove(struct ledged *d, struct pending *p)
+{
+    for (struct deploy_stream **pp = &d->deploy_streams; *pp; pp = &(*pp)->next)
+        if ((*pp)->p == p) {
+            struct deploy_stream *s = *pp;
+            *pp = s->next;
+            free(s);
+            return;
+        }
+}
+
+void mgmt_progress(struct ledged *d, const char *module, const char *line)
+{
+    for (struct deploy_stream *s = d->deploy_streams; s; s = s->next)
+        if (s->p->req)
+            stream_line(s->p->req, json_pack("{s:s, s:s, s:s}", "event", "progress", "module",
+                                             module, "line", line));
+}
+
+static void deploy_done(void *ud, int result, const json_t *report)
+{
+    struct pending *p = ud;
+    if (!p->streaming) {
+        /* answered before agent_apply returned: dry run or no wait */
+        p->answered_sync = true;
+        hs_reply_json(p->req, 200, json_deep_copy(report));
+        return;
+    }
+    deploy_stream_remove(p->d, p);
+    if (p->req) {
+        hs_request_on_abort(p->req, NULL, NULL);
+        json_t *o = json_deep_copy(report);
+        json_object_set_new(o, "event", json_string("result"));
+        json_object_set_new(o, "ok", json_boolean(result == 0));
+        stream_line(p->req, o);
+        hs_stream_end(p->req);
+    }
+    free(p);
+}
+
+static void h_deploy(struct hs_request *r, void *ud)
+{
+    struct ledged *d = ud;
+    size_t n;
+    const char *body = hs_request_body(r, &n);
+    if (n == 0) {
+        hs_reply_error(r, 400, "expected a deployment manifest (JSON) in the request body");
+        return;
+    }
+    bool dry_run = query_bool(r, "dryRun");
+    bool wait = !dry_run && query_bool(r, "wait");
+    struct pending *p = calloc(1, sizeof(*p));
+    if (!p) {
+        hs_reply_error(r, 500, "out of memory");
+        return;
+    }
+    p->d = d;
+    p->req = r;
+    struct lstrv errors = LSTRV_INIT;
+    json_t *plan = NULL;
+    int res = agent_apply(d->agent, body, n, dry_run, wait, deploy_done, p, &plan, &errors);
+    if (res < 0) {
+        json_t *errs = json_array();
+        for (size_t i = 0; i < errors.n; i++)
+            json_array_append_new(errs, json_string(errors.v[i]));
+        json_t *o = json_pack("{s:s, s:o}", "message",
+                              res == -EINVAL ? "invalid deployment manifest"
+                                             : "the deployment could not be applied",
+                              "errors", errs);
+        if (errors.n == 1 && res == -EINVAL)
+            json_object_set_new(o, "message", json_string(errors.v[0]));
+        else if (errors.n > 1 && res == -EINVAL) {
+            char msg[128];
+            snprintf(msg, sizeof(msg), "invalid deployment manifest: %zu problems", errors.n);
+            json_object_set_new(o, "message", json_string(msg));
+        }
+        hs_reply_json(r, res == -EINVAL ? 400 : http_status_for(res), o);
+        lstrv_free(&errors);
+        json_decref(plan);
+        free(p);
+        return;
+    }
+    lstrv_free(&errors);
+    if (!wait || p->answered_sync) {
+        json_decref(plan);
+        free(p);
+        return;
+    }
+    struct deploy_stream *s = calloc(1, sizeof(*s));
+    if (s) {
+        s->p = p;
+        s->next = d->deploy_streams;
+        d->deploy_streams = s;
+    }
+    p->streaming = true;
+    p->stream = s;
+    hs_request_on_abort(r, pending_abort, p);
+    hs_stream_start(r, 200, "application/x-ndjson");
+    stream_line(r, json_pack("{s:s, s:o}", "event", "plan", "plan", plan ? plan : json_array()));
+}
+
+static void h_deployment(struct hs_request *r, void *ud)
+{
+    const char *text = agent_deployment_text(D(ud)->agent);
+    if (!text) {
+        hs_reply_error(r, 404, "no deployment has been applied");
+        return;
+    }
+    hs_reply(r, 200, "application/json", text, strlen(text));
+}
+
+/* ------------------------------------------------------------------ system */
+
+static char *os_pretty_name(void)
+{
+    _cleanup_free_ char *text = NULL;
+    if (lfs_read_file("/etc/os-release", 65536, &text, NULL) < 0)
+        return strdup("unknown");
+    char *line = strstr(text, "PRETTY_NAME=");
+    if (!line)
+        return strdup("unknown");
+    line += strlen("PRETTY_NAME=");
+    char *end = strchr(line, '\n');
+    if (end)
+        *end = 0;
+    size_t len = strlen(line);
+    if (len >= 2 && (line[0] == '"' || line[0] == '\'') && line[len - 1] == line[0]) {
+        line[len - 1] = 0;
+        line++;
+    }
+    return strdup(line);
+}
+
+static void h_systeminfo(struct hs_request *r, void *ud)
+{
+    struct ledged *d = ud;
+    struct utsname u;
+    uname(&u);
+    _cleanup_free_ char *os = os_pretty_name();
+    json_t *st = agent_status_json(d->agent);
+    json_t *engine = json_pack("{s:s, s:b}", "uri", d->cfg.engine.uri, "connected",
+                               json_is_true(json_object_get(st, "containerEngineConnected")));
+    json_decref(st);
+    if (d->docker_version_known) {
+        json_object_set_new(engine, "product", json_string(d->docker_version.product));
+        json_object_set_new(engine, "version", json_string(d->docker_version.version));
+        json_object_set_new(engine, "apiVersion", json_string(d->docker_version.api_version));
+    }
+    json_t *o = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:o}", "version",
+                          LEDGE_VERSION, "deviceId", d->cfg.device.id, "iothubHostname",
+                          d->cfg.device.iothub_hostname, "gatewayHostname",
+                          d->cfg.device.gateway_hostname, "osName", os, "kernelVersion",
+                          u.release, "architecture", u.machine, "stateDir", d->cfg.state_dir,
+                          "configFile", d->config_path ? d->config_path : "", "engine", engine);
+    hs_reply_json(r, 200, o);
+}
+
+static void h_status(struct hs_request *r, void *ud)
+{
+    struct ledged *d = ud;
+    json_t *o = agent_status_json(d->agent);
+    json_object_set_new(o, "version", json_string(LEDGE_VERSION));
+    json_object_set_new(o, "deviceId", json_string(d->cfg.device.id));
+    hs_reply_json(r, 200, o);
+}
+
+static const struct hs_route routes[] = {
+    {"GET", "/modules", h_modules},
+    {"GET", "/modules/*", h_module},
+    {"POST", "/modules/*/start", h_start},
+    {"POST", "/modules/*/stop", h_stop},
+    {"POST", "/modules/*/restart", h_restart},
+    {"GET", "/modules/*/logs", h_logs},
+    {"POST", "/deployment", h_deploy},
+    {"GET", "/deployment", h_deployment},
+    {"GET", "/systeminfo", h_systeminfo},
+    {"GET", "/status", h_status},
+};
+
+int mgmt_start(struct ledged *d)
+{
+    int r = hs_server_new(d->base, routes, ARRAY_SIZE(routes), d, &d->mgmt);
+    if (r < 0)
+        return r;
+    char dir[4096];
+    lfs_dirname(d->cfg.management.socket, dir, sizeof(dir));
+    lfs_mkdir_p(dir, 0755);
+    gid_t gid = (gid_t)-1;
+    struct group *g = getgrnam(d->cfg.management.group);
+    if (g)
+        gid = g->gr_gid;
+    else
+        log_warn(COMP, "group \"%s\" does not exist; only root can use %s",
+                 d->cfg.management.group, d->cfg.management.socket);
+    struct hs_limits l = HS_LIMITS_DEFAULT;
+    l.max_connections = (size_t)d->cfg.management.max_connections;
+    l.max_inflight = l.max_connections;
+    l.max_body = d->cfg.management.max_body;
+    l.request_timeout_ms = (int)d->cfg.management.request_timeout_ms;
+    r = hs_server_listen_unix(d->mgmt, d->cfg.management.socket, 0660, gid, &l, NULL);
+    if (r < 0) {
+        log_error(COMP, "cannot listen on %s: %s", d->cfg.management.socket, strerror(-r));
+        return r;
+    }
+    return 0;
+}
+
+void mgmt_stop(struct ledged *d)
+{
+    hs_server_free(d->mgmt);
+    d->mgmt = NULL;
+    while (d->deploy_streams) {
+        struct deploy_stream *s = d->deploy_streams;
+        d->deploy_streams = s->next;
+        free(s);
+    }
+}
