@@ -322,26 +322,23 @@ static void normalise_name(const char *s, char *out, size_t size)
     out[o] = 0;
 }
 
-static bool same_name(const char *name, const char *cand)
+/* How alike an unknown name is to a known one: 0 same but for case and separators
+ * (backoffMax, BACKOFF-MAX), 1 one is a prefix of the other ("cert" and "cert_file"), else 1 +
+ * edit distance; SIZE_MAX when too far apart to suggest. norm is normalise_name(name). */
+static size_t likeness(const char *name, const char *norm, const char *cand)
 {
-    char a[KEY_SHOWN_MAX + 1], b[KEY_SHOWN_MAX + 1];
-    normalise_name(name, a, sizeof(a));
-    normalise_name(cand, b, sizeof(b));
-    return strcmp(a, b) == 0;
-}
-
-/* How alike an unknown name is to a known one: 0 same but for case and separators, 1 one is a
- * prefix of the other ("cert" and "cert_file"), else 1 + edit distance; SIZE_MAX when too far
- * apart to suggest. */
-static size_t likeness(const char *name, const char *cand)
-{
-    if (same_name(name, cand))
+    char cnorm[KEY_SHOWN_MAX + 1];
+    normalise_name(cand, cnorm, sizeof(cnorm));
+    if (strcmp(norm, cnorm) == 0)
         return 0;
     size_t n = strlen(name), m = strlen(cand);
     if (MIN(n, m) >= 3 && strncmp(name, cand, MIN(n, m)) == 0)
         return 1;
+    size_t limit = n <= 4 ? 1 : 2;
+    if (n > m + limit || m > n + limit) /* the distance is at least the length difference */
+        return SIZE_MAX;
     size_t d = levenshtein(name, cand);
-    return d <= (n <= 4 ? 1 : 2) ? d + 1 : SIZE_MAX;
+    return d <= limit ? d + 1 : SIZE_MAX;
 }
 
 /* Suggestions for an unknown key: a similar sibling, else keys of the same name in other
@@ -350,9 +347,10 @@ static void suggest(const char *prefix, const char *name, struct lbuf *out)
 {
     size_t plen = strlen(prefix);
     size_t best_d = SIZE_MAX;
-    char best[KEY_SHOWN_MAX + 1] = "";
+    char best[KEY_SHOWN_MAX + 1] = "", prev[KEY_SHOWN_MAX + 1] = "", norm[KEY_SHOWN_MAX + 1];
     if (strlen(name) > KEY_SHOWN_MAX)
         return;
+    normalise_name(name, norm, sizeof(norm));
     for (size_t i = 0; i < cfg_n_keys; i++) {
         const char *p = cfg_keys[i].path;
         if (plen && (strncmp(p, prefix, plen) != 0 || p[plen] != '.'))
@@ -364,7 +362,10 @@ static void suggest(const char *prefix, const char *name, struct lbuf *out)
             continue;
         memcpy(cand, child, n);
         cand[n] = 0;
-        size_t d = likeness(name, cand);
+        if (strcmp(cand, prev) == 0) /* a section's keys are adjacent in the table */
+            continue;
+        memcpy(prev, cand, n + 1);
+        size_t d = likeness(name, norm, cand);
         if (d < best_d) {
             best_d = d;
             memcpy(best, cand, n + 1);
@@ -382,7 +383,7 @@ static void suggest(const char *prefix, const char *name, struct lbuf *out)
             const char *leaf = strrchr(p, '.');
             if (!leaf || (plen && strncmp(p, prefix, plen) == 0 && p[plen] == '.'))
                 continue;
-            size_t d = likeness(name, leaf + 1);
+            size_t d = likeness(name, norm, leaf + 1);
             if (pass == 0 ? d == 0 : d != SIZE_MAX) {
                 lbuf_printf(out, "%s\"%s\"", found ? " or " : " (did you mean ", p);
                 found++;
