@@ -889,10 +889,34 @@ static bool path_item(enum tok_kind k)
     }
 }
 
+/* A source ending in slash-star followed, anywhere later, by a comment's star-slash lexes as
+ * one long comment: in IoT Edge such a route silently loses its condition (and more). We refuse
+ * it rather than route everything. off is where the source continues. */
+static bool comment_trap(struct parser *p, uint32_t off)
+{
+    if (p->text[off] != '/' || p->text[off + 1] != '*')
+        return false;
+    const char *close = strstr(p->text + off + 2, "*/");
+    if (!close) /* no comment: '/' and '*' are path tokens */
+        return false;
+    fail_at(p, off,
+            "\"/*\" after the source path starts a comment that ends at column %u and hides "
+            "the route in between",
+            col_of(p, (uint32_t)(close - p->text + 1)));
+    return true;
+}
+
 static bool parse_source(struct parser *p)
 {
     struct lbuf b = LBUF_INIT;
     bool ok = false;
+    const struct tok *from = &p->toks[p->pos - 1];
+    uint32_t after = from->off + from->len;
+    while (p->text[after] == ' ' || p->text[after] == '\t' || p->text[after] == '\r' ||
+           p->text[after] == '\n')
+        after++;
+    if (comment_trap(p, after))
+        goto out;
     if (peek(p)->kind != TK_DIV) {
         fail_unexpected(p, peek(p), "expected a source path such as /messages/*");
         goto out;
@@ -909,19 +933,9 @@ static bool parse_source(struct parser *p)
             goto out;
         }
     }
-    /* A source ending in slash-star followed, anywhere later, by a comment's star-slash lexes
-     * as one long comment: in IoT Edge such a route silently loses its condition (and more).
-     * We refuse it rather than route everything. */
     const struct tok *last = &p->toks[p->pos - 1];
-    uint32_t end = last->off + last->len;
-    if (p->text[end] == '/' && p->text[end + 1] == '*') {
-        const char *close = strstr(p->text + end + 2, "*/");
-        fail_at(p, end,
-                "\"/*\" after the source path starts a comment that ends at column %u and hides "
-                "the route in between",
-                col_of(p, (uint32_t)(close ? close - p->text + 2 : end)));
+    if (comment_trap(p, last->off + last->len))
         goto out;
-    }
     size_t n = b.len;
     const char *s = b.data;
     p->r->source = strndup(s, n);
@@ -1142,6 +1156,8 @@ bool route_has_condition(const struct route *r)
 
 bool route_source_matches(const struct route *r, const char *source)
 {
+    if (!source)
+        return false;
     /* BaseMessageSource.Match: (source without trailing '/') + "/" starts with the prefix. */
     size_t ml = strlen(source);
     while (ml > 0 && source[ml - 1] == '/')

@@ -573,6 +573,7 @@ static void test_lexer_quirks(void **state)
         {"'\\u00e9\\u20AC'", "string '\xc3\xa9\xe2\x82\xac'"},
         {"'\\ud83d\\ude00'", "string '\xf0\x9f\x98\x80'"},
         {"'\\ud83d'", "string '\xef\xbf\xbd'"},
+        {"'\\\\u0041'", "string '\\u0041'"}, /* decoded left to right */
         {"'line\nbreak'", "string 'line\nbreak'"},
     };
     struct route_message m = {.source = "/messages", .app = lex_app, .n_app = ARRAY_SIZE(lex_app)};
@@ -591,12 +592,16 @@ static void test_lexer_quirks(void **state)
     assert_int_equal(
         route_parse("FROM /messages/* WHERE a = 'x' /* note */ INTO $upstream", &r, &e), -EINVAL);
     assert_string_equal(e.msg, "column 15: \"/*\" after the source path starts a comment that "
-                               "ends at column 42 and hides the route in between");
+                               "ends at column 41 and hides the route in between");
     assert_int_equal(route_parse("FROM /messages/* WHERE a = 'x' INTO $upstream /* ok? */", &r, &e),
                      -EINVAL);
     assert_int_equal(route_parse("FROM /messages/ * WHERE a = 'x' /* ok */ INTO $upstream", &r, &e),
                      0);
     route_free(r);
+    assert_int_equal(route_parse("FROM /* WHERE a = 'x' /* note */ INTO $upstream", &r, &e),
+                     -EINVAL);
+    assert_string_equal(e.msg, "column 6: \"/*\" after the source path starts a comment that "
+                               "ends at column 32 and hides the route in between");
 
     /* "-5" is one token, so "3 -5" is two expressions in a row; whitespace is not needed
      * around operators that cannot be part of a name. */
