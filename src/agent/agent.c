@@ -43,6 +43,7 @@ struct mod_rt {
     enum ctr_health health;
     int exit_code;
     int64_t started_ms, finished_ms;
+    int pid;                     /* process modules: the program's pid while running */
     struct module_record rec;
     bool restart_due;            /* restart policy: start it now */
     bool force_start;            /* status change, redeploy, user start */
@@ -587,6 +588,9 @@ static void op_create_cb(void *ud, int result, const char *id, const struct lerr
     free(rt->last_error);
     rt->last_error = NULL;
     evtimer_del(rt->restart_timer);
+    state_save_record(op->a->db, &rt->rec);
+    if (op->a->o.hooks.module_created)
+        op->a->o.hooks.module_created(op->a->o.hooks.ud, rt->name);
     bool start = op->spec->status == MODULE_STATUS_RUNNING && !rt->rec.user_stopped;
     op->stage = start ? ST_START : ST_DONE;
     op_next(op);
@@ -947,6 +951,7 @@ static void pass_inspect_cb(void *ud, int result, const struct engine_container 
             rt->state = c->state;
             rt->health = c->health;
             rt->exit_code = c->exit_code;
+            rt->pid = c->pid;
             if (c->started_ms)
                 rt->started_ms = c->started_ms;
             if (c->finished_ms)
@@ -1118,6 +1123,8 @@ void agent_on_engine_event(struct agent *a, enum module_type engine, const struc
         rt->state = CTR_RUNNING;
         if (ev->time_ms > rt->started_ms)
             rt->started_ms = ev->time_ms;
+        if (ev->pid)
+            rt->pid = ev->pid;
         return;
     case ENGINE_EVENT_DIE:
         if (!rt)
@@ -1562,10 +1569,16 @@ json_t *agent_status_json(struct agent *a)
 const char *agent_deployment_text(struct agent *a) { return a->dep ? a->dep->text : NULL; }
 const struct deployment *agent_deployment(struct agent *a) { return a->dep ? a->dep->d : NULL; }
 
+int agent_module_pid(struct agent *a, const char *name)
+{
+    struct mod_rt *rt = rt_find(a, name);
+    return rt && rt->state == CTR_RUNNING ? rt->pid : 0;
+}
+
 const char *agent_module_generation(struct agent *a, const char *name)
 {
     struct mod_rt *rt = rt_find(a, name);
-    return rt && rt->container_id ? rt->rec.generation_id : NULL;
+    return rt ? rt->rec.generation_id : NULL;
 }
 
 struct agent_logs {

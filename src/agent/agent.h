@@ -23,6 +23,8 @@ struct agent_hooks {
      * (array of "host:container[:opts]"). */
     int (*prepare_module)(void *ud, const struct module_spec *m, const char *generation_id,
                           json_t *env, json_t *binds, struct lerr *err);
+    /* A module's container was created (its generation id is now the current one). */
+    void (*module_created)(void *ud, const char *name);
     /* A module's container is gone for good (removed from the deployment). */
     void (*module_removed)(void *ud, const char *name);
     /* A new deployment is stored (e.g. hand $edgeHub and the module twins to the hub). */
@@ -74,8 +76,12 @@ json_t *agent_module_json(struct agent *a, const char *name);  /* NULL when unkn
 json_t *agent_status_json(struct agent *a);
 const char *agent_deployment_text(struct agent *a);           /* NULL when none */
 const struct deployment *agent_deployment(struct agent *a);   /* NULL when none */
-/* A module's generation id (NULL when it has no container yet). */
+/* A module's generation id: new whenever its container is recreated; NULL before its first
+ * creation. Kept in the module's record, so known at once after a restart of ledged. */
 const char *agent_module_generation(struct agent *a, const char *name);
+
+/* A running process module's pid (its session id: its children share it); 0 otherwise. */
+int agent_module_pid(struct agent *a, const char *name);
 
 struct agent_logs;
 /* Stream a module's logs; NULL with err set when the module or its container is unknown. */

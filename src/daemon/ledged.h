@@ -8,6 +8,8 @@
 #include "agent/state.h"
 #include "config/config.h"
 #include "engine/engine.h"
+#include "identity/ca.h"
+#include "identity/keys.h"
 #include "net/http_server.h"
 
 struct event_base;
@@ -27,6 +29,12 @@ struct ledged {
     struct hs_server *mgmt;
     struct workload_server *workload;
     struct hub_link *hub;
+    /* identity.c */
+    struct identity_keys *keys;
+    struct identity_device *device;
+    struct ca *ca;
+    struct event *renew_timer;
+    char *hub_cert_path, *hub_key_path, *trust_bundle_path;
     struct engine_version docker_version;
     bool docker_version_known;
     struct deploy_stream *deploy_streams; /* clients following a deployment (mgmt.c) */
@@ -40,3 +48,20 @@ void mgmt_progress(struct ledged *d, const char *module, const char *line);
 
 /* modules.c: the agent's hooks (module identity environment, workload sockets, hub config). */
 void modules_hooks(struct ledged *d, struct agent_hooks *hooks);
+
+/* identity.c: master secret, device identity, edge CA, the hub's certificate and renewal. */
+int identity_start(struct ledged *d);
+void identity_stop(struct ledged *d);
+
+/* workload_server.c: one workload API socket per module. */
+int workload_server_start(struct ledged *d);
+void workload_server_stop(struct ledged *d);
+/* Listen for module (idempotent); *ret_dir is the directory holding its socket. */
+int workload_server_add(struct ledged *d, const char *module, const char **ret_dir);
+void workload_server_remove(struct ledged *d, const char *module);
+
+/* hub_link.c: the hub's runtime file and reload signal. */
+char *hub_runtime_path(struct ledged *d);
+int hub_runtime_write(struct ledged *d);
+void hub_runtime_changed(struct ledged *d);
+void hub_certificates_changed(struct ledged *d);

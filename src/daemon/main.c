@@ -121,10 +121,12 @@ static int load_config(struct ledged *d, const char *path)
 static void ledged_free(struct ledged *d)
 {
     mgmt_stop(d);
+    workload_server_stop(d);
     agent_free(d->agent);
     engine_free(d->docker);
     engine_free(d->process);
     state_close(d->db);
+    identity_stop(d);
     config_free(&d->cfg);
     free(d->config_path);
     free(d->hub_program);
@@ -202,6 +204,8 @@ int main(int argc, char **argv)
         goto out;
     }
     d.hub_program = resolve_hub_program(d.cfg.agent.hub_program);
+    if ((r = identity_start(&d)) < 0 || (r = workload_server_start(&d)) < 0)
+        goto out;
 
     struct engine_config dc = {
         .uri = d.cfg.engine.uri,

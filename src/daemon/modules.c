@@ -1,5 +1,6 @@
 /* modules.c — what the daemon adds around each module through the agent's hooks: the identity
- * environment IoT Edge modules expect (contract §6), and progress reporting. */
+ * environment IoT Edge modules expect (contract §6), the module's workload socket (mounted into
+ * its container), the hub's runtime file, and deployment progress for the CLI. */
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
@@ -28,11 +29,23 @@ static int prepare_module(void *ud, const struct module_spec *m, const char *gen
                           json_t *env, json_t *binds, struct lerr *err)
 {
     struct ledged *d = ud;
+    const char *dir = NULL;
+    int r = workload_server_add(d, m->name, &dir);
+    if (r < 0)
+        return lerr_set(err, r, "%s: cannot create its workload socket: %s", m->name,
+                        strerror(-r));
     char uri[4200];
-    if (m->type == MODULE_TYPE_DOCKER)
+    if (m->type == MODULE_TYPE_DOCKER) {
         snprintf(uri, sizeof(uri), "unix://%s/workload.sock", WORKLOAD_CONTAINER_DIR);
-    else
-        snprintf(uri, sizeof(uri), "unix://%s/%s/workload.sock", d->cfg.workload.dir, m->name);
+        char *bind = lstr_printf("%s:%s", dir, WORKLOAD_CONTAINER_DIR);
+        if (!bind || json_array_append_new(binds, json_string(bind)) < 0) {
+            free(bind);
+            return lerr_set(err, -ENOMEM, "out of memory");
+        }
+        free(bind);
+    } else {
+        snprintf(uri, sizeof(uri), "unix://%s/workload.sock", dir);
+    }
     /* Identity wins over the manifest's env for these names. */
     struct {
         const char *name, *value;
@@ -55,6 +68,25 @@ static int prepare_module(void *ud, const struct module_spec *m, const char *gen
     return 0;
 }
 
+/* The module identities the hub checks depend on generation ids, which change at creation. */
+static void created(void *ud, const char *name) { hub_runtime_changed(ud); }
+
+static void removed(void *ud, const char *name)
+{
+    struct ledged *d = ud;
+    workload_server_remove(d, name);
+    hub_runtime_changed(d);
+}
+
+static void applied(void *ud, const struct deployment *dep)
+{
+    struct ledged *d = ud;
+    /* Every module of the deployment has its socket, also after a restart of ledged. */
+    for (size_t i = 0; i < dep->n_modules; i++)
+        workload_server_add(d, dep->modules[i].name, NULL);
+    hub_runtime_changed(d);
+}
+
 static void progress(void *ud, const char *module, const char *line)
 {
     mgmt_progress(ud, module, line);
@@ -63,6 +95,9 @@ static void progress(void *ud, const char *module, const char *line)
 void modules_hooks(struct ledged *d, struct agent_hooks *hooks)
 {
     hooks->prepare_module = prepare_module;
+    hooks->module_created = created;
+    hooks->module_removed = removed;
+    hooks->deployment_applied = applied;
     hooks->progress = progress;
     hooks->ud = d;
 }

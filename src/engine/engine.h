@@ -113,6 +113,7 @@ struct engine_event {
     int exit_code;
     enum ctr_health health;
     int64_t time_ms;
+    int pid;            /* START of a process module: its pid (0 when unknown) */
 };
 
 struct engine_logs_options {

@@ -138,7 +138,8 @@ static void emit(struct pengine *pe, enum engine_event_kind kind, struct proc *p
     if (!pe->running || !pe->e->on_event)
         return;
     struct engine_event ev = {.kind = kind, .id = p->id, .name = p->name,
-                              .exit_code = p->exit_code, .time_ms = ltime_now_ms()};
+                              .exit_code = p->exit_code, .time_ms = ltime_now_ms(),
+                              .pid = p->pid};
     pe->e->on_event(pe->e->event_ud, &ev);
 }
 

@@ -330,6 +330,8 @@ static int split_path(const char *raw, size_t n, struct lstrv *segs)
 
 static bool route_match(const char *pattern, const struct lstrv *segs, struct hs_request *r)
 {
+    if (strcmp(pattern, "/**") == 0)
+        return true; /* catch-all: the handler routes by itself */
     size_t k = 0;
     const char *p = pattern;
     size_t nparams = 0;

@@ -33,7 +33,8 @@ struct hs_limits {
 
 typedef void (*hs_handler_fn)(struct hs_request *req, void *userdata);
 
-/* Pattern segments: literal, or "*" to capture one URL-decoded segment (hs_request_param). */
+/* Pattern segments: literal, or "*" to capture one URL-decoded segment (hs_request_param).
+ * The pattern "/ **" (without the space) matches every path: the handler routes by itself. */
 struct hs_route {
     const char *method;   /* "GET", "POST", ... */
     const char *pattern;  /* "/modules/ * /start" written without spaces */
