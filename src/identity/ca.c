@@ -800,8 +800,8 @@ static int open_generated_ca(struct ca *ca, int64_t now, struct lerr *e)
     }
     lerr_clear(e);
     if (!ca->cert && ca->next_cert) {
-        /* Crash between writing the next CA and ... cannot happen with our write order, but a
-         * lone next CA is still a valid CA: promote it. */
+        /* A next CA without a current one (the current file was removed by hand): it is a
+         * valid CA, promote it rather than starting over. */
         ca->cert = TAKE_PTR(ca->next_cert);
         ca->key = TAKE_PTR(ca->next_key);
         if ((r = write_pair(ca, CA_FILE_CURRENT, ca->cert, ca->key, e)) < 0 ||

@@ -95,9 +95,10 @@ void ca_leaf_done(struct ca_leaf *leaf);
 bool ca_needs_renewal(const X509 *cert, int64_t now, int64_t threshold_s);
 
 #define CA_RENEW_ANNOUNCED 1 /* a next CA was created; it is in the trust bundle from now on */
-#define CA_RENEW_SWITCHED 2  /* leaves are issued by the new CA from now on: re-issue served certs \
-                              */
-#define CA_RENEW_PRUNED 4    /* an expired retired CA left the trust bundle */
+#define CA_RENEW_SWITCHED                                                                          \
+    2                     /* leaves are issued by the new CA from now on: re-issue served certs    \
+                           */
+#define CA_RENEW_PRUNED 4 /* an expired retired CA left the trust bundle */
 
 /* Run the generated CA's renewal (call periodically, e.g. hourly, and at start): when the CA is
  * within renew_threshold_s of expiry a next CA is created and announced in the trust bundle;

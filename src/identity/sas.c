@@ -10,6 +10,7 @@
 
 #include "base/crypto.h"
 #include "base/str.h"
+#include "identity/keys.h"
 
 int sas_token_make(const char *resource_uri, const void *key, size_t keylen, uint64_t expiry_unix,
                    const char *key_name, struct lbuf *out)
@@ -190,6 +191,10 @@ int sas_token_verify(const char *token, const char *const *accepted_hosts, size_
 {
     if (!token || lstr_empty(device_id) || (module_id && !*module_id) || !key || keylen == 0)
         return lerr_set(e, -EINVAL, "SAS token: nothing to verify against");
+    /* The ids come from the peer too (MQTT client id): a '/' in one would let the path compare
+     * below match a different split. */
+    if (!identity_id_valid(device_id) || (module_id && !identity_id_valid(module_id)))
+        return lerr_set(e, -EINVAL, "SAS token: invalid device or module id");
     size_t tlen = strnlen(token, SAS_TOKEN_MAX + 1);
     _cleanup_free_ char *want = NULL;
     _cleanup_lbuf_ struct lbuf mac_given = LBUF_INIT, to_sign = LBUF_INIT;

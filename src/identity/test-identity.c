@@ -150,6 +150,8 @@ static void test_sas_verify_rejections(void **state)
     expect_verify_fail(b.data, "dev2", "m1", key32, T0 - 1, -EACCES, "is not for dev2/m1");
     expect_verify_fail(b.data, "dev1", "m2", key32, T0 - 1, -EACCES, "is not for dev1/m2");
     expect_verify_fail(b.data, "dev1", NULL, key32, T0 - 1, -EACCES, "is not for dev1");
+    expect_verify_fail(b.data, "dev1/modules", "m1", key32, T0 - 1, -EINVAL, "invalid device");
+    expect_verify_fail(b.data, "dev1", "", key32, T0 - 1, -EINVAL, "nothing to verify");
     uint8_t other[32];
     memset(other, 7, sizeof(other));
     expect_verify_fail(b.data, "dev1", "m1", other, T0 - 1, -EACCES, "signature does not match");
