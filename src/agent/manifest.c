@@ -657,17 +657,11 @@ static int parse_create_options(struct ctx *c, const char *spath, const json_t *
 
     _cleanup_lbuf_ struct lbuf text = LBUF_INIT;
     if (base && json_is_object(base) && highest == 0) {
-        if (json_object_size(base) == 0) {
-            *ret = NULL;
-            return bad ? -EINVAL : 0;
-        }
-        json_t *copy = json_deep_copy(base);
-        if (!copy)
-            return -ENOMEM;
-        if (bad) {
-            json_decref(copy);
+        if (bad)
             return -EINVAL;
-        }
+        json_t *copy = NULL;
+        if (json_object_size(base) > 0 && !(copy = json_deep_copy(base)))
+            return -ENOMEM;
         *ret = copy;
         return 0;
     }

@@ -649,6 +649,18 @@ static void test_create_options_chunk_errors(void **state)
                      "modules.sensor.settings.createOptions01: must be a string, got a number");
     json_decref(m);
 
+    m = with_sensor("{'type': 'docker', 'status': 'running', 'settings': {'image': 'alpine', "
+                    "'createOptions': {'User': 'root'}, 'createOptionsX': ''}}");
+    assert_one_error(parse_fail(m), "modules.sensor.settings.createOptionsX: not a createOptions "
+                                    "chunk name (createOptions01 to createOptions99)");
+    json_decref(m);
+
+    m = with_sensor("{'type': 'docker', 'status': 'running', 'settings': {'image': 'alpine', "
+                    "'createOptions': {'User': 'root'}, 'createOptions01': '}'}}");
+    assert_one_error(parse_fail(m), "modules.sensor.settings.createOptions: must be a string "
+                                    "holding JSON, got an object");
+    json_decref(m);
+
     /* A JSON error in joined chunks says so. */
     m = with_sensor("{'type': 'docker', 'status': 'running', 'settings': {'image': 'alpine', "
                     "'createOptions': '{\\'a\\':', 'createOptions01': '}'}}");
