@@ -36,7 +36,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     lstrv_free(&errors);
 
     if (size < 1024) {
-        char *s = strndup((const char *)data, size);
+        char *s = malloc(size + 1);
+        if (s) {
+            memcpy(s, data, size);
+            s[size] = 0;
+        }
         char *norm = NULL;
         if (s && manifest_normalize_image(s, &norm) == 0) {
             char *again = NULL;
