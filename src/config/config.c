@@ -709,10 +709,11 @@ static void check_device(struct loader *L)
                                      &L->cs_gateway, "GatewayHostName");
     } else if (line_of(L, "device.x509.cert_file") || line_of(L, "device.x509.key_file")) {
         d->identity = CONFIG_IDENTITY_X509;
-        if (!d->x509.cert_file)
+        /* presence, not validity: a rejected path has its own message already */
+        if (!line_of(L, "device.x509.cert_file"))
             report(L, line_of(L, "device.x509.key_file"), "device.x509.cert_file",
                    "is required with device.x509.key_file");
-        if (!d->x509.key_file)
+        if (!line_of(L, "device.x509.key_file"))
             report(L, line_of(L, "device.x509.cert_file"), "device.x509.key_file",
                    "is required with device.x509.cert_file");
     }
@@ -998,7 +999,9 @@ int config_load_string(const char *text, size_t len, const char *origin, struct 
  * that no stale copy of its secrets is left behind by a realloc. */
 static int read_config_file(const char *path, char **ret, size_t *ret_len)
 {
-    _cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+    /* O_NONBLOCK: a FIFO put in the file's place must not hang start-up (it is refused
+     * below); it changes nothing for a regular file. */
+    _cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
     if (fd < 0)
         return neg_errno();
     struct stat st;
