@@ -67,7 +67,10 @@ int ltime_parse_rfc3339(const char *s, int64_t *ret_ms)
     } else if (*p == '+' || *p == '-') {
         int sign = *p == '-' ? -1 : 1;
         int hh, mm;
-        if (sscanf(p + 1, "%2d:%2d", &hh, &mm) != 2)
+        /* exactly "+HH:MM" */
+        if (!isdigit((unsigned char)p[1]) || !isdigit((unsigned char)p[2]) || p[3] != ':' ||
+            !isdigit((unsigned char)p[4]) || !isdigit((unsigned char)p[5]) ||
+            sscanf(p + 1, "%2d:%2d", &hh, &mm) != 2)
             return -EINVAL;
         offset_s = sign * (hh * 3600 + mm * 60);
         p += 6;
