@@ -1395,6 +1395,8 @@ int agent_apply(struct agent *a, const char *text, size_t len, bool dry_run, boo
     depref_put(a->dep);
     a->dep = ref;
     log_info(COMP, "deployment applied: %zu modules", d->n_modules);
+    for (size_t i = 0; i < d->warnings.n; i++)
+        log_warn(COMP, "deployment: %s", d->warnings.v[i]);
     if (a->o.hooks.deployment_applied)
         a->o.hooks.deployment_applied(a->o.hooks.ud, d);
     if (wait) {
