@@ -58,15 +58,15 @@ static void vreport(struct loader *L, int line, int col, const char *key, const 
 {
     if (L->full)
         return;
-    if (!L->errors) { /* the caller only wants to know whether the text is valid */
-        L->nerr++;
-        return;
-    }
     if (L->nerr == CONFIG_MAX_ERRORS) {
         L->full = true;
-        if (lstrv_printf(L->errors, "%s: too many errors, stopping after %d", L->origin,
-                         CONFIG_MAX_ERRORS) < 0)
+        if (L->errors && lstrv_printf(L->errors, "%s: too many errors, stopping after %d",
+                                      L->origin, CONFIG_MAX_ERRORS) < 0)
             L->oom = true;
+        return;
+    }
+    if (!L->errors) { /* the caller only wants to know whether the text is valid */
+        L->nerr++;
         return;
     }
     _cleanup_lbuf_ struct lbuf b = LBUF_INIT;
@@ -108,15 +108,11 @@ static int node_line(const yaml_node_t *n)
     return (int)n->start_mark.line + 1;
 }
 
-static size_t key_index(const char *path)
-{
-    const struct cfg_key *k = cfg_find(path);
-    return (size_t)(k - cfg_keys);
-}
-
+/* The line where the file set the key at path, 0 when it did not. */
 static int line_of(const struct loader *L, const char *path)
 {
-    return L->line[key_index(path)];
+    const struct cfg_key *k = cfg_find(path);
+    return k ? L->line[k - cfg_keys] : 0;
 }
 
 /* ---- YAML pass 1: events ---- */
@@ -217,7 +213,8 @@ static bool yaml_prescan(struct loader *L)
             }
             nodes++;
             if (++depth > CONFIG_MAX_DEPTH) {
-                report_at(L, ev.start_mark, "nesting is deeper than 16 levels");
+                report_lc(L, (int)ev.start_mark.line + 1, (int)ev.start_mark.column + 1,
+                          "nesting is deeper than %d levels", CONFIG_MAX_DEPTH);
                 ok = false;
                 done = true;
             }
@@ -238,7 +235,8 @@ static bool yaml_prescan(struct loader *L)
             ok = false;
         }
         if (nodes > CONFIG_MAX_NODES && !done) {
-            report_at(L, ev.start_mark, "too many YAML nodes (more than 20000)");
+            report_lc(L, (int)ev.start_mark.line + 1, (int)ev.start_mark.column + 1,
+                      "too many YAML nodes (more than %d)", CONFIG_MAX_NODES);
             ok = false;
             done = true;
         }
@@ -401,9 +399,7 @@ static void set_list(struct loader *L, size_t idx, const char *key, yaml_node_t 
     struct lstrv *list = cfg_field(k, L->c);
     if (v->type != YAML_SEQUENCE_NODE) {
         report(L, node_line(v), key,
-               "must be a list, not %s (write [a, b] or one \"- item\" "
-               "per line)",
-               kind_name(v));
+               "must be a list, not %s (write [a, b] or one \"- item\" per line)", kind_name(v));
         return;
     }
     lstrv_free(list); /* the file's list replaces the default */
@@ -713,10 +709,11 @@ static void check_device(struct loader *L)
                                      &L->cs_gateway, "GatewayHostName");
     } else if (line_of(L, "device.x509.cert_file") || line_of(L, "device.x509.key_file")) {
         d->identity = CONFIG_IDENTITY_X509;
-        if (!d->x509.cert_file)
+        /* presence, not validity: a rejected path has its own message already */
+        if (!line_of(L, "device.x509.cert_file"))
             report(L, line_of(L, "device.x509.key_file"), "device.x509.cert_file",
                    "is required with device.x509.key_file");
-        if (!d->x509.key_file)
+        if (!line_of(L, "device.x509.key_file"))
             report(L, line_of(L, "device.x509.cert_file"), "device.x509.key_file",
                    "is required with device.x509.cert_file");
     }
@@ -1002,7 +999,9 @@ int config_load_string(const char *text, size_t len, const char *origin, struct 
  * that no stale copy of its secrets is left behind by a realloc. */
 static int read_config_file(const char *path, char **ret, size_t *ret_len)
 {
-    _cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+    /* O_NONBLOCK: a FIFO put in the file's place must not hang start-up (it is refused
+     * below); it changes nothing for a regular file. */
+    _cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
     if (fd < 0)
         return neg_errno();
     struct stat st;

@@ -1,6 +1,5 @@
-/* codec.c — MQTT 3.1.1 framing, decoding (one validator per packet type, dispatched by table)
- * and encoding. Decoders read through a bounds-checked cursor and never allocate; encoders
- * size the whole packet first, reserve once, then write, so a failure leaves the buffer as it was.
+/* codec.c — MQTT 3.1.1 framing, decoding (a validator per packet type, dispatched by table) and
+ * encoding. Decoders never allocate; encoders size, reserve once, then write (failure = no change).
  */
 #include "mqtt/codec.h"
 

@@ -1,6 +1,5 @@
-/* fuzz-mqtt.c — libFuzzer target: a byte stream through framing and decoding, with round-trip
- * invariants (a decoded packet re-encodes to the same body), plus the IoT Hub parsers on decoded
- * topics, property bags and user names, and on the raw input. */
+/* fuzz-mqtt.c — libFuzzer target: a byte stream through framing and decoding with round-trip
+ * invariants, and the IoT Hub parsers on decoded topics, bags and user names and on raw input. */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>

@@ -1,6 +1,5 @@
-/* iothub.c — IoT Hub MQTT conventions: user name and topic parsing, property-bag coding, and the
- * topic builders. Facts from azure-iot-sdk-c iothubtransport_mqtt_common.c and azure-iot-sdk-node
- * device/transport/mqtt/src/mqtt.ts (see README.md). */
+/* iothub.c — IoT Hub MQTT conventions: user name and topic parsing, property bags, topic builders.
+ * Facts from azure-iot-sdk-c iothubtransport_mqtt_common.c and azure-iot-sdk-node mqtt.ts. */
 #include "mqtt/iothub.h"
 
 #include <inttypes.h>

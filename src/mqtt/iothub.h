@@ -1,7 +1,5 @@
-/* iothub.h — Azure IoT Hub's MQTT conventions as the unmodified module SDKs speak them: the
- * CONNECT user name, topic classification, property bags, and the topics each side publishes on.
- * See README.md beside this file for exactly what is accepted and emitted. Pure, no allocation
- * except appending to a caller's lbuf. */
+/* iothub.h — IoT Hub's MQTT conventions as unmodified module SDKs speak them: CONNECT user name,
+ * topic classification, property bags, topic builders. README.md lists what we accept and emit. */
 #pragma once
 
 #include <stdbool.h>

@@ -1,6 +1,5 @@
-/* test-mqtt.c — unit tests of the MQTT codec (framing, byte-exact encodings, round trips, every
- * validation error), topic filters and matching, and the IoT Hub conventions, including how the
- * C and Node SDKs read back the property bags we emit. */
+/* test-mqtt.c — unit tests: MQTT framing, exact encodings, round trips, every decode error, topics,
+ * and the IoT Hub conventions, including how the C and Node SDKs read our property bags back. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -451,6 +450,9 @@ static const struct bad_case bad_cases[] = {
     BAD_CASE("\x10\x0d\x00\x04\x01QTT\x04\x02\x00\x3c\x00\x01"
              "c",
              MQTT_EMALFORMED, "CONNECT: unknown protocol name '?QTT'"),
+    BAD_CASE("\x10\x1d\x00\x1a"
+             "ABCDEFGHIJKLMNOPQRSTUVWXYZ\x04",
+             MQTT_EMALFORMED, "CONNECT: unknown protocol name 'ABCDEFGHIJKLMNOPQRST..'"),
     BAD_CASE("\x10\x07\x00\x04MQTT\x04", MQTT_EMALFORMED, "CONNECT: truncated connect flags"),
     BAD_CASE(CONNECT_HDR("\x0d", "\x03") "\x00\x01"
                                          "c",
@@ -544,6 +546,13 @@ static const struct bad_case bad_cases[] = {
              "PUBLISH: topic name: invalid UTF-8 at offset 0"), /* U+D800 */
     BAD_CASE("\x30\x06\x00\x04\xf4\x90\x80\x80", MQTT_EMALFORMED,
              "PUBLISH: topic name: invalid UTF-8 at offset 0"), /* U+110000 */
+    BAD_CASE("\x30\x06\x00\x04"
+             "a\xf0\x90\x80",
+             MQTT_EMALFORMED, "PUBLISH: topic name: invalid UTF-8 at offset 1"), /* truncated */
+    BAD_CASE("\x30\x07\x00\x05"
+             "a\xf0\x90\x80"
+             "a",
+             MQTT_EMALFORMED, "PUBLISH: topic name: invalid UTF-8 at offset 1"), /* bad cont. */
     BAD_CASE("\x30\x05\x00\x03"
              "a\xe2\x82",
              MQTT_EMALFORMED, "PUBLISH: topic name: invalid UTF-8 at offset 1"), /* truncated */
@@ -736,6 +745,20 @@ static void test_encode_errors(void **state)
     c = (struct mqtt_connect){.client_id = mqtt_str_c("c"), .will = true};
     assert_int_equal(mqtt_encode_connect(&b, &c), -EINVAL);
     c = (struct mqtt_connect){.client_id = {longtopic, sizeof(longtopic)}};
+    assert_int_equal(mqtt_encode_connect(&b, &c), -EINVAL);
+    c = (struct mqtt_connect){.client_id = mqtt_str_c("c"),
+                              .has_username = true,
+                              .username = {longtopic, sizeof(longtopic)}};
+    assert_int_equal(mqtt_encode_connect(&b, &c), -EINVAL);
+    c = (struct mqtt_connect){.client_id = mqtt_str_c("c"),
+                              .has_username = true,
+                              .has_password = true,
+                              .password_len = sizeof(longtopic)};
+    assert_int_equal(mqtt_encode_connect(&b, &c), -EINVAL);
+    c = (struct mqtt_connect){.client_id = mqtt_str_c("c"),
+                              .will = true,
+                              .will_topic = mqtt_str_c("t"),
+                              .will_payload_len = sizeof(longtopic)};
     assert_int_equal(mqtt_encode_connect(&b, &c), -EINVAL);
 
     struct mqtt_packet p = {.type = (enum mqtt_type)0};
@@ -972,6 +995,12 @@ static void test_username(void **state)
                                            mqtt_str_c(""), mqtt_str_c("")),
                      -EINVAL);
     assert_string_equal(b.data, "h/d/?api-version=1");
+    static char huge[40000];
+    memset(huge, ' ', sizeof(huge) - 1);
+    assert_int_equal(iothub_username_build(&b, mqtt_str_c("h"), mqtt_str_c("d"), mqtt_str_c(""),
+                                           mqtt_str_c("1"), mqtt_str_c(huge)),
+                     -E2BIG);
+    assert_string_equal(b.data, "h/d/?api-version=1");
 }
 
 /* ---- IoT Hub: topics ---- */
@@ -1020,6 +1049,8 @@ static void test_topic_classify(void **state)
     t = classify("devices/d/modules/m/inputs/in1/");
     assert_int_equal(t.kind, IOTHUB_TOPIC_MODULE_INPUT);
     assert_span(t.propbag, "");
+    t = classify("devices/d/modules/m/inputs/in1/k=v/");
+    assert_span(t.propbag, "k=v");
     t = classify("devices/d/modules/m/inputs/in1");
     assert_int_equal(t.kind, IOTHUB_TOPIC_MODULE_INPUT);
     assert_span(t.propbag, "");
@@ -1095,6 +1126,8 @@ static void test_topic_classify(void **state)
         {"$iothub/twin/PATCH/properties/reported/?$rid=7&$version=x",
          "$iothub/twin/PATCH/properties/reported: $version is not a number"},
         {"$iothub/twin/PATCH/properties/desired/?$version=18446744073709551616",
+         "$iothub/twin/PATCH/properties/desired: $version is not a number"},
+        {"$iothub/twin/PATCH/properties/desired/?$version=123456789012345678901",
          "$iothub/twin/PATCH/properties/desired: $version is not a number"},
         {"$iothub/twin/PATCH/properties/desired/", "$iothub/twin/PATCH/properties/desired: "
                                                    "missing $version"},
