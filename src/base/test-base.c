@@ -111,6 +111,13 @@ static void test_time(void **state)
     assert_int_equal(ltime_parse_duration_ms("250ms", &ms), 0);
     assert_int_equal(ms, 250);
     assert_int_equal(ltime_parse_duration_ms("5 years", &ms), -EINVAL);
+    assert_int_equal(ltime_parse_duration_ms("nan", &ms), -EINVAL);
+    assert_int_equal(ltime_parse_duration_ms("inf", &ms), -EINVAL);
+    assert_int_equal(ltime_parse_duration_ms("1e3", &ms), -EINVAL);
+    assert_int_equal(ltime_parse_duration_ms("0x10", &ms), -EINVAL);
+    assert_int_equal(ltime_parse_duration_ms("-1s", &ms), -EINVAL);
+    assert_int_equal(ltime_parse_duration_ms("1.5s", &ms), 0);
+    assert_int_equal(ms, 1500);
 }
 
 static void test_crypto(void **state)

@@ -88,10 +88,23 @@ int ltime_parse_duration_ms(const char *s, int64_t *ret_ms)
 {
     if (!s || !*s)
         return -EINVAL;
+    /* digits, an optional fraction, then the unit: no signs, exponents, hex, inf or nan */
+    const char *q = s;
+    while (isdigit((unsigned char)*q))
+        q++;
+    if (q == s)
+        return -EINVAL;
+    if (*q == '.') {
+        q++;
+        if (!isdigit((unsigned char)*q))
+            return -EINVAL;
+        while (isdigit((unsigned char)*q))
+            q++;
+    }
     char *end = NULL;
     errno = 0;
     double v = strtod(s, &end);
-    if (errno || end == s || v < 0)
+    if (errno || end != q || v < 0)
         return -EINVAL;
     double mult;
     if (!*end || strcmp(end, "s") == 0)
