@@ -19,6 +19,7 @@
 #include <string.h>
 
 #include "agent/plan.h"
+#include "route/route.h"
 #include "base/crypto.h"
 #include "base/fs.h"
 #include "base/json.h"
@@ -1311,6 +1312,23 @@ int agent_apply(struct agent *a, const char *text, size_t len, bool dry_run, boo
     int r = manifest_parse(text, len, a->o.hub_program, &d, errors);
     if (r < 0)
         return r;
+    /* Routes are the hub's, but a route that does not parse rejects the whole deployment here,
+     * before anything changes: "$edgeHub.routes.r1: column 23: expected INTO". */
+    if (d->edge_hub) {
+        struct route_table *t = NULL;
+        struct lstrv rerr = LSTRV_INIT;
+        if (route_table_new(d->edge_hub, &t, &rerr) < 0) {
+            for (size_t i = 0; i < rerr.n; i++)
+                lstrv_printf(errors, "$edgeHub.%s", rerr.v[i]);
+            if (rerr.n == 0)
+                lstrv_push(errors, "$edgeHub: the route table is invalid");
+            lstrv_free(&rerr);
+            deployment_free(d);
+            return -EINVAL;
+        }
+        route_table_free(t);
+        lstrv_free(&rerr);
+    }
     /* The plan as it stands now (the pass re-plans against fresh engine state). */
     size_t n = 0;
     for (struct mod_rt *rt = a->mods; rt; rt = rt->next)
@@ -1395,6 +1413,8 @@ int agent_apply(struct agent *a, const char *text, size_t len, bool dry_run, boo
     depref_put(a->dep);
     a->dep = ref;
     log_info(COMP, "deployment applied: %zu modules", d->n_modules);
+    for (size_t i = 0; i < d->warnings.n; i++)
+        log_warn(COMP, "deployment: %s", d->warnings.v[i]);
     if (a->o.hooks.deployment_applied)
         a->o.hooks.deployment_applied(a->o.hooks.ud, d);
     if (wait) {

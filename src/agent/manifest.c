@@ -1338,6 +1338,10 @@ static int parse_agent(struct ctx *c, const json_t *desired, const char *hub_pro
         m->system = true;
         m->name = strdup("edgeHub");
         m->path = strdup(hub_program);
+        /* The hub routes for every module: it starts in the first group unless the manifest
+         * explicitly orders it. */
+        if (m->startup_order == MODULE_STARTUP_ORDER_DEFAULT)
+            m->startup_order = 0;
         if (!m->name || !m->path)
             return -ENOMEM;
     }

@@ -441,7 +441,7 @@ static void test_defaults(void **state)
     const struct module_spec *h = deployment_find(d, "edgeHub");
     assert_int_equal(h->status, MODULE_STATUS_RUNNING);
     assert_int_equal(h->restart_policy, RESTART_ALWAYS);
-    assert_int_equal(h->startup_order, UINT32_MAX);
+    assert_int_equal(h->startup_order, 0); /* the hub starts first unless ordered otherwise */
     deployment_free(d);
     json_decref(m);
 }

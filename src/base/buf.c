@@ -23,6 +23,8 @@ int lbuf_reserve(struct lbuf *b, size_t extra)
     char *p = realloc(b->data, cap);
     if (!p)
         return -ENOMEM;
+    if (!b->data)
+        p[0] = 0; /* a reserved-only buffer is still a valid empty string */
     b->data = p;
     b->cap = cap;
     return 0;

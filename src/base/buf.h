@@ -22,7 +22,7 @@ int lbuf_append(struct lbuf *b, const void *p, size_t n);
 int lbuf_puts(struct lbuf *b, const char *s);
 int lbuf_putc(struct lbuf *b, char c);
 int lbuf_printf(struct lbuf *b, const char *fmt, ...) _printf_(2, 3);
-int lbuf_vprintf(struct lbuf *b, const char *fmt, va_list ap);
+int lbuf_vprintf(struct lbuf *b, const char *fmt, va_list ap) __attribute__((format(printf, 2, 0)));
 /* Drop the first n bytes. */
 void lbuf_consume(struct lbuf *b, size_t n);
 void lbuf_reset(struct lbuf *b);

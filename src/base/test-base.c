@@ -33,6 +33,12 @@ static void test_buf_bounded(void **state)
     assert_string_equal(s, "cd1234");
     free(s);
     assert_null(b.data);
+    /* reserved but never written: still an empty string */
+    b.max = 0;
+    assert_int_equal(lbuf_reserve(&b, 10), 0);
+    s = lbuf_steal(&b);
+    assert_string_equal(s, "");
+    free(s);
 }
 
 static void test_url_coding(void **state)
@@ -96,6 +102,8 @@ static void test_time(void **state)
     assert_int_equal(ltime_parse_rfc3339("2023-11-14T23:13:20+01:00", &ms), 0);
     assert_int_equal(ms, 1700000000000LL);
     assert_int_equal(ltime_parse_rfc3339("2023-11-14", &ms), -EINVAL);
+    assert_int_equal(ltime_parse_rfc3339("2023-11-14T23:13:20+1:2", &ms), -EINVAL);
+    assert_int_equal(ltime_parse_rfc3339("2023-11-14T23:13:20+01", &ms), -EINVAL);
     assert_int_equal(ltime_parse_since("10m", 1000000, &ms), 0);
     assert_int_equal(ms, 1000000 - 600000);
     assert_int_equal(ltime_parse_since("1700000000", 0, &ms), 0);
@@ -103,6 +111,13 @@ static void test_time(void **state)
     assert_int_equal(ltime_parse_duration_ms("250ms", &ms), 0);
     assert_int_equal(ms, 250);
     assert_int_equal(ltime_parse_duration_ms("5 years", &ms), -EINVAL);
+    assert_int_equal(ltime_parse_duration_ms("nan", &ms), -EINVAL);
+    assert_int_equal(ltime_parse_duration_ms("inf", &ms), -EINVAL);
+    assert_int_equal(ltime_parse_duration_ms("1e3", &ms), -EINVAL);
+    assert_int_equal(ltime_parse_duration_ms("0x10", &ms), -EINVAL);
+    assert_int_equal(ltime_parse_duration_ms("-1s", &ms), -EINVAL);
+    assert_int_equal(ltime_parse_duration_ms("1.5s", &ms), 0);
+    assert_int_equal(ms, 1500);
 }
 
 static void test_crypto(void **state)

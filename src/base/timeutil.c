@@ -67,7 +67,10 @@ int ltime_parse_rfc3339(const char *s, int64_t *ret_ms)
     } else if (*p == '+' || *p == '-') {
         int sign = *p == '-' ? -1 : 1;
         int hh, mm;
-        if (sscanf(p + 1, "%2d:%2d", &hh, &mm) != 2)
+        /* exactly "+HH:MM" */
+        if (!isdigit((unsigned char)p[1]) || !isdigit((unsigned char)p[2]) || p[3] != ':' ||
+            !isdigit((unsigned char)p[4]) || !isdigit((unsigned char)p[5]) ||
+            sscanf(p + 1, "%2d:%2d", &hh, &mm) != 2)
             return -EINVAL;
         offset_s = sign * (hh * 3600 + mm * 60);
         p += 6;
@@ -85,10 +88,23 @@ int ltime_parse_duration_ms(const char *s, int64_t *ret_ms)
 {
     if (!s || !*s)
         return -EINVAL;
+    /* digits, an optional fraction, then the unit: no signs, exponents, hex, inf or nan */
+    const char *q = s;
+    while (isdigit((unsigned char)*q))
+        q++;
+    if (q == s)
+        return -EINVAL;
+    if (*q == '.') {
+        q++;
+        if (!isdigit((unsigned char)*q))
+            return -EINVAL;
+        while (isdigit((unsigned char)*q))
+            q++;
+    }
     char *end = NULL;
     errno = 0;
     double v = strtod(s, &end);
-    if (errno || end == s || v < 0)
+    if (errno || end != q || v < 0)
         return -EINVAL;
     double mult;
     if (!*end || strcmp(end, "s") == 0)

@@ -18,5 +18,9 @@ int cmd_start(struct cli *c, int argc, char **argv);
 int cmd_stop(struct cli *c, int argc, char **argv);
 int cmd_restart(struct cli *c, int argc, char **argv);
 int cmd_system(struct cli *c, int argc, char **argv);
+int cmd_hub(struct cli *c, int argc, char **argv);
+int cmd_twin(struct cli *c, int argc, char **argv);
+int cmd_invoke(struct cli *c, int argc, char **argv);
+int cmd_token(struct cli *c, int argc, char **argv);
 
 int cli_usage_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

@@ -20,6 +20,12 @@ static const struct cli_command commands[] = {
     {"stop", "MODULE", "stop a module (it stays stopped until started or redeployed)", cmd_stop},
     {"restart", "MODULE", "restart a module", cmd_restart},
     {"system", "status|info", "the daemon's status, or facts about this device", cmd_system},
+    {"hub", "status [--json]", "connections, queues and counters of the hub", cmd_hub},
+    {"twin", "get MODULE | set MODULE JSON", "print a module twin, or patch its desired properties",
+     cmd_twin},
+    {"invoke", "MODULE METHOD [--payload JSON] [--timeout S]", "call a module's direct method",
+     cmd_invoke},
+    {"token", "MODULE [--ttl S] [--json]", "a SAS token for a module (for MQTT tools)", cmd_token},
     {"version", "", "print the version of the CLI and of ledged", cmd_version},
     {"help", "[COMMAND]", "this help", cmd_help},
 };

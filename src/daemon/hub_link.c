@@ -1,5 +1,6 @@
 /* hub_link.c — what ledged tells ledge-hub, its system module: a runtime file
- * (<state_dir>/hub/runtime.json, 0600, replaced atomically) with the device identity, the module
+ * (<run_dir>/hub/runtime.json: 0600 in a 0700 directory on the run tmpfs, so its secrets never
+ * reach persistent storage; replaced atomically) with the device identity, the module
  * identities the hub authenticates (generation id and derived key), the $edgeHub section and the
  * modules' desired twins from the deployment, and the paths of its TLS material. The hub reads it
  * at start and again on SIGHUP, which ledged sends whenever any of it changes. */
@@ -63,7 +64,7 @@ static json_t *device_json(struct ledged *d)
     return j ? j : json_null();
 }
 
-char *hub_runtime_path(struct ledged *d) { return lstr_printf("%s/hub/runtime.json", d->cfg.state_dir); }
+char *hub_runtime_path(struct ledged *d) { return lstr_printf("%s/hub/runtime.json", d->cfg.run_dir); }
 
 int hub_runtime_write(struct ledged *d)
 {
@@ -80,7 +81,7 @@ int hub_runtime_write(struct ledged *d)
     char *text = json_dumps(j, JSON_COMPACT);
     json_decref(j);
     _cleanup_free_ char *path = hub_runtime_path(d);
-    _cleanup_free_ char *dir = lstr_printf("%s/hub", d->cfg.state_dir);
+    _cleanup_free_ char *dir = lstr_printf("%s/hub", d->cfg.run_dir);
     int r = (!text || !path || !dir) ? -ENOMEM : lfs_mkdir_p(dir, 0700);
     if (r == 0)
         r = lfs_write_atomic(path, text, strlen(text), 0600);

@@ -16,6 +16,7 @@ struct event_base;
 struct workload_server;
 struct hub_link;
 struct deploy_stream;
+struct hc_client;
 
 struct ledged {
     struct event_base *base;
@@ -38,6 +39,7 @@ struct ledged {
     struct engine_version docker_version;
     bool docker_version_known;
     struct deploy_stream *deploy_streams; /* clients following a deployment (mgmt.c) */
+    struct hc_client *hub_client;         /* to the hub's control socket (hub_proxy.c) */
 };
 
 /* mgmt.c */
@@ -59,6 +61,13 @@ void workload_server_stop(struct ledged *d);
 /* Listen for module (idempotent); *ret_dir is the directory holding its socket. */
 int workload_server_add(struct ledged *d, const char *module, const char **ret_dir);
 void workload_server_remove(struct ledged *d, const char *module);
+
+/* hub_proxy.c: management calls the hub answers. */
+void mgmt_hub_status(struct hs_request *r, void *ud);
+void mgmt_twin_get(struct hs_request *r, void *ud);
+void mgmt_twin_patch(struct hs_request *r, void *ud);
+void mgmt_invoke(struct hs_request *r, void *ud);
+void mgmt_token(struct hs_request *r, void *ud);
 
 /* hub_link.c: the hub's runtime file and reload signal. */
 char *hub_runtime_path(struct ledged *d);

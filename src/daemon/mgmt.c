@@ -15,6 +15,7 @@
 #include "base/timeutil.h"
 #include "daemon/ledged.h"
 #include "log/log.h"
+#include "net/http_client.h"
 
 #define COMP "mgmt"
 
@@ -392,6 +393,11 @@ static const struct hs_route routes[] = {
     {"GET", "/modules/*/logs", h_logs},
     {"POST", "/deployment", h_deploy},
     {"GET", "/deployment", h_deployment},
+    {"GET", "/modules/*/twin", mgmt_twin_get},
+    {"PATCH", "/modules/*/twin", mgmt_twin_patch},
+    {"POST", "/modules/*/methods/*", mgmt_invoke},
+    {"POST", "/modules/*/token", mgmt_token},
+    {"GET", "/hub/status", mgmt_hub_status},
     {"GET", "/systeminfo", h_systeminfo},
     {"GET", "/status", h_status},
 };
@@ -428,6 +434,8 @@ void mgmt_stop(struct ledged *d)
 {
     hs_server_free(d->mgmt);
     d->mgmt = NULL;
+    hc_client_free(d->hub_client);
+    d->hub_client = NULL;
     while (d->deploy_streams) {
         struct deploy_stream *s = d->deploy_streams;
         d->deploy_streams = s->next;

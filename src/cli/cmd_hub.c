@@ -1,0 +1,204 @@
+/* cmd_hub.c — `ledge hub status`, `ledge twin get|set`, `ledge invoke`, `ledge token`: the hub's
+ * side of the management API. */
+#include <errno.h>
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "base/buf.h"
+#include "base/json.h"
+#include "base/str.h"
+#include "cli/commands.h"
+
+static char *path_of(const char *fmt_prefix, const char *module, const char *suffix)
+{
+    struct lbuf p = LBUF_INIT, e = LBUF_INIT;
+    lstr_url_encode(module, strlen(module), &e);
+    lbuf_printf(&p, "%s%s%s", fmt_prefix, e.data, suffix);
+    lbuf_free(&e);
+    return lbuf_steal(&p);
+}
+
+static int call_print(struct cli *c, const char *method, const char *path, const char *body,
+                      void (*pretty)(json_t *))
+{
+    long status;
+    json_t *reply = NULL;
+    if (cli_call(c, method, path, body, body ? strlen(body) : 0, &status, &reply) < 0)
+        return 1;
+    int rc = 0;
+    if (status >= 300) {
+        rc = cli_report_error(status, reply);
+    } else if (pretty && !c->json) {
+        pretty(reply);
+    } else {
+        char *s = json_dumps(reply, JSON_INDENT(2) | JSON_ENCODE_ANY);
+        printf("%s\n", s ? s : "null");
+        free(s);
+    }
+    json_decref(reply);
+    return rc;
+}
+
+static void pretty_hub(json_t *s)
+{
+    json_t *conn = json_object_get(s, "connections");
+    json_t *n = json_object_get(s, "counters");
+    printf("ledge-hub %s, up %llds\n", ljson_str(s, "version"),
+           (long long)ljson_int(s, "uptimeSeconds", 0));
+    printf("  connections: %lld open, %lld modules connected, %lld sessions\n",
+           ljson_int(conn, "open", 0), ljson_int(conn, "modules", 0), ljson_int(conn, "sessions", 0));
+    printf("  messages: received %lld, routed %lld, unrouted %lld, delivered %lld, acked %lld\n",
+           ljson_int(n, "received", 0), ljson_int(n, "routed", 0), ljson_int(n, "unrouted", 0),
+           ljson_int(n, "delivered", 0), ljson_int(n, "acked", 0));
+    printf("  refused %lld (store full), expired %lld, unauthorized %lld, auth failures %lld\n",
+           ljson_int(n, "refused", 0), ljson_int(n, "expired", 0), ljson_int(n, "unauthorized", 0),
+           ljson_int(n, "authFailures", 0));
+    json_t *st = json_object_get(s, "store");
+    printf("  store: %lld bytes of %lld, fsync %s\n", ljson_int(st, "bytes", 0),
+           ljson_int(st, "maxBytes", 0), ljson_str(st, "fsync"));
+    printf("  %-40s %10s %12s\n", "ENDPOINT", "DEPTH", "BYTES");
+    size_t i;
+    json_t *e;
+    json_array_foreach(json_object_get(s, "endpoints"), i, e)
+        printf("  %-40s %10lld %12lld%s\n", ljson_str(e, "endpoint"), ljson_int(e, "depth", 0),
+               ljson_int(e, "bytes", 0), ljson_bool(e, "inUse", true) ? "" : "  (draining)");
+    json_t *up = json_object_get(s, "upstream");
+    if (ljson_bool(up, "enabled", false))
+        printf("  upstream %s:%lld: %s, sent %lld, acked %lld%s%s\n", ljson_str(up, "host"),
+               ljson_int(up, "port", 0), ljson_bool(up, "connected", false) ? "connected" : "DISCONNECTED",
+               ljson_int(up, "sent", 0), ljson_int(up, "acked", 0),
+               ljson_str(up, "lastError") ? "; " : "", ljson_str(up, "lastError") ?: "");
+}
+
+int cmd_hub(struct cli *c, int argc, char **argv)
+{
+    const char *sub = NULL;
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--json") == 0)
+            c->json = true;
+        else if (!sub)
+            sub = argv[i];
+        else
+            return cli_usage_error("hub", "unexpected argument \"%s\"", argv[i]);
+    }
+    if (!lstr_eq(sub, "status"))
+        return cli_usage_error("hub", "expected status");
+    return call_print(c, "GET", "/hub/status", NULL, pretty_hub);
+}
+
+int cmd_twin(struct cli *c, int argc, char **argv)
+{
+    if (argc >= 3 && strcmp(argv[1], "get") == 0 && argc == 3) {
+        _cleanup_free_ char *p = path_of("/modules/", argv[2], "/twin");
+        return call_print(c, "GET", p, NULL, NULL);
+    }
+    if (argc == 4 && strcmp(argv[1], "set") == 0) {
+        json_error_t je;
+        json_t *j = json_loads(argv[3], 0, &je);
+        if (!json_is_object(j)) {
+            json_decref(j);
+            return cli_usage_error("twin", "JSON: expected an object of desired properties%s%s",
+                                   j ? "" : ": ", j ? "" : je.text);
+        }
+        json_decref(j);
+        _cleanup_free_ char *p = path_of("/modules/", argv[2], "/twin");
+        return call_print(c, "PATCH", p, argv[3], NULL);
+    }
+    return cli_usage_error("twin", "expected get MODULE or set MODULE JSON");
+}
+
+int cmd_invoke(struct cli *c, int argc, char **argv)
+{
+    static const struct option opts[] = {
+        {"payload", required_argument, NULL, 'p'},
+        {"timeout", required_argument, NULL, 't'},
+        {0},
+    };
+    const char *payload = NULL, *timeout = "30";
+    int o;
+    optind = 1;
+    while ((o = getopt_long(argc, argv, "p:t:", opts, NULL)) != -1) {
+        if (o == 'p')
+            payload = optarg;
+        else if (o == 't')
+            timeout = optarg;
+        else
+            return cli_usage_error("invoke", "unknown option");
+    }
+    if (optind != argc - 2)
+        return cli_usage_error("invoke", "expected MODULE METHOD");
+    if (payload) {
+        json_t *j = json_loads(payload, JSON_DECODE_ANY, NULL);
+        if (!j)
+            return cli_usage_error("invoke", "--payload: not valid JSON");
+        json_decref(j);
+    }
+    struct lbuf p = LBUF_INIT, e = LBUF_INIT;
+    lstr_url_encode(argv[optind], strlen(argv[optind]), &e);
+    lbuf_printf(&p, "/modules/%s/methods/", e.data);
+    lbuf_reset(&e);
+    lstr_url_encode(argv[optind + 1], strlen(argv[optind + 1]), &e);
+    lbuf_printf(&p, "%s?timeout=", e.data);
+    lbuf_reset(&e);
+    lstr_url_encode(timeout, strlen(timeout), &e);
+    lbuf_puts(&p, e.data);
+    int rc = call_print(c, "POST", p.data, payload, NULL);
+    lbuf_free(&p);
+    lbuf_free(&e);
+    return rc;
+}
+
+int cmd_token(struct cli *c, int argc, char **argv)
+{
+    static const struct option opts[] = {
+        {"ttl", required_argument, NULL, 't'},
+        {"host", required_argument, NULL, 'H'},
+        {"json", no_argument, NULL, 'j'},
+        {0},
+    };
+    const char *ttl = "3600", *host = NULL;
+    int o;
+    optind = 1;
+    while ((o = getopt_long(argc, argv, "t:", opts, NULL)) != -1) {
+        if (o == 't')
+            ttl = optarg;
+        else if (o == 'H')
+            host = optarg;
+        else if (o == 'j')
+            c->json = true;
+        else
+            return cli_usage_error("token", "unknown option");
+    }
+    if (optind != argc - 1)
+        return cli_usage_error("token", "expected MODULE");
+    struct lbuf p = LBUF_INIT, e = LBUF_INIT;
+    lstr_url_encode(argv[optind], strlen(argv[optind]), &e);
+    lbuf_printf(&p, "/modules/%s/token?ttl=", e.data);
+    lbuf_reset(&e);
+    lstr_url_encode(ttl, strlen(ttl), &e);
+    lbuf_puts(&p, e.data);
+    if (host) {
+        lbuf_reset(&e);
+        lstr_url_encode(host, strlen(host), &e);
+        lbuf_printf(&p, "&host=%s", e.data);
+    }
+    long status;
+    json_t *reply = NULL;
+    int rc = 0;
+    if (cli_call(c, "POST", p.data, NULL, 0, &status, &reply) < 0)
+        rc = 1;
+    else if (status >= 300)
+        rc = cli_report_error(status, reply);
+    else if (c->json) {
+        char *s = json_dumps(reply, JSON_INDENT(2));
+        printf("%s\n", s);
+        free(s);
+    } else
+        printf("%s\n", ljson_str(reply, "token"));
+    json_decref(reply);
+    lbuf_free(&p);
+    lbuf_free(&e);
+    return rc;
+}

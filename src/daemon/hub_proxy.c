@@ -1,0 +1,190 @@
+/* hub_proxy.c — management API calls that the hub answers (hub status, twins, direct methods):
+ * forwarded to the hub's control socket, answered with the hub's status and body. Also the
+ * module SAS tokens `ledge token` mints for tools such as mosquitto_pub. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "base/crypto.h"
+#include "base/json.h"
+#include "base/str.h"
+#include "base/timeutil.h"
+#include "daemon/ledged.h"
+#include "identity/keys.h"
+#include "identity/sas.h"
+#include "log/log.h"
+#include "net/http_client.h"
+
+#define COMP "mgmt"
+
+struct proxy {
+    struct hs_request *req;
+    struct hc_transfer *t;
+};
+
+static void proxy_abort(struct hs_request *r, void *ud)
+{
+    struct proxy *p = ud;
+    hc_cancel(p->t);
+    free(p);
+}
+
+static void proxy_done(void *ud, int result, long status, struct lbuf *body)
+{
+    struct proxy *p = ud;
+    hs_request_on_abort(p->req, NULL, NULL);
+    if (result < 0 || status == 0)
+        hs_reply_error(p->req, 503, "the hub is not running or not answering (%s)",
+                       strerror(result < 0 ? -result : EIO));
+    else
+        hs_reply(p->req, (int)status, "application/json", body->data ? body->data : "", body->len);
+    free(p);
+}
+
+/* Forward to the hub: method, path (with query), the request's body. */
+static void forward(struct ledged *d, struct hs_request *r, const char *method, const char *path,
+                    long timeout_ms)
+{
+    if (!d->hub_client && hc_client_new(d->base, &d->hub_client) < 0) {
+        hs_reply_error(r, 500, "out of memory");
+        return;
+    }
+    struct proxy *p = calloc(1, sizeof(*p));
+    if (!p) {
+        hs_reply_error(r, 500, "out of memory");
+        return;
+    }
+    char url[1024];
+    snprintf(url, sizeof(url), "http://localhost%s", path);
+    size_t len;
+    const char *body = hs_request_body(r, &len);
+    struct hc_request req = {
+        .method = method,
+        .unix_socket = d->cfg.hub.control_socket,
+        .url = url,
+        .body = len ? body : NULL,
+        .body_len = len,
+        .timeout_ms = timeout_ms,
+        .connect_timeout_ms = 2000,
+        .on_done = proxy_done,
+        .ud = p,
+    };
+    p->req = r;
+    p->t = hc_request(d->hub_client, &req);
+    if (!p->t) {
+        free(p);
+        hs_reply_error(r, 500, "cannot reach the hub");
+        return;
+    }
+    hs_request_on_abort(r, proxy_abort, p);
+}
+
+static bool known_module(struct ledged *d, struct hs_request *r, const char *name)
+{
+    const struct deployment *dep = agent_deployment(d->agent);
+    if (!deployment_find(dep, name)) {
+        hs_reply_error(r, 404, "no module named \"%s\" in the deployment", name);
+        return false;
+    }
+    return true;
+}
+
+static char *enc(const char *s)
+{
+    struct lbuf b = LBUF_INIT;
+    lstr_url_encode(s, strlen(s), &b);
+    return lbuf_steal(&b);
+}
+
+void mgmt_hub_status(struct hs_request *r, void *ud) { forward(ud, r, "GET", "/status", 5000); }
+
+void mgmt_twin_get(struct hs_request *r, void *ud)
+{
+    struct ledged *d = ud;
+    const char *m = hs_request_param(r, 0);
+    if (!known_module(d, r, m))
+        return;
+    _cleanup_free_ char *e = enc(m);
+    char path[600];
+    snprintf(path, sizeof(path), "/twins/%s", e);
+    forward(d, r, "GET", path, 5000);
+}
+
+void mgmt_twin_patch(struct hs_request *r, void *ud)
+{
+    struct ledged *d = ud;
+    const char *m = hs_request_param(r, 0);
+    if (!known_module(d, r, m))
+        return;
+    _cleanup_free_ char *e = enc(m);
+    char path[600];
+    snprintf(path, sizeof(path), "/twins/%s/desired", e);
+    forward(d, r, "PATCH", path, 5000);
+}
+
+void mgmt_invoke(struct hs_request *r, void *ud)
+{
+    struct ledged *d = ud;
+    const char *m = hs_request_param(r, 0);
+    if (!known_module(d, r, m))
+        return;
+    const char *t = hs_request_query(r, "timeout");
+    long long secs = 30;
+    if (t && (lstr_to_i64(t, &secs) < 0 || secs < 1 || secs > 300)) {
+        hs_reply_error(r, 400, "timeout: expected whole seconds 1-300, got \"%s\"", t);
+        return;
+    }
+    _cleanup_free_ char *em = enc(m), *ex = enc(hs_request_param(r, 1));
+    char path[1200];
+    snprintf(path, sizeof(path), "/methods/%s/%s?timeout=%lld", em, ex, secs);
+    forward(d, r, "POST", path, (long)(secs + 5) * 1000);
+}
+
+void mgmt_token(struct hs_request *r, void *ud)
+{
+    struct ledged *d = ud;
+    const char *m = hs_request_param(r, 0);
+    if (!known_module(d, r, m))
+        return;
+    const char *gen = agent_module_generation(d->agent, m);
+    if (!gen) {
+        hs_reply_error(r, 409, "module \"%s\" has no identity yet (not created)", m);
+        return;
+    }
+    long long ttl = 3600;
+    const char *t = hs_request_query(r, "ttl");
+    if (t && (lstr_to_i64(t, &ttl) < 0 || ttl < 1 || ttl > 30 * 86400)) {
+        hs_reply_error(r, 400, "ttl: expected seconds 1-2592000, got \"%s\"", t);
+        return;
+    }
+    const char *host = hs_request_query(r, "host");
+    if (!host)
+        host = d->cfg.device.iothub_hostname;
+    uint8_t key[IDENTITY_MODULE_KEY_LEN];
+    if (identity_module_key(d->keys, d->cfg.device.id, m, gen, key) < 0) {
+        hs_reply_error(r, 500, "cannot derive the module key");
+        return;
+    }
+    _cleanup_free_ char *resource = lstr_printf("%s/devices/%s/modules/%s", host,
+                                                d->cfg.device.id, m);
+    struct lbuf tok = LBUF_INIT;
+    int64_t expiry = ltime_now_ms() / 1000 + ttl;
+    int rc = resource ? sas_token_make(resource, key, sizeof(key), (uint64_t)expiry, NULL, &tok)
+                      : -ENOMEM;
+    lcrypto_wipe(key, sizeof(key));
+    if (rc < 0) {
+        lbuf_free(&tok);
+        hs_reply_error(r, 500, "cannot make the token");
+        return;
+    }
+    char user[512];
+    snprintf(user, sizeof(user), "%s/%s/%s/?api-version=2021-04-12", host, d->cfg.device.id, m);
+    char client[300];
+    snprintf(client, sizeof(client), "%s/%s", d->cfg.device.id, m);
+    log_info(COMP, "minted a %lld s SAS token for module %s", ttl, m);
+    hs_reply_json(r, 200, json_pack("{s:s, s:s, s:s, s:I}", "token", tok.data, "clientId", client,
+                                    "username", user, "expiry", (json_int_t)expiry));
+    lcrypto_wipe(tok.data, tok.len);
+    lbuf_free(&tok);
+}

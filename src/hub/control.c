@@ -1,0 +1,128 @@
+/* control.c — the hub's control API for ledged: HTTP/1.1 + JSON on a unix socket only root can
+ * reach (hub.control_socket, 0600). `ledge hub status`, `ledge twin`, `ledge invoke` arrive here
+ * through ledged's management API. */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "base/fs.h"
+#include "base/json.h"
+#include "base/str.h"
+#include "hub/hub.h"
+#include "log/log.h"
+
+#define COMP "hub"
+
+static void h_status(struct hs_request *r, void *ud) { hs_reply_json(r, 200, hub_status_json(ud)); }
+
+static void h_twin_get(struct hs_request *r, void *ud)
+{
+    json_t *t = twins_get(ud, hs_request_param(r, 0));
+    if (!t) {
+        hs_reply_error(r, 500, "twin storage failed");
+        return;
+    }
+    hs_reply_json(r, 200, t);
+}
+
+static void h_twin_patch(struct hs_request *r, void *ud)
+{
+    json_t *patch = NULL;
+    if (hs_request_body_json(r, false, &patch) < 0)
+        return;
+    json_t *twin = NULL;
+    struct lerr err = {0};
+    int rc = twins_patch_desired(ud, hs_request_param(r, 0), patch, &twin, &err);
+    json_decref(patch);
+    if (rc < 0) {
+        hs_reply_error(r, rc == -EINVAL ? 400 : 500, "%s", lerr_str(&err));
+        return;
+    }
+    hs_reply_json(r, 200, twin);
+}
+
+struct call {
+    struct hub *h;
+    struct hs_request *req;
+    void *handle;
+};
+
+static void call_abort(struct hs_request *r, void *ud)
+{
+    struct call *c = ud;
+    methods_cancel(c->h, c->handle);
+    free(c);
+}
+
+static void call_done(void *ud, int status, json_t *reply)
+{
+    struct call *c = ud;
+    hs_request_on_abort(c->req, NULL, NULL);
+    hs_reply_json(c->req, status, json_incref(reply));
+    free(c);
+}
+
+static void h_invoke(struct hs_request *r, void *ud)
+{
+    struct hub *h = ud;
+    json_t *payload = NULL;
+    if (hs_request_body_json(r, true, &payload) < 0)
+        return;
+    int timeout = 30;
+    const char *t = hs_request_query(r, "timeout");
+    long long v;
+    if (t && (lstr_to_i64(t, &v) < 0 || v < 1 || v > 300)) {
+        json_decref(payload);
+        hs_reply_error(r, 400, "timeout: expected whole seconds 1-300, got \"%s\"", t);
+        return;
+    }
+    if (t)
+        timeout = (int)v;
+    struct call *c = calloc(1, sizeof(*c));
+    if (!c) {
+        json_decref(payload);
+        hs_reply_error(r, 500, "out of memory");
+        return;
+    }
+    c->h = h;
+    c->req = r;
+    struct lerr err = {0};
+    int rc = methods_invoke(h, hs_request_param(r, 0), hs_request_param(r, 1), payload, timeout,
+                            call_done, c, &c->handle, &err);
+    json_decref(payload);
+    if (rc < 0) {
+        free(c);
+        hs_reply_error(r, rc == -ENOENT ? 404 : rc == -EINVAL ? 400 : rc == -EBUSY ? 503 : 500,
+                       "%s", lerr_str(&err));
+        return;
+    }
+    hs_request_on_abort(r, call_abort, c);
+}
+
+static const struct hs_route routes[] = {
+    {"GET", "/status", h_status},
+    {"GET", "/twins/*", h_twin_get},
+    {"PATCH", "/twins/*/desired", h_twin_patch},
+    {"POST", "/methods/*/*", h_invoke},
+};
+
+int control_start(struct hub *h)
+{
+    int r = hs_server_new(h->base, routes, ARRAY_SIZE(routes), h, &h->control);
+    if (r < 0)
+        return r;
+    char dir[4096];
+    lfs_dirname(h->cfg.hub.control_socket, dir, sizeof(dir));
+    lfs_mkdir_p(dir, 0755);
+    struct hs_limits l = HS_LIMITS_DEFAULT;
+    l.max_connections = 16;
+    l.max_inflight = 64;
+    l.max_body = 64 * 1024;
+    return hs_server_listen_unix(h->control, h->cfg.hub.control_socket, 0600, (gid_t)-1, &l, NULL);
+}
+
+void control_stop(struct hub *h)
+{
+    hs_server_free(h->control);
+    h->control = NULL;
+}

@@ -1,0 +1,67 @@
+/* main.c — ledge-hub: the MQTT hub ledged runs as its system module "edgeHub" (process engine).
+ * Reads the same config file as ledged (LEDGE_CONFIG or --config) and the runtime file ledged
+ * writes; runs until SIGTERM, acknowledging what it accepted before it exits. */
+#include <event2/event.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "hub/hub.h"
+#include "log/log.h"
+
+
+int main(int argc, char **argv)
+{
+    static const struct option opts[] = {
+        {"config", required_argument, NULL, 'c'},
+        {"version", no_argument, NULL, 'V'},
+        {"help", no_argument, NULL, 'h'},
+        {0},
+    };
+    const char *config = getenv("LEDGE_CONFIG") ? getenv("LEDGE_CONFIG") : CONFIG_DEFAULT_PATH;
+    int c;
+    while ((c = getopt_long(argc, argv, "c:Vh", opts, NULL)) != -1) {
+        switch (c) {
+        case 'c':
+            config = optarg;
+            break;
+        case 'V':
+            printf("ledge-hub %s\n", LEDGE_VERSION);
+            return 0;
+        case 'h':
+            printf("Usage: ledge-hub [--config FILE]\n\nThe ledge MQTT hub; ledged starts it as the "
+                   "system module edgeHub.\n");
+            return 0;
+        default:
+            return 2;
+        }
+    }
+    log_set_ident("ledge-hub");
+    signal(SIGPIPE, SIG_IGN);
+    struct hub h = {0};
+    struct lstrv errors = LSTRV_INIT;
+    if (config_load_file_or_defaults(config, &h.cfg, &errors) < 0) {
+        for (size_t i = 0; i < errors.n; i++)
+            fprintf(stderr, "ledge-hub: %s\n", errors.v[i]);
+        lstrv_free(&errors);
+        return 1;
+    }
+    lstrv_free(&errors);
+    log_set_level((enum log_level)h.cfg.log_level);
+    h.base = event_base_new();
+    struct lerr err = {0};
+    int rc = 0;
+    if (!h.base || hub_start(&h, &err) < 0) {
+        log_error("hub", "cannot start: %s", lerr_str(&err));
+        rc = 1;
+    } else {
+        event_base_dispatch(h.base);
+    }
+    hub_stop(&h);
+    config_free(&h.cfg);
+    if (h.base)
+        event_base_free(h.base);
+    return rc;
+}

@@ -1,0 +1,385 @@
+/* twin.c — module twins. Desired properties come from the deployment (the module's
+ * `properties.desired` in modulesContent) and from `ledge twin set`; reported properties from the
+ * module. Each side has a $version. Both persist in SQLite (<store_dir>/twins.db, WAL,
+ * synchronous=FULL). Reported changes are routed as messages from /twinChangeNotifications.
+ *
+ * Desired semantics: a deployment whose desired properties for a module differ from those it
+ * applied last replaces the desired document (the deployment is the source of truth, as with
+ * IoT Edge deployments); `ledge twin set` merges a patch on top until the next such change.
+ * Every change is sent to a subscribed module as a patch (removed keys as null). */
+#include <errno.h>
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "base/crypto.h"
+#include "base/json.h"
+#include "base/str.h"
+#include "base/timeutil.h"
+#include "hub/hub.h"
+#include "log/log.h"
+#include "mqtt/iothub.h"
+
+#define COMP "hub"
+#define TWIN_MAX_BYTES (32 * 1024) /* IoT Hub's limit for each of desired and reported */
+#define TWIN_MAX_DEPTH 10
+
+struct twins {
+    sqlite3 *db;
+};
+
+struct twin {
+    json_t *desired;
+    json_t *reported;
+    long long desired_version;
+    long long reported_version;
+    char manifest_hash[65]; /* of the deployment's desired document last applied */
+};
+
+static void twin_clear(struct twin *t)
+{
+    json_decref(t->desired);
+    json_decref(t->reported);
+    memset(t, 0, sizeof(*t));
+}
+
+static int db_exec(sqlite3 *db, const char *sql)
+{
+    return sqlite3_exec(db, sql, NULL, NULL, NULL) == SQLITE_OK ? 0 : -EIO;
+}
+
+int twins_start(struct hub *h, struct lerr *err)
+{
+    struct twins *tw = calloc(1, sizeof(*tw));
+    if (!tw)
+        return -ENOMEM;
+    h->twins = tw;
+    _cleanup_free_ char *path = lstr_printf("%s/twins.db", h->cfg.hub.store_dir);
+    if (!path)
+        return -ENOMEM;
+    if (sqlite3_open_v2(path, &tw->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
+                        NULL) != SQLITE_OK ||
+        db_exec(tw->db, "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;") < 0 ||
+        db_exec(tw->db, "CREATE TABLE IF NOT EXISTS twins (module TEXT PRIMARY KEY, desired TEXT "
+                        "NOT NULL, desired_version INTEGER NOT NULL, reported TEXT NOT NULL, "
+                        "reported_version INTEGER NOT NULL, manifest_hash TEXT NOT NULL)") < 0)
+        return lerr_set(err, -EIO, "twins database %s: %s", path,
+                        tw->db ? sqlite3_errmsg(tw->db) : "cannot open");
+    twins_runtime_changed(h);
+    return 0;
+}
+
+void twins_stop(struct hub *h)
+{
+    if (!h->twins)
+        return;
+    sqlite3_close(h->twins->db);
+    free(h->twins);
+    h->twins = NULL;
+}
+
+static int twin_load(struct hub *h, const char *module, struct twin *t)
+{
+    memset(t, 0, sizeof(*t));
+    sqlite3_stmt *st = NULL;
+    if (sqlite3_prepare_v2(h->twins->db,
+                           "SELECT desired, desired_version, reported, reported_version, "
+                           "manifest_hash FROM twins WHERE module = ?",
+                           -1, &st, NULL) != SQLITE_OK)
+        return -EIO;
+    sqlite3_bind_text(st, 1, module, -1, SQLITE_STATIC);
+    int r = sqlite3_step(st);
+    if (r == SQLITE_ROW) {
+        t->desired = json_loads((const char *)sqlite3_column_text(st, 0), 0, NULL);
+        t->desired_version = sqlite3_column_int64(st, 1);
+        t->reported = json_loads((const char *)sqlite3_column_text(st, 2), 0, NULL);
+        t->reported_version = sqlite3_column_int64(st, 3);
+        lstr_copy(t->manifest_hash, sizeof(t->manifest_hash),
+                  (const char *)sqlite3_column_text(st, 4));
+    }
+    sqlite3_finalize(st);
+    if (!t->desired)
+        t->desired = json_object();
+    if (!t->reported)
+        t->reported = json_object();
+    if (t->desired_version == 0)
+        t->desired_version = 1;
+    if (t->reported_version == 0)
+        t->reported_version = 1;
+    return r == SQLITE_ROW || r == SQLITE_DONE ? 0 : -EIO;
+}
+
+static int twin_save(struct hub *h, const char *module, const struct twin *t)
+{
+    _cleanup_free_ char *d = ljson_dump(t->desired), *rp = ljson_dump(t->reported);
+    sqlite3_stmt *st = NULL;
+    if (!d || !rp ||
+        sqlite3_prepare_v2(h->twins->db,
+                           "INSERT OR REPLACE INTO twins (module, desired, desired_version, "
+                           "reported, reported_version, manifest_hash) VALUES (?,?,?,?,?,?)",
+                           -1, &st, NULL) != SQLITE_OK)
+        return -EIO;
+    sqlite3_bind_text(st, 1, module, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 2, d, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 3, t->desired_version);
+    sqlite3_bind_text(st, 4, rp, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 5, t->reported_version);
+    sqlite3_bind_text(st, 6, t->manifest_hash, -1, SQLITE_STATIC);
+    int r = sqlite3_step(st) == SQLITE_DONE ? 0 : -EIO;
+    sqlite3_finalize(st);
+    return r;
+}
+
+/* JSON merge patch (RFC 7386): null deletes, objects merge, anything else replaces. */
+static void merge_patch(json_t *target, const json_t *patch)
+{
+    const char *k;
+    json_t *v;
+    json_object_foreach((json_t *)patch, k, v) {
+        if (k[0] == '$')
+            continue; /* $version and other metadata are the hub's */
+        if (json_is_null(v)) {
+            json_object_del(target, k);
+        } else if (json_is_object(v)) {
+            json_t *cur = json_object_get(target, k);
+            if (!json_is_object(cur)) {
+                cur = json_object();
+                json_object_set_new(target, k, cur);
+            }
+            merge_patch(cur, v);
+        } else {
+            json_object_set(target, k, v);
+        }
+    }
+}
+
+/* The patch that turns old into new (removed keys become null). */
+static json_t *diff(const json_t *old, const json_t *nw)
+{
+    json_t *p = json_object();
+    const char *k;
+    json_t *v;
+    json_object_foreach((json_t *)old, k, v) {
+        if (!json_object_get(nw, k))
+            json_object_set_new(p, k, json_null());
+    }
+    json_object_foreach((json_t *)nw, k, v) {
+        json_t *o = json_object_get(old, k);
+        if (o && json_is_object(o) && json_is_object(v)) {
+            json_t *d = diff(o, v);
+            if (json_object_size(d))
+                json_object_set_new(p, k, d);
+            else
+                json_decref(d);
+        } else if (!o || !json_equal(o, v)) {
+            json_object_set(p, k, v);
+        }
+    }
+    return p;
+}
+
+static struct session *module_session(struct hub *h, const char *module)
+{
+    for (struct session *s = h->sessions; s; s = s->next)
+        if (s->conn && s->conn->state == CONN_ACTIVE && strcmp(s->module_id, module) == 0)
+            return s;
+    return NULL;
+}
+
+static void notify_desired(struct hub *h, const char *module, json_t *patch, long long version)
+{
+    struct session *s = module_session(h, module);
+    if (!s || !s->wants_desired)
+        return;
+    json_object_set_new(patch, "$version", json_integer(version));
+    char *body = ljson_dump(patch);
+    struct lbuf topic = LBUF_INIT;
+    if (body && iothub_topic_twin_desired(&topic, (uint64_t)version) == 0)
+        conn_send_publish(s->conn, topic.data, topic.len, 0, false, 0, body, strlen(body));
+    free(body);
+    lbuf_free(&topic);
+}
+
+static bool valid_document(const json_t *j, const char **why)
+{
+    if (!json_is_object(j)) {
+        *why = "must be a JSON object";
+        return false;
+    }
+    if (ljson_depth(j) > TWIN_MAX_DEPTH) {
+        *why = "nested deeper than 10 levels";
+        return false;
+    }
+    char *text = ljson_dump(j);
+    size_t n = text ? strlen(text) : 0;
+    free(text);
+    if (n > TWIN_MAX_BYTES) {
+        *why = "larger than 32 KiB";
+        return false;
+    }
+    return true;
+}
+
+/* The deployment's desired documents: apply those that changed since last applied. */
+void twins_runtime_changed(struct hub *h)
+{
+    if (!h->twins)
+        return;
+    const char *module;
+    json_t *desired;
+    json_object_foreach(h->rt.twins, module, desired) {
+        if (!json_is_object(desired))
+            continue;
+        _cleanup_free_ char *text = ljson_dump_sorted(desired);
+        char hash[65];
+        if (!text || lcrypto_sha256_hex(text, strlen(text), hash) < 0)
+            continue;
+        struct twin t;
+        if (twin_load(h, module, &t) < 0)
+            continue;
+        if (strcmp(t.manifest_hash, hash) != 0) {
+            json_t *nw = json_deep_copy(desired);
+            json_object_del(nw, "$version");
+            json_t *patch = diff(t.desired, nw);
+            json_decref(t.desired);
+            t.desired = nw;
+            t.desired_version++;
+            memcpy(t.manifest_hash, hash, sizeof(hash));
+            if (twin_save(h, module, &t) == 0)
+                notify_desired(h, module, patch, t.desired_version);
+            json_decref(patch);
+        }
+        twin_clear(&t);
+    }
+}
+
+static json_t *twin_document(const struct twin *t)
+{
+    json_t *d = json_deep_copy(t->desired), *r = json_deep_copy(t->reported);
+    json_object_set_new(d, "$version", json_integer(t->desired_version));
+    json_object_set_new(r, "$version", json_integer(t->reported_version));
+    return json_pack("{s:o, s:o}", "desired", d, "reported", r);
+}
+
+/* A reported-property change as a message from /twinChangeNotifications. */
+static void route_change(struct hub *h, struct session *s, const json_t *patch, long long version)
+{
+    json_t *body = json_pack("{s:I, s:{s:O}}", "version", (json_int_t)version, "properties",
+                             "reported", patch);
+    char *text = body ? ljson_dump(body) : NULL;
+    json_decref(body);
+    if (!text)
+        return;
+    char enq[LTIME_RFC3339_MAX];
+    int64_t now = ltime_now_ms();
+    struct hub_message m = {0};
+    m.source = "/twinChangeNotifications";
+    m.sys[IOTHUB_PROP_CONNECTION_DEVICE_ID] = s->device_id;
+    m.sys[IOTHUB_PROP_CONNECTION_MODULE_ID] = s->module_id;
+    m.sys[IOTHUB_PROP_CONTENT_TYPE] = "application/json";
+    m.sys[IOTHUB_PROP_CONTENT_ENCODING] = "utf-8";
+    m.sys[HUB_SYS_MESSAGE_TYPE] = "twinChangeNotification";
+    m.sys[HUB_SYS_ENQUEUED_TIME] = ltime_format_rfc3339(now, enq);
+    m.enqueued_ms = now;
+    m.body = (const uint8_t *)text;
+    m.body_len = strlen(text);
+    router_inject(h, &m);
+    free(text);
+}
+
+static void reply(struct hub *h, struct session *s, int status, struct mqtt_str rid,
+                  bool has_version, long long version, const char *body)
+{
+    if (!s->conn || !s->wants_twin_res)
+        return;
+    struct lbuf topic = LBUF_INIT;
+    if (iothub_topic_twin_response(&topic, status, rid, has_version, (uint64_t)version) == 0)
+        conn_send_publish(s->conn, topic.data, topic.len, 0, false, 0, body, body ? strlen(body) : 0);
+    lbuf_free(&topic);
+}
+
+int twin_publish(struct hub *h, struct session *s, struct conn *c, const struct iothub_topic *t,
+                 const struct mqtt_publish *p)
+{
+    struct twin tw;
+    if (twin_load(h, s->module_id, &tw) < 0) {
+        reply(h, s, 500, t->rid, false, 0, "{\"message\":\"twin storage failed\"}");
+        return 0;
+    }
+    if (t->kind == IOTHUB_TOPIC_TWIN_GET) {
+        json_t *doc = twin_document(&tw);
+        char *text = ljson_dump(doc);
+        json_decref(doc);
+        reply(h, s, 200, t->rid, false, 0, text);
+        free(text);
+    } else {
+        json_t *patch = NULL;
+        const char *why = NULL;
+        if (ljson_parse((const char *)p->payload, p->payload_len, &patch, NULL) < 0 ||
+            !valid_document(patch, &why)) {
+            reply(h, s, 400, t->rid, false, 0, "{\"message\":\"reported properties must be a JSON object\"}");
+            json_decref(patch);
+            twin_clear(&tw);
+            if (p->qos == 1 && c)
+                router_ack(h, c, p->packet_id);
+            return 0;
+        }
+        merge_patch(tw.reported, patch);
+        if (!valid_document(tw.reported, &why)) {
+            reply(h, s, 400, t->rid, false, 0, "{\"message\":\"reported properties too large\"}");
+        } else {
+            tw.reported_version++;
+            if (twin_save(h, s->module_id, &tw) < 0) {
+                reply(h, s, 500, t->rid, false, 0, "{\"message\":\"twin storage failed\"}");
+            } else {
+                reply(h, s, 204, t->rid, true, tw.reported_version, NULL);
+                route_change(h, s, patch, tw.reported_version);
+            }
+        }
+        json_decref(patch);
+    }
+    twin_clear(&tw);
+    /* Twin operations are answered on their response topic; the PUBLISH itself is acked too. */
+    if (p->qos == 1 && c)
+        router_ack(h, c, p->packet_id);
+    return 0;
+}
+
+json_t *twins_get(struct hub *h, const char *module)
+{
+    struct twin t;
+    if (twin_load(h, module, &t) < 0)
+        return NULL;
+    json_t *doc = twin_document(&t);
+    twin_clear(&t);
+    return doc;
+}
+
+int twins_patch_desired(struct hub *h, const char *module, const json_t *patch, json_t **ret,
+                        struct lerr *err)
+{
+    const char *why = NULL;
+    if (!valid_document(patch, &why))
+        return lerr_set(err, -EINVAL, "desired properties: %s", why);
+    struct twin t;
+    if (twin_load(h, module, &t) < 0)
+        return lerr_set(err, -EIO, "twin storage failed");
+    merge_patch(t.desired, patch);
+    if (!valid_document(t.desired, &why)) {
+        twin_clear(&t);
+        return lerr_set(err, -EINVAL, "desired properties after the patch: %s", why);
+    }
+    t.desired_version++;
+    if (twin_save(h, module, &t) < 0) {
+        twin_clear(&t);
+        return lerr_set(err, -EIO, "twin storage failed");
+    }
+    json_t *copy = json_deep_copy(patch);
+    notify_desired(h, module, copy, t.desired_version);
+    json_decref(copy);
+    *ret = twin_document(&t);
+    twin_clear(&t);
+    return 0;
+}
+
