@@ -48,7 +48,9 @@ wl() { # wl MODULE METHOD PATH [curl args...] — a request on MODULE's socket f
 expect_status() { # expect_status WANT MESSAGE_PART DESCRIPTION MODULE METHOD PATH [curl args...]
   local want="$1" part="$2" what="$3"; shift 3
   local code
+  rm -f "$T/reply"
   code=$(wl "$@" -o "$T/reply" -w '%{http_code}') || true
+  touch "$T/reply"
   [ "$code" = "$want" ] || fail "$what: expected $want, got $code: $(head -c 300 "$T/reply")"
   [ -z "$part" ] || grep -qF -- "$part" "$T/reply" || fail "$what: reply does not say \"$part\": $(head -c 300 "$T/reply")"
 }
