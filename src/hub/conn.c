@@ -326,6 +326,8 @@ static int header_length(const uint8_t *hdr, size_t n, size_t max, size_t *ret)
 
 static void keepalive_arm(struct conn *c)
 {
+    if (c->peer_gone)
+        return; /* the timer finishes the connection now */
     int secs = c->keep_alive_s ? c->keep_alive_s + c->keep_alive_s / 2 : 0;
     if (c->state == CONN_NEW)
         secs = 10; /* the CONNECT must come quickly */
@@ -435,13 +437,31 @@ static void conn_eventcb(struct bufferevent *bev, short what, void *arg)
     struct conn *c = arg;
     if (what & BEV_EVENT_CONNECTED)
         return;
-    conn_close(c, (what & BEV_EVENT_EOF) ? "connection closed by peer" : "connection error");
-    event_active(c->free_ev, 0, 0);
+    if (c->state == CONN_CLOSING) {
+        event_active(c->free_ev, 0, 0);
+        return;
+    }
+    /* libevent's TLS bufferevent reports an error from inside its read, before it commits what
+     * that same read decrypted (bufferevent_openssl.c do_read: conn_closed(), then
+     * evbuffer_commit_space()). Finish on the next loop pass, after the read callback has seen
+     * those packets: a client that acknowledges, disconnects and closes at once would otherwise
+     * lose its last PUBACKs and get the messages again. */
+    c->peer_gone = true;
+    c->gone_eof = (what & BEV_EVENT_EOF) != 0;
+    struct timeval now = {0, 0};
+    evtimer_add(c->keepalive, &now);
 }
 
 static void keepalive_cb(evutil_socket_t fd, short what, void *arg)
 {
     struct conn *c = arg;
+    if (c->peer_gone) {
+        if (c->state != CONN_CLOSING && evbuffer_get_length(bufferevent_get_input(c->bev)) > 0)
+            conn_readcb(c->bev, c);
+        conn_close(c, c->gone_eof ? "connection closed by peer" : "connection error");
+        event_active(c->free_ev, 0, 0);
+        return;
+    }
     if (c->state != CONN_CLOSING)
         log_info(COMP, "%s: %s", c->session ? c->session->client_id : c->peer,
                  c->state == CONN_NEW ? "no CONNECT within 10 s" : "keep-alive expired");
@@ -475,12 +495,26 @@ static void peer_name(int fd, char *out, size_t n)
 
 void conn_accept(struct hub *h, int fd, bool tls)
 {
-    if (h->n_conns >= (size_t)h->cfg.hub.max_connections) {
-        h->n.connections_refused++;
-        hub_log_once(h, "maxconn", "connection refused: hub.max_connections (%d) reached",
+    if (h->n_conns - h->n_closing >= (size_t)h->cfg.hub.max_connections) {
+        /* At the limit, idle connections that never authenticated (a flood of them, or TLS
+         * handshakes that stall) make room: the oldest goes. Authenticated ones never do. */
+        struct conn *oldest = NULL;
+        for (struct conn *x = h->conns; x; x = x->next)
+            if (x->state == CONN_NEW)
+                oldest = x;
+        if (!oldest) {
+            h->n.connections_refused++;
+            hub_log_once(h, "maxconn", "connection refused: hub.max_connections (%d) reached",
+                         h->cfg.hub.max_connections);
+            evutil_closesocket(fd);
+            return;
+        }
+        h->n.connections_evicted++;
+        hub_log_once(h, "evict",
+                     "hub.max_connections (%d) reached: closing the oldest connection that has "
+                     "not authenticated to make room",
                      h->cfg.hub.max_connections);
-        evutil_closesocket(fd);
-        return;
+        conn_close(oldest, NULL);
     }
     struct conn *c = calloc(1, sizeof(*c));
     if (!c) {
@@ -547,6 +581,7 @@ void conn_close(struct conn *c, const char *why)
     if (why && c->session)
         log_info(COMP, "%s (%s): %s", c->session->client_id, c->peer, why);
     c->state = CONN_CLOSING;
+    h->n_closing++;
     endpoint_conn_gone(h, c);
     router_conn_gone(h, c);
     if (c->session) {
@@ -574,6 +609,7 @@ static void conn_free(struct conn *c)
     if (c->next)
         c->next->prev = c->prev;
     h->n_conns--;
+    h->n_closing--;
     bufferevent_free(c->bev);
     event_free(c->keepalive);
     event_free(c->free_ev);

@@ -373,6 +373,7 @@ json_t *hub_status_json(struct hub *h)
         {"qos2Refused", n->qos2_refused},
         {"subscriptionsRefused", n->subscriptions_refused},
         {"connectionsRefused", n->connections_refused},
+        {"connectionsEvicted", n->connections_evicted},
         {"connectionsTotal", n->connections_total},
     };
     json_t *cj = json_object();
@@ -382,10 +383,10 @@ json_t *hub_status_json(struct hub *h)
         "{s:s, s:I, s:{s:I, s:I, s:I, s:I}, s:o, s:o, s:o, s:{s:I, s:I, s:I, s:I, s:s}, s:o}",
         "version", LEDGE_VERSION, "uptimeSeconds",
         (json_int_t)((ltime_now_ms() - h->started_ms) / 1000), "connections", "open",
-        (json_int_t)h->n_conns, "max", (json_int_t)h->cfg.hub.max_connections, "modules",
-        (json_int_t)connected, "sessions", (json_int_t)h->n_sessions, "sessions", mods, "counters",
-        cj, "endpoints", endpoints_status(h), "store", "bytes", (json_int_t)ss.bytes, "maxBytes",
-        (json_int_t)ss.max_bytes, "syncs", (json_int_t)ss.syncs, "syncErrors",
+        (json_int_t)(h->n_conns - h->n_closing), "max", (json_int_t)h->cfg.hub.max_connections,
+        "modules", (json_int_t)connected, "sessions", (json_int_t)h->n_sessions, "sessions", mods,
+        "counters", cj, "endpoints", endpoints_status(h), "store", "bytes", (json_int_t)ss.bytes,
+        "maxBytes", (json_int_t)ss.max_bytes, "syncs", (json_int_t)ss.syncs, "syncErrors",
         (json_int_t)ss.sync_errors, "fsync", store_sync_policy_to_string(ss.sync), "upstream",
         upstream_status(h));
 }

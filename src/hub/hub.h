@@ -67,7 +67,8 @@ const struct hub_module_identity *hub_runtime_module(const struct hub_runtime *r
 
 struct hub_counters {
     uint64_t connections_total;
-    uint64_t connections_refused;
+    uint64_t connections_refused; /* at hub.max_connections, all of them authenticated */
+    uint64_t connections_evicted; /* unauthenticated ones closed to make room at the limit */
     uint64_t auth_failures;
     uint64_t received;     /* PUBLISH to an events topic */
     uint64_t routed;       /* message copies stored into endpoint queues */
@@ -117,6 +118,8 @@ struct conn {
     size_t n_inflight, cap_inflight;
     uint16_t next_packet_id;
     bool will_sent;
+    bool peer_gone; /* EOF or error seen: finish on the next loop pass (conn_eventcb) */
+    bool gone_eof;
     struct conn *next, *prev;
 };
 
@@ -277,7 +280,8 @@ struct hub {
     struct evconnlistener *tls_listener;
     struct evconnlistener *plain_listener;
     struct conn *conns;
-    size_t n_conns;
+    size_t n_conns;   /* all, closing ones included (they are freed from the loop) */
+    size_t n_closing; /* of which CONN_CLOSING */
     struct session *sessions;
     size_t n_sessions;
     struct endpoint *endpoints;

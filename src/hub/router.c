@@ -230,7 +230,9 @@ static int publish(struct hub *h, struct session *s, struct conn *c, const struc
         strncasecmp(t.module_id.ptr, s->module_id, t.module_id.len) != 0) {
         snprintf(key, sizeof(key), "pub:%s", s->module_id);
         h->n.unauthorized++;
-        hub_log_once(h, key, "%s: PUBLISH as another module (\"%.*s\") refused; closing",
+        hub_log_once(h, key,
+                     "%s: PUBLISH to \"%.*s\" refused: a module may only publish to its own "
+                     "events, twin and method topics; closing",
                      s->client_id, (int)MIN(p->topic.len, (size_t)200), p->topic.ptr);
         return -EACCES;
     }

@@ -914,7 +914,10 @@ static void test_persistent_session_gets_backlog(void **state)
     cl_open(f, &rc);
     cl_connect_persistent(&rc, "receiver", &present);
     assert_true(present);
-    expect_body(&rc, "in1", "b0");
+    struct received r;
+    expect_input(&rc, &r, true);
+    assert_string_equal(r.body, "b0");
+    assert_false(r.dup); /* never sent before */
     expect_body(&rc, "in1", "b1");
     expect_body(&rc, "in1", "b2");
     cl_close(&rc);
@@ -1220,15 +1223,30 @@ static void test_subscription_limit(void **state)
 static void test_connection_limit(void **state)
 {
     struct fixture *f = *state; /* hub.max_connections 3 */
-    struct client c[4];
+    struct client c[5];
     for (int i = 0; i < 3; i++)
         cl_open(f, &c[i]);
+    /* a fourth while three have not authenticated: the oldest of those makes room */
     cl_open(f, &c[3]);
-    expect_closed(&c[3]);
-    cl_close(&c[3]);
+    expect_closed(&c[0]);
+    cl_close(&c[0]);
+    assert_int_equal(counter(f, "connectionsEvicted"), 1);
+    cl_connect(&c[1], "receiver");
+    cl_connect(&c[2], "sender");
+    cl_connect(&c[3], "other");
+    /* all three authenticated: a new one is refused, the others keep working */
+    cl_open(f, &c[4]);
+    expect_closed(&c[4]);
+    cl_close(&c[4]);
     assert_int_equal(counter(f, "connectionsRefused"), 1);
-    cl_connect(&c[0], "receiver");
-    for (int i = 0; i < 3; i++)
+    assert_int_equal(cl_subscribe(&c[1], "devices/" DEVICE "/modules/receiver/inputs/#", 1), 1);
+    send_output(&c[2], "out1", NULL, "through");
+    expect_body(&c[1], "in1", "through");
+    json_t *s = status(f);
+    assert_int_equal(json_integer_value(json_object_get(json_object_get(s, "connections"), "open")),
+                     3);
+    json_decref(s);
+    for (int i = 1; i < 4; i++)
         cl_close(&c[i]);
     cl_open(f, &c[0]);
     cl_connect(&c[0], "sender");

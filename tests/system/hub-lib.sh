@@ -1,0 +1,159 @@
+# hub-lib.sh — helpers for the ledge-hub system tests (tests/system/hub-*.sh), sourced after
+# lib.sh: free ports, a config with the hub's ports, manifests with systemModules.edgeHub and idle
+# process modules (module identities without containers), SAS tokens from `ledge token`,
+# mosquitto clients over TLS, `ledge hub status` fields, and a cleanup that stops the hub and the
+# modules (process modules outlive ledged) and fails on a sanitizer report in the hub's log.
+
+# A TCP port nothing listens on (the kernel's pick; another process could take it before the hub
+# binds, which start_hub_ledged detects).
+RAW=(node "$SRC_ROOT/tests/node/hub-raw.js")
+free_port() { "${RAW[@]}" port; }
+
+need "command -v node" "node missing (scripts/deps --test)"
+HUB_TLS_PORT=$(free_port)
+HUB_PLAIN_PORT=$(free_port)
+while [ "$HUB_PLAIN_PORT" = "$HUB_TLS_PORT" ]; do HUB_PLAIN_PORT=$(free_port); done
+CA="$T/state/certs/trust-bundle.pem"
+HUB_LOG="$T/state/process/edgeHub.log"
+DEVICE=st-device
+
+# The config (lib.sh's, plus the hub's ports). HUB_EXTRA adds keys under hub:, TOP_EXTRA
+# top-level sections. The engine points at no socket unless a test needs docker (USE_DOCKER=1):
+# ledged then leaves alone the containers of anything else running on this machine.
+hub_config() {
+  local uri=""
+  [ "${USE_DOCKER:-0}" = 1 ] || uri="uri: unix://$T/no-docker.sock"
+  cat > "$T/config.yaml" <<YAML
+state_dir: $T/state
+run_dir: $T/run
+log_level: debug
+device:
+  id: $DEVICE
+  gateway_hostname: ledge-gw.local
+engine:
+  stop_timeout: 2s
+  $uri
+agent:
+  backoff_base: ${BACKOFF_BASE:-200ms}
+  backoff_max: ${BACKOFF_MAX:-1s}
+  max_restarts: ${MAX_RESTARTS:-3}
+hub:
+  tls_port: $HUB_TLS_PORT
+  plain_port: $HUB_PLAIN_PORT
+${HUB_EXTRA:-}
+${TOP_EXTRA:-}
+YAML
+}
+
+# An idle process module: a copy of sleep under $T, so that cleanup finds it by its path.
+idle() { # idle NAME
+  [ -x "$T/bin/idle" ] || { mkdir -p "$T/bin"; cp "$(command -v sleep)" "$T/bin/idle"; }
+  printf '"%s": {"type": "process", "status": "running", "restartPolicy": "always", "settings": {"path": "%s", "args": ["infinity"]}}' "$1" "$T/bin/idle"
+}
+
+# hub_manifest MODULES_JSON ROUTES_JSON [STORE_AND_FORWARD_JSON] [SCHEMA]
+hub_manifest() {
+  local saf="${3:-{\"timeToLiveSecs\": 7200\}}" schema="${4:-1.1}"
+  cat <<JSON
+{"modulesContent": {
+  "\$edgeAgent": {"properties.desired": {
+    "schemaVersion": "1.1",
+    "runtime": {"type": "docker", "settings": {"minDockerVersion": "v1.25"}},
+    "systemModules": {
+      "edgeAgent": {"type": "docker", "settings": {"image": "mcr.microsoft.com/azureiotedge-agent:1.4"}},
+      "edgeHub": {"type": "docker", "status": "running", "restartPolicy": "always", "settings": {"image": "mcr.microsoft.com/azureiotedge-hub:1.4"}}},
+    "modules": {$1}}},
+  "\$edgeHub": {"properties.desired": {"schemaVersion": "$schema", "routes": $2,
+    "storeAndForwardConfiguration": $saf}}
+}}
+JSON
+}
+
+hub_deploy() { # hub_deploy MODULES_JSON ROUTES_JSON [SAF_JSON] [SCHEMA]
+  hub_manifest "$@" > "$T/deploy.json"
+  ledge deploy "$T/deploy.json" >/dev/null
+}
+
+hub_pid() { jq -r '.pid // empty' "$T/state/process/edgeHub.json" 2>/dev/null; }
+
+hub_ready() { ledge hub status --json >/dev/null 2>&1; }
+
+wait_hub() { wait_for "${1:-20}" "the hub answering" hub_ready; }
+
+# Start ledged with the hub config, deploy, and wait for the hub.
+start_hub_ledged() {
+  [ -f "$T/config.yaml" ] || hub_config
+  start_ledged
+}
+
+hub_status() { ledge hub status --json; }
+hub_counter() { hub_status | jq -r ".counters.$1"; }
+endpoint_depth() { hub_status | jq -r --arg e "$1" '[.endpoints[] | select(.endpoint == $e) | .depth] | add // 0'; }
+
+token() { ledge token "$1" --json | jq -r .token; }
+user_of() { echo "$DEVICE.local.ledge/$DEVICE/$1/?api-version=2021-04-12"; }
+
+# mosquitto over TLS as module M: mpub M [mosquitto_pub args...], msub M [mosquitto_sub args...]
+mpub() {
+  local m="$1"; shift
+  mosquitto_pub -h localhost -p "$HUB_TLS_PORT" --cafile "$CA" -i "$DEVICE/$m" -u "$(user_of "$m")" \
+    -P "$(token "$m")" "$@"
+}
+msub() {
+  local m="$1"; shift
+  mosquitto_sub -h localhost -p "$HUB_TLS_PORT" --cafile "$CA" -i "$DEVICE/$m" -u "$(user_of "$m")" \
+    -P "$(token "$m")" "$@"
+}
+events() { echo "devices/$DEVICE/modules/$1/messages/events/$2"; } # events MODULE BAG
+inputs() { echo "devices/$DEVICE/modules/$1/inputs/#"; }
+
+# PIDs of the processes ledged started for this test (they carry LEDGE_CONFIG=$T/config.yaml).
+test_pids() {
+  local p
+  for p in /proc/[0-9]*; do
+    { tr '\0' '\n' < "$p/environ"; } 2>/dev/null | grep -qx "LEDGE_CONFIG=$T/config.yaml" && echo "${p#/proc/}"
+  done
+  return 0
+}
+
+# Stop the hub with SIGTERM (it must exit 0: ASan reports leaks through its exit code) and the
+# modules; report sanitizer findings in the hub's log.
+hub_cleanup() {
+  local rc=0 pid
+  pid=$(hub_pid)
+  if [ -n "$pid" ] && [ -n "$LEDGED_PID" ] && kill -0 "$pid" 2>/dev/null; then
+    ledge stop edgeHub >/dev/null 2>&1 || true
+    local code
+    code=$(module_field edgeHub exitCode 2>/dev/null)
+    if [ -n "$code" ] && [ "$code" != 0 ] && [ "$code" != null ]; then
+      log "the hub exited with $code when stopped"; rc=1
+    fi
+  fi
+  # ledged first (it would restart the modules), then what it leaves running
+  if [ -n "$LEDGED_PID" ]; then
+    kill -TERM "$LEDGED_PID" 2>/dev/null
+    wait "$LEDGED_PID" 2>/dev/null
+    LEDGED_PID=""
+  fi
+  for pid in $(test_pids); do kill -KILL "$pid" 2>/dev/null || true; done
+  if [ -f "$HUB_LOG" ] && grep -q "ERROR: AddressSanitizer\|runtime error:\|ERROR: LeakSanitizer" "$HUB_LOG"; then
+    log "sanitizer report in the hub's log:"
+    grep -A30 "ERROR: AddressSanitizer\|runtime error:\|ERROR: LeakSanitizer" "$HUB_LOG" | head -80 >&2
+    rc=1
+  fi
+  return $rc
+}
+
+hub_on_exit() {
+  local rc=$?
+  set +e
+  hub_cleanup || { [ $rc -eq 0 ] && rc=1; }
+  if [ $rc -ne 0 ] && [ $rc -ne 77 ] && [ -f "$HUB_LOG" ]; then
+    log "hub log tail:"; tail -30 "$HUB_LOG" >&2
+  fi
+  (exit $rc)
+  cleanup
+}
+trap hub_on_exit EXIT
+
+need "command -v mosquitto_pub && command -v mosquitto_sub" "mosquitto clients missing (apt-get install mosquitto-clients)"
