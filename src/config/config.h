@@ -141,8 +141,15 @@ struct config_check {
     uint64_t min_free_memory;
     uint64_t min_free_disk;
     char *ntp_server;
+    int64_t ntp_timeout_ms;
     char *os_release;
     char *meminfo;
+    /* Where the host is read from; tests point these elsewhere. */
+    char *cpuinfo;
+    char *dmi_dir;
+    char *kvm_device;
+    char *cgroup_dir;
+    char *engine_config; /* the engine's own config file (daemon.json) */
 };
 
 struct config_vm {

@@ -159,6 +159,12 @@ static void check_defaults(const struct ledge_config *c)
     assert_string_equal(c->check.ntp_server, "pool.ntp.org");
     assert_string_equal(c->check.os_release, "/etc/os-release");
     assert_string_equal(c->check.meminfo, "/proc/meminfo");
+    assert_int_equal(c->check.ntp_timeout_ms, 3000);
+    assert_string_equal(c->check.cpuinfo, "/proc/cpuinfo");
+    assert_string_equal(c->check.dmi_dir, "/sys/class/dmi/id");
+    assert_string_equal(c->check.kvm_device, "/dev/kvm");
+    assert_string_equal(c->check.cgroup_dir, "/sys/fs/cgroup");
+    assert_string_equal(c->check.engine_config, "/etc/docker/daemon.json");
 
     assert_string_equal(c->vm.dir, "/var/lib/ledge/vm");
     assert_int_equal(c->vm.default_memory, 1024ULL * 1024 * 1024);

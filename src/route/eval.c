@@ -487,7 +487,7 @@ static int change_case(struct ev *ev, struct rval a, bool upper, struct rval *ou
             s[o++] = c;
         } else {
             uint32_t m = cp;
-            if (ev->r->loc)
+            if (ev->r->loc_unicode)
                 m = (uint32_t)(upper ? towupper_l((wint_t)cp, ev->r->loc)
                                      : towlower_l((wint_t)cp, ev->r->loc));
             /* Invariant o <= 2 * i keeps the output within cap. Real mappings lengthen a

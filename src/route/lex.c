@@ -8,13 +8,21 @@
 
 #include "route/route-internal.h"
 
-/* Characters that end an ID (ID_CHARS excludes them); QUERY_PATH also allows '[' and ']'.
- * Everything else, bytes >= 0x80 included, belongs to names. */
-static const char id_stop[] = "()<>@,;:\\\"/[]?={} \t\n\r";
+/* Characters that end an ID (ID_CHARS excludes them), as two 64-bit sets over ASCII; every
+ * other byte, >= 0x80 included, belongs to names. QUERY_PATH also allows '[' and ']'. */
+#define LO(c) ((c) < 64 ? 1ULL << (c) : 0)
+#define HI(c) ((c) >= 64 && (c) < 128 ? 1ULL << ((c)-64) : 0)
+#define ID_STOP(F)                                                                                 \
+    (F('(') | F(')') | F('<') | F('>') | F('@') | F(',') | F(';') | F(':') | F('\\') | F('"') |    \
+     F('/') | F('[') | F(']') | F('?') | F('=') | F('{') | F('}') | F(' ') | F('\t') | F('\n') |   \
+     F('\r') | F(0))
 
 static bool is_id_char(unsigned char c)
 {
-    return c && !memchr(id_stop, c, sizeof(id_stop) - 1);
+    if (c >= 128)
+        return true;
+    uint64_t bit = c < 64 ? 1ULL << c : 1ULL << (c - 64);
+    return !((c < 64 ? ID_STOP(LO) : ID_STOP(HI)) & bit);
 }
 
 static bool is_qp_char(unsigned char c)
@@ -101,14 +109,38 @@ static struct best lex_one(const unsigned char *s, size_t n, size_t i)
         candidate(&b, TK_LBRACE, 1);
     if (c == '}')
         candidate(&b, TK_RBRACE, 1);
-    if (word_ci(s, n, i, "select"))
-        candidate(&b, TK_SELECT, 6);
-    if (word_ci(s, n, i, "from"))
-        candidate(&b, TK_FROM, 4);
-    if (word_ci(s, n, i, "where"))
-        candidate(&b, TK_WHERE, 5);
-    if (word_ci(s, n, i, "into"))
-        candidate(&b, TK_INTO, 4);
+    switch (c | 0x20) { /* keywords, by their first letter in either case */
+    case 's':
+        if (word_ci(s, n, i, "select"))
+            candidate(&b, TK_SELECT, 6);
+        break;
+    case 'f':
+        if (word_ci(s, n, i, "from"))
+            candidate(&b, TK_FROM, 4);
+        break;
+    case 'w':
+        if (word_ci(s, n, i, "where"))
+            candidate(&b, TK_WHERE, 5);
+        break;
+    case 'i':
+        if (word_ci(s, n, i, "into"))
+            candidate(&b, TK_INTO, 4);
+        break;
+    case 'a':
+        if (word_ci(s, n, i, "and"))
+            candidate(&b, TK_AND, 3);
+        break;
+    case 'o':
+        if (word_ci(s, n, i, "or"))
+            candidate(&b, TK_OR, 2);
+        break;
+    case 'n':
+        if (word_ci(s, n, i, "not"))
+            candidate(&b, TK_NOT, 3);
+        break;
+    default:
+        break;
+    }
 
     if (c == '"' || c == '\'') {
         k = i + 1;
@@ -234,12 +266,6 @@ static struct best lex_one(const unsigned char *s, size_t n, size_t i)
     default:
         break;
     }
-    if (word_ci(s, n, i, "and"))
-        candidate(&b, TK_AND, 3);
-    if (word_ci(s, n, i, "or"))
-        candidate(&b, TK_OR, 2);
-    if (word_ci(s, n, i, "not"))
-        candidate(&b, TK_NOT, 3);
 
     if (c == '$') {
         k = i + 1;

@@ -126,7 +126,7 @@ static struct node *new_node(struct parser *p, enum node_kind kind, enum stype t
     n->kind = kind;
     n->type = type;
     n->depth = 1;
-    n->col = col_of(p, off);
+    n->off = off;
     return n;
 }
 
@@ -201,14 +201,25 @@ static char *unescape(struct parser *p, const char *s, size_t n, size_t *ret_len
     return out;
 }
 
-static bool ensure_locale(struct parser *p)
+/* Number parsing needs the "C" locale (free to get); lower() and upper() need C.UTF-8, whose
+ * loading costs tens of microseconds, so only routes calling them pay for it. Without C.UTF-8
+ * case mapping falls back to ASCII. */
+static bool ensure_locale(struct parser *p, bool unicode)
 {
-    if (p->r->loc)
+    struct route *r = p->r;
+    if (r->loc && (r->loc_unicode || !unicode))
         return true;
-    p->r->loc = newlocale(LC_CTYPE_MASK | LC_NUMERIC_MASK, "C.UTF-8", (locale_t)0);
-    if (!p->r->loc)
-        p->r->loc = newlocale(LC_CTYPE_MASK | LC_NUMERIC_MASK, "C", (locale_t)0);
-    if (!p->r->loc) {
+    locale_t l = unicode ? newlocale(LC_CTYPE_MASK | LC_NUMERIC_MASK, "C.UTF-8", (locale_t)0) : 0;
+    if (l) {
+        if (r->loc)
+            freelocale(r->loc);
+        r->loc = l;
+        r->loc_unicode = true;
+        return true;
+    }
+    if (!r->loc)
+        r->loc = newlocale(LC_CTYPE_MASK | LC_NUMERIC_MASK, "C", (locale_t)0);
+    if (!r->loc) {
         fail_nomem(p);
         return false;
     }
@@ -228,7 +239,7 @@ static bool number_literal(struct parser *p, const struct tok *t, struct node *n
         n->lit.t = RV_UNDEF;
         return true;
     }
-    if (!ensure_locale(p))
+    if (!ensure_locale(p, false))
         return false;
     char buf[64];
     char *tmp = t->len < sizeof(buf) ? buf : arena_alloc(&p->r->arena, t->len + 1);
@@ -509,7 +520,7 @@ static struct node *call(struct parser *p, const struct tok *name)
     if (def->id == FN_TWIN_CHANGE_INCLUDES)
         return twin_change_includes(p, name, open);
     if ((def->id == FN_LOWER || def->id == FN_UPPER || def->id == FN_AS_NUMBER) &&
-        !ensure_locale(p))
+        !ensure_locale(p, def->id != FN_AS_NUMBER))
         return NULL;
 
     struct node **args = NULL;

@@ -183,7 +183,7 @@ struct node {
     enum node_kind kind;
     enum stype type;
     unsigned depth;
-    uint32_t col; /* 1-based column of the operator / name, for messages */
+    uint32_t off; /* byte offset of the operator / name in the route text */
     union {
         enum node_op op;
         enum fn_id fn;
@@ -203,7 +203,8 @@ struct route {
     char *match_prefix; /* normalised source + "/", compared case-insensitively */
     struct route_sink sink;
     struct node *cond;  /* NULL: always true */
-    locale_t loc;       /* C.UTF-8 (else C) for number parsing and case mapping; may be 0 */
+    locale_t loc;       /* "C" for numbers, or C.UTF-8 when case mapping is needed; may be 0 */
+    bool loc_unicode;   /* loc is C.UTF-8 */
     struct arena arena; /* the tree */
 };
 
