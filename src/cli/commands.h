@@ -18,6 +18,8 @@ int cmd_start(struct cli *c, int argc, char **argv);
 int cmd_stop(struct cli *c, int argc, char **argv);
 int cmd_restart(struct cli *c, int argc, char **argv);
 int cmd_system(struct cli *c, int argc, char **argv);
+int cmd_check(struct cli *c, int argc, char **argv);
+int cmd_check_list(struct cli *c, int argc, char **argv);
 int cmd_hub(struct cli *c, int argc, char **argv);
 int cmd_twin(struct cli *c, int argc, char **argv);
 int cmd_invoke(struct cli *c, int argc, char **argv);

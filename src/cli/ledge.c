@@ -26,6 +26,10 @@ static const struct cli_command commands[] = {
     {"invoke", "MODULE METHOD [--payload JSON] [--timeout S]", "call a module's direct method",
      cmd_invoke},
     {"token", "MODULE [--ttl S] [--json]", "a SAS token for a module (for MQTT tools)", cmd_token},
+    {"check", "[--output text|json] [--verbose] [--warnings-as-errors] [--config FILE] "
+              "[--deployment FILE]",
+     "check this host, the engine and the deployment against what ledge supports", cmd_check},
+    {"check-list", "[--output text|json]", "list the checks `ledge check` runs", cmd_check_list},
     {"version", "", "print the version of the CLI and of ledged", cmd_version},
     {"help", "[COMMAND]", "this help", cmd_help},
 };

@@ -151,3 +151,13 @@ int platform_compatible(const struct platform *host, const char *image_os, const
                     "image built for %s or a multi-platform image that includes it",
                     is, hs, host->os, host->arch, hs);
 }
+
+int platform_check_module(const struct platform *host, const char *module, const char *image,
+                          const char *image_os, const char *image_arch, const char *image_variant,
+                          struct lerr *err)
+{
+    int r = platform_compatible(host, image_os, image_arch, image_variant, err);
+    if (r < 0)
+        lerr_prefix(err, "module %s (%s)", module, image);
+    return r;
+}

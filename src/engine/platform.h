@@ -42,3 +42,9 @@ enum {
  * with "image is built for ..."; callers prefix the module and image. */
 int platform_compatible(const struct platform *host, const char *image_os, const char *image_arch,
                         const char *image_variant, struct lerr *err);
+
+/* platform_compatible() for a module: the same result, with the message prefixed by
+ * "module NAME (IMAGE): " — what `ledge check` and `ledge deploy` both print. */
+int platform_check_module(const struct platform *host, const char *module, const char *image,
+                          const char *image_os, const char *image_arch, const char *image_variant,
+                          struct lerr *err);

@@ -51,8 +51,8 @@ int conn_send_publish(struct conn *c, const char *topic, size_t topic_len, uint8
     if (c->state == CONN_CLOSING)
         return -EPIPE;
     uint8_t hdr[MQTT_PUBLISH_HEADER_MAX];
-    int n = mqtt_encode_publish_header(hdr, topic, topic_len, qos, false, dup, packet_id,
-                                       payload_len);
+    int n =
+        mqtt_encode_publish_header(hdr, topic, topic_len, qos, false, dup, packet_id, payload_len);
     if (n < 0)
         return n;
     struct evbuffer *out = bufferevent_get_output(c->bev);
@@ -69,6 +69,7 @@ size_t conn_output_pending(const struct conn *c)
 
 uint16_t conn_next_packet_id(struct conn *c)
 {
+    /* Callers keep n_inflight below hub.max_inflight (at most 65535), so a free id exists. */
     for (;;) {
         uint16_t id = ++c->next_packet_id;
         if (id == 0)
@@ -92,14 +93,17 @@ static int refuse(struct conn *c, uint8_t code, const char *why)
     mqtt_encode_connack(&b, false, code);
     conn_send(c, b.data, b.len);
     lbuf_free(&b);
-    c->hub->n.auth_failures += code == MQTT_CONNACK_NOT_AUTHORIZED ||
-                               code == MQTT_CONNACK_BAD_USERNAME_PASSWORD;
+    c->hub->n.auth_failures +=
+        code == MQTT_CONNACK_NOT_AUTHORIZED || code == MQTT_CONNACK_BAD_USERNAME_PASSWORD;
     log_warn(COMP, "%s: connection refused: %s", c->peer, why);
     conn_close(c, NULL);
     return -EACCES;
 }
 
-static char *str_dup(struct mqtt_str s) { return strndup(s.ptr ? s.ptr : "", s.len); }
+static char *str_dup(struct mqtt_str s)
+{
+    return strndup(s.ptr ? s.ptr : "", s.len);
+}
 
 static int on_connect(struct conn *c, const struct mqtt_packet *p)
 {
@@ -177,9 +181,19 @@ static int on_publish(struct conn *c, const struct mqtt_packet *p)
         return -EPROTO;
     if (p->publish.qos == 2) {
         /* IoT Hub closes the connection of a client that publishes with QoS 2. */
+        c->hub->n.qos2_refused++;
         hub_log_once(c->hub, "qos2", "%s: QoS 2 PUBLISH: IoT Hub does not support QoS 2; closing",
                      c->session->client_id);
-        return -EPROTO;
+        return -EOPNOTSUPP;
+    }
+    if (p->publish.payload_len > c->hub->cfg.hub.max_packet_size) {
+        /* The packet fitted (its envelope has room for topic and properties); the message
+         * itself is over the limit. */
+        c->hub->n.oversized++;
+        log_warn(COMP, "%s: message of %zu bytes is over hub.max_packet_size (%llu); closing",
+                 c->session->client_id, p->publish.payload_len,
+                 (unsigned long long)c->hub->cfg.hub.max_packet_size);
+        return -EMSGSIZE;
     }
     return router_publish(c->hub, c->session, c, &p->publish);
 }
@@ -202,8 +216,9 @@ static int on_subscribe(struct conn *c, const struct mqtt_packet *p)
     if (c->state != CONN_ACTIVE)
         return -EPROTO;
     struct session *s = c->session;
-    uint8_t codes[256];
-    size_t n = 0;
+    /* One return code per filter (MQTT-3.9.3-1); a packet within hub.max_packet_size bounds
+     * how many there are. */
+    struct lbuf codes = LBUF_INIT;
     struct mqtt_filter_iter it;
     mqtt_filter_iter_init(&it, p);
     struct mqtt_str f;
@@ -214,22 +229,35 @@ static int on_subscribe(struct conn *c, const struct mqtt_packet *p)
         if (!session_may_subscribe(s, f.ptr, f.len)) {
             char key[160];
             snprintf(key, sizeof(key), "sub:%s", s->module_id);
-            hub_log_once(c->hub, key, "%s: subscription to \"%.*s\" refused: a module may only "
-                                      "subscribe to its own inputs, twin and methods",
+            hub_log_once(c->hub, key,
+                         "%s: subscription to \"%.*s\" refused: a module may only "
+                         "subscribe to its own inputs, twin and methods",
                          s->client_id, (int)MIN(f.len, (size_t)200), f.ptr);
             c->hub->n.unauthorized++;
             code = MQTT_SUBACK_FAILURE;
         } else {
             uint8_t granted = qos > 1 ? 1 : qos; /* IoT Hub grants QoS 1 for QoS 2 */
-            code = session_subscribe(s, f.ptr, f.len, granted) < 0 ? MQTT_SUBACK_FAILURE
-                                                                    : granted;
+            int sr = session_subscribe(s, f.ptr, f.len, granted);
+            if (sr == -ENOSPC) {
+                c->hub->n.subscriptions_refused++;
+                hub_log_once(c->hub, "maxsubs",
+                             "%s: subscription refused: hub.max_subscriptions (%d) reached",
+                             s->client_id, c->hub->cfg.hub.max_subscriptions);
+            }
+            code = sr < 0 ? MQTT_SUBACK_FAILURE : granted;
         }
-        if (n < sizeof(codes))
-            codes[n++] = code;
+        if (lbuf_append(&codes, &code, 1) < 0) {
+            lbuf_free(&codes);
+            return -ENOMEM;
+        }
     }
-    mqtt_encode_suback(&b, p->subscribe.packet_id, codes, n);
-    conn_send(c, b.data, b.len);
+    int r = mqtt_encode_suback(&b, p->subscribe.packet_id, (const uint8_t *)codes.data, codes.len);
+    if (r == 0)
+        r = conn_send(c, b.data, b.len);
     lbuf_free(&b);
+    lbuf_free(&codes);
+    if (r < 0)
+        return r;
     endpoints_kick_module(c->hub, s->module_id);
     return 0;
 }
@@ -267,11 +295,11 @@ static int on_disconnect(struct conn *c, const struct mqtt_packet *p)
 }
 
 static const packet_fn handlers[16] = {
-    [MQTT_CONNECT] = on_connect,       [MQTT_PUBLISH] = on_publish,
-    [MQTT_PUBACK] = on_puback,         [MQTT_PUBREC] = on_qos2_flow,
-    [MQTT_PUBREL] = on_qos2_flow,      [MQTT_PUBCOMP] = on_qos2_flow,
-    [MQTT_SUBSCRIBE] = on_subscribe,   [MQTT_UNSUBSCRIBE] = on_unsubscribe,
-    [MQTT_PINGREQ] = on_pingreq,       [MQTT_DISCONNECT] = on_disconnect,
+    [MQTT_CONNECT] = on_connect,     [MQTT_PUBLISH] = on_publish,
+    [MQTT_PUBACK] = on_puback,       [MQTT_PUBREC] = on_qos2_flow,
+    [MQTT_PUBREL] = on_qos2_flow,    [MQTT_PUBCOMP] = on_qos2_flow,
+    [MQTT_SUBSCRIBE] = on_subscribe, [MQTT_UNSUBSCRIBE] = on_unsubscribe,
+    [MQTT_PINGREQ] = on_pingreq,     [MQTT_DISCONNECT] = on_disconnect,
 };
 
 /* ------------------------------------------------------------------ input */
@@ -323,12 +351,22 @@ static void conn_readcb(struct bufferevent *bev, void *arg)
         size_t hn = MIN(avail, sizeof(hdr));
         evbuffer_copyout(in, hdr, hn);
         size_t plen = 0;
+        if (c->state == CONN_NEW && hdr[0] != (MQTT_CONNECT << 4)) {
+            /* Not MQTT (or not a CONNECT first): no need to wait for what it announces. */
+            h->n.malformed++;
+            log_warn(COMP, "%s: the first packet is not a CONNECT; closing", c->peer);
+            conn_close(c, NULL);
+            return;
+        }
         /* The size comes from the header alone, so an oversize packet is refused before its
          * bytes arrive. */
         int r = header_length(hdr, hn, h->max_packet, &plen);
         if (r < 0) {
-            h->n.malformed++;
-            log_warn(COMP, "%s: %s; closing", c->peer,
+            if (r == -EMSGSIZE)
+                h->n.oversized++;
+            else
+                h->n.malformed++;
+            log_warn(COMP, "%s: %s; closing", c->session ? c->session->client_id : c->peer,
                      r == -EMSGSIZE ? "packet larger than hub.max_packet_size"
                                     : "malformed packet length");
             conn_close(c, NULL);
@@ -494,7 +532,10 @@ void conn_accept(struct hub *h, int fd, bool tls)
     h->n.connections_total++;
 }
 
-static void free_cb(evutil_socket_t fd, short what, void *arg) { conn_free(arg); }
+static void free_cb(evutil_socket_t fd, short what, void *arg)
+{
+    conn_free(arg);
+}
 
 /* Detach from everything. The memory goes from the loop (free_ev), once the output has drained
  * or after a short grace period, never inside a callback that may still use c. */

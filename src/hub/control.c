@@ -13,7 +13,10 @@
 
 #define COMP "hub"
 
-static void h_status(struct hs_request *r, void *ud) { hs_reply_json(r, 200, hub_status_json(ud)); }
+static void h_status(struct hs_request *r, void *ud)
+{
+    hs_reply_json(r, 200, hub_status_json(ud));
+}
 
 static void h_twin_get(struct hs_request *r, void *ud)
 {
@@ -92,7 +95,11 @@ static void h_invoke(struct hs_request *r, void *ud)
     json_decref(payload);
     if (rc < 0) {
         free(c);
-        hs_reply_error(r, rc == -ENOENT ? 404 : rc == -EINVAL ? 400 : rc == -EBUSY ? 503 : 500,
+        hs_reply_error(r,
+                       rc == -ENOENT   ? 404
+                       : rc == -EINVAL ? 400
+                       : rc == -EBUSY  ? 503
+                                       : 500,
                        "%s", lerr_str(&err));
         return;
     }

@@ -110,8 +110,8 @@ int endpoints_sync(struct hub *h, const struct route_table *t, struct lerr *err)
     for (size_t i = 0; i < store_queue_count(h->store); i++) {
         struct queue *q = store_queue_at(h->store, i);
         _cleanup_free_ char *id = endpoint_id_of_queue(queue_name(q));
-        if (id && !endpoint_find(h, id) && (lstr_startswith(id, "/modules/") ||
-                                             strcmp(id, "$upstream") == 0))
+        if (id && !endpoint_find(h, id) &&
+            (lstr_startswith(id, "/modules/") || strcmp(id, "$upstream") == 0))
             endpoint_new(h, id);
     }
     endpoints_deliver_all(h);
@@ -207,8 +207,7 @@ static void deliver_module(struct hub *h, struct endpoint *ep, int64_t now)
             struct hub_message m;
             struct lerr err = {0};
             if (hub_message_decode(rec.data, rec.len, &m, &err) < 0) {
-                log_error(COMP, "endpoint %s: dropping an unreadable message: %s", ep->id,
-                          err.msg);
+                log_error(COMP, "endpoint %s: dropping an unreadable message: %s", ep->id, err.msg);
                 queue_ack(q, rec.seq);
                 continue;
             }
@@ -249,7 +248,10 @@ void endpoints_deliver_all(struct hub *h)
     }
 }
 
-static void deliver_cb(evutil_socket_t fd, short what, void *arg) { endpoints_deliver_all(arg); }
+static void deliver_cb(evutil_socket_t fd, short what, void *arg)
+{
+    endpoints_deliver_all(arg);
+}
 
 void endpoint_kick(struct hub *h, struct endpoint *ep)
 {
@@ -261,7 +263,10 @@ void endpoint_kick(struct hub *h, struct endpoint *ep)
     event_active(h->deliver_ev, 0, 0);
 }
 
-void endpoints_kick_module(struct hub *h, const char *module) { endpoint_kick(h, NULL); }
+void endpoints_kick_module(struct hub *h, const char *module)
+{
+    endpoint_kick(h, NULL);
+}
 
 void endpoint_puback(struct hub *h, struct conn *c, uint16_t packet_id)
 {
@@ -318,9 +323,14 @@ void endpoints_prune(struct hub *h)
             pp = &ep->next;
             continue;
         }
-        for (int p = 0; p < HUB_PRIORITIES; p++)
-            if (ep->q[p])
-                store_queue_remove(h->store, ep->q[p]);
+        for (int p = 0; p < HUB_PRIORITIES; p++) {
+            if (!ep->q[p])
+                continue;
+            struct queue_stats st;
+            queue_get_stats(ep->q[p], &st);
+            h->n.expired += st.expired; /* the status keeps counting them */
+            store_queue_remove(h->store, ep->q[p]);
+        }
         *pp = ep->next;
         log_info(COMP, "endpoint %s: no route uses it and it is empty; removed", ep->id);
         endpoint_free(ep);
@@ -340,13 +350,13 @@ json_t *endpoints_status(struct hub *h)
             queue_get_stats(ep->q[p], &st);
             depth += st.depth;
             bytes += st.bytes;
-            json_t *o = json_pack("{s:s, s:I, s:I, s:I, s:I, s:I, s:I, s:I}", "priority",
-                                  p == HUB_NO_PRIORITY ? "default" : (char[]){'0' + (char)p, 0},
-                                  "depth", (json_int_t)st.depth, "inflight",
-                                  (json_int_t)st.inflight, "bytes", (json_int_t)st.bytes,
-                                  "appended", (json_int_t)st.appended, "delivered",
-                                  (json_int_t)st.delivered, "expired", (json_int_t)st.expired,
-                                  "refused", (json_int_t)st.refused);
+            json_t *o =
+                json_pack("{s:s, s:I, s:I, s:I, s:I, s:I, s:I, s:I}", "priority",
+                          p == HUB_NO_PRIORITY ? "default" : (char[]){'0' + (char)p, 0}, "depth",
+                          (json_int_t)st.depth, "inflight", (json_int_t)st.inflight, "bytes",
+                          (json_int_t)st.bytes, "appended", (json_int_t)st.appended, "delivered",
+                          (json_int_t)st.delivered, "expired", (json_int_t)st.expired, "refused",
+                          (json_int_t)st.refused);
             json_array_append_new(qs, o);
         }
         json_array_append_new(arr, json_pack("{s:s, s:b, s:I, s:I, s:o}", "endpoint", ep->id,

@@ -64,6 +64,14 @@ static SSL_CTX *tls_context(const struct hub_runtime *rt, struct lerr *err)
 
 /* ------------------------------------------------------------------ runtime and routes */
 
+/* storeLimits.maxSizeBytes of the deployment, else hub.max_queued_bytes: one cap for the
+ * whole store, as IoT Edge applies storeLimits. */
+static uint64_t store_cap(const struct hub *h)
+{
+    return h->routes && h->routes->max_size_bytes > 0 ? (uint64_t)h->routes->max_size_bytes
+                                                      : h->cfg.hub.max_queued_bytes;
+}
+
 int hub_load_runtime(struct hub *h, struct lerr *err)
 {
     struct hub_runtime rt = {0};
@@ -100,6 +108,13 @@ int hub_load_runtime(struct hub *h, struct lerr *err)
     route_table_free(h->routes);
     h->routes = routes;
     if (h->store) {
+        struct store_stats ss;
+        store_get_stats(h->store, &ss);
+        if (ss.max_bytes != store_cap(h)) {
+            log_info(COMP, "store cap: %llu bytes (was %llu)", (unsigned long long)store_cap(h),
+                     (unsigned long long)ss.max_bytes);
+            store_set_max_bytes(h->store, store_cap(h));
+        }
         int rr = endpoints_sync(h, h->routes, err);
         if (rr < 0)
             return rr;
@@ -119,8 +134,8 @@ static void accept_tls(struct evconnlistener *l, evutil_socket_t fd, struct sock
     conn_accept(arg, fd, true);
 }
 
-static void accept_plain(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa,
-                         int len, void *arg)
+static void accept_plain(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa, int len,
+                         void *arg)
 {
     conn_accept(arg, fd, false);
 }
@@ -144,10 +159,10 @@ static struct evconnlistener *listen_on(struct hub *h, const char *addr, int por
         lerr_set(err, -EINVAL, "hub.bind: \"%s\" is not an IP address", addr);
         return NULL;
     }
-    struct evconnlistener *l = evconnlistener_new_bind(
-        h->base, tls ? accept_tls : accept_plain, h,
-        LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC | LEV_OPT_REUSEABLE, 512,
-        (struct sockaddr *)&ss, (int)len);
+    struct evconnlistener *l =
+        evconnlistener_new_bind(h->base, tls ? accept_tls : accept_plain, h,
+                                LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC | LEV_OPT_REUSEABLE,
+                                512, (struct sockaddr *)&ss, (int)len);
     if (!l)
         lerr_set(err, neg_errno(), "cannot listen on %s:%d: %s", addr, port, strerror(errno));
     return l;
@@ -162,16 +177,14 @@ static void tick_cb(evutil_socket_t fd, short what, void *arg)
     int r = store_tick(h->store, now);
     if (r < 0)
         log_warn(COMP, "store maintenance: %s", strerror(-r));
-    static int64_t last_prune;
-    if (now - last_prune > 5000) {
-        last_prune = now;
+    if (now - h->last_prune_ms > 5000) {
+        h->last_prune_ms = now;
         endpoints_prune(h);
     }
     /* Interval syncs make queued acknowledgements true too. */
     if (h->n_acks)
         router_schedule_commit(h);
     endpoints_deliver_all(h);
-
 }
 
 static void sighup_cb(evutil_socket_t fd, short what, void *arg)
@@ -196,7 +209,9 @@ int hub_start(struct hub *h, struct lerr *err)
     h->started_ms = ltime_now_ms();
     h->max_packet = h->cfg.hub.max_packet_size + HUB_MAX_PACKET_OVERHEAD;
     h->runtime_path = lstr_printf("%s/hub/runtime.json", h->cfg.run_dir);
-    if (!h->runtime_path)
+    /* The queues get a directory of their own: twins.db and its WAL sit beside it. */
+    h->queue_dir = lstr_printf("%s/queues", h->cfg.hub.store_dir);
+    if (!h->runtime_path || !h->queue_dir)
         return -ENOMEM;
     int r = hub_load_runtime(h, err);
     if (r < 0)
@@ -204,28 +219,30 @@ int hub_start(struct hub *h, struct lerr *err)
 
     struct store_options so;
     store_options_init(&so);
-    so.max_bytes = h->routes && h->routes->max_size_bytes > 0 ? (uint64_t)h->routes->max_size_bytes
-                                                               : h->cfg.hub.max_queued_bytes;
+    so.max_bytes = store_cap(h);
     so.max_message_bytes = (uint32_t)h->max_packet;
     so.inflight_max = (uint32_t)MAX(h->cfg.hub.max_inflight, 1) * 4;
     so.sync = h->cfg.hub.fsync == CONFIG_FSYNC_ALWAYS ? STORE_SYNC_ALWAYS : STORE_SYNC_INTERVAL;
     so.sync_interval_ms = (uint32_t)h->cfg.hub.fsync_interval_ms;
     struct store_report rep;
-    r = store_open(h->cfg.hub.store_dir, &so, &h->store, &rep);
+    r = store_open(h->queue_dir, &so, &h->store, &rep);
     if (r < 0) {
-        lerr_set(err, r, "store %s: %s", h->cfg.hub.store_dir, lerr_str(&rep.error));
+        lerr_set(err, r, "%s", lerr_str(&rep.error));
         store_report_free(&rep);
         return r;
     }
     if (store_report_has_findings(&rep)) {
-        log_warn(COMP, "store salvage: %llu truncated bytes, %llu corrupt bytes in %u regions, %u "
-                       "files removed, %u checkpoints lost",
+        log_warn(COMP,
+                 "store salvage: %llu truncated bytes, %llu corrupt bytes in %u regions, %u "
+                 "files removed, %u checkpoints lost, %u queues unreadable",
                  (unsigned long long)rep.truncated_bytes, (unsigned long long)rep.corrupt_bytes,
-                 rep.corrupt_regions, rep.files_removed, rep.checkpoints_lost);
+                 rep.corrupt_regions, rep.files_removed, rep.checkpoints_lost, rep.queues_failed);
         for (size_t i = 0; i < rep.notes.n; i++)
             log_warn(COMP, "store salvage: %s", rep.notes.v[i]);
+        if (rep.notes_dropped)
+            log_warn(COMP, "store salvage: %u more findings not listed", rep.notes_dropped);
     }
-    log_info(COMP, "store %s: %u queues, %llu messages pending", h->cfg.hub.store_dir, rep.queues,
+    log_info(COMP, "store %s: %u queues, %llu messages pending", h->queue_dir, rep.queues,
              (unsigned long long)rep.pending);
     store_report_free(&rep);
     if ((r = endpoints_sync(h, h->routes, err)) < 0)
@@ -296,8 +313,8 @@ void hub_stop(struct hub *h)
     hub_runtime_clear(&h->rt);
     SSL_CTX_free(h->ssl_ctx);
     h->ssl_ctx = NULL;
-    struct event *evs[] = {h->tick_ev, h->sighup_ev, h->sigterm_ev, h->sigint_ev,
-                           h->commit_ev, h->deliver_ev};
+    struct event *evs[] = {h->tick_ev,   h->sighup_ev, h->sigterm_ev,
+                           h->sigint_ev, h->commit_ev, h->deliver_ev};
     for (size_t i = 0; i < ARRAY_SIZE(evs); i++)
         if (evs[i])
             event_free(evs[i]);
@@ -314,6 +331,8 @@ void hub_stop(struct hub *h)
     lstrv_free(&h->logged_once);
     free(h->runtime_path);
     h->runtime_path = NULL;
+    free(h->queue_dir);
+    h->queue_dir = NULL;
 }
 
 json_t *hub_status_json(struct hub *h)
@@ -321,27 +340,52 @@ json_t *hub_status_json(struct hub *h)
     struct store_stats ss;
     store_get_stats(h->store, &ss);
     size_t connected = 0;
-    for (struct session *s = h->sessions; s; s = s->next)
-        connected += s->conn != NULL;
     json_t *mods = json_array();
-    for (struct session *s = h->sessions; s; s = s->next)
-        json_array_append_new(mods, json_pack("{s:s, s:b, s:b}", "clientId", s->client_id,
-                                              "connected", s->conn != NULL, "persistent", !s->clean));
+    for (struct session *s = h->sessions; s; s = s->next) {
+        connected += s->conn != NULL;
+        json_array_append_new(mods, json_pack("{s:s, s:b, s:b, s:i}", "clientId", s->client_id,
+                                              "connected", s->conn != NULL, "persistent", !s->clean,
+                                              "subscriptions", (int)s->n_subs));
+    }
+    uint64_t expired = h->n.expired;
+    for (size_t i = 0; i < store_queue_count(h->store); i++) {
+        struct queue_stats qs;
+        queue_get_stats(store_queue_at(h->store, i), &qs);
+        expired += qs.expired;
+    }
     const struct hub_counters *n = &h->n;
+    const struct {
+        const char *name;
+        uint64_t v;
+    } counters[] = {
+        {"received", n->received},
+        {"routed", n->routed},
+        {"unrouted", n->unrouted},
+        {"delivered", n->delivered},
+        {"acked", n->acked},
+        {"direct", n->direct},
+        {"expired", expired},
+        {"refused", n->refused},
+        {"unauthorized", n->unauthorized},
+        {"authFailures", n->auth_failures},
+        {"malformed", n->malformed},
+        {"oversized", n->oversized},
+        {"qos2Refused", n->qos2_refused},
+        {"subscriptionsRefused", n->subscriptions_refused},
+        {"connectionsRefused", n->connections_refused},
+        {"connectionsTotal", n->connections_total},
+    };
+    json_t *cj = json_object();
+    for (size_t i = 0; i < ARRAY_SIZE(counters); i++)
+        json_object_set_new(cj, counters[i].name, json_integer((json_int_t)counters[i].v));
     return json_pack(
-        "{s:s, s:I, s:{s:I, s:I, s:I}, s:o, s:{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, "
-        "s:I, s:I}, s:o, s:{s:I, s:I, s:I, s:s}, s:o}",
-        "version", LEDGE_VERSION, "uptimeSeconds", (json_int_t)((ltime_now_ms() - h->started_ms) / 1000),
-        "connections", "open", (json_int_t)h->n_conns, "modules", (json_int_t)connected, "sessions",
-        (json_int_t)h->n_sessions, "sessions", mods, "counters", "received",
-        (json_int_t)n->received, "routed", (json_int_t)n->routed, "unrouted",
-        (json_int_t)n->unrouted, "delivered", (json_int_t)n->delivered, "acked",
-        (json_int_t)n->acked, "expired", (json_int_t)n->expired, "refused",
-        (json_int_t)n->refused, "unauthorized", (json_int_t)n->unauthorized, "authFailures",
-        (json_int_t)n->auth_failures, "malformed", (json_int_t)n->malformed,
-        "connectionsRefused", (json_int_t)n->connections_refused, "connectionsTotal",
-        (json_int_t)n->connections_total,
-        "endpoints", endpoints_status(h), "store", "bytes", (json_int_t)ss.bytes, "maxBytes",
-        (json_int_t)ss.max_bytes, "syncs", (json_int_t)ss.syncs, "fsync",
-        store_sync_policy_to_string(ss.sync), "upstream", upstream_status(h));
+        "{s:s, s:I, s:{s:I, s:I, s:I, s:I}, s:o, s:o, s:o, s:{s:I, s:I, s:I, s:I, s:s}, s:o}",
+        "version", LEDGE_VERSION, "uptimeSeconds",
+        (json_int_t)((ltime_now_ms() - h->started_ms) / 1000), "connections", "open",
+        (json_int_t)h->n_conns, "max", (json_int_t)h->cfg.hub.max_connections, "modules",
+        (json_int_t)connected, "sessions", (json_int_t)h->n_sessions, "sessions", mods, "counters",
+        cj, "endpoints", endpoints_status(h), "store", "bytes", (json_int_t)ss.bytes, "maxBytes",
+        (json_int_t)ss.max_bytes, "syncs", (json_int_t)ss.syncs, "syncErrors",
+        (json_int_t)ss.sync_errors, "fsync", store_sync_policy_to_string(ss.sync), "upstream",
+        upstream_status(h));
 }

@@ -51,9 +51,9 @@ struct hub_runtime {
     char *server_cert;
     char *server_key;
     char *trust_bundle;
-    json_t *edge_hub;  /* $edgeHub desired, or NULL */
-    json_t *twins;     /* module -> desired properties */
-    json_t *device;    /* {"auth": "sas", "key"} or {"auth": "x509", ...} */
+    json_t *edge_hub; /* $edgeHub desired, or NULL */
+    json_t *twins;    /* module -> desired properties */
+    json_t *device;   /* {"auth": "sas", "key"} or {"auth": "x509", ...} */
     struct hub_module_identity *modules;
     size_t n_modules;
 };
@@ -69,24 +69,27 @@ struct hub_counters {
     uint64_t connections_total;
     uint64_t connections_refused;
     uint64_t auth_failures;
-    uint64_t received;      /* PUBLISH to an events topic */
-    uint64_t routed;        /* message copies stored into endpoint queues */
-    uint64_t unrouted;      /* matched no route */
-    uint64_t delivered;     /* PUBLISH sent to a receiver */
-    uint64_t acked;         /* receiver acknowledgements (QoS 1) */
-    uint64_t expired;
-    uint64_t refused;       /* store full (or disk full): the sender was refused */
-    uint64_t unauthorized;  /* publishes/subscriptions outside a module's own topics */
-    uint64_t malformed;     /* connections closed for protocol violations */
-    uint64_t direct;        /* QoS 0 messages handed straight to a waiting receiver */
+    uint64_t received;     /* PUBLISH to an events topic */
+    uint64_t routed;       /* message copies stored into endpoint queues */
+    uint64_t unrouted;     /* matched no route */
+    uint64_t delivered;    /* PUBLISH sent to a receiver */
+    uint64_t acked;        /* receiver acknowledgements (QoS 1) */
+    uint64_t expired;      /* of queues removed since start; status adds the live queues' */
+    uint64_t refused;      /* store full (or disk full): the sender was refused */
+    uint64_t unauthorized; /* publishes/subscriptions outside a module's own topics */
+    uint64_t malformed;    /* connections closed for protocol violations */
+    uint64_t oversized;    /* connections closed for a packet or message over the limit */
+    uint64_t qos2_refused; /* connections closed for a QoS 2 PUBLISH (as IoT Hub does) */
+    uint64_t subscriptions_refused; /* beyond hub.max_subscriptions */
+    uint64_t direct;                /* QoS 0 messages handed straight to a waiting receiver */
 };
 
 /* ------------------------------------------------------------------ connections (conn.c) */
 
 enum conn_state {
-    CONN_NEW,         /* waiting for CONNECT */
+    CONN_NEW, /* waiting for CONNECT */
     CONN_ACTIVE,
-    CONN_CLOSING,     /* flushing, then freed */
+    CONN_CLOSING, /* flushing, then freed */
 };
 
 /* A PUBLISH to an input awaiting the receiver's PUBACK. */
@@ -105,7 +108,7 @@ struct conn {
     enum conn_state state;
     bool tls;
     char peer[64];
-    struct session *session;     /* after CONNECT */
+    struct session *session; /* after CONNECT */
     uint16_t keep_alive_s;
     /* QoS 1 PUBACKs to send once the batch they belong to is durable */
     uint32_t pending_acks;
@@ -138,16 +141,16 @@ struct subscription {
  * subscriptions across connections; messages for inputs live in the endpoints' queues. */
 struct session {
     struct hub *hub;
-    char *client_id;     /* "<device>/<module>" */
+    char *client_id; /* "<device>/<module>" */
     char *device_id;
     char *module_id;
     bool clean;
-    struct conn *conn;   /* NULL while disconnected */
+    struct conn *conn; /* NULL while disconnected */
     struct subscription *subs;
     size_t n_subs;
-    bool wants_inputs;   /* subscribed to its inputs */
+    bool wants_inputs; /* subscribed to its inputs */
     uint8_t inputs_qos;
-    bool wants_desired;  /* subscribed to desired-property updates */
+    bool wants_desired; /* subscribed to desired-property updates */
     bool wants_methods;
     bool wants_twin_res;
     char *will_topic;
@@ -176,10 +179,13 @@ struct pending_ack {
     uint16_t packet_id;
 };
 
-/* Handle a PUBLISH from an authenticated module's session: route it, store it, and (QoS 1, when
- * c is not NULL) acknowledge it on c after the group commit. c is NULL for a will. Returns < 0
- * when the connection must be closed. */
+/* Handle a PUBLISH from an authenticated module's session: route it, store it, and (QoS 1)
+ * acknowledge it on c after the group commit. Returns < 0 when the connection must be closed:
+ * -EACCES (not its topic), -EPROTO (bad property bag), -ENOSPC (QoS 1 refused: store full). */
 int router_publish(struct hub *h, struct session *s, struct conn *c, const struct mqtt_publish *p);
+/* A will, published for s after an ungraceful disconnect: routed like a message from it, with
+ * the application property iothub-MessageType=Will (as IoT Hub marks wills). */
+int router_publish_will(struct hub *h, struct session *s, const struct mqtt_publish *p);
 /* A message produced inside the hub (twin change notifications, wills). */
 int router_inject(struct hub *h, struct hub_message *m);
 /* Run the group commit now: store_sync, then send the PUBACKs it makes true. */
@@ -199,11 +205,11 @@ enum endpoint_kind {
 struct endpoint {
     struct hub *hub;
     enum endpoint_kind kind;
-    char *id;          /* "/modules/m/inputs/i" or "$upstream" */
-    char *module;      /* ENDPOINT_MODULE */
+    char *id;     /* "/modules/m/inputs/i" or "$upstream" */
+    char *module; /* ENDPOINT_MODULE */
     char *input;
     struct queue *q[HUB_PRIORITIES];
-    bool in_use;       /* named by the current route table */
+    bool in_use; /* named by the current route table */
     struct endpoint *next;
 };
 
@@ -294,8 +300,10 @@ struct hub {
     bool commit_scheduled;
     bool deliver_scheduled;
     struct hub_counters n;
-    size_t max_packet;
+    size_t max_packet; /* whole MQTT packet: hub.max_packet_size + HUB_MAX_PACKET_OVERHEAD */
     int64_t started_ms;
+    int64_t last_prune_ms;
+    char *queue_dir; /* <hub.store_dir>/queues */
     /* unauthorised attempts are logged once per module and topic kind */
     struct lstrv logged_once;
 };

@@ -11,7 +11,6 @@
 #include "hub/hub.h"
 #include "log/log.h"
 
-
 int main(int argc, char **argv)
 {
     static const struct option opts[] = {
@@ -31,8 +30,9 @@ int main(int argc, char **argv)
             printf("ledge-hub %s\n", LEDGE_VERSION);
             return 0;
         case 'h':
-            printf("Usage: ledge-hub [--config FILE]\n\nThe ledge MQTT hub; ledged starts it as the "
-                   "system module edgeHub.\n");
+            printf(
+                "Usage: ledge-hub [--config FILE]\n\nThe ledge MQTT hub; ledged starts it as the "
+                "system module edgeHub.\n");
             return 0;
         default:
             return 2;
@@ -40,6 +40,14 @@ int main(int argc, char **argv)
     }
     log_set_ident("ledge-hub");
     signal(SIGPIPE, SIG_IGN);
+    /* ledged sends SIGHUP whenever the runtime file changes, possibly before the hub's handlers
+     * exist: hold reload and stop signals pending until hub_start() installed them. */
+    sigset_t held, prev;
+    sigemptyset(&held);
+    sigaddset(&held, SIGHUP);
+    sigaddset(&held, SIGTERM);
+    sigaddset(&held, SIGINT);
+    sigprocmask(SIG_BLOCK, &held, &prev);
     struct hub h = {0};
     struct lstrv errors = LSTRV_INIT;
     if (config_load_file_or_defaults(config, &h.cfg, &errors) < 0) {
@@ -57,6 +65,7 @@ int main(int argc, char **argv)
         log_error("hub", "cannot start: %s", lerr_str(&err));
         rc = 1;
     } else {
+        sigprocmask(SIG_SETMASK, &prev, NULL);
         event_base_dispatch(h.base);
     }
     hub_stop(&h);

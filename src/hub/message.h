@@ -29,8 +29,8 @@ enum hub_sys {
 
 /* Every string is NUL-terminated (views into a buffer the caller keeps alive). */
 struct hub_message {
-    const char *source;                  /* "/messages/modules/<m>/outputs/<o>", ... */
-    const char *sys[HUB_SYS_COUNT];      /* NULL: absent */
+    const char *source;             /* "/messages/modules/<m>/outputs/<o>", ... */
+    const char *sys[HUB_SYS_COUNT]; /* NULL: absent */
     const char *app_key[HUB_MESSAGE_MAX_APP];
     const char *app_value[HUB_MESSAGE_MAX_APP];
     size_t n_app;

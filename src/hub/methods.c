@@ -91,8 +91,7 @@ static void timeout_cb(evutil_socket_t fd, short what, void *arg)
 }
 
 int methods_invoke(struct hub *h, const char *module, const char *method, const json_t *payload,
-                   int timeout_s, methods_done_fn cb, void *ud, void **ret_handle,
-                   struct lerr *err)
+                   int timeout_s, methods_done_fn cb, void *ud, void **ret_handle, struct lerr *err)
 {
     struct session *s = NULL;
     for (struct session *x = h->sessions; x; x = x->next)
@@ -121,8 +120,9 @@ int methods_invoke(struct hub *h, const char *module, const char *method, const 
     c->timer = evtimer_new(h->base, timeout_cb, c);
     char *body = payload ? ljson_dump(payload) : strdup("null");
     struct lbuf topic = LBUF_INIT;
-    int r = (!c->module || !c->method || !c->timer || !body) ? -ENOMEM
-            : iothub_topic_method_request(&topic, mqtt_str_c(method), mqtt_str_c(c->rid));
+    int r = (!c->module || !c->method || !c->timer || !body)
+                ? -ENOMEM
+                : iothub_topic_method_request(&topic, mqtt_str_c(method), mqtt_str_c(c->rid));
     if (r == 0)
         r = conn_send_publish(s->conn, topic.data, topic.len, 0, false, 0, body, strlen(body));
     lbuf_free(&topic);
@@ -159,8 +159,9 @@ int methods_response(struct hub *h, struct session *s, const struct iothub_topic
         if (p->payload_len &&
             ljson_parse((const char *)p->payload, p->payload_len, &payload, NULL) < 0)
             payload = json_stringn((const char *)p->payload, p->payload_len);
-        finish(c, 200, json_pack("{s:i, s:o}", "status", t->status,
-                                 "payload", payload ? payload : json_null()));
+        finish(c, 200,
+               json_pack("{s:i, s:o}", "status", t->status, "payload",
+                         payload ? payload : json_null()));
         break;
     }
     if (p->qos == 1 && s->conn)

@@ -56,14 +56,23 @@ void router_commit(struct hub *h)
     if (h->store_dirty && h->cfg.hub.fsync == CONFIG_FSYNC_ALWAYS) {
         int r = store_sync(h->store);
         if (r < 0) {
-            /* Nothing of this batch is acknowledged: the senders will retry. */
-            log_error(COMP, "store sync failed: %s; %zu acknowledgements withheld", strerror(-r),
-                      h->n_acks);
-            for (size_t i = 0; i < h->n_acks; i++)
-                if (h->acks[i].c)
-                    h->acks[i].c->pending_acks--;
+            /* Nothing of this batch is acknowledged. An MQTT 3.1.1 sender retransmits only
+             * after a reconnect, so its connection is closed: it sends the batch again
+             * (duplicates of what did reach the disk, never a loss). */
+            size_t n = h->n_acks;
+            log_error(COMP,
+                      "store sync failed: %s; %zu acknowledgements withheld, their senders "
+                      "disconnected to retransmit",
+                      strerror(-r), n);
             h->n_acks = 0;
             h->store_dirty = false;
+            for (size_t i = 0; i < n; i++) {
+                struct conn *c = h->acks[i].c;
+                if (!c)
+                    continue;
+                c->pending_acks = 0;
+                conn_close(c, "store sync failed");
+            }
             return;
         }
     }
@@ -80,7 +89,10 @@ void router_commit(struct hub *h)
     h->n_acks = 0;
 }
 
-static void commit_cb(evutil_socket_t fd, short what, void *arg) { router_commit(arg); }
+static void commit_cb(evutil_socket_t fd, short what, void *arg)
+{
+    router_commit(arg);
+}
 
 void router_schedule_commit(struct hub *h)
 {
@@ -184,9 +196,13 @@ int router_inject(struct hub *h, struct hub_message *m)
     return r < 0 ? r : 0;
 }
 
-static char *dup_span(struct mqtt_str s) { return strndup(s.ptr ? s.ptr : "", s.len); }
+static char *dup_span(struct mqtt_str s)
+{
+    return strndup(s.ptr ? s.ptr : "", s.len);
+}
 
-int router_publish(struct hub *h, struct session *s, struct conn *c, const struct mqtt_publish *p)
+static int publish(struct hub *h, struct session *s, struct conn *c, const struct mqtt_publish *p,
+                   bool will)
 {
     struct iothub_topic t;
     struct lerr err = {0};
@@ -255,6 +271,12 @@ int router_publish(struct hub *h, struct session *s, struct conn *c, const struc
         m.app_value[m.n_app] = "true";
         m.n_app++;
     }
+    if (will && m.n_app < HUB_MESSAGE_MAX_APP) {
+        /* As IoT Hub marks a will it sends to the telemetry channel. */
+        m.app_key[m.n_app] = "iothub-MessageType";
+        m.app_value[m.n_app] = "Will";
+        m.n_app++;
+    }
     /* What the hub vouches for. */
     const char *output = m.sys[IOTHUB_PROP_OUTPUT_NAME];
     char source[300];
@@ -268,7 +290,8 @@ int router_publish(struct hub *h, struct session *s, struct conn *c, const struc
     m.sys[IOTHUB_PROP_CONNECTION_DEVICE_ID] = s->device_id;
     m.sys[IOTHUB_PROP_CONNECTION_MODULE_ID] = s->module_id;
     m.sys[HUB_SYS_ENQUEUED_TIME] = ltime_format_rfc3339(now, enq);
-    m.sys[HUB_SYS_CONNECTION_AUTH_METHOD] = "{\"scope\":\"module\",\"type\":\"sas\",\"issuer\":\"iothub\"}";
+    m.sys[HUB_SYS_CONNECTION_AUTH_METHOD] =
+        "{\"scope\":\"module\",\"type\":\"sas\",\"issuer\":\"iothub\"}";
     m.enqueued_ms = now;
     m.body = p->payload;
     m.body_len = p->payload_len;
@@ -277,6 +300,16 @@ int router_publish(struct hub *h, struct session *s, struct conn *c, const struc
     r = route_message(h, &m, p->qos, &refused);
     if (r < 0)
         return r;
+    if (refused && p->qos == 1 && c) {
+        /* MQTT 3.1.1 has no negative PUBACK. IoT Hub disconnects a device it cannot take
+         * messages from; so does the hub, after logging and counting it (route_message). The
+         * client retransmits after reconnecting; copies stored in other endpoints meanwhile
+         * become duplicates, never losses. */
+        if (c->state != CONN_CLOSING)
+            log_warn(COMP, "%s: QoS 1 message refused (store full); closing so that it retransmits",
+                     s->client_id);
+        return -ENOSPC;
+    }
     if (p->qos == 1 && c && !refused) {
         if (add_pending_ack(h, c, p->packet_id) < 0)
             return -ENOMEM;
@@ -285,4 +318,14 @@ int router_publish(struct hub *h, struct session *s, struct conn *c, const struc
         router_schedule_commit(h);
     }
     return 0;
+}
+
+int router_publish(struct hub *h, struct session *s, struct conn *c, const struct mqtt_publish *p)
+{
+    return publish(h, s, c, p, false);
+}
+
+int router_publish_will(struct hub *h, struct session *s, const struct mqtt_publish *p)
+{
+    return publish(h, s, NULL, p, true);
 }

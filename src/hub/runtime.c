@@ -67,8 +67,8 @@ int hub_runtime_load(const char *path, struct hub_runtime *ret, struct lerr *err
     rt.device = json_is_object(dev) ? json_deep_copy(dev) : NULL;
     if (!rt.device_id || !rt.iothub_hostname || !rt.gateway_hostname) {
         hub_runtime_clear(&rt);
-        return lerr_set(err, -EINVAL, "%s: deviceId, iothubHostname and gatewayHostname are required",
-                        path);
+        return lerr_set(err, -EINVAL,
+                        "%s: deviceId, iothubHostname and gatewayHostname are required", path);
     }
     json_t *mods = json_object_get(j, "modules");
     size_t n = json_object_size(mods);
@@ -79,7 +79,7 @@ int hub_runtime_load(const char *path, struct hub_runtime *ret, struct lerr *err
     }
     const char *name;
     json_t *m;
-    json_object_foreach(mods, name, m) {
+    json_object_foreach (mods, name, m) {
         const char *gen = ljson_str(m, "generationId");
         const char *key = ljson_str(m, "key");
         if (!gen || !key)

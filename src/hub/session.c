@@ -115,7 +115,7 @@ void session_detach(struct session *s, bool graceful)
             .payload_len = s->will_len,
         };
         log_info(COMP, "%s: publishing its will", s->client_id);
-        router_publish(h, s, NULL, &p);
+        router_publish_will(h, s, &p);
     }
     free(s->will_topic);
     free(s->will_payload);
@@ -136,8 +136,8 @@ void session_free_all(struct hub *h)
 }
 
 /* The topics a module may receive: representative names used to decide what a filter means. */
-static void sample_topics(const struct session *s, char inputs[256], char *desired,
-                          char *methods, char *twinres)
+static void sample_topics(const struct session *s, char inputs[256], char *desired, char *methods,
+                          char *twinres)
 {
     snprintf(inputs, 256, "devices/%s/modules/%s/inputs/x/y", s->device_id, s->module_id);
     strcpy(desired, "$iothub/twin/PATCH/properties/desired/?$version=1");
@@ -150,12 +150,13 @@ bool session_may_subscribe(const struct session *s, const char *filter, size_t l
     char own[300];
     int n = snprintf(own, sizeof(own), "devices/%s/modules/%s/", s->device_id, s->module_id);
     /* Under its own device/module prefix: anything (inputs, or "#" for the C SDK). */
-    if (n > 0 && (size_t)n < sizeof(own) && len >= (size_t)n && strncmp(filter, own, (size_t)n) == 0)
+    if (n > 0 && (size_t)n < sizeof(own) && len >= (size_t)n &&
+        strncmp(filter, own, (size_t)n) == 0)
         return true;
     if (n > 0 && len == (size_t)n - 1 && strncmp(filter, own, len) == 0)
         return true; /* "devices/d/modules/m" itself */
-    static const char *const allowed[] = {"$iothub/twin/res/", "$iothub/twin/PATCH/properties/desired/",
-                                          "$iothub/methods/POST/"};
+    static const char *const allowed[] = {
+        "$iothub/twin/res/", "$iothub/twin/PATCH/properties/desired/", "$iothub/methods/POST/"};
     for (size_t i = 0; i < ARRAY_SIZE(allowed); i++) {
         size_t a = strlen(allowed[i]);
         if (len >= a && strncmp(filter, allowed[i], a) == 0)

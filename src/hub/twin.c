@@ -58,7 +58,8 @@ int twins_start(struct hub *h, struct lerr *err)
     _cleanup_free_ char *path = lstr_printf("%s/twins.db", h->cfg.hub.store_dir);
     if (!path)
         return -ENOMEM;
-    if (sqlite3_open_v2(path, &tw->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
+    if (sqlite3_open_v2(path, &tw->db,
+                        SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
                         NULL) != SQLITE_OK ||
         db_exec(tw->db, "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;") < 0 ||
         db_exec(tw->db, "CREATE TABLE IF NOT EXISTS twins (module TEXT PRIMARY KEY, desired TEXT "
@@ -136,7 +137,7 @@ static void merge_patch(json_t *target, const json_t *patch)
 {
     const char *k;
     json_t *v;
-    json_object_foreach((json_t *)patch, k, v) {
+    json_object_foreach ((json_t *)patch, k, v) {
         if (k[0] == '$')
             continue; /* $version and other metadata are the hub's */
         if (json_is_null(v)) {
@@ -160,11 +161,11 @@ static json_t *diff(const json_t *old, const json_t *nw)
     json_t *p = json_object();
     const char *k;
     json_t *v;
-    json_object_foreach((json_t *)old, k, v) {
+    json_object_foreach ((json_t *)old, k, v) {
         if (!json_object_get(nw, k))
             json_object_set_new(p, k, json_null());
     }
-    json_object_foreach((json_t *)nw, k, v) {
+    json_object_foreach ((json_t *)nw, k, v) {
         json_t *o = json_object_get(old, k);
         if (o && json_is_object(o) && json_is_object(v)) {
             json_t *d = diff(o, v);
@@ -228,7 +229,7 @@ void twins_runtime_changed(struct hub *h)
         return;
     const char *module;
     json_t *desired;
-    json_object_foreach(h->rt.twins, module, desired) {
+    json_object_foreach (h->rt.twins, module, desired) {
         if (!json_is_object(desired))
             continue;
         _cleanup_free_ char *text = ljson_dump_sorted(desired);
@@ -295,7 +296,8 @@ static void reply(struct hub *h, struct session *s, int status, struct mqtt_str 
         return;
     struct lbuf topic = LBUF_INIT;
     if (iothub_topic_twin_response(&topic, status, rid, has_version, (uint64_t)version) == 0)
-        conn_send_publish(s->conn, topic.data, topic.len, 0, false, 0, body, body ? strlen(body) : 0);
+        conn_send_publish(s->conn, topic.data, topic.len, 0, false, 0, body,
+                          body ? strlen(body) : 0);
     lbuf_free(&topic);
 }
 
@@ -318,7 +320,8 @@ int twin_publish(struct hub *h, struct session *s, struct conn *c, const struct 
         const char *why = NULL;
         if (ljson_parse((const char *)p->payload, p->payload_len, &patch, NULL) < 0 ||
             !valid_document(patch, &why)) {
-            reply(h, s, 400, t->rid, false, 0, "{\"message\":\"reported properties must be a JSON object\"}");
+            reply(h, s, 400, t->rid, false, 0,
+                  "{\"message\":\"reported properties must be a JSON object\"}");
             json_decref(patch);
             twin_clear(&tw);
             if (p->qos == 1 && c)
@@ -382,4 +385,3 @@ int twins_patch_desired(struct hub *h, const char *module, const json_t *patch, 
     twin_clear(&t);
     return 0;
 }
-

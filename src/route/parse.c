@@ -926,10 +926,10 @@ static bool parse_source(struct parser *p)
     while (p->text[after] == ' ' || p->text[after] == '\t' || p->text[after] == '\r' ||
            p->text[after] == '\n')
         after++;
-    if (comment_trap(p, after))
-        goto out;
     if (peek(p)->kind != TK_DIV) {
-        fail_unexpected(p, peek(p), "expected a source path such as /messages/*");
+        /* No path: perhaps its slash-star opened a comment, closed much later. */
+        if (!comment_trap(p, after))
+            fail_unexpected(p, peek(p), "expected a source path such as /messages/*");
         goto out;
     }
     while (peek(p)->kind == TK_DIV) {

@@ -598,6 +598,9 @@ static void test_lexer_quirks(void **state)
     assert_int_equal(route_parse("FROM /messages/ * WHERE a = 'x' /* ok */ INTO $upstream", &r, &e),
                      0);
     route_free(r);
+    assert_int_equal(route_parse("FROM /*c*/ /messages/m /*c*/ INTO $upstream", &r, &e), 0);
+    assert_string_equal(route_source(r), "/messages/m");
+    route_free(r);
     assert_int_equal(route_parse("FROM /* WHERE a = 'x' /* note */ INTO $upstream", &r, &e),
                      -EINVAL);
     assert_string_equal(e.msg, "column 6: \"/*\" after the source path starts a comment that "

@@ -796,6 +796,16 @@ int store_tick(struct store *s, int64_t now_ms)
     return ret;
 }
 
+void store_set_max_bytes(struct store *s, uint64_t max_bytes)
+{
+    s->opt.max_bytes = max_bytes;
+    s->st.max_bytes = max_bytes;
+    /* Same rule as store_open(); segments already written keep their size. */
+    s->seg_bytes = s->opt.segment_bytes;
+    if (max_bytes)
+        s->seg_bytes = MIN(s->seg_bytes, MAX(max_bytes / 4, (uint64_t)STORE_SEGMENT_MIN));
+}
+
 void store_get_stats(const struct store *s, struct store_stats *ret)
 {
     *ret = s->st;

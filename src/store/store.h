@@ -109,6 +109,10 @@ int store_sync(struct store *s);
  * Returns the first error; all queues are visited regardless. */
 int store_tick(struct store *s, int64_t now_ms);
 
+/* Change the cap on bytes on disk (a redeployed storeLimits.maxSizeBytes; 0 = none). A cap
+ * below what is stored already refuses appends until acks and expiry bring it under. */
+void store_set_max_bytes(struct store *s, uint64_t max_bytes);
+
 struct store_stats {
     uint64_t bytes;         /* segment bytes on disk, all queues */
     uint64_t max_bytes;     /* the cap, 0 = none */

@@ -1,0 +1,68 @@
+/* check-internal.h — what the check files share: the run context (inputs plus the engine's
+ * answers, asked once), report helpers, and each file's check functions for the table in
+ * check.c. Internal to src/check. */
+#pragma once
+
+#include <jansson.h>
+
+#include "base/errors.h"
+#include "check/check.h"
+#include "engine/engine.h"
+#include "engine/platform.h"
+
+struct check_ctx {
+    const struct check_inputs *in;
+    const struct ledge_config *cfg;
+    struct platform host;
+    int host_r; /* platform_host() result */
+
+    /* The engine, asked on first use. */
+    bool engine_asked;
+    int engine_r;           /* 0 reachable with a readable /version */
+    struct lerr engine_err; /* why not */
+    char *engine_fix;
+    struct engine_version version;
+    json_t *info; /* GET /info, or NULL */
+};
+
+/* Set the report (replacing what it held). fix may be NULL. */
+void report_set(struct check_report *rep, enum check_result result, const char *fix,
+                const char *fmt, ...) _printf_(4, 5);
+#define report_ok(rep, ...) report_set(rep, CHECK_OK, NULL, __VA_ARGS__)
+#define report_skip(rep, ...) report_set(rep, CHECK_SKIPPED, NULL, __VA_ARGS__)
+
+/* Read a whole small host file (at most 1 MiB). */
+int read_host_file(const char *path, char **ret, size_t *ret_len);
+
+/* The engine: 0 when reachable (ctx->version filled), else < 0 with ctx->engine_err. */
+int engine_ask(struct check_ctx *ctx);
+/* GET path from the engine; the body parsed as JSON into *ret (NULL when empty). headers may
+ * be NULL. */
+int engine_get(struct check_ctx *ctx, const char *path, const char *const *headers,
+               long *ret_status, json_t **ret);
+
+/* host.c */
+void check_config_file(struct check_ctx *ctx, struct check_report *rep);
+void check_state_dir(struct check_ctx *ctx, struct check_report *rep);
+void check_hostname(struct check_ctx *ctx, struct check_report *rep);
+void check_os(struct check_ctx *ctx, struct check_report *rep);
+void check_architecture(struct check_ctx *ctx, struct check_report *rep);
+void check_memory(struct check_ctx *ctx, struct check_report *rep);
+void check_disk(struct check_ctx *ctx, struct check_report *rep);
+void check_virtualization(struct check_ctx *ctx, struct check_report *rep);
+void check_kvm(struct check_ctx *ctx, struct check_report *rep);
+void check_cgroups(struct check_ctx *ctx, struct check_report *rep);
+/* ntp.c */
+void check_clock(struct check_ctx *ctx, struct check_report *rep);
+/* engine_checks.c */
+void check_engine(struct check_ctx *ctx, struct check_report *rep);
+void check_engine_version(struct check_ctx *ctx, struct check_report *rep);
+void check_engine_product(struct check_ctx *ctx, struct check_report *rep);
+void check_log_rotation(struct check_ctx *ctx, struct check_report *rep);
+void check_module_platforms(struct check_ctx *ctx, struct check_report *rep);
+/* certs.c */
+void check_edge_ca(struct check_ctx *ctx, struct check_report *rep);
+void check_hub_cert(struct check_ctx *ctx, struct check_report *rep);
+/* connectivity.c */
+void check_hub_ports(struct check_ctx *ctx, struct check_report *rep);
+void check_upstream(struct check_ctx *ctx, struct check_report *rep);

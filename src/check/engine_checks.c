@@ -1,0 +1,399 @@
+/* engine_checks.c — checks of the container engine and of the deployment against it: reachable,
+ * API version, which engine it is, container log rotation, and every module's image platform
+ * against the host's (the host/guest family rule, engine/platform.h). */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "base/buf.h"
+#include "base/crypto.h"
+#include "base/json.h"
+#include "base/str.h"
+#include "check/check-internal.h"
+#include "engine/docker_json.h"
+
+#define SKIP_UNREACHABLE "the container engine is not reachable (see engine)"
+
+void check_engine(struct check_ctx *ctx, struct check_report *rep)
+{
+    if (engine_ask(ctx) < 0) {
+        report_set(rep, CHECK_ERROR, ctx->engine_fix, "%s", ctx->engine_err.msg);
+        return;
+    }
+    const struct engine_version *v = &ctx->version;
+    report_ok(rep, "%s %s (API %s, %s/%s) at %s", v->product, v->version, v->api_version,
+              v->os[0] ? v->os : "?", v->arch[0] ? v->arch : "?", ctx->cfg->engine.uri);
+}
+
+/* "v1.25" / "1.25" → "1.25"; NULL unless it is MAJOR.MINOR. */
+static const char *api_version_text(const char *s)
+{
+    if (!s)
+        return NULL;
+    if (s[0] == 'v' || s[0] == 'V')
+        s++;
+    unsigned a, b;
+    char tail;
+    return sscanf(s, "%u.%u%c", &a, &b, &tail) == 2 ? s : NULL;
+}
+
+void check_engine_version(struct check_ctx *ctx, struct check_report *rep)
+{
+    if (engine_ask(ctx) < 0) {
+        report_skip(rep, SKIP_UNREACHABLE);
+        return;
+    }
+    const char *api = ctx->version.api_version;
+    if (docker_api_compare(api, CHECK_ENGINE_MIN_API) < 0) {
+        report_set(rep, CHECK_ERROR,
+                   "upgrade the engine (Debian 12's docker.io, Moby 20.10, speaks API 1.41)",
+                   "the engine speaks API %s; ledge needs %s or newer", api, CHECK_ENGINE_MIN_API);
+        return;
+    }
+    const struct check_deployment *d = ctx->in->deployment;
+    if (!d || !d->min_docker_version) {
+        report_ok(rep, "API %s (ledge needs %s; %s)", api, CHECK_ENGINE_MIN_API,
+                  d ? "the deployment sets no minDockerVersion" : "no deployment to compare");
+        return;
+    }
+    const char *min = api_version_text(d->min_docker_version);
+    if (!min) {
+        report_set(rep, CHECK_WARNING,
+                   "write minDockerVersion as an engine API version, e.g. \"v1.25\"",
+                   "the deployment's minDockerVersion \"%.40s\" is not an API version; API %s "
+                   "meets ledge's minimum %s",
+                   d->min_docker_version, api, CHECK_ENGINE_MIN_API);
+        return;
+    }
+    if (docker_api_compare(api, min) < 0) {
+        report_set(rep, CHECK_ERROR,
+                   "upgrade the engine, or lower runtime.settings.minDockerVersion if the "
+                   "modules do not need it",
+                   "the engine speaks API %s, older than the deployment's minDockerVersion %s "
+                   "(%s)",
+                   api, d->min_docker_version, d->source);
+        return;
+    }
+    report_ok(rep, "API %s meets ledge's minimum %s and the deployment's minDockerVersion %s", api,
+              CHECK_ENGINE_MIN_API, d->min_docker_version);
+}
+
+void check_engine_product(struct check_ctx *ctx, struct check_report *rep)
+{
+    if (engine_ask(ctx) < 0) {
+        report_skip(rep, SKIP_UNREACHABLE);
+        return;
+    }
+    const char *p = ctx->version.product, *v = ctx->version.version;
+    static const char fix[] = "for production use Moby (Debian's docker.io package)";
+    if (strcmp(p, "Moby") == 0) {
+        report_ok(rep, "Moby %s: the recommended engine", v);
+        return;
+    }
+    if (lstr_startswith(p, "Docker")) {
+        report_set(rep, CHECK_WARNING, fix,
+                   "%s %s: compatible (built from Moby, same API) and supported on a best-effort "
+                   "basis; fixes to the engine itself come from Docker, not from ledge",
+                   p, v);
+        return;
+    }
+    if (strcmp(p, "Podman") == 0) {
+        report_set(rep, CHECK_WARNING, fix,
+                   "Podman %s through its Docker-compatible API: best effort; events, log "
+                   "options and networks differ in places from Moby",
+                   v);
+        return;
+    }
+    report_set(rep, CHECK_WARNING, fix, "%s %s: not an engine ledge is tested with", p, v);
+}
+
+/* ------------------------------------------------------------------ log rotation */
+
+/* Drivers that keep no log files of their own (the receiver rotates) or rotate by default. */
+static bool driver_rotates_itself(const char *type)
+{
+    static const char *const drivers[] = {"local",   "journald",   "syslog",  "fluentd",
+                                          "gelf",    "awslogs",    "gcplogs", "splunk",
+                                          "etwlogs", "logentries", "none"};
+    for (size_t i = 0; i < ARRAY_SIZE(drivers); i++)
+        if (strcmp(type, drivers[i]) == 0)
+            return true;
+    return false;
+}
+
+static bool max_size_set(const json_t *opts)
+{
+    const char *s = ljson_str(opts, "max-size");
+    return s && *s && strcmp(s, "-1") != 0;
+}
+
+struct engine_logging {
+    const char *driver;  /* the engine's default driver */
+    const json_t *opts;  /* its default log-opts (from its config file), or NULL */
+    json_t *config_file; /* parsed engine config, owned */
+};
+
+/* Does a container with LogConfig {type, opts} rotate on this engine? Like Moby: an empty type
+ * is the default driver, and the default driver's options fill keys the container left out. */
+static bool log_config_rotates(const struct engine_logging *el, const char *type,
+                               const json_t *opts)
+{
+    if (lstr_empty(type))
+        type = el->driver;
+    if (driver_rotates_itself(type))
+        return true;
+    if (strcmp(type, "json-file") != 0)
+        return true; /* a plugin: its own business */
+    if (max_size_set(opts))
+        return true;
+    return strcmp(type, el->driver) == 0 && max_size_set(el->opts);
+}
+
+static void engine_logging(struct check_ctx *ctx, struct engine_logging *el)
+{
+    memset(el, 0, sizeof(*el));
+    el->driver = ljson_str(ctx->info, "LoggingDriver");
+    if (lstr_empty(el->driver))
+        el->driver = "json-file";
+    _cleanup_free_ char *text = NULL;
+    size_t n;
+    if (read_host_file(ctx->cfg->check.engine_config, &text, &n) == 0 &&
+        ljson_parse(text, n, &el->config_file, NULL) == 0) {
+        const char *d = ljson_str(el->config_file, "log-driver");
+        /* Options written for another driver than the running one do not apply. */
+        if (!d || strcmp(d, el->driver) == 0)
+            el->opts = json_object_get(el->config_file, "log-opts");
+    }
+}
+
+void check_log_rotation(struct check_ctx *ctx, struct check_report *rep)
+{
+    if (engine_ask(ctx) < 0) {
+        report_skip(rep, SKIP_UNREACHABLE);
+        return;
+    }
+    struct engine_logging el;
+    engine_logging(ctx, &el);
+    bool engine_rotates = log_config_rotates(&el, el.driver, NULL);
+    const struct check_deployment *d = ctx->in->deployment;
+    _cleanup_json_ json_t *deploy_lc = NULL;
+    if (d && d->logging_options && *d->logging_options &&
+        (ljson_parse(d->logging_options, strlen(d->logging_options), &deploy_lc, NULL) < 0 ||
+         !json_is_object(deploy_lc))) {
+        json_decref(deploy_lc);
+        deploy_lc = NULL;
+    }
+    _cleanup_lbuf_ struct lbuf bad = LBUF_INIT;
+    size_t n_containers = 0, n_bad = 0;
+    for (size_t i = 0; d && i < d->n_modules; i++) {
+        const struct check_module *m = &d->modules[i];
+        if (!m->image)
+            continue;
+        n_containers++;
+        const json_t *lc =
+            json_object_get(json_object_get(m->create_options, "HostConfig"), "LogConfig");
+        const char *from = "its createOptions";
+        if (!json_is_object(lc) || lstr_empty(ljson_str(lc, "Type"))) {
+            lc = deploy_lc;
+            from = "the deployment's loggingOptions";
+        }
+        if (!lc)
+            continue; /* ledge's default: json-file with max-size */
+        const char *type = ljson_str(lc, "Type");
+        if (log_config_rotates(&el, type, json_object_get(lc, "Config")))
+            continue;
+        n_bad++;
+        lbuf_printf(&bad, "\n  %s: %s without max-size (from %s)", m->name,
+                    lstr_empty(type) ? el.driver : type, from);
+    }
+    char size[32];
+    snprintf(size, sizeof(size), "%llu", (unsigned long long)ctx->cfg->engine.log_max_size);
+    if (n_bad) {
+        report_set(rep, CHECK_WARNING,
+                   "give these modules a rotating LogConfig (e.g. \"LogConfig\": {\"Type\": "
+                   "\"json-file\", \"Config\": {\"max-size\": \"10m\", \"max-file\": \"3\"}}), "
+                   "or drop theirs to get ledge's default, or set log-opts max-size in the "
+                   "engine's daemon.json",
+                   "%zu of %zu container modules write logs that grow without bound:%s", n_bad,
+                   n_containers, bad.data ? bad.data : "");
+    } else {
+        report_ok(rep,
+                  "%s%zu container modules rotate their logs; ledge gives modules without a log "
+                  "config json-file with max-size %s bytes and max-file %d (the engine's own "
+                  "default, %s, %s)",
+                  d ? "" : "no deployment; ", n_containers, size, ctx->cfg->engine.log_max_files,
+                  el.driver, engine_rotates ? "rotates too" : "does not rotate");
+    }
+    json_decref(el.config_file);
+}
+
+/* ------------------------------------------------------------------ module platforms */
+
+enum verdict { V_MATCH, V_COMPAT, V_UNKNOWN, V_MISMATCH };
+
+/* X-Registry-Auth: base64url of {"username", "password", "serveraddress"}. */
+static char *registry_auth_header(const struct check_module *m)
+{
+    if (!m->registry_username)
+        return NULL;
+    _cleanup_json_ json_t *j =
+        json_pack("{s:s, s:s?, s:s?}", "username", m->registry_username, "password",
+                  m->registry_password, "serveraddress", m->registry_server);
+    _cleanup_free_ char *text = j ? ljson_dump(j) : NULL;
+    _cleanup_lbuf_ struct lbuf b64 = LBUF_INIT;
+    if (!text || lcrypto_b64_encode(text, strlen(text), &b64) < 0 || !b64.data)
+        return NULL;
+    for (char *p = b64.data; *p; p++)
+        *p = *p == '+' ? '-' : *p == '/' ? '_' : *p;
+    char *h = lstr_printf("X-Registry-Auth: %s", b64.data);
+    lcrypto_wipe(b64.data, b64.len);
+    lcrypto_wipe(text, strlen(text));
+    return h;
+}
+
+/* Not pulled yet: the engine asks the registry which platforms the reference offers. */
+static enum verdict check_remote(struct check_ctx *ctx, const struct check_module *m,
+                                 const char *enc, struct lbuf *line, struct lerr *err)
+{
+    _cleanup_free_ char *auth = registry_auth_header(m);
+    const char *headers[] = {auth, NULL};
+    char path[2200];
+    snprintf(path, sizeof(path), "/distribution/%s/json", enc);
+    long status = 0;
+    _cleanup_json_ json_t *j = NULL;
+    int r = engine_get(ctx, path, auth ? headers : NULL, &status, &j);
+    json_t *plats = json_object_get(j, "Platforms");
+    if (r < 0 || status != 200 || !json_is_array(plats) || json_array_size(plats) == 0) {
+        const char *msg = ljson_str(j, "message");
+        lbuf_printf(line, "not pulled, and the registry could not be asked (%s)",
+                    r < 0 ? strerror(-r)
+                    : msg ? msg
+                          : "no platforms in the answer");
+        return V_UNKNOWN;
+    }
+    enum verdict best = V_MISMATCH;
+    _cleanup_lbuf_ struct lbuf offered = LBUF_INIT;
+    size_t i;
+    json_t *p;
+    struct lerr first = {0};
+    json_array_foreach (plats, i, p) {
+        const char *os = ljson_str(p, "os"), *arch = ljson_str(p, "architecture"),
+                   *var = ljson_str(p, "variant");
+        lbuf_printf(&offered, "%s%s/%s%s%s", i ? ", " : "", os ? os : "?", arch ? arch : "?",
+                    var && *var ? "/" : "", var && *var ? var : "");
+        struct lerr e = {0};
+        int c = platform_check_module(&ctx->host, m->name, m->image, os, arch, var, &e);
+        if (c == PLATFORM_MATCH)
+            best = V_MATCH;
+        else if ((c == PLATFORM_COMPAT_32 || c == PLATFORM_UNDECLARED) && best != V_MATCH)
+            best = V_COMPAT;
+        else if (c < 0 && !first.code)
+            first = e;
+    }
+    if (best == V_MISMATCH) {
+        *err = first;
+        lbuf_printf(line, "not pulled; the registry offers only %s", offered.data);
+    } else {
+        lbuf_printf(line, "not pulled; the registry offers %s: %s", offered.data,
+                    best == V_MATCH ? "one matches" : "only a 32-bit one runs (if the CPU can)");
+    }
+    return best;
+}
+
+static enum verdict check_one_module(struct check_ctx *ctx, const struct check_module *m,
+                                     struct lbuf *line, struct lerr *err)
+{
+    _cleanup_lbuf_ struct lbuf enc = LBUF_INIT;
+    if (lstr_url_encode(m->image, strlen(m->image), &enc) < 0 || !enc.data)
+        return V_UNKNOWN;
+    char path[2200];
+    snprintf(path, sizeof(path), "/images/%s/json", enc.data);
+    long status = 0;
+    _cleanup_json_ json_t *j = NULL;
+    int r = engine_get(ctx, path, NULL, &status, &j);
+    if (r == 0 && status == 404)
+        return check_remote(ctx, m, enc.data, line, err);
+    if (r < 0 || status != 200) {
+        lbuf_printf(line, "cannot inspect the image (%s)",
+                    r < 0 ? strerror(-r) : ljson_str(j, "message") ?: "engine error");
+        return V_UNKNOWN;
+    }
+    const char *os = ljson_str(j, "Os"), *arch = ljson_str(j, "Architecture"),
+               *var = ljson_str(j, "Variant");
+    int c = platform_check_module(&ctx->host, m->name, m->image, os, arch, var, err);
+    lbuf_printf(line, "%s/%s%s%s", os ? os : "?", arch ? arch : "?", var && *var ? "/" : "",
+                var && *var ? var : "");
+    switch (c) {
+    case PLATFORM_MATCH:
+        return V_MATCH;
+    case PLATFORM_COMPAT_32:
+        lbuf_puts(line, ": a 32-bit image, runs only if the CPU and kernel support 32-bit code");
+        return V_COMPAT;
+    case PLATFORM_UNDECLARED:
+        lbuf_puts(line, ": the image declares no platform");
+        return V_COMPAT;
+    default:
+        return V_MISMATCH;
+    }
+}
+
+void check_module_platforms(struct check_ctx *ctx, struct check_report *rep)
+{
+    const struct check_deployment *d = ctx->in->deployment;
+    if (!d) {
+        report_skip(rep, "%s", ctx->in->no_deployment ? ctx->in->no_deployment : "no deployment");
+        return;
+    }
+    size_t n_img = 0;
+    for (size_t i = 0; i < d->n_modules; i++)
+        n_img += d->modules[i].image != NULL;
+    if (n_img == 0) {
+        report_skip(rep, "the deployment (%s) has no container modules", d->source);
+        return;
+    }
+    if (ctx->host_r < 0) {
+        report_skip(rep, "this host's platform is unknown: %s", strerror(-ctx->host_r));
+        return;
+    }
+    if (engine_ask(ctx) < 0) {
+        report_skip(rep, SKIP_UNREACHABLE);
+        return;
+    }
+    char hp[PLATFORM_STR_MAX];
+    platform_format(&ctx->host, hp);
+    _cleanup_lbuf_ struct lbuf lines = LBUF_INIT, errors = LBUF_INIT;
+    enum verdict worst = V_MATCH;
+    for (size_t i = 0; i < d->n_modules; i++) {
+        const struct check_module *m = &d->modules[i];
+        if (!m->image)
+            continue;
+        _cleanup_lbuf_ struct lbuf line = LBUF_INIT;
+        struct lerr err = {0};
+        enum verdict v = check_one_module(ctx, m, &line, &err);
+        if (v > worst)
+            worst = v;
+        lbuf_printf(&lines, "\n  %s (%s): %s", m->name, m->image, line.data ? line.data : "");
+        if (v == V_MISMATCH)
+            lbuf_printf(&errors, "%s%s", errors.len ? "\n" : "", err.msg);
+    }
+    const char *body = lines.data ? lines.data : "";
+    switch (worst) {
+    case V_MISMATCH:
+        report_set(rep, CHECK_ERROR,
+                   "deploy images built for this host's platform (or multi-platform images "
+                   "that include it); `ledge deploy` refuses these modules",
+                   "%s\nthis host: %s%s", errors.data ? errors.data : "", hp, body);
+        return;
+    case V_UNKNOWN:
+    case V_COMPAT:
+        report_set(rep, CHECK_WARNING,
+                   "pull the images (or make the registry reachable) and check again; prefer "
+                   "images built for this host's own architecture",
+                   "this host: %s; some images could not be confirmed:%s", hp, body);
+        return;
+    case V_MATCH:
+        report_ok(rep, "this host: %s; every image matches:%s", hp, body);
+        return;
+    }
+}

@@ -1,0 +1,346 @@
+/* cmd_check.c — `ledge check` and `ledge check-list`: run the checks of src/check locally against
+ * the config file and the deployment (from ledged's management API, or --deployment FILE) and
+ * print them as text or JSON. Exit code 0 only when nothing is an error (or a warning, with
+ * --warnings-as-errors). */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "agent/manifest.h"
+#include "base/fs.h"
+#include "base/json.h"
+#include "base/str.h"
+#include "check/check.h"
+#include "cli/commands.h"
+#include "config/config.h"
+
+/* Any absolute path will do: the checks only need to know the hub module is there. */
+#define HUB_PROGRAM "/usr/lib/ledge/ledge-hub"
+
+struct check_opts {
+    const char *config_path; /* NULL: the default, which may be absent */
+    const char *deployment_path;
+    bool json;
+    bool verbose;
+    bool warnings_as_errors;
+};
+
+/* The deployment's modules as the checks see them; borrows from dep. */
+struct check_dep_view {
+    struct check_deployment d;
+    struct check_module *modules;
+};
+
+static int view_deployment(const struct deployment *dep, const char *source,
+                           struct check_dep_view *v)
+{
+    v->modules = calloc(dep->n_modules ? dep->n_modules : 1, sizeof(*v->modules));
+    if (!v->modules)
+        return -ENOMEM;
+    for (size_t i = 0; i < dep->n_modules; i++) {
+        const struct module_spec *m = &dep->modules[i];
+        struct check_module *cm = &v->modules[i];
+        cm->name = m->name;
+        cm->system = m->system;
+        if (m->type != MODULE_TYPE_DOCKER)
+            continue;
+        cm->image = m->image;
+        cm->create_options = m->create_options;
+        const struct registry_credential *cred = deployment_credential_for(dep, m->image);
+        if (cred) {
+            cm->registry_server = cred->address;
+            cm->registry_username = cred->username;
+            cm->registry_password = cred->password;
+        }
+    }
+    v->d = (struct check_deployment){
+        .source = source,
+        .min_docker_version = dep->min_docker_version,
+        .logging_options = dep->logging_options,
+        .modules = v->modules,
+        .n_modules = dep->n_modules,
+    };
+    return 0;
+}
+
+static void print_errors(const char *what, const struct lstrv *errors)
+{
+    fprintf(stderr, "ledge check: %s:\n", what);
+    for (size_t i = 0; i < errors->n; i++)
+        fprintf(stderr, "  %s\n", errors->v[i]);
+}
+
+/* The deployment from --deployment FILE (an invalid file is the user's error: exit 1), else
+ * from ledged when it answers. On return either *ret is set or *ret_reason says why not. */
+static int load_deployment(struct cli *c, const struct check_opts *o,
+                           const struct ledge_config *cfg, struct deployment **ret,
+                           char **ret_source, char **ret_reason)
+{
+    _cleanup_lstrv_ struct lstrv errors = LSTRV_INIT;
+    if (o->deployment_path) {
+        _cleanup_free_ char *text = NULL;
+        size_t n;
+        int r = lfs_read_file(o->deployment_path, MANIFEST_MAX_SIZE, &text, &n);
+        if (r < 0)
+            return cli_fail("check: %s: %s", o->deployment_path, strerror(-r));
+        if (manifest_parse(text, n, HUB_PROGRAM, ret, &errors) < 0) {
+            print_errors(o->deployment_path, &errors);
+            return 1;
+        }
+        *ret_source = lstr_printf("file %s", o->deployment_path);
+        return 0;
+    }
+    /* The config's socket, unless -H or LEDGE_HOST chose another. */
+    if (lstr_eq(c->socket, LEDGE_DEFAULT_HOST) && cfg->management.socket)
+        c->socket = cfg->management.socket;
+    long status = 0;
+    json_t *body = NULL;
+    c->quiet = true;
+    int r = cli_call(c, "GET", "/deployment", NULL, 0, &status, &body);
+    c->quiet = false;
+    if (r < 0) {
+        *ret_reason = lstr_printf("ledged is not reachable at %s (use --deployment FILE to check "
+                                  "a manifest)",
+                                  c->socket);
+    } else if (status == 404) {
+        *ret_reason = lstr_printf("no deployment has been applied (ledged at %s)", c->socket);
+    } else if (status != 200 || !body) {
+        *ret_reason =
+            lstr_printf("ledged at %s answered %ld for its deployment", c->socket, status);
+    } else {
+        _cleanup_free_ char *text = json_dumps(body, JSON_COMPACT);
+        if (text && manifest_parse(text, strlen(text), HUB_PROGRAM, ret, &errors) == 0)
+            *ret_source = lstr_printf("ledged at %s", c->socket);
+        else
+            *ret_reason = lstr_printf("ledged's deployment could not be read%s%s",
+                                      errors.n ? ": " : "", errors.n ? errors.v[0] : "");
+    }
+    json_decref(body);
+    return 0;
+}
+
+#define TEXT_INDENT 13
+#define TEXT_WIDTH 100
+
+/* Print text under a check, indented, wrapped at spaces to TEXT_WIDTH columns; label ("fix: ")
+ * starts the first line. */
+static void print_indented(const char *label, const char *text)
+{
+    const char *p = text;
+    bool first = true;
+    size_t width = TEXT_WIDTH - TEXT_INDENT;
+    while (p && *p) {
+        const char *nl = strchr(p, '\n');
+        size_t len = nl ? (size_t)(nl - p) : strlen(p);
+        size_t lead = first ? strlen(label) : 0;
+        if (lead + len > width) {
+            size_t cut = width > lead ? width - lead : 1;
+            while (cut > 0 && p[cut] != ' ')
+                cut--;
+            if (cut > 0) {
+                len = cut;
+                nl = p + cut;
+            }
+        }
+        printf("%*s%s%.*s\n", TEXT_INDENT, "", first ? label : "", (int)len, p);
+        first = false;
+        p = nl ? nl + 1 : NULL;
+    }
+}
+
+static void print_text(const struct check_def *defs, const struct check_report *reps, size_t n,
+                       bool verbose)
+{
+    static const char *const tags[] = {"  ok   ", "warning", " ERROR ", "skipped"};
+    const char *group = NULL;
+    for (size_t i = 0; i < n; i++) {
+        const struct check_def *d = &defs[i];
+        const struct check_report *r = &reps[i];
+        if (!lstr_eq(group, d->group)) {
+            group = d->group;
+            printf("%s%s\n", i ? "\n" : "", group);
+        }
+        printf("  %s  %-17s %s\n", tags[r->result], d->id, d->description);
+        bool bad = r->result == CHECK_WARNING || r->result == CHECK_ERROR;
+        if (verbose || bad || r->result == CHECK_SKIPPED)
+            print_indented("", r->message);
+        if (r->fix && (verbose || bad))
+            print_indented("fix: ", r->fix);
+    }
+}
+
+static int run_checks(struct cli *c, const struct check_opts *o)
+{
+    struct ledge_config cfg = {0};
+    _cleanup_lstrv_ struct lstrv cfg_errors = LSTRV_INIT;
+    const char *cfg_path = o->config_path ? o->config_path : CONFIG_DEFAULT_PATH;
+    int cfg_status = o->config_path ? config_load_file(cfg_path, &cfg, &cfg_errors)
+                                    : config_load_file_or_defaults(cfg_path, &cfg, &cfg_errors);
+    if (cfg_status == -ENOMEM)
+        return cli_fail("check: out of memory");
+    if (cfg_status < 0 && config_defaults(&cfg) < 0)
+        return cli_fail("check: out of memory");
+
+    struct deployment *dep = NULL;
+    _cleanup_free_ char *source = NULL, *reason = NULL;
+    int rc = load_deployment(c, o, &cfg, &dep, &source, &reason);
+    struct check_dep_view view = {0};
+    if (rc == 0 && dep && view_deployment(dep, source ? source : "?", &view) < 0)
+        rc = cli_fail("check: out of memory");
+    if (rc != 0) {
+        deployment_free(dep);
+        config_free(&cfg);
+        return rc;
+    }
+
+    struct check_inputs in = {
+        .config = &cfg,
+        .config_path = cfg_path,
+        .config_status = cfg_status,
+        .config_errors = &cfg_errors,
+        .deployment = dep ? &view.d : NULL,
+        .no_deployment = reason,
+    };
+    size_t n;
+    const struct check_def *defs = check_table(&n);
+    struct check_report *reps = calloc(n, sizeof(*reps));
+    struct check_ctx *ctx = NULL;
+    if (!reps || check_ctx_new(&in, &ctx) < 0) {
+        free(reps);
+        free(view.modules);
+        deployment_free(dep);
+        config_free(&cfg);
+        return cli_fail("check: out of memory");
+    }
+    size_t count[4] = {0};
+    for (size_t i = 0; i < n; i++) {
+        check_run(ctx, &defs[i], &reps[i]);
+        count[reps[i].result]++;
+    }
+    rc = count[CHECK_ERROR] || (o->warnings_as_errors && count[CHECK_WARNING]) ? 1 : 0;
+
+    if (o->json) {
+        json_t *arr = json_array();
+        for (size_t i = 0; i < n; i++)
+            json_array_append_new(arr, check_report_json(&defs[i], &reps[i]));
+        json_t *out =
+            json_pack("{s:s, s:s, s:s?, s:o, s:{s:I, s:I, s:I, s:I}, s:i}", "version",
+                      LEDGE_VERSION, "config", cfg_path, "deployment", source, "checks", arr,
+                      "summary", "ok", (json_int_t)count[CHECK_OK], "warning",
+                      (json_int_t)count[CHECK_WARNING], "error", (json_int_t)count[CHECK_ERROR],
+                      "skipped", (json_int_t)count[CHECK_SKIPPED], "exitCode", rc);
+        char *s = out ? json_dumps(out, JSON_INDENT(2)) : NULL;
+        printf("%s\n", s ? s : "{}");
+        free(s);
+        json_decref(out);
+    } else {
+        printf("ledge check: config %s%s; deployment: %s\n\n", cfg_path,
+               cfg_status == 1 ? " (absent: defaults)" : "", source ? source : reason);
+        print_text(defs, reps, n, o->verbose);
+        printf("\n%zu ok, %zu warning%s, %zu error%s, %zu skipped\n", count[CHECK_OK],
+               count[CHECK_WARNING], count[CHECK_WARNING] == 1 ? "" : "s", count[CHECK_ERROR],
+               count[CHECK_ERROR] == 1 ? "" : "s", count[CHECK_SKIPPED]);
+    }
+
+    for (size_t i = 0; i < n; i++)
+        check_report_clear(&reps[i]);
+    free(reps);
+    check_ctx_free(ctx);
+    free(view.modules);
+    deployment_free(dep);
+    config_free(&cfg);
+    return rc;
+}
+
+static int parse_output(const char *cmd, const char *v, bool *json)
+{
+    if (lstr_eq(v, "json"))
+        *json = true;
+    else if (lstr_eq(v, "text"))
+        *json = false;
+    else
+        return cli_usage_error(cmd, "--output must be text or json");
+    return 0;
+}
+
+/* "--name VALUE" or "--name=VALUE": the value, advancing *i; NULL when argv[*i] is not it. */
+static const char *opt_value(int argc, char **argv, int *i, const char *name, bool *missing)
+{
+    size_t n = strlen(name);
+    if (strncmp(argv[*i], name, n) != 0)
+        return NULL;
+    if (argv[*i][n] == '=')
+        return argv[*i] + n + 1;
+    if (argv[*i][n] != 0)
+        return NULL;
+    if (*i + 1 >= argc) {
+        *missing = true;
+        return NULL;
+    }
+    return argv[++*i];
+}
+
+int cmd_check(struct cli *c, int argc, char **argv)
+{
+    struct check_opts o = {0};
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i], *v;
+        bool missing = false;
+        if ((v = opt_value(argc, argv, &i, "--output", &missing))) {
+            if (parse_output("check", v, &o.json))
+                return 2;
+        } else if ((v = opt_value(argc, argv, &i, "--config", &missing))) {
+            o.config_path = v;
+        } else if ((v = opt_value(argc, argv, &i, "--deployment", &missing))) {
+            o.deployment_path = v;
+        } else if (missing) {
+            return cli_usage_error("check", "%s needs a value", a);
+        } else if (strcmp(a, "--json") == 0) {
+            o.json = true;
+        } else if (strcmp(a, "--verbose") == 0 || strcmp(a, "-v") == 0) {
+            o.verbose = true;
+        } else if (strcmp(a, "--warnings-as-errors") == 0) {
+            o.warnings_as_errors = true;
+        } else {
+            return cli_usage_error("check", "unexpected argument \"%s\"", a);
+        }
+    }
+    return run_checks(c, &o);
+}
+
+int cmd_check_list(struct cli *c, int argc, char **argv)
+{
+    bool json = false;
+    for (int i = 1; i < argc; i++) {
+        const char *v;
+        bool missing = false;
+        if ((v = opt_value(argc, argv, &i, "--output", &missing))) {
+            if (parse_output("check-list", v, &json))
+                return 2;
+        } else if (strcmp(argv[i], "--json") == 0) {
+            json = true;
+        } else {
+            return cli_usage_error("check-list", "%s \"%s\"",
+                                   missing ? "a value is needed after" : "unexpected argument",
+                                   argv[i]);
+        }
+    }
+    size_t n;
+    const struct check_def *defs = check_table(&n);
+    if (json) {
+        json_t *arr = json_array();
+        for (size_t i = 0; i < n; i++)
+            json_array_append_new(arr,
+                                  json_pack("{s:s, s:s, s:s}", "id", defs[i].id, "group",
+                                            defs[i].group, "description", defs[i].description));
+        char *s = json_dumps(arr, JSON_INDENT(2));
+        printf("%s\n", s ? s : "[]");
+        free(s);
+        json_decref(arr);
+        return 0;
+    }
+    for (size_t i = 0; i < n; i++)
+        printf("%-17s %-14s %s\n", defs[i].id, defs[i].group, defs[i].description);
+    return 0;
+}

@@ -1,0 +1,1516 @@
+/* test-hub.c — the hub's connection, session and router units driven the way clients drive them:
+ * a real hub (store, twins, control socket) in a temp dir, clients speaking MQTT over socketpairs
+ * handed to conn_accept(). Authentication, authorisation, routing and delivery, QoS 2 and retain,
+ * limits, malformed and oversized input, persistent sessions, priorities, TTL, wills, store full,
+ * reload. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <errno.h>
+#include <event2/event.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "base/crypto.h"
+#include "base/fs.h"
+#include "base/str.h"
+#include "base/timeutil.h"
+#include "hub/hub.h"
+#include "identity/sas.h"
+#include "log/log.h"
+#include "mqtt/iothub.h"
+#include "mqtt/topic.h"
+
+#define DEVICE "dev1"
+#define IOTHUB "dev1.example.net"
+#define GATEWAY "gw.local"
+
+static const char *const module_names[] = {"sender", "receiver", "other"};
+
+struct fixture {
+    char dir[64];
+    struct hub h;
+    uint8_t keys[3][32];
+    const char *edge_hub; /* $edgeHub desired JSON, or NULL */
+    int max_subscriptions, max_connections, max_inflight;
+    uint64_t max_packet;
+};
+
+struct client {
+    struct fixture *f;
+    int fd;
+    struct lbuf in;  /* bytes received, not yet framed */
+    struct lbuf pkt; /* the last packet returned (decoded views point here) */
+    bool eof;
+    uint16_t next_id;
+};
+
+/* ------------------------------------------------------------------ fixture */
+
+static int rm_entry(const char *p, const struct stat *st, int flag, struct FTW *ftw)
+{
+    return remove(p);
+}
+
+static void rm_rf(const char *dir)
+{
+    nftw(dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+static const char *default_routes =
+    "{\"schemaVersion\": \"1.1\", \"routes\": {"
+    "\"r1\": \"FROM /messages/modules/sender/outputs/out1 INTO "
+    "BrokeredEndpoint(\\\"/modules/receiver/inputs/in1\\\")\","
+    "\"hi\": {\"route\": \"FROM /messages/modules/sender/outputs/hi INTO "
+    "BrokeredEndpoint(\\\"/modules/receiver/inputs/prio\\\")\", \"priority\": 0},"
+    "\"lo\": {\"route\": \"FROM /messages/modules/sender/outputs/lo INTO "
+    "BrokeredEndpoint(\\\"/modules/receiver/inputs/prio\\\")\", \"priority\": 5},"
+    "\"short\": {\"route\": \"FROM /messages/modules/sender/outputs/short INTO "
+    "BrokeredEndpoint(\\\"/modules/receiver/inputs/short\\\")\", \"timeToLiveSecs\": 1},"
+    "\"cond\": \"FROM /messages/modules/sender/outputs/cond WHERE as_number(temp) > 20 INTO "
+    "BrokeredEndpoint(\\\"/modules/receiver/inputs/hot\\\")\","
+    "\"up\": \"FROM /messages/modules/sender/outputs/up INTO $upstream\""
+    "}, \"storeAndForwardConfiguration\": {\"timeToLiveSecs\": 7200}}";
+
+static void write_runtime(struct fixture *f, const char *edge_hub)
+{
+    json_t *mods = json_object();
+    for (size_t i = 0; i < ARRAY_SIZE(module_names); i++) {
+        struct lbuf b64 = LBUF_INIT;
+        assert_int_equal(lcrypto_b64_encode(f->keys[i], 32, &b64), 0);
+        json_object_set_new(mods, module_names[i],
+                            json_pack("{s:s, s:s}", "generationId", "gen1", "key", b64.data));
+        lbuf_free(&b64);
+    }
+    json_error_t je;
+    json_t *eh = edge_hub ? json_loads(edge_hub, 0, &je) : NULL;
+    if (edge_hub && !eh)
+        fail_msg("bad $edgeHub in the test: %s", je.text);
+    json_t *rt =
+        json_pack("{s:s, s:s, s:s, s:o, s:o*, s:{}}", "deviceId", DEVICE, "iothubHostname", IOTHUB,
+                  "gatewayHostname", GATEWAY, "modules", mods, "edgeHub", eh, "twins");
+    assert_non_null(rt);
+    char *text = json_dumps(rt, 0);
+    json_decref(rt);
+    char path[128];
+    snprintf(path, sizeof(path), "%s/run/hub", f->dir);
+    assert_int_equal(lfs_mkdir_p(path, 0700), 0);
+    snprintf(path, sizeof(path), "%s/run/hub/runtime.json", f->dir);
+    assert_int_equal(lfs_write_atomic(path, text, strlen(text), 0600), 0);
+    free(text);
+}
+
+static void hub_up(struct fixture *f)
+{
+    char yaml[1024];
+    snprintf(yaml, sizeof(yaml),
+             "state_dir: %s/state\nrun_dir: %s/run\nlog_level: error\n"
+             "device:\n  id: " DEVICE "\n"
+             "hub:\n  control_socket: %s/run/hub.sock\n  max_subscriptions: %d\n"
+             "  max_connections: %d\n  max_inflight: %d\n  max_packet_size: %llu\n",
+             f->dir, f->dir, f->dir, f->max_subscriptions, f->max_connections, f->max_inflight,
+             (unsigned long long)f->max_packet);
+    struct lstrv errors = LSTRV_INIT;
+    int r = config_load_string(yaml, strlen(yaml), "test", &f->h.cfg, &errors);
+    if (r < 0)
+        fail_msg("config: %s", errors.n ? errors.v[0] : "?");
+    lstrv_free(&errors);
+    f->h.cfg.hub.tls_port = 0; /* the tests hand sockets to conn_accept() themselves */
+    f->h.cfg.hub.plain_port = 0;
+    f->h.base = event_base_new();
+    assert_non_null(f->h.base);
+    struct lerr err = {0};
+    r = hub_start(&f->h, &err);
+    if (r < 0)
+        fail_msg("hub_start: %s", lerr_str(&err));
+}
+
+static void hub_down(struct fixture *f)
+{
+    hub_stop(&f->h);
+    config_free(&f->h.cfg);
+    event_base_free(f->h.base);
+    memset(&f->h, 0, sizeof(f->h));
+}
+
+static int setup_with(void **state, const char *edge_hub, int max_subs, int max_conns)
+{
+    struct fixture *f = calloc(1, sizeof(*f));
+    strcpy(f->dir, "/tmp/ledge-test-hub-XXXXXX");
+    if (!mkdtemp(f->dir))
+        return -1;
+    for (size_t i = 0; i < ARRAY_SIZE(module_names); i++)
+        for (int j = 0; j < 32; j++)
+            f->keys[i][j] = (uint8_t)(i * 37 + j * 11 + 1);
+    f->edge_hub = edge_hub;
+    f->max_subscriptions = max_subs;
+    f->max_connections = max_conns;
+    f->max_inflight = 10;
+    f->max_packet = 16 * 1024;
+    write_runtime(f, edge_hub);
+    hub_up(f);
+    *state = f;
+    return 0;
+}
+
+static int setup(void **state)
+{
+    return setup_with(state, default_routes, 8, 16);
+}
+static int setup_limits(void **state)
+{
+    return setup_with(state, default_routes, 3, 3);
+}
+
+static int teardown(void **state)
+{
+    struct fixture *f = *state;
+    hub_down(f);
+    rm_rf(f->dir);
+    free(f);
+    return 0;
+}
+
+/* ------------------------------------------------------------------ clients */
+
+static void pump(struct fixture *f)
+{
+    for (int i = 0; i < 8; i++)
+        event_base_loop(f->h.base, EVLOOP_NONBLOCK);
+}
+
+static void cl_open(struct fixture *f, struct client *c)
+{
+    int sv[2];
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0, sv), 0);
+    *c = (struct client){.f = f, .fd = sv[1], .in = LBUF_INIT, .pkt = LBUF_INIT, .next_id = 1};
+    conn_accept(&f->h, sv[0], false);
+    pump(f);
+}
+
+static void cl_close(struct client *c)
+{
+    if (c->fd >= 0)
+        close(c->fd);
+    c->fd = -1;
+    lbuf_free(&c->in);
+    lbuf_free(&c->pkt);
+    pump(c->f);
+}
+
+static void cl_send(struct client *c, const void *data, size_t n)
+{
+    const uint8_t *p = data;
+    while (n) {
+        ssize_t w = send(c->fd, p, n, MSG_NOSIGNAL);
+        if (w < 0 && errno == EAGAIN) {
+            pump(c->f);
+            struct pollfd pfd = {c->fd, POLLOUT, 0};
+            poll(&pfd, 1, 1);
+            continue;
+        }
+        if (w < 0)
+            return; /* the hub closed: the test looks at what came back */
+        p += w;
+        n -= (size_t)w;
+    }
+    pump(c->f);
+}
+
+static void cl_send_buf(struct client *c, struct lbuf *b)
+{
+    cl_send(c, b->data, b->len);
+    lbuf_free(b);
+}
+
+/* The next packet from the hub: 1, 0 on timeout, -1 when the hub closed the connection. */
+static int cl_next(struct client *c, struct mqtt_packet *p, int timeout_ms)
+{
+    int64_t deadline = ltime_mono_ms() + timeout_ms;
+    for (;;) {
+        size_t plen;
+        int r = c->in.len
+                    ? mqtt_frame((const uint8_t *)c->in.data, c->in.len, MQTT_MAX_PACKET, &plen)
+                    : 0;
+        assert_true(r >= 0);
+        if (r == 1) {
+            lbuf_reset(&c->pkt);
+            assert_int_equal(lbuf_append(&c->pkt, c->in.data, plen), 0);
+            memmove(c->in.data, c->in.data + plen, c->in.len - plen);
+            c->in.len -= plen;
+            struct lerr e = {0};
+            if (mqtt_decode((const uint8_t *)c->pkt.data, plen, p, &e) < 0)
+                fail_msg("hub sent an undecodable packet: %s", e.msg);
+            return 1;
+        }
+        if (c->eof)
+            return -1;
+        event_base_loop(c->f->h.base, EVLOOP_NONBLOCK);
+        uint8_t buf[65536];
+        ssize_t n = recv(c->fd, buf, sizeof(buf), MSG_DONTWAIT);
+        if (n > 0) {
+            assert_int_equal(lbuf_append(&c->in, buf, (size_t)n), 0);
+            continue;
+        }
+        if (n == 0 || (n < 0 && errno != EAGAIN)) {
+            c->eof = true;
+            continue;
+        }
+        if (ltime_mono_ms() > deadline)
+            return 0;
+        struct pollfd pfd = {c->fd, POLLIN, 0};
+        poll(&pfd, 1, 2);
+    }
+}
+
+static void expect_closed(struct client *c)
+{
+    struct mqtt_packet p;
+    int r;
+    while ((r = cl_next(c, &p, 2000)) == 1)
+        ;
+    assert_int_equal(r, -1);
+}
+
+static void expect_nothing(struct client *c, int ms)
+{
+    struct mqtt_packet p;
+    int r = cl_next(c, &p, ms);
+    if (r == 1)
+        fail_msg("unexpected %s (topic %.*s)", mqtt_type_name(p.type),
+                 p.type == MQTT_PUBLISH ? (int)p.publish.topic.len : 0,
+                 p.type == MQTT_PUBLISH ? p.publish.topic.ptr : "");
+    assert_int_equal(r, 0);
+}
+
+static int module_index(const char *module)
+{
+    for (size_t i = 0; i < ARRAY_SIZE(module_names); i++)
+        if (strcmp(module_names[i], module) == 0)
+            return (int)i;
+    return 0;
+}
+
+struct connect_opts {
+    const char *client_id; /* default DEVICE/module */
+    const char *username;  /* default the IoT Hub form */
+    const char *token;     /* default a valid token */
+    bool no_password;
+    bool persistent;
+    uint16_t keep_alive;
+    const char *will_topic;
+    const char *will_payload;
+    const uint8_t *key; /* default the module's */
+    int64_t expiry;     /* default now + 1 h */
+};
+
+static void make_token(struct fixture *f, const char *module, const uint8_t *key, int64_t expiry,
+                       struct lbuf *out)
+{
+    char resource[256];
+    snprintf(resource, sizeof(resource), IOTHUB "/devices/" DEVICE "/modules/%s", module);
+    assert_int_equal(sas_token_make(resource, key ? key : f->keys[module_index(module)], 32,
+                                    (uint64_t)expiry, NULL, out),
+                     0);
+}
+
+/* Send CONNECT; the CONNACK return code, or -1 when closed without one. */
+static int cl_connect_opts(struct client *c, const char *module, const struct connect_opts *o,
+                           bool *ret_present)
+{
+    char client_id[128], username[256];
+    snprintf(client_id, sizeof(client_id), DEVICE "/%s", module);
+    snprintf(username, sizeof(username), IOTHUB "/" DEVICE "/%s/?api-version=2021-04-12", module);
+    struct lbuf tok = LBUF_INIT;
+    if (!o->token)
+        make_token(c->f, module, o->key, o->expiry ? o->expiry : ltime_now_ms() / 1000 + 3600,
+                   &tok);
+    const char *token = o->token ? o->token : tok.data;
+    struct mqtt_connect cn = {
+        .clean_session = !o->persistent,
+        .keep_alive = o->keep_alive,
+        .client_id = mqtt_str_c(o->client_id ? o->client_id : client_id),
+        .has_username = true,
+        .username = mqtt_str_c(o->username ? o->username : username),
+        .has_password = !o->no_password,
+        .password = (const uint8_t *)token,
+        .password_len = strlen(token),
+    };
+    if (o->will_topic) {
+        cn.will = true;
+        cn.will_qos = 1;
+        cn.will_topic = mqtt_str_c(o->will_topic);
+        cn.will_payload = (const uint8_t *)o->will_payload;
+        cn.will_payload_len = strlen(o->will_payload);
+    }
+    struct lbuf b = LBUF_INIT;
+    assert_int_equal(mqtt_encode_connect(&b, &cn), 0);
+    lbuf_free(&tok);
+    cl_send_buf(c, &b);
+    struct mqtt_packet p;
+    if (cl_next(c, &p, 2000) != 1)
+        return -1;
+    assert_int_equal(p.type, MQTT_CONNACK);
+    if (ret_present)
+        *ret_present = p.connack.session_present;
+    return p.connack.return_code;
+}
+
+static void cl_connect(struct client *c, const char *module)
+{
+    struct connect_opts o = {0};
+    assert_int_equal(cl_connect_opts(c, module, &o, NULL), 0);
+}
+
+static void cl_connect_persistent(struct client *c, const char *module, bool *present)
+{
+    struct connect_opts o = {.persistent = true};
+    assert_int_equal(cl_connect_opts(c, module, &o, present), 0);
+}
+
+/* SUBSCRIBE one filter; the SUBACK code. */
+static int cl_subscribe(struct client *c, const char *filter, uint8_t qos)
+{
+    struct mqtt_subscription s = {mqtt_str_c(filter), qos};
+    struct lbuf b = LBUF_INIT;
+    uint16_t id = c->next_id++;
+    assert_int_equal(mqtt_encode_subscribe(&b, id, &s, 1), 0);
+    cl_send_buf(c, &b);
+    struct mqtt_packet p;
+    assert_int_equal(cl_next(c, &p, 2000), 1);
+    assert_int_equal(p.type, MQTT_SUBACK);
+    assert_int_equal(p.suback.packet_id, id);
+    assert_int_equal(p.suback.count, 1);
+    return p.suback.codes[0];
+}
+
+static uint16_t cl_publish(struct client *c, const char *topic, const char *payload, uint8_t qos,
+                           bool retain)
+{
+    uint16_t id = qos ? c->next_id++ : 0;
+    struct mqtt_publish p = {
+        .qos = qos,
+        .retain = retain,
+        .packet_id = id,
+        .topic = mqtt_str_c(topic),
+        .payload = (const uint8_t *)payload,
+        .payload_len = strlen(payload),
+    };
+    struct lbuf b = LBUF_INIT;
+    assert_int_equal(mqtt_encode_publish(&b, &p), 0);
+    cl_send_buf(c, &b);
+    return id;
+}
+
+static void expect_puback(struct client *c, uint16_t id)
+{
+    struct mqtt_packet p;
+    assert_int_equal(cl_next(c, &p, 2000), 1);
+    assert_int_equal(p.type, MQTT_PUBACK);
+    assert_int_equal(p.ack.packet_id, id);
+}
+
+/* Publish on the sender's output with a property bag, QoS 1, and wait for the PUBACK. */
+static void send_output(struct client *c, const char *output, const char *bag, const char *body)
+{
+    char topic[512];
+    snprintf(topic, sizeof(topic),
+             "devices/" DEVICE "/modules/sender/messages/events/%%24.on=%s%s%s", output,
+             bag && *bag ? "&" : "", bag ? bag : "");
+    expect_puback(c, cl_publish(c, topic, body, 1, false));
+}
+
+struct received {
+    char input[64];
+    char body[512];
+    struct iothub_props props;
+    char scratch[2048];
+    uint16_t packet_id;
+    uint8_t qos;
+    bool dup;
+};
+
+static const char *prop_app(const struct received *r, const char *key)
+{
+    static char value[512];
+    for (size_t i = 0; i < r->props.n_app; i++)
+        if (r->props.app[i].key.len == strlen(key) &&
+            memcmp(r->props.app[i].key.ptr, key, r->props.app[i].key.len) == 0) {
+            snprintf(value, sizeof(value), "%.*s", (int)r->props.app[i].value.len,
+                     r->props.app[i].value.ptr);
+            return value;
+        }
+    return NULL;
+}
+
+static bool prop_sys_is(const struct received *r, enum iothub_sysprop k, const char *v)
+{
+    return r->props.sys[k].ptr && r->props.sys[k].len == strlen(v) &&
+           memcmp(r->props.sys[k].ptr, v, strlen(v)) == 0;
+}
+
+/* Expect a PUBLISH on the receiver's inputs; acknowledge it when ack. */
+static void expect_input(struct client *c, struct received *ret, bool ack)
+{
+    struct mqtt_packet p;
+    int r = cl_next(c, &p, 2000);
+    assert_int_equal(r, 1);
+    assert_int_equal(p.type, MQTT_PUBLISH);
+    struct iothub_topic t;
+    struct lerr e = {0};
+    assert_int_equal(iothub_topic_parse(p.publish.topic.ptr, p.publish.topic.len, &t, &e), 0);
+    assert_int_equal(t.kind, IOTHUB_TOPIC_MODULE_INPUT);
+    memset(ret, 0, sizeof(*ret));
+    snprintf(ret->input, sizeof(ret->input), "%.*s", (int)t.input.len, t.input.ptr);
+    snprintf(ret->body, sizeof(ret->body), "%.*s", (int)p.publish.payload_len,
+             (const char *)p.publish.payload);
+    assert_true(t.propbag.len < sizeof(ret->scratch));
+    /* the views point into c->pkt, alive until the next cl_next(): copy the bag first */
+    char bag[2048];
+    memcpy(bag, t.propbag.ptr, t.propbag.len);
+    assert_int_equal(
+        iothub_props_parse(bag, t.propbag.len, ret->scratch, sizeof(ret->scratch), &ret->props, &e),
+        0);
+    ret->packet_id = p.publish.packet_id;
+    ret->qos = p.publish.qos;
+    ret->dup = p.publish.dup;
+    if (ack && p.publish.qos == 1) {
+        struct lbuf b = LBUF_INIT;
+        assert_int_equal(mqtt_encode_ack(&b, MQTT_PUBACK, p.publish.packet_id), 0);
+        cl_send_buf(c, &b);
+    }
+}
+
+static void expect_body(struct client *c, const char *input, const char *body)
+{
+    struct received r;
+    expect_input(c, &r, true);
+    assert_string_equal(r.input, input);
+    assert_string_equal(r.body, body);
+}
+
+static json_t *status(struct fixture *f)
+{
+    return hub_status_json(&f->h);
+}
+
+static long long counter(struct fixture *f, const char *name)
+{
+    json_t *s = status(f);
+    json_t *v = json_object_get(json_object_get(s, "counters"), name);
+    long long n = json_is_integer(v) ? json_integer_value(v) : -1;
+    json_decref(s);
+    return n;
+}
+
+static long long endpoint_depth(struct fixture *f, const char *id)
+{
+    json_t *s = status(f);
+    size_t i;
+    json_t *e;
+    long long d = -1;
+    json_array_foreach (json_object_get(s, "endpoints"), i, e)
+        if (strcmp(json_string_value(json_object_get(e, "endpoint")), id) == 0)
+            d = json_integer_value(json_object_get(e, "depth"));
+    json_decref(s);
+    return d;
+}
+
+/* ------------------------------------------------------------------ authentication */
+
+static void test_connect_accepts_valid_token(void **state)
+{
+    struct fixture *f = *state;
+    struct client c;
+    cl_open(f, &c);
+    bool present = true;
+    struct connect_opts o = {0};
+    assert_int_equal(cl_connect_opts(&c, "sender", &o, &present), MQTT_CONNACK_ACCEPTED);
+    assert_false(present);
+    assert_int_equal(counter(f, "authFailures"), 0);
+    json_t *s = status(f);
+    assert_int_equal(
+        json_integer_value(json_object_get(json_object_get(s, "connections"), "modules")), 1);
+    json_decref(s);
+    /* PINGREQ is answered */
+    static const uint8_t ping[2] = {0xc0, 0};
+    cl_send(&c, ping, 2);
+    struct mqtt_packet p;
+    assert_int_equal(cl_next(&c, &p, 2000), 1);
+    assert_int_equal(p.type, MQTT_PINGRESP);
+    cl_close(&c);
+}
+
+static void expect_refused(struct fixture *f, const char *module, const struct connect_opts *o,
+                           int code)
+{
+    struct client c;
+    cl_open(f, &c);
+    assert_int_equal(cl_connect_opts(&c, module, o, NULL), code);
+    expect_closed(&c);
+    cl_close(&c);
+}
+
+static void test_connect_refusals(void **state)
+{
+    struct fixture *f = *state;
+    uint8_t wrong[32] = {9};
+    struct connect_opts bad_key = {.key = wrong};
+    expect_refused(f, "sender", &bad_key, MQTT_CONNACK_NOT_AUTHORIZED);
+    struct connect_opts expired = {.expiry = ltime_now_ms() / 1000 - 10};
+    expect_refused(f, "sender", &expired, MQTT_CONNACK_NOT_AUTHORIZED);
+    struct connect_opts wrong_client = {.client_id = DEVICE "/receiver"};
+    expect_refused(f, "sender", &wrong_client, MQTT_CONNACK_IDENTIFIER_REJECTED);
+    struct connect_opts no_password = {.no_password = true};
+    expect_refused(f, "sender", &no_password, MQTT_CONNACK_BAD_USERNAME_PASSWORD);
+    struct connect_opts bad_user = {.username = "not an iothub user name"};
+    expect_refused(f, "sender", &bad_user, MQTT_CONNACK_BAD_USERNAME_PASSWORD);
+    struct connect_opts device_user = {.client_id = DEVICE,
+                                       .username = IOTHUB "/" DEVICE "/?api-version=2021-04-12"};
+    expect_refused(f, "sender", &device_user, MQTT_CONNACK_NOT_AUTHORIZED);
+    /* a token for another module does not open this one */
+    struct lbuf tok = LBUF_INIT;
+    make_token(f, "receiver", NULL, ltime_now_ms() / 1000 + 60, &tok);
+    struct connect_opts other_token = {.token = tok.data};
+    expect_refused(f, "sender", &other_token, MQTT_CONNACK_NOT_AUTHORIZED);
+    lbuf_free(&tok);
+    /* unknown module and unknown device */
+    struct connect_opts unknown = {.client_id = DEVICE "/ghost",
+                                   .username = IOTHUB "/" DEVICE "/ghost/?api-version=1"};
+    expect_refused(f, "sender", &unknown, MQTT_CONNACK_NOT_AUTHORIZED);
+    struct connect_opts other_dev = {.client_id = "dev2/sender",
+                                     .username = IOTHUB "/dev2/sender/?api-version=1"};
+    expect_refused(f, "sender", &other_dev, MQTT_CONNACK_NOT_AUTHORIZED);
+    assert_int_equal(counter(f, "authFailures"), 8);
+    /* the gateway host name is an accepted audience too */
+    struct client c;
+    cl_open(f, &c);
+    char resource[128];
+    snprintf(resource, sizeof(resource), GATEWAY "/devices/" DEVICE "/modules/sender");
+    assert_int_equal(sas_token_make(resource, f->keys[0], 32,
+                                    (uint64_t)(ltime_now_ms() / 1000 + 60), NULL, &tok),
+                     0);
+    struct connect_opts gw = {.token = tok.data};
+    assert_int_equal(cl_connect_opts(&c, "sender", &gw, NULL), MQTT_CONNACK_ACCEPTED);
+    lbuf_free(&tok);
+    cl_close(&c);
+}
+
+static void test_packets_before_connect_close(void **state)
+{
+    struct fixture *f = *state;
+    struct client c;
+    cl_open(f, &c);
+    static const uint8_t ping[2] = {0xc0, 0};
+    cl_send(&c, ping, 2);
+    expect_closed(&c);
+    cl_close(&c);
+    /* a second CONNECT on an open connection is a protocol violation */
+    cl_open(f, &c);
+    cl_connect(&c, "sender");
+    struct connect_opts o = {0};
+    assert_int_equal(cl_connect_opts(&c, "sender", &o, NULL), -1);
+    cl_close(&c);
+    assert_int_equal(counter(f, "malformed"), 2);
+}
+
+/* ------------------------------------------------------------------ authorisation */
+
+static void test_may_subscribe(void **state)
+{
+    struct session s = {.device_id = "dev1", .module_id = "m"};
+    const char *allowed[] = {
+        "devices/dev1/modules/m/inputs/#",
+        "devices/dev1/modules/m/inputs/in1/#",
+        "devices/dev1/modules/m/#",
+        "devices/dev1/modules/m",
+        "$iothub/twin/res/#",
+        "$iothub/twin/PATCH/properties/desired/#",
+        "$iothub/methods/POST/#",
+    };
+    const char *refused[] = {
+        "#",
+        "+/#",
+        "devices/#",
+        "devices/dev1/#",
+        "devices/dev1/modules/#",
+        "devices/dev1/modules/+/inputs/#",
+        "devices/+/modules/m/inputs/#",
+        "devices/dev1/modules/other/inputs/#",
+        "devices/dev1/modules/mm/inputs/#",
+        "devices/dev1/modules/m2",
+        "devices/dev2/modules/m/inputs/#",
+        "devices/dev1/messages/devicebound/#",
+        "$iothub/#",
+        "$iothub/twin/#",
+        "$iothub/+/res/#",
+        "$SYS/#",
+        "",
+    };
+    for (size_t i = 0; i < ARRAY_SIZE(allowed); i++)
+        if (!session_may_subscribe(&s, allowed[i], strlen(allowed[i])))
+            fail_msg("refused: %s", allowed[i]);
+    for (size_t i = 0; i < ARRAY_SIZE(refused); i++)
+        if (session_may_subscribe(&s, refused[i], strlen(refused[i])))
+            fail_msg("allowed: %s", refused[i]);
+    /* the length is what counts, not a NUL */
+    assert_false(session_may_subscribe(&s, "devices/dev1/modules/m/inputs/#", 21));
+}
+
+static void test_subscribe_authorisation_on_the_wire(void **state)
+{
+    struct fixture *f = *state;
+    struct client c;
+    cl_open(f, &c);
+    cl_connect(&c, "receiver");
+    assert_int_equal(cl_subscribe(&c, "devices/" DEVICE "/modules/receiver/inputs/#", 1), 1);
+    assert_int_equal(cl_subscribe(&c, "devices/" DEVICE "/modules/sender/inputs/#", 1),
+                     MQTT_SUBACK_FAILURE);
+    assert_int_equal(cl_subscribe(&c, "#", 0), MQTT_SUBACK_FAILURE);
+    /* IoT Hub grants QoS 1 for QoS 2 */
+    assert_int_equal(cl_subscribe(&c, "$iothub/methods/POST/#", 2), 1);
+    assert_int_equal(cl_subscribe(&c, "$iothub/twin/res/#", 0), 0);
+    assert_int_equal(counter(f, "unauthorized"), 2);
+    /* several filters in one SUBSCRIBE: one code each, in order */
+    struct mqtt_subscription subs[3] = {
+        {mqtt_str_c("$iothub/twin/PATCH/properties/desired/#"), 1},
+        {mqtt_str_c("devices/x/#"), 1},
+        {mqtt_str_c("devices/" DEVICE "/modules/receiver/#"), 0},
+    };
+    struct lbuf b = LBUF_INIT;
+    assert_int_equal(mqtt_encode_subscribe(&b, 77, subs, 3), 0);
+    cl_send_buf(&c, &b);
+    struct mqtt_packet p;
+    assert_int_equal(cl_next(&c, &p, 2000), 1);
+    assert_int_equal(p.type, MQTT_SUBACK);
+    assert_int_equal(p.suback.count, 3);
+    assert_int_equal(p.suback.codes[0], 1);
+    assert_int_equal(p.suback.codes[1], MQTT_SUBACK_FAILURE);
+    assert_int_equal(p.suback.codes[2], 0);
+    assert_int_equal(counter(f, "unauthorized"), 3);
+    /* UNSUBSCRIBE is answered */
+    struct mqtt_str uf = mqtt_str_c("devices/" DEVICE "/modules/receiver/#");
+    assert_int_equal(mqtt_encode_unsubscribe(&b, 78, &uf, 1), 0);
+    cl_send_buf(&c, &b);
+    assert_int_equal(cl_next(&c, &p, 2000), 1);
+    assert_int_equal(p.type, MQTT_UNSUBACK);
+    assert_int_equal(p.ack.packet_id, 78);
+    cl_close(&c);
+}
+
+static void expect_publish_refused(struct fixture *f, const char *topic, long long unauthorized)
+{
+    struct client c;
+    cl_open(f, &c);
+    cl_connect(&c, "sender");
+    cl_publish(&c, topic, "x", 1, false);
+    expect_closed(&c);
+    cl_close(&c);
+    assert_int_equal(counter(f, "unauthorized"), unauthorized);
+}
+
+static void test_publish_authorisation(void **state)
+{
+    struct fixture *f = *state;
+    long long n = 0;
+    expect_publish_refused(f, "devices/" DEVICE "/modules/receiver/messages/events/", ++n);
+    expect_publish_refused(f, "devices/" DEVICE "/modules/receiver/inputs/in1/", ++n);
+    expect_publish_refused(f, "devices/" DEVICE "/modules/sender/inputs/in1/", ++n);
+    expect_publish_refused(f, "devices/" DEVICE "/messages/events/", ++n);
+    expect_publish_refused(f, "devices/dev2/modules/sender/messages/events/", ++n);
+    expect_publish_refused(f, "some/topic", ++n);
+    expect_publish_refused(f, "$iothub/twin/PATCH/properties/desired/?$version=3", ++n);
+    expect_publish_refused(f, "$iothub/methods/POST/reboot/?$rid=1", ++n);
+    assert_int_equal(counter(f, "received"), 0);
+    /* the case of its own ids does not matter (IoT Hub ids are case-insensitive) */
+    struct client c;
+    cl_open(f, &c);
+    cl_connect(&c, "sender");
+    expect_puback(&c,
+                  cl_publish(&c, "devices/DEV1/modules/Sender/messages/events/", "x", 1, false));
+    cl_close(&c);
+    assert_int_equal(counter(f, "received"), 1);
+}
+
+/* ------------------------------------------------------------------ routing and delivery */
+
+static void test_route_and_deliver(void **state)
+{
+    struct fixture *f = *state;
+    struct client rc, sc;
+    cl_open(f, &rc);
+    cl_connect(&rc, "receiver");
+    assert_int_equal(cl_subscribe(&rc, "devices/" DEVICE "/modules/receiver/inputs/#", 1), 1);
+    cl_open(f, &sc);
+    cl_connect(&sc, "sender");
+    /* The sender's bag: system and application properties, and spoofed identities. */
+    send_output(&sc, "out1",
+                "%24.mid=m-1&%24.cid=c-1&%24.ct=application%2Fjson&%24.ce=utf-8&%24.uid=u1"
+                "&%24.cdid=evil&%24.cmid=evil&temp=21.5&k%20ey=v%2Fal",
+                "{\"temp\":21.5}");
+    struct received r;
+    expect_input(&rc, &r, true);
+    assert_string_equal(r.input, "in1");
+    assert_string_equal(r.body, "{\"temp\":21.5}");
+    assert_int_equal(r.qos, 1);
+    assert_true(prop_sys_is(&r, IOTHUB_PROP_MESSAGE_ID, "m-1"));
+    assert_true(prop_sys_is(&r, IOTHUB_PROP_CORRELATION_ID, "c-1"));
+    assert_true(prop_sys_is(&r, IOTHUB_PROP_CONTENT_TYPE, "application/json"));
+    assert_true(prop_sys_is(&r, IOTHUB_PROP_CONTENT_ENCODING, "utf-8"));
+    assert_true(prop_sys_is(&r, IOTHUB_PROP_USER_ID, "u1"));
+    /* the hub vouches for the sender's identity; the output name is not passed on */
+    assert_true(prop_sys_is(&r, IOTHUB_PROP_CONNECTION_DEVICE_ID, DEVICE));
+    assert_true(prop_sys_is(&r, IOTHUB_PROP_CONNECTION_MODULE_ID, "sender"));
+    assert_null(r.props.sys[IOTHUB_PROP_OUTPUT_NAME].ptr);
+    assert_string_equal(prop_app(&r, "temp"), "21.5");
+    assert_string_equal(prop_app(&r, "k ey"), "v/al");
+    pump(f);
+    assert_int_equal(counter(f, "received"), 1);
+    assert_int_equal(counter(f, "routed"), 1);
+    assert_int_equal(counter(f, "delivered"), 1);
+    assert_int_equal(counter(f, "acked"), 1);
+    assert_int_equal(endpoint_depth(f, "/modules/receiver/inputs/in1"), 0);
+
+    /* no route: counted, acknowledged all the same */
+    send_output(&sc, "nowhere", NULL, "x");
+    assert_int_equal(counter(f, "unrouted"), 1);
+    /* a condition: only temp > 20 reaches "hot" */
+    send_output(&sc, "cond", "temp=10", "cold");
+    send_output(&sc, "cond", "temp=30", "hot");
+    expect_body(&rc, "hot", "hot");
+    expect_nothing(&rc, 100);
+    /* RETAIN is not kept; the receiver sees mqtt-retain=true as with IoT Hub */
+    expect_puback(&sc,
+                  cl_publish(&sc, "devices/" DEVICE "/modules/sender/messages/events/%24.on=out1",
+                             "retained", 1, true));
+    expect_input(&rc, &r, true);
+    assert_string_equal(r.body, "retained");
+    assert_string_equal(prop_app(&r, "mqtt-retain"), "true");
+    /* a subscriber arriving later gets nothing retained */
+    struct client late;
+    cl_open(f, &late);
+    cl_connect(&late, "other");
+    assert_int_equal(cl_subscribe(&late, "devices/" DEVICE "/modules/other/#", 1), 1);
+    expect_nothing(&late, 100);
+    cl_close(&late);
+    /* QoS 0 in, a QoS 0 subscriber: delivered without touching the store */
+    assert_int_equal(cl_subscribe(&rc, "devices/" DEVICE "/modules/receiver/inputs/#", 0), 0);
+    cl_publish(&sc, "devices/" DEVICE "/modules/sender/messages/events/%24.on=out1", "q0", 0,
+               false);
+    expect_input(&rc, &r, true);
+    assert_string_equal(r.body, "q0");
+    assert_int_equal(r.qos, 0);
+    assert_int_equal(counter(f, "direct"), 1);
+    cl_close(&sc);
+    cl_close(&rc);
+}
+
+static void test_puback_waits_for_receiver_ack_and_redelivers(void **state)
+{
+    struct fixture *f = *state;
+    struct client rc, sc;
+    cl_open(f, &sc);
+    cl_connect(&sc, "sender");
+    cl_open(f, &rc);
+    bool present;
+    cl_connect_persistent(&rc, "receiver", &present);
+    assert_int_equal(cl_subscribe(&rc, "devices/" DEVICE "/modules/receiver/inputs/#", 1), 1);
+    send_output(&sc, "out1", NULL, "one");
+    send_output(&sc, "out1", NULL, "two");
+    struct received r1, r2;
+    expect_input(&rc, &r1, false);
+    expect_input(&rc, &r2, false);
+    assert_string_equal(r1.body, "one");
+    assert_string_equal(r2.body, "two");
+    assert_false(r1.dup);
+    assert_int_equal(endpoint_depth(f, "/modules/receiver/inputs/in1"), 2);
+    /* the receiver drops without acknowledging: both come again, in order, marked DUP */
+    cl_close(&rc);
+    cl_open(f, &rc);
+    cl_connect_persistent(&rc, "receiver", &present);
+    assert_true(present);
+    expect_input(&rc, &r1, true);
+    expect_input(&rc, &r2, true);
+    assert_string_equal(r1.body, "one");
+    assert_string_equal(r2.body, "two");
+    assert_true(r1.dup);
+    pump(f);
+    assert_int_equal(endpoint_depth(f, "/modules/receiver/inputs/in1"), 0);
+    cl_close(&rc);
+    cl_close(&sc);
+}
+
+static void test_inflight_window(void **state)
+{
+    struct fixture *f = *state;
+    struct client rc, sc;
+    cl_open(f, &sc);
+    cl_connect(&sc, "sender");
+    for (int i = 0; i < 15; i++) {
+        char body[16];
+        snprintf(body, sizeof(body), "m%d", i);
+        send_output(&sc, "out1", NULL, body);
+    }
+    cl_open(f, &rc);
+    cl_connect(&rc, "receiver");
+    assert_int_equal(cl_subscribe(&rc, "devices/" DEVICE "/modules/receiver/#", 1), 1);
+    /* hub.max_inflight (10 here) unacknowledged, then nothing until a PUBACK */
+    struct received r[15];
+    for (int i = 0; i < 10; i++)
+        expect_input(&rc, &r[i], false);
+    expect_nothing(&rc, 100);
+    struct lbuf b = LBUF_INIT;
+    assert_int_equal(mqtt_encode_ack(&b, MQTT_PUBACK, r[0].packet_id), 0);
+    cl_send_buf(&rc, &b);
+    expect_input(&rc, &r[10], false);
+    assert_string_equal(r[10].body, "m10");
+    expect_nothing(&rc, 50);
+    for (int i = 1; i <= 10; i++) {
+        assert_int_equal(mqtt_encode_ack(&b, MQTT_PUBACK, r[i].packet_id), 0);
+        cl_send_buf(&rc, &b);
+    }
+    for (int i = 11; i < 15; i++) {
+        expect_input(&rc, &r[i], true);
+        char body[16];
+        snprintf(body, sizeof(body), "m%d", i);
+        assert_string_equal(r[i].body, body);
+    }
+    cl_close(&rc);
+    cl_close(&sc);
+}
+
+static void test_persistent_session_gets_backlog(void **state)
+{
+    struct fixture *f = *state;
+    struct client rc, sc;
+    cl_open(f, &rc);
+    bool present = true;
+    cl_connect_persistent(&rc, "receiver", &present);
+    assert_false(present);
+    assert_int_equal(cl_subscribe(&rc, "devices/" DEVICE "/modules/receiver/inputs/#", 1), 1);
+    /* a graceful DISCONNECT: the session stays */
+    static const uint8_t disconnect[2] = {0xe0, 0};
+    cl_send(&rc, disconnect, 2);
+    expect_closed(&rc);
+    cl_close(&rc);
+    cl_open(f, &sc);
+    cl_connect(&sc, "sender");
+    for (int i = 0; i < 3; i++) {
+        char body[8];
+        snprintf(body, sizeof(body), "b%d", i);
+        send_output(&sc, "out1", NULL, body);
+    }
+    assert_int_equal(endpoint_depth(f, "/modules/receiver/inputs/in1"), 3);
+    /* back, without subscribing again */
+    cl_open(f, &rc);
+    cl_connect_persistent(&rc, "receiver", &present);
+    assert_true(present);
+    expect_body(&rc, "in1", "b0");
+    expect_body(&rc, "in1", "b1");
+    expect_body(&rc, "in1", "b2");
+    cl_close(&rc);
+    /* a clean session throws the subscriptions away: nothing flows until it subscribes */
+    send_output(&sc, "out1", NULL, "b3");
+    cl_open(f, &rc);
+    cl_connect(&rc, "receiver");
+    expect_nothing(&rc, 100);
+    assert_int_equal(cl_subscribe(&rc, "devices/" DEVICE "/modules/receiver/inputs/#", 1), 1);
+    expect_body(&rc, "in1", "b3");
+    cl_close(&rc);
+    cl_close(&sc);
+}
+
+static void test_takeover(void **state)
+{
+    struct fixture *f = *state;
+    struct client a, b;
+    cl_open(f, &a);
+    cl_connect(&a, "receiver");
+    cl_open(f, &b);
+    cl_connect(&b, "receiver");
+    expect_closed(&a);
+    cl_close(&a);
+    struct mqtt_packet p;
+    static const uint8_t ping[2] = {0xc0, 0};
+    cl_send(&b, ping, 2);
+    assert_int_equal(cl_next(&b, &p, 2000), 1);
+    assert_int_equal(p.type, MQTT_PINGRESP);
+    cl_close(&b);
+}
+
+static void test_priorities_drain_highest_first(void **state)
+{
+    struct fixture *f = *state;
+    struct client rc, sc;
+    cl_open(f, &sc);
+    cl_connect(&sc, "sender");
+    send_output(&sc, "lo", NULL, "lo1");
+    send_output(&sc, "lo", NULL, "lo2");
+    send_output(&sc, "hi", NULL, "hi1");
+    send_output(&sc, "lo", NULL, "lo3");
+    send_output(&sc, "hi", NULL, "hi2");
+    cl_open(f, &rc);
+    cl_connect(&rc, "receiver");
+    assert_int_equal(cl_subscribe(&rc, "devices/" DEVICE "/modules/receiver/inputs/#", 1), 1);
+    const char *want[] = {"hi1", "hi2", "lo1", "lo2", "lo3"};
+    for (size_t i = 0; i < ARRAY_SIZE(want); i++)
+        expect_body(&rc, "prio", want[i]);
+    json_t *s = status(f);
+    size_t i;
+    json_t *e;
+    bool seen = false;
+    json_array_foreach (json_object_get(s, "endpoints"), i, e) {
+        if (strcmp(json_string_value(json_object_get(e, "endpoint")),
+                   "/modules/receiver/inputs/prio"))
+            continue;
+        seen = true;
+        json_t *qs = json_object_get(e, "queues");
+        assert_int_equal(json_array_size(qs), 2); /* priorities 0 and 5 */
+    }
+    assert_true(seen);
+    json_decref(s);
+    cl_close(&rc);
+    cl_close(&sc);
+}
+
+static void test_ttl_expires_and_counts(void **state)
+{
+    struct fixture *f = *state;
+    struct client rc, sc;
+    cl_open(f, &sc);
+    cl_connect(&sc, "sender");
+    send_output(&sc, "short", NULL, "stale");
+    send_output(&sc, "out1", NULL, "fresh");
+    /* timeToLiveSecs 1 on the "short" route: wait it out */
+    int64_t until = ltime_now_ms() + 1100;
+    while (ltime_now_ms() < until) {
+        pump(f);
+        poll(NULL, 0, 20);
+    }
+    cl_open(f, &rc);
+    cl_connect(&rc, "receiver");
+    assert_int_equal(cl_subscribe(&rc, "devices/" DEVICE "/modules/receiver/inputs/#", 1), 1);
+    expect_body(&rc, "in1", "fresh");
+    expect_nothing(&rc, 300);
+    assert_int_equal(counter(f, "expired"), 1);
+    assert_int_equal(endpoint_depth(f, "/modules/receiver/inputs/short"), 0);
+    cl_close(&rc);
+    cl_close(&sc);
+}
+
+static void test_will(void **state)
+{
+    struct fixture *f = *state;
+    struct client rc, sc;
+    cl_open(f, &rc);
+    cl_connect(&rc, "receiver");
+    assert_int_equal(cl_subscribe(&rc, "devices/" DEVICE "/modules/receiver/inputs/#", 1), 1);
+    struct connect_opts o = {.will_topic = "devices/" DEVICE
+                                           "/modules/sender/messages/events/%24.on=out1&why=gone",
+                             .will_payload = "bye"};
+    /* a graceful DISCONNECT: no will */
+    cl_open(f, &sc);
+    assert_int_equal(cl_connect_opts(&sc, "sender", &o, NULL), 0);
+    static const uint8_t disconnect[2] = {0xe0, 0};
+    cl_send(&sc, disconnect, 2);
+    cl_close(&sc);
+    expect_nothing(&rc, 100);
+    /* the connection drops: the will is routed like a message of the sender's */
+    cl_open(f, &sc);
+    assert_int_equal(cl_connect_opts(&sc, "sender", &o, NULL), 0);
+    cl_close(&sc);
+    struct received r;
+    expect_input(&rc, &r, true);
+    assert_string_equal(r.body, "bye");
+    assert_string_equal(prop_app(&r, "why"), "gone");
+    assert_string_equal(prop_app(&r, "iothub-MessageType"), "Will");
+    assert_true(prop_sys_is(&r, IOTHUB_PROP_CONNECTION_MODULE_ID, "sender"));
+    /* a will aimed elsewhere is refused and counted when it would be sent */
+    struct connect_opts bad = {.will_topic = "devices/" DEVICE "/modules/receiver/inputs/in1/",
+                               .will_payload = "x"};
+    cl_open(f, &sc);
+    assert_int_equal(cl_connect_opts(&sc, "sender", &bad, NULL), 0);
+    cl_close(&sc);
+    expect_nothing(&rc, 100);
+    assert_int_equal(counter(f, "unauthorized"), 1);
+    cl_close(&rc);
+}
+
+/* ------------------------------------------------------------------ bad input and limits */
+
+static void test_qos2_publish_closes_only_that_connection(void **state)
+{
+    struct fixture *f = *state;
+    struct client rc, sc;
+    cl_open(f, &rc);
+    cl_connect(&rc, "receiver");
+    assert_int_equal(cl_subscribe(&rc, "devices/" DEVICE "/modules/receiver/inputs/#", 1), 1);
+    cl_open(f, &sc);
+    cl_connect(&sc, "sender");
+    cl_publish(&sc, "devices/" DEVICE "/modules/sender/messages/events/%24.on=out1", "q2", 2,
+               false);
+    expect_closed(&sc);
+    cl_close(&sc);
+    assert_int_equal(counter(f, "qos2Refused"), 1);
+    assert_int_equal(counter(f, "received"), 0);
+    /* the receiver is unaffected, and a new sender works */
+    cl_open(f, &sc);
+    cl_connect(&sc, "sender");
+    send_output(&sc, "out1", NULL, "after");
+    expect_body(&rc, "in1", "after");
+    /* PUBREL (QoS 2 flow) from a client is a protocol violation too */
+    static const uint8_t pubrel[4] = {0x62, 2, 0, 1};
+    cl_send(&sc, pubrel, 4);
+    expect_closed(&sc);
+    cl_close(&sc);
+    cl_close(&rc);
+}
+
+static void test_malformed_and_oversized(void **state)
+{
+    struct fixture *f = *state;
+    struct client rc, bad;
+    cl_open(f, &rc);
+    cl_connect(&rc, "receiver");
+    assert_int_equal(cl_subscribe(&rc, "devices/" DEVICE "/modules/receiver/inputs/#", 1), 1);
+
+    /* garbage instead of CONNECT */
+    cl_open(f, &bad);
+    cl_send(&bad, "GET / HTTP/1.1\r\n\r\n", 18);
+    expect_closed(&bad);
+    cl_close(&bad);
+    /* a remaining length of five bytes */
+    cl_open(f, &bad);
+    static const uint8_t varint[6] = {0x10, 0xff, 0xff, 0xff, 0xff, 0x01};
+    cl_send(&bad, varint, sizeof(varint));
+    expect_closed(&bad);
+    cl_close(&bad);
+    /* a packet announced larger than hub.max_packet_size + envelope: closed before the bytes */
+    cl_open(f, &bad);
+    cl_connect(&bad, "sender");
+    static const uint8_t huge[5] = {0x32, 0x80, 0x80, 0x80, 0x01}; /* 2 MiB */
+    cl_send(&bad, huge, sizeof(huge));
+    expect_closed(&bad);
+    cl_close(&bad);
+    assert_int_equal(counter(f, "oversized"), 1);
+    /* a message over hub.max_packet_size that fits the envelope */
+    cl_open(f, &bad);
+    cl_connect(&bad, "sender");
+    char *body = malloc(16 * 1024 + 100);
+    memset(body, 'a', 16 * 1024 + 99);
+    body[16 * 1024 + 99] = 0;
+    cl_publish(&bad, "devices/" DEVICE "/modules/sender/messages/events/%24.on=out1", body, 1,
+               false);
+    free(body);
+    expect_closed(&bad);
+    cl_close(&bad);
+    assert_int_equal(counter(f, "oversized"), 2);
+    /* a broken property bag (empty key) */
+    cl_open(f, &bad);
+    cl_connect(&bad, "sender");
+    cl_publish(&bad, "devices/" DEVICE "/modules/sender/messages/events/%24.on=out1&=v", "x", 1,
+               false);
+    expect_closed(&bad);
+    cl_close(&bad);
+    /* a PUBLISH with an invalid topic (wildcard) */
+    cl_open(f, &bad);
+    cl_connect(&bad, "sender");
+    static const uint8_t wild[] = {0x30, 5, 0, 3, 'a', '/', '#'};
+    cl_send(&bad, wild, sizeof(wild));
+    expect_closed(&bad);
+    cl_close(&bad);
+    /* a server-only packet type from a client */
+    cl_open(f, &bad);
+    cl_connect(&bad, "sender");
+    static const uint8_t connack[4] = {0x20, 2, 0, 0};
+    cl_send(&bad, connack, sizeof(connack));
+    expect_closed(&bad);
+    cl_close(&bad);
+    assert_true(counter(f, "malformed") >= 5);
+    /* the receiver saw none of it and still works */
+    expect_nothing(&rc, 50);
+    struct client sc;
+    cl_open(f, &sc);
+    cl_connect(&sc, "sender");
+    send_output(&sc, "out1", NULL, "still here");
+    expect_body(&rc, "in1", "still here");
+    cl_close(&sc);
+    cl_close(&rc);
+}
+
+static void test_a_packet_in_pieces(void **state)
+{
+    struct fixture *f = *state;
+    struct client rc, sc;
+    cl_open(f, &rc);
+    cl_connect(&rc, "receiver");
+    assert_int_equal(cl_subscribe(&rc, "devices/" DEVICE "/modules/receiver/inputs/#", 1), 1);
+    cl_open(f, &sc);
+    cl_connect(&sc, "sender");
+    struct mqtt_publish p = {
+        .qos = 1,
+        .packet_id = 9,
+        .topic = mqtt_str_c("devices/" DEVICE "/modules/sender/messages/events/%24.on=out1"),
+        .payload = (const uint8_t *)"pieces",
+        .payload_len = 6,
+    };
+    struct lbuf b = LBUF_INIT;
+    assert_int_equal(mqtt_encode_publish(&b, &p), 0);
+    /* one byte at a time, then two packets in one write */
+    for (size_t i = 0; i < b.len; i++)
+        cl_send(&sc, b.data + i, 1);
+    expect_puback(&sc, 9);
+    struct lbuf two = LBUF_INIT;
+    assert_int_equal(lbuf_append(&two, b.data, b.len), 0);
+    b.data[b.len - 1] = '!';
+    assert_int_equal(lbuf_append(&two, b.data, b.len), 0);
+    cl_send_buf(&sc, &two);
+    expect_puback(&sc, 9);
+    expect_puback(&sc, 9);
+    lbuf_free(&b);
+    expect_body(&rc, "in1", "pieces");
+    expect_body(&rc, "in1", "pieces");
+    expect_body(&rc, "in1", "piece!");
+    cl_close(&sc);
+    cl_close(&rc);
+}
+
+static void test_subscription_limit(void **state)
+{
+    struct fixture *f = *state; /* hub.max_subscriptions 3 */
+    struct client c;
+    cl_open(f, &c);
+    cl_connect(&c, "receiver");
+    assert_int_equal(cl_subscribe(&c, "devices/" DEVICE "/modules/receiver/inputs/a", 1), 1);
+    assert_int_equal(cl_subscribe(&c, "devices/" DEVICE "/modules/receiver/inputs/b", 1), 1);
+    assert_int_equal(cl_subscribe(&c, "devices/" DEVICE "/modules/receiver/inputs/c", 1), 1);
+    assert_int_equal(cl_subscribe(&c, "devices/" DEVICE "/modules/receiver/inputs/d", 1),
+                     MQTT_SUBACK_FAILURE);
+    /* the same filter again replaces, it does not add */
+    assert_int_equal(cl_subscribe(&c, "devices/" DEVICE "/modules/receiver/inputs/a", 0), 0);
+    assert_int_equal(counter(f, "subscriptionsRefused"), 1);
+    /* a SUBSCRIBE with 300 filters gets 300 codes */
+    struct mqtt_subscription subs[300];
+    char names[300][64];
+    for (int i = 0; i < 300; i++) {
+        snprintf(names[i], sizeof(names[i]), "devices/" DEVICE "/modules/receiver/inputs/x%d", i);
+        subs[i] = (struct mqtt_subscription){mqtt_str_c(names[i]), 1};
+    }
+    struct lbuf b = LBUF_INIT;
+    assert_int_equal(mqtt_encode_subscribe(&b, 5, subs, 300), 0);
+    cl_send_buf(&c, &b);
+    struct mqtt_packet p;
+    assert_int_equal(cl_next(&c, &p, 2000), 1);
+    assert_int_equal(p.type, MQTT_SUBACK);
+    assert_int_equal(p.suback.count, 300);
+    for (int i = 0; i < 300; i++)
+        assert_int_equal(p.suback.codes[i], MQTT_SUBACK_FAILURE);
+    cl_close(&c);
+}
+
+static void test_connection_limit(void **state)
+{
+    struct fixture *f = *state; /* hub.max_connections 3 */
+    struct client c[4];
+    for (int i = 0; i < 3; i++)
+        cl_open(f, &c[i]);
+    cl_open(f, &c[3]);
+    expect_closed(&c[3]);
+    cl_close(&c[3]);
+    assert_int_equal(counter(f, "connectionsRefused"), 1);
+    cl_connect(&c[0], "receiver");
+    for (int i = 0; i < 3; i++)
+        cl_close(&c[i]);
+    cl_open(f, &c[0]);
+    cl_connect(&c[0], "sender");
+    cl_close(&c[0]);
+}
+
+/* ------------------------------------------------------------------ store full, reload */
+
+static const char *small_store_routes =
+    "{\"schemaVersion\": \"1.1\", \"routes\": {"
+    "\"r1\": \"FROM /messages/modules/sender/outputs/out1 INTO "
+    "BrokeredEndpoint(\\\"/modules/receiver/inputs/in1\\\")\"},"
+    "\"storeAndForwardConfiguration\": {\"timeToLiveSecs\": 7200, "
+    "\"storeLimits\": {\"maxSizeBytes\": 262144}}}";
+
+static int setup_small_store(void **state)
+{
+    return setup_with(state, small_store_routes, 8, 16);
+}
+
+static void test_store_full_refuses_then_recovers(void **state)
+{
+    struct fixture *f = *state;
+    json_t *s = status(f);
+    assert_int_equal(json_integer_value(json_object_get(json_object_get(s, "store"), "maxBytes")),
+                     262144);
+    json_decref(s);
+    struct client sc;
+    cl_open(f, &sc);
+    cl_connect(&sc, "sender");
+    char *body = malloc(8001);
+    memset(body, 'x', 8000);
+    body[8000] = 0;
+    int sent = 0;
+    for (;;) {
+        uint16_t id = cl_publish(
+            &sc, "devices/" DEVICE "/modules/sender/messages/events/%24.on=out1", body, 1, false);
+        struct mqtt_packet p;
+        int r = cl_next(&sc, &p, 2000);
+        if (r == -1)
+            break; /* refused: the hub closed the connection */
+        assert_int_equal(r, 1);
+        assert_int_equal(p.type, MQTT_PUBACK);
+        assert_int_equal(p.ack.packet_id, id);
+        sent++;
+        assert_true(sent < 100);
+    }
+    cl_close(&sc);
+    assert_true(sent >= 20);
+    assert_int_equal(counter(f, "refused"), 1);
+    /* QoS 0 is dropped, counted, and the connection stays */
+    cl_open(f, &sc);
+    cl_connect(&sc, "sender");
+    cl_publish(&sc, "devices/" DEVICE "/modules/sender/messages/events/%24.on=out1", body, 0,
+               false);
+    static const uint8_t ping[2] = {0xc0, 0};
+    cl_send(&sc, ping, 2);
+    struct mqtt_packet p;
+    assert_int_equal(cl_next(&sc, &p, 2000), 1);
+    assert_int_equal(p.type, MQTT_PINGRESP);
+    assert_int_equal(counter(f, "refused"), 2);
+    /* the receiver drains the queue; the store reclaims space; the sender gets through */
+    struct client rc;
+    cl_open(f, &rc);
+    cl_connect(&rc, "receiver");
+    assert_int_equal(cl_subscribe(&rc, "devices/" DEVICE "/modules/receiver/inputs/#", 1), 1);
+    for (int i = 0; i < sent; i++) {
+        struct received r;
+        expect_input(&rc, &r, true);
+    }
+    int64_t until = ltime_now_ms() + 1000; /* a store tick or two */
+    while (ltime_now_ms() < until) {
+        pump(f);
+        poll(NULL, 0, 20);
+    }
+    send_output(&sc, "out1", NULL, "room again");
+    expect_body(&rc, "in1", "room again");
+    free(body);
+    cl_close(&rc);
+    cl_close(&sc);
+}
+
+static void test_reload_routes_and_limits(void **state)
+{
+    struct fixture *f = *state;
+    struct client rc, sc;
+    cl_open(f, &sc);
+    cl_connect(&sc, "sender");
+    send_output(&sc, "out1", NULL, "before");
+    /* new routes and a new store cap, while a message waits in the old endpoint */
+    write_runtime(f, "{\"schemaVersion\": \"1.1\", \"routes\": {"
+                     "\"r2\": \"FROM /messages/modules/sender/* INTO "
+                     "BrokeredEndpoint(\\\"/modules/receiver/inputs/new\\\")\"},"
+                     "\"storeAndForwardConfiguration\": {\"timeToLiveSecs\": 60, "
+                     "\"storeLimits\": {\"maxSizeBytes\": 5000000}}}");
+    struct lerr err = {0};
+    assert_int_equal(hub_load_runtime(&f->h, &err), 0);
+    json_t *s = status(f);
+    assert_int_equal(json_integer_value(json_object_get(json_object_get(s, "store"), "maxBytes")),
+                     5000000);
+    json_decref(s);
+    send_output(&sc, "out1", NULL, "after");
+    cl_open(f, &rc);
+    cl_connect(&rc, "receiver");
+    assert_int_equal(cl_subscribe(&rc, "devices/" DEVICE "/modules/receiver/inputs/#", 1), 1);
+    struct received a, b;
+    expect_input(&rc, &a, true);
+    expect_input(&rc, &b, true);
+    /* the old endpoint keeps its backlog and delivers it; the new one gets the new message */
+    bool got_old = (!strcmp(a.input, "in1") && !strcmp(a.body, "before")) ||
+                   (!strcmp(b.input, "in1") && !strcmp(b.body, "before"));
+    bool got_new = (!strcmp(a.input, "new") && !strcmp(a.body, "after")) ||
+                   (!strcmp(b.input, "new") && !strcmp(b.body, "after"));
+    assert_true(got_old);
+    assert_true(got_new);
+    /* a runtime file with a broken route is refused; the previous table stays */
+    write_runtime(f,
+                  "{\"schemaVersion\": \"1.1\", \"routes\": {\"bad\": \"FROM /x INTO nowhere\"}}");
+    assert_true(hub_load_runtime(&f->h, &err) < 0);
+    assert_non_null(strstr(err.msg, "bad"));
+    send_output(&sc, "anything", NULL, "still routed");
+    expect_body(&rc, "new", "still routed");
+    cl_close(&rc);
+    cl_close(&sc);
+}
+
+static void test_restart_keeps_unacked(void **state)
+{
+    struct fixture *f = *state;
+    struct client sc;
+    cl_open(f, &sc);
+    cl_connect(&sc, "sender");
+    send_output(&sc, "out1", NULL, "kept");
+    send_output(&sc, "hi", NULL, "kept hi");
+    cl_close(&sc);
+    hub_down(f);
+    hub_up(f);
+    struct client rc;
+    cl_open(f, &rc);
+    cl_connect(&rc, "receiver");
+    assert_int_equal(cl_subscribe(&rc, "devices/" DEVICE "/modules/receiver/inputs/#", 1), 1);
+    struct received a, b;
+    expect_input(&rc, &a, true);
+    expect_input(&rc, &b, true);
+    assert_true(!strcmp(a.body, "kept") || !strcmp(b.body, "kept"));
+    assert_true(!strcmp(a.body, "kept hi") || !strcmp(b.body, "kept hi"));
+    cl_close(&rc);
+}
+
+/* ------------------------------------------------------------------ twins and methods */
+
+static void test_twin_get_and_reported(void **state)
+{
+    struct fixture *f = *state;
+    struct client c;
+    cl_open(f, &c);
+    cl_connect(&c, "receiver");
+    assert_int_equal(cl_subscribe(&c, "$iothub/twin/res/#", 0), 0);
+    /* QoS 1: the answer may come before the PUBACK, which waits for the group commit */
+    uint16_t id = cl_publish(&c, "$iothub/twin/GET/?$rid=6", "", 1, false);
+    struct mqtt_packet p;
+    bool acked = false, answered = false;
+    for (int i = 0; i < 2; i++) {
+        assert_int_equal(cl_next(&c, &p, 2000), 1);
+        if (p.type == MQTT_PUBACK) {
+            assert_int_equal(p.ack.packet_id, id);
+            acked = true;
+        } else {
+            assert_int_equal(p.type, MQTT_PUBLISH);
+            assert_true(
+                p.publish.topic.len == strlen("$iothub/twin/res/200/?$rid=6") &&
+                !memcmp(p.publish.topic.ptr, "$iothub/twin/res/200/?$rid=6", p.publish.topic.len));
+            answered = true;
+        }
+    }
+    assert_true(acked && answered);
+    cl_publish(&c, "$iothub/twin/GET/?$rid=7", "", 0, false);
+    assert_int_equal(cl_next(&c, &p, 2000), 1);
+    assert_int_equal(p.type, MQTT_PUBLISH);
+    char topic[128];
+    snprintf(topic, sizeof(topic), "%.*s", (int)p.publish.topic.len, p.publish.topic.ptr);
+    assert_string_equal(topic, "$iothub/twin/res/200/?$rid=7");
+    cl_publish(&c, "$iothub/twin/PATCH/properties/reported/?$rid=8", "{\"a\":1}", 0, false);
+    assert_int_equal(cl_next(&c, &p, 2000), 1);
+    snprintf(topic, sizeof(topic), "%.*s", (int)p.publish.topic.len, p.publish.topic.ptr);
+    assert_string_equal(topic, "$iothub/twin/res/204/?$rid=8&$version=2");
+    json_t *t = twins_get(&f->h, "receiver");
+    assert_int_equal(json_integer_value(json_object_get(json_object_get(t, "reported"), "a")), 1);
+    json_decref(t);
+    cl_publish(&c, "$iothub/twin/PATCH/properties/reported/?$rid=9", "[1]", 0, false);
+    assert_int_equal(cl_next(&c, &p, 2000), 1);
+    snprintf(topic, sizeof(topic), "%.*s", (int)p.publish.topic.len, p.publish.topic.ptr);
+    assert_string_equal(topic, "$iothub/twin/res/400/?$rid=9");
+    cl_close(&c);
+}
+
+struct method_result {
+    int status;
+    json_t *reply;
+    bool done;
+};
+
+static void method_done(void *ud, int status, json_t *reply)
+{
+    struct method_result *m = ud;
+    m->status = status;
+    m->reply = json_incref(reply);
+    m->done = true;
+}
+
+static void test_direct_method(void **state)
+{
+    struct fixture *f = *state;
+    struct client c;
+    cl_open(f, &c);
+    cl_connect(&c, "receiver");
+    struct method_result res = {0};
+    void *handle;
+    struct lerr err = {0};
+    json_t *payload = json_pack("{s:i}", "x", 1);
+    /* not subscribed to methods: 404 at once */
+    assert_int_equal(
+        methods_invoke(&f->h, "receiver", "ping", payload, 5, method_done, &res, &handle, &err),
+        -ENOENT);
+    assert_int_equal(cl_subscribe(&c, "$iothub/methods/POST/#", 1), 1);
+    assert_int_equal(
+        methods_invoke(&f->h, "receiver", "ping", payload, 5, method_done, &res, &handle, &err), 0);
+    json_decref(payload);
+    struct mqtt_packet p;
+    assert_int_equal(cl_next(&c, &p, 2000), 1);
+    char topic[128];
+    snprintf(topic, sizeof(topic), "%.*s", (int)p.publish.topic.len, p.publish.topic.ptr);
+    assert_string_equal(topic, "$iothub/methods/POST/ping/?$rid=1");
+    /* another module cannot answer it */
+    struct client o;
+    cl_open(f, &o);
+    cl_connect(&o, "other");
+    cl_publish(&o, "$iothub/methods/res/200/?$rid=1", "{\"evil\":1}", 0, false);
+    pump(f);
+    assert_false(res.done);
+    cl_close(&o);
+    cl_publish(&c, "$iothub/methods/res/201/?$rid=1", "{\"pong\":true}", 0, false);
+    pump(f);
+    assert_true(res.done);
+    assert_int_equal(res.status, 200);
+    assert_int_equal(json_integer_value(json_object_get(res.reply, "status")), 201);
+    assert_true(json_is_true(json_object_get(json_object_get(res.reply, "payload"), "pong")));
+    json_decref(res.reply);
+    cl_close(&c);
+}
+
+int main(void)
+{
+    log_set_level(LOG_LEVEL_ERROR);
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_connect_accepts_valid_token, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_connect_refusals, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_packets_before_connect_close, setup, teardown),
+        cmocka_unit_test(test_may_subscribe),
+        cmocka_unit_test_setup_teardown(test_subscribe_authorisation_on_the_wire, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_publish_authorisation, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_route_and_deliver, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_puback_waits_for_receiver_ack_and_redelivers, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_inflight_window, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_persistent_session_gets_backlog, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_takeover, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_priorities_drain_highest_first, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_ttl_expires_and_counts, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_will, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_qos2_publish_closes_only_that_connection, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_malformed_and_oversized, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_a_packet_in_pieces, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_subscription_limit, setup_limits, teardown),
+        cmocka_unit_test_setup_teardown(test_connection_limit, setup_limits, teardown),
+        cmocka_unit_test_setup_teardown(test_store_full_refuses_then_recovers, setup_small_store,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_reload_routes_and_limits, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_restart_keeps_unacked, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_twin_get_and_reported, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_direct_method, setup, teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

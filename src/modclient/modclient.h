@@ -1,0 +1,147 @@
+/* modclient.h — the module client library: what an IoT Edge module needs to talk to ledge-hub
+ * (or IoT Edge's own hub) from C on a libevent loop: identity from the environment ledged injects,
+ * SAS tokens signed through the workload API, MQTT over TLS trusting the workload trust bundle,
+ * outputs, inputs, the module twin and direct methods. docs/modules.md describes it. */
+#pragma once
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "base/errors.h"
+#include "mqtt/iothub.h"
+
+struct event_base;
+struct modclient;
+
+#define MODCLIENT_API_VERSION_DEFAULT "2019-01-30" /* workload API */
+#define MODCLIENT_PORT_DEFAULT 8883
+#define MODCLIENT_TOKEN_LIFETIME_DEFAULT 3600 /* seconds; renewed at 80 % by reconnecting */
+#define MODCLIENT_MAX_PENDING_DEFAULT 1000    /* outgoing messages kept until acknowledged */
+#define MODCLIENT_WINDOW 64                   /* QoS 1 messages in flight at once */
+#define MODCLIENT_BACKOFF_MIN_MS 1000
+#define MODCLIENT_BACKOFF_MAX_MS 60000
+#define MODCLIENT_REQUEST_TIMEOUT_MS 30000 /* workload calls, twin requests */
+#define MODCLIENT_MAX_REQUESTS 64          /* twin requests awaiting their answer */
+
+/* Who the module is and how it reaches its hub. Strings are owned (modclient_config_clear). */
+struct modclient_config {
+    char *device_id;
+    char *module_id;
+    char *generation_id;    /* for the workload API's sign path */
+    char *iothub_hostname;  /* audience of the SAS token, host part of the MQTT user name */
+    char *gateway_hostname; /* the hub: where to connect and the name its certificate carries */
+    char *connect_host;     /* where to connect when not gateway_hostname (LEDGE_HUB_HOST) */
+    int port;
+    bool tls;
+    char *workload_socket; /* path of the workload API's unix socket, or NULL */
+    char *api_version;     /* workload API version */
+    char *ca_file;         /* trust this PEM bundle instead of the workload trust bundle */
+    char *sas_key;         /* base64 module key: sign tokens here instead of the workload API */
+    int token_lifetime_s;
+    size_t max_pending;
+};
+
+/* Read the configuration the way Azure IoT module SDKs do (contract §6): IOTEDGE_WORKLOADURI
+ * (unix://), IOTEDGE_DEVICEID, IOTEDGE_MODULEID, IOTEDGE_MODULEGENERATIONID,
+ * IOTEDGE_IOTHUBHOSTNAME, IOTEDGE_GATEWAYHOSTNAME, IOTEDGE_AUTHSCHEME (sasToken) and
+ * IOTEDGE_APIVERSION; or the legacy EdgeHubConnectionString with EdgeModuleCACertificateFile.
+ * ledge extensions: LEDGE_HUB_HOST (connect there, still verifying the gateway host name),
+ * LEDGE_HUB_PORT, LEDGE_HUB_TLS (true/false). getenv_fn may be NULL (then getenv). Errors name
+ * the variable: "IOTEDGE_MODULEID: not set". */
+int modclient_config_from_env(const char *(*getenv_fn)(const char *name, void *ud), void *ud,
+                              struct modclient_config *ret, struct lerr *e);
+/* "HostName=h;GatewayHostName=g;DeviceId=d;ModuleId=m;SharedAccessKey=k" (parts in any order,
+ * names case-insensitive); fills the identity fields of cfg and sas_key. */
+int modclient_config_from_connection_string(const char *s, struct modclient_config *cfg,
+                                            struct lerr *e);
+void modclient_config_clear(struct modclient_config *cfg);
+
+/* ---- the client ---- */
+
+/* cfg is copied. The client does nothing until modclient_start(). */
+int modclient_new(struct event_base *base, const struct modclient_config *cfg,
+                  struct modclient **ret, struct lerr *e);
+/* Fails every pending operation with -ECANCELED (their callbacks run), then frees. Not from
+ * inside one of this client's callbacks. Accepts NULL. */
+void modclient_free(struct modclient *c);
+/* Connect and keep connected: trust bundle, token, MQTT CONNECT; on any failure retry with
+ * back-off from 1 s to 60 s; renew the token at 80 % of its lifetime by reconnecting. */
+int modclient_start(struct modclient *c);
+bool modclient_connected(const struct modclient *c);
+/* connected: true after each successful CONNECT; false with the reason after a failure or loss. */
+typedef void (*modclient_connection_fn)(void *ud, bool connected, const char *why);
+void modclient_on_connection(struct modclient *c, modclient_connection_fn cb, void *ud);
+
+/* ---- outputs ---- */
+
+/* result: 0 the hub acknowledged (stored) it; -ECANCELED the client was freed first. */
+typedef void (*modclient_sent_fn)(void *ud, int result);
+/* Send body to output (QoS 1, on devices/<d>/modules/<m>/messages/events/ with $.on=output and
+ * props' system and application properties; $.on, $.cdid and $.cmid in props are ignored).
+ * Kept and re-sent across reconnects until acknowledged. done may be NULL. -ENOBUFS when
+ * max_pending messages are waiting already; -EINVAL for an output name that cannot be sent. */
+int modclient_send_output(struct modclient *c, const char *output, const struct iothub_props *props,
+                          const void *body, size_t len, modclient_sent_fn done, void *ud);
+/* Messages waiting for their acknowledgement (sent or not yet). */
+size_t modclient_pending(const struct modclient *c);
+/* Add an application property (strings borrowed until the call that uses props). -E2BIG past
+ * IOTHUB_APP_PROPS_MAX. */
+int modclient_props_add(struct iothub_props *p, const char *key, const char *value);
+
+/* ---- inputs ---- */
+
+struct modclient_message {
+    const char *input;                /* NUL-terminated */
+    const struct iothub_props *props; /* decoded system and application properties */
+    const uint8_t *body;
+    size_t len;
+};
+typedef void (*modclient_input_fn)(void *ud, const struct modclient_message *m);
+/* Call cb for messages arriving on input (NULL: every input without its own handler). One
+ * handler per name; setting it again replaces it, cb NULL removes it. The hub's QoS 1 delivery
+ * is acknowledged when cb returns. Everything in m is valid only during the call. */
+int modclient_on_input(struct modclient *c, const char *input, modclient_input_fn cb, void *ud);
+/* The value of an application property (NULL when absent) as a NUL-terminated copy in buf. */
+const char *modclient_message_prop(const struct modclient_message *m, const char *key, char *buf,
+                                   size_t size);
+
+/* ---- twin ---- */
+
+/* status: the hub's (200 for GET) or a negative errno (-ETIMEDOUT, -ECANCELED); twin is the
+ * whole document {"desired": {...}, "reported": {...}} (borrowed) or NULL. */
+typedef void (*modclient_twin_fn)(void *ud, int status, const json_t *twin);
+int modclient_twin_get(struct modclient *c, modclient_twin_fn cb, void *ud);
+/* status 204 on success with the new reported $version, or as above. */
+typedef void (*modclient_report_fn)(void *ud, int status, int64_t version);
+/* Patch the reported properties (a JSON merge patch: null removes a key). cb may be NULL.
+ * -EBUSY past MODCLIENT_MAX_REQUESTS unanswered requests. */
+int modclient_twin_report(struct modclient *c, const json_t *patch, modclient_report_fn cb,
+                          void *ud);
+/* Desired properties: complete true with the whole desired document after every (re)connect
+ * (so nothing changed while disconnected is missed), false with each patch the hub pushes. */
+typedef void (*modclient_desired_fn)(void *ud, const json_t *desired, int64_t version,
+                                     bool complete);
+void modclient_on_desired(struct modclient *c, modclient_desired_fn cb, void *ud);
+
+/* ---- direct methods ---- */
+
+/* Return the status to answer with (200, 400, ...) and optionally a JSON reply in *ret_reply
+ * (owned by the library afterwards). payload is the request's JSON (a JSON string when it was
+ * not JSON; null when empty). */
+typedef int (*modclient_method_fn)(void *ud, const char *method, const json_t *payload,
+                                   json_t **ret_reply);
+/* One handler per name (NULL: every method without its own handler). A method without any
+ * handler is answered 501. cb NULL removes it. */
+int modclient_on_method(struct modclient *c, const char *method, modclient_method_fn cb, void *ud);
+
+/* ---- SAS tokens (exposed for tests and tools) ---- */
+
+/* The resource a module token is for: "<iothub_hostname>/devices/<d>/modules/<m>". */
+char *modclient_token_resource(const struct modclient_config *cfg);
+/* The string to sign: percent-encoded resource, "\n", expiry. */
+int modclient_token_string_to_sign(const char *resource, uint64_t expiry, struct lbuf *out);
+/* "SharedAccessSignature sr=<enc resource>&sig=<enc signature>&se=<expiry>". */
+int modclient_token_build(const char *resource, const char *signature_b64, uint64_t expiry,
+                          struct lbuf *out);
