@@ -19,6 +19,7 @@
 #include <string.h>
 
 #include "agent/plan.h"
+#include "engine/platform.h"
 #include "route/route.h"
 #include "base/crypto.h"
 #include "base/fs.h"
@@ -380,6 +381,7 @@ enum stage {
     ST_NETWORK,
     ST_PULL,
     ST_PRESENT,
+    ST_PLATFORM,
     ST_CREATE,
     ST_START,
     ST_STOP,
@@ -497,7 +499,7 @@ static void op_done_cb(void *ud, int result, const struct lerr *err)
                 op->pull_err = *err;
             op->stage = ST_PRESENT;
         } else {
-            op->stage = ST_CREATE;
+            op->stage = ST_PLATFORM;
         }
         break;
     case ST_PRESENT:
@@ -512,7 +514,7 @@ static void op_done_cb(void *ud, int result, const struct lerr *err)
         }
         if (op->pull_failed)
             log_warn(COMP, "%s: %s; using the local image", rt->name, lerr_str(&op->pull_err));
-        op->stage = ST_CREATE;
+        op->stage = ST_PLATFORM;
         break;
     case ST_START:
         if (result < 0) {
@@ -566,6 +568,25 @@ static void op_done_cb(void *ud, int result, const struct lerr *err)
         op->stage = ST_DONE;
         break;
     }
+    op_next(op);
+}
+
+/* The host/guest rule: an image for another OS family or architecture fails its module with the
+ * rule explained (and where a VM would run it), before anything is created. */
+static void op_platform_cb(void *ud, int result, const char *os, const char *arch,
+                           const char *variant, const struct lerr *err)
+{
+    struct op *op = ud;
+    if (result == 0) {
+        struct platform host;
+        struct lerr perr = {0};
+        if (platform_host(&host) == 0 &&
+            platform_check_module(&host, op->spec->name, op->spec->image, os, arch, variant,
+                                  &perr) < 0)
+            return op_fail(op, -ENOEXEC, &perr, "image platform mismatch");
+    }
+    /* an inspect failure here only means we cannot tell: create reports real problems */
+    op->stage = ST_CREATE;
     op_next(op);
 }
 
@@ -709,6 +730,11 @@ static void op_next(struct op *op)
         case ST_PRESENT: {
             struct engine *e = op_engine(op);
             r = e->ops->image_present(e, op->spec->image, op_done_cb, op);
+            break;
+        }
+        case ST_PLATFORM: {
+            struct engine *e = op_engine(op);
+            r = e->ops->image_platform(e, op->spec->image, op_platform_cb, op);
             break;
         }
         case ST_CREATE:
