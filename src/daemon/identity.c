@@ -19,7 +19,10 @@
 #define COMP "identity"
 #define RENEW_CHECK_S 3600
 
-static int64_t now_s(void) { return ltime_now_ms() / 1000; }
+static int64_t now_s(void)
+{
+    return ltime_now_ms() / 1000;
+}
 
 static int device_identity(struct ledged *d, struct lerr *err)
 {
@@ -53,7 +56,8 @@ static int device_identity(struct ledged *d, struct lerr *err)
 }
 
 /* The hub's server certificate: CN and SAN = the gateway host name, plus certificates.extra_names
- * (DNS names or IP addresses) and the loopback names a local client may use. */
+ * (DNS names or IP addresses) and the loopback names a local client may use; and the trust
+ * bundle file next to it. Returns 1 when either changed on disk, 0 when both were current. */
 static int ensure_hub_cert(struct ledged *d, int64_t threshold_s, struct lerr *err)
 {
     const char *dns[CONFIG_MAX_LIST + 3];
@@ -78,18 +82,26 @@ static int ensure_hub_cert(struct ledged *d, int64_t threshold_s, struct lerr *e
         .n_ips = n_ips,
         .lifetime_s = d->cfg.certificates.cert_lifetime_ms / 1000,
     };
-    int r = ca_leaf_ensure(d->ca, &req, d->hub_cert_path, d->hub_key_path, now_s(), threshold_s,
-                           err);
-    if (r < 0)
-        return r;
-    struct lbuf bundle = LBUF_INIT;
-    r = ca_trust_bundle(d->ca, &bundle);
-    if (r == 0)
+    int issued =
+        ca_leaf_ensure(d->ca, &req, d->hub_cert_path, d->hub_key_path, now_s(), threshold_s, err);
+    if (issued < 0)
+        return issued;
+    if (issued > 0)
+        log_info(COMP, "hub server certificate issued: %s", d->hub_cert_path);
+    /* The bundle is rewritten (and the hub told) only when it changed: this runs at every
+     * renewal check. */
+    _cleanup_lbuf_ struct lbuf bundle = LBUF_INIT;
+    _cleanup_free_ char *old = NULL;
+    size_t old_len = 0;
+    int r = ca_trust_bundle(d->ca, &bundle);
+    bool same = r == 0 &&
+                lfs_read_file(d->trust_bundle_path, CA_PEM_FILE_MAX, &old, &old_len) == 0 &&
+                old_len == bundle.len && memcmp(old, bundle.data, old_len) == 0;
+    if (r == 0 && !same)
         r = lfs_write_atomic(d->trust_bundle_path, bundle.data, bundle.len, 0644);
-    lbuf_free(&bundle);
     if (r < 0)
         return lerr_set(err, r, "cannot write %s: %s", d->trust_bundle_path, strerror(-r));
-    return 1;
+    return issued > 0 || !same;
 }
 
 static void restarted(void *ud, int result, const json_t *report) {}
@@ -118,6 +130,24 @@ static int64_t renew_threshold(struct ledged *d, int64_t lifetime_s)
     return lifetime_s * (rb->percent > 0 ? rb->percent : 20) / 100;
 }
 
+/* Seconds until the hub's certificate on disk enters its renewal window, or -1 when that is
+ * unknown or already the case (a leaf capped by an expiring CA stays "due" until the CA switch,
+ * which the CA schedule below covers; re-checking it sooner would only re-issue it again). */
+static int64_t hub_cert_due_in(struct ledged *d, int64_t threshold_s)
+{
+    STACK_OF(X509) *certs = NULL;
+    struct lerr err = {0};
+    int64_t not_after;
+    if (ca_pem_load_certs(d->hub_cert_path, &certs, &err) < 0)
+        return -1;
+    int r = ca_cert_not_after(sk_X509_value(certs, 0), &not_after);
+    ca_cert_stack_free(certs);
+    if (r < 0)
+        return -1;
+    int64_t due = not_after - threshold_s - now_s();
+    return due > 0 ? due : -1;
+}
+
 static void renew_cb(evutil_socket_t fd, short what, void *arg)
 {
     struct ledged *d = arg;
@@ -133,13 +163,18 @@ static void renew_cb(evutil_socket_t fd, short what, void *arg)
     else if (r & CA_RENEW_SWITCHED)
         log_info(COMP, "certificates are issued by the new edge CA from now on");
     int64_t life = d->cfg.certificates.cert_lifetime_ms / 1000;
-    int c = ensure_hub_cert(d, renew_threshold(d, life), &err);
+    int64_t threshold = renew_threshold(d, life);
+    int c = ensure_hub_cert(d, threshold, &err);
     if (c < 0)
         log_error(COMP, "hub server certificate: %s", lerr_str(&err));
     else if (r > 0 || c > 0)
         hub_certificates_changed(d);
-    /* Check again at the next renewal point or hourly, whichever is first. */
+    /* Check again at the next renewal point (the hub certificate's, the CA's) or hourly,
+     * whichever is first. */
     int64_t next = RENEW_CHECK_S;
+    int64_t leaf_due = hub_cert_due_in(d, threshold);
+    if (leaf_due > 0 && leaf_due + 1 < next)
+        next = leaf_due + 1;
     int64_t ca_left = ca_not_after(d->ca) - now_s();
     if (ca_left > 0 && ca_left / 5 < next)
         next = ca_left / 5 > 1 ? ca_left / 5 : 1;

@@ -22,7 +22,7 @@
 struct workload_module {
     struct ledged *d;
     char *name;
-    char *path;  /* socket path */
+    char *path; /* socket path */
     char *dir;
     struct workload_module *next;
 };
@@ -62,7 +62,7 @@ static void h_workload(struct hs_request *r, void *ud)
         return;
     }
     if (reply.status >= 400)
-        log_debug(COMP, "%s: %s %s -> %d", m->name, hs_request_method(r), hs_request_path(r),
+        log_debug(COMP, "%s: %s %.256s -> %d", m->name, hs_request_method(r), hs_request_path(r),
                   reply.status);
     hs_reply(r, reply.status, reply.content_type, reply.body, reply.body_len);
     workload_reply_done(&reply);

@@ -6,7 +6,7 @@
  * [name step][len u16 LE][len bytes] (the last one may be short). flags: bit 0 checkpoint,
  * bit 1 rewind while draining, bits 2-4 in-flight window, bit 5 small cap, bit 6 re-seal: fix
  * the CRC of every record-shaped chunk, so mutations reach seq order, lengths and expiries
- * instead of stopping at the checksum. */
+ * instead of stopping at the checksum; bit 7 ack in reverse order. */
 #include <fcntl.h>
 #include <ftw.h>
 #include <inttypes.h>
@@ -84,16 +84,33 @@ static void reseal(uint8_t *data, size_t len)
     }
 }
 
-/* Deliver up to limit records, acking all but every fifth (or all when ack_all). */
-static void drain(struct queue *q, int64_t now, bool rewind, bool ack_all, int limit)
+/* Ack a burst of delivered seqs: mode 0 forward but every fifth lost, 1 in reverse, 2 forward. */
+static void ack_burst(struct queue *q, const uint64_t *seqs, int n, int mode)
+{
+    for (int k = 0; k < n; k++) {
+        uint64_t seq = mode == 1 ? seqs[n - 1 - k] : seqs[k];
+        if (mode == 0 && seq % 5 == 0)
+            continue;
+        check(queue_ack(q, seq) == 0);
+    }
+}
+
+/* Deliver up to limit records, acking them in bursts of up to 16. */
+static void drain(struct queue *q, int64_t now, bool rewind, int mode, int limit)
 {
     struct queue_record r;
-    uint64_t prev = 0;
+    uint64_t prev = 0, burst[16];
+    int n = 0;
     for (int i = 0; i < limit; i++) {
         int rc = queue_next(q, now, &r);
         check(rc >= 0);
-        if (rc == 0)
-            break;
+        if (rc == 0) {
+            if (n == 0)
+                break;
+            ack_burst(q, burst, n, mode); /* the window may be full: free it */
+            n = 0;
+            continue;
+        }
         check(r.len <= STORE_MESSAGE_MAX_LIMIT);
         /* touch every byte: ASan catches a record that overruns the read buffer */
         uint8_t sum = 0;
@@ -103,11 +120,17 @@ static void drain(struct queue *q, int64_t now, bool rewind, bool ack_all, int l
         check(r.redelivery || r.seq > prev);
         if (!r.redelivery)
             prev = r.seq;
-        if (ack_all || r.seq % 5 != 0)
-            check(queue_ack(q, r.seq) == 0);
-        if (rewind && i == 7)
-            queue_rewind_inflight(q);
+        burst[n++] = r.seq;
+        if (n == 16) {
+            ack_burst(q, burst, n, mode);
+            n = 0;
+        }
+        if (rewind && i == 7) {
+            queue_rewind_inflight(q); /* the burst's acks are lost with the subscriber */
+            n = 0;
+        }
     }
+    ack_burst(q, burst, n, mode);
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
@@ -189,7 +212,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             break;
         }
         if (round == 0) {
-            drain(q, now, flags & 2, false, 300);
+            drain(q, now, flags & 2, (flags >> 7) & 1, 300);
             for (int i = 0; i < 3; i++) {
                 char msg[64];
                 memset(msg, 'a' + i, sizeof(msg));
@@ -197,12 +220,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                 check(rc == 0 || rc == -ENOSPC);
             }
             store_tick(s, now);
-            drain(q, now + 1000, false, false, 50);
+            queue_rewind_inflight(q); /* redelivery one second later: some have expired */
+            drain(q, now + 1000, false, 0, 50);
             store_tick(s, now + 2000);
         } else {
             /* everything delivered and acked: nothing may be left pending */
             queue_rewind_inflight(q);
-            drain(q, now + 1000, false, true, 100000);
+            drain(q, now + 1000, false, 2, 100000);
             struct queue_stats st;
             queue_get_stats(q, &st);
             check(st.inflight == 0);

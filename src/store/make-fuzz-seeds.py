@@ -46,3 +46,4 @@ seed("floor-beyond", [(0, records(1, 10))], floor=1000)
 # re-sealed (flags bit 6): the harness fixes CRCs, so mutated seqs and lengths stay "valid"
 seed("resealed", [(0, records(1, 12)), (2, records(13, 20, exp=4000))], flags=0x40, now=3)
 seed("resealed-rewind", [(0, records(1, 30))], flags=0x40 | 2 | (1 << 2), floor=3)
+seed("reverse-acks-expiry", [(0, records(1, 20, exp=4500))], flags=0x80 | 0x40 | (3 << 2), now=4)

@@ -139,9 +139,10 @@ struct queue_record {
     uint64_t seq; /* pass to queue_ack() */
     int64_t enqueue_ms;
     int64_t expiry_ms; /* 0 = never */
-    const void *data;  /* valid until the next queue_next() or store_* call on this store */
+    const void *data;  /* valid until the next queue_next() on any queue of this store */
     size_t len;
-    bool redelivery; /* delivered before (queue_rewind_inflight() or a restart) */
+    bool redelivery; /* delivered before and rewound by queue_rewind_inflight() (after a
+                      * restart, unacked records come again without this flag) */
 };
 
 /* The next record to deliver, in seq order: returns 1 and fills ret; 0 when there is nothing

@@ -803,7 +803,16 @@ static void test_rollover_and_deletion(void **state)
     int nseg = (200 + per_seg - 1) / per_seg;
     assert_int_equal(qstats(q).segments, nseg);
     assert_int_equal(count_files(qdir, ".seg"), nseg);
+    /* the group commit syncs the write segment and the directory that gained files (the
+     * sealed ones were synced as they rolled) */
+    struct store_stats a, b;
+    store_get_stats(s, &a);
     assert_int_equal(store_sync(s), 0);
+    store_get_stats(s, &b);
+    assert_int_equal(b.syncs - a.syncs, 2);
+    assert_int_equal(store_sync(s), 0);   /* nothing new: nothing to do */
+    store_get_stats(s, &a);
+    assert_int_equal(a.syncs, b.syncs);
 
     /* first file is named after its first seq, the second after seq per_seg + 1 */
     char p[PATH_MAX];
