@@ -19,6 +19,7 @@
 #include <string.h>
 
 #include "agent/plan.h"
+#include "engine/platform.h"
 #include "route/route.h"
 #include "base/crypto.h"
 #include "base/fs.h"
@@ -380,6 +381,7 @@ enum stage {
     ST_NETWORK,
     ST_PULL,
     ST_PRESENT,
+    ST_PLATFORM,
     ST_CREATE,
     ST_START,
     ST_STOP,
@@ -497,7 +499,7 @@ static void op_done_cb(void *ud, int result, const struct lerr *err)
                 op->pull_err = *err;
             op->stage = ST_PRESENT;
         } else {
-            op->stage = ST_CREATE;
+            op->stage = ST_PLATFORM;
         }
         break;
     case ST_PRESENT:
@@ -512,7 +514,7 @@ static void op_done_cb(void *ud, int result, const struct lerr *err)
         }
         if (op->pull_failed)
             log_warn(COMP, "%s: %s; using the local image", rt->name, lerr_str(&op->pull_err));
-        op->stage = ST_CREATE;
+        op->stage = ST_PLATFORM;
         break;
     case ST_START:
         if (result < 0) {
@@ -569,6 +571,25 @@ static void op_done_cb(void *ud, int result, const struct lerr *err)
     op_next(op);
 }
 
+/* The host/guest rule: an image for another OS family or architecture fails its module with the
+ * rule explained (and where a VM would run it), before anything is created. */
+static void op_platform_cb(void *ud, int result, const char *os, const char *arch,
+                           const char *variant, const struct lerr *err)
+{
+    struct op *op = ud;
+    if (result == 0) {
+        struct platform host;
+        struct lerr perr = {0};
+        if (platform_host(&host) == 0 &&
+            platform_check_module(&host, op->spec->name, op->spec->image, os, arch, variant,
+                                  &perr) < 0)
+            return op_fail(op, -ENOEXEC, &perr, "image platform mismatch");
+    }
+    /* an inspect failure here only means we cannot tell: create reports real problems */
+    op->stage = ST_CREATE;
+    op_next(op);
+}
+
 static void op_create_cb(void *ud, int result, const char *id, const struct lerr *err)
 {
     struct op *op = ud;
@@ -609,12 +630,17 @@ static int op_create(struct op *op)
 {
     struct agent *a = op->a;
     const struct module_spec *m = op->spec;
-    uint8_t rnd[8];
+    /* A new generation id (128 random bits, hex) for every container created: module keys
+     * derive from it, so a recreated module never reuses its predecessor's credentials. */
+    uint8_t rnd[16];
     if (lcrypto_random(rnd, sizeof(rnd)) < 0)
         return -EIO;
     free(op->genid);
-    op->genid = lstr_printf("%02x%02x%02x%02x%02x%02x%02x%02x", rnd[0], rnd[1], rnd[2], rnd[3],
-                            rnd[4], rnd[5], rnd[6], rnd[7]);
+    op->genid = malloc(2 * sizeof(rnd) + 1);
+    if (!op->genid)
+        return -ENOMEM;
+    for (size_t i = 0; i < sizeof(rnd); i++)
+        snprintf(op->genid + 2 * i, 3, "%02x", rnd[i]);
     _cleanup_json_ json_t *env = m->env ? json_deep_copy(m->env) : json_object();
     _cleanup_json_ json_t *binds = json_array();
     _cleanup_json_ json_t *labels = json_pack(
@@ -626,6 +652,8 @@ static int op_create(struct op *op)
         return -ENOMEM;
     if (m->version)
         json_object_set_new(labels, ENGINE_LABEL_VERSION, json_string(m->version));
+    if (a->o.instance)
+        json_object_set_new(labels, ENGINE_LABEL_DEVICE, json_string(a->o.instance));
     if (a->o.hooks.prepare_module) {
         int r = a->o.hooks.prepare_module(a->o.hooks.ud, m, op->genid, env, binds, &op->err);
         if (r < 0)
@@ -709,6 +737,11 @@ static void op_next(struct op *op)
         case ST_PRESENT: {
             struct engine *e = op_engine(op);
             r = e->ops->image_present(e, op->spec->image, op_done_cb, op);
+            break;
+        }
+        case ST_PLATFORM: {
+            struct engine *e = op_engine(op);
+            r = e->ops->image_platform(e, op->spec->image, op_platform_cb, op);
             break;
         }
         case ST_CREATE:
@@ -1185,6 +1218,7 @@ int agent_new(struct event_base *base, struct engine *docker, struct engine *pro
     a->o = *o;
     a->o.network = strdup(o->network ? o->network : "ledge");
     a->o.gateway_hostname = o->gateway_hostname ? strdup(o->gateway_hostname) : NULL;
+    a->o.instance = o->instance ? strdup(o->instance) : NULL;
     a->o.hub_program = o->hub_program ? strdup(o->hub_program) : NULL;
     a->o.boot_id_path =
         strdup(o->boot_id_path ? o->boot_id_path : "/proc/sys/kernel/random/boot_id");
@@ -1227,6 +1261,7 @@ void agent_free(struct agent *a)
         event_free(a->pass_ev);
     free((char *)a->o.network);
     free((char *)a->o.gateway_hostname);
+    free((char *)a->o.instance);
     free((char *)a->o.hub_program);
     free((char *)a->o.boot_id_path);
     free(a->boot_id);

@@ -36,6 +36,7 @@ struct agent_hooks {
 
 struct agent_options {
     const char *network;            /* docker network modules join ("ledge") */
+    const char *instance;           /* the device id: labels every container (dev.ledge.device) */
     const char *gateway_hostname;   /* reachable from modules via host-gateway */
     const json_t *default_log_config; /* LogConfig when neither the module nor the manifest set one */
     int stop_timeout_s;

@@ -360,11 +360,12 @@ static bool is_lower_alnum(char ch)
     return (ch >= 'a' && ch <= 'z') || is_digit(ch);
 }
 
-/* A container name as docker accepts it: [a-zA-Z0-9][a-zA-Z0-9_.-]*, bounded. */
+/* A container name as docker accepts it: [a-zA-Z0-9][a-zA-Z0-9_.-]+ (two characters at least),
+ * bounded. */
 static bool module_name_valid(const char *s)
 {
     size_t n = strlen(s);
-    if (n == 0 || n > MODULE_NAME_MAX || !is_alnum(s[0]))
+    if (n < 2 || n > MODULE_NAME_MAX || !is_alnum(s[0]))
         return false;
     for (size_t i = 1; i < n; i++)
         if (!is_alnum(s[i]) && !strchr("_.-", s[i]))
@@ -1274,8 +1275,8 @@ static int parse_agent(struct ctx *c, const json_t *desired, const char *hub_pro
             bool name_ok = true;
             if (!module_name_valid(k)) {
                 problem(c, p,
-                        "invalid module name (must match [a-zA-Z0-9][a-zA-Z0-9_.-]*, at "
-                        "most %d characters)",
+                        "invalid module name (must match [a-zA-Z0-9][a-zA-Z0-9_.-]+: 2 to "
+                        "%d characters)",
                         MODULE_NAME_MAX);
                 name_ok = false;
             } else if (strcasecmp(k, "edgeAgent") == 0 || strcasecmp(k, "edgeHub") == 0) {

@@ -93,47 +93,47 @@ static enum plan_action action_of(const struct plan *p, const char *name)
 static void test_planner(void **state)
 {
     char *text = manifest(
-        "\"a\":{\"type\":\"docker\",\"status\":\"running\",\"startupOrder\":2,\"settings\":"
+        "\"ma\":{\"type\":\"docker\",\"status\":\"running\",\"startupOrder\":2,\"settings\":"
         "{\"image\":\"img/a\"}},"
-        "\"b\":{\"type\":\"docker\",\"status\":\"stopped\",\"startupOrder\":1,\"settings\":"
+        "\"mb\":{\"type\":\"docker\",\"status\":\"stopped\",\"startupOrder\":1,\"settings\":"
         "{\"image\":\"img/b\"}},"
-        "\"c\":{\"type\":\"docker\",\"status\":\"running\",\"settings\":{\"image\":\"img/c\"}},"
-        "\"d\":{\"type\":\"docker\",\"status\":\"running\",\"settings\":{\"image\":\"img/d\"}},"
-        "\"e\":{\"type\":\"docker\",\"status\":\"running\",\"startupOrder\":0,\"settings\":"
+        "\"mc\":{\"type\":\"docker\",\"status\":\"running\",\"settings\":{\"image\":\"img/c\"}},"
+        "\"md\":{\"type\":\"docker\",\"status\":\"running\",\"settings\":{\"image\":\"img/d\"}},"
+        "\"me\":{\"type\":\"docker\",\"status\":\"running\",\"startupOrder\":0,\"settings\":"
         "{\"image\":\"img/e\"}}");
     struct deployment *d = parse(text);
-    const struct module_spec *b = deployment_find(d, "b");
-    const struct module_spec *c = deployment_find(d, "c");
-    const struct module_spec *e = deployment_find(d, "e");
+    const struct module_spec *b = deployment_find(d, "mb");
+    const struct module_spec *c = deployment_find(d, "mc");
+    const struct module_spec *e = deployment_find(d, "me");
     struct plan_actual actual[] = {
         /* b: same config, running, desired stopped → stop */
-        {.name = "b", .id = "B", .config_hash = b->config_hash, .state = CTR_RUNNING},
+        {.name = "mb", .id = "B", .config_hash = b->config_hash, .state = CTR_RUNNING},
         /* c: config changed → recreate */
-        {.name = "c", .id = "C", .config_hash = "old", .state = CTR_RUNNING},
+        {.name = "mc", .id = "C", .config_hash = "old", .state = CTR_RUNNING},
         /* e: same config, exited, start allowed → start */
-        {.name = "e", .id = "E", .config_hash = e->config_hash, .state = CTR_EXITED,
+        {.name = "me", .id = "E", .config_hash = e->config_hash, .state = CTR_EXITED,
          .may_start = true},
         /* orphan with the owner label → remove */
         {.name = "gone", .id = "G", .config_hash = "x", .state = CTR_RUNNING},
         /* d: same config, exited, the restart policy has not allowed a start → keep */
-        {.name = "d", .id = "D", .config_hash = deployment_find(d, "d")->config_hash,
+        {.name = "md", .id = "D", .config_hash = deployment_find(d, "md")->config_hash,
          .state = CTR_EXITED},
     };
     struct plan p;
     bool avail[2] = {true, true};
     assert_int_equal(plan_compute(d, actual, ARRAY_SIZE(actual), avail, &p), 0);
-    assert_int_equal(action_of(&p, "a"), PLAN_CREATE);
-    assert_int_equal(action_of(&p, "b"), PLAN_STOP);
-    assert_int_equal(action_of(&p, "c"), PLAN_RECREATE);
-    assert_int_equal(action_of(&p, "e"), PLAN_START);
+    assert_int_equal(action_of(&p, "ma"), PLAN_CREATE);
+    assert_int_equal(action_of(&p, "mb"), PLAN_STOP);
+    assert_int_equal(action_of(&p, "mc"), PLAN_RECREATE);
+    assert_int_equal(action_of(&p, "me"), PLAN_START);
     assert_int_equal(action_of(&p, "gone"), PLAN_REMOVE);
-    assert_int_equal(action_of(&p, "d"), PLAN_KEEP);
+    assert_int_equal(action_of(&p, "md"), PLAN_KEEP);
     assert_int_equal(plan_count_changes(&p), 5);
     /* order: stop/remove first, then startupOrder 0 (e), 2 (a), default (c, d) */
     assert_true(p.steps[0].action == PLAN_REMOVE || p.steps[0].action == PLAN_STOP);
     assert_true(p.steps[1].action == PLAN_REMOVE || p.steps[1].action == PLAN_STOP);
-    assert_string_equal(p.steps[2].module, "e");
-    assert_string_equal(p.steps[3].module, "a");
+    assert_string_equal(p.steps[2].module, "me");
+    assert_string_equal(p.steps[3].module, "ma");
     json_t *j = plan_to_json(&p, false);
     assert_int_equal(json_array_size(j), 5);
     json_decref(j);

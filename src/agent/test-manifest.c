@@ -963,15 +963,18 @@ static void test_document_errors(void **state)
          "systemModules.edgeAgent.env.A: must be an object {\"value\": \"...\"}, got an array"},
         {"agent.modules", "[]", "modules: must be an object, got an array"},
         {"modules.bad name", "{'type': 'docker', 'status': 'running', 'settings': {'image': 'a'}}",
-         "modules.bad name: invalid module name (must match [a-zA-Z0-9][a-zA-Z0-9_.-]*, at most "
+         "modules.bad name: invalid module name (must match [a-zA-Z0-9][a-zA-Z0-9_.-]+: 2 to "
          "64 characters)"},
         {"modules._x", "{'type': 'docker', 'status': 'running', 'settings': {'image': 'a'}}",
-         "modules._x: invalid module name (must match [a-zA-Z0-9][a-zA-Z0-9_.-]*, at most 64 "
+         "modules._x: invalid module name (must match [a-zA-Z0-9][a-zA-Z0-9_.-]+: 2 to 64 "
+         "characters)"},
+        {"modules.a", "{'type': 'docker', 'status': 'running', 'settings': {'image': 'a'}}",
+         "modules.a: invalid module name (must match [a-zA-Z0-9][a-zA-Z0-9_.-]+: 2 to 64 "
          "characters)"},
         {"modules.a1234567890123456789012345678901234567890123456789012345678901234",
          "{'type': 'docker', 'status': 'running', 'settings': {'image': 'a'}}",
          "modules.a1234567890123456789012345678901234567890123456789012345678901234: invalid "
-         "module name (must match [a-zA-Z0-9][a-zA-Z0-9_.-]*, at most 64 characters)"},
+         "module name (must match [a-zA-Z0-9][a-zA-Z0-9_.-]+: 2 to 64 characters)"},
         {"modules.EdgeHub", "{'type': 'docker', 'status': 'running', 'settings': {'image': 'a'}}",
          "modules.EdgeHub: name is reserved for the system module \"edgeHub\""},
         {"modules.edgeagent", "{'type': 'docker', 'status': 'running', 'settings': {'image': 'a'}}",
@@ -1186,8 +1189,8 @@ static void test_limits(void **state)
     set(modules(m), key, J("{'type': 'docker', 'status': 'running', 'settings': {'image': 'a'}}"));
     char want[512];
     snprintf(want, sizeof(want),
-             "modules.k\\x0a%.126s...: invalid module name (must match [a-zA-Z0-9][a-zA-Z0-9_.-]*, "
-             "at most 64 characters)",
+             "modules.k\\x0a%.126s...: invalid module name (must match [a-zA-Z0-9][a-zA-Z0-9_.-]+: "
+             "2 to 64 characters)",
              key + 2);
     assert_one_error(parse_fail(m), want);
     json_decref(m);

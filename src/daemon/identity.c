@@ -104,6 +104,24 @@ static int ensure_hub_cert(struct ledged *d, int64_t threshold_s, struct lerr *e
     return issued > 0 || !same;
 }
 
+static void restarted(void *ud, int result, const json_t *report) {}
+
+/* Modules read the trust bundle when they start (the SDKs fetch it once); as IoT Edge does, restart
+ * them when a new CA joins the bundle. The hub reloads its TLS material on SIGHUP instead. */
+static void restart_modules_for_trust_bundle(struct ledged *d)
+{
+    const struct deployment *dep = d->agent ? agent_deployment(d->agent) : NULL;
+    for (size_t i = 0; dep && i < dep->n_modules; i++) {
+        const struct module_spec *m = &dep->modules[i];
+        struct lerr err = {0};
+        if (m->system || m->status != MODULE_STATUS_RUNNING)
+            continue;
+        if (agent_module_command(d->agent, m->name, "restart", restarted, NULL, &err) < 0)
+            log_warn(COMP, "%s: cannot restart it for the new trust bundle: %s", m->name,
+                     lerr_str(&err));
+    }
+}
+
 static int64_t renew_threshold(struct ledged *d, int64_t lifetime_s)
 {
     const struct config_renew *rb = &d->cfg.certificates.renew_before;
@@ -137,8 +155,11 @@ static void renew_cb(evutil_socket_t fd, short what, void *arg)
     int r = ca_renew(d->ca, now_s(), &err);
     if (r < 0)
         log_error(COMP, "edge CA renewal: %s", lerr_str(&err));
-    else if (r & CA_RENEW_ANNOUNCED)
-        log_info(COMP, "a new edge CA was created; it is in the trust bundle from now on");
+    else if (r & CA_RENEW_ANNOUNCED) {
+        log_info(COMP, "a new edge CA was created; it is in the trust bundle from now on: "
+                       "restarting modules so they fetch it before it signs anything");
+        restart_modules_for_trust_bundle(d);
+    }
     else if (r & CA_RENEW_SWITCHED)
         log_info(COMP, "certificates are issued by the new edge CA from now on");
     int64_t life = d->cfg.certificates.cert_lifetime_ms / 1000;

@@ -209,6 +209,7 @@ int main(int argc, char **argv)
 
     struct engine_config dc = {
         .uri = d.cfg.engine.uri,
+        .instance = d.cfg.device.id,
         .state_dir = d.cfg.state_dir,
         .request_timeout_ms = 30000,
         .pull_timeout_ms = d.cfg.engine.pull_timeout_ms,
@@ -238,6 +239,7 @@ int main(int argc, char **argv)
                              logsize, "max-file", logfiles);
     struct agent_options ao = {
         .network = d.cfg.engine.network,
+        .instance = d.cfg.device.id,
         .gateway_hostname = d.cfg.device.gateway_hostname,
         .default_log_config = logc,
         .stop_timeout_s = (int)(d.cfg.engine.stop_timeout_ms / 1000),

@@ -14,6 +14,7 @@
 #include "base/str.h"
 #include "base/timeutil.h"
 #include "daemon/ledged.h"
+#include "engine/platform.h"
 #include "log/log.h"
 #include "net/http_client.h"
 
@@ -258,17 +259,28 @@ static void deploy_done(void *ud, int result, const json_t *report)
     free(p);
 }
 
-static void h_deploy(struct hs_request *r, void *ud)
+static void reply_errors(struct hs_request *r, int res, const struct lstrv *errors)
 {
-    struct ledged *d = ud;
-    size_t n;
-    const char *body = hs_request_body(r, &n);
-    if (n == 0) {
-        hs_reply_error(r, 400, "expected a deployment manifest (JSON) in the request body");
-        return;
+    json_t *errs = json_array();
+    for (size_t i = 0; i < errors->n; i++)
+        json_array_append_new(errs, json_string(errors->v[i]));
+    json_t *o = json_pack("{s:s, s:o}", "message",
+                          res == -EINVAL ? "invalid deployment manifest"
+                                         : "the deployment could not be applied",
+                          "errors", errs);
+    if (errors->n == 1 && res == -EINVAL) {
+        json_object_set_new(o, "message", json_string(errors->v[0]));
+    } else if (errors->n > 1 && res == -EINVAL) {
+        char msg[128];
+        snprintf(msg, sizeof(msg), "invalid deployment manifest: %zu problems", errors->n);
+        json_object_set_new(o, "message", json_string(msg));
     }
-    bool dry_run = query_bool(r, "dryRun");
-    bool wait = !dry_run && query_bool(r, "wait");
+    hs_reply_json(r, res == -EINVAL ? 400 : http_status_for(res), o);
+}
+
+static void deploy_apply(struct ledged *d, struct hs_request *r, const char *body, size_t n,
+                         bool dry_run, bool wait)
+{
     struct pending *p = calloc(1, sizeof(*p));
     if (!p) {
         hs_reply_error(r, 500, "out of memory");
@@ -280,21 +292,7 @@ static void h_deploy(struct hs_request *r, void *ud)
     json_t *plan = NULL;
     int res = agent_apply(d->agent, body, n, dry_run, wait, deploy_done, p, &plan, &errors);
     if (res < 0) {
-        json_t *errs = json_array();
-        for (size_t i = 0; i < errors.n; i++)
-            json_array_append_new(errs, json_string(errors.v[i]));
-        json_t *o = json_pack("{s:s, s:o}", "message",
-                              res == -EINVAL ? "invalid deployment manifest"
-                                             : "the deployment could not be applied",
-                              "errors", errs);
-        if (errors.n == 1 && res == -EINVAL)
-            json_object_set_new(o, "message", json_string(errors.v[0]));
-        else if (errors.n > 1 && res == -EINVAL) {
-            char msg[128];
-            snprintf(msg, sizeof(msg), "invalid deployment manifest: %zu problems", errors.n);
-            json_object_set_new(o, "message", json_string(msg));
-        }
-        hs_reply_json(r, res == -EINVAL ? 400 : http_status_for(res), o);
+        reply_errors(r, res, &errors);
         lstrv_free(&errors);
         json_decref(plan);
         free(p);
@@ -317,6 +315,114 @@ static void h_deploy(struct hs_request *r, void *ud)
     hs_request_on_abort(r, pending_abort, p);
     hs_stream_start(r, 200, "application/x-ndjson");
     stream_line(r, json_pack("{s:s, s:o}", "event", "plan", "plan", plan ? plan : json_array()));
+}
+
+/* Before a deployment is accepted, the images it names that the engine already has are checked
+ * against the host/guest rule, so `ledge deploy` refuses a module that cannot run here with the
+ * rule explained (images not present yet are checked when they are pulled). */
+struct precheck {
+    struct ledged *d;
+    struct hs_request *req;   /* NULL once the client went away */
+    struct deployment *dep;
+    struct lstrv errors;
+    int outstanding;
+    bool dry_run, wait;
+};
+
+struct precheck_item {
+    struct precheck *pc;
+    const struct module_spec *m;
+};
+
+static void precheck_abort(struct hs_request *r, void *ud)
+{
+    struct precheck *pc = ud;
+    pc->req = NULL;
+}
+
+static void precheck_finish(struct precheck *pc)
+{
+    if (pc->req) {
+        hs_request_on_abort(pc->req, NULL, NULL);
+        if (pc->errors.n) {
+            reply_errors(pc->req, -EINVAL, &pc->errors);
+        } else {
+            size_t n;
+            const char *body = hs_request_body(pc->req, &n);
+            deploy_apply(pc->d, pc->req, body, n, pc->dry_run, pc->wait);
+        }
+    }
+    deployment_free(pc->dep);
+    lstrv_free(&pc->errors);
+    free(pc);
+}
+
+static void precheck_cb(void *ud, int result, const char *os, const char *arch,
+                        const char *variant, const struct lerr *err)
+{
+    struct precheck_item *it = ud;
+    struct precheck *pc = it->pc;
+    struct platform host;
+    struct lerr perr = {0};
+    if (result == 0 && platform_host(&host) == 0 &&
+        platform_check_module(&host, it->m->name, it->m->image, os, arch, variant, &perr) < 0)
+        lstrv_printf(&pc->errors,
+                     "modules.%s.settings.image: %s — to run it on this host, run ledge in a "
+                     "virtual machine of that architecture: `ledge vm create NAME --arch %s`, then "
+                     "`ledge --vm NAME deploy FILE`",
+                     it->m->name, perr.msg, arch ? arch : "ARCH");
+    free(it);
+    if (--pc->outstanding == 0)
+        precheck_finish(pc);
+}
+
+static void h_deploy(struct hs_request *r, void *ud)
+{
+    struct ledged *d = ud;
+    size_t n;
+    const char *body = hs_request_body(r, &n);
+    if (n == 0) {
+        hs_reply_error(r, 400, "expected a deployment manifest (JSON) in the request body");
+        return;
+    }
+    bool dry_run = query_bool(r, "dryRun");
+    bool wait = !dry_run && query_bool(r, "wait");
+    struct precheck *pc = calloc(1, sizeof(*pc));
+    struct lstrv perr = LSTRV_INIT;
+    if (!pc || manifest_parse(body, n, d->hub_program, &pc->dep, &perr) < 0) {
+        /* invalid: agent_apply reports every problem */
+        lstrv_free(&perr);
+        free(pc);
+        deploy_apply(d, r, body, n, dry_run, wait);
+        return;
+    }
+    lstrv_free(&perr);
+    pc->d = d;
+    pc->req = r;
+    pc->dry_run = dry_run;
+    pc->wait = wait;
+    pc->outstanding = 1;
+    hs_request_on_abort(r, precheck_abort, pc);
+    json_t *st = agent_status_json(d->agent);
+    bool engine_up = json_is_true(json_object_get(st, "containerEngineConnected"));
+    json_decref(st);
+    for (size_t i = 0; engine_up && i < pc->dep->n_modules; i++) {
+        const struct module_spec *m = &pc->dep->modules[i];
+        if (m->type != MODULE_TYPE_DOCKER || !m->image)
+            continue;
+        struct precheck_item *it = calloc(1, sizeof(*it));
+        if (!it)
+            break;
+        it->pc = pc;
+        it->m = m;
+        pc->outstanding++;
+        if (d->docker->ops->image_platform(d->docker, m->image, precheck_cb, it) < 0) {
+            pc->outstanding--;
+            free(it);
+        }
+    }
+    if (--pc->outstanding == 0)
+        precheck_finish(pc);
 }
 
 static void h_deployment(struct hs_request *r, void *ud)

@@ -27,6 +27,7 @@ struct docker {
     char *socket_path;     /* NULL for TCP */
     char *origin;          /* "http://localhost" or "http://host:port" */
     char api[16];          /* negotiated, "" until /version answered */
+    char *instance;        /* device label value, or NULL */
     long timeout_ms, pull_timeout_ms;
     struct hc_transfer *events;
     struct event *reconnect;
@@ -158,6 +159,23 @@ static int dcall_start(struct dcall *c, const char *method, const char *path, js
         return -ENOMEM;
     }
     return 0;
+}
+
+/* The filters document for what this instance owns: {"label": [owner, device], "type": [...]}. */
+static char *label_filter(struct docker *d, const char *type)
+{
+    json_t *labels = json_pack("[s]", ENGINE_LABEL_OWNER "=" ENGINE_LABEL_OWNER_VALUE);
+    if (labels && d->instance) {
+        char *l = lstr_printf("%s=%s", ENGINE_LABEL_DEVICE, d->instance);
+        json_array_append_new(labels, json_string(l ? l : ""));
+        free(l);
+    }
+    json_t *f = json_pack("{s:o}", "label", labels);
+    if (f && type)
+        json_object_set_new(f, "type", json_pack("[s]", type));
+    char *text = f ? ljson_dump(f) : NULL;
+    json_decref(f);
+    return text;
 }
 
 /* ------------------------------------------------------------------ version / network / image */
@@ -554,7 +572,9 @@ static int docker_list(struct engine *e, engine_list_fn cb, void *ud)
     c->cb.list = cb;
     c->ud = ud;
     _cleanup_lbuf_ struct lbuf path = LBUF_INIT, enc = LBUF_INIT;
-    const char *filter = "{\"label\":[\"" ENGINE_LABEL_OWNER "=" ENGINE_LABEL_OWNER_VALUE "\"]}";
+    _cleanup_free_ char *filter = label_filter(d, NULL);
+    if (!filter)
+        return -ENOMEM;
     lstr_url_encode(filter, strlen(filter), &enc);
     lbuf_printf(&path, "/containers/json?all=1&filters=%s", enc.data);
     return dcall_start(c, "GET", path.data, NULL, d->timeout_ms, NULL, NULL);
@@ -766,8 +786,11 @@ static void events_connect(struct docker *d)
     if (!d->running)
         return;
     _cleanup_lbuf_ struct lbuf url = LBUF_INIT, enc = LBUF_INIT;
-    const char *filter = "{\"type\":[\"container\"],\"label\":[\"" ENGINE_LABEL_OWNER
-                         "=" ENGINE_LABEL_OWNER_VALUE "\"]}";
+    _cleanup_free_ char *filter = label_filter(d, "container");
+    if (!filter) {
+        schedule_reconnect(d);
+        return;
+    }
     lstr_url_encode(filter, strlen(filter), &enc);
     /* Replay a little history so nothing between a disconnect and now is missed. */
     lbuf_printf(&url, "%s/v%s/events?since=%lld&filters=%s", d->origin,
@@ -800,6 +823,7 @@ static int docker_init(struct engine *e, const struct engine_config *cfg)
     struct docker *d = D(e);
     d->e = e;
     d->uri = strdup(cfg->uri ? cfg->uri : "unix:///var/run/docker.sock");
+    d->instance = cfg->instance ? strdup(cfg->instance) : NULL;
     d->timeout_ms = cfg->request_timeout_ms ? cfg->request_timeout_ms : 30000;
     d->pull_timeout_ms = cfg->pull_timeout_ms ? cfg->pull_timeout_ms : 600000;
     if (!d->uri)
@@ -857,6 +881,7 @@ static void docker_fini(struct engine *e)
         event_free(d->reconnect);
     lbuf_free(&d->evline);
     free(d->uri);
+    free(d->instance);
     free(d->socket_path);
     free(d->origin);
 }

@@ -23,6 +23,9 @@ struct engine;
 #define ENGINE_LABEL_IMAGE "dev.ledge.image"
 #define ENGINE_LABEL_GENERATION "dev.ledge.generation-id"
 #define ENGINE_LABEL_VERSION "dev.ledge.version"
+/* Which ledge instance (its device id) owns the container: two instances sharing one engine
+ * never touch each other's containers. */
+#define ENGINE_LABEL_DEVICE "dev.ledge.device"
 
 enum ctr_state {
     CTR_UNKNOWN = 0,
@@ -139,6 +142,7 @@ typedef int (*engine_log_fn)(void *ud, int stream, const char *data, size_t n);
 struct engine_config {
     const char *uri;         /* docker: unix:///var/run/docker.sock or http://host:port */
     const char *state_dir;   /* process: where records and logs live */
+    const char *instance;    /* docker: only containers labelled dev.ledge.device=<instance> */
     long request_timeout_ms; /* ordinary API calls */
     long pull_timeout_ms;
     engine_event_fn on_event;
@@ -167,7 +171,7 @@ struct engine_ops {
                           void *ud);
     int (*remove)(struct engine *e, const char *id, engine_done_fn cb, void *ud);
     int (*inspect)(struct engine *e, const char *id_or_name, engine_inspect_fn cb, void *ud);
-    /* Everything carrying the owner label. */
+    /* Everything carrying the owner label (and this instance's device label). */
     int (*list)(struct engine *e, engine_list_fn cb, void *ud);
     struct engine_logs *(*logs)(struct engine *e, const char *id,
                                 const struct engine_logs_options *o, engine_log_fn on_data,

@@ -35,7 +35,7 @@ state_dir: $T/state
 run_dir: $T/run
 log_level: debug
 device:
-  id: st-device
+  id: st-$TEST_NAME
   gateway_hostname: ledge-gw.local
 engine:
   stop_timeout: 2s
@@ -138,9 +138,9 @@ cleanup() {
     kill -TERM "$LEDGED_PID" 2>/dev/null
     wait "$LEDGED_PID" 2>/dev/null
   fi
-  # Containers this test's ledged created (label module + our test device's network).
+  # Containers this test's ledged created: its device label, never another instance's.
   local ids
-  ids=$(docker ps -aq --filter label=dev.ledge.owner=ledge 2>/dev/null)
+  ids=$(docker ps -aq --filter label=dev.ledge.owner=ledge --filter "label=dev.ledge.device=st-$TEST_NAME" 2>/dev/null)
   [ -n "$ids" ] && docker rm -f $ids >/dev/null 2>&1
   pkill -f "$T/" 2>/dev/null
   if [ $rc -ne 0 ] && [ $rc -ne 77 ] && [ -f "$T/ledged.log" ]; then

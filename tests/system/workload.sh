@@ -111,7 +111,7 @@ DEV=$(record env | jq -r .deviceId)
 HUB=$(record env | jq -r .iothubHostName)
 GW=$(record env | jq -r .gatewayHostName)
 GEN=$(record env | jq -r .generationId)
-assert_eq "$DEV" "st-device" "IOTEDGE_DEVICEID"
+assert_eq "$DEV" "st-$TEST_NAME" "IOTEDGE_DEVICEID"
 assert_eq "$GW" "ledge-gw.local" "IOTEDGE_GATEWAYHOSTNAME"
 assert_eq "$GEN" "$(module_field wl-sdk generationId)" "IOTEDGE_MODULEGENERATIONID vs ledge list"
 assert_eq "$(record env | jq -r .workloadUri)" "unix:///var/run/iotedge/workload.sock" "IOTEDGE_WORKLOADURI"
