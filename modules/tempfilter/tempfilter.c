@@ -95,14 +95,15 @@ static void on_desired(void *ud, const json_t *desired, int64_t version, bool co
     double v;
     /* After a reconnect the whole document comes again: a method's threshold stays in force
      * unless the desired properties changed meanwhile. */
+    bool seen = complete && version == f->desired_version;
+    f->desired_version = version;
+    if (seen)
+        return;
     if (!j) {
         if (complete && !f->reported_once)
             report(f, "env"); /* say once which threshold is in force */
         return;
     }
-    if (complete && version == f->desired_version)
-        return;
-    f->desired_version = version;
     if (!sample_json_number(j, &v) || v < THRESHOLD_MIN || v > THRESHOLD_MAX) {
         log_warn(NAME, "desired TemperatureThreshold is not a temperature; keeping %g",
                  f->threshold);

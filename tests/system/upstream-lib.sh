@@ -172,6 +172,13 @@ upstream_cleanup() {
       log "$(docker inspect -f '{{.Name}}' "$c") log tail:"; docker logs --tail 8 "$c" 2>&1 | sed 's/^/  /' >&2
     done
     [ -f "$T/mosq/broker.log" ] && { log "mosquitto log tail:"; tail -5 "$T/mosq/broker.log" >&2; }
+    if [ -n "${KEEP_LOGS:-}" ]; then
+      mkdir -p "$KEEP_LOGS" && cp -r "$T"/*.log "$T/state/process" "$T/mosq" "$KEEP_LOGS/" 2>/dev/null
+      for c in $(docker ps -aq --filter label=dev.ledge.owner=ledge 2>/dev/null); do
+        docker logs "$c" > "$KEEP_LOGS/$(docker inspect -f '{{.Name}}' "$c" | tr -d /).log" 2>&1
+      done
+      log "logs kept in $KEEP_LOGS"
+    fi
   fi
   stop_sub
   stop_mosquitto
