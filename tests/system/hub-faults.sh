@@ -92,5 +92,5 @@ assert_eq "$(hub_counter subscriptionsRefused)" 12 "subscriptionsRefused"
 send "after the subscription flood"
 wait_for 10 "the receiver got every message" all_received
 assert_eq "$(tr '\n' ' ' < "$T/rx")" "before after malformed after oversized during the flood after the subscription flood " "messages"
-kill $RX
+kill_tree $RX
 log "PASS"

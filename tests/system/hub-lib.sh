@@ -90,7 +90,10 @@ hub_status() { ledge hub status --json; }
 hub_counter() { hub_status | jq -r ".counters.$1"; }
 endpoint_depth() { hub_status | jq -r --arg e "$1" '[.endpoints[] | select(.endpoint == $e) | .depth] | add // 0'; }
 
-token() { ledge token "$1" --json | jq -r .token; }
+token() { # a SAS token for module $1 from `ledge token`, minted once per test
+  [ -s "$T/token.$1" ] || ledge token "$1" --json | jq -r .token > "$T/token.$1"
+  cat "$T/token.$1"
+}
 user_of() { echo "$DEVICE.local.ledge/$DEVICE/$1/?api-version=2021-04-12"; }
 
 # mosquitto over TLS as module M: mpub M [mosquitto_pub args...], msub M [mosquitto_sub args...]
@@ -106,6 +109,9 @@ msub() {
 }
 events() { echo "devices/$DEVICE/modules/$1/messages/events/$2"; } # events MODULE BAG
 inputs() { echo "devices/$DEVICE/modules/$1/inputs/#"; }
+
+# Kill a background job and the client it runs (a function run with & is a subshell).
+kill_tree() { pkill -P "$1" 2>/dev/null || true; kill "$1" 2>/dev/null || true; wait "$1" 2>/dev/null || true; }
 
 # PIDs of the processes ledged started for this test (they carry LEDGE_CONFIG=$T/config.yaml).
 test_pids() {
@@ -148,6 +154,8 @@ hub_on_exit() {
   local rc=$?
   set +e
   hub_cleanup || { [ $rc -eq 0 ] && rc=1; }
+  # a file system a test mounted (after the hub that had files open on it is gone)
+  if [ -n "${HUB_UMOUNT:-}" ] && mountpoint -q "$HUB_UMOUNT"; then umount "$HUB_UMOUNT" || umount -l "$HUB_UMOUNT"; fi
   if [ $rc -ne 0 ] && [ $rc -ne 77 ] && [ -f "$HUB_LOG" ]; then
     log "hub log tail:"; tail -30 "$HUB_LOG" >&2
   fi
