@@ -45,7 +45,7 @@ grep -q 'no module named "nosuch"' "$T/err" || fail "twin get nosuch: $(cat "$T/
 
 log "reported changes are routed from /twinChangeNotifications"
 wait_for 15 "a twin change notification upstream" grep -q '^up/tempFilter/.*"TemperatureThreshold":36' "$T/up.log"
-line=$(grep '^up/tempFilter/.*"TemperatureThreshold":36' "$T/up.log" | head -1)
+line=$(grep -m1 '^up/tempFilter/.*"TemperatureThreshold":36' "$T/up.log")
 cut -d' ' -f2- <<<"$line" | jq -e '.properties.reported.TemperatureThreshold == 36 and (.version | type) == "number"' >/dev/null ||
   fail "notification body: $line"
 case "$line" in *'%24.cmid=tempFilter'*) ;; *) fail "notification without its origin: $line" ;; esac

@@ -124,7 +124,7 @@ up_bodies() { [ -f "$T/up.log" ] && cut -d' ' -f2- "$T/up.log"; }
 
 hub_pid() {
   local rec
-  rec=$(find "$T/state" -name edgeHub.json 2>/dev/null | head -1)
+  rec=$(find "$T/state" -name edgeHub.json -print -quit 2>/dev/null)
   [ -n "$rec" ] && jq -r '.pid // empty' "$rec"
 }
 
@@ -166,7 +166,7 @@ upstream_cleanup() {
   set +e
   if [ "$rc" != 0 ] && [ "$rc" != 77 ]; then
     local f c
-    f=$(find "$T/state" -name edgeHub.log 2>/dev/null | head -1)
+    f=$(find "$T/state" -name edgeHub.log -print -quit 2>/dev/null)
     [ -n "$f" ] && { log "hub log tail:"; tail -25 "$f" >&2; }
     for c in $(docker ps -aq --filter label=dev.ledge.owner=ledge 2>/dev/null); do
       log "$(docker inspect -f '{{.Name}}' "$c") log tail:"; docker logs --tail 8 "$c" 2>&1 | sed 's/^/  /' >&2
@@ -192,7 +192,7 @@ upstream_cleanup() {
     for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
   fi
   local hublog
-  hublog=$(find "$T/state" -name edgeHub.log 2>/dev/null | head -1)
+  hublog=$(find "$T/state" -name edgeHub.log -print -quit 2>/dev/null)
   if [ -n "$hublog" ] && grep -q "ERROR: AddressSanitizer\|runtime error:" "$hublog"; then
     log "sanitizer report in the hub's log:"; grep -A30 "AddressSanitizer\|runtime error:" "$hublog" >&2
     return 1

@@ -93,7 +93,7 @@ grep -q "^up/sensorTtl/" "$T/up.log" && fail "an expired message was delivered"
 paste -d' ' <(cut -d' ' -f1 "$T/up.log" | cut -d/ -f2) <(cut -d' ' -f2- "$T/up.log" | jq -r .timeCreated) |
   awk -v t="$t_stop" '$2 > t {print $1}' > "$T/after.order"
 last_hi=$(grep -n '^sensorHi$' "$T/after.order" | tail -1 | cut -d: -f1)
-first_lo=$(grep -n '^sensorLo$' "$T/after.order" | head -1 | cut -d: -f1)
+first_lo=$(grep -n -m1 '^sensorLo$' "$T/after.order" | cut -d: -f1)
 [ -z "$last_hi" ] || [ -z "$first_lo" ] || [ "$last_hi" -lt "$first_lo" ] ||
   fail "priority 5 delivered before priority 0's backlog was done (lines $first_lo < $last_hi)"
 expired=$(jq '.counters.expired' "$T/after.json")
