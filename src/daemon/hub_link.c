@@ -64,18 +64,21 @@ static json_t *device_json(struct ledged *d)
     return j ? j : json_null();
 }
 
-char *hub_runtime_path(struct ledged *d) { return lstr_printf("%s/hub/runtime.json", d->cfg.run_dir); }
+char *hub_runtime_path(struct ledged *d)
+{
+    return lstr_printf("%s/hub/runtime.json", d->cfg.run_dir);
+}
 
 int hub_runtime_write(struct ledged *d)
 {
     const struct deployment *dep = agent_deployment(d->agent);
-    json_t *j = json_pack("{s:s, s:s, s:s, s:o, s:{s:s, s:s, s:s}, s:O?, s:O?, s:o}", "deviceId",
-                          d->cfg.device.id, "iothubHostname", d->cfg.device.iothub_hostname,
-                          "gatewayHostname", d->cfg.device.gateway_hostname, "device",
-                          device_json(d), "certificates", "serverCert", d->hub_cert_path,
-                          "serverKey", d->hub_key_path, "trustBundle", d->trust_bundle_path,
-                          "edgeHub", dep ? dep->edge_hub : NULL, "twins",
-                          dep ? dep->module_twins : NULL, "modules", module_identities(d, dep));
+    json_t *j =
+        json_pack("{s:s, s:s, s:s, s:o, s:{s:s, s:s, s:s}, s:O?, s:O?, s:o}", "deviceId",
+                  d->cfg.device.id, "iothubHostname", d->cfg.device.iothub_hostname,
+                  "gatewayHostname", d->cfg.device.gateway_hostname, "device", device_json(d),
+                  "certificates", "serverCert", d->hub_cert_path, "serverKey", d->hub_key_path,
+                  "trustBundle", d->trust_bundle_path, "edgeHub", dep ? dep->edge_hub : NULL,
+                  "twins", dep ? dep->module_twins : NULL, "modules", module_identities(d, dep));
     if (!j)
         return -ENOMEM;
     char *text = json_dumps(j, JSON_COMPACT);
@@ -94,14 +97,42 @@ int hub_runtime_write(struct ledged *d)
     return r;
 }
 
+/* Is SIGHUP caught, blocked or ignored by pid? Not yet, right after exec: the hub blocks it
+ * first thing in main() and then reads the runtime file, so a SIGHUP before that point would
+ * kill it for nothing (the file it is about to read is already the new one). */
+static bool sighup_handled(int pid)
+{
+    char path[64];
+    snprintf(path, sizeof(path), "/proc/%d/status", pid);
+    _cleanup_free_ char *text = NULL;
+    size_t len;
+    if (lfs_read_file(path, 64 * 1024, &text, &len) < 0)
+        return true; /* cannot tell: signal as before */
+    unsigned long long mask = 0;
+    static const char *const keys[] = {"\nSigBlk:", "\nSigIgn:", "\nSigCgt:"};
+    for (size_t i = 0; i < ARRAY_SIZE(keys); i++) {
+        const char *p = strstr(text, keys[i]);
+        if (p)
+            mask |= strtoull(p + strlen(keys[i]), NULL, 16);
+    }
+    return mask & (1ull << (SIGHUP - 1));
+}
+
 void hub_runtime_changed(struct ledged *d)
 {
     /* Before the agent runs there is nothing to tell: its first deployment_applied writes it. */
     if (!d->agent || hub_runtime_write(d) < 0)
         return;
     int pid = agent_module_pid(d->agent, HUB_MODULE);
-    if (pid > 0 && kill(pid, SIGHUP) == 0)
+    if (pid <= 0)
+        return;
+    if (!sighup_handled(pid))
+        log_debug(COMP, "the hub (pid %d) is starting: it reads the new runtime file itself", pid);
+    else if (kill(pid, SIGHUP) == 0)
         log_debug(COMP, "asked the hub (pid %d) to reload", pid);
 }
 
-void hub_certificates_changed(struct ledged *d) { hub_runtime_changed(d); }
+void hub_certificates_changed(struct ledged *d)
+{
+    hub_runtime_changed(d);
+}

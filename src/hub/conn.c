@@ -328,11 +328,12 @@ static void keepalive_arm(struct conn *c)
 {
     if (c->peer_gone)
         return; /* the timer finishes the connection now */
-    int secs = c->keep_alive_s ? c->keep_alive_s + c->keep_alive_s / 2 : 0;
+    /* MQTT-3.1.2-24: one and a half times the keep-alive without a packet closes it. */
+    int64_t ms = (int64_t)c->keep_alive_s * 1500;
     if (c->state == CONN_NEW)
-        secs = 10; /* the CONNECT must come quickly */
-    if (secs) {
-        struct timeval tv = {secs, 0};
+        ms = HUB_CONNECT_TIMEOUT_MS; /* the CONNECT must come quickly */
+    if (ms) {
+        struct timeval tv = {(time_t)(ms / 1000), (suseconds_t)(ms % 1000) * 1000};
         evtimer_add(c->keepalive, &tv);
     } else {
         evtimer_del(c->keepalive);
@@ -464,7 +465,7 @@ static void keepalive_cb(evutil_socket_t fd, short what, void *arg)
     }
     if (c->state != CONN_CLOSING)
         log_info(COMP, "%s: %s", c->session ? c->session->client_id : c->peer,
-                 c->state == CONN_NEW ? "no CONNECT within 10 s" : "keep-alive expired");
+                 c->state == CONN_NEW ? "no CONNECT in time" : "keep-alive expired");
     conn_close(c, NULL);
     event_active(c->free_ev, 0, 0);
 }

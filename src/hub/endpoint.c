@@ -118,12 +118,19 @@ int endpoints_sync(struct hub *h, const struct route_table *t, struct lerr *err)
     return 0;
 }
 
-static struct session *receiver(struct hub *h, const struct endpoint *ep)
+/* The connected session of the endpoint's module, if it subscribed to this input; *ret_qos is
+ * the QoS to deliver with. */
+static struct session *receiver(struct hub *h, const struct endpoint *ep, uint8_t *ret_qos)
 {
-    for (struct session *s = h->sessions; s; s = s->next)
-        if (s->conn && s->conn->state == CONN_ACTIVE && s->wants_inputs &&
-            strcmp(s->module_id, ep->module) == 0)
-            return s;
+    for (struct session *s = h->sessions; s; s = s->next) {
+        if (!s->conn || s->conn->state != CONN_ACTIVE || strcmp(s->module_id, ep->module) != 0)
+            continue;
+        int qos = session_input_qos(s, ep->input);
+        if (qos < 0)
+            return NULL; /* one session per module (client id device/module) */
+        *ret_qos = qos ? 1 : 0;
+        return s;
+    }
     return NULL;
 }
 
@@ -173,7 +180,8 @@ bool endpoint_try_direct(struct hub *h, struct endpoint *ep, const struct hub_me
 {
     if (ep->kind != ENDPOINT_MODULE || has_backlog(ep))
         return false;
-    struct session *s = receiver(h, ep);
+    uint8_t qos;
+    struct session *s = receiver(h, ep, &qos);
     if (!s || conn_output_pending(s->conn) > DELIVER_OUTPUT_HIGH)
         return false;
     if (send_input(h, s, ep, m, 0, false, 0) < 0)
@@ -184,7 +192,8 @@ bool endpoint_try_direct(struct hub *h, struct endpoint *ep, const struct hub_me
 
 static void deliver_module(struct hub *h, struct endpoint *ep, int64_t now)
 {
-    struct session *s = receiver(h, ep);
+    uint8_t qos;
+    struct session *s = receiver(h, ep, &qos);
     if (!s)
         return;
     struct conn *c = s->conn;
@@ -211,7 +220,6 @@ static void deliver_module(struct hub *h, struct endpoint *ep, int64_t now)
                 queue_ack(q, rec.seq);
                 continue;
             }
-            uint8_t qos = s->inputs_qos ? 1 : 0;
             uint16_t pid = qos ? conn_next_packet_id(c) : 0;
             if (send_input(h, s, ep, &m, qos, rec.redelivery, pid) < 0) {
                 queue_rewind_inflight(q);

@@ -272,16 +272,22 @@ int hub_start(struct hub *h, struct lerr *err)
     h->sigint_ev = evsignal_new(h->base, SIGINT, sigterm_cb, h);
     if (!h->tick_ev || !h->sighup_ev || !h->sigterm_ev || !h->sigint_ev)
         return -ENOMEM;
-    struct timeval tv = {0, TICK_MS * 1000};
+    /* Under fsync: interval the tick is what syncs: as often as hub.fsync_interval asks. */
+    int64_t tick_ms = TICK_MS;
+    if (h->cfg.hub.fsync == CONFIG_FSYNC_INTERVAL)
+        tick_ms = MAX(MIN(tick_ms, h->cfg.hub.fsync_interval_ms), 5);
+    struct timeval tv = {0, (suseconds_t)tick_ms * 1000};
     event_add(h->tick_ev, &tv);
     event_add(h->sighup_ev, NULL);
     event_add(h->sigterm_ev, NULL);
     event_add(h->sigint_ev, NULL);
-    char plain[48] = "";
+    char tls[300] = "no TLS listener", plain[48] = "";
+    if (h->cfg.hub.tls_port)
+        snprintf(tls, sizeof(tls), "MQTT over TLS on %s:%d", h->cfg.hub.bind, h->cfg.hub.tls_port);
     if (h->cfg.hub.plain_port)
         snprintf(plain, sizeof(plain), ", plain MQTT on 127.0.0.1:%d", h->cfg.hub.plain_port);
-    log_info(COMP, "ledge-hub %s ready: MQTT over TLS on %s:%d%s, device %s", LEDGE_VERSION,
-             h->cfg.hub.bind, h->cfg.hub.tls_port, plain, h->rt.device_id);
+    log_info(COMP, "ledge-hub %s ready: %s%s, device %s", LEDGE_VERSION, tls, plain,
+             h->rt.device_id);
     return 0;
 }
 

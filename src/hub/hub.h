@@ -33,6 +33,7 @@ struct endpoint;
 #define HUB_PRIORITIES 11 /* 0..9 and "no priority" (index 10) */
 #define HUB_NO_PRIORITY 10
 #define HUB_MAX_PACKET_OVERHEAD 8192 /* topic and property bag around a 256 KiB body */
+#define HUB_CONNECT_TIMEOUT_MS 10000 /* TLS handshake and CONNECT, from accept */
 
 /* ------------------------------------------------------------------ identities (runtime.c) */
 
@@ -151,8 +152,7 @@ struct session {
     struct conn *conn; /* NULL while disconnected */
     struct subscription *subs;
     size_t n_subs;
-    bool wants_inputs; /* subscribed to its inputs */
-    uint8_t inputs_qos;
+    bool wants_inputs;  /* a subscription under devices/<d>/modules/<m>/ */
     bool wants_desired; /* subscribed to desired-property updates */
     bool wants_methods;
     bool wants_twin_res;
@@ -172,6 +172,9 @@ void session_detach(struct session *s, bool graceful);
 void session_free_all(struct hub *h);
 /* Authorisation: may this module subscribe to filter / publish to topic? */
 bool session_may_subscribe(const struct session *s, const char *filter, size_t len);
+/* The QoS to deliver messages for input with (the highest of the matching subscriptions), or
+ * -1 when no subscription matches devices/<d>/modules/<m>/inputs/<input>/<bag>. */
+int session_input_qos(const struct session *s, const char *input);
 int session_subscribe(struct session *s, const char *filter, size_t len, uint8_t qos);
 void session_unsubscribe(struct session *s, const char *filter, size_t len);
 

@@ -135,11 +135,9 @@ void session_free_all(struct hub *h)
     h->n_sessions = 0;
 }
 
-/* The topics a module may receive: representative names used to decide what a filter means. */
-static void sample_topics(const struct session *s, char inputs[256], char *desired, char *methods,
-                          char *twinres)
+/* Representative topics the hub publishes to a module, to decide what its filters ask for. */
+static void sample_topics(char *desired, char *methods, char *twinres)
 {
-    snprintf(inputs, 256, "devices/%s/modules/%s/inputs/x/y", s->device_id, s->module_id);
     strcpy(desired, "$iothub/twin/PATCH/properties/desired/?$version=1");
     strcpy(methods, "$iothub/methods/POST/m/?$rid=1");
     strcpy(twinres, "$iothub/twin/res/200/?$rid=1");
@@ -165,20 +163,40 @@ bool session_may_subscribe(const struct session *s, const char *filter, size_t l
     return false;
 }
 
+int session_input_qos(const struct session *s, const char *input)
+{
+    if (!s->wants_inputs)
+        return -1;
+    /* What the hub sends: devices/<d>/modules/<m>/inputs/<input>/<bag>; "x" stands for the bag
+     * (a filter naming one exact bag is not honoured). */
+    char topic[512];
+    int n = snprintf(topic, sizeof(topic), "devices/%s/modules/%s/inputs/%s/x", s->device_id,
+                     s->module_id, input);
+    if (n < 0 || (size_t)n >= sizeof(topic))
+        return -1;
+    int qos = -1;
+    for (size_t i = 0; i < s->n_subs; i++)
+        if (s->subs[i].qos > qos &&
+            mqtt_topic_match(s->subs[i].filter, strlen(s->subs[i].filter), topic, (size_t)n))
+            qos = s->subs[i].qos;
+    return qos;
+}
+
 static void update_wants(struct session *s)
 {
-    char inputs[256], desired[64], methods[64], twinres[64];
-    sample_topics(s, inputs, desired, methods, twinres);
+    char desired[64], methods[64], twinres[64];
+    sample_topics(desired, methods, twinres);
     s->wants_inputs = s->wants_desired = s->wants_methods = s->wants_twin_res = false;
-    s->inputs_qos = 0;
+    /* wants_inputs: any filter under the module's own prefix (which input it matches is
+     * decided per endpoint by session_input_qos()) */
+    char own[300];
+    int on = snprintf(own, sizeof(own), "devices/%s/modules/%s/", s->device_id, s->module_id);
     for (size_t i = 0; i < s->n_subs; i++) {
         const char *f = s->subs[i].filter;
         size_t fl = strlen(f);
-        if (mqtt_topic_match(f, fl, inputs, strlen(inputs))) {
+        if (on > 0 && (size_t)on < sizeof(own) && fl >= (size_t)on &&
+            strncmp(f, own, (size_t)on) == 0)
             s->wants_inputs = true;
-            if (s->subs[i].qos > s->inputs_qos)
-                s->inputs_qos = s->subs[i].qos;
-        }
         s->wants_desired |= mqtt_topic_match(f, fl, desired, strlen(desired));
         s->wants_methods |= mqtt_topic_match(f, fl, methods, strlen(methods));
         s->wants_twin_res |= mqtt_topic_match(f, fl, twinres, strlen(twinres));

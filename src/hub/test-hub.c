@@ -1048,6 +1048,63 @@ static void test_will(void **state)
     cl_close(&rc);
 }
 
+static void test_subscription_to_one_input(void **state)
+{
+    struct fixture *f = *state;
+    struct client rc, sc;
+    cl_open(f, &sc);
+    cl_connect(&sc, "sender");
+    cl_open(f, &rc);
+    cl_connect(&rc, "receiver");
+    /* only in1: what is routed to "hot" waits */
+    assert_int_equal(cl_subscribe(&rc, "devices/" DEVICE "/modules/receiver/inputs/in1/#", 1), 1);
+    send_output(&sc, "cond", "temp=30", "to hot");
+    send_output(&sc, "out1", NULL, "to in1");
+    expect_body(&rc, "in1", "to in1");
+    expect_nothing(&rc, 100);
+    assert_int_equal(endpoint_depth(f, "/modules/receiver/inputs/hot"), 1);
+    /* a single-level wildcard for the input and the bag takes the rest, at QoS 0 */
+    assert_int_equal(cl_subscribe(&rc, "devices/" DEVICE "/modules/receiver/inputs/+/+", 0), 0);
+    struct received r;
+    expect_input(&rc, &r, true);
+    assert_string_equal(r.input, "hot");
+    assert_int_equal(r.qos, 0);
+    /* overlapping subscriptions: the highest QoS */
+    send_output(&sc, "out1", NULL, "both");
+    expect_input(&rc, &r, true);
+    assert_string_equal(r.body, "both");
+    assert_int_equal(r.qos, 1);
+    /* a filter on the input level alone matches no delivered topic (it has a bag level) */
+    struct session *s = session_find(&f->h, DEVICE "/receiver");
+    assert_non_null(s);
+    assert_int_equal(session_input_qos(s, "in1"), 1);
+    assert_int_equal(session_input_qos(s, "hot"), 0);
+    const char *level = "devices/" DEVICE "/modules/receiver/inputs/x";
+    assert_int_equal(session_subscribe(s, level, strlen(level), 1), 0);
+    assert_int_equal(session_input_qos(s, "x"), 0);
+    const char *wild = "devices/" DEVICE "/modules/receiver/inputs/+/+";
+    session_unsubscribe(s, wild, strlen(wild));
+    assert_int_equal(session_input_qos(s, "x"), -1);
+    assert_int_equal(session_input_qos(s, "hot"), -1);
+    cl_close(&rc);
+    cl_close(&sc);
+}
+
+static void test_keep_alive(void **state)
+{
+    struct fixture *f = *state;
+    struct client c;
+    cl_open(f, &c);
+    struct connect_opts o = {.keep_alive = 1};
+    assert_int_equal(cl_connect_opts(&c, "receiver", &o, NULL), 0);
+    /* 1.5 x the keep-alive without a packet: closed */
+    int64_t start = ltime_mono_ms();
+    expect_closed(&c);
+    int64_t took = ltime_mono_ms() - start;
+    assert_true(took >= 1400 && took < 2500);
+    cl_close(&c);
+}
+
 /* ------------------------------------------------------------------ bad input and limits */
 
 static void test_qos2_publish_closes_only_that_connection(void **state)
@@ -1517,6 +1574,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_priorities_drain_highest_first, setup, teardown),
         cmocka_unit_test_setup_teardown(test_ttl_expires_and_counts, setup, teardown),
         cmocka_unit_test_setup_teardown(test_will, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_subscription_to_one_input, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_keep_alive, setup, teardown),
         cmocka_unit_test_setup_teardown(test_qos2_publish_closes_only_that_connection, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_malformed_and_oversized, setup, teardown),
