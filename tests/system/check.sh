@@ -11,6 +11,8 @@ docker image inspect ledge-testmod:latest >/dev/null 2>&1 || "$SRC_ROOT/scripts/
 EXTRA_CONFIG="check:
   ntp_timeout: 1s"
 write_config
+# DOCKER_HOST=unix:///path runs the test against another engine (docker and ledge alike).
+case "${DOCKER_HOST:-}" in unix://*) sed -i "s|^engine:\$|engine:\n  uri: $DOCKER_HOST|" "$T/config.yaml" ;; esac
 check() { "$LEDGE_BIN" -H "$T/run/mgmt.sock" check --config "$T/config.yaml" "$@"; }
 result() { jq -r --arg id "$1" '.checks[] | select(.id == $id) | .result' "$2"; }
 message() { jq -r --arg id "$1" '.checks[] | select(.id == $id) | .message' "$2"; }
