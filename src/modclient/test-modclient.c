@@ -387,12 +387,21 @@ struct fake {
 
 static struct fake F;
 
+static char *dupn(const void *p, size_t n)
+{
+    char *s = malloc(n + 1);
+    memcpy(s, p, n);
+    s[n] = 0;
+    return s;
+}
+
+
 static void fake_wl_read(struct bufferevent *bev, void *arg)
 {
     struct evbuffer *in = bufferevent_get_input(bev);
     size_t n = evbuffer_get_length(in);
-    char *buf = (char *)evbuffer_pullup(in, (ev_ssize_t)n);
-    char *end = memmem(buf, n, "\r\n\r\n", 4);
+    _cleanup_free_ char *buf = dupn(evbuffer_pullup(in, (ev_ssize_t)n), n);
+    char *end = strstr(buf, "\r\n\r\n");
     if (!end)
         return;
     size_t cl = 0;
@@ -471,14 +480,6 @@ static void hub_publish(const char *topic, const char *payload, uint8_t qos)
     assert_int_equal(mqtt_encode_publish(&b, &p), 0);
     hub_send(&b);
     lbuf_free(&b);
-}
-
-static char *dupn(const void *p, size_t n)
-{
-    char *s = malloc(n + 1);
-    memcpy(s, p, n);
-    s[n] = 0;
-    return s;
 }
 
 static void hub_packet(const struct mqtt_packet *p)
