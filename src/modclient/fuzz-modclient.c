@@ -52,7 +52,12 @@ static void fuzz_http(const uint8_t *data, size_t size)
 
 static void fuzz_connection_string(const uint8_t *data, size_t size)
 {
-    char *s = strndup((const char *)data, size);
+    /* a copy, not strndup: ASan's strict_string_checks reads past unterminated input */
+    char *s = malloc(size + 1);
+    if (s) {
+        memcpy(s, data, size);
+        s[size] = 0;
+    }
     struct modclient_config c = {0};
     struct lerr e = {0};
     if (s)
