@@ -5,6 +5,9 @@
  *   HANDLING — a complete request was dispatched; input is buffered (bounded by a read watermark)
  *              but not parsed, so requests on one connection are answered strictly in order.
  *   CLOSING  — the last reply is queued; the connection closes once the output drains.
+ *   LINGER   — after an error reply to a request that was not read to its end (413, 503, 431):
+ *              our side is shut down and whatever the client still sends is read and dropped
+ *              for a moment, so it gets to read the reply instead of a reset.
  * A keep-alive reply returns the connection to READING through a deferred event, never by
  * recursion from inside a handler, and connections are only freed from event callbacks. */
 #include "net/http_server.h"
@@ -32,7 +35,7 @@
 #define HS_MAX_HEADERS 64
 #define HS_MAX_QUERY 32
 
-enum conn_state { CONN_READING, CONN_HANDLING, CONN_CLOSING };
+enum conn_state { CONN_READING, CONN_HANDLING, CONN_CLOSING, CONN_LINGER };
 
 struct hs_listener {
     struct hs_server *srv;
@@ -60,6 +63,7 @@ struct hs_conn {
     bool message_done;
     bool peer_eof;
     bool dead; /* dropped from inside a call; freed by the resume event */
+    bool linger; /* drain the client's unread input before closing (error replies) */
     size_t header_bytes;
     struct lbuf url;
     struct lbuf hfield, hvalue;
@@ -83,6 +87,7 @@ struct hs_request {
     size_t n_query;
     bool streaming;
     bool keep_alive;
+    struct lbuf headers; /* extra response header lines ("Name: value\r\n") */
     void (*on_abort)(struct hs_request *, void *);
     void *abort_ud;
 };
@@ -138,6 +143,7 @@ static void request_free(struct hs_request *r)
         return;
     free(r->target);
     free(r->path);
+    lbuf_free(&r->headers);
     for (size_t i = 0; i < r->n_params; i++)
         free(r->params[i]);
     for (size_t i = 0; i < r->n_query; i++) {
@@ -180,6 +186,8 @@ static void conn_write_head(struct hs_conn *c, int status, const char *content_t
         evbuffer_add_printf(out, "Content-Length: %zu\r\n", len);
     if (!keep_alive)
         evbuffer_add_printf(out, "Connection: close\r\n");
+    if (c->req && c->req->headers.len)
+        evbuffer_add(out, c->req->headers.data, c->req->headers.len);
     evbuffer_add(out, "\r\n", 2);
 }
 
@@ -194,6 +202,7 @@ static void conn_reply_error_and_close(struct hs_conn *c, int status, const char
     evbuffer_add(bufferevent_get_output(c->bev), body, strlen(body));
     free(text);
     c->state = CONN_CLOSING;
+    c->linger = true;
     bufferevent_disable(c->bev, EV_READ);
     evtimer_del(c->timer);
 }
@@ -440,19 +449,24 @@ static void conn_dispatch(struct hs_conn *c)
     }
 
     bool path_matched = false;
+    _cleanup_lbuf_ struct lbuf allow = LBUF_INIT;
     for (size_t i = 0; i < s->n_routes; i++) {
         const struct hs_route *rt = &s->routes[i];
         if (!route_match(rt->pattern, &segs, NULL))
             continue;
         path_matched = true;
-        if (strcmp(rt->method, r->method) != 0)
+        if (strcmp(rt->method, r->method) != 0) {
+            lbuf_printf(&allow, "%s%s", allow.len ? ", " : "", rt->method);
             continue;
+        }
         route_match(rt->pattern, &segs, r);
         rt->handler(r, s->userdata);
         return;
     }
-    if (path_matched)
+    if (path_matched) {
+        hs_reply_header(r, "Allow", allow.data ? allow.data : "");
         hs_reply_error(r, 405, "method %s not allowed on %s", r->method, r->path);
+    }
     else
         hs_reply_error(r, 404, "no such resource: %s", r->path);
 }
@@ -517,13 +531,28 @@ static void conn_readcb(struct bufferevent *bev, void *arg)
     struct hs_conn *c = arg;
     if (c->state == CONN_READING)
         conn_process_input(c);
+    else if (c->state == CONN_LINGER)
+        evbuffer_drain(bufferevent_get_input(bev), evbuffer_get_length(bufferevent_get_input(bev)));
 }
+
+#define LINGER_MS 2000
 
 static void conn_writecb(struct bufferevent *bev, void *arg)
 {
     struct hs_conn *c = arg;
-    if (c->state == CONN_CLOSING && evbuffer_get_length(bufferevent_get_output(bev)) == 0)
+    if (c->state != CONN_CLOSING || evbuffer_get_length(bufferevent_get_output(bev)) != 0)
+        return;
+    if (!c->linger) {
         conn_free(c, false);
+        return;
+    }
+    /* Reply sent: stop sending, keep reading (and dropping) until the client closes. */
+    shutdown(bufferevent_getfd(bev), SHUT_WR);
+    c->state = CONN_LINGER;
+    struct timeval tv = {LINGER_MS / 1000, (LINGER_MS % 1000) * 1000};
+    evtimer_add(c->timer, &tv);
+    bufferevent_setwatermark(bev, EV_READ, 0, 0);
+    bufferevent_enable(bev, EV_READ);
 }
 
 static void conn_eventcb(struct bufferevent *bev, short what, void *arg)
@@ -539,15 +568,19 @@ static void conn_eventcb(struct bufferevent *bev, short what, void *arg)
             conn_process_input(c);
             return;
         }
-        if (c->state == CONN_CLOSING)
+        if (c->state == CONN_CLOSING || c->state == CONN_LINGER)
             return conn_free(c, false);
     }
-    conn_free(c, true);
+    conn_free(c, c->state != CONN_LINGER);
 }
 
 static void conn_timeoutcb(evutil_socket_t fd, short what, void *arg)
 {
     struct hs_conn *c = arg;
+    if (c->state == CONN_LINGER) {
+        conn_free(c, false);
+        return;
+    }
     if (c->state != CONN_READING)
         return;
     if (c->in_message) {
@@ -615,13 +648,22 @@ static void conn_new(struct hs_listener *l, int fd)
     struct hs_server *s = l->srv;
     struct timeval tv = {l->limits.request_timeout_ms / 1000,
                          (l->limits.request_timeout_ms % 1000) * 1000};
+    bool reject = false;
     if (l->n_conns >= l->limits.max_connections) {
-        static const char busy[] = "HTTP/1.1 503 Service Unavailable\r\nContent-Type: "
-                                   "application/json\r\nContent-Length: 42\r\nConnection: "
-                                   "close\r\n\r\n{\"message\":\"too many connections, retry\"}";
-        /* Best effort: the socket is fresh, so a short write cannot block. */
-        (void)!write(fd, busy, sizeof(busy) - 1);
-        close(fd);
+        /* Full: make room by dropping the oldest connection that is only waiting for (or
+         * trickling in) a request — idle and slow clients cannot lock out a new one. A
+         * connection whose request is being handled is never dropped. */
+        struct hs_conn *victim = NULL;
+        for (struct hs_conn *v = l->conns; v; v = v->next)
+            if (v->state == CONN_READING)
+                victim = v; /* the list is newest first: the last one found is the oldest */
+        if (victim)
+            conn_free(victim, false);
+        else
+            reject = true;
+    }
+    if (reject && l->n_conns >= 2 * l->limits.max_connections) {
+        close(fd); /* even the refusals are bounded */
         return;
     }
     struct hs_conn *c = calloc(1, sizeof(*c));
@@ -653,6 +695,11 @@ static void conn_new(struct hs_listener *l, int fd)
     c->parser.data = c;
     c->state = CONN_READING;
     bufferevent_setcb(c->bev, conn_readcb, conn_writecb, conn_eventcb, c);
+    if (reject) {
+        bufferevent_enable(c->bev, EV_WRITE);
+        conn_reply_error_and_close(c, 503, "too many connections busy with requests; retry");
+        return;
+    }
     /* Stop reading once this much is buffered while a request is being handled. */
     bufferevent_setwatermark(c->bev, EV_READ, 0, l->limits.max_header_bytes + 65536);
     bufferevent_enable(c->bev, EV_READ | EV_WRITE);
@@ -903,6 +950,11 @@ void *hs_request_listener_data(const struct hs_request *r) { return r->c ? r->c-
 const struct ucred *hs_request_peer(const struct hs_request *r)
 {
     return r->c && r->c->has_peer ? &r->c->peer : NULL;
+}
+
+void hs_reply_header(struct hs_request *r, const char *name, const char *value)
+{
+    lbuf_printf(&r->headers, "%s: %s\r\n", name, value);
 }
 
 void hs_request_on_abort(struct hs_request *r, void (*cb)(struct hs_request *, void *), void *ud)

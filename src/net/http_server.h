@@ -18,7 +18,9 @@ struct hs_server;
 struct hs_request;
 
 struct hs_limits {
-    size_t max_connections;   /* open connections per listener; more are answered 503 and closed */
+    size_t max_connections;   /* open connections per listener; at the limit the oldest one still
+                                 waiting for its request is dropped; when every connection is
+                                 busy with a request, the newcomer is answered 503 */
     size_t max_inflight;      /* requests being handled (not yet answered) per listener → 503 */
     size_t max_header_bytes;  /* request line + headers → 431 */
     size_t max_body;          /* request body → 413 */
@@ -79,6 +81,8 @@ void *hs_request_listener_data(const struct hs_request *r);
 const struct ucred *hs_request_peer(const struct hs_request *r);
 
 /* ---- replies: exactly one reply per request; after it ends the request is gone ---- */
+/* Add a response header (before the reply). */
+void hs_reply_header(struct hs_request *r, const char *name, const char *value);
 void hs_reply(struct hs_request *r, int status, const char *content_type, const void *body,
               size_t len);
 void hs_reply_json(struct hs_request *r, int status, json_t *body /* reference stolen */);
