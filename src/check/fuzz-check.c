@@ -34,9 +34,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         (void)check_cpuinfo_has_flag(text, n, "hypervisor");
         break;
     case 3: {
-        char *s = strndup(text, n);
+        char *s = malloc(n + 1); /* the input is not NUL-terminated */
         if (!s)
             return 0;
+        memcpy(s, text, n);
+        s[n] = 0;
         struct lerr why = {0};
         if (check_hostname_valid(s, &why) == 0 && (strlen(s) > CHECK_HOSTNAME_MAX || !*s))
             abort();

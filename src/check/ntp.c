@@ -125,7 +125,9 @@ void check_clock(struct check_ctx *ctx, struct check_report *rep)
         "install chrony); ledge's certificates and SAS tokens depend on the clock";
     char port[8];
     snprintf(port, sizeof(port), "%u", ctx->in->ntp_port ? ctx->in->ntp_port : 123);
-    struct addrinfo hints = {.ai_socktype = SOCK_DGRAM, .ai_flags = AI_ADDRCONFIG};
+    /* No AI_ADDRCONFIG: it hides 127.0.0.1 on a host whose only IPv4 address is loopback. An
+     * address this host cannot reach fails fast and the next one is tried. */
+    struct addrinfo hints = {.ai_socktype = SOCK_DGRAM};
     struct addrinfo *res = NULL;
     int g = getaddrinfo(server, port, &hints, &res);
     if (g != 0) {
