@@ -267,7 +267,12 @@ static int build_topic(struct upstream *u, const struct hub_message *m)
     const char *t = h->cfg.upstream.topic;
     for (const char *p = t; *p;) {
         int r = 0;
-        if (strncmp(p, "{device}", 8) == 0) {
+        if (*p != '{') {
+            /* a literal run up to the next placeholder */
+            size_t n = strcspn(p, "{");
+            r = lbuf_append(&u->topic, p, n);
+            p += n;
+        } else if (strncmp(p, "{device}", 8) == 0) {
             r = lbuf_puts(&u->topic, h->rt.device_id);
             p += 8;
         } else if (strncmp(p, "{module}", 8) == 0) {
