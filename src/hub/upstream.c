@@ -44,12 +44,15 @@ struct upstream {
     size_t n_inflight, cap_inflight;
     uint64_t sent, acked, connects, failures;
     int64_t connected_ms;
-    int64_t first_delivery_ms;  /* after the latest connect, for the reconnect-latency figure */
+    int64_t first_delivery_ms; /* after the latest connect, for the reconnect-latency figure */
     char last_error[256];
     struct lbuf topic;
 };
 
-static struct endpoint *upstream_endpoint(struct hub *h) { return endpoint_find(h, "$upstream"); }
+static struct endpoint *upstream_endpoint(struct hub *h)
+{
+    return endpoint_find(h, "$upstream");
+}
 
 static void schedule_retry(struct upstream *u)
 {
@@ -125,7 +128,8 @@ static void on_puback(void *ud, uint16_t packet_id)
             queue_ack(ep->q[u->inflight[i].prio], u->inflight[i].seq);
         u->acked++;
         /* keep the window in send order: acks arrive in order from a conforming server */
-        memmove(&u->inflight[i], &u->inflight[i + 1], (u->n_inflight - i - 1) * sizeof(*u->inflight));
+        memmove(&u->inflight[i], &u->inflight[i + 1],
+                (u->n_inflight - i - 1) * sizeof(*u->inflight));
         u->n_inflight--;
         endpoint_kick(u->h, ep);
         return;
@@ -143,8 +147,8 @@ static int credentials(struct upstream *u, char **ret_user, char **ret_pass)
     if (lstr_eq(auth, "sas")) {
         const char *key = ljson_str(h->rt.device, "key");
         struct lbuf raw = LBUF_INIT, tok = LBUF_INIT;
-        _cleanup_free_ char *resource = lstr_printf("%s/devices/%s", h->rt.iothub_hostname,
-                                                    h->rt.device_id);
+        _cleanup_free_ char *resource =
+            lstr_printf("%s/devices/%s", h->rt.iothub_hostname, h->rt.device_id);
         uint64_t expiry = (uint64_t)((ltime_now_ms() + h->cfg.upstream.token_lifetime_ms) / 1000);
         int r = (!key || !resource) ? -EINVAL : lcrypto_b64_decode(key, strlen(key), &raw);
         if (r == 0)
@@ -204,7 +208,10 @@ static void connect_now(struct upstream *u)
     }
 }
 
-static void retry_cb(evutil_socket_t fd, short what, void *arg) { connect_now(arg); }
+static void retry_cb(evutil_socket_t fd, short what, void *arg)
+{
+    connect_now(arg);
+}
 
 static void renew_cb(evutil_socket_t fd, short what, void *arg)
 {
@@ -351,11 +358,11 @@ json_t *upstream_status(struct hub *h)
     struct upstream *u = h->upstream;
     if (!u)
         return json_pack("{s:b}", "enabled", 0);
-    json_t *o = json_pack("{s:b, s:s, s:i, s:b, s:I, s:I, s:I, s:I}", "enabled", 1, "host",
-                          h->cfg.upstream.host, "port", h->cfg.upstream.port, "connected",
-                          u->connected, "sent", (json_int_t)u->sent, "acked",
-                          (json_int_t)u->acked, "inflight", (json_int_t)u->n_inflight,
-                          "connects", (json_int_t)u->connects);
+    json_t *o =
+        json_pack("{s:b, s:s, s:i, s:b, s:I, s:I, s:I, s:I}", "enabled", 1, "host",
+                  h->cfg.upstream.host, "port", h->cfg.upstream.port, "connected", u->connected,
+                  "sent", (json_int_t)u->sent, "acked", (json_int_t)u->acked, "inflight",
+                  (json_int_t)u->n_inflight, "connects", (json_int_t)u->connects);
     if (u->last_error[0])
         json_object_set_new(o, "lastError", json_string(u->last_error));
     if (u->connected && u->first_delivery_ms)
