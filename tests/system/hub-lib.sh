@@ -10,12 +10,12 @@ RAW=(node "$SRC_ROOT/tests/node/hub-raw.js")
 free_port() { "${RAW[@]}" port; }
 
 need "command -v node" "node missing (scripts/deps --test)"
-HUB_TLS_PORT=$(free_port)
+HUB_TLS_PORT=${HUB_TLS_PORT:-$(free_port)}
 HUB_PLAIN_PORT=$(free_port)
 while [ "$HUB_PLAIN_PORT" = "$HUB_TLS_PORT" ]; do HUB_PLAIN_PORT=$(free_port); done
 CA="$T/state/certs/trust-bundle.pem"
 HUB_LOG="$T/state/process/edgeHub.log"
-DEVICE=st-device
+DEVICE="st-$TEST_NAME" # lib.sh labels and cleans up containers by it
 
 # The config (lib.sh's, plus the hub's ports). HUB_EXTRA adds keys under hub:, TOP_EXTRA
 # top-level sections. The engine points at no socket unless a test needs docker (USE_DOCKER=1):
