@@ -512,7 +512,7 @@ static long long counter(struct fixture *f, const char *name)
     return n;
 }
 
-static long long endpoint_depth(struct fixture *f, const char *id)
+static long long endpoint_field(struct fixture *f, const char *id, const char *field)
 {
     json_t *s = status(f);
     size_t i;
@@ -520,9 +520,19 @@ static long long endpoint_depth(struct fixture *f, const char *id)
     long long d = -1;
     json_array_foreach (json_object_get(s, "endpoints"), i, e)
         if (strcmp(json_string_value(json_object_get(e, "endpoint")), id) == 0)
-            d = json_integer_value(json_object_get(e, "depth"));
+            d = json_integer_value(json_object_get(e, field));
     json_decref(s);
     return d;
+}
+
+static long long endpoint_depth(struct fixture *f, const char *id)
+{
+    return endpoint_field(f, id, "depth");
+}
+
+static long long endpoint_bytes(struct fixture *f, const char *id)
+{
+    return endpoint_field(f, id, "bytes");
 }
 
 /* ------------------------------------------------------------------ authentication */
@@ -1006,6 +1016,49 @@ static void test_ttl_expires_and_counts(void **state)
     expect_nothing(&rc, 300);
     assert_int_equal(counter(f, "expired"), 1);
     assert_int_equal(endpoint_depth(f, "/modules/receiver/inputs/short"), 0);
+    /* and its space comes back at the next store tick */
+    int64_t until2 = ltime_now_ms() + 600;
+    while (ltime_now_ms() < until2 && endpoint_bytes(f, "/modules/receiver/inputs/short") > 0) {
+        pump(f);
+        poll(NULL, 0, 20);
+    }
+    assert_int_equal(endpoint_bytes(f, "/modules/receiver/inputs/short"), 0);
+    cl_close(&rc);
+    cl_close(&sc);
+}
+
+static const char *global_ttl_routes =
+    "{\"schemaVersion\": \"1.1\", \"routes\": {"
+    "\"r1\": \"FROM /messages/modules/sender/outputs/out1 INTO "
+    "BrokeredEndpoint(\\\"/modules/receiver/inputs/in1\\\")\","
+    "\"keep\": {\"route\": \"FROM /messages/modules/sender/outputs/keep INTO "
+    "BrokeredEndpoint(\\\"/modules/receiver/inputs/keep\\\")\", \"timeToLiveSecs\": 60}},"
+    "\"storeAndForwardConfiguration\": {\"timeToLiveSecs\": 1}}";
+
+static int setup_global_ttl(void **state)
+{
+    return setup_with(state, global_ttl_routes, 8, 16);
+}
+
+static void test_global_ttl(void **state)
+{
+    struct fixture *f = *state;
+    struct client rc, sc;
+    cl_open(f, &sc);
+    cl_connect(&sc, "sender");
+    send_output(&sc, "out1", NULL, "global ttl");
+    send_output(&sc, "keep", NULL, "route ttl wins");
+    int64_t until = ltime_now_ms() + 1100;
+    while (ltime_now_ms() < until) {
+        pump(f);
+        poll(NULL, 0, 20);
+    }
+    cl_open(f, &rc);
+    cl_connect(&rc, "receiver");
+    assert_int_equal(cl_subscribe(&rc, "devices/" DEVICE "/modules/receiver/inputs/#", 1), 1);
+    expect_body(&rc, "keep", "route ttl wins");
+    expect_nothing(&rc, 200);
+    assert_int_equal(counter(f, "expired"), 1);
     cl_close(&rc);
     cl_close(&sc);
 }
@@ -1573,6 +1626,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_takeover, setup, teardown),
         cmocka_unit_test_setup_teardown(test_priorities_drain_highest_first, setup, teardown),
         cmocka_unit_test_setup_teardown(test_ttl_expires_and_counts, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_global_ttl, setup_global_ttl, teardown),
         cmocka_unit_test_setup_teardown(test_will, setup, teardown),
         cmocka_unit_test_setup_teardown(test_subscription_to_one_input, setup, teardown),
         cmocka_unit_test_setup_teardown(test_keep_alive, setup, teardown),
