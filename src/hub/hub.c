@@ -293,6 +293,7 @@ int hub_start(struct hub *h, struct lerr *err)
 
 void hub_stop(struct hub *h)
 {
+    h->stopping = true;
     if (h->tls_listener)
         evconnlistener_free(h->tls_listener);
     if (h->plain_listener)

@@ -310,6 +310,7 @@ struct hub {
     size_t max_packet; /* whole MQTT packet: hub.max_packet_size + HUB_MAX_PACKET_OVERHEAD */
     int64_t started_ms;
     int64_t last_prune_ms;
+    bool stopping;   /* hub_stop(): connections close without publishing wills */
     char *queue_dir; /* <hub.store_dir>/queues */
     /* unauthorised attempts are logged once per module and topic kind */
     struct lstrv logged_once;

@@ -105,7 +105,8 @@ void session_detach(struct session *s, bool graceful)
         c->session = NULL;
     s->conn = NULL;
     s->disconnected_ms = ltime_now_ms();
-    if (!graceful && s->will_topic) {
+    /* The hub stopping is not the module going away: no will then. */
+    if (!graceful && s->will_topic && !h->stopping) {
         /* The will of an ungraceful disconnect is published for the module: only to its own
          * events topic, where it is routed like any message from it. */
         struct mqtt_publish p = {

@@ -1090,6 +1090,19 @@ static void test_will(void **state)
     assert_string_equal(prop_app(&r, "why"), "gone");
     assert_string_equal(prop_app(&r, "iothub-MessageType"), "Will");
     assert_true(prop_sys_is(&r, IOTHUB_PROP_CONNECTION_MODULE_ID, "sender"));
+    /* the hub stopping is not the module dropping: no will (the store shows none queued) */
+    cl_open(f, &sc);
+    assert_int_equal(cl_connect_opts(&sc, "sender", &o, NULL), 0);
+    cl_close(&rc);
+    hub_down(f);
+    hub_up(f);
+    assert_int_equal(endpoint_depth(f, "/modules/receiver/inputs/in1"), 0);
+    close(sc.fd);
+    lbuf_free(&sc.in);
+    lbuf_free(&sc.pkt);
+    cl_open(f, &rc);
+    cl_connect(&rc, "receiver");
+    assert_int_equal(cl_subscribe(&rc, "devices/" DEVICE "/modules/receiver/inputs/#", 1), 1);
     /* a will aimed elsewhere is refused and counted when it would be sent */
     struct connect_opts bad = {.will_topic = "devices/" DEVICE "/modules/receiver/inputs/in1/",
                                .will_payload = "x"};
