@@ -1147,6 +1147,18 @@ static void test_client_failures(void **state)
                         "workload socket /nonexistent/workload.sock: No such file or directory");
     modclient_free(c);
 
+    /* from the process environment: nothing set here, then a connection string */
+    unsetenv("IOTEDGE_WORKLOADURI");
+    unsetenv("EdgeHubConnectionString");
+    lerr_clear(&e);
+    assert_int_equal(modclient_from_environment(F.base, &c, &e), -EINVAL);
+    assert_string_equal(e.msg, "IOTEDGE_WORKLOADURI: not set");
+    setenv("EdgeHubConnectionString", "HostName=h.net;DeviceId=d;ModuleId=m;SharedAccessKey=" KEY,
+           1);
+    assert_int_equal(modclient_from_environment(F.base, &c, &e), 0);
+    modclient_free(c);
+    unsetenv("EdgeHubConnectionString");
+
     /* an incomplete configuration */
     struct modclient_config none = {
         .device_id = "d", .module_id = "m", .iothub_hostname = "h", .gateway_hostname = "g"};
