@@ -260,6 +260,11 @@ int hub_start(struct hub *h, struct lerr *err)
         return r;
     if ((r = twins_start(h, err)) < 0 || (r = methods_start(h)) < 0)
         return r;
+    int n_sessions = sessions_load(h);
+    if (n_sessions < 0)
+        log_warn(COMP, "persistent sessions: cannot read them: %s", strerror(-n_sessions));
+    else if (n_sessions > 0)
+        log_info(COMP, "%d persistent sessions restored", n_sessions);
 
     if (h->cfg.hub.tls_port) {
         h->tls_listener = listen_on(h, h->cfg.hub.bind, h->cfg.hub.tls_port, true, err);

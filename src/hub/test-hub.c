@@ -1519,6 +1519,39 @@ static void test_restart_keeps_unacked(void **state)
     cl_close(&rc);
 }
 
+static void test_persistent_session_survives_restart(void **state)
+{
+    struct fixture *f = *state;
+    struct client rc, sc;
+    cl_open(f, &rc);
+    bool present = true;
+    cl_connect_persistent(&rc, "receiver", &present);
+    assert_false(present);
+    assert_int_equal(cl_subscribe(&rc, "devices/" DEVICE "/modules/receiver/inputs/in1/#", 1), 1);
+    cl_close(&rc);
+    hub_down(f);
+    hub_up(f);
+    cl_open(f, &sc);
+    cl_connect(&sc, "sender");
+    send_output(&sc, "out1", NULL, "after restart");
+    cl_open(f, &rc);
+    cl_connect_persistent(&rc, "receiver", &present);
+    assert_true(present); /* the subscription came back from twins.db */
+    expect_body(&rc, "in1", "after restart");
+    cl_close(&rc);
+    /* a clean session forgets it, across restarts too */
+    cl_open(f, &rc);
+    cl_connect(&rc, "receiver");
+    cl_close(&rc);
+    hub_down(f);
+    hub_up(f);
+    cl_open(f, &rc);
+    cl_connect_persistent(&rc, "receiver", &present);
+    assert_false(present);
+    cl_close(&rc);
+    cl_close(&sc);
+}
+
 /* ------------------------------------------------------------------ twins and methods */
 
 static void test_twin_get_and_reported(void **state)
@@ -1653,6 +1686,7 @@ int main(void)
                                         teardown),
         cmocka_unit_test_setup_teardown(test_reload_routes_and_limits, setup, teardown),
         cmocka_unit_test_setup_teardown(test_restart_keeps_unacked, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_persistent_session_survives_restart, setup, teardown),
         cmocka_unit_test_setup_teardown(test_twin_get_and_reported, setup, teardown),
         cmocka_unit_test_setup_teardown(test_direct_method, setup, teardown),
     };
