@@ -10,6 +10,7 @@
 #include <errno.h>
 #include <event2/event.h>
 #include <ftw.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -201,6 +202,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     static bool inited;
     if (!inited) {
         inited = true;
+        signal(SIGPIPE, SIG_IGN); /* as main.c: the hub writes to peers that are gone */
         /* LEDGE_FUZZ_LOG=1 shows what the hub does with the inputs (for seed work) */
         log_set_level(getenv("LEDGE_FUZZ_LOG") ? LOG_LEVEL_DEBUG : LOG_LEVEL_ERROR);
         for (int i = 0; i < 32; i++)
