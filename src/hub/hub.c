@@ -35,6 +35,17 @@ void hub_log_once(struct hub *h, const char *key, const char *fmt, ...)
     log_warn(COMP, "%s (logged once; see `ledge hub status` for counts)", msg);
 }
 
+char *hub_strndup(const void *p, size_t n)
+{
+    char *s = malloc(n + 1);
+    if (!s)
+        return NULL;
+    if (n)
+        memcpy(s, p, n);
+    s[n] = 0;
+    return s;
+}
+
 /* ------------------------------------------------------------------ TLS */
 
 static SSL_CTX *tls_context(const struct hub_runtime *rt, struct lerr *err)
@@ -249,6 +260,11 @@ int hub_start(struct hub *h, struct lerr *err)
         return r;
     if ((r = twins_start(h, err)) < 0 || (r = methods_start(h)) < 0)
         return r;
+    int n_sessions = sessions_load(h);
+    if (n_sessions < 0)
+        log_warn(COMP, "persistent sessions: cannot read them: %s", strerror(-n_sessions));
+    else if (n_sessions > 0)
+        log_info(COMP, "%d persistent sessions restored", n_sessions);
 
     if (h->cfg.hub.tls_port) {
         h->tls_listener = listen_on(h, h->cfg.hub.bind, h->cfg.hub.tls_port, true, err);
@@ -293,6 +309,7 @@ int hub_start(struct hub *h, struct lerr *err)
 
 void hub_stop(struct hub *h)
 {
+    h->stopping = true;
     if (h->tls_listener)
         evconnlistener_free(h->tls_listener);
     if (h->plain_listener)

@@ -170,6 +170,8 @@ struct session *session_attach(struct hub *h, struct conn *c, const char *client
                                bool *ret_present);
 void session_detach(struct session *s, bool graceful);
 void session_free_all(struct hub *h);
+/* The persistent sessions saved before a restart, as disconnected sessions; their count. */
+int sessions_load(struct hub *h);
 /* Authorisation: may this module subscribe to filter / publish to topic? */
 bool session_may_subscribe(const struct session *s, const char *filter, size_t len);
 /* The QoS to deliver messages for input with (the highest of the matching subscriptions), or
@@ -250,6 +252,8 @@ int twin_publish(struct hub *h, struct session *s, struct conn *c, const struct 
                  const struct mqtt_publish *p);
 int twins_start(struct hub *h, struct lerr *err);
 void twins_stop(struct hub *h);
+/* The hub's SQLite database (twins.db), or NULL before twins_start(). */
+struct sqlite3 *twins_db(struct hub *h);
 /* The deployment's desired documents changed (runtime reload): apply and notify. */
 void twins_runtime_changed(struct hub *h);
 /* {"desired": {..., "$version"}, "reported": {..., "$version"}} or NULL. */
@@ -310,10 +314,15 @@ struct hub {
     size_t max_packet; /* whole MQTT packet: hub.max_packet_size + HUB_MAX_PACKET_OVERHEAD */
     int64_t started_ms;
     int64_t last_prune_ms;
+    bool stopping;   /* hub_stop(): connections close without publishing wills */
     char *queue_dir; /* <hub.store_dir>/queues */
     /* unauthorised attempts are logged once per module and topic kind */
     struct lstrv logged_once;
 };
+
+/* A C string of the n bytes at p, which need not be NUL-terminated (packet fields; strndup()
+ * may read past them looking for the NUL). NULL on ENOMEM. */
+char *hub_strndup(const void *p, size_t n);
 
 int hub_start(struct hub *h, struct lerr *err);
 void hub_stop(struct hub *h);

@@ -1,12 +1,15 @@
 /* session.c — MQTT sessions of authenticated modules, keyed by client id "<device>/<module>".
- * A persistent session (clean session 0) keeps its subscriptions while disconnected, so the
- * module's backlog flows as soon as it reconnects; the backlog itself lives in the endpoints'
- * durable queues. Authorisation: a module subscribes only to its own inputs, twin and methods. */
+ * A persistent session (clean session 0) keeps its subscriptions while disconnected, and across
+ * restarts of the hub (table sessions in twins.db, written on every change), so the module's
+ * backlog flows as soon as it reconnects; the backlog itself lives in the endpoints' durable
+ * queues. Authorisation: a module subscribes only to its own inputs, twin and methods. */
 #include <errno.h>
+#include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "base/json.h"
 #include "base/str.h"
 #include "base/timeutil.h"
 #include "hub/hub.h"
@@ -38,6 +41,101 @@ static void session_unlink_free(struct hub *h, struct session *s)
         }
     session_free(s);
 }
+
+/* ------------------------------------------------------------------ persistence */
+
+static void update_wants(struct session *s);
+
+/* Write a persistent session's subscriptions, or forget a clean one. A failure costs the
+ * session only after a restart of the hub (the client subscribes again when CONNACK says no
+ * session is present); it is logged once. */
+static void persist(struct session *s)
+{
+    sqlite3 *db = twins_db(s->hub);
+    if (!db)
+        return;
+    sqlite3_stmt *st = NULL;
+    int r;
+    _cleanup_free_ char *subs = NULL;
+    if (s->clean) {
+        r = sqlite3_prepare_v2(db, "DELETE FROM sessions WHERE client_id = ?", -1, &st, NULL);
+    } else {
+        json_t *a = json_array();
+        for (size_t i = 0; a && i < s->n_subs; i++)
+            json_array_append_new(a, json_pack("[s, i]", s->subs[i].filter, s->subs[i].qos));
+        subs = a ? ljson_dump(a) : NULL;
+        json_decref(a);
+        r = subs ? sqlite3_prepare_v2(db,
+                                      "INSERT OR REPLACE INTO sessions (client_id, device, module, "
+                                      "subs) VALUES (?, ?, ?, ?)",
+                                      -1, &st, NULL)
+                 : SQLITE_NOMEM;
+    }
+    if (r == SQLITE_OK) {
+        sqlite3_bind_text(st, 1, s->client_id, -1, SQLITE_STATIC);
+        if (!s->clean) {
+            sqlite3_bind_text(st, 2, s->device_id, -1, SQLITE_STATIC);
+            sqlite3_bind_text(st, 3, s->module_id, -1, SQLITE_STATIC);
+            sqlite3_bind_text(st, 4, subs, -1, SQLITE_STATIC);
+        }
+        r = sqlite3_step(st) == SQLITE_DONE ? SQLITE_OK : SQLITE_ERROR;
+    }
+    sqlite3_finalize(st);
+    if (r != SQLITE_OK)
+        hub_log_once(s->hub, "session-db", "%s: cannot save the session: %s", s->client_id,
+                     sqlite3_errmsg(db));
+}
+
+int sessions_load(struct hub *h)
+{
+    sqlite3 *db = twins_db(h);
+    sqlite3_stmt *st = NULL;
+    if (!db || sqlite3_prepare_v2(db, "SELECT client_id, device, module, subs FROM sessions", -1,
+                                  &st, NULL) != SQLITE_OK)
+        return -EIO;
+    int n = 0;
+    while (sqlite3_step(st) == SQLITE_ROW) {
+        const char *cid = (const char *)sqlite3_column_text(st, 0);
+        const char *dev = (const char *)sqlite3_column_text(st, 1);
+        const char *mod = (const char *)sqlite3_column_text(st, 2);
+        const char *subs = (const char *)sqlite3_column_text(st, 3);
+        if (!cid || !dev || !mod || !subs || session_find(h, cid))
+            continue;
+        struct session *s = calloc(1, sizeof(*s));
+        if (!s)
+            break;
+        s->hub = h;
+        s->client_id = strdup(cid);
+        s->device_id = strdup(dev);
+        s->module_id = strdup(mod);
+        json_t *a = json_loads(subs, 0, NULL);
+        size_t max = (size_t)h->cfg.hub.max_subscriptions, i;
+        json_t *e;
+        s->subs = calloc(MAX(json_array_size(a), (size_t)1), sizeof(*s->subs));
+        if (!s->client_id || !s->device_id || !s->module_id || !s->subs) {
+            json_decref(a);
+            session_free(s);
+            break;
+        }
+        json_array_foreach (a, i, e) {
+            const char *f = json_string_value(json_array_get(e, 0));
+            json_int_t q = json_integer_value(json_array_get(e, 1));
+            if (f && s->n_subs < max && (s->subs[s->n_subs].filter = strdup(f)))
+                s->subs[s->n_subs++].qos = q == 1;
+        }
+        json_decref(a);
+        s->disconnected_ms = ltime_now_ms();
+        update_wants(s);
+        s->next = h->sessions;
+        h->sessions = s;
+        h->n_sessions++;
+        n++;
+    }
+    sqlite3_finalize(st);
+    return n;
+}
+
+/* ------------------------------------------------------------------ sessions */
 
 struct session *session_find(struct hub *h, const char *client_id)
 {
@@ -74,6 +172,7 @@ struct session *session_attach(struct hub *h, struct conn *c, const char *client
         clear_subscriptions(s);
         present = false;
     }
+    bool created = !s;
     if (!s) {
         s = calloc(1, sizeof(*s));
         if (!s)
@@ -90,9 +189,13 @@ struct session *session_attach(struct hub *h, struct conn *c, const char *client
         h->sessions = s;
         h->n_sessions++;
     }
+    bool changed = created ? !clean : clean != s->clean;
     s->clean = clean;
     s->conn = c;
     c->session = s;
+    /* a new persistent session, or one whose subscriptions a clean connection dropped */
+    if (changed)
+        persist(s);
     *ret_present = present;
     return s;
 }
@@ -105,7 +208,8 @@ void session_detach(struct session *s, bool graceful)
         c->session = NULL;
     s->conn = NULL;
     s->disconnected_ms = ltime_now_ms();
-    if (!graceful && s->will_topic) {
+    /* The hub stopping is not the module going away: no will then. */
+    if (!graceful && s->will_topic && !h->stopping) {
         /* The will of an ungraceful disconnect is published for the module: only to its own
          * events topic, where it is routed like any message from it. */
         struct mqtt_publish p = {
@@ -209,6 +313,8 @@ int session_subscribe(struct session *s, const char *filter, size_t len, uint8_t
         if (strlen(s->subs[i].filter) == len && memcmp(s->subs[i].filter, filter, len) == 0) {
             s->subs[i].qos = qos;
             update_wants(s);
+            if (!s->clean)
+                persist(s);
             return 0;
         }
     if (s->n_subs >= (size_t)s->hub->cfg.hub.max_subscriptions)
@@ -217,11 +323,13 @@ int session_subscribe(struct session *s, const char *filter, size_t len, uint8_t
     if (!v)
         return -ENOMEM;
     s->subs = v;
-    char *f = strndup(filter, len);
+    char *f = hub_strndup(filter, len);
     if (!f)
         return -ENOMEM;
     s->subs[s->n_subs++] = (struct subscription){f, qos};
     update_wants(s);
+    if (!s->clean)
+        persist(s);
     return 0;
 }
 
@@ -231,7 +339,9 @@ void session_unsubscribe(struct session *s, const char *filter, size_t len)
         if (strlen(s->subs[i].filter) == len && memcmp(s->subs[i].filter, filter, len) == 0) {
             free(s->subs[i].filter);
             s->subs[i] = s->subs[--s->n_subs];
-            break;
+            update_wants(s);
+            if (!s->clean)
+                persist(s);
+            return;
         }
-    update_wants(s);
 }

@@ -512,7 +512,7 @@ static long long counter(struct fixture *f, const char *name)
     return n;
 }
 
-static long long endpoint_depth(struct fixture *f, const char *id)
+static long long endpoint_field(struct fixture *f, const char *id, const char *field)
 {
     json_t *s = status(f);
     size_t i;
@@ -520,9 +520,19 @@ static long long endpoint_depth(struct fixture *f, const char *id)
     long long d = -1;
     json_array_foreach (json_object_get(s, "endpoints"), i, e)
         if (strcmp(json_string_value(json_object_get(e, "endpoint")), id) == 0)
-            d = json_integer_value(json_object_get(e, "depth"));
+            d = json_integer_value(json_object_get(e, field));
     json_decref(s);
     return d;
+}
+
+static long long endpoint_depth(struct fixture *f, const char *id)
+{
+    return endpoint_field(f, id, "depth");
+}
+
+static long long endpoint_bytes(struct fixture *f, const char *id)
+{
+    return endpoint_field(f, id, "bytes");
 }
 
 /* ------------------------------------------------------------------ authentication */
@@ -1006,6 +1016,49 @@ static void test_ttl_expires_and_counts(void **state)
     expect_nothing(&rc, 300);
     assert_int_equal(counter(f, "expired"), 1);
     assert_int_equal(endpoint_depth(f, "/modules/receiver/inputs/short"), 0);
+    /* and its space comes back at the next store tick */
+    int64_t until2 = ltime_now_ms() + 600;
+    while (ltime_now_ms() < until2 && endpoint_bytes(f, "/modules/receiver/inputs/short") > 0) {
+        pump(f);
+        poll(NULL, 0, 20);
+    }
+    assert_int_equal(endpoint_bytes(f, "/modules/receiver/inputs/short"), 0);
+    cl_close(&rc);
+    cl_close(&sc);
+}
+
+static const char *global_ttl_routes =
+    "{\"schemaVersion\": \"1.1\", \"routes\": {"
+    "\"r1\": \"FROM /messages/modules/sender/outputs/out1 INTO "
+    "BrokeredEndpoint(\\\"/modules/receiver/inputs/in1\\\")\","
+    "\"keep\": {\"route\": \"FROM /messages/modules/sender/outputs/keep INTO "
+    "BrokeredEndpoint(\\\"/modules/receiver/inputs/keep\\\")\", \"timeToLiveSecs\": 60}},"
+    "\"storeAndForwardConfiguration\": {\"timeToLiveSecs\": 1}}";
+
+static int setup_global_ttl(void **state)
+{
+    return setup_with(state, global_ttl_routes, 8, 16);
+}
+
+static void test_global_ttl(void **state)
+{
+    struct fixture *f = *state;
+    struct client rc, sc;
+    cl_open(f, &sc);
+    cl_connect(&sc, "sender");
+    send_output(&sc, "out1", NULL, "global ttl");
+    send_output(&sc, "keep", NULL, "route ttl wins");
+    int64_t until = ltime_now_ms() + 1100;
+    while (ltime_now_ms() < until) {
+        pump(f);
+        poll(NULL, 0, 20);
+    }
+    cl_open(f, &rc);
+    cl_connect(&rc, "receiver");
+    assert_int_equal(cl_subscribe(&rc, "devices/" DEVICE "/modules/receiver/inputs/#", 1), 1);
+    expect_body(&rc, "keep", "route ttl wins");
+    expect_nothing(&rc, 200);
+    assert_int_equal(counter(f, "expired"), 1);
     cl_close(&rc);
     cl_close(&sc);
 }
@@ -1037,6 +1090,19 @@ static void test_will(void **state)
     assert_string_equal(prop_app(&r, "why"), "gone");
     assert_string_equal(prop_app(&r, "iothub-MessageType"), "Will");
     assert_true(prop_sys_is(&r, IOTHUB_PROP_CONNECTION_MODULE_ID, "sender"));
+    /* the hub stopping is not the module dropping: no will (the store shows none queued) */
+    cl_open(f, &sc);
+    assert_int_equal(cl_connect_opts(&sc, "sender", &o, NULL), 0);
+    cl_close(&rc);
+    hub_down(f);
+    hub_up(f);
+    assert_int_equal(endpoint_depth(f, "/modules/receiver/inputs/in1"), 0);
+    close(sc.fd);
+    lbuf_free(&sc.in);
+    lbuf_free(&sc.pkt);
+    cl_open(f, &rc);
+    cl_connect(&rc, "receiver");
+    assert_int_equal(cl_subscribe(&rc, "devices/" DEVICE "/modules/receiver/inputs/#", 1), 1);
     /* a will aimed elsewhere is refused and counted when it would be sent */
     struct connect_opts bad = {.will_topic = "devices/" DEVICE "/modules/receiver/inputs/in1/",
                                .will_payload = "x"};
@@ -1453,6 +1519,39 @@ static void test_restart_keeps_unacked(void **state)
     cl_close(&rc);
 }
 
+static void test_persistent_session_survives_restart(void **state)
+{
+    struct fixture *f = *state;
+    struct client rc, sc;
+    cl_open(f, &rc);
+    bool present = true;
+    cl_connect_persistent(&rc, "receiver", &present);
+    assert_false(present);
+    assert_int_equal(cl_subscribe(&rc, "devices/" DEVICE "/modules/receiver/inputs/in1/#", 1), 1);
+    cl_close(&rc);
+    hub_down(f);
+    hub_up(f);
+    cl_open(f, &sc);
+    cl_connect(&sc, "sender");
+    send_output(&sc, "out1", NULL, "after restart");
+    cl_open(f, &rc);
+    cl_connect_persistent(&rc, "receiver", &present);
+    assert_true(present); /* the subscription came back from twins.db */
+    expect_body(&rc, "in1", "after restart");
+    cl_close(&rc);
+    /* a clean session forgets it, across restarts too */
+    cl_open(f, &rc);
+    cl_connect(&rc, "receiver");
+    cl_close(&rc);
+    hub_down(f);
+    hub_up(f);
+    cl_open(f, &rc);
+    cl_connect_persistent(&rc, "receiver", &present);
+    assert_false(present);
+    cl_close(&rc);
+    cl_close(&sc);
+}
+
 /* ------------------------------------------------------------------ twins and methods */
 
 static void test_twin_get_and_reported(void **state)
@@ -1573,6 +1672,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_takeover, setup, teardown),
         cmocka_unit_test_setup_teardown(test_priorities_drain_highest_first, setup, teardown),
         cmocka_unit_test_setup_teardown(test_ttl_expires_and_counts, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_global_ttl, setup_global_ttl, teardown),
         cmocka_unit_test_setup_teardown(test_will, setup, teardown),
         cmocka_unit_test_setup_teardown(test_subscription_to_one_input, setup, teardown),
         cmocka_unit_test_setup_teardown(test_keep_alive, setup, teardown),
@@ -1586,6 +1686,7 @@ int main(void)
                                         teardown),
         cmocka_unit_test_setup_teardown(test_reload_routes_and_limits, setup, teardown),
         cmocka_unit_test_setup_teardown(test_restart_keeps_unacked, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_persistent_session_survives_restart, setup, teardown),
         cmocka_unit_test_setup_teardown(test_twin_get_and_reported, setup, teardown),
         cmocka_unit_test_setup_teardown(test_direct_method, setup, teardown),
     };

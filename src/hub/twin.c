@@ -1,7 +1,8 @@
 /* twin.c — module twins. Desired properties come from the deployment (the module's
  * `properties.desired` in modulesContent) and from `ledge twin set`; reported properties from the
  * module. Each side has a $version. Both persist in SQLite (<store_dir>/twins.db, WAL,
- * synchronous=FULL). Reported changes are routed as messages from /twinChangeNotifications.
+ * synchronous=FULL; session.c keeps persistent sessions' subscriptions in the same database).
+ * Reported changes are routed as messages from /twinChangeNotifications.
  *
  * Desired semantics: a deployment whose desired properties for a module differ from those it
  * applied last replaces the desired document (the deployment is the source of truth, as with
@@ -64,11 +65,19 @@ int twins_start(struct hub *h, struct lerr *err)
         db_exec(tw->db, "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;") < 0 ||
         db_exec(tw->db, "CREATE TABLE IF NOT EXISTS twins (module TEXT PRIMARY KEY, desired TEXT "
                         "NOT NULL, desired_version INTEGER NOT NULL, reported TEXT NOT NULL, "
-                        "reported_version INTEGER NOT NULL, manifest_hash TEXT NOT NULL)") < 0)
+                        "reported_version INTEGER NOT NULL, manifest_hash TEXT NOT NULL)") < 0 ||
+        /* session.c: the subscriptions of persistent sessions, JSON [[filter, qos], ...] */
+        db_exec(tw->db, "CREATE TABLE IF NOT EXISTS sessions (client_id TEXT PRIMARY KEY, device "
+                        "TEXT NOT NULL, module TEXT NOT NULL, subs TEXT NOT NULL)") < 0)
         return lerr_set(err, -EIO, "twins database %s: %s", path,
                         tw->db ? sqlite3_errmsg(tw->db) : "cannot open");
     twins_runtime_changed(h);
     return 0;
+}
+
+sqlite3 *twins_db(struct hub *h)
+{
+    return h->twins ? h->twins->db : NULL;
 }
 
 void twins_stop(struct hub *h)

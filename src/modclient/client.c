@@ -168,6 +168,17 @@ int modclient_new(struct event_base *base, const struct modclient_config *cfg,
     return 0;
 }
 
+int modclient_from_environment(struct event_base *base, struct modclient **ret, struct lerr *e)
+{
+    struct modclient_config cfg;
+    int r = modclient_config_from_env(NULL, NULL, &cfg, e);
+    if (r < 0)
+        return r;
+    r = modclient_new(base, &cfg, ret, e);
+    modclient_config_clear(&cfg);
+    return r;
+}
+
 static void requests_fail_all(struct modclient *c, int status);
 
 void modclient_free(struct modclient *c)

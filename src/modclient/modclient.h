@@ -60,6 +60,8 @@ void modclient_config_clear(struct modclient_config *cfg);
 
 /* ---- the client ---- */
 
+/* modclient_config_from_env() then modclient_new(): the usual start of a module. */
+int modclient_from_environment(struct event_base *base, struct modclient **ret, struct lerr *e);
 /* cfg is copied. The client does nothing until modclient_start(). */
 int modclient_new(struct event_base *base, const struct modclient_config *cfg,
                   struct modclient **ret, struct lerr *e);

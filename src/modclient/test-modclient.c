@@ -395,7 +395,6 @@ static char *dupn(const void *p, size_t n)
     return s;
 }
 
-
 static void fake_wl_read(struct bufferevent *bev, void *arg)
 {
     struct evbuffer *in = bufferevent_get_input(bev);
@@ -716,10 +715,11 @@ static struct events EV;
 
 static void on_conn(void *ud, bool connected, const char *why)
 {
-    if (connected)
+    if (connected) {
         EV.connected++;
-    else
-        EV.disconnected++;
+        return;
+    }
+    EV.disconnected++;
     snprintf(EV.why, sizeof(EV.why), "%s", why ? why : "");
 }
 
@@ -774,6 +774,8 @@ static int on_method(void *ud, const char *method, const json_t *payload, json_t
     return 201;
 }
 
+static int token_lifetime_s; /* 0: the default */
+
 static struct modclient *new_client(bool tls, bool with_key)
 {
     struct modclient_config cfg = {
@@ -788,6 +790,7 @@ static struct modclient *new_client(bool tls, bool with_key)
         .workload_socket = F.sock,
         .sas_key = with_key ? KEY : NULL,
         .max_pending = 5,
+        .token_lifetime_s = token_lifetime_s,
     };
     struct modclient *c = NULL;
     struct lerr e = {0};
@@ -1060,6 +1063,43 @@ static bool disconnected_once(void *arg)
     return EV.disconnected > 0;
 }
 
+static bool connected_twice(void *arg)
+{
+    return EV.connected >= 2 && modclient_connected(arg);
+}
+
+static void test_client_token_renewal(void **state)
+{
+    /* a 2 s token: renewed at 80 % by reconnecting with a fresh one, sent messages kept */
+    token_lifetime_s = 2;
+    struct modclient *c = new_client(false, false);
+    token_lifetime_s = 0;
+    assert_int_equal(modclient_start(c), 0);
+    run_until(connected, c, 5000);
+    int64_t t0 = ltime_mono_ms();
+    F.auto_puback = false;
+    assert_int_equal(modclient_send_output(c, "out", NULL, "kept", 4, on_sent, NULL), 0);
+    run_until(connected_twice, c, 5000);
+    int64_t dt = ltime_mono_ms() - t0;
+    assert_true(dt >= 1200 && dt < 3000);
+    assert_int_equal(F.wl_requests, 2); /* signed twice */
+    assert_int_equal(F.connects, 2);
+    struct packet *first = get_packet(MQTT_CONNECT, NULL, 0);
+    struct packet *second = get_packet(MQTT_CONNECT, NULL, (size_t)(first - F.pk) + 1);
+    const char *se1 = strstr(first->pass, "&se="), *se2 = strstr(second->pass, "&se=");
+    assert_non_null(se1);
+    assert_non_null(se2);
+    assert_true(atoll(se2 + 4) >= atoll(se1 + 4) + 1);
+    assert_non_null(strstr(EV.why, "renewing the SAS token"));
+    /* the unacknowledged message went again on the new connection */
+    F.auto_puback = true;
+    struct packet *again = wait_packet(MQTT_PUBLISH, "devices/dev1/modules/mod1/messages/events/",
+                                       (size_t)(second - F.pk), 2000);
+    assert_string_equal(again->payload, "kept");
+    assert_true(again->dup);
+    modclient_free(c);
+}
+
 static void test_client_failures(void **state)
 {
     /* workload refuses to sign */
@@ -1106,6 +1146,18 @@ static void test_client_failures(void **state)
     assert_string_equal(EV.why,
                         "workload socket /nonexistent/workload.sock: No such file or directory");
     modclient_free(c);
+
+    /* from the process environment: nothing set here, then a connection string */
+    unsetenv("IOTEDGE_WORKLOADURI");
+    unsetenv("EdgeHubConnectionString");
+    lerr_clear(&e);
+    assert_int_equal(modclient_from_environment(F.base, &c, &e), -EINVAL);
+    assert_string_equal(e.msg, "IOTEDGE_WORKLOADURI: not set");
+    setenv("EdgeHubConnectionString", "HostName=h.net;DeviceId=d;ModuleId=m;SharedAccessKey=" KEY,
+           1);
+    assert_int_equal(modclient_from_environment(F.base, &c, &e), 0);
+    modclient_free(c);
+    unsetenv("EdgeHubConnectionString");
 
     /* an incomplete configuration */
     struct modclient_config none = {
@@ -1223,6 +1275,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_client_outputs, fake_setup, fake_teardown),
         cmocka_unit_test_setup_teardown(test_client_inputs_twin_methods, fake_setup, fake_teardown),
         cmocka_unit_test_setup_teardown(test_client_failures, fake_setup, fake_teardown),
+        cmocka_unit_test_setup_teardown(test_client_token_renewal, fake_setup, fake_teardown),
         cmocka_unit_test_setup_teardown(test_client_tls, fake_setup, fake_teardown),
         cmocka_unit_test_setup_teardown(test_dispatch_robust, fake_setup, fake_teardown),
     };

@@ -34,7 +34,7 @@ ledge deploy "$T/deploy.json" > "$T/deploy.out" 2>&1 || { cat "$T/deploy.out" >&
 for m in edgeHub nodeMod tempSensor; do wait_for 60 "$m running" status_is $m running; done
 
 events() { docker logs nodeMod 2>/dev/null | grep '^{' ; }
-has_event() { events | jq -e --slurp "map(select($1)) | length >= ${2:-1}" >/dev/null; }
+has_event() { events | jq_true --slurp "map(select($1)) | length >= ${2:-1}"; }
 check_event() { has_event "$1" "${2:-1}" || fail "no node event $1: $(events | tail -20)"; }
 no_errors() { ! events | grep -q '"event":"error"' || fail "the SDK reported errors: $(events | grep '"error"')"; }
 
@@ -43,7 +43,7 @@ wait_for 60 "the SDK connected" has_event '.event == "open"'
 wait_for 20 "getTwin" has_event '.event == "twin"'
 check_event '.event == "twin" and .desired.greeting == "hello" and (.desired["$version"] | type) == "number"'
 wait_for 20 "reported update" has_event '.event == "reported" and .ok'
-twin_has() { ledge twin get nodeMod | jq -e "$1" >/dev/null; }
+twin_has() { twin_is nodeMod "$1"; }
 wait_for 10 "reported in the twin" twin_has '.reported.nodeSdk.ok == true'
 
 log "sendOutputEvent: five ticks upstream, with the module's origin and properties"
@@ -68,11 +68,11 @@ wait_for 20 "desired update" has_event '.event == "desired" and .delta.color == 
 
 log "a direct method from ledge invoke"
 ledge invoke nodeMod echo --payload '{"a": [1, 2]}' --timeout 10 > "$T/inv.out" || fail "invoke: $(cat "$T/inv.out")"
-jq -e '.status == 200 and .payload.echo.a == [1, 2]' "$T/inv.out" >/dev/null || fail "invoke reply: $(cat "$T/inv.out")"
+jq_true '.status == 200 and .payload.echo.a == [1, 2]' "$T/inv.out" || fail "invoke reply: $(cat "$T/inv.out")"
 check_event '.event == "method" and .name == "echo" and .payload.a == [1, 2]'
 
 no_errors
-hub_status | jq -e '.counters.authFailures == 0 and .counters.unauthorized == 0' >/dev/null ||
+hub_status | jq_true '.counters.authFailures == 0 and .counters.unauthorized == 0' ||
   fail "hub counters: $(hub_status | jq -c .counters)"
 stop_ledged
 log "ok"

@@ -22,7 +22,6 @@ filter() { sample_module tempFilter ledge-tempfilter:latest '"TemperatureThresho
 silent='"silent": {"type": "docker", "status": "running", "restartPolicy": "always", "imagePullPolicy": "never", "settings": {"image": "ledge-testmod:latest"}}'
 ROUTES='"twin": "FROM /twinChangeNotifications INTO $upstream"'
 twin() { ledge twin get "$1"; }
-twin_is() { twin "$1" 2>/dev/null | jq -e "$2" >/dev/null; }
 
 log "desired properties from the deployment"
 hub_manifest "$(filter), $silent" "$ROUTES" |
@@ -35,7 +34,7 @@ twin_is tempFilter '.desired.TemperatureThreshold == 33 and (.desired["$version"
 
 log "ledge twin set: merged into desired, pushed to the module, reported back"
 ledge twin set tempFilter '{"TemperatureThreshold": 36, "note": {"by": "test"}}' > "$T/set.out"
-jq -e '.desired.TemperatureThreshold == 36 and .desired.note.by == "test"' "$T/set.out" >/dev/null || fail "set: $(cat "$T/set.out")"
+jq_true '.desired.TemperatureThreshold == 36 and .desired.note.by == "test"' "$T/set.out" || fail "set: $(cat "$T/set.out")"
 wait_for 15 "reported threshold 36" twin_is tempFilter '.reported.TemperatureThreshold == 36'
 ledge twin set tempFilter '{"note": null}' >/dev/null
 twin_is tempFilter '.desired | has("note") | not' || fail "null did not remove a desired key: $(twin tempFilter)"
@@ -46,7 +45,7 @@ grep -q 'no module named "nosuch"' "$T/err" || fail "twin get nosuch: $(cat "$T/
 log "reported changes are routed from /twinChangeNotifications"
 wait_for 15 "a twin change notification upstream" grep -q '^up/tempFilter/.*"TemperatureThreshold":36' "$T/up.log"
 line=$(grep -m1 '^up/tempFilter/.*"TemperatureThreshold":36' "$T/up.log")
-cut -d' ' -f2- <<<"$line" | jq -e '.properties.reported.TemperatureThreshold == 36 and (.version | type) == "number"' >/dev/null ||
+cut -d' ' -f2- <<<"$line" | jq_true '.properties.reported.TemperatureThreshold == 36 and (.version | type) == "number"' ||
   fail "notification body: $line"
 case "$line" in *'%24.cmid=tempFilter'*) ;; *) fail "notification without its origin: $line" ;; esac
 
@@ -60,13 +59,13 @@ for sig in TERM KILL; do
   after=$(twin tempFilter | jq -cS .)
   assert_eq "$after" "$before" "twin after SIG$sig"
 done
-wait_for 30 "tempFilter reconnected" sh -c "'$LEDGE_BIN' -H '$T/run/mgmt.sock' invoke tempFilter GetStats --timeout 5 | jq -e '.status == 200'"
+wait_for 30 "tempFilter reconnected" invoke_is tempFilter GetStats '.status == 200'
 # after reconnecting the module read its desired properties again: same version, nothing new
 twin_is tempFilter '.reported.TemperatureThreshold == 36' || fail "reported lost: $(twin tempFilter)"
 
 log "ledge invoke: an answer"
 ledge invoke tempFilter SetThreshold --payload '{"threshold": 40}' > "$T/inv.out"
-jq -e '.status == 200 and .payload.threshold == 40' "$T/inv.out" >/dev/null || fail "invoke: $(cat "$T/inv.out")"
+jq_true '.status == 200 and .payload.threshold == 40' "$T/inv.out" || fail "invoke: $(cat "$T/inv.out")"
 
 log "ledge invoke: 404 (not connected, not in the deployment)"
 rc=0; ledge invoke silent Ping --timeout 2 >"$T/out" 2>"$T/err" || rc=$?
@@ -83,7 +82,7 @@ mosquitto_sub -h 127.0.0.1 -p "$HUB_PLAIN_PORT" -i "$(jq -r .clientId "$T/token.
   -u "$(jq -r .username "$T/token.json")" -P "$(jq -r .token "$T/token.json")" \
   -t '$iothub/methods/POST/#' -q 0 -v > "$T/silent.log" 2>&1 &
 SILENT_PID=$!
-silent_connected() { hub_status | jq -e '.sessions[] | select(.clientId == "st-device/silent") | .connected' >/dev/null; }
+silent_connected() { hub_status | jq_true --arg id "$DEVICE/silent" '[.sessions[] | select(.clientId == $id) | .connected] | any'; }
 wait_for 10 "silent connected" silent_connected
 t0=$(date +%s%N)
 rc=0; ledge invoke silent Ping --payload '{"x": 1}' --timeout 2 >"$T/out" 2>"$T/err" || rc=$?

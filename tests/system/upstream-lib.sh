@@ -5,6 +5,7 @@
 # Set DOCKER_HOST=unix:///... to run against a private dockerd.
 
 ENGINE_URI="${DOCKER_HOST:-unix:///var/run/docker.sock}"
+DEVICE="st-$TEST_NAME"   # lib.sh's cleanup removes the containers labelled with it
 MOSQ_PID=""
 SUB_PID=""
 
@@ -43,7 +44,7 @@ state_dir: $T/state
 run_dir: $T/run
 log_level: debug
 device:
-  id: st-device
+  id: $DEVICE
   gateway_hostname: ledge-gw.local
 engine:
   uri: $ENGINE_URI
@@ -116,6 +117,12 @@ stop_sub() {
   SUB_PID=""
 }
 
+# jq_true [JQ ARGS...] FILTER [FILE] — the filter's last output is true. jq 1.6's -e exits 0 on
+# empty input, so it cannot tell a failed command's silence from success; this can.
+jq_true() { local out; out=$(jq -c "$@" 2>/dev/null) || return 1; [ "${out##*$'\n'}" = true ]; }
+twin_is() { ledge twin get "$1" 2>/dev/null | jq_true "$2"; }       # twin_is MODULE FILTER
+invoke_is() { ledge invoke "$1" "$2" --timeout 5 2>/dev/null | jq_true "$3"; } # MODULE METHOD FILTER
+
 up_count() { [ -f "$T/up.log" ] && wc -l < "$T/up.log" || echo 0; }
 up_at_least() { [ "$(up_count)" -ge "$1" ]; }
 
@@ -168,13 +175,13 @@ upstream_cleanup() {
     local f c
     f=$(find "$T/state" -name edgeHub.log -print -quit 2>/dev/null)
     [ -n "$f" ] && { log "hub log tail:"; tail -25 "$f" >&2; }
-    for c in $(docker ps -aq --filter label=dev.ledge.owner=ledge 2>/dev/null); do
+    for c in $(docker ps -aq --filter label=dev.ledge.owner=ledge --filter "label=dev.ledge.device=$DEVICE" 2>/dev/null); do
       log "$(docker inspect -f '{{.Name}}' "$c") log tail:"; docker logs --tail 8 "$c" 2>&1 | sed 's/^/  /' >&2
     done
     [ -f "$T/mosq/broker.log" ] && { log "mosquitto log tail:"; tail -5 "$T/mosq/broker.log" >&2; }
     if [ -n "${KEEP_LOGS:-}" ]; then
       mkdir -p "$KEEP_LOGS" && cp -r "$T"/*.log "$T/state/process" "$T/mosq" "$KEEP_LOGS/" 2>/dev/null
-      for c in $(docker ps -aq --filter label=dev.ledge.owner=ledge 2>/dev/null); do
+      for c in $(docker ps -aq --filter label=dev.ledge.owner=ledge --filter "label=dev.ledge.device=$DEVICE" 2>/dev/null); do
         docker logs "$c" > "$KEEP_LOGS/$(docker inspect -f '{{.Name}}' "$c" | tr -d /).log" 2>&1
       done
       log "logs kept in $KEEP_LOGS"

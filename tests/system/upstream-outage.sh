@@ -48,7 +48,7 @@ kill -KILL "$old"
 new_hub() { local p; p=$(hub_pid); [ -n "$p" ] && [ "$p" != "$old" ] && hub_running; }
 wait_for 30 "the hub restarted by ledged" new_hub
 reported_sent() { # reported_sent MODULE COUNT — the sensor has sent (and reported) them all
-  ledge twin get "$1" 2>/dev/null | jq -e --argjson n "$2" '.reported.readingsSent == $n' >/dev/null
+  twin_is "$1" ".reported.readingsSent == $2"
 }
 acked_all() { # the sensor's hub acknowledged everything it sent (its log says so)
   docker logs "$1" 2>&1 | grep -q "all $2 readings acknowledged by the hub"
@@ -98,7 +98,7 @@ first_lo=$(grep -n -m1 '^sensorLo$' "$T/after.order" | cut -d: -f1)
   fail "priority 5 delivered before priority 0's backlog was done (lines $first_lo < $last_hi)"
 expired=$(jq '.counters.expired' "$T/after.json")
 [ "$expired" = "$M" ] || fail "expired messages counted: $expired, not $M: $(jq -c '.counters, .endpoints' "$T/after.json") before: $(jq -c '.counters, .endpoints' "$T/before.json")"
-jq -e '.upstream.connected and .upstream.connects >= 1' "$T/after.json" >/dev/null ||
+jq_true '.upstream.connected and .upstream.connects >= 1' "$T/after.json" ||
   fail "upstream status: $(jq -c .upstream "$T/after.json")"
 drain=$(( (t1 - t0) / 1000000 ))
 log "drained $backlog messages in ${drain} ms after the broker came back (first delivery $(jq '.upstream.firstDeliveryAfterConnectMs // "?"' "$T/after.json") ms after connecting)"
