@@ -1,6 +1,5 @@
 /* ledge.c — the ledge CLI: global options, the verb table, help and version. Every verb is a thin
  * client of ledged's management API (commands.h). */
-#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -102,7 +101,6 @@ static int cmd_version(struct cli *c, int argc, char **argv)
 int main(int argc, char **argv)
 {
     struct cli c = {0};
-    signal(SIGPIPE, SIG_IGN); /* a peer hanging up is an error to report, not a way to die */
     const char *host = getenv("LEDGE_HOST");
     int i = 1;
     for (; i < argc; i++) {
