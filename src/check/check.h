@@ -5,6 +5,8 @@
  * engine's answers from engine.uri, the rest from struct check_inputs. No logging, no globals. */
 #pragma once
 
+#include "engine/engine.h"
+
 #include <jansson.h>
 #include <stdbool.h>
 #include <stddef.h>
@@ -22,7 +24,7 @@ enum check_result {
 };
 
 /* Below this the engine is refused (the docker backend speaks API 1.41 and newer). */
-#define CHECK_ENGINE_MIN_API "1.41"
+#define CHECK_ENGINE_MIN_API ENGINE_DOCKER_MIN_API
 /* A certificate this close to expiry is a warning (ledged renews well before). */
 #define CHECK_CERT_WARN_S (7LL * 86400)
 /* Clock offsets: above the first a warning, above the second (the certificate notBefore

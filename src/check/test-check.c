@@ -15,9 +15,11 @@
 #include <openssl/ec.h>
 #include <openssl/evp.h>
 #include <openssl/pem.h>
+#include <openssl/ssl.h>
 #include <openssl/x509.h>
 #include <poll.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -435,6 +437,18 @@ static void write_cert(const char *path, const char *cn, long from_s, long to_s)
     fclose(f);
     X509_free(x);
     EVP_PKEY_free(key);
+}
+
+static int read_file_all(const char *path, char **ret, size_t *ret_len)
+{
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return -errno;
+    char *buf = calloc(1, 65536);
+    *ret_len = fread(buf, 1, 65535, f);
+    fclose(f);
+    *ret = buf;
+    return 0;
 }
 
 static char *certs_dir(struct T *t)
@@ -1265,6 +1279,83 @@ static void test_certs(void **state)
 
 /* ------------------------------------------------------------------ connectivity */
 
+/* A TLS (or plain TCP) server on 127.0.0.1 that accepts connections and handshakes with the
+ * certificate+key in pem until stopped. */
+struct tls_server {
+    int fd;
+    int port;
+    char *pem;
+    bool tls;
+    pthread_t thread;
+    volatile bool stop;
+};
+
+static void *tls_server_main(void *ud)
+{
+    struct tls_server *s = ud;
+    SSL_CTX *ctx = NULL;
+    if (s->tls) {
+        ctx = SSL_CTX_new(TLS_server_method());
+        SSL_CTX_use_certificate_file(ctx, s->pem, SSL_FILETYPE_PEM);
+        SSL_CTX_use_PrivateKey_file(ctx, s->pem, SSL_FILETYPE_PEM);
+    }
+    while (!s->stop) {
+        struct pollfd pf = {s->fd, POLLIN, 0};
+        if (poll(&pf, 1, 50) != 1)
+            continue;
+        int c = accept(s->fd, NULL, NULL);
+        if (c < 0)
+            continue;
+        if (ctx) {
+            SSL *ssl = SSL_new(ctx);
+            SSL_set_fd(ssl, c);
+            struct timeval tv = {2, 0};
+            setsockopt(c, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+            SSL_accept(ssl);
+            SSL_free(ssl);
+        }
+        close(c);
+    }
+    SSL_CTX_free(ctx);
+    return NULL;
+}
+
+static int free_port(void)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t len = sizeof(a);
+    assert_int_equal(bind(fd, (struct sockaddr *)&a, sizeof(a)), 0);
+    getsockname(fd, (struct sockaddr *)&a, &len);
+    close(fd);
+    return ntohs(a.sin_port);
+}
+
+static struct tls_server *tls_server_start(const char *pem, bool tls)
+{
+    struct tls_server *s = calloc(1, sizeof(*s));
+    s->pem = pem ? strdup(pem) : NULL;
+    s->tls = tls;
+    s->fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t len = sizeof(a);
+    assert_int_equal(bind(s->fd, (struct sockaddr *)&a, sizeof(a)), 0);
+    assert_int_equal(listen(s->fd, 8), 0);
+    getsockname(s->fd, (struct sockaddr *)&a, &len);
+    s->port = ntohs(a.sin_port);
+    pthread_create(&s->thread, NULL, tls_server_main, s);
+    return s;
+}
+
+static void tls_server_stop(struct tls_server *s)
+{
+    s->stop = true;
+    pthread_join(s->thread, NULL);
+    close(s->fd);
+    free(s->pem);
+    free(s);
+}
+
 static void test_connectivity(void **state)
 {
     struct T *t = *state;
@@ -1273,15 +1364,70 @@ static void test_connectivity(void **state)
     t->mods[0] = (struct check_module){.name = "edgeHub", .system = true};
     t->dep.n_modules = 1;
     t->in.deployment = &t->dep;
-    assert_int_equal(run(t, "hub-ports"), CHECK_SKIPPED);
-    assert_msg(t, "not implemented yet");
 
+    /* nothing listens */
+    set_str(&t->cfg.hub.bind, "127.0.0.1");
+    t->cfg.hub.tls_port = free_port();
+    assert_int_equal(run(t, "hub-ports"), CHECK_ERROR);
+    assert_msg(t, "nothing answers on the hub's port");
+
+    /* ledge's hub: a certificate for the gateway name, trusted by the trust bundle */
+    char *dir = certs_dir(t);
+    char *hub = lstr_printf("%s/hub-test.pem", dir);
+    char *bundle = lstr_printf("%s/trust-bundle.pem", dir);
+    write_cert(hub, "localhost", -60, 3600);
+    /* the bundle: that certificate (the key beside it is ignored by the verifier) */
+    char *pem = NULL;
+    size_t len = 0;
+    assert_int_equal(read_file_all(hub, &pem, &len), 0);
+    write_file(bundle, pem);
+    free(pem);
+    set_str(&t->cfg.device.gateway_hostname, "localhost");
+    struct tls_server *srv = tls_server_start(hub, true);
+    t->cfg.hub.tls_port = srv->port;
+    assert_int_equal(run(t, "hub-ports"), CHECK_OK);
+    assert_msg(t, "the hub answers TLS");
+    /* something else on the port: a certificate the modules would not trust for the name */
+    set_str(&t->cfg.device.gateway_hostname, "edge.example");
+    assert_int_equal(run(t, "hub-ports"), CHECK_ERROR);
+    assert_msg(t, "not as ledge's hub for edge.example");
+
+    /* upstream */
     assert_int_equal(run(t, "upstream"), CHECK_SKIPPED);
     assert_msg(t, "upstream is not enabled");
     t->cfg.upstream.enabled = true;
-    set_str(&t->cfg.upstream.host, "hub.azure-devices.net");
-    assert_int_equal(run(t, "upstream"), CHECK_SKIPPED);
-    assert_msg(t, "hub.azure-devices.net:8883");
+    set_str(&t->cfg.upstream.host, "no-such-host.invalid");
+    t->cfg.upstream.port = 8883;
+    assert_int_equal(run(t, "upstream"), CHECK_WARNING);
+    assert_msg(t, "does not resolve");
+    set_str(&t->cfg.upstream.host, "127.0.0.1");
+    t->cfg.upstream.port = free_port();
+    assert_int_equal(run(t, "upstream"), CHECK_WARNING);
+    assert_msg(t, "is not reachable");
+    /* TLS trusted through upstream.ca_file, and not */
+    set_str(&t->cfg.upstream.host, "localhost");
+    t->cfg.upstream.port = srv->port;
+    t->cfg.upstream.tls = true;
+    set_str(&t->cfg.upstream.ca_file, bundle);
+    assert_int_equal(run(t, "upstream"), CHECK_OK);
+    assert_msg(t, "reachable and its TLS certificate is trusted");
+    char *other = lstr_printf("%s/other.pem", dir);
+    write_cert(other, "localhost", -60, 3600);
+    set_str(&t->cfg.upstream.ca_file, other);
+    assert_int_equal(run(t, "upstream"), CHECK_ERROR);
+    assert_msg(t, "not trusted");
+    tls_server_stop(srv);
+    /* plain TCP */
+    struct tls_server *plain = tls_server_start(NULL, false);
+    t->cfg.upstream.tls = false;
+    t->cfg.upstream.port = plain->port;
+    assert_int_equal(run(t, "upstream"), CHECK_OK);
+    assert_msg(t, "TLS is off");
+    tls_server_stop(plain);
+    free(other);
+    free(hub);
+    free(bundle);
+    free(dir);
 }
 
 /* Every check runs against a whole context without crashing, engine or not. */
@@ -1310,6 +1456,7 @@ static void test_all(void **state)
 
 int main(void)
 {
+    signal(SIGPIPE, SIG_IGN); /* the TLS test server writes to clients that hang up */
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_table),
         cmocka_unit_test_setup_teardown(test_config_file, setup, teardown),

@@ -17,7 +17,7 @@
 #include "engine/engine.h"
 #include "net/http_client.h"
 
-#define DOCKER_MIN_API "1.41"
+#define DOCKER_MIN_API ENGINE_DOCKER_MIN_API
 #define DOCKER_MAX_API "1.43"
 
 struct docker {
@@ -35,6 +35,7 @@ struct docker {
     bool connected;
     bool running;          /* between start and stop */
     struct lbuf evline;
+    struct netctx *net_pending; /* network checks in flight, shared by concurrent callers */
 };
 
 /* One API call in flight: the generic completion decodes JSON and maps errors, then the
@@ -231,12 +232,41 @@ static void finish_done_tolerant(struct dcall *c, int r, long status, json_t *bo
     c->cb.done(c->ud, r, err);
 }
 
+/* Concurrent creates each make sure the network exists; they share one check (docker allows two
+ * networks of one name, and a race would make the name ambiguous). */
+struct netwaiter {
+    engine_done_fn cb;
+    void *ud;
+    struct netwaiter *next;
+};
+
 struct netctx {
     struct docker *d;
     char *name;
     engine_done_fn cb;
     void *ud;
+    struct netwaiter *waiters;
+    struct netctx *next;
 };
+
+static void net_complete(struct netctx *n, int r, const struct lerr *err)
+{
+    struct docker *d = n->d;
+    for (struct netctx **pp = &d->net_pending; *pp; pp = &(*pp)->next)
+        if (*pp == n) {
+            *pp = n->next;
+            break;
+        }
+    n->cb(n->ud, r, err);
+    while (n->waiters) {
+        struct netwaiter *w = n->waiters;
+        n->waiters = w->next;
+        w->cb(w->ud, r, err);
+        free(w);
+    }
+    free(n->name);
+    free(n);
+}
 
 static void finish_network_create(struct dcall *c, int r, long status, json_t *body,
                                   const struct lerr *err)
@@ -244,9 +274,7 @@ static void finish_network_create(struct dcall *c, int r, long status, json_t *b
     struct netctx *n = c->ud;
     if (status == 409) /* created concurrently */
         r = 0, err = NULL;
-    n->cb(n->ud, r, err);
-    free(n->name);
-    free(n);
+    net_complete(n, r, err);
 }
 
 static void finish_network_inspect(struct dcall *c, int r, long status, json_t *body,
@@ -254,18 +282,14 @@ static void finish_network_inspect(struct dcall *c, int r, long status, json_t *
 {
     struct netctx *n = c->ud;
     if (r == 0 || status != 404) {
-        n->cb(n->ud, r, err);
-        free(n->name);
-        free(n);
+        net_complete(n, r, err);
         return;
     }
     struct dcall *c2 = dcall_new(n->d, "create network");
     if (!c2) {
         struct lerr e2;
         lerr_set(&e2, -ENOMEM, "create network: out of memory");
-        n->cb(n->ud, -ENOMEM, &e2);
-        free(n->name);
-        free(n);
+        net_complete(n, -ENOMEM, &e2);
         return;
     }
     c2->finish = finish_network_create;
@@ -278,14 +302,23 @@ static void finish_network_inspect(struct dcall *c, int r, long status, json_t *
     if (rr < 0) {
         struct lerr e2;
         lerr_set(&e2, rr, "create network: cannot start request");
-        n->cb(n->ud, rr, &e2);
-        free(n->name);
-        free(n);
+        net_complete(n, rr, &e2);
     }
 }
 
 static int docker_ensure_network(struct engine *e, const char *name, engine_done_fn cb, void *ud)
 {
+    for (struct netctx *p = D(e)->net_pending; p; p = p->next)
+        if (strcmp(p->name, name) == 0) {
+            struct netwaiter *w = calloc(1, sizeof(*w));
+            if (!w)
+                return -ENOMEM;
+            w->cb = cb;
+            w->ud = ud;
+            w->next = p->waiters;
+            p->waiters = w;
+            return 0;
+        }
     struct netctx *n = calloc(1, sizeof(*n));
     if (!n)
         return -ENOMEM;
@@ -305,7 +338,15 @@ static int docker_ensure_network(struct engine *e, const char *name, engine_done
     _cleanup_lbuf_ struct lbuf path = LBUF_INIT, enc = LBUF_INIT;
     lstr_url_encode(name, strlen(name), &enc);
     lbuf_printf(&path, "/networks/%s", enc.data);
-    return dcall_start(c, "GET", path.data, NULL, D(e)->timeout_ms, NULL, NULL);
+    int r = dcall_start(c, "GET", path.data, NULL, D(e)->timeout_ms, NULL, NULL);
+    if (r == 0) {
+        n->next = D(e)->net_pending;
+        D(e)->net_pending = n;
+    } else {
+        free(n->name);
+        free(n);
+    }
+    return r;
 }
 
 static int docker_image_present(struct engine *e, const char *image, engine_done_fn cb, void *ud)

@@ -16,6 +16,9 @@ struct engine;
 
 /* Labels ledge puts on everything it creates; containers without the owner label are never
  * touched. */
+/* The oldest Docker Engine API ledge speaks. */
+#define ENGINE_DOCKER_MIN_API "1.41"
+
 #define ENGINE_LABEL_OWNER "dev.ledge.owner"
 #define ENGINE_LABEL_OWNER_VALUE "ledge"
 #define ENGINE_LABEL_MODULE "dev.ledge.module"

@@ -354,6 +354,23 @@ static void test_process_stop_escalates(void **state)
     f->done = 0;
     f->e->ops->start_container(f->e, f->id, on_done, f);
     wait_done(f, 1);
+    /* Only once the trap is set does SIGTERM get ignored: wait for the program to say so. */
+    char log[128];
+    snprintf(log, sizeof(log), "%s/process/stubborn.log", f->dir);
+    for (int i = 0; i < 500; i++) {
+        char buf[64] = {0};
+        FILE *lf = fopen(log, "r");
+        if (lf) {
+            size_t n = fread(buf, 1, sizeof(buf) - 1, lf);
+            fclose(lf);
+            buf[n] = 0;
+            if (strstr(buf, "ready"))
+                break;
+        }
+        struct timeval tv = {0, 10000};
+        event_base_loopexit(f->base, &tv);
+        event_base_dispatch(f->base);
+    }
     f->done = 0;
     assert_int_equal(f->e->ops->stop_container(f->e, f->id, 1, on_done, f), 0);
     wait_done(f, 1);

@@ -216,7 +216,8 @@ static void readcb(struct bufferevent *bev, void *arg)
         }
         m->last_rx_ms = ltime_mono_ms();
         handle_packet(m, &p);
-        if (m->state == M_CLOSED || m->free_pending)
+        /* A callback may have closed or disconnected us: the buffer is gone then. */
+        if ((m->state != M_WAIT_CONNACK && m->state != M_CONNECTED) || m->free_pending || !m->bev)
             break;
         evbuffer_drain(in, total);
     }
@@ -254,8 +255,12 @@ static void eventcb(struct bufferevent *bev, short what, void *arg)
     int reason = (what & BEV_EVENT_EOF) ? -ECONNRESET : -ECONNREFUSED;
     if (m->bev && (what & BEV_EVENT_ERROR)) {
         unsigned long e = bufferevent_get_openssl_error(m->bev);
-        if (e)
-            reason = -EPROTO; /* TLS: handshake or certificate verification failed */
+        /* A cut connection shows up as an "unexpected EOF" TLS error: report it as the reset it
+         * is, and keep -EPROTO for real TLS failures (certificates, protocol). */
+        if (e && ERR_GET_REASON(e) == SSL_R_UNEXPECTED_EOF_WHILE_READING)
+            reason = -ECONNRESET;
+        else if (e)
+            reason = -EPROTO;
     }
     close_with(m, reason, true);
 }
