@@ -357,3 +357,43 @@ hub_setup() {
     --topic 'devices/bench-device/modules/bench-pub/messages/events/%24.on=out1'
     --filter 'devices/bench-device/modules/bench-sub/inputs/#')
 }
+
+# standalone_hub N [WRAPPER...] — a ledge-hub of its own (no ledged) whose runtime file lists N
+# module identities idle-0 … idle-N-1 sharing one key, what ledged would write for N modules, with
+# $WORK/server-{cert,key}.pem (tls_cert). Sets SA_PID, SA_PLAIN, SA_TLS, SA_KEY and IDLE_ARGS
+# (mqtt-load's idle options for those identities).
+standalone_hub() {
+  local n="$1"; shift
+  local d="$WORK/hub-alone" key
+  rm -rf "$d"
+  mkdir -p "$d/run/hub" "$d/state"
+  key=$(openssl rand -base64 32)
+  SA_PLAIN=$(free_port) SA_TLS=$(free_port) SA_KEY=$key
+  cat > "$d/config.yaml" <<YAML
+state_dir: $d/state
+run_dir: $d/run
+log_level: warn
+hub:
+  bind: 127.0.0.1
+  tls_port: $SA_TLS
+  plain_port: $SA_PLAIN
+  max_connections: $((n + 100))
+YAML
+  jq -n --arg key "$key" --argjson n "$n" --arg cert "$WORK/server-cert.pem" --arg k "$WORK/server-key.pem" '{
+      deviceId: "bench-device", iothubHostname: "bench-hub.local", gatewayHostname: "localhost",
+      certificates: {serverCert: $cert, serverKey: $k, trustBundle: $cert},
+      device: {auth: "sas", key: $key},
+      edgeHub: {schemaVersion: "1.1", routes: {}},
+      twins: {},
+      modules: ([range(0; $n)] | map({key: "idle-\(.)", value: {generationId: "bench", key: $key}}) | from_entries)
+    }' > "$d/run/hub/runtime.json"
+  chmod 600 "$d/run/hub/runtime.json"
+  "$@" "$HUB_BIN" --config "$d/config.yaml" >>"$d/hub.log" 2>&1 &
+  SA_PID=$!
+  BG_PIDS+=("$SA_PID")
+  wait_until 60 "the standalone hub" bash -c "exec 3<>/dev/tcp/127.0.0.1/$SA_PLAIN"
+  IDLE_ARGS=(--id-fmt 'bench-device/idle-{i}'
+    --user-fmt 'bench-hub.local/bench-device/idle-{i}/?api-version=2021-04-12'
+    --sas-key "$SA_KEY" --sas-resource-fmt 'bench-hub.local/devices/bench-device/modules/idle-{i}'
+    --sub-fmt 'devices/bench-device/modules/idle-{i}/inputs/#')
+}
