@@ -25,6 +25,17 @@ bool lstr_endswith(const char *s, const char *suffix)
     return a >= b && memcmp(s + a - b, suffix, b) == 0;
 }
 
+char *lstr_ndup(const void *p, size_t n)
+{
+    char *s = malloc(n + 1);
+    if (!s)
+        return NULL;
+    if (n)
+        memcpy(s, p, n);
+    s[n] = 0;
+    return s;
+}
+
 char *lstr_printf(const char *fmt, ...)
 {
     va_list ap;

@@ -22,6 +22,9 @@ static inline bool lstr_empty(const char *s) { return !s || !*s; }
 bool lstr_startswith(const char *s, const char *prefix);
 bool lstr_startswith_ci(const char *s, const char *prefix);
 bool lstr_endswith(const char *s, const char *suffix);
+/* Copy n bytes that need not be NUL-terminated (strndup would scan them for a NUL); NULL on
+ * ENOMEM. */
+char *lstr_ndup(const void *p, size_t n);
 /* heap-allocated printf; NULL on ENOMEM */
 char *lstr_printf(const char *fmt, ...) _printf_(1, 2);
 /* Copy at most size-1 bytes and terminate; returns -ENAMETOOLONG if truncated. */

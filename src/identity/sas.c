@@ -154,7 +154,7 @@ int sas_token_parse(const char *text, size_t len, struct sas_token *ret, struct 
             have_se = true;
         } else if (slot == &t.sr) {
             /* Keep sr exactly as sent (the signature covers it) and decoded (for the audience). */
-            t.sr = strndup(v, vlen);
+            t.sr = lstr_ndup(v, vlen);
             r = t.sr ? decode_field(name, v, vlen, &t.sr_dec, e) : -ENOMEM;
         } else {
             r = decode_field(name, v, vlen, slot, e);
