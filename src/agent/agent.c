@@ -659,8 +659,20 @@ static int op_create(struct op *op)
         if (r < 0)
             return r;
     }
-    if (a->o.gateway_hostname && *a->o.gateway_hostname) {
-        char *h = lstr_printf("%s:host-gateway", a->o.gateway_hostname);
+    if (a->o.gateway_hostname && *a->o.gateway_hostname && m->type == MODULE_TYPE_DOCKER) {
+        /* The gateway host name leads to the host as the module's network sees it: the ledge
+         * network's own gateway address when the module joins it (more precise than docker's
+         * "host-gateway", which is docker0's address), loopback for host networking, and
+         * host-gateway for a network of the user's choosing. */
+        const char *mode = ljson_str(json_object_get(m->create_options, "HostConfig"),
+                                     "NetworkMode");
+        struct engine *de = a->eng[MODULE_TYPE_DOCKER];
+        const char *gw = de->ops->network_gateway ? de->ops->network_gateway(de, a->o.network)
+                                                  : NULL;
+        const char *addr = lstr_eq(mode, "host")                                      ? "127.0.0.1"
+                           : (!mode || !*mode || lstr_eq(mode, "default") || lstr_eq(mode, a->o.network)) && gw ? gw
+                                                                                        : "host-gateway";
+        char *h = lstr_printf("%s:%s", a->o.gateway_hostname, addr);
         hosts = json_pack("[s]", h ? h : "");
         free(h);
     }

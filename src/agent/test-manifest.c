@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "agent/manifest.h"
 #include "base/json.h"
@@ -190,7 +191,10 @@ static json_t *with_sensor(const char *module_json)
 static const char *fixture_dir(void)
 {
     const char *d = getenv("LEDGE_FIXTURES");
-    return d && *d ? d : LEDGE_FIXTURES_DEFAULT;
+    if (d && *d)
+        return d;
+    /* the shared fixtures when this checkout sits beside them, else the copy in the repo */
+    return access(LEDGE_FIXTURES_DEFAULT, R_OK) == 0 ? LEDGE_FIXTURES_DEFAULT : "tests/fixtures/iotedge";
 }
 
 /* What each <Placeholder> of Microsoft's pipeline becomes. */

@@ -36,6 +36,7 @@ struct docker {
     bool running;          /* between start and stop */
     struct lbuf evline;
     struct netctx *net_pending; /* network checks in flight, shared by concurrent callers */
+    char *net_name, *net_gateway; /* the module network's gateway address, once known */
 };
 
 /* One API call in flight: the generic completion decodes JSON and maps errors, then the
@@ -242,6 +243,7 @@ struct netwaiter {
 
 struct netctx {
     struct docker *d;
+    bool created;
     char *name;
     engine_done_fn cb;
     void *ud;
@@ -268,20 +270,43 @@ static void net_complete(struct netctx *n, int r, const struct lerr *err)
     free(n);
 }
 
+static int start_network_inspect(struct netctx *n);
+
 static void finish_network_create(struct dcall *c, int r, long status, json_t *body,
                                   const struct lerr *err)
 {
     struct netctx *n = c->ud;
     if (status == 409) /* created concurrently */
         r = 0, err = NULL;
-    net_complete(n, r, err);
+    if (r < 0) {
+        net_complete(n, r, err);
+        return;
+    }
+    /* Inspect it again: that answer has the gateway address the modules reach the host by. */
+    n->created = true;
+    int rr = start_network_inspect(n);
+    if (rr < 0) {
+        struct lerr e2;
+        lerr_set(&e2, rr, "inspect network: cannot start request");
+        net_complete(n, rr, &e2);
+    }
 }
 
 static void finish_network_inspect(struct dcall *c, int r, long status, json_t *body,
                                    const struct lerr *err)
 {
     struct netctx *n = c->ud;
-    if (r == 0 || status != 404) {
+    if (r == 0) {
+        const char *gw = ljson_str(json_array_get(json_object_get(json_object_get(body, "IPAM"),
+                                                                  "Config"),
+                                                  0),
+                                   "Gateway");
+        free(n->d->net_gateway);
+        n->d->net_gateway = gw && *gw ? strdup(gw) : NULL;
+        free(n->d->net_name);
+        n->d->net_name = strdup(n->name);
+    }
+    if (r == 0 || status != 404 || n->created) {
         net_complete(n, r, err);
         return;
     }
@@ -306,6 +331,25 @@ static void finish_network_inspect(struct dcall *c, int r, long status, json_t *
     }
 }
 
+static int start_network_inspect(struct netctx *n)
+{
+    struct dcall *c = dcall_new(n->d, "inspect network");
+    if (!c)
+        return -ENOMEM;
+    c->finish = finish_network_inspect;
+    c->ud = n;
+    _cleanup_lbuf_ struct lbuf path = LBUF_INIT, enc = LBUF_INIT;
+    lstr_url_encode(n->name, strlen(n->name), &enc);
+    lbuf_printf(&path, "/networks/%s", enc.data);
+    return dcall_start(c, "GET", path.data, NULL, n->d->timeout_ms, NULL, NULL);
+}
+
+static const char *docker_network_gateway(struct engine *e, const char *name)
+{
+    struct docker *d = D(e);
+    return d->net_name && strcmp(d->net_name, name) == 0 ? d->net_gateway : NULL;
+}
+
 static int docker_ensure_network(struct engine *e, const char *name, engine_done_fn cb, void *ud)
 {
     for (struct netctx *p = D(e)->net_pending; p; p = p->next)
@@ -326,19 +370,11 @@ static int docker_ensure_network(struct engine *e, const char *name, engine_done
     n->name = strdup(name);
     n->cb = cb;
     n->ud = ud;
-    struct dcall *c = dcall_new(D(e), "inspect network");
-    if (!c || !n->name) {
-        free(n->name);
+    if (!n->name) {
         free(n);
-        free(c);
         return -ENOMEM;
     }
-    c->finish = finish_network_inspect;
-    c->ud = n;
-    _cleanup_lbuf_ struct lbuf path = LBUF_INIT, enc = LBUF_INIT;
-    lstr_url_encode(name, strlen(name), &enc);
-    lbuf_printf(&path, "/networks/%s", enc.data);
-    int r = dcall_start(c, "GET", path.data, NULL, D(e)->timeout_ms, NULL, NULL);
+    int r = start_network_inspect(n);
     if (r == 0) {
         n->next = D(e)->net_pending;
         D(e)->net_pending = n;
@@ -922,6 +958,8 @@ static void docker_fini(struct engine *e)
         event_free(d->reconnect);
     lbuf_free(&d->evline);
     free(d->uri);
+    free(d->net_name);
+    free(d->net_gateway);
     free(d->instance);
     free(d->socket_path);
     free(d->origin);
@@ -936,6 +974,7 @@ const struct engine_ops engine_docker_ops = {
     .fini = docker_fini,
     .version = docker_version,
     .ensure_network = docker_ensure_network,
+    .network_gateway = docker_network_gateway,
     .image_present = docker_image_present,
     .pull = docker_pull,
     .create = docker_create,

@@ -164,6 +164,9 @@ struct engine_ops {
 
     int (*version)(struct engine *e, engine_version_fn cb, void *ud);
     int (*ensure_network)(struct engine *e, const char *name, engine_done_fn cb, void *ud);
+    /* The host's address on that network (its gateway), once ensure_network() learned it; NULL
+     * when unknown. Optional. */
+    const char *(*network_gateway)(struct engine *e, const char *name);
     int (*image_present)(struct engine *e, const char *image, engine_done_fn cb, void *ud);
     int (*pull)(struct engine *e, const char *image, const struct engine_registry_auth *auth,
                 engine_progress_fn progress, engine_done_fn cb, void *ud);

@@ -21,7 +21,8 @@ docker inspect one | jq -e '.[0].Config.Env | index("IOTEDGE_MODULEID=one") != n
 docker inspect one | jq -e '.[0].Config.Labels["dev.ledge.owner"] == "ledge"' >/dev/null || fail "owner label missing"
 docker inspect one | jq -e '.[0].HostConfig.LogConfig.Config["max-file"] == "3"' >/dev/null || fail "no log rotation"
 docker inspect one | jq -e '.[0].HostConfig.NetworkMode == "ledge"' >/dev/null || fail "not on the ledge network"
-docker inspect one | jq -e '.[0].HostConfig.ExtraHosts | index("ledge-gw.local:host-gateway") != null' >/dev/null || fail "no host-gateway entry"
+gwip=$(docker network inspect ledge | jq -r '.[0].IPAM.Config[0].Gateway')
+assert_eq "$(docker inspect one | jq -r '.[0].HostConfig.ExtraHosts[0]')" "ledge-gw.local:$gwip" "the gateway host name leads to the host on the ledge network"
 
 log "status-only change keeps the container"
 id2=$(container_id two); id1=$(container_id one)

@@ -8,6 +8,7 @@ source "$(dirname "$0")/lib.sh"
 source "$(dirname "$0")/hub-lib.sh"
 
 FIXTURES="${LEDGE_FIXTURES:-$SRC_ROOT/../shared/fixtures/iotedge}"
+[ -d "$FIXTURES" ] || FIXTURES="$SRC_ROOT/tests/fixtures/iotedge"
 need "ls $FIXTURES/*.json" "no fixtures in $FIXTURES (set LEDGE_FIXTURES)"
 
 hub_config
