@@ -84,6 +84,38 @@ static void notify_timeout_cb(evutil_socket_t fd, short what, void *arg)
 
 /* ------------------------------------------------------------------ shares */
 
+/* Is dir a mount point already (the host greets again after reconnecting)? mountinfo field 5,
+ * with the kernel's octal escapes for space, tab, newline and backslash. */
+static bool mounted_on(const char *dir)
+{
+    char esc[PATH_MAX * 4];
+    size_t n = 0;
+    for (const char *p = dir; *p && n + 5 < sizeof(esc); p++) {
+        if (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\\')
+            n += (size_t)snprintf(esc + n, sizeof(esc) - n, "\\%03o", (unsigned char)*p);
+        else
+            esc[n++] = *p;
+    }
+    esc[n] = 0;
+    _cleanup_free_ char *text = NULL;
+    if (lfs_read_file("/proc/self/mountinfo", 4u << 20, &text, NULL) < 0)
+        return false;
+    for (char *s = text, *line; (line = strsep(&s, "\n"));) {
+        char *f = line;
+        for (int i = 0; i < 4 && f; i++) {
+            f = strchr(f, ' ');
+            if (f)
+                f++;
+        }
+        if (!f)
+            continue;
+        size_t len = strcspn(f, " ");
+        if (len == strlen(esc) && strncmp(f, esc, len) == 0)
+            return true;
+    }
+    return false;
+}
+
 static void mount_share(const json_t *s)
 {
     const char *tag = ljson_str(s, "tag"), *dir = ljson_str(s, "guestDir");
@@ -92,16 +124,24 @@ static void mount_share(const json_t *s)
         log_warn(COMP, "ignoring a malformed share");
         return;
     }
+    if (mounted_on(dir))
+        return; /* from an earlier greeting */
     int r = lfs_mkdir_p(dir, 0755);
     if (r < 0) {
         log_warn(COMP, "share %s: cannot create %s: %s", tag, dir, strerror(-r));
         return;
     }
-    /* msize: larger messages make 9p much faster; cache=none keeps host edits visible at once. */
-    if (mount(tag, dir, "9p", ro ? MS_RDONLY : 0,
-              "trans=virtio,version=9p2000.L,msize=262144,access=any,cache=none") < 0) {
+    /* msize: larger messages make 9p much faster; cache=none keeps host edits visible at once.
+     * ENOENT right after boot: the virtio 9p channel is not probed yet; it comes within ms. */
+    int tries = 0;
+    while (mount(tag, dir, "9p", ro ? MS_RDONLY : 0,
+                 "trans=virtio,version=9p2000.L,msize=262144,access=any,cache=none") < 0) {
         if (errno == EBUSY)
             return; /* already mounted (the host reconnected) */
+        if (errno == ENOENT && ++tries < 20) {
+            usleep(100 * 1000);
+            continue;
+        }
         log_warn(COMP, "share %s: mount on %s: %s", tag, dir, strerror(errno));
         return;
     }

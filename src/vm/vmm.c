@@ -826,8 +826,9 @@ static void hello_cb(evutil_socket_t fd, short what, void *arg)
     vmm *v = arg;
     if (v->guest_hello || !vm_mux_has_link(v->mux))
         return;
+    /* Until the agent runs, QEMU holds what we send; a slow resend keeps that short. */
     vm_mux_send_hello(v->mux, host_hello(v, true));
-    timer_in(v->hello_ev, 2000);
+    timer_in(v->hello_ev, 5000);
 }
 
 static void boot_timeout_cb(evutil_socket_t fd, short what, void *arg)
@@ -1418,7 +1419,7 @@ static void probe_kvm(vmm *v)
     }
     if (vm_arch_host(&host) < 0 || host != v->def.arch) {
         snprintf(v->accel_detail, sizeof(v->accel_detail),
-                 "software emulation: an %s guest on a %s host", vm_arch_name(v->def.arch),
+                 "software emulation: an %s guest on an %s host", vm_arch_name(v->def.arch),
                  vm_arch_name(host));
         return;
     }

@@ -19,7 +19,7 @@ free_port() {
   local p
   for _ in $(seq 1 50); do
     p=$(( 20000 + RANDOM % 20000 ))
-    ss -Hltn "sport = :$p" 2>/dev/null | grep -q . || { echo "$p"; return 0; }
+    [ -z "$(ss -Hltn "sport = :$p" 2>/dev/null)" ] && { echo "$p"; return 0; }
   done
   fail "no free port"
 }
@@ -41,5 +41,12 @@ vm_cleanup() {
     "$LEDGE_BIN" vm stop "$(basename "$d")" --timeout 20 >/dev/null 2>&1 || true
   done
   pkill -9 -f -- "$VM_DIR/" 2>/dev/null || true
+  # Sanitizer reports of the supervisors (the ASan build under scripts/test) fail the test.
+  for d in "$VM_DIR"/*/; do
+    if grep -q "ERROR: AddressSanitizer\|ERROR: LeakSanitizer\|runtime error:" "$d/vmm.log" 2>/dev/null; then
+      log "sanitizer report in $d/vmm.log"; grep -A20 "Sanitizer\|runtime error:" "$d/vmm.log" >&2
+      rc=1
+    fi
+  done
   return $rc
 }

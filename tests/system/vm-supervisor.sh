@@ -51,7 +51,8 @@ assert_eq "$(jq -r .containerEngineConnected "$T/sys.json")" "true" "guest /stat
 log "live port forwards"
 vm port add f1 "$MAN:80" >/dev/null
 wait_for 10 "the manual forward" connect_says "$MAN" "guest-port 80"
-vm port list f1 | grep -q "127.0.0.1:$MAN->80/tcp.*manual.*active" || fail "port list lacks the manual forward"
+vm port list f1 > "$T/ports.out"
+grep -q "127.0.0.1:$MAN->80/tcp.*manual.*active" "$T/ports.out" || fail "port list lacks the manual forward"
 jq -e --arg p "$MAN" '.ports[] | select(.hostPort == ($p|tonumber))' "$VM_DIR/f1/vm.json" >/dev/null ||
   fail "the manual forward is not saved in vm.json"
 vm port remove f1 "$MAN:80" >/dev/null
@@ -66,7 +67,8 @@ cat > "$FAKE_QEMU_DEPLOYMENT" <<EOF
 EOF
 gvm f1 system status >/dev/null # a finished guest API connection triggers a refresh
 wait_for 15 "the automatic forward" connect_says "$AUTO" "guest-port $AUTO"
-vm status f1 | grep -q "$AUTO.*auto.*active (module web)" || fail "status lacks the automatic forward"
+vm status f1 > "$T/status.out"
+grep -q "$AUTO.*auto.*active (module web)" "$T/status.out" || fail "status lacks the automatic forward"
 echo '{}' > "$FAKE_QEMU_DEPLOYMENT"
 gvm f1 system status >/dev/null
 wait_for 15 "the automatic forward to go" refused "$AUTO"
@@ -108,14 +110,15 @@ grep -q "boot hung 4 times; giving up" "$VM_DIR/f2/state.json" || fail "final er
 [ -z "$(vm_procs f2)" ] || fail "processes of the failed VM remain: $(vm_procs f2)"
 
 log "clean stop"
-vm stop f1 | grep -q "f1: stopped" || fail "stop"
+[ "$(vm stop f1)" = "f1: stopped" ] || fail "stop"
 grep -q "event poweroff" "$FAKE_QEMU_LOG" || fail "the stop did not ask the guest to power off"
 [ -z "$(vm_procs f1)" ] || fail "processes remain after stop: $(vm_procs f1)"
 [ ! -S "$VM_DIR/f1/run/api.sock" ] || fail "sockets remain after stop"
 refused "$HUB" || fail "the hub forward is still open after stop"
 
 log "autostart: ledged brings the VM back, and its restarts leave the VM running"
-vm set f1 --autostart on --memory 2G | grep -q "2 GiB memory" || fail "set"
+vm set f1 --autostart on --memory 2G > "$T/set.out"
+grep -q "2 GiB memory" "$T/set.out" || fail "set: $(cat "$T/set.out")"
 start_ledged
 wait_for 30 "autostart" vm_state_is f1 running
 grep -q "VM f1: autostart: supervisor started" "$T/ledged.log" || fail "ledged did not log the autostart"
@@ -136,6 +139,7 @@ vm delete f2 >/dev/null
 [ ! -e "$VM_DIR/f1" ] && [ ! -e "$VM_DIR/f2" ] || fail "VM directories remain"
 [ -z "$(vm_procs f1)" ] || fail "processes remain after delete"
 refused "$HUB" || fail "a forward remains after delete"
-vm list | grep -q "^f1 " && fail "f1 is still listed"
+vm list > "$T/list.out"
+grep -q "^f1 " "$T/list.out" && fail "f1 is still listed"
 stop_ledged
 log "PASS"
