@@ -45,7 +45,6 @@ static void print_outcome(const json_t *outcome)
         const char *msg = ljson_str(s, "message");
         printf("  %-24s %-9s %s%s%s\n", ljson_str(s, "module"), ljson_str(s, "action"),
                ljson_str(s, "result"), msg ? ": " : "", msg ? msg : "");
-        cli_vm_platform_hint(msg); /* an image for another architecture: suggest a VM */
     }
 }
 

@@ -1602,28 +1602,3 @@ int cmd_image(struct cli *c, int argc, char **argv)
     return 0;
 }
 
-void cli_vm_platform_hint(const char *msg)
-{
-    static bool shown;
-    const char *p = msg ? strstr(msg, "image is built for linux/") : NULL;
-    if (shown || !p || !strstr(msg, "this host is"))
-        return;
-    p += strlen("image is built for linux/");
-    char arch[16];
-    size_t n = strcspn(p, ",/ ");
-    if (n == 0 || n >= sizeof(arch))
-        return;
-    memcpy(arch, p, n);
-    arch[n] = 0;
-    enum vm_arch a;
-    if (vm_arch_parse(arch, &a) < 0)
-        return;
-    shown = true;
-    fprintf(stderr,
-            "hint: ledge can run %s modules on this host in a %s VM (software emulation):\n"
-            "        ledge vm create %s-vm --arch %s && ledge vm start %s-vm\n"
-            "        ledge --vm %s-vm image load IMAGE   (when no registry is reachable)\n"
-            "        ledge --vm %s-vm deploy FILE\n",
-            vm_arch_name(a), vm_arch_name(a), vm_arch_name(a), vm_arch_name(a), vm_arch_name(a),
-            vm_arch_name(a), vm_arch_name(a));
-}

@@ -33,8 +33,5 @@ int cli_vm_select(struct cli *c, const char *name);
 /* Run `ledge ARGV...` inside the VM selected with --vm (for verbs that work on the local host,
  * such as check); returns its exit code. */
 int cli_vm_run_inside(struct cli *c, int argc, char **argv);
-/* After a module was refused because its image is for another architecture (the platform
- * rule), print once how to run it in a VM of that architecture. msg may be NULL. */
-void cli_vm_platform_hint(const char *msg);
 
 int cli_usage_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

@@ -57,7 +57,7 @@ log "the host refuses the arm64 image and points at a VM"
 start_ledged
 ledge deploy "$T/arm.json" > "$T/host-deploy.out" 2>&1 && fail "the host accepted an arm64 module"
 grep -q "image is built for linux/arm64" "$T/host-deploy.out" || fail "no platform message: $(cat "$T/host-deploy.out")"
-grep -q "ledge vm create arm64-vm --arch arm64" "$T/host-deploy.out" || fail "no VM hint: $(cat "$T/host-deploy.out")"
+grep -q "ledge vm create NAME --arch arm64" "$T/host-deploy.out" || fail "no VM hint: $(cat "$T/host-deploy.out")"
 stop_ledged
 
 log "the arm64 guest runs it"
