@@ -720,8 +720,9 @@ static int run_load(struct run *r, struct conn *pub, struct conn *sub)
             fds[nf++] = (struct pollfd){pub->fd, (short)(POLLIN | (pub->tx.len ? POLLOUT : 0)), 0};
         if (sub)
             fds[nf++] = (struct pollfd){sub->fd, (short)(POLLIN | (sub->tx.len ? POLLOUT : 0)), 0};
+        /* Rate mode sleeps the whole milliseconds until the next send is due and spins the
+         * rest (poll with 0), for an accurate send time. */
         int ms = wait_ns >= 0 ? (int)(wait_ns / 1000000) : 200;
-        /* Rate mode: spin the last millisecond for an accurate send time. */
         if (poll(fds, (nfds_t)nf, ms) < 0 && errno != EINTR)
             return -errno;
         int i = 0;

@@ -25,4 +25,13 @@ int cmd_twin(struct cli *c, int argc, char **argv);
 int cmd_invoke(struct cli *c, int argc, char **argv);
 int cmd_token(struct cli *c, int argc, char **argv);
 
+/* cmd_vm.c: `ledge vm ...`, `ledge --vm NAME image load ...`, and --vm itself. */
+int cmd_vm(struct cli *c, int argc, char **argv);
+int cmd_image(struct cli *c, int argc, char **argv);
+/* Point c at VM name's guest API socket (prints why not and returns < 0). */
+int cli_vm_select(struct cli *c, const char *name);
+/* Run `ledge ARGV...` inside the VM selected with --vm (for verbs that work on the local host,
+ * such as check); returns its exit code. */
+int cli_vm_run_inside(struct cli *c, int argc, char **argv);
+
 int cli_usage_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

@@ -30,6 +30,10 @@ static const struct cli_command commands[] = {
               "[--deployment FILE]",
      "check this host, the engine and the deployment against what ledge supports", cmd_check},
     {"check-list", "[--output text|json]", "list the checks `ledge check` runs", cmd_check_list},
+    {"vm", "create|start|stop|status|list|exec|shell|logs|port|share|image|... NAME",
+     "VMs that run the runtime (see `ledge vm help`)", cmd_vm},
+    {"image", "load IMAGE|FILE", "with --vm NAME: copy an image from this host into the VM",
+     cmd_image},
     {"version", "", "print the version of the CLI and of ledged", cmd_version},
     {"help", "[COMMAND]", "this help", cmd_help},
 };
@@ -50,7 +54,8 @@ static void usage(FILE *out)
     fprintf(out,
             "\nOptions:\n"
             "  -H, --host HOST   management socket: unix:///path or /path\n"
-            "                    (default $LEDGE_HOST, else %s)\n",
+            "                    (default $LEDGE_HOST, else %s)\n"
+            "      --vm NAME     talk to the runtime inside VM NAME (`ledge vm`)\n",
             LEDGE_DEFAULT_HOST);
 }
 
@@ -102,6 +107,7 @@ int main(int argc, char **argv)
 {
     struct cli c = {0};
     const char *host = getenv("LEDGE_HOST");
+    const char *vm = NULL;
     int i = 1;
     for (; i < argc; i++) {
         const char *a = argv[i];
@@ -113,6 +119,14 @@ int main(int argc, char **argv)
             host = argv[i];
         } else if (strncmp(a, "--host=", 7) == 0) {
             host = a + 7;
+        } else if (strcmp(a, "--vm") == 0) {
+            if (++i >= argc) {
+                fprintf(stderr, "ledge: %s needs a value\n", a);
+                return 2;
+            }
+            vm = argv[i];
+        } else if (strncmp(a, "--vm=", 5) == 0) {
+            vm = a + 5;
         } else if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
             usage(stdout);
             return 0;
@@ -139,6 +153,17 @@ int main(int argc, char **argv)
     if (!cmd) {
         fprintf(stderr, "ledge: unknown command \"%s\" (see `ledge help`)\n", argv[i]);
         return 2;
+    }
+    if (vm) {
+        if (cmd->run == cmd_vm) {
+            fprintf(stderr, "ledge: --vm selects a VM's runtime; `ledge vm` takes the name itself\n");
+            return 2;
+        }
+        if (cli_vm_select(&c, vm) < 0)
+            return 1;
+        /* Verbs that look at the machine they run on run inside the guest. */
+        if (cmd->run == cmd_check || cmd->run == cmd_check_list)
+            return cli_vm_run_inside(&c, argc - i, argv + i);
     }
     return cmd->run(&c, argc - i, argv + i);
 }

@@ -17,6 +17,7 @@
 #include "base/str.h"
 #include "daemon/ledged.h"
 #include "log/log.h"
+#include "vm/autostart.h"
 
 #define COMP "ledged"
 
@@ -54,6 +55,18 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
     struct ledged *d = arg;
     log_info(COMP, "received %s; shutting down (modules keep running)", strsignal((int)sig));
     event_base_loopbreak(d->base);
+}
+
+/* VMs with autostart come back when ledged starts (after a host reboot, say); running ones are
+ * left to their supervisors, which ledged never stops (docs/vm.md). */
+static void on_vm_autostart(void *ud, const char *name, int result, const char *msg)
+{
+    if (result == 0)
+        log_info(COMP, "VM %s: autostart: supervisor started", name);
+    else if (result == 1)
+        log_info(COMP, "VM %s: already running", name);
+    else
+        log_warn(COMP, "VM %s: autostart failed: %s", name, msg && *msg ? msg : strerror(-result));
 }
 
 static bool executable(const char *path) { return path && access(path, X_OK) == 0; }
@@ -277,6 +290,7 @@ int main(int argc, char **argv)
     event_add(sigint, NULL);
     log_info(COMP, "ledged %s ready: device %s, management API on %s", LEDGE_VERSION,
              d.cfg.device.id, d.cfg.management.socket);
+    vm_autostart(d.cfg.vm.dir, on_vm_autostart, &d);
     event_base_dispatch(d.base);
     event_free(sigterm);
     event_free(sigint);

@@ -1,0 +1,38 @@
+/* image.h — guest images in the cache (built by ledge-vm-build: a raw ext4 root, the kernel, the
+ * initramfs and a manifest) and the VM directories made from them: create, resize, delete. */
+#pragma once
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "base/errors.h"
+#include "vm/def.h"
+
+#define VM_IMAGE_ROOTFS "rootfs.img"
+#define VM_IMAGE_KERNEL "kernel"
+#define VM_IMAGE_INITRD "initrd.img"
+#define VM_IMAGE_MANIFEST "manifest.json"
+
+/* Keys are "<arch>-<hex>" (what ledge-vm-build prints); anything else is refused so a key can
+ * never name a path outside the cache. */
+int vm_image_key_check(const char *key, struct lerr *err);
+
+/* The manifest of <cache>/<key> (the image must be complete), or -ENOENT. */
+int vm_image_manifest(const char *cache, const char *key, json_t **ret, struct lerr *err);
+/* Every complete image in the cache: [{"key", "arch", ...manifest}], newest first. */
+json_t *vm_image_list(const char *cache);
+
+/* Copy a file keeping its holes (a clone where the file system can). */
+int vm_copy_sparse(const char *src, const char *dst, struct lerr *err);
+
+/* Make <vmroot>/<d->name> from image <cache>/<d->image>: vm.json, a sparse copy of the root
+ * grown to d->disk (the guest grows its file system at boot), the kernel and initramfs.
+ * -EEXIST when the VM exists. On failure nothing is left behind. */
+int vm_create(const char *vmroot, const char *cache, const struct vm_def *d, struct lerr *err);
+/* Grow disk.img to bytes (never shrinks: -EINVAL). */
+int vm_resize_disk(const char *vmroot, const char *name, uint64_t bytes, struct lerr *err);
+/* Remove the VM's directory and everything in it. */
+int vm_delete_dir(const char *vmroot, const char *name, struct lerr *err);
+/* Remove a directory tree (no symlinks followed); -ENOENT is success. */
+int vm_rm_rf(const char *path);

@@ -1,0 +1,1174 @@
+/* test-vm.c — unit tests for the vm layer: the frame codec and its resynchronisation, VM
+ * definitions (names, sizes, ports, shares, JSON), QEMU command lines and QMP messages, the
+ * ports a deployment publishes, images and VM directories, host checks, and the multiplexer
+ * end to end (host and guest muxes joined by a socketpair in one event loop). */
+#include <errno.h>
+#include <event2/event.h>
+#include <fcntl.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "base/fs.h"
+#include "base/json.h"
+#include "base/str.h"
+#include "vm/check.h"
+#include "vm/def.h"
+#include "vm/frame.h"
+#include "vm/image.h"
+#include "vm/mux.h"
+#include "vm/paths.h"
+#include "vm/qemu.h"
+
+/* ------------------------------------------------------------------ frames */
+
+static void test_frame_roundtrip(void **state)
+{
+    struct lbuf b = LBUF_INIT;
+    assert_int_equal(vm_frame_encode(&b, VM_FRAME_DATA, 7, "hello", 5), 0);
+    assert_int_equal(vm_frame_encode(&b, VM_FRAME_EOF, 7, NULL, 0), 0);
+    assert_int_equal(b.len, 2 * VM_FRAME_HEADER + 5);
+    struct vm_frame f;
+    size_t used, skipped;
+    assert_int_equal(vm_frame_decode((uint8_t *)b.data, b.len, &f, &used, &skipped), 1);
+    assert_int_equal(f.type, VM_FRAME_DATA);
+    assert_int_equal(f.conn, 7);
+    assert_int_equal(f.len, 5);
+    assert_memory_equal(f.payload, "hello", 5);
+    assert_int_equal(used, VM_FRAME_HEADER + 5);
+    assert_int_equal(skipped, 0);
+    assert_int_equal(vm_frame_decode((uint8_t *)b.data + used, b.len - used, &f, &used, NULL), 1);
+    assert_int_equal(f.type, VM_FRAME_EOF);
+    assert_int_equal(f.len, 0);
+    assert_string_equal(vm_frame_type_name(VM_FRAME_WINDOW), "WINDOW");
+    assert_string_equal(vm_frame_type_name(0), "?");
+    assert_string_equal(vm_frame_type_name(99), "?");
+    lbuf_free(&b);
+}
+
+static void test_frame_errors(void **state)
+{
+    struct lbuf b = LBUF_INIT;
+    assert_int_equal(vm_frame_encode(&b, 0, 1, NULL, 0), -EINVAL);
+    assert_int_equal(vm_frame_encode(&b, VM_FRAME_TYPE_MAX + 1, 1, NULL, 0), -EINVAL);
+    static char big[VM_FRAME_MAX_PAYLOAD + 1];
+    assert_int_equal(vm_frame_encode(&b, VM_FRAME_DATA, 1, big, sizeof(big)), -E2BIG);
+    assert_int_equal(vm_frame_encode(&b, VM_FRAME_DATA, 1, big, sizeof(big) - 1), 0);
+    assert_int_equal(b.len, VM_FRAME_HEADER + VM_FRAME_MAX_PAYLOAD);
+    lbuf_free(&b);
+    /* WINDOW credit: 4 bytes, non-zero. */
+    struct vm_frame f = {.type = VM_FRAME_WINDOW, .payload = (const uint8_t *)"\0\0\0\0", .len = 4};
+    uint32_t credit;
+    assert_int_equal(vm_frame_window_credit(&f, &credit), -EINVAL);
+    f.payload = (const uint8_t *)"\0\1\0\0";
+    assert_int_equal(vm_frame_window_credit(&f, &credit), 0);
+    assert_int_equal(credit, 65536);
+    f.len = 3;
+    assert_int_equal(vm_frame_window_credit(&f, &credit), -EINVAL);
+    f.type = VM_FRAME_DATA;
+    f.len = 4;
+    assert_int_equal(vm_frame_window_credit(&f, &credit), -EINVAL);
+}
+
+static void test_frame_partial(void **state)
+{
+    struct lbuf b = LBUF_INIT;
+    assert_int_equal(vm_frame_encode(&b, VM_FRAME_HELLO, 0, "{}", 2), 0);
+    struct vm_frame f;
+    size_t used, skipped;
+    /* Every prefix needs more bytes and drops nothing. */
+    for (size_t n = 0; n < b.len; n++) {
+        assert_int_equal(vm_frame_decode((uint8_t *)b.data, n, &f, &used, &skipped), 0);
+        assert_int_equal(used, 0);
+        assert_int_equal(skipped, 0);
+    }
+    assert_int_equal(vm_frame_decode((uint8_t *)b.data, b.len, &f, &used, &skipped), 1);
+    lbuf_free(&b);
+}
+
+static void test_frame_resync(void **state)
+{
+    struct lbuf b = LBUF_INIT;
+    /* Garbage (including a fake magic), a frame cut short, then good frames. */
+    lbuf_append(&b, "xxLVz", 5);
+    struct lbuf first = LBUF_INIT;
+    vm_frame_encode(&first, VM_FRAME_DATA, 3, "lost payload", 12);
+    lbuf_append(&b, first.data, first.len - 4); /* the tail of this frame went missing */
+    size_t good_at = b.len;
+    vm_frame_encode(&b, VM_FRAME_DATA, 9, "kept", 4);
+    vm_frame_encode(&b, VM_FRAME_CLOSE, 9, NULL, 0);
+    struct vm_frame f;
+    size_t used, skipped, off = 0, total_skipped = 0;
+    int frames = 0;
+    while (off < b.len) {
+        int r = vm_frame_decode((uint8_t *)b.data + off, b.len - off, &f, &used, &skipped);
+        total_skipped += skipped;
+        off += used;
+        if (!r)
+            break;
+        frames++;
+        /* Only the truncated frame is lost: its payload CRC fails, and scanning on finds the
+         * next intact frame right where it starts. */
+        if (frames == 1) {
+            assert_int_equal(f.type, VM_FRAME_DATA);
+            assert_int_equal(f.conn, 9);
+            assert_memory_equal(f.payload, "kept", 4);
+        } else {
+            assert_int_equal(f.type, VM_FRAME_CLOSE);
+        }
+    }
+    assert_int_equal(frames, 2);
+    assert_int_equal(total_skipped, good_at);
+    assert_int_equal(off, b.len);
+    lbuf_free(&b);
+    lbuf_free(&first);
+
+    /* A corrupted payload byte: that frame is skipped, the next one decodes. */
+    struct lbuf c = LBUF_INIT;
+    vm_frame_encode(&c, VM_FRAME_DATA, 1, "abcdef", 6);
+    size_t second = c.len;
+    vm_frame_encode(&c, VM_FRAME_DATA, 2, "ghij", 4);
+    c.data[VM_FRAME_HEADER + 2] ^= 0x40;
+    assert_int_equal(vm_frame_decode((uint8_t *)c.data, c.len, &f, &used, &skipped), 1);
+    assert_int_equal(f.conn, 2);
+    assert_int_equal(skipped, second);
+    /* An oversized length with a valid header CRC is garbage, not a wait for 4 GiB. */
+    struct lbuf d = LBUF_INIT;
+    vm_frame_encode(&d, VM_FRAME_DATA, 1, "x", 1);
+    d.data[8] = 0x7f; /* length high byte */
+    assert_int_equal(vm_frame_decode((uint8_t *)d.data, d.len, &f, &used, &skipped), 0);
+    assert_int_equal(used, d.len); /* everything dropped: no valid frame start remains */
+    lbuf_free(&c);
+    lbuf_free(&d);
+}
+
+/* ------------------------------------------------------------------ definitions */
+
+static void test_names_sizes(void **state)
+{
+    struct lerr e = {0};
+    assert_int_equal(vm_name_check("edge-1", &e), 0);
+    assert_int_equal(vm_name_check("1abc", &e), 0);
+    assert_int_equal(vm_name_check("", &e), -EINVAL);
+    assert_non_null(strstr(e.msg, "1 to 32"));
+    assert_int_equal(vm_name_check("-x", &e), -EINVAL);
+    assert_non_null(strstr(e.msg, "must start"));
+    assert_int_equal(vm_name_check("Big", &e), -EINVAL);
+    assert_int_equal(vm_name_check("a/b", &e), -EINVAL);
+    assert_non_null(strstr(e.msg, "only a-z"));
+    assert_int_equal(vm_name_check("abcdefghijabcdefghijabcdefghijabc", &e), -EINVAL);
+    assert_int_equal(vm_name_check(NULL, &e), -EINVAL);
+
+    uint64_t v;
+    assert_int_equal(vm_size_parse("1024M", &v), 0);
+    assert_int_equal(v, 1024ull << 20);
+    assert_int_equal(vm_size_parse("10G", &v), 0);
+    assert_int_equal(v, 10ull << 30);
+    assert_int_equal(vm_size_parse("2GiB", &v), 0);
+    assert_int_equal(v, 2ull << 30);
+    assert_int_equal(vm_size_parse("512mb", &v), 0);
+    assert_int_equal(v, 512ull << 20);
+    assert_int_equal(vm_size_parse("4096", &v), 0);
+    assert_int_equal(v, 4096);
+    assert_int_equal(vm_size_parse("1T", &v), 0);
+    assert_int_equal(vm_size_parse("", &v), -EINVAL);
+    assert_int_equal(vm_size_parse("G", &v), -EINVAL);
+    assert_int_equal(vm_size_parse("-1G", &v), -EINVAL);
+    assert_int_equal(vm_size_parse("1X", &v), -EINVAL);
+    assert_int_equal(vm_size_parse("1Gx", &v), -EINVAL);
+    assert_int_equal(vm_size_parse("12b", &v), -EINVAL);
+    assert_int_equal(vm_size_parse("99999999999999999999", &v), -ERANGE);
+    assert_int_equal(vm_size_parse("9999999999999T", &v), -ERANGE);
+    char buf[32];
+    assert_string_equal(vm_size_format(1024ull << 20, buf, sizeof(buf)), "1 GiB");
+    assert_string_equal(vm_size_format(1536ull << 20, buf, sizeof(buf)), "1.5 GiB");
+    assert_string_equal(vm_size_format(100, buf, sizeof(buf)), "100 B");
+
+    enum vm_arch a;
+    assert_int_equal(vm_arch_parse("aarch64", &a), 0);
+    assert_int_equal(a, VM_ARCH_ARM64);
+    assert_int_equal(vm_arch_parse("x86_64", &a), 0);
+    assert_int_equal(a, VM_ARCH_AMD64);
+    assert_int_equal(vm_arch_parse("riscv64", &a), -EINVAL);
+    assert_string_equal(vm_arch_uname(VM_ARCH_ARM64), "aarch64");
+    enum vm_accel ac;
+    assert_int_equal(vm_accel_parse("emulation", &ac), 0);
+    assert_int_equal(ac, VM_ACCEL_TCG);
+    assert_int_equal(vm_accel_parse("hvf", &ac), -EINVAL);
+    assert_string_equal(vm_accel_name(VM_ACCEL_KVM), "kvm");
+}
+
+static void test_def_defaults_validate(void **state)
+{
+    struct vm_def d;
+    struct lerr e = {0};
+    assert_int_equal(vm_def_init(&d, "BAD", &e), -EINVAL);
+    assert_int_equal(vm_def_init(&d, "edge", &e), 0);
+    assert_int_equal(d.memory, 1ull << 30);
+    assert_int_equal(d.cpus, 1);
+    assert_int_equal(d.disk, 10ull << 30);
+    assert_int_equal(d.hub_port, 8883);
+    assert_false(d.autostart);
+    assert_int_equal(vm_def_validate(&d, &e), 0);
+    d.memory = 100 << 20;
+    assert_int_equal(vm_def_validate(&d, &e), -ERANGE);
+    assert_non_null(strstr(e.msg, "memory: between 256 MiB"));
+    d.memory = (1ull << 30) + 1;
+    assert_int_equal(vm_def_validate(&d, &e), -EINVAL);
+    assert_non_null(strstr(e.msg, "whole number of MiB"));
+    d.memory = 1ull << 30;
+    d.cpus = 0;
+    assert_int_equal(vm_def_validate(&d, &e), -ERANGE);
+    assert_non_null(strstr(e.msg, "cpus"));
+    d.cpus = 2;
+    d.disk = 1ull << 30;
+    assert_int_equal(vm_def_validate(&d, &e), -ERANGE);
+    assert_non_null(strstr(e.msg, "disk: between 2 GiB"));
+    d.disk = (4ull << 30) + 512;
+    assert_int_equal(vm_def_validate(&d, &e), -EINVAL);
+    d.disk = 4ull << 30;
+    d.boot_timeout_s = 5;
+    assert_int_equal(vm_def_validate(&d, &e), -ERANGE);
+    assert_non_null(strstr(e.msg, "bootTimeout"));
+    vm_def_free(&d);
+    vm_def_free(NULL);
+}
+
+static void test_ports(void **state)
+{
+    struct vm_port p;
+    struct lerr e = {0};
+    char buf[96];
+    assert_int_equal(vm_port_parse("8080:80", &p, &e), 0);
+    assert_string_equal(vm_port_format(&p, buf, sizeof(buf)), "127.0.0.1:8080->80/tcp");
+    assert_int_equal(vm_port_parse("0.0.0.0:5000:5001/udp", &p, &e), 0);
+    assert_string_equal(vm_port_format(&p, buf, sizeof(buf)), "0.0.0.0:5000->5001/udp");
+    assert_int_equal(vm_port_parse("9000", &p, &e), 0);
+    assert_int_equal(p.host_port, 9000);
+    assert_int_equal(p.guest_port, 9000);
+    assert_int_equal(vm_port_parse("", &p, &e), -EINVAL);
+    assert_int_equal(vm_port_parse(NULL, &p, &e), -EINVAL);
+    assert_int_equal(vm_port_parse("80:0", &p, &e), -EINVAL);
+    assert_non_null(strstr(e.msg, "1 to 65535"));
+    assert_int_equal(vm_port_parse("80:65536", &p, &e), -EINVAL);
+    assert_int_equal(vm_port_parse("80:81/sctp", &p, &e), -EINVAL);
+    assert_non_null(strstr(e.msg, "tcp or udp"));
+    assert_int_equal(vm_port_parse("host:80:81", &p, &e), -EINVAL);
+    assert_non_null(strstr(e.msg, "IPv4"));
+    assert_int_equal(vm_port_parse("1:2:3:4", &p, &e), -EINVAL);
+    assert_int_equal(vm_port_parse("a:b", &p, &e), -EINVAL);
+
+    struct vm_def d;
+    vm_def_init(&d, "p", &e);
+    vm_port_parse("8080:80", &p, &e);
+    assert_int_equal(vm_def_add_port(&d, &p, &e), 0);
+    assert_int_equal(vm_def_add_port(&d, &p, &e), -EEXIST);
+    assert_non_null(strstr(e.msg, "already forwarded"));
+    struct vm_port all;
+    vm_port_parse("0.0.0.0:8080:81", &all, &e);
+    assert_int_equal(vm_def_add_port(&d, &all, &e), -EEXIST); /* 0.0.0.0 overlaps 127.0.0.1 */
+    struct vm_port udp;
+    vm_port_parse("8080:80/udp", &udp, &e);
+    assert_int_equal(vm_def_add_port(&d, &udp, &e), 0);
+    struct vm_port hub;
+    vm_port_parse("8883:1883", &hub, &e);
+    assert_int_equal(vm_def_add_port(&d, &hub, &e), -EEXIST);
+    assert_non_null(strstr(e.msg, "hub"));
+    assert_int_equal(vm_def_remove_port(&d, &p, &e), 0);
+    assert_int_equal(vm_def_remove_port(&d, &p, &e), -ENOENT);
+    assert_non_null(strstr(e.msg, "no forward from 127.0.0.1:8080/tcp"));
+    assert_int_equal(d.n_ports, 1);
+    for (int i = d.n_ports; i < VM_MAX_PORTS; i++) {
+        struct vm_port q = {.proto = "tcp",
+                            .addr = "127.0.0.1",
+                            .host_port = (uint16_t)(20000 + i),
+                            .guest_port = 1};
+        assert_int_equal(vm_def_add_port(&d, &q, &e), 0);
+    }
+    struct vm_port q = {.proto = "tcp", .addr = "127.0.0.1", .host_port = 30000, .guest_port = 1};
+    assert_int_equal(vm_def_add_port(&d, &q, &e), -ENOSPC);
+    vm_def_free(&d);
+}
+
+static void test_shares(void **state)
+{
+    struct vm_def d;
+    struct lerr e = {0};
+    vm_def_init(&d, "s", &e);
+    char tmp[] = "/tmp/test-vm-share-XXXXXX";
+    assert_non_null(mkdtemp(tmp));
+    assert_int_equal(vm_def_add_share(&d, tmp, "/mnt/data", true, &e), 0);
+    assert_string_equal(d.shares[0].tag, "share0");
+    assert_true(d.shares[0].read_only);
+    assert_int_equal(vm_def_add_share(&d, tmp, "/mnt/data", false, &e), -EEXIST);
+    assert_int_equal(vm_def_add_share(&d, tmp, "/mnt/other", false, &e), 0);
+    assert_string_equal(d.shares[1].tag, "share1");
+    assert_int_equal(vm_def_add_share(&d, "relative", "/x", false, &e), -EINVAL);
+    assert_non_null(strstr(e.msg, "absolute"));
+    assert_int_equal(vm_def_add_share(&d, tmp, "/mnt/../etc", false, &e), -EINVAL);
+    assert_non_null(strstr(e.msg, "normalised"));
+    assert_int_equal(vm_def_add_share(&d, tmp, "/mnt/a,b", false, &e), -EINVAL);
+    assert_int_equal(vm_def_add_share(&d, tmp, "/mnt/x/", false, &e), -EINVAL);
+    assert_int_equal(vm_def_add_share(&d, tmp, "/", false, &e), -EINVAL);
+    assert_int_equal(vm_def_add_share(&d, "/nonexistent/dir", "/mnt/n", false, &e), -ENOENT);
+    assert_int_equal(vm_def_add_share(&d, "/etc/hostname", "/mnt/n", false, &e), -ENOTDIR);
+    /* Tags stay stable: removing share0 frees its tag for the next share. */
+    assert_int_equal(vm_def_remove_share(&d, NULL, "/mnt/data", &e), 0);
+    assert_int_equal(vm_def_add_share(&d, tmp, "/mnt/third", false, &e), 0);
+    assert_string_equal(d.shares[1].tag, "share0");
+    assert_int_equal(vm_def_remove_share(&d, tmp, NULL, &e), 0);
+    assert_int_equal(vm_def_remove_share(&d, NULL, "/mnt/none", &e), -ENOENT);
+    assert_non_null(strstr(e.msg, "no shared folder"));
+    json_t *j = vm_def_shares_json(&d);
+    assert_int_equal(json_array_size(j), 1);
+    json_decref(j);
+    vm_def_free(&d);
+    rmdir(tmp);
+}
+
+static void test_def_json(void **state)
+{
+    struct vm_def d, back;
+    struct lerr e = {0};
+    vm_def_init(&d, "roundtrip", &e);
+    d.arch = VM_ARCH_ARM64;
+    d.accel = VM_ACCEL_TCG;
+    d.memory = 2ull << 30;
+    d.cpus = 2;
+    d.autostart = true;
+    d.image = strdup("arm64-0123456789abcdef");
+    struct vm_port p;
+    vm_port_parse("0.0.0.0:8080:80", &p, &e);
+    vm_def_add_port(&d, &p, &e);
+    vm_def_add_share(&d, "/tmp", "/mnt/tmp", true, &e);
+    json_t *j = vm_def_to_json(&d);
+    assert_int_equal(vm_def_from_json(j, &back, &e), 0);
+    json_t *j2 = vm_def_to_json(&back);
+    assert_true(json_equal(j, j2));
+    assert_int_equal(back.arch, VM_ARCH_ARM64);
+    assert_true(back.autostart);
+    assert_string_equal(back.image, "arm64-0123456789abcdef");
+    assert_string_equal(back.shares[0].tag, "share0");
+    json_decref(j2);
+    vm_def_free(&back);
+
+    /* Saved and loaded. */
+    char tmp[] = "/tmp/test-vm-def-XXXXXX";
+    assert_non_null(mkdtemp(tmp));
+    char path[128];
+    snprintf(path, sizeof(path), "%s/vm.json", tmp);
+    assert_int_equal(vm_def_save(path, &d), 0);
+    assert_int_equal(vm_def_load(path, &back, &e), 0);
+    assert_int_equal(back.memory, 2ull << 30);
+    vm_def_free(&back);
+    snprintf(path, sizeof(path), "%s/none.json", tmp);
+    assert_int_equal(vm_def_load(path, &back, &e), -ENOENT);
+    assert_non_null(strstr(e.msg, "none.json"));
+    snprintf(path, sizeof(path), "%s/bad.json", tmp);
+    lfs_write_atomic(path, "{nope", 5, 0644);
+    assert_int_equal(vm_def_load(path, &back, &e), -EINVAL);
+    assert_non_null(strstr(e.msg, "bad.json"));
+    unlink(path);
+    snprintf(path, sizeof(path), "%s/vm.json", tmp);
+    unlink(path);
+    rmdir(tmp);
+    vm_def_free(&d);
+    json_decref(j);
+
+    /* Every field's error names the field. */
+    static const struct {
+        const char *json, *msg;
+    } bad[] = {
+        {"[]", "JSON object"},
+        {"{\"name\": 1}", "name: must be a string"},
+        {"{\"name\": \"x\", \"arch\": \"mips\"}", "arch: amd64 or arm64"},
+        {"{\"name\": \"x\", \"accel\": \"hax\"}", "accel: auto, kvm or tcg"},
+        {"{\"name\": \"x\", \"memory\": \"1G\"}", "memory: must be an integer"},
+        {"{\"name\": \"x\", \"memory\": -5}", "memory: must be an integer"},
+        {"{\"name\": \"x\", \"cpus\": 1000}", "cpus: must be an integer from 0 to 64"},
+        {"{\"name\": \"x\", \"cpus\": 0}", "cpus: between 1"},
+        {"{\"name\": \"x\", \"autostart\": \"yes\"}", "autostart: must be true or false"},
+        {"{\"name\": \"x\", \"image\": 5}", "image: must be a string"},
+        {"{\"name\": \"x\", \"ports\": {}}", "ports: must be an array"},
+        {"{\"name\": \"x\", \"ports\": [1]}", "ports[0]: must be an object"},
+        {"{\"name\": \"x\", \"ports\": [{\"hostPort\": 1}]}", "ports[0]: hostPort and guestPort"},
+        {"{\"name\": \"x\", \"ports\": [{\"hostPort\": 1, \"guestPort\": 2, \"proto\": \"x\"}]}",
+         "ports[0].proto"},
+        {"{\"name\": \"x\", \"ports\": [{\"hostPort\": 1, \"guestPort\": 2, \"hostAddr\": \"h\"}]}",
+         "ports[0].hostAddr"},
+        {"{\"name\": \"x\", \"ports\": [{\"hostPort\": 99999, \"guestPort\": 2}]}",
+         "ports[0]: hostPort"},
+        {"{\"name\": \"x\", \"shares\": 3}", "shares: must be an array"},
+        {"{\"name\": \"x\", \"shares\": [{\"tag\": \"share0\", \"hostDir\": \"a\", \"guestDir\": "
+         "\"/b\"}]}",
+         "must be an absolute path"},
+        {"{\"name\": \"x\", \"shares\": [{\"tag\": \"t\", \"hostDir\": \"/a\", \"guestDir\": "
+         "\"/b\"}]}",
+         "shares[0].tag"},
+        {"{\"name\": \"x\", \"shares\": [{\"tag\": \"share0\", \"hostDir\": \"/a\", \"guestDir\": "
+         "\"/b\"}, {\"tag\": \"share0\", \"hostDir\": \"/a\", \"guestDir\": \"/c\"}]}",
+         "duplicate"},
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        json_t *b = json_loads(bad[i].json, 0, NULL);
+        assert_non_null(b);
+        lerr_clear(&e);
+        assert_true(vm_def_from_json(b, &back, &e) < 0);
+        if (!strstr(e.msg, bad[i].msg))
+            fail_msg("%s: got \"%s\", want \"%s\"", bad[i].json, e.msg, bad[i].msg);
+        json_decref(b);
+    }
+}
+
+/* ------------------------------------------------------------------ QEMU */
+
+static bool argv_has(const struct lstrv *v, const char *s)
+{
+    for (size_t i = 0; i < v->n; i++)
+        if (strstr(v->v[i], s))
+            return true;
+    return false;
+}
+
+static void test_qemu_argv(void **state)
+{
+    struct vm_def d;
+    struct lerr e = {0};
+    vm_def_init(&d, "q1", &e);
+    d.arch = VM_ARCH_AMD64;
+    vm_def_add_share(&d, "/tmp", "/mnt/t", true, &e);
+    struct vm_qemu_paths p = {.dir = "/vms/q1", .run_dir = "/vms/q1/run"};
+    struct lstrv v = LSTRV_INIT;
+    assert_int_equal(vm_qemu_argv(&d, &p, false, false, &v, &e), 0);
+    assert_string_equal(v.v[0], "qemu-system-x86_64");
+    assert_true(argv_has(&v, "pc,accel=tcg"));
+    assert_true(argv_has(&v, "ledge-vm-q1,process=ledge-vm-q1"));
+    assert_true(argv_has(&v, "/vms/q1/kernel"));
+    assert_true(argv_has(&v, "file=/vms/q1/disk.img,format=raw"));
+    assert_true(argv_has(&v, "path=/vms/q1/run/chan.sock,server=on,wait=off"));
+    assert_true(argv_has(&v, "name=org.ledge.channel.0"));
+    assert_true(argv_has(&v, "path=/vms/q1/run/qmp.sock"));
+    assert_true(
+        argv_has(&v, "local,id=fs0,path=/tmp,security_model=none,multidevs=remap,readonly=on"));
+    assert_true(argv_has(&v, "mount_tag=share0"));
+    assert_true(argv_has(&v, "mitigations=off"));
+    assert_true(argv_has(&v, "console=ttyS0"));
+    assert_true(argv_has(&v, "1024M"));
+    assert_false(argv_has(&v, "-no-reboot")); /* a guest reboot resets QEMU in place */
+    lstrv_free(&v);
+    assert_int_equal(vm_qemu_argv(&d, &p, true, false, &v, &e), 0);
+    assert_true(argv_has(&v, "pc,accel=kvm"));
+    assert_true(argv_has(&v, "host"));
+    assert_false(argv_has(&v, "mitigations=off"));
+    lstrv_free(&v);
+    /* The probe boots the kernel alone and stops. */
+    assert_int_equal(vm_qemu_argv(&d, &p, true, true, &v, &e), 0);
+    assert_true(argv_has(&v, "ledge.probe"));
+    assert_true(argv_has(&v, "-no-reboot"));
+    assert_true(argv_has(&v, "stdio,id=console"));
+    assert_false(argv_has(&v, "disk.img"));
+    assert_false(argv_has(&v, "chan.sock"));
+    lstrv_free(&v);
+    d.arch = VM_ARCH_ARM64;
+    assert_int_equal(vm_qemu_argv(&d, &p, false, false, &v, &e), 0);
+    assert_string_equal(v.v[0], "qemu-system-aarch64");
+    assert_true(argv_has(&v, "virt,gic-version=3,accel=tcg"));
+    assert_true(argv_has(&v, "cortex-a57"));
+    assert_true(argv_has(&v, "console=ttyAMA0"));
+    assert_false(argv_has(&v, "tsc=reliable"));
+    lstrv_free(&v);
+    vm_def_free(&d);
+
+    struct vm_port fp;
+    vm_port_parse("0.0.0.0:8080:80/udp", &fp, &e);
+    char *s = vm_qemu_hostfwd_add(&fp);
+    assert_string_equal(s, "hostfwd_add net0 udp:0.0.0.0:8080-:80");
+    free(s);
+    s = vm_qemu_hostfwd_remove(&fp);
+    assert_string_equal(s, "hostfwd_remove net0 udp:0.0.0.0:8080");
+    free(s);
+}
+
+static void test_qmp(void **state)
+{
+    char *s = vm_qmp_command("quit", NULL, 3);
+    assert_string_equal(s, "{\"execute\":\"quit\",\"id\":3}\r\n");
+    free(s);
+    s = vm_qmp_hmp("info usernet", 4);
+    assert_non_null(strstr(s, "\"command-line\":\"info usernet\""));
+    assert_non_null(strstr(s, "human-monitor-command"));
+    free(s);
+    struct vm_qmp_msg m;
+    json_t *j = json_loads("{\"QMP\": {\"version\": {}}}", 0, NULL);
+    assert_int_equal(vm_qmp_parse(j, &m), 0);
+    assert_int_equal(m.kind, VM_QMP_GREETING);
+    json_decref(j);
+    j = json_loads("{\"return\": \"\", \"id\": 7}", 0, NULL);
+    assert_int_equal(vm_qmp_parse(j, &m), 0);
+    assert_int_equal(m.kind, VM_QMP_RETURN);
+    assert_int_equal(m.id, 7);
+    json_decref(j);
+    j = json_loads("{\"error\": {\"class\": \"GenericError\", \"desc\": \"nope\"}, \"id\": 8}", 0,
+                   NULL);
+    assert_int_equal(vm_qmp_parse(j, &m), 0);
+    assert_int_equal(m.kind, VM_QMP_ERROR);
+    assert_string_equal(m.error, "nope");
+    json_decref(j);
+    j = json_loads("{\"event\": \"SHUTDOWN\", \"data\": {\"guest\": true, \"reason\": "
+                   "\"guest-shutdown\"}}",
+                   0, NULL);
+    assert_int_equal(vm_qmp_parse(j, &m), 0);
+    assert_int_equal(m.kind, VM_QMP_EVENT);
+    assert_string_equal(m.event, "SHUTDOWN");
+    assert_string_equal(ljson_str(m.data, "reason"), "guest-shutdown");
+    assert_int_equal(m.id, -1);
+    json_decref(j);
+    j = json_loads("{\"something\": 1}", 0, NULL);
+    assert_int_equal(vm_qmp_parse(j, &m), -EINVAL);
+    json_decref(j);
+    j = json_loads("[1]", 0, NULL);
+    assert_int_equal(vm_qmp_parse(j, &m), -EINVAL);
+    json_decref(j);
+}
+
+/* ------------------------------------------------------------------ published ports */
+
+static void test_deployment_ports(void **state)
+{
+    const char *manifest =
+        "{\"modulesContent\": {\"$edgeAgent\": {\"properties.desired\": {"
+        "\"systemModules\": {\"edgeHub\": {\"settings\": {\"createOptions\": "
+        "\"{\\\"HostConfig\\\":{\\\"PortBindings\\\":{\\\"443/"
+        "tcp\\\":[{\\\"HostPort\\\":\\\"443\\\"}]}}}\"}}},"
+        "\"modules\": {"
+        " \"web\": {\"settings\": {\"createOptions\": "
+        "  "
+        "\"{\\\"HostConfig\\\":{\\\"PortBindings\\\":{\\\"80/"
+        "tcp\\\":[{\\\"HostPort\\\":\\\"8080\\\"}],\","
+        "  \"createOptions01\": "
+        "\"\\\"5000/"
+        "udp\\\":[{\\\"HostPort\\\":\\\"5000\\\"},{\\\"HostPort\\\":\\\"5001\\\"}]}}}\"}},"
+        " \"obj\": {\"settings\": {\"createOptions\": {\"HostConfig\": {\"PortBindings\": {"
+        "   \"9000\": [{\"HostPort\": \"9000\", \"HostIp\": \"0.0.0.0\"}],"
+        "   \"9001/tcp\": [{\"HostPort\": \"9001\", \"HostIp\": \"127.0.0.1\"}],"
+        "   \"9002/tcp\": [{\"HostPort\": \"\"}],"
+        "   \"9003/sctp\": [{\"HostPort\": \"9003\"}]}}}}},"
+        " \"dup\": {\"settings\": {\"createOptions\": {\"HostConfig\": {\"PortBindings\": {"
+        "   \"80/tcp\": [{\"HostPort\": \"8080\"}]}}}}},"
+        " \"off\": {\"status\": \"stopped\", \"settings\": {\"createOptions\": {\"HostConfig\": {"
+        "   \"PortBindings\": {\"1/tcp\": [{\"HostPort\": \"7777\"}]}}}}},"
+        " \"broken\": {\"settings\": {\"createOptions\": \"{not json\"}},"
+        " \"none\": {\"settings\": {\"image\": \"x\"}}"
+        "}}}}}";
+    json_error_t je;
+    json_t *j = json_loads(manifest, 0, &je);
+    if (!j)
+        fail_msg("manifest: %s", je.text);
+    struct vm_auto_port out[16];
+    size_t n = vm_deployment_ports(j, out, 16);
+    assert_int_equal(n, 5);
+    bool seen443 = false, seen8080 = false, seen5000 = false, seen5001 = false, seen9000 = false;
+    for (size_t i = 0; i < n; i++) {
+        seen443 |= out[i].port.host_port == 443 && lstr_eq(out[i].module, "edgeHub");
+        seen8080 |= out[i].port.host_port == 8080 && lstr_eq(out[i].module, "web") &&
+                    out[i].port.guest_port == 8080;
+        seen5000 |= out[i].port.host_port == 5000 && lstr_eq(out[i].port.proto, "udp");
+        seen5001 |= out[i].port.host_port == 5001;
+        seen9000 |= out[i].port.host_port == 9000 && lstr_eq(out[i].port.addr, "127.0.0.1");
+    }
+    assert_true(seen443 && seen8080 && seen5000 && seen5001 && seen9000);
+    /* The bound is respected. */
+    assert_int_equal(vm_deployment_ports(j, out, 2), 2);
+    json_decref(j);
+    /* The "content" wrapper (az CLI layout) and empty manifests. */
+    j = json_loads("{\"content\": {\"modulesContent\": {\"$edgeAgent\": {\"properties.desired\": "
+                   "{\"modules\": {\"m\": {\"settings\": {\"createOptions\": {\"HostConfig\": "
+                   "{\"PortBindings\": {\"1234/tcp\": [{\"HostPort\": \"1234\"}]}}}}}}}}}}}",
+                   0, NULL);
+    assert_int_equal(vm_deployment_ports(j, out, 16), 1);
+    json_decref(j);
+    j = json_loads("{}", 0, NULL);
+    assert_int_equal(vm_deployment_ports(j, out, 16), 0);
+    json_decref(j);
+}
+
+/* ------------------------------------------------------------------ images and VM dirs */
+
+static void write_file(const char *path, const char *text)
+{
+    assert_int_equal(lfs_write_atomic(path, text, strlen(text), 0644), 0);
+}
+
+static void test_images(void **state)
+{
+    struct lerr e = {0};
+    assert_int_equal(vm_image_key_check("amd64-0123456789abcdef", &e), 0);
+    assert_int_equal(vm_image_key_check("arm64-0123abcd", &e), 0);
+    assert_int_equal(vm_image_key_check("amd64-0123", &e), -EINVAL);
+    assert_int_equal(vm_image_key_check("x86_64-0123456789abcdef", &e), -EINVAL);
+    assert_int_equal(vm_image_key_check("amd64-../../etc", &e), -EINVAL);
+    assert_int_equal(vm_image_key_check("amd64-0123456789ABCDEF", &e), -EINVAL);
+    assert_int_equal(vm_image_key_check(NULL, &e), -EINVAL);
+    assert_non_null(strstr(e.msg, "ARCH-HASH"));
+
+    char tmp[] = "/tmp/test-vm-img-XXXXXX";
+    assert_non_null(mkdtemp(tmp));
+    char cache[256], root[256], p[512];
+    snprintf(cache, sizeof(cache), "%s/cache", tmp);
+    snprintf(root, sizeof(root), "%s/vms", tmp);
+    const char *key = "amd64-00112233445566778899";
+    snprintf(p, sizeof(p), "%s/%s", cache, key);
+    assert_int_equal(lfs_mkdir_p(p, 0755), 0);
+    json_t *m;
+    assert_int_equal(vm_image_manifest(cache, key, &m, &e), -ENOENT);
+    assert_non_null(strstr(e.msg, "not in the cache"));
+    snprintf(p, sizeof(p), "%s/%s/manifest.json", cache, key);
+    write_file(p, "{\"arch\": \"amd64\", \"built\": \"2026-01-01T00:00:00Z\"}");
+    assert_int_equal(vm_image_manifest(cache, key, &m, &e), -ENOENT);
+    assert_non_null(strstr(e.msg, "rootfs.img is missing"));
+    /* A sparse 3 MiB root with data at both ends. */
+    snprintf(p, sizeof(p), "%s/%s/rootfs.img", cache, key);
+    int fd = open(p, O_WRONLY | O_CREAT, 0644);
+    assert_true(fd >= 0);
+    assert_int_equal(pwrite(fd, "head", 4, 0), 4);
+    assert_int_equal(pwrite(fd, "tail", 4, (3 << 20) - 4), 4);
+    close(fd);
+    snprintf(p, sizeof(p), "%s/%s/kernel", cache, key);
+    write_file(p, "kernel");
+    snprintf(p, sizeof(p), "%s/%s/initrd.img", cache, key);
+    write_file(p, "initrd");
+    assert_int_equal(vm_image_manifest(cache, key, &m, &e), 0);
+    json_decref(m);
+    json_t *list = vm_image_list(cache);
+    assert_int_equal(json_array_size(list), 1);
+    assert_string_equal(ljson_str(json_array_get(list, 0), "key"), key);
+    json_decref(list);
+
+    struct vm_def d;
+    vm_def_init(&d, "made", &e);
+    d.arch = VM_ARCH_AMD64;
+    d.disk = 4ull << 30;
+    assert_int_equal(vm_create(root, cache, &d, &e), -EINVAL);
+    assert_non_null(strstr(e.msg, "no image"));
+    d.image = strdup(key);
+    assert_int_equal(vm_create(root, cache, &d, &e), 0);
+    assert_int_equal(vm_create(root, cache, &d, &e), -EEXIST);
+    snprintf(p, sizeof(p), "%s/made/disk.img", root);
+    struct stat st;
+    assert_int_equal(stat(p, &st), 0);
+    assert_int_equal(st.st_size, 4ll << 30);
+    assert_true(st.st_blocks * 512 < (16 << 20)); /* still sparse */
+    char buf[4];
+    fd = open(p, O_RDONLY);
+    assert_int_equal(pread(fd, buf, 4, (3 << 20) - 4), 4);
+    assert_memory_equal(buf, "tail", 4);
+    close(fd);
+    /* Grow, never shrink. */
+    assert_int_equal(vm_resize_disk(root, "made", 5ull << 30, &e), 0);
+    assert_int_equal(vm_resize_disk(root, "made", 3ull << 30, &e), -EINVAL);
+    assert_non_null(strstr(e.msg, "can only grow"));
+    assert_int_equal(vm_resize_disk(root, "gone", 5ull << 30, &e), -ENOENT);
+    /* Wrong architecture or a root larger than the disk: nothing is left behind. */
+    struct vm_def d2;
+    vm_def_init(&d2, "wrong", &e);
+    d2.arch = VM_ARCH_ARM64;
+    d2.image = strdup(key);
+    assert_int_equal(vm_create(root, cache, &d2, &e), -EINVAL);
+    assert_non_null(strstr(e.msg, "is for amd64"));
+    snprintf(p, sizeof(p), "%s/wrong", root);
+    assert_int_equal(access(p, F_OK), -1);
+    vm_def_free(&d2);
+    assert_int_equal(vm_delete_dir(root, "made", &e), 0);
+    snprintf(p, sizeof(p), "%s/made", root);
+    assert_int_equal(access(p, F_OK), -1);
+    assert_int_equal(vm_delete_dir(root, "made", &e), 0);
+    assert_int_equal(vm_delete_dir(root, "../x", &e), -EINVAL);
+    vm_def_free(&d);
+    assert_int_equal(vm_copy_sparse("/nonexistent", "/tmp/x", &e), -ENOENT);
+    assert_int_equal(vm_rm_rf(tmp), 0);
+}
+
+static void test_paths(void **state)
+{
+    char buf[256];
+    struct lerr e = {0};
+    assert_int_equal(vm_path(buf, sizeof(buf), "/var/lib/ledge/vm", "a", "vm.json"), 0);
+    assert_string_equal(buf, "/var/lib/ledge/vm/a/vm.json");
+    assert_int_equal(vm_path(buf, 8, "/var/lib/ledge/vm", "a", NULL), -ENAMETOOLONG);
+    assert_int_equal(vm_sock_path(buf, sizeof(buf), "/v", "a", "api.sock", &e), 0);
+    assert_string_equal(buf, "/v/a/run/api.sock");
+    char longdir[200];
+    memset(longdir, 'd', sizeof(longdir) - 1);
+    longdir[0] = '/';
+    longdir[sizeof(longdir) - 1] = 0;
+    assert_int_equal(vm_sock_path(buf, sizeof(buf), longdir, "a", "api.sock", &e), -ENAMETOOLONG);
+    assert_non_null(strstr(e.msg, "unix socket path"));
+    setenv("LEDGE_VM_DIR", "/srv/vms", 1);
+    assert_string_equal(vm_dir_default(), "/srv/vms");
+    unsetenv("LEDGE_VM_DIR");
+    assert_string_equal(vm_dir_default(), VM_DIR_DEFAULT);
+    assert_string_equal(vm_cache_dir_default(), VM_CACHE_DEFAULT);
+    assert_int_equal(vm_find_program("no-such-ledge-program", buf, sizeof(buf)), -ENOENT);
+    setenv("LEDGE_VM_LIBDIR", "/bin", 1);
+    assert_int_equal(vm_find_program("sh", buf, sizeof(buf)), 0);
+    unsetenv("LEDGE_VM_LIBDIR");
+}
+
+static void test_checks(void **state)
+{
+    char tmp[] = "/tmp/test-vm-chk-XXXXXX";
+    assert_non_null(mkdtemp(tmp));
+    char meminfo[256], bin[256], p[512];
+    snprintf(meminfo, sizeof(meminfo), "%s/meminfo", tmp);
+    snprintf(bin, sizeof(bin), "%s/bin", tmp);
+    lfs_mkdir_p(bin, 0755);
+    write_file(meminfo, "MemTotal: 4000000 kB\nMemAvailable: 524288 kB\n");
+    struct vm_check_env env = {.vmroot = tmp,
+                               .cache = tmp,
+                               .meminfo = meminfo,
+                               .path = bin,
+                               .kvm_device = "/nonexistent-kvm"};
+    struct vm_def d;
+    struct lerr e = {0};
+    vm_def_init(&d, "c", &e);
+    json_t *r = vm_host_checks(&env, &d);
+    assert_non_null(r);
+    size_t i;
+    json_t *c;
+    int errors = 0;
+    bool qemu_missing = false, mem_short = false, no_kvm = false;
+    json_array_foreach (r, i, c) {
+        const char *id = ljson_str(c, "id"), *res = ljson_str(c, "result");
+        errors += lstr_eq(res, "error");
+        qemu_missing |= lstr_eq(id, "vm-qemu") && lstr_eq(res, "error") && ljson_str(c, "fix");
+        mem_short |= lstr_eq(id, "vm-memory") && lstr_eq(res, "error");
+        no_kvm |= lstr_eq(id, "vm-accel") && lstr_eq(res, "warning");
+    }
+    assert_true(qemu_missing && mem_short && no_kvm);
+    json_decref(r);
+    /* QEMU present, enough memory: no errors. */
+    snprintf(p, sizeof(p), "%s/%s", bin, vm_qemu_binary(d.arch));
+    write_file(p, "#!/bin/sh\n");
+    chmod(p, 0755);
+    write_file(meminfo, "MemAvailable: 8000000 kB\n");
+    r = vm_host_checks(&env, &d);
+    errors = 0;
+    json_array_foreach (r, i, c)
+        errors += lstr_eq(ljson_str(c, "result"), "error");
+    assert_int_equal(errors, 0);
+    json_decref(r);
+    vm_def_free(&d);
+    vm_rm_rf(tmp);
+}
+
+/* ------------------------------------------------------------------ the multiplexer */
+
+struct pair {
+    struct event_base *base;
+    struct vm_mux *host, *guest;
+    int host_hellos, guest_hellos;
+    int events;
+    int pongs;
+    int opened;
+    int closed_ids;
+    bool link_down;
+    struct lbuf got; /* bytes the host-side test socket received */
+    int client_fd;   /* the test's end of a host stream */
+    bool refuse;
+};
+
+static int g_open(void *ud, struct vm_mux_conn *c, const json_t *req, struct lerr *err)
+{
+    struct pair *t = ud;
+    t->opened++;
+    if (t->refuse)
+        return lerr_set(err, -EPERM, "refused by test");
+    const char *kind = ljson_str(req, "kind");
+    if (lstr_eq(kind, "echo")) {
+        /* The guest side is a socketpair whose far end echoes via a child. */
+        int sv[2];
+        socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv);
+        pid_t pid = fork();
+        if (pid == 0) {
+            close(sv[0]);
+            char buf[65536];
+            ssize_t n;
+            while ((n = read(sv[1], buf, sizeof(buf))) > 0)
+                if (write(sv[1], buf, (size_t)n) != n)
+                    _exit(1);
+            shutdown(sv[1], SHUT_WR);
+            _exit(0);
+        }
+        close(sv[1]);
+        return vm_mux_conn_attach_stream(c, sv[0]);
+    }
+    if (lstr_eq(kind, "exec")) {
+        int in[2], out[2], errp[2];
+        if (pipe2(in, O_CLOEXEC) < 0 || pipe2(out, O_CLOEXEC) < 0 || pipe2(errp, O_CLOEXEC) < 0)
+            return lerr_set(err, -errno, "pipe");
+        pid_t pid = fork();
+        if (pid == 0) {
+            dup2(in[0], 0);
+            dup2(out[1], 1);
+            dup2(errp[1], 2);
+            execl("/bin/sh", "sh", "-c", ljson_str(req, "script"), (char *)NULL);
+            _exit(127);
+        }
+        close(in[0]);
+        close(out[1]);
+        close(errp[1]);
+        int pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
+        return vm_mux_conn_attach_exec(c, pid, pidfd, in[1], out[0], errp[0]);
+    }
+    return lerr_set(err, -EINVAL, "unknown kind");
+}
+
+static void h_hello(void *ud, const json_t *h)
+{
+    ((struct pair *)ud)->host_hellos++;
+}
+static void g_hello(void *ud, const json_t *h)
+{
+    struct pair *t = ud;
+    t->guest_hellos++;
+    if (json_is_true(json_object_get(h, "reset")))
+        vm_mux_send_hello(t->guest, json_pack("{s:b, s:s}", "reset", false, "role", "guest"));
+}
+static void g_event(void *ud, const json_t *ev)
+{
+    ((struct pair *)ud)->events++;
+}
+static void h_pong(void *ud, const void *p, size_t n)
+{
+    ((struct pair *)ud)->pongs++;
+}
+static void h_closed(void *ud, uint32_t id)
+{
+    ((struct pair *)ud)->closed_ids++;
+}
+static void h_down(void *ud, int err)
+{
+    ((struct pair *)ud)->link_down = true;
+}
+
+static void pair_init(struct pair *t)
+{
+    memset(t, 0, sizeof(*t));
+    signal(SIGPIPE, SIG_IGN);
+    t->base = event_base_new();
+    static const struct vm_mux_ops hops = {
+        .on_hello = h_hello, .on_pong = h_pong, .on_conn_closed = h_closed, .on_link_down = h_down};
+    static const struct vm_mux_ops gops = {
+        .on_hello = g_hello, .on_open = g_open, .on_event = g_event};
+    assert_int_equal(vm_mux_new(t->base, VM_MUX_HOST, NULL, &hops, t, &t->host), 0);
+    assert_int_equal(vm_mux_new(t->base, VM_MUX_GUEST, NULL, &gops, t, &t->guest), 0);
+    int sv[2];
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+    assert_int_equal(vm_mux_set_link(t->host, sv[0]), 0);
+    assert_int_equal(vm_mux_set_link(t->guest, sv[1]), 0);
+    t->client_fd = -1;
+}
+
+static void pair_free(struct pair *t)
+{
+    vm_mux_free(t->host);
+    vm_mux_free(t->guest);
+    event_base_free(t->base);
+    lbuf_free(&t->got);
+    if (t->client_fd >= 0)
+        close(t->client_fd);
+    while (waitpid(-1, NULL, WNOHANG) > 0)
+        ;
+}
+
+/* Run the loop until cond holds (bounded). */
+#define RUN_UNTIL(t, cond)                                                                         \
+    do {                                                                                           \
+        for (int _i = 0; _i < 4000 && !(cond); _i++)                                               \
+            event_base_loop((t)->base, EVLOOP_ONCE | EVLOOP_NONBLOCK), usleep(500);                \
+        assert_true(cond);                                                                         \
+    } while (0)
+
+static void test_mux_hello_ping_event(void **state)
+{
+    struct pair t;
+    pair_init(&t);
+    assert_true(vm_mux_has_link(t.host));
+    assert_int_equal(
+        vm_mux_send_hello(t.host, json_pack("{s:b, s:s}", "reset", true, "role", "host")), 0);
+    RUN_UNTIL(&t, t.host_hellos == 1);
+    assert_int_equal(t.guest_hellos, 1);
+    assert_int_equal(vm_mux_ping(t.host, "abc", 3), 0);
+    RUN_UNTIL(&t, t.pongs == 1);
+    assert_int_equal(vm_mux_send_event(t.host, json_pack("{s:s}", "event", "poweroff")), 0);
+    RUN_UNTIL(&t, t.events == 1);
+    const struct vm_mux_stats *st = vm_mux_stats(t.guest);
+    assert_true(st->frames_in >= 3);
+    assert_int_equal(st->skipped, 0);
+    pair_free(&t);
+}
+
+static int host_stream(struct pair *t, const char *kind, uint32_t *id)
+{
+    int sv[2];
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+    int r = vm_mux_open_stream(t->host, sv[1], json_pack("{s:s}", "kind", kind), id);
+    t->client_fd = sv[0];
+    fcntl(sv[0], F_SETFL, O_NONBLOCK);
+    return r;
+}
+
+static void pump_client(struct pair *t)
+{
+    char buf[65536];
+    ssize_t n;
+    while ((n = read(t->client_fd, buf, sizeof(buf))) > 0)
+        lbuf_append(&t->got, buf, (size_t)n);
+}
+
+static void test_mux_stream_echo(void **state)
+{
+    struct pair t;
+    pair_init(&t);
+    uint32_t id;
+    assert_int_equal(host_stream(&t, "echo", &id), 0);
+    assert_true(id > 0);
+    assert_int_equal(vm_mux_conn_count(t.host), 1);
+    /* 1 MiB through windows of 256 KiB: credit must flow back for this to finish. */
+    size_t total = 1 << 20;
+    char *data = malloc(total);
+    for (size_t i = 0; i < total; i++)
+        data[i] = (char)(i * 7 + 3);
+    size_t sent = 0;
+    for (int i = 0; i < 20000 && t.got.len < total; i++) {
+        if (sent < total) {
+            ssize_t n = write(t.client_fd, data + sent, MIN(total - sent, (size_t)65536));
+            if (n > 0)
+                sent += (size_t)n;
+        }
+        event_base_loop(t.base, EVLOOP_ONCE | EVLOOP_NONBLOCK);
+        pump_client(&t);
+        if (t.got.len < total)
+            usleep(100);
+    }
+    assert_int_equal(t.got.len, total);
+    assert_memory_equal(t.got.data, data, total);
+    free(data);
+    /* Half-close from the client: the EOF travels, the echo ends, the connection closes. */
+    shutdown(t.client_fd, SHUT_WR);
+    RUN_UNTIL(&t,
+              (pump_client(&t), vm_mux_conn_count(t.host) == 0 && vm_mux_conn_count(t.guest) == 0));
+    assert_int_equal(t.closed_ids, 1);
+    char c;
+    assert_int_equal(read(t.client_fd, &c, 1), 0); /* our side got EOF */
+    pair_free(&t);
+}
+
+static void test_mux_refused_and_reset(void **state)
+{
+    struct pair t;
+    pair_init(&t);
+    t.refuse = true;
+    uint32_t id;
+    assert_int_equal(host_stream(&t, "echo", &id), 0);
+    RUN_UNTIL(&t, t.opened == 1 && vm_mux_conn_count(t.host) == 0);
+    assert_int_equal(vm_mux_stats(t.guest)->conns_refused, 1);
+    close(t.client_fd);
+    t.client_fd = -1;
+    t.refuse = false;
+    /* A HELLO with reset drops every connection on both sides. */
+    assert_int_equal(host_stream(&t, "echo", &id), 0);
+    RUN_UNTIL(&t, vm_mux_conn_count(t.guest) == 1);
+    vm_mux_send_hello(t.host, json_pack("{s:b, s:s}", "reset", true, "role", "host"));
+    assert_int_equal(vm_mux_conn_count(t.host), 0);
+    RUN_UNTIL(&t, vm_mux_conn_count(t.guest) == 0);
+    /* Without a link nothing opens. */
+    vm_mux_drop_link(t.host);
+    assert_false(vm_mux_has_link(t.host));
+    int sv[2];
+    socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv);
+    assert_int_equal(vm_mux_open_stream(t.host, sv[1], json_object(), NULL), -ENOTCONN);
+    close(sv[0]);
+    assert_int_equal(vm_mux_send_hello(t.host, json_object()), -ENOTCONN);
+    /* The guest sees the link go away. */
+    RUN_UNTIL(&t, !vm_mux_has_link(t.guest));
+    pair_free(&t);
+}
+
+/* A relay client speaks frames: OPEN an exec, send stdin, read stdout/stderr/EXIT. */
+static void test_mux_relay_exec(void **state)
+{
+    struct pair t;
+    pair_init(&t);
+    int sv[2];
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+    assert_int_equal(vm_mux_add_relay(t.host, sv[1]), 0);
+    int cl = sv[0];
+    fcntl(cl, F_SETFL, O_NONBLOCK);
+    struct lbuf b = LBUF_INIT;
+    const char *req = "{\"kind\": \"exec\", \"script\": \"tr a-z A-Z; echo oops >&2; exit 3\"}";
+    vm_frame_encode(&b, VM_FRAME_OPEN, 42, req, strlen(req));
+    vm_frame_encode(&b, VM_FRAME_DATA, 42, "hello\n", 6);
+    vm_frame_encode(&b, VM_FRAME_EOF, 42, NULL, 0);
+    assert_int_equal(write(cl, b.data, b.len), (ssize_t)b.len);
+    lbuf_free(&b);
+    struct lbuf in = LBUF_INIT, out = LBUF_INIT, err = LBUF_INIT;
+    int code = -1;
+    bool closed = false;
+    for (int i = 0; i < 8000 && !closed; i++) {
+        event_base_loop(t.base, EVLOOP_ONCE | EVLOOP_NONBLOCK);
+        char buf[4096];
+        ssize_t n;
+        while ((n = read(cl, buf, sizeof(buf))) > 0)
+            lbuf_append(&in, buf, (size_t)n);
+        size_t off = 0;
+        for (;;) {
+            struct vm_frame f;
+            size_t used;
+            int found = vm_frame_decode((uint8_t *)in.data + off, in.len - off, &f, &used, NULL);
+            off += used;
+            if (!found)
+                break;
+            assert_int_equal(f.conn, 42); /* the client's own id */
+            if (f.type == VM_FRAME_DATA)
+                lbuf_append(&out, f.payload, f.len);
+            else if (f.type == VM_FRAME_STDERR)
+                lbuf_append(&err, f.payload, f.len);
+            else if (f.type == VM_FRAME_EXIT) {
+                json_t *j = NULL;
+                ljson_parse((const char *)f.payload, f.len, &j, NULL);
+                code = (int)ljson_int(j, "code", -1);
+                json_decref(j);
+            } else if (f.type == VM_FRAME_CLOSE)
+                closed = true;
+        }
+        lbuf_consume(&in, off);
+        usleep(500);
+    }
+    assert_true(closed);
+    assert_int_equal(code, 3);
+    assert_string_equal(out.data, "HELLO\n");
+    assert_string_equal(err.data, "oops\n");
+    RUN_UNTIL(&t, vm_mux_conn_count(t.host) == 0 && vm_mux_conn_count(t.guest) == 0);
+    close(cl);
+    lbuf_free(&in);
+    lbuf_free(&out);
+    lbuf_free(&err);
+    pair_free(&t);
+}
+
+/* A relay client that ignores its window is cut off; one whose first frame is not OPEN too. */
+static void test_mux_relay_violations(void **state)
+{
+    struct pair t;
+    pair_init(&t);
+    int sv[2];
+    socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv);
+    assert_int_equal(vm_mux_add_relay(t.host, sv[1]), 0);
+    struct lbuf b = LBUF_INIT;
+    vm_frame_encode(&b, VM_FRAME_DATA, 1, "x", 1);
+    assert_int_equal(write(sv[0], b.data, b.len), (ssize_t)b.len);
+    RUN_UNTIL(&t, vm_mux_conn_count(t.host) == 0);
+    assert_int_equal(vm_mux_stats(t.host)->protocol_errors, 1);
+    close(sv[0]);
+    lbuf_free(&b);
+
+    socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv);
+    assert_int_equal(vm_mux_add_relay(t.host, sv[1]), 0);
+    const char *req = "{\"kind\": \"exec\", \"script\": \"sleep 5\"}";
+    vm_frame_encode(&b, VM_FRAME_OPEN, 1, req, strlen(req));
+    static char chunk[VM_FRAME_MAX_PAYLOAD];
+    for (int i = 0; i < 10; i++) /* 640 KiB: the window (256 KiB) plus a pipe (64 KiB) is less */
+        vm_frame_encode(&b, VM_FRAME_DATA, 1, chunk, sizeof(chunk));
+    fcntl(sv[0], F_SETFL, O_NONBLOCK);
+    size_t off = 0;
+    for (int i = 0; i < 4000 && vm_mux_stats(t.host)->protocol_errors < 2; i++) {
+        if (off < b.len) {
+            ssize_t n = write(sv[0], b.data + off, b.len - off);
+            if (n > 0)
+                off += (size_t)n;
+        }
+        event_base_loop(t.base, EVLOOP_ONCE | EVLOOP_NONBLOCK);
+        usleep(200);
+    }
+    assert_int_equal(vm_mux_stats(t.host)->protocol_errors, 2);
+    RUN_UNTIL(&t, vm_mux_conn_count(t.guest) == 0);
+    close(sv[0]);
+    lbuf_free(&b);
+    pair_free(&t);
+}
+
+/* The guest refuses an OPEN that is not JSON, and unknown kinds, with a CLOSE naming why. */
+static void test_mux_guest_bad_open(void **state)
+{
+    struct pair t;
+    pair_init(&t);
+    int sv[2];
+    socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv);
+    vm_mux_add_relay(t.host, sv[1]);
+    struct lbuf b = LBUF_INIT;
+    vm_frame_encode(&b, VM_FRAME_OPEN, 5, "{\"kind\": \"warp\"}", 16);
+    assert_int_equal(write(sv[0], b.data, b.len), (ssize_t)b.len);
+    fcntl(sv[0], F_SETFL, O_NONBLOCK);
+    struct lbuf in = LBUF_INIT;
+    bool closed = false;
+    for (int i = 0; i < 4000 && !closed; i++) {
+        event_base_loop(t.base, EVLOOP_ONCE | EVLOOP_NONBLOCK);
+        char buf[1024];
+        ssize_t n;
+        while ((n = read(sv[0], buf, sizeof(buf))) > 0)
+            lbuf_append(&in, buf, (size_t)n);
+        struct vm_frame f;
+        size_t used;
+        if (in.len && vm_frame_decode((uint8_t *)in.data, in.len, &f, &used, NULL) == 1) {
+            assert_int_equal(f.type, VM_FRAME_CLOSE);
+            assert_non_null(memmem(f.payload, f.len, "unknown kind", 12));
+            closed = true;
+        }
+        usleep(200);
+    }
+    assert_true(closed);
+    close(sv[0]);
+    lbuf_free(&in);
+    lbuf_free(&b);
+    pair_free(&t);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_frame_roundtrip),
+        cmocka_unit_test(test_frame_errors),
+        cmocka_unit_test(test_frame_partial),
+        cmocka_unit_test(test_frame_resync),
+        cmocka_unit_test(test_names_sizes),
+        cmocka_unit_test(test_def_defaults_validate),
+        cmocka_unit_test(test_ports),
+        cmocka_unit_test(test_shares),
+        cmocka_unit_test(test_def_json),
+        cmocka_unit_test(test_qemu_argv),
+        cmocka_unit_test(test_qmp),
+        cmocka_unit_test(test_deployment_ports),
+        cmocka_unit_test(test_images),
+        cmocka_unit_test(test_paths),
+        cmocka_unit_test(test_checks),
+        cmocka_unit_test(test_mux_hello_ping_event),
+        cmocka_unit_test(test_mux_stream_echo),
+        cmocka_unit_test(test_mux_refused_and_reset),
+        cmocka_unit_test(test_mux_relay_exec),
+        cmocka_unit_test(test_mux_relay_violations),
+        cmocka_unit_test(test_mux_guest_bad_open),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

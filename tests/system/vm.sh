@@ -1,0 +1,160 @@
+#!/usr/bin/env bash
+# vm.sh — a real guest under software emulation (QEMU TCG; the image from scripts/vm-test-image,
+# cached between runs): create → start → an image copied from this host's engine into the
+# guest's → a module deployed through the host CLI runs in the guest → a host program reaches its
+# published port (forwarded automatically) and a live forward → the module reaches a host
+# service by the stable name host.ledge.internal → a shared folder is visible to the module as
+# a bind mount → a host program talks to the guest's hub as a leaf client (MQTT over TLS through
+# the hub forward) → exec → stop/start and an in-guest reboot keep the deployment → delete
+# leaves nothing behind. Timings are logged (docs/benchmarks.md).
+source "$(dirname "$0")/lib.sh"
+source "$(dirname "$0")/vm-lib.sh"
+need "command -v qemu-system-x86_64" "qemu-system-x86 is not installed (scripts/vm-deps)"
+need "command -v debootstrap" "debootstrap is not installed (scripts/vm-deps)"
+need "command -v busybox" "busybox-static is not installed (scripts/vm-deps)"
+need "command -v mosquitto_pub" "mosquitto-clients missing (scripts/deps --test)"
+need_docker
+trap 'vm_cleanup; cleanup' EXIT
+
+t0=$(date +%s)
+KEY="$("$SRC_ROOT/scripts/vm-test-image" amd64 "$LEDGE_BUILD" | tail -1)" || fail "building the guest image"
+log "image $KEY ready after $(( $(date +%s) - t0 ))s"
+
+# A module image built here from busybox-static (no registry): an HTTP server, and a client of
+# the host's service.
+img="$T/img"
+mkdir -p "$img/bin" "$T/share" "$T/www"
+cp "$(command -v busybox)" "$img/bin/busybox"
+for a in sh httpd wget cat echo sleep mkdir; do ln -s busybox "$img/bin/$a"; done
+tar -C "$img" --owner=0 --group=0 -c . | docker import --change 'CMD ["/bin/sh"]' - ledge-vm-busybox:test >/dev/null
+echo "hello-from-the-host-share" > "$T/share/hello.txt"
+echo "pong-from-the-host" > "$T/www/ping.txt"
+HOST_SVC=$(free_port); WEB=$(free_port); LIVE=$(free_port); HUB=$(free_port)
+busybox httpd -f -p "127.0.0.1:$HOST_SVC" -h "$T/www" &
+HTTPD_PID=$!
+
+log "create and start (software emulation)"
+vm create t1 --image "$KEY" --memory 1024M --cpus 1 --disk 4G --hub-port "$HUB" >/dev/null
+vm share add t1 "$T/share" /mnt/hostshare --ro >/dev/null
+s0=$(date +%s%N)
+vm start t1 --timeout 300 | tee "$T/start.out" >&2 || fail "start"
+log "TIMING vm start -> guest runtime answering: $(( ($(date +%s%N) - s0) / 1000000 )) ms"
+vm status t1 | tee "$T/status.out" >&2
+grep -q "software emulation\|KVM" "$T/status.out" || fail "status does not say which accelerator"
+grep -q "127.0.0.1:$HUB->8883/tcp.*hub.*active" "$T/status.out" || fail "no hub forward"
+grep -q "$T/share -> /mnt/hostshare (read-only)" "$T/status.out" || fail "status lacks the share"
+wait_for 120 "the guest's engine" bash -c "'$LEDGE_BIN' vm status t1 --json | jq -e '.boot.engineMs' >/dev/null"
+log "TIMING guest engine connected $(vm_field t1 .boot.engineMs) ms after boot start"
+
+log "an image from this host's engine into the guest's"
+gvm t1 image load ledge-vm-busybox:test | grep -q "Loaded image: ledge-vm-busybox:test" || fail "image load"
+
+log "deploy through the host CLI"
+CMD="mkdir -p /www; echo hi-from-the-module > /www/index.html; cat /data/hello.txt; httpd -p 8080 -h /www; while true; do wget -q -O - http://host.ledge.internal:$HOST_SVC/ping.txt; sleep 2; done"
+CO=$(jq -cn --arg cmd "$CMD" --arg web "$WEB" '{Cmd: ["/bin/sh", "-c", $cmd], HostConfig: {Binds: ["/mnt/hostshare:/data:ro"], PortBindings: {"8080/tcp": [{HostPort: $web}]}}}')
+IDLE='"type": "process", "status": "running", "restartPolicy": "always", "settings": {"path": "/bin/sleep", "args": ["infinity"]}'
+cat > "$T/deploy.json" <<JSON
+{"modulesContent": {
+  "\$edgeAgent": {"properties.desired": {
+    "schemaVersion": "1.1",
+    "runtime": {"type": "docker", "settings": {"minDockerVersion": "v1.25"}},
+    "systemModules": {
+      "edgeAgent": {"type": "docker", "settings": {"image": "mcr.microsoft.com/azureiotedge-agent:1.4"}},
+      "edgeHub": {"type": "docker", "status": "running", "restartPolicy": "always", "settings": {"image": "mcr.microsoft.com/azureiotedge-hub:1.4"}}},
+    "modules": {
+      "web": {"type": "docker", "status": "running", "restartPolicy": "always", "imagePullPolicy": "never",
+              "settings": {"image": "ledge-vm-busybox:test", "createOptions": $(jq -n --arg c "$CO" '$c')}},
+      "hostin": {$IDLE},
+      "hostout": {$IDLE}}}},
+  "\$edgeHub": {"properties.desired": {"schemaVersion": "1.1",
+    "routes": {"hostToHost": "FROM /messages/modules/hostout/outputs/* INTO BrokeredEndpoint(\"/modules/hostin/inputs/in\")"},
+    "storeAndForwardConfiguration": {"timeToLiveSecs": 7200}}}
+}}
+JSON
+gvm t1 deploy "$T/deploy.json" >&2 || fail "deploy through --vm"
+vstatus() { gvm t1 list --json | jq -r --arg n "$1" '.[] | select(.name == $n) | .runtimeStatus'; }
+wait_for 180 "web running in the guest" bash -c "[ \"\$('$LEDGE_BIN' --vm t1 list --json | jq -r '.[] | select(.name == \"web\") | .runtimeStatus')\" = running ]"
+gvm t1 list >&2
+
+log "a host program reaches the module's published port (forwarded automatically)"
+web_ok() { [ "$(curl -s -m 5 "http://127.0.0.1:$1/")" = "hi-from-the-module" ]; }
+wait_for 60 "the automatic forward of $WEB" web_ok "$WEB"
+vm port list t1 | grep -q "127.0.0.1:$WEB->$WEB/tcp.*auto.*active (module web)" || fail "port list lacks the automatic forward"
+
+log "live forwards: added and removed while running"
+vm port add t1 "$LIVE:$WEB" >/dev/null
+wait_for 20 "the live forward" web_ok "$LIVE"
+vm port remove t1 "$LIVE:$WEB" >/dev/null
+wait_for 20 "the live forward to go" bash -c "! curl -s -m 3 http://127.0.0.1:$LIVE/ >/dev/null"
+
+log "the module reaches a host service by name, and reads the shared folder"
+mod_logs() { gvm t1 logs web --tail 200 2>/dev/null; }
+wait_for 60 "the module reaching host.ledge.internal" bash -c "'$LEDGE_BIN' --vm t1 logs web --tail 200 | grep -q pong-from-the-host"
+mod_logs | grep -q "hello-from-the-host-share" || fail "the module did not see the shared folder"
+[ "$(vm exec t1 -- cat /mnt/hostshare/hello.txt)" = "hello-from-the-host-share" ] || fail "exec: the share in the guest"
+
+log "exec: exit codes, stderr, stdin"
+rc=0; vm exec t1 -- sh -c 'exit 7' || rc=$?
+assert_eq "$rc" 7 "exec exit code"
+[ "$(echo stdin-data | vm exec t1 -- tr a-z A-Z)" = "STDIN-DATA" ] || fail "exec stdin"
+[ "$(vm exec t1 -- sh -c 'echo to-stderr >&2' 2>&1 >/dev/null)" = "to-stderr" ] || fail "exec stderr"
+gvm t1 check --output json > "$T/check.json" 2>/dev/null || true
+jq -e 'length > 0' "$T/check.json" >/dev/null 2>&1 || jq -e '.checks | length > 0' "$T/check.json" >/dev/null ||
+  fail "ledge --vm t1 check did not run the guest's checks"
+
+log "a host program is a leaf of the guest's hub (MQTT over TLS through the hub forward)"
+vm exec t1 -- cat /var/lib/ledge/certs/trust-bundle.pem > "$T/ca.pem"
+DEV=t1
+user_of() { echo "$DEV.local.ledge/$DEV/$1/?api-version=2021-04-12"; }
+tok() { gvm t1 token "$1" --json | jq -r .token; }
+wait_for 60 "the guest hub" bash -c "'$LEDGE_BIN' --vm t1 hub status --json >/dev/null"
+mosquitto_sub -h localhost -p "$HUB" --cafile "$T/ca.pem" -i "$DEV/hostin" -u "$(user_of hostin)" \
+  -P "$(tok hostin)" -t "devices/$DEV/modules/hostin/inputs/#" -C 1 -W 60 > "$T/received" &
+SUB=$!
+sleep 3
+mosquitto_pub -h localhost -p "$HUB" --cafile "$T/ca.pem" -i "$DEV/hostout" -u "$(user_of hostout)" \
+  -P "$(tok hostout)" -t "devices/$DEV/modules/hostout/messages/events/" -m "from-a-host-program" ||
+  fail "publishing to the guest's hub from the host"
+wait "$SUB" || fail "the host subscriber got nothing from the guest's hub"
+grep -q "from-a-host-program" "$T/received" || fail "received: $(cat "$T/received")"
+
+log "stop and start keep the deployment"
+vm stop t1 >/dev/null
+web_down() { ! curl -s -m 3 "http://127.0.0.1:$WEB/" >/dev/null; }
+web_down || fail "the forward is still open while stopped"
+s0=$(date +%s%N)
+vm start t1 --timeout 300 >/dev/null || fail "second start"
+log "TIMING second start -> runtime answering: $(( ($(date +%s%N) - s0) / 1000000 )) ms"
+wait_for 180 "web running again" bash -c "[ \"\$('$LEDGE_BIN' --vm t1 list --json | jq -r '.[] | select(.name == \"web\") | .runtimeStatus')\" = running ]"
+wait_for 60 "the published port again" web_ok "$WEB"
+
+log "an in-guest reboot brings the VM back with its deployment"
+qpid=$(vm_field t1 .qemuPid)
+vm exec t1 -- systemctl reboot >/dev/null 2>&1 || true
+wait_for 60 "the reboot to be seen" bash -c "[ \$('$LEDGE_BIN' vm status t1 --json | jq .boots) -ge 2 ]"
+wait_for 300 "running after the reboot" vm_state_is t1 running
+assert_eq "$(vm_field t1 .qemuPid)" "$qpid" "the same QEMU (reset in place)"
+wait_for 180 "web running after the reboot" bash -c "[ \"\$('$LEDGE_BIN' --vm t1 list --json | jq -r '.[] | select(.name == \"web\") | .runtimeStatus')\" = running ]"
+wait_for 60 "the published port after the reboot" web_ok "$WEB"
+
+log "logs: supervisor, console, guest runtime"
+vm logs t1 --tail 20 > "$T/logs.out" || fail "vm logs"
+grep -q "==> .*vmm.log" "$T/logs.out" && grep -q "journalctl -u ledged" "$T/logs.out" || fail "vm logs sections"
+
+log "resources: set while stopped, applied at the next start"
+vm stop t1 >/dev/null
+vm set t1 --memory 1536M --disk 5G >/dev/null
+vm start t1 --timeout 300 >/dev/null
+ps -o args= -p "$(vm_field t1 .qemuPid)" | grep -q -- "-m 1536M" || fail "memory not applied"
+wait_for 60 "the grown root" bash -c "[ \$('$LEDGE_BIN' vm exec t1 -- df -BM --output=size / | tail -1 | tr -dc 0-9) -gt 4500 ]"
+wait_for 180 "web running with the new resources" bash -c "[ \"\$('$LEDGE_BIN' --vm t1 list --json | jq -r '.[] | select(.name == \"web\") | .runtimeStatus')\" = running ]"
+
+log "delete leaves nothing behind"
+vm delete t1 --force >/dev/null
+[ ! -e "$VM_DIR/t1" ] || fail "the VM's directory remains"
+[ -z "$(vm_procs t1)" ] || fail "processes remain: $(vm_procs t1)"
+web_down || fail "a forward remains after delete"
+! curl -s -m 3 "http://127.0.0.1:$HUB/" >/dev/null || fail "the hub forward remains after delete"
+kill "$HTTPD_PID" 2>/dev/null || true
+docker rmi ledge-vm-busybox:test >/dev/null 2>&1 || true
+log "PASS in $(( $(date +%s) - t0 ))s"
