@@ -258,6 +258,8 @@ int hub_start(struct hub *h, struct lerr *err)
     store_report_free(&rep);
     if ((r = endpoints_sync(h, h->routes, err)) < 0)
         return r;
+    if ((r = commit_start(h)) < 0)
+        return lerr_set(err, r, "group commit: %s", strerror(-r));
     if ((r = twins_start(h, err)) < 0 || (r = methods_start(h)) < 0)
         return r;
     int n_sessions = sessions_load(h);
@@ -316,8 +318,11 @@ void hub_stop(struct hub *h)
         evconnlistener_free(h->plain_listener);
     h->tls_listener = h->plain_listener = NULL;
     /* What was accepted gets its acknowledgement before the store closes. */
-    if (h->store)
+    if (h->store) {
         router_commit(h);
+        commit_stop(h);
+        router_commit(h); /* what was left after the last batch (synchronously now) */
+    }
     control_stop(h);
     upstream_stop(h);
     methods_stop(h);

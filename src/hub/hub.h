@@ -31,6 +31,9 @@ struct session;
 struct endpoint;
 
 #define HUB_PRIORITIES 11 /* 0..9 and "no priority" (index 10) */
+/* Event priorities of the hub's loop: I/O and delivery run before the group commit. */
+#define HUB_EVENT_PRIORITIES 3
+#define HUB_PRIORITY_LOW 2
 #define HUB_NO_PRIORITY 10
 #define HUB_MAX_PACKET_OVERHEAD 8192 /* topic and property bag around a 256 KiB body */
 #define HUB_CONNECT_TIMEOUT_MS 10000 /* TLS handshake and CONNECT, from accept */
@@ -199,6 +202,11 @@ int router_inject(struct hub *h, struct hub_message *m);
 /* Run the group commit now: store_sync, then send the PUBACKs it makes true. */
 void router_commit(struct hub *h);
 void router_schedule_commit(struct hub *h);
+/* commit.c: the group commit (fsyncs on a worker thread, PUBACKs when durable). */
+int commit_start(struct hub *h);
+void commit_stop(struct hub *h);
+void commit_now(struct hub *h);
+void commit_conn_gone(struct hub *h, struct conn *c);
 /* Acknowledge a QoS 1 PUBLISH in order with the ones waiting for the group commit. */
 int router_ack(struct hub *h, struct conn *c, uint16_t packet_id);
 void router_conn_gone(struct hub *h, struct conn *c);
@@ -298,6 +306,7 @@ struct hub {
     struct event *sighup_ev, *sigterm_ev, *sigint_ev;
     struct hs_server *control;
     struct upstream *upstream;
+    struct committer *committer;
     struct twins *twins;
     struct methods *methods;
     /* group commit: PUBACKs waiting for store_sync() */

@@ -59,6 +59,8 @@ int main(int argc, char **argv)
     lstrv_free(&errors);
     log_set_level((enum log_level)h.cfg.log_level);
     h.base = event_base_new();
+    if (h.base)
+        event_base_priority_init(h.base, HUB_EVENT_PRIORITIES);
     struct lerr err = {0};
     int rc = 0;
     if (!h.base || hub_start(&h, &err) < 0) {

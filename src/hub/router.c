@@ -43,6 +43,7 @@ int router_ack(struct hub *h, struct conn *c, uint16_t packet_id)
 
 void router_conn_gone(struct hub *h, struct conn *c)
 {
+    commit_conn_gone(h, c);
     for (size_t i = 0; i < h->n_acks && c->pending_acks; i++)
         if (h->acks[i].c == c) {
             h->acks[i].c = NULL;
@@ -53,40 +54,7 @@ void router_conn_gone(struct hub *h, struct conn *c)
 void router_commit(struct hub *h)
 {
     h->commit_scheduled = false;
-    if (h->store_dirty && h->cfg.hub.fsync == CONFIG_FSYNC_ALWAYS) {
-        int r = store_sync(h->store);
-        if (r < 0) {
-            /* Nothing of this batch is acknowledged. An MQTT 3.1.1 sender retransmits only
-             * after a reconnect, so its connection is closed: it sends the batch again
-             * (duplicates of what did reach the disk, never a loss). */
-            size_t n = h->n_acks;
-            log_error(COMP,
-                      "store sync failed: %s; %zu acknowledgements withheld, their senders "
-                      "disconnected to retransmit",
-                      strerror(-r), n);
-            h->n_acks = 0;
-            h->store_dirty = false;
-            for (size_t i = 0; i < n; i++) {
-                struct conn *c = h->acks[i].c;
-                if (!c)
-                    continue;
-                c->pending_acks = 0;
-                conn_close(c, "store sync failed");
-            }
-            return;
-        }
-    }
-    h->store_dirty = false;
-    for (size_t i = 0; i < h->n_acks; i++) {
-        struct conn *c = h->acks[i].c;
-        if (!c)
-            continue;
-        uint16_t id = h->acks[i].packet_id;
-        uint8_t ack[4] = {0x40, 0x02, (uint8_t)(id >> 8), (uint8_t)id};
-        conn_send(c, ack, sizeof(ack));
-        c->pending_acks--;
-    }
-    h->n_acks = 0;
+    commit_now(h);
 }
 
 static void commit_cb(evutil_socket_t fd, short what, void *arg)
@@ -99,8 +67,12 @@ void router_schedule_commit(struct hub *h)
     if (h->commit_scheduled)
         return;
     h->commit_scheduled = true;
-    if (!h->commit_ev)
+    if (!h->commit_ev) {
         h->commit_ev = event_new(h->base, -1, 0, commit_cb, h);
+        /* Lowest priority: every readable connection of this loop pass is routed first, so
+         * one batch carries all of them. */
+        event_priority_set(h->commit_ev, HUB_PRIORITY_LOW);
+    }
     /* After every callback already active in this loop iteration: one sync per batch. */
     event_active(h->commit_ev, 0, 0);
 }

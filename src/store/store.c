@@ -765,6 +765,96 @@ int store_sync(struct store *s)
     return ret;
 }
 
+struct sync_entry {
+    char *queue; /* name, to find it again at finish (it may have been removed meanwhile) */
+    int fd;      /* dup of the write segment, or -1 */
+    char *dir;   /* the queue directory when it gained a file, or NULL */
+    int err;     /* pending or fsync error */
+    int dir_err;
+};
+
+struct store_sync_batch {
+    struct sync_entry *e;
+    size_t n;
+};
+
+int store_sync_prepare(struct store *s, struct store_sync_batch **ret)
+{
+    struct store_sync_batch *b = calloc(1, sizeof(*b));
+    if (!b)
+        return -ENOMEM;
+    if (s->ndirty && !(b->e = calloc(s->ndirty, sizeof(*b->e)))) {
+        free(b);
+        return -ENOMEM;
+    }
+    for (size_t i = 0; i < s->ndirty; i++) {
+        struct queue *q = s->dirty[i];
+        struct sync_entry *e = &b->e[b->n++];
+        e->fd = -1;
+        e->queue = strdup(q->name);
+        e->err = q->pending_err;
+        q->pending_err = 0;
+        if (q->wfd >= 0 && (e->fd = fcntl(q->wfd, F_DUPFD_CLOEXEC, 0)) < 0 && !e->err)
+            e->err = neg_errno();
+        if (q->dir_dirty) {
+            e->dir = strdup(q->dir);
+            q->dir_dirty = false;
+        }
+        q->dirty = false;
+    }
+    s->ndirty = 0;
+    *ret = b;
+    return 0;
+}
+
+void store_sync_run(struct store_sync_batch *b)
+{
+    if (b->n > 1)
+        for (size_t i = 0; i < b->n; i++)
+            if (b->e[i].fd >= 0)
+                sync_file_range(b->e[i].fd, 0, 0, SYNC_FILE_RANGE_WRITE);
+    for (size_t i = 0; i < b->n; i++) {
+        struct sync_entry *e = &b->e[i];
+        if (e->fd >= 0 && fdatasync(e->fd) < 0 && !e->err)
+            e->err = neg_errno();
+        if (e->dir)
+            e->dir_err = lfs_fsync_dir(e->dir);
+    }
+}
+
+int store_sync_finish(struct store *s, struct store_sync_batch *b)
+{
+    int ret = 0;
+    for (size_t i = 0; i < b->n; i++) {
+        struct sync_entry *e = &b->e[i];
+        struct queue *q = e->queue ? store_queue_find(s, e->queue) : NULL;
+        s->st.syncs += (e->fd >= 0) + (e->dir != NULL);
+        if (e->err < 0) {
+            s->st.sync_errors++;
+            if (q)
+                q->seal_write = true; /* never write to that segment again (see store_sync) */
+            if (!ret)
+                ret = e->err;
+        }
+        if (e->dir_err < 0) {
+            s->st.sync_errors++;
+            if (!ret)
+                ret = e->dir_err;
+            if (q && !q->dir_dirty) {
+                q->dir_dirty = true; /* retry the directory with the next batch */
+                queue_mark_dirty(q);
+            }
+        }
+        if (e->fd >= 0)
+            close(e->fd);
+        free(e->queue);
+        free(e->dir);
+    }
+    free(b->e);
+    free(b);
+    return ret;
+}
+
 int store_tick(struct store *s, int64_t now_ms)
 {
     int ret = 0, r;

@@ -103,6 +103,22 @@ int store_queue_remove(struct store *s, struct queue *q);
  * that gained a file. On failure, do not acknowledge the batch: the segment concerned is
  * retired (new appends go to a new file) because a failed fsync cannot be retried safely. */
 int store_sync(struct store *s);
+
+/* store_sync() in three steps, so the fsyncs can run on another thread while the event loop goes
+ * on appending (what is appended meanwhile belongs to the next batch):
+ *   store_sync_prepare()  on the store's thread: takes the current dirty set (duplicated fds of
+ *                         the written segments, the directories that gained files) — the
+ *                         acknowledgements to send after it are exactly those of the appends
+ *                         made so far;
+ *   store_sync_run()      on any thread: fdatasync/fsync them; touches nothing but the batch;
+ *   store_sync_finish()   on the store's thread: apply the outcome as store_sync() would (a
+ *                         failed segment is retired) and free the batch. Returns 0 or the first
+ *                         error: then do not acknowledge the batch.
+ * An empty dirty set gives a batch with nothing to do. */
+struct store_sync_batch;
+int store_sync_prepare(struct store *s, struct store_sync_batch **ret);
+void store_sync_run(struct store_sync_batch *b);
+int store_sync_finish(struct store *s, struct store_sync_batch *b);
 /* Periodic maintenance (call every 100 ms - 1 s): drop segments whose records are all acked or
  * expired, persist ack floors due for a checkpoint, and under STORE_SYNC_INTERVAL sync when
  * due. now_ms is the wall clock (TTLs are wall-clock) and also paces syncs and checkpoints.

@@ -230,20 +230,21 @@ expect_status 413 "request body larger than 65536 bytes" "a body one byte over w
   wl-sdk POST "$SIGN" --data-binary @"$T/64k" -H 'Expect: 100-continue'
 kill -0 "$LEDGED_PID" || fail "ledged died"
 
-log "a flood of idle and slow connections starves nothing but the flooded socket, and not for long"
+log "a flood of idle and slow connections starves nothing, not even the flooded socket"
 fds0=$(fd_count)
 ls -l "/proc/$LEDGED_PID/fd" > "$T/fds0"
 node "$STRESS" flood "$WL/wl-sdk/workload.sock" 200 20 15 > "$T/flood" &
 flood_pid=$!
-flood_start=$(ms_now)
 wait_for 10 "the flood to be in place" grep -q '"event":"ready"' "$T/flood"
 ready=$(head -1 "$T/flood")
 log "  flood: $ready"
-# 32 connections per module socket (workload_server.c): the rest is refused at once. (The SDK's
-# keep-alive connection from inside wl-sdk may still hold a slot.)
-held=$(jq .held <<<"$ready"); refused=$(jq .refused503 <<<"$ready")
-[ "$held" -ge 30 ] && [ "$held" -le 32 ] || fail "the flood holds $held connections (cap: 32)"
-assert_eq "$(( held + refused ))" 220 "flood connections held + refused with 503"
+# 32 connections per module socket (workload_server.c): at the cap the oldest connection still
+# waiting for its request is dropped to make room (net/http_server.c), so the flood holds at most
+# 32 and everything else it opened was closed by the server. (The SDK's keep-alive connection
+# from inside wl-sdk may still hold a slot.)
+held=$(jq .held <<<"$ready"); refused=$(jq .refused503 <<<"$ready"); closed=$(jq .closedByServer <<<"$ready")
+[ "$held" -le 32 ] || fail "the flood holds $held connections (cap: 32)"
+assert_eq "$(( held + refused + closed ))" 220 "flood connections held + refused + dropped"
 [ "$(fd_count)" -le $(( fds0 + 32 + 4 )) ] || fail "ledged holds $(fd_count) fds during the flood (before: $fds0)"
 probe() { # probe NAME COMMAND... — must answer 200 within a second
   local what="$1" t0 code; shift
@@ -255,18 +256,14 @@ probe() { # probe NAME COMMAND... — must answer 200 within a second
 }
 probe "another module's socket" wl wl-beta POST "/modules/wl-beta/genid/$BETA_GEN/sign?$API" -d "$GOOD"
 probe "the management API" api GET /modules
-t0=$(ms_now); code=$(wl wl-sdk GET "/trust-bundle?$API" -o /dev/null -w '%{http_code}' 2>/dev/null) || true
-dt=$(( $(ms_now) - t0 ))
-[ "$code" != 200 ] && [ $dt -lt 1000 ] || fail "the flooded socket: $code after ${dt}ms (expected a prompt refusal)"
-log "  the flooded socket itself: refused (status $code) in ${dt}ms"
-# workload_server.c: a request must arrive within 10 s; then the flood's connections are cut.
-serves() { [ "$(wl wl-sdk GET "/trust-bundle?$API" -m 1 -o /dev/null -w '%{http_code}' 2>/dev/null)" = 200 ]; }
-wait_for 14 "the flooded socket to serve again" serves
-log "  the flooded socket serves again $(( $(ms_now) - flood_start ))ms after the flood began"
+# The flooded socket itself: a real request still gets through (it takes the oldest idle slot).
+probe "the flooded socket itself" wl wl-sdk GET "/trust-bundle?$API"
 wait "$flood_pid" || fail "flood tool failed"
 done_line=$(tail -1 "$T/flood")
 log "  flood: $done_line"
-assert_eq "$(jq .answered408 <<<"$done_line")" 20 "slow senders answered 408"
+# Slow senders that were not dropped to make room get 408 at the request timeout.
+[ "$(jq '.answered408 + .closedByServer + .refused503' <<<"$done_line")" -eq 220 ] ||
+  fail "every flood connection ends answered or dropped: $done_line"
 assert_eq "$(jq .heldAtEnd <<<"$done_line")" 0 "flood connections still open at the end"
 # (At most: a keep-alive connection of the SDK may have been open before.)
 fds_back() { [ "$(fd_count)" -le "$fds0" ]; }
