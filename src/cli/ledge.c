@@ -1,5 +1,6 @@
 /* ledge.c — the ledge CLI: global options, the verb table, help and version. Every verb is a thin
  * client of ledged's management API (commands.h). */
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -105,6 +106,7 @@ static int cmd_version(struct cli *c, int argc, char **argv)
 
 int main(int argc, char **argv)
 {
+    signal(SIGPIPE, SIG_IGN); /* a peer hanging up is an error to report, not a way to die */
     struct cli c = {0};
     const char *host = getenv("LEDGE_HOST");
     const char *vm = NULL;
