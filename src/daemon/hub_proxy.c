@@ -99,7 +99,8 @@ static char *enc(const char *s)
 
 void mgmt_hub_status(struct hs_request *r, void *ud) { forward(ud, r, "GET", "/status", 5000); }
 
-void mgmt_twin_get(struct hs_request *r, void *ud)
+/* /modules/{m}/twin → the hub's /twins/{m}[suffix], for a module of the deployment. */
+static void forward_twin(struct hs_request *r, void *ud, const char *method, const char *suffix)
 {
     struct ledged *d = ud;
     const char *m = hs_request_param(r, 0);
@@ -107,21 +108,12 @@ void mgmt_twin_get(struct hs_request *r, void *ud)
         return;
     _cleanup_free_ char *e = enc(m);
     char path[600];
-    snprintf(path, sizeof(path), "/twins/%s", e);
-    forward(d, r, "GET", path, 5000);
+    snprintf(path, sizeof(path), "/twins/%s%s", e, suffix);
+    forward(d, r, method, path, 5000);
 }
 
-void mgmt_twin_patch(struct hs_request *r, void *ud)
-{
-    struct ledged *d = ud;
-    const char *m = hs_request_param(r, 0);
-    if (!known_module(d, r, m))
-        return;
-    _cleanup_free_ char *e = enc(m);
-    char path[600];
-    snprintf(path, sizeof(path), "/twins/%s/desired", e);
-    forward(d, r, "PATCH", path, 5000);
-}
+void mgmt_twin_get(struct hs_request *r, void *ud) { forward_twin(r, ud, "GET", ""); }
+void mgmt_twin_patch(struct hs_request *r, void *ud) { forward_twin(r, ud, "PATCH", "/desired"); }
 
 void mgmt_invoke(struct hs_request *r, void *ud)
 {

@@ -102,7 +102,7 @@ static int refuse(struct conn *c, uint8_t code, const char *why)
 
 static char *str_dup(struct mqtt_str s)
 {
-    return hub_strndup(s.ptr, s.len);
+    return lstr_ndup(s.ptr, s.len);
 }
 
 static int on_connect(struct conn *c, const struct mqtt_packet *p)
@@ -134,7 +134,7 @@ static int on_connect(struct conn *c, const struct mqtt_packet *p)
     const struct hub_module_identity *id = hub_runtime_module(&h->rt, module);
     if (!id)
         return refuse(c, MQTT_CONNACK_NOT_AUTHORIZED, "unknown module");
-    _cleanup_free_ char *token = hub_strndup(cn->password, cn->password_len);
+    _cleanup_free_ char *token = lstr_ndup(cn->password, cn->password_len);
     if (!token)
         return -ENOMEM;
     const char *hosts[] = {h->rt.iothub_hostname, h->rt.gateway_hostname};

@@ -35,17 +35,6 @@ void hub_log_once(struct hub *h, const char *key, const char *fmt, ...)
     log_warn(COMP, "%s (logged once; see `ledge hub status` for counts)", msg);
 }
 
-char *hub_strndup(const void *p, size_t n)
-{
-    char *s = malloc(n + 1);
-    if (!s)
-        return NULL;
-    if (n)
-        memcpy(s, p, n);
-    s[n] = 0;
-    return s;
-}
-
 /* ------------------------------------------------------------------ TLS */
 
 static SSL_CTX *tls_context(const struct hub_runtime *rt, struct lerr *err)

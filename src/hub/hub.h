@@ -329,10 +329,6 @@ struct hub {
     struct lstrv logged_once;
 };
 
-/* A C string of the n bytes at p, which need not be NUL-terminated (packet fields; strndup()
- * may read past them looking for the NUL). NULL on ENOMEM. */
-char *hub_strndup(const void *p, size_t n);
-
 int hub_start(struct hub *h, struct lerr *err);
 void hub_stop(struct hub *h);
 int hub_load_runtime(struct hub *h, struct lerr *err);

@@ -170,7 +170,7 @@ int router_inject(struct hub *h, struct hub_message *m)
 
 static char *dup_span(struct mqtt_str s)
 {
-    return hub_strndup(s.ptr, s.len);
+    return lstr_ndup(s.ptr, s.len);
 }
 
 static int publish(struct hub *h, struct session *s, struct conn *c, const struct mqtt_publish *p,

@@ -323,7 +323,7 @@ int session_subscribe(struct session *s, const char *filter, size_t len, uint8_t
     if (!v)
         return -ENOMEM;
     s->subs = v;
-    char *f = hub_strndup(filter, len);
+    char *f = lstr_ndup(filter, len);
     if (!f)
         return -ENOMEM;
     s->subs[s->n_subs++] = (struct subscription){f, qos};
