@@ -1601,4 +1601,3 @@ int cmd_image(struct cli *c, int argc, char **argv)
         return code < 0 ? 1 : cli_fail("`docker load` in %s failed (exit %d)", c->vm, code);
     return 0;
 }
-

@@ -585,7 +585,8 @@ static void relay_frame(struct vm_mux_conn *c, const struct vm_frame *f)
         c->client_id = f->conn;
         c->relay_open = true;
         if (send_frame(m, VM_FRAME_OPEN, c->id, f->payload, f->len) < 0) {
-            relay_send(c, VM_FRAME_CLOSE, "{\"error\":\"the guest is not connected\"}", 38);
+            static const char msg[] = "{\"error\":\"the guest is not connected\"}";
+            relay_send(c, VM_FRAME_CLOSE, msg, sizeof(msg) - 1);
             c->relay_closing = true;
             bufferevent_disable(c->relay, EV_READ);
         }
@@ -700,7 +701,8 @@ static void relay_from_link(struct vm_mux_conn *c, const struct vm_frame *f)
     case VM_FRAME_STDERR:
         if ((int64_t)f->len > c->recv_allowed) {
             c->m->stats.protocol_errors++;
-            relay_send(c, VM_FRAME_CLOSE, "{\"error\":\"guest exceeded its window\"}", 37);
+            static const char msg[] = "{\"error\":\"guest exceeded its window\"}";
+            relay_send(c, VM_FRAME_CLOSE, msg, sizeof(msg) - 1);
             send_close(c->m, c->id, "window exceeded");
             c->relay_closing = true;
             return;

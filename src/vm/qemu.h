@@ -23,6 +23,10 @@ struct vm_qemu_paths {
     const char *run_dir; /* sockets and pid file (may equal dir) */
 };
 
+/* The translation cache under emulation (QEMU's tb-size), $LEDGE_VM_TCG_CACHE_MB overriding. */
+#define VM_TCG_CACHE_MB_DEFAULT 256
+int vm_qemu_tcg_cache_mb(void);
+
 /* The QEMU binary for an architecture: "qemu-system-x86_64", "qemu-system-aarch64". */
 const char *vm_qemu_binary(enum vm_arch arch);
 

@@ -452,7 +452,7 @@ static void test_qemu_argv(void **state)
     struct lstrv v = LSTRV_INIT;
     assert_int_equal(vm_qemu_argv(&d, &p, false, false, &v, &e), 0);
     assert_string_equal(v.v[0], "qemu-system-x86_64");
-    assert_true(argv_has(&v, "pc,accel=tcg"));
+    assert_true(argv_has(&v, "tcg,tb-size=256"));
     assert_true(argv_has(&v, "ledge-vm-q1,process=ledge-vm-q1"));
     assert_true(argv_has(&v, "/vms/q1/kernel"));
     assert_true(argv_has(&v, "file=/vms/q1/disk.img,format=raw"));
@@ -468,7 +468,8 @@ static void test_qemu_argv(void **state)
     assert_false(argv_has(&v, "-no-reboot")); /* a guest reboot resets QEMU in place */
     lstrv_free(&v);
     assert_int_equal(vm_qemu_argv(&d, &p, true, false, &v, &e), 0);
-    assert_true(argv_has(&v, "pc,accel=kvm"));
+    assert_true(argv_has(&v, "kvm"));
+    assert_false(argv_has(&v, "tb-size"));
     assert_true(argv_has(&v, "host"));
     assert_false(argv_has(&v, "mitigations=off"));
     lstrv_free(&v);
@@ -483,7 +484,7 @@ static void test_qemu_argv(void **state)
     d.arch = VM_ARCH_ARM64;
     assert_int_equal(vm_qemu_argv(&d, &p, false, false, &v, &e), 0);
     assert_string_equal(v.v[0], "qemu-system-aarch64");
-    assert_true(argv_has(&v, "virt,gic-version=3,accel=tcg"));
+    assert_true(argv_has(&v, "virt,gic-version=3"));
     assert_true(argv_has(&v, "cortex-a57"));
     assert_true(argv_has(&v, "console=ttyAMA0"));
     assert_false(argv_has(&v, "tsc=reliable"));

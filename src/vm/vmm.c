@@ -900,10 +900,13 @@ static void accept_stream(vmm *v, int fd, const char *kind)
 {
     if (!v->guest_hello) {
         /* Booting: nothing to relay to yet. */
-        const char msg[] = "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
-                           "Connection: close\r\nContent-Length: 47\r\n\r\n"
-                           "{\"message\":\"the VM is booting; try again soon\"}";
-        (void)!write(fd, msg, sizeof(msg) - 1);
+        static const char body[] = "{\"message\":\"the VM is booting; try again soon\"}";
+        char msg[256];
+        int n = snprintf(msg, sizeof(msg),
+                         "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+                         "Connection: close\r\nContent-Length: %zu\r\n\r\n%s",
+                         sizeof(body) - 1, body);
+        (void)!write(fd, msg, (size_t)n);
         close(fd);
         return;
     }
