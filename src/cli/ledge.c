@@ -14,8 +14,7 @@ static int cmd_help(struct cli *c, int argc, char **argv);
 
 static const struct cli_command commands[] = {
     {"list", "[--json]", "list the deployed modules and their status", cmd_list},
-    {"deploy", "FILE [--dry-run] [--no-wait]", "apply an IoT Edge deployment manifest",
-     cmd_deploy},
+    {"deploy", "FILE [--dry-run] [--no-wait]", "apply an IoT Edge deployment manifest", cmd_deploy},
     {"logs", "MODULE [--tail N] [--since T] [-f] [-t]", "print a module's logs", cmd_logs},
     {"start", "MODULE", "start a module", cmd_start},
     {"stop", "MODULE", "stop a module (it stays stopped until started or redeployed)", cmd_stop},
@@ -27,12 +26,12 @@ static const struct cli_command commands[] = {
     {"invoke", "MODULE METHOD [--payload JSON] [--timeout S]", "call a module's direct method",
      cmd_invoke},
     {"token", "MODULE [--ttl S] [--json]", "a SAS token for a module (for MQTT tools)", cmd_token},
-    {"check", "[--output text|json] [--verbose] [--warnings-as-errors] [--config FILE] "
-              "[--deployment FILE]",
+    {"check",
+     "[--output text|json] [--verbose] [--warnings-as-errors] [--config FILE] "
+     "[--deployment FILE]",
      "check this host, the engine and the deployment against what ledge supports", cmd_check},
     {"check-list", "[--output text|json]", "list the checks `ledge check` runs", cmd_check_list},
-    {"vm", "create|start|stop|status|list|exec|shell|logs|port|share|image|... NAME",
-     "VMs that run the runtime (see `ledge vm help`)", cmd_vm},
+    {"vm", "COMMAND [NAME] ...", "VMs that run the runtime (see `ledge vm help`)", cmd_vm},
     {"image", "load IMAGE|FILE", "with --vm NAME: copy an image from this host into the VM",
      cmd_image},
     {"version", "", "print the version of the CLI and of ledged", cmd_version},
@@ -158,7 +157,8 @@ int main(int argc, char **argv)
     }
     if (vm) {
         if (cmd->run == cmd_vm) {
-            fprintf(stderr, "ledge: --vm selects a VM's runtime; `ledge vm` takes the name itself\n");
+            fprintf(stderr,
+                    "ledge: --vm selects a VM's runtime; `ledge vm` takes the name itself\n");
             return 2;
         }
         if (cli_vm_select(&c, vm) < 0)
