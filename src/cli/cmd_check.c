@@ -14,6 +14,8 @@
 #include "check/check.h"
 #include "cli/commands.h"
 #include "config/config.h"
+#include "vm/check.h"
+#include "vm/paths.h"
 
 /* Any absolute path will do: the checks only need to know the hub module is there. */
 #define HUB_PROGRAM "/usr/lib/ledge/ledge-hub"
@@ -218,12 +220,30 @@ static int run_checks(struct cli *c, const struct check_opts *o)
         check_run(ctx, &defs[i], &reps[i]);
         count[reps[i].result]++;
     }
+    /* The VMs' requirements (docs/vm.md), when this host has VMs. */
+    struct vm_check_env venv = {.vmroot = cfg.vm.dir ? cfg.vm.dir : vm_dir_default(),
+                                .cache = vm_cache_dir_default()};
+    _cleanup_json_ json_t *vmchecks = NULL;
+    if (vm_defined_count(&venv) > 0) {
+        vmchecks = vm_host_checks(&venv, NULL);
+        size_t k;
+        json_t *v;
+        json_array_foreach(vmchecks, k, v) {
+            const char *res = ljson_str(v, "result");
+            count[lstr_eq(res, "error")     ? CHECK_ERROR
+                  : lstr_eq(res, "warning") ? CHECK_WARNING
+                                            : CHECK_OK]++;
+        }
+    }
     rc = count[CHECK_ERROR] || (o->warnings_as_errors && count[CHECK_WARNING]) ? 1 : 0;
 
     if (o->json) {
         json_t *arr = json_array();
         for (size_t i = 0; i < n; i++)
             json_array_append_new(arr, check_report_json(&defs[i], &reps[i]));
+        size_t k;
+        json_t *v;
+        json_array_foreach(vmchecks, k, v) json_array_append(arr, v);
         json_t *out =
             json_pack("{s:s, s:s, s:s?, s:o, s:{s:I, s:I, s:I, s:I}, s:i}", "version",
                       LEDGE_VERSION, "config", cfg_path, "deployment", source, "checks", arr,
@@ -238,6 +258,22 @@ static int run_checks(struct cli *c, const struct check_opts *o)
         printf("ledge check: config %s%s; deployment: %s\n\n", cfg_path,
                cfg_status == 1 ? " (absent: defaults)" : "", source ? source : reason);
         print_text(defs, reps, n, o->verbose);
+        if (json_array_size(vmchecks)) {
+            printf("\nvirtual machines (ledge vm)\n");
+            size_t k;
+            json_t *v;
+            json_array_foreach(vmchecks, k, v) {
+                const char *res = ljson_str(v, "result");
+                bool bad = !lstr_eq(res, "ok");
+                printf("  %s  %-17s %s\n",
+                       lstr_eq(res, "error") ? " ERROR " : bad ? "warning" : "  ok   ",
+                       ljson_str(v, "id") ?: "?", bad || o->verbose ? "" : ljson_str(v, "message") ?: "");
+                if (bad || o->verbose)
+                    print_indented("", ljson_str(v, "message") ?: "");
+                if (bad && ljson_str(v, "fix"))
+                    print_indented("fix: ", ljson_str(v, "fix"));
+            }
+        }
         printf("\n%zu ok, %zu warning%s, %zu error%s, %zu skipped\n", count[CHECK_OK],
                count[CHECK_WARNING], count[CHECK_WARNING] == 1 ? "" : "s", count[CHECK_ERROR],
                count[CHECK_ERROR] == 1 ? "" : "s", count[CHECK_SKIPPED]);

@@ -98,6 +98,12 @@ static size_t vms(const struct vm_check_env *env, const struct vm_def *d, struct
     return n;
 }
 
+size_t vm_defined_count(const struct vm_check_env *env)
+{
+    _cleanup_free_ struct vm_def *list = calloc(64, sizeof(*list));
+    return list ? vms(env, NULL, list, 64) : 0;
+}
+
 json_t *vm_host_checks(const struct vm_check_env *env, const struct vm_def *d)
 {
     json_t *out = json_array();

@@ -20,3 +20,5 @@ struct vm_check_env {
 /* One result per check: [{"id", "result": "ok"|"warning"|"error", "message", "fix"?}], for
  * every defined VM (or only d when non-NULL, e.g. before creating it). NULL on ENOMEM. */
 json_t *vm_host_checks(const struct vm_check_env *env, const struct vm_def *d);
+/* How many VMs are defined under env->vmroot. */
+size_t vm_defined_count(const struct vm_check_env *env);
