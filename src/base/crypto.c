@@ -1,12 +1,15 @@
 /* crypto.c — OpenSSL-backed primitives (see crypto.h). */
 #include "base/crypto.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
 #include <openssl/rand.h>
 #include <openssl/sha.h>
+#include <openssl/ssl.h>
+#include <openssl/x509v3.h>
 #include <string.h>
 
 int lcrypto_b64_encode(const void *data, size_t n, struct lbuf *out)
@@ -96,3 +99,14 @@ int lcrypto_random(void *out, size_t n)
 bool lcrypto_memeq(const void *a, const void *b, size_t n) { return CRYPTO_memcmp(a, b, n) == 0; }
 
 void lcrypto_wipe(void *p, size_t n) { OPENSSL_cleanse(p, n); }
+
+int lcrypto_tls_expect_peer(void *ssl_, const char *name)
+{
+    SSL *ssl = ssl_;
+    unsigned char addr[16];
+    if (inet_pton(AF_INET, name, addr) == 1 || inet_pton(AF_INET6, name, addr) == 1)
+        return X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl), name) == 1 ? 0 : -EINVAL;
+    if (SSL_set_tlsext_host_name(ssl, name) != 1 || SSL_set1_host(ssl, name) != 1)
+        return -EINVAL;
+    return 0;
+}

@@ -21,5 +21,10 @@ int lcrypto_hmac_sha256(const void *key, size_t keylen, const void *data, size_t
 int lcrypto_random(void *out, size_t n);
 /* Constant-time equality of two buffers of the same length. */
 bool lcrypto_memeq(const void *a, const void *b, size_t n);
+/* The name a TLS client expects its server's certificate to carry: an IP literal (v4 or v6) is
+ * checked against the certificate's IP addresses and sent without SNI (RFC 6066 allows only host
+ * names there); anything else is a DNS name, sent as SNI and checked against the DNS names.
+ * ssl is an OpenSSL SSL *. Returns 0 or -EINVAL when OpenSSL refuses the name. */
+int lcrypto_tls_expect_peer(void *ssl, const char *name);
 /* Overwrite secrets before freeing them. */
 void lcrypto_wipe(void *p, size_t n);

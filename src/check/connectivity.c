@@ -15,6 +15,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "base/crypto.h"
 #include "check/check-internal.h"
 
 #define CONNECT_TIMEOUT_MS 5000
@@ -36,7 +37,9 @@ static int tcp_connect(const char *host, int port, int timeout_ms)
     struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM}, *res = NULL;
     int g = getaddrinfo(host, p, &hints, &res);
     if (g != 0)
-        return g == EAI_NONAME || g == EAI_NODATA ? -ENXIO : -EHOSTUNREACH;
+        return g == EAI_NONAME || g == EAI_NODATA || g == EAI_AGAIN || g == EAI_FAIL
+                   ? -ENXIO
+                   : -EHOSTUNREACH;
     int r = -ECONNREFUSED;
     for (struct addrinfo *ai = res; ai; ai = ai->ai_next) {
         int fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
@@ -91,14 +94,17 @@ static int tls_handshake(int fd, const char *ca_file, const char *name, time_t *
         r = lerr_set(err, -ENOMEM, "out of memory");
         goto out;
     }
-    SSL_set_tlsext_host_name(ssl, name);
-    SSL_set1_host(ssl, name);
+    if (lcrypto_tls_expect_peer(ssl, name) < 0) {
+        r = lerr_set(err, -EINVAL, "\"%s\" cannot be checked against a certificate", name);
+        goto out;
+    }
     SSL_set_fd(ssl, fd);
     if (SSL_connect(ssl) != 1) {
         long v = SSL_get_verify_result(ssl);
         if (v != X509_V_OK)
-            r = lerr_set(err, -EPROTO, "TLS: the server's certificate is not trusted for \"%s\": %s",
-                         name, X509_verify_cert_error_string(v));
+            r = lerr_set(err, -EPROTO,
+                         "TLS: the server's certificate is not trusted for \"%s\": %s", name,
+                         X509_verify_cert_error_string(v));
         else
             r = lerr_set(err, -EPROTO, "TLS handshake failed: %s",
                          ERR_reason_error_string(ERR_get_error()) ?: "the server closed it");
@@ -139,8 +145,8 @@ void check_hub_ports(struct check_ctx *ctx, struct check_report *rep)
     if (fd < 0) {
         report_set(rep, CHECK_ERROR,
                    "`ledge list` shows whether edgeHub runs; its log is `ledge logs edgeHub`",
-                   "nothing answers on the hub's port %s:%d (%s): modules cannot connect",
-                   addr, c->hub.tls_port, strerror(-fd));
+                   "nothing answers on the hub's port %s:%d (%s): modules cannot connect", addr,
+                   c->hub.tls_port, strerror(-fd));
         return;
     }
     char bundle[4200];
@@ -161,8 +167,9 @@ void check_hub_ports(struct check_ctx *ctx, struct check_report *rep)
     struct tm tm;
     if (not_after && gmtime_r(&not_after, &tm))
         strftime(when, sizeof(when), "%Y-%m-%d", &tm);
-    report_ok(rep, "the hub answers TLS on %s:%d with a certificate for %s trusted by the "
-                   "modules' trust bundle (valid until %s)",
+    report_ok(rep,
+              "the hub answers TLS on %s:%d with a certificate for %s trusted by the "
+              "modules' trust bundle (valid until %s)",
               addr, c->hub.tls_port, c->device.gateway_hostname, when);
 }
 
@@ -186,8 +193,8 @@ void check_upstream(struct check_ctx *ctx, struct check_report *rep)
     }
     if (!u->tls) {
         close(fd);
-        report_ok(rep, "upstream %s:%d accepts TCP connections (TLS is off: upstream.tls)",
-                  u->host, u->port);
+        report_ok(rep, "upstream %s:%d accepts TCP connections (TLS is off: upstream.tls)", u->host,
+                  u->port);
         return;
     }
     struct lerr err = {0};

@@ -17,6 +17,7 @@
 #include <openssl/pem.h>
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
+#include <openssl/x509v3.h>
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
@@ -415,7 +416,18 @@ static void fake_ntp_stop(struct fake_ntp *n)
 /* ------------------------------------------------------------------ certificates */
 
 /* A self-signed EC certificate valid from now+from_s to now+to_s, with its key, as PEM. */
+/* A self-signed certificate for cn, valid from..to seconds from now; san ("DNS:x,IP:1.2.3.4") or
+ * NULL for none. */
+static void write_cert_san(const char *path, const char *cn, long from_s, long to_s,
+                           const char *san);
+
 static void write_cert(const char *path, const char *cn, long from_s, long to_s)
+{
+    write_cert_san(path, cn, from_s, to_s, NULL);
+}
+
+static void write_cert_san(const char *path, const char *cn, long from_s, long to_s,
+                           const char *san)
 {
     EVP_PKEY *key = EVP_EC_gen("P-256");
     assert_non_null(key);
@@ -429,6 +441,14 @@ static void write_cert(const char *path, const char *cn, long from_s, long to_s)
     X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC, (const unsigned char *)cn, -1, -1, 0);
     X509_set_issuer_name(x, name);
     X509_set_pubkey(x, key);
+    if (san) {
+        X509V3_CTX v3;
+        X509V3_set_ctx(&v3, x, x, NULL, NULL, 0);
+        X509_EXTENSION *ext = X509V3_EXT_conf_nid(NULL, &v3, NID_subject_alt_name, san);
+        assert_non_null(ext);
+        X509_add_ext(x, ext, -1);
+        X509_EXTENSION_free(ext);
+    }
     assert_true(X509_sign(x, key, EVP_sha256()) > 0);
     FILE *f = fopen(path, "w");
     assert_non_null(f);
@@ -1375,7 +1395,7 @@ static void test_connectivity(void **state)
     char *dir = certs_dir(t);
     char *hub = lstr_printf("%s/hub-test.pem", dir);
     char *bundle = lstr_printf("%s/trust-bundle.pem", dir);
-    write_cert(hub, "localhost", -60, 3600);
+    write_cert_san(hub, "localhost", -60, 3600, "DNS:localhost,IP:127.0.0.1");
     /* the bundle: that certificate (the key beside it is ignored by the verifier) */
     char *pem = NULL;
     size_t len = 0;
@@ -1404,19 +1424,30 @@ static void test_connectivity(void **state)
     t->cfg.upstream.port = free_port();
     assert_int_equal(run(t, "upstream"), CHECK_WARNING);
     assert_msg(t, "is not reachable");
-    /* TLS trusted through upstream.ca_file, and not */
-    set_str(&t->cfg.upstream.host, "localhost");
+    /* TLS trusted through upstream.ca_file, and not. The host is an IP literal, checked against
+     * the certificate's IP addresses (no name resolution: CI machines differ in what "localhost"
+     * resolves to). */
     t->cfg.upstream.port = srv->port;
     t->cfg.upstream.tls = true;
     set_str(&t->cfg.upstream.ca_file, bundle);
     assert_int_equal(run(t, "upstream"), CHECK_OK);
     assert_msg(t, "reachable and its TLS certificate is trusted");
     char *other = lstr_printf("%s/other.pem", dir);
-    write_cert(other, "localhost", -60, 3600);
+    write_cert_san(other, "localhost", -60, 3600, "DNS:localhost,IP:127.0.0.1");
     set_str(&t->cfg.upstream.ca_file, other);
     assert_int_equal(run(t, "upstream"), CHECK_ERROR);
     assert_msg(t, "not trusted");
     tls_server_stop(srv);
+    /* a trusted certificate without the address the link dials */
+    char *noip = lstr_printf("%s/noip.pem", dir);
+    write_cert(noip, "localhost", -60, 3600);
+    srv = tls_server_start(noip, true);
+    t->cfg.upstream.port = srv->port;
+    set_str(&t->cfg.upstream.ca_file, noip);
+    assert_int_equal(run(t, "upstream"), CHECK_ERROR);
+    assert_msg(t, "not trusted for \"127.0.0.1\"");
+    tls_server_stop(srv);
+    free(noip);
     /* plain TCP */
     struct tls_server *plain = tls_server_start(NULL, false);
     t->cfg.upstream.tls = false;

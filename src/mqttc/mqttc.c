@@ -21,6 +21,7 @@
 #include <string.h>
 
 #include "base/buf.h"
+#include "base/crypto.h"
 #include "base/timeutil.h"
 
 enum mstate { M_IDLE, M_CONNECTING, M_WAIT_CONNACK, M_CONNECTED, M_CLOSED };
@@ -294,8 +295,10 @@ int mqttc_connect(struct mqttc *m)
         SSL *ssl = SSL_new(m->ctx);
         if (!ssl)
             return -ENOMEM;
-        SSL_set_tlsext_host_name(ssl, m->verify_name);
-        SSL_set1_host(ssl, m->verify_name);
+        if (lcrypto_tls_expect_peer(ssl, m->verify_name) < 0) {
+            SSL_free(ssl);
+            return -EINVAL;
+        }
         m->bev = bufferevent_openssl_socket_new(m->base, -1, ssl, BUFFEREVENT_SSL_CONNECTING,
                                                 BEV_OPT_CLOSE_ON_FREE);
     } else {

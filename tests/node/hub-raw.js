@@ -61,7 +61,7 @@ function publishPacket(topic) {
 function open(o) {
   const port = Number(o.port);
   if (o.tls) {
-    return tls.connect({ host: 'localhost', port, ca: fs.readFileSync(o.ca), servername: 'localhost' });
+    return tls.connect({ host: '127.0.0.1', port, ca: fs.readFileSync(o.ca) });
   }
   return net.connect({ host: '127.0.0.1', port });
 }

@@ -32,7 +32,7 @@ const device = o.device;
 const module_ = o.module;
 const emit = (event, fields) => process.stdout.write(JSON.stringify({ event, ...fields }) + '\n');
 
-const client = mqtt.connect(`mqtts://localhost:${o.port}`, {
+const client = mqtt.connect(`mqtts://127.0.0.1:${o.port}`, {
   protocolVersion: 4,
   clientId: `${device}/${module_}`,
   username: `${device}.local.ledge/${device}/${module_}/?api-version=2021-04-12`,

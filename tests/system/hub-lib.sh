@@ -99,12 +99,12 @@ user_of() { echo "$DEVICE.local.ledge/$DEVICE/$1/?api-version=2021-04-12"; }
 # mosquitto over TLS as module M: mpub M [mosquitto_pub args...], msub M [mosquitto_sub args...]
 mpub() {
   local m="$1"; shift
-  mosquitto_pub -h localhost -p "$HUB_TLS_PORT" --cafile "$CA" -i "$DEVICE/$m" -u "$(user_of "$m")" \
+  mosquitto_pub -h 127.0.0.1 -p "$HUB_TLS_PORT" --cafile "$CA" -i "$DEVICE/$m" -u "$(user_of "$m")" \
     -P "$(token "$m")" "$@"
 }
 msub() {
   local m="$1"; shift
-  mosquitto_sub -h localhost -p "$HUB_TLS_PORT" --cafile "$CA" -i "$DEVICE/$m" -u "$(user_of "$m")" \
+  mosquitto_sub -h 127.0.0.1 -p "$HUB_TLS_PORT" --cafile "$CA" -i "$DEVICE/$m" -u "$(user_of "$m")" \
     -P "$(token "$m")" "$@"
 }
 events() { echo "devices/$DEVICE/modules/$1/messages/events/$2"; } # events MODULE BAG

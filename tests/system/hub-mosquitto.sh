@@ -88,7 +88,7 @@ assert_eq "$n" 1 "subscription refusals logged once per module"
 n=$(grep -c "PUBLISH to .* refused" "$HUB_LOG" || true)
 assert_eq "$n" 1 "publish refusals logged once per module"
 before=$(hub_counter authFailures)
-if mosquitto_pub -h localhost -p "$HUB_TLS_PORT" --cafile "$CA" -i "$DEVICE/sender" -u "$(user_of sender)" \
+if mosquitto_pub -h 127.0.0.1 -p "$HUB_TLS_PORT" --cafile "$CA" -i "$DEVICE/sender" -u "$(user_of sender)" \
      -P "$(token receiver)" -q 1 -t "$(events sender '')" -m x 2>"$T/auth.err"; then
   fail "another module's token accepted"
 fi

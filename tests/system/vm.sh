@@ -123,11 +123,11 @@ DEV=t1
 user_of() { echo "$DEV.local.ledge/$DEV/$1/?api-version=2021-04-12"; }
 tok() { gvm t1 token "$1" --json | jq -r .token; }
 wait_for 60 "the guest hub" bash -c "'$LEDGE_BIN' --vm t1 hub status --json >/dev/null"
-mosquitto_sub -h localhost -p "$HUB" --cafile "$T/ca.pem" -i "$DEV/hostin" -u "$(user_of hostin)" \
+mosquitto_sub -h 127.0.0.1 -p "$HUB" --cafile "$T/ca.pem" -i "$DEV/hostin" -u "$(user_of hostin)" \
   -P "$(tok hostin)" -q 1 -t "devices/$DEV/modules/hostin/inputs/#" -C 1 -W 60 > "$T/received" &
 SUB=$!
 sleep 3
-mosquitto_pub -h localhost -p "$HUB" --cafile "$T/ca.pem" -i "$DEV/hostout" -u "$(user_of hostout)" \
+mosquitto_pub -h 127.0.0.1 -p "$HUB" --cafile "$T/ca.pem" -i "$DEV/hostout" -u "$(user_of hostout)" \
   -P "$(tok hostout)" -q 1 -t "devices/$DEV/modules/hostout/messages/events/%24.on=out1" -m "from-a-host-program" ||
   fail "publishing to the guest's hub from the host"
 wait "$SUB" || fail "the host subscriber got nothing from the guest's hub"
