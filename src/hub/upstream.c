@@ -45,7 +45,7 @@ struct upstream {
     uint64_t sent, acked, connects, failures;
     int64_t connected_ms;
     int64_t first_delivery_ms; /* after the latest connect, for the reconnect-latency figure */
-    char last_error[256];
+    char last_error[320];
     struct lbuf topic;
 };
 
@@ -75,7 +75,8 @@ static void on_close(void *ud, int reason)
 {
     struct upstream *u = ud;
     u->connected = false;
-    snprintf(u->last_error, sizeof(u->last_error), "connection lost: %s", strerror(-reason));
+    snprintf(u->last_error, sizeof(u->last_error), "connection lost: %s",
+             u->m && mqttc_error(u->m)[0] ? mqttc_error(u->m) : strerror(-reason));
     log_warn(COMP, "%s:%d: %s; reconnecting", u->h->cfg.upstream.host, u->h->cfg.upstream.port,
              u->last_error);
     rewind_all(u);
@@ -92,6 +93,8 @@ static void on_connect(void *ud, int result, int code, bool present)
         if (code > 0)
             snprintf(u->last_error, sizeof(u->last_error), "refused by the server (CONNACK %d)",
                      code);
+        else if (u->m && mqttc_error(u->m)[0])
+            snprintf(u->last_error, sizeof(u->last_error), "%s", mqttc_error(u->m));
         else
             snprintf(u->last_error, sizeof(u->last_error), "%s", strerror(-result));
         if (u->failures == 1 || u->failures % 10 == 0)

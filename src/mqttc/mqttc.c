@@ -39,6 +39,7 @@ struct mqttc {
     int64_t last_rx_ms, last_tx_ms;
     bool in_callback;
     bool free_pending;
+    char error[256]; /* see mqttc_error() */
 };
 
 static void close_with(struct mqttc *m, int reason, bool notify);
@@ -73,6 +74,8 @@ int mqttc_new(struct event_base *base, struct evdns_base *dns, const struct mqtt
     *ret = m;
     return 0;
 }
+
+const char *mqttc_error(const struct mqttc *m) { return m->error; }
 
 bool mqttc_connected(const struct mqttc *m) { return m && m->state == M_CONNECTED; }
 
@@ -258,10 +261,25 @@ static void eventcb(struct bufferevent *bev, short what, void *arg)
         unsigned long e = bufferevent_get_openssl_error(m->bev);
         /* A cut connection shows up as an "unexpected EOF" TLS error: report it as the reset it
          * is, and keep -EPROTO for real TLS failures (certificates, protocol). */
-        if (e && ERR_GET_REASON(e) == SSL_R_UNEXPECTED_EOF_WHILE_READING)
+        if (e && ERR_GET_REASON(e) == SSL_R_UNEXPECTED_EOF_WHILE_READING) {
             reason = -ECONNRESET;
-        else if (e)
+        } else if (e) {
             reason = -EPROTO;
+            SSL *ssl = bufferevent_openssl_get_ssl(m->bev);
+            long v = ssl ? SSL_get_verify_result(ssl) : X509_V_OK;
+            const char *why = ERR_reason_error_string(e);
+            if (v != X509_V_OK)
+                snprintf(m->error, sizeof(m->error),
+                         "TLS: the server's certificate is not trusted for \"%s\": %s",
+                         m->verify_name, X509_verify_cert_error_string(v));
+            else if (why && strstr(why, "alert"))
+                snprintf(m->error, sizeof(m->error),
+                         "TLS: the server refused the handshake (%s): is the client certificate "
+                         "one it trusts?",
+                         why);
+            else
+                snprintf(m->error, sizeof(m->error), "TLS: %s", why ? why : "handshake failed");
+        }
     }
     close_with(m, reason, true);
 }
@@ -287,6 +305,7 @@ int mqttc_connect(struct mqttc *m)
 {
     if (m->state == M_CONNECTING || m->state == M_WAIT_CONNACK || m->state == M_CONNECTED)
         return -EALREADY;
+    m->error[0] = '\0';
     if (!m->timer && !(m->timer = evtimer_new(m->base, timer_cb, m)))
         return -ENOMEM;
     if (m->o.tls) {

@@ -53,6 +53,10 @@ int mqttc_connect(struct mqttc *m);
 void mqttc_disconnect(struct mqttc *m);
 void mqttc_free(struct mqttc *m);
 bool mqttc_connected(const struct mqttc *m);
+/* Why the last connection failed or ended, when there is more to say than the errno: the TLS
+ * failure ("the server's certificate is not trusted for \"h\": ...", "TLS alert from the
+ * server: ..."). "" otherwise; cleared by mqttc_connect(). */
+const char *mqttc_error(const struct mqttc *m);
 
 /* QoS 0 or 1. For QoS 1 *ret_packet_id (optional) is what on_puback will report. */
 int mqttc_publish(struct mqttc *m, const char *topic, size_t topic_len, const void *payload,

@@ -46,6 +46,7 @@ log_level: debug
 device:
   id: $DEVICE
   gateway_hostname: ledge-gw.local
+${DEVICE_EXTRA:-}
 engine:
   uri: $ENGINE_URI
   stop_timeout: 2s
@@ -61,8 +62,9 @@ upstream:
   enabled: true
   host: 127.0.0.1
   port: $UP_PORT
-  tls: false
+  tls: ${UP_TLS:-false}
   topic: "$UP_TOPIC"
+${UP_EXTRA:-}
 ${EXTRA_CONFIG:-}
 YAML
   # ledged creates this network on first use; creating it here avoids its two parallel
@@ -70,11 +72,13 @@ YAML
   docker network inspect ledge >/dev/null 2>&1 || docker network create ledge >/dev/null
 }
 
+# MOSQ_LISTENERS replaces the one anonymous plain listener on UP_PORT (e.g. a TLS listener that
+# requires client certificates, and a plain one on SUB_PORT for the recording subscriber).
 start_mosquitto() {
   mkdir -p "$T/mosq"
   cat > "$T/mosq/mosquitto.conf" <<CONF
-listener $UP_PORT 127.0.0.1
-allow_anonymous true
+${MOSQ_LISTENERS:-listener $UP_PORT 127.0.0.1
+allow_anonymous true}
 user root
 persistence true
 persistence_location $T/mosq/
@@ -103,7 +107,7 @@ stop_mosquitto() {
 # A persistent QoS 1 subscription to everything, appending "topic payload" lines to $T/up.log.
 # Messages published while it is away wait in the broker (and across broker restarts).
 start_sub() {
-  mosquitto_sub -h 127.0.0.1 -p "$UP_PORT" -i st-upstream-sub -c -q 1 -t '#' -v \
+  mosquitto_sub -h 127.0.0.1 -p "${SUB_PORT:-$UP_PORT}" -i st-upstream-sub -c -q 1 -t '#' -v \
     >>"$T/up.log" 2>>"$T/sub.err" &
   SUB_PID=$!
   sleep 0.3
