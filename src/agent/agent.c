@@ -55,6 +55,7 @@ struct mod_rt {
     int64_t restart_at_ms;
     int64_t decided_exit_ms;
     char *last_error;            /* last failed step, cleared by a successful start */
+    uint64_t state_gen;          /* a->state_gen when an event or an operation last set state */
     struct mod_rt *next;
 };
 
@@ -74,6 +75,7 @@ struct pass {
     struct plan plan;
     size_t next;
     json_t *outcome;
+    uint64_t state_gen; /* a->state_gen when the listing started */
 };
 
 struct agent {
@@ -87,6 +89,7 @@ struct agent {
     struct mod_rt *mods;
     struct pass *pass;
     bool pass_dirty;
+    uint64_t state_gen; /* counts what events and operations told about module states */
     struct event *pass_ev;
     struct waiter *waiters;
     bool boot_pending;
@@ -97,6 +100,21 @@ struct agent {
 
 static void trigger(struct agent *a);
 static void pass_step_done(struct pass *p);
+
+/* State learnt from an event or from an operation's result: newer than any listing or inspect
+ * answer already on its way, which must not overwrite it (an exit seen in an event would
+ * otherwise turn back into "running" from a listing made just before it). */
+static void rt_set_state(struct mod_rt *rt, enum ctr_state st)
+{
+    rt->state = st;
+    rt->state_gen = ++rt->a->state_gen;
+}
+
+/* May an observation made by pass p (listing, inspect) set rt's state? */
+static bool rt_observation_current(const struct pass *p, const struct mod_rt *rt)
+{
+    return rt->state_gen <= p->state_gen;
+}
 
 /* ------------------------------------------------------------------ small helpers */
 
@@ -232,6 +250,12 @@ static enum runtime_status rt_status(struct agent *a, const struct mod_rt *rt, c
         snprintf(desc, n, "running");
         return RS_RUNNING;
     case CTR_EXITED:
+        if (rt->restart_due && !timer_pending(rt)) {
+            /* the back-off is over and the restart is on its way */
+            snprintf(desc, n, "exited with code %d; restarting (restart %u/%u)", rt->exit_code,
+                     rt->rec.restart_count + 1, a->o.restart.max_restarts);
+            return RS_BACKOFF;
+        }
         if (timer_pending(rt)) {
             int64_t left = rt->restart_at_ms - ltime_now_ms();
             snprintf(desc, n, "exited with code %d; restart %u/%u in %llds", rt->exit_code,
@@ -519,7 +543,7 @@ static void op_done_cb(void *ud, int result, const struct lerr *err)
     case ST_START:
         if (result < 0) {
             /* A start that fails counts as a failed run for the restart policy. */
-            rt->state = rt->container_id ? CTR_CREATED : CTR_UNKNOWN;
+            rt_set_state(rt, rt->container_id ? CTR_CREATED : CTR_UNKNOWN);
             rt->exit_code = -1;
             rt->finished_ms = ltime_now_ms();
             op->result = result;
@@ -537,7 +561,7 @@ static void op_done_cb(void *ud, int result, const struct lerr *err)
             int64_t now = ltime_now_ms();
             if (rt->state != CTR_RUNNING || rt->started_ms < now - 5000)
                 rt->started_ms = now;
-            rt->state = CTR_RUNNING;
+            rt_set_state(rt, CTR_RUNNING);
             rt->health = HEALTH_NONE;
             rt->rec.last_start_ms = now;
             if (op->counts_as_restart || rt->restart_due) {
@@ -556,7 +580,7 @@ static void op_done_cb(void *ud, int result, const struct lerr *err)
         if (result < 0 && result != -ENOENT)
             return op_fail(op, result, err, "stop failed");
         if (rt->state == CTR_RUNNING)
-            rt->state = CTR_EXITED;
+            rt_set_state(rt, CTR_EXITED);
         if (op->restart) {
             op->stage = ST_START;
             rt->finished_ms = ltime_now_ms();
@@ -599,7 +623,7 @@ static void op_create_cb(void *ud, int result, const char *id, const struct lerr
     set_str(&rt->container_id, id);
     set_str(&rt->config_hash, op->spec->config_hash);
     rt->type = op->spec->type;
-    rt->state = CTR_CREATED;
+    rt_set_state(rt, CTR_CREATED);
     rt->exit_code = 0;
     rt->started_ms = rt->finished_ms = 0;
     rt->health = HEALTH_NONE;
@@ -993,7 +1017,7 @@ static void pass_inspect_cb(void *ud, int result, const struct engine_container 
     struct agent *a = p->a;
     if (result == 0) {
         struct mod_rt *rt = rt_find_id(a, c->id);
-        if (rt && !rt->busy) {
+        if (rt && !rt->busy && rt_observation_current(p, rt)) {
             rt->state = c->state;
             rt->health = c->health;
             rt->exit_code = c->exit_code;
@@ -1041,8 +1065,10 @@ static void pass_list_cb_type(struct pass *p, enum module_type type, int result,
         rt->type = type;
         set_str(&rt->container_id, v[i].id);
         set_str(&rt->config_hash, engine_label(&v[i], ENGINE_LABEL_HASH));
-        rt->state = v[i].state;
-        rt->health = v[i].health;
+        if (rt_observation_current(p, rt)) {
+            rt->state = v[i].state;
+            rt->health = v[i].health;
+        }
         const char *gen = engine_label(&v[i], ENGINE_LABEL_GENERATION);
         if (gen)
             set_str(&rt->rec.generation_id, gen);
@@ -1097,6 +1123,7 @@ static void pass_start(struct agent *a)
     p->waiters = a->waiters;
     a->waiters = NULL;
     p->boot = a->boot_pending;
+    p->state_gen = a->state_gen;
     a->pass = p;
     p->pending = 1;
     for (int t = 0; t < 2; t++) {
@@ -1166,7 +1193,7 @@ void agent_on_engine_event(struct agent *a, enum module_type engine, const struc
     case ENGINE_EVENT_START:
         if (!rt)
             return;
-        rt->state = CTR_RUNNING;
+        rt_set_state(rt, CTR_RUNNING);
         if (ev->time_ms > rt->started_ms)
             rt->started_ms = ev->time_ms;
         if (ev->pid)
@@ -1177,7 +1204,7 @@ void agent_on_engine_event(struct agent *a, enum module_type engine, const struc
             return;
         if (rt->state == CTR_RUNNING && ev->time_ms && ev->time_ms < rt->started_ms)
             return; /* an exit from before the latest start */
-        rt->state = CTR_EXITED;
+        rt_set_state(rt, CTR_EXITED);
         rt->exit_code = ev->exit_code;
         rt->finished_ms = ev->time_ms ? ev->time_ms : ltime_now_ms();
         rt->rec.last_exit_ms = rt->finished_ms;

@@ -22,6 +22,7 @@
 #include "agent/restart.h"
 #include "base/json.h"
 #include "base/str.h"
+#include "base/timeutil.h"
 
 /* ------------------------------------------------------------------ restart policy */
 
@@ -163,6 +164,7 @@ struct fix {
     int result;
     json_t *report;
     struct restart_tunables rt;
+    const struct engine_ops *proc_ops; /* NULL: engine_process_ops */
 };
 
 static void on_event(void *ud, const struct engine_event *ev)
@@ -185,7 +187,9 @@ static void start_agent(struct fix *f)
     snprintf(uri, sizeof(uri), "unix://%s/no-docker.sock", f->dir);
     struct engine_config pc = {.state_dir = f->dir, .on_event = on_event, .event_ud = f};
     struct engine_config dc = {.uri = uri, .on_event = on_docker_event, .event_ud = f};
-    assert_int_equal(engine_new(&engine_process_ops, f->base, &pc, &f->proc), 0);
+    assert_int_equal(engine_new(f->proc_ops ? f->proc_ops : &engine_process_ops, f->base, &pc,
+                                &f->proc),
+                     0);
     assert_int_equal(engine_new(&engine_docker_ops, f->base, &dc, &f->docker), 0);
     struct lerr err = {0};
     assert_int_equal(state_open(f->dir, &f->db, &err), 0);
@@ -386,13 +390,88 @@ static void test_reconcile_processes(void **state)
     free(id_two_b);
 }
 
+/* A process engine whose listing is answered, then, before the agent sees that answer, the
+ * module's exit arrives as an event: the agent must keep the newer state, not the listing's. */
+static struct fix *stale_fix;
+static char *stale_inject_id; /* the module whose exit is injected into the next listing */
+struct stale_ctx {
+    engine_list_fn cb;
+    void *ud;
+};
+
+static void stale_list_cb(void *ud, int result, const struct engine_container *v, size_t n,
+                          const struct lerr *err)
+{
+    struct stale_ctx *c = ud;
+    if (stale_inject_id && result == 0) {
+        struct engine_event ev = {.kind = ENGINE_EVENT_DIE, .id = stale_inject_id,
+                                  .exit_code = 9, .time_ms = ltime_now_ms()};
+        agent_on_engine_event(stale_fix->agent, MODULE_TYPE_PROCESS, &ev);
+        free(stale_inject_id);
+        stale_inject_id = NULL;
+    }
+    c->cb(c->ud, result, v, n, err);
+    free(c);
+}
+
+static int stale_list(struct engine *e, engine_list_fn cb, void *ud)
+{
+    struct stale_ctx *c = calloc(1, sizeof(*c));
+    assert_non_null(c);
+    c->cb = cb;
+    c->ud = ud;
+    int r = engine_process_ops.list(e, stale_list_cb, c);
+    if (r < 0)
+        free(c);
+    return r;
+}
+
+static void test_event_newer_than_listing(void **state)
+{
+    struct fix *f = *state;
+    static struct engine_ops stale_ops;
+    stale_ops = engine_process_ops;
+    stale_ops.list = stale_list;
+    stop_agent(f);
+    f->proc_ops = &stale_ops;
+    stale_fix = f;
+    start_agent(f);
+    const char *victim =
+        "\"victim\":{\"type\":\"process\",\"status\":\"running\",\"restartPolicy\":\"never\","
+        "\"settings\":{\"path\":\"/bin/sh\",\"args\":[\"-c\",\"exec sleep 1000 # "
+        "ledge-agent-test-marker\"]}}";
+    apply(f, victim);
+    wait_status(f, "victim", "running");
+    /* the next pass lists it running; its exit (code 9) arrives before that answer is used */
+    stale_inject_id = container_of(f, "victim");
+    apply(f, victim);
+    assert_null(stale_inject_id);
+    char buf[32];
+    json_t *m = module(f, "victim");
+    assert_string_equal(status_of(f, "victim", buf, sizeof(buf)), "failed");
+    assert_int_equal(ljson_int(m, "exitCode", -1), 9);
+    json_decref(m);
+}
+
 static void test_crash_backoff_then_failed(void **state)
 {
     struct fix *f = *state;
     apply(f, "\"crasher\":{\"type\":\"process\",\"status\":\"running\",\"restartPolicy\":"
              "\"always\",\"settings\":{\"path\":\"/bin/sh\",\"args\":[\"-c\",\"exit 7\"]}}");
-    /* 3 restarts with 100, 200, 400 ms back-off, then failed */
-    wait_status(f, "crasher", "failed");
+    /* 3 restarts with 100, 200, 400 ms back-off, then failed; never "failed" before it gave up
+     * (between a back-off's end and the restart, it is still backing off) */
+    bool failed = false;
+    for (int i = 0; i < 500 && !failed; i++) {
+        json_t *m = module(f, "crasher");
+        failed = lstr_eq(ljson_str(m, "runtimeStatus"), "failed");
+        if (failed && ljson_int(m, "restartCount", -1) != 3)
+            fail_msg("failed after %d restarts: %s", (int)ljson_int(m, "restartCount", -1),
+                     ljson_str(m, "statusDescription"));
+        json_decref(m);
+        if (!failed)
+            spin(f, 2);
+    }
+    assert_true(failed);
     json_t *m = module(f, "crasher");
     assert_int_equal(ljson_int(m, "restartCount", -1), 3);
     assert_int_equal(ljson_int(m, "exitCode", -1), 7);
@@ -470,6 +549,7 @@ int main(void)
         cmocka_unit_test(test_planner),
         cmocka_unit_test_setup_teardown(test_reconcile_processes, setup, teardown),
         cmocka_unit_test_setup_teardown(test_crash_backoff_then_failed, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_event_newer_than_listing, setup, teardown),
         cmocka_unit_test_setup_teardown(test_boot_starts_and_user_stop, setup, teardown),
         cmocka_unit_test_setup_teardown(test_invalid_manifest_changes_nothing, setup, teardown),
     };

@@ -37,6 +37,7 @@ struct docker {
     struct lbuf evline;
     struct netctx *net_pending; /* network checks in flight, shared by concurrent callers */
     char *net_name, *net_gateway; /* the module network's gateway address, once known */
+    struct dcall *calls;        /* every call in flight, freed by fini if still there */
 };
 
 /* One API call in flight: the generic completion decodes JSON and maps errors, then the
@@ -61,12 +62,19 @@ struct dcall {
     char *what;           /* for messages: "create tempSensor" */
     void (*plat_cb)(void *ud, int result, const char *os, const char *arch, const char *variant,
                     const struct lerr *err);
+    struct dcall *prev, *next; /* d->calls */
 };
 
 static struct docker *D(struct engine *e) { return e->priv; }
 
 static void dcall_free(struct dcall *c)
 {
+    if (c->prev)
+        c->prev->next = c->next;
+    else if (c->d && c->d->calls == c)
+        c->d->calls = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
     lbuf_free(&c->stream);
     lbuf_free(&c->errbody);
     free(c->what);
@@ -80,6 +88,10 @@ static struct dcall *dcall_new(struct docker *d, const char *what)
         return NULL;
     c->d = d;
     c->what = strdup(what ? what : "");
+    c->next = d->calls;
+    if (d->calls)
+        d->calls->prev = c;
+    d->calls = c;
     return c;
 }
 
@@ -953,7 +965,20 @@ static void docker_stop(struct engine *e)
 static void docker_fini(struct engine *e)
 {
     struct docker *d = D(e);
-    hc_client_free(d->http);
+    hc_client_free(d->http); /* drops the transfers in flight without calling back */
+    while (d->calls)
+        dcall_free(d->calls);
+    while (d->net_pending) {
+        struct netctx *n = d->net_pending;
+        d->net_pending = n->next;
+        while (n->waiters) {
+            struct netwaiter *w = n->waiters;
+            n->waiters = w->next;
+            free(w);
+        }
+        free(n->name);
+        free(n);
+    }
     if (d->reconnect)
         event_free(d->reconnect);
     lbuf_free(&d->evline);

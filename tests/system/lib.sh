@@ -51,7 +51,8 @@ start_ledged() {
   [ -f "$T/config.yaml" ] || write_config
   LEDGE_BOOT_ID_PATH="$T/boot_id" "$LEDGED" --config "$T/config.yaml" >>"$T/ledged.log" 2>&1 &
   LEDGED_PID=$!
-  for _ in $(seq 1 100); do
+  local end=$(( $(date +%s) + 30 ))
+  while [ "$(date +%s)" -lt "$end" ]; do
     [ -S "$T/run/mgmt.sock" ] && ledge version 2>/dev/null | grep -q '^ledged [0-9]' && return 0
     kill -0 "$LEDGED_PID" 2>/dev/null || { cat "$T/ledged.log" >&2; fail "ledged exited at start"; }
     sleep 0.1
