@@ -30,7 +30,6 @@
 /* Stop reading from a client whose answers pile up unread; resume below the low mark. */
 #define OUTPUT_HIGH (1u << 20)
 #define OUTPUT_LOW (256u << 10)
-#define TLS_READ_MAX (4096 - 64) /* see conn_accept */
 
 typedef int (*packet_fn)(struct conn *c, const struct mqtt_packet *p);
 
@@ -537,13 +536,6 @@ void conn_accept(struct hub *h, int fd, bool tls)
         }
         c->bev = bufferevent_openssl_socket_new(h->base, fd, ssl, BUFFEREVENT_SSL_ACCEPTING,
                                                 BEV_OPT_CLOSE_ON_FREE);
-        /* bufferevent_openssl reserves its read size in the input buffer before every
-         * SSL_read; libevent's default (16 KiB, in up to two chains) stayed allocated on every
-         * idle TLS connection. 4 KiB less a chain header: one 4 KiB allocation per read, and
-         * bench/hub/memory shows no input-buffer memory left on idle connections. Bigger
-         * records are read in several SSL_reads in the same pass (SSL_pending). */
-        if (c->bev)
-            bufferevent_set_max_single_read(c->bev, TLS_READ_MAX);
     } else {
         c->bev = bufferevent_socket_new(h->base, fd, BEV_OPT_CLOSE_ON_FREE);
     }
