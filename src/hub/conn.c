@@ -523,7 +523,6 @@ void conn_accept(struct hub *h, int fd, bool tls)
         return;
     }
     c->hub = h;
-    c->tls = tls;
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     peer_name(fd, c->peer, sizeof(c->peer));

@@ -111,7 +111,6 @@ struct conn {
     struct event *keepalive;
     struct event *free_ev;
     enum conn_state state;
-    bool tls;
     char peer[64];
     struct session *session; /* after CONNECT */
     uint16_t keep_alive_s;
@@ -121,7 +120,6 @@ struct conn {
     struct inflight *inflight;
     size_t n_inflight, cap_inflight;
     uint16_t next_packet_id;
-    bool will_sent;
     bool peer_gone; /* EOF or error seen: finish on the next loop pass (conn_eventcb) */
     bool gone_eof;
     struct conn *next, *prev;
@@ -163,7 +161,6 @@ struct session {
     uint8_t *will_payload;
     size_t will_len;
     uint8_t will_qos;
-    int64_t disconnected_ms;
     struct session *next;
 };
 

@@ -173,41 +173,42 @@ static char *dup_span(struct mqtt_str s)
     return lstr_ndup(s.ptr, s.len);
 }
 
+/* IoT Hub ids are case-insensitive. */
+static bool span_eq_ci(struct mqtt_str a, const char *b)
+{
+    return a.len == strlen(b) && strncasecmp(a.ptr, b, a.len) == 0;
+}
+
+/* A PUBLISH to a topic the module may not use: counted, logged once per module. */
+static int publish_refused(struct hub *h, const struct session *s, const struct mqtt_publish *p)
+{
+    char key[200];
+    snprintf(key, sizeof(key), "pub:%s", s->module_id);
+    h->n.unauthorized++;
+    hub_log_once(h, key,
+                 "%s: PUBLISH to \"%.*s\" refused: a module may only publish to its own "
+                 "events, twin and method topics; closing",
+                 s->client_id, (int)MIN(p->topic.len, (size_t)200), p->topic.ptr);
+    return -EACCES;
+}
+
 static int publish(struct hub *h, struct session *s, struct conn *c, const struct mqtt_publish *p,
                    bool will)
 {
     struct iothub_topic t;
     struct lerr err = {0};
     int r = iothub_topic_parse(p->topic.ptr, p->topic.len, &t, &err);
-    char key[200];
     if (r < 0 || t.kind == IOTHUB_TOPIC_UNKNOWN || t.kind == IOTHUB_TOPIC_DEVICE_EVENTS ||
-        t.kind >= IOTHUB_TOPIC_MODULE_INPUT) {
-        snprintf(key, sizeof(key), "pub:%s", s->module_id);
-        h->n.unauthorized++;
-        hub_log_once(h, key,
-                     "%s: PUBLISH to \"%.*s\" refused: a module may only publish to its own "
-                     "events, twin and method topics; closing",
-                     s->client_id, (int)MIN(p->topic.len, (size_t)200), p->topic.ptr);
-        return -EACCES;
-    }
+        t.kind >= IOTHUB_TOPIC_MODULE_INPUT)
+        return publish_refused(h, s, p);
     if (t.kind == IOTHUB_TOPIC_TWIN_GET || t.kind == IOTHUB_TOPIC_TWIN_REPORTED)
         return twin_publish(h, s, c, &t, p);
     if (t.kind == IOTHUB_TOPIC_METHOD_RESPONSE)
         return methods_response(h, s, &t, p);
 
     /* IOTHUB_TOPIC_MODULE_EVENTS: its own device and module only. */
-    if (t.device_id.len != strlen(s->device_id) ||
-        strncasecmp(t.device_id.ptr, s->device_id, t.device_id.len) != 0 ||
-        t.module_id.len != strlen(s->module_id) ||
-        strncasecmp(t.module_id.ptr, s->module_id, t.module_id.len) != 0) {
-        snprintf(key, sizeof(key), "pub:%s", s->module_id);
-        h->n.unauthorized++;
-        hub_log_once(h, key,
-                     "%s: PUBLISH to \"%.*s\" refused: a module may only publish to its own "
-                     "events, twin and method topics; closing",
-                     s->client_id, (int)MIN(p->topic.len, (size_t)200), p->topic.ptr);
-        return -EACCES;
-    }
+    if (!span_eq_ci(t.device_id, s->device_id) || !span_eq_ci(t.module_id, s->module_id))
+        return publish_refused(h, s, p);
     h->n.received++;
     struct iothub_props props;
     lbuf_reset(&h->scratch_props);

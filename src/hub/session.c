@@ -11,7 +11,6 @@
 
 #include "base/json.h"
 #include "base/str.h"
-#include "base/timeutil.h"
 #include "hub/hub.h"
 #include "log/log.h"
 #include "mqtt/topic.h"
@@ -124,7 +123,6 @@ int sessions_load(struct hub *h)
                 s->subs[s->n_subs++].qos = q == 1;
         }
         json_decref(a);
-        s->disconnected_ms = ltime_now_ms();
         update_wants(s);
         s->next = h->sessions;
         h->sessions = s;
@@ -207,7 +205,6 @@ void session_detach(struct session *s, bool graceful)
     if (c)
         c->session = NULL;
     s->conn = NULL;
-    s->disconnected_ms = ltime_now_ms();
     /* The hub stopping is not the module going away: no will then. */
     if (!graceful && s->will_topic && !h->stopping) {
         /* The will of an ungraceful disconnect is published for the module: only to its own

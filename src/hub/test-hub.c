@@ -189,6 +189,16 @@ static void pump(struct fixture *f)
         event_base_loop(f->h.base, EVLOOP_NONBLOCK);
 }
 
+/* Run the hub for ms (timers: TTL, store ticks). */
+static void pump_for(struct fixture *f, int ms)
+{
+    int64_t until = ltime_now_ms() + ms;
+    while (ltime_now_ms() < until) {
+        pump(f);
+        poll(NULL, 0, 20);
+    }
+}
+
 static void cl_open(struct fixture *f, struct client *c)
 {
     int sv[2];
@@ -293,6 +303,15 @@ static void expect_nothing(struct client *c, int ms)
     assert_int_equal(r, 0);
 }
 
+static void expect_pingresp(struct client *c)
+{
+    static const uint8_t ping[2] = {0xc0, 0};
+    cl_send(c, ping, 2);
+    struct mqtt_packet p;
+    assert_int_equal(cl_next(c, &p, 2000), 1);
+    assert_int_equal(p.type, MQTT_PINGRESP);
+}
+
 static int module_index(const char *module)
 {
     for (size_t i = 0; i < ARRAY_SIZE(module_names); i++)
@@ -378,6 +397,13 @@ static void cl_connect_persistent(struct client *c, const char *module, bool *pr
     assert_int_equal(cl_connect_opts(c, module, &o, present), 0);
 }
 
+/* A new connection, authenticated as module. */
+static void cl_open_as(struct fixture *f, struct client *c, const char *module)
+{
+    cl_open(f, c);
+    cl_connect(c, module);
+}
+
 /* SUBSCRIBE one filter; the SUBACK code. */
 static int cl_subscribe(struct client *c, const char *filter, uint8_t qos)
 {
@@ -392,6 +418,13 @@ static int cl_subscribe(struct client *c, const char *filter, uint8_t qos)
     assert_int_equal(p.suback.packet_id, id);
     assert_int_equal(p.suback.count, 1);
     return p.suback.codes[0];
+}
+
+/* The receiver, connected and subscribed to all its inputs at QoS 1. */
+static void cl_open_receiver(struct fixture *f, struct client *c)
+{
+    cl_open_as(f, c, "receiver");
+    assert_int_equal(cl_subscribe(c, "devices/" DEVICE "/modules/receiver/inputs/#", 1), 1);
 }
 
 static uint16_t cl_publish(struct client *c, const char *topic, const char *payload, uint8_t qos,
@@ -553,11 +586,7 @@ static void test_connect_accepts_valid_token(void **state)
         json_integer_value(json_object_get(json_object_get(s, "connections"), "modules")), 1);
     json_decref(s);
     /* PINGREQ is answered */
-    static const uint8_t ping[2] = {0xc0, 0};
-    cl_send(&c, ping, 2);
-    struct mqtt_packet p;
-    assert_int_equal(cl_next(&c, &p, 2000), 1);
-    assert_int_equal(p.type, MQTT_PINGRESP);
+    expect_pingresp(&c);
     cl_close(&c);
 }
 
@@ -626,8 +655,7 @@ static void test_packets_before_connect_close(void **state)
     expect_closed(&c);
     cl_close(&c);
     /* a second CONNECT on an open connection is a protocol violation */
-    cl_open(f, &c);
-    cl_connect(&c, "sender");
+    cl_open_as(f, &c, "sender");
     struct connect_opts o = {0};
     assert_int_equal(cl_connect_opts(&c, "sender", &o, NULL), -1);
     cl_close(&c);
@@ -681,9 +709,7 @@ static void test_subscribe_authorisation_on_the_wire(void **state)
 {
     struct fixture *f = *state;
     struct client c;
-    cl_open(f, &c);
-    cl_connect(&c, "receiver");
-    assert_int_equal(cl_subscribe(&c, "devices/" DEVICE "/modules/receiver/inputs/#", 1), 1);
+    cl_open_receiver(f, &c);
     assert_int_equal(cl_subscribe(&c, "devices/" DEVICE "/modules/sender/inputs/#", 1),
                      MQTT_SUBACK_FAILURE);
     assert_int_equal(cl_subscribe(&c, "#", 0), MQTT_SUBACK_FAILURE);
@@ -721,8 +747,7 @@ static void test_subscribe_authorisation_on_the_wire(void **state)
 static void expect_publish_refused(struct fixture *f, const char *topic, long long unauthorized)
 {
     struct client c;
-    cl_open(f, &c);
-    cl_connect(&c, "sender");
+    cl_open_as(f, &c, "sender");
     cl_publish(&c, topic, "x", 1, false);
     expect_closed(&c);
     cl_close(&c);
@@ -744,8 +769,7 @@ static void test_publish_authorisation(void **state)
     assert_int_equal(counter(f, "received"), 0);
     /* the case of its own ids does not matter (IoT Hub ids are case-insensitive) */
     struct client c;
-    cl_open(f, &c);
-    cl_connect(&c, "sender");
+    cl_open_as(f, &c, "sender");
     expect_puback(&c,
                   cl_publish(&c, "devices/DEV1/modules/Sender/messages/events/", "x", 1, false));
     cl_close(&c);
@@ -758,11 +782,8 @@ static void test_route_and_deliver(void **state)
 {
     struct fixture *f = *state;
     struct client rc, sc;
-    cl_open(f, &rc);
-    cl_connect(&rc, "receiver");
-    assert_int_equal(cl_subscribe(&rc, "devices/" DEVICE "/modules/receiver/inputs/#", 1), 1);
-    cl_open(f, &sc);
-    cl_connect(&sc, "sender");
+    cl_open_receiver(f, &rc);
+    cl_open_as(f, &sc, "sender");
     /* The sender's bag: system and application properties, and spoofed identities. */
     send_output(&sc, "out1",
                 "%24.mid=m-1&%24.cid=c-1&%24.ct=application%2Fjson&%24.ce=utf-8&%24.uid=u1"
@@ -808,8 +829,7 @@ static void test_route_and_deliver(void **state)
     assert_string_equal(prop_app(&r, "mqtt-retain"), "true");
     /* a subscriber arriving later gets nothing retained */
     struct client late;
-    cl_open(f, &late);
-    cl_connect(&late, "other");
+    cl_open_as(f, &late, "other");
     assert_int_equal(cl_subscribe(&late, "devices/" DEVICE "/modules/other/#", 1), 1);
     expect_nothing(&late, 100);
     cl_close(&late);
@@ -829,8 +849,7 @@ static void test_puback_waits_for_receiver_ack_and_redelivers(void **state)
 {
     struct fixture *f = *state;
     struct client rc, sc;
-    cl_open(f, &sc);
-    cl_connect(&sc, "sender");
+    cl_open_as(f, &sc, "sender");
     cl_open(f, &rc);
     bool present;
     cl_connect_persistent(&rc, "receiver", &present);
@@ -864,15 +883,13 @@ static void test_inflight_window(void **state)
 {
     struct fixture *f = *state;
     struct client rc, sc;
-    cl_open(f, &sc);
-    cl_connect(&sc, "sender");
+    cl_open_as(f, &sc, "sender");
     for (int i = 0; i < 15; i++) {
         char body[16];
         snprintf(body, sizeof(body), "m%d", i);
         send_output(&sc, "out1", NULL, body);
     }
-    cl_open(f, &rc);
-    cl_connect(&rc, "receiver");
+    cl_open_as(f, &rc, "receiver");
     assert_int_equal(cl_subscribe(&rc, "devices/" DEVICE "/modules/receiver/#", 1), 1);
     /* hub.max_inflight (10 here) unacknowledged, then nothing until a PUBACK */
     struct received r[15];
@@ -913,8 +930,7 @@ static void test_persistent_session_gets_backlog(void **state)
     cl_send(&rc, disconnect, 2);
     expect_closed(&rc);
     cl_close(&rc);
-    cl_open(f, &sc);
-    cl_connect(&sc, "sender");
+    cl_open_as(f, &sc, "sender");
     for (int i = 0; i < 3; i++) {
         char body[8];
         snprintf(body, sizeof(body), "b%d", i);
@@ -934,8 +950,7 @@ static void test_persistent_session_gets_backlog(void **state)
     cl_close(&rc);
     /* a clean session throws the subscriptions away: nothing flows until it subscribes */
     send_output(&sc, "out1", NULL, "b3");
-    cl_open(f, &rc);
-    cl_connect(&rc, "receiver");
+    cl_open_as(f, &rc, "receiver");
     expect_nothing(&rc, 100);
     assert_int_equal(cl_subscribe(&rc, "devices/" DEVICE "/modules/receiver/inputs/#", 1), 1);
     expect_body(&rc, "in1", "b3");
@@ -947,17 +962,11 @@ static void test_takeover(void **state)
 {
     struct fixture *f = *state;
     struct client a, b;
-    cl_open(f, &a);
-    cl_connect(&a, "receiver");
-    cl_open(f, &b);
-    cl_connect(&b, "receiver");
+    cl_open_as(f, &a, "receiver");
+    cl_open_as(f, &b, "receiver");
     expect_closed(&a);
     cl_close(&a);
-    struct mqtt_packet p;
-    static const uint8_t ping[2] = {0xc0, 0};
-    cl_send(&b, ping, 2);
-    assert_int_equal(cl_next(&b, &p, 2000), 1);
-    assert_int_equal(p.type, MQTT_PINGRESP);
+    expect_pingresp(&b);
     cl_close(&b);
 }
 
@@ -965,16 +974,13 @@ static void test_priorities_drain_highest_first(void **state)
 {
     struct fixture *f = *state;
     struct client rc, sc;
-    cl_open(f, &sc);
-    cl_connect(&sc, "sender");
+    cl_open_as(f, &sc, "sender");
     send_output(&sc, "lo", NULL, "lo1");
     send_output(&sc, "lo", NULL, "lo2");
     send_output(&sc, "hi", NULL, "hi1");
     send_output(&sc, "lo", NULL, "lo3");
     send_output(&sc, "hi", NULL, "hi2");
-    cl_open(f, &rc);
-    cl_connect(&rc, "receiver");
-    assert_int_equal(cl_subscribe(&rc, "devices/" DEVICE "/modules/receiver/inputs/#", 1), 1);
+    cl_open_receiver(f, &rc);
     const char *want[] = {"hi1", "hi2", "lo1", "lo2", "lo3"};
     for (size_t i = 0; i < ARRAY_SIZE(want); i++)
         expect_body(&rc, "prio", want[i]);
@@ -1000,19 +1006,12 @@ static void test_ttl_expires_and_counts(void **state)
 {
     struct fixture *f = *state;
     struct client rc, sc;
-    cl_open(f, &sc);
-    cl_connect(&sc, "sender");
+    cl_open_as(f, &sc, "sender");
     send_output(&sc, "short", NULL, "stale");
     send_output(&sc, "out1", NULL, "fresh");
     /* timeToLiveSecs 1 on the "short" route: wait it out */
-    int64_t until = ltime_now_ms() + 1100;
-    while (ltime_now_ms() < until) {
-        pump(f);
-        poll(NULL, 0, 20);
-    }
-    cl_open(f, &rc);
-    cl_connect(&rc, "receiver");
-    assert_int_equal(cl_subscribe(&rc, "devices/" DEVICE "/modules/receiver/inputs/#", 1), 1);
+    pump_for(f, 1100);
+    cl_open_receiver(f, &rc);
     expect_body(&rc, "in1", "fresh");
     expect_nothing(&rc, 300);
     assert_int_equal(counter(f, "expired"), 1);
@@ -1045,18 +1044,11 @@ static void test_global_ttl(void **state)
 {
     struct fixture *f = *state;
     struct client rc, sc;
-    cl_open(f, &sc);
-    cl_connect(&sc, "sender");
+    cl_open_as(f, &sc, "sender");
     send_output(&sc, "out1", NULL, "global ttl");
     send_output(&sc, "keep", NULL, "route ttl wins");
-    int64_t until = ltime_now_ms() + 1100;
-    while (ltime_now_ms() < until) {
-        pump(f);
-        poll(NULL, 0, 20);
-    }
-    cl_open(f, &rc);
-    cl_connect(&rc, "receiver");
-    assert_int_equal(cl_subscribe(&rc, "devices/" DEVICE "/modules/receiver/inputs/#", 1), 1);
+    pump_for(f, 1100);
+    cl_open_receiver(f, &rc);
     expect_body(&rc, "keep", "route ttl wins");
     expect_nothing(&rc, 200);
     assert_int_equal(counter(f, "expired"), 1);
@@ -1068,9 +1060,7 @@ static void test_will(void **state)
 {
     struct fixture *f = *state;
     struct client rc, sc;
-    cl_open(f, &rc);
-    cl_connect(&rc, "receiver");
-    assert_int_equal(cl_subscribe(&rc, "devices/" DEVICE "/modules/receiver/inputs/#", 1), 1);
+    cl_open_receiver(f, &rc);
     struct connect_opts o = {.will_topic = "devices/" DEVICE
                                            "/modules/sender/messages/events/%24.on=out1&why=gone",
                              .will_payload = "bye"};
@@ -1101,9 +1091,7 @@ static void test_will(void **state)
     close(sc.fd);
     lbuf_free(&sc.in);
     lbuf_free(&sc.pkt);
-    cl_open(f, &rc);
-    cl_connect(&rc, "receiver");
-    assert_int_equal(cl_subscribe(&rc, "devices/" DEVICE "/modules/receiver/inputs/#", 1), 1);
+    cl_open_receiver(f, &rc);
     /* a will aimed elsewhere is refused and counted when it would be sent */
     struct connect_opts bad = {.will_topic = "devices/" DEVICE "/modules/receiver/inputs/in1/",
                                .will_payload = "x"};
@@ -1119,10 +1107,8 @@ static void test_subscription_to_one_input(void **state)
 {
     struct fixture *f = *state;
     struct client rc, sc;
-    cl_open(f, &sc);
-    cl_connect(&sc, "sender");
-    cl_open(f, &rc);
-    cl_connect(&rc, "receiver");
+    cl_open_as(f, &sc, "sender");
+    cl_open_as(f, &rc, "receiver");
     /* only in1: what is routed to "hot" waits */
     assert_int_equal(cl_subscribe(&rc, "devices/" DEVICE "/modules/receiver/inputs/in1/#", 1), 1);
     send_output(&sc, "cond", "temp=30", "to hot");
@@ -1178,11 +1164,8 @@ static void test_qos2_publish_closes_only_that_connection(void **state)
 {
     struct fixture *f = *state;
     struct client rc, sc;
-    cl_open(f, &rc);
-    cl_connect(&rc, "receiver");
-    assert_int_equal(cl_subscribe(&rc, "devices/" DEVICE "/modules/receiver/inputs/#", 1), 1);
-    cl_open(f, &sc);
-    cl_connect(&sc, "sender");
+    cl_open_receiver(f, &rc);
+    cl_open_as(f, &sc, "sender");
     cl_publish(&sc, "devices/" DEVICE "/modules/sender/messages/events/%24.on=out1", "q2", 2,
                false);
     expect_closed(&sc);
@@ -1190,8 +1173,7 @@ static void test_qos2_publish_closes_only_that_connection(void **state)
     assert_int_equal(counter(f, "qos2Refused"), 1);
     assert_int_equal(counter(f, "received"), 0);
     /* the receiver is unaffected, and a new sender works */
-    cl_open(f, &sc);
-    cl_connect(&sc, "sender");
+    cl_open_as(f, &sc, "sender");
     send_output(&sc, "out1", NULL, "after");
     expect_body(&rc, "in1", "after");
     /* PUBREL (QoS 2 flow) from a client is a protocol violation too */
@@ -1206,9 +1188,7 @@ static void test_malformed_and_oversized(void **state)
 {
     struct fixture *f = *state;
     struct client rc, bad;
-    cl_open(f, &rc);
-    cl_connect(&rc, "receiver");
-    assert_int_equal(cl_subscribe(&rc, "devices/" DEVICE "/modules/receiver/inputs/#", 1), 1);
+    cl_open_receiver(f, &rc);
 
     /* garbage instead of CONNECT */
     cl_open(f, &bad);
@@ -1222,16 +1202,14 @@ static void test_malformed_and_oversized(void **state)
     expect_closed(&bad);
     cl_close(&bad);
     /* a packet announced larger than hub.max_packet_size + envelope: closed before the bytes */
-    cl_open(f, &bad);
-    cl_connect(&bad, "sender");
+    cl_open_as(f, &bad, "sender");
     static const uint8_t huge[5] = {0x32, 0x80, 0x80, 0x80, 0x01}; /* 2 MiB */
     cl_send(&bad, huge, sizeof(huge));
     expect_closed(&bad);
     cl_close(&bad);
     assert_int_equal(counter(f, "oversized"), 1);
     /* a message over hub.max_packet_size that fits the envelope */
-    cl_open(f, &bad);
-    cl_connect(&bad, "sender");
+    cl_open_as(f, &bad, "sender");
     char *body = malloc(16 * 1024 + 100);
     memset(body, 'a', 16 * 1024 + 99);
     body[16 * 1024 + 99] = 0;
@@ -1242,22 +1220,19 @@ static void test_malformed_and_oversized(void **state)
     cl_close(&bad);
     assert_int_equal(counter(f, "oversized"), 2);
     /* a broken property bag (empty key) */
-    cl_open(f, &bad);
-    cl_connect(&bad, "sender");
+    cl_open_as(f, &bad, "sender");
     cl_publish(&bad, "devices/" DEVICE "/modules/sender/messages/events/%24.on=out1&=v", "x", 1,
                false);
     expect_closed(&bad);
     cl_close(&bad);
     /* a PUBLISH with an invalid topic (wildcard) */
-    cl_open(f, &bad);
-    cl_connect(&bad, "sender");
+    cl_open_as(f, &bad, "sender");
     static const uint8_t wild[] = {0x30, 5, 0, 3, 'a', '/', '#'};
     cl_send(&bad, wild, sizeof(wild));
     expect_closed(&bad);
     cl_close(&bad);
     /* a server-only packet type from a client */
-    cl_open(f, &bad);
-    cl_connect(&bad, "sender");
+    cl_open_as(f, &bad, "sender");
     static const uint8_t connack[4] = {0x20, 2, 0, 0};
     cl_send(&bad, connack, sizeof(connack));
     expect_closed(&bad);
@@ -1266,8 +1241,7 @@ static void test_malformed_and_oversized(void **state)
     /* the receiver saw none of it and still works */
     expect_nothing(&rc, 50);
     struct client sc;
-    cl_open(f, &sc);
-    cl_connect(&sc, "sender");
+    cl_open_as(f, &sc, "sender");
     send_output(&sc, "out1", NULL, "still here");
     expect_body(&rc, "in1", "still here");
     cl_close(&sc);
@@ -1278,11 +1252,8 @@ static void test_a_packet_in_pieces(void **state)
 {
     struct fixture *f = *state;
     struct client rc, sc;
-    cl_open(f, &rc);
-    cl_connect(&rc, "receiver");
-    assert_int_equal(cl_subscribe(&rc, "devices/" DEVICE "/modules/receiver/inputs/#", 1), 1);
-    cl_open(f, &sc);
-    cl_connect(&sc, "sender");
+    cl_open_receiver(f, &rc);
+    cl_open_as(f, &sc, "sender");
     struct mqtt_publish p = {
         .qos = 1,
         .packet_id = 9,
@@ -1315,8 +1286,7 @@ static void test_subscription_limit(void **state)
 {
     struct fixture *f = *state; /* hub.max_subscriptions 3 */
     struct client c;
-    cl_open(f, &c);
-    cl_connect(&c, "receiver");
+    cl_open_as(f, &c, "receiver");
     assert_int_equal(cl_subscribe(&c, "devices/" DEVICE "/modules/receiver/inputs/a", 1), 1);
     assert_int_equal(cl_subscribe(&c, "devices/" DEVICE "/modules/receiver/inputs/b", 1), 1);
     assert_int_equal(cl_subscribe(&c, "devices/" DEVICE "/modules/receiver/inputs/c", 1), 1);
@@ -1372,8 +1342,7 @@ static void test_connection_limit(void **state)
     json_decref(s);
     for (int i = 1; i < 4; i++)
         cl_close(&c[i]);
-    cl_open(f, &c[0]);
-    cl_connect(&c[0], "sender");
+    cl_open_as(f, &c[0], "sender");
     cl_close(&c[0]);
 }
 
@@ -1399,8 +1368,7 @@ static void test_store_full_refuses_then_recovers(void **state)
                      262144);
     json_decref(s);
     struct client sc;
-    cl_open(f, &sc);
-    cl_connect(&sc, "sender");
+    cl_open_as(f, &sc, "sender");
     char *body = malloc(8001);
     memset(body, 'x', 8000);
     body[8000] = 0;
@@ -1422,30 +1390,19 @@ static void test_store_full_refuses_then_recovers(void **state)
     assert_true(sent >= 20);
     assert_int_equal(counter(f, "refused"), 1);
     /* QoS 0 is dropped, counted, and the connection stays */
-    cl_open(f, &sc);
-    cl_connect(&sc, "sender");
+    cl_open_as(f, &sc, "sender");
     cl_publish(&sc, "devices/" DEVICE "/modules/sender/messages/events/%24.on=out1", body, 0,
                false);
-    static const uint8_t ping[2] = {0xc0, 0};
-    cl_send(&sc, ping, 2);
-    struct mqtt_packet p;
-    assert_int_equal(cl_next(&sc, &p, 2000), 1);
-    assert_int_equal(p.type, MQTT_PINGRESP);
+    expect_pingresp(&sc);
     assert_int_equal(counter(f, "refused"), 2);
     /* the receiver drains the queue; the store reclaims space; the sender gets through */
     struct client rc;
-    cl_open(f, &rc);
-    cl_connect(&rc, "receiver");
-    assert_int_equal(cl_subscribe(&rc, "devices/" DEVICE "/modules/receiver/inputs/#", 1), 1);
+    cl_open_receiver(f, &rc);
     for (int i = 0; i < sent; i++) {
         struct received r;
         expect_input(&rc, &r, true);
     }
-    int64_t until = ltime_now_ms() + 1000; /* a store tick or two */
-    while (ltime_now_ms() < until) {
-        pump(f);
-        poll(NULL, 0, 20);
-    }
+    pump_for(f, 1000); /* a store tick or two */
     send_output(&sc, "out1", NULL, "room again");
     expect_body(&rc, "in1", "room again");
     free(body);
@@ -1457,8 +1414,7 @@ static void test_reload_routes_and_limits(void **state)
 {
     struct fixture *f = *state;
     struct client rc, sc;
-    cl_open(f, &sc);
-    cl_connect(&sc, "sender");
+    cl_open_as(f, &sc, "sender");
     send_output(&sc, "out1", NULL, "before");
     /* new routes and a new store cap, while a message waits in the old endpoint */
     write_runtime(f, "{\"schemaVersion\": \"1.1\", \"routes\": {"
@@ -1473,9 +1429,7 @@ static void test_reload_routes_and_limits(void **state)
                      5000000);
     json_decref(s);
     send_output(&sc, "out1", NULL, "after");
-    cl_open(f, &rc);
-    cl_connect(&rc, "receiver");
-    assert_int_equal(cl_subscribe(&rc, "devices/" DEVICE "/modules/receiver/inputs/#", 1), 1);
+    cl_open_receiver(f, &rc);
     struct received a, b;
     expect_input(&rc, &a, true);
     expect_input(&rc, &b, true);
@@ -1501,17 +1455,14 @@ static void test_restart_keeps_unacked(void **state)
 {
     struct fixture *f = *state;
     struct client sc;
-    cl_open(f, &sc);
-    cl_connect(&sc, "sender");
+    cl_open_as(f, &sc, "sender");
     send_output(&sc, "out1", NULL, "kept");
     send_output(&sc, "hi", NULL, "kept hi");
     cl_close(&sc);
     hub_down(f);
     hub_up(f);
     struct client rc;
-    cl_open(f, &rc);
-    cl_connect(&rc, "receiver");
-    assert_int_equal(cl_subscribe(&rc, "devices/" DEVICE "/modules/receiver/inputs/#", 1), 1);
+    cl_open_receiver(f, &rc);
     struct received a, b;
     expect_input(&rc, &a, true);
     expect_input(&rc, &b, true);
@@ -1532,8 +1483,7 @@ static void test_persistent_session_survives_restart(void **state)
     cl_close(&rc);
     hub_down(f);
     hub_up(f);
-    cl_open(f, &sc);
-    cl_connect(&sc, "sender");
+    cl_open_as(f, &sc, "sender");
     send_output(&sc, "out1", NULL, "after restart");
     cl_open(f, &rc);
     cl_connect_persistent(&rc, "receiver", &present);
@@ -1541,8 +1491,7 @@ static void test_persistent_session_survives_restart(void **state)
     expect_body(&rc, "in1", "after restart");
     cl_close(&rc);
     /* a clean session forgets it, across restarts too */
-    cl_open(f, &rc);
-    cl_connect(&rc, "receiver");
+    cl_open_as(f, &rc, "receiver");
     cl_close(&rc);
     hub_down(f);
     hub_up(f);
@@ -1559,8 +1508,7 @@ static void test_twin_get_and_reported(void **state)
 {
     struct fixture *f = *state;
     struct client c;
-    cl_open(f, &c);
-    cl_connect(&c, "receiver");
+    cl_open_as(f, &c, "receiver");
     assert_int_equal(cl_subscribe(&c, "$iothub/twin/res/#", 0), 0);
     /* QoS 1: the answer may come before the PUBACK, which waits for the group commit */
     uint16_t id = cl_publish(&c, "$iothub/twin/GET/?$rid=6", "", 1, false);
@@ -1618,8 +1566,7 @@ static void test_direct_method(void **state)
 {
     struct fixture *f = *state;
     struct client c;
-    cl_open(f, &c);
-    cl_connect(&c, "receiver");
+    cl_open_as(f, &c, "receiver");
     struct method_result res = {0};
     void *handle;
     struct lerr err = {0};
@@ -1639,8 +1586,7 @@ static void test_direct_method(void **state)
     assert_string_equal(topic, "$iothub/methods/POST/ping/?$rid=1");
     /* another module cannot answer it */
     struct client o;
-    cl_open(f, &o);
-    cl_connect(&o, "other");
+    cl_open_as(f, &o, "other");
     cl_publish(&o, "$iothub/methods/res/200/?$rid=1", "{\"evil\":1}", 0, false);
     pump(f);
     assert_false(res.done);

@@ -67,7 +67,15 @@ int mqttc_new(struct event_base *base, struct evdns_base *dns, const struct mqtt
         m->o.max_packet = 1u << 20;
     if (!m->o.connect_timeout_ms)
         m->o.connect_timeout_ms = 10000;
-    if (!m->host || !m->client_id) {
+    if (!o->host) {
+        mqttc_free(m);
+        return -EINVAL;
+    }
+    /* every option given must have been copied: a missing ca_file would mean trusting the
+     * system's CAs instead of the configured ones */
+    if (!m->host || !m->client_id || !m->verify_name || (o->ca_file && !m->ca_file) ||
+        (o->cert_file && !m->cert_file) || (o->key_file && !m->key_file) ||
+        (o->username && !m->username) || (o->password && !m->password)) {
         mqttc_free(m);
         return -ENOMEM;
     }

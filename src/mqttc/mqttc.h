@@ -44,7 +44,8 @@ struct mqttc_options {
     void *ud;
 };
 
-/* dns may be NULL (then host must be an IP address). Strings are copied. */
+/* dns may be NULL (then host must be an IP address). Strings are copied. -EINVAL without a
+ * host, -ENOMEM when a copy fails. */
 int mqttc_new(struct event_base *base, struct evdns_base *dns, const struct mqttc_options *o,
               struct mqttc **ret);
 /* Start connecting; the outcome arrives through on_connect. */
