@@ -13,9 +13,7 @@
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/file.h>
-#include <sys/socket.h>
 #include <sys/stat.h>
-#include <sys/un.h>
 #include <sys/wait.h>
 #include <termios.h>
 #include <unistd.h>
@@ -78,6 +76,16 @@ static int load_def(struct vmctx *x, const char *name, struct vm_def *d)
     return r;
 }
 
+/* Fails (message printed) unless name is a defined VM. */
+static int require_vm(struct vmctx *x, const char *name)
+{
+    struct vm_def d;
+    int r = load_def(x, name, &d);
+    if (r >= 0)
+        vm_def_free(&d);
+    return r;
+}
+
 static int save_def(struct vmctx *x, const struct vm_def *d)
 {
     char path[PATH_MAX];
@@ -130,11 +138,6 @@ static void print_json(const json_t *j)
     free(s);
 }
 
-static const char *size_str(uint64_t b, char *buf, size_t n)
-{
-    return vm_size_format(b, buf, n);
-}
-
 /* Parse "--opt VALUE" or "--opt=VALUE"; advances *i. */
 static const char *opt_value(int argc, char **argv, int *i, const char *name)
 {
@@ -144,6 +147,46 @@ static const char *opt_value(int argc, char **argv, int *i, const char *name)
     if (strcmp(argv[*i], name) == 0 && *i + 1 < argc)
         return argv[++*i];
     return NULL;
+}
+
+/* Run argv (searched in PATH) and wait for it; with out, its stdout is collected there (up to
+ * out->max bytes). Returns 0 with its wait status, or < 0 when it could not be started (message
+ * printed). */
+static int run_child(char *const argv[], struct lbuf *out, int *ret_status)
+{
+    int pipefd[2] = {-1, -1};
+    if (out && pipe2(pipefd, O_CLOEXEC) < 0) {
+        cli_fail("pipe: %s", strerror(errno));
+        return -EPIPE;
+    }
+    pid_t pid = fork();
+    if (pid < 0) {
+        cli_fail("fork: %s", strerror(errno));
+        if (out) {
+            close(pipefd[0]);
+            close(pipefd[1]);
+        }
+        return -ECHILD;
+    }
+    if (pid == 0) {
+        if (out)
+            dup2(pipefd[1], STDOUT_FILENO);
+        execvp(argv[0], argv);
+        fprintf(stderr, "ledge: %s: %s\n", argv[0], strerror(errno));
+        _exit(127);
+    }
+    if (out) {
+        close(pipefd[1]);
+        char buf[4096];
+        ssize_t k;
+        while ((k = read(pipefd[0], buf, sizeof(buf))) > 0)
+            if (lbuf_append(out, buf, (size_t)k) < 0)
+                break;
+        close(pipefd[0]);
+    }
+    while (waitpid(pid, ret_status, 0) < 0 && errno == EINTR)
+        ;
+    return 0;
 }
 
 /* ------------------------------------------------------------------ exec sessions */
@@ -180,22 +223,6 @@ static void send_winsize(int sock)
     write_frame(sock, VM_FRAME_RESIZE, p, sizeof(p));
 }
 
-static int connect_unix(const char *path)
-{
-    struct sockaddr_un sa = {.sun_family = AF_UNIX};
-    if (lstr_copy(sa.sun_path, sizeof(sa.sun_path), path) < 0)
-        return -ENAMETOOLONG;
-    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd < 0)
-        return neg_errno();
-    if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
-        int e = errno;
-        close(fd);
-        return -e;
-    }
-    return fd;
-}
-
 /* Run req (an OPEN of kind exec) in the guest; stdout/stderr to ours. Returns the exit code
  * (128+signal when killed), or -1 when the session failed (message printed). */
 static int exec_session(struct vmctx *x, const char *name, json_t *req, struct exec_io *io)
@@ -207,7 +234,7 @@ static int exec_session(struct vmctx *x, const char *name, json_t *req, struct e
         cli_fail("%s", lerr_str(&err));
         return -1;
     }
-    _cleanup_close_ int sock = connect_unix(path);
+    _cleanup_close_ int sock = vm_unix_connect(path, 0);
     if (sock < 0) {
         json_decref(req);
         cli_fail("VM %s is not running (%s: %s)", name, path, strerror(-sock));
@@ -519,26 +546,14 @@ static int vm_create_cmd(struct vmctx *x, int argc, char **argv)
         char prog[PATH_MAX];
         if (vm_find_program("ledge-vm-build", prog, sizeof(prog)) < 0)
             return cli_fail("cannot find ledge-vm-build (set LEDGE_VM_LIBDIR)");
-        int pipefd[2];
-        if (pipe2(pipefd, O_CLOEXEC) < 0)
-            return cli_fail("pipe: %s", strerror(errno));
-        pid_t pid = fork();
-        if (pid == 0) {
-            dup2(pipefd[1], STDOUT_FILENO);
-            execl(prog, prog, "--arch", vm_arch_name(d.arch), "--deb", deb, "--cache", x->cache,
-                  (char *)NULL);
-            _exit(127);
-        }
-        close(pipefd[1]);
-        char out[4096];
-        size_t n = 0;
-        ssize_t k;
-        while (n < sizeof(out) - 1 && (k = read(pipefd[0], out + n, sizeof(out) - 1 - n)) > 0)
-            n += (size_t)k;
-        out[n] = 0;
-        close(pipefd[0]);
+        const char *bargv[] = {prog,     "--arch", vm_arch_name(d.arch), "--deb", deb, "--cache",
+                               x->cache, NULL};
+        struct lbuf so = LBUF_INIT;
+        so.max = 4095;
         int st;
-        waitpid(pid, &st, 0);
+        if (run_child((char *const *)bargv, &so, &st) < 0)
+            return 1;
+        _cleanup_free_ char *out = lbuf_steal(&so);
         if (!WIFEXITED(st) || WEXITSTATUS(st) != 0)
             return cli_fail("building the guest image failed (see the messages above)");
         char *last = out;
@@ -568,7 +583,7 @@ static int vm_create_cmd(struct vmctx *x, int argc, char **argv)
         return cli_fail("%s", lerr_str(&err));
     char a[32], b[32];
     printf("created VM %s: %s, %d vCPU, %s memory, %s disk, image %s\n", name, vm_arch_name(arch),
-           (int)cpus, size_str(mem, a, sizeof(a)), size_str(disk, b, sizeof(b)), key);
+           (int)cpus, vm_size_format(mem, a, sizeof(a)), vm_size_format(disk, b, sizeof(b)), key);
     if (!start) {
         printf("start it with: ledge vm start %s\n", name);
         return 0;
@@ -595,10 +610,8 @@ static int vm_start_cmd(struct vmctx *x, int argc, char **argv)
     }
     if (!name)
         return vm_usage("start: which NAME?");
-    struct vm_def d;
-    if (load_def(x, name, &d) < 0)
+    if (require_vm(x, name) < 0)
         return 1;
-    vm_def_free(&d);
     int64_t t0 = ltime_mono_ms();
     if (spawn_supervisor(x, name) != 0)
         return 1;
@@ -692,10 +705,8 @@ static int vm_stop_cmd(struct vmctx *x, int argc, char **argv)
     int r = one_name(argc, argv, "stop", &name, &timeout);
     if (r)
         return r;
-    struct vm_def d;
-    if (load_def(x, name, &d) < 0)
+    if (require_vm(x, name) < 0)
         return 1;
-    vm_def_free(&d);
     return do_stop(x, name, timeout, false);
 }
 
@@ -706,10 +717,8 @@ static int vm_restart_cmd(struct vmctx *x, int argc, char **argv)
     int r = one_name(argc, argv, "restart", &name, &timeout);
     if (r)
         return r;
-    struct vm_def d;
-    if (load_def(x, name, &d) < 0)
+    if (require_vm(x, name) < 0)
         return 1;
-    vm_def_free(&d);
     if ((r = do_stop(x, name, timeout, true)) != 0)
         return r;
     char *sargv[] = {"start", (char *)name, NULL};
@@ -733,13 +742,32 @@ static int vm_reboot_cmd(struct vmctx *x, int argc, char **argv)
     return r;
 }
 
-static void print_status(struct vmctx *x, const struct vm_def *d, const json_t *s)
+/* One forward as the supervisor reports it (GET /ports, status "ports"). */
+static void print_port(const char *indent, const json_t *p)
+{
+    printf("%s%-28s %-7s %s", indent, ljson_str(p, "spec"), ljson_str(p, "source"),
+           ljson_str(p, "state"));
+    if (ljson_str(p, "module"))
+        printf(" (module %s)", ljson_str(p, "module"));
+    if (ljson_str(p, "error"))
+        printf(": %s", ljson_str(p, "error"));
+    printf("\n");
+}
+
+static void print_shares(const char *indent, const struct vm_def *d)
+{
+    for (size_t i = 0; i < d->n_shares; i++)
+        printf("%s%s -> %s%s\n", indent, d->shares[i].host_dir, d->shares[i].guest_dir,
+               d->shares[i].read_only ? " (read-only)" : "");
+}
+
+static void print_status(const struct vm_def *d, const json_t *s)
 {
     char a[32], b[32];
     const char *state = s ? ljson_str(s, "state") : "stopped";
     printf("%s: %s\n", d->name, state);
     printf("  %s, %d vCPU, %s memory, %s disk, accelerator %s%s%s\n", vm_arch_name(d->arch),
-           d->cpus, size_str(d->memory, a, sizeof(a)), size_str(d->disk, b, sizeof(b)),
+           d->cpus, vm_size_format(d->memory, a, sizeof(a)), vm_size_format(d->disk, b, sizeof(b)),
            vm_accel_name(d->accel), s ? ": " : "", s ? ljson_str(s, "accelDetail") : "");
     printf("  autostart %s, image %s\n", d->autostart ? "on" : "off", d->image ? d->image : "?");
     if (s) {
@@ -768,15 +796,8 @@ static void print_status(struct vmctx *x, const struct vm_def *d, const json_t *
         if (!json_array_size(ports))
             printf(" none");
         printf("\n");
-        json_array_foreach (ports, i, p) {
-            printf("    %-28s %-7s %s", ljson_str(p, "spec"), ljson_str(p, "source"),
-                   ljson_str(p, "state"));
-            if (ljson_str(p, "module"))
-                printf(" (module %s)", ljson_str(p, "module"));
-            if (ljson_str(p, "error"))
-                printf(": %s", ljson_str(p, "error"));
-            printf("\n");
-        }
+        json_array_foreach (ports, i, p)
+            print_port("    ", p);
     } else {
         printf("%s\n", d->n_ports || d->hub_port ? "" : " none");
         char buf[96];
@@ -786,10 +807,7 @@ static void print_status(struct vmctx *x, const struct vm_def *d, const json_t *
             printf("    %s\n", vm_port_format(&d->ports[i], buf, sizeof(buf)));
     }
     printf("  shares:%s\n", d->n_shares ? "" : " none");
-    for (size_t i = 0; i < d->n_shares; i++)
-        printf("    %s -> %s%s\n", d->shares[i].host_dir, d->shares[i].guest_dir,
-               d->shares[i].read_only ? " (read-only)" : "");
-    (void)x;
+    print_shares("    ", d);
 }
 
 static int vm_status_cmd(struct vmctx *x, int argc, char **argv)
@@ -815,7 +833,7 @@ static int vm_status_cmd(struct vmctx *x, int argc, char **argv)
         print_json(o);
         json_decref(o);
     } else {
-        print_status(x, &d, s);
+        print_status(&d, s);
     }
     vm_def_free(&d);
     return 0;
@@ -865,8 +883,8 @@ static int vm_list_cmd(struct vmctx *x, int argc, char **argv)
             json_array_append_new(out, o);
         } else {
             printf("%-20s %-9s %-6s %-5d %-9s %-9s %-24s %s\n", d.name, state, vm_arch_name(d.arch),
-                   d.cpus, size_str(d.memory, a, sizeof(a)), size_str(d.disk, b, sizeof(b)), accel,
-                   d.autostart ? "on" : "off");
+                   d.cpus, vm_size_format(d.memory, a, sizeof(a)),
+                   vm_size_format(d.disk, b, sizeof(b)), accel, d.autostart ? "on" : "off");
         }
         json_decref(s);
         vm_def_free(&d);
@@ -891,10 +909,8 @@ static int vm_delete_cmd(struct vmctx *x, int argc, char **argv)
     }
     if (!name)
         return vm_usage("delete: which NAME?");
-    struct vm_def d;
-    if (load_def(x, name, &d) < 0)
+    if (require_vm(x, name) < 0)
         return 1;
-    vm_def_free(&d);
     if (is_running(x, name)) {
         if (!force)
             return cli_fail("%s is running: stop it first, or delete --force", name);
@@ -998,8 +1014,9 @@ static int vm_set_cmd(struct vmctx *x, int argc, char **argv)
     }
     char a[32], b[32];
     printf("%s: %d vCPU, %s memory, %s disk, accelerator %s, autostart %s (from the next start)\n",
-           name, d.cpus, size_str(d.memory, a, sizeof(a)), size_str(d.disk, b, sizeof(b)),
-           vm_accel_name(d.accel), d.autostart ? "on" : "off");
+           name, d.cpus, vm_size_format(d.memory, a, sizeof(a)),
+           vm_size_format(d.disk, b, sizeof(b)), vm_accel_name(d.accel),
+           d.autostart ? "on" : "off");
     rc = 0;
 out:
     if (have_def)
@@ -1067,10 +1084,8 @@ static int vm_logs_cmd(struct vmctx *x, int argc, char **argv)
     }
     if (!name)
         return vm_usage("logs: which NAME?");
-    struct vm_def d;
-    if (load_def(x, name, &d) < 0)
+    if (require_vm(x, name) < 0)
         return 1;
-    vm_def_free(&d);
     if (console) {
         const char *files[] = {VM_FILE_VMM_LOG, VM_FILE_CONSOLE};
         for (size_t k = 0; k < ARRAY_SIZE(files); k++) {
@@ -1133,15 +1148,8 @@ static int vm_port_cmd(struct vmctx *x, int argc, char **argv)
             if (x->c->json)
                 print_json(j);
             else
-                json_array_foreach (j, i, p) {
-                    printf("%-28s %-7s %s", ljson_str(p, "spec"), ljson_str(p, "source"),
-                           ljson_str(p, "state"));
-                    if (ljson_str(p, "module"))
-                        printf(" (module %s)", ljson_str(p, "module"));
-                    if (ljson_str(p, "error"))
-                        printf(": %s", ljson_str(p, "error"));
-                    printf("\n");
-                }
+                json_array_foreach (j, i, p)
+                    print_port("", p);
         } else {
             char buf[96];
             if (d.hub_port)
@@ -1220,9 +1228,7 @@ static int vm_share_cmd(struct vmctx *x, int argc, char **argv)
     int rc = 0;
     char real[PATH_MAX];
     if (lstr_eq(op, "list")) {
-        for (size_t i = 0; i < d.n_shares; i++)
-            printf("%s -> %s%s\n", d.shares[i].host_dir, d.shares[i].guest_dir,
-                   d.shares[i].read_only ? " (read-only)" : "");
+        print_shares("", &d);
     } else if (lstr_eq(op, "add")) {
         if (!host || !guest)
             rc = vm_usage("share add NAME HOSTDIR GUESTDIR [--ro]");
@@ -1259,17 +1265,9 @@ static int vm_share_cmd(struct vmctx *x, int argc, char **argv)
 
 static int run_tool(char *const argv[])
 {
-    pid_t pid = fork();
-    if (pid < 0)
-        return cli_fail("fork: %s", strerror(errno));
-    if (pid == 0) {
-        execvp(argv[0], argv);
-        fprintf(stderr, "ledge: %s: %s\n", argv[0], strerror(errno));
-        _exit(127);
-    }
     int st;
-    while (waitpid(pid, &st, 0) < 0 && errno == EINTR)
-        ;
+    if (run_child(argv, NULL, &st) < 0)
+        return 1;
     return WIFEXITED(st) ? WEXITSTATUS(st) : 1;
 }
 
@@ -1319,26 +1317,12 @@ static int vm_image_cmd(struct vmctx *x, int argc, char **argv)
         if (argc != 3)
             return vm_usage("image import FILE (made by `ledge vm image export`)");
         /* The archive must hold one image directory and nothing else. */
-        int pipefd[2];
-        if (pipe2(pipefd, O_CLOEXEC) < 0)
-            return cli_fail("pipe: %s", strerror(errno));
-        pid_t pid = fork();
-        if (pid == 0) {
-            dup2(pipefd[1], STDOUT_FILENO);
-            execlp("tar", "tar", "-tf", argv[2], (char *)NULL);
-            _exit(127);
-        }
-        close(pipefd[1]);
+        char *largv[] = {"tar", "-tf", argv[2], NULL};
         struct lbuf listing = LBUF_INIT;
         listing.max = 1 << 20;
-        char buf[4096];
-        ssize_t k;
-        while ((k = read(pipefd[0], buf, sizeof(buf))) > 0)
-            if (lbuf_append(&listing, buf, (size_t)k) < 0)
-                break;
-        close(pipefd[0]);
         int st;
-        waitpid(pid, &st, 0);
+        if (run_child(largv, &listing, &st) < 0)
+            return 1;
         char key[128] = "";
         bool ok = WIFEXITED(st) && WEXITSTATUS(st) == 0 && listing.len > 0;
         for (char *s = listing.data, *line; ok && s && (line = strsep(&s, "\n"));) {
@@ -1524,10 +1508,8 @@ int cli_vm_select(struct cli *c, const char *name)
 {
     struct vmctx x;
     vmctx_init(&x, c);
-    struct vm_def d;
-    if (load_def(&x, name, &d) < 0)
+    if (require_vm(&x, name) < 0)
         return -ENOENT;
-    vm_def_free(&d);
     static char sock[128];
     struct lerr err = {0};
     if (vm_sock_path(sock, sizeof(sock), x.root, name, VM_SOCK_API, &err) < 0) {

@@ -30,6 +30,7 @@
 #include "base/str.h"
 #include "log/log.h"
 #include "vm/mux.h"
+#include "vm/paths.h"
 #include "vm/qemu.h"
 
 #define COMP "agent"
@@ -195,22 +196,6 @@ static void on_event(void *ud, const json_t *ev)
 
 /* ------------------------------------------------------------------ connections */
 
-static int connect_unix(const char *path, struct lerr *err)
-{
-    struct sockaddr_un sa = {.sun_family = AF_UNIX};
-    if (lstr_copy(sa.sun_path, sizeof(sa.sun_path), path) < 0)
-        return lerr_set(err, -ENAMETOOLONG, "%s: path too long", path);
-    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd < 0)
-        return lerr_set(err, neg_errno(), "socket: %s", strerror(errno));
-    if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
-        int e = errno;
-        close(fd);
-        return lerr_set(err, -e, "%s: %s", path, strerror(e));
-    }
-    return fd;
-}
-
 /* argv/env of an exec request, bounded. */
 static int exec_vectors(const json_t *req, struct lstrv *argv, struct lstrv *env, bool tty,
                         struct lerr *err)
@@ -332,9 +317,10 @@ static int on_open(void *ud, struct vm_mux_conn *c, const json_t *req, struct le
     struct agent *a = ud;
     const char *kind = ljson_str(req, "kind");
     if (lstr_eq(kind, "mgmt") || lstr_eq(kind, "docker")) {
-        int fd = connect_unix(lstr_eq(kind, "mgmt") ? a->mgmt_socket : a->docker_socket, err);
+        const char *path = lstr_eq(kind, "mgmt") ? a->mgmt_socket : a->docker_socket;
+        int fd = vm_unix_connect(path, 0);
         if (fd < 0)
-            return fd;
+            return lerr_set(err, fd, "%s: %s", path, strerror(-fd));
         return vm_mux_conn_attach_stream(c, fd);
     }
     if (lstr_eq(kind, "exec"))

@@ -625,24 +625,34 @@ static void relay_frame(struct vm_mux_conn *c, const struct vm_frame *f)
     send_frame(m, f->type, c->id, f->payload, f->len);
 }
 
+/* The next whole frame at the head of in, if there is one; its payload points into in, so drain
+ * *ret_used bytes once it is handled. Skipped garbage is counted in *skipped; with no whole
+ * frame, what the decoder consumed is drained here. */
+static bool pull_frame(struct evbuffer *in, struct vm_frame *f, size_t *ret_used, uint64_t *skipped)
+{
+    size_t len = evbuffer_get_length(in);
+    if (len == 0)
+        return false;
+    size_t want = MIN(len, (size_t)(VM_FRAME_HEADER + VM_FRAME_MAX_PAYLOAD));
+    const uint8_t *p = evbuffer_pullup(in, (ssize_t)want);
+    size_t used, n_skipped;
+    int found = vm_frame_decode(p, want, f, &used, &n_skipped);
+    *skipped += n_skipped;
+    if (!found) {
+        evbuffer_drain(in, used);
+        return false;
+    }
+    *ret_used = used;
+    return true;
+}
+
 static void relay_read_cb(struct bufferevent *bev, void *arg)
 {
     struct vm_mux_conn *c = arg;
     struct evbuffer *in = bufferevent_get_input(bev);
-    while (!c->dead && !c->relay_closing) {
-        size_t len = evbuffer_get_length(in);
-        if (len == 0)
-            break;
-        size_t want = MIN(len, (size_t)(VM_FRAME_HEADER + VM_FRAME_MAX_PAYLOAD));
-        const uint8_t *p = evbuffer_pullup(in, (ssize_t)want);
-        struct vm_frame f;
-        size_t used, skipped;
-        int found = vm_frame_decode(p, want, &f, &used, &skipped);
-        c->m->stats.skipped += skipped;
-        if (!found) {
-            evbuffer_drain(in, used);
-            break;
-        }
+    struct vm_frame f;
+    size_t used;
+    while (!c->dead && !c->relay_closing && pull_frame(in, &f, &used, &c->m->stats.skipped)) {
         relay_frame(c, &f);
         evbuffer_drain(in, used);
     }
@@ -932,20 +942,10 @@ static void link_read_cb(struct bufferevent *bev, void *arg)
 {
     struct vm_mux *m = arg;
     struct evbuffer *in = bufferevent_get_input(bev);
-    while (m->link == bev && !m->link_down_pending) {
-        size_t len = evbuffer_get_length(in);
-        if (len == 0)
-            break;
-        size_t want = MIN(len, (size_t)(VM_FRAME_HEADER + VM_FRAME_MAX_PAYLOAD));
-        const uint8_t *p = evbuffer_pullup(in, (ssize_t)want);
-        struct vm_frame f;
-        size_t used, skipped;
-        int found = vm_frame_decode(p, want, &f, &used, &skipped);
-        m->stats.skipped += skipped;
-        if (!found) {
-            evbuffer_drain(in, used);
-            break;
-        }
+    struct vm_frame f;
+    size_t used;
+    while (m->link == bev && !m->link_down_pending &&
+           pull_frame(in, &f, &used, &m->stats.skipped)) {
         handle_frame(m, &f);
         evbuffer_drain(in, used);
     }

@@ -1,9 +1,10 @@
-/* paths.c — VM directories, per-VM paths and ledge's VM programs (paths.h). */
+/* paths.c — VM directories, per-VM paths and sockets, and ledge's VM programs (paths.h). */
 #include <errno.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -57,34 +58,40 @@ static int self_dir(char *dir, size_t size)
     return lfs_dirname(self, dir, size);
 }
 
-static int find(const char *rel, int mode, char *buf, size_t size)
+int vm_find_program(const char *name, char *buf, size_t size)
 {
     char dir[PATH_MAX];
     const char *env = getenv("LEDGE_VM_LIBDIR");
     char cand[4][PATH_MAX * 2];
     size_t n = 0;
     if (env && *env)
-        snprintf(cand[n++], sizeof(cand[0]), "%s/%s", env, rel);
+        snprintf(cand[n++], sizeof(cand[0]), "%s/%s", env, name);
     if (self_dir(dir, sizeof(dir)) == 0) {
-        snprintf(cand[n++], sizeof(cand[0]), "%s/%s", dir, rel);
-        /* The build tree: src/cli/ledge or src/daemon/ledged beside src/vm/. Data files are in
-         * the source tree, found through the build's meson-info is overkill: look beside. */
-        snprintf(cand[n++], sizeof(cand[0]), "%s/../vm/%s", dir, rel);
+        snprintf(cand[n++], sizeof(cand[0]), "%s/%s", dir, name);
+        /* The build tree: src/cli/ledge or src/daemon/ledged beside src/vm/. */
+        snprintf(cand[n++], sizeof(cand[0]), "%s/../vm/%s", dir, name);
     }
-    snprintf(cand[n++], sizeof(cand[0]), "%s/%s", LEDGE_VM_LIBDIR, rel);
+    snprintf(cand[n++], sizeof(cand[0]), "%s/%s", LEDGE_VM_LIBDIR, name);
     for (size_t i = 0; i < n; i++) {
         char real[PATH_MAX];
-        if (access(cand[i], mode) == 0 && realpath(cand[i], real))
+        if (access(cand[i], X_OK) == 0 && realpath(cand[i], real))
             return lstr_copy(buf, size, real);
     }
     return -ENOENT;
 }
 
-int vm_find_program(const char *name, char *buf, size_t size)
+int vm_unix_connect(const char *path, int sock_flags)
 {
-    return find(name, X_OK, buf, size);
-}
-int vm_find_data(const char *rel, char *buf, size_t size)
-{
-    return find(rel, R_OK, buf, size);
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    if (lstr_copy(sa.sun_path, sizeof(sa.sun_path), path) < 0)
+        return -ENAMETOOLONG;
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | sock_flags, 0);
+    if (fd < 0)
+        return neg_errno();
+    if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
+        int e = errno;
+        close(fd);
+        return -e;
+    }
+    return fd;
 }

@@ -1,6 +1,7 @@
 /* paths.h — where ledge's VMs live: the VMs' directory and the image cache (defaults and
- * environment overrides), per-VM file paths with the unix-socket length checked, and finding
- * ledge's VM programs (ledge-vmm, ledge-vm-build) next to the running binary or installed. */
+ * environment overrides), per-VM file paths with the unix-socket length checked, connecting to
+ * those sockets, and finding ledge's VM programs (ledge-vmm, ledge-vm-build) next to the running
+ * binary or installed. */
 #pragma once
 
 #include <stddef.h>
@@ -22,8 +23,10 @@ int vm_path(char *buf, size_t size, const char *vmdir, const char *name, const c
 int vm_sock_path(char *buf, size_t size, const char *vmdir, const char *name, const char *sock,
                  struct lerr *err);
 
+/* A stream connection to the unix socket at path (SOCK_CLOEXEC, plus sock_flags such as
+ * SOCK_NONBLOCK): the fd, or a negative errno. */
+int vm_unix_connect(const char *path, int sock_flags);
+
 /* A program of ledge's: $LEDGE_VM_LIBDIR/<name>, beside the running binary, the build tree's
  * src/vm/<name>, or the installed library directory. -ENOENT when none is executable. */
 int vm_find_program(const char *name, char *buf, size_t size);
-/* A data file shipped with the programs (guest/init, guest/ledge-vm-agent.service). */
-int vm_find_data(const char *rel, char *buf, size_t size);

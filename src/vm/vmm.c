@@ -116,7 +116,6 @@ struct vmm_s {
     int qemu_pidfd;
     struct event *qemu_ev;
     bool adopted;
-    int64_t launched_ms;
     int boots;
     int hung_boots;
     int crashes;
@@ -149,7 +148,6 @@ struct vmm_s {
     size_t n_fwds;
     struct event *ports_ev;
     struct hc_transfer *ports_t;
-    bool ports_dirty;
 
     bool stop_requested;
     int stop_stage;
@@ -182,6 +180,16 @@ static void timer_in(struct event *ev, int64_t ms)
 {
     struct timeval tv = {(time_t)(ms / 1000), (suseconds_t)((ms % 1000) * 1000)};
     event_add(ev, &tv);
+}
+
+/* A boot (first, after a crash, or a guest reboot) begins: its milestones are timed from now and
+ * the hung-boot timer runs. */
+static void boot_clock_start(vmm *v)
+{
+    v->boots++;
+    v->boot_start_ms = ltime_mono_ms();
+    v->agent_ms = v->runtime_ms = v->engine_ms = -1;
+    timer_in(v->boot_ev, (int64_t)v->def.boot_timeout_s * 1000);
 }
 
 static unsigned long long proc_starttime(pid_t pid)
@@ -334,6 +342,24 @@ static void waiter_abort(struct hs_request *r, void *ud)
     waiter_done(w);
 }
 
+/* Answer r with the status once the VM reaches until, or after timeout_ms. */
+static void waiter_add(vmm *v, struct hs_request *r, enum vm_state until, int64_t timeout_ms)
+{
+    struct waiter *w = calloc(1, sizeof(*w));
+    if (!w) {
+        hs_reply_error(r, 500, "out of memory");
+        return;
+    }
+    w->req = r;
+    w->v = v;
+    w->until = until;
+    w->timeout = evtimer_new(v->base, waiter_timeout_cb, w);
+    w->next = v->waiters;
+    v->waiters = w;
+    timer_in(w->timeout, timeout_ms);
+    hs_request_on_abort(r, waiter_abort, w);
+}
+
 static void set_state(vmm *v, enum vm_state s)
 {
     if (v->state != s) {
@@ -420,10 +446,7 @@ static void on_qmp_event(vmm *v, const struct vm_qmp_msg *m)
         if (v->mux)
             vm_mux_reset(v->mux);
         if (v->state != ST_STOPPING) {
-            v->boots++;
-            v->boot_start_ms = ltime_mono_ms();
-            v->agent_ms = v->runtime_ms = v->engine_ms = -1;
-            timer_in(v->boot_ev, (int64_t)v->def.boot_timeout_s * 1000);
+            boot_clock_start(v);
             timer_in(v->hello_ev, 500);
             set_state(v, ST_STARTING);
         }
@@ -487,22 +510,6 @@ static void qmp_event_cb(struct bufferevent *bev, short what, void *arg)
         log_debug(COMP, "QMP connection closed");
         qmp_drop(v);
     }
-}
-
-static int connect_unix(const char *path)
-{
-    struct sockaddr_un sa = {.sun_family = AF_UNIX};
-    if (lstr_copy(sa.sun_path, sizeof(sa.sun_path), path) < 0)
-        return -ENAMETOOLONG;
-    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-    if (fd < 0)
-        return neg_errno();
-    if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
-        int e = errno;
-        close(fd);
-        return -e;
-    }
-    return fd;
 }
 
 /* ------------------------------------------------------------------ port forwards */
@@ -788,10 +795,8 @@ static void on_hello(void *ud, const json_t *hello)
 
 static void on_event(void *ud, const json_t *ev)
 {
-    vmm *v = ud;
     if (lstr_eq(ljson_str(ev, "event"), "shutdown"))
         log_info(COMP, "the guest agent is shutting down");
-    (void)v;
 }
 
 static void on_link_down(void *ud, int err)
@@ -867,7 +872,7 @@ static void connect_cb(evutil_socket_t fd, short what, void *arg)
     if (v->qemu_pid <= 0)
         return;
     if (!v->qmp) {
-        int q = connect_unix(v->sock_qmp);
+        int q = vm_unix_connect(v->sock_qmp, SOCK_NONBLOCK);
         if (q >= 0) {
             v->qmp = bufferevent_socket_new(v->base, q, BEV_OPT_CLOSE_ON_FREE);
             bufferevent_setcb(v->qmp, qmp_read_cb, NULL, qmp_event_cb, v);
@@ -875,7 +880,7 @@ static void connect_cb(evutil_socket_t fd, short what, void *arg)
         }
     }
     if (!vm_mux_has_link(v->mux)) {
-        int c = connect_unix(v->sock_chan);
+        int c = vm_unix_connect(v->sock_chan, SOCK_NONBLOCK);
         if (c >= 0 && vm_mux_set_link(v->mux, c) == 0) {
             v->guest_hello = false;
             timer_in(v->hello_ev, 0);
@@ -991,23 +996,11 @@ static void h_status(struct hs_request *r, void *ud)
         hs_reply_json(r, 200, status_json(v));
         return;
     }
-    struct waiter *w = calloc(1, sizeof(*w));
-    if (!w) {
-        hs_reply_error(r, 500, "out of memory");
-        return;
-    }
     long long secs = 600;
     const char *t = hs_request_query(r, "timeout");
     if (t)
         lstr_to_i64(t, &secs);
-    w->req = r;
-    w->v = v;
-    w->until = until;
-    w->timeout = evtimer_new(v->base, waiter_timeout_cb, w);
-    w->next = v->waiters;
-    v->waiters = w;
-    timer_in(w->timeout, secs * 1000);
-    hs_request_on_abort(r, waiter_abort, w);
+    waiter_add(v, r, until, secs * 1000);
 }
 
 static void stop_escalate_cb(evutil_socket_t fd, short what, void *arg)
@@ -1044,13 +1037,11 @@ static void begin_stop(vmm *v, int timeout_s)
     set_state(v, ST_STOPPING);
     /* A clean shutdown through the agent (systemd's poweroff), which works on every machine
      * type without ACPI daemons in the guest; then ACPI, then quit. */
-    if (v->guest_hello && vm_mux_send_event(v->mux, json_pack("{s:s}", "event", "poweroff")) == 0) {
-        v->stop_stage = 0;
+    v->stop_stage = 0;
+    if (v->guest_hello && vm_mux_send_event(v->mux, json_pack("{s:s}", "event", "poweroff")) == 0)
         timer_in(v->stop_ev, (int64_t)v->stop_timeout_s * 500);
-    } else {
-        v->stop_stage = 0;
+    else
         stop_escalate_cb(-1, 0, v);
-    }
 }
 
 static void h_stop(struct hs_request *r, void *ud)
@@ -1067,19 +1058,7 @@ static void h_stop(struct hs_request *r, void *ud)
         hs_reply_json(r, 200, status_json(v));
         return;
     }
-    struct waiter *w = calloc(1, sizeof(*w));
-    if (!w) {
-        hs_reply_error(r, 500, "out of memory");
-        return;
-    }
-    w->req = r;
-    w->v = v;
-    w->until = ST_STOPPED;
-    w->timeout = evtimer_new(v->base, waiter_timeout_cb, w);
-    w->next = v->waiters;
-    v->waiters = w;
-    timer_in(w->timeout, (secs + 15) * 1000);
-    hs_request_on_abort(r, waiter_abort, w);
+    waiter_add(v, r, ST_STOPPED, (secs + 15) * 1000);
 }
 
 static void h_reboot(struct hs_request *r, void *ud)
@@ -1276,11 +1255,8 @@ static int watch_qemu(vmm *v)
 
 static void begin_boot(vmm *v)
 {
-    v->boots++;
+    boot_clock_start(v);
     v->guest_hello = false;
-    v->boot_start_ms = ltime_mono_ms();
-    v->agent_ms = v->runtime_ms = v->engine_ms = -1;
-    timer_in(v->boot_ev, (int64_t)v->def.boot_timeout_s * 1000);
     v->connect_tries = 0;
     timer_in(v->connect_ev, 0);
 }
@@ -1342,7 +1318,6 @@ static void launch_qemu(vmm *v)
     v->qemu_pid = pid;
     v->qemu_child = true;
     v->adopted = false;
-    v->launched_ms = ltime_now_ms();
     v->guest_poweroff = false;
     if (watch_qemu(v) < 0) {
         set_error(v, "pidfd_open: %s", strerror(errno));

@@ -68,6 +68,18 @@ forwards = {}  # (proto, addr, port) -> listening socket
 booted = threading.Event()
 
 
+def received(c):
+    """What the peer sends on c, chunk by chunk, until it closes (or the connection fails)."""
+    while True:
+        try:
+            d = c.recv(65536)
+        except OSError:
+            return
+        if not d:
+            return
+        yield d
+
+
 def qmp_send(obj):
     with lock:
         if qmp_conn:
@@ -125,6 +137,12 @@ def serve_forward(key, srv, guest_port):
             c.close()
 
 
+def forward_key(host):
+    """"tcp:127.0.0.1:8080" (hostfwd_add's host side, hostfwd_remove's argument) -> forwards' key."""
+    proto, addr, port = host.split(":")
+    return (proto, addr or "0.0.0.0", int(port))
+
+
 def hmp(line):
     words = line.split()
     if not words:
@@ -137,9 +155,8 @@ def hmp(line):
     if words[0] == "hostfwd_add":
         spec = words[-1]
         host, guest = spec.split("-")
-        proto, addr, port = host.split(":")
         gport = int(guest.split(":")[-1])
-        key = (proto, addr or "0.0.0.0", int(port))
+        key = forward_key(host)
         if key in forwards:
             return "Could not set up host forwarding rule '%s'\r\n" % spec
         try:
@@ -153,8 +170,7 @@ def hmp(line):
         threading.Thread(target=serve_forward, args=(key, srv, gport), daemon=True).start()
         return ""
     if words[0] == "hostfwd_remove":
-        proto, addr, port = words[-1].split(":")
-        key = (proto, addr or "0.0.0.0", int(port))
+        key = forward_key(words[-1])
         if key not in forwards:
             return "host forwarding rule for %s not found\r\n" % words[-1]
         srv, _ = forwards.pop(key)
@@ -187,13 +203,7 @@ def qmp_loop():
             qmp_conn = c
         qmp_send({"QMP": {"version": {"qemu": {"major": 7, "minor": 2, "micro": 0}}, "capabilities": []}})
         buf = b""
-        while True:
-            try:
-                d = c.recv(65536)
-            except OSError:
-                d = b""
-            if not d:
-                break
+        for d in received(c):
             buf += d
             while b"\n" in buf:
                 line, buf = buf.split(b"\n", 1)
@@ -241,13 +251,7 @@ def chan_loop():
             greet()  # an agent that was already up answers a new host at once (adoption)
         conns = {}
         buf = b""
-        while True:
-            try:
-                d = c.recv(65536)
-            except OSError:
-                d = b""
-            if not d:
-                break
+        for d in received(c):
             buf += d
             while len(buf) >= 20:
                 magic, ver, t, conn, n = struct.unpack(">HBBII", buf[:12])
