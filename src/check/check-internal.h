@@ -20,7 +20,7 @@ struct check_ctx {
     bool engine_asked;
     int engine_r;           /* 0 reachable with a readable /version */
     struct lerr engine_err; /* why not */
-    char *engine_fix;
+    const char *engine_fix; /* how to fix it (static text) */
     struct engine_version version;
     json_t *info; /* GET /info, or NULL */
 };

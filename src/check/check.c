@@ -135,7 +135,6 @@ void check_ctx_free(struct check_ctx *ctx)
     if (!ctx)
         return;
     json_decref(ctx->info);
-    free(ctx->engine_fix);
     free(ctx);
 }
 
@@ -246,7 +245,7 @@ static void engine_unreachable(struct check_ctx *ctx, int r)
         fix = "start the engine (`sudo systemctl start docker`) or correct engine.uri";
         break;
     }
-    ctx->engine_fix = strdup(fix);
+    ctx->engine_fix = fix;
 }
 
 int engine_ask(struct check_ctx *ctx)
@@ -265,7 +264,7 @@ int engine_ask(struct check_ctx *ctx)
         lerr_set(&ctx->engine_err, -EPROTO,
                  "%s answered GET /version with %ld%s: not a Docker Engine API",
                  ctx->cfg->engine.uri, status, status == 200 ? " but no ApiVersion" : "");
-        ctx->engine_fix = strdup("point engine.uri at a Moby, Docker or Podman API socket");
+        ctx->engine_fix = "point engine.uri at a Moby, Docker or Podman API socket";
         return ctx->engine_r = -EPROTO;
     }
     json_t *info = NULL;

@@ -156,11 +156,13 @@ void check_hub_ports(struct check_ctx *ctx, struct check_report *rep)
     int r = tls_handshake(fd, bundle, c->device.gateway_hostname, &not_after, &err);
     close(fd);
     if (r < 0) {
-        report_set(rep, CHECK_ERROR,
-                   "another program may hold the port (`ss -ltnp sport = :8883`), or "
-                   "device.gateway_hostname changed: restart ledged to re-issue the certificate",
-                   "port %d answers, but not as ledge's hub for %s: %s", c->hub.tls_port,
-                   c->device.gateway_hostname, err.msg);
+        char fix[256];
+        snprintf(fix, sizeof(fix),
+                 "another program may hold the port (`ss -ltnp sport = :%d`), or "
+                 "device.gateway_hostname changed: restart ledged to re-issue the certificate",
+                 c->hub.tls_port);
+        report_set(rep, CHECK_ERROR, fix, "port %d answers, but not as ledge's hub for %s: %s",
+                   c->hub.tls_port, c->device.gateway_hostname, err.msg);
         return;
     }
     char when[64] = "?";

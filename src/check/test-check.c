@@ -31,6 +31,7 @@
 
 #include "base/buf.h"
 #include "base/crypto.h"
+#include "base/fs.h"
 #include "base/json.h"
 #include "base/str.h"
 #include "base/timeutil.h"
@@ -415,17 +416,8 @@ static void fake_ntp_stop(struct fake_ntp *n)
 
 /* ------------------------------------------------------------------ certificates */
 
-/* A self-signed EC certificate valid from now+from_s to now+to_s, with its key, as PEM. */
-/* A self-signed certificate for cn, valid from..to seconds from now; san ("DNS:x,IP:1.2.3.4") or
- * NULL for none. */
-static void write_cert_san(const char *path, const char *cn, long from_s, long to_s,
-                           const char *san);
-
-static void write_cert(const char *path, const char *cn, long from_s, long to_s)
-{
-    write_cert_san(path, cn, from_s, to_s, NULL);
-}
-
+/* A self-signed EC (P-256) certificate for cn, valid from now+from_s to now+to_s, written with
+ * its key as PEM; san ("DNS:x,IP:1.2.3.4") or NULL for none. */
 static void write_cert_san(const char *path, const char *cn, long from_s, long to_s,
                            const char *san)
 {
@@ -459,16 +451,9 @@ static void write_cert_san(const char *path, const char *cn, long from_s, long t
     EVP_PKEY_free(key);
 }
 
-static int read_file_all(const char *path, char **ret, size_t *ret_len)
+static void write_cert(const char *path, const char *cn, long from_s, long to_s)
 {
-    FILE *f = fopen(path, "r");
-    if (!f)
-        return -errno;
-    char *buf = calloc(1, 65536);
-    *ret_len = fread(buf, 1, 65535, f);
-    fclose(f);
-    *ret = buf;
-    return 0;
+    write_cert_san(path, cn, from_s, to_s, NULL);
 }
 
 static char *certs_dir(struct T *t)
@@ -603,11 +588,20 @@ static void test_hostname(void **state)
     assert_int_equal(run(t, "hostname"), CHECK_OK);
     assert_msg(t, "host name \"edge-1\" is valid");
 
-    /* the real host name is at least readable */
+    /* the real host name: ok exactly when it is a valid one */
     t->in.hostname = NULL;
     set_str(&t->cfg.device.gateway_hostname, NULL);
-    enum check_result r = run(t, "hostname");
-    assert_true(r == CHECK_OK || r == CHECK_ERROR);
+    char host[256] = "", want[300];
+    assert_int_equal(gethostname(host, sizeof(host) - 1), 0);
+    struct lerr why = {0};
+    if (check_hostname_valid(host, &why) == 0) {
+        assert_int_equal(run(t, "hostname"), CHECK_OK);
+        snprintf(want, sizeof(want), "host name \"%s\" is valid", host);
+        assert_msg(t, want);
+    } else {
+        assert_int_equal(run(t, "hostname"), CHECK_ERROR);
+        assert_msg(t, why.msg);
+    }
 }
 
 static void test_hostname_rules(void **state)
@@ -1340,15 +1334,25 @@ static void *tls_server_main(void *ud)
     return NULL;
 }
 
-static int free_port(void)
+/* A TCP socket bound to 127.0.0.1 on a port the kernel picks, into *ret_port. */
+static int bind_loopback(int *ret_port)
 {
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    assert_true(fd >= 0);
     struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
     socklen_t len = sizeof(a);
     assert_int_equal(bind(fd, (struct sockaddr *)&a, sizeof(a)), 0);
-    getsockname(fd, (struct sockaddr *)&a, &len);
-    close(fd);
-    return ntohs(a.sin_port);
+    assert_int_equal(getsockname(fd, (struct sockaddr *)&a, &len), 0);
+    *ret_port = ntohs(a.sin_port);
+    return fd;
+}
+
+/* A port nothing listens on. */
+static int free_port(void)
+{
+    int port;
+    close(bind_loopback(&port));
+    return port;
 }
 
 static struct tls_server *tls_server_start(const char *pem, bool tls)
@@ -1356,13 +1360,8 @@ static struct tls_server *tls_server_start(const char *pem, bool tls)
     struct tls_server *s = calloc(1, sizeof(*s));
     s->pem = pem ? strdup(pem) : NULL;
     s->tls = tls;
-    s->fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    socklen_t len = sizeof(a);
-    assert_int_equal(bind(s->fd, (struct sockaddr *)&a, sizeof(a)), 0);
+    s->fd = bind_loopback(&s->port);
     assert_int_equal(listen(s->fd, 8), 0);
-    getsockname(s->fd, (struct sockaddr *)&a, &len);
-    s->port = ntohs(a.sin_port);
     pthread_create(&s->thread, NULL, tls_server_main, s);
     return s;
 }
@@ -1399,7 +1398,7 @@ static void test_connectivity(void **state)
     /* the bundle: that certificate (the key beside it is ignored by the verifier) */
     char *pem = NULL;
     size_t len = 0;
-    assert_int_equal(read_file_all(hub, &pem, &len), 0);
+    assert_int_equal(lfs_read_file(hub, 65536, &pem, &len), 0);
     write_file(bundle, pem);
     free(pem);
     set_str(&t->cfg.device.gateway_hostname, "localhost");
@@ -1411,6 +1410,9 @@ static void test_connectivity(void **state)
     set_str(&t->cfg.device.gateway_hostname, "edge.example");
     assert_int_equal(run(t, "hub-ports"), CHECK_ERROR);
     assert_msg(t, "not as ledge's hub for edge.example");
+    char sport[32];
+    snprintf(sport, sizeof(sport), "sport = :%d`", srv->port);
+    assert_fix(t, sport);
 
     /* upstream */
     assert_int_equal(run(t, "upstream"), CHECK_SKIPPED);

@@ -151,10 +151,12 @@ static void print_indented(const char *label, const char *text)
     }
 }
 
+/* The result column of the text output, by enum check_result. */
+static const char *const result_tags[] = {"  ok   ", "warning", " ERROR ", "skipped"};
+
 static void print_text(const struct check_def *defs, const struct check_report *reps, size_t n,
                        bool verbose)
 {
-    static const char *const tags[] = {"  ok   ", "warning", " ERROR ", "skipped"};
     const char *group = NULL;
     for (size_t i = 0; i < n; i++) {
         const struct check_def *d = &defs[i];
@@ -163,13 +165,20 @@ static void print_text(const struct check_def *defs, const struct check_report *
             group = d->group;
             printf("%s%s\n", i ? "\n" : "", group);
         }
-        printf("  %s  %-17s %s\n", tags[r->result], d->id, d->description);
+        printf("  %s  %-17s %s\n", result_tags[r->result], d->id, d->description);
         bool bad = r->result == CHECK_WARNING || r->result == CHECK_ERROR;
         if (verbose || bad || r->result == CHECK_SKIPPED)
             print_indented("", r->message);
         if (r->fix && (verbose || bad))
             print_indented("fix: ", r->fix);
     }
+}
+
+/* A VM host check's result (vm_host_checks(): "ok", "warning" or "error"). */
+static enum check_result vm_check_result(const json_t *v)
+{
+    const char *res = ljson_str(v, "result");
+    return lstr_eq(res, "error") ? CHECK_ERROR : lstr_eq(res, "warning") ? CHECK_WARNING : CHECK_OK;
 }
 
 static int run_checks(struct cli *c, const struct check_opts *o)
@@ -228,12 +237,8 @@ static int run_checks(struct cli *c, const struct check_opts *o)
         vmchecks = vm_host_checks(&venv, NULL);
         size_t k;
         json_t *v;
-        json_array_foreach(vmchecks, k, v) {
-            const char *res = ljson_str(v, "result");
-            count[lstr_eq(res, "error")     ? CHECK_ERROR
-                  : lstr_eq(res, "warning") ? CHECK_WARNING
-                                            : CHECK_OK]++;
-        }
+        json_array_foreach (vmchecks, k, v)
+            count[vm_check_result(v)]++;
     }
     rc = count[CHECK_ERROR] || (o->warnings_as_errors && count[CHECK_WARNING]) ? 1 : 0;
 
@@ -263,11 +268,10 @@ static int run_checks(struct cli *c, const struct check_opts *o)
             size_t k;
             json_t *v;
             json_array_foreach(vmchecks, k, v) {
-                const char *res = ljson_str(v, "result");
-                bool bad = !lstr_eq(res, "ok");
-                printf("  %s  %-17s %s\n",
-                       lstr_eq(res, "error") ? " ERROR " : bad ? "warning" : "  ok   ",
-                       ljson_str(v, "id") ?: "?", bad || o->verbose ? "" : ljson_str(v, "message") ?: "");
+                enum check_result res = vm_check_result(v);
+                bool bad = res != CHECK_OK;
+                printf("  %s  %-17s %s\n", result_tags[res], ljson_str(v, "id") ?: "?",
+                       bad || o->verbose ? "" : ljson_str(v, "message") ?: "");
                 if (bad || o->verbose)
                     print_indented("", ljson_str(v, "message") ?: "");
                 if (bad && ljson_str(v, "fix"))

@@ -11,12 +11,18 @@
 #include "base/str.h"
 #include "cli/commands.h"
 
-static char *path_of(const char *fmt_prefix, const char *module, const char *suffix)
+/* Append s to p, URL-encoded. */
+static void put_encoded(struct lbuf *p, const char *s)
 {
-    struct lbuf p = LBUF_INIT, e = LBUF_INIT;
-    lstr_url_encode(module, strlen(module), &e);
-    lbuf_printf(&p, "%s%s%s", fmt_prefix, e.data, suffix);
-    lbuf_free(&e);
+    lstr_url_encode(s, strlen(s), p);
+}
+
+static char *path_of(const char *prefix, const char *module, const char *suffix)
+{
+    struct lbuf p = LBUF_INIT;
+    lbuf_puts(&p, prefix);
+    put_encoded(&p, module);
+    lbuf_puts(&p, suffix);
     return lbuf_steal(&p);
 }
 
@@ -90,7 +96,7 @@ int cmd_hub(struct cli *c, int argc, char **argv)
 
 int cmd_twin(struct cli *c, int argc, char **argv)
 {
-    if (argc >= 3 && strcmp(argv[1], "get") == 0 && argc == 3) {
+    if (argc == 3 && strcmp(argv[1], "get") == 0) {
         _cleanup_free_ char *p = path_of("/modules/", argv[2], "/twin");
         return call_print(c, "GET", p, NULL, NULL);
     }
@@ -135,19 +141,19 @@ int cmd_invoke(struct cli *c, int argc, char **argv)
             return cli_usage_error("invoke", "--payload: not valid JSON");
         json_decref(j);
     }
-    struct lbuf p = LBUF_INIT, e = LBUF_INIT;
-    lstr_url_encode(argv[optind], strlen(argv[optind]), &e);
-    lbuf_printf(&p, "/modules/%s/methods/", e.data);
-    lbuf_reset(&e);
-    lstr_url_encode(argv[optind + 1], strlen(argv[optind + 1]), &e);
-    lbuf_printf(&p, "%s?timeout=", e.data);
-    lbuf_reset(&e);
-    lstr_url_encode(timeout, strlen(timeout), &e);
-    lbuf_puts(&p, e.data);
-    int rc = call_print(c, "POST", p.data, payload, NULL);
-    lbuf_free(&p);
-    lbuf_free(&e);
-    return rc;
+    _cleanup_lbuf_ struct lbuf p = LBUF_INIT;
+    lbuf_puts(&p, "/modules/");
+    put_encoded(&p, argv[optind]);
+    lbuf_puts(&p, "/methods/");
+    put_encoded(&p, argv[optind + 1]);
+    lbuf_puts(&p, "?timeout=");
+    put_encoded(&p, timeout);
+    return call_print(c, "POST", p.data, payload, NULL);
+}
+
+static void print_token(json_t *reply)
+{
+    printf("%s\n", ljson_str(reply, "token"));
 }
 
 int cmd_token(struct cli *c, int argc, char **argv)
@@ -173,32 +179,14 @@ int cmd_token(struct cli *c, int argc, char **argv)
     }
     if (optind != argc - 1)
         return cli_usage_error("token", "expected MODULE");
-    struct lbuf p = LBUF_INIT, e = LBUF_INIT;
-    lstr_url_encode(argv[optind], strlen(argv[optind]), &e);
-    lbuf_printf(&p, "/modules/%s/token?ttl=", e.data);
-    lbuf_reset(&e);
-    lstr_url_encode(ttl, strlen(ttl), &e);
-    lbuf_puts(&p, e.data);
+    _cleanup_lbuf_ struct lbuf p = LBUF_INIT;
+    lbuf_puts(&p, "/modules/");
+    put_encoded(&p, argv[optind]);
+    lbuf_puts(&p, "/token?ttl=");
+    put_encoded(&p, ttl);
     if (host) {
-        lbuf_reset(&e);
-        lstr_url_encode(host, strlen(host), &e);
-        lbuf_printf(&p, "&host=%s", e.data);
+        lbuf_puts(&p, "&host=");
+        put_encoded(&p, host);
     }
-    long status;
-    json_t *reply = NULL;
-    int rc = 0;
-    if (cli_call(c, "POST", p.data, NULL, 0, &status, &reply) < 0)
-        rc = 1;
-    else if (status >= 300)
-        rc = cli_report_error(status, reply);
-    else if (c->json) {
-        char *s = json_dumps(reply, JSON_INDENT(2));
-        printf("%s\n", s);
-        free(s);
-    } else
-        printf("%s\n", ljson_str(reply, "token"));
-    json_decref(reply);
-    lbuf_free(&p);
-    lbuf_free(&e);
-    return rc;
+    return call_print(c, "POST", p.data, NULL, print_token);
 }

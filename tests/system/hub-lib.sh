@@ -51,23 +51,8 @@ idle() { # idle NAME
   printf '"%s": {"type": "process", "status": "running", "restartPolicy": "always", "settings": {"path": "%s", "args": ["infinity"]}}' "$1" "$T/bin/idle"
 }
 
-# hub_manifest MODULES_JSON ROUTES_JSON [STORE_AND_FORWARD_JSON] [SCHEMA]
-hub_manifest() {
-  local saf="${3:-{\"timeToLiveSecs\": 7200\}}" schema="${4:-1.1}"
-  cat <<JSON
-{"modulesContent": {
-  "\$edgeAgent": {"properties.desired": {
-    "schemaVersion": "1.1",
-    "runtime": {"type": "docker", "settings": {"minDockerVersion": "v1.25"}},
-    "systemModules": {
-      "edgeAgent": {"type": "docker", "settings": {"image": "mcr.microsoft.com/azureiotedge-agent:1.4"}},
-      "edgeHub": {"type": "docker", "status": "running", "restartPolicy": "always", "settings": {"image": "mcr.microsoft.com/azureiotedge-hub:1.4"}}},
-    "modules": {$1}}},
-  "\$edgeHub": {"properties.desired": {"schemaVersion": "$schema", "routes": $2,
-    "storeAndForwardConfiguration": $saf}}
-}}
-JSON
-}
+# hub_manifest MODULES_JSON ROUTES_JSON [STORE_AND_FORWARD_JSON] [SCHEMA] (lib.sh's manifest)
+hub_manifest() { manifest "$1" "$2" "${3:-}" "${4:-}"; }
 
 hub_deploy() { # hub_deploy MODULES_JSON ROUTES_JSON [SAF_JSON] [SCHEMA]
   hub_manifest "$@" > "$T/deploy.json"

@@ -105,17 +105,24 @@ assert_eq() { [ "$1" = "$2" ] || fail "${3:-values differ}: expected '$2', got '
 
 container_id() { docker inspect -f '{{.Id}}' "$1" 2>/dev/null; }
 
-# A manifest with the given modules JSON (the inside of "modules": {...}).
-manifest() {
+# A manifest with the given modules JSON (the inside of "modules": {...}). Given ROUTES_JSON (an
+# object), ledge's hub runs too: the edgeHub system module with those routes, store-and-forward
+# settings SAF_JSON (default: a 7200 s time to live) and $edgeHub schemaVersion SCHEMA (1.1).
+manifest() { # manifest MODULES_JSON [ROUTES_JSON [SAF_JSON [SCHEMA]]]
+  local hub="" routes="{}" saf='{"timeToLiveSecs": 7200}' schema="1.1"
+  if [ $# -ge 2 ]; then
+    hub=', "edgeHub": {"type": "docker", "status": "running", "restartPolicy": "always", "settings": {"image": "mcr.microsoft.com/azureiotedge-hub:1.4"}}'
+    routes="$2" saf="${3:-$saf}" schema="${4:-$schema}"
+  fi
   cat <<JSON
 {"modulesContent": {
   "\$edgeAgent": {"properties.desired": {
     "schemaVersion": "1.1",
     "runtime": {"type": "docker", "settings": {"minDockerVersion": "v1.25"}},
-    "systemModules": {"edgeAgent": {"type": "docker", "settings": {"image": "mcr.microsoft.com/azureiotedge-agent:1.4"}}},
+    "systemModules": {"edgeAgent": {"type": "docker", "settings": {"image": "mcr.microsoft.com/azureiotedge-agent:1.4"}}$hub},
     "modules": {$1}}},
-  "\$edgeHub": {"properties.desired": {"schemaVersion": "1.1", "routes": {},
-    "storeAndForwardConfiguration": {"timeToLiveSecs": 7200}}}
+  "\$edgeHub": {"properties.desired": {"schemaVersion": "$schema", "routes": $routes,
+    "storeAndForwardConfiguration": $saf}}
 }}
 JSON
 }

@@ -141,23 +141,9 @@ hub_pid() {
 
 hub_status() { ledge hub status --json 2>/dev/null || api GET /hub/status; }
 
-# hub_manifest MODULES_JSON ROUTES_JSON — with the edgeHub system module (ledge-hub).
-hub_manifest() {
-  cat <<JSON
-{"modulesContent": {
-  "\$edgeAgent": {"properties.desired": {
-    "schemaVersion": "1.1",
-    "runtime": {"type": "docker", "settings": {"minDockerVersion": "v1.25"}},
-    "systemModules": {
-      "edgeAgent": {"type": "docker", "settings": {"image": "mcr.microsoft.com/azureiotedge-agent:1.4"}},
-      "edgeHub": {"type": "docker", "status": "running", "restartPolicy": "always",
-                  "settings": {"image": "mcr.microsoft.com/azureiotedge-hub:1.4"}}},
-    "modules": {$1}}},
-  "\$edgeHub": {"properties.desired": {"schemaVersion": "1.1", "routes": {$2},
-    "storeAndForwardConfiguration": {"timeToLiveSecs": ${TTL_SECS:-7200}}}}
-}}
-JSON
-}
+# hub_manifest MODULES_JSON ROUTES_JSON — with the edgeHub system module (ledge-hub); ROUTES_JSON
+# is the inside of "routes": {...}.
+hub_manifest() { manifest "$1" "{$2}" "{\"timeToLiveSecs\": ${TTL_SECS:-7200}}"; }
 
 # sample_module NAME IMAGE [EXTRA_ENV_JSON] — a sample module that reaches the hub on HUB_PORT.
 sample_module() {
@@ -171,6 +157,16 @@ deploy_hub() { # deploy_hub MODULES_JSON ROUTES_JSON
 }
 
 hub_running() { [ -n "$(hub_pid)" ] && kill -0 "$(hub_pid)" 2>/dev/null && ledge hub status >/dev/null; }
+
+# ledged leaves modules running when it stops; the hub is ours to stop: SIGTERM, and wait up to
+# 5 s for it to exit.
+stop_hub() {
+  local pid
+  pid=$(hub_pid)
+  [ -n "$pid" ] || return 0
+  kill -TERM "$pid"
+  for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+}
 
 upstream_cleanup() {
   local rc=$1
@@ -196,11 +192,10 @@ upstream_cleanup() {
   local pid
   pid=$(hub_pid)
   if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
-    # ledged leaves modules running when it stops; the hub is ours to stop.
+    # ledged first: it would restart the hub
     [ -n "$LEDGED_PID" ] && kill -TERM "$LEDGED_PID" 2>/dev/null && wait "$LEDGED_PID" 2>/dev/null
     LEDGED_PID=""
-    kill -TERM "$pid" 2>/dev/null
-    for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    stop_hub 2>/dev/null
   fi
   local hublog
   hublog=$(find "$T/state" -name edgeHub.log -print -quit 2>/dev/null)

@@ -87,8 +87,7 @@ grep -q "New client connected from 127.0.0.1:[0-9]* as $DEVICE .*u'$DEVICE'" "$T
 
 log "a device certificate from a CA the broker does not trust: refused, the readings wait"
 stop_ledged
-hub=$(hub_pid)
-[ -z "$hub" ] || { kill -TERM "$hub"; for _ in $(seq 1 50); do kill -0 "$hub" 2>/dev/null || break; sleep 0.1; done; }
+stop_hub
 set_identity rogue
 start_ledged
 before=$(up_count)
@@ -107,8 +106,7 @@ log "upstream status: $(jq -c '.upstream | {connected, lastError}' "$T/status.js
 
 log "the right certificate again: the queued readings drain"
 stop_ledged
-hub=$(hub_pid)
-[ -z "$hub" ] || { kill -TERM "$hub"; for _ in $(seq 1 50); do kill -0 "$hub" 2>/dev/null || break; sleep 0.1; done; }
+stop_hub
 set_identity device
 start_ledged
 wait_for 60 "the readings upstream" up_at_least $((before + N))
