@@ -693,9 +693,13 @@ static int op_create(struct op *op)
         struct engine *de = a->eng[MODULE_TYPE_DOCKER];
         const char *gw = de->ops->network_gateway ? de->ops->network_gateway(de, a->o.network)
                                                   : NULL;
-        const char *addr = lstr_eq(mode, "host")                                      ? "127.0.0.1"
-                           : (!mode || !*mode || lstr_eq(mode, "default") || lstr_eq(mode, a->o.network)) && gw ? gw
-                                                                                        : "host-gateway";
+        bool ledge_network =
+            !mode || !*mode || lstr_eq(mode, "default") || lstr_eq(mode, a->o.network);
+        const char *addr = "host-gateway";
+        if (lstr_eq(mode, "host"))
+            addr = "127.0.0.1";
+        else if (ledge_network && gw)
+            addr = gw;
         char *h = lstr_printf("%s:%s", a->o.gateway_hostname, addr);
         hosts = json_pack("[s]", h ? h : "");
         free(h);
@@ -1658,6 +1662,11 @@ json_t *agent_status_json(struct agent *a)
                      a->eng_up[MODULE_TYPE_DOCKER], "processEngineConnected",
                      a->eng_up[MODULE_TYPE_PROCESS], "reconciling", a->pass != NULL, "modules", c,
                      "deployedModules", a->dep ? (int)a->dep->d->n_modules : 0);
+}
+
+bool agent_engine_connected(struct agent *a, enum module_type type)
+{
+    return a->eng_up[type];
 }
 
 const char *agent_deployment_text(struct agent *a) { return a->dep ? a->dep->text : NULL; }

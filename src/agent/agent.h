@@ -75,6 +75,8 @@ int agent_module_command(struct agent *a, const char *name, const char *verb, ag
 json_t *agent_modules_json(struct agent *a);
 json_t *agent_module_json(struct agent *a, const char *name);  /* NULL when unknown */
 json_t *agent_status_json(struct agent *a);
+/* Is that engine's event stream up (the agent creates and removes nothing on it otherwise)? */
+bool agent_engine_connected(struct agent *a, enum module_type type);
 const char *agent_deployment_text(struct agent *a);           /* NULL when none */
 const struct deployment *agent_deployment(struct agent *a);   /* NULL when none */
 /* A module's generation id: new whenever its container is recreated; NULL before its first

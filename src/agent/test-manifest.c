@@ -194,7 +194,8 @@ static const char *fixture_dir(void)
     if (d && *d)
         return d;
     /* the shared fixtures when this checkout sits beside them, else the copy in the repo */
-    return access(LEDGE_FIXTURES_DEFAULT, R_OK) == 0 ? LEDGE_FIXTURES_DEFAULT : "tests/fixtures/iotedge";
+    return access(LEDGE_FIXTURES_DEFAULT, R_OK) == 0 ? LEDGE_FIXTURES_DEFAULT
+                                                     : "tests/fixtures/iotedge";
 }
 
 /* What each <Placeholder> of Microsoft's pipeline becomes. */

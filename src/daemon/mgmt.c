@@ -403,9 +403,7 @@ static void h_deploy(struct hs_request *r, void *ud)
     pc->wait = wait;
     pc->outstanding = 1;
     hs_request_on_abort(r, precheck_abort, pc);
-    json_t *st = agent_status_json(d->agent);
-    bool engine_up = json_is_true(json_object_get(st, "containerEngineConnected"));
-    json_decref(st);
+    bool engine_up = agent_engine_connected(d->agent, MODULE_TYPE_DOCKER);
     for (size_t i = 0; engine_up && i < pc->dep->n_modules; i++) {
         const struct module_spec *m = &pc->dep->modules[i];
         if (m->type != MODULE_TYPE_DOCKER || !m->image)
@@ -463,10 +461,8 @@ static void h_systeminfo(struct hs_request *r, void *ud)
     struct utsname u;
     uname(&u);
     _cleanup_free_ char *os = os_pretty_name();
-    json_t *st = agent_status_json(d->agent);
     json_t *engine = json_pack("{s:s, s:b}", "uri", d->cfg.engine.uri, "connected",
-                               json_is_true(json_object_get(st, "containerEngineConnected")));
-    json_decref(st);
+                               agent_engine_connected(d->agent, MODULE_TYPE_DOCKER));
     if (d->docker_version_known) {
         json_object_set_new(engine, "product", json_string(d->docker_version.product));
         json_object_set_new(engine, "version", json_string(d->docker_version.version));

@@ -14,11 +14,11 @@
 struct event_base;
 struct engine;
 
-/* Labels ledge puts on everything it creates; containers without the owner label are never
- * touched. */
 /* The oldest Docker Engine API ledge speaks. */
 #define ENGINE_DOCKER_MIN_API "1.41"
 
+/* Labels ledge puts on everything it creates; containers without the owner label are never
+ * touched. */
 #define ENGINE_LABEL_OWNER "dev.ledge.owner"
 #define ENGINE_LABEL_OWNER_VALUE "ledge"
 #define ENGINE_LABEL_MODULE "dev.ledge.module"
