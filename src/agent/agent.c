@@ -38,24 +38,24 @@ struct depref {
 struct mod_rt {
     struct agent *a;
     char *name;
-    enum module_type type;       /* engine holding container_id */
+    enum module_type type; /* engine holding container_id */
     char *container_id;
     char *config_hash;
     enum ctr_state state;
     enum ctr_health health;
     int exit_code;
     int64_t started_ms, finished_ms;
-    int pid;                     /* process modules: the program's pid while running */
+    int pid; /* process modules: the program's pid while running */
     struct module_record rec;
-    bool restart_due;            /* restart policy: start it now */
-    bool force_start;            /* status change, redeploy, user start */
+    bool restart_due; /* restart policy: start it now */
+    bool force_start; /* status change, redeploy, user start */
     bool busy;
     bool seen;
     struct event *restart_timer;
     int64_t restart_at_ms;
     int64_t decided_exit_ms;
-    char *last_error;            /* last failed step, cleared by a successful start */
-    uint64_t state_gen;          /* a->state_gen when an event or an operation last set state */
+    char *last_error;   /* last failed step, cleared by a successful start */
+    uint64_t state_gen; /* a->state_gen when an event or an operation last set state */
     struct mod_rt *next;
 };
 
@@ -120,7 +120,7 @@ static bool rt_observation_current(const struct pass *p, const struct mod_rt *rt
 
 const char *runtime_status_name(enum runtime_status s)
 {
-    static const char *const names[] = {"unknown", "running", "stopped", "failed",
+    static const char *const names[] = {"unknown", "running",   "stopped", "failed",
                                         "backoff", "unhealthy", "dead"};
     return (size_t)s < ARRAY_SIZE(names) ? names[s] : "unknown";
 }
@@ -224,8 +224,7 @@ static bool timer_pending(const struct mod_rt *rt)
     return evtimer_pending(rt->restart_timer, NULL);
 }
 
-static enum runtime_status rt_status(struct agent *a, const struct mod_rt *rt, char *desc,
-                                     size_t n)
+static enum runtime_status rt_status(struct agent *a, const struct mod_rt *rt, char *desc, size_t n)
 {
     const struct module_spec *spec = spec_of(a, rt->name);
     if (!a->eng_up[rt->type]) {
@@ -333,8 +332,8 @@ static void restart_op_start(struct agent *a, struct mod_rt *rt, bool counts_as_
 static void evaluate_restart(struct agent *a, struct mod_rt *rt, bool unhealthy)
 {
     const struct module_spec *spec = spec_of(a, rt->name);
-    if (!spec || spec->status != MODULE_STATUS_RUNNING || rt->rec.user_stopped ||
-        rt->rec.gave_up || rt->busy || timer_pending(rt)) {
+    if (!spec || spec->status != MODULE_STATUS_RUNNING || rt->rec.user_stopped || rt->rec.gave_up ||
+        rt->busy || timer_pending(rt)) {
         rt_persist(a, rt);
         return;
     }
@@ -348,14 +347,14 @@ static void evaluate_restart(struct agent *a, struct mod_rt *rt, bool unhealthy)
         rt->rec.restart_count = count;
     }
     int64_t at = 0;
-    enum restart_verdict v = restart_decide(&a->o.restart, spec->restart_policy,
-                                            unhealthy ? 1 : rt->exit_code, unhealthy, count,
-                                            unhealthy ? now : exited, now, &at);
+    enum restart_verdict v =
+        restart_decide(&a->o.restart, spec->restart_policy, unhealthy ? 1 : rt->exit_code,
+                       unhealthy, count, unhealthy ? now : exited, now, &at);
     rt->decided_exit_ms = rt->finished_ms;
     switch (v) {
     case RESTART_NO:
-        log_info(COMP, "%s: exited with code %d; restart policy %s does not restart it",
-                 rt->name, rt->exit_code, restart_policy_name(spec->restart_policy));
+        log_info(COMP, "%s: exited with code %d; restart policy %s does not restart it", rt->name,
+                 rt->exit_code, restart_policy_name(spec->restart_policy));
         break;
     case RESTART_NOW:
         if (unhealthy) {
@@ -414,13 +413,13 @@ enum stage {
 
 struct op {
     struct agent *a;
-    struct pass *pass;        /* NULL for commands */
+    struct pass *pass; /* NULL for commands */
     struct mod_rt *rt;
     enum plan_action action;
-    bool restart;             /* a command restart (stop then start) */
+    bool restart; /* a command restart (stop then start) */
     bool counts_as_restart;
     const struct module_spec *spec;
-    struct depref *dep;       /* keeps spec alive */
+    struct depref *dep; /* keeps spec alive */
     enum module_type old_type;
     char *old_id;
     enum stage stage;
@@ -529,11 +528,11 @@ static void op_done_cb(void *ud, int result, const struct lerr *err)
     case ST_PRESENT:
         if (result < 0) {
             if (op->pull_failed)
-                return op_fail(op, op->pull_err.code ? op->pull_err.code : -ENOENT,
-                               &op->pull_err, "image pull failed");
+                return op_fail(op, op->pull_err.code ? op->pull_err.code : -ENOENT, &op->pull_err,
+                               "image pull failed");
             struct lerr e2;
-            lerr_set(&e2, -ENOENT,
-                     "image %s is not present and imagePullPolicy is \"never\"", op->spec->image);
+            lerr_set(&e2, -ENOENT, "image %s is not present and imagePullPolicy is \"never\"",
+                     op->spec->image);
             return op_fail(op, -ENOENT, &e2, "image missing");
         }
         if (op->pull_failed)
@@ -688,11 +687,11 @@ static int op_create(struct op *op)
          * network's own gateway address when the module joins it (more precise than docker's
          * "host-gateway", which is docker0's address), loopback for host networking, and
          * host-gateway for a network of the user's choosing. */
-        const char *mode = ljson_str(json_object_get(m->create_options, "HostConfig"),
-                                     "NetworkMode");
+        const char *mode =
+            ljson_str(json_object_get(m->create_options, "HostConfig"), "NetworkMode");
         struct engine *de = a->eng[MODULE_TYPE_DOCKER];
-        const char *gw = de->ops->network_gateway ? de->ops->network_gateway(de, a->o.network)
-                                                  : NULL;
+        const char *gw =
+            de->ops->network_gateway ? de->ops->network_gateway(de, a->o.network) : NULL;
         bool ledge_network =
             !mode || !*mode || lstr_eq(mode, "default") || lstr_eq(mode, a->o.network);
         const char *addr = "host-gateway";
@@ -845,7 +844,7 @@ static void pass_finish(struct pass *p)
         int result = 0;
         size_t i;
         json_t *o;
-        json_array_foreach(p->outcome, i, o) {
+        json_array_foreach (p->outcome, i, o) {
             if (lstr_eq(ljson_str(o, "result"), "error"))
                 result = -EIO;
         }
@@ -874,7 +873,10 @@ static void pass_step_done(struct pass *p)
         pass_run_group(p);
 }
 
-static bool is_stop_rank(enum plan_action a) { return a == PLAN_STOP || a == PLAN_REMOVE; }
+static bool is_stop_rank(enum plan_action a)
+{
+    return a == PLAN_STOP || a == PLAN_REMOVE;
+}
 
 /* Start every step of the next group: all stops/removals, or one startupOrder value. */
 static void pass_run_group(struct pass *p)
@@ -945,8 +947,8 @@ static void pass_plan(struct pass *p)
         if (exited && rt->decided_exit_ms != rt->finished_ms && !rt->restart_due &&
             !rt->force_start)
             evaluate_restart(a, rt, false);
-        else if (rt->state == CTR_RUNNING && rt->health == HEALTH_UNHEALTHY &&
-                 !timer_pending(rt) && rt->decided_exit_ms != -1)
+        else if (rt->state == CTR_RUNNING && rt->health == HEALTH_UNHEALTHY && !timer_pending(rt) &&
+                 rt->decided_exit_ms != -1)
             evaluate_restart(a, rt, true);
     }
     size_t n = 0;
@@ -1189,8 +1191,9 @@ void agent_on_engine_event(struct agent *a, enum module_type engine, const struc
         return;
     case ENGINE_EVENT_DISCONNECTED:
         if (a->eng_up[engine])
-            log_warn(COMP, "%s engine unreachable; modules are in an unknown state until it "
-                           "returns",
+            log_warn(COMP,
+                     "%s engine unreachable; modules are in an unknown state until it "
+                     "returns",
                      engine == MODULE_TYPE_DOCKER ? "container" : "process");
         a->eng_up[engine] = false;
         return;
@@ -1475,8 +1478,8 @@ int agent_apply(struct agent *a, const char *text, size_t len, bool dry_run, boo
         if (!rt)
             continue;
         const struct module_spec *old = spec_of(a, m->name);
-        bool was_stopped = !old || old->status == MODULE_STATUS_STOPPED || rt->rec.user_stopped ||
-                           rt->rec.gave_up;
+        bool was_stopped =
+            !old || old->status == MODULE_STATUS_STOPPED || rt->rec.user_stopped || rt->rec.gave_up;
         if (m->status == MODULE_STATUS_RUNNING && was_stopped)
             rt->force_start = true;
         rt->rec.user_stopped = false;
@@ -1595,13 +1598,13 @@ static json_t *rt_json(struct agent *a, struct mod_rt *rt)
     char desc[300];
     enum runtime_status st = rt_status(a, rt, desc, sizeof(desc));
     json_t *o = json_pack(
-        "{s:s, s:s, s:s, s:s, s:i, s:o, s:o, s:i, s:o, s:s?, s:s?, s:s}", "name", rt->name,
-        "type", module_type_name(spec ? spec->type : rt->type), "runtimeStatus",
-        runtime_status_name(st), "statusDescription", desc, "exitCode", rt->exit_code,
-        "lastStartTimeUtc", time_or_null(rt->started_ms ? rt->started_ms : rt->rec.last_start_ms),
-        "lastExitTimeUtc", time_or_null(rt->finished_ms), "restartCount",
-        (int)rt->rec.restart_count, "lastRestartTimeUtc", time_or_null(rt->rec.last_restart_ms),
-        "containerId", rt->container_id, "generationId", rt->rec.generation_id, "health",
+        "{s:s, s:s, s:s, s:s, s:i, s:o, s:o, s:i, s:o, s:s?, s:s?, s:s}", "name", rt->name, "type",
+        module_type_name(spec ? spec->type : rt->type), "runtimeStatus", runtime_status_name(st),
+        "statusDescription", desc, "exitCode", rt->exit_code, "lastStartTimeUtc",
+        time_or_null(rt->started_ms ? rt->started_ms : rt->rec.last_start_ms), "lastExitTimeUtc",
+        time_or_null(rt->finished_ms), "restartCount", (int)rt->rec.restart_count,
+        "lastRestartTimeUtc", time_or_null(rt->rec.last_restart_ms), "containerId",
+        rt->container_id, "generationId", rt->rec.generation_id, "health",
         ctr_health_name(rt->health));
     if (!o)
         return NULL;
@@ -1669,8 +1672,14 @@ bool agent_engine_connected(struct agent *a, enum module_type type)
     return a->eng_up[type];
 }
 
-const char *agent_deployment_text(struct agent *a) { return a->dep ? a->dep->text : NULL; }
-const struct deployment *agent_deployment(struct agent *a) { return a->dep ? a->dep->d : NULL; }
+const char *agent_deployment_text(struct agent *a)
+{
+    return a->dep ? a->dep->text : NULL;
+}
+const struct deployment *agent_deployment(struct agent *a)
+{
+    return a->dep ? a->dep->d : NULL;
+}
 
 int agent_module_pid(struct agent *a, const char *name)
 {

@@ -35,14 +35,15 @@ struct agent_hooks {
 };
 
 struct agent_options {
-    const char *network;            /* docker network modules join ("ledge") */
-    const char *instance;           /* the device id: labels every container (dev.ledge.device) */
-    const char *gateway_hostname;   /* reachable from modules via host-gateway */
-    const json_t *default_log_config; /* LogConfig when neither the module nor the manifest set one */
+    const char *network;          /* docker network modules join ("ledge") */
+    const char *instance;         /* the device id: labels every container (dev.ledge.device) */
+    const char *gateway_hostname; /* reachable from modules via host-gateway */
+    const json_t
+        *default_log_config; /* LogConfig when neither the module nor the manifest set one */
     int stop_timeout_s;
     struct restart_tunables restart;
-    const char *hub_program;        /* what systemModules.edgeHub maps to */
-    const char *boot_id_path;       /* /proc/sys/kernel/random/boot_id */
+    const char *hub_program;  /* what systemModules.edgeHub maps to */
+    const char *boot_id_path; /* /proc/sys/kernel/random/boot_id */
     struct agent_hooks hooks;
 };
 
@@ -73,12 +74,12 @@ int agent_module_command(struct agent *a, const char *name, const char *verb, ag
                          void *ud, struct lerr *err);
 
 json_t *agent_modules_json(struct agent *a);
-json_t *agent_module_json(struct agent *a, const char *name);  /* NULL when unknown */
+json_t *agent_module_json(struct agent *a, const char *name); /* NULL when unknown */
 json_t *agent_status_json(struct agent *a);
 /* Is that engine's event stream up (the agent creates and removes nothing on it otherwise)? */
 bool agent_engine_connected(struct agent *a, enum module_type type);
-const char *agent_deployment_text(struct agent *a);           /* NULL when none */
-const struct deployment *agent_deployment(struct agent *a);   /* NULL when none */
+const char *agent_deployment_text(struct agent *a);         /* NULL when none */
+const struct deployment *agent_deployment(struct agent *a); /* NULL when none */
 /* A module's generation id: new whenever its container is recreated; NULL before its first
  * creation. Kept in the module's record, so known at once after a restart of ledged. */
 const char *agent_module_generation(struct agent *a, const char *name);

@@ -10,8 +10,8 @@
 #include "base/str.h"
 
 enum module_type {
-    MODULE_TYPE_DOCKER,   /* a container run through the engine */
-    MODULE_TYPE_PROCESS,  /* ledge extension: a supervised native program */
+    MODULE_TYPE_DOCKER,  /* a container run through the engine */
+    MODULE_TYPE_PROCESS, /* ledge extension: a supervised native program */
 };
 
 enum module_status {
@@ -42,19 +42,19 @@ enum pull_policy {
 
 /* One module as the deployment wants it. Strings are owned by the struct. */
 struct module_spec {
-    char *name;                 /* manifest key; also the container name */
+    char *name; /* manifest key; also the container name */
     enum module_type type;
-    bool system;                /* true for ledge's own hub (from systemModules.edgeHub) */
+    bool system; /* true for ledge's own hub (from systemModules.edgeHub) */
     enum module_status status;
     enum restart_policy restart_policy;
     enum pull_policy pull_policy;
-    uint32_t startup_order;     /* lower starts first; default MODULE_STARTUP_ORDER_DEFAULT */
-    char *version;              /* free string, may be NULL */
-    char *image;                /* docker: normalised reference with a tag (":latest" added) */
-    json_t *create_options;     /* docker: parsed ContainerCreate object (chunks joined), or NULL */
-    json_t *env;                /* object: NAME -> string value (from {"NAME": {"value": "..."}}) */
-    char *path;                 /* process: absolute program path (settings.path) */
-    json_t *args;               /* process: array of strings (settings.args), or NULL */
+    uint32_t startup_order; /* lower starts first; default MODULE_STARTUP_ORDER_DEFAULT */
+    char *version;          /* free string, may be NULL */
+    char *image;            /* docker: normalised reference with a tag (":latest" added) */
+    json_t *create_options; /* docker: parsed ContainerCreate object (chunks joined), or NULL */
+    json_t *env;            /* object: NAME -> string value (from {"NAME": {"value": "..."}}) */
+    char *path;             /* process: absolute program path (settings.path) */
+    json_t *args;           /* process: array of strings (settings.args), or NULL */
     /* SHA-256 (hex) over everything that forces a recreate when it changes: type, image,
      * createOptions, env, restartPolicy, imagePullPolicy, startupOrder, version, path, args.
      * `status` is deliberately excluded: a status-only change is a start or a stop. */
@@ -62,27 +62,27 @@ struct module_spec {
 };
 
 struct registry_credential {
-    char *name;       /* key under registryCredentials */
-    char *address;    /* registry host[:port], e.g. "myregistry.azurecr.io" */
+    char *name;    /* key under registryCredentials */
+    char *address; /* registry host[:port], e.g. "myregistry.azurecr.io" */
     char *username;
     char *password;
 };
 
 struct deployment {
-    char *schema_version;          /* $edgeAgent schemaVersion: "1.0" or "1.1" */
-    char *min_docker_version;      /* runtime.settings.minDockerVersion, e.g. "v1.25", or NULL */
-    char *logging_options;         /* runtime.settings.loggingOptions (raw string), or NULL */
+    char *schema_version;     /* $edgeAgent schemaVersion: "1.0" or "1.1" */
+    char *min_docker_version; /* runtime.settings.minDockerVersion, e.g. "v1.25", or NULL */
+    char *logging_options;    /* runtime.settings.loggingOptions (raw string), or NULL */
     struct registry_credential *credentials;
     size_t n_credentials;
-    struct module_spec *modules;   /* user modules, then the system hub module when present */
+    struct module_spec *modules; /* user modules, then the system hub module when present */
     size_t n_modules;
-    json_t *edge_hub;              /* $edgeHub "properties.desired" (owned reference), or NULL */
-    json_t *module_twins;          /* object: module name -> its "properties.desired" object */
-    json_t *manifest;              /* the whole document as given (owned reference) */
+    json_t *edge_hub;     /* $edgeHub "properties.desired" (owned reference), or NULL */
+    json_t *module_twins; /* object: module name -> its "properties.desired" object */
+    json_t *manifest;     /* the whole document as given (owned reference) */
     /* Added by the parser's implementation (docs/manifest.md): */
-    json_t *agent_env;             /* systemModules.edgeAgent.env as NAME -> string, or NULL */
-    struct lstrv warnings;         /* accepted but worth logging: unknown keys ignored, twins
-                                    * for modules not deployed, startupOrder under 1.0, ... */
+    json_t *agent_env;     /* systemModules.edgeAgent.env as NAME -> string, or NULL */
+    struct lstrv warnings; /* accepted but worth logging: unknown keys ignored, twins
+                            * for modules not deployed, startupOrder under 1.0, ... */
 };
 
 /* Parse and validate a manifest. Accepts either {"modulesContent": {...}} or the bare

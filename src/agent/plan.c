@@ -9,17 +9,26 @@
 const char *plan_action_name(enum plan_action a)
 {
     switch (a) {
-    case PLAN_KEEP: return "keep";
-    case PLAN_CREATE: return "create";
-    case PLAN_RECREATE: return "recreate";
-    case PLAN_START: return "start";
-    case PLAN_STOP: return "stop";
-    case PLAN_REMOVE: return "remove";
+    case PLAN_KEEP:
+        return "keep";
+    case PLAN_CREATE:
+        return "create";
+    case PLAN_RECREATE:
+        return "recreate";
+    case PLAN_START:
+        return "start";
+    case PLAN_STOP:
+        return "stop";
+    case PLAN_REMOVE:
+        return "remove";
     }
     return "?";
 }
 
-static bool is_running(enum ctr_state s) { return s == CTR_RUNNING || s == CTR_RESTARTING; }
+static bool is_running(enum ctr_state s)
+{
+    return s == CTR_RUNNING || s == CTR_RESTARTING;
+}
 
 static int push(struct plan *p, size_t *cap, const struct plan_step *s)
 {
@@ -108,8 +117,10 @@ int plan_compute(const struct deployment *d, const struct plan_actual *actual, s
     for (size_t k = 0; k < n_actual && r == 0; k++) {
         if (claimed[k] || !engine_available[actual[k].type])
             continue;
-        struct plan_step s = {.action = PLAN_REMOVE, .module = actual[k].name,
-                              .container_id = actual[k].id, .old_type = actual[k].type};
+        struct plan_step s = {.action = PLAN_REMOVE,
+                              .module = actual[k].name,
+                              .container_id = actual[k].id,
+                              .old_type = actual[k].type};
         snprintf(s.reason, sizeof(s.reason), "not in the deployment");
         r = push(&p, &cap, &s);
     }

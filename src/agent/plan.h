@@ -26,23 +26,23 @@ enum plan_action {
 
 /* One module as an engine has it. */
 struct plan_actual {
-    const char *name;         /* module label (or container name) */
+    const char *name; /* module label (or container name) */
     const char *id;
-    const char *config_hash;  /* label; NULL when absent */
-    enum module_type type;    /* which engine holds it */
+    const char *config_hash; /* label; NULL when absent */
+    enum module_type type;   /* which engine holds it */
     enum ctr_state state;
-    bool may_start;           /* decided by the agent: a start is due (status change, boot,
-                                 restart policy, user request, never started) */
-    bool user_stopped;        /* stopped by a user: stays stopped until started or redeployed */
+    bool may_start;    /* decided by the agent: a start is due (status change, boot,
+                          restart policy, user request, never started) */
+    bool user_stopped; /* stopped by a user: stays stopped until started or redeployed */
 };
 
 struct plan_step {
     enum plan_action action;
-    const char *module;              /* borrowed from the inputs */
-    const char *container_id;        /* existing container, or NULL */
-    enum module_type old_type;       /* engine holding container_id */
-    const struct module_spec *spec;  /* desired, NULL for PLAN_REMOVE */
-    uint32_t order;                  /* startupOrder group */
+    const char *module;             /* borrowed from the inputs */
+    const char *container_id;       /* existing container, or NULL */
+    enum module_type old_type;      /* engine holding container_id */
+    const struct module_spec *spec; /* desired, NULL for PLAN_REMOVE */
+    uint32_t order;                 /* startupOrder group */
     char reason[160];
 };
 

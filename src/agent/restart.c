@@ -51,10 +51,14 @@ enum restart_verdict restart_decide(const struct restart_tunables *t, enum resta
 const char *restart_verdict_name(enum restart_verdict v)
 {
     switch (v) {
-    case RESTART_NO: return "no";
-    case RESTART_NOW: return "now";
-    case RESTART_LATER: return "later";
-    case RESTART_GIVE_UP: return "give-up";
+    case RESTART_NO:
+        return "no";
+    case RESTART_NOW:
+        return "now";
+    case RESTART_LATER:
+        return "later";
+    case RESTART_GIVE_UP:
+        return "give-up";
     }
     return "?";
 }

@@ -9,18 +9,21 @@
 #include "agent/manifest.h"
 
 struct restart_tunables {
-    int64_t backoff_base_ms;  /* 10 s */
-    int64_t backoff_max_ms;   /* 300 s */
-    unsigned max_restarts;    /* 20 */
-    int64_t reset_after_ms;   /* 10 min */
+    int64_t backoff_base_ms; /* 10 s */
+    int64_t backoff_max_ms;  /* 300 s */
+    unsigned max_restarts;   /* 20 */
+    int64_t reset_after_ms;  /* 10 min */
 };
-#define RESTART_TUNABLES_DEFAULT {10000, 300000, 20, 600000}
+#define RESTART_TUNABLES_DEFAULT                                                                   \
+    {                                                                                              \
+        10000, 300000, 20, 600000                                                                  \
+    }
 
 enum restart_verdict {
-    RESTART_NO,       /* the policy does not restart this exit */
+    RESTART_NO, /* the policy does not restart this exit */
     RESTART_NOW,
-    RESTART_LATER,    /* at *ret_at_ms */
-    RESTART_GIVE_UP,  /* max_restarts reached: the module is failed */
+    RESTART_LATER,   /* at *ret_at_ms */
+    RESTART_GIVE_UP, /* max_restarts reached: the module is failed */
 };
 
 /* Does the policy restart an exit with this code (or an unhealthy container)? */

@@ -41,8 +41,8 @@ int state_open(const char *dir, struct state_db **ret, struct lerr *err)
     if (!db)
         return -ENOMEM;
     if (sqlite3_open_v2(path, &db->db,
-                        SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL) !=
-        SQLITE_OK) {
+                        SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
+                        NULL) != SQLITE_OK) {
         r = lerr_set(err, -EIO, "state database %s: %s", path,
                      db->db ? sqlite3_errmsg(db->db) : "cannot open");
         sqlite3_close(db->db);

@@ -18,9 +18,9 @@ struct module_record {
     int64_t last_exit_ms;
     int64_t last_restart_ms;
     int exit_code;
-    bool gave_up;       /* restart policy gave up: failed until redeployed or started by hand */
-    bool user_stopped;  /* stopped by request: stays stopped until started or redeployed */
-    char *description;  /* last status description */
+    bool gave_up;      /* restart policy gave up: failed until redeployed or started by hand */
+    bool user_stopped; /* stopped by request: stays stopped until started or redeployed */
+    char *description; /* last status description */
 };
 
 int state_open(const char *dir, struct state_db **ret, struct lerr *err);
@@ -35,8 +35,8 @@ int state_load_deployment(struct state_db *db, char **ret_text, int64_t *ret_app
 int state_save_record(struct state_db *db, const struct module_record *rec);
 int state_delete_record(struct state_db *db, const char *name);
 /* Calls cb for each stored record; the record is only valid during the call. */
-int state_load_records(struct state_db *db,
-                       void (*cb)(void *ud, const struct module_record *rec), void *ud);
+int state_load_records(struct state_db *db, void (*cb)(void *ud, const struct module_record *rec),
+                       void *ud);
 
 int state_get_meta(struct state_db *db, const char *key, char **ret_value);
 int state_set_meta(struct state_db *db, const char *key, const char *value);

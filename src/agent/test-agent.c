@@ -73,13 +73,14 @@ static struct deployment *parse(const char *text)
 
 static char *manifest(const char *modules)
 {
-    return lstr_printf("{\"modulesContent\":{\"$edgeAgent\":{\"properties.desired\":{"
-                       "\"schemaVersion\":\"1.1\",\"runtime\":{\"type\":\"docker\",\"settings\":{}},"
-                       "\"systemModules\":{\"edgeAgent\":{\"type\":\"docker\",\"settings\":{"
-                       "\"image\":\"x\"}}},\"modules\":{%s}}},\"$edgeHub\":{\"properties.desired\":{"
-                       "\"schemaVersion\":\"1.1\",\"routes\":{},\"storeAndForwardConfiguration\":{"
-                       "\"timeToLiveSecs\":7200}}}}}",
-                       modules);
+    return lstr_printf(
+        "{\"modulesContent\":{\"$edgeAgent\":{\"properties.desired\":{"
+        "\"schemaVersion\":\"1.1\",\"runtime\":{\"type\":\"docker\",\"settings\":{}},"
+        "\"systemModules\":{\"edgeAgent\":{\"type\":\"docker\",\"settings\":{"
+        "\"image\":\"x\"}}},\"modules\":{%s}}},\"$edgeHub\":{\"properties.desired\":{"
+        "\"schemaVersion\":\"1.1\",\"routes\":{},\"storeAndForwardConfiguration\":{"
+        "\"timeToLiveSecs\":7200}}}}}",
+        modules);
 }
 
 static enum plan_action action_of(const struct plan *p, const char *name)
@@ -112,12 +113,17 @@ static void test_planner(void **state)
         /* c: config changed → recreate */
         {.name = "mc", .id = "C", .config_hash = "old", .state = CTR_RUNNING},
         /* e: same config, exited, start allowed → start */
-        {.name = "me", .id = "E", .config_hash = e->config_hash, .state = CTR_EXITED,
+        {.name = "me",
+         .id = "E",
+         .config_hash = e->config_hash,
+         .state = CTR_EXITED,
          .may_start = true},
         /* orphan with the owner label → remove */
         {.name = "gone", .id = "G", .config_hash = "x", .state = CTR_RUNNING},
         /* d: same config, exited, the restart policy has not allowed a start → keep */
-        {.name = "md", .id = "D", .config_hash = deployment_find(d, "md")->config_hash,
+        {.name = "md",
+         .id = "D",
+         .config_hash = deployment_find(d, "md")->config_hash,
          .state = CTR_EXITED},
     };
     struct plan p;
@@ -187,14 +193,16 @@ static void start_agent(struct fix *f)
     snprintf(uri, sizeof(uri), "unix://%s/no-docker.sock", f->dir);
     struct engine_config pc = {.state_dir = f->dir, .on_event = on_event, .event_ud = f};
     struct engine_config dc = {.uri = uri, .on_event = on_docker_event, .event_ud = f};
-    assert_int_equal(engine_new(f->proc_ops ? f->proc_ops : &engine_process_ops, f->base, &pc,
-                                &f->proc),
-                     0);
+    assert_int_equal(
+        engine_new(f->proc_ops ? f->proc_ops : &engine_process_ops, f->base, &pc, &f->proc), 0);
     assert_int_equal(engine_new(&engine_docker_ops, f->base, &dc, &f->docker), 0);
     struct lerr err = {0};
     assert_int_equal(state_open(f->dir, &f->db, &err), 0);
-    struct agent_options o = {.network = "ledge", .stop_timeout_s = 1, .restart = f->rt,
-                              .hub_program = "/bin/true", .boot_id_path = f->bootfile};
+    struct agent_options o = {.network = "ledge",
+                              .stop_timeout_s = 1,
+                              .restart = f->rt,
+                              .hub_program = "/bin/true",
+                              .boot_id_path = f->bootfile};
     assert_int_equal(agent_new(f->base, f->docker, f->proc, f->db, &o, &f->agent), 0);
     assert_int_equal(agent_start(f->agent, &err), 0);
     f->proc->ops->start(f->proc);
@@ -221,8 +229,8 @@ static int setup(void **state)
     fputs("boot-1\n", b);
     fclose(b);
     f->base = event_base_new();
-    f->rt = (struct restart_tunables){.backoff_base_ms = 100, .backoff_max_ms = 400,
-                                      .max_restarts = 3, .reset_after_ms = 600000};
+    f->rt = (struct restart_tunables){
+        .backoff_base_ms = 100, .backoff_max_ms = 400, .max_restarts = 3, .reset_after_ms = 600000};
     start_agent(f);
     *state = f;
     return 0;
@@ -320,16 +328,17 @@ static void wait_status(struct fix *f, const char *name, const char *want)
 }
 
 #define SLEEPER(name, order, status, extra)                                                        \
-    "\"" name "\":{\"type\":\"process\",\"status\":\"" status "\",\"restartPolicy\":\"on-failure\","  \
-    "\"startupOrder\":" #order ",\"settings\":{\"path\":\"/bin/sh\",\"args\":[\"-c\","               \
+    "\"" name "\":{\"type\":\"process\",\"status\":\"" status                                      \
+    "\",\"restartPolicy\":\"on-failure\","                                                         \
+    "\"startupOrder\":" #order ",\"settings\":{\"path\":\"/bin/sh\",\"args\":[\"-c\","             \
     "\"exec sleep 1000 # ledge-agent-test-marker " extra "\"]}}"
 
 static void test_reconcile_processes(void **state)
 {
     struct fix *f = *state;
     char buf[32];
-    apply(f, SLEEPER("one", 1, "running", "") "," SLEEPER("two", 2, "running", "") ","
-              SLEEPER("three", 3, "running", ""));
+    apply(f, SLEEPER("one", 1, "running", "") "," SLEEPER("two", 2, "running", "") "," SLEEPER(
+                 "three", 3, "running", ""));
     assert_int_equal(f->result, 0);
     wait_status(f, "one", "running");
     wait_status(f, "two", "running");
@@ -343,15 +352,15 @@ static void test_reconcile_processes(void **state)
 
     /* status-only change: same container, stopped */
     char *id_two = container_of(f, "two");
-    apply(f, SLEEPER("one", 1, "running", "") "," SLEEPER("two", 2, "stopped", "") ","
-              SLEEPER("three", 3, "running", ""));
+    apply(f, SLEEPER("one", 1, "running", "") "," SLEEPER("two", 2, "stopped", "") "," SLEEPER(
+                 "three", 3, "running", ""));
     wait_status(f, "two", "stopped");
     char *id_two_b = container_of(f, "two");
     assert_string_equal(id_two, id_two_b);
     free(id_two_b);
     /* back to running: same container again */
-    apply(f, SLEEPER("one", 1, "running", "") "," SLEEPER("two", 2, "running", "") ","
-              SLEEPER("three", 3, "running", ""));
+    apply(f, SLEEPER("one", 1, "running", "") "," SLEEPER("two", 2, "running", "") "," SLEEPER(
+                 "three", 3, "running", ""));
     wait_status(f, "two", "running");
     id_two_b = container_of(f, "two");
     assert_string_equal(id_two, id_two_b);
@@ -359,8 +368,8 @@ static void test_reconcile_processes(void **state)
 
     /* config change: recreated (new id), others untouched */
     char *id_one = container_of(f, "one");
-    apply(f, SLEEPER("one", 1, "running", "") "," SLEEPER("two", 2, "running", "v2") ","
-              SLEEPER("three", 3, "running", ""));
+    apply(f, SLEEPER("one", 1, "running", "") "," SLEEPER("two", 2, "running", "v2") "," SLEEPER(
+                 "three", 3, "running", ""));
     wait_status(f, "two", "running");
     id_two_b = container_of(f, "two");
     assert_string_not_equal(id_two, id_two_b);
@@ -404,8 +413,10 @@ static void stale_list_cb(void *ud, int result, const struct engine_container *v
 {
     struct stale_ctx *c = ud;
     if (stale_inject_id && result == 0) {
-        struct engine_event ev = {.kind = ENGINE_EVENT_DIE, .id = stale_inject_id,
-                                  .exit_code = 9, .time_ms = ltime_now_ms()};
+        struct engine_event ev = {.kind = ENGINE_EVENT_DIE,
+                                  .id = stale_inject_id,
+                                  .exit_code = 9,
+                                  .time_ms = ltime_now_ms()};
         agent_on_engine_event(stale_fix->agent, MODULE_TYPE_PROCESS, &ev);
         free(stale_inject_id);
         stale_inject_id = NULL;
@@ -530,8 +541,8 @@ static void test_invalid_manifest_changes_nothing(void **state)
     const char *bad = "{\"modulesContent\":{\"$edgeAgent\":{\"properties.desired\":{"
                       "\"schemaVersion\":\"9.9\",\"modules\":{\"x\":{\"type\":\"docker\"}}}}}}";
     struct lstrv errors = LSTRV_INIT;
-    assert_int_equal(agent_apply(f->agent, bad, strlen(bad), false, true, apply_cb, f, NULL, &errors),
-                     -EINVAL);
+    assert_int_equal(
+        agent_apply(f->agent, bad, strlen(bad), false, true, apply_cb, f, NULL, &errors), -EINVAL);
     assert_true(errors.n >= 2);
     spin(f, 100);
     char *id2 = container_of(f, "keep");

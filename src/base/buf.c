@@ -42,9 +42,15 @@ int lbuf_append(struct lbuf *b, const void *p, size_t n)
     return 0;
 }
 
-int lbuf_puts(struct lbuf *b, const char *s) { return lbuf_append(b, s, strlen(s)); }
+int lbuf_puts(struct lbuf *b, const char *s)
+{
+    return lbuf_append(b, s, strlen(s));
+}
 
-int lbuf_putc(struct lbuf *b, char c) { return lbuf_append(b, &c, 1); }
+int lbuf_putc(struct lbuf *b, char c)
+{
+    return lbuf_append(b, &c, 1);
+}
 
 int lbuf_vprintf(struct lbuf *b, const char *fmt, va_list ap)
 {

@@ -9,13 +9,16 @@
 #include "base/macro.h"
 
 struct lbuf {
-    char *data;   /* NULL until the first append; data[len] == 0 afterwards */
+    char *data; /* NULL until the first append; data[len] == 0 afterwards */
     size_t len;
     size_t cap;
-    size_t max;   /* 0 = unbounded; appends beyond it fail with -E2BIG */
+    size_t max; /* 0 = unbounded; appends beyond it fail with -E2BIG */
 };
 
-#define LBUF_INIT {NULL, 0, 0, 0}
+#define LBUF_INIT                                                                                  \
+    {                                                                                              \
+        NULL, 0, 0, 0                                                                              \
+    }
 
 int lbuf_reserve(struct lbuf *b, size_t extra);
 int lbuf_append(struct lbuf *b, const void *p, size_t n);
@@ -30,5 +33,8 @@ void lbuf_free(struct lbuf *b);
 /* Hand the NUL-terminated contents to the caller (never NULL: "" for an empty buffer). */
 char *lbuf_steal(struct lbuf *b);
 
-static inline void lbuf_freep(struct lbuf *b) { lbuf_free(b); }
+static inline void lbuf_freep(struct lbuf *b)
+{
+    lbuf_free(b);
+}
 #define _cleanup_lbuf_ _cleanup_(lbuf_freep)

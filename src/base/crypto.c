@@ -44,8 +44,8 @@ int lcrypto_b64_decode(const char *text, size_t n, struct lbuf *out)
         return r;
     if (n == 0)
         return 0;
-    int w = EVP_DecodeBlock((unsigned char *)out->data + out->len, (const unsigned char *)text,
-                            (int)n);
+    int w =
+        EVP_DecodeBlock((unsigned char *)out->data + out->len, (const unsigned char *)text, (int)n);
     if (w < 0)
         return -EINVAL;
     /* EVP_DecodeBlock counts padding bytes as output; drop them. */
@@ -96,9 +96,15 @@ int lcrypto_random(void *out, size_t n)
     return RAND_bytes(out, (int)n) == 1 ? 0 : -EIO;
 }
 
-bool lcrypto_memeq(const void *a, const void *b, size_t n) { return CRYPTO_memcmp(a, b, n) == 0; }
+bool lcrypto_memeq(const void *a, const void *b, size_t n)
+{
+    return CRYPTO_memcmp(a, b, n) == 0;
+}
 
-void lcrypto_wipe(void *p, size_t n) { OPENSSL_cleanse(p, n); }
+void lcrypto_wipe(void *p, size_t n)
+{
+    OPENSSL_cleanse(p, n);
+}
 
 int lcrypto_tls_expect_peer(void *ssl_, const char *name)
 {

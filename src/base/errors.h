@@ -9,11 +9,12 @@
 #define LERR_MSG_MAX 512
 
 struct lerr {
-    int code;                 /* negative errno, 0 when unset */
-    char msg[LERR_MSG_MAX];   /* human message with context */
+    int code;               /* negative errno, 0 when unset */
+    char msg[LERR_MSG_MAX]; /* human message with context */
 };
 
-/* Record code and message in e (if non-NULL); returns code so callers can `return lerr_set(...)`. */
+/* Record code and message in e (if non-NULL); returns code so callers can `return lerr_set(...)`.
+ */
 int lerr_set(struct lerr *e, int code, const char *fmt, ...) _printf_(3, 4);
 /* Prepend "prefix: " to an existing message (adds context while unwinding). */
 int lerr_prefix(struct lerr *e, const char *fmt, ...) _printf_(2, 3);

@@ -11,7 +11,7 @@ int ljson_depth(const json_t *j)
     if (json_is_object(j)) {
         const char *k;
         json_t *v;
-        json_object_foreach((json_t *)j, k, v) {
+        json_object_foreach ((json_t *)j, k, v) {
             int d = ljson_depth(v);
             if (d > max)
                 max = d;
@@ -21,7 +21,7 @@ int ljson_depth(const json_t *j)
     if (json_is_array(j)) {
         size_t i;
         json_t *v;
-        json_array_foreach(j, i, v) {
+        json_array_foreach (j, i, v) {
             int d = ljson_depth(v);
             if (d > max)
                 max = d;
@@ -72,10 +72,14 @@ char *ljson_dump_sorted(const json_t *j)
     return json_dumps(j, JSON_COMPACT | JSON_SORT_KEYS | JSON_ENCODE_ANY);
 }
 
-char *ljson_dump(const json_t *j) { return json_dumps(j, JSON_COMPACT | JSON_ENCODE_ANY); }
+char *ljson_dump(const json_t *j)
+{
+    return json_dumps(j, JSON_COMPACT | JSON_ENCODE_ANY);
+}
 
 int ljson_path_join(char *dst, size_t size, const char *base, const char *key)
 {
-    int n = (base && *base) ? snprintf(dst, size, "%s.%s", base, key) : snprintf(dst, size, "%s", key);
+    int n =
+        (base && *base) ? snprintf(dst, size, "%s.%s", base, key) : snprintf(dst, size, "%s", key);
     return (n < 0 || (size_t)n >= size) ? -ENAMETOOLONG : 0;
 }

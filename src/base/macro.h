@@ -33,7 +33,10 @@
         _tfd;                                                                                      \
     })
 
-static inline void freep(void *p) { free(*(void **)p); }
+static inline void freep(void *p)
+{
+    free(*(void **)p);
+}
 static inline void closep(int *fd)
 {
     if (*fd >= 0) {
@@ -61,4 +64,7 @@ static inline void fclosep(FILE **f)
     }
 
 /* -errno of the last libc failure, never 0 (for functions that failed without setting it). */
-static inline int neg_errno(void) { return errno > 0 ? -errno : -EIO; }
+static inline int neg_errno(void)
+{
+    return errno > 0 ? -errno : -EIO;
+}

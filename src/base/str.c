@@ -167,7 +167,10 @@ int lstrv_push_take(struct lstrv *sv, char *s)
     return 0;
 }
 
-int lstrv_push(struct lstrv *sv, const char *s) { return lstrv_push_take(sv, strdup(s)); }
+int lstrv_push(struct lstrv *sv, const char *s)
+{
+    return lstrv_push_take(sv, strdup(s));
+}
 
 int lstrv_printf(struct lstrv *sv, const char *fmt, ...)
 {

@@ -18,7 +18,10 @@ static inline bool lstr_eq_ci(const char *a, const char *b)
 {
     return a && b && strcasecmp(a, b) == 0;
 }
-static inline bool lstr_empty(const char *s) { return !s || !*s; }
+static inline bool lstr_empty(const char *s)
+{
+    return !s || !*s;
+}
 bool lstr_startswith(const char *s, const char *prefix);
 bool lstr_startswith_ci(const char *s, const char *prefix);
 bool lstr_endswith(const char *s, const char *suffix);
@@ -41,16 +44,22 @@ int lstr_to_u64(const char *s, unsigned long long *ret);
 int lstr_to_i64(const char *s, long long *ret);
 
 struct lstrv {
-    char **v;     /* NULL-terminated once non-empty */
+    char **v; /* NULL-terminated once non-empty */
     size_t n;
     size_t cap;
 };
-#define LSTRV_INIT {NULL, 0, 0}
-int lstrv_push(struct lstrv *sv, const char *s);          /* copies s */
-int lstrv_push_take(struct lstrv *sv, char *s);            /* takes ownership (frees on failure) */
+#define LSTRV_INIT                                                                                 \
+    {                                                                                              \
+        NULL, 0, 0                                                                                 \
+    }
+int lstrv_push(struct lstrv *sv, const char *s); /* copies s */
+int lstrv_push_take(struct lstrv *sv, char *s);  /* takes ownership (frees on failure) */
 int lstrv_printf(struct lstrv *sv, const char *fmt, ...) _printf_(2, 3);
 bool lstrv_contains(const struct lstrv *sv, const char *s);
 char *lstrv_join(const struct lstrv *sv, const char *sep);
 void lstrv_free(struct lstrv *sv);
-static inline void lstrv_freep(struct lstrv *sv) { lstrv_free(sv); }
+static inline void lstrv_freep(struct lstrv *sv)
+{
+    lstrv_free(sv);
+}
 #define _cleanup_lstrv_ _cleanup_(lstrv_freep)

@@ -175,9 +175,12 @@ static void test_fs_atomic(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_buf_bounded), cmocka_unit_test(test_url_coding),
-        cmocka_unit_test(test_strv_and_numbers), cmocka_unit_test(test_json_errors),
-        cmocka_unit_test(test_time), cmocka_unit_test(test_crypto),
+        cmocka_unit_test(test_buf_bounded),
+        cmocka_unit_test(test_url_coding),
+        cmocka_unit_test(test_strv_and_numbers),
+        cmocka_unit_test(test_json_errors),
+        cmocka_unit_test(test_time),
+        cmocka_unit_test(test_crypto),
         cmocka_unit_test(test_fs_atomic),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

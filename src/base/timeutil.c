@@ -16,8 +16,14 @@ static int64_t clock_ms(clockid_t id)
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-int64_t ltime_mono_ms(void) { return clock_ms(CLOCK_MONOTONIC); }
-int64_t ltime_now_ms(void) { return clock_ms(CLOCK_REALTIME); }
+int64_t ltime_mono_ms(void)
+{
+    return clock_ms(CLOCK_MONOTONIC);
+}
+int64_t ltime_now_ms(void)
+{
+    return clock_ms(CLOCK_REALTIME);
+}
 
 char *ltime_format_rfc3339(int64_t ms, char buf[static LTIME_RFC3339_MAX])
 {

@@ -144,8 +144,10 @@ int cli_report_error(long status, const json_t *body)
     json_t *errors = json_object_get(body, "errors");
     size_t i;
     json_t *e;
-    if (json_array_size(errors) > 1 || (json_array_size(errors) == 1 && msg &&
-                                         !lstr_eq(json_string_value(json_array_get(errors, 0)), msg)))
-        json_array_foreach(errors, i, e) fprintf(stderr, "  %s\n", json_string_value(e));
+    if (json_array_size(errors) > 1 ||
+        (json_array_size(errors) == 1 && msg &&
+         !lstr_eq(json_string_value(json_array_get(errors, 0)), msg)))
+        json_array_foreach (errors, i, e)
+            fprintf(stderr, "  %s\n", json_string_value(e));
     return 1;
 }

@@ -10,10 +10,10 @@
 #define LEDGE_DEFAULT_HOST "/run/ledge/mgmt.sock"
 
 struct cli {
-    const char *socket;   /* resolved unix socket path */
-    bool json;            /* --json output where a command supports it */
-    bool quiet;           /* don't print transport errors */
-    const char *vm;       /* --vm NAME: the socket is that VM's guest API (cmd_vm.c) */
+    const char *socket; /* resolved unix socket path */
+    bool json;          /* --json output where a command supports it */
+    bool quiet;         /* don't print transport errors */
+    const char *vm;     /* --vm NAME: the socket is that VM's guest API (cmd_vm.c) */
 };
 
 /* Accepts "unix:///path", "/path" or a relative path. */

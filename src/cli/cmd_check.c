@@ -248,7 +248,8 @@ static int run_checks(struct cli *c, const struct check_opts *o)
             json_array_append_new(arr, check_report_json(&defs[i], &reps[i]));
         size_t k;
         json_t *v;
-        json_array_foreach(vmchecks, k, v) json_array_append(arr, v);
+        json_array_foreach (vmchecks, k, v)
+            json_array_append(arr, v);
         json_t *out =
             json_pack("{s:s, s:s, s:s?, s:o, s:{s:I, s:I, s:I, s:I}, s:i}", "version",
                       LEDGE_VERSION, "config", cfg_path, "deployment", source, "checks", arr,
@@ -267,7 +268,7 @@ static int run_checks(struct cli *c, const struct check_opts *o)
             printf("\nvirtual machines (ledge vm)\n");
             size_t k;
             json_t *v;
-            json_array_foreach(vmchecks, k, v) {
+            json_array_foreach (vmchecks, k, v) {
                 enum check_result res = vm_check_result(v);
                 bool bad = res != CHECK_OK;
                 printf("  %s  %-17s %s\n", result_tags[res], ljson_str(v, "id") ?: "?",

@@ -29,7 +29,7 @@ static void print_plan(const json_t *plan)
     printf("Plan:\n");
     size_t i;
     json_t *s;
-    json_array_foreach(plan, i, s)
+    json_array_foreach (plan, i, s)
         printf("  %-9s %-24s %s\n", ljson_str(s, "action"), ljson_str(s, "module"),
                ljson_str(s, "reason") ?: "");
 }
@@ -41,7 +41,7 @@ static void print_outcome(const json_t *outcome)
     printf("Outcome:\n");
     size_t i;
     json_t *s;
-    json_array_foreach(outcome, i, s) {
+    json_array_foreach (outcome, i, s) {
         const char *msg = ljson_str(s, "message");
         printf("  %-24s %-9s %s%s%s\n", ljson_str(s, "module"), ljson_str(s, "action"),
                ljson_str(s, "result"), msg ? ": " : "", msg ? msg : "");

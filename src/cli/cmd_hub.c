@@ -54,7 +54,8 @@ static void pretty_hub(json_t *s)
     printf("ledge-hub %s, up %llds\n", ljson_str(s, "version"),
            (long long)ljson_int(s, "uptimeSeconds", 0));
     printf("  connections: %lld open, %lld modules connected, %lld sessions\n",
-           ljson_int(conn, "open", 0), ljson_int(conn, "modules", 0), ljson_int(conn, "sessions", 0));
+           ljson_int(conn, "open", 0), ljson_int(conn, "modules", 0),
+           ljson_int(conn, "sessions", 0));
     printf("  messages: received %lld, routed %lld, unrouted %lld, delivered %lld, acked %lld\n",
            ljson_int(n, "received", 0), ljson_int(n, "routed", 0), ljson_int(n, "unrouted", 0),
            ljson_int(n, "delivered", 0), ljson_int(n, "acked", 0));
@@ -67,13 +68,14 @@ static void pretty_hub(json_t *s)
     printf("  %-40s %10s %12s\n", "ENDPOINT", "DEPTH", "BYTES");
     size_t i;
     json_t *e;
-    json_array_foreach(json_object_get(s, "endpoints"), i, e)
+    json_array_foreach (json_object_get(s, "endpoints"), i, e)
         printf("  %-40s %10lld %12lld%s\n", ljson_str(e, "endpoint"), ljson_int(e, "depth", 0),
                ljson_int(e, "bytes", 0), ljson_bool(e, "inUse", true) ? "" : "  (draining)");
     json_t *up = json_object_get(s, "upstream");
     if (ljson_bool(up, "enabled", false))
         printf("  upstream %s:%lld: %s, sent %lld, acked %lld%s%s\n", ljson_str(up, "host"),
-               ljson_int(up, "port", 0), ljson_bool(up, "connected", false) ? "connected" : "DISCONNECTED",
+               ljson_int(up, "port", 0),
+               ljson_bool(up, "connected", false) ? "connected" : "DISCONNECTED",
                ljson_int(up, "sent", 0), ljson_int(up, "acked", 0),
                ljson_str(up, "lastError") ? "; " : "", ljson_str(up, "lastError") ?: "");
 }

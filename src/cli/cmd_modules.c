@@ -20,7 +20,7 @@ static void print_table(json_t *modules)
         w[k] = strlen(hdr[k]);
     size_t i;
     json_t *m;
-    json_array_foreach(modules, i, m) {
+    json_array_foreach (modules, i, m) {
         for (int k = 0; k < 4; k++) {
             const char *v = ljson_str(m, keys[k]);
             size_t len = v ? strlen(v) : 1;
@@ -32,12 +32,12 @@ static void print_table(json_t *modules)
         w[2] = 60;
     printf("%-*s  %-*s  %-*s  %s\n", (int)w[0], hdr[0], (int)w[1], hdr[1], (int)w[2], hdr[2],
            hdr[3]);
-    json_array_foreach(modules, i, m) {
+    json_array_foreach (modules, i, m) {
         const char *v[4];
         for (int k = 0; k < 4; k++)
             v[k] = ljson_str(m, keys[k]) ?: "-";
-        printf("%-*s  %-*s  %-*.*s  %s\n", (int)w[0], v[0], (int)w[1], v[1], (int)w[2],
-               (int)w[2], v[2], v[3]);
+        printf("%-*s  %-*s  %-*.*s  %s\n", (int)w[0], v[0], (int)w[1], v[1], (int)w[2], (int)w[2],
+               v[2], v[3]);
     }
 }
 
@@ -80,8 +80,10 @@ static int write_out(void *ud, const char *data, size_t n)
 int cmd_logs(struct cli *c, int argc, char **argv)
 {
     static const struct option opts[] = {
-        {"tail", required_argument, NULL, 'n'},  {"since", required_argument, NULL, 's'},
-        {"follow", no_argument, NULL, 'f'},      {"timestamps", no_argument, NULL, 't'},
+        {"tail", required_argument, NULL, 'n'},
+        {"since", required_argument, NULL, 's'},
+        {"follow", no_argument, NULL, 'f'},
+        {"timestamps", no_argument, NULL, 't'},
         {0},
     };
     const char *tail = NULL, *since = NULL;
@@ -90,11 +92,20 @@ int cmd_logs(struct cli *c, int argc, char **argv)
     optind = 1;
     while ((o = getopt_long(argc, argv, "n:s:ft", opts, NULL)) != -1) {
         switch (o) {
-        case 'n': tail = optarg; break;
-        case 's': since = optarg; break;
-        case 'f': follow = true; break;
-        case 't': timestamps = true; break;
-        default: return cli_usage_error("logs", "unknown option");
+        case 'n':
+            tail = optarg;
+            break;
+        case 's':
+            since = optarg;
+            break;
+        case 'f':
+            follow = true;
+            break;
+        case 't':
+            timestamps = true;
+            break;
+        default:
+            return cli_usage_error("logs", "unknown option");
         }
     }
     if (optind != argc - 1)
@@ -147,14 +158,22 @@ static int module_command(struct cli *c, int argc, char **argv, const char *verb
     if (status != 200)
         rc = cli_report_error(status, body);
     else
-        printf("%s: %s\n", argv[1], strcmp(verb, "stop") == 0 ? "stopped" :
-                                    strcmp(verb, "start") == 0 ? "started" : "restarted");
+        printf("%s: %s\n", argv[1],
+               strcmp(verb, "stop") == 0    ? "stopped"
+               : strcmp(verb, "start") == 0 ? "started"
+                                            : "restarted");
     json_decref(body);
     return rc;
 }
 
-int cmd_start(struct cli *c, int argc, char **argv) { return module_command(c, argc, argv, "start"); }
-int cmd_stop(struct cli *c, int argc, char **argv) { return module_command(c, argc, argv, "stop"); }
+int cmd_start(struct cli *c, int argc, char **argv)
+{
+    return module_command(c, argc, argv, "start");
+}
+int cmd_stop(struct cli *c, int argc, char **argv)
+{
+    return module_command(c, argc, argv, "stop");
+}
 int cmd_restart(struct cli *c, int argc, char **argv)
 {
     return module_command(c, argc, argv, "restart");

@@ -36,7 +36,7 @@ static void pretty_status(json_t *s)
            ljson_bool(s, "reconciling", false) ? " (reconciling)" : "");
     const char *k;
     json_t *v;
-    json_object_foreach(json_object_get(s, "modules"), k, v)
+    json_object_foreach (json_object_get(s, "modules"), k, v)
         printf("    %-10s %lld\n", k, (long long)json_integer_value(v));
 }
 

@@ -6,8 +6,8 @@
 
 struct cli_command {
     const char *name;
-    const char *args;     /* usage after the name */
-    const char *summary;  /* one line */
+    const char *args;    /* usage after the name */
+    const char *summary; /* one line */
     int (*run)(struct cli *c, int argc, char **argv);
 };
 

@@ -97,7 +97,10 @@ static char *enc(const char *s)
     return lbuf_steal(&b);
 }
 
-void mgmt_hub_status(struct hs_request *r, void *ud) { forward(ud, r, "GET", "/status", 5000); }
+void mgmt_hub_status(struct hs_request *r, void *ud)
+{
+    forward(ud, r, "GET", "/status", 5000);
+}
 
 /* /modules/{m}/twin → the hub's /twins/{m}[suffix], for a module of the deployment. */
 static void forward_twin(struct hs_request *r, void *ud, const char *method, const char *suffix)
@@ -112,8 +115,14 @@ static void forward_twin(struct hs_request *r, void *ud, const char *method, con
     forward(d, r, method, path, 5000);
 }
 
-void mgmt_twin_get(struct hs_request *r, void *ud) { forward_twin(r, ud, "GET", ""); }
-void mgmt_twin_patch(struct hs_request *r, void *ud) { forward_twin(r, ud, "PATCH", "/desired"); }
+void mgmt_twin_get(struct hs_request *r, void *ud)
+{
+    forward_twin(r, ud, "GET", "");
+}
+void mgmt_twin_patch(struct hs_request *r, void *ud)
+{
+    forward_twin(r, ud, "PATCH", "/desired");
+}
 
 void mgmt_invoke(struct hs_request *r, void *ud)
 {
@@ -158,8 +167,8 @@ void mgmt_token(struct hs_request *r, void *ud)
         hs_reply_error(r, 500, "cannot derive the module key");
         return;
     }
-    _cleanup_free_ char *resource = lstr_printf("%s/devices/%s/modules/%s", host,
-                                                d->cfg.device.id, m);
+    _cleanup_free_ char *resource =
+        lstr_printf("%s/devices/%s/modules/%s", host, d->cfg.device.id, m);
     struct lbuf tok = LBUF_INIT;
     int64_t expiry = ltime_now_ms() / 1000 + ttl;
     int rc = resource ? sas_token_make(resource, key, sizeof(key), (uint64_t)expiry, NULL, &tok)
@@ -175,8 +184,9 @@ void mgmt_token(struct hs_request *r, void *ud)
     char client[300];
     snprintf(client, sizeof(client), "%s/%s", d->cfg.device.id, m);
     log_info(COMP, "minted a %lld s SAS token for module %s", ttl, m);
-    hs_reply_json(r, 200, json_pack("{s:s, s:s, s:s, s:I}", "token", tok.data, "clientId", client,
-                                    "username", user, "expiry", (json_int_t)expiry));
+    hs_reply_json(r, 200,
+                  json_pack("{s:s, s:s, s:s, s:I}", "token", tok.data, "clientId", client,
+                            "username", user, "expiry", (json_int_t)expiry));
     lcrypto_wipe(tok.data, tok.len);
     lbuf_free(&tok);
 }

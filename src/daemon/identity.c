@@ -159,8 +159,7 @@ static void renew_cb(evutil_socket_t fd, short what, void *arg)
         log_info(COMP, "a new edge CA was created; it is in the trust bundle from now on: "
                        "restarting modules so they fetch it before it signs anything");
         restart_modules_for_trust_bundle(d);
-    }
-    else if (r & CA_RENEW_SWITCHED)
+    } else if (r & CA_RENEW_SWITCHED)
         log_info(COMP, "certificates are issued by the new edge CA from now on");
     int64_t life = d->cfg.certificates.cert_lifetime_ms / 1000;
     int64_t threshold = renew_threshold(d, life);

@@ -22,7 +22,7 @@ struct ledged {
     struct event_base *base;
     struct ledge_config cfg;
     char *config_path;
-    char *hub_program;     /* resolved path of ledge-hub */
+    char *hub_program; /* resolved path of ledge-hub */
     struct state_db *db;
     struct engine *docker;
     struct engine *process;

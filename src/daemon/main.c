@@ -69,7 +69,10 @@ static void on_vm_autostart(void *ud, const char *name, int result, const char *
         log_warn(COMP, "VM %s: autostart failed: %s", name, msg && *msg ? msg : strerror(-result));
 }
 
-static bool executable(const char *path) { return path && access(path, X_OK) == 0; }
+static bool executable(const char *path)
+{
+    return path && access(path, X_OK) == 0;
+}
 
 /* The hub binary: the configured one, else next to ledged (installed layout), else the build
  * tree's layout (src/daemon/ledged beside src/hub/ledge-hub). */
@@ -106,8 +109,7 @@ static void docker_version_cb(void *ud, int result, const struct engine_version 
     if (result == 0 || v) {
         d->docker_version = *v;
         d->docker_version_known = true;
-        log_info(COMP, "container engine: %s %s (API %s)", v->product, v->version,
-                 v->api_version);
+        log_info(COMP, "container engine: %s %s (API %s)", v->product, v->version, v->api_version);
     } else {
         log_warn(COMP, "container engine: %s", lerr_str(err));
     }
@@ -207,9 +209,9 @@ int main(int argc, char **argv)
         log_error(COMP, "cannot create the event loop");
         goto out;
     }
-    if ((r = lfs_mkdir_p(d.cfg.state_dir, 0700)) < 0 || (r = lfs_mkdir_p(d.cfg.run_dir, 0755)) < 0) {
-        log_error(COMP, "cannot create %s or %s: %s", d.cfg.state_dir, d.cfg.run_dir,
-                  strerror(-r));
+    if ((r = lfs_mkdir_p(d.cfg.state_dir, 0700)) < 0 ||
+        (r = lfs_mkdir_p(d.cfg.run_dir, 0755)) < 0) {
+        log_error(COMP, "cannot create %s or %s: %s", d.cfg.state_dir, d.cfg.run_dir, strerror(-r));
         goto out;
     }
     if ((r = state_open(d.cfg.state_dir, &d.db, &err)) < 0) {
@@ -260,8 +262,8 @@ int main(int argc, char **argv)
             {
                 .backoff_base_ms = d.cfg.agent.backoff_base_ms,
                 .backoff_max_ms = d.cfg.agent.backoff_max_ms,
-                .max_restarts = d.cfg.agent.max_restarts > 0 ? (unsigned)d.cfg.agent.max_restarts
-                                                             : UINT32_MAX,
+                .max_restarts =
+                    d.cfg.agent.max_restarts > 0 ? (unsigned)d.cfg.agent.max_restarts : UINT32_MAX,
                 .reset_after_ms = d.cfg.agent.reset_after_ms,
             },
         .hub_program = d.hub_program,

@@ -24,22 +24,33 @@
 static int http_status_for(int err)
 {
     switch (err) {
-    case -ENOENT: return 404;
-    case -EINVAL: return 400;
+    case -ENOENT:
+        return 404;
+    case -EINVAL:
+        return 400;
     case -E2BIG:
-    case -EFBIG: return 413;
+    case -EFBIG:
+        return 413;
     case -EBUSY:
-    case -EEXIST: return 409;
+    case -EEXIST:
+        return 409;
     case -EACCES:
-    case -EPERM: return 403;
+    case -EPERM:
+        return 403;
     case -EHOSTDOWN:
-    case -ECONNREFUSED: return 503;
-    case -ETIMEDOUT: return 504;
-    default: return 500;
+    case -ECONNREFUSED:
+        return 503;
+    case -ETIMEDOUT:
+        return 504;
+    default:
+        return 500;
     }
 }
 
-static struct ledged *D(void *ud) { return ud; }
+static struct ledged *D(void *ud)
+{
+    return ud;
+}
 
 /* ------------------------------------------------------------------ modules */
 
@@ -125,9 +136,18 @@ static void module_command(struct hs_request *r, void *ud, const char *verb)
     }
 }
 
-static void h_start(struct hs_request *r, void *ud) { module_command(r, ud, "start"); }
-static void h_stop(struct hs_request *r, void *ud) { module_command(r, ud, "stop"); }
-static void h_restart(struct hs_request *r, void *ud) { module_command(r, ud, "restart"); }
+static void h_start(struct hs_request *r, void *ud)
+{
+    module_command(r, ud, "start");
+}
+static void h_stop(struct hs_request *r, void *ud)
+{
+    module_command(r, ud, "stop");
+}
+static void h_restart(struct hs_request *r, void *ud)
+{
+    module_command(r, ud, "restart");
+}
 
 /* ------------------------------------------------------------------ logs */
 
@@ -170,8 +190,7 @@ static void h_logs(struct hs_request *r, void *ud)
     if (tail && strcmp(tail, "all") != 0) {
         long long t;
         if (lstr_to_i64(tail, &t) < 0 || t < 0) {
-            hs_reply_error(r, 400, "tail: expected a number of lines or \"all\", got \"%s\"",
-                           tail);
+            hs_reply_error(r, 400, "tail: expected a number of lines or \"all\", got \"%s\"", tail);
             return;
         }
         o.tail = (long)t;
@@ -322,7 +341,7 @@ static void deploy_apply(struct ledged *d, struct hs_request *r, const char *bod
  * rule explained (images not present yet are checked when they are pulled). */
 struct precheck {
     struct ledged *d;
-    struct hs_request *req;   /* NULL once the client went away */
+    struct hs_request *req; /* NULL once the client went away */
     struct deployment *dep;
     struct lstrv errors;
     int outstanding;
@@ -357,8 +376,8 @@ static void precheck_finish(struct precheck *pc)
     free(pc);
 }
 
-static void precheck_cb(void *ud, int result, const char *os, const char *arch,
-                        const char *variant, const struct lerr *err)
+static void precheck_cb(void *ud, int result, const char *os, const char *arch, const char *variant,
+                        const struct lerr *err)
 {
     struct precheck_item *it = ud;
     struct precheck *pc = it->pc;
@@ -468,12 +487,12 @@ static void h_systeminfo(struct hs_request *r, void *ud)
         json_object_set_new(engine, "version", json_string(d->docker_version.version));
         json_object_set_new(engine, "apiVersion", json_string(d->docker_version.api_version));
     }
-    json_t *o = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:o}", "version",
-                          LEDGE_VERSION, "deviceId", d->cfg.device.id, "iothubHostname",
-                          d->cfg.device.iothub_hostname, "gatewayHostname",
-                          d->cfg.device.gateway_hostname, "osName", os, "kernelVersion",
-                          u.release, "architecture", u.machine, "stateDir", d->cfg.state_dir,
-                          "configFile", d->config_path ? d->config_path : "", "engine", engine);
+    json_t *o =
+        json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:o}", "version", LEDGE_VERSION,
+                  "deviceId", d->cfg.device.id, "iothubHostname", d->cfg.device.iothub_hostname,
+                  "gatewayHostname", d->cfg.device.gateway_hostname, "osName", os, "kernelVersion",
+                  u.release, "architecture", u.machine, "stateDir", d->cfg.state_dir, "configFile",
+                  d->config_path ? d->config_path : "", "engine", engine);
     hs_reply_json(r, 200, o);
 }
 
@@ -517,8 +536,8 @@ int mgmt_start(struct ledged *d)
     if (g)
         gid = g->gr_gid;
     else
-        log_warn(COMP, "group \"%s\" does not exist; only root can use %s",
-                 d->cfg.management.group, d->cfg.management.socket);
+        log_warn(COMP, "group \"%s\" does not exist; only root can use %s", d->cfg.management.group,
+                 d->cfg.management.socket);
     struct hs_limits l = HS_LIMITS_DEFAULT;
     l.max_connections = (size_t)d->cfg.management.max_connections;
     l.max_inflight = l.max_connections;

@@ -16,11 +16,16 @@
 static const char *runtime_log_level(enum config_log_level l)
 {
     switch (l) {
-    case CONFIG_LOG_ERROR: return "error";
-    case CONFIG_LOG_WARN: return "warning";
-    case CONFIG_LOG_INFO: return "info";
-    case CONFIG_LOG_DEBUG: return "debug";
-    case CONFIG_LOG_TRACE: return "verbose";
+    case CONFIG_LOG_ERROR:
+        return "error";
+    case CONFIG_LOG_WARN:
+        return "warning";
+    case CONFIG_LOG_INFO:
+        return "info";
+    case CONFIG_LOG_DEBUG:
+        return "debug";
+    case CONFIG_LOG_TRACE:
+        return "verbose";
     }
     return "info";
 }
@@ -32,8 +37,7 @@ static int prepare_module(void *ud, const struct module_spec *m, const char *gen
     const char *dir = NULL;
     int r = workload_server_add(d, m->name, &dir);
     if (r < 0)
-        return lerr_set(err, r, "%s: cannot create its workload socket: %s", m->name,
-                        strerror(-r));
+        return lerr_set(err, r, "%s: cannot create its workload socket: %s", m->name, strerror(-r));
     char uri[4200];
     if (m->type == MODULE_TYPE_DOCKER) {
         snprintf(uri, sizeof(uri), "unix://%s/workload.sock", WORKLOAD_CONTAINER_DIR);
@@ -61,7 +65,8 @@ static int prepare_module(void *ud, const struct module_spec *m, const char *gen
         {"RuntimeLogLevel", runtime_log_level(d->cfg.log_level)},
     };
     for (size_t i = 0; i < ARRAY_SIZE(vars); i++)
-        if (json_object_set_new(env, vars[i].name, json_string(vars[i].value ? vars[i].value : "")) < 0)
+        if (json_object_set_new(env, vars[i].name,
+                                json_string(vars[i].value ? vars[i].value : "")) < 0)
             return lerr_set(err, -ENOMEM, "out of memory");
     if (m->type == MODULE_TYPE_PROCESS && d->config_path)
         json_object_set_new(env, "LEDGE_CONFIG", json_string(d->config_path));
@@ -69,7 +74,10 @@ static int prepare_module(void *ud, const struct module_spec *m, const char *gen
 }
 
 /* The module identities the hub checks depend on generation ids, which change at creation. */
-static void created(void *ud, const char *name) { hub_runtime_changed(ud); }
+static void created(void *ud, const char *name)
+{
+    hub_runtime_changed(ud);
+}
 
 static void removed(void *ud, const char *name)
 {

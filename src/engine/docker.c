@@ -24,20 +24,20 @@ struct docker {
     struct engine *e;
     struct hc_client *http;
     char *uri;
-    char *socket_path;     /* NULL for TCP */
-    char *origin;          /* "http://localhost" or "http://host:port" */
-    char api[16];          /* negotiated, "" until /version answered */
-    char *instance;        /* device label value, or NULL */
+    char *socket_path; /* NULL for TCP */
+    char *origin;      /* "http://localhost" or "http://host:port" */
+    char api[16];      /* negotiated, "" until /version answered */
+    char *instance;    /* device label value, or NULL */
     long timeout_ms, pull_timeout_ms;
     struct hc_transfer *events;
     struct event *reconnect;
     int backoff_ms;
     bool connected;
-    bool running;          /* between start and stop */
+    bool running; /* between start and stop */
     struct lbuf evline;
-    struct netctx *net_pending; /* network checks in flight, shared by concurrent callers */
+    struct netctx *net_pending;   /* network checks in flight, shared by concurrent callers */
     char *net_name, *net_gateway; /* the module network's gateway address, once known */
-    struct dcall *calls;        /* every call in flight, freed by fini if still there */
+    struct dcall *calls;          /* every call in flight, freed by fini if still there */
 };
 
 /* One API call in flight: the generic completion decodes JSON and maps errors, then the
@@ -54,18 +54,21 @@ struct dcall {
     } cb;
     void *ud;
     engine_progress_fn progress;
-    struct lbuf stream;   /* pull progress: partial line */
-    long status;          /* streaming calls: the answer's status, known before its body */
-    struct lbuf errbody;  /* streaming calls: the body of an error answer */
+    struct lbuf stream;  /* pull progress: partial line */
+    long status;         /* streaming calls: the answer's status, known before its body */
+    struct lbuf errbody; /* streaming calls: the body of an error answer */
     struct lerr stream_err;
     bool stream_failed;
-    char *what;           /* for messages: "create tempSensor" */
+    char *what; /* for messages: "create tempSensor" */
     void (*plat_cb)(void *ud, int result, const char *os, const char *arch, const char *variant,
                     const struct lerr *err);
     struct dcall *prev, *next; /* d->calls */
 };
 
-static struct docker *D(struct engine *e) { return e->priv; }
+static struct docker *D(struct engine *e)
+{
+    return e->priv;
+}
 
 static void dcall_free(struct dcall *c)
 {
@@ -106,15 +109,28 @@ static int docker_error(struct docker *d, const char *what, int result, long sta
     const char *msg = json_string_value(json_object_get(body, "message"));
     int code;
     switch (status) {
-    case 400: code = -EINVAL; break;
+    case 400:
+        code = -EINVAL;
+        break;
     case 401:
-    case 403: code = -EACCES; break;
-    case 404: code = -ENOENT; break;
-    case 409: code = -EEXIST; break;
-    case 500: code = -EIO; break;
-    default: code = -EPROTO; break;
+    case 403:
+        code = -EACCES;
+        break;
+    case 404:
+        code = -ENOENT;
+        break;
+    case 409:
+        code = -EEXIST;
+        break;
+    case 500:
+        code = -EIO;
+        break;
+    default:
+        code = -EPROTO;
+        break;
     }
-    return lerr_set(err, code, "%s: engine answered %ld: %s", what, status, msg ? msg : "no message");
+    return lerr_set(err, code, "%s: engine answered %ld: %s", what, status,
+                    msg ? msg : "no message");
 }
 
 static void dcall_done(void *ud, int result, long status, struct lbuf *body)
@@ -194,7 +210,8 @@ static char *label_filter(struct docker *d, const char *type)
 
 /* ------------------------------------------------------------------ version / network / image */
 
-static void finish_version(struct dcall *c, int r, long status, json_t *body, const struct lerr *err)
+static void finish_version(struct dcall *c, int r, long status, json_t *body,
+                           const struct lerr *err)
 {
     struct engine_version v;
     if (r == 0) {
@@ -309,10 +326,8 @@ static void finish_network_inspect(struct dcall *c, int r, long status, json_t *
 {
     struct netctx *n = c->ud;
     if (r == 0) {
-        const char *gw = ljson_str(json_array_get(json_object_get(json_object_get(body, "IPAM"),
-                                                                  "Config"),
-                                                  0),
-                                   "Gateway");
+        const char *gw = ljson_str(
+            json_array_get(json_object_get(json_object_get(body, "IPAM"), "Config"), 0), "Gateway");
         free(n->d->net_gateway);
         n->d->net_gateway = gw && *gw ? strdup(gw) : NULL;
         free(n->d->net_name);
@@ -331,9 +346,9 @@ static void finish_network_inspect(struct dcall *c, int r, long status, json_t *
     }
     c2->finish = finish_network_create;
     c2->ud = n;
-    json_t *req = json_pack("{s:s, s:s, s:b, s:{s:s}}", "Name", n->name, "Driver", "bridge",
-                            "CheckDuplicate", 1, "Labels", ENGINE_LABEL_OWNER,
-                            ENGINE_LABEL_OWNER_VALUE);
+    json_t *req =
+        json_pack("{s:s, s:s, s:b, s:{s:s}}", "Name", n->name, "Driver", "bridge", "CheckDuplicate",
+                  1, "Labels", ENGINE_LABEL_OWNER, ENGINE_LABEL_OWNER_VALUE);
     int rr = dcall_start(c2, "POST", "/networks/create", req, n->d->timeout_ms, NULL, NULL);
     json_decref(req);
     if (rr < 0) {
@@ -582,19 +597,17 @@ static int docker_start_container(struct engine *e, const char *id, engine_done_
     return simple_call(e, "start", id, "POST", "/start", D(e)->timeout_ms, cb, ud);
 }
 
-static int docker_stop_container(struct engine *e, const char *id, int timeout_s,
-                                 engine_done_fn cb, void *ud)
+static int docker_stop_container(struct engine *e, const char *id, int timeout_s, engine_done_fn cb,
+                                 void *ud)
 {
     char suffix[32];
     snprintf(suffix, sizeof(suffix), "/stop?t=%d", timeout_s);
-    return simple_call(e, "stop", id, "POST", suffix, D(e)->timeout_ms + timeout_s * 1000L, cb,
-                       ud);
+    return simple_call(e, "stop", id, "POST", suffix, D(e)->timeout_ms + timeout_s * 1000L, cb, ud);
 }
 
 static int docker_remove(struct engine *e, const char *id, engine_done_fn cb, void *ud)
 {
-    return simple_call(e, "remove", id, "DELETE", "?force=1&v=1", D(e)->timeout_ms + 10000, cb,
-                       ud);
+    return simple_call(e, "remove", id, "DELETE", "?force=1&v=1", D(e)->timeout_ms + 10000, cb, ud);
 }
 
 static void finish_inspect(struct dcall *c, int r, long status, json_t *body,
@@ -903,7 +916,10 @@ static void events_connect(struct docker *d)
     }
 }
 
-static void reconnect_cb(evutil_socket_t fd, short what, void *arg) { events_connect(arg); }
+static void reconnect_cb(evutil_socket_t fd, short what, void *arg)
+{
+    events_connect(arg);
+}
 
 /* ------------------------------------------------------------------ lifecycle */
 

@@ -28,7 +28,7 @@ static int merge_env(json_t *body, const json_t *env, struct lerr *err)
         return -ENOMEM;
     size_t i;
     json_t *v;
-    json_array_foreach(user, i, v) {
+    json_array_foreach (user, i, v) {
         const char *kv = json_string_value(v);
         if (!kv) {
             json_decref(out);
@@ -42,7 +42,7 @@ static int merge_env(json_t *body, const json_t *env, struct lerr *err)
         json_array_append(out, v);
     }
     const char *k;
-    json_object_foreach((json_t *)env, k, v) {
+    json_object_foreach ((json_t *)env, k, v) {
         const char *val = json_string_value(v);
         char *kv = lstr_printf("%s=%s", k, val ? val : "");
         if (!kv || json_array_append_new(out, json_string(kv)) < 0) {
@@ -88,7 +88,7 @@ static int append_strings(json_t *obj, const char *key, const json_t *add, const
     }
     size_t i;
     json_t *v;
-    json_array_foreach(add, i, v) {
+    json_array_foreach (add, i, v) {
         if (json_array_append(arr, v) < 0)
             return -ENOMEM;
     }
@@ -134,8 +134,8 @@ int docker_build_create_body(const struct engine_create_spec *spec, json_t **ret
         json_t *nc = get_or_add_object(body, "NetworkingConfig", "NetworkingConfig", err, &r);
         if (!nc)
             return r;
-        json_t *eps = get_or_add_object(nc, "EndpointsConfig", "NetworkingConfig.EndpointsConfig",
-                                        err, &r);
+        json_t *eps =
+            get_or_add_object(nc, "EndpointsConfig", "NetworkingConfig.EndpointsConfig", err, &r);
         if (!eps)
             return r;
         if (!json_object_get(eps, spec->network)) {
@@ -157,7 +157,10 @@ int docker_build_create_body(const struct engine_create_spec *spec, json_t **ret
 
 /* ------------------------------------------------------------------ reading documents */
 
-static char *dup_or_null(const char *s) { return s ? strdup(s) : NULL; }
+static char *dup_or_null(const char *s)
+{
+    return s ? strdup(s) : NULL;
+}
 
 int docker_api_compare(const char *a, const char *b)
 {
@@ -186,7 +189,7 @@ int docker_parse_version(const json_t *j, struct engine_version *v)
     const char *product = "Moby";
     size_t i;
     json_t *comp;
-    json_array_foreach(json_object_get(j, "Components"), i, comp) {
+    json_array_foreach (json_object_get(j, "Components"), i, comp) {
         const char *name = ljson_str(comp, "Name");
         if (name && strcasestr(name, "podman"))
             product = "Podman";
@@ -212,9 +215,9 @@ enum ctr_state docker_state_from_string(const char *s)
         const char *name;
         enum ctr_state st;
     } map[] = {
-        {"created", CTR_CREATED}, {"running", CTR_RUNNING},       {"paused", CTR_PAUSED},
-        {"restarting", CTR_RESTARTING}, {"exited", CTR_EXITED}, {"dead", CTR_DEAD},
-        {"removing", CTR_REMOVING}, {"stopped", CTR_EXITED},    {"configured", CTR_CREATED},
+        {"created", CTR_CREATED},       {"running", CTR_RUNNING}, {"paused", CTR_PAUSED},
+        {"restarting", CTR_RESTARTING}, {"exited", CTR_EXITED},   {"dead", CTR_DEAD},
+        {"removing", CTR_REMOVING},     {"stopped", CTR_EXITED},  {"configured", CTR_CREATED},
     };
     for (size_t i = 0; s && i < ARRAY_SIZE(map); i++)
         if (strcasecmp(s, map[i].name) == 0)
@@ -283,7 +286,7 @@ int docker_parse_list(const json_t *j, struct engine_container **ret, size_t *re
         return -ENOMEM;
     size_t k = 0, i;
     json_t *e;
-    json_array_foreach(j, i, e) {
+    json_array_foreach (j, i, e) {
         const char *id = ljson_str(e, "Id");
         if (!id)
             continue;
@@ -400,4 +403,7 @@ int docker_demux_feed(struct docker_demux *m, const char *data, size_t n, engine
     return 0;
 }
 
-void docker_demux_free(struct docker_demux *m) { memset(m, 0, sizeof(*m)); }
+void docker_demux_free(struct docker_demux *m)
+{
+    memset(m, 0, sizeof(*m));
+}

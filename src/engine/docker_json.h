@@ -13,8 +13,7 @@
  * puts spec->env over the user's Env (ledge's win), appends binds and extra hosts, joins the
  * network unless the user chose a NetworkMode, applies the default log config when the user set
  * none, and sets RestartPolicy "no" because ledge itself owns restarts. */
-int docker_build_create_body(const struct engine_create_spec *spec, json_t **ret,
-                             struct lerr *err);
+int docker_build_create_body(const struct engine_create_spec *spec, json_t **ret, struct lerr *err);
 
 int docker_parse_version(const json_t *j, struct engine_version *ret);
 int docker_parse_inspect(const json_t *j, struct engine_container *ret);

@@ -62,8 +62,8 @@ const char *engine_label(const struct engine_container *c, const char *key)
 
 const char *ctr_state_name(enum ctr_state s)
 {
-    static const char *const names[] = {"unknown", "created", "running", "paused",
-                                        "restarting", "exited", "dead", "removing"};
+    static const char *const names[] = {"unknown",    "created", "running", "paused",
+                                        "restarting", "exited",  "dead",    "removing"};
     return (size_t)s < sizeof(names) / sizeof(names[0]) ? names[s] : "unknown";
 }
 

@@ -52,15 +52,15 @@ struct engine_container {
     char *id;
     char *name;
     char *image;
-    json_t *labels;      /* object, never NULL after a successful list/inspect */
+    json_t *labels; /* object, never NULL after a successful list/inspect */
     enum ctr_state state;
     enum ctr_health health;
-    int exit_code;       /* -1 when unknown (e.g. an adopted process) */
-    int64_t started_ms;  /* 0 when never */
+    int exit_code;      /* -1 when unknown (e.g. an adopted process) */
+    int64_t started_ms; /* 0 when never */
     int64_t finished_ms;
     int pid;
     bool tty;
-    char *error;         /* the engine's own error text for the last start, or NULL */
+    char *error; /* the engine's own error text for the last start, or NULL */
 };
 
 void engine_container_clear(struct engine_container *c);
@@ -70,12 +70,12 @@ const char *ctr_health_name(enum ctr_health h);
 const char *engine_label(const struct engine_container *c, const char *key);
 
 struct engine_version {
-    char product[64];      /* "Moby", "Docker CE", "Podman", "ledge process supervisor" */
-    char version[64];      /* engine version */
-    char api_version[16];  /* "1.41" */
+    char product[64];     /* "Moby", "Docker CE", "Podman", "ledge process supervisor" */
+    char version[64];     /* engine version */
+    char api_version[16]; /* "1.41" */
     char min_api_version[16];
-    char os[32];           /* "linux" */
-    char arch[32];         /* engine's GOARCH: amd64, arm64, arm */
+    char os[32];   /* "linux" */
+    char arch[32]; /* engine's GOARCH: amd64, arm64, arm */
     char kernel[128];
     bool log_rotation_default; /* the engine's default log config rotates */
     char default_log_driver[32];
@@ -84,16 +84,16 @@ struct engine_version {
 /* What to create. Borrowed pointers: the engine copies what it keeps. */
 struct engine_create_spec {
     const char *name;
-    const char *image;               /* docker */
-    const json_t *create_options;    /* user's ContainerCreate object, or NULL */
-    const json_t *labels;            /* ledge's labels: win over the user's on conflict */
-    const json_t *env;               /* object NAME -> string: manifest env merged under identity env */
-    const json_t *binds;             /* array of "host:container[:opts]" added to HostConfig.Binds */
-    const json_t *extra_hosts;       /* array of "name:addr" added to HostConfig.ExtraHosts */
-    const char *network;             /* join this network unless the user set NetworkMode */
+    const char *image;            /* docker */
+    const json_t *create_options; /* user's ContainerCreate object, or NULL */
+    const json_t *labels;         /* ledge's labels: win over the user's on conflict */
+    const json_t *env;         /* object NAME -> string: manifest env merged under identity env */
+    const json_t *binds;       /* array of "host:container[:opts]" added to HostConfig.Binds */
+    const json_t *extra_hosts; /* array of "name:addr" added to HostConfig.ExtraHosts */
+    const char *network;       /* join this network unless the user set NetworkMode */
     const json_t *default_log_config; /* LogConfig used when the user set none */
-    const char *path;                /* process: program */
-    const json_t *args;              /* process: array of strings */
+    const char *path;                 /* process: program */
+    const json_t *args;               /* process: array of strings */
 };
 
 struct engine_registry_auth {
@@ -104,8 +104,8 @@ struct engine_registry_auth {
 
 enum engine_event_kind {
     ENGINE_EVENT_START,
-    ENGINE_EVENT_DIE,       /* exit_code set */
-    ENGINE_EVENT_HEALTH,    /* health set */
+    ENGINE_EVENT_DIE,    /* exit_code set */
+    ENGINE_EVENT_HEALTH, /* health set */
     ENGINE_EVENT_DESTROY,
     ENGINE_EVENT_OOM,
     ENGINE_EVENT_CONNECTED,    /* the event stream is (re)established: resynchronise */
@@ -119,14 +119,14 @@ struct engine_event {
     int exit_code;
     enum ctr_health health;
     int64_t time_ms;
-    int pid;            /* START of a process module: its pid (0 when unknown) */
+    int pid; /* START of a process module: its pid (0 when unknown) */
 };
 
 struct engine_logs_options {
     bool follow;
     bool timestamps;
-    long tail;           /* -1 = all */
-    int64_t since_ms;    /* 0 = from the start */
+    long tail;        /* -1 = all */
+    int64_t since_ms; /* 0 = from the start */
 };
 
 typedef void (*engine_done_fn)(void *ud, int result, const struct lerr *err);
@@ -158,7 +158,7 @@ struct engine_ops {
     const char *name;
     size_t priv_size;
     int (*init)(struct engine *e, const struct engine_config *cfg);
-    int (*start)(struct engine *e);   /* begin watching events */
+    int (*start)(struct engine *e); /* begin watching events */
     void (*stop)(struct engine *e);
     void (*fini)(struct engine *e);
 

@@ -66,7 +66,10 @@ struct pengine {
     bool running;
 };
 
-static struct pengine *P(struct engine *e) { return e->priv; }
+static struct pengine *P(struct engine *e)
+{
+    return e->priv;
+}
 
 static inline void closedirp(DIR **d)
 {
@@ -90,12 +93,12 @@ static void record_path(struct pengine *pe, const struct proc *p, const char *su
 
 static int persist(struct proc *p)
 {
-    json_t *j = json_pack("{s:s, s:s, s:O, s:s, s:O?, s:O?, s:s, s:i, s:I, s:I, s:i, s:I}", "id",
-                          p->id, "name", p->name, "labels", p->labels, "path", p->path, "args",
-                          p->args, "env", p->env, "state", ctr_state_name(p->state), "exitCode",
-                          p->exit_code, "startedMs", (json_int_t)p->started_ms, "finishedMs",
-                          (json_int_t)p->finished_ms, "pid", (int)p->pid, "starttime",
-                          (json_int_t)p->starttime);
+    json_t *j =
+        json_pack("{s:s, s:s, s:O, s:s, s:O?, s:O?, s:s, s:i, s:I, s:I, s:i, s:I}", "id", p->id,
+                  "name", p->name, "labels", p->labels, "path", p->path, "args", p->args, "env",
+                  p->env, "state", ctr_state_name(p->state), "exitCode", p->exit_code, "startedMs",
+                  (json_int_t)p->started_ms, "finishedMs", (json_int_t)p->finished_ms, "pid",
+                  (int)p->pid, "starttime", (json_int_t)p->starttime);
     if (!j)
         return -ENOMEM;
     _cleanup_free_ char *text = ljson_dump(j);
@@ -137,8 +140,11 @@ static void emit(struct pengine *pe, enum engine_event_kind kind, struct proc *p
 {
     if (!pe->running || !pe->e->on_event)
         return;
-    struct engine_event ev = {.kind = kind, .id = p->id, .name = p->name,
-                              .exit_code = p->exit_code, .time_ms = ltime_now_ms(),
+    struct engine_event ev = {.kind = kind,
+                              .id = p->id,
+                              .name = p->name,
+                              .exit_code = p->exit_code,
+                              .time_ms = ltime_now_ms(),
                               .pid = p->pid};
     pe->e->on_event(pe->e->event_ud, &ev);
 }
@@ -278,9 +284,9 @@ static int load_record(struct pengine *pe, const char *file)
     p->started_ms = ljson_int(j, "startedMs", 0);
     p->finished_ms = ljson_int(j, "finishedMs", 0);
     const char *state = ljson_str(j, "state");
-    p->state = lstr_eq(state, "running") ? CTR_RUNNING
+    p->state = lstr_eq(state, "running")   ? CTR_RUNNING
                : lstr_eq(state, "created") ? CTR_CREATED
-                                            : CTR_EXITED;
+                                           : CTR_EXITED;
     p->kill_timer = NULL;
     if (!p->name || !p->path) {
         proc_free(p);
@@ -473,11 +479,11 @@ static int pe_create(struct engine *e, const struct engine_create_spec *spec, en
         l->result = lerr_set(&l->err, -EEXIST, "create %s: a process module of that name exists",
                              spec->name);
     } else if (!spec->path || spec->path[0] != '/') {
-        l->result = lerr_set(&l->err, -EINVAL, "create %s: program path must be absolute",
-                             spec->name);
+        l->result =
+            lerr_set(&l->err, -EINVAL, "create %s: program path must be absolute", spec->name);
     } else if (pe->n_procs >= PROC_MAX) {
-        l->result = lerr_set(&l->err, -ENOSPC, "create %s: at most %d process modules",
-                             spec->name, PROC_MAX);
+        l->result = lerr_set(&l->err, -ENOSPC, "create %s: at most %d process modules", spec->name,
+                             PROC_MAX);
     } else {
         struct proc *p = calloc(1, sizeof(*p));
         uint8_t rnd[8];
@@ -527,13 +533,13 @@ static int spawn(struct proc *p, struct lerr *err)
     lstrv_push(&argv, p->path);
     size_t i;
     json_t *v;
-    json_array_foreach(p->args, i, v) {
+    json_array_foreach (p->args, i, v) {
         if (json_is_string(v))
             lstrv_push(&argv, json_string_value(v));
     }
     lstrv_push(&envp, "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
     const char *k;
-    json_object_foreach(p->env, k, v) {
+    json_object_foreach (p->env, k, v) {
         if (json_is_string(v))
             lstrv_printf(&envp, "%s=%s", k, json_string_value(v));
     }
@@ -637,8 +643,7 @@ static int pe_stop_container(struct engine *e, const char *id, int timeout_s, en
     if (p->state != CTR_RUNNING || p->pid <= 0)
         return defer_done(e, cb, ud, 0, NULL);
     if (p->stop_cb)
-        return defer_done(e, cb, ud, lerr_set(&err, -EBUSY, "stop %s: already stopping", id),
-                          &err);
+        return defer_done(e, cb, ud, lerr_set(&err, -EBUSY, "stop %s: already stopping", id), &err);
     p->stop_cb = cb;
     p->stop_ud = ud;
     if (!p->kill_timer)
@@ -760,8 +765,8 @@ static int pe_list(struct engine *e, engine_list_fn cb, void *ud)
 
 struct engine_logs {
     struct engine *e;
-    int fd;          /* the log file */
-    int ino;         /* inotify fd when following */
+    int fd;  /* the log file */
+    int ino; /* inotify fd when following */
     struct event *ev;
     struct event *first; /* the first pass runs from the loop, not inside pe_logs() */
     bool follow;

@@ -40,9 +40,14 @@ static void test_create_body_merge(void **state)
     json_t *binds = J("[\"/run/ledge/workload/m.sock:/var/run/iotedge/workload.sock\"]");
     json_t *hosts = J("[\"gw.local:host-gateway\"]");
     json_t *logc = J("{\"Type\":\"json-file\",\"Config\":{\"max-size\":\"10m\"}}");
-    struct engine_create_spec spec = {.name = "m", .image = "img:1", .create_options = user,
-                                      .labels = labels, .env = env, .binds = binds,
-                                      .extra_hosts = hosts, .network = "ledge",
+    struct engine_create_spec spec = {.name = "m",
+                                      .image = "img:1",
+                                      .create_options = user,
+                                      .labels = labels,
+                                      .env = env,
+                                      .binds = binds,
+                                      .extra_hosts = hosts,
+                                      .network = "ledge",
                                       .default_log_config = logc};
     json_t *body = NULL;
     struct lerr err = {0};
@@ -65,7 +70,8 @@ static void test_create_body_merge(void **state)
     json_decref(body);
 
     /* The user's NetworkMode and LogConfig are respected. */
-    json_t *user2 = J("{\"HostConfig\":{\"NetworkMode\":\"host\",\"LogConfig\":{\"Type\":\"local\"}}}");
+    json_t *user2 =
+        J("{\"HostConfig\":{\"NetworkMode\":\"host\",\"LogConfig\":{\"Type\":\"local\"}}}");
     spec.create_options = user2;
     assert_int_equal(docker_build_create_body(&spec, &body, &err), 0);
     hc = json_object_get(body, "HostConfig");
@@ -185,7 +191,11 @@ static int demux_out(void *ud, int stream, const char *data, size_t n)
 
 static void test_demux(void **state)
 {
-    const char frames[] = "\x01\0\0\0\0\0\0\x03" "abc" "\x02\0\0\0\0\0\0\x02" "de" "\x01\0\0\0\0\0\0\0";
+    const char frames[] = "\x01\0\0\0\0\0\0\x03"
+                          "abc"
+                          "\x02\0\0\0\0\0\0\x02"
+                          "de"
+                          "\x01\0\0\0\0\0\0\0";
     struct lbuf out = LBUF_INIT;
     struct docker_demux m = {0};
     /* Byte by byte: frames split anywhere still come out whole. */
@@ -283,8 +293,8 @@ static void create(struct pfix *f, const char *name, const char *script)
     json_t *args = json_pack("[s,s]", "-c", script);
     json_t *env = json_pack("{s:s}", "GREETING", "hello");
     json_t *labels = json_pack("{s:s}", ENGINE_LABEL_OWNER, "ledge");
-    struct engine_create_spec spec = {.name = name, .path = "/bin/sh", .args = args, .env = env,
-                                      .labels = labels};
+    struct engine_create_spec spec = {
+        .name = name, .path = "/bin/sh", .args = args, .env = env, .labels = labels};
     f->done = 0;
     assert_int_equal(f->e->ops->create(f->e, &spec, on_create, f), 0);
     wait_done(f, 1);
@@ -331,7 +341,8 @@ static void test_process_lifecycle(void **state)
     wait_done(f, 1);
     assert_int_equal(f->result, -EEXIST);
     /* A program that cannot be executed fails its start with the reason. */
-    struct engine_create_spec bad = {.name = "missing", .path = "/nonexistent/prog", .labels = labels};
+    struct engine_create_spec bad = {
+        .name = "missing", .path = "/nonexistent/prog", .labels = labels};
     f->done = 0;
     assert_int_equal(f->e->ops->create(f->e, &bad, on_create, f), 0);
     wait_done(f, 1);

@@ -19,9 +19,18 @@ static int to_journal = -1; /* -1 unknown, 0 no, 1 yes */
 static const char *const level_names[] = {"error", "warn", "info", "debug", "trace"};
 static const int syslog_prio[] = {3, 4, 6, 7, 7};
 
-void log_set_level(enum log_level level) { current_level = level; }
-enum log_level log_get_level(void) { return current_level; }
-void log_set_ident(const char *name) { ident = name; }
+void log_set_level(enum log_level level)
+{
+    current_level = level;
+}
+enum log_level log_get_level(void)
+{
+    return current_level;
+}
+void log_set_ident(const char *name)
+{
+    ident = name;
+}
 
 const char *log_level_name(enum log_level level)
 {

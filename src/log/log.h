@@ -1,6 +1,7 @@
 /* log.h — the programs' logger: one line per event with a level and a component tag, written to
- * stderr with a syslog priority prefix ("<6>") when stderr is the journal, so journald keeps levels.
- * Only programs and service layers (agent, hub core) log; libraries return errors instead. */
+ * stderr with a syslog priority prefix ("<6>") when stderr is the journal, so journald keeps
+ * levels. Only programs and service layers (agent, hub core) log; libraries return errors instead.
+ */
 #pragma once
 
 #include <stdbool.h>

@@ -44,7 +44,10 @@ struct mqttc {
 
 static void close_with(struct mqttc *m, int reason, bool notify);
 
-static char *dup_opt(const char *s) { return s ? strdup(s) : NULL; }
+static char *dup_opt(const char *s)
+{
+    return s ? strdup(s) : NULL;
+}
 
 int mqttc_new(struct event_base *base, struct evdns_base *dns, const struct mqttc_options *o,
               struct mqttc **ret)
@@ -83,9 +86,15 @@ int mqttc_new(struct event_base *base, struct evdns_base *dns, const struct mqtt
     return 0;
 }
 
-const char *mqttc_error(const struct mqttc *m) { return m->error; }
+const char *mqttc_error(const struct mqttc *m)
+{
+    return m->error;
+}
 
-bool mqttc_connected(const struct mqttc *m) { return m && m->state == M_CONNECTED; }
+bool mqttc_connected(const struct mqttc *m)
+{
+    return m && m->state == M_CONNECTED;
+}
 
 size_t mqttc_output_pending(const struct mqttc *m)
 {
@@ -301,8 +310,9 @@ static SSL_CTX *make_ctx(struct mqttc *m)
     SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
     int ok = m->ca_file ? SSL_CTX_load_verify_locations(ctx, m->ca_file, NULL)
                         : SSL_CTX_set_default_verify_paths(ctx);
-    if (ok != 1 || (m->cert_file && (SSL_CTX_use_certificate_chain_file(ctx, m->cert_file) != 1 ||
-                                      SSL_CTX_use_PrivateKey_file(ctx, m->key_file, SSL_FILETYPE_PEM) != 1))) {
+    if (ok != 1 ||
+        (m->cert_file && (SSL_CTX_use_certificate_chain_file(ctx, m->cert_file) != 1 ||
+                          SSL_CTX_use_PrivateKey_file(ctx, m->key_file, SSL_FILETYPE_PEM) != 1))) {
         SSL_CTX_free(ctx);
         return NULL;
     }

@@ -19,17 +19,17 @@ struct mqttc_options {
     const char *host;
     int port;
     bool tls;
-    const char *ca_file;      /* PEM bundle to trust; NULL = the system's defaults */
-    const char *cert_file;    /* client certificate (X.509 auth), optional */
+    const char *ca_file;   /* PEM bundle to trust; NULL = the system's defaults */
+    const char *cert_file; /* client certificate (X.509 auth), optional */
     const char *key_file;
-    const char *verify_name;  /* name the server certificate must carry; NULL = host */
+    const char *verify_name; /* name the server certificate must carry; NULL = host */
     const char *client_id;
-    const char *username;     /* optional */
-    const char *password;     /* optional; a SAS token for IoT Hub-style servers */
+    const char *username; /* optional */
+    const char *password; /* optional; a SAS token for IoT Hub-style servers */
     bool clean_session;
     uint16_t keep_alive_s;
-    size_t max_packet;        /* largest packet accepted from the server (0 = 1 MiB) */
-    int connect_timeout_ms;   /* TCP + TLS + CONNACK (0 = 10 s) */
+    size_t max_packet;      /* largest packet accepted from the server (0 = 1 MiB) */
+    int connect_timeout_ms; /* TCP + TLS + CONNACK (0 = 10 s) */
 
     /* Every mqttc_connect() ends in exactly one on_connect: 0 accepted; -ECONNREFUSED with
      * connack_code set when the server refused; another -errno (-ETIMEDOUT, -EPROTO for TLS

@@ -20,7 +20,7 @@ struct hc_client {
     struct event *timer;
     struct hc_transfer *transfers;
     size_t n_active;
-    int depth;      /* >0 while inside curl_multi_socket_action */
+    int depth; /* >0 while inside curl_multi_socket_action */
     bool reaping;
 };
 
@@ -80,18 +80,27 @@ static void transfer_unlink_free(struct hc_transfer *t)
 static int map_curl_error(CURLcode cc)
 {
     switch (cc) {
-    case CURLE_OK: return 0;
-    case CURLE_COULDNT_CONNECT: return -ECONNREFUSED;
-    case CURLE_OPERATION_TIMEDOUT: return -ETIMEDOUT;
-    case CURLE_COULDNT_RESOLVE_HOST: return -EHOSTUNREACH;
-    case CURLE_WRITE_ERROR: return -ECANCELED;
+    case CURLE_OK:
+        return 0;
+    case CURLE_COULDNT_CONNECT:
+        return -ECONNREFUSED;
+    case CURLE_OPERATION_TIMEDOUT:
+        return -ETIMEDOUT;
+    case CURLE_COULDNT_RESOLVE_HOST:
+        return -EHOSTUNREACH;
+    case CURLE_WRITE_ERROR:
+        return -ECANCELED;
     case CURLE_SEND_ERROR:
     case CURLE_RECV_ERROR:
-    case CURLE_GOT_NOTHING: return -ECONNRESET;
-    case CURLE_OUT_OF_MEMORY: return -ENOMEM;
+    case CURLE_GOT_NOTHING:
+        return -ECONNRESET;
+    case CURLE_OUT_OF_MEMORY:
+        return -ENOMEM;
     case CURLE_SSL_CONNECT_ERROR:
-    case CURLE_PEER_FAILED_VERIFICATION: return -EPROTO;
-    default: return -EIO;
+    case CURLE_PEER_FAILED_VERIFICATION:
+        return -EPROTO;
+    default:
+        return -EIO;
     }
 }
 
@@ -155,7 +164,8 @@ static void drive(struct hc_client *c, curl_socket_t fd, int action)
 static void sock_eventcb(evutil_socket_t fd, short what, void *arg)
 {
     struct hc_client *c = arg;
-    int action = ((what & EV_READ) ? CURL_CSELECT_IN : 0) | ((what & EV_WRITE) ? CURL_CSELECT_OUT : 0);
+    int action =
+        ((what & EV_READ) ? CURL_CSELECT_IN : 0) | ((what & EV_WRITE) ? CURL_CSELECT_OUT : 0);
     drive(c, fd, action);
 }
 
@@ -244,7 +254,10 @@ void hc_client_free(struct hc_client *c)
     free(c);
 }
 
-size_t hc_client_active(const struct hc_client *c) { return c->n_active; }
+size_t hc_client_active(const struct hc_client *c)
+{
+    return c->n_active;
+}
 
 static size_t write_cb(char *data, size_t size, size_t nmemb, void *ud)
 {
@@ -271,7 +284,8 @@ static size_t header_cb(char *data, size_t size, size_t nmemb, void *ud)
 {
     struct hc_transfer *t = ud;
     size_t n = size * nmemb;
-    if (t->on_status && !t->status_reported && n <= 2 && (n == 0 || data[0] == '\r' || data[0] == '\n')) {
+    if (t->on_status && !t->status_reported && n <= 2 &&
+        (n == 0 || data[0] == '\r' || data[0] == '\n')) {
         long status = 0;
         curl_easy_getinfo(t->easy, CURLINFO_RESPONSE_CODE, &status);
         if (status >= 200) {

@@ -21,17 +21,17 @@ typedef void (*hc_done_fn)(void *ud, int result, long status, struct lbuf *body)
 typedef int (*hc_data_fn)(void *ud, const char *data, size_t n);
 
 struct hc_request {
-    const char *method;       /* "GET" when NULL */
-    const char *unix_socket;  /* path, or NULL for TCP */
-    const char *url;          /* "http://localhost/v1.41/containers/json" */
-    const char *body;         /* may be NULL */
+    const char *method;      /* "GET" when NULL */
+    const char *unix_socket; /* path, or NULL for TCP */
+    const char *url;         /* "http://localhost/v1.41/containers/json" */
+    const char *body;        /* may be NULL */
     size_t body_len;
-    const char *content_type; /* sent when body != NULL; default application/json */
+    const char *content_type;   /* sent when body != NULL; default application/json */
     const char *const *headers; /* extra "Name: value" headers, NULL-terminated, or NULL */
-    long timeout_ms;          /* whole transfer; 0 = none (streams) */
-    long connect_timeout_ms;  /* 0 = 5000 */
-    size_t max_response;      /* collected body bound; 0 = 16 MiB */
-    hc_data_fn on_data;       /* streaming when set */
+    long timeout_ms;            /* whole transfer; 0 = none (streams) */
+    long connect_timeout_ms;    /* 0 = 5000 */
+    size_t max_response;        /* collected body bound; 0 = 16 MiB */
+    hc_data_fn on_data;         /* streaming when set */
     void (*on_status)(void *ud, long status); /* once, before the first body byte (optional) */
     hc_done_fn on_done;
     void *ud;

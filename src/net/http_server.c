@@ -59,10 +59,10 @@ struct hs_conn {
     struct ucred peer;
     bool has_peer;
     enum conn_state state;
-    bool in_message;  /* parser has seen the start of a request */
+    bool in_message; /* parser has seen the start of a request */
     bool message_done;
     bool peer_eof;
-    bool dead; /* dropped from inside a call; freed by the resume event */
+    bool dead;   /* dropped from inside a call; freed by the resume event */
     bool linger; /* drain the client's unread input before closing (error replies) */
     size_t header_bytes;
     struct lbuf url;
@@ -106,32 +106,58 @@ static void conn_process_input(struct hs_conn *c);
 const char *hs_status_reason(int status)
 {
     switch (status) {
-    case 200: return "OK";
-    case 201: return "Created";
-    case 202: return "Accepted";
-    case 204: return "No Content";
-    case 400: return "Bad Request";
-    case 401: return "Unauthorized";
-    case 403: return "Forbidden";
-    case 404: return "Not Found";
-    case 405: return "Method Not Allowed";
-    case 408: return "Request Timeout";
-    case 409: return "Conflict";
-    case 411: return "Length Required";
-    case 412: return "Precondition Failed";
-    case 413: return "Payload Too Large";
-    case 414: return "URI Too Long";
-    case 415: return "Unsupported Media Type";
-    case 417: return "Expectation Failed";
-    case 422: return "Unprocessable Entity";
-    case 429: return "Too Many Requests";
-    case 431: return "Request Header Fields Too Large";
-    case 500: return "Internal Server Error";
-    case 501: return "Not Implemented";
-    case 502: return "Bad Gateway";
-    case 503: return "Service Unavailable";
-    case 504: return "Gateway Timeout";
-    default: return "Unknown";
+    case 200:
+        return "OK";
+    case 201:
+        return "Created";
+    case 202:
+        return "Accepted";
+    case 204:
+        return "No Content";
+    case 400:
+        return "Bad Request";
+    case 401:
+        return "Unauthorized";
+    case 403:
+        return "Forbidden";
+    case 404:
+        return "Not Found";
+    case 405:
+        return "Method Not Allowed";
+    case 408:
+        return "Request Timeout";
+    case 409:
+        return "Conflict";
+    case 411:
+        return "Length Required";
+    case 412:
+        return "Precondition Failed";
+    case 413:
+        return "Payload Too Large";
+    case 414:
+        return "URI Too Long";
+    case 415:
+        return "Unsupported Media Type";
+    case 417:
+        return "Expectation Failed";
+    case 422:
+        return "Unprocessable Entity";
+    case 429:
+        return "Too Many Requests";
+    case 431:
+        return "Request Header Fields Too Large";
+    case 500:
+        return "Internal Server Error";
+    case 501:
+        return "Not Implemented";
+    case 502:
+        return "Bad Gateway";
+    case 503:
+        return "Service Unavailable";
+    case 504:
+        return "Gateway Timeout";
+    default:
+        return "Unknown";
     }
 }
 
@@ -466,8 +492,7 @@ static void conn_dispatch(struct hs_conn *c)
     if (path_matched) {
         hs_reply_header(r, "Allow", allow.data ? allow.data : "");
         hs_reply_error(r, 405, "method %s not allowed on %s", r->method, r->path);
-    }
-    else
+    } else
         hs_reply_error(r, 404, "no such resource: %s", r->path);
 }
 
@@ -494,7 +519,8 @@ static void conn_process_input(struct hs_conn *c)
             size_t chunk = avail;
             unsigned char *data = evbuffer_pullup(in, (ev_ssize_t)MIN(chunk, (size_t)65536));
             chunk = MIN(chunk, (size_t)65536);
-            size_t used = http_parser_execute(&c->parser, &parser_settings, (const char *)data, chunk);
+            size_t used =
+                http_parser_execute(&c->parser, &parser_settings, (const char *)data, chunk);
             enum http_errno err = HTTP_PARSER_ERRNO(&c->parser);
             if (err == HPE_PAUSED) {
                 http_parser_pause(&c->parser, 0);
@@ -886,9 +912,18 @@ int hs_server_adopt_connection(struct hs_server *s, int fd, const struct hs_limi
 
 /* ---------------------------------------------------------------- public: request */
 
-const char *hs_request_method(const struct hs_request *r) { return r->method; }
-const char *hs_request_path(const struct hs_request *r) { return r->path ? r->path : ""; }
-const char *hs_request_target(const struct hs_request *r) { return r->target ? r->target : ""; }
+const char *hs_request_method(const struct hs_request *r)
+{
+    return r->method;
+}
+const char *hs_request_path(const struct hs_request *r)
+{
+    return r->path ? r->path : "";
+}
+const char *hs_request_target(const struct hs_request *r)
+{
+    return r->target ? r->target : "";
+}
 
 const char *hs_request_param(const struct hs_request *r, size_t i)
 {
@@ -945,7 +980,10 @@ int hs_request_body_json(struct hs_request *r, bool allow_empty, json_t **ret)
     return 0;
 }
 
-void *hs_request_listener_data(const struct hs_request *r) { return r->c ? r->c->l->data : NULL; }
+void *hs_request_listener_data(const struct hs_request *r)
+{
+    return r->c ? r->c->l->data : NULL;
+}
 
 const struct ucred *hs_request_peer(const struct hs_request *r)
 {
@@ -1023,7 +1061,10 @@ void hs_reply_error(struct hs_request *r, int status, const char *fmt, ...)
     hs_reply_json(r, status, json_pack("{s:s}", "message", msg));
 }
 
-void hs_reply_empty(struct hs_request *r, int status) { hs_reply(r, status, NULL, NULL, 0); }
+void hs_reply_empty(struct hs_request *r, int status)
+{
+    hs_reply(r, status, NULL, NULL, 0);
+}
 
 int hs_stream_start(struct hs_request *r, int status, const char *content_type)
 {

@@ -1,8 +1,8 @@
-/* http_server.h — a small HTTP/1.1 server for ledge's local APIs (management, workload, hub control)
- * on unix sockets (or any stream fd), built on libevent bufferevents and the packaged http-parser.
- * Everything a client controls is bounded: connections per listener, concurrent requests per
- * listener, header bytes, body bytes, the time to deliver a complete request, and output queued
- * for a slow reader. Routing is a table of method + path pattern → handler. */
+/* http_server.h — a small HTTP/1.1 server for ledge's local APIs (management, workload, hub
+ * control) on unix sockets (or any stream fd), built on libevent bufferevents and the packaged
+ * http-parser. Everything a client controls is bounded: connections per listener, concurrent
+ * requests per listener, header bytes, body bytes, the time to deliver a complete request, and
+ * output queued for a slow reader. Routing is a table of method + path pattern → handler. */
 #pragma once
 
 #include <jansson.h>
@@ -18,14 +18,14 @@ struct hs_server;
 struct hs_request;
 
 struct hs_limits {
-    size_t max_connections;   /* open connections per listener; at the limit the oldest one still
-                                 waiting for its request is dropped; when every connection is
-                                 busy with a request, the newcomer is answered 503 */
-    size_t max_inflight;      /* requests being handled (not yet answered) per listener → 503 */
-    size_t max_header_bytes;  /* request line + headers → 431 */
-    size_t max_body;          /* request body → 413 */
-    size_t max_output;        /* queued response bytes for a slow reader before we drop it */
-    int request_timeout_ms;   /* a complete request must arrive within this (also idle keep-alive) */
+    size_t max_connections;  /* open connections per listener; at the limit the oldest one still
+                                waiting for its request is dropped; when every connection is
+                                busy with a request, the newcomer is answered 503 */
+    size_t max_inflight;     /* requests being handled (not yet answered) per listener → 503 */
+    size_t max_header_bytes; /* request line + headers → 431 */
+    size_t max_body;         /* request body → 413 */
+    size_t max_output;       /* queued response bytes for a slow reader before we drop it */
+    int request_timeout_ms;  /* a complete request must arrive within this (also idle keep-alive) */
 };
 #define HS_LIMITS_DEFAULT                                                                          \
     {                                                                                              \
@@ -38,8 +38,8 @@ typedef void (*hs_handler_fn)(struct hs_request *req, void *userdata);
 /* Pattern segments: literal, or "*" to capture one URL-decoded segment (hs_request_param).
  * The pattern "/ **" (without the space) matches every path: the handler routes by itself. */
 struct hs_route {
-    const char *method;   /* "GET", "POST", ... */
-    const char *pattern;  /* "/modules/ * /start" written without spaces */
+    const char *method;  /* "GET", "POST", ... */
+    const char *pattern; /* "/modules/ * /start" written without spaces */
     hs_handler_fn handler;
 };
 
@@ -66,8 +66,8 @@ size_t hs_server_connections(const struct hs_server *s);
 
 /* ---- request accessors (valid inside the handler, and until the reply ends) ---- */
 const char *hs_request_method(const struct hs_request *r);
-const char *hs_request_path(const struct hs_request *r);      /* decoded path, no query */
-const char *hs_request_target(const struct hs_request *r);    /* as sent */
+const char *hs_request_path(const struct hs_request *r);            /* decoded path, no query */
+const char *hs_request_target(const struct hs_request *r);          /* as sent */
 const char *hs_request_param(const struct hs_request *r, size_t i); /* i-th "*" capture */
 const char *hs_request_query(const struct hs_request *r, const char *name); /* decoded, or NULL */
 bool hs_request_has_query(const struct hs_request *r, const char *name);
@@ -97,6 +97,7 @@ void hs_stream_end(struct hs_request *r);
 
 /* Called once if the client goes away before the reply ends; the request is freed right after
  * the callback returns, so an asynchronous handler must drop its pointer to it there. */
-void hs_request_on_abort(struct hs_request *r, void (*cb)(struct hs_request *r, void *ud), void *ud);
+void hs_request_on_abort(struct hs_request *r, void (*cb)(struct hs_request *r, void *ud),
+                         void *ud);
 
 const char *hs_status_reason(int status);

@@ -32,7 +32,7 @@ struct fixture {
     int result;
     long status;
     char body[4096];
-    struct hs_request *pending;  /* a request held open by the "hold" handler */
+    struct hs_request *pending; /* a request held open by the "hold" handler */
     int aborted;
     struct hs_limits limits;
 };
@@ -77,11 +77,8 @@ static void h_stream(struct hs_request *r, void *ud)
 }
 
 static const struct hs_route routes[] = {
-    {"GET", "/echo/*", h_echo},
-    {"GET", "/echo", h_echo},
-    {"POST", "/json", h_json},
-    {"GET", "/hold", h_hold},
-    {"GET", "/stream", h_stream},
+    {"GET", "/echo/*", h_echo}, {"GET", "/echo", h_echo},     {"POST", "/json", h_json},
+    {"GET", "/hold", h_hold},   {"GET", "/stream", h_stream},
 };
 
 static int setup(void **state)
@@ -91,7 +88,8 @@ static int setup(void **state)
     assert_non_null(mkdtemp(f->dir));
     snprintf(f->sock, sizeof(f->sock), "%s/api.sock", f->dir);
     f->base = event_base_new();
-    assert_int_equal(hs_server_new(f->base, routes, sizeof(routes) / sizeof(routes[0]), f, &f->srv), 0);
+    assert_int_equal(hs_server_new(f->base, routes, sizeof(routes) / sizeof(routes[0]), f, &f->srv),
+                     0);
     struct hs_limits l = HS_LIMITS_DEFAULT;
     l.max_body = 1024;
     l.max_header_bytes = 2048;
@@ -137,8 +135,14 @@ static void request(struct fixture *f, const char *method, const char *path, con
     char url[512];
     snprintf(url, sizeof(url), "http://localhost%s", path);
     struct hc_request req = {
-        .method = method, .unix_socket = f->sock, .url = url, .body = body,
-        .body_len = body ? strlen(body) : 0, .timeout_ms = 5000, .on_done = done_cb, .ud = f,
+        .method = method,
+        .unix_socket = f->sock,
+        .url = url,
+        .body = body,
+        .body_len = body ? strlen(body) : 0,
+        .timeout_ms = 5000,
+        .on_done = done_cb,
+        .ud = f,
     };
     const char *hdrs[] = {"X-Test: yes", NULL};
     req.headers = hdrs;
@@ -156,7 +160,8 @@ static void test_routing(void **state)
 
     request(f, "GET", "/echo/a%20b?q=x%26y&z", NULL);
     assert_int_equal(f->status, 200);
-    assert_string_equal(f->body, "{\"path\":\"/echo/a b\",\"param\":\"a b\",\"q\":\"x&y\",\"hdr\":\"yes\"}");
+    assert_string_equal(f->body,
+                        "{\"path\":\"/echo/a b\",\"param\":\"a b\",\"q\":\"x&y\",\"hdr\":\"yes\"}");
     request(f, "GET", "/echo", NULL);
     assert_int_equal(f->status, 200);
     request(f, "GET", "/nope", NULL);
@@ -215,7 +220,8 @@ static void test_header_limit_and_keepalive(void **state)
 {
     struct fixture *f = *state;
     int fd = raw_connect(f->sock);
-    const char *two = "GET /echo HTTP/1.1\r\nHost: x\r\n\r\nGET /echo/b HTTP/1.1\r\nHost: x\r\n\r\n";
+    const char *two =
+        "GET /echo HTTP/1.1\r\nHost: x\r\n\r\nGET /echo/b HTTP/1.1\r\nHost: x\r\n\r\n";
     assert_int_equal(write(fd, two, strlen(two)), (ssize_t)strlen(two));
     char buf[4096] = {0};
     size_t got = 0;
@@ -411,8 +417,10 @@ static void test_stream(void **state)
 static void test_client_errors(void **state)
 {
     struct fixture *f = *state;
-    struct hc_request req = {.unix_socket = "/nonexistent/sock", .url = "http://localhost/x",
-                             .on_done = done_cb, .ud = f};
+    struct hc_request req = {.unix_socket = "/nonexistent/sock",
+                             .url = "http://localhost/x",
+                             .on_done = done_cb,
+                             .ud = f};
     f->done = 0;
     assert_non_null(hc_request(f->cli, &req));
     run_until_done(f, 1);

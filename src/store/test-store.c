@@ -810,7 +810,7 @@ static void test_rollover_and_deletion(void **state)
     assert_int_equal(store_sync(s), 0);
     store_get_stats(s, &b);
     assert_int_equal(b.syncs - a.syncs, 2);
-    assert_int_equal(store_sync(s), 0);   /* nothing new: nothing to do */
+    assert_int_equal(store_sync(s), 0); /* nothing new: nothing to do */
     store_get_stats(s, &a);
     assert_int_equal(a.syncs, b.syncs);
 

@@ -22,7 +22,10 @@ static long env_long(const char *name, long dflt)
     return v && *v ? strtol(v, NULL, 10) : dflt;
 }
 
-static void on_term(int sig) { _exit(0); }
+static void on_term(int sig)
+{
+    _exit(0);
+}
 
 static long now_ms(void)
 {
