@@ -34,24 +34,24 @@ static void check_cert_file(struct check_ctx *ctx, struct check_report *rep, con
         int e = errno;
         ERR_clear_error();
         if (e == ENOENT && !user)
-            report_skip(rep, "%s does not exist yet: ledged creates the %s when it starts", path,
-                        what);
+            check_report_skip(rep, "%s does not exist yet: ledged creates the %s when it starts",
+                              path, what);
         else if (e == EACCES)
-            report_set(rep, CHECK_WARNING, "run `ledge check` as root (ledged runs as root)",
-                       "cannot read the %s %s: %s", what, path, strerror(e));
+            check_report_set(rep, CHECK_WARNING, "run `ledge check` as root (ledged runs as root)",
+                             "cannot read the %s %s: %s", what, path, strerror(e));
         else
-            report_set(rep, CHECK_ERROR, "correct certificates.ca_cert",
-                       "cannot read the %s %s: %s", what, path, strerror(e ? e : EIO));
+            check_report_set(rep, CHECK_ERROR, "correct certificates.ca_cert",
+                             "cannot read the %s %s: %s", what, path, strerror(e ? e : EIO));
         return;
     }
     X509 *cert = PEM_read_bio_X509(bio, NULL, NULL, NULL);
     BIO_free(bio);
     ERR_clear_error();
     if (!cert) {
-        report_set(rep, CHECK_ERROR,
-                   user ? "point certificates.ca_cert at a PEM certificate"
-                        : "move the file away and restart ledged: it issues a new one",
-                   "%s holds no PEM certificate", path);
+        check_report_set(rep, CHECK_ERROR,
+                         user ? "point certificates.ca_cert at a PEM certificate"
+                              : "move the file away and restart ledged: it issues a new one",
+                         "%s holds no PEM certificate", path);
         return;
     }
     int64_t nb, na;
@@ -61,7 +61,7 @@ static void check_cert_file(struct check_ctx *ctx, struct check_report *rep, con
     X509_NAME_get_text_by_NID(X509_get_subject_name(cert), NID_commonName, cn, sizeof(cn));
     X509_free(cert);
     if (r1 < 0 || r2 < 0) {
-        report_set(rep, CHECK_ERROR, NULL, "%s: unreadable validity dates", path);
+        check_report_set(rep, CHECK_ERROR, NULL, "%s: unreadable validity dates", path);
         return;
     }
     int64_t now = (ctx->in->now_ms ? ctx->in->now_ms : ltime_now_ms()) / 1000;
@@ -69,27 +69,29 @@ static void check_cert_file(struct check_ctx *ctx, struct check_report *rep, con
     format_time(nb, nbs);
     format_time(na, nas);
     if (now < nb) {
-        report_set(rep, CHECK_ERROR,
-                   "correct the clock (see the clock check); peers refuse a certificate that is "
-                   "not valid yet",
-                   "the %s (%s) is not valid until %s: this host's clock is behind, or the "
-                   "certificate was issued on a machine whose clock is ahead",
-                   what, path, nbs);
+        check_report_set(
+            rep, CHECK_ERROR,
+            "correct the clock (see the clock check); peers refuse a certificate that is "
+            "not valid yet",
+            "the %s (%s) is not valid until %s: this host's clock is behind, or the "
+            "certificate was issued on a machine whose clock is ahead",
+            what, path, nbs);
         return;
     }
     if (now >= na) {
-        report_set(rep, CHECK_ERROR, fix_expiry, "the %s (%s, \"%s\") expired at %s", what, path,
-                   cn, nas);
+        check_report_set(rep, CHECK_ERROR, fix_expiry, "the %s (%s, \"%s\") expired at %s", what,
+                         path, cn, nas);
         return;
     }
     double days = (double)(na - now) / 86400;
     if (na - now < CHECK_CERT_WARN_S) {
-        report_set(rep, CHECK_WARNING, fix_expiry,
-                   "the %s (%s, \"%s\") expires in %.1f days, at %s", what, path, cn, days, nas);
+        check_report_set(rep, CHECK_WARNING, fix_expiry,
+                         "the %s (%s, \"%s\") expires in %.1f days, at %s", what, path, cn, days,
+                         nas);
         return;
     }
-    report_ok(rep, "the %s (\"%s\") is valid until %s (%.0f days)%s", what, cn, nas, days,
-              user ? "; provided by certificates.ca_cert" : "");
+    check_report_ok(rep, "the %s (\"%s\") is valid until %s (%.0f days)%s", what, cn, nas, days,
+                    user ? "; provided by certificates.ca_cert" : "");
 }
 
 void check_edge_ca(struct check_ctx *ctx, struct check_report *rep)

@@ -26,20 +26,20 @@ struct check_ctx {
 };
 
 /* Set the report (replacing what it held). fix may be NULL. */
-void report_set(struct check_report *rep, enum check_result result, const char *fix,
-                const char *fmt, ...) _printf_(4, 5);
-#define report_ok(rep, ...) report_set(rep, CHECK_OK, NULL, __VA_ARGS__)
-#define report_skip(rep, ...) report_set(rep, CHECK_SKIPPED, NULL, __VA_ARGS__)
+void check_report_set(struct check_report *rep, enum check_result result, const char *fix,
+                      const char *fmt, ...) _printf_(4, 5);
+#define check_report_ok(rep, ...) check_report_set(rep, CHECK_OK, NULL, __VA_ARGS__)
+#define check_report_skip(rep, ...) check_report_set(rep, CHECK_SKIPPED, NULL, __VA_ARGS__)
 
 /* Read a whole small host file (at most 1 MiB). */
-int read_host_file(const char *path, char **ret, size_t *ret_len);
+int check_read_host_file(const char *path, char **ret, size_t *ret_len);
 
 /* The engine: 0 when reachable (ctx->version filled), else < 0 with ctx->engine_err. */
-int engine_ask(struct check_ctx *ctx);
+int check_engine_ask(struct check_ctx *ctx);
 /* GET path from the engine; the body parsed as JSON into *ret (NULL when empty). headers may
  * be NULL. */
-int engine_get(struct check_ctx *ctx, const char *path, const char *const *headers,
-               long *ret_status, json_t **ret);
+int check_engine_get(struct check_ctx *ctx, const char *path, const char *const *headers,
+                     long *ret_status, json_t **ret);
 
 /* host.c */
 void check_config_file(struct check_ctx *ctx, struct check_report *rep);

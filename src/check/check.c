@@ -90,8 +90,8 @@ void check_report_clear(struct check_report *rep)
     memset(rep, 0, sizeof(*rep));
 }
 
-void report_set(struct check_report *rep, enum check_result result, const char *fix,
-                const char *fmt, ...)
+void check_report_set(struct check_report *rep, enum check_result result, const char *fix,
+                      const char *fmt, ...)
 {
     check_report_clear(rep);
     rep->result = result;
@@ -110,7 +110,7 @@ json_t *check_report_json(const struct check_def *def, const struct check_report
                      "message", rep->message, "fix", rep->fix);
 }
 
-int read_host_file(const char *path, char **ret, size_t *ret_len)
+int check_read_host_file(const char *path, char **ret, size_t *ret_len)
 {
     return lfs_read_file(path, HOST_FILE_MAX, ret, ret_len);
 }
@@ -142,12 +142,12 @@ void check_run(struct check_ctx *ctx, const struct check_def *def, struct check_
 {
     memset(rep, 0, sizeof(*rep));
     if ((def->flags & CHECK_NEEDS_CONFIG) && ctx->in->config_status < 0) {
-        report_skip(rep, "the configuration file is not valid (see config-file)");
+        check_report_skip(rep, "the configuration file is not valid (see config-file)");
         return;
     }
     def->run(ctx, rep);
     if (!rep->message) /* out of memory while reporting */
-        report_set(rep, CHECK_ERROR, NULL, "out of memory");
+        check_report_set(rep, CHECK_ERROR, NULL, "out of memory");
 }
 
 /* ------------------------------------------------------------------ the engine */
@@ -164,8 +164,8 @@ static int engine_endpoint(const char *uri, const char **ret_socket, char *origi
     return lstr_copy(origin, size, uri);
 }
 
-int engine_get(struct check_ctx *ctx, const char *path, const char *const *headers,
-               long *ret_status, json_t **ret)
+int check_engine_get(struct check_ctx *ctx, const char *path, const char *const *headers,
+                     long *ret_status, json_t **ret)
 {
     const char *sock;
     char url[2048];
@@ -248,14 +248,14 @@ static void engine_unreachable(struct check_ctx *ctx, int r)
     ctx->engine_fix = fix;
 }
 
-int engine_ask(struct check_ctx *ctx)
+int check_engine_ask(struct check_ctx *ctx)
 {
     if (ctx->engine_asked)
         return ctx->engine_r;
     ctx->engine_asked = true;
     long status;
     _cleanup_json_ json_t *v = NULL;
-    int r = engine_get(ctx, "/version", NULL, &status, &v);
+    int r = check_engine_get(ctx, "/version", NULL, &status, &v);
     if (r < 0) {
         engine_unreachable(ctx, r);
         return ctx->engine_r = r;
@@ -268,7 +268,7 @@ int engine_ask(struct check_ctx *ctx)
         return ctx->engine_r = -EPROTO;
     }
     json_t *info = NULL;
-    if (engine_get(ctx, "/info", NULL, &status, &info) == 0 && status == 200 &&
+    if (check_engine_get(ctx, "/info", NULL, &status, &info) == 0 && status == 200 &&
         json_is_object(info))
         ctx->info = info;
     else

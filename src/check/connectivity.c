@@ -129,13 +129,13 @@ void check_hub_ports(struct check_ctx *ctx, struct check_report *rep)
 {
     const struct ledge_config *c = ctx->cfg;
     if (!deployment_has_hub(ctx->in->deployment)) {
-        report_skip(rep, "the hub is not part of this deployment%s%s",
+        check_report_skip(rep, "the hub is not part of this deployment%s%s",
                     ctx->in->deployment ? "" : ": ",
                     ctx->in->deployment ? "" : ctx->in->no_deployment ?: "no deployment");
         return;
     }
     if (!c->hub.tls_port) {
-        report_skip(rep, "the hub's TLS listener is off (hub.tls_port: 0)");
+        check_report_skip(rep, "the hub's TLS listener is off (hub.tls_port: 0)");
         return;
     }
     const char *addr = strcmp(c->hub.bind, "0.0.0.0") == 0 || strcmp(c->hub.bind, "::") == 0
@@ -143,10 +143,10 @@ void check_hub_ports(struct check_ctx *ctx, struct check_report *rep)
                            : c->hub.bind;
     int fd = tcp_connect(addr, c->hub.tls_port, CONNECT_TIMEOUT_MS);
     if (fd < 0) {
-        report_set(rep, CHECK_ERROR,
-                   "`ledge list` shows whether edgeHub runs; its log is `ledge logs edgeHub`",
-                   "nothing answers on the hub's port %s:%d (%s): modules cannot connect", addr,
-                   c->hub.tls_port, strerror(-fd));
+        check_report_set(rep, CHECK_ERROR,
+                         "`ledge list` shows whether edgeHub runs; its log is `ledge logs edgeHub`",
+                         "nothing answers on the hub's port %s:%d (%s): modules cannot connect",
+                         addr, c->hub.tls_port, strerror(-fd));
         return;
     }
     char bundle[4200];
@@ -161,42 +161,44 @@ void check_hub_ports(struct check_ctx *ctx, struct check_report *rep)
                  "another program may hold the port (`ss -ltnp sport = :%d`), or "
                  "device.gateway_hostname changed: restart ledged to re-issue the certificate",
                  c->hub.tls_port);
-        report_set(rep, CHECK_ERROR, fix, "port %d answers, but not as ledge's hub for %s: %s",
-                   c->hub.tls_port, c->device.gateway_hostname, err.msg);
+        check_report_set(rep, CHECK_ERROR, fix,
+                         "port %d answers, but not as ledge's hub for %s: %s", c->hub.tls_port,
+                         c->device.gateway_hostname, err.msg);
         return;
     }
     char when[64] = "?";
     struct tm tm;
     if (not_after && gmtime_r(&not_after, &tm))
         strftime(when, sizeof(when), "%Y-%m-%d", &tm);
-    report_ok(rep,
-              "the hub answers TLS on %s:%d with a certificate for %s trusted by the "
-              "modules' trust bundle (valid until %s)",
-              addr, c->hub.tls_port, c->device.gateway_hostname, when);
+    check_report_ok(rep,
+                    "the hub answers TLS on %s:%d with a certificate for %s trusted by the "
+                    "modules' trust bundle (valid until %s)",
+                    addr, c->hub.tls_port, c->device.gateway_hostname, when);
 }
 
 void check_upstream(struct check_ctx *ctx, struct check_report *rep)
 {
     const struct config_upstream *u = &ctx->cfg->upstream;
     if (!u->enabled || !u->host) {
-        report_skip(rep, "upstream is not enabled (upstream.enabled)");
+        check_report_skip(rep, "upstream is not enabled (upstream.enabled)");
         return;
     }
     int fd = tcp_connect(u->host, u->port, CONNECT_TIMEOUT_MS);
     if (fd < 0) {
         /* Store-and-forward keeps messages while it is away: a warning, not an error. */
-        report_set(rep, CHECK_WARNING,
-                   fd == -ENXIO ? "check upstream.host and the DNS configuration"
-                                : "check the network path and firewall to the upstream; messages "
-                                  "are kept (store-and-forward) until it is reachable",
-                   "upstream %s:%d is not reachable: %s", u->host, u->port,
-                   fd == -ENXIO ? "the name does not resolve" : strerror(-fd));
+        check_report_set(rep, CHECK_WARNING,
+                         fd == -ENXIO
+                             ? "check upstream.host and the DNS configuration"
+                             : "check the network path and firewall to the upstream; messages "
+                               "are kept (store-and-forward) until it is reachable",
+                         "upstream %s:%d is not reachable: %s", u->host, u->port,
+                         fd == -ENXIO ? "the name does not resolve" : strerror(-fd));
         return;
     }
     if (!u->tls) {
         close(fd);
-        report_ok(rep, "upstream %s:%d accepts TCP connections (TLS is off: upstream.tls)", u->host,
-                  u->port);
+        check_report_ok(rep, "upstream %s:%d accepts TCP connections (TLS is off: upstream.tls)",
+                        u->host, u->port);
         return;
     }
     struct lerr err = {0};
@@ -204,12 +206,13 @@ void check_upstream(struct check_ctx *ctx, struct check_report *rep)
     int r = tls_handshake(fd, u->ca_file, u->host, &not_after, &err);
     close(fd);
     if (r < 0) {
-        report_set(rep, CHECK_ERROR,
-                   "set upstream.ca_file to the CA that issued the upstream's certificate, and "
-                   "upstream.host to a name that certificate carries",
-                   "upstream %s:%d: %s", u->host, u->port, err.msg);
+        check_report_set(
+            rep, CHECK_ERROR,
+            "set upstream.ca_file to the CA that issued the upstream's certificate, and "
+            "upstream.host to a name that certificate carries",
+            "upstream %s:%d: %s", u->host, u->port, err.msg);
         return;
     }
-    report_ok(rep, "upstream %s:%d is reachable and its TLS certificate is trusted", u->host,
-              u->port);
+    check_report_ok(rep, "upstream %s:%d is reachable and its TLS certificate is trusted", u->host,
+                    u->port);
 }

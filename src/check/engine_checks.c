@@ -17,13 +17,13 @@
 
 void check_engine(struct check_ctx *ctx, struct check_report *rep)
 {
-    if (engine_ask(ctx) < 0) {
-        report_set(rep, CHECK_ERROR, ctx->engine_fix, "%s", ctx->engine_err.msg);
+    if (check_engine_ask(ctx) < 0) {
+        check_report_set(rep, CHECK_ERROR, ctx->engine_fix, "%s", ctx->engine_err.msg);
         return;
     }
     const struct engine_version *v = &ctx->version;
-    report_ok(rep, "%s %s (API %s, %s/%s) at %s", v->product, v->version, v->api_version,
-              v->os[0] ? v->os : "?", v->arch[0] ? v->arch : "?", ctx->cfg->engine.uri);
+    check_report_ok(rep, "%s %s (API %s, %s/%s) at %s", v->product, v->version, v->api_version,
+                    v->os[0] ? v->os : "?", v->arch[0] ? v->arch : "?", ctx->cfg->engine.uri);
 }
 
 /* "v1.25" / "1.25" → "1.25"; NULL unless it is MAJOR.MINOR. */
@@ -40,72 +40,75 @@ static const char *api_version_text(const char *s)
 
 void check_engine_version(struct check_ctx *ctx, struct check_report *rep)
 {
-    if (engine_ask(ctx) < 0) {
-        report_skip(rep, SKIP_UNREACHABLE);
+    if (check_engine_ask(ctx) < 0) {
+        check_report_skip(rep, SKIP_UNREACHABLE);
         return;
     }
     const char *api = ctx->version.api_version;
     if (docker_api_compare(api, CHECK_ENGINE_MIN_API) < 0) {
-        report_set(rep, CHECK_ERROR,
-                   "upgrade the engine (Debian 12's docker.io, Moby 20.10, speaks API 1.41)",
-                   "the engine speaks API %s; ledge needs %s or newer", api, CHECK_ENGINE_MIN_API);
+        check_report_set(rep, CHECK_ERROR,
+                         "upgrade the engine (Debian 12's docker.io, Moby 20.10, speaks API 1.41)",
+                         "the engine speaks API %s; ledge needs %s or newer", api,
+                         CHECK_ENGINE_MIN_API);
         return;
     }
     const struct check_deployment *d = ctx->in->deployment;
     if (!d || !d->min_docker_version) {
-        report_ok(rep, "API %s (ledge needs %s; %s)", api, CHECK_ENGINE_MIN_API,
-                  d ? "the deployment sets no minDockerVersion" : "no deployment to compare");
+        check_report_ok(rep, "API %s (ledge needs %s; %s)", api, CHECK_ENGINE_MIN_API,
+                        d ? "the deployment sets no minDockerVersion" : "no deployment to compare");
         return;
     }
     const char *min = api_version_text(d->min_docker_version);
     if (!min) {
-        report_set(rep, CHECK_WARNING,
-                   "write minDockerVersion as an engine API version, e.g. \"v1.25\"",
-                   "the deployment's minDockerVersion \"%.40s\" is not an API version; API %s "
-                   "meets ledge's minimum %s",
-                   d->min_docker_version, api, CHECK_ENGINE_MIN_API);
+        check_report_set(
+            rep, CHECK_WARNING, "write minDockerVersion as an engine API version, e.g. \"v1.25\"",
+            "the deployment's minDockerVersion \"%.40s\" is not an API version; API %s "
+            "meets ledge's minimum %s",
+            d->min_docker_version, api, CHECK_ENGINE_MIN_API);
         return;
     }
     if (docker_api_compare(api, min) < 0) {
-        report_set(rep, CHECK_ERROR,
-                   "upgrade the engine, or lower runtime.settings.minDockerVersion if the "
-                   "modules do not need it",
-                   "the engine speaks API %s, older than the deployment's minDockerVersion %s "
-                   "(%s)",
-                   api, d->min_docker_version, d->source);
+        check_report_set(
+            rep, CHECK_ERROR,
+            "upgrade the engine, or lower runtime.settings.minDockerVersion if the "
+            "modules do not need it",
+            "the engine speaks API %s, older than the deployment's minDockerVersion %s "
+            "(%s)",
+            api, d->min_docker_version, d->source);
         return;
     }
-    report_ok(rep, "API %s meets ledge's minimum %s and the deployment's minDockerVersion %s", api,
-              CHECK_ENGINE_MIN_API, d->min_docker_version);
+    check_report_ok(rep, "API %s meets ledge's minimum %s and the deployment's minDockerVersion %s",
+                    api, CHECK_ENGINE_MIN_API, d->min_docker_version);
 }
 
 void check_engine_product(struct check_ctx *ctx, struct check_report *rep)
 {
-    if (engine_ask(ctx) < 0) {
-        report_skip(rep, SKIP_UNREACHABLE);
+    if (check_engine_ask(ctx) < 0) {
+        check_report_skip(rep, SKIP_UNREACHABLE);
         return;
     }
     const char *p = ctx->version.product, *v = ctx->version.version;
     static const char fix[] = "for production use Moby (Debian's docker.io package)";
     if (strcmp(p, "Moby") == 0) {
-        report_ok(rep, "Moby %s: the recommended engine", v);
+        check_report_ok(rep, "Moby %s: the recommended engine", v);
         return;
     }
     if (lstr_startswith(p, "Docker")) {
-        report_set(rep, CHECK_WARNING, fix,
-                   "%s %s: compatible (built from Moby, same API) and supported on a best-effort "
-                   "basis; fixes to the engine itself come from Docker, not from ledge",
-                   p, v);
+        check_report_set(
+            rep, CHECK_WARNING, fix,
+            "%s %s: compatible (built from Moby, same API) and supported on a best-effort "
+            "basis; fixes to the engine itself come from Docker, not from ledge",
+            p, v);
         return;
     }
     if (strcmp(p, "Podman") == 0) {
-        report_set(rep, CHECK_WARNING, fix,
-                   "Podman %s through its Docker-compatible API: best effort; events, log "
-                   "options and networks differ in places from Moby",
-                   v);
+        check_report_set(rep, CHECK_WARNING, fix,
+                         "Podman %s through its Docker-compatible API: best effort; events, log "
+                         "options and networks differ in places from Moby",
+                         v);
         return;
     }
-    report_set(rep, CHECK_WARNING, fix, "%s %s: not an engine ledge is tested with", p, v);
+    check_report_set(rep, CHECK_WARNING, fix, "%s %s: not an engine ledge is tested with", p, v);
 }
 
 /* ------------------------------------------------------------------ log rotation */
@@ -158,7 +161,7 @@ static void engine_logging(struct check_ctx *ctx, struct engine_logging *el)
         el->driver = "json-file";
     _cleanup_free_ char *text = NULL;
     size_t n;
-    if (read_host_file(ctx->cfg->check.engine_config, &text, &n) == 0 &&
+    if (check_read_host_file(ctx->cfg->check.engine_config, &text, &n) == 0 &&
         ljson_parse(text, n, &el->config_file, NULL) == 0) {
         const char *d = ljson_str(el->config_file, "log-driver");
         /* Options written for another driver than the running one do not apply. */
@@ -169,8 +172,8 @@ static void engine_logging(struct check_ctx *ctx, struct engine_logging *el)
 
 void check_log_rotation(struct check_ctx *ctx, struct check_report *rep)
 {
-    if (engine_ask(ctx) < 0) {
-        report_skip(rep, SKIP_UNREACHABLE);
+    if (check_engine_ask(ctx) < 0) {
+        check_report_skip(rep, SKIP_UNREACHABLE);
         return;
     }
     struct engine_logging el;
@@ -210,20 +213,22 @@ void check_log_rotation(struct check_ctx *ctx, struct check_report *rep)
     char size[32];
     snprintf(size, sizeof(size), "%llu", (unsigned long long)ctx->cfg->engine.log_max_size);
     if (n_bad) {
-        report_set(rep, CHECK_WARNING,
-                   "give these modules a rotating LogConfig (e.g. \"LogConfig\": {\"Type\": "
-                   "\"json-file\", \"Config\": {\"max-size\": \"10m\", \"max-file\": \"3\"}}), "
-                   "or drop theirs to get ledge's default, or set log-opts max-size in the "
-                   "engine's daemon.json",
-                   "%zu of %zu container modules write logs that grow without bound:%s", n_bad,
-                   n_containers, bad.data ? bad.data : "");
+        check_report_set(
+            rep, CHECK_WARNING,
+            "give these modules a rotating LogConfig (e.g. \"LogConfig\": {\"Type\": "
+            "\"json-file\", \"Config\": {\"max-size\": \"10m\", \"max-file\": \"3\"}}), "
+            "or drop theirs to get ledge's default, or set log-opts max-size in the "
+            "engine's daemon.json",
+            "%zu of %zu container modules write logs that grow without bound:%s", n_bad,
+            n_containers, bad.data ? bad.data : "");
     } else {
-        report_ok(rep,
-                  "%s%zu container modules rotate their logs; ledge gives modules without a log "
-                  "config json-file with max-size %s bytes and max-file %d (the engine's own "
-                  "default, %s, %s)",
-                  d ? "" : "no deployment; ", n_containers, size, ctx->cfg->engine.log_max_files,
-                  el.driver, engine_rotates ? "rotates too" : "does not rotate");
+        check_report_ok(
+            rep,
+            "%s%zu container modules rotate their logs; ledge gives modules without a log "
+            "config json-file with max-size %s bytes and max-file %d (the engine's own "
+            "default, %s, %s)",
+            d ? "" : "no deployment; ", n_containers, size, ctx->cfg->engine.log_max_files,
+            el.driver, engine_rotates ? "rotates too" : "does not rotate");
     }
     json_decref(el.config_file);
 }
@@ -262,7 +267,7 @@ static enum verdict check_remote(struct check_ctx *ctx, const struct check_modul
     snprintf(path, sizeof(path), "/distribution/%s/json", enc);
     long status = 0;
     _cleanup_json_ json_t *j = NULL;
-    int r = engine_get(ctx, path, auth ? headers : NULL, &status, &j);
+    int r = check_engine_get(ctx, path, auth ? headers : NULL, &status, &j);
     json_t *plats = json_object_get(j, "Platforms");
     if (r < 0 || status != 200 || !json_is_array(plats) || json_array_size(plats) == 0) {
         const char *msg = ljson_str(j, "message");
@@ -311,7 +316,7 @@ static enum verdict check_one_module(struct check_ctx *ctx, const struct check_m
     snprintf(path, sizeof(path), "/images/%s/json", enc.data);
     long status = 0;
     _cleanup_json_ json_t *j = NULL;
-    int r = engine_get(ctx, path, NULL, &status, &j);
+    int r = check_engine_get(ctx, path, NULL, &status, &j);
     if (r == 0 && status == 404)
         return check_remote(ctx, m, enc.data, line, err);
     if (r < 0 || status != 200) {
@@ -342,22 +347,23 @@ void check_module_platforms(struct check_ctx *ctx, struct check_report *rep)
 {
     const struct check_deployment *d = ctx->in->deployment;
     if (!d) {
-        report_skip(rep, "%s", ctx->in->no_deployment ? ctx->in->no_deployment : "no deployment");
+        check_report_skip(rep, "%s",
+                          ctx->in->no_deployment ? ctx->in->no_deployment : "no deployment");
         return;
     }
     size_t n_img = 0;
     for (size_t i = 0; i < d->n_modules; i++)
         n_img += d->modules[i].image != NULL;
     if (n_img == 0) {
-        report_skip(rep, "the deployment (%s) has no container modules", d->source);
+        check_report_skip(rep, "the deployment (%s) has no container modules", d->source);
         return;
     }
     if (ctx->host_r < 0) {
-        report_skip(rep, "this host's platform is unknown: %s", strerror(-ctx->host_r));
+        check_report_skip(rep, "this host's platform is unknown: %s", strerror(-ctx->host_r));
         return;
     }
-    if (engine_ask(ctx) < 0) {
-        report_skip(rep, SKIP_UNREACHABLE);
+    if (check_engine_ask(ctx) < 0) {
+        check_report_skip(rep, SKIP_UNREACHABLE);
         return;
     }
     char hp[PLATFORM_STR_MAX];
@@ -380,20 +386,20 @@ void check_module_platforms(struct check_ctx *ctx, struct check_report *rep)
     const char *body = lines.data ? lines.data : "";
     switch (worst) {
     case V_MISMATCH:
-        report_set(rep, CHECK_ERROR,
-                   "deploy images built for this host's platform (or multi-platform images "
-                   "that include it); `ledge deploy` refuses these modules",
-                   "%s\nthis host: %s%s", errors.data ? errors.data : "", hp, body);
+        check_report_set(rep, CHECK_ERROR,
+                         "deploy images built for this host's platform (or multi-platform images "
+                         "that include it); `ledge deploy` refuses these modules",
+                         "%s\nthis host: %s%s", errors.data ? errors.data : "", hp, body);
         return;
     case V_UNKNOWN:
     case V_COMPAT:
-        report_set(rep, CHECK_WARNING,
-                   "pull the images (or make the registry reachable) and check again; prefer "
-                   "images built for this host's own architecture",
-                   "this host: %s; some images could not be confirmed:%s", hp, body);
+        check_report_set(rep, CHECK_WARNING,
+                         "pull the images (or make the registry reachable) and check again; prefer "
+                         "images built for this host's own architecture",
+                         "this host: %s; some images could not be confirmed:%s", hp, body);
         return;
     case V_MATCH:
-        report_ok(rep, "this host: %s; every image matches:%s", hp, body);
+        check_report_ok(rep, "this host: %s; every image matches:%s", hp, body);
         return;
     }
 }

@@ -197,22 +197,23 @@ void check_config_file(struct check_ctx *ctx, struct check_report *rep)
     const struct check_inputs *in = ctx->in;
     const char *path = in->config_path ? in->config_path : CONFIG_DEFAULT_PATH;
     if (in->config_status == 0) {
-        report_ok(rep, "%s is valid", path);
+        check_report_ok(rep, "%s is valid", path);
         return;
     }
     if (in->config_status == 1) {
-        report_set(rep, CHECK_WARNING,
-                   "create it from the template (the ledge package installs one; "
-                   "examples/config.yaml in the source); docs/configuration.md lists every key",
-                   "%s does not exist: ledged runs with the defaults", path);
+        check_report_set(
+            rep, CHECK_WARNING,
+            "create it from the template (the ledge package installs one; "
+            "examples/config.yaml in the source); docs/configuration.md lists every key",
+            "%s does not exist: ledged runs with the defaults", path);
         return;
     }
     _cleanup_free_ char *all =
         in->config_errors && in->config_errors->n ? lstrv_join(in->config_errors, "\n") : NULL;
-    report_set(rep, CHECK_ERROR,
-               "correct what the messages name (file, line and key); docs/configuration.md "
-               "describes every key",
-               "%s", all ? all : strerror(-in->config_status));
+    check_report_set(rep, CHECK_ERROR,
+                     "correct what the messages name (file, line and key); docs/configuration.md "
+                     "describes every key",
+                     "%s", all ? all : strerror(-in->config_status));
 }
 
 /* Nearest existing ancestor of path (path itself when it exists) into dst. */
@@ -260,59 +261,60 @@ void check_state_dir(struct check_ctx *ctx, struct check_report *rep)
         int r = neg_errno();
         char anc[4096];
         if (r != -ENOENT || existing_ancestor(dir, anc, sizeof(anc)) < 0) {
-            report_set(rep, CHECK_ERROR, "correct state_dir", "%s: %s", dir, strerror(-r));
+            check_report_set(rep, CHECK_ERROR, "correct state_dir", "%s: %s", dir, strerror(-r));
             return;
         }
         struct stat ast;
         if (stat(anc, &ast) < 0 || !S_ISDIR(ast.st_mode)) {
-            report_set(rep, CHECK_ERROR, "correct state_dir",
-                       "%s cannot be created: %s is not a directory", dir, anc);
+            check_report_set(rep, CHECK_ERROR, "correct state_dir",
+                             "%s cannot be created: %s is not a directory", dir, anc);
             return;
         }
         if (access(anc, W_OK | X_OK) < 0) {
-            report_set(rep, CHECK_ERROR, fix_access,
-                       "%s does not exist and cannot be created: %s is not writable (%s)", dir, anc,
-                       strerror(errno));
+            check_report_set(rep, CHECK_ERROR, fix_access,
+                             "%s does not exist and cannot be created: %s is not writable (%s)",
+                             dir, anc, strerror(errno));
             return;
         }
-        report_set(rep, CHECK_WARNING, "start ledged once (it creates the directory, mode 0700)",
-                   "%s does not exist yet; ledged creates it when it first starts", dir);
+        check_report_set(rep, CHECK_WARNING,
+                         "start ledged once (it creates the directory, mode 0700)",
+                         "%s does not exist yet; ledged creates it when it first starts", dir);
         return;
     }
     if (!S_ISDIR(st.st_mode)) {
-        report_set(rep, CHECK_ERROR, "remove the file or point state_dir elsewhere",
-                   "%s is not a directory", dir);
+        check_report_set(rep, CHECK_ERROR, "remove the file or point state_dir elsewhere",
+                         "%s is not a directory", dir);
         return;
     }
     if (access(dir, W_OK | X_OK) < 0) {
-        report_set(rep, CHECK_ERROR, fix_access, "%s is not writable by uid %u: %s", dir,
-                   (unsigned)geteuid(), strerror(errno));
+        check_report_set(rep, CHECK_ERROR, fix_access, "%s is not writable by uid %u: %s", dir,
+                         (unsigned)geteuid(), strerror(errno));
         return;
     }
     struct statvfs vfs;
     if (statvfs(dir, &vfs) == 0 && (vfs.f_flag & ST_RDONLY)) {
-        report_set(rep, CHECK_ERROR, "remount the file system read-write or move state_dir",
-                   "%s is on a read-only file system", dir);
+        check_report_set(rep, CHECK_ERROR, "remount the file system read-write or move state_dir",
+                         "%s is on a read-only file system", dir);
         return;
     }
     int r = probe_write(dir);
     if (r < 0) {
-        report_set(rep, CHECK_ERROR,
-                   r == -ENOSPC ? "free space on that file system" : "see the message",
-                   "cannot create a file in %s: %s", dir, strerror(-r));
+        check_report_set(rep, CHECK_ERROR,
+                         r == -ENOSPC ? "free space on that file system" : "see the message",
+                         "cannot create a file in %s: %s", dir, strerror(-r));
         return;
     }
     if (st.st_mode & 077) {
-        report_set(rep, CHECK_WARNING, "chmod 0700 the directory",
-                   "%s is writable but its mode is %04o: it holds the device's keys, so only "
-                   "its owner should have access",
-                   dir, (unsigned)(st.st_mode & 07777));
+        check_report_set(rep, CHECK_WARNING, "chmod 0700 the directory",
+                         "%s is writable but its mode is %04o: it holds the device's keys, so only "
+                         "its owner should have access",
+                         dir, (unsigned)(st.st_mode & 07777));
         return;
     }
     char free_s[32] = "?";
     if (statvfs(dir, &vfs) == 0)
         format_size((uint64_t)vfs.f_bavail * vfs.f_frsize, free_s);
-    report_ok(rep, "%s is writable (%s free)", dir, free_s);
+    check_report_ok(rep, "%s is writable (%s free)", dir, free_s);
 }
 
 void check_hostname(struct check_ctx *ctx, struct check_report *rep)
@@ -321,8 +323,8 @@ void check_hostname(struct check_ctx *ctx, struct check_report *rep)
     const char *name = ctx->in->hostname;
     if (!name) {
         if (gethostname(host, sizeof(host)) < 0) {
-            report_set(rep, CHECK_ERROR, "set a host name (hostnamectl set-hostname NAME)",
-                       "cannot read the host name: %s", strerror(errno));
+            check_report_set(rep, CHECK_ERROR, "set a host name (hostnamectl set-hostname NAME)",
+                             "cannot read the host name: %s", strerror(errno));
             return;
         }
         host[sizeof(host) - 1] = 0;
@@ -330,23 +332,24 @@ void check_hostname(struct check_ctx *ctx, struct check_report *rep)
     }
     struct lerr why = {0};
     if (check_hostname_valid(name, &why) < 0) {
-        report_set(rep, CHECK_ERROR,
-                   "give the machine a valid name (`hostnamectl set-hostname NAME`); modules "
-                   "and leaf devices reach the device by it",
-                   "the host name \"%.80s\" %s", name, why.msg);
+        check_report_set(rep, CHECK_ERROR,
+                         "give the machine a valid name (`hostnamectl set-hostname NAME`); modules "
+                         "and leaf devices reach the device by it",
+                         "the host name \"%.80s\" %s", name, why.msg);
         return;
     }
     const char *gw = ctx->cfg->device.gateway_hostname;
     if (gw && check_hostname_valid(gw, &why) < 0) {
-        report_set(rep, CHECK_ERROR,
-                   "set device.gateway_hostname to a DNS name of at most 64 characters",
-                   "device.gateway_hostname \"%.80s\" %s", gw, why.msg);
+        check_report_set(rep, CHECK_ERROR,
+                         "set device.gateway_hostname to a DNS name of at most 64 characters",
+                         "device.gateway_hostname \"%.80s\" %s", gw, why.msg);
         return;
     }
     if (gw && strcmp(gw, name) != 0)
-        report_ok(rep, "host name \"%s\" and device.gateway_hostname \"%s\" are valid", name, gw);
+        check_report_ok(rep, "host name \"%s\" and device.gateway_hostname \"%s\" are valid", name,
+                        gw);
     else
-        report_ok(rep, "host name \"%s\" is valid", name);
+        check_report_ok(rep, "host name \"%s\" is valid", name);
 }
 
 /* ------------------------------------------------------------------ operating system */
@@ -373,11 +376,11 @@ void check_os(struct check_ctx *ctx, struct check_report *rep)
     const char *path = ctx->cfg->check.os_release;
     _cleanup_free_ char *text = NULL;
     size_t n;
-    int r = read_host_file(path, &text, &n);
+    int r = check_read_host_file(path, &text, &n);
     struct check_os os;
     if (r < 0 || check_parse_os_release(text, n, &os) < 0) {
-        report_set(rep, CHECK_WARNING, fix, "cannot identify the operating system: %s %s", path,
-                   r < 0 ? strerror(-r) : "names no ID");
+        check_report_set(rep, CHECK_WARNING, fix, "cannot identify the operating system: %s %s",
+                         path, r < 0 ? strerror(-r) : "names no ID");
         return;
     }
     const char *name = os.pretty[0] ? os.pretty : os.id;
@@ -392,49 +395,51 @@ void check_os(struct check_ctx *ctx, struct check_report *rep)
         if (strcmp(t->arch, "arm") == 0 &&
             (lstr_eq(ctx->host.variant, "v6") || lstr_eq(ctx->host.variant, "v5")))
             continue;
-        report_ok(rep, "%s on %s: tier %d (%s)", name, plat, t->tier, t->how);
+        check_report_ok(rep, "%s on %s: tier %d (%s)", name, plat, t->tier, t->how);
         return;
     }
     bool debian_like = lstr_eq(os.id, "debian") || strstr(os.id_like, "debian");
-    report_set(rep, CHECK_WARNING, fix,
-               "%s on %s is not a supported system%s; tier 1 is Debian 12 on amd64, tier 2 "
-               "Debian 12 on arm64 and armhf",
-               name, plat,
-               debian_like ? " (Debian-based: ledge's packages need Debian 12's libraries)" : "");
+    check_report_set(rep, CHECK_WARNING, fix,
+                     "%s on %s is not a supported system%s; tier 1 is Debian 12 on amd64, tier 2 "
+                     "Debian 12 on arm64 and armhf",
+                     name, plat,
+                     debian_like ? " (Debian-based: ledge's packages need Debian 12's libraries)"
+                                 : "");
 }
 
 void check_architecture(struct check_ctx *ctx, struct check_report *rep)
 {
     if (ctx->host_r < 0) {
-        report_set(rep, CHECK_WARNING, NULL, "cannot tell this machine's architecture: %s",
-                   strerror(-ctx->host_r));
+        check_report_set(rep, CHECK_WARNING, NULL, "cannot tell this machine's architecture: %s",
+                         strerror(-ctx->host_r));
         return;
     }
     char plat[PLATFORM_STR_MAX];
     platform_format(&ctx->host, plat);
     const char *a = ctx->host.arch, *v = ctx->host.variant;
     if (strcmp(a, "amd64") == 0 || strcmp(a, "arm64") == 0) {
-        report_ok(rep, "%s: ledge is built and packaged for it", plat);
+        check_report_ok(rep, "%s: ledge is built and packaged for it", plat);
         return;
     }
     if (strcmp(a, "arm") == 0 && (strcmp(v, "v7") == 0 || strcmp(v, "v8") == 0 || !v[0])) {
-        report_ok(rep, "%s: ledge is built and packaged for it (armhf)", plat);
+        check_report_ok(rep, "%s: ledge is built and packaged for it (armhf)", plat);
         return;
     }
     if (strcmp(a, "arm") == 0) {
-        report_set(rep, CHECK_WARNING,
-                   "use an ARMv7 or newer device (Raspberry Pi 2 and later), or build ledge for "
-                   "this CPU yourself",
-                   "%s: ledge's armhf packages need ARMv7 (Debian's armhf baseline); this CPU "
-                   "is older",
-                   plat);
+        check_report_set(
+            rep, CHECK_WARNING,
+            "use an ARMv7 or newer device (Raspberry Pi 2 and later), or build ledge for "
+            "this CPU yourself",
+            "%s: ledge's armhf packages need ARMv7 (Debian's armhf baseline); this CPU "
+            "is older",
+            plat);
         return;
     }
-    report_set(rep, CHECK_WARNING,
-               "use amd64, arm64 or armhf hardware for a supported setup (docs/support.md)",
-               "%s: ledge is not built or tested for this architecture (supported: amd64, "
-               "arm64, arm/v7)",
-               plat);
+    check_report_set(rep, CHECK_WARNING,
+                     "use amd64, arm64 or armhf hardware for a supported setup (docs/support.md)",
+                     "%s: ledge is not built or tested for this architecture (supported: amd64, "
+                     "arm64, arm/v7)",
+                     plat);
 }
 
 /* ------------------------------------------------------------------ memory and disk */
@@ -445,27 +450,27 @@ void check_memory(struct check_ctx *ctx, struct check_report *rep)
     uint64_t min = ctx->cfg->check.min_free_memory, avail;
     _cleanup_free_ char *text = NULL;
     size_t n;
-    int r = read_host_file(path, &text, &n);
+    int r = check_read_host_file(path, &text, &n);
     if (r == 0)
         r = check_parse_meminfo(text, n, &avail);
     if (r < 0) {
-        report_set(rep, CHECK_WARNING, NULL, "cannot read MemAvailable from %s: %s", path,
-                   strerror(-r));
+        check_report_set(rep, CHECK_WARNING, NULL, "cannot read MemAvailable from %s: %s", path,
+                         strerror(-r));
         return;
     }
     char a[32], m[32];
     format_size(avail, a);
     format_size(min, m);
     if (avail < min) {
-        report_set(rep, CHECK_WARNING,
-                   "free memory (stop what else runs here) or use a device with more; the "
-                   "threshold is check.min_free_memory",
-                   "%s of memory available, less than the %s minimum: the engine and modules "
-                   "may be killed for lack of memory",
-                   a, m);
+        check_report_set(rep, CHECK_WARNING,
+                         "free memory (stop what else runs here) or use a device with more; the "
+                         "threshold is check.min_free_memory",
+                         "%s of memory available, less than the %s minimum: the engine and modules "
+                         "may be killed for lack of memory",
+                         a, m);
         return;
     }
-    report_ok(rep, "%s of memory available (minimum %s)", a, m);
+    check_report_ok(rep, "%s of memory available (minimum %s)", a, m);
 }
 
 struct fs_seen {
@@ -511,7 +516,7 @@ void check_disk(struct check_ctx *ctx, struct check_report *rep)
     size_t nseen = 0;
     bool low = false;
     disk_one(&msg, seen, &nseen, "state", ctx->cfg->state_dir, min, &low);
-    const char *root = engine_ask(ctx) == 0 ? ljson_str(ctx->info, "DockerRootDir") : NULL;
+    const char *root = check_engine_ask(ctx) == 0 ? ljson_str(ctx->info, "DockerRootDir") : NULL;
     struct stat st;
     if (root && root[0] == '/' && stat(root, &st) == 0)
         disk_one(&msg, seen, &nseen, "engine data", root, min, &low);
@@ -521,17 +526,18 @@ void check_disk(struct check_ctx *ctx, struct check_report *rep)
         lbuf_printf(&msg, "\nengine data: unknown (%s)",
                     ctx->engine_r < 0 ? "the engine is not reachable" : "the engine did not say");
     if (!msg.data) {
-        report_set(rep, CHECK_ERROR, NULL, "out of memory");
+        check_report_set(rep, CHECK_ERROR, NULL, "out of memory");
         return;
     }
     if (low)
-        report_set(rep, CHECK_WARNING,
-                   "free space (`docker system prune` removes unused images) or move state_dir "
-                   "or the engine's data-root to a larger file system; the threshold is "
-                   "check.min_free_disk",
-                   "%s", msg.data);
+        check_report_set(
+            rep, CHECK_WARNING,
+            "free space (`docker system prune` removes unused images) or move state_dir "
+            "or the engine's data-root to a larger file system; the threshold is "
+            "check.min_free_disk",
+            "%s", msg.data);
     else
-        report_ok(rep, "%s", msg.data);
+        check_report_ok(rep, "%s", msg.data);
 }
 
 /* ------------------------------------------------------------------ virtualisation */
@@ -544,7 +550,7 @@ static void read_trimmed(const char *dir, const char *name, char *dst, size_t si
         return;
     _cleanup_free_ char *text = NULL;
     size_t n;
-    if (read_host_file(path, &text, &n) < 0)
+    if (check_read_host_file(path, &text, &n) < 0)
         return;
     while (n > 0 && isspace((unsigned char)text[n - 1]))
         n--;
@@ -590,7 +596,7 @@ static bool in_vm(struct check_ctx *ctx, const char **ret_name)
         return true;
     _cleanup_free_ char *cpu = NULL;
     size_t n;
-    return read_host_file(ctx->cfg->check.cpuinfo, &cpu, &n) == 0 &&
+    return check_read_host_file(ctx->cfg->check.cpuinfo, &cpu, &n) == 0 &&
            check_cpuinfo_has_flag(cpu, n, "hypervisor");
 }
 
@@ -604,7 +610,7 @@ static const char *container_kind(struct check_ctx *ctx)
         return "a Docker container";
     _cleanup_free_ char *text = NULL;
     size_t n;
-    if (read_host_file("/run/systemd/container", &text, &n) == 0 && n > 0)
+    if (check_read_host_file("/run/systemd/container", &text, &n) == 0 && n > 0)
         return "a container (systemd says so)";
     return NULL;
 }
@@ -616,21 +622,23 @@ void check_virtualization(struct check_ctx *ctx, struct check_report *rep)
     const char *ctr = container_kind(ctx);
     const char *family = ctx->host_r == 0 ? ctx->host.os : "linux";
     if (ctr) {
-        report_set(rep, CHECK_WARNING, "run ledge on the host (or in a virtual machine) itself",
-                   "running inside %s%s%s%s: untested; ledged needs the host's container "
-                   "engine, and the paths it gives modules (workload sockets) must be host "
-                   "paths",
-                   ctr, vm ? " in a virtual machine" : "", hv ? " on " : "", hv ? hv : "");
+        check_report_set(rep, CHECK_WARNING,
+                         "run ledge on the host (or in a virtual machine) itself",
+                         "running inside %s%s%s%s: untested; ledged needs the host's container "
+                         "engine, and the paths it gives modules (workload sockets) must be host "
+                         "paths",
+                         ctr, vm ? " in a virtual machine" : "", hv ? " on " : "", hv ? hv : "");
         return;
     }
     if (vm) {
-        report_ok(rep,
-                  "a virtual machine%s%s: supported like bare metal; modules must still match "
-                  "this VM's OS family (%s), not the physical host's",
-                  hv ? " on " : "", hv ? hv : "", family);
+        check_report_ok(
+            rep,
+            "a virtual machine%s%s: supported like bare metal; modules must still match "
+            "this VM's OS family (%s), not the physical host's",
+            hv ? " on " : "", hv ? hv : "", family);
         return;
     }
-    report_ok(rep, "no hypervisor detected (bare metal)");
+    check_report_ok(rep, "no hypervisor detected (bare metal)");
 }
 
 /* 0 when /dev/kvm answers the KVM API and lets us create a VM. */
@@ -663,31 +671,33 @@ void check_kvm(struct check_ctx *ctx, struct check_report *rep)
     static const char fix_host[] = "enable VT-x/AMD-V (or the ARM virtualisation extensions) in "
                                    "the firmware and load the kvm module";
     if (access(dev, F_OK) < 0) {
-        report_set(rep, CHECK_SKIPPED, vm ? fix_nested : fix_host,
-                   "no %s: only `ledge vm` needs KVM (without it guests run emulated, many "
-                   "times slower)%s",
-                   dev, vm ? "; in a virtual machine that means nested virtualisation is off" : "");
+        check_report_set(
+            rep, CHECK_SKIPPED, vm ? fix_nested : fix_host,
+            "no %s: only `ledge vm` needs KVM (without it guests run emulated, many "
+            "times slower)%s",
+            dev, vm ? "; in a virtual machine that means nested virtualisation is off" : "");
         return;
     }
     struct lerr why = {0};
     int r = kvm_usable(dev, &why);
     if (r == -EACCES || r == -EPERM) {
-        report_set(rep, CHECK_WARNING,
-                   "run ledge as root, or add the user to the kvm group (`sudo adduser USER "
-                   "kvm`)",
-                   "%s exists but this user may not use it: %s", dev, why.msg);
+        check_report_set(rep, CHECK_WARNING,
+                         "run ledge as root, or add the user to the kvm group (`sudo adduser USER "
+                         "kvm`)",
+                         "%s exists but this user may not use it: %s", dev, why.msg);
         return;
     }
     if (r < 0) {
-        report_set(rep, CHECK_WARNING, vm ? fix_nested : fix_host,
-                   "%s exists but KVM is not usable: %s", dev, why.msg);
+        check_report_set(rep, CHECK_WARNING, vm ? fix_nested : fix_host,
+                         "%s exists but KVM is not usable: %s", dev, why.msg);
         return;
     }
     if (vm)
-        report_ok(rep, "KVM is usable inside this virtual machine%s%s: nested virtualisation works",
-                  hv ? " on " : "", hv ? hv : "");
+        check_report_ok(
+            rep, "KVM is usable inside this virtual machine%s%s: nested virtualisation works",
+            hv ? " on " : "", hv ? hv : "");
     else
-        report_ok(rep, "KVM is usable (%s)", dev);
+        check_report_ok(rep, "KVM is usable (%s)", dev);
 }
 
 /* ------------------------------------------------------------------ cgroups */
@@ -720,35 +730,38 @@ void check_cgroups(struct check_ctx *ctx, struct check_report *rep)
     snprintf(path, sizeof(path), "%s/cgroup.controllers", dir);
     _cleanup_free_ char *ctl = NULL;
     size_t n;
-    if (read_host_file(path, &ctl, &n) == 0) {
+    if (check_read_host_file(path, &ctl, &n) == 0) {
         if (!word_in(ctl, "memory")) {
-            report_set(rep, CHECK_WARNING, fix_memory,
-                       "cgroup v2, but the memory controller is not available: module memory "
-                       "limits are ignored and the engine cannot account memory");
+            check_report_set(rep, CHECK_WARNING, fix_memory,
+                             "cgroup v2, but the memory controller is not available: module memory "
+                             "limits are ignored and the engine cannot account memory");
             return;
         }
-        report_ok(rep, "cgroup v2 (unified hierarchy) with the memory controller");
+        check_report_ok(rep, "cgroup v2 (unified hierarchy) with the memory controller");
         return;
     }
     bool hybrid = is_dir(dir, "unified");
     bool v1 = is_dir(dir, "memory") || is_dir(dir, "cpu") || is_dir(dir, "pids") ||
               is_dir(dir, "systemd");
     if (!v1 && !hybrid) {
-        report_set(rep, CHECK_ERROR,
-                   "mount the cgroup file system (systemd does this at boot; elsewhere: `mount "
-                   "-t cgroup2 none /sys/fs/cgroup`)",
-                   "no cgroup hierarchy at %s: the container engine cannot run containers", dir);
+        check_report_set(
+            rep, CHECK_ERROR,
+            "mount the cgroup file system (systemd does this at boot; elsewhere: `mount "
+            "-t cgroup2 none /sys/fs/cgroup`)",
+            "no cgroup hierarchy at %s: the container engine cannot run containers", dir);
         return;
     }
     if (!is_dir(dir, "memory")) {
-        report_set(rep, CHECK_WARNING, fix_memory,
-                   "cgroup v1%s without the memory controller: module memory limits are ignored",
-                   hybrid ? " (hybrid)" : "");
+        check_report_set(
+            rep, CHECK_WARNING, fix_memory,
+            "cgroup v1%s without the memory controller: module memory limits are ignored",
+            hybrid ? " (hybrid)" : "");
         return;
     }
-    report_set(rep, CHECK_WARNING,
-               "boot with the unified hierarchy: remove systemd.unified_cgroup_hierarchy=0 from "
-               "the kernel command line (Debian 12 uses cgroup v2 by default)",
-               "cgroup v1%s: works, but the engines and systemd are retiring it",
-               hybrid ? " (hybrid)" : "");
+    check_report_set(
+        rep, CHECK_WARNING,
+        "boot with the unified hierarchy: remove systemd.unified_cgroup_hierarchy=0 from "
+        "the kernel command line (Debian 12 uses cgroup v2 by default)",
+        "cgroup v1%s: works, but the engines and systemd are retiring it",
+        hybrid ? " (hybrid)" : "");
 }

@@ -131,8 +131,8 @@ void check_clock(struct check_ctx *ctx, struct check_report *rep)
     struct addrinfo *res = NULL;
     int g = getaddrinfo(server, port, &hints, &res);
     if (g != 0) {
-        report_set(rep, CHECK_WARNING, fix_reach, "cannot compare the clock: NTP server %s: %s",
-                   server, gai_strerror(g));
+        check_report_set(rep, CHECK_WARNING, fix_reach,
+                         "cannot compare the clock: NTP server %s: %s", server, gai_strerror(g));
         return;
     }
     int64_t deadline = ltime_mono_ms() + ctx->cfg->check.ntp_timeout_ms;
@@ -145,26 +145,26 @@ void check_clock(struct check_ctx *ctx, struct check_report *rep)
     }
     freeaddrinfo(res);
     if (r < 0) {
-        report_set(rep, CHECK_WARNING, fix_reach, "cannot compare the clock: NTP server %s:%s %s",
-                   server, port,
-                   r == -ETIMEDOUT ? "did not answer in time"
-                   : r == -EAGAIN  ? "refused to answer (kiss-o'-death)"
-                   : r == -EPROTO  ? "answered, but is not synchronised itself"
-                                   : strerror(-r));
+        check_report_set(rep, CHECK_WARNING, fix_reach,
+                         "cannot compare the clock: NTP server %s:%s %s", server, port,
+                         r == -ETIMEDOUT ? "did not answer in time"
+                         : r == -EAGAIN  ? "refused to answer (kiss-o'-death)"
+                         : r == -EPROTO  ? "answered, but is not synchronised itself"
+                                         : strerror(-r));
         return;
     }
     int64_t mag = offset < 0 ? -offset : offset;
     const char *dir = offset > 0 ? "behind" : "ahead of";
     if (mag > CHECK_CLOCK_ERROR_MS) {
-        report_set(rep, CHECK_ERROR, fix_sync,
-                   "the clock is %.1f s %s %s: certificates and tokens will be refused",
-                   (double)mag / 1000, dir, server);
+        check_report_set(rep, CHECK_ERROR, fix_sync,
+                         "the clock is %.1f s %s %s: certificates and tokens will be refused",
+                         (double)mag / 1000, dir, server);
         return;
     }
     if (mag > CHECK_CLOCK_WARN_MS) {
-        report_set(rep, CHECK_WARNING, fix_sync, "the clock is %.1f s %s %s", (double)mag / 1000,
-                   dir, server);
+        check_report_set(rep, CHECK_WARNING, fix_sync, "the clock is %.1f s %s %s",
+                         (double)mag / 1000, dir, server);
         return;
     }
-    report_ok(rep, "the clock is within %lld ms of %s", (long long)mag, server);
+    check_report_ok(rep, "the clock is within %lld ms of %s", (long long)mag, server);
 }

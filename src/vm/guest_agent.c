@@ -1,5 +1,5 @@
-/* agent.c — ledge-vm-agent, the guest end of the host⇄guest channel (docs/vm.md): it opens the
- * virtio-serial port, greets the host, mounts the shared folders the host announces, and serves
+/* guest_agent.c — ledge-vm-agent, the guest end of the host⇄guest channel (docs/vm.md): it opens
+ * the virtio-serial port, greets the host, mounts the shared folders the host announces, and serves
  * the host's connections: the guest's management API, its Docker socket, and exec sessions
  * (pipes or a pty). Runs as a systemd notify service that ledged is ordered after, so shares are
  * mounted before modules start. */
@@ -33,11 +33,11 @@
 #include "vm/paths.h"
 #include "vm/qemu.h"
 
-#define COMP "agent"
+#define COMP "vm-agent"
 #define MAX_ARGV 256
 #define MAX_ENV 256
 
-struct agent {
+struct vm_guest_agent {
     struct event_base *base;
     struct vm_mux *mux;
     const char *port_name;
@@ -53,7 +53,7 @@ struct agent {
 
 /* ------------------------------------------------------------------ systemd notification */
 
-static void sd_notify_ready(struct agent *a, const char *why)
+static void sd_notify_ready(struct vm_guest_agent *a, const char *why)
 {
     if (a->notified)
         return;
@@ -165,7 +165,7 @@ static json_t *guest_facts(bool reset)
 
 static void on_hello(void *ud, const json_t *hello)
 {
-    struct agent *a = ud;
+    struct vm_guest_agent *a = ud;
     if (!lstr_eq(ljson_str(hello, "role"), "host"))
         return;
     log_info(COMP, "host %s greeted us", ljson_str(hello, "name") ?: "?");
@@ -314,7 +314,7 @@ fail:
 
 static int on_open(void *ud, struct vm_mux_conn *c, const json_t *req, struct lerr *err)
 {
-    struct agent *a = ud;
+    struct vm_guest_agent *a = ud;
     const char *kind = ljson_str(req, "kind");
     if (lstr_eq(kind, "mgmt") || lstr_eq(kind, "docker")) {
         const char *path = lstr_eq(kind, "mgmt") ? a->mgmt_socket : a->docker_socket;
@@ -332,7 +332,7 @@ static int on_open(void *ud, struct vm_mux_conn *c, const json_t *req, struct le
 /* ------------------------------------------------------------------ the port */
 
 /* /dev/vportNpM whose sysfs name is ours. */
-static int find_port(const struct agent *a, char *dev, size_t size)
+static int find_port(const struct vm_guest_agent *a, char *dev, size_t size)
 {
     char dir[PATH_MAX];
     snprintf(dir, sizeof(dir), "%s/class/virtio-ports", a->sysfs);
@@ -360,13 +360,13 @@ static int find_port(const struct agent *a, char *dev, size_t size)
     return r;
 }
 
-static void schedule_retry(struct agent *a, int ms)
+static void schedule_retry(struct vm_guest_agent *a, int ms)
 {
     struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
     event_add(a->retry_ev, &tv);
 }
 
-static void open_link(struct agent *a)
+static void open_link(struct vm_guest_agent *a)
 {
     char dev[PATH_MAX];
     int r = find_port(a, dev, sizeof(dev));
@@ -400,7 +400,7 @@ static void retry_cb(evutil_socket_t fd, short what, void *arg)
 
 static void on_link_down(void *ud, int err)
 {
-    struct agent *a = ud;
+    struct vm_guest_agent *a = ud;
     /* The port reads EOF while no host is connected: reopen until one is. */
     if (a->link_up)
         log_info(COMP, "host side closed (%s); waiting for it", strerror(-err));
@@ -410,7 +410,7 @@ static void on_link_down(void *ud, int err)
 
 static void on_signal(evutil_socket_t sig, short what, void *arg)
 {
-    struct agent *a = arg;
+    struct vm_guest_agent *a = arg;
     vm_mux_send_event(a->mux, json_pack("{s:s}", "event", "shutdown"));
     event_base_loopexit(a->base, NULL);
 }
@@ -431,7 +431,7 @@ int main(int argc, char **argv)
         {"help", no_argument, NULL, 'h'},
         {0},
     };
-    struct agent a = {
+    struct vm_guest_agent a = {
         .port_name = VM_CHANNEL_NAME,
         .mgmt_socket = "/run/ledge/mgmt.sock",
         .docker_socket = "/run/docker.sock",
