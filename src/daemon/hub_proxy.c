@@ -1,18 +1,16 @@
 /* hub_proxy.c — management API calls that the hub answers (hub status, twins, direct methods):
  * forwarded to the hub's control socket, answered with the hub's status and body. Also the
- * module SAS tokens `ledge token` mints for tools such as mosquitto_pub. */
+ * module credentials `ledge token` hands tools such as mosquitto_pub (minted by identity). */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "base/crypto.h"
 #include "base/json.h"
 #include "base/str.h"
 #include "base/timeutil.h"
 #include "daemon/ledged.h"
 #include "identity/keys.h"
-#include "identity/sas.h"
 #include "log/log.h"
 #include "net/http_client.h"
 
@@ -155,38 +153,23 @@ void mgmt_token(struct hs_request *r, void *ud)
     }
     long long ttl = 3600;
     const char *t = hs_request_query(r, "ttl");
-    if (t && (lstr_to_i64(t, &ttl) < 0 || ttl < 1 || ttl > 30 * 86400)) {
-        hs_reply_error(r, 400, "ttl: expected seconds 1-2592000, got \"%s\"", t);
+    if (t && (lstr_to_i64(t, &ttl) < 0 || ttl < 1 || ttl > IDENTITY_MODULE_TOKEN_TTL_MAX_S)) {
+        hs_reply_error(r, 400, "ttl: expected seconds 1-%lld, got \"%s\"",
+                       IDENTITY_MODULE_TOKEN_TTL_MAX_S, t);
         return;
     }
     const char *host = hs_request_query(r, "host");
     if (!host)
         host = d->cfg.device.iothub_hostname;
-    uint8_t key[IDENTITY_MODULE_KEY_LEN];
-    if (identity_module_key(d->keys, d->cfg.device.id, m, gen, key) < 0) {
-        hs_reply_error(r, 500, "cannot derive the module key");
-        return;
-    }
-    _cleanup_free_ char *resource =
-        lstr_printf("%s/devices/%s/modules/%s", host, d->cfg.device.id, m);
-    struct lbuf tok = LBUF_INIT;
-    int64_t expiry = ltime_now_ms() / 1000 + ttl;
-    int rc = resource ? sas_token_make(resource, key, sizeof(key), (uint64_t)expiry, NULL, &tok)
-                      : -ENOMEM;
-    lcrypto_wipe(key, sizeof(key));
-    if (rc < 0) {
-        lbuf_free(&tok);
+    struct identity_module_credentials cred;
+    uint64_t expiry = (uint64_t)(ltime_now_ms() / 1000 + ttl);
+    if (identity_module_credentials(d->keys, host, d->cfg.device.id, m, gen, expiry, &cred) < 0) {
         hs_reply_error(r, 500, "cannot make the token");
         return;
     }
-    char user[512];
-    snprintf(user, sizeof(user), "%s/%s/%s/?api-version=2021-04-12", host, d->cfg.device.id, m);
-    char client[300];
-    snprintf(client, sizeof(client), "%s/%s", d->cfg.device.id, m);
     log_info(COMP, "minted a %lld s SAS token for module %s", ttl, m);
     hs_reply_json(r, 200,
-                  json_pack("{s:s, s:s, s:s, s:I}", "token", tok.data, "clientId", client,
-                            "username", user, "expiry", (json_int_t)expiry));
-    lcrypto_wipe(tok.data, tok.len);
-    lbuf_free(&tok);
+                  json_pack("{s:s, s:s, s:s, s:I}", "token", cred.token, "clientId", cred.client_id,
+                            "username", cred.username, "expiry", (json_int_t)cred.expiry));
+    identity_module_credentials_clear(&cred);
 }

@@ -167,6 +167,51 @@ int identity_module_crypt_key(const struct identity_keys *k, const char *device_
     return derive(k, "ledge/module-crypt/v1", device_id, module_id, generation_id, out);
 }
 
+int identity_module_credentials(const struct identity_keys *k, const char *host,
+                                const char *device_id, const char *module_id,
+                                const char *generation_id, uint64_t expiry,
+                                struct identity_module_credentials *ret)
+{
+    if (lstr_empty(host))
+        return -EINVAL;
+    uint8_t key[IDENTITY_MODULE_KEY_LEN];
+    int r = identity_module_key(k, device_id, module_id, generation_id, key);
+    if (r < 0)
+        return r;
+    _cleanup_free_ char *resource =
+        lstr_printf("%s/devices/%s/modules/%s", host, device_id, module_id);
+    struct lbuf tok = LBUF_INIT;
+    r = resource ? sas_token_make(resource, key, sizeof(key), expiry, NULL, &tok) : -ENOMEM;
+    lcrypto_wipe(key, sizeof(key));
+    struct identity_module_credentials c = {
+        .client_id = lstr_printf("%s/%s", device_id, module_id),
+        .username = lstr_printf("%s/%s/%s/?api-version=" IDENTITY_IOTHUB_API_VERSION, host,
+                                device_id, module_id),
+        .token = lbuf_steal(&tok),
+        .expiry = expiry,
+    };
+    if (r == 0 && (!c.client_id || !c.username || !c.token))
+        r = -ENOMEM;
+    if (r < 0) {
+        identity_module_credentials_clear(&c);
+        return r;
+    }
+    *ret = c;
+    return 0;
+}
+
+void identity_module_credentials_clear(struct identity_module_credentials *c)
+{
+    if (!c)
+        return;
+    if (c->token)
+        lcrypto_wipe(c->token, strlen(c->token));
+    free(c->token);
+    free(c->client_id);
+    free(c->username);
+    memset(c, 0, sizeof(*c));
+}
+
 int identity_new_generation_id(char out[IDENTITY_GENID_SIZE])
 {
     static const char hex[] = "0123456789abcdef";

@@ -49,6 +49,31 @@ int identity_module_crypt_key(const struct identity_keys *k, const char *device_
                               const char *module_id, const char *generation_id,
                               uint8_t out[IDENTITY_MODULE_KEY_LEN]);
 
+/* The longest-lived module token minted for tools (`ledge token`): 30 days. */
+#define IDENTITY_MODULE_TOKEN_TTL_MAX_S (30LL * 86400)
+/* The IoT Hub MQTT API version in the user names minted here (what the Azure IoT SDKs send). */
+#define IDENTITY_IOTHUB_API_VERSION "2021-04-12"
+
+/* What a client acting as a module presents to an IoT Hub-style MQTT server (ledge's hub):
+ * client id "<device>/<module>", user name "<host>/<device>/<module>/?api-version=...", and a
+ * SAS token for "<host>/devices/<device>/modules/<module>" signed with the module's key
+ * (identity_module_key of that generation) that expires at expiry (unix seconds). */
+struct identity_module_credentials {
+    char *client_id;
+    char *username;
+    char *token; /* wiped by identity_module_credentials_clear() */
+    uint64_t expiry;
+};
+
+/* Mint them; -EINVAL for an id identity_module_key() refuses or an empty host. ret is written
+ * only on success. One function for every caller (the management API's token call, the
+ * dashboard), so the token is the one the hub verifies. */
+int identity_module_credentials(const struct identity_keys *k, const char *host,
+                                const char *device_id, const char *module_id,
+                                const char *generation_id, uint64_t expiry,
+                                struct identity_module_credentials *ret);
+void identity_module_credentials_clear(struct identity_module_credentials *c);
+
 /* A fresh random generation id for a (re)created module. */
 int identity_new_generation_id(char out[IDENTITY_GENID_SIZE]);
 
