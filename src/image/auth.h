@@ -1,0 +1,26 @@
+/* auth.h — the registry's WWW-Authenticate challenge (RFC 7235 auth-params, as the
+ * distribution spec's token flow uses them): "Bearer realm=…,service=…,scope=…" or "Basic
+ * realm=…". Pure; fuzzed. */
+#pragma once
+
+#include <stddef.h>
+
+enum img_auth_scheme {
+    IMG_AUTH_NONE,
+    IMG_AUTH_BASIC,
+    IMG_AUTH_BEARER,
+};
+
+#define IMG_AUTH_PARAM_MAX 1024
+
+struct img_challenge {
+    enum img_auth_scheme scheme;
+    char realm[IMG_AUTH_PARAM_MAX];
+    char service[IMG_AUTH_PARAM_MAX];
+    char scope[IMG_AUTH_PARAM_MAX];
+};
+
+/* Parse one header value (without "WWW-Authenticate:"). -EINVAL for a malformed one, -ENOTSUP
+ * for a scheme other than Basic and Bearer; -ENAMETOOLONG for a parameter beyond
+ * IMG_AUTH_PARAM_MAX. Unknown parameters are ignored. */
+int img_challenge_parse(const char *value, size_t n, struct img_challenge *ret);

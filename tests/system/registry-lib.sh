@@ -1,0 +1,176 @@
+# registry-lib.sh — a real registry for system tests (sourced after lib.sh): Debian's
+# docker-registry (the CNCF distribution registry, /usr/bin/docker-registry) on a free loopback
+# port, either
+#   start_registry plain    plain HTTP, no auth (dockerd treats 127.0.0.0/8 as insecure by
+#                           default, so `docker push` works without configuration), or
+#   start_registry tls      HTTPS with a CA made here and htpasswd (bcrypt) basic auth; the CA
+#                           goes to /etc/docker/certs.d/HOST:PORT/ca.crt for dockerd (read per
+#                           connection, no restart) and is removed again on exit.
+# Each start sets REG_<KIND>_ADDR (127.0.0.1:PORT), and for tls REG_CA (the CA file),
+# REG_USER / REG_PASSWORD. push_image SRC KIND NAME pushes a local docker image with the docker
+# CLI (logins go to a private DOCKER_CONFIG, never ~/.docker). registry_put_blob/manifest push
+# hand-made images through the registry API with curl. Everything stops on exit (trap).
+
+need "test -x /usr/bin/docker-registry" "docker-registry missing (scripts/deps --test)"
+need "command -v htpasswd" "htpasswd missing (apache2-utils; scripts/deps --test)"
+need "command -v openssl" "openssl missing"
+
+REG_DIR="$T/registry"
+REG_USER=ledge-test
+REG_PASSWORD="pw-$RANDOM$RANDOM"
+REG_PIDS=()
+REG_CERTS_DIRS=()
+export DOCKER_CONFIG="$T/docker-config"
+mkdir -p "$REG_DIR" "$DOCKER_CONFIG"
+
+# A port nothing listens on now; start_registry retries when the registry loses the race.
+registry_free_port() {
+  local p
+  while :; do
+    p=$(( 20000 + RANDOM % 40000 ))
+    (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null || { echo "$p"; return 0; }
+  done
+}
+
+registry_make_ca() {
+  [ -f "$REG_DIR/ca.crt" ] && return 0
+  openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj "/CN=ledge test registry CA" \
+    -keyout "$REG_DIR/ca.key" -out "$REG_DIR/ca.crt" \
+    -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign" 2>/dev/null
+  openssl req -newkey rsa:2048 -nodes -subj "/CN=127.0.0.1" \
+    -keyout "$REG_DIR/server.key" -out "$REG_DIR/server.csr" 2>/dev/null
+  printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n' > "$REG_DIR/ext"
+  openssl x509 -req -in "$REG_DIR/server.csr" -CA "$REG_DIR/ca.crt" -CAkey "$REG_DIR/ca.key" \
+    -CAcreateserial -days 2 -extfile "$REG_DIR/ext" -out "$REG_DIR/server.crt" 2>/dev/null
+  REG_CA="$REG_DIR/ca.crt"
+}
+
+start_registry() { # start_registry plain|tls
+  local kind="$1" dir="$REG_DIR/$1" port tls="" auth="" scheme=http attempt
+  mkdir -p "$dir/data"
+  if [ "$kind" = tls ]; then
+    registry_make_ca
+    htpasswd -Bbc "$dir/htpasswd" "$REG_USER" "$REG_PASSWORD" 2>/dev/null
+    tls="  tls:
+    certificate: $REG_DIR/server.crt
+    key: $REG_DIR/server.key"
+    auth="auth:
+  htpasswd:
+    realm: ledge-test
+    path: $dir/htpasswd"
+    scheme=https
+  fi
+  for attempt in 1 2 3 4 5; do
+    port=$(registry_free_port)
+    cat > "$dir/config.yml" <<YAML
+version: 0.1
+log:
+  level: info
+  accesslog:
+    disabled: true
+storage:
+  filesystem:
+    rootdirectory: $dir/data
+  delete:
+    enabled: true
+http:
+  addr: 127.0.0.1:$port
+$tls
+$auth
+YAML
+    /usr/bin/docker-registry serve "$dir/config.yml" >"$dir/log" 2>&1 &
+    local pid=$!
+    local end=$(( $(date +%s) + 20 )) up=0
+    while [ "$(date +%s)" -lt "$end" ]; do
+      kill -0 "$pid" 2>/dev/null || break
+      local code
+      code=$(curl -s -o /dev/null -w '%{http_code}' --cacert "$REG_DIR/ca.crt" \
+        "$scheme://127.0.0.1:$port/v2/" 2>/dev/null || true)
+      if [ "$code" = 200 ] || [ "$code" = 401 ]; then up=1; break; fi
+      sleep 0.1
+    done
+    if [ $up = 1 ]; then
+      REG_PIDS+=("$pid")
+      if [ "$kind" = tls ]; then
+        REG_TLS_ADDR="127.0.0.1:$port"
+        local certs="/etc/docker/certs.d/$REG_TLS_ADDR"
+        mkdir -p "$certs" && cp "$REG_DIR/ca.crt" "$certs/ca.crt"
+        REG_CERTS_DIRS+=("$certs")
+      else
+        REG_PLAIN_ADDR="127.0.0.1:$port"
+      fi
+      log "registry ($kind) on 127.0.0.1:$port"
+      return 0
+    fi
+    kill "$pid" 2>/dev/null; wait "$pid" 2>/dev/null || true
+    grep -q "address already in use" "$dir/log" || { cat "$dir/log" >&2; fail "docker-registry ($kind) did not start"; }
+  done
+  fail "docker-registry ($kind): no free port after 5 tries"
+}
+
+registry_addr() { if [ "$1" = tls ]; then echo "$REG_TLS_ADDR"; else echo "$REG_PLAIN_ADDR"; fi; }
+
+# push_image SRC KIND NAME: tag a local image as ADDR/NAME and push it with the docker CLI.
+push_image() {
+  local src="$1" kind="$2" name="$3" addr
+  addr=$(registry_addr "$kind")
+  if [ "$kind" = tls ]; then
+    echo "$REG_PASSWORD" | docker login -u "$REG_USER" --password-stdin "$addr" >/dev/null 2>&1 ||
+      fail "docker login $addr failed"
+  fi
+  docker tag "$src" "$addr/$name"
+  docker push -q "$addr/$name" >/dev/null 2>&1 || docker push "$addr/$name" >&2 ||
+    fail "docker push $addr/$name failed"
+  docker rmi "$addr/$name" >/dev/null 2>&1 || true
+}
+
+# curl against a registry's API: reg_curl KIND PATH [curl args...] (basic auth for tls)
+reg_curl() {
+  local kind="$1" path="$2" addr; shift 2
+  addr=$(registry_addr "$kind")
+  if [ "$kind" = tls ]; then
+    curl -sS --cacert "$REG_CA" -u "$REG_USER:$REG_PASSWORD" "https://$addr$path" "$@"
+  else
+    curl -sS "http://$addr$path" "$@"
+  fi
+}
+
+# registry_put_blob KIND REPO FILE: a monolithic upload (POST, then PUT with the digest).
+registry_put_blob() {
+  local kind="$1" repo="$2" file="$3" digest location
+  digest="sha256:$(sha256sum "$file" | cut -d' ' -f1)"
+  location=$(reg_curl "$kind" "/v2/$repo/blobs/uploads/" -X POST -D - -o /dev/null |
+    tr -d '\r' | sed -n 's/^[Ll]ocation: //p')
+  [ -n "$location" ] || fail "blob upload to $repo: no Location"
+  case "$location" in http*) location="/${location#*://*/}";; esac
+  local sep='?'; case "$location" in *\?*) sep='&';; esac
+  reg_curl "$kind" "$location${sep}digest=$digest" -X PUT -H 'Content-Type: application/octet-stream' \
+    --data-binary "@$file" -o /dev/null -w '%{http_code}' | grep -q 201 || fail "blob PUT $digest to $repo failed"
+  echo "$digest"
+}
+
+# registry_put_manifest KIND REPO REF MEDIA_TYPE FILE
+registry_put_manifest() {
+  local kind="$1" repo="$2" ref="$3" mt="$4" file="$5"
+  reg_curl "$kind" "/v2/$repo/manifests/$ref" -X PUT -H "Content-Type: $mt" \
+    --data-binary "@$file" -o "$T/put-manifest.out" -w '%{http_code}' | grep -q 201 ||
+    { cat "$T/put-manifest.out" >&2; fail "manifest PUT $repo:$ref failed"; }
+}
+
+# The file a registry serves for a blob (its filesystem driver's layout), for tampering tests.
+registry_blob_file() { # registry_blob_file KIND DIGEST
+  local hex="${2#sha256:}"
+  echo "$REG_DIR/$1/data/docker/registry/v2/blobs/sha256/${hex:0:2}/$hex/data"
+}
+
+stop_registries() {
+  local pid d
+  for pid in "${REG_PIDS[@]}"; do kill "$pid" 2>/dev/null; wait "$pid" 2>/dev/null; done
+  REG_PIDS=()
+  for d in "${REG_CERTS_DIRS[@]}"; do rm -rf "$d"; done
+  REG_CERTS_DIRS=()
+}
+
+# Chain onto lib.sh's cleanup: the registries go first, whatever happened.
+registry_cleanup() { local rc=$?; stop_registries; (exit $rc); cleanup; }
+trap registry_cleanup EXIT
