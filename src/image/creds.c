@@ -50,8 +50,8 @@ bool img_registry_matches(const char *address, const char *registry)
     return strcmp(a, b) == 0;
 }
 
-int img_creds_lookup(const json_t *registry_credentials, const char *registry,
-                     struct img_cred *ret, struct lerr *e)
+int img_creds_lookup(const json_t *registry_credentials, const char *registry, struct img_cred *ret,
+                     struct lerr *e)
 {
     if (!json_is_object(registry_credentials) || lstr_empty(registry))
         return -ENOENT;
@@ -66,7 +66,8 @@ int img_creds_lookup(const json_t *registry_credentials, const char *registry,
             return lerr_set(e, -EINVAL,
                             "registryCredentials.%.100s (for %.100s): %s must be a string", name,
                             registry, user ? "password" : "username");
-        *ret = (struct img_cred){.name = name, .address = address, .username = user, .password = pass};
+        *ret =
+            (struct img_cred){.name = name, .address = address, .username = user, .password = pass};
         return 0;
     }
     return -ENOENT;

@@ -29,8 +29,8 @@ bool img_registry_matches(const char *address, const char *registry);
 /* The entry of registry_credentials (the JSON object, may be NULL) for registry: -ENOENT when
  * none matches (pull anonymously), -EINVAL (e says which entry and field) when the matching
  * entry lacks a username or password. The first matching entry in document order wins. */
-int img_creds_lookup(const json_t *registry_credentials, const char *registry,
-                     struct img_cred *ret, struct lerr *e);
+int img_creds_lookup(const json_t *registry_credentials, const char *registry, struct img_cred *ret,
+                     struct lerr *e);
 
 /* X-Registry-Auth value for the Engine API: base64url of {"username","password",
  * "serveraddress"}. out receives the value (a secret: wipe it after use). */

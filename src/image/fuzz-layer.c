@@ -70,10 +70,12 @@ static void check_nothing_escaped(void)
         abort();
 }
 
-static const char *const name_tokens[] = {"a", "b", "link", "..", ".", "", "outside", "/",
-                                          "x/../..", ".wh.a", ".wh..wh..opq", "c", "etc"};
-static const char *const target_tokens[] = {"/", "..", "../..", "../outside", "a", "link",
-                                            "/etc", "b/../..", NULL /* outside's real path */};
+static const char *const name_tokens[] = {
+    "a", "b",       "link",  "..",           ".", "",   "outside",
+    "/", "x/../..", ".wh.a", ".wh..wh..opq", "c", "etc"};
+static const char *const target_tokens[] = {
+    "/",    "..",   "../..",   "../outside", "a",
+    "link", "/etc", "b/../..", NULL /* outside's real path */};
 
 static uint8_t take(const uint8_t **p, size_t *n)
 {
@@ -184,8 +186,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         int dfd = openat(base_fd, "layer", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
         if (dfd < 0 || lseek(fd, 0, SEEK_SET) < 0)
             abort();
-        struct img_unpack_opts o = {.max_bytes = 1 << 22, .max_entries = 256,
-                                    .no_openat2 = pass == 1};
+        struct img_unpack_opts o = {
+            .max_bytes = 1 << 22, .max_entries = 256, .no_openat2 = pass == 1};
         struct img_unpack_stats st;
         struct lerr e;
         (void)img_unpack_layer(fd, dfd, &o, &st, &e);

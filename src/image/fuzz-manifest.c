@@ -10,8 +10,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    static const char *const types[] = {NULL, IMG_MT_DOCKER_MANIFEST, IMG_MT_DOCKER_LIST,
-                                        IMG_MT_OCI_MANIFEST, IMG_MT_OCI_INDEX, "text/plain"};
+    static const char *const types[] = {NULL,
+                                        IMG_MT_DOCKER_MANIFEST,
+                                        IMG_MT_DOCKER_LIST,
+                                        IMG_MT_OCI_MANIFEST,
+                                        IMG_MT_OCI_INDEX,
+                                        "text/plain"};
     if (size == 0)
         return 0;
     const char *ct = types[data[0] % 6];

@@ -231,13 +231,12 @@ static int unpack_staged(struct loader *l, const struct staged *f, const char *d
     if (fd < 0)
         return fd;
     int r = img_store_unpack(l->s, fd, diff_id, &l->o->unpack, NULL, l->e);
-    return r < 0 ? lerr_prefix(l->e, "%s", f->path) : 0;
+    return r < 0 ? img_prefix(r, l->e, "%s", f->path) : 0;
 }
 
 /* Store the config and name the image for each name. */
 static int finish_image(struct loader *l, struct img_image *im, const char *config_text,
-                        size_t config_len, const struct img_config *cfg,
-                        const struct lstrv *names)
+                        size_t config_len, const struct img_config *cfg, const struct lstrv *names)
 {
     int r = img_store_put_blob(l->s, config_text, config_len, im->config, NULL, l->e);
     if (r < 0)
@@ -266,7 +265,7 @@ static int config_of(struct loader *l, const struct staged *f, char **text, size
     if (r < 0)
         return r;
     r = img_config_parse(*text, *len, cfg, l->e);
-    return r < 0 ? lerr_prefix(l->e, "%s", f->path) : 0;
+    return r < 0 ? img_prefix(r, l->e, "%s", f->path) : 0;
 }
 
 /* ---- OCI layout ------------------------------------------------------------------------------ */
@@ -284,7 +283,7 @@ static int load_oci_manifest(struct loader *l, const char *digest, const char *i
         return r;
     _cleanup_img_manifest_ struct img_manifest *m = NULL;
     if ((r = img_manifest_parse(text, len, NULL, &m, l->e)) < 0)
-        return lerr_prefix(l->e, "manifest %s", digest);
+        return img_prefix(r, l->e, "manifest %s", digest);
     if ((r = img_store_put_blob(l->s, text, len, digest, NULL, l->e)) < 0)
         return r;
     if (m->kind == IMG_KIND_INDEX) {
@@ -292,7 +291,7 @@ static int load_oci_manifest(struct loader *l, const char *digest, const char *i
             return lerr_set(l->e, -ENOTSUP, "manifest %s: an index inside an index", digest);
         const struct img_desc *d;
         if ((r = img_index_select(m, &l->want, &d, l->e)) < 0)
-            return lerr_prefix(l->e, "index %s", digest);
+            return img_prefix(r, l->e, "index %s", digest);
         return load_oci_manifest(l, d->digest, digest, names, depth + 1);
     }
     const struct staged *cf = find_blob(l, m->config.digest);
@@ -332,7 +331,7 @@ static int load_oci(struct loader *l, const struct staged *index)
         return r;
     _cleanup_json_ json_t *j = NULL;
     if ((r = ljson_parse(text, len, &j, l->e)) < 0)
-        return lerr_prefix(l->e, "index.json");
+        return img_prefix(r, l->e, "index.json");
     json_t *manifests = json_object_get(j, "manifests");
     if (!json_is_array(manifests) || json_array_size(manifests) > IMG_INDEX_MAX)
         return lerr_set(l->e, -EINVAL, "index.json: manifests must be an array of at most %d",
@@ -375,7 +374,7 @@ static int load_docker(struct loader *l, const struct staged *manifest)
         return r;
     _cleanup_json_ json_t *j = NULL;
     if ((r = ljson_parse(text, len, &j, l->e)) < 0)
-        return lerr_prefix(l->e, "manifest.json");
+        return img_prefix(r, l->e, "manifest.json");
     if (!json_is_array(j) || json_array_size(j) > IMG_INDEX_MAX)
         return lerr_set(l->e, -EINVAL, "manifest.json: must be an array of at most %d images",
                         IMG_INDEX_MAX);
@@ -409,17 +408,18 @@ static int load_docker(struct loader *l, const struct staged *manifest)
             return lerr_set(l->e, -EINVAL, "manifest.json[%zu]: %zu layers, the config lists %zu",
                             i, json_array_size(layers), cfg->diff_ids.n);
         /* A manifest for the store, as a registry would have it: OCI, layers by diff_id. */
-        _cleanup_json_ json_t *mdoc = json_pack(
-            "{s:i, s:s, s:{s:s, s:s, s:I}, s:[]}", "schemaVersion", 2, "mediaType",
-            IMG_MT_OCI_MANIFEST, "config", "mediaType", IMG_MT_OCI_CONFIG, "digest", cf->digest,
-            "size", (json_int_t)cf->size, "layers");
+        _cleanup_json_ json_t *mdoc =
+            json_pack("{s:i, s:s, s:{s:s, s:s, s:I}, s:[]}", "schemaVersion", 2, "mediaType",
+                      IMG_MT_OCI_MANIFEST, "config", "mediaType", IMG_MT_OCI_CONFIG, "digest",
+                      cf->digest, "size", (json_int_t)cf->size, "layers");
         if (!mdoc)
             return -ENOMEM;
         json_array_foreach (layers, k, t) {
             const struct staged *lf = json_string_value(t) ? find(l, json_string_value(t)) : NULL;
             if (!lf)
-                return lerr_set(l->e, -ENOENT, "manifest.json[%zu]: layer %.200s is not in the "
-                                               "archive",
+                return lerr_set(l->e, -ENOENT,
+                                "manifest.json[%zu]: layer %.200s is not in the "
+                                "archive",
                                 i, json_string_value(t) ? json_string_value(t) : "(not a string)");
             if ((r = unpack_staged(l, lf, cfg->diff_ids.v[k])) < 0)
                 return r;
@@ -482,8 +482,8 @@ int img_load_archive(struct img_store *s, const char *path, const struct img_loa
     if (!e)
         e = &local;
     struct loader l = {.s = s, .o = o ? o : &dflt, .e = e, .stage_dir = -1, .names = ret_names};
-    int r = l.o->platform ? img_platform_parse(l.o->platform, &l.want, e)
-                          : img_platform_host(&l.want);
+    int r =
+        l.o->platform ? img_platform_parse(l.o->platform, &l.want, e) : img_platform_host(&l.want);
     if (r < 0)
         return r;
     char ingest[PATH_MAX];
@@ -509,8 +509,9 @@ int img_load_archive(struct img_store *s, const char *path, const struct img_loa
         else if (manifest)
             r = load_docker(&l, manifest);
         else
-            r = lerr_set(e, -EINVAL, "%s: neither an OCI layout (oci-layout, index.json) nor a "
-                                     "docker save archive (manifest.json)",
+            r = lerr_set(e, -EINVAL,
+                         "%s: neither an OCI layout (oci-layout, index.json) nor a "
+                         "docker save archive (manifest.json)",
                          path);
         if (r >= 0 && l.loaded == 0)
             r = lerr_set(e, -ENOENT, "%s: the archive names no image (give it a name)", path);
@@ -524,6 +525,6 @@ int img_load_archive(struct img_store *s, const char *path, const struct img_loa
     }
     free(l.files);
     if (r < 0)
-        return lerr_prefix(e, "loading %s", path);
+        return img_prefix(r, e, "loading %s", path);
     return 0;
 }

@@ -90,9 +90,11 @@ static int parse_layers(const json_t *layers, struct img_manifest *m, struct ler
                 d->compression = layer_types[t].compression;
                 known = true;
             }
-        if (!known && (strstr(d->media_type, "foreign") || strstr(d->media_type, "nondistributable")))
-            return lerr_set(e, -ENOTSUP, "%s.mediaType: %s: non-distributable layers are not supported",
-                            path, d->media_type);
+        if (!known &&
+            (strstr(d->media_type, "foreign") || strstr(d->media_type, "nondistributable")))
+            return lerr_set(e, -ENOTSUP,
+                            "%s.mediaType: %s: non-distributable layers are not supported", path,
+                            d->media_type);
         if (!known)
             return lerr_set(e, -ENOTSUP, "%s.mediaType: unsupported layer type %s", path,
                             d->media_type);
@@ -135,8 +137,9 @@ int img_manifest_parse(const char *text, size_t n, const char *content_type,
         return lerr_set(e, -EINVAL, "manifest: must be a JSON object");
     json_t *sv = json_object_get(j, "schemaVersion");
     if (json_is_integer(sv) && json_integer_value(sv) == 1)
-        return lerr_set(e, -ENOTSUP, "Docker schema 1 manifests are not supported (push the "
-                                     "image again with a current client)");
+        return lerr_set(e, -ENOTSUP,
+                        "Docker schema 1 manifests are not supported (push the "
+                        "image again with a current client)");
     if (!json_is_integer(sv) || json_integer_value(sv) != 2)
         return lerr_set(e, -EINVAL, "schemaVersion: must be 2");
 
@@ -196,10 +199,10 @@ static void normalize_platform(struct img_platform *p)
     static const struct {
         const char *from, *arch, *variant;
     } aliases[] = {
-        {"x86_64", "amd64", ""},  {"x86-64", "amd64", ""},  {"aarch64", "arm64", ""},
-        {"armhf", "arm", "v7"},   {"armel", "arm", "v6"},   {"armv7l", "arm", "v7"},
-        {"armv6l", "arm", "v6"},  {"armv5tel", "arm", "v5"}, {"i386", "386", ""},
-        {"i686", "386", ""},      {"ppc64el", "ppc64le", ""},
+        {"x86_64", "amd64", ""}, {"x86-64", "amd64", ""},    {"aarch64", "arm64", ""},
+        {"armhf", "arm", "v7"},  {"armel", "arm", "v6"},     {"armv7l", "arm", "v7"},
+        {"armv6l", "arm", "v6"}, {"armv5tel", "arm", "v5"},  {"i386", "386", ""},
+        {"i686", "386", ""},     {"ppc64el", "ppc64le", ""},
     };
     lstr_lower(p->os);
     lstr_lower(p->architecture);
@@ -308,8 +311,8 @@ int img_index_select(const struct img_manifest *index, const struct img_platform
     size_t off = 0;
     for (size_t i = 0; i < index->n_descs && off + 1 < sizeof(offered); i++) {
         char p[96];
-        if (!index->descs[i].has_platform || img_platform_format(&index->descs[i].platform, p,
-                                                                 sizeof(p)) < 0)
+        if (!index->descs[i].has_platform ||
+            img_platform_format(&index->descs[i].platform, p, sizeof(p)) < 0)
             continue;
         int k = snprintf(offered + off, sizeof(offered) - off, "%s%s", off ? ", " : "", p);
         if (k < 0)

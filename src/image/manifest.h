@@ -46,7 +46,7 @@ struct img_desc {
     char digest[IMG_DIGEST_LEN + 1];
     uint64_t size;
     bool has_platform;
-    struct img_platform platform; /* index entries */
+    struct img_platform platform;     /* index entries */
     enum img_compression compression; /* layers */
 };
 

@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "base/str.h"
+#include "image/image-internal.h"
 
 static bool is_lower_alnum(char c)
 {
@@ -153,7 +154,7 @@ int img_ref_parse(const char *s, struct img_ref *ret, struct lerr *e)
         *at = 0;
         int q = parse_digest(at + 1, &r, e);
         if (q < 0)
-            return lerr_prefix(e, "image \"%.200s\"", s);
+            return img_prefix(q, e, "image \"%.200s\"", s);
     }
     /* A tag is after the last ':' that follows the last '/'. */
     char *slash = strrchr(buf, '/');
@@ -212,8 +213,8 @@ int img_ref_parse(const char *s, struct img_ref *ret, struct lerr *e)
     if (upper)
         return lerr_set(e, -EINVAL, "image \"%.200s\": repository name must be lowercase", s);
     bool hub = strcmp(r.registry, IMG_DOCKER_HUB) == 0;
-    int n = snprintf(r.repo, sizeof(r.repo), "%s%s", hub && !strchr(remainder, '/') ? "library/" : "",
-                     remainder);
+    int n = snprintf(r.repo, sizeof(r.repo), "%s%s",
+                     hub && !strchr(remainder, '/') ? "library/" : "", remainder);
     if (n < 0 || (size_t)n >= sizeof(r.repo) || strlen(r.registry) + 1 + (size_t)n > IMG_REF_MAX)
         return lerr_set(e, -EINVAL, "image \"%.200s\": name longer than %d characters", s,
                         IMG_REF_MAX);

@@ -15,9 +15,9 @@
 #define IMG_DOCKER_HUB_API "registry-1.docker.io"
 
 struct img_ref {
-    char registry[IMG_REF_MAX + 1]; /* "docker.io", "localhost:5000", "[::1]:5000", as written */
-    char repo[IMG_REF_MAX + 1];     /* "library/alpine", "team/app" */
-    char tag[IMG_TAG_MAX + 1];      /* "latest" when neither tag nor digest was given; may be "" */
+    char registry[IMG_REF_MAX + 1];  /* "docker.io", "localhost:5000", "[::1]:5000", as written */
+    char repo[IMG_REF_MAX + 1];      /* "library/alpine", "team/app" */
+    char tag[IMG_TAG_MAX + 1];       /* "latest" when neither tag nor digest was given; may be "" */
     char digest[IMG_DIGEST_MAX + 1]; /* "sha256:<64 hex>" or "" */
 };
 

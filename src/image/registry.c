@@ -17,6 +17,7 @@
 #include "base/str.h"
 #include "image/auth.h"
 #include "image/creds.h"
+#include "image/image-internal.h"
 #include "image/manifest.h"
 
 #ifndef LEDGE_VERSION
@@ -28,11 +29,11 @@ struct response {
     char content_type[128];
     char docker_digest[IMG_DIGEST_LEN + 1];
     char www_auth[4096];
-    struct lbuf body;           /* collected: error bodies always, success bodies unless sinking */
-    struct img_ingest *sink;    /* a 200 body streams here when set */
+    struct lbuf body;        /* collected: error bodies always, success bodies unless sinking */
+    struct img_ingest *sink; /* a 200 body streams here when set */
     struct lerr sink_err;
     int sink_r;
-    const char *what;           /* for progress */
+    const char *what; /* for progress */
     uint64_t total;
 };
 
@@ -171,17 +172,17 @@ static int request(struct session *s, const char *url, const char *accept, const
     curl_slist_free_all(h);
     if (cc == CURLE_WRITE_ERROR && r->sink_r < 0) {
         if (r->sink_r == -E2BIG && !r->sink_err.msg[0])
-            return lerr_set(s->e, -E2BIG, "%s: the answer is larger than %zu bytes", url,
-                            max_body);
+            return lerr_set(s->e, -E2BIG, "%s: the answer is larger than %zu bytes", url, max_body);
         return lerr_set(s->e, r->sink_r, "%s", lerr_str(&r->sink_err));
     }
     if (cc != CURLE_OK) {
-        int code = cc == CURLE_OPERATION_TIMEDOUT       ? -ETIMEDOUT
-                   : cc == CURLE_COULDNT_CONNECT        ? -ECONNREFUSED
-                   : cc == CURLE_COULDNT_RESOLVE_HOST   ? -EHOSTUNREACH
+        int code = cc == CURLE_OPERATION_TIMEDOUT         ? -ETIMEDOUT
+                   : cc == CURLE_COULDNT_CONNECT          ? -ECONNREFUSED
+                   : cc == CURLE_COULDNT_RESOLVE_HOST     ? -EHOSTUNREACH
                    : cc == CURLE_PEER_FAILED_VERIFICATION ? -EPERM
-                                                        : -EIO;
-        return lerr_set(s->e, code, "%s: %s", url, s->errbuf[0] ? s->errbuf : curl_easy_strerror(cc));
+                                                          : -EIO;
+        return lerr_set(s->e, code, "%s: %s", url,
+                        s->errbuf[0] ? s->errbuf : curl_easy_strerror(cc));
     }
     return 0;
 nomem:
@@ -226,8 +227,7 @@ static int bearer_token(struct session *s, const struct img_challenge *ch)
 {
     if (!lstr_startswith_ci(ch->realm, "https://") &&
         !(lstr_startswith_ci(ch->realm, "http://") && strcmp(s->scheme, "http") == 0))
-        return lerr_set(s->e, -EPROTO, "the token realm \"%.200s\" is not an https URL",
-                        ch->realm);
+        return lerr_set(s->e, -EPROTO, "the token realm \"%.200s\" is not an https URL", ch->realm);
     _cleanup_lbuf_ struct lbuf url = LBUF_INIT;
     char scope[IMG_AUTH_PARAM_MAX + IMG_REF_MAX + 32];
     if (ch->scope[0])
@@ -251,13 +251,14 @@ static int bearer_token(struct session *s, const struct img_challenge *ch)
         lcrypto_wipe(basic, strlen(basic));
     if (r < 0) {
         lbuf_free(&resp.body);
-        return lerr_prefix(s->e, "token server");
+        return img_prefix(r, s->e, "token server");
     }
     if (resp.status == 401 || resp.status == 403) {
         char msg[256];
         registry_error(&resp, msg, sizeof(msg));
         lbuf_free(&resp.body);
-        return lerr_set(s->e, -EACCES, "authentication failed%s (the token server answered %ld%s%s)",
+        return lerr_set(s->e, -EACCES,
+                        "authentication failed%s (the token server answered %ld%s%s)",
                         have_creds(s) ? ": wrong username or password?" : ": credentials needed",
                         resp.status, msg[0] ? ": " : "", msg);
     }
@@ -299,8 +300,8 @@ static int authenticate(struct session *s, const struct response *r)
 
 /* request() with the session's Authorization, answering one 401 by authenticating. A 401 that
  * survives that is an error naming what the registry said. */
-static int request_authed(struct session *s, const char *path, const char *accept,
-                          size_t max_body, struct response *r)
+static int request_authed(struct session *s, const char *path, const char *accept, size_t max_body,
+                          struct response *r)
 {
     char url[PATH_MAX];
     if (snprintf(url, sizeof(url), "%s://%s%s", s->scheme, img_ref_api_host(&s->ref), path) >=
@@ -343,7 +344,7 @@ static int ping(struct session *s)
     }
     lbuf_free(&r.body);
     if (q < 0)
-        return q == -EACCES ? q : lerr_prefix(s->e, "registry unreachable");
+        return q == -EACCES ? q : img_prefix(q, s->e, "registry unreachable");
     if (r.status != 200)
         return lerr_set(s->e, -EPROTO, "%s://%s/v2/ answered %ld: not a registry API v2", s->scheme,
                         img_ref_api_host(&s->ref), r.status);
@@ -381,13 +382,14 @@ static int get_manifest(struct session *s, const char *selector, char **ret, siz
         lbuf_free(&r.body);
         return q;
     }
-    const char *want = img_digest_valid(selector) ? selector
+    const char *want = img_digest_valid(selector)          ? selector
                        : img_digest_valid(r.docker_digest) ? r.docker_digest
-                                                            : NULL;
+                                                           : NULL;
     if (want && strcmp(want, digest) != 0) {
         lbuf_free(&r.body);
-        return lerr_set(s->e, -EBADMSG, "manifest %s: digest mismatch (expected %s, the content is %s)",
-                        selector, want, digest);
+        return lerr_set(s->e, -EBADMSG,
+                        "manifest %s: digest mismatch (expected %s, the content is %s)", selector,
+                        want, digest);
     }
     memcpy(ret_ct, r.content_type, 128);
     memcpy(ret_digest, digest, IMG_DIGEST_LEN + 1);
@@ -397,8 +399,8 @@ static int get_manifest(struct session *s, const char *selector, char **ret, siz
 }
 
 /* GET a blob: streamed into ig when set, else collected (at most max bytes) into *ret. */
-static int get_blob(struct session *s, const struct img_desc *d, struct img_ingest *ig,
-                    size_t max, char **ret, size_t *ret_len)
+static int get_blob(struct session *s, const struct img_desc *d, struct img_ingest *ig, size_t max,
+                    char **ret, size_t *ret_len)
 {
     char path[PATH_MAX];
     snprintf(path, sizeof(path), "/v2/%s/blobs/%s", s->ref.repo, d->digest);
@@ -507,7 +509,7 @@ static int pull(struct session *s, struct img_store *st, struct img_image *im)
         return q;
     _cleanup_img_manifest_ struct img_manifest *m = NULL;
     if ((q = img_manifest_parse(text, len, ct, &m, s->e)) < 0)
-        return lerr_prefix(s->e, "manifest %s", digest);
+        return img_prefix(q, s->e, "manifest %s", digest);
     if (m->kind == IMG_KIND_INDEX) {
         const struct img_desc *d;
         if ((q = img_index_select(m, &want, &d, s->e)) < 0)
@@ -521,7 +523,7 @@ static int pull(struct session *s, struct img_store *st, struct img_image *im)
         if ((q = get_manifest(s, chosen, &text, &len, ct, digest)) < 0)
             return q;
         if ((q = img_manifest_parse(text, len, ct, &m, s->e)) < 0)
-            return lerr_prefix(s->e, "manifest %s", digest);
+            return img_prefix(q, s->e, "manifest %s", digest);
         if (m->kind != IMG_KIND_IMAGE)
             return lerr_set(s->e, -ENOTSUP, "manifest %s: an index inside an index", digest);
     }
@@ -539,7 +541,7 @@ static int pull(struct session *s, struct img_store *st, struct img_image *im)
         return q;
     _cleanup_img_config_ struct img_config *cfg = NULL;
     if ((q = img_config_parse(ctext, clen, &cfg, s->e)) < 0)
-        return lerr_prefix(s->e, "config %s", m->config.digest);
+        return img_prefix(q, s->e, "config %s", m->config.digest);
     if (cfg->diff_ids.n != m->n_descs)
         return lerr_set(s->e, -EINVAL, "config %s lists %zu layers, the manifest %zu",
                         m->config.digest, cfg->diff_ids.n, m->n_descs);
@@ -561,7 +563,8 @@ static int pull(struct session *s, struct img_store *st, struct img_image *im)
     /* Manifests last: a stored image's manifest means all it names is there. */
     if ((q = img_store_put_blob(st, text, len, digest, NULL, s->e)) < 0)
         return q;
-    if (index_text && (q = img_store_put_blob(st, index_text, index_len, im->index, NULL, s->e)) < 0)
+    if (index_text &&
+        (q = img_store_put_blob(st, index_text, index_len, im->index, NULL, s->e)) < 0)
         return q;
     return img_store_tag(st, im, s->e);
 }
@@ -607,7 +610,7 @@ int img_pull(struct img_store *st, const char *ref, const struct img_pull_opts *
     curl_easy_cleanup(c);
     if (q < 0) {
         img_image_clear(&im);
-        return lerr_prefix(e, "pulling %s from %s", s.image, s.ref.registry);
+        return img_prefix(q, e, "pulling %s from %s", s.image, s.ref.registry);
     }
     if (ret)
         *ret = im;

@@ -17,14 +17,14 @@
 #define IMG_ERROR_BODY_MAX (64u << 10) /* an error response kept for its message */
 
 struct img_pull_opts {
-    const char *ca_file;               /* PEM bundle for HTTPS registries; NULL: the system's */
-    const char *username, *password;   /* NULL: anonymous (see creds.h for the lookup) */
-    const char *const *insecure;       /* NULL-terminated host[:port]s allowed over plain HTTP,
-                                          besides loopback registries */
-    const char *platform;              /* "linux/arm/v7"; NULL: this machine's */
-    long connect_timeout_ms;           /* 0: 10 s */
-    long stall_timeout_s;              /* abort a transfer idle this long; 0: 60 s */
-    uint64_t max_layer;                /* compressed bytes of one layer; 0: IMG_LAYER_MAX */
+    const char *ca_file;             /* PEM bundle for HTTPS registries; NULL: the system's */
+    const char *username, *password; /* NULL: anonymous (see creds.h for the lookup) */
+    const char *const *insecure;     /* NULL-terminated host[:port]s allowed over plain HTTP,
+                                        besides loopback registries */
+    const char *platform;            /* "linux/arm/v7"; NULL: this machine's */
+    long connect_timeout_ms;         /* 0: 10 s */
+    long stall_timeout_s;            /* abort a transfer idle this long; 0: 60 s */
+    uint64_t max_layer;              /* compressed bytes of one layer; 0: IMG_LAYER_MAX */
     struct img_unpack_opts unpack;
     /* Called as blobs arrive: what ("sha256:…" or "manifest"), bytes so far, bytes in all. */
     void (*progress)(void *ud, const char *what, uint64_t done, uint64_t total);

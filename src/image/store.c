@@ -260,60 +260,61 @@ bool img_store_has_layer(const struct img_store *s, const char *diff_id)
            S_ISDIR(st.st_mode);
 }
 
+/* Unpack into ingest/<name>, check the diff_id, rename into layers/sha256/. */
+static int unpack_into(struct img_store *s, int ingest_fd, const char *name, int fd,
+                       const char *expected_diff_id, const struct img_unpack_opts *o,
+                       struct img_unpack_stats *st, struct lerr *e)
+{
+    char layers[PATH_MAX];
+    int r = pathf(layers, sizeof(layers), "%s/layers/sha256", s->dir);
+    if (r < 0)
+        return r;
+    _cleanup_close_ int dfd =
+        openat(ingest_fd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (dfd < 0)
+        return lerr_set(e, neg_errno(), "image store %s: %s", s->dir, strerror(errno));
+    if ((r = img_unpack_layer(fd, dfd, o, st, e)) < 0)
+        return r;
+    if (expected_diff_id && strcmp(st->diff_id, expected_diff_id) != 0)
+        return lerr_set(e, -EBADMSG, "layer %s: diff_id mismatch (the content is %s)",
+                        expected_diff_id, st->diff_id);
+    _cleanup_close_ int layers_fd = open(layers, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (layers_fd < 0)
+        return lerr_set(e, neg_errno(), "image store %s: %s", s->dir, strerror(errno));
+    if (renameat(ingest_fd, name, layers_fd, img_digest_hex(st->diff_id)) < 0) {
+        r = neg_errno();
+        /* EEXIST/ENOTEMPTY: unpacked meanwhile by another pull; the caller removes ours. */
+        if (r != -EEXIST && r != -ENOTEMPTY)
+            return lerr_set(e, r, "layer %s: %s", st->diff_id, strerror(-r));
+    }
+    if (fsync(layers_fd) < 0)
+        return lerr_set(e, neg_errno(), "layer %s: fsync: %s", st->diff_id, strerror(errno));
+    return 0;
+}
+
 int img_store_unpack(struct img_store *s, int fd, const char *expected_diff_id,
                      const struct img_unpack_opts *o, struct img_unpack_stats *ret_stats,
                      struct lerr *e)
 {
-    char ingest[PATH_MAX], name[64], layers[PATH_MAX];
+    char ingest[PATH_MAX], name[64];
     uint32_t rnd;
     int r = lcrypto_random(&rnd, sizeof(rnd));
     if (r < 0)
         return r;
     snprintf(name, sizeof(name), "layer.%d.%08x", (int)getpid(), rnd);
-    if ((r = pathf(ingest, sizeof(ingest), "%s/ingest", s->dir)) < 0 ||
-        (r = pathf(layers, sizeof(layers), "%s/layers/sha256", s->dir)) < 0)
+    if ((r = pathf(ingest, sizeof(ingest), "%s/ingest", s->dir)) < 0)
         return r;
     _cleanup_close_ int ingest_fd = open(ingest, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (ingest_fd < 0 || mkdirat(ingest_fd, name, 0755) < 0)
         return lerr_set(e, neg_errno(), "image store %s: %s", s->dir, strerror(errno));
-    int dfd = openat(ingest_fd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-    if (dfd < 0) {
-        r = lerr_set(e, neg_errno(), "image store %s: %s", s->dir, strerror(errno));
-        goto fail;
-    }
     struct img_unpack_stats st;
-    r = img_unpack_layer(fd, dfd, o, &st, e);
-    close(dfd);
+    r = unpack_into(s, ingest_fd, name, fd, expected_diff_id, o, &st, e);
+    img_rm_rf_at(ingest_fd, name); /* gone after a rename; a partial layer otherwise */
     if (r < 0)
-        goto fail;
-    if (expected_diff_id && strcmp(st.diff_id, expected_diff_id) != 0) {
-        r = lerr_set(e, -EBADMSG, "layer %s: diff_id mismatch (the content is %s)",
-                     expected_diff_id, st.diff_id);
-        goto fail;
-    }
-    _cleanup_close_ int layers_fd = open(layers, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (layers_fd < 0) {
-        r = lerr_set(e, neg_errno(), "image store %s: %s", s->dir, strerror(errno));
-        goto fail;
-    }
-    if (renameat(ingest_fd, name, layers_fd, img_digest_hex(st.diff_id)) < 0) {
-        r = neg_errno();
-        if (r == -EEXIST || r == -ENOTEMPTY) { /* unpacked meanwhile by someone else */
-            img_rm_rf_at(ingest_fd, name);
-            r = 0;
-        } else {
-            r = lerr_set(e, r, "layer %s: %s", st.diff_id, strerror(-r));
-            goto fail;
-        }
-    }
-    if (fsync(layers_fd) < 0)
-        return lerr_set(e, neg_errno(), "layer %s: fsync: %s", st.diff_id, strerror(errno));
+        return r;
     if (ret_stats)
         *ret_stats = st;
     return 0;
-fail:
-    img_rm_rf_at(ingest_fd, name);
-    return r;
 }
 
 /* ---- the image index ------------------------------------------------------------------------ */
@@ -366,8 +367,9 @@ static int index_load(const struct img_store *s, json_t **ret, struct lerr *e)
         return lerr_set(e, r, "%s: %s", p, strerror(-r));
     _cleanup_json_ json_t *j = NULL;
     if ((r = ljson_parse(text, n, &j, e)) < 0)
-        return lerr_prefix(e, "%s", p);
-    if (ljson_int(j, "version", 0) != INDEX_VERSION || !json_is_object(json_object_get(j, "images")))
+        return img_prefix(r, e, "%s", p);
+    if (ljson_int(j, "version", 0) != INDEX_VERSION ||
+        !json_is_object(json_object_get(j, "images")))
         return lerr_set(e, -EINVAL, "%s: not an image index of version %d", p, INDEX_VERSION);
     *ret = TAKE_PTR(j);
     return 0;

@@ -35,8 +35,8 @@ static void test_ref_normalise(void **state)
         {"localhost:5000/a/b/c:tag-1.0_x", "localhost:5000", "a/b/c", "tag-1.0_x", "", NULL},
         {"127.0.0.1:5000/app:1", "127.0.0.1:5000", "app", "1", "", NULL},
         {"[::1]:5000/app", "[::1]:5000", "app", "latest", "", NULL},
-        {"myreg.azurecr.io/mod/temp:1.0-arm32v7", "myreg.azurecr.io", "mod/temp", "1.0-arm32v7",
-         "", NULL},
+        {"myreg.azurecr.io/mod/temp:1.0-arm32v7", "myreg.azurecr.io", "mod/temp", "1.0-arm32v7", "",
+         NULL},
         {"MyReg.AzureCR.io/mod", "MyReg.AzureCR.io", "mod", "latest", "",
          "MyReg.AzureCR.io/mod:latest"},
         {"mcr.microsoft.com/azureiotedge-agent:1.4", "mcr.microsoft.com", "azureiotedge-agent",
@@ -173,14 +173,15 @@ static void test_registry_match(void **state)
 static void test_creds_lookup(void **state)
 {
     json_error_t je;
-    json_t *creds = json_loads("{\"hub\": {\"address\": \"https://index.docker.io/v1/\", "
-                               "\"username\": \"u1\", \"password\": \"p1\"},"
-                               "\"acr\": {\"address\": \"myreg.azurecr.io\", \"username\": \"u2\", "
-                               "\"password\": \"p2\"},"
-                               "\"acr2\": {\"address\": \"https://myreg.azurecr.io\", "
-                               "\"username\": \"u3\", \"password\": \"p3\"},"
-                               "\"local\": {\"address\": \"localhost:5000\", \"username\": \"u4\"}}",
-                               0, &je);
+    json_t *creds =
+        json_loads("{\"hub\": {\"address\": \"https://index.docker.io/v1/\", "
+                   "\"username\": \"u1\", \"password\": \"p1\"},"
+                   "\"acr\": {\"address\": \"myreg.azurecr.io\", \"username\": \"u2\", "
+                   "\"password\": \"p2\"},"
+                   "\"acr2\": {\"address\": \"https://myreg.azurecr.io\", "
+                   "\"username\": \"u3\", \"password\": \"p3\"},"
+                   "\"local\": {\"address\": \"localhost:5000\", \"username\": \"u4\"}}",
+                   0, &je);
     assert_non_null(creds);
     struct img_cred c;
     struct lerr e = {0};
@@ -237,8 +238,8 @@ static void test_challenge(void **state)
     assert_string_equal(c.service, "a\"b");
     assert_string_equal(c.scope, "");
 
-    static const char *const bad[] = {"", "Bearer realm=\"x", "Bearer realm", "Bearer =x",
-                                      "Bearer realm=\"x\" junk", "Bearer realm=\"x\\"};
+    static const char *const bad[] = {"",          "Bearer realm=\"x",        "Bearer realm",
+                                      "Bearer =x", "Bearer realm=\"x\" junk", "Bearer realm=\"x\\"};
     for (size_t i = 0; i < ARRAY_SIZE(bad); i++)
         if (img_challenge_parse(bad[i], strlen(bad[i]), &c) != -EINVAL)
             fail_msg("accepted: %s", bad[i]);

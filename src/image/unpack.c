@@ -116,8 +116,8 @@ static int openat2_in_root(int root, const char *path, int flags)
 
 /* An entry's path as components: leading "/" and "./" dropped (as Docker does), "." skipped,
  * ".." refused. buf receives the components NUL-separated; returns the count (0 = the root). */
-static int split_path(struct unpacker *u, const char *path, char *buf, size_t size,
-                      char **comps, size_t max)
+static int split_path(struct unpacker *u, const char *path, char *buf, size_t size, char **comps,
+                      size_t max)
 {
     if (!path)
         return lerr_set(u->e, -EINVAL, "an entry without a path name");
@@ -186,8 +186,9 @@ static int open_dir(struct unpacker *u, char *const *comps, size_t n, bool creat
         if (next < 0) {
             bool is_link = next == -ENOTDIR && !u->use_openat2;
             if (next == -ENOENT)
-                return lerr_set(u->e, next, "entry %.300s: parent %.300s resolves to nothing "
-                                            "(a dangling symlink?)",
+                return lerr_set(u->e, next,
+                                "entry %.300s: parent %.300s resolves to nothing "
+                                "(a dangling symlink?)",
                                 u->entry, comps[i]);
             if (is_link)
                 return lerr_set(u->e, -ELOOP,
@@ -196,8 +197,8 @@ static int open_dir(struct unpacker *u, char *const *comps, size_t n, bool creat
                                 u->entry, comps[i]);
             if (next == -EXDEV)
                 return lerr_set(u->e, next, "entry %.300s: path crosses a mount point", u->entry);
-            return lerr_set(u->e, next, "entry %.300s: cannot open directory %.300s: %s",
-                            u->entry, comps[i], strerror(-next));
+            return lerr_set(u->e, next, "entry %.300s: cannot open directory %.300s: %s", u->entry,
+                            comps[i], strerror(-next));
         }
         cur = next;
     }
@@ -212,8 +213,9 @@ static int clear_name(struct unpacker *u, int dir, const char *name, bool new_is
     if (kept)
         *kept = false;
     if (fstatat(dir, name, &st, AT_SYMLINK_NOFOLLOW) < 0)
-        return errno == ENOENT ? 0 : lerr_set(u->e, neg_errno(), "entry %.300s: %s", u->entry,
-                                              strerror(errno));
+        return errno == ENOENT
+                   ? 0
+                   : lerr_set(u->e, neg_errno(), "entry %.300s: %s", u->entry, strerror(errno));
     if (new_is_dir && S_ISDIR(st.st_mode)) {
         if (kept)
             *kept = true;
@@ -333,8 +335,7 @@ static int write_file(struct unpacker *u, struct archive *a, struct archive_entr
     }
     /* Sparse files end in a hole the data blocks do not cover. */
     if (archive_entry_size_is_set(ae) && ftruncate(fd, (off_t)archive_entry_size(ae)) < 0)
-        return lerr_set(u->e, neg_errno(), "entry %.300s: truncate: %s", u->entry,
-                        strerror(errno));
+        return lerr_set(u->e, neg_errno(), "entry %.300s: truncate: %s", u->entry, strerror(errno));
     return apply_meta_fd(u, ae, fd);
 }
 
@@ -375,7 +376,7 @@ static int make_hardlink(struct unpacker *u, struct archive_entry *ae, int dir, 
     const char *saved = u->entry;
     int n = split_path(u, target, buf, sizeof(buf), comps, ARRAY_SIZE(comps));
     if (n < 0)
-        return lerr_prefix(u->e, "hard link %.300s", saved);
+        return img_prefix(n, u->e, "hard link %.300s", saved);
     if (n == 0)
         return lerr_set(u->e, -EPERM, "entry %.300s: hard link to the layer root", saved);
     _cleanup_close_ int tfd = -1;
@@ -387,7 +388,7 @@ static int make_hardlink(struct unpacker *u, struct archive_entry *ae, int dir, 
     } else {
         int pdir = open_dir(u, comps, (size_t)n - 1, false);
         if (pdir < 0)
-            return lerr_prefix(u->e, "hard link %.300s", saved);
+            return img_prefix(pdir, u->e, "hard link %.300s", saved);
         tfd = openat(pdir, comps[n - 1], O_PATH | O_NOFOLLOW | O_CLOEXEC);
         if (tfd < 0)
             tfd = neg_errno();
@@ -424,8 +425,8 @@ static int make_node(struct unpacker *u, struct archive_entry *ae, int dir, cons
     int r = clear_name(u, dir, name, false, NULL);
     if (r < 0)
         return r;
-    dev_t dev = type == S_IFIFO ? 0
-                                : makedev(archive_entry_rdevmajor(ae), archive_entry_rdevminor(ae));
+    dev_t dev =
+        type == S_IFIFO ? 0 : makedev(archive_entry_rdevmajor(ae), archive_entry_rdevminor(ae));
     if (mknodat(dir, name, type | 0600, dev) < 0) {
         if (errno == EPERM && type != S_IFIFO) {
             u->st.skipped_devices++;

@@ -12,7 +12,7 @@
 #include "image/digest.h"
 
 /* Documented bounds (docs/engine-oci.md "images"). */
-#define IMG_LAYER_MAX (8ull << 30)      /* uncompressed bytes of one layer */
+#define IMG_LAYER_MAX (8ull << 30)     /* uncompressed bytes of one layer */
 #define IMG_LAYER_ENTRIES_MAX 1000000u /* entries in one layer */
 
 struct img_unpack_opts {

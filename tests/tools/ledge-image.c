@@ -59,12 +59,12 @@ static int creds_from_manifest(const char *path, const char *ref, json_t **ret_d
         return lerr_set(e, r, "%s: %s", path, strerror(-r));
     json_t *doc;
     if ((r = ljson_parse(text, n, &doc, e)) < 0)
-        return lerr_prefix(e, "%s", path);
+        return (lerr_prefix(e, "%s", path), r);
     json_t *settings = json_object_get(
-        json_object_get(json_object_get(json_object_get(json_object_get(doc, "modulesContent"),
-                                                        "$edgeAgent"),
-                                        "properties.desired"),
-                        "runtime"),
+        json_object_get(
+            json_object_get(json_object_get(json_object_get(doc, "modulesContent"), "$edgeAgent"),
+                            "properties.desired"),
+            "runtime"),
         "settings");
     struct img_ref ir;
     if ((r = img_ref_parse(ref, &ir, e)) < 0) {
@@ -74,9 +74,9 @@ static int creds_from_manifest(const char *path, const char *ref, json_t **ret_d
     r = img_creds_lookup(json_object_get(settings, "registryCredentials"), ir.registry, ret, e);
     if (r < 0) {
         json_decref(doc);
-        return r == -ENOENT ? lerr_set(e, r, "%s: no registryCredentials entry for %s", path,
-                                       ir.registry)
-                            : r;
+        return r == -ENOENT
+                   ? lerr_set(e, r, "%s: no registryCredentials entry for %s", path, ir.registry)
+                   : r;
     }
     *ret_doc = doc;
     return 0;
@@ -85,10 +85,14 @@ static int creds_from_manifest(const char *path, const char *ref, json_t **ret_d
 int main(int argc, char **argv)
 {
     static const struct option longopts[] = {
-        {"ca", required_argument, NULL, 'c'},       {"user", required_argument, NULL, 'u'},
-        {"password", required_argument, NULL, 'p'}, {"creds", required_argument, NULL, 'C'},
-        {"platform", required_argument, NULL, 'P'}, {"name", required_argument, NULL, 'n'},
-        {"insecure", required_argument, NULL, 'i'}, {"no-openat2", no_argument, NULL, 'N'},
+        {"ca", required_argument, NULL, 'c'},
+        {"user", required_argument, NULL, 'u'},
+        {"password", required_argument, NULL, 'p'},
+        {"creds", required_argument, NULL, 'C'},
+        {"platform", required_argument, NULL, 'P'},
+        {"name", required_argument, NULL, 'n'},
+        {"insecure", required_argument, NULL, 'i'},
+        {"no-openat2", no_argument, NULL, 'N'},
         {NULL, 0, NULL, 0},
     };
     struct img_pull_opts po = {.progress = progress};
