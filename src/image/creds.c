@@ -23,14 +23,15 @@ int img_registry_key(const char *address, char *dst, size_t size)
         p += 8;
     else if (lstr_startswith_ci(p, "http://"))
         p += 7;
-    size_t n = strcspn(p, "/ \t");
-    /* A trailing dot of a fully qualified name is the same host. */
-    while (n && p[n - 1] == '.')
-        n--;
-    if (n == 0)
-        return -EINVAL;
-    if (n >= 4 && memcmp(p + n - 4, ":443", 4) == 0)
-        n -= 4;
+    size_t n = strcspn(p, "/ \t"), before;
+    /* A trailing dot of a fully qualified name is the same host; :443 is https's own port. */
+    do {
+        before = n;
+        while (n && p[n - 1] == '.')
+            n--;
+        if (n >= 4 && memcmp(p + n - 4, ":443", 4) == 0)
+            n -= 4;
+    } while (n != before);
     if (n == 0 || n >= size)
         return n ? -ENAMETOOLONG : -EINVAL;
     memcpy(dst, p, n);

@@ -24,6 +24,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 static char base[256], outside[PATH_MAX];
 static int base_fd = -1;
 
+static void remove_base(void)
+{
+    img_rm_rf_at(AT_FDCWD, base);
+}
+
 static void setup(void)
 {
     if (base_fd >= 0)
@@ -42,6 +47,7 @@ static void setup(void)
     base_fd = open(base, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (base_fd < 0)
         abort();
+    atexit(remove_base);
 }
 
 /* Nothing but base/{outside/sentinel ("x"), layer}. */
