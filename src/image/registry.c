@@ -45,6 +45,7 @@ struct session {
     const char *scheme; /* "https" or "http" */
     char *authz;        /* "Authorization: …" (a secret), or NULL */
     char errbuf[CURL_ERROR_SIZE];
+    CURLcode last; /* of the last request */
     struct lerr *e;
 };
 
@@ -166,7 +167,7 @@ static int request(struct session *s, const char *url, const char *accept, const
     curl_easy_setopt(c, CURLOPT_HEADERDATA, r);
     curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, write_cb);
     curl_easy_setopt(c, CURLOPT_WRITEDATA, r);
-    CURLcode cc = curl_easy_perform(c);
+    CURLcode cc = s->last = curl_easy_perform(c);
     /* The header list must outlive the transfer only. */
     curl_easy_setopt(c, CURLOPT_HTTPHEADER, NULL);
     curl_slist_free_all(h);
@@ -333,14 +334,19 @@ static int ping(struct session *s)
     struct response r = {0};
     s->scheme = "https";
     int q = request_authed(s, "/v2/", "application/json", IMG_ERROR_BODY_MAX, &r);
-    if (q < 0 && q != -EACCES && plain_http_allowed(s)) {
+    /* Only a TLS handshake that got no TLS answer falls back: a certificate that does not
+     * verify is an error, not a reason to go plain. */
+    if (q < 0 && s->last == CURLE_SSL_CONNECT_ERROR && plain_http_allowed(s)) {
         struct lerr first = *s->e;
         s->scheme = "http";
         set_authz(s, NULL);
-        q = request_authed(s, "/v2/", "application/json", IMG_ERROR_BODY_MAX, &r);
-        if (q < 0 && q != -EACCES) {
-            lerr_set(s->e, q, "%s; over plain HTTP: %s", lerr_str(&first), lerr_str(s->e));
-        }
+        int q2 = request_authed(s, "/v2/", "application/json", IMG_ERROR_BODY_MAX, &r);
+        if (q2 < 0 && q2 != -EACCES)
+            lerr_set(s->e, q2, "%s; over plain HTTP: %s", lerr_str(&first), lerr_str(s->e));
+        else if (q2 == 0 && r.status != 200 && r.status != 401)
+            *s->e = first; /* not a registry over plain HTTP either: say what HTTPS said */
+        else
+            q = q2;
     }
     lbuf_free(&r.body);
     if (q < 0)

@@ -78,7 +78,7 @@ expect_fail "pulling $TLS/team/testmod:v1 from $TLS" "authentication" -- \
   pull "$STORE" --ca "$REG_CA" "$TLS/team/testmod:v1"
 expect_fail "pulling $TLS/team/testmod:v1 from $TLS" "wrong username or password" -- \
   pull "$STORE" --ca "$REG_CA" --user "$REG_USER" --password wrong "$TLS/team/testmod:v1"
-expect_fail "pulling $TLS/team/testmod:v1 from $TLS" "registry unreachable" -- \
+expect_fail "pulling $TLS/team/testmod:v1 from $TLS" "registry unreachable" "certificate" -- \
   pull "$STORE" --user "$REG_USER" --password "$REG_PASSWORD" "$TLS/team/testmod:v1"
 
 log "HTTPS with the credentials a deployment's registryCredentials gives (address with scheme)"
@@ -205,21 +205,32 @@ make_image plain mal traversal amd64 "$T/mal1.tar.gz" >/dev/null
 expect_fail "pulling $PLAIN/mal:traversal" "\"..\" in a layer path is refused" -- \
   pull "$STORE" --platform linux/amd64 "$PLAIN/mal:traversal"
 [ -e "/tmp/$escape" ] && { rm -f "/tmp/$escape"; fail "a layer wrote /tmp/$escape"; }
-# A symlink to the real directory outside, then a file written through it, then an absolute
-# path, then a hard link to a file outside.
+# A symlink to the real directory outside, then a file written through it: the symlink resolves
+# inside the layer, where that directory does not exist.
 ln -s "$T/outside" "$T/m2a/link"
 tar -C "$T/m2a" -cf "$T/mal2.tar" link
-echo pwned > "$T/m2b/link/secret"; echo abs > "$T/m2b/abs-$escape"
+echo pwned > "$T/m2b/link/secret"
 tar -C "$T/m2b" -rf "$T/mal2.tar" link/secret
-tar -C "$T/m2b" -P --transform "s,^abs,/abs," -rf "$T/mal2.tar" "abs-$escape"
 gzip -nf "$T/mal2.tar"
 make_image plain mal symlink amd64 "$T/mal2.tar.gz" >/dev/null
-limg pull "$STORE" --platform linux/amd64 "$PLAIN/mal:symlink" > "$T/mal2.json" || fail "pull mal:symlink: $(cat "$T/err")"
-assert_eq "$(cat "$T/outside/secret")" secret "the file outside"
-[ -e "/abs-$escape" ] && { rm -f "/abs-$escape"; fail "a layer wrote /abs-$escape"; }
-M2=$("$TOOL" layer-path "$STORE" "$(jq -r '.layers[0]' "$T/mal2.json")")
-assert_eq "$(cat "$M2$T/outside/secret")" pwned "the write through the symlink, inside the layer"
-assert_eq "$(cat "$M2/abs-$escape")" abs "the absolute path, inside the layer"
+expect_fail "pulling $PLAIN/mal:symlink" "entry link/secret: parent link resolves to nothing" -- \
+  pull "$STORE" --platform linux/amd64 "$PLAIN/mal:symlink"
+# A relative symlink climbing out, a file through it, and an absolute name: all land inside.
+mkdir -p "$T/m4a" "$T/m4b/up"
+ln -s ../../../../../../../.. "$T/m4a/up"
+tar -C "$T/m4a" -cf "$T/mal4.tar" up
+echo pwned > "$T/m4b/up/$escape"; echo abs > "$T/m4b/abs-$escape"
+tar -C "$T/m4b" -rf "$T/mal4.tar" "up/$escape"
+tar -C "$T/m4b" -P --transform "s,^abs,/abs," -rf "$T/mal4.tar" "abs-$escape"
+gzip -nf "$T/mal4.tar"
+make_image plain mal climb amd64 "$T/mal4.tar.gz" >/dev/null
+limg pull "$STORE" --platform linux/amd64 "$PLAIN/mal:climb" > "$T/mal4.json" || fail "pull mal:climb: $(cat "$T/err")"
+for p in "/$escape" "/abs-$escape" "/tmp/$escape"; do
+  [ -e "$p" ] && { rm -f "$p"; fail "a layer wrote $p"; }
+done
+M2=$("$TOOL" layer-path "$STORE" "$(jq -r '.layers[0]' "$T/mal4.json")")
+assert_eq "$(cat "$M2/$escape")" pwned "the write through the climbing symlink, inside the layer"
+assert_eq "$(cat "$M2/abs-$escape")" abs "the absolute name, inside the layer"
 echo x > "$T/m3/a"
 ln "$T/m3/a" "$T/m3/b"
 # b becomes a hard link to the absolute path of the file outside.
@@ -259,8 +270,8 @@ tar -C "$T/oci" -czf "$T/oci-bad.tar.gz" .
 expect_fail "loading $T/oci-bad.tar.gz" "digest mismatch" -- load "$STORE" "$T/oci-bad.tar.gz"
 
 log "garbage collection: only what no image names goes"
-"$TOOL" list "$STORE" | jq -e '.images | length == 6' >/dev/null || fail "images: $("$TOOL" list "$STORE")"
-for n in "$PLAIN/layered:amd64" "$PLAIN/layered:multi" example.com/oci/layered:1 "$PLAIN/mal:symlink"; do
+"$TOOL" list "$STORE" | jq -e '.images | length == 7' >/dev/null || fail "images: $("$TOOL" list "$STORE")"
+for n in "$PLAIN/layered:amd64" "$PLAIN/layered:multi" example.com/oci/layered:1 "$PLAIN/mal:climb"; do
   "$TOOL" rm "$STORE" "$n" || fail "rm $n"
 done
 "$TOOL" gc "$STORE" > "$T/gc" || fail "gc: $(cat "$T/err")"
