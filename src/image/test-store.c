@@ -144,7 +144,8 @@ static char *path_in(const char *dir, const char *rel)
     static char p[2][PATH_MAX * 2];
     static int i;
     i ^= 1;
-    snprintf(p[i], sizeof(p[i]), "%s/%s/%s", tmp, dir, rel);
+    int n = snprintf(p[i], sizeof(p[i]), "%s/%s/%s", tmp, dir, rel);
+    assert_true(n > 0 && (size_t)n < sizeof(p[i]));
     return p[i];
 }
 

@@ -181,6 +181,19 @@ expect_fail "pulling $PLAIN/layered:multi from $PLAIN" "no manifest for platform
 expect_fail "pulling $PLAIN/layered:arm64v8" "the image is for linux/arm64" -- \
   pull "$STORE" --platform linux/amd64 "$PLAIN/layered:arm64v8"
 
+log "the distribution token flow (Bearer): a token from the realm, scoped to the repository"
+start_registry token
+TOKEN=$REG_TOKEN_ADDR
+m_tok=$(make_image token "$REG_TOKEN_REPO" v1 amd64 "$T/l1.tar.gz")
+limg pull "$STORE" --platform linux/amd64 "$TOKEN/$REG_TOKEN_REPO:v1" > "$T/tok.json" ||
+  fail "pull with a token: $(cat "$T/err")"
+assert_eq "$(jq -r .manifest "$T/tok.json")" "$m_tok" "token registry manifest"
+curl -s -o /dev/null -w '%{http_code}' "http://$TOKEN/v2/$REG_TOKEN_REPO/manifests/v1" | grep -q 401 ||
+  fail "the token registry answers without a token"
+# The token grants tokrepo only: another repository's 401 survives the token.
+expect_fail "pulling $TOKEN/other:v1 from $TOKEN" "authentication failed" -- \
+  pull "$STORE" --platform linux/amd64 "$TOKEN/other:v1"
+
 log "a tampered blob in the registry: digest mismatch, nothing stored"
 mkdir -p "$T/l4"; head -c 4096 /dev/urandom > "$T/l4/random"; tar_layer "$T/l4" "$T/l4.tar.gz"
 make_image plain tampered v1 amd64 "$T/l4.tar.gz" >/dev/null
@@ -270,8 +283,9 @@ tar -C "$T/oci" -czf "$T/oci-bad.tar.gz" .
 expect_fail "loading $T/oci-bad.tar.gz" "digest mismatch" -- load "$STORE" "$T/oci-bad.tar.gz"
 
 log "garbage collection: only what no image names goes"
-"$TOOL" list "$STORE" | jq -e '.images | length == 7' >/dev/null || fail "images: $("$TOOL" list "$STORE")"
-for n in "$PLAIN/layered:amd64" "$PLAIN/layered:multi" example.com/oci/layered:1 "$PLAIN/mal:climb"; do
+"$TOOL" list "$STORE" | jq -e '.images | length == 8' >/dev/null || fail "images: $("$TOOL" list "$STORE")"
+for n in "$PLAIN/layered:amd64" "$PLAIN/layered:multi" example.com/oci/layered:1 "$PLAIN/mal:climb" \
+    "$TOKEN/$REG_TOKEN_REPO:v1"; do
   "$TOOL" rm "$STORE" "$n" || fail "rm $n"
 done
 "$TOOL" gc "$STORE" > "$T/gc" || fail "gc: $(cat "$T/err")"

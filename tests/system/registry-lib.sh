@@ -6,6 +6,10 @@
 #   start_registry tls      HTTPS with a CA made here and htpasswd (bcrypt) basic auth; the CA
 #                           goes to /etc/docker/certs.d/HOST:PORT/ca.crt for dockerd (read per
 #                           connection, no restart) and is removed again on exit.
+#   start_registry token    plain HTTP with the distribution token flow (auth.token): the realm
+#                           is a static token server (python3 -m http.server) handing out one
+#                           RS256 JWT made here with openssl (x5c: a self-signed certificate the
+#                           registry trusts), granting pull and push on REG_TOKEN_REPO only.
 # Each start sets REG_<KIND>_ADDR (127.0.0.1:PORT), and for tls REG_CA (the CA file),
 # REG_USER / REG_PASSWORD. push_image SRC KIND NAME pushes a local docker image with the docker
 # CLI (logins go to a private DOCKER_CONFIG, never ~/.docker). registry_put_blob/manifest push
@@ -45,9 +49,52 @@ registry_make_ca() {
   REG_CA="$REG_DIR/ca.crt"
 }
 
-start_registry() { # start_registry plain|tls
+b64url() { openssl base64 -A | tr '+/' '-_' | tr -d '='; }
+
+# The token server: a directory with a "token" file served over HTTP on a free port.
+REG_TOKEN_REPO=tokrepo
+registry_token_server() {
+  local dir="$REG_DIR/token-server" port attempt
+  mkdir -p "$dir"
+  openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj "/CN=ledge test token issuer" \
+    -keyout "$REG_DIR/token.key" -out "$REG_DIR/token.crt" 2>/dev/null
+  local now x5c header claims signing
+  now=$(date +%s)
+  x5c=$(openssl x509 -in "$REG_DIR/token.crt" -outform DER | openssl base64 -A)
+  header=$(printf '{"alg":"RS256","typ":"JWT","x5c":["%s"]}' "$x5c" | b64url)
+  claims=$(printf '{"iss":"ledge-test-issuer","sub":"ledge","aud":"ledge-test-registry","exp":%d,"nbf":%d,"iat":%d,"jti":"%s","access":[{"type":"repository","name":"%s","actions":["pull","push"]}]}' \
+    $((now + 3600)) $((now - 60)) $((now - 60)) "$RANDOM$RANDOM" "$REG_TOKEN_REPO" | b64url)
+  signing="$header.$claims"
+  REG_TOKEN="$signing.$(printf '%s' "$signing" | openssl dgst -sha256 -sign "$REG_DIR/token.key" -binary | b64url)"
+  printf '{"token": "%s", "expires_in": 3600}' "$REG_TOKEN" > "$dir/token"
+  for attempt in 1 2 3 4 5; do
+    port=$(registry_free_port)
+    python3 -m http.server "$port" --bind 127.0.0.1 --directory "$dir" >"$dir.log" 2>&1 &
+    local pid=$! end=$(( $(date +%s) + 10 ))
+    while [ "$(date +%s)" -lt "$end" ] && kill -0 "$pid" 2>/dev/null; do
+      if curl -sf "http://127.0.0.1:$port/token" >/dev/null 2>&1; then
+        REG_PIDS+=("$pid"); REG_TOKEN_REALM="http://127.0.0.1:$port/token"; return 0
+      fi
+      sleep 0.1
+    done
+    kill "$pid" 2>/dev/null; wait "$pid" 2>/dev/null || true
+  done
+  fail "the token server did not start: $(cat "$dir.log")"
+}
+
+start_registry() { # start_registry plain|tls|token
   local kind="$1" dir="$REG_DIR/$1" port tls="" auth="" scheme=http attempt
   mkdir -p "$dir/data"
+  if [ "$kind" = token ]; then
+    need "command -v python3" "python3 missing (the token server)"
+    registry_token_server
+    auth="auth:
+  token:
+    realm: $REG_TOKEN_REALM
+    service: ledge-test-registry
+    issuer: ledge-test-issuer
+    rootcertbundle: $REG_DIR/token.crt"
+  fi
   if [ "$kind" = tls ]; then
     registry_make_ca
     htpasswd -Bbc "$dir/htpasswd" "$REG_USER" "$REG_PASSWORD" 2>/dev/null
@@ -96,6 +143,8 @@ YAML
         local certs="/etc/docker/certs.d/$REG_TLS_ADDR"
         mkdir -p "$certs" && cp "$REG_DIR/ca.crt" "$certs/ca.crt"
         REG_CERTS_DIRS+=("$certs")
+      elif [ "$kind" = token ]; then
+        REG_TOKEN_ADDR="127.0.0.1:$port"
       else
         REG_PLAIN_ADDR="127.0.0.1:$port"
       fi
@@ -108,7 +157,9 @@ YAML
   fail "docker-registry ($kind): no free port after 5 tries"
 }
 
-registry_addr() { if [ "$1" = tls ]; then echo "$REG_TLS_ADDR"; else echo "$REG_PLAIN_ADDR"; fi; }
+registry_addr() {
+  case "$1" in tls) echo "$REG_TLS_ADDR" ;; token) echo "$REG_TOKEN_ADDR" ;; *) echo "$REG_PLAIN_ADDR" ;; esac
+}
 
 # push_image SRC KIND NAME: tag a local image as ADDR/NAME and push it with the docker CLI.
 push_image() {
@@ -130,6 +181,8 @@ reg_curl() {
   addr=$(registry_addr "$kind")
   if [ "$kind" = tls ]; then
     curl -sS --cacert "$REG_CA" -u "$REG_USER:$REG_PASSWORD" "https://$addr$path" "$@"
+  elif [ "$kind" = token ]; then
+    curl -sS -H "Authorization: Bearer $REG_TOKEN" "http://$addr$path" "$@"
   else
     curl -sS "http://$addr$path" "$@"
   fi
