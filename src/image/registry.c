@@ -317,10 +317,12 @@ static int request_authed(struct session *s, const char *path, const char *accep
         if (attempt == 1 || !r->www_auth[0]) {
             char msg[256];
             registry_error(r, msg, sizeof(msg));
-            return lerr_set(s->e, -EACCES, "authentication failed%s (%ld%s%s)",
-                            have_creds(s) ? ": wrong username or password?"
-                                          : ": the registry needs credentials",
-                            r->status, msg[0] ? " " : "", msg);
+            const char *why = have_creds(s) ? ": wrong username or password, or no access to the "
+                                              "repository?"
+                              : s->authz ? ": the registry's token does not grant this repository"
+                                         : ": the registry needs credentials";
+            return lerr_set(s->e, -EACCES, "authentication failed%s (%ld%s%s)", why, r->status,
+                            msg[0] ? " " : "", msg);
         }
         /* Nothing reached a sink: only a 200 body is streamed. */
         if ((q = authenticate(s, r)) < 0)

@@ -191,7 +191,7 @@ assert_eq "$(jq -r .manifest "$T/tok.json")" "$m_tok" "token registry manifest"
 curl -s -o /dev/null -w '%{http_code}' "http://$TOKEN/v2/$REG_TOKEN_REPO/manifests/v1" | grep -q 401 ||
   fail "the token registry answers without a token"
 # The token grants tokrepo only: another repository's 401 survives the token.
-expect_fail "pulling $TOKEN/other:v1 from $TOKEN" "authentication failed" -- \
+expect_fail "pulling $TOKEN/other:v1 from $TOKEN" "token does not grant this repository" -- \
   pull "$STORE" --platform linux/amd64 "$TOKEN/other:v1"
 
 log "a tampered blob in the registry: digest mismatch, nothing stored"

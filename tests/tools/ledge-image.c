@@ -27,11 +27,15 @@ static int die(const struct lerr *e)
     return 1;
 }
 
+/* One line per blob, when it is complete (libcurl reports the end more than once). */
 static void progress(void *ud, const char *what, uint64_t done, uint64_t total)
 {
+    static char last[80];
     (void)ud;
-    if (done == total)
-        fprintf(stderr, "ledge-image: %s: %llu bytes\n", what, (unsigned long long)total);
+    if (done != total || strcmp(last, what) == 0)
+        return;
+    snprintf(last, sizeof(last), "%s", what);
+    fprintf(stderr, "ledge-image: %s: %llu bytes\n", what, (unsigned long long)total);
 }
 
 static void print_image(const struct img_image *im)
