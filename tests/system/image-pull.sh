@@ -246,12 +246,12 @@ assert_eq "$(cat "$M2/$escape")" pwned "the write through the climbing symlink, 
 assert_eq "$(cat "$M2/abs-$escape")" abs "the absolute name, inside the layer"
 echo x > "$T/m3/a"
 ln "$T/m3/a" "$T/m3/b"
-# b becomes a hard link to the absolute path of the file outside.
-tar -C "$T/m3" -P --transform "s,^a\$,$T/outside/secret,RSh" -cf "$T/mal3.tar" a b
-tar -tvf "$T/mal3.tar" | grep -q "b link to $T/outside/secret" || fail "mal3.tar: $(tar -tvf "$T/mal3.tar")"
+# b becomes a hard link to the path of the file outside (GNU tar drops the leading "/").
+tar -C "$T/m3" -P --transform "s,^a\$,$T/outside/secret,RSh" -cf "$T/mal3.tar" a b 2>/dev/null
+tar -tvf "$T/mal3.tar" | grep -q "b link to /\?${T#/}/outside/secret" || fail "mal3.tar: $(tar -tvf "$T/mal3.tar")"
 gzip -nf "$T/mal3.tar"
 make_image plain mal hardlink amd64 "$T/mal3.tar.gz" >/dev/null
-expect_fail "pulling $PLAIN/mal:hardlink" "entry b: hard link target $T/outside/secret is not in the layer" -- \
+expect_fail "pulling $PLAIN/mal:hardlink" "entry b: hard link target" "outside/secret is not in the layer" -- \
   pull "$STORE" --platform linux/amd64 "$PLAIN/mal:hardlink"
 assert_eq "$(stat -c %h "$T/outside/secret")" 1 "links to the file outside"
 assert_eq "$(ls "$T/outside")" secret "the directory outside"

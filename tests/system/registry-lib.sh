@@ -218,12 +218,12 @@ registry_blob_file() { # registry_blob_file KIND DIGEST
 
 stop_registries() {
   local pid d
-  for pid in "${REG_PIDS[@]}"; do kill "$pid" 2>/dev/null; wait "$pid" 2>/dev/null; done
+  for pid in "${REG_PIDS[@]}"; do kill "$pid" 2>/dev/null; wait "$pid" 2>/dev/null || true; done
   REG_PIDS=()
   for d in "${REG_CERTS_DIRS[@]}"; do rm -rf "$d"; done
   REG_CERTS_DIRS=()
 }
 
 # Chain onto lib.sh's cleanup: the registries go first, whatever happened.
-registry_cleanup() { local rc=$?; stop_registries; (exit $rc); cleanup; }
+registry_cleanup() { local rc=$?; set +e; stop_registries; (exit $rc); cleanup; }
 trap registry_cleanup EXIT
