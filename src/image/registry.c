@@ -33,8 +33,6 @@ struct response {
     struct img_ingest *sink; /* a 200 body streams here when set */
     struct lerr sink_err;
     int sink_r;
-    const char *what; /* for progress */
-    uint64_t total;
 };
 
 struct session {
@@ -412,7 +410,7 @@ static int get_blob(struct session *s, const struct img_desc *d, struct img_inge
 {
     char path[PATH_MAX];
     snprintf(path, sizeof(path), "/v2/%s/blobs/%s", s->ref.repo, d->digest);
-    struct response r = {.sink = ig, .what = d->digest, .total = d->size};
+    struct response r = {.sink = ig};
     curl_easy_setopt(s->curl, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)d->size + 1);
     int q = request_authed(s, path, NULL, ig ? IMG_ERROR_BODY_MAX : max, &r);
     curl_easy_setopt(s->curl, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)0);

@@ -182,19 +182,24 @@ static int open_dir(struct unpacker *u, char *const *comps, size_t n, bool creat
                 break;
             }
         }
+        struct stat st;
+        bool is_link = next == -ENOTDIR && fstatat(cur, comps[i], &st, AT_SYMLINK_NOFOLLOW) == 0 &&
+                       S_ISLNK(st.st_mode);
         close(cur);
         if (next < 0) {
-            bool is_link = next == -ENOTDIR && !u->use_openat2;
             if (next == -ENOENT)
                 return lerr_set(u->e, next,
                                 "entry %.300s: parent %.300s resolves to nothing "
                                 "(a dangling symlink?)",
                                 u->entry, comps[i]);
-            if (is_link)
+            if (is_link && !u->use_openat2)
                 return lerr_set(u->e, -ELOOP,
-                                "entry %.300s: %.300s is not a directory (symlinks in layer "
-                                "paths are not followed without openat2)",
+                                "entry %.300s: %.300s is a symlink (symlinks in layer paths are "
+                                "not followed without openat2)",
                                 u->entry, comps[i]);
+            if (next == -ENOTDIR)
+                return lerr_set(u->e, next, "entry %.300s: %.300s is not a directory", u->entry,
+                                comps[i]);
             if (next == -EXDEV)
                 return lerr_set(u->e, next, "entry %.300s: path crosses a mount point", u->entry);
             return lerr_set(u->e, next, "entry %.300s: cannot open directory %.300s: %s", u->entry,
