@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # The oci engine's image half against a real registry (Debian's docker-registry, started here):
-# pulls over plain HTTP and over HTTPS with htpasswd auth (credentials from a deployment's
-# registryCredentials), digests as the registry states them, layers unpacked with whiteouts and
-# checked through a real overlayfs mount, manifest lists by platform, `docker save` and OCI
-# layout archives, garbage collection; and the failures, each naming image and registry: no or
-# a wrong password, an unknown tag, a tampered blob, an unknown platform, a malicious layer
-# (traversal, a symlink out, a hard link out) that must write nothing outside its directory.
+# pulls over plain HTTP, over HTTPS with htpasswd auth (credentials from a deployment's
+# registryCredentials) and through the token flow, digests as the registry states them, layers
+# unpacked with whiteouts and checked through a real overlayfs mount, manifest lists by platform,
+# a pull killed with -9 mid-unpack, `docker save` and OCI layout archives, garbage collection;
+# and the failures, each naming image and registry: no or a wrong password, a token for another
+# repository, an unknown tag, a tampered blob, an unknown platform, malicious layers (traversal,
+# symlinks and hard links out) that must write nothing outside their directory.
 source "$(dirname "$0")/lib.sh"
 source "$(dirname "$0")/registry-lib.sh"
 need_docker
@@ -260,6 +261,30 @@ log "the same layers with the fallback resolver (no openat2)"
   fail "fallback: a symlinked parent was followed: $(cat "$T/fb.out")"
 grep -q "symlinks in layer paths are not followed without openat2" "$T/fb.out" || fail "fallback message: $(cat "$T/fb.out")"
 assert_eq "$(cat "$T/outside/secret")" secret "the file outside (fallback)"
+
+log "kill -9 in the middle of a pull: nothing half-made is named or visible, the next pull completes"
+mkdir -p "$T/big"
+for i in $(seq 1 40); do mkdir -p "$T/big/d$i"; for j in $(seq 1 500); do : > "$T/big/d$i/f$j"; done; done
+tar_layer "$T/big" "$T/big.tar.gz"
+make_image plain big v1 amd64 "$T/l1.tar.gz" "$T/big.tar.gz" >/dev/null
+"$TOOL" pull "$STORE" --platform linux/amd64 "$PLAIN/big:v1" >/dev/null 2>&1 &
+pull_pid=$!
+killed=0
+end=$(( $(date +%s) + 60 ))
+while [ "$(date +%s)" -lt "$end" ] && kill -0 "$pull_pid" 2>/dev/null; do
+  # The big layer's unpack directory (20,000 entries) is there for a while.
+  if compgen -G "$STORE/ingest/layer.*/d1" >/dev/null; then kill -9 "$pull_pid"; killed=1; break; fi
+  sleep 0.02
+done
+wait "$pull_pid" 2>/dev/null || true
+[ $killed = 1 ] || fail "the pull ended before it could be killed mid-unpack"
+"$TOOL" inspect "$STORE" "$PLAIN/big:v1" >/dev/null 2>&1 && fail "a killed pull named its image"
+big_diff=$(diffid "$T/big.tar.gz")
+[ -e "$("$TOOL" layer-path "$STORE" "$big_diff")" ] && fail "a half-unpacked layer is visible under its diff_id"
+[ -n "$(ls -A "$STORE/ingest")" ] || fail "the killed pull left nothing in ingest/ (was it killed mid-unpack?)"
+limg pull "$STORE" --platform linux/amd64 "$PLAIN/big:v1" > "$T/big.json" || fail "pull after kill -9: $(cat "$T/err")"
+[ "$(find "$("$TOOL" layer-path "$STORE" "$big_diff")" -type f | wc -l)" = 20000 ] || fail "the big layer is incomplete"
+"$TOOL" rm "$STORE" "$PLAIN/big:v1"
 
 log "docker save archive and OCI layout archive: load with no registry"
 limg load "$STORE" "$T/testmod-save.tar" > "$T/loaded" || fail "load docker save: $(cat "$T/err")"
