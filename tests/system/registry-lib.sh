@@ -10,7 +10,10 @@
 #                           is a static token server (python3 -m http.server) handing out one
 #                           RS256 JWT made here with openssl (x5c: a self-signed certificate the
 #                           registry trusts), granting pull and push on REG_TOKEN_REPO only.
-# Each start sets REG_<KIND>_ADDR (127.0.0.1:PORT), and for tls REG_CA (the CA file),
+# REG_TLS_HOST (default 127.0.0.1) puts the tls registry on another local address: dockerd treats
+# 127.0.0.0/8 as insecure and then skips certificate checks, so a test that wants dockerd to
+# verify the CA uses the host's own address (REG_TLS_HOST=$(hostname -I | cut -d' ' -f1)).
+# Each start sets REG_<KIND>_ADDR (HOST:PORT), and for tls REG_CA (the CA file),
 # REG_USER / REG_PASSWORD. push_image SRC KIND NAME pushes a local docker image with the docker
 # CLI (logins go to a private DOCKER_CONFIG, never ~/.docker). registry_put_blob/manifest push
 # hand-made images through the registry API with curl. Everything stops on exit (trap).
@@ -28,11 +31,11 @@ export DOCKER_CONFIG="$T/docker-config"
 mkdir -p "$REG_DIR" "$DOCKER_CONFIG"
 
 # A port nothing listens on now; start_registry retries when the registry loses the race.
-registry_free_port() {
+registry_free_port() { # registry_free_port [HOST]
   local p
   while :; do
     p=$(( 20000 + RANDOM % 40000 ))
-    (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null || { echo "$p"; return 0; }
+    (exec 3<>"/dev/tcp/${1:-127.0.0.1}/$p") 2>/dev/null || { echo "$p"; return 0; }
   done
 }
 
@@ -43,7 +46,9 @@ registry_make_ca() {
     -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign" 2>/dev/null
   openssl req -newkey rsa:2048 -nodes -subj "/CN=127.0.0.1" \
     -keyout "$REG_DIR/server.key" -out "$REG_DIR/server.csr" 2>/dev/null
-  printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n' > "$REG_DIR/ext"
+  local alt="IP:127.0.0.1,DNS:localhost"
+  [ "${REG_TLS_HOST:-127.0.0.1}" = 127.0.0.1 ] || alt+=",IP:$REG_TLS_HOST"
+  printf 'subjectAltName=%s\nextendedKeyUsage=serverAuth\n' "$alt" > "$REG_DIR/ext"
   openssl x509 -req -in "$REG_DIR/server.csr" -CA "$REG_DIR/ca.crt" -CAkey "$REG_DIR/ca.key" \
     -CAcreateserial -days 2 -extfile "$REG_DIR/ext" -out "$REG_DIR/server.crt" 2>/dev/null
   REG_CA="$REG_DIR/ca.crt"
@@ -83,7 +88,8 @@ registry_token_server() {
 }
 
 start_registry() { # start_registry plain|tls|token
-  local kind="$1" dir="$REG_DIR/$1" port tls="" auth="" scheme=http attempt
+  local kind="$1" dir="$REG_DIR/$1" port tls="" auth="" scheme=http attempt host=127.0.0.1
+  [ "$kind" = tls ] && host="${REG_TLS_HOST:-127.0.0.1}"
   mkdir -p "$dir/data"
   if [ "$kind" = token ]; then
     need "command -v python3" "python3 missing (the token server)"
@@ -108,7 +114,7 @@ start_registry() { # start_registry plain|tls|token
     scheme=https
   fi
   for attempt in 1 2 3 4 5; do
-    port=$(registry_free_port)
+    port=$(registry_free_port "$host")
     cat > "$dir/config.yml" <<YAML
 version: 0.1
 log:
@@ -121,7 +127,7 @@ storage:
   delete:
     enabled: true
 http:
-  addr: 127.0.0.1:$port
+  addr: $host:$port
 $tls
 $auth
 YAML
@@ -132,14 +138,14 @@ YAML
       kill -0 "$pid" 2>/dev/null || break
       local code
       code=$(curl -s -o /dev/null -w '%{http_code}' --cacert "$REG_DIR/ca.crt" \
-        "$scheme://127.0.0.1:$port/v2/" 2>/dev/null || true)
+        "$scheme://$host:$port/v2/" 2>/dev/null || true)
       if [ "$code" = 200 ] || [ "$code" = 401 ]; then up=1; break; fi
       sleep 0.1
     done
     if [ $up = 1 ]; then
       REG_PIDS+=("$pid")
       if [ "$kind" = tls ]; then
-        REG_TLS_ADDR="127.0.0.1:$port"
+        REG_TLS_ADDR="$host:$port"
         local certs="/etc/docker/certs.d/$REG_TLS_ADDR"
         mkdir -p "$certs" && cp "$REG_DIR/ca.crt" "$certs/ca.crt"
         REG_CERTS_DIRS+=("$certs")
@@ -148,7 +154,7 @@ YAML
       else
         REG_PLAIN_ADDR="127.0.0.1:$port"
       fi
-      log "registry ($kind) on 127.0.0.1:$port"
+      log "registry ($kind) on $host:$port"
       return 0
     fi
     kill "$pid" 2>/dev/null; wait "$pid" 2>/dev/null || true
