@@ -233,6 +233,10 @@ static void test_unpack_types(void **state)
         assert_int_equal(sb.st_mode & 07777, 0640);
         assert_int_equal(stat(path_in("types", "etc"), &sb), 0);
         assert_int_equal(sb.st_mode & 07777, 0750);
+        /* Entries created inside etc later changed its mtime; the tar's is restored. */
+        assert_int_equal(sb.st_mtime, 1000000);
+        assert_int_equal(stat(path_in("types", "var"), &sb), 0);
+        assert_int_equal(sb.st_mtime, 1000000);
         assert_int_equal(stat(path_in("types", "usr/bin/su"), &sb), 0);
         assert_int_equal(sb.st_mode & 07777, 04755);
         assert_int_equal(sb.st_nlink, 2);

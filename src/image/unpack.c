@@ -79,6 +79,16 @@ int img_rm_rf_at(int dirfd, const char *name)
 
 /* ---- resolving inside the layer ------------------------------------------------------------- */
 
+/* Directory times are set again at the end: entries created inside a directory change its
+ * mtime. At most DIRTIMES_MAX directories are remembered (beyond, they keep the time of their
+ * last change). */
+#define DIRTIMES_MAX 65536
+
+struct dirtime {
+    char *path;
+    struct timespec ts[2];
+};
+
 struct unpacker {
     int root;          /* the layer directory */
     bool use_openat2;  /* else: walk without following symlinks */
@@ -86,6 +96,8 @@ struct unpacker {
     const char *entry; /* for messages */
     struct lerr *e;
     struct img_unpack_stats st;
+    struct dirtime *dirtimes;
+    size_t n_dirtimes, cap_dirtimes;
 };
 
 bool img_have_openat2(void)
@@ -344,6 +356,60 @@ static int write_file(struct unpacker *u, struct archive *a, struct archive_entr
     return apply_meta_fd(u, ae, fd);
 }
 
+static void remember_dirtime(struct unpacker *u, struct archive_entry *ae)
+{
+    if (u->n_dirtimes == DIRTIMES_MAX)
+        return;
+    if (u->n_dirtimes == u->cap_dirtimes) {
+        size_t nc = u->cap_dirtimes ? u->cap_dirtimes * 2 : 64;
+        struct dirtime *nd = realloc(u->dirtimes, nc * sizeof(*nd));
+        if (!nd)
+            return; /* best effort: the directory keeps its last-change time */
+        u->dirtimes = nd;
+        u->cap_dirtimes = nc;
+    }
+    struct dirtime *d = &u->dirtimes[u->n_dirtimes];
+    if (!(d->path = strdup(u->entry)))
+        return;
+    d->ts[1] = (struct timespec){archive_entry_mtime(ae), archive_entry_mtime_nsec(ae)};
+    d->ts[0] = archive_entry_atime_is_set(ae)
+                   ? (struct timespec){archive_entry_atime(ae), archive_entry_atime_nsec(ae)}
+                   : d->ts[1];
+    u->n_dirtimes++;
+}
+
+/* Set the remembered directory times, deepest (latest) first, resolving each path again the
+ * way entries are resolved. */
+static void restore_dirtimes(struct unpacker *u)
+{
+    for (size_t i = u->n_dirtimes; i-- > 0;) {
+        char buf[PATH_MAX];
+        char *comps[MAX_COMPONENTS];
+        struct lerr ignored;
+        struct lerr *saved = u->e;
+        u->e = &ignored;
+        u->entry = u->dirtimes[i].path;
+        int n = split_path(u, u->dirtimes[i].path, buf, sizeof(buf), comps, ARRAY_SIZE(comps));
+        int dir = n > 0 ? open_dir(u, comps, (size_t)n - 1, false) : -1;
+        u->e = saved;
+        if (dir < 0)
+            continue;
+        int fd = openat(dir, comps[n - 1], O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        close(dir);
+        if (fd < 0)
+            continue;
+        (void)futimens(fd, u->dirtimes[i].ts);
+        close(fd);
+    }
+}
+
+static void free_dirtimes(struct unpacker *u)
+{
+    for (size_t i = 0; i < u->n_dirtimes; i++)
+        free(u->dirtimes[i].path);
+    free(u->dirtimes);
+}
+
 static int make_dir(struct unpacker *u, struct archive_entry *ae, int dir, const char *name)
 {
     bool kept;
@@ -355,7 +421,10 @@ static int make_dir(struct unpacker *u, struct archive_entry *ae, int dir, const
     _cleanup_close_ int fd = openat(dir, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
     if (fd < 0)
         return lerr_set(u->e, neg_errno(), "entry %.300s: %s", u->entry, strerror(errno));
-    return apply_meta_fd(u, ae, fd);
+    r = apply_meta_fd(u, ae, fd);
+    if (r >= 0)
+        remember_dirtime(u, ae);
+    return r;
 }
 
 static int make_symlink(struct unpacker *u, struct archive_entry *ae, int dir, const char *name)
@@ -548,19 +617,9 @@ static la_ssize_t chain_read(struct archive *inner, void *ud, const void **buf)
     return n;
 }
 
-int img_unpack_layer(int fd, int dirfd, const struct img_unpack_opts *o,
-                     struct img_unpack_stats *ret, struct lerr *e)
+static int unpack_all(struct unpacker *u, int fd, int dirfd, const struct img_unpack_opts *o,
+                      struct img_unpack_stats *ret, struct lerr *e)
 {
-    struct img_unpack_opts dflt = {0};
-    if (!o)
-        o = &dflt;
-    struct unpacker u = {
-        .root = dirfd,
-        .use_openat2 = !o->no_openat2 && img_have_openat2(),
-        .as_root = geteuid() == 0,
-        .e = e,
-    };
-    u.st.openat2 = u.use_openat2;
     uint64_t max_entries = o->max_entries ? o->max_entries : IMG_LAYER_ENTRIES_MAX;
 
     _cleanup_free_ struct chain *c = calloc(1, sizeof(*c));
@@ -601,12 +660,12 @@ int img_unpack_layer(int fd, int dirfd, const struct img_unpack_opts *o,
             break;
         if (ar < ARCHIVE_WARN)
             return lerr_set(e, c->err ? c->err : -EINVAL, "layer: entry %llu: %s",
-                            (unsigned long long)u.st.entries + 1,
+                            (unsigned long long)u->st.entries + 1,
                             c->err ? c->msg : archive_error_string(inner));
-        if (++u.st.entries > max_entries)
+        if (++u->st.entries > max_entries)
             return lerr_set(e, -E2BIG, "layer: more than %llu entries",
                             (unsigned long long)max_entries);
-        r = unpack_entry(&u, inner, ae);
+        r = unpack_entry(u, inner, ae);
         if (r < 0)
             return r;
         if (c->err) /* a data read failed inside the entry */
@@ -621,13 +680,32 @@ int img_unpack_layer(int fd, int dirfd, const struct img_unpack_opts *o,
         if (n < 0)
             return lerr_set(e, c->err ? c->err : -EIO, "layer: %s", c->msg);
     }
+    restore_dirtimes(u);
     if (syncfs(dirfd) < 0)
         return lerr_set(e, neg_errno(), "layer: syncfs: %s", strerror(errno));
-    u.st.bytes = c->total;
-    r = img_hash_final(h, u.st.diff_id);
+    u->st.bytes = c->total;
+    r = img_hash_final(h, u->st.diff_id);
     if (r < 0)
         return r;
     if (ret)
-        *ret = u.st;
+        *ret = u->st;
     return 0;
+}
+
+int img_unpack_layer(int fd, int dirfd, const struct img_unpack_opts *o,
+                     struct img_unpack_stats *ret, struct lerr *e)
+{
+    struct img_unpack_opts dflt = {0};
+    if (!o)
+        o = &dflt;
+    struct unpacker u = {
+        .root = dirfd,
+        .use_openat2 = !o->no_openat2 && img_have_openat2(),
+        .as_root = geteuid() == 0,
+        .e = e,
+    };
+    u.st.openat2 = u.use_openat2;
+    int r = unpack_all(&u, fd, dirfd, o, ret, e);
+    free_dirtimes(&u);
+    return r;
 }
