@@ -4,8 +4,10 @@
  * passes, one at a time: a trigger while a pass runs marks it dirty and a new pass follows.
  * A pass: (1) list every reachable engine and inspect what ledge owns, (2) make pending restart
  * decisions, (3) plan, (4) run stops/removals together, then each startupOrder group together,
- * a group only after the previous one finished. Module commands (restart) and unhealthy restarts
- * run outside passes; a module with an operation in flight is "busy" and passes leave it alone.
+ * a group only after the previous one finished. The engines are slots, each running some module
+ * types; what an engine can do (networks, images, platforms) is asked of its ops table. Module
+ * commands (restart) and unhealthy restarts run outside passes; a module with an operation in
+ * flight is "busy" and passes leave it alone.
  *
  * Invariants: a module's runtime entry (mod_rt) lives while the deployment names it or a
  * container of it exists; an entry is freed only by the removal that ends its last container.
@@ -28,6 +30,7 @@
 #include "log/log.h"
 
 #define COMP "agent"
+#define AGENT_MAX_ENGINES 8
 
 struct depref {
     struct deployment *d;
@@ -38,7 +41,7 @@ struct depref {
 struct mod_rt {
     struct agent *a;
     char *name;
-    enum module_type type; /* engine holding container_id */
+    int eng; /* slot of the engine holding container_id */
     char *container_id;
     char *config_hash;
     enum ctr_state state;
@@ -71,17 +74,42 @@ struct pass {
     struct depref *dep;
     struct waiter *waiters;
     int pending;
-    bool boot;
     struct plan plan;
     size_t next;
     json_t *outcome;
     uint64_t state_gen; /* a->state_gen when the listing started */
 };
 
+/* An engine the agent drives. */
+struct slot {
+    struct agent *a;
+    struct engine *e;
+    unsigned module_types; /* bits (1u << MODULE_TYPE_*) */
+    bool up;               /* its event stream is connected */
+    bool network_ok;       /* ensure_network() done since it (re)connected */
+    bool boot_pending;     /* not listed yet since the boot */
+    bool boot_listed;      /* the running pass lists it for its boot */
+};
+
+/* A validation in flight (agent_validate): waiting for image platforms. */
+struct validation {
+    struct agent *a;
+    struct deployment *d;
+    struct lstrv errors;
+    int outstanding;
+    agent_validate_fn cb;
+    void *ud;
+    void *owner;               /* what agent_cancel_waiter() matches */
+    void (*free_ud)(void *ud); /* when dropped without a verdict */
+    bool cancelled;
+    struct validation *next;
+};
+
 struct agent {
     struct event_base *base;
-    struct engine *eng[2];
-    bool eng_up[2];
+    struct slot *slots;
+    size_t n_slots;
+    int slot_for[MODULE_TYPE_COUNT]; /* -1: no engine runs that type */
     struct state_db *db;
     struct agent_options o;
     json_t *default_log_config;
@@ -92,14 +120,14 @@ struct agent {
     uint64_t state_gen; /* counts what events and operations told about module states */
     struct event *pass_ev;
     struct waiter *waiters;
-    bool boot_pending;
-    bool network_ok;
+    struct validation *validations;
     bool started;
     char *boot_id;
 };
 
 static void trigger(struct agent *a);
 static void pass_step_done(struct pass *p);
+static void validation_drop(struct validation *v);
 
 /* State learnt from an event or from an operation's result: newer than any listing or inspect
  * answer already on its way, which must not overwrite it (an exit seen in an event would
@@ -117,6 +145,58 @@ static bool rt_observation_current(const struct pass *p, const struct mod_rt *rt
 }
 
 /* ------------------------------------------------------------------ small helpers */
+
+static struct slot *slot_at(struct agent *a, int i)
+{
+    return i >= 0 && (size_t)i < a->n_slots ? &a->slots[i] : NULL;
+}
+
+static int slot_index_for(struct agent *a, enum module_type t)
+{
+    return (unsigned)t < MODULE_TYPE_COUNT ? a->slot_for[t] : -1;
+}
+
+static struct slot *slot_for(struct agent *a, enum module_type t)
+{
+    return slot_at(a, slot_index_for(a, t));
+}
+
+static struct slot *slot_of_engine(struct agent *a, const struct engine *e)
+{
+    for (size_t i = 0; i < a->n_slots; i++)
+        if (a->slots[i].e == e)
+            return &a->slots[i];
+    return NULL;
+}
+
+static const char *slot_name(const struct slot *sl)
+{
+    return sl ? sl->e->ops->name : "?";
+}
+
+/* What people call the engine in messages: by what it runs, not by its name. */
+static const char *slot_noun(const struct slot *sl)
+{
+    return sl && sl->e->ops->runs == ENGINE_RUNS_PROGRAMS ? "process" : "container";
+}
+
+/* The engines as the planner sees them. */
+struct plan_view {
+    const char *names[AGENT_MAX_ENGINES];
+    bool available[AGENT_MAX_ENGINES];
+    struct plan_engines engines;
+};
+
+static const struct plan_engines *plan_view(struct agent *a, struct plan_view *pv)
+{
+    for (size_t i = 0; i < a->n_slots; i++) {
+        pv->names[i] = slot_name(&a->slots[i]);
+        pv->available[i] = a->slots[i].up;
+    }
+    pv->engines = (struct plan_engines){
+        .n = a->n_slots, .names = pv->names, .available = pv->available, .for_type = a->slot_for};
+    return &pv->engines;
+}
 
 const char *runtime_status_name(enum runtime_status s)
 {
@@ -175,6 +255,7 @@ static struct mod_rt *rt_get(struct agent *a, const char *name)
     rt->a = a;
     rt->name = strdup(name);
     rt->rec.name = strdup(name);
+    rt->eng = -1;
     rt->exit_code = -1;
     rt->restart_timer = evtimer_new(a->base, restart_timer_cb, rt);
     if (!rt->name || !rt->rec.name || !rt->restart_timer) {
@@ -224,12 +305,21 @@ static bool timer_pending(const struct mod_rt *rt)
     return evtimer_pending(rt->restart_timer, NULL);
 }
 
+/* The engine a module lives on: its container's, else the one its desired type runs on. */
+static struct slot *rt_slot(struct agent *a, const struct mod_rt *rt)
+{
+    if (rt->container_id)
+        return slot_at(a, rt->eng);
+    const struct module_spec *spec = spec_of(a, rt->name);
+    return spec ? slot_for(a, spec->type) : NULL;
+}
+
 static enum runtime_status rt_status(struct agent *a, const struct mod_rt *rt, char *desc, size_t n)
 {
     const struct module_spec *spec = spec_of(a, rt->name);
-    if (!a->eng_up[rt->type]) {
-        snprintf(desc, n, "%s engine unreachable; state unknown",
-                 rt->type == MODULE_TYPE_DOCKER ? "container" : "process");
+    const struct slot *sl = rt_slot(a, rt);
+    if (sl && !sl->up) {
+        snprintf(desc, n, "%s engine unreachable; state unknown", slot_noun(sl));
         return RS_UNKNOWN;
     }
     if (!rt->container_id) {
@@ -402,6 +492,7 @@ enum stage {
     ST_REMOVE_OLD,
     ST_PREPARE,
     ST_NETWORK,
+    ST_IMAGE,
     ST_PULL,
     ST_PRESENT,
     ST_PLATFORM,
@@ -420,7 +511,7 @@ struct op {
     bool counts_as_restart;
     const struct module_spec *spec;
     struct depref *dep; /* keeps spec alive */
-    enum module_type old_type;
+    int old_eng;        /* slot holding old_id */
     char *old_id;
     enum stage stage;
     char *genid;
@@ -434,9 +525,21 @@ struct op {
 
 static void op_next(struct op *op);
 
+/* The engine the desired module runs on. */
+static struct slot *op_slot(struct op *op)
+{
+    return op->spec ? slot_for(op->a, op->spec->type) : slot_at(op->a, op->old_eng);
+}
+
 static struct engine *op_engine(struct op *op)
 {
-    return op->a->eng[op->spec ? op->spec->type : op->old_type];
+    return op_slot(op)->e;
+}
+
+/* The engine holding the module's current container. */
+static struct engine *rt_engine(struct op *op)
+{
+    return slot_at(op->a, op->rt->eng)->e;
 }
 
 static void op_finish(struct op *op)
@@ -511,8 +614,8 @@ static void op_done_cb(void *ud, int result, const struct lerr *err)
     case ST_NETWORK:
         if (result < 0)
             return op_fail(op, result, err, "cannot create the module network");
-        op->a->network_ok = true;
-        op->stage = op->spec->pull_policy == PULL_NEVER ? ST_PRESENT : ST_PULL;
+        op_slot(op)->network_ok = true;
+        op->stage = ST_IMAGE;
         break;
     case ST_PULL:
         if (result < 0) {
@@ -621,7 +724,7 @@ static void op_create_cb(void *ud, int result, const char *id, const struct lerr
         return op_fail(op, result, err, "create failed");
     set_str(&rt->container_id, id);
     set_str(&rt->config_hash, op->spec->config_hash);
-    rt->type = op->spec->type;
+    rt->eng = slot_index_for(op->a, op->spec->type);
     rt_set_state(rt, CTR_CREATED);
     rt->exit_code = 0;
     rt->started_ms = rt->finished_ms = 0;
@@ -670,7 +773,6 @@ static int op_create(struct op *op)
         "{s:s, s:s, s:s, s:s, s:s}", ENGINE_LABEL_OWNER, ENGINE_LABEL_OWNER_VALUE,
         ENGINE_LABEL_MODULE, m->name, ENGINE_LABEL_HASH, m->config_hash, ENGINE_LABEL_IMAGE,
         m->image ? m->image : m->path, ENGINE_LABEL_GENERATION, op->genid);
-    _cleanup_json_ json_t *hosts = NULL;
     if (!op->genid || !env || !binds || !labels)
         return -ENOMEM;
     if (m->version)
@@ -681,27 +783,6 @@ static int op_create(struct op *op)
         int r = a->o.hooks.prepare_module(a->o.hooks.ud, m, op->genid, env, binds, &op->err);
         if (r < 0)
             return r;
-    }
-    if (a->o.gateway_hostname && *a->o.gateway_hostname && m->type == MODULE_TYPE_DOCKER) {
-        /* The gateway host name leads to the host as the module's network sees it: the ledge
-         * network's own gateway address when the module joins it (more precise than docker's
-         * "host-gateway", which is docker0's address), loopback for host networking, and
-         * host-gateway for a network of the user's choosing. */
-        const char *mode =
-            ljson_str(json_object_get(m->create_options, "HostConfig"), "NetworkMode");
-        struct engine *de = a->eng[MODULE_TYPE_DOCKER];
-        const char *gw =
-            de->ops->network_gateway ? de->ops->network_gateway(de, a->o.network) : NULL;
-        bool ledge_network =
-            !mode || !*mode || lstr_eq(mode, "default") || lstr_eq(mode, a->o.network);
-        const char *addr = "host-gateway";
-        if (lstr_eq(mode, "host"))
-            addr = "127.0.0.1";
-        else if (ledge_network && gw)
-            addr = gw;
-        char *h = lstr_printf("%s:%s", a->o.gateway_hostname, addr);
-        hosts = json_pack("[s]", h ? h : "");
-        free(h);
     }
     /* runtime.settings.loggingOptions (a LogConfig document) beats ledge's default. */
     _cleanup_json_ json_t *manifest_logc = NULL;
@@ -719,13 +800,13 @@ static int op_create(struct op *op)
         .labels = labels,
         .env = env,
         .binds = binds,
-        .extra_hosts = hosts,
+        .gateway_hostname = a->o.gateway_hostname,
         .network = a->o.network,
         .default_log_config = logc,
         .path = m->path,
         .args = m->args,
     };
-    struct engine *e = a->eng[m->type];
+    struct engine *e = op_engine(op);
     return e->ops->create(e, &spec, op_create_cb, op);
 }
 
@@ -737,7 +818,7 @@ static void op_next(struct op *op)
     for (;;) {
         switch (op->stage) {
         case ST_STOP_OLD: {
-            struct engine *e = a->eng[op->old_type];
+            struct engine *e = slot_at(a, op->old_eng)->e;
             if (!op->old_id) {
                 op->stage = op->action == PLAN_REMOVE ? ST_DONE : ST_PREPARE;
                 continue;
@@ -746,23 +827,27 @@ static void op_next(struct op *op)
             break;
         }
         case ST_REMOVE_OLD: {
-            struct engine *e = a->eng[op->old_type];
+            struct engine *e = slot_at(a, op->old_eng)->e;
             r = e->ops->remove(e, op->old_id, op_done_cb, op);
             break;
         }
-        case ST_PREPARE:
-            if (op->spec->type == MODULE_TYPE_DOCKER && !a->network_ok) {
-                op->stage = ST_NETWORK;
-                continue;
-            }
-            op->stage = op->spec->type == MODULE_TYPE_PROCESS ? ST_CREATE
+        case ST_PREPARE: {
+            struct slot *sl = op_slot(op);
+            op->stage = sl->e->ops->ensure_network && !sl->network_ok ? ST_NETWORK : ST_IMAGE;
+            continue;
+        }
+        case ST_NETWORK: {
+            struct engine *e = op_engine(op);
+            r = e->ops->ensure_network(e, a->o.network, op_done_cb, op);
+            break;
+        }
+        case ST_IMAGE: {
+            /* Engines that keep images pull them (or insist on the local one); others create. */
+            const struct engine_ops *ops = op_engine(op)->ops;
+            op->stage = !ops->pull || !ops->image_present     ? ST_PLATFORM
                         : op->spec->pull_policy == PULL_NEVER ? ST_PRESENT
                                                               : ST_PULL;
             continue;
-        case ST_NETWORK: {
-            struct engine *e = a->eng[MODULE_TYPE_DOCKER];
-            r = e->ops->ensure_network(e, a->o.network, op_done_cb, op);
-            break;
         }
         case ST_PULL: {
             struct engine *e = op_engine(op);
@@ -780,6 +865,10 @@ static void op_next(struct op *op)
         }
         case ST_PLATFORM: {
             struct engine *e = op_engine(op);
+            if (!e->ops->image_platform) {
+                op->stage = ST_CREATE;
+                continue;
+            }
             r = e->ops->image_platform(e, op->spec->image, op_platform_cb, op);
             break;
         }
@@ -787,12 +876,12 @@ static void op_next(struct op *op)
             r = op_create(op);
             break;
         case ST_START: {
-            struct engine *e = a->eng[rt->type];
+            struct engine *e = rt_engine(op);
             r = e->ops->start_container(e, rt->container_id, op_done_cb, op);
             break;
         }
         case ST_STOP: {
-            struct engine *e = a->eng[rt->type];
+            struct engine *e = rt_engine(op);
             r = e->ops->stop_container(e, rt->container_id, a->o.stop_timeout_s, op_done_cb, op);
             break;
         }
@@ -857,6 +946,8 @@ static void pass_finish(struct pass *p)
     plan_free(&p->plan);
     json_decref(p->outcome);
     depref_put(p->dep);
+    for (size_t i = 0; i < a->n_slots; i++)
+        a->slots[i].boot_listed = false;
     a->pass = NULL;
     free(p);
     if (a->pass_dirty) {
@@ -907,7 +998,7 @@ static void pass_run_group(struct pass *p)
                 continue;
             op->pass = p;
             op->spec = s->spec;
-            op->old_type = s->old_type;
+            op->old_eng = s->old_engine;
             op->old_id = s->container_id ? strdup(s->container_id) : NULL;
             switch (s->action) {
             case PLAN_CREATE:
@@ -941,7 +1032,8 @@ static void pass_plan(struct pass *p)
     struct agent *a = p->a;
     /* Restart decisions for exits not yet decided (e.g. a crash while ledged was away). */
     for (struct mod_rt *rt = a->mods; rt; rt = rt->next) {
-        if (p->boot || rt->busy || !rt->container_id || !a->eng_up[rt->type])
+        struct slot *sl = slot_at(a, rt->eng);
+        if (!rt->container_id || !sl || sl->boot_listed || rt->busy || !sl->up)
             continue;
         bool exited = rt->state == CTR_EXITED || (rt->state == CTR_CREATED && rt->last_error);
         if (exited && rt->decided_exit_ms != rt->finished_ms && !rt->restart_due &&
@@ -961,15 +1053,16 @@ static void pass_plan(struct pass *p)
     }
     size_t k = 0;
     for (struct mod_rt *rt = a->mods; rt; rt = rt->next) {
-        if (!rt->container_id || rt->busy)
+        struct slot *sl = slot_at(a, rt->eng);
+        if (!rt->container_id || rt->busy || !sl)
             continue;
         actual[k++] = (struct plan_actual){
             .name = rt->name,
             .id = rt->container_id,
             .config_hash = rt->config_hash,
-            .type = rt->type,
+            .engine = rt->eng,
             .state = rt->state,
-            .may_start = p->boot || rt->restart_due || rt->force_start ||
+            .may_start = sl->boot_listed || rt->restart_due || rt->force_start ||
                          (rt->state == CTR_CREATED && !rt->last_error),
             .user_stopped = rt->rec.user_stopped,
         };
@@ -994,8 +1087,8 @@ static void pass_plan(struct pass *p)
         view.modules = mods;
         view.n_modules = mods ? m : 0;
     }
-    bool avail[2] = {a->eng_up[0], a->eng_up[1]};
-    int r = plan_compute(&view, actual, k, avail, &p->plan);
+    struct plan_view pv;
+    int r = plan_compute(&view, actual, k, plan_view(a, &pv), &p->plan);
     free(actual);
     /* Steps point at the view's copies; point them back at the deployment's own specs. */
     for (size_t i = 0; r == 0 && i < p->plan.n; i++)
@@ -1007,7 +1100,6 @@ static void pass_plan(struct pass *p)
         pass_finish(p);
         return;
     }
-    p->boot = false;
     if (plan_count_changes(&p->plan) == 0) {
         pass_finish(p);
         return;
@@ -1040,17 +1132,21 @@ static void pass_inspect_cb(void *ud, int result, const struct engine_container 
         pass_plan(p);
 }
 
-static void pass_list_cb_type(struct pass *p, enum module_type type, int result,
-                              const struct engine_container *v, size_t n)
+static void pass_list_cb_slot(struct pass *p, int eng, int result, const struct engine_container *v,
+                              size_t n)
 {
     struct agent *a = p->a;
+    struct slot *sl = slot_at(a, eng);
     if (result < 0) {
         /* The engine failed between its event stream and now: leave its modules alone. */
-        a->eng_up[type] = false;
+        sl->up = false;
+        sl->boot_listed = false;
         return;
     }
+    if (sl->boot_listed)
+        sl->boot_pending = false; /* this listing is the boot's */
     for (struct mod_rt *rt = a->mods; rt; rt = rt->next)
-        if (rt->type == type)
+        if (rt->eng == eng)
             rt->seen = false;
     for (size_t i = 0; i < n; i++) {
         const char *name = engine_label(&v[i], ENGINE_LABEL_MODULE);
@@ -1064,11 +1160,11 @@ static void pass_list_cb_type(struct pass *p, enum module_type type, int result,
                 rt->seen = true;
             continue;
         }
-        if (rt->container_id && rt->seen && rt->type == type &&
+        if (rt->container_id && rt->seen && rt->eng == eng &&
             strcmp(rt->container_id, v[i].id) != 0)
             continue; /* a duplicate: the planner removes the one it does not keep */
         rt->seen = true;
-        rt->type = type;
+        rt->eng = eng;
         set_str(&rt->container_id, v[i].id);
         set_str(&rt->config_hash, engine_label(&v[i], ENGINE_LABEL_HASH));
         if (rt_observation_current(p, rt)) {
@@ -1080,7 +1176,7 @@ static void pass_list_cb_type(struct pass *p, enum module_type type, int result,
             set_str(&rt->rec.generation_id, gen);
     }
     for (struct mod_rt *rt = a->mods; rt; rt = rt->next)
-        if (rt->type == type && !rt->seen && !rt->busy && rt->container_id) {
+        if (rt->eng == eng && !rt->seen && !rt->busy && rt->container_id) {
             free(rt->container_id);
             rt->container_id = NULL;
             rt->state = CTR_UNKNOWN;
@@ -1089,7 +1185,7 @@ static void pass_list_cb_type(struct pass *p, enum module_type type, int result,
 
 struct list_ctx {
     struct pass *p;
-    enum module_type type;
+    int eng;
 };
 
 static void pass_list_cb(void *ud, int result, const struct engine_container *v, size_t n,
@@ -1097,7 +1193,7 @@ static void pass_list_cb(void *ud, int result, const struct engine_container *v,
 {
     struct list_ctx *lc = ud;
     struct pass *p = lc->p;
-    pass_list_cb_type(p, lc->type, result, v, n);
+    pass_list_cb_slot(p, lc->eng, result, v, n);
     if (result < 0)
         log_warn(COMP, "%s", lerr_str(err));
     free(lc);
@@ -1107,9 +1203,10 @@ static void pass_list_cb(void *ud, int result, const struct engine_container *v,
     struct agent *a = p->a;
     p->pending = 1;
     for (struct mod_rt *rt = a->mods; rt; rt = rt->next) {
-        if (!rt->container_id || rt->busy || !a->eng_up[rt->type])
+        struct slot *sl = slot_at(a, rt->eng);
+        if (!rt->container_id || rt->busy || !sl || !sl->up)
             continue;
-        struct engine *e = a->eng[rt->type];
+        struct engine *e = sl->e;
         p->pending++;
         if (e->ops->inspect(e, rt->container_id, pass_inspect_cb, p) < 0)
             p->pending--;
@@ -1128,26 +1225,28 @@ static void pass_start(struct agent *a)
     p->outcome = json_array();
     p->waiters = a->waiters;
     a->waiters = NULL;
-    p->boot = a->boot_pending;
     p->state_gen = a->state_gen;
     a->pass = p;
     p->pending = 1;
-    for (int t = 0; t < 2; t++) {
-        if (!a->eng_up[t])
+    /* The first listing of an engine since the boot starts all its modules that should run;
+     * an engine still unreachable keeps its boot for the pass that first reaches it. */
+    for (size_t i = 0; i < a->n_slots; i++) {
+        struct slot *sl = &a->slots[i];
+        if (!sl->up)
             continue;
         struct list_ctx *lc = calloc(1, sizeof(*lc));
         if (!lc)
             continue;
         lc->p = p;
-        lc->type = (enum module_type)t;
+        lc->eng = (int)i;
+        sl->boot_listed = sl->boot_pending;
         p->pending++;
-        if (a->eng[t]->ops->list(a->eng[t], pass_list_cb, lc) < 0) {
+        if (sl->e->ops->list(sl->e, pass_list_cb, lc) < 0) {
             free(lc);
+            sl->boot_listed = false;
             p->pending--;
         }
     }
-    if (a->boot_pending && a->eng_up[MODULE_TYPE_DOCKER])
-        a->boot_pending = false;
     if (--p->pending == 0) {
         /* nothing reachable */
         pass_plan(p);
@@ -1176,26 +1275,29 @@ static void trigger(struct agent *a)
 
 /* ------------------------------------------------------------------ events */
 
-void agent_on_engine_event(struct agent *a, enum module_type engine, const struct engine_event *ev)
+void agent_on_engine_event(struct agent *a, struct engine *e, const struct engine_event *ev)
 {
+    struct slot *sl = slot_of_engine(a, e);
+    if (!sl)
+        return;
     struct mod_rt *rt = rt_find_id(a, ev->id);
+    if (rt && rt->eng != (int)(sl - a->slots))
+        rt = NULL; /* another engine's container */
     switch (ev->kind) {
     case ENGINE_EVENT_CONNECTED:
-        if (!a->eng_up[engine])
-            log_info(COMP, "%s engine connected",
-                     engine == MODULE_TYPE_DOCKER ? "container" : "process");
-        a->eng_up[engine] = true;
-        if (engine == MODULE_TYPE_DOCKER)
-            a->network_ok = false; /* the engine may have been reset */
+        if (!sl->up)
+            log_info(COMP, "%s engine connected", slot_noun(sl));
+        sl->up = true;
+        sl->network_ok = false; /* the engine may have been reset */
         trigger(a);
         return;
     case ENGINE_EVENT_DISCONNECTED:
-        if (a->eng_up[engine])
+        if (sl->up)
             log_warn(COMP,
                      "%s engine unreachable; modules are in an unknown state until it "
                      "returns",
-                     engine == MODULE_TYPE_DOCKER ? "container" : "process");
-        a->eng_up[engine] = false;
+                     slot_noun(sl));
+        sl->up = false;
         return;
     case ENGINE_EVENT_START:
         if (!rt)
@@ -1251,17 +1353,46 @@ void agent_on_engine_event(struct agent *a, enum module_type engine, const struc
 
 /* ------------------------------------------------------------------ public API */
 
-int agent_new(struct event_base *base, struct engine *docker, struct engine *process,
-              struct state_db *db, const struct agent_options *o, struct agent **ret)
+static void slot_event_cb(void *ud, const struct engine_event *ev)
 {
+    struct slot *sl = ud;
+    agent_on_engine_event(sl->a, sl->e, ev);
+}
+
+int agent_new(struct event_base *base, struct state_db *db, const struct agent_options *o,
+              struct agent **ret)
+{
+    if (o->n_engines > AGENT_MAX_ENGINES)
+        return -E2BIG;
+    int slot_for[MODULE_TYPE_COUNT];
+    for (int t = 0; t < MODULE_TYPE_COUNT; t++) {
+        slot_for[t] = -1;
+        for (size_t i = 0; i < o->n_engines; i++) {
+            if (!(o->engines[i].module_types & (1u << t)))
+                continue;
+            if (slot_for[t] >= 0 || !o->engines[i].engine)
+                return -EINVAL;
+            slot_for[t] = (int)i;
+        }
+    }
     struct agent *a = calloc(1, sizeof(*a));
     if (!a)
         return -ENOMEM;
     a->base = base;
-    a->eng[MODULE_TYPE_DOCKER] = docker;
-    a->eng[MODULE_TYPE_PROCESS] = process;
+    memcpy(a->slot_for, slot_for, sizeof(slot_for));
+    a->slots = calloc(o->n_engines ? o->n_engines : 1, sizeof(*a->slots));
+    if (!a->slots) {
+        free(a);
+        return -ENOMEM;
+    }
+    a->n_slots = o->n_engines;
+    for (size_t i = 0; i < o->n_engines; i++)
+        a->slots[i] = (struct slot){
+            .a = a, .e = o->engines[i].engine, .module_types = o->engines[i].module_types};
     a->db = db;
     a->o = *o;
+    a->o.engines = NULL;
+    a->o.n_engines = 0;
     a->o.network = strdup(o->network ? o->network : "ledge");
     a->o.gateway_hostname = o->gateway_hostname ? strdup(o->gateway_hostname) : NULL;
     a->o.instance = o->instance ? strdup(o->instance) : NULL;
@@ -1275,6 +1406,8 @@ int agent_new(struct event_base *base, struct engine *docker, struct engine *pro
         agent_free(a);
         return -ENOMEM;
     }
+    for (size_t i = 0; i < a->n_slots; i++)
+        engine_set_event_handler(a->slots[i].e, slot_event_cb, &a->slots[i]);
     *ret = a;
     return 0;
 }
@@ -1301,6 +1434,14 @@ void agent_free(struct agent *a)
         depref_put(a->pass->dep);
         free(a->pass);
     }
+    while (a->validations) {
+        struct validation *v = a->validations;
+        a->validations = v->next;
+        validation_drop(v);
+    }
+    for (size_t i = 0; i < a->n_slots; i++)
+        engine_set_event_handler(a->slots[i].e, NULL, NULL);
+    free(a->slots);
     depref_put(a->dep);
     json_decref(a->default_log_config);
     if (a->pass_ev)
@@ -1377,7 +1518,8 @@ int agent_start(struct agent *a, struct lerr *err)
                 *p = 0;
         _cleanup_free_ char *stored = NULL;
         if (state_get_meta(a->db, "boot_id", &stored) < 0 || strcmp(stored, boot) != 0) {
-            a->boot_pending = true;
+            for (size_t i = 0; i < a->n_slots; i++)
+                a->slots[i].boot_pending = true;
             log_info(COMP, "first start since boot: starting every module that should run");
         }
         state_set_meta(a->db, "boot_id", boot);
@@ -1386,42 +1528,190 @@ int agent_start(struct agent *a, struct lerr *err)
     return 0;
 }
 
-int agent_apply(struct agent *a, const char *text, size_t len, bool dry_run, bool wait,
-                agent_done_fn cb, void *ud, json_t **ret_plan, struct lstrv *errors)
+/* ------------------------------------------------------------------ validation */
+
+static void validation_unlink(struct agent *a, struct validation *v)
 {
-    struct deployment *d = NULL;
-    int r = manifest_parse(text, len, a->o.hub_program, &d, errors);
-    if (r < 0)
-        return r;
-    /* Routes are the hub's, but a route that does not parse rejects the whole deployment here,
-     * before anything changes: "$edgeHub.routes.r1: column 23: expected INTO". */
-    if (d->edge_hub) {
-        struct route_table *t = NULL;
-        struct lstrv rerr = LSTRV_INIT;
-        if (route_table_new(d->edge_hub, &t, &rerr) < 0) {
-            for (size_t i = 0; i < rerr.n; i++)
-                lstrv_printf(errors, "$edgeHub.%s", rerr.v[i]);
-            if (rerr.n == 0)
-                lstrv_push(errors, "$edgeHub: the route table is invalid");
-            lstrv_free(&rerr);
-            deployment_free(d);
-            return -EINVAL;
+    for (struct validation **pp = &a->validations; *pp; pp = &(*pp)->next)
+        if (*pp == v) {
+            *pp = v->next;
+            return;
         }
-        route_table_free(t);
-        lstrv_free(&rerr);
+}
+
+/* A validation dropped before its verdict (cancelled, or the agent freed). */
+static void validation_drop(struct validation *v)
+{
+    if (v->free_ud)
+        v->free_ud(v->ud);
+    deployment_free(v->d);
+    lstrv_free(&v->errors);
+    free(v);
+}
+
+static void validation_finish(struct validation *v)
+{
+    validation_unlink(v->a, v);
+    if (v->cancelled) {
+        validation_drop(v);
+        return;
     }
-    /* The plan as it stands now (the pass re-plans against fresh engine state). */
+    if (v->errors.n) {
+        deployment_free(v->d);
+        v->d = NULL;
+        v->cb(v->ud, -EINVAL, NULL, &v->errors);
+    } else {
+        struct deployment *d = TAKE_PTR(v->d);
+        v->cb(v->ud, 0, d, &v->errors);
+    }
+    lstrv_free(&v->errors);
+    free(v);
+}
+
+struct platform_probe {
+    struct validation *v;
+    const struct module_spec *m;
+};
+
+static void validate_platform_cb(void *ud, int result, const char *os, const char *arch,
+                                 const char *variant, const struct lerr *err)
+{
+    struct platform_probe *pp = ud;
+    struct validation *v = pp->v;
+    struct platform host;
+    struct lerr perr = {0};
+    /* an image the engine cannot inspect is checked when it is pulled */
+    if (result == 0 && platform_host(&host) == 0 &&
+        platform_check_module(&host, pp->m->name, pp->m->image, os, arch, variant, &perr) < 0)
+        lstrv_printf(&v->errors,
+                     "modules.%s.settings.image: %s — to run it on this host, run ledge in a "
+                     "virtual machine of that architecture: `ledge vm create NAME --arch %s`, then "
+                     "`ledge --vm NAME deploy FILE`",
+                     pp->m->name, perr.msg, arch ? arch : "ARCH");
+    free(pp);
+    if (--v->outstanding == 0)
+        validation_finish(v);
+}
+
+/* Routes are the hub's, but a route that does not parse rejects the whole deployment here,
+ * before anything changes: "$edgeHub.routes.r1: column 23: expected INTO". */
+static int validate_routes(const struct deployment *d, struct lstrv *errors)
+{
+    if (!d->edge_hub)
+        return 0;
+    struct route_table *t = NULL;
+    struct lstrv rerr = LSTRV_INIT;
+    int r = route_table_new(d->edge_hub, &t, &rerr);
+    if (r == -ENOMEM) {
+        lstrv_free(&rerr);
+        return r;
+    }
+    if (r < 0) {
+        for (size_t i = 0; i < rerr.n; i++)
+            lstrv_printf(errors, "$edgeHub.%s", rerr.v[i]);
+        if (rerr.n == 0)
+            lstrv_push(errors, "$edgeHub: the route table is invalid");
+    }
+    route_table_free(t);
+    lstrv_free(&rerr);
+    return 0;
+}
+
+static int validation_start(struct agent *a, const char *text, size_t len, agent_validate_fn cb,
+                            void *ud, void *owner, void (*free_ud)(void *ud))
+{
+    struct validation *v = calloc(1, sizeof(*v));
+    if (!v)
+        return -ENOMEM;
+    *v = (struct validation){
+        .a = a, .errors = LSTRV_INIT, .cb = cb, .ud = ud, .owner = owner, .free_ud = free_ud};
+    int r = manifest_parse(text, len, a->o.hub_program, &v->d, &v->errors);
+    if (r == -ENOMEM) {
+        lstrv_free(&v->errors);
+        free(v);
+        return r;
+    }
+    v->next = a->validations;
+    a->validations = v;
+    v->outstanding = 1; /* guard: the verdict waits until every probe is started */
+    if (r == 0 && validate_routes(v->d, &v->errors) < 0)
+        lstrv_push(&v->errors, "out of memory while checking the routes");
+    for (size_t i = 0; r == 0 && i < v->d->n_modules; i++) {
+        const struct module_spec *m = &v->d->modules[i];
+        struct slot *sl = slot_for(a, m->type);
+        if (!sl) {
+            lstrv_printf(&v->errors, "%s.%s.type: no engine of this ledged runs \"%s\" modules",
+                         m->system ? "systemModules" : "modules", m->name,
+                         module_type_name(m->type));
+            continue;
+        }
+        /* The host/guest rule for images the engine already has (others: when pulled). */
+        if (!m->image || !sl->up || !sl->e->ops->image_platform)
+            continue;
+        struct platform_probe *pp = calloc(1, sizeof(*pp));
+        if (!pp)
+            break;
+        pp->v = v;
+        pp->m = m;
+        v->outstanding++;
+        if (sl->e->ops->image_platform(sl->e, m->image, validate_platform_cb, pp) < 0) {
+            v->outstanding--;
+            free(pp);
+        }
+    }
+    if (--v->outstanding == 0)
+        validation_finish(v);
+    return 0;
+}
+
+int agent_validate(struct agent *a, const char *text, size_t len, agent_validate_fn cb, void *ud)
+{
+    return validation_start(a, text, len, cb, ud, ud, NULL);
+}
+
+/* ------------------------------------------------------------------ apply */
+
+struct apply_ctx {
+    struct agent *a;
+    char *text;
+    size_t len;
+    bool dry_run, wait;
+    struct agent_apply_cb cb;
+    void *ud;
+};
+
+static void apply_ctx_free(void *p)
+{
+    struct apply_ctx *c = p;
+    free(c->text);
+    free(c);
+}
+
+static json_t *warnings_json(const struct deployment *d)
+{
+    json_t *arr = json_array();
+    for (size_t i = 0; arr && i < d->warnings.n; i++)
+        json_array_append_new(arr, json_string(d->warnings.v[i]));
+    return arr;
+}
+
+/* The validated deployment: plan it against what the engines have now (the pass re-plans
+ * against fresh engine state), then store and install it unless this is a dry run. */
+static void apply_deployment(struct apply_ctx *c, struct deployment *d)
+{
+    struct agent *a = c->a;
+    struct lstrv errors = LSTRV_INIT;
     size_t n = 0;
     for (struct mod_rt *rt = a->mods; rt; rt = rt->next)
         n++;
     struct plan_actual *actual = calloc(n ? n : 1, sizeof(*actual));
     if (!actual) {
-        deployment_free(d);
-        return -ENOMEM;
+        lstrv_push(&errors, "out of memory");
+        goto fail;
     }
     size_t k = 0;
     for (struct mod_rt *rt = a->mods; rt; rt = rt->next) {
-        if (!rt->container_id)
+        if (!rt->container_id || !slot_at(a, rt->eng))
             continue;
         const struct module_spec *old = spec_of(a, rt->name);
         const struct module_spec *nw = deployment_find(d, rt->name);
@@ -1431,45 +1721,49 @@ int agent_apply(struct agent *a, const char *text, size_t len, bool dry_run, boo
             .name = rt->name,
             .id = rt->container_id,
             .config_hash = rt->config_hash,
-            .type = rt->type,
+            .engine = rt->eng,
             .state = rt->state,
             .may_start = status_change || rt->rec.gave_up || rt->rec.user_stopped ||
                          rt->state == CTR_CREATED,
         };
     }
     struct plan plan;
-    bool avail[2] = {a->eng_up[0], a->eng_up[1]};
-    r = plan_compute(d, actual, k, avail, &plan);
+    struct plan_view pv;
+    int r = plan_compute(d, actual, k, plan_view(a, &pv), &plan);
     free(actual);
     if (r < 0) {
-        deployment_free(d);
-        return r;
+        lstrv_push(&errors, "out of memory while planning");
+        goto fail;
     }
     json_t *plan_json = plan_to_json(&plan, false);
     plan_free(&plan);
-    if (ret_plan)
-        *ret_plan = json_incref(plan_json);
-    if (dry_run) {
-        json_t *report = json_pack("{s:o, s:b}", "plan", plan_json, "dryRun", 1);
-        deployment_free(d);
-        cb(ud, 0, report);
-        json_decref(report);
-        return 0;
+    json_t *report = json_pack("{s:o, s:o}", "plan", plan_json, "warnings", warnings_json(d));
+    if (!report) {
+        lstrv_push(&errors, "out of memory");
+        goto fail;
     }
-    if (state_save_deployment(a->db, text, ltime_now_ms()) < 0) {
+    if (c->dry_run) {
+        json_object_set_new(report, "dryRun", json_true());
         deployment_free(d);
-        json_decref(plan_json);
-        lstrv_push(errors, "state database: cannot store the deployment");
-        return -EIO;
+        c->cb.planned(c->ud, 0, report, NULL);
+        json_decref(report);
+        return;
+    }
+    if (state_save_deployment(a->db, c->text, ltime_now_ms()) < 0) {
+        json_decref(report);
+        lstrv_push(&errors, "state database: cannot store the deployment");
+        r = -EIO;
+        goto fail;
     }
     struct depref *ref = calloc(1, sizeof(*ref));
-    char *copy = strndup(text, len);
-    if (!ref || !copy) {
+    struct waiter *w = c->wait ? calloc(1, sizeof(*w)) : NULL;
+    if (!ref || (c->wait && !w)) {
         free(ref);
-        free(copy);
-        deployment_free(d);
-        json_decref(plan_json);
-        return -ENOMEM;
+        free(w);
+        json_decref(report);
+        lstrv_push(&errors, "out of memory");
+        r = -ENOMEM;
+        goto fail;
     }
     /* A redeploy gives stopped and failed modules a fresh start. */
     for (size_t i = 0; i < d->n_modules; i++) {
@@ -1489,7 +1783,7 @@ int agent_apply(struct agent *a, const char *text, size_t len, bool dry_run, boo
         }
     }
     ref->d = d;
-    ref->text = copy;
+    ref->text = TAKE_PTR(c->text);
     ref->refs = 1;
     depref_put(a->dep);
     a->dep = ref;
@@ -1498,30 +1792,59 @@ int agent_apply(struct agent *a, const char *text, size_t len, bool dry_run, boo
         log_warn(COMP, "deployment: %s", d->warnings.v[i]);
     if (a->o.hooks.deployment_applied)
         a->o.hooks.deployment_applied(a->o.hooks.ud, d);
-    if (wait) {
-        struct waiter *w = calloc(1, sizeof(*w));
-        if (w) {
-            w->cb = cb;
-            w->ud = ud;
-            w->plan = plan_json;
-            struct waiter **pp = &a->waiters;
-            while (*pp)
-                pp = &(*pp)->next;
-            *pp = w;
-            plan_json = NULL;
-        }
+    if (w) {
+        w->cb = c->cb.done;
+        w->ud = c->ud;
+        w->plan = json_incref(json_object_get(report, "plan"));
+        struct waiter **pp = &a->waiters;
+        while (*pp)
+            pp = &(*pp)->next;
+        *pp = w;
     }
-    trigger(a);
-    if (plan_json) {
-        json_t *report = json_pack("{s:o}", "plan", plan_json);
-        cb(ud, 0, report);
-        json_decref(report);
+    c->cb.planned(c->ud, 0, report, NULL);
+    json_decref(report);
+    trigger(a); /* the pass runs from the event loop, after this returns */
+    return;
+fail:
+    deployment_free(d);
+    c->cb.planned(c->ud, r < 0 ? r : -ENOMEM, NULL, &errors);
+    lstrv_free(&errors);
+}
+
+static void apply_validated(void *ud, int result, struct deployment *d, const struct lstrv *errors)
+{
+    struct apply_ctx *c = ud;
+    if (result < 0)
+        c->cb.planned(c->ud, result, NULL, errors);
+    else
+        apply_deployment(c, d);
+    apply_ctx_free(c);
+}
+
+int agent_apply(struct agent *a, const char *text, size_t len, bool dry_run, bool wait,
+                const struct agent_apply_cb *cb, void *ud)
+{
+    struct apply_ctx *c = calloc(1, sizeof(*c));
+    if (!c)
+        return -ENOMEM;
+    *c = (struct apply_ctx){
+        .a = a, .len = len, .dry_run = dry_run, .wait = wait && !dry_run, .cb = *cb, .ud = ud};
+    c->text = strndup(text, len);
+    if (!c->text) {
+        free(c);
+        return -ENOMEM;
     }
-    return 0;
+    int r = validation_start(a, c->text, len, apply_validated, c, ud, apply_ctx_free);
+    if (r < 0)
+        apply_ctx_free(c);
+    return r;
 }
 
 void agent_cancel_waiter(struct agent *a, void *ud)
 {
+    for (struct validation *v = a->validations; v; v = v->next)
+        if (v->owner == ud)
+            v->cancelled = true; /* dropped when its probes answer */
     struct waiter **lists[2] = {&a->waiters, a->pass ? &a->pass->waiters : NULL};
     for (int i = 0; i < 2; i++) {
         if (!lists[i])
@@ -1548,9 +1871,9 @@ int agent_module_command(struct agent *a, const char *name, const char *verb, ag
         return lerr_set(err, -ENOENT, "no module named \"%s\" in the deployment", name);
     if (!rt->container_id)
         return lerr_set(err, -ENOENT, "module \"%s\" has no container yet", name);
-    if (!a->eng_up[rt->type])
-        return lerr_set(err, -EHOSTDOWN, "the %s engine is unreachable",
-                        rt->type == MODULE_TYPE_DOCKER ? "container" : "process");
+    struct slot *sl = slot_at(a, rt->eng);
+    if (!sl || !sl->up)
+        return lerr_set(err, -EHOSTDOWN, "the %s engine is unreachable", slot_noun(sl));
     if (rt->busy)
         return lerr_set(err, -EBUSY, "module \"%s\" is busy; try again", name);
     struct op *op = op_new(a, rt, PLAN_KEEP);
@@ -1592,6 +1915,16 @@ static json_t *time_or_null(int64_t ms)
     return ms > 0 ? json_string(ltime_format_rfc3339(ms, buf)) : json_null();
 }
 
+/* The module type of a leftover container (no longer in the deployment): its engine's first. */
+static enum module_type rt_leftover_type(struct agent *a, const struct mod_rt *rt)
+{
+    const struct slot *sl = slot_at(a, rt->eng);
+    for (int t = 0; sl && t < MODULE_TYPE_COUNT; t++)
+        if (sl->module_types & (1u << t))
+            return (enum module_type)t;
+    return MODULE_TYPE_DOCKER;
+}
+
 static json_t *rt_json(struct agent *a, struct mod_rt *rt)
 {
     const struct module_spec *spec = spec_of(a, rt->name);
@@ -1599,12 +1932,12 @@ static json_t *rt_json(struct agent *a, struct mod_rt *rt)
     enum runtime_status st = rt_status(a, rt, desc, sizeof(desc));
     json_t *o = json_pack(
         "{s:s, s:s, s:s, s:s, s:i, s:o, s:o, s:i, s:o, s:s?, s:s?, s:s}", "name", rt->name, "type",
-        module_type_name(spec ? spec->type : rt->type), "runtimeStatus", runtime_status_name(st),
-        "statusDescription", desc, "exitCode", rt->exit_code, "lastStartTimeUtc",
-        time_or_null(rt->started_ms ? rt->started_ms : rt->rec.last_start_ms), "lastExitTimeUtc",
-        time_or_null(rt->finished_ms), "restartCount", (int)rt->rec.restart_count,
-        "lastRestartTimeUtc", time_or_null(rt->rec.last_restart_ms), "containerId",
-        rt->container_id, "generationId", rt->rec.generation_id, "health",
+        module_type_name(spec ? spec->type : rt_leftover_type(a, rt)), "runtimeStatus",
+        runtime_status_name(st), "statusDescription", desc, "exitCode", rt->exit_code,
+        "lastStartTimeUtc", time_or_null(rt->started_ms ? rt->started_ms : rt->rec.last_start_ms),
+        "lastExitTimeUtc", time_or_null(rt->finished_ms), "restartCount",
+        (int)rt->rec.restart_count, "lastRestartTimeUtc", time_or_null(rt->rec.last_restart_ms),
+        "containerId", rt->container_id, "generationId", rt->rec.generation_id, "health",
         ctr_health_name(rt->health));
     if (!o)
         return NULL;
@@ -1661,15 +1994,33 @@ json_t *agent_status_json(struct agent *a)
     for (int i = 0; i <= RS_DEAD; i++)
         if (counts[i])
             json_object_set_new(c, runtime_status_name(i), json_integer((json_int_t)counts[i]));
-    return json_pack("{s:b, s:b, s:b, s:o, s:i}", "containerEngineConnected",
-                     a->eng_up[MODULE_TYPE_DOCKER], "processEngineConnected",
-                     a->eng_up[MODULE_TYPE_PROCESS], "reconciling", a->pass != NULL, "modules", c,
-                     "deployedModules", a->dep ? (int)a->dep->d->n_modules : 0);
+    json_t *engines = json_array();
+    for (size_t i = 0; engines && i < a->n_slots; i++) {
+        json_t *types = json_array();
+        for (int t = 0; types && t < MODULE_TYPE_COUNT; t++)
+            if (a->slots[i].module_types & (1u << t))
+                json_array_append_new(types, json_string(module_type_name((enum module_type)t)));
+        json_array_append_new(engines,
+                              json_pack("{s:s, s:b, s:o}", "name", slot_name(&a->slots[i]),
+                                        "connected", a->slots[i].up, "moduleTypes", types));
+    }
+    return json_pack("{s:b, s:b, s:o, s:b, s:o, s:i}", "containerEngineConnected",
+                     agent_engine_connected(a, MODULE_TYPE_DOCKER), "processEngineConnected",
+                     agent_engine_connected(a, MODULE_TYPE_PROCESS), "engines", engines,
+                     "reconciling", a->pass != NULL, "modules", c, "deployedModules",
+                     a->dep ? (int)a->dep->d->n_modules : 0);
 }
 
 bool agent_engine_connected(struct agent *a, enum module_type type)
 {
-    return a->eng_up[type];
+    const struct slot *sl = slot_for(a, type);
+    return sl && sl->up;
+}
+
+struct engine *agent_engine_for(struct agent *a, enum module_type type)
+{
+    struct slot *sl = slot_for(a, type);
+    return sl ? sl->e : NULL;
 }
 
 const char *agent_deployment_text(struct agent *a)
@@ -1729,9 +2080,9 @@ struct agent_logs *agent_logs(struct agent *a, const char *name,
         lerr_set(err, -ENOENT, "module \"%s\" has no container yet", name);
         return NULL;
     }
-    if (!a->eng_up[rt->type]) {
-        lerr_set(err, -EHOSTDOWN, "the %s engine is unreachable",
-                 rt->type == MODULE_TYPE_DOCKER ? "container" : "process");
+    struct slot *sl = slot_at(a, rt->eng);
+    if (!sl || !sl->up) {
+        lerr_set(err, -EHOSTDOWN, "the %s engine is unreachable", slot_noun(sl));
         return NULL;
     }
     struct agent_logs *h = calloc(1, sizeof(*h));
@@ -1739,7 +2090,7 @@ struct agent_logs *agent_logs(struct agent *a, const char *name,
         lerr_set(err, -ENOMEM, "out of memory");
         return NULL;
     }
-    h->e = a->eng[rt->type];
+    h->e = sl->e;
     h->on_data = on_data;
     h->cb = cb;
     h->ud = ud;

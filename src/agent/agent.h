@@ -34,8 +34,17 @@ struct agent_hooks {
     void *ud;
 };
 
+/* An engine the agent drives and the module types it runs. Each module type is run by at most
+ * one engine; the agent asks the engine's ops table what it can do, never its name. */
+struct agent_engine {
+    struct engine *engine;
+    unsigned module_types; /* bits (1u << MODULE_TYPE_*) */
+};
+
 struct agent_options {
-    const char *network;          /* docker network modules join ("ledge") */
+    const struct agent_engine *engines;
+    size_t n_engines;
+    const char *network;          /* network modules join ("ledge"), on engines that have them */
     const char *instance;         /* the device id: labels every container (dev.ledge.device) */
     const char *gateway_hostname; /* reachable from modules via host-gateway */
     const json_t
@@ -47,26 +56,49 @@ struct agent_options {
     struct agent_hooks hooks;
 };
 
-int agent_new(struct event_base *base, struct engine *docker, struct engine *process,
-              struct state_db *db, const struct agent_options *o, struct agent **ret);
+/* The engines' events are routed to the agent from here on (engine_set_event_handler). -EINVAL
+ * when two engines claim one module type. */
+int agent_new(struct event_base *base, struct state_db *db, const struct agent_options *o,
+              struct agent **ret);
 /* Load the stored deployment and start reconciling (works offline, on every boot). */
 int agent_start(struct agent *a, struct lerr *err);
+/* Before the engines are freed. */
 void agent_free(struct agent *a);
 
-/* Both engines' event callbacks lead here. */
-void agent_on_engine_event(struct agent *a, enum module_type engine, const struct engine_event *ev);
+/* Where the engines' events lead (agent_new routes them; tests inject events here). */
+void agent_on_engine_event(struct agent *a, struct engine *e, const struct engine_event *ev);
 
 /* Completion of an apply or a module command: result 0 or -errno; report is a JSON object the
  * callee keeps ownership of (copy what you need). */
 typedef void (*agent_done_fn)(void *ud, int result, const json_t *report);
 
-/* Validate and apply a manifest. Invalid: -EINVAL with every problem in errors (nothing changes).
- * Otherwise cb is called once: at once with {"plan": [...]} (dry_run, or !wait), or after the
- * reconcile pass that executes it with {"plan": [...], "outcome": [...]}. ret_plan (optional)
- * receives a new reference to the plan at once.
- * A client gone before then must call agent_cancel_waiter(a, ud). */
+/* The one deploy-time validation, for ledged's API, the CLI's dry run and whatever else asks:
+ * the manifest (manifest_parse: structure, createOptions), the routes, an engine for every
+ * module type, and the host/guest platform rule for the images the engines already have (images
+ * not present yet are checked when they are pulled). cb is called exactly once, possibly before
+ * this returns: 0 with the validated deployment (handed over: the callee frees it) and its
+ * warnings, or -EINVAL with every problem in errors, each starting with its JSON path. Returns
+ * < 0 (and never calls cb) only when the validation could not start. */
+typedef void (*agent_validate_fn)(void *ud, int result, struct deployment *d,
+                                  const struct lstrv *errors);
+int agent_validate(struct agent *a, const char *text, size_t len, agent_validate_fn cb, void *ud);
+
+struct agent_apply_cb {
+    /* Called once with the validation's verdict: -EINVAL with every problem in errors (nothing
+     * changed), or 0 with report {"plan": [...], "warnings": [...]} (with "dryRun": true for a
+     * dry run). For a dry run or without wait it is the last call. */
+    void (*planned)(void *ud, int result, const json_t *report, const struct lstrv *errors);
+    /* wait only: after the reconcile pass that executes the deployment, report {"plan": [...],
+     * "outcome": [...]}; result -EIO when a step of it failed. */
+    agent_done_fn done;
+};
+
+/* Validate (agent_validate) and apply a manifest. The callbacks may run before this returns.
+ * A client gone before they ran must call agent_cancel_waiter(a, ud). Returns < 0 (and calls
+ * nothing) only when it could not start. */
 int agent_apply(struct agent *a, const char *text, size_t len, bool dry_run, bool wait,
-                agent_done_fn cb, void *ud, json_t **ret_plan, struct lstrv *errors);
+                const struct agent_apply_cb *cb, void *ud);
+/* No callback reaches ud after this: validations, plans and waits for it are dropped. */
 void agent_cancel_waiter(struct agent *a, void *ud);
 
 /* "start", "stop" or "restart" a module by name. */
@@ -76,8 +108,11 @@ int agent_module_command(struct agent *a, const char *name, const char *verb, ag
 json_t *agent_modules_json(struct agent *a);
 json_t *agent_module_json(struct agent *a, const char *name); /* NULL when unknown */
 json_t *agent_status_json(struct agent *a);
-/* Is that engine's event stream up (the agent creates and removes nothing on it otherwise)? */
+/* Is the event stream of the engine running that module type up (the agent creates and removes
+ * nothing on it otherwise)? false when no engine runs that type. */
 bool agent_engine_connected(struct agent *a, enum module_type type);
+/* The engine running that module type, or NULL. */
+struct engine *agent_engine_for(struct agent *a, enum module_type type);
 const char *agent_deployment_text(struct agent *a);         /* NULL when none */
 const struct deployment *agent_deployment(struct agent *a); /* NULL when none */
 /* A module's generation id: new whenever its container is recreated; NULL before its first

@@ -12,6 +12,7 @@
 enum module_type {
     MODULE_TYPE_DOCKER,  /* a container run through the engine */
     MODULE_TYPE_PROCESS, /* ledge extension: a supervised native program */
+    MODULE_TYPE_COUNT,
 };
 
 enum module_status {

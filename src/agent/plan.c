@@ -61,8 +61,13 @@ static int step_cmp(const void *a, const void *b)
     return strcmp(x->module, y->module);
 }
 
+static bool engine_up(const struct plan_engines *pe, int i)
+{
+    return i >= 0 && (size_t)i < pe->n && pe->available[i];
+}
+
 int plan_compute(const struct deployment *d, const struct plan_actual *actual, size_t n_actual,
-                 const bool engine_available[2], struct plan *ret)
+                 const struct plan_engines *pe, struct plan *ret)
 {
     struct plan p = {0};
     size_t cap = 0;
@@ -73,8 +78,16 @@ int plan_compute(const struct deployment *d, const struct plan_actual *actual, s
     for (size_t i = 0; i < d->n_modules && r == 0; i++) {
         const struct module_spec *m = &d->modules[i];
         const struct plan_actual *a = NULL;
-        if (!engine_available[m->type])
+        int eng = pe->for_type[m->type];
+        if (!engine_up(pe, eng)) {
+            /* left alone, and so is what it runs as now (moving engines waits for the new one) */
+            for (size_t k = 0; k < n_actual; k++)
+                if (!claimed[k] && strcmp(actual[k].name, m->name) == 0) {
+                    claimed[k] = true;
+                    break;
+                }
             continue;
+        }
         for (size_t k = 0; k < n_actual; k++)
             if (!claimed[k] && strcmp(actual[k].name, m->name) == 0) {
                 a = &actual[k];
@@ -87,12 +100,12 @@ int plan_compute(const struct deployment *d, const struct plan_actual *actual, s
             snprintf(s.reason, sizeof(s.reason), "new module");
         } else {
             s.container_id = a->id;
-            s.old_type = a->type;
+            s.old_engine = a->engine;
             bool running = is_running(a->state);
-            if (a->type != m->type) {
+            if (a->engine != eng) {
                 s.action = PLAN_RECREATE;
-                snprintf(s.reason, sizeof(s.reason), "type changed from %s to %s",
-                         module_type_name(a->type), module_type_name(m->type));
+                snprintf(s.reason, sizeof(s.reason), "moves from the %s engine to the %s engine",
+                         engine_up(pe, a->engine) ? pe->names[a->engine] : "?", pe->names[eng]);
             } else if (!a->config_hash || strcmp(a->config_hash, m->config_hash) != 0) {
                 s.action = PLAN_RECREATE;
                 snprintf(s.reason, sizeof(s.reason), "desired config changed");
@@ -115,12 +128,12 @@ int plan_compute(const struct deployment *d, const struct plan_actual *actual, s
     }
     /* Anything ledge owns that the deployment no longer names goes. */
     for (size_t k = 0; k < n_actual && r == 0; k++) {
-        if (claimed[k] || !engine_available[actual[k].type])
+        if (claimed[k] || !engine_up(pe, actual[k].engine))
             continue;
         struct plan_step s = {.action = PLAN_REMOVE,
                               .module = actual[k].name,
                               .container_id = actual[k].id,
-                              .old_type = actual[k].type};
+                              .old_engine = actual[k].engine};
         snprintf(s.reason, sizeof(s.reason), "not in the deployment");
         r = push(&p, &cap, &s);
     }

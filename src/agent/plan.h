@@ -24,12 +24,20 @@ enum plan_action {
     PLAN_REMOVE,
 };
 
+/* The engines modules run on, by index (the agent's order). */
+struct plan_engines {
+    size_t n;
+    const char *const *names; /* [n], for the reasons */
+    const bool *available;    /* [n]: an unreachable engine's modules are left out entirely */
+    const int *for_type;      /* [MODULE_TYPE_COUNT]: the engine running that type, -1 none */
+};
+
 /* One module as an engine has it. */
 struct plan_actual {
     const char *name; /* module label (or container name) */
     const char *id;
     const char *config_hash; /* label; NULL when absent */
-    enum module_type type;   /* which engine holds it */
+    int engine;              /* which engine holds it (index) */
     enum ctr_state state;
     bool may_start;    /* decided by the agent: a start is due (status change, boot,
                           restart policy, user request, never started) */
@@ -40,7 +48,7 @@ struct plan_step {
     enum plan_action action;
     const char *module;             /* borrowed from the inputs */
     const char *container_id;       /* existing container, or NULL */
-    enum module_type old_type;      /* engine holding container_id */
+    int old_engine;                 /* engine holding container_id (index) */
     const struct module_spec *spec; /* desired, NULL for PLAN_REMOVE */
     uint32_t order;                 /* startupOrder group */
     char reason[160];
@@ -51,10 +59,10 @@ struct plan {
     size_t n;
 };
 
-/* engine_available[type]: modules whose engine is unreachable are left out entirely (neither
- * created nor removed) until it is back. */
+/* Modules whose engine is unreachable (or that no engine runs) are left out entirely, neither
+ * created nor removed, until it is back. */
 int plan_compute(const struct deployment *d, const struct plan_actual *actual, size_t n_actual,
-                 const bool engine_available[2], struct plan *ret);
+                 const struct plan_engines *engines, struct plan *ret);
 void plan_free(struct plan *p);
 const char *plan_action_name(enum plan_action a);
 /* [{"module":..., "action":..., "reason":..., "startupOrder":...}] without KEEP steps unless

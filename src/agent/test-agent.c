@@ -127,8 +127,11 @@ static void test_planner(void **state)
          .state = CTR_EXITED},
     };
     struct plan p;
+    const char *names[] = {"docker", "process"};
     bool avail[2] = {true, true};
-    assert_int_equal(plan_compute(d, actual, ARRAY_SIZE(actual), avail, &p), 0);
+    int for_type[MODULE_TYPE_COUNT] = {[MODULE_TYPE_DOCKER] = 0, [MODULE_TYPE_PROCESS] = 1};
+    struct plan_engines pe = {.n = 2, .names = names, .available = avail, .for_type = for_type};
+    assert_int_equal(plan_compute(d, actual, ARRAY_SIZE(actual), &pe, &p), 0);
     assert_int_equal(action_of(&p, "ma"), PLAN_CREATE);
     assert_int_equal(action_of(&p, "mb"), PLAN_STOP);
     assert_int_equal(action_of(&p, "mc"), PLAN_RECREATE);
@@ -147,10 +150,31 @@ static void test_planner(void **state)
     plan_free(&p);
     (void)c;
 
+    /* A module on another engine than its type now runs on is recreated. */
+    actual[0].engine = 1;
+    assert_int_equal(plan_compute(d, actual, ARRAY_SIZE(actual), &pe, &p), 0);
+    assert_int_equal(action_of(&p, "mb"), PLAN_RECREATE);
+    for (size_t i = 0; i < p.n; i++)
+        if (strcmp(p.steps[i].module, "mb") == 0) {
+            assert_string_equal(p.steps[i].reason,
+                                "moves from the process engine to the docker engine");
+            assert_int_equal(p.steps[i].old_engine, 1);
+        }
+    plan_free(&p);
+    actual[0].engine = 0;
+
     /* An unreachable engine: its modules are neither created nor removed. */
-    avail[MODULE_TYPE_DOCKER] = false;
-    assert_int_equal(plan_compute(d, actual, ARRAY_SIZE(actual), avail, &p), 0);
+    avail[0] = false;
+    assert_int_equal(plan_compute(d, actual, ARRAY_SIZE(actual), &pe, &p), 0);
     assert_int_equal(plan_count_changes(&p), 0);
+    plan_free(&p);
+    /* No engine for a type: its modules are left out as well, and so are their containers;
+     * only the orphan goes. */
+    avail[0] = true;
+    for_type[MODULE_TYPE_DOCKER] = -1;
+    assert_int_equal(plan_compute(d, actual, ARRAY_SIZE(actual), &pe, &p), 0);
+    assert_int_equal(plan_count_changes(&p), 1);
+    assert_int_equal(action_of(&p, "gone"), PLAN_REMOVE);
     plan_free(&p);
     deployment_free(d);
     free(text);
@@ -169,41 +193,36 @@ struct fix {
     int done;
     int result;
     json_t *report;
+    int planned;
+    int plan_result;
+    struct lstrv errors;
     struct restart_tunables rt;
     const struct engine_ops *proc_ops; /* NULL: engine_process_ops */
 };
-
-static void on_event(void *ud, const struct engine_event *ev)
-{
-    struct fix *f = ud;
-    if (f->agent)
-        agent_on_engine_event(f->agent, MODULE_TYPE_PROCESS, ev);
-}
-
-static void on_docker_event(void *ud, const struct engine_event *ev)
-{
-    struct fix *f = ud;
-    if (f->agent)
-        agent_on_engine_event(f->agent, MODULE_TYPE_DOCKER, ev);
-}
 
 static void start_agent(struct fix *f)
 {
     char uri[128];
     snprintf(uri, sizeof(uri), "unix://%s/no-docker.sock", f->dir);
-    struct engine_config pc = {.state_dir = f->dir, .on_event = on_event, .event_ud = f};
-    struct engine_config dc = {.uri = uri, .on_event = on_docker_event, .event_ud = f};
+    struct engine_config pc = {.state_dir = f->dir};
+    struct engine_config dc = {.uri = uri};
     assert_int_equal(
         engine_new(f->proc_ops ? f->proc_ops : &engine_process_ops, f->base, &pc, &f->proc), 0);
     assert_int_equal(engine_new(&engine_docker_ops, f->base, &dc, &f->docker), 0);
     struct lerr err = {0};
     assert_int_equal(state_open(f->dir, &f->db, &err), 0);
-    struct agent_options o = {.network = "ledge",
+    struct agent_engine engines[] = {
+        {.engine = f->docker, .module_types = 1u << MODULE_TYPE_DOCKER},
+        {.engine = f->proc, .module_types = 1u << MODULE_TYPE_PROCESS},
+    };
+    struct agent_options o = {.engines = engines,
+                              .n_engines = ARRAY_SIZE(engines),
+                              .network = "ledge",
                               .stop_timeout_s = 1,
                               .restart = f->rt,
                               .hub_program = "/bin/true",
                               .boot_id_path = f->bootfile};
-    assert_int_equal(agent_new(f->base, f->docker, f->proc, f->db, &o, &f->agent), 0);
+    assert_int_equal(agent_new(f->base, f->db, &o, &f->agent), 0);
     assert_int_equal(agent_start(f->agent, &err), 0);
     f->proc->ops->start(f->proc);
     f->docker->ops->start(f->docker);
@@ -250,6 +269,7 @@ static int teardown(void **state)
     stop_agent(f);
     kill_all(f);
     json_decref(f->report);
+    lstrv_free(&f->errors);
     event_base_free(f->base);
     char cmd[128];
     snprintf(cmd, sizeof(cmd), "rm -rf %s", f->dir);
@@ -267,6 +287,17 @@ static void apply_cb(void *ud, int result, const json_t *report)
     f->report = json_deep_copy(report);
 }
 
+static void planned_cb(void *ud, int result, const json_t *report, const struct lstrv *errors)
+{
+    struct fix *f = ud;
+    f->planned++;
+    f->plan_result = result;
+    for (size_t i = 0; errors && i < errors->n; i++)
+        lstrv_push(&f->errors, errors->v[i]);
+}
+
+static const struct agent_apply_cb apply_cbs = {.planned = planned_cb, .done = apply_cb};
+
 static void spin(struct fix *f, int ms)
 {
     struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
@@ -277,16 +308,17 @@ static void spin(struct fix *f, int ms)
 static void apply(struct fix *f, const char *modules)
 {
     char *text = manifest(modules);
-    struct lstrv errors = LSTRV_INIT;
     f->done = 0;
-    int r = agent_apply(f->agent, text, strlen(text), false, true, apply_cb, f, NULL, &errors);
-    for (size_t i = 0; i < errors.n; i++)
-        fprintf(stderr, "apply: %s\n", errors.v[i]);
-    assert_int_equal(r, 0);
+    f->planned = 0;
+    lstrv_free(&f->errors);
+    assert_int_equal(agent_apply(f->agent, text, strlen(text), false, true, &apply_cbs, f), 0);
     for (int i = 0; i < 300 && !f->done; i++)
         spin(f, 10);
+    for (size_t i = 0; i < f->errors.n; i++)
+        fprintf(stderr, "apply: %s\n", f->errors.v[i]);
+    assert_int_equal(f->planned, 1);
+    assert_int_equal(f->plan_result, 0);
     assert_int_equal(f->done, 1);
-    lstrv_free(&errors);
     free(text);
 }
 
@@ -417,7 +449,7 @@ static void stale_list_cb(void *ud, int result, const struct engine_container *v
                                   .id = stale_inject_id,
                                   .exit_code = 9,
                                   .time_ms = ltime_now_ms()};
-        agent_on_engine_event(stale_fix->agent, MODULE_TYPE_PROCESS, &ev);
+        agent_on_engine_event(stale_fix->agent, stale_fix->proc, &ev);
         free(stale_inject_id);
         stale_inject_id = NULL;
     }
@@ -540,17 +572,18 @@ static void test_invalid_manifest_changes_nothing(void **state)
     char *id = container_of(f, "keep");
     const char *bad = "{\"modulesContent\":{\"$edgeAgent\":{\"properties.desired\":{"
                       "\"schemaVersion\":\"9.9\",\"modules\":{\"x\":{\"type\":\"docker\"}}}}}}";
-    struct lstrv errors = LSTRV_INIT;
-    assert_int_equal(
-        agent_apply(f->agent, bad, strlen(bad), false, true, apply_cb, f, NULL, &errors), -EINVAL);
-    assert_true(errors.n >= 2);
+    f->planned = f->done = 0;
+    assert_int_equal(agent_apply(f->agent, bad, strlen(bad), false, true, &apply_cbs, f), 0);
+    assert_int_equal(f->planned, 1); /* invalid: the verdict comes at once */
+    assert_int_equal(f->plan_result, -EINVAL);
+    assert_true(f->errors.n >= 2);
     spin(f, 100);
+    assert_int_equal(f->done, 0);
     char *id2 = container_of(f, "keep");
     assert_string_equal(id, id2);
     assert_non_null(strstr(agent_deployment_text(f->agent), "keep"));
     free(id);
     free(id2);
-    lstrv_free(&errors);
 }
 
 int main(void)

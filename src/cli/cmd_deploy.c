@@ -34,6 +34,15 @@ static void print_plan(const json_t *plan)
                ljson_str(s, "reason") ?: "");
 }
 
+/* Accepted but worth knowing (createOptions fields passed through unchecked, keys ignored). */
+static void print_warnings(const json_t *warnings)
+{
+    size_t i;
+    json_t *w;
+    json_array_foreach (warnings, i, w)
+        printf("warning: %s\n", json_string_value(w) ?: "");
+}
+
 static void print_outcome(const json_t *outcome)
 {
     if (json_array_size(outcome) == 0)
@@ -52,6 +61,7 @@ static void handle_event(struct deploy_out *o, json_t *ev)
 {
     const char *kind = ljson_str(ev, "event");
     if (lstr_eq(kind, "plan")) {
+        print_warnings(json_object_get(ev, "warnings"));
         print_plan(json_object_get(ev, "plan"));
     } else if (lstr_eq(kind, "progress")) {
         if (o->tty)
@@ -129,6 +139,7 @@ int cmd_deploy(struct cli *c, int argc, char **argv)
         if (status != 200) {
             rc = cli_report_error(status, body);
         } else {
+            print_warnings(json_object_get(body, "warnings"));
             print_plan(json_object_get(body, "plan"));
             if (dry)
                 printf("(dry run: nothing was changed)\n");

@@ -68,7 +68,8 @@ struct config_device {
 };
 
 struct config_engine {
-    char *uri; /* unix:///path or http://host:port */
+    char *type; /* the engine backend that runs container modules: "docker" */
+    char *uri;  /* unix:///path or http://host:port */
     char *network;
     uint64_t log_max_size;
     int log_max_files;

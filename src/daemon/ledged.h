@@ -18,14 +18,18 @@ struct hub_link;
 struct deploy_stream;
 struct hc_client;
 
+#define LEDGED_MAX_ENGINES 4
+
 struct ledged {
     struct event_base *base;
     struct ledge_config cfg;
     char *config_path;
     char *hub_program; /* resolved path of ledge-hub */
     struct state_db *db;
-    struct engine *docker;
-    struct engine *process;
+    /* The engines in use (engine_ops_find: engine.type for container modules, process): the
+     * daemon makes, starts and frees them; the agent drives them. */
+    struct engine *engines[LEDGED_MAX_ENGINES];
+    size_t n_engines;
     struct agent *agent;
     struct hs_server *mgmt;
     struct workload_server *workload;
@@ -36,8 +40,8 @@ struct ledged {
     struct ca *ca;
     struct event *renew_timer;
     char *hub_cert_path, *hub_key_path, *trust_bundle_path;
-    struct engine_version docker_version;
-    bool docker_version_known;
+    struct engine_version container_version; /* of the engine running container modules */
+    bool container_version_known;
     struct deploy_stream *deploy_streams; /* clients following a deployment (mgmt.c) */
     struct hc_client *hub_client;         /* to the hub's control socket (hub_proxy.c) */
 };

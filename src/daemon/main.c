@@ -36,18 +36,35 @@ static void usage(FILE *out)
             "/run/ledge/mgmt.sock", CONFIG_DEFAULT_PATH);
 }
 
-static void on_docker_event(void *ud, const struct engine_event *ev)
+/* Which engine runs each manifest module type: container modules the configured one
+ * (engine.type), process modules the process supervisor. */
+static const char *engine_name_for(const struct ledge_config *cfg, enum module_type t)
 {
-    struct ledged *d = ud;
-    if (d->agent)
-        agent_on_engine_event(d->agent, MODULE_TYPE_DOCKER, ev);
+    return t == MODULE_TYPE_PROCESS ? "process" : cfg->engine.type;
 }
 
-static void on_process_event(void *ud, const struct engine_event *ev)
+static enum engine_runs engine_runs_for(enum module_type t)
 {
-    struct ledged *d = ud;
-    if (d->agent)
-        agent_on_engine_event(d->agent, MODULE_TYPE_PROCESS, ev);
+    return t == MODULE_TYPE_PROCESS ? ENGINE_RUNS_PROGRAMS : ENGINE_RUNS_IMAGES;
+}
+
+/* engine.type must name an engine of this build that runs images. */
+static int check_engine_type(const struct ledge_config *cfg)
+{
+    const struct engine_ops *ops = engine_ops_find(cfg->engine.type);
+    if (ops && ops->runs == ENGINE_RUNS_IMAGES)
+        return 0;
+    char names[256] = "";
+    for (size_t i = 0; i < engine_ops_count(); i++) {
+        const struct engine_ops *o = engine_ops_at(i);
+        if (o->runs != ENGINE_RUNS_IMAGES)
+            continue;
+        size_t n = strlen(names);
+        snprintf(names + n, sizeof(names) - n, "%s%s", n ? ", " : "", o->name);
+    }
+    fprintf(stderr, "ledged: engine.type: \"%s\" is not a container engine of this ledged (%s)\n",
+            cfg->engine.type, names);
+    return -EINVAL;
 }
 
 static void on_signal(evutil_socket_t sig, short what, void *arg)
@@ -102,13 +119,13 @@ static char *resolve_hub_program(const char *configured)
     return strdup(configured ? configured : "/usr/lib/ledge/ledge-hub");
 }
 
-static void docker_version_cb(void *ud, int result, const struct engine_version *v,
-                              const struct lerr *err)
+static void container_version_cb(void *ud, int result, const struct engine_version *v,
+                                 const struct lerr *err)
 {
     struct ledged *d = ud;
     if (result == 0 || v) {
-        d->docker_version = *v;
-        d->docker_version_known = true;
+        d->container_version = *v;
+        d->container_version_known = true;
         log_info(COMP, "container engine: %s %s (API %s)", v->product, v->version, v->api_version);
     } else {
         log_warn(COMP, "container engine: %s", lerr_str(err));
@@ -130,7 +147,7 @@ static int load_config(struct ledged *d, const char *path)
     lstrv_free(&errors);
     if (r == 1)
         log_info(COMP, "%s not found; using defaults", path);
-    return 0;
+    return check_engine_type(&d->cfg);
 }
 
 static void ledged_free(struct ledged *d)
@@ -138,8 +155,8 @@ static void ledged_free(struct ledged *d)
     mgmt_stop(d);
     workload_server_stop(d);
     agent_free(d->agent);
-    engine_free(d->docker);
-    engine_free(d->process);
+    for (size_t i = 0; i < d->n_engines; i++)
+        engine_free(d->engines[i]);
     state_close(d->db);
     identity_stop(d);
     config_free(&d->cfg);
@@ -222,28 +239,41 @@ int main(int argc, char **argv)
     if ((r = identity_start(&d)) < 0 || (r = workload_server_start(&d)) < 0)
         goto out;
 
-    struct engine_config dc = {
+    /* One engine per backend in use; every engine gets the whole config and reads its part.
+     * Events are routed to the agent, which agent_new() wires up. */
+    struct engine_config ec = {
         .uri = d.cfg.engine.uri,
         .instance = d.cfg.device.id,
         .state_dir = d.cfg.state_dir,
         .request_timeout_ms = 30000,
         .pull_timeout_ms = d.cfg.engine.pull_timeout_ms,
-        .on_event = on_docker_event,
-        .event_ud = &d,
     };
-    struct engine_config pc = {
-        .state_dir = d.cfg.state_dir,
-        .on_event = on_process_event,
-        .event_ud = &d,
-    };
-    if ((r = engine_new(&engine_docker_ops, d.base, &dc, &d.docker)) < 0) {
-        log_error(COMP, "engine.uri %s: %s", d.cfg.engine.uri,
-                  r == -EINVAL ? "use unix:///path or http://host:port" : strerror(-r));
-        goto out;
-    }
-    if ((r = engine_new(&engine_process_ops, d.base, &pc, &d.process)) < 0) {
-        log_error(COMP, "process engine: %s", strerror(-r));
-        goto out;
+    struct agent_engine engines[LEDGED_MAX_ENGINES];
+    struct engine *container_engine = NULL;
+    for (int t = 0; t < MODULE_TYPE_COUNT; t++) {
+        const struct engine_ops *ops = engine_ops_find(engine_name_for(&d.cfg, t));
+        if (!ops || ops->runs != engine_runs_for(t)) {
+            log_error(COMP, "no engine runs %s modules", module_type_name(t));
+            goto out;
+        }
+        size_t i = 0;
+        while (i < d.n_engines && d.engines[i]->ops != ops)
+            i++;
+        if (i == d.n_engines) {
+            if ((r = engine_new(ops, d.base, &ec, &d.engines[i])) < 0) {
+                if (ops->runs == ENGINE_RUNS_IMAGES)
+                    log_error(COMP, "engine %s at %s: %s", ops->name, d.cfg.engine.uri,
+                              r == -EINVAL ? "use unix:///path or http://host:port" : strerror(-r));
+                else
+                    log_error(COMP, "engine %s: %s", ops->name, strerror(-r));
+                goto out;
+            }
+            engines[i] = (struct agent_engine){.engine = d.engines[i]};
+            d.n_engines++;
+        }
+        engines[i].module_types |= 1u << t;
+        if (t == MODULE_TYPE_DOCKER)
+            container_engine = d.engines[i];
     }
 
     char logsize[32];
@@ -253,6 +283,8 @@ int main(int argc, char **argv)
     json_t *logc = json_pack("{s:s, s:{s:s, s:s}}", "Type", "json-file", "Config", "max-size",
                              logsize, "max-file", logfiles);
     struct agent_options ao = {
+        .engines = engines,
+        .n_engines = d.n_engines,
         .network = d.cfg.engine.network,
         .instance = d.cfg.device.id,
         .gateway_hostname = d.cfg.device.gateway_hostname,
@@ -270,7 +302,7 @@ int main(int argc, char **argv)
         .boot_id_path = getenv("LEDGE_BOOT_ID_PATH"),
     };
     modules_hooks(&d, &ao.hooks);
-    r = agent_new(d.base, d.docker, d.process, d.db, &ao, &d.agent);
+    r = agent_new(d.base, d.db, &ao, &d.agent);
     json_decref(logc);
     if (r < 0) {
         log_error(COMP, "agent: %s", strerror(-r));
@@ -282,9 +314,9 @@ int main(int argc, char **argv)
         log_error(COMP, "%s", lerr_str(&err));
         goto out;
     }
-    d.docker->ops->start(d.docker);
-    d.process->ops->start(d.process);
-    d.docker->ops->version(d.docker, docker_version_cb, &d);
+    for (size_t i = 0; i < d.n_engines; i++)
+        d.engines[i]->ops->start(d.engines[i]);
+    container_engine->ops->version(container_engine, container_version_cb, &d);
 
     struct event *sigterm = evsignal_new(d.base, SIGTERM, on_signal, &d);
     struct event *sigint = evsignal_new(d.base, SIGINT, on_signal, &d);

@@ -14,7 +14,6 @@
 #include "base/str.h"
 #include "base/timeutil.h"
 #include "daemon/ledged.h"
-#include "engine/platform.h"
 #include "log/log.h"
 #include "net/http_client.h"
 
@@ -78,8 +77,8 @@ struct deploy_stream {
 struct pending {
     struct ledged *d;
     struct hs_request *req;
-    bool streaming;
-    bool answered_sync;
+    bool wait;       /* deployments: stream the outcome */
+    bool validating; /* deployments: the agent's verdict is still to come */
     struct agent_logs *logs;
     struct deploy_stream *stream;
 };
@@ -93,8 +92,8 @@ static void pending_abort(struct hs_request *r, void *ud)
     if (p->logs) {
         agent_logs_cancel(p->logs);
         free(p);
-    } else if (p->stream) {
-        /* the deploy continues; only its reporting stops */
+    } else if (p->stream || p->validating) {
+        /* the deploy continues (or its validation ends unheard); only its reporting stops */
         agent_cancel_waiter(p->d->agent, p);
         deploy_stream_remove(p->d, p);
         free(p);
@@ -260,12 +259,6 @@ void mgmt_progress(struct ledged *d, const char *module, const char *line)
 static void deploy_done(void *ud, int result, const json_t *report)
 {
     struct pending *p = ud;
-    if (!p->streaming) {
-        /* answered before agent_apply returned: dry run or no wait */
-        p->answered_sync = true;
-        hs_reply_json(p->req, 200, json_deep_copy(report));
-        return;
-    }
     deploy_stream_remove(p->d, p);
     if (p->req) {
         hs_request_on_abort(p->req, NULL, NULL);
@@ -281,45 +274,38 @@ static void deploy_done(void *ud, int result, const json_t *report)
 static void reply_errors(struct hs_request *r, int res, const struct lstrv *errors)
 {
     json_t *errs = json_array();
-    for (size_t i = 0; i < errors->n; i++)
+    for (size_t i = 0; errors && i < errors->n; i++)
         json_array_append_new(errs, json_string(errors->v[i]));
     json_t *o = json_pack("{s:s, s:o}", "message",
                           res == -EINVAL ? "invalid deployment manifest"
                                          : "the deployment could not be applied",
                           "errors", errs);
-    if (errors->n == 1 && res == -EINVAL) {
+    size_t n = errors ? errors->n : 0;
+    if (n == 1 && res == -EINVAL) {
         json_object_set_new(o, "message", json_string(errors->v[0]));
-    } else if (errors->n > 1 && res == -EINVAL) {
+    } else if (n > 1 && res == -EINVAL) {
         char msg[128];
-        snprintf(msg, sizeof(msg), "invalid deployment manifest: %zu problems", errors->n);
+        snprintf(msg, sizeof(msg), "invalid deployment manifest: %zu problems", n);
         json_object_set_new(o, "message", json_string(msg));
     }
     hs_reply_json(r, res == -EINVAL ? 400 : http_status_for(res), o);
 }
 
-static void deploy_apply(struct ledged *d, struct hs_request *r, const char *body, size_t n,
-                         bool dry_run, bool wait)
+/* The agent's verdict (validation, then the plan): the answer for dry runs and deployments
+ * without wait, the first line of the stream otherwise. */
+static void deploy_planned(void *ud, int result, const json_t *report, const struct lstrv *errors)
 {
-    struct pending *p = calloc(1, sizeof(*p));
-    if (!p) {
-        hs_reply_error(r, 500, "out of memory");
-        return;
-    }
-    p->d = d;
-    p->req = r;
-    struct lstrv errors = LSTRV_INIT;
-    json_t *plan = NULL;
-    int res = agent_apply(d->agent, body, n, dry_run, wait, deploy_done, p, &plan, &errors);
-    if (res < 0) {
-        reply_errors(r, res, &errors);
-        lstrv_free(&errors);
-        json_decref(plan);
+    struct pending *p = ud;
+    struct ledged *d = p->d;
+    p->validating = false;
+    hs_request_on_abort(p->req, NULL, NULL);
+    if (result < 0) {
+        reply_errors(p->req, result, errors);
         free(p);
         return;
     }
-    lstrv_free(&errors);
-    if (!wait || p->answered_sync) {
-        json_decref(plan);
+    if (!p->wait) {
+        hs_reply_json(p->req, 200, json_deep_copy(report));
         free(p);
         return;
     }
@@ -329,70 +315,15 @@ static void deploy_apply(struct ledged *d, struct hs_request *r, const char *bod
         s->next = d->deploy_streams;
         d->deploy_streams = s;
     }
-    p->streaming = true;
     p->stream = s;
-    hs_request_on_abort(r, pending_abort, p);
-    hs_stream_start(r, 200, "application/x-ndjson");
-    stream_line(r, json_pack("{s:s, s:o}", "event", "plan", "plan", plan ? plan : json_array()));
-}
-
-/* Before a deployment is accepted, the images it names that the engine already has are checked
- * against the host/guest rule, so `ledge deploy` refuses a module that cannot run here with the
- * rule explained (images not present yet are checked when they are pulled). */
-struct precheck {
-    struct ledged *d;
-    struct hs_request *req; /* NULL once the client went away */
-    struct deployment *dep;
-    struct lstrv errors;
-    int outstanding;
-    bool dry_run, wait;
-};
-
-struct precheck_item {
-    struct precheck *pc;
-    const struct module_spec *m;
-};
-
-static void precheck_abort(struct hs_request *r, void *ud)
-{
-    struct precheck *pc = ud;
-    pc->req = NULL;
-}
-
-static void precheck_finish(struct precheck *pc)
-{
-    if (pc->req) {
-        hs_request_on_abort(pc->req, NULL, NULL);
-        if (pc->errors.n) {
-            reply_errors(pc->req, -EINVAL, &pc->errors);
-        } else {
-            size_t n;
-            const char *body = hs_request_body(pc->req, &n);
-            deploy_apply(pc->d, pc->req, body, n, pc->dry_run, pc->wait);
-        }
-    }
-    deployment_free(pc->dep);
-    lstrv_free(&pc->errors);
-    free(pc);
-}
-
-static void precheck_cb(void *ud, int result, const char *os, const char *arch, const char *variant,
-                        const struct lerr *err)
-{
-    struct precheck_item *it = ud;
-    struct precheck *pc = it->pc;
-    struct platform host;
-    struct lerr perr = {0};
-    if (result == 0 && platform_host(&host) == 0 &&
-        platform_check_module(&host, it->m->name, it->m->image, os, arch, variant, &perr) < 0)
-        lstrv_printf(&pc->errors,
-                     "modules.%s.settings.image: %s — to run it on this host, run ledge in a "
-                     "virtual machine of that architecture: `ledge vm create NAME --arch %s`, then "
-                     "`ledge --vm NAME deploy FILE`",
-                     it->m->name, perr.msg, arch ? arch : "ARCH");
-    free(it);
-    if (--pc->outstanding == 0)
-        precheck_finish(pc);
+    hs_request_on_abort(p->req, pending_abort, p);
+    hs_stream_start(p->req, 200, "application/x-ndjson");
+    json_t *plan = json_object_get(report, "plan");
+    json_t *line = json_pack("{s:s, s:O}", "event", "plan", "plan", plan ? plan : json_null());
+    json_t *warnings = json_object_get(report, "warnings");
+    if (line && json_array_size(warnings))
+        json_object_set(line, "warnings", warnings);
+    stream_line(p->req, line);
 }
 
 static void h_deploy(struct hs_request *r, void *ud)
@@ -405,41 +336,25 @@ static void h_deploy(struct hs_request *r, void *ud)
         return;
     }
     bool dry_run = query_bool(r, "dryRun");
-    bool wait = !dry_run && query_bool(r, "wait");
-    struct precheck *pc = calloc(1, sizeof(*pc));
-    struct lstrv perr = LSTRV_INIT;
-    if (!pc || manifest_parse(body, n, d->hub_program, &pc->dep, &perr) < 0) {
-        /* invalid: agent_apply reports every problem */
-        lstrv_free(&perr);
-        free(pc);
-        deploy_apply(d, r, body, n, dry_run, wait);
+    struct pending *p = calloc(1, sizeof(*p));
+    if (!p) {
+        hs_reply_error(r, 500, "out of memory");
         return;
     }
-    lstrv_free(&perr);
-    pc->d = d;
-    pc->req = r;
-    pc->dry_run = dry_run;
-    pc->wait = wait;
-    pc->outstanding = 1;
-    hs_request_on_abort(r, precheck_abort, pc);
-    bool engine_up = agent_engine_connected(d->agent, MODULE_TYPE_DOCKER);
-    for (size_t i = 0; engine_up && i < pc->dep->n_modules; i++) {
-        const struct module_spec *m = &pc->dep->modules[i];
-        if (m->type != MODULE_TYPE_DOCKER || !m->image)
-            continue;
-        struct precheck_item *it = calloc(1, sizeof(*it));
-        if (!it)
-            break;
-        it->pc = pc;
-        it->m = m;
-        pc->outstanding++;
-        if (d->docker->ops->image_platform(d->docker, m->image, precheck_cb, it) < 0) {
-            pc->outstanding--;
-            free(it);
-        }
+    p->d = d;
+    p->req = r;
+    p->wait = !dry_run && query_bool(r, "wait");
+    /* Until the verdict, a client going away only cancels it (pending_abort). */
+    p->validating = true;
+    hs_request_on_abort(r, pending_abort, p);
+    static const struct agent_apply_cb cb = {.planned = deploy_planned, .done = deploy_done};
+    int res = agent_apply(d->agent, body, n, dry_run, p->wait, &cb, p);
+    if (res < 0) {
+        hs_request_on_abort(r, NULL, NULL);
+        hs_reply_error(r, http_status_for(res), "the deployment could not be validated: %s",
+                       strerror(-res));
+        free(p);
     }
-    if (--pc->outstanding == 0)
-        precheck_finish(pc);
 }
 
 static void h_deployment(struct hs_request *r, void *ud)
@@ -480,12 +395,13 @@ static void h_systeminfo(struct hs_request *r, void *ud)
     struct utsname u;
     uname(&u);
     _cleanup_free_ char *os = os_pretty_name();
-    json_t *engine = json_pack("{s:s, s:b}", "uri", d->cfg.engine.uri, "connected",
-                               agent_engine_connected(d->agent, MODULE_TYPE_DOCKER));
-    if (d->docker_version_known) {
-        json_object_set_new(engine, "product", json_string(d->docker_version.product));
-        json_object_set_new(engine, "version", json_string(d->docker_version.version));
-        json_object_set_new(engine, "apiVersion", json_string(d->docker_version.api_version));
+    json_t *engine =
+        json_pack("{s:s, s:s, s:b}", "type", d->cfg.engine.type, "uri", d->cfg.engine.uri,
+                  "connected", agent_engine_connected(d->agent, MODULE_TYPE_DOCKER));
+    if (d->container_version_known) {
+        json_object_set_new(engine, "product", json_string(d->container_version.product));
+        json_object_set_new(engine, "version", json_string(d->container_version.version));
+        json_object_set_new(engine, "apiVersion", json_string(d->container_version.api_version));
     }
     json_t *o =
         json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:o}", "version", LEDGE_VERSION,

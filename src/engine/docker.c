@@ -60,8 +60,7 @@ struct dcall {
     struct lerr stream_err;
     bool stream_failed;
     char *what; /* for messages: "create tempSensor" */
-    void (*plat_cb)(void *ud, int result, const char *os, const char *arch, const char *variant,
-                    const struct lerr *err);
+    engine_platform_fn plat_cb;
     struct dcall *prev, *next; /* d->calls */
 };
 
@@ -371,10 +370,10 @@ static int start_network_inspect(struct netctx *n)
     return dcall_start(c, "GET", path.data, NULL, n->d->timeout_ms, NULL, NULL);
 }
 
-static const char *docker_network_gateway(struct engine *e, const char *name)
+/* The host's address on that network (its gateway), once ensure_network() learned it. */
+static const char *network_gateway(struct docker *d, const char *name)
 {
-    struct docker *d = D(e);
-    return d->net_name && strcmp(d->net_name, name) == 0 ? d->net_gateway : NULL;
+    return name && d->net_name && strcmp(d->net_name, name) == 0 ? d->net_gateway : NULL;
 }
 
 static int docker_ensure_network(struct engine *e, const char *name, engine_done_fn cb, void *ud)
@@ -437,9 +436,7 @@ static void finish_platform(struct dcall *c, int r, long status, json_t *body,
                ljson_str(body, "Variant"), NULL);
 }
 
-static int docker_image_platform(struct engine *e, const char *image,
-                                 void (*cb)(void *ud, int result, const char *os, const char *arch,
-                                            const char *variant, const struct lerr *err),
+static int docker_image_platform(struct engine *e, const char *image, engine_platform_fn cb,
                                  void *ud)
 {
     struct dcall *c = dcall_new(D(e), "inspect image");
@@ -557,7 +554,7 @@ static int docker_create(struct engine *e, const struct engine_create_spec *spec
     struct docker *d = D(e);
     struct lerr err = {0};
     _cleanup_json_ json_t *body = NULL;
-    int r = docker_build_create_body(spec, &body, &err);
+    int r = docker_build_create_body(spec, network_gateway(d, spec->network), &body, &err);
     if (r < 0)
         return r;
     _cleanup_free_ char *what = lstr_printf("create %s", spec->name);
@@ -1008,6 +1005,7 @@ static void docker_fini(struct engine *e)
 
 const struct engine_ops engine_docker_ops = {
     .name = "docker",
+    .runs = ENGINE_RUNS_IMAGES,
     .priv_size = sizeof(struct docker),
     .init = docker_init,
     .start = docker_start,
@@ -1015,7 +1013,6 @@ const struct engine_ops engine_docker_ops = {
     .fini = docker_fini,
     .version = docker_version,
     .ensure_network = docker_ensure_network,
-    .network_gateway = docker_network_gateway,
     .image_present = docker_image_present,
     .pull = docker_pull,
     .create = docker_create,

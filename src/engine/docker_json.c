@@ -95,7 +95,32 @@ static int append_strings(json_t *obj, const char *key, const json_t *add, const
     return 0;
 }
 
-int docker_build_create_body(const struct engine_create_spec *spec, json_t **ret, struct lerr *err)
+/* The gateway host name leads to the host as the module's network sees it: the module network's
+ * own gateway address when the module joins it (more precise than docker's "host-gateway", which
+ * is docker0's address), loopback for host networking, and host-gateway for a network of the
+ * user's choosing. */
+static int add_gateway_host(json_t *hc, const struct engine_create_spec *spec,
+                            const char *network_gateway, struct lerr *err)
+{
+    if (lstr_empty(spec->gateway_hostname))
+        return 0;
+    const char *mode = ljson_str(hc, "NetworkMode");
+    bool module_network = lstr_empty(mode) || lstr_eq(mode, "default") ||
+                          (spec->network && lstr_eq(mode, spec->network));
+    const char *addr = "host-gateway";
+    if (lstr_eq(mode, "host"))
+        addr = "127.0.0.1";
+    else if (module_network && network_gateway)
+        addr = network_gateway;
+    _cleanup_free_ char *entry = lstr_printf("%s:%s", spec->gateway_hostname, addr);
+    _cleanup_json_ json_t *add = entry ? json_pack("[s]", entry) : NULL;
+    if (!add)
+        return -ENOMEM;
+    return append_strings(hc, "ExtraHosts", add, "HostConfig.ExtraHosts", err);
+}
+
+int docker_build_create_body(const struct engine_create_spec *spec, const char *network_gateway,
+                             json_t **ret, struct lerr *err)
 {
     int r = 0;
     if (spec->create_options && !json_is_object(spec->create_options))
@@ -121,7 +146,7 @@ int docker_build_create_body(const struct engine_create_spec *spec, json_t **ret
         return r;
     if ((r = append_strings(hc, "Binds", spec->binds, "HostConfig.Binds", err)) < 0)
         return r;
-    if ((r = append_strings(hc, "ExtraHosts", spec->extra_hosts, "HostConfig.ExtraHosts", err)) < 0)
+    if ((r = add_gateway_host(hc, spec, network_gateway, err)) < 0)
         return r;
     json_t *restart = json_pack("{s:s}", "Name", "no");
     if (!restart || json_object_set_new(hc, "RestartPolicy", restart) < 0)

@@ -10,10 +10,12 @@
 #include "engine/engine.h"
 
 /* Merge: the user's createOptions are the base; ledge sets Image, adds its labels (ledge's win),
- * puts spec->env over the user's Env (ledge's win), appends binds and extra hosts, joins the
- * network unless the user chose a NetworkMode, applies the default log config when the user set
- * none, and sets RestartPolicy "no" because ledge itself owns restarts. */
-int docker_build_create_body(const struct engine_create_spec *spec, json_t **ret, struct lerr *err);
+ * puts spec->env over the user's Env (ledge's win), appends binds and the gateway host name's
+ * ExtraHosts entry (network_gateway: the module network's gateway address, NULL when unknown),
+ * joins the network unless the user chose a NetworkMode, applies the default log config when the
+ * user set none, and sets RestartPolicy "no" because ledge itself owns restarts. */
+int docker_build_create_body(const struct engine_create_spec *spec, const char *network_gateway,
+                             json_t **ret, struct lerr *err);
 
 int docker_parse_version(const json_t *j, struct engine_version *ret);
 int docker_parse_inspect(const json_t *j, struct engine_container *ret);

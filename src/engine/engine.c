@@ -1,8 +1,37 @@
-/* engine.c — what all backends share: allocation through the ops table, container records. */
+/* engine.c — what all backends share: the registry of backends by name, allocation through the
+ * ops table, container records. */
 #include "engine/engine.h"
 
+#include <errno.h>
+#include <event2/event.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "base/macro.h"
+
+/* Every backend of this build; a new engine is one more line. */
+static const struct engine_ops *const registered[] = {
+    &engine_docker_ops,
+    &engine_process_ops,
+};
+
+const struct engine_ops *engine_ops_find(const char *name)
+{
+    for (size_t i = 0; name && i < ARRAY_SIZE(registered); i++)
+        if (strcmp(registered[i]->name, name) == 0)
+            return registered[i];
+    return NULL;
+}
+
+size_t engine_ops_count(void)
+{
+    return ARRAY_SIZE(registered);
+}
+
+const struct engine_ops *engine_ops_at(size_t i)
+{
+    return i < ARRAY_SIZE(registered) ? registered[i] : NULL;
+}
 
 int engine_new(const struct engine_ops *ops, struct event_base *base,
                const struct engine_config *cfg, struct engine **ret)
@@ -25,6 +54,22 @@ int engine_new(const struct engine_ops *ops, struct event_base *base,
         return r;
     }
     *ret = e;
+    return 0;
+}
+
+void engine_set_event_handler(struct engine *e, engine_event_fn fn, void *ud)
+{
+    e->on_event = fn;
+    e->event_ud = fn ? ud : NULL;
+}
+
+int engine_wait(struct engine *e, const bool *done)
+{
+    while (!*done) {
+        /* 1: no events are pending, so nothing can complete the call any more */
+        if (event_base_loop(e->base, EVLOOP_ONCE) != 0)
+            return -EIO;
+    }
     return 0;
 }
 

@@ -1,7 +1,9 @@
-/* engine.h — the one interface every module backend implements (an ops table chosen at run time):
- * `docker` (the Docker Engine API: Moby, Docker CE, Podman's compatible socket) and `process`
- * (supervised native programs). All operations are asynchronous on the caller's event loop and
- * report through a callback exactly once, unless the engine is freed first. */
+/* engine.h — the one interface every module backend implements, an ops table registered by name
+ * and chosen at run time: `docker` (the Docker Engine API: Moby, Docker CE, Podman's compatible
+ * socket) and `process` (supervised native programs); the embedded `oci` engine joins the table
+ * the same way. All operations are asynchronous on the caller's event loop and report through a
+ * callback exactly once, unless the engine is freed first (a blocking caller runs the loop with
+ * engine_wait()). */
 #pragma once
 
 #include <jansson.h>
@@ -81,19 +83,23 @@ struct engine_version {
     char default_log_driver[32];
 };
 
-/* What to create. Borrowed pointers: the engine copies what it keeps. */
+/* What to create. Borrowed pointers: the engine copies what it keeps. Engines that run images
+ * read image and create_options; engines that run programs read path and args. */
 struct engine_create_spec {
     const char *name;
-    const char *image;            /* docker */
-    const json_t *create_options; /* user's ContainerCreate object, or NULL */
+    const char *image;            /* images: the normalised reference */
+    const json_t *create_options; /* images: the user's ContainerCreate object, or NULL */
     const json_t *labels;         /* ledge's labels: win over the user's on conflict */
-    const json_t *env;         /* object NAME -> string: manifest env merged under identity env */
-    const json_t *binds;       /* array of "host:container[:opts]" added to HostConfig.Binds */
-    const json_t *extra_hosts; /* array of "name:addr" added to HostConfig.ExtraHosts */
-    const char *network;       /* join this network unless the user set NetworkMode */
+    const json_t *env;   /* object NAME -> string: manifest env merged under identity env */
+    const json_t *binds; /* array of "host:container[:opts]" added to HostConfig.Binds */
+    /* A host name that leads to the host from inside the module (its entry is the host's address
+     * as the module's network sees it), or NULL. Engines whose modules share the host's network
+     * ignore it. */
+    const char *gateway_hostname;
+    const char *network;              /* join this network unless the user set NetworkMode */
     const json_t *default_log_config; /* LogConfig used when the user set none */
-    const char *path;                 /* process: program */
-    const json_t *args;               /* process: array of strings */
+    const char *path;                 /* programs: absolute path */
+    const json_t *args;               /* programs: array of strings */
 };
 
 struct engine_registry_auth {
@@ -154,8 +160,20 @@ struct engine_config {
 
 struct engine_logs; /* a running logs request, cancellable */
 
+/* What an engine's modules are made from: which manifest settings it reads (docs/manifest.md). */
+enum engine_runs {
+    ENGINE_RUNS_IMAGES,   /* settings.image + createOptions (docker, oci) */
+    ENGINE_RUNS_PROGRAMS, /* settings.path + args (process) */
+};
+
+typedef void (*engine_platform_fn)(void *ud, int result, const char *os, const char *arch,
+                                   const char *variant, const struct lerr *err);
+
+/* Every op is required unless marked optional; an optional op is NULL when the engine does not
+ * have that capability, and callers ask the table, never the engine's name. */
 struct engine_ops {
-    const char *name;
+    const char *name; /* the registry key: engine.type in the config */
+    enum engine_runs runs;
     size_t priv_size;
     int (*init)(struct engine *e, const struct engine_config *cfg);
     int (*start)(struct engine *e); /* begin watching events */
@@ -163,10 +181,9 @@ struct engine_ops {
     void (*fini)(struct engine *e);
 
     int (*version)(struct engine *e, engine_version_fn cb, void *ud);
+    /* Optional: modules join a network the engine manages; create it when missing. */
     int (*ensure_network)(struct engine *e, const char *name, engine_done_fn cb, void *ud);
-    /* The host's address on that network (its gateway), once ensure_network() learned it; NULL
-     * when unknown. Optional. */
-    const char *(*network_gateway)(struct engine *e, const char *name);
+    /* Optional (both or neither): the engine keeps images and pulls them from registries. */
     int (*image_present)(struct engine *e, const char *image, engine_done_fn cb, void *ud);
     int (*pull)(struct engine *e, const char *image, const struct engine_registry_auth *auth,
                 engine_progress_fn progress, engine_done_fn cb, void *ud);
@@ -183,11 +200,9 @@ struct engine_ops {
                                 const struct engine_logs_options *o, engine_log_fn on_data,
                                 engine_done_fn cb, void *ud);
     void (*logs_cancel)(struct engine_logs *l);
-    /* Image platform (os, architecture, variant) for the supported-systems checks. */
-    int (*image_platform)(struct engine *e, const char *image,
-                          void (*cb)(void *ud, int result, const char *os, const char *arch,
-                                     const char *variant, const struct lerr *err),
-                          void *ud);
+    /* Optional: a present image's platform (os, architecture, variant) for the host/guest
+     * rule (engine/platform.h). */
+    int (*image_platform)(struct engine *e, const char *image, engine_platform_fn cb, void *ud);
 };
 
 struct engine {
@@ -198,10 +213,22 @@ struct engine {
     void *priv;
 };
 
+/* The backends, for tests that wrap one; everything else finds them by name. */
 extern const struct engine_ops engine_docker_ops;
 extern const struct engine_ops engine_process_ops;
+
+/* The registry: the engines this build has, by name; NULL when there is none of that name. */
+const struct engine_ops *engine_ops_find(const char *name);
+/* The registered engines in order, i < engine_ops_count(). */
+size_t engine_ops_count(void);
+const struct engine_ops *engine_ops_at(size_t i);
 
 /* Allocate and init an engine of the given ops. */
 int engine_new(const struct engine_ops *ops, struct event_base *base,
                const struct engine_config *cfg, struct engine **ret);
 void engine_free(struct engine *e);
+/* Where the engine's events go from now on (replacing cfg->on_event); fn NULL drops them. */
+void engine_set_event_handler(struct engine *e, engine_event_fn fn, void *ud);
+/* For blocking callers (the CLI): run the engine's event loop until *done is true (set it in the
+ * op's callback). -EIO when nothing is left that could set it. */
+int engine_wait(struct engine *e, const bool *done);

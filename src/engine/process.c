@@ -450,22 +450,6 @@ static int pe_version(struct engine *e, engine_version_fn cb, void *ud)
     return 0;
 }
 
-static int pe_ensure_network(struct engine *e, const char *name, engine_done_fn cb, void *ud)
-{
-    return defer_done(e, cb, ud, 0, NULL);
-}
-
-static int pe_image_present(struct engine *e, const char *image, engine_done_fn cb, void *ud)
-{
-    return defer_done(e, cb, ud, 0, NULL);
-}
-
-static int pe_pull(struct engine *e, const char *image, const struct engine_registry_auth *auth,
-                   engine_progress_fn progress, engine_done_fn cb, void *ud)
-{
-    return defer_done(e, cb, ud, 0, NULL);
-}
-
 static int pe_create(struct engine *e, const struct engine_create_spec *spec, engine_create_fn cb,
                      void *ud)
 {
@@ -908,26 +892,15 @@ static void pe_logs_cancel(struct engine_logs *l)
         plogs_free(l);
 }
 
-static int pe_image_platform(struct engine *e, const char *image,
-                             void (*cb)(void *ud, int result, const char *os, const char *arch,
-                                        const char *variant, const struct lerr *err),
-                             void *ud)
-{
-    cb(ud, 0, "linux", NULL, NULL, NULL);
-    return 0;
-}
-
 const struct engine_ops engine_process_ops = {
     .name = "process",
+    .runs = ENGINE_RUNS_PROGRAMS,
     .priv_size = sizeof(struct pengine),
     .init = pe_init,
     .start = pe_start,
     .stop = pe_stop,
     .fini = pe_fini,
     .version = pe_version,
-    .ensure_network = pe_ensure_network,
-    .image_present = pe_image_present,
-    .pull = pe_pull,
     .create = pe_create,
     .start_container = pe_start_container,
     .stop_container = pe_stop_container,
@@ -936,5 +909,4 @@ const struct engine_ops engine_process_ops = {
     .list = pe_list,
     .logs = pe_logs,
     .logs_cancel = pe_logs_cancel,
-    .image_platform = pe_image_platform,
 };

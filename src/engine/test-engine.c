@@ -38,7 +38,6 @@ static void test_create_body_merge(void **state)
     json_t *labels = J("{\"dev.ledge.owner\":\"ledge\",\"dev.ledge.module\":\"m\"}");
     json_t *env = J("{\"A\":\"ledge\",\"IOTEDGE_MODULEID\":\"m\"}");
     json_t *binds = J("[\"/run/ledge/workload/m.sock:/var/run/iotedge/workload.sock\"]");
-    json_t *hosts = J("[\"gw.local:host-gateway\"]");
     json_t *logc = J("{\"Type\":\"json-file\",\"Config\":{\"max-size\":\"10m\"}}");
     struct engine_create_spec spec = {.name = "m",
                                       .image = "img:1",
@@ -46,12 +45,12 @@ static void test_create_body_merge(void **state)
                                       .labels = labels,
                                       .env = env,
                                       .binds = binds,
-                                      .extra_hosts = hosts,
+                                      .gateway_hostname = "gw.local",
                                       .network = "ledge",
                                       .default_log_config = logc};
     json_t *body = NULL;
     struct lerr err = {0};
-    assert_int_equal(docker_build_create_body(&spec, &body, &err), 0);
+    assert_int_equal(docker_build_create_body(&spec, "172.30.0.1", &body, &err), 0);
     assert_string_equal(ljson_str(body, "Image"), "img:1");
     json_t *l = json_object_get(body, "Labels");
     assert_string_equal(ljson_str(l, "dev.ledge.owner"), "ledge"); /* ledge wins */
@@ -63,6 +62,14 @@ static void test_create_body_merge(void **state)
     assert_int_equal(json_array_size(json_object_get(hc, "Binds")), 2);
     assert_non_null(json_object_get(hc, "PortBindings"));
     assert_string_equal(ljson_str(hc, "NetworkMode"), "ledge");
+    /* the gateway name leads to the module network's gateway (host-gateway while unknown) */
+    assert_string_equal(json_string_value(json_array_get(json_object_get(hc, "ExtraHosts"), 0)),
+                        "gw.local:172.30.0.1");
+    json_decref(body);
+    assert_int_equal(docker_build_create_body(&spec, NULL, &body, &err), 0);
+    hc = json_object_get(body, "HostConfig");
+    assert_string_equal(json_string_value(json_array_get(json_object_get(hc, "ExtraHosts"), 0)),
+                        "gw.local:host-gateway");
     assert_string_equal(ljson_str(json_object_get(hc, "RestartPolicy"), "Name"), "no");
     assert_string_equal(ljson_str(json_object_get(hc, "LogConfig"), "Type"), "json-file");
     assert_non_null(json_object_get(
@@ -73,20 +80,31 @@ static void test_create_body_merge(void **state)
     json_t *user2 =
         J("{\"HostConfig\":{\"NetworkMode\":\"host\",\"LogConfig\":{\"Type\":\"local\"}}}");
     spec.create_options = user2;
-    assert_int_equal(docker_build_create_body(&spec, &body, &err), 0);
+    assert_int_equal(docker_build_create_body(&spec, "172.30.0.1", &body, &err), 0);
     hc = json_object_get(body, "HostConfig");
     assert_string_equal(ljson_str(hc, "NetworkMode"), "host");
+    assert_string_equal(json_string_value(json_array_get(json_object_get(hc, "ExtraHosts"), 0)),
+                        "gw.local:127.0.0.1");
     assert_string_equal(ljson_str(json_object_get(hc, "LogConfig"), "Type"), "local");
     assert_null(json_object_get(body, "NetworkingConfig"));
     json_decref(body);
+    /* a network of the user's choosing: docker's host-gateway */
+    json_t *user3 = J("{\"HostConfig\":{\"NetworkMode\":\"mine\"}}");
+    spec.create_options = user3;
+    assert_int_equal(docker_build_create_body(&spec, "172.30.0.1", &body, &err), 0);
+    hc = json_object_get(body, "HostConfig");
+    assert_string_equal(json_string_value(json_array_get(json_object_get(hc, "ExtraHosts"), 0)),
+                        "gw.local:host-gateway");
+    json_decref(body);
+    json_decref(user3);
 
     json_t *bad = J("{\"Env\":\"A=1\"}");
     spec.create_options = bad;
-    assert_int_equal(docker_build_create_body(&spec, &body, &err), -EINVAL);
+    assert_int_equal(docker_build_create_body(&spec, NULL, &body, &err), -EINVAL);
     assert_string_equal(err.msg, "createOptions.Env: must be an array of \"NAME=value\"");
     json_t *bad2 = J("{\"HostConfig\":{\"Binds\":\"x\"}}");
     spec.create_options = bad2;
-    assert_int_equal(docker_build_create_body(&spec, &body, &err), -EINVAL);
+    assert_int_equal(docker_build_create_body(&spec, NULL, &body, &err), -EINVAL);
     assert_string_equal(err.msg, "createOptions.HostConfig.Binds: must be an array");
 
     json_decref(user);
@@ -96,8 +114,32 @@ static void test_create_body_merge(void **state)
     json_decref(labels);
     json_decref(env);
     json_decref(binds);
-    json_decref(hosts);
     json_decref(logc);
+}
+
+/* Engines are found by name; what they can do is in their ops table, not in their name. */
+static void test_registry(void **state)
+{
+    assert_ptr_equal(engine_ops_find("docker"), &engine_docker_ops);
+    assert_ptr_equal(engine_ops_find("process"), &engine_process_ops);
+    assert_null(engine_ops_find("Docker"));
+    assert_null(engine_ops_find("nope"));
+    assert_null(engine_ops_find(NULL));
+    assert_int_equal(engine_ops_count(), 2);
+    for (size_t i = 0; i < engine_ops_count(); i++)
+        assert_ptr_equal(engine_ops_find(engine_ops_at(i)->name), engine_ops_at(i));
+    assert_null(engine_ops_at(engine_ops_count()));
+    const struct engine_ops *d = engine_ops_find("docker"), *p = engine_ops_find("process");
+    assert_int_equal(d->runs, ENGINE_RUNS_IMAGES);
+    assert_non_null(d->ensure_network);
+    assert_non_null(d->pull);
+    assert_non_null(d->image_present);
+    assert_non_null(d->image_platform);
+    assert_int_equal(p->runs, ENGINE_RUNS_PROGRAMS);
+    assert_null(p->ensure_network);
+    assert_null(p->pull);
+    assert_null(p->image_present);
+    assert_null(p->image_platform);
 }
 
 static void test_parse_documents(void **state)
@@ -439,6 +481,7 @@ int main(void)
     signal(SIGPIPE, SIG_IGN);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_create_body_merge),
+        cmocka_unit_test(test_registry),
         cmocka_unit_test(test_parse_documents),
         cmocka_unit_test(test_demux),
         cmocka_unit_test_setup_teardown(test_process_lifecycle, psetup, pteardown),

@@ -131,6 +131,15 @@ echo "$msg" | grep -q "must match the host's OS family" || fail "the rule is not
 jq -e '.deployment | startswith("file ")' "$T/alien-out.json" >/dev/null || fail "--deployment not used"
 check --deployment "$T/alien.json" > "$T/alien.txt" || true
 grep -qE "ERROR +module-platforms" "$T/alien.txt" || fail "text output lacks the error: $(cat "$T/alien.txt")"
+# ledged's deploy-time validation (the agent's) refuses it too, dry run or not, and changes nothing
+before=$(container_id chka)
+for how in --dry-run ""; do
+  if ledge deploy $how "$T/alien.json" > "$T/alien-deploy.out" 2>&1; then fail "deploy $how of a foreign image accepted"; fi
+  grep -q "modules.alien.settings.image: .*linux/$other.*ledge vm create NAME --arch $other" "$T/alien-deploy.out" ||
+    fail "deploy $how: the refusal does not state the rule: $(cat "$T/alien-deploy.out")"
+done
+assert_eq "$(container_id chka)" "$before" "chka's container after the refused deployments"
+[ -z "$(docker ps -aq --filter name='^alien$')" ] || fail "the refused module was created"
 
 log "an invalid --deployment file is refused"
 echo '{"modulesContent": {}}' > "$T/bad.json"
