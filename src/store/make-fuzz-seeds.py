@@ -47,3 +47,5 @@ seed("floor-beyond", [(0, records(1, 10))], floor=1000)
 seed("resealed", [(0, records(1, 12)), (2, records(13, 20, exp=4000))], flags=0x40, now=3)
 seed("resealed-rewind", [(0, records(1, 30))], flags=0x40 | 2 | (1 << 2), floor=3)
 seed("reverse-acks-expiry", [(0, records(1, 20, exp=4500))], flags=0x80 | 0x40 | (3 << 2), now=4)
+# a floor at the seq below an empty write segment's name (all acked, reclaimed): taken as it is
+seed("floor-at-empty-segment", [(0, records(1, 10)), (3, b"")], floor=13)

@@ -339,6 +339,10 @@ static int queue_salvage(struct queue *q, struct store_report *rep)
 
     uint64_t prev = 0, total = 0;
     bool have_cursor = false;
+    /* Where the first record of all is, should the floor turn out to be impossible. */
+    size_t first_seg = 0;
+    uint64_t first_off = 0;
+    bool have_first = false;
     q->segs = store_mem_alloc(s, MAX(nfirst, (size_t)1) * sizeof(*q->segs));
     if (!q->segs)
         return -ENOMEM;
@@ -389,6 +393,11 @@ static int queue_salvage(struct queue *q, struct store_report *rep)
                 note(rep, "queue %s: %s: %" PRIu64 " corrupt bytes at offset %" PRIu64 " skipped",
                      q->name, base, v.start - off, off);
             }
+            if (!have_first) {
+                have_first = true;
+                first_seg = q->nsegs;
+                first_off = v.start;
+            }
             if (v.seq > floor) {
                 g.live++;
                 if (!have_cursor) {
@@ -438,6 +447,32 @@ static int queue_salvage(struct queue *q, struct store_report *rep)
         q->segs[q->nsegs++] = g;
         q->st.bytes += g.size;
         q->st.depth += g.live;
+    }
+
+    /* The highest seq this queue ever gave out: its last record, or below the name of its last
+     * segment file (named after the next seq when it was created, records or not). A valid
+     * checkpoint can only hold a floor up to there; one beyond it is damage (or a forgery) and
+     * trusting it would count every stored record as delivered. Deliver them all again. */
+    uint64_t held = MAX(prev, nfirst ? firsts[nfirst - 1] - 1 : 0);
+    if (floor > held) {
+        if (rep)
+            rep->checkpoints_lost++;
+        note(rep,
+             "queue %s: checkpoint floor %" PRIu64 " is beyond the last seq %" PRIu64
+             " the queue held (damaged checkpoint): ignored, delivering again from its oldest "
+             "record (%" PRIu64 " stored)",
+             q->name, floor, held, total);
+        floor = 0;
+        q->ckpt_force = true;
+        q->st.depth = 0;
+        for (size_t i = 0; i < q->nsegs; i++) {
+            q->segs[i].live = q->segs[i].records;
+            q->st.depth += q->segs[i].records;
+        }
+        have_cursor = have_first;
+        q->cseg = first_seg;
+        q->coff = first_off;
+        q->cprev = 0;
     }
 
     struct seg *w = q->nsegs ? &q->segs[q->nsegs - 1] : NULL;

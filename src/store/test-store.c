@@ -23,6 +23,7 @@
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
+#include <zlib.h>
 
 #include "base/fs.h"
 #include "store/store-private.h"
@@ -786,6 +787,87 @@ static void test_salvage_checkpoint(void **state)
     assert_int_equal(store_close(s), 0);
 }
 
+/* A checkpoint as queue.c writes it (valid magic and CRC), holding floor. */
+static void write_checkpoint(const char *path, uint64_t floor)
+{
+    uint8_t buf[24] = "LQCKPT1\n";
+    put_u64(buf + 8, floor);
+    put_u32(buf + 16, (uint32_t)crc32(crc32(0L, Z_NULL, 0), buf, 16));
+    assert_int_equal(lfs_write_atomic(path, buf, sizeof(buf), 0600), 0);
+}
+
+/* Issue 11: a checkpoint with a valid CRC whose floor lies above every seq the queue ever held
+ * made 300 pending messages count as delivered, silently. It is damage: reported, ignored, and
+ * every stored record is delivered again. A floor up to what the queue held stands. */
+static void test_salvage_checkpoint_floor_beyond_queue(void **state)
+{
+    struct ctx *c = *state;
+    struct store *s = open_store(c->store, NULL, NULL);
+    struct queue *q = get_queue(s, "upstream/p0");
+    append_n(q, 300, 0);
+    struct queue_record r;
+    for (int i = 0; i < 20; i++) { /* nothing acked, 20 delivered: in flight at the crash */
+        assert_int_equal(queue_next(q, 0, &r), 1);
+        assert_int_equal(r.seq, (uint64_t)i + 1);
+    }
+    assert_int_equal(store_close(s), 0);
+
+    char ck[PATH_MAX];
+    PJ(ck, "%s/upstream%%2Fp0/checkpoint", c->store);
+    write_checkpoint(ck, 1000000);
+    struct store_report rep;
+    s = open_store(c->store, NULL, &rep);
+    assert_true(store_report_has_findings(&rep));
+    assert_int_equal(rep.checkpoints_lost, 1);
+    assert_int_equal(rep.pending, 300);
+    assert_int_equal(rep.notes.n, 1);
+    assert_non_null(strstr(rep.notes.v[0], "queue upstream/p0: checkpoint floor 1000000 is beyond "
+                                           "the last seq 300 the queue held"));
+    store_report_free(&rep);
+    q = store_queue_find(s, "upstream/p0");
+    assert_int_equal(qstats(q).depth, 300);
+    assert_int_equal(qstats(q).acked_seq, 0);
+    assert_int_equal(qstats(q).next_seq, 301); /* not floor + 1 */
+    drain_ack(q, 0, 1, 300);
+    assert_int_equal(append_n(q, 1, 0), 301);
+    assert_int_equal(store_close(s), 0); /* the forced checkpoint: floor 300 */
+
+    /* The floor at the last record (everything acked, nothing reclaimed yet) is sound. */
+    s = open_store(c->store, NULL, &rep);
+    assert_false(store_report_has_findings(&rep));
+    store_report_free(&rep);
+    q = store_queue_find(s, "upstream/p0");
+    assert_int_equal(qstats(q).acked_seq, 300);
+    drain_ack(q, 0, 301, 301);
+    /* Reclaimed: an empty write segment named 302 is all that is left, the floor is 301. */
+    assert_int_equal(store_tick(s, 1), 0);
+    assert_int_equal(store_close(s), 0);
+    char qdir[PATH_MAX];
+    PJ(qdir, "%s/upstream%%2Fp0", c->store);
+    assert_int_equal(count_files(qdir, ".seg"), 1);
+    s = open_store(c->store, NULL, &rep);
+    assert_false(store_report_has_findings(&rep));
+    assert_int_equal(rep.pending, 0);
+    store_report_free(&rep);
+    q = store_queue_find(s, "upstream/p0");
+    assert_int_equal(qstats(q).acked_seq, 301);
+    assert_int_equal(append_n(q, 1, 0), 302);
+    assert_int_equal(store_close(s), 0);
+
+    /* One past the empty segment's name is beyond it again. */
+    s = open_store(c->store, NULL, NULL);
+    drain_ack(store_queue_find(s, "upstream/p0"), 0, 302, 302);
+    assert_int_equal(store_tick(s, 1), 0);
+    assert_int_equal(store_close(s), 0); /* floor 302, empty segment 303 */
+    write_checkpoint(ck, 303);
+    s = open_store(c->store, NULL, &rep);
+    assert_int_equal(rep.checkpoints_lost, 1);
+    assert_int_equal(rep.pending, 0);
+    store_report_free(&rep);
+    assert_int_equal(append_n(store_queue_find(s, "upstream/p0"), 1, 0), 303);
+    assert_int_equal(store_close(s), 0);
+}
+
 static void test_rollover_and_deletion(void **state)
 {
     struct ctx *c = *state;
@@ -1309,6 +1391,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_salvage_flipped_bytes, setup, teardown),
         cmocka_unit_test_setup_teardown(test_salvage_files, setup, teardown),
         cmocka_unit_test_setup_teardown(test_salvage_checkpoint, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_salvage_checkpoint_floor_beyond_queue, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_rollover_and_deletion, setup, teardown),
         cmocka_unit_test_setup_teardown(test_sync_policies_and_errors, setup, teardown),
         cmocka_unit_test_setup_teardown(test_queue_remove, setup, teardown),
