@@ -311,16 +311,32 @@ static int enum_value(struct ctx *c, const char *path, const json_t *v, const ch
     return -1;
 }
 
-/* A JSON integer in [min, max], or false after reporting with msg. */
-static bool integer_in(struct ctx *c, const char *path, const json_t *v, long long min,
-                       long long max, const char *msg, long long *ret)
+/* A JSON integer in [min, max] (every numeric field of the manifest has a documented range), or
+ * false after reporting "must be an integer MIN-MAX (unit), got X": the range, what it means when
+ * unit is not NULL, and what was there instead. */
+static bool integer_range(struct ctx *c, const char *path, const json_t *v, long long min,
+                          long long max, const char *unit, long long *ret)
 {
-    if (!json_is_integer(v) || json_integer_value(v) < min || json_integer_value(v) > max) {
-        problem(c, path, "%s", msg);
-        return false;
+    if (json_is_integer(v) && json_integer_value(v) >= min && json_integer_value(v) <= max) {
+        *ret = json_integer_value(v);
+        return true;
     }
-    *ret = json_integer_value(v);
-    return true;
+    char range[64], got[SHOW_BUF];
+    snprintf(range, sizeof(range), min < 0 ? "%lld to %lld" : "%lld-%lld", min, max);
+    struct shown sh;
+    if (json_is_integer(v)) {
+        snprintf(got, sizeof(got), "%" JSON_INTEGER_FORMAT, json_integer_value(v));
+    } else if (json_is_real(v)) {
+        _cleanup_free_ char *r = real_to_string(json_real_value(v));
+        snprintf(got, sizeof(got), "%s", r ? r : "a number");
+    } else if (json_is_string(v)) {
+        snprintf(got, sizeof(got), "%s", show(&sh, json_string_value(v)));
+    } else {
+        snprintf(got, sizeof(got), "%s", json_type_name(v));
+    }
+    problem(c, path, "must be an integer %s%s%s%s, got %s", range, unit ? " (" : "",
+            unit ? unit : "", unit ? ")" : "", got);
+    return false;
 }
 
 /* ---- names ----------------------------------------------------------------------------------- */
@@ -916,7 +932,9 @@ static int parse_module(struct ctx *c, const char *path, const json_t *mod, enum
     m->status = MODULE_STATUS_RUNNING;
     m->restart_policy = role == ROLE_HUB ? RESTART_ALWAYS : RESTART_ON_UNHEALTHY;
     m->pull_policy = PULL_ON_CREATE;
-    m->startup_order = MODULE_STARTUP_ORDER_DEFAULT;
+    /* The hub routes for every module: it starts in the first group unless the manifest orders
+     * it (an explicit 4294967295 included, so the default is not spelled as that value). */
+    m->startup_order = role == ROLE_HUB ? 0 : MODULE_STARTUP_ORDER_DEFAULT;
 
     if (role != ROLE_AGENT) {
         path_join(p, sizeof(p), path, "status");
@@ -948,7 +966,7 @@ static int parse_module(struct ctx *c, const char *path, const json_t *mod, enum
         json_t *order = field(mod, "startupOrder");
         long long o;
         if (order) {
-            if (!integer_in(c, p, order, 0, UINT32_MAX, "must be an integer 0-4294967295", &o))
+            if (!integer_range(c, p, order, 0, UINT32_MAX, NULL, &o))
                 bad = true;
             else
                 m->startup_order = (uint32_t)o;
@@ -1339,10 +1357,6 @@ static int parse_agent(struct ctx *c, const json_t *desired, const char *hub_pro
         m->system = true;
         m->name = strdup("edgeHub");
         m->path = strdup(hub_program);
-        /* The hub routes for every module: it starts in the first group unless the manifest
-         * explicitly orders it. */
-        if (m->startup_order == MODULE_STARTUP_ORDER_DEFAULT)
-            m->startup_order = 0;
         if (!m->name || !m->path)
             return -ENOMEM;
     }
@@ -1397,11 +1411,11 @@ static void check_route(struct ctx *c, const char *p, const json_t *route, long 
     json_t *v = field(route, "priority");
     path_join(fp, sizeof(fp), p, "priority");
     if (v)
-        integer_in(c, fp, v, 0, 9, "must be an integer 0-9", &x);
+        integer_range(c, fp, v, 0, 9, "0 is the highest", &x);
     v = field(route, "timeToLiveSecs");
     path_join(fp, sizeof(fp), p, "timeToLiveSecs");
     if (v)
-        integer_in(c, fp, v, 0, UINT32_MAX, "must be an integer 0-4294967295", &x);
+        integer_range(c, fp, v, 0, UINT32_MAX, "seconds; 0 = the global timeToLiveSecs", &x);
 }
 
 /* Shape only: the hub parses route syntax itself. */
@@ -1465,8 +1479,8 @@ static void check_edge_hub(struct ctx *c, const json_t *desired)
     check_keys(c, sp, saf, saf_keys, NULL);
     json_t *ttl = field(saf, "timeToLiveSecs");
     if (ttl)
-        integer_in(c, "$edgeHub.storeAndForwardConfiguration.timeToLiveSecs", ttl, INT32_MIN,
-                   INT32_MAX, "must be an integer (seconds; negative = forever)", &x);
+        integer_range(c, "$edgeHub.storeAndForwardConfiguration.timeToLiveSecs", ttl, INT32_MIN,
+                      INT32_MAX, "seconds; negative = forever", &x);
     json_t *limits = field(saf, "storeLimits");
     const char *lp = "$edgeHub.storeAndForwardConfiguration.storeLimits";
     if (!limits)
@@ -1481,7 +1495,7 @@ static void check_edge_hub(struct ctx *c, const json_t *desired)
     if (!max)
         problem(c, mp, "missing");
     else
-        integer_in(c, mp, max, 1, INT64_MAX, "must be a positive integer", &x);
+        integer_range(c, mp, max, 1, INT64_MAX, "bytes", &x);
 }
 
 /* ---- modulesContent -------------------------------------------------------------------------- */

@@ -732,16 +732,16 @@ static void test_module_errors(void **state)
          "modules.sensor.imagePullPolicy: must be \"on-create\" or \"never\", got \"always\""},
         {"{'type': 'docker', 'status': 'running', 'startupOrder': -1, 'settings': {'image': "
          "'alpine'}}",
-         "modules.sensor.startupOrder: must be an integer 0-4294967295"},
+         "modules.sensor.startupOrder: must be an integer 0-4294967295, got -1"},
         {"{'type': 'docker', 'status': 'running', 'startupOrder': 4294967296, 'settings': "
          "{'image': 'alpine'}}",
-         "modules.sensor.startupOrder: must be an integer 0-4294967295"},
+         "modules.sensor.startupOrder: must be an integer 0-4294967295, got 4294967296"},
         {"{'type': 'docker', 'status': 'running', 'startupOrder': '1', 'settings': {'image': "
          "'alpine'}}",
-         "modules.sensor.startupOrder: must be an integer 0-4294967295"},
+         "modules.sensor.startupOrder: must be an integer 0-4294967295, got \"1\""},
         {"{'type': 'docker', 'status': 'running', 'startupOrder': 1.5, 'settings': {'image': "
          "'alpine'}}",
-         "modules.sensor.startupOrder: must be an integer 0-4294967295"},
+         "modules.sensor.startupOrder: must be an integer 0-4294967295, got 1.5"},
         {"{'type': 'docker', 'status': 'running', 'version': {}, 'settings': {'image': 'alpine'}}",
          "modules.sensor.version: must be a string, number or boolean, got an object"},
         {"{'type': 'docker', 'status': 'running'}", "modules.sensor.settings: missing"},
@@ -840,7 +840,7 @@ static void test_all_errors_reported(void **state)
         "modules.sensor.settings.createOptions: not valid JSON at column 1: string or '}' "
         "expected near end of file",
         "modules.filter.settings: missing",
-        "$edgeHub.routes.r1.priority: must be an integer 0-9",
+        "$edgeHub.routes.r1.priority: must be an integer 0-9 (0 is the highest), got 10",
     };
     struct lstrv errors = parse_fail(m);
     assert_errors(&errors, want, sizeof(want) / sizeof(want[0]));
@@ -994,11 +994,12 @@ static void test_document_errors(void **state)
         {"hub.routes", "'FROM /* INTO $upstream'",
          "$edgeHub.routes: must be an object, got a string"},
         {"routes.r1", "{'route': 'FROM /* INTO $upstream', 'priority': 10}",
-         "$edgeHub.routes.r1.priority: must be an integer 0-9"},
+         "$edgeHub.routes.r1.priority: must be an integer 0-9 (0 is the highest), got 10"},
         {"routes.r1", "{'route': 'FROM /* INTO $upstream', 'priority': '1'}",
-         "$edgeHub.routes.r1.priority: must be an integer 0-9"},
+         "$edgeHub.routes.r1.priority: must be an integer 0-9 (0 is the highest), got \"1\""},
         {"routes.r1", "{'route': 'FROM /* INTO $upstream', 'timeToLiveSecs': -1}",
-         "$edgeHub.routes.r1.timeToLiveSecs: must be an integer 0-4294967295"},
+         "$edgeHub.routes.r1.timeToLiveSecs: must be an integer 0-4294967295 (seconds; 0 = the "
+         "global timeToLiveSecs), got -1"},
         {"routes.r1", "{'priority': 1}", "$edgeHub.routes.r1.route: missing"},
         {"routes.r1", "{'route': ' '}", "$edgeHub.routes.r1.route: must not be empty"},
         {"routes.r1", "{'route': 5}", "$edgeHub.routes.r1.route: must be a string, got a number"},
@@ -1019,23 +1020,144 @@ static void test_document_errors(void **state)
         {"hub.storeAndForwardConfiguration", "7200",
          "$edgeHub.storeAndForwardConfiguration: must be an object, got a number"},
         {"saf.timeToLiveSecs", "'7200'",
-         "$edgeHub.storeAndForwardConfiguration.timeToLiveSecs: "
-         "must be an integer (seconds; negative = forever)"},
+         "$edgeHub.storeAndForwardConfiguration.timeToLiveSecs: must be an integer -2147483648 "
+         "to 2147483647 (seconds; negative = forever), got \"7200\""},
         {"saf.timeToLiveSecs", "2147483648",
-         "$edgeHub.storeAndForwardConfiguration.timeToLiveSecs: must be an integer (seconds; "
-         "negative = forever)"},
+         "$edgeHub.storeAndForwardConfiguration.timeToLiveSecs: must be an integer -2147483648 "
+         "to 2147483647 (seconds; negative = forever), got 2147483648"},
         {"saf.storeLimits", "1",
          "$edgeHub.storeAndForwardConfiguration.storeLimits: must be an object, got a number"},
         {"saf.storeLimits", "{}",
          "$edgeHub.storeAndForwardConfiguration.storeLimits.maxSizeBytes: missing"},
         {"saf.storeLimits", "{'maxSizeBytes': 0}",
-         "$edgeHub.storeAndForwardConfiguration.storeLimits.maxSizeBytes: must be a positive "
-         "integer"},
+         "$edgeHub.storeAndForwardConfiguration.storeLimits.maxSizeBytes: must be an integer "
+         "1-9223372036854775807 (bytes), got 0"},
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         json_t *m = base_manifest();
         apply(m, cases[i].path, cases[i].value);
         assert_one_error(parse_fail(m), cases[i].error);
+        json_decref(m);
+    }
+}
+
+/* Every numeric field of the manifest against its documented range (docs/manifest.md): values
+ * inside, on both boundaries and just past them, far out, and of other JSON types. Issue 11 named
+ * `timeToLiveSecs: -5` on a route. */
+struct numeric_case {
+    const char *where; /* sensor, edgeHub (system module), route (routes.r1), saf, limits */
+    const char *key;
+    const char *value; /* JSON, single quotes */
+    const char *got;   /* NULL: accepted; else what the error says was there */
+};
+
+static json_t *numeric_target(json_t *m, const char *where)
+{
+    if (strcmp(where, "sensor") == 0)
+        return sensor(m);
+    if (strcmp(where, "edgeHub") == 0)
+        return system_module(m, "edgeHub");
+    json_t *saf = json_object_get(hubd(m), "storeAndForwardConfiguration");
+    if (strcmp(where, "saf") == 0)
+        return saf;
+    if (strcmp(where, "limits") == 0) {
+        set(saf, "storeLimits", J("{'maxSizeBytes': 1048576}"));
+        return json_object_get(saf, "storeLimits");
+    }
+    assert_string_equal(where, "route");
+    set(json_object_get(hubd(m), "routes"), "r1", J("{'route': 'FROM /* INTO $upstream'}"));
+    return json_object_get(json_object_get(hubd(m), "routes"), "r1");
+}
+
+static void test_numeric_ranges(void **state)
+{
+    static const struct {
+        const char *where, *path, *range;
+    } fields[] = {
+        {"sensor", "modules.sensor.startupOrder", "0-4294967295"},
+        {"edgeHub", "systemModules.edgeHub.startupOrder", "0-4294967295"},
+        {"route", "$edgeHub.routes.r1.priority", "0-9 (0 is the highest)"},
+        {"route", "$edgeHub.routes.r1.timeToLiveSecs",
+         "0-4294967295 (seconds; 0 = the global timeToLiveSecs)"},
+        {"saf", "$edgeHub.storeAndForwardConfiguration.timeToLiveSecs",
+         "-2147483648 to 2147483647 (seconds; negative = forever)"},
+        {"limits", "$edgeHub.storeAndForwardConfiguration.storeLimits.maxSizeBytes",
+         "1-9223372036854775807 (bytes)"},
+    };
+    static const struct numeric_case cases[] = {
+        {"sensor", "startupOrder", "0", NULL},
+        {"sensor", "startupOrder", "4294967295", NULL},
+        {"sensor", "startupOrder", "-1", "-1"},
+        {"sensor", "startupOrder", "4294967296", "4294967296"},
+        {"sensor", "startupOrder", "-9223372036854775808", "-9223372036854775808"},
+        {"sensor", "startupOrder", "9223372036854775807", "9223372036854775807"},
+        {"sensor", "startupOrder", "'3'", "\"3\""},
+        {"sensor", "startupOrder", "3.0", "3.0"},
+        {"sensor", "startupOrder", "true", "a boolean"},
+        {"sensor", "startupOrder", "[]", "an array"},
+        {"edgeHub", "startupOrder", "0", NULL},
+        {"edgeHub", "startupOrder", "4294967295", NULL},
+        {"edgeHub", "startupOrder", "-1", "-1"},
+        {"edgeHub", "startupOrder", "4294967296", "4294967296"},
+        {"route", "priority", "0", NULL},
+        {"route", "priority", "9", NULL},
+        {"route", "priority", "-1", "-1"},
+        {"route", "priority", "10", "10"},
+        {"route", "priority", "4294967296", "4294967296"},
+        {"route", "priority", "1.5", "1.5"},
+        {"route", "timeToLiveSecs", "0", NULL},
+        {"route", "timeToLiveSecs", "1", NULL},
+        {"route", "timeToLiveSecs", "4294967295", NULL},
+        {"route", "timeToLiveSecs", "-5", "-5"},
+        {"route", "timeToLiveSecs", "-1", "-1"},
+        {"route", "timeToLiveSecs", "4294967296", "4294967296"},
+        {"route", "timeToLiveSecs", "'60'", "\"60\""},
+        {"route", "timeToLiveSecs", "{}", "an object"},
+        {"saf", "timeToLiveSecs", "-2147483648", NULL},
+        {"saf", "timeToLiveSecs", "-1", NULL},
+        {"saf", "timeToLiveSecs", "0", NULL},
+        {"saf", "timeToLiveSecs", "2147483647", NULL},
+        {"saf", "timeToLiveSecs", "-2147483649", "-2147483649"},
+        {"saf", "timeToLiveSecs", "2147483648", "2147483648"},
+        {"saf", "timeToLiveSecs", "7200.5", "7200.5"},
+        {"limits", "maxSizeBytes", "1", NULL},
+        {"limits", "maxSizeBytes", "9223372036854775807", NULL},
+        {"limits", "maxSizeBytes", "0", "0"},
+        {"limits", "maxSizeBytes", "-1", "-1"},
+        {"limits", "maxSizeBytes", "-9223372036854775808", "-9223372036854775808"},
+        {"limits", "maxSizeBytes", "1e3", "1e+03"},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        const struct numeric_case *k = &cases[i];
+        json_t *m = base_manifest();
+        set(numeric_target(m, k->where), k->key, J(k->value));
+        if (!k->got) {
+            struct deployment *d = parse_ok(m);
+            if (strcmp(k->key, "startupOrder") == 0) {
+                const char *name = strcmp(k->where, "sensor") == 0 ? "sensor" : "edgeHub";
+                bool found = false;
+                for (size_t j = 0; j < d->n_modules; j++)
+                    if (strcmp(d->modules[j].name, name) == 0) {
+                        assert_int_equal(d->modules[j].startup_order, strtoull(k->value, NULL, 10));
+                        found = true;
+                    }
+                assert_true(found);
+            }
+            deployment_free(d);
+        } else {
+            const char *path = NULL, *range = NULL;
+            for (size_t j = 0; j < sizeof(fields) / sizeof(fields[0]); j++) {
+                const char *leaf = strrchr(fields[j].path, '.') + 1;
+                if (strcmp(fields[j].where, k->where) == 0 && strcmp(leaf, k->key) == 0) {
+                    path = fields[j].path;
+                    range = fields[j].range;
+                }
+            }
+            assert_non_null(path);
+            char want[512];
+            snprintf(want, sizeof(want), "%s: must be an integer %s, got %s", path, range, k->got);
+            assert_one_error(parse_fail(m), want);
+        }
         json_decref(m);
     }
 }
@@ -1594,6 +1716,7 @@ int main(void)
         cmocka_unit_test(test_all_errors_reported),
         cmocka_unit_test(test_document_errors),
         cmocka_unit_test(test_hub_schema_rules),
+        cmocka_unit_test(test_numeric_ranges),
         cmocka_unit_test(test_agent_schema_versions),
         cmocka_unit_test(test_not_json),
         cmocka_unit_test(test_limits),
