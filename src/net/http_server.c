@@ -862,10 +862,17 @@ int hs_server_listen_unix(struct hs_server *s, const char *path, mode_t mode, gi
         unlink(path);
     }
     /* Create the socket file with no access, then open it up to exactly mode: no window in
-     * which it is reachable with the umask's permissions. */
-    mode_t old = umask(0777);
-    int r = bind(fd, (struct sockaddr *)&sa, sizeof(sa));
-    umask(old);
+     * which it is reachable with the umask's permissions — without touching the umask, which is
+     * the process's and would apply to files other threads create meanwhile (the hub's commit
+     * worker). Linux makes the file with the mode of the socket's own inode minus the umask
+     * (net/unix/af_unix.c, unix_bind: S_IFSOCK | (SOCK_INODE(sock)->i_mode & ~current_umask());
+     * sockfs starts it at 0777), and fchmod() on the unbound socket sets that inode's mode, so
+     * after fchmod(fd, 0) the file appears as 0000 whatever the umask (test_unix_socket_mode).
+     * Simpler than binding in a private directory and renaming into place, and the path keeps
+     * its length limit. */
+    int r = fchmod(fd, 0);
+    if (r == 0)
+        r = bind(fd, (struct sockaddr *)&sa, sizeof(sa));
     if (r < 0 || (gid != (gid_t)-1 && chown(path, 0, gid) < 0) || chmod(path, mode) < 0 ||
         listen(fd, 128) < 0) {
         r = neg_errno();

@@ -9,7 +9,10 @@
 
 #include <errno.h>
 #include <event2/event.h>
+#include <fcntl.h>
 #include <poll.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -437,6 +440,94 @@ static void test_client_errors(void **state)
     lbuf_free(&body);
 }
 
+/* The socket file gets exactly the mode (and group) asked for, whatever the umask, and the
+ * umask is left alone. */
+static void test_unix_socket_mode(void **state)
+{
+    struct fixture *f = *state;
+    mode_t saved = umask(022);
+    static const mode_t modes[] = {0600, 0660, 0666};
+    for (size_t i = 0; i < sizeof(modes) / sizeof(modes[0]); i++) {
+        char path[160];
+        snprintf(path, sizeof(path), "%s/mode%zu.sock", f->dir, i);
+        bool root = geteuid() == 0;
+        gid_t gid = root && i == 1 ? 12345 : (gid_t)-1;
+        assert_int_equal(hs_server_listen_unix(f->srv, path, modes[i], gid, &f->limits, NULL), 0);
+        struct stat st;
+        assert_int_equal(lstat(path, &st), 0);
+        assert_true(S_ISSOCK(st.st_mode));
+        assert_int_equal(st.st_mode & 07777, modes[i]); /* 0666 survives umask 022 */
+        if (gid != (gid_t)-1) {
+            assert_int_equal(st.st_uid, 0);
+            assert_int_equal(st.st_gid, gid);
+        }
+        int fd = raw_connect(path);
+        assert_true(fd >= 0);
+        close(fd);
+        assert_int_equal(hs_server_unlisten(f->srv, path), 0);
+        assert_int_equal(access(path, F_OK), -1);
+    }
+    assert_int_equal(umask(saved), 022);
+}
+
+struct file_maker {
+    const char *dir;
+    atomic_int stop;
+    atomic_int running;
+    atomic_long made;
+    atomic_long wrong; /* files not created 0644 under umask 022 */
+    mode_t first_wrong;
+};
+
+static void *make_files(void *arg)
+{
+    struct file_maker *m = arg;
+    char path[160];
+    snprintf(path, sizeof(path), "%s/racer", m->dir);
+    atomic_store(&m->running, 1);
+    while (!atomic_load(&m->stop)) {
+        int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
+        if (fd < 0)
+            continue;
+        struct stat st;
+        if (fstat(fd, &st) == 0 && (st.st_mode & 07777) != 0644) {
+            if (atomic_fetch_add(&m->wrong, 1) == 0)
+                m->first_wrong = st.st_mode & 07777;
+        }
+        close(fd);
+        unlink(path);
+        atomic_fetch_add(&m->made, 1);
+    }
+    return NULL;
+}
+
+/* Issue 11: hs_server_listen_unix() set the process-wide umask to 0777 around bind(), so a file
+ * another thread created at that moment (the hub's commit worker) came out mode 0000. Listen
+ * over and over while a thread creates files: every one of them must get the normal umask. */
+static void test_unix_listen_keeps_umask(void **state)
+{
+    struct fixture *f = *state;
+    mode_t saved = umask(022);
+    struct file_maker m = {.dir = f->dir};
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, make_files, &m), 0);
+    while (!atomic_load(&m.running))
+        sched_yield();
+    char path[160];
+    snprintf(path, sizeof(path), "%s/race.sock", f->dir);
+    for (int i = 0; i < 3000 && atomic_load(&m.wrong) == 0; i++) {
+        assert_int_equal(hs_server_listen_unix(f->srv, path, 0600, (gid_t)-1, &f->limits, NULL), 0);
+        assert_int_equal(hs_server_unlisten(f->srv, path), 0);
+    }
+    atomic_store(&m.stop, 1);
+    assert_int_equal(pthread_join(t, NULL), 0);
+    umask(saved);
+    if (atomic_load(&m.wrong))
+        fail_msg("%ld of %ld files created while listening got mode %04o, not 0644",
+                 atomic_load(&m.wrong), atomic_load(&m.made), m.first_wrong);
+    assert_true(atomic_load(&m.made) > 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -449,6 +540,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_busy_refusal_is_readable, setup, teardown),
         cmocka_unit_test_setup_teardown(test_method_not_allowed_says_allow, setup, teardown),
         cmocka_unit_test_setup_teardown(test_client_errors, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_unix_socket_mode, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_unix_listen_keeps_umask, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
