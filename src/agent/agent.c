@@ -123,6 +123,11 @@ struct agent {
     struct validation *validations;
     bool started;
     char *boot_id;
+    /* Set when the state database was salvaged without the deployment in force: what the
+     * engines hold is kept as it is (nothing created, started, stopped or removed) until a
+     * deployment is applied. The reason, for the log and the status document. */
+    char *holding;
+    bool deployment_recovered; /* the state database was salvaged and its deployment kept */
 };
 
 static void trigger(struct agent *a);
@@ -1030,6 +1035,12 @@ static void pass_run_group(struct pass *p)
 static void pass_plan(struct pass *p)
 {
     struct agent *a = p->a;
+    if (a->holding && !p->dep) {
+        /* No deployment to reconcile against after a damaged state database: an empty one
+         * would remove every module (docs/agent.md "A damaged state database"). */
+        pass_finish(p);
+        return;
+    }
     /* Restart decisions for exits not yet decided (e.g. a crash while ledged was away). */
     for (struct mod_rt *rt = a->mods; rt; rt = rt->next) {
         struct slot *sl = slot_at(a, rt->eng);
@@ -1452,6 +1463,7 @@ void agent_free(struct agent *a)
     free((char *)a->o.hub_program);
     free((char *)a->o.boot_id_path);
     free(a->boot_id);
+    free(a->holding);
     free(a);
 }
 
@@ -1481,6 +1493,7 @@ int agent_start(struct agent *a, struct lerr *err)
 {
     _cleanup_free_ char *text = NULL;
     int r = state_load_deployment(a->db, &text, NULL);
+    const int loaded = r;
     if (r == 0) {
         struct lstrv errors = LSTRV_INIT;
         struct deployment *d = NULL;
@@ -1504,10 +1517,33 @@ int agent_start(struct agent *a, struct lerr *err)
             }
         }
         lstrv_free(&errors);
-    } else if (r != -ENOENT) {
+    } else if (r != -ENOENT && r != -ESTALE) {
         return lerr_set(err, r, "cannot read the stored deployment");
     }
     state_load_records(a->db, load_record_cb, a);
+
+    const struct ldb_report *sr = state_open_report(a->db);
+    a->deployment_recovered = sr->damaged && a->dep;
+    if (sr->damaged && !a->dep) {
+        a->holding = strdup(
+            loaded == -ESTALE
+                ? "the state database was damaged and the newest deployment that came "
+                  "back may not be the one in force: every module is kept as it is "
+                  "(not created, started, stopped or removed) until a deployment is "
+                  "applied"
+            : loaded == 0 ? "the state database was damaged and the deployment that came back "
+                            "does not validate: every module is kept as it is (not created, "
+                            "started, stopped or removed) until a deployment is applied"
+                          : "the state database was damaged and no deployment came back: every "
+                            "module is kept as it is (not created, started, stopped or removed) "
+                            "until a deployment is applied");
+        if (!a->holding)
+            return -ENOMEM;
+        log_warn(COMP, "%s", a->holding);
+    } else if (sr->damaged) {
+        log_warn(COMP, "the state database was damaged; the deployment in force came back and is "
+                       "reconciled from it");
+    }
 
     /* A new boot: every module that should run is started (in startupOrder), whatever its
      * last exit was; restart policies only govern exits while the device is up. */
@@ -1787,6 +1823,11 @@ static void apply_deployment(struct apply_ctx *c, struct deployment *d)
     ref->refs = 1;
     depref_put(a->dep);
     a->dep = ref;
+    if (a->holding) {
+        free(a->holding);
+        a->holding = NULL;
+        log_info(COMP, "a deployment is applied again: reconciling resumes");
+    }
     log_info(COMP, "deployment applied: %zu modules", d->n_modules);
     for (size_t i = 0; i < d->warnings.n; i++)
         log_warn(COMP, "deployment: %s", d->warnings.v[i]);
@@ -2004,11 +2045,17 @@ json_t *agent_status_json(struct agent *a)
                               json_pack("{s:s, s:b, s:o}", "name", slot_name(&a->slots[i]),
                                         "connected", a->slots[i].up, "moduleTypes", types));
     }
-    return json_pack("{s:b, s:b, s:o, s:b, s:o, s:i}", "containerEngineConnected",
-                     agent_engine_connected(a, MODULE_TYPE_DOCKER), "processEngineConnected",
-                     agent_engine_connected(a, MODULE_TYPE_PROCESS), "engines", engines,
-                     "reconciling", a->pass != NULL, "modules", c, "deployedModules",
-                     a->dep ? (int)a->dep->d->n_modules : 0);
+    json_t *sdb = ldb_report_json(state_open_report(a->db));
+    if (sdb && json_is_true(json_object_get(sdb, "damaged")))
+        json_object_set_new(sdb, "deploymentRecovered", json_boolean(a->deployment_recovered));
+    json_t *o = json_pack("{s:b, s:b, s:o, s:b, s:o, s:i, s:o?}", "containerEngineConnected",
+                          agent_engine_connected(a, MODULE_TYPE_DOCKER), "processEngineConnected",
+                          agent_engine_connected(a, MODULE_TYPE_PROCESS), "engines", engines,
+                          "reconciling", a->pass != NULL, "modules", c, "deployedModules",
+                          a->dep ? (int)a->dep->d->n_modules : 0, "stateDatabase", sdb);
+    if (o && a->holding)
+        json_object_set_new(o, "holding", json_string(a->holding));
+    return o;
 }
 
 bool agent_engine_connected(struct agent *a, enum module_type type)

@@ -1,5 +1,6 @@
 /* state.c — SQLite-backed state (see state.h). One connection, used from the event loop thread
- * only; statements are small and synchronous (a few per deployment or module event). */
+ * only; statements are small and synchronous (a few per deployment or module event). Opened and
+ * salvaged by db/db.h. */
 #include "agent/state.h"
 
 #include <errno.h>
@@ -10,12 +11,14 @@
 
 #include "base/fs.h"
 #include "base/str.h"
+#include "db/db.h"
 
 #define STATE_SCHEMA_VERSION 1
 #define DEPLOYMENT_HISTORY 5
 
 struct state_db {
     sqlite3 *db;
+    struct ldb_report report; /* what ldb_open() found */
 };
 
 static const char schema[] =
@@ -40,27 +43,18 @@ int state_open(const char *dir, struct state_db **ret, struct lerr *err)
     struct state_db *db = calloc(1, sizeof(*db));
     if (!db)
         return -ENOMEM;
-    if (sqlite3_open_v2(path, &db->db,
-                        SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
-                        NULL) != SQLITE_OK) {
-        r = lerr_set(err, -EIO, "state database %s: %s", path,
-                     db->db ? sqlite3_errmsg(db->db) : "cannot open");
-        sqlite3_close(db->db);
+    /* WAL with synchronous=FULL: every commit is fsynced before it returns, so what the API
+     * acknowledged survives power loss. 0600, checked, salvaged when damaged (db/db.h). */
+    const struct ldb_options o = {.schema = schema, .synchronous = LDB_SYNC_FULL};
+    r = ldb_open(path, &o, &db->db, &db->report, err);
+    if (r < 0) {
         free(db);
+        lerr_prefix(err, "state");
         return r;
     }
-    sqlite3_busy_timeout(db->db, 5000);
-    /* WAL with synchronous=FULL: every commit is fsynced before it returns, so what the API
-     * acknowledged survives power loss. */
-    char *msg = NULL;
-    if (sqlite3_exec(db->db,
-                     "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON;",
-                     NULL, NULL, &msg) != SQLITE_OK ||
-        sqlite3_exec(db->db, schema, NULL, NULL, &msg) != SQLITE_OK) {
-        r = lerr_set(err, -EIO, "state database %s: %s", path, msg ? msg : "setup failed");
-        sqlite3_free(msg);
-        sqlite3_close(db->db);
-        free(db);
+    if (sqlite3_exec(db->db, "PRAGMA foreign_keys=ON", NULL, NULL, NULL) != SQLITE_OK) {
+        r = lerr_set(err, -EIO, "state database %s: %s", path, sqlite3_errmsg(db->db));
+        state_close(db);
         return r;
     }
     char v[16];
@@ -75,7 +69,13 @@ void state_close(struct state_db *db)
     if (!db)
         return;
     sqlite3_close(db->db);
+    ldb_report_clear(&db->report);
     free(db);
+}
+
+const struct ldb_report *state_open_report(const struct state_db *db)
+{
+    return &db->report;
 }
 
 static int exec_simple(struct state_db *db, const char *sql)
@@ -102,7 +102,12 @@ int state_save_deployment(struct state_db *db, const char *text, int64_t now_ms)
     snprintf(sql, sizeof(sql),
              "DELETE FROM deployments WHERE id <= (SELECT MAX(id) FROM deployments) - %d",
              DEPLOYMENT_HISTORY);
-    if (exec_simple(db, sql) < 0 || exec_simple(db, "COMMIT") < 0)
+    /* The id of the one in force, beside it: after a salvage it tells the newest row that came
+     * back from an older one (state_load_deployment). */
+    char id[32];
+    snprintf(id, sizeof(id), "%lld", (long long)sqlite3_last_insert_rowid(db->db));
+    if (exec_simple(db, sql) < 0 || state_set_meta(db, "deployment_id", id) < 0 ||
+        exec_simple(db, "COMMIT") < 0)
         goto fail;
     return 0;
 fail:
@@ -111,11 +116,25 @@ fail:
     return -EIO;
 }
 
+/* After a salvage, whether the newest deployment that came back is the one that was in force:
+ * the table was read to its end, or its id is the one recorded with it in meta. */
+static bool salvaged_deployment_is_latest(struct state_db *db, int64_t id)
+{
+    const struct ldb_table_report *t = ldb_report_table(&db->report, "deployments");
+    if (t && !t->incomplete)
+        return true;
+    _cleanup_free_ char *recorded = NULL;
+    long long v;
+    return state_get_meta(db, "deployment_id", &recorded) == 0 && lstr_to_i64(recorded, &v) == 0 &&
+           v == id;
+}
+
 int state_load_deployment(struct state_db *db, char **ret_text, int64_t *ret_applied_ms)
 {
     sqlite3_stmt *st = NULL;
     if (sqlite3_prepare_v2(db->db,
-                           "SELECT manifest, applied_ms FROM deployments ORDER BY id DESC LIMIT 1",
+                           "SELECT manifest, applied_ms, id FROM deployments ORDER BY id DESC "
+                           "LIMIT 1",
                            -1, &st, NULL) != SQLITE_OK)
         return -EIO;
     int r = sqlite3_step(st);
@@ -126,6 +145,10 @@ int state_load_deployment(struct state_db *db, char **ret_text, int64_t *ret_app
     if (r != SQLITE_ROW) {
         sqlite3_finalize(st);
         return -EIO;
+    }
+    if (db->report.damaged && !salvaged_deployment_is_latest(db, sqlite3_column_int64(st, 2))) {
+        sqlite3_finalize(st);
+        return -ESTALE;
     }
     char *text = strdup((const char *)sqlite3_column_text(st, 0));
     int64_t applied = sqlite3_column_int64(st, 1);

@@ -1,12 +1,13 @@
-/* state.h — ledged's durable state in SQLite (WAL, synchronous=FULL): the applied deployment and
- * each module's runtime record. Survives restarts and power loss: a deployment is acknowledged
- * only after its transaction is on disk. */
+/* state.h — ledged's durable state in SQLite (WAL, synchronous=FULL, 0600): the applied deployment
+ * and each module's runtime record. Survives restarts and power loss: a deployment is acknowledged
+ * only after its transaction is on disk. A damaged file is salvaged at open (db/db.h). */
 #pragma once
 
 #include <stdbool.h>
 #include <stdint.h>
 
 #include "base/errors.h"
+#include "db/db.h"
 
 struct state_db;
 
@@ -23,13 +24,20 @@ struct module_record {
     char *description; /* last status description */
 };
 
+/* <dir>/ledged.db. A damaged file is not an error: it is moved aside and what could be read is
+ * kept (state_open_report() says what happened, for the caller to log and show). */
 int state_open(const char *dir, struct state_db **ret, struct lerr *err);
 void state_close(struct state_db *db);
+/* What opening found: report->damaged, where the file went, the rows recovered per table. */
+const struct ldb_report *state_open_report(const struct state_db *db);
 
 /* The current deployment (manifest text), replacing the previous one; history keeps the last
  * few for `ledge deploy --rollback`-style inspection. */
 int state_save_deployment(struct state_db *db, const char *text, int64_t now_ms);
-/* -ENOENT when none was ever applied. */
+/* The deployment in force. -ENOENT when none was ever applied (or none was recovered); -ESTALE
+ * after a salvage when the newest one that came back cannot be shown to be the last one saved
+ * (the table was damaged and the id recorded with it is lost or names another): booting an older
+ * one would recreate modules with outdated settings. */
 int state_load_deployment(struct state_db *db, char **ret_text, int64_t *ret_applied_ms);
 
 int state_save_record(struct state_db *db, const struct module_record *rec);

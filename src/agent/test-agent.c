@@ -10,7 +10,9 @@
 
 #include <errno.h>
 #include <event2/event.h>
+#include <fcntl.h>
 #include <signal.h>
+#include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -20,6 +22,7 @@
 #include "agent/agent.h"
 #include "agent/plan.h"
 #include "agent/restart.h"
+#include "agent/state.h"
 #include "base/json.h"
 #include "base/str.h"
 #include "base/timeutil.h"
@@ -586,6 +589,188 @@ static void test_invalid_manifest_changes_nothing(void **state)
     free(id2);
 }
 
+/* ------------------------------------------------------------------ a damaged state database */
+
+/* Overwrite with garbage pages of table in the (closed) database at path: every page of it
+ * (which == -2), or only its leaf at index which in key order (-1 = the last). Returns how many. */
+static int damage_table(const char *path, const char *table, int which)
+{
+    sqlite3 *db = NULL;
+    assert_int_equal(sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
+    sqlite3_stmt *st = NULL;
+    assert_int_equal(sqlite3_prepare_v2(db,
+                                        "SELECT pageno FROM dbstat WHERE name = ?1 AND (?2 OR "
+                                        "pagetype = 'leaf') ORDER BY path",
+                                        -1, &st, NULL),
+                     SQLITE_OK);
+    sqlite3_bind_text(st, 1, table, -1, SQLITE_STATIC);
+    sqlite3_bind_int(st, 2, which == -2);
+    int64_t pages[64];
+    int n = 0;
+    while (sqlite3_step(st) == SQLITE_ROW && n < 64)
+        pages[n++] = sqlite3_column_int64(st, 0);
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+    assert_true(n > 0);
+    int fd = open(path, O_WRONLY | O_CLOEXEC);
+    assert_true(fd >= 0);
+    char junk[4096];
+    memset(junk, 0x5a, sizeof(junk));
+    int done = 0;
+    for (int i = 0; i < n; i++) {
+        if (which != -2 && i != (which == -1 ? n - 1 : which))
+            continue;
+        assert_int_equal(pwrite(fd, junk, sizeof(junk), (off_t)(pages[i] - 1) * 4096),
+                         (ssize_t)sizeof(junk));
+        done++;
+    }
+    close(fd);
+    return done;
+}
+
+static json_t *state_report(struct fix *f)
+{
+    json_t *s = agent_status_json(f->agent);
+    json_t *sdb = json_incref(json_object_get(s, "stateDatabase"));
+    json_decref(s);
+    assert_non_null(sdb);
+    return sdb;
+}
+
+/* Issue 11: ledged.db garbage between two runs. Nothing comes back, so nothing is known to be
+ * wanted: the agent keeps what it finds (an empty deployment would remove it all) and says so,
+ * until a deployment is applied; then it reconciles as usual and recreates nothing. */
+static void test_state_garbage_keeps_modules(void **state)
+{
+    struct fix *f = *state;
+    apply(f, SLEEPER("one", 1, "running", "") "," SLEEPER("two", 2, "running", ""));
+    wait_status(f, "one", "running");
+    wait_status(f, "two", "running");
+    char *id1 = container_of(f, "one"), *id2 = container_of(f, "two");
+    stop_agent(f);
+
+    char path[128], junk[8192];
+    snprintf(path, sizeof(path), "%s/ledged.db", f->dir);
+    memset(junk, 0x33, sizeof(junk));
+    FILE *w = fopen(path, "w");
+    assert_non_null(w);
+    assert_int_equal(fwrite(junk, 1, sizeof(junk), w), sizeof(junk));
+    fclose(w);
+
+    start_agent(f);
+    json_t *sdb = state_report(f);
+    assert_true(json_is_true(json_object_get(sdb, "damaged")));
+    assert_false(json_is_true(json_object_get(sdb, "deploymentRecovered")));
+    assert_non_null(strstr(ljson_str(sdb, "problem"), "not a database"));
+    assert_int_equal(access(ljson_str(sdb, "damagedPath"), F_OK), 0);
+    json_decref(sdb);
+    json_t *s = agent_status_json(f->agent);
+    assert_non_null(strstr(ljson_str(s, "holding"), "no deployment came back"));
+    json_decref(s);
+    /* several passes: both keep running, untouched */
+    for (int i = 0; i < 100; i++)
+        spin(f, 10);
+    char buf[32];
+    assert_string_equal(status_of(f, "one", buf, sizeof(buf)), "running");
+    assert_string_equal(status_of(f, "two", buf, sizeof(buf)), "running");
+    char *b1 = container_of(f, "one"), *b2 = container_of(f, "two");
+    assert_string_equal(id1, b1);
+    assert_string_equal(id2, b2);
+    free(b1);
+    free(b2);
+
+    /* the same deployment again: reconciling resumes, nothing recreated */
+    apply(f, SLEEPER("one", 1, "running", "") "," SLEEPER("two", 2, "running", ""));
+    assert_int_equal(f->result, 0);
+    s = agent_status_json(f->agent);
+    assert_null(json_object_get(s, "holding"));
+    json_decref(s);
+    wait_status(f, "two", "running");
+    b1 = container_of(f, "one");
+    b2 = container_of(f, "two");
+    assert_string_equal(id1, b1);
+    assert_string_equal(id2, b2);
+    free(b1);
+    free(b2);
+    free(id1);
+    free(id2);
+}
+
+/* The module records destroyed, the deployment intact: ledged comes up from the stored
+ * deployment as after any restart, recreating nothing. */
+static void test_state_damaged_deployment_recovered(void **state)
+{
+    struct fix *f = *state;
+    apply(f, SLEEPER("one", 1, "running", "") "," SLEEPER("two", 2, "running", ""));
+    wait_status(f, "two", "running");
+    char *id1 = container_of(f, "one");
+    stop_agent(f);
+    char path[128];
+    snprintf(path, sizeof(path), "%s/ledged.db", f->dir);
+    assert_true(damage_table(path, "modules", -2) > 0);
+
+    start_agent(f);
+    json_t *sdb = state_report(f);
+    assert_true(json_is_true(json_object_get(sdb, "damaged")));
+    assert_true(json_is_true(json_object_get(sdb, "deploymentRecovered")));
+    json_decref(sdb);
+    json_t *s = agent_status_json(f->agent);
+    assert_null(json_object_get(s, "holding"));
+    assert_int_equal(ljson_int(s, "deployedModules", 0), 2);
+    json_decref(s);
+    wait_status(f, "one", "running");
+    wait_status(f, "two", "running");
+    char *b1 = container_of(f, "one");
+    assert_string_equal(id1, b1);
+    free(b1);
+    free(id1);
+}
+
+/* state_load_deployment after a salvage: the newest row lost, an older one back, is -ESTALE (an
+ * older deployment would recreate modules with outdated settings); the oldest lost, the newest
+ * back with the id recorded beside it, is the deployment. */
+static void test_state_newest_deployment_lost(void **state)
+{
+    struct fix *f = *state;
+    char dir[128], path[160];
+    snprintf(dir, sizeof(dir), "%s/state-only", f->dir); /* beside the running agent's */
+    snprintf(path, sizeof(path), "%s/ledged.db", dir);
+    for (int lost = 0; lost < 2; lost++) {
+        unlink(path);
+        struct state_db *db = NULL;
+        struct lerr err = {0};
+        assert_int_equal(state_open(dir, &db, &err), 0);
+        assert_false(state_open_report(db)->damaged);
+        char text[3000];
+        for (int i = 1; i <= 4; i++) { /* one leaf page each */
+            memset(text, 'a' + i, sizeof(text) - 1);
+            text[sizeof(text) - 1] = 0;
+            assert_int_equal(state_save_deployment(db, text, i), 0);
+        }
+        state_close(db);
+        assert_int_equal(damage_table(path, "deployments", lost ? -1 : 0), 1);
+        assert_int_equal(state_open(dir, &db, &err), 0);
+        const struct ldb_report *rep = state_open_report(db);
+        assert_true(rep->damaged);
+        assert_true(ldb_report_table(rep, "deployments")->incomplete);
+        assert_int_equal(ldb_report_table(rep, "deployments")->rows, 3);
+        char *got = NULL;
+        int64_t at = 0;
+        if (lost) {
+            assert_int_equal(state_load_deployment(db, &got, &at), -ESTALE);
+        } else {
+            assert_int_equal(state_load_deployment(db, &got, &at), 0);
+            assert_int_equal(at, 4);
+            assert_int_equal(got[0], 'a' + 4);
+            free(got);
+        }
+        state_close(db);
+        char cmd[256];
+        snprintf(cmd, sizeof(cmd), "rm -f %s/ledged.db.damaged-*", dir);
+        assert_int_equal(system(cmd), 0);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -596,6 +781,9 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_event_newer_than_listing, setup, teardown),
         cmocka_unit_test_setup_teardown(test_boot_starts_and_user_stop, setup, teardown),
         cmocka_unit_test_setup_teardown(test_invalid_manifest_changes_nothing, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_state_garbage_keeps_modules, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_state_damaged_deployment_recovered, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_state_newest_deployment_lost, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -27,6 +27,12 @@ static int print_json_or(struct cli *c, const char *path, void (*pretty)(json_t 
     return rc;
 }
 
+static const char *str_or_unknown(const json_t *o, const char *key)
+{
+    const char *v = ljson_str(o, key);
+    return v ? v : "?";
+}
+
 static void pretty_status(json_t *s)
 {
     printf("ledged %s on device %s\n", ljson_str(s, "version"), ljson_str(s, "deviceId"));
@@ -38,6 +44,16 @@ static void pretty_status(json_t *s)
     json_t *v;
     json_object_foreach (json_object_get(s, "modules"), k, v)
         printf("    %-10s %lld\n", k, (long long)json_integer_value(v));
+    json_t *sdb = json_object_get(s, "stateDatabase");
+    if (ljson_bool(sdb, "damaged", false)) {
+        printf("  state database: DAMAGED, salvaged at %s (%s)\n",
+               str_or_unknown(sdb, "salvagedAt"), str_or_unknown(sdb, "problem"));
+        printf("    damaged file kept as %s\n", str_or_unknown(sdb, "damagedPath"));
+        printf("    %lld rows recovered; deployment %s\n", ljson_int(sdb, "rowsRecovered", 0),
+               ljson_bool(sdb, "deploymentRecovered", false) ? "recovered" : "NOT recovered");
+    }
+    if (ljson_str(s, "holding"))
+        printf("  HOLDING: %s\n", ljson_str(s, "holding"));
 }
 
 int cmd_system(struct cli *c, int argc, char **argv)

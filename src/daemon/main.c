@@ -235,6 +235,12 @@ int main(int argc, char **argv)
         log_error(COMP, "%s", lerr_str(&err));
         goto out;
     }
+    if (state_open_report(d.db)->damaged) {
+        /* Once; the agent says what it means for the modules, `ledge system status` shows it. */
+        _cleanup_free_ char *what = ldb_report_summary(state_open_report(d.db));
+        log_warn(COMP, "state database %s/ledged.db was damaged and salvaged: %s", d.cfg.state_dir,
+                 what ? what : "out of memory");
+    }
     d.hub_program = resolve_hub_program(d.cfg.agent.hub_program);
     if ((r = identity_start(&d)) < 0 || (r = workload_server_start(&d)) < 0)
         goto out;

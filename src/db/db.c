@@ -461,6 +461,14 @@ void ldb_report_clear(struct ldb_report *r)
     *r = (struct ldb_report){0};
 }
 
+const struct ldb_table_report *ldb_report_table(const struct ldb_report *r, const char *name)
+{
+    for (size_t i = 0; i < r->n_tables; i++)
+        if (strcmp(r->tables[i].name, name) == 0)
+            return &r->tables[i];
+    return NULL;
+}
+
 json_t *ldb_report_json(const struct ldb_report *r)
 {
     if (!r->damaged)

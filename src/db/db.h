@@ -63,6 +63,9 @@ int ldb_open(const char *path, const struct ldb_options *opt, sqlite3 **ret_db,
 
 void ldb_report_clear(struct ldb_report *r);
 
+/* The salvage report of the table called name, or NULL (not damaged, or no such table). */
+const struct ldb_table_report *ldb_report_table(const struct ldb_report *r, const char *name);
+
 /* {"damaged": true, "problem": ..., "damagedPath": ..., "salvagedAt": RFC 3339, "rowsRecovered":
  * N, "tables": [{"name", "rows", "incomplete"}]} or {"damaged": false}; NULL on ENOMEM. */
 json_t *ldb_report_json(const struct ldb_report *r);

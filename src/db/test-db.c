@@ -137,11 +137,10 @@ static void find_damaged(const char *dir, char *out, size_t size)
 
 static const struct ldb_table_report *table(const struct ldb_report *rep, const char *name)
 {
-    for (size_t i = 0; i < rep->n_tables; i++)
-        if (!strcmp(rep->tables[i].name, name))
-            return &rep->tables[i];
-    fail_msg("no table %s in the report", name);
-    return NULL;
+    const struct ldb_table_report *t = ldb_report_table(rep, name);
+    if (!t)
+        fail_msg("no table %s in the report", name);
+    return t;
 }
 
 static void test_new_database(void **state)
