@@ -112,6 +112,9 @@ static int open_checked(const char *path, const struct ldb_options *opt, sqlite3
             r = -ENOMEM;
             goto out;
         }
+        for (char *p = problem; *p; p++) /* "*** in database main ***\nPage 5: ...": one line */
+            if (*p == '\n' || *p == '\r' || *p == '\t')
+                *p = ' ';
         *ret_problem = problem;
         r = 1;
         goto out;

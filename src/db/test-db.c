@@ -228,6 +228,7 @@ static sqlite3 *open_damaged(struct ctx *c, struct ldb_report *rep, const void *
     assert_true(rep->damaged);
     assert_false(rep->created);
     assert_non_null(rep->problem);
+    assert_null(strchr(rep->problem, '\n')); /* one line, for logs */
     assert_true(rep->salvaged_ms > 0);
     char found[PATH_MAX];
     find_damaged(c->dir, found, sizeof(found));
