@@ -2,10 +2,11 @@
  *
  * Why `PRAGMA quick_check` and not `integrity_check`: both read every page of the file, but
  * integrity_check also cross-checks every index against its table (O(N log N) against quick_check's
- * O(N)), the cost that grows with a large twins.db. quick_check finds what truncation,
- * garbage and torn pages do to the b-trees — the damage that makes SQLite refuse the file — and
- * an index that disagrees with its table is not a reason to stop a program. `quick_check(1)`
- * stops at the first problem, so a damaged file costs no more than a sound one. */
+ * O(N)): 2.4x the time on a database of many small rows (docs/benchmarks.md, bench/db/bench-db.c).
+ * quick_check finds what truncation, garbage and torn pages do to the b-trees — the damage that
+ * makes SQLite refuse the file — and an index that disagrees with its table is not a reason to
+ * stop a program. `quick_check(1)` stops at the first problem, so a damaged file costs no more
+ * than a sound one. */
 #include "db/db.h"
 
 #include <errno.h>
