@@ -9,8 +9,6 @@
  * (result < 0, msg says why). */
 typedef void (*vm_autostart_fn)(void *ud, const char *name, int result, const char *msg);
 
-/* Is the VM's supervisor running (its lock is held)? */
-bool vm_supervised(const char *vmroot, const char *name);
 /* Start ledge-vmm for every VM under vmroot with autostart on that has none. Returns how many
  * were started, or < 0 when the directory cannot be read (-ENOENT: no VMs, not an error). */
 int vm_autostart(const char *vmroot, vm_autostart_fn report, void *ud);

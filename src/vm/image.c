@@ -10,12 +10,15 @@
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "base/fs.h"
 #include "base/json.h"
 #include "base/str.h"
 #include "vm/image.h"
+#include "vm/paths.h"
+#include "vm/spawn.h"
 
 int vm_image_key_check(const char *key, struct lerr *err)
 {
@@ -252,14 +255,126 @@ int vm_resize_disk(const char *vmroot, const char *name, uint64_t bytes, struct 
     return 0;
 }
 
+/* Remove <parent>/<name> and everything in it. */
+static int remove_tree(const char *parent, const char *name, struct lerr *err)
+{
+    char dir[PATH_MAX];
+    snprintf(dir, sizeof(dir), "%s/%s", parent, name);
+    int r = vm_rm_rf(dir);
+    return r < 0 ? lerr_set(err, r, "%s: %s", dir, strerror(-r)) : 0;
+}
+
 int vm_delete_dir(const char *vmroot, const char *name, struct lerr *err)
 {
     int r = vm_name_check(name, err);
+    return r < 0 ? r : remove_tree(vmroot, name, err);
+}
+
+/* ------------------------------------------------------------------ build, export, import */
+
+#define BUILD_ARGS_MAX 32
+/* ledge-vm-build prints the key (and for --help its usage): bounded. */
+#define BUILD_STDOUT_MAX (64u << 10)
+/* An image archive lists a handful of files. */
+#define IMPORT_LISTING_MAX (1u << 20)
+
+int vm_image_build(const char *cache, char *const *args, size_t n, char *ret_key, size_t size,
+                   struct lbuf *ret_out, struct lerr *err)
+{
+    char prog[PATH_MAX];
+    if (vm_find_program("ledge-vm-build", prog, sizeof(prog)) < 0)
+        return lerr_set(err, -ENOENT, "cannot find ledge-vm-build (set LEDGE_VM_LIBDIR)");
+    if (n + 4 > BUILD_ARGS_MAX)
+        return lerr_set(err, -E2BIG, "ledge-vm-build: at most %d arguments", BUILD_ARGS_MAX - 4);
+    char cache_opt[] = "--cache";
+    char *argv[BUILD_ARGS_MAX] = {prog, cache_opt, (char *)cache};
+    for (size_t i = 0; i < n; i++)
+        argv[3 + i] = args[i];
+    _cleanup_lbuf_ struct lbuf out = LBUF_INIT;
+    out.max = BUILD_STDOUT_MAX;
+    int st;
+    int r = vm_run(argv, &out, &st, err);
     if (r < 0)
         return r;
-    char dir[PATH_MAX];
-    snprintf(dir, sizeof(dir), "%s/%s", vmroot, name);
-    if ((r = vm_rm_rf(dir)) < 0)
-        return lerr_set(err, r, "%s: %s", dir, strerror(-r));
+    if (!WIFEXITED(st) || WEXITSTATUS(st) != 0)
+        return lerr_set(err, -EIO, "building the guest image failed (see the messages above)");
+    /* The key is the last line. */
+    const char *text = out.data ? out.data : "";
+    size_t end = out.len;
+    while (end > 0 && text[end - 1] == '\n')
+        end--;
+    size_t start = end;
+    while (start > 0 && text[start - 1] != '\n')
+        start--;
+    if (end - start >= size)
+        return lerr_set(err, -EPROTO, "ledge-vm-build printed no image key");
+    memcpy(ret_key, text + start, end - start);
+    ret_key[end - start] = 0;
+    if (ret_out && out.len && lbuf_append(ret_out, out.data, out.len) < 0)
+        return lerr_set(err, -ENOMEM, "out of memory");
     return 0;
+}
+
+int vm_image_export(const char *cache, const char *key, const char *file, struct lerr *err)
+{
+    _cleanup_json_ json_t *m = NULL;
+    int r = vm_image_manifest(cache, key, &m, err);
+    if (r < 0)
+        return r;
+    char tar[] = "tar", sparse[] = "--sparse", dir[] = "-C", create[] = "-cf";
+    char *argv[] = {tar, sparse, dir, (char *)cache, create, (char *)file, (char *)key, NULL};
+    return vm_run_tool(argv, "tar", err);
+}
+
+/* The one top-level directory of an archive's listing, or -EINVAL. */
+static int listing_key(char *listing, char *key, size_t size)
+{
+    key[0] = 0;
+    bool any = false;
+    for (char *s = listing, *line; s && (line = strsep(&s, "\n"));) {
+        if (!*line)
+            continue;
+        char *slash = strchr(line, '/');
+        if (slash)
+            *slash = 0;
+        if (!key[0] && lstr_copy(key, size, line) < 0)
+            return -EINVAL;
+        if (!lstr_eq(key, line) || (slash && strstr(slash + 1, "..")))
+            return -EINVAL;
+        any = true;
+    }
+    return any ? 0 : -EINVAL;
+}
+
+int vm_image_import(const char *cache, const char *file, char *ret_key, size_t size,
+                    struct lerr *err)
+{
+    char tar[] = "tar", list[] = "-tf";
+    char *largv[] = {tar, list, (char *)file, NULL};
+    _cleanup_lbuf_ struct lbuf listing = LBUF_INIT;
+    listing.max = IMPORT_LISTING_MAX;
+    int st;
+    int r = vm_run(largv, &listing, &st, err);
+    if (r < 0)
+        return r;
+    char key[128];
+    if (!WIFEXITED(st) || WEXITSTATUS(st) != 0 || !listing.data ||
+        listing_key(listing.data, key, sizeof(key)) < 0 || vm_image_key_check(key, NULL) < 0)
+        return lerr_set(err, -EINVAL, "%s: not an image exported by `ledge vm image export`", file);
+    lfs_mkdir_p(cache, 0755);
+    char sparse[] = "--sparse", owner[] = "--no-same-owner", dir[] = "-C", extract[] = "-xf";
+    char *xargv[] = {tar, sparse, owner, dir, (char *)cache, extract, (char *)file, NULL};
+    if ((r = vm_run_tool(xargv, "tar", err)) < 0)
+        return r;
+    _cleanup_json_ json_t *m = NULL;
+    if ((r = vm_image_manifest(cache, key, &m, err)) < 0)
+        return r;
+    return lstr_copy(ret_key, size, key);
+}
+
+int vm_image_remove(const char *cache, const char *key, struct lerr *err)
+{
+    _cleanup_json_ json_t *m = NULL;
+    int r = vm_image_manifest(cache, key, &m, err);
+    return r < 0 ? r : remove_tree(cache, key, err);
 }

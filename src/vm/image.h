@@ -6,6 +6,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "base/buf.h"
 #include "base/errors.h"
 #include "vm/def.h"
 
@@ -22,6 +23,20 @@ int vm_image_key_check(const char *key, struct lerr *err);
 int vm_image_manifest(const char *cache, const char *key, json_t **ret, struct lerr *err);
 /* Every complete image in the cache: [{"key", "arch", ...manifest}], newest first. */
 json_t *vm_image_list(const char *cache);
+
+/* Build (or find cached) an image with ledge-vm-build --cache cache args... (--arch A --deb FILE,
+ * ...; its progress goes to stderr, minutes for a first build): the key it printed last in
+ * ret_key, and everything it printed to stdout in *ret_out when non-NULL. */
+int vm_image_build(const char *cache, char *const *args, size_t n, char *ret_key, size_t size,
+                   struct lbuf *ret_out, struct lerr *err);
+/* Write image key as a tar archive (holes kept) to file ("-": stdout). */
+int vm_image_export(const char *cache, const char *key, const char *file, struct lerr *err);
+/* Unpack an archive vm_image_export() made into the cache: it must hold one image directory and
+ * nothing else; its key in ret_key. */
+int vm_image_import(const char *cache, const char *file, char *ret_key, size_t size,
+                    struct lerr *err);
+/* Remove image key from the cache. */
+int vm_image_remove(const char *cache, const char *key, struct lerr *err);
 
 /* Copy a file keeping its holes (a clone where the file system can). */
 int vm_copy_sparse(const char *src, const char *dst, struct lerr *err);

@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <event2/event.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <setjmp.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -13,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -23,10 +25,14 @@
 #include "base/fs.h"
 #include "base/json.h"
 #include "base/str.h"
+#include "net/http_server.h"
 #include "vm/check.h"
 #include "vm/def.h"
+#include "vm/exec.h"
 #include "vm/frame.h"
+#include "vm/host.h"
 #include "vm/image.h"
+#include "vm/spawn.h"
 #include "vm/mux.h"
 #include "vm/paths.h"
 #include "vm/qemu.h"
@@ -700,6 +706,454 @@ static void test_images(void **state)
     assert_int_equal(vm_rm_rf(tmp), 0);
 }
 
+/* ------------------------------------------------------------------ managing VMs (host.h) */
+
+/* A complete image in cache: a sparse 3 MiB root, kernel, initramfs, manifest. */
+static void make_image(const char *cache, const char *key, const char *arch)
+{
+    char p[512];
+    snprintf(p, sizeof(p), "%s/%s", cache, key);
+    assert_int_equal(lfs_mkdir_p(p, 0755), 0);
+    snprintf(p, sizeof(p), "%s/%s/manifest.json", cache, key);
+    char m[256];
+    snprintf(m, sizeof(m), "{\"arch\": \"%s\", \"built\": \"2026-01-01T00:00:00Z\"}", arch);
+    write_file(p, m);
+    snprintf(p, sizeof(p), "%s/%s/rootfs.img", cache, key);
+    int fd = open(p, O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
+    assert_true(fd >= 0);
+    assert_int_equal(ftruncate(fd, 3 << 20), 0);
+    close(fd);
+    snprintf(p, sizeof(p), "%s/%s/kernel", cache, key);
+    write_file(p, "kernel");
+    snprintf(p, sizeof(p), "%s/%s/initrd.img", cache, key);
+    write_file(p, "initrd");
+}
+
+static struct vm_def new_def(const char *name)
+{
+    struct vm_def d;
+    struct lerr e = {0};
+    assert_int_equal(vm_def_init(&d, name, &e), 0);
+    d.disk = 4ull << 30;
+    return d;
+}
+
+/* Everything that works on a stopped VM: create, load, list, set, ports and shares in the
+ * definition, logs, delete; and what needs a supervisor says the VM is not running. */
+static void test_host_stopped(void **state)
+{
+    char tmp[] = "/tmp/test-vm-host-XXXXXX";
+    assert_non_null(mkdtemp(tmp));
+    char cache[256], root[256], p[512];
+    snprintf(cache, sizeof(cache), "%s/cache", tmp);
+    snprintf(root, sizeof(root), "%s/vms", tmp);
+    struct vm_host h = {.root = root, .cache = cache};
+    struct lerr e = {0};
+
+    /* No image of that architecture yet. */
+    struct vm_def d = new_def("b");
+    assert_int_equal(vm_host_create(&h, &d, NULL, NULL, false, &e), -ENOENT);
+    assert_non_null(strstr(e.msg, "guest image in"));
+    make_image(cache, "amd64-00112233445566778899", "amd64");
+    make_image(cache, "arm64-00112233445566778899", "arm64");
+    /* The newest image of the VM's architecture, and a key's prefix choosing it. */
+    d.arch = VM_ARCH_AMD64;
+    assert_int_equal(vm_host_create(&h, &d, NULL, NULL, false, &e), 0);
+    assert_string_equal(d.image, "amd64-00112233445566778899");
+    assert_int_equal(vm_host_create(&h, &d, NULL, NULL, false, &e), -EEXIST);
+    assert_non_null(strstr(e.msg, "a VM named b exists"));
+    vm_def_free(&d);
+    d = new_def("a");
+    assert_int_equal(vm_host_create(&h, &d, "arm64-00112233445566778899", NULL, false, &e), 0);
+    assert_int_equal(d.arch, VM_ARCH_ARM64);
+    vm_def_free(&d);
+    d = new_def("c");
+    assert_int_equal(vm_host_create(&h, &d, "../etc", NULL, false, &e), -EINVAL);
+    d.memory = 1; /* invalid before any image is looked at */
+    assert_int_equal(vm_host_create(&h, &d, "amd64-00112233445566778899", NULL, false, &e),
+                     -ERANGE);
+    snprintf(p, sizeof(p), "%s/c", root);
+    assert_int_equal(access(p, F_OK), -1);
+    vm_def_free(&d);
+
+    assert_int_equal(vm_host_load(&h, "nope", &d, &e), -ENOENT);
+    assert_non_null(strstr(e.msg, "no VM named nope"));
+    assert_int_equal(vm_host_load(&h, "Bad/Name", &d, &e), -EINVAL);
+
+    struct vm_info *v = NULL;
+    size_t n = 0;
+    assert_int_equal(vm_host_list(&h, &v, &n, &e), 0);
+    assert_int_equal(n, 2);
+    assert_string_equal(v[0].def.name, "a");
+    assert_string_equal(v[1].def.name, "b");
+    assert_string_equal(vm_info_state(&v[0]), "stopped");
+    json_t *j = vm_info_json(&v[1]);
+    assert_string_equal(ljson_str(j, "state"), "stopped");
+    assert_null(json_object_get(j, "status"));
+    json_decref(j);
+    vm_infos_free(v, n);
+
+    /* What needs the supervisor. */
+    assert_false(vm_host_running(&h, "b"));
+    assert_int_equal(vm_host_status(&h, "b", &j, &e), -ENOTCONN);
+    assert_int_equal(vm_host_stop(&h, "b", 5, NULL, &e), -ENOTCONN);
+    assert_int_equal(vm_host_reboot(&h, "b", &e), -ENOTCONN);
+    assert_int_equal(vm_host_ports(&h, "b", &j, &e), -ENOTCONN);
+
+    /* Set: the disk grows with the definition, never shrinks. */
+    assert_int_equal(vm_host_load(&h, "b", &d, &e), 0);
+    d.disk = 5ull << 30;
+    d.cpus = 2;
+    assert_int_equal(vm_host_set(&h, &d, &e), 0);
+    snprintf(p, sizeof(p), "%s/b/disk.img", root);
+    struct stat st;
+    assert_int_equal(stat(p, &st), 0);
+    assert_int_equal(st.st_size, 5ll << 30);
+    d.disk = 4ull << 30;
+    assert_int_equal(vm_host_set(&h, &d, &e), -EINVAL);
+    assert_non_null(strstr(e.msg, "can only grow"));
+    d.disk = 5ull << 30;
+    d.cpus = 0;
+    assert_true(vm_host_set(&h, &d, &e) < 0);
+    vm_def_free(&d);
+    assert_int_equal(vm_host_load(&h, "b", &d, &e), 0);
+    assert_int_equal(d.cpus, 2);
+    vm_def_free(&d);
+
+    /* Ports and shares of a stopped VM go into its definition. */
+    struct vm_port port;
+    bool live = true;
+    assert_int_equal(vm_host_port_add(&h, "b", "8080:80", &port, &live, &e), 0);
+    assert_false(live);
+    assert_int_equal(port.host_port, 8080);
+    assert_int_equal(vm_host_port_add(&h, "b", "8080:81", NULL, NULL, &e), -EEXIST);
+    assert_int_equal(vm_host_port_add(&h, "b", "nonsense", NULL, NULL, &e), -EINVAL);
+    char shared[300], real[PATH_MAX];
+    snprintf(shared, sizeof(shared), "%s/shared", tmp);
+    assert_int_equal(lfs_mkdir_p(shared, 0755), 0);
+    bool running = true;
+    snprintf(p, sizeof(p), "%s/../%s/shared", tmp, strrchr(tmp, '/') + 1);
+    assert_int_equal(
+        vm_host_share_add(&h, "b", p, "/mnt/s", true, real, sizeof(real), &running, &e), 0);
+    assert_string_equal(real, shared);
+    assert_false(running);
+    assert_int_equal(vm_host_share_add(&h, "b", "/no/such/dir", "/mnt/t", false, NULL, 0, NULL, &e),
+                     -ENOENT);
+    assert_int_equal(vm_host_load(&h, "b", &d, &e), 0);
+    assert_int_equal(d.n_ports, 1);
+    assert_int_equal(d.n_shares, 1);
+    assert_true(d.shares[0].read_only);
+    vm_def_free(&d);
+    assert_int_equal(vm_host_port_remove(&h, "b", "8080:80", NULL, &live, &e), 0);
+    /* One directory: the guest's, else the host's. */
+    assert_int_equal(vm_host_share_remove(&h, "b", shared, NULL, NULL, &e), 0);
+    assert_int_equal(vm_host_share_remove(&h, "b", "/mnt/s", NULL, NULL, &e), -ENOENT);
+    assert_int_equal(vm_host_load(&h, "b", &d, &e), 0);
+    assert_int_equal(d.n_ports, 0);
+    assert_int_equal(d.n_shares, 0);
+    vm_def_free(&d);
+
+    /* The last lines of a log. */
+    char *text = NULL;
+    size_t len;
+    assert_int_equal(vm_host_log_tail(&h, "b", VM_FILE_CONSOLE, 2, &text, &len, &e), -ENOENT);
+    snprintf(p, sizeof(p), "%s/b/%s", root, VM_FILE_CONSOLE);
+    write_file(p, "one\ntwo\nthree\nfour\n");
+    assert_int_equal(vm_host_log_tail(&h, "b", VM_FILE_CONSOLE, 2, &text, &len, &e), 0);
+    assert_string_equal(text, "three\nfour\n");
+    assert_int_equal(len, 11);
+    free(text);
+    assert_int_equal(vm_host_log_tail(&h, "b", VM_FILE_CONSOLE, 10, &text, &len, &e), 0);
+    assert_string_equal(text, "one\ntwo\nthree\nfour\n");
+    free(text);
+
+    assert_int_equal(vm_host_delete(&h, "b", false, &e), 0);
+    assert_int_equal(vm_host_load(&h, "b", &d, &e), -ENOENT);
+    assert_int_equal(vm_host_delete(&h, "b", false, &e), -ENOENT);
+
+    /* An image out of the cache and back. */
+    char archive[300], key[128];
+    snprintf(archive, sizeof(archive), "%s/img.tar", tmp);
+    assert_int_equal(vm_image_export(cache, "amd64-00112233445566778899", archive, &e), 0);
+    assert_int_equal(vm_image_remove(cache, "amd64-00112233445566778899", &e), 0);
+    assert_int_equal(vm_image_remove(cache, "amd64-00112233445566778899", &e), -ENOENT);
+    assert_int_equal(vm_image_import(cache, archive, key, sizeof(key), &e), 0);
+    assert_string_equal(key, "amd64-00112233445566778899");
+    assert_int_equal(vm_image_manifest(cache, key, &j, &e), 0);
+    json_decref(j);
+    /* An archive of anything else is refused before it is unpacked. */
+    char *targv[] = {"tar", "-C", tmp, "-cf", archive, "shared", NULL};
+    assert_int_equal(vm_run_tool(targv, "tar", &e), 0);
+    assert_int_equal(vm_image_import(cache, archive, key, sizeof(key), &e), -EINVAL);
+    assert_non_null(strstr(e.msg, "not an image exported"));
+    char *fail_argv[] = {"false", NULL};
+    assert_int_equal(vm_run_tool(fail_argv, "false", &e), -EIO);
+    assert_non_null(strstr(e.msg, "false failed (exit 1)"));
+    assert_int_equal(vm_rm_rf(tmp), 0);
+}
+
+/* A fake supervisor: the control API on <root>/<name>/run/ctl.sock, in a child process that
+ * exits after answering a stop. */
+static void fake_status(struct hs_request *r, void *ud)
+{
+    hs_reply_json(r, 200,
+                  json_pack("{s:s, s:s, s:i, s:[]}", "name", "f", "state",
+                            hs_request_query(r, "wait") ?: "running", "supervisorPid",
+                            (int)getpid(), "ports"));
+}
+static void fake_stop(struct hs_request *r, void *ud)
+{
+    hs_reply_json(r, 200, json_pack("{s:s}", "state", "stopped"));
+    event_base_loopexit(ud, &(struct timeval){0, 100000});
+}
+static void fake_reboot(struct hs_request *r, void *ud)
+{
+    hs_reply_json(r, 409, json_pack("{s:s}", "message", "the guest is not up (state booting)"));
+}
+static void fake_ports_get(struct hs_request *r, void *ud)
+{
+    hs_reply_json(r, 200, json_pack("[{s:s}]", "spec", "127.0.0.1:1->1/tcp"));
+}
+static void fake_ports_add(struct hs_request *r, void *ud)
+{
+    json_t *b = NULL;
+    if (hs_request_body_json(r, false, &b) < 0 || lstr_eq(ljson_str(b, "spec"), "9999:1"))
+        hs_reply_json(r, 409, json_pack("{s:s}", "message", "conflicts with the hub forward"));
+    else
+        hs_reply_json(r, 201, json_object());
+    json_decref(b);
+}
+static void fake_ports_remove(struct hs_request *r, void *ud)
+{
+    hs_reply_empty(r, lstr_eq(hs_request_query(r, "spec"), "7000:70") ? 204 : 404);
+}
+
+static pid_t fake_supervisor(const char *root, const char *name)
+{
+    char sock[400], dir[256];
+    snprintf(dir, sizeof(dir), "%s/%s/run", root, name);
+    assert_int_equal(lfs_mkdir_p(dir, 0700), 0);
+    snprintf(sock, sizeof(sock), "%s/ctl.sock", dir);
+    int ready[2];
+    assert_int_equal(pipe2(ready, O_CLOEXEC), 0);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        struct event_base *base = event_base_new();
+        const struct hs_route routes[] = {
+            {"GET", "/status", fake_status},    {"POST", "/stop", fake_stop},
+            {"POST", "/reboot", fake_reboot},   {"GET", "/ports", fake_ports_get},
+            {"POST", "/ports", fake_ports_add}, {"DELETE", "/ports", fake_ports_remove},
+        };
+        struct hs_server *s = NULL;
+        struct hs_limits l = HS_LIMITS_DEFAULT;
+        if (hs_server_new(base, routes, ARRAY_SIZE(routes), base, &s) < 0 ||
+            hs_server_listen_unix(s, sock, 0600, (gid_t)-1, &l, NULL) < 0)
+            _exit(1);
+        if (write(ready[1], "k", 1) != 1)
+            _exit(1);
+        event_base_dispatch(base);
+        hs_server_free(s);
+        event_base_free(base);
+        _exit(0);
+    }
+    close(ready[1]);
+    char c;
+    assert_int_equal(read(ready[0], &c, 1), 1);
+    close(ready[0]);
+    return pid;
+}
+
+/* The supervisor's control API as host.h speaks it: status, live ports, refusals with the
+ * supervisor's message, stop waiting until the supervisor is gone. */
+static void test_host_supervisor(void **state)
+{
+    char tmp[] = "/tmp/test-vm-ctl-XXXXXX";
+    assert_non_null(mkdtemp(tmp));
+    struct vm_host h = {.root = tmp, .cache = tmp};
+    struct lerr e = {0};
+    struct vm_def d = new_def("f");
+    char p[512];
+    snprintf(p, sizeof(p), "%s/f", tmp);
+    assert_int_equal(lfs_mkdir_p(p, 0755), 0);
+    assert_int_equal(vm_host_save(&h, &d, &e), 0);
+    vm_def_free(&d);
+    pid_t pid = fake_supervisor(tmp, "f");
+
+    assert_true(vm_host_running(&h, "f"));
+    struct vm_info info;
+    assert_int_equal(vm_host_info(&h, "f", &info, &e), 0);
+    assert_string_equal(vm_info_state(&info), "running");
+    vm_info_clear(&info);
+    json_t *j = NULL;
+    assert_int_equal(vm_host_wait(&h, "f", "booting", 5, &j, &e), 0);
+    assert_string_equal(ljson_str(j, "state"), "booting");
+    json_decref(j);
+    assert_int_equal(vm_host_ports(&h, "f", &j, &e), 0);
+    assert_int_equal(json_array_size(j), 1);
+    json_decref(j);
+
+    bool live = false;
+    assert_int_equal(vm_host_port_add(&h, "f", "7000:70", NULL, &live, &e), 0);
+    assert_true(live);
+    assert_int_equal(vm_host_port_add(&h, "f", "9999:1", NULL, &live, &e), -EEXIST);
+    assert_string_equal(e.msg, "conflicts with the hub forward");
+    assert_int_equal(vm_host_port_remove(&h, "f", "7000:70", NULL, &live, &e), 0);
+    assert_int_equal(vm_host_port_remove(&h, "f", "7001:70", NULL, &live, &e), -ENOENT);
+    /* Live changes are the supervisor's to save: the definition is untouched. */
+    assert_int_equal(vm_host_load(&h, "f", &d, &e), 0);
+    assert_int_equal(d.n_ports, 0);
+    /* And a running VM's definition is not changed under it. */
+    assert_int_equal(vm_host_set(&h, &d, &e), -EBUSY);
+    assert_non_null(strstr(e.msg, "stop it first"));
+    vm_def_free(&d);
+    assert_int_equal(vm_host_delete(&h, "f", false, &e), -EBUSY);
+    assert_int_equal(vm_host_reboot(&h, "f", &e), -EEXIST);
+    assert_string_equal(e.msg, "the guest is not up (state booting)");
+
+    assert_int_equal(vm_host_stop(&h, "f", 5, &j, &e), 0);
+    assert_string_equal(ljson_str(j, "state"), "stopped");
+    json_decref(j);
+    /* stop returned once the supervisor had exited */
+    int st;
+    assert_int_equal(waitpid(pid, &st, WNOHANG), pid);
+    assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    assert_false(vm_host_running(&h, "f"));
+    assert_int_equal(vm_host_stop(&h, "f", 5, NULL, &e), -ENOTCONN);
+    assert_int_equal(vm_rm_rf(tmp), 0);
+}
+
+/* A fake exec socket: one session at a time, scripted by the first argv string. */
+static void send_frame(int fd, uint8_t type, const char *payload)
+{
+    struct lbuf b = LBUF_INIT;
+    assert_int_equal(vm_frame_encode(&b, type, 1, payload, payload ? strlen(payload) : 0), 0);
+    assert_int_equal(lfs_write_all(fd, b.data, b.len), 0);
+    lbuf_free(&b);
+}
+
+static void fake_exec_session(int c)
+{
+    struct lbuf in = LBUF_INIT, stdin_data = LBUF_INIT;
+    _cleanup_json_ json_t *open_req = NULL;
+    bool eof = false;
+    while (!eof) {
+        lbuf_reserve(&in, 65536);
+        ssize_t n = read(c, in.data + in.len, in.cap - in.len - 1);
+        if (n <= 0)
+            break;
+        in.len += (size_t)n;
+        size_t off = 0, used;
+        struct vm_frame f;
+        while (vm_frame_decode((const uint8_t *)in.data + off, in.len - off, &f, &used, NULL) ==
+               1) {
+            off += used;
+            if (f.type == VM_FRAME_OPEN)
+                ljson_parse((const char *)f.payload, f.len, &open_req, NULL);
+            else if (f.type == VM_FRAME_DATA)
+                lbuf_append(&stdin_data, f.payload, f.len);
+            else if (f.type == VM_FRAME_EOF)
+                eof = true;
+        }
+        lbuf_consume(&in, off);
+    }
+    const char *cmd = json_string_value(json_array_get(json_object_get(open_req, "argv"), 0));
+    if (lstr_eq(cmd, "refuse")) {
+        send_frame(c, VM_FRAME_CLOSE, "{\"error\": \"exec: refuse: not found\"}");
+    } else if (lstr_eq(cmd, "killed")) {
+        send_frame(c, VM_FRAME_EXIT, "{\"signal\": 9}");
+        send_frame(c, VM_FRAME_CLOSE, NULL);
+    } else {
+        /* echo: stdin back on stdout, the argv count on stderr, exit 7 */
+        char line[64];
+        snprintf(line, sizeof(line), "argc=%zu tty=%d",
+                 json_array_size(json_object_get(open_req, "argv")),
+                 ljson_bool(open_req, "tty", false));
+        send_frame(c, VM_FRAME_DATA, stdin_data.data ? stdin_data.data : "");
+        send_frame(c, VM_FRAME_STDERR, line);
+        send_frame(c, VM_FRAME_EXIT, "{\"code\": 7}");
+        send_frame(c, VM_FRAME_CLOSE, NULL);
+    }
+    lbuf_free(&in);
+    lbuf_free(&stdin_data);
+}
+
+static void test_exec_sessions(void **state)
+{
+    char tmp[] = "/tmp/test-vm-exec-XXXXXX";
+    assert_non_null(mkdtemp(tmp));
+    struct vm_host h = {.root = tmp, .cache = tmp};
+    struct lerr e = {0};
+    char *argv[] = {"echo", "a", "b"};
+    struct vm_exec_request req = {.argv = argv, .argc = 3};
+    int out[2], errp[2], in[2];
+    assert_int_equal(pipe2(out, O_CLOEXEC), 0);
+    assert_int_equal(pipe2(errp, O_CLOEXEC), 0);
+    assert_int_equal(pipe2(in, O_CLOEXEC), 0);
+    struct vm_exec_io io = {.in_fd = in[0], .out_fd = out[1], .err_fd = errp[1]};
+    int code = -1;
+    assert_int_equal(vm_exec(&h, "x", &req, &io, &code, &e), -ENOTCONN);
+    assert_non_null(strstr(e.msg, "VM x is not running"));
+
+    char dir[300], sock[400];
+    snprintf(dir, sizeof(dir), "%s/x/run", tmp);
+    assert_int_equal(lfs_mkdir_p(dir, 0700), 0);
+    snprintf(sock, sizeof(sock), "%s/exec.sock", dir);
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    lstr_copy(sa.sun_path, sizeof(sa.sun_path), sock);
+    int l = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    assert_int_equal(bind(l, (struct sockaddr *)&sa, sizeof(sa)), 0);
+    assert_int_equal(listen(l, 4), 0);
+    pid_t pid = fork();
+    if (pid == 0) {
+        close(in[1]); /* the parent's stdin must see EOF */
+        for (int i = 0; i < 3; i++) {
+            int c = accept4(l, NULL, NULL, SOCK_CLOEXEC);
+            if (c < 0)
+                _exit(1);
+            fake_exec_session(c);
+            close(c);
+        }
+        _exit(0);
+    }
+    close(l);
+    /* stdin goes to the guest, its stdout and stderr to ours, the exit code back */
+    assert_int_equal(write(in[1], "stdin-data", 10), 10);
+    close(in[1]);
+    assert_int_equal(vm_exec(&h, "x", &req, &io, &code, &e), 0);
+    assert_int_equal(code, 7);
+    char buf[128];
+    ssize_t n = read(out[0], buf, sizeof(buf) - 1);
+    assert_int_equal(n, 10);
+    assert_memory_equal(buf, "stdin-data", 10);
+    n = read(errp[0], buf, sizeof(buf) - 1);
+    assert_true(n > 0);
+    buf[n] = 0;
+    assert_string_equal(buf, "argc=3 tty=0");
+    /* Killed by a signal: 128 + N. */
+    char *killed[] = {"killed"};
+    struct vm_exec_request kreq = {.argv = killed, .argc = 1};
+    io.in_fd = -1;
+    assert_int_equal(vm_exec(&h, "x", &kreq, &io, &code, &e), 0);
+    assert_int_equal(code, 128 + 9);
+    /* Refused by the guest: its reason. */
+    char *refuse[] = {"refuse"};
+    struct vm_exec_request rreq = {.argv = refuse, .argc = 1};
+    code = -1;
+    assert_int_equal(vm_exec(&h, "x", &rreq, &io, &code, &e), -EIO);
+    assert_string_equal(e.msg, "exec: refuse: not found");
+    assert_int_equal(code, -1);
+    int st;
+    assert_int_equal(waitpid(pid, &st, 0), pid);
+    assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    for (int i = 0; i < 2; i++) {
+        close(out[i]);
+        close(errp[i]);
+    }
+    close(in[0]);
+    assert_int_equal(vm_rm_rf(tmp), 0);
+}
+
 static void test_paths(void **state)
 {
     char buf[256];
@@ -1162,6 +1616,9 @@ int main(void)
         cmocka_unit_test(test_qmp),
         cmocka_unit_test(test_deployment_ports),
         cmocka_unit_test(test_images),
+        cmocka_unit_test(test_host_stopped),
+        cmocka_unit_test(test_host_supervisor),
+        cmocka_unit_test(test_exec_sessions),
         cmocka_unit_test(test_paths),
         cmocka_unit_test(test_checks),
         cmocka_unit_test(test_mux_hello_ping_event),

@@ -38,6 +38,7 @@
 #include "net/http_client.h"
 #include "net/http_server.h"
 #include "vm/def.h"
+#include "vm/spawn.h"
 #include "vm/frame.h"
 #include "vm/mux.h"
 #include "vm/paths.h"
@@ -1516,7 +1517,7 @@ int main(int argc, char **argv)
     if (r < 0) {
         fprintf(stderr, "ledge-vmm: %s: %s\n", v.name,
                 r == -EBUSY ? "already supervised" : strerror(-r));
-        return r == -EBUSY ? 3 : 1;
+        return r == -EBUSY ? VM_SUPERVISOR_EXIT_BUSY : 1;
     }
     lfs_mkdir_p(v.rundir, 0700);
     int ready_fd = -1;
