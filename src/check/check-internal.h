@@ -10,6 +10,8 @@
 #include "engine/engine.h"
 #include "engine/platform.h"
 
+struct vm_def;
+
 struct check_ctx {
     const struct check_inputs *in;
     const struct ledge_config *cfg;
@@ -23,7 +25,16 @@ struct check_ctx {
     const char *engine_fix; /* how to fix it (static text) */
     struct engine_version version;
     json_t *info; /* GET /info, or NULL */
+
+    /* The VMs in question (vm.c), read on first use. */
+    bool vms_loaded;
+    const struct vm_def *vms;
+    size_t n_vms;
+    struct vm_def *owned_vms; /* what vms points at when read from the VMs' directory */
 };
+
+/* vm.c reads at most this many VM definitions. */
+#define CHECK_VMS_MAX 64
 
 /* Set the report (replacing what it held). fix may be NULL. */
 void check_report_set(struct check_report *rep, enum check_result result, const char *fix,
@@ -33,6 +44,8 @@ void check_report_set(struct check_report *rep, enum check_result result, const 
 
 /* Read a whole small host file (at most 1 MiB). */
 int check_read_host_file(const char *path, char **ret, size_t *ret_len);
+/* MemAvailable of check.meminfo, in bytes. */
+int check_mem_available(struct check_ctx *ctx, uint64_t *ret_bytes);
 
 /* The engine: 0 when reachable (ctx->version filled), else < 0 with ctx->engine_err. */
 int check_engine_ask(struct check_ctx *ctx);
@@ -66,3 +79,13 @@ void check_hub_cert(struct check_ctx *ctx, struct check_report *rep);
 /* connectivity.c */
 void check_hub_ports(struct check_ctx *ctx, struct check_report *rep);
 void check_upstream(struct check_ctx *ctx, struct check_report *rep);
+/* vm.c: check_vms_apply() is false (rep skipped) when the vm group has nothing to look at. */
+bool check_vms_apply(struct check_ctx *ctx, struct check_report *rep);
+void check_vms_free(struct check_ctx *ctx);
+void check_vm_qemu(struct check_ctx *ctx, struct check_report *rep);
+void check_vm_accel(struct check_ctx *ctx, struct check_report *rep);
+void check_vm_memory(struct check_ctx *ctx, struct check_report *rep);
+void check_vm_disk(struct check_ctx *ctx, struct check_report *rep);
+void check_vm_build(struct check_ctx *ctx, struct check_report *rep);
+void check_vm_build_foreign(struct check_ctx *ctx, struct check_report *rep);
+void check_vm_cache(struct check_ctx *ctx, struct check_report *rep);

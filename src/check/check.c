@@ -59,6 +59,18 @@ static const struct check_def checks[] = {
      CHECK_NEEDS_CONFIG},
     {"upstream", "connectivity", "the upstream IoT Hub is reachable (TCP and TLS)", check_upstream,
      CHECK_NEEDS_CONFIG},
+    {"vm-qemu", "vm", "QEMU is installed for the VMs' architectures", check_vm_qemu,
+     CHECK_NEEDS_VMS},
+    {"vm-accel", "vm", "KVM, or software emulation, for the VMs", check_vm_accel, CHECK_NEEDS_VMS},
+    {"vm-memory", "vm", "enough memory is available for the VMs", check_vm_memory, CHECK_NEEDS_VMS},
+    {"vm-disk", "vm", "enough disk space is free for the VMs' disks", check_vm_disk,
+     CHECK_NEEDS_VMS},
+    {"vm-build", "vm", "guest images can be built (debootstrap, mkfs.ext4, cpio)", check_vm_build,
+     CHECK_NEEDS_VMS},
+    {"vm-build-foreign", "vm", "images of another architecture can be built (qemu-user)",
+     check_vm_build_foreign, CHECK_NEEDS_VMS},
+    {"vm-cache", "vm", "the image cache has room to build an image", check_vm_cache,
+     CHECK_NEEDS_VMS},
 };
 
 const struct check_def *check_table(size_t *ret_n)
@@ -135,6 +147,7 @@ void check_ctx_free(struct check_ctx *ctx)
     if (!ctx)
         return;
     json_decref(ctx->info);
+    check_vms_free(ctx);
     free(ctx);
 }
 
@@ -145,9 +158,65 @@ void check_run(struct check_ctx *ctx, const struct check_def *def, struct check_
         check_report_skip(rep, "the configuration file is not valid (see config-file)");
         return;
     }
+    if ((def->flags & CHECK_NEEDS_VMS) && !check_vms_apply(ctx, rep))
+        return;
     def->run(ctx, rep);
     if (!rep->message) /* out of memory while reporting */
         check_report_set(rep, CHECK_ERROR, NULL, "out of memory");
+}
+
+/* ------------------------------------------------------------------ whole runs */
+
+int check_run_all(const struct check_inputs *in, const char *group, struct check_results *ret)
+{
+    struct check_results r = {0};
+    r.defs = calloc(ARRAY_SIZE(checks), sizeof(*r.defs));
+    r.reports = calloc(ARRAY_SIZE(checks), sizeof(*r.reports));
+    _cleanup_(check_ctx_freep) struct check_ctx *ctx = NULL;
+    if (!r.defs || !r.reports || check_ctx_new(in, &ctx) < 0) {
+        check_results_clear(&r);
+        return -ENOMEM;
+    }
+    for (size_t i = 0; i < ARRAY_SIZE(checks); i++) {
+        if (group && !lstr_eq(checks[i].group, group))
+            continue;
+        r.defs[r.n] = &checks[i];
+        check_run(ctx, &checks[i], &r.reports[r.n]);
+        r.count[r.reports[r.n].result]++;
+        r.n++;
+    }
+    *ret = r;
+    return 0;
+}
+
+void check_results_clear(struct check_results *r)
+{
+    if (!r)
+        return;
+    for (size_t i = 0; r->reports && i < r->n; i++)
+        check_report_clear(&r->reports[i]);
+    free(r->reports);
+    free(r->defs);
+    memset(r, 0, sizeof(*r));
+}
+
+int check_results_exit_code(const struct check_results *r, bool warnings_as_errors)
+{
+    return r->count[CHECK_ERROR] || (warnings_as_errors && r->count[CHECK_WARNING]) ? 1 : 0;
+}
+
+json_t *check_results_json(const struct check_results *r, const char *config_path,
+                           const char *deployment, bool warnings_as_errors)
+{
+    json_t *arr = json_array();
+    for (size_t i = 0; arr && i < r->n; i++)
+        json_array_append_new(arr, check_report_json(r->defs[i], &r->reports[i]));
+    return json_pack(
+        "{s:s, s:s, s:s?, s:o, s:{s:I, s:I, s:I, s:I}, s:i}", "version", LEDGE_VERSION, "config",
+        config_path, "deployment", deployment, "checks", arr, "summary", "ok",
+        (json_int_t)r->count[CHECK_OK], "warning", (json_int_t)r->count[CHECK_WARNING], "error",
+        (json_int_t)r->count[CHECK_ERROR], "skipped", (json_int_t)r->count[CHECK_SKIPPED],
+        "exitCode", check_results_exit_code(r, warnings_as_errors));
 }
 
 /* ------------------------------------------------------------------ the engine */

@@ -1,8 +1,9 @@
 /* check.h — `ledge check`: a table of checks of the host, the container engine, the deployment
  * and ledge's own state against what ledge supports (docs/support.md). Each check has an id and
  * a one-line description and produces a result, a message and, when something is wrong, how to
- * fix it. Every input is injectable: host files come from the config's `check` section, the
- * engine's answers from engine.uri, the rest from struct check_inputs. No logging, no globals. */
+ * fix it. One table for every caller (`ledge check`, `ledge vm check`, ledged's GET /check).
+ * Every input is injectable: host files come from the config's `check` section, the engine's
+ * answers from engine.uri, the rest from struct check_inputs. No logging, no globals. */
 #pragma once
 
 #include "engine/engine.h"
@@ -56,6 +57,18 @@ struct check_deployment {
     size_t n_modules;
 };
 
+/* The view of a parsed deployment manifest (agent/manifest.h): borrows from dep and source. */
+struct deployment;
+struct check_deployment_view {
+    struct check_deployment d;
+    struct check_module *modules; /* owned */
+};
+int check_deployment_view(const struct deployment *dep, const char *source,
+                          struct check_deployment_view *ret);
+void check_deployment_view_clear(struct check_deployment_view *v);
+
+struct vm_def;
+
 struct check_inputs {
     /* The configuration: the loaded file, or the defaults when the file is absent or invalid
      * (config_status tells which). Never NULL. */
@@ -74,6 +87,16 @@ struct check_inputs {
     uint16_t ntp_port;            /* 123 */
     int64_t now_ms;               /* wall clock for certificate expiry */
     long engine_timeout_ms;       /* each engine request; 0 = 10 s */
+    /* The vm group: the VMs defined under vm_dir (NULL: the config's vm.dir, else the
+     * default), or only vm_def (`ledge vm check NAME`: borrowed). It is skipped when there is
+     * no VM, unless vm_always (`ledge vm check` on a host without VMs yet: the host's
+     * architecture and the default sizes). */
+    const char *vm_dir;
+    const char *vm_cache; /* the image cache; NULL: the default */
+    const struct vm_def *vm_def;
+    bool vm_always;
+    const char *path;       /* where programs are looked for; NULL: $PATH */
+    const char *binfmt_dir; /* /proc/sys/fs/binfmt_misc */
 };
 
 struct check_ctx;
@@ -94,6 +117,7 @@ struct check_def {
 
 enum {
     CHECK_NEEDS_CONFIG = 1 << 0, /* skipped when the configuration file is invalid */
+    CHECK_NEEDS_VMS = 1 << 1,    /* the vm group: skipped without VMs (see check_inputs) */
 };
 
 /* The table, in the order the checks run and print. */
@@ -111,8 +135,28 @@ DEFINE_CLEANUP(struct check_ctx *, check_ctx_free)
 void check_run(struct check_ctx *ctx, const struct check_def *def, struct check_report *rep);
 void check_report_clear(struct check_report *rep);
 
-/* {"id", "description", "result", "message", "fix"} */
+/* {"id", "group", "description", "result", "message", "fix"} */
 json_t *check_report_json(const struct check_def *def, const struct check_report *rep);
+
+/* A whole run: every check of the table (or of one group) in table order, one report each. What
+ * `ledge check`, `ledge vm check` and ledged's GET /check show. */
+struct check_results {
+    const struct check_def **defs;
+    struct check_report *reports;
+    size_t n;
+    size_t count[CHECK_SKIPPED + 1]; /* how many of each result */
+};
+/* group NULL: every check. -ENOMEM only. */
+int check_run_all(const struct check_inputs *in, const char *group, struct check_results *ret);
+void check_results_clear(struct check_results *r);
+/* The exit code of `ledge check`: 1 when a check is an error (or, with warnings_as_errors, a
+ * warning), else 0. */
+int check_results_exit_code(const struct check_results *r, bool warnings_as_errors);
+/* {"version", "config", "deployment", "checks": [check_report_json...], "summary": {"ok",
+ * "warning", "error", "skipped"}, "exitCode"}: the document of `ledge check --output json`.
+ * deployment: where the deployment came from (NULL when there was none). */
+json_t *check_results_json(const struct check_results *r, const char *config_path,
+                           const char *deployment, bool warnings_as_errors);
 
 /* ---- pure parsers behind the checks (exposed for tests and the fuzz target) ---- */
 

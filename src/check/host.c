@@ -444,15 +444,19 @@ void check_architecture(struct check_ctx *ctx, struct check_report *rep)
 
 /* ------------------------------------------------------------------ memory and disk */
 
+int check_mem_available(struct check_ctx *ctx, uint64_t *ret_bytes)
+{
+    _cleanup_free_ char *text = NULL;
+    size_t n;
+    int r = check_read_host_file(ctx->cfg->check.meminfo, &text, &n);
+    return r < 0 ? r : check_parse_meminfo(text, n, ret_bytes);
+}
+
 void check_memory(struct check_ctx *ctx, struct check_report *rep)
 {
     const char *path = ctx->cfg->check.meminfo;
     uint64_t min = ctx->cfg->check.min_free_memory, avail;
-    _cleanup_free_ char *text = NULL;
-    size_t n;
-    int r = check_read_host_file(path, &text, &n);
-    if (r == 0)
-        r = check_parse_meminfo(text, n, &avail);
+    int r = check_mem_available(ctx, &avail);
     if (r < 0) {
         check_report_set(rep, CHECK_WARNING, NULL, "cannot read MemAvailable from %s: %s", path,
                          strerror(-r));

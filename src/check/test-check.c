@@ -35,7 +35,10 @@
 #include "base/json.h"
 #include "base/str.h"
 #include "base/timeutil.h"
+#include "agent/manifest.h"
 #include "check/check.h"
+#include "vm/def.h"
+#include "vm/qemu.h"
 
 /* ------------------------------------------------------------------ fixtures */
 
@@ -1464,6 +1467,158 @@ static void test_connectivity(void **state)
 }
 
 /* Every check runs against a whole context without crashing, engine or not. */
+/* The vm group: skipped without VMs, every check for `ledge vm check` or a named VM, QEMU and
+ * memory against what the VMs need. */
+static void test_vm_checks(void **state)
+{
+    struct T *t = *state;
+    char *vms = path_in(t, "vms"), *bin = path_in(t, "bin");
+    assert_int_equal(mkdir(vms, 0755), 0);
+    assert_int_equal(mkdir(bin, 0755), 0);
+    t->in.vm_dir = vms;
+    t->in.vm_cache = t->dir;
+    t->in.path = bin;
+    write_in(t, "meminfo", "MemTotal: 4000000 kB\nMemAvailable: 524288 kB\n");
+    assert_int_equal(run(t, "vm-qemu"), CHECK_SKIPPED);
+    assert_msg(t, "no VMs are defined in");
+
+    /* `ledge vm check`: the host's architecture, the default sizes. */
+    t->in.vm_always = true;
+    assert_int_equal(run(t, "vm-qemu"), CHECK_ERROR);
+    assert_msg(t, "is not installed");
+    assert_fix(t, "apt-get install qemu-system-");
+    assert_int_equal(run(t, "vm-memory"), CHECK_ERROR); /* 512 MiB for a 1 GiB guest */
+    assert_msg(t, "512 MiB available; the VMs need 1 GiB");
+    assert_int_equal(run(t, "vm-accel"), CHECK_WARNING); /* no kvm device in the tree */
+    assert_msg(t, "software emulation");
+    assert_int_equal(run(t, "vm-build"), CHECK_WARNING);
+    assert_int_equal(run(t, "vm-build-foreign"), CHECK_SKIPPED);
+    t->in.vm_always = false;
+
+    /* A VM defined in the directory: its architecture and size count. */
+    struct vm_def d;
+    struct lerr e = {0};
+    assert_int_equal(vm_def_init(&d, "v1", &e), 0);
+    d.memory = 256ull << 20;
+    enum vm_arch host = VM_ARCH_AMD64;
+    vm_arch_host(&host);
+    d.arch = host;
+    char *dir = path_in(t, "vms/v1"), *def = path_in(t, "vms/v1/vm.json");
+    assert_int_equal(mkdir(dir, 0755), 0);
+    assert_int_equal(vm_def_save(def, &d), 0);
+    char *qemu = lstr_printf("%s/%s", bin, vm_qemu_binary(host));
+    write_file(qemu, "#!/bin/sh\n");
+    assert_int_equal(chmod(qemu, 0755), 0);
+    assert_int_equal(run(t, "vm-qemu"), CHECK_OK);
+    assert_int_equal(run(t, "vm-memory"), CHECK_OK);
+    assert_msg(t, "for VMs needing 256 MiB");
+    assert_int_equal(run(t, "vm-disk"), CHECK_OK);
+
+    /* Only the VM named (`ledge vm check NAME`): a foreign one needs its QEMU and qemu-user. */
+    struct vm_def other;
+    assert_int_equal(vm_def_init(&other, "v2", &e), 0);
+    other.arch = host == VM_ARCH_AMD64 ? VM_ARCH_ARM64 : VM_ARCH_AMD64;
+    t->in.vm_def = &other;
+    t->in.binfmt_dir = t->dir;
+    assert_int_equal(run(t, "vm-qemu"), CHECK_ERROR);
+    assert_msg(t, vm_qemu_binary(other.arch));
+    if (host == VM_ARCH_AMD64 && access("/usr/lib/binfmt.d/qemu-aarch64.conf", F_OK) < 0) {
+        assert_int_equal(run(t, "vm-build-foreign"), CHECK_WARNING);
+        write_in(t, "qemu-aarch64", "enabled\n");
+        assert_int_equal(run(t, "vm-build-foreign"), CHECK_OK);
+    }
+    vm_def_free(&other);
+    vm_def_free(&d);
+    free(qemu);
+    free(dir);
+    free(def);
+    free(vms);
+    free(bin);
+}
+
+/* A whole run: the table (or one group) in order, counts, the exit code and the document. */
+static void test_run_all(void **state)
+{
+    struct T *t = *state;
+    t->cfg.check.ntp_timeout_ms = 100;
+    size_t n;
+    check_table(&n);
+    struct check_results r;
+    assert_int_equal(check_run_all(&t->in, NULL, &r), 0);
+    assert_int_equal(r.n, n);
+    size_t sum = 0;
+    for (int i = 0; i <= CHECK_SKIPPED; i++)
+        sum += r.count[i];
+    assert_int_equal(sum, n);
+    assert_int_equal(check_results_exit_code(&r, false), r.count[CHECK_ERROR] ? 1 : 0);
+    json_t *j = check_results_json(&r, "/etc/ledge/config.yaml", NULL, true);
+    assert_int_equal(json_array_size(json_object_get(j, "checks")), n);
+    assert_string_equal(ljson_str(json_array_get(json_object_get(j, "checks"), 0), "id"),
+                        check_table(&n)[0].id);
+    assert_int_equal(ljson_int(json_object_get(j, "summary"), "error", -1), r.count[CHECK_ERROR]);
+    assert_int_equal(ljson_int(j, "exitCode", -1),
+                     r.count[CHECK_ERROR] || r.count[CHECK_WARNING] ? 1 : 0);
+    assert_true(json_is_null(json_object_get(j, "deployment")));
+    json_decref(j);
+    check_results_clear(&r);
+    check_results_clear(&r);
+
+    assert_int_equal(check_run_all(&t->in, "vm", &r), 0);
+    assert_true(r.n >= 5);
+    for (size_t i = 0; i < r.n; i++)
+        assert_string_equal(r.defs[i]->group, "vm");
+    assert_int_equal(r.count[CHECK_SKIPPED], r.n); /* no VMs here */
+    check_results_clear(&r);
+}
+
+/* The checks' view of a parsed manifest: container modules with their image, options and
+ * registry credentials; the hub marked; process modules without an image. */
+static void test_deployment_view(void **state)
+{
+    const char *text =
+        "{\"modulesContent\": {\"$edgeAgent\": {\"properties.desired\": {\"schemaVersion\": "
+        "\"1.1\", \"runtime\": {\"type\": \"docker\", \"settings\": {\"minDockerVersion\": "
+        "\"v1.25\", \"registryCredentials\": {\"r\": {\"address\": \"reg.example\", "
+        "\"username\": \"u\", \"password\": \"p\"}}}}, \"systemModules\": {\"edgeAgent\": "
+        "{\"type\": \"docker\", \"settings\": {\"image\": "
+        "\"mcr.microsoft.com/azureiotedge-agent:1.4\"}}, "
+        "\"edgeHub\": {\"type\": \"docker\", \"status\": \"running\", \"restartPolicy\": "
+        "\"always\", \"settings\": {\"image\": \"mcr.microsoft.com/azureiotedge-hub:1.4\"}}}, "
+        "\"modules\": {\"mod\": {\"type\": \"docker\", \"status\": \"running\", \"restartPolicy\": "
+        "\"always\", \"settings\": {\"image\": \"reg.example/m:1\", \"createOptions\": "
+        "\"{\\\"Env\\\": [\\\"A=1\\\"]}\"}}}}}, \"$edgeHub\": {\"properties.desired\": "
+        "{\"schemaVersion\": \"1.1\", \"routes\": {}, \"storeAndForwardConfiguration\": "
+        "{\"timeToLiveSecs\": 7200}}}}}";
+    struct deployment *dep = NULL;
+    struct lstrv errors = LSTRV_INIT;
+    int r = manifest_parse(text, strlen(text), "/usr/lib/ledge/ledge-hub", &dep, &errors);
+    for (size_t i = 0; r < 0 && i < errors.n; i++)
+        print_error("%s\n", errors.v[i]);
+    assert_int_equal(r, 0);
+    struct check_deployment_view v;
+    assert_int_equal(check_deployment_view(dep, "file x.json", &v), 0);
+    assert_string_equal(v.d.source, "file x.json");
+    assert_string_equal(v.d.min_docker_version, "v1.25");
+    assert_int_equal(v.d.n_modules, dep->n_modules);
+    const struct check_module *m = NULL, *hub = NULL;
+    for (size_t i = 0; i < v.d.n_modules; i++) {
+        if (lstr_eq(v.d.modules[i].name, "mod"))
+            m = &v.d.modules[i];
+        if (v.d.modules[i].system)
+            hub = &v.d.modules[i];
+    }
+    assert_non_null(m);
+    assert_string_equal(m->image, "reg.example/m:1");
+    assert_non_null(m->create_options);
+    assert_string_equal(m->registry_username, "u");
+    assert_non_null(hub);
+    assert_null(hub->image); /* ledge's hub runs as a process */
+    check_deployment_view_clear(&v);
+    check_deployment_view_clear(&v);
+    deployment_free(dep);
+    lstrv_free(&errors);
+}
+
 static void test_all(void **state)
 {
     struct T *t = *state;
@@ -1515,6 +1670,9 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_module_platforms, setup, teardown),
         cmocka_unit_test_setup_teardown(test_certs, setup, teardown),
         cmocka_unit_test_setup_teardown(test_connectivity, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_vm_checks, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_run_all, setup, teardown),
+        cmocka_unit_test(test_deployment_view),
         cmocka_unit_test_setup_teardown(test_all, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -14,57 +14,9 @@
 #include "check/check.h"
 #include "cli/commands.h"
 #include "config/config.h"
-#include "vm/check.h"
-#include "vm/paths.h"
 
 /* Any absolute path will do: the checks only need to know the hub module is there. */
 #define HUB_PROGRAM "/usr/lib/ledge/ledge-hub"
-
-struct check_opts {
-    const char *config_path; /* NULL: the default, which may be absent */
-    const char *deployment_path;
-    bool json;
-    bool verbose;
-    bool warnings_as_errors;
-};
-
-/* The deployment's modules as the checks see them; borrows from dep. */
-struct check_dep_view {
-    struct check_deployment d;
-    struct check_module *modules;
-};
-
-static int view_deployment(const struct deployment *dep, const char *source,
-                           struct check_dep_view *v)
-{
-    v->modules = calloc(dep->n_modules ? dep->n_modules : 1, sizeof(*v->modules));
-    if (!v->modules)
-        return -ENOMEM;
-    for (size_t i = 0; i < dep->n_modules; i++) {
-        const struct module_spec *m = &dep->modules[i];
-        struct check_module *cm = &v->modules[i];
-        cm->name = m->name;
-        cm->system = m->system;
-        if (m->type != MODULE_TYPE_DOCKER)
-            continue;
-        cm->image = m->image;
-        cm->create_options = m->create_options;
-        const struct registry_credential *cred = deployment_credential_for(dep, m->image);
-        if (cred) {
-            cm->registry_server = cred->address;
-            cm->registry_username = cred->username;
-            cm->registry_password = cred->password;
-        }
-    }
-    v->d = (struct check_deployment){
-        .source = source,
-        .min_docker_version = dep->min_docker_version,
-        .logging_options = dep->logging_options,
-        .modules = v->modules,
-        .n_modules = dep->n_modules,
-    };
-    return 0;
-}
 
 static void print_errors(const char *what, const struct lstrv *errors)
 {
@@ -75,7 +27,7 @@ static void print_errors(const char *what, const struct lstrv *errors)
 
 /* The deployment from --deployment FILE (an invalid file is the user's error: exit 1), else
  * from ledged when it answers. On return either *ret is set or *ret_reason says why not. */
-static int load_deployment(struct cli *c, const struct check_opts *o,
+static int load_deployment(struct cli *c, const struct cli_check_opts *o,
                            const struct ledge_config *cfg, struct deployment **ret,
                            char **ret_source, char **ret_reason)
 {
@@ -154,13 +106,12 @@ static void print_indented(const char *label, const char *text)
 /* The result column of the text output, by enum check_result. */
 static const char *const result_tags[] = {"  ok   ", "warning", " ERROR ", "skipped"};
 
-static void print_text(const struct check_def *defs, const struct check_report *reps, size_t n,
-                       bool verbose)
+static void print_text(const struct check_results *res, bool verbose)
 {
     const char *group = NULL;
-    for (size_t i = 0; i < n; i++) {
-        const struct check_def *d = &defs[i];
-        const struct check_report *r = &reps[i];
+    for (size_t i = 0; i < res->n; i++) {
+        const struct check_def *d = res->defs[i];
+        const struct check_report *r = &res->reports[i];
         if (!lstr_eq(group, d->group)) {
             group = d->group;
             printf("%s%s\n", i ? "\n" : "", group);
@@ -172,16 +123,13 @@ static void print_text(const struct check_def *defs, const struct check_report *
         if (r->fix && (verbose || bad))
             print_indented("fix: ", r->fix);
     }
+    printf("\n%zu ok, %zu warning%s, %zu error%s, %zu skipped\n", res->count[CHECK_OK],
+           res->count[CHECK_WARNING], res->count[CHECK_WARNING] == 1 ? "" : "s",
+           res->count[CHECK_ERROR], res->count[CHECK_ERROR] == 1 ? "" : "s",
+           res->count[CHECK_SKIPPED]);
 }
 
-/* A VM host check's result (vm_host_checks(): "ok", "warning" or "error"). */
-static enum check_result vm_check_result(const json_t *v)
-{
-    const char *res = ljson_str(v, "result");
-    return lstr_eq(res, "error") ? CHECK_ERROR : lstr_eq(res, "warning") ? CHECK_WARNING : CHECK_OK;
-}
-
-static int run_checks(struct cli *c, const struct check_opts *o)
+int cli_check_run(struct cli *c, const struct cli_check_opts *o)
 {
     struct ledge_config cfg = {0};
     _cleanup_lstrv_ struct lstrv cfg_errors = LSTRV_INIT;
@@ -193,18 +141,13 @@ static int run_checks(struct cli *c, const struct check_opts *o)
     if (cfg_status < 0 && config_defaults(&cfg) < 0)
         return cli_fail("check: out of memory");
 
+    /* A run of one group (`ledge vm check`) looks at no deployment. */
     struct deployment *dep = NULL;
     _cleanup_free_ char *source = NULL, *reason = NULL;
-    int rc = load_deployment(c, o, &cfg, &dep, &source, &reason);
-    struct check_dep_view view = {0};
-    if (rc == 0 && dep && view_deployment(dep, source ? source : "?", &view) < 0)
+    int rc = o->group ? 0 : load_deployment(c, o, &cfg, &dep, &source, &reason);
+    struct check_deployment_view view = {0};
+    if (rc == 0 && dep && check_deployment_view(dep, source ? source : "?", &view) < 0)
         rc = cli_fail("check: out of memory");
-    if (rc != 0) {
-        deployment_free(dep);
-        config_free(&cfg);
-        return rc;
-    }
-
     struct check_inputs in = {
         .config = &cfg,
         .config_path = cfg_path,
@@ -212,83 +155,28 @@ static int run_checks(struct cli *c, const struct check_opts *o)
         .config_errors = &cfg_errors,
         .deployment = dep ? &view.d : NULL,
         .no_deployment = reason,
+        .vm_dir = o->vm_dir,
+        .vm_def = o->vm_def,
+        .vm_always = o->vm_always,
     };
-    size_t n;
-    const struct check_def *defs = check_table(&n);
-    struct check_report *reps = calloc(n, sizeof(*reps));
-    struct check_ctx *ctx = NULL;
-    if (!reps || check_ctx_new(&in, &ctx) < 0) {
-        free(reps);
-        free(view.modules);
-        deployment_free(dep);
-        config_free(&cfg);
-        return cli_fail("check: out of memory");
+    struct check_results res = {0};
+    if (rc == 0 && check_run_all(&in, o->group, &res) < 0)
+        rc = cli_fail("check: out of memory");
+    if (rc == 0 && o->json) {
+        _cleanup_json_ json_t *out =
+            check_results_json(&res, cfg_path, source, o->warnings_as_errors);
+        _cleanup_free_ char *text = out ? json_dumps(out, JSON_INDENT(2)) : NULL;
+        printf("%s\n", text ? text : "{}");
+    } else if (rc == 0) {
+        if (!o->group)
+            printf("ledge check: config %s%s; deployment: %s\n\n", cfg_path,
+                   cfg_status == 1 ? " (absent: defaults)" : "", source ? source : reason);
+        print_text(&res, o->verbose);
     }
-    size_t count[4] = {0};
-    for (size_t i = 0; i < n; i++) {
-        check_run(ctx, &defs[i], &reps[i]);
-        count[reps[i].result]++;
-    }
-    /* The VMs' requirements (docs/vm.md), when this host has VMs. */
-    struct vm_check_env venv = {.vmroot = cfg.vm.dir ? cfg.vm.dir : vm_dir_default(),
-                                .cache = vm_cache_dir_default()};
-    _cleanup_json_ json_t *vmchecks = NULL;
-    if (vm_defined_count(&venv) > 0) {
-        vmchecks = vm_host_checks(&venv, NULL);
-        size_t k;
-        json_t *v;
-        json_array_foreach (vmchecks, k, v)
-            count[vm_check_result(v)]++;
-    }
-    rc = count[CHECK_ERROR] || (o->warnings_as_errors && count[CHECK_WARNING]) ? 1 : 0;
-
-    if (o->json) {
-        json_t *arr = json_array();
-        for (size_t i = 0; i < n; i++)
-            json_array_append_new(arr, check_report_json(&defs[i], &reps[i]));
-        size_t k;
-        json_t *v;
-        json_array_foreach (vmchecks, k, v)
-            json_array_append(arr, v);
-        json_t *out =
-            json_pack("{s:s, s:s, s:s?, s:o, s:{s:I, s:I, s:I, s:I}, s:i}", "version",
-                      LEDGE_VERSION, "config", cfg_path, "deployment", source, "checks", arr,
-                      "summary", "ok", (json_int_t)count[CHECK_OK], "warning",
-                      (json_int_t)count[CHECK_WARNING], "error", (json_int_t)count[CHECK_ERROR],
-                      "skipped", (json_int_t)count[CHECK_SKIPPED], "exitCode", rc);
-        char *s = out ? json_dumps(out, JSON_INDENT(2)) : NULL;
-        printf("%s\n", s ? s : "{}");
-        free(s);
-        json_decref(out);
-    } else {
-        printf("ledge check: config %s%s; deployment: %s\n\n", cfg_path,
-               cfg_status == 1 ? " (absent: defaults)" : "", source ? source : reason);
-        print_text(defs, reps, n, o->verbose);
-        if (json_array_size(vmchecks)) {
-            printf("\nvirtual machines (ledge vm)\n");
-            size_t k;
-            json_t *v;
-            json_array_foreach (vmchecks, k, v) {
-                enum check_result res = vm_check_result(v);
-                bool bad = res != CHECK_OK;
-                printf("  %s  %-17s %s\n", result_tags[res], ljson_str(v, "id") ?: "?",
-                       bad || o->verbose ? "" : ljson_str(v, "message") ?: "");
-                if (bad || o->verbose)
-                    print_indented("", ljson_str(v, "message") ?: "");
-                if (bad && ljson_str(v, "fix"))
-                    print_indented("fix: ", ljson_str(v, "fix"));
-            }
-        }
-        printf("\n%zu ok, %zu warning%s, %zu error%s, %zu skipped\n", count[CHECK_OK],
-               count[CHECK_WARNING], count[CHECK_WARNING] == 1 ? "" : "s", count[CHECK_ERROR],
-               count[CHECK_ERROR] == 1 ? "" : "s", count[CHECK_SKIPPED]);
-    }
-
-    for (size_t i = 0; i < n; i++)
-        check_report_clear(&reps[i]);
-    free(reps);
-    check_ctx_free(ctx);
-    free(view.modules);
+    if (rc == 0)
+        rc = check_results_exit_code(&res, o->warnings_as_errors);
+    check_results_clear(&res);
+    check_deployment_view_clear(&view);
     deployment_free(dep);
     config_free(&cfg);
     return rc;
@@ -324,7 +212,7 @@ static const char *opt_value(int argc, char **argv, int *i, const char *name, bo
 
 int cmd_check(struct cli *c, int argc, char **argv)
 {
-    struct check_opts o = {0};
+    struct cli_check_opts o = {0};
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v;
         bool missing = false;
@@ -347,7 +235,7 @@ int cmd_check(struct cli *c, int argc, char **argv)
             return cli_usage_error("check", "unexpected argument \"%s\"", a);
         }
     }
-    return run_checks(c, &o);
+    return cli_check_run(c, &o);
 }
 
 int cmd_check_list(struct cli *c, int argc, char **argv)

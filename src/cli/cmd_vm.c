@@ -18,7 +18,6 @@
 #include "base/timeutil.h"
 #include "cli/commands.h"
 #include "config/config.h"
-#include "vm/check.h"
 #include "vm/def.h"
 #include "vm/exec.h"
 #include "vm/host.h"
@@ -846,48 +845,38 @@ static int vm_image_cmd(struct vmctx *x, int argc, char **argv)
                     "rm KEY");
 }
 
+/* check [NAME] [--json]: the vm group of `ledge check` (src/check/vm.c). */
 static int vm_check_cmd(struct vmctx *x, int argc, char **argv)
 {
     struct vm_def d;
-    const struct vm_def *one = NULL;
+    struct lerr err = {0};
     bool have = false;
     for (int i = 1; i < argc; i++) {
-        if (strcmp(argv[i], "--json") == 0)
+        if (strcmp(argv[i], "--json") == 0) {
             x->c->json = true;
-        else if (!have && argv[i][0] != '-') {
-            struct lerr err = {0};
+        } else if (!have && argv[i][0] != '-') {
             if (vm_host_load(&x->h, argv[i], &d, &err) < 0)
                 return fail(&err);
             have = true;
-            one = &d;
-        } else
+        } else {
+            if (have)
+                vm_def_free(&d);
             return vm_usage("check: unexpected \"%s\"", argv[i]);
+        }
     }
-    struct vm_check_env env = {.vmroot = x->h.root, .cache = x->h.cache};
-    _cleanup_json_ json_t *res = vm_host_checks(&env, one);
+    const char *config = getenv("LEDGE_CONFIG");
+    struct cli_check_opts o = {
+        .config_path = config && *config ? config : NULL,
+        .json = x->c->json,
+        .verbose = true,
+        .group = "vm",
+        .vm_dir = x->h.root,
+        .vm_def = have ? &d : NULL,
+        .vm_always = true,
+    };
+    int rc = cli_check_run(x->c, &o);
     if (have)
         vm_def_free(&d);
-    if (!res)
-        return cli_fail("out of memory");
-    int rc = 0;
-    size_t i;
-    const json_t *r;
-    if (x->c->json)
-        print_json(res);
-    json_array_foreach (res, i, r) {
-        const char *res_s = ljson_str(r, "result");
-        if (lstr_eq(res_s, "error"))
-            rc = 1;
-        if (x->c->json)
-            continue;
-        printf("%-8s %-17s %s\n",
-               lstr_eq(res_s, "ok")        ? "ok"
-               : lstr_eq(res_s, "warning") ? "warning"
-                                           : "ERROR",
-               ljson_str(r, "id"), ljson_str(r, "message"));
-        if (ljson_str(r, "fix"))
-            printf("%-26s fix: %s\n", "", ljson_str(r, "fix"));
-    }
     return rc;
 }
 

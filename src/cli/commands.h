@@ -20,6 +20,22 @@ int cmd_restart(struct cli *c, int argc, char **argv);
 int cmd_system(struct cli *c, int argc, char **argv);
 int cmd_check(struct cli *c, int argc, char **argv);
 int cmd_check_list(struct cli *c, int argc, char **argv);
+
+/* cmd_check.c: a run of the check table (src/check) printed as text or JSON; `ledge check` and
+ * `ledge vm check` (group "vm", which reads no deployment). Returns the exit code. */
+struct vm_def;
+struct cli_check_opts {
+    const char *config_path; /* NULL: the default, which may be absent */
+    const char *deployment_path;
+    bool json;
+    bool verbose;
+    bool warnings_as_errors;
+    const char *group;           /* NULL: every check */
+    const char *vm_dir;          /* the vm group's VMs' directory; NULL: the config's */
+    const struct vm_def *vm_def; /* the vm group looks at this VM only */
+    bool vm_always;              /* the vm group runs without VMs too */
+};
+int cli_check_run(struct cli *c, const struct cli_check_opts *o);
 int cmd_hub(struct cli *c, int argc, char **argv);
 int cmd_twin(struct cli *c, int argc, char **argv);
 int cmd_invoke(struct cli *c, int argc, char **argv);

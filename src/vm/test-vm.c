@@ -26,7 +26,6 @@
 #include "base/json.h"
 #include "base/str.h"
 #include "net/http_server.h"
-#include "vm/check.h"
 #include "vm/def.h"
 #include "vm/exec.h"
 #include "vm/frame.h"
@@ -1180,53 +1179,6 @@ static void test_paths(void **state)
     unsetenv("LEDGE_VM_LIBDIR");
 }
 
-static void test_checks(void **state)
-{
-    char tmp[] = "/tmp/test-vm-chk-XXXXXX";
-    assert_non_null(mkdtemp(tmp));
-    char meminfo[256], bin[256], p[512];
-    snprintf(meminfo, sizeof(meminfo), "%s/meminfo", tmp);
-    snprintf(bin, sizeof(bin), "%s/bin", tmp);
-    lfs_mkdir_p(bin, 0755);
-    write_file(meminfo, "MemTotal: 4000000 kB\nMemAvailable: 524288 kB\n");
-    struct vm_check_env env = {.vmroot = tmp,
-                               .cache = tmp,
-                               .meminfo = meminfo,
-                               .path = bin,
-                               .kvm_device = "/nonexistent-kvm"};
-    struct vm_def d;
-    struct lerr e = {0};
-    vm_def_init(&d, "c", &e);
-    json_t *r = vm_host_checks(&env, &d);
-    assert_non_null(r);
-    size_t i;
-    json_t *c;
-    int errors = 0;
-    bool qemu_missing = false, mem_short = false, no_kvm = false;
-    json_array_foreach (r, i, c) {
-        const char *id = ljson_str(c, "id"), *res = ljson_str(c, "result");
-        errors += lstr_eq(res, "error");
-        qemu_missing |= lstr_eq(id, "vm-qemu") && lstr_eq(res, "error") && ljson_str(c, "fix");
-        mem_short |= lstr_eq(id, "vm-memory") && lstr_eq(res, "error");
-        no_kvm |= lstr_eq(id, "vm-accel") && lstr_eq(res, "warning");
-    }
-    assert_true(qemu_missing && mem_short && no_kvm);
-    json_decref(r);
-    /* QEMU present, enough memory: no errors. */
-    snprintf(p, sizeof(p), "%s/%s", bin, vm_qemu_binary(d.arch));
-    write_file(p, "#!/bin/sh\n");
-    chmod(p, 0755);
-    write_file(meminfo, "MemAvailable: 8000000 kB\n");
-    r = vm_host_checks(&env, &d);
-    errors = 0;
-    json_array_foreach (r, i, c)
-        errors += lstr_eq(ljson_str(c, "result"), "error");
-    assert_int_equal(errors, 0);
-    json_decref(r);
-    vm_def_free(&d);
-    vm_rm_rf(tmp);
-}
-
 /* ------------------------------------------------------------------ the multiplexer */
 
 struct pair {
@@ -1620,7 +1572,6 @@ int main(void)
         cmocka_unit_test(test_host_supervisor),
         cmocka_unit_test(test_exec_sessions),
         cmocka_unit_test(test_paths),
-        cmocka_unit_test(test_checks),
         cmocka_unit_test(test_mux_hello_ping_event),
         cmocka_unit_test(test_mux_stream_echo),
         cmocka_unit_test(test_mux_refused_and_reset),
