@@ -17,6 +17,7 @@ struct workload_server;
 struct hub_link;
 struct deploy_stream;
 struct hc_client;
+struct check_job;
 
 #define LEDGED_MAX_ENGINES 4
 
@@ -44,6 +45,7 @@ struct ledged {
     bool container_version_known;
     struct deploy_stream *deploy_streams; /* clients following a deployment (mgmt.c) */
     struct hc_client *hub_client;         /* to the hub's control socket (hub_proxy.c) */
+    struct check_job *check_job;          /* the GET /check run in progress (checks.c) */
 };
 
 /* mgmt.c */
@@ -72,6 +74,10 @@ void mgmt_twin_get(struct hs_request *r, void *ud);
 void mgmt_twin_patch(struct hs_request *r, void *ud);
 void mgmt_invoke(struct hs_request *r, void *ud);
 void mgmt_token(struct hs_request *r, void *ud);
+
+/* checks.c: GET /check, the check table run for this daemon (in a child process). */
+void mgmt_check(struct hs_request *r, void *ud);
+void checks_stop(struct ledged *d);
 
 /* hub_link.c: the hub's runtime file and reload signal. */
 char *hub_runtime_path(struct ledged *d);

@@ -437,6 +437,7 @@ static const struct hs_route routes[] = {
     {"GET", "/hub/status", mgmt_hub_status},
     {"GET", "/systeminfo", h_systeminfo},
     {"GET", "/status", h_status},
+    {"GET", "/check", mgmt_check},
 };
 
 int mgmt_start(struct ledged *d)
@@ -469,6 +470,7 @@ int mgmt_start(struct ledged *d)
 
 void mgmt_stop(struct ledged *d)
 {
+    checks_stop(d);
     hs_server_free(d->mgmt);
     d->mgmt = NULL;
     hc_client_free(d->hub_client);

@@ -3,7 +3,8 @@
 # certificates not there yet), with ledged running a deployment (its deployment read from the
 # management API, certificates valid, images matching), a manifest whose image is built for
 # another architecture (an error stating the host/guest rule, exit 1), --warnings-as-errors,
-# an invalid config, JSON and text output, and check-list.
+# an invalid config, JSON and text output, check-list, and ledged running the same table for its
+# own deployment (GET /check).
 source "$(dirname "$0")/lib.sh"
 need_docker
 docker image inspect ledge-testmod:latest >/dev/null 2>&1 || "$SRC_ROOT/scripts/build-images"
@@ -101,6 +102,21 @@ expect log-rotation ok "$T/running.json"
 message log-rotation "$T/running.json" | grep -q "2 container modules rotate" || fail "log-rotation: $(message log-rotation "$T/running.json")"
 expect engine-version ok "$T/running.json"
 message engine-version "$T/running.json" | grep -q "minDockerVersion v1.25" || fail "engine-version: $(message engine-version "$T/running.json")"
+
+log "ledged runs the same checks (GET /check): the same table, its own deployment"
+api GET /check > "$T/daemon.json" & p1=$!
+api GET /check > "$T/daemon2.json" & p2=$! # a second request while the first runs shares it
+wait "$p1" && wait "$p2" || fail "GET /check failed"
+jq -e . "$T/daemon.json" >/dev/null || fail "GET /check: not JSON: $(head -c 300 "$T/daemon.json")"
+assert_eq "$(jq -c '[.checks[].id]' "$T/daemon.json")" "$(jq -c '[.checks[].id]' "$T/running.json")" "the daemon's checks"
+assert_eq "$(jq -c '[.checks[].id]' "$T/daemon2.json")" "$(jq -c '[.checks[].id]' "$T/running.json")" "the concurrent request's checks"
+assert_eq "$(jq -r .deployment "$T/daemon.json")" "ledged" "the daemon's deployment"
+expect module-platforms ok "$T/daemon.json"
+message module-platforms "$T/daemon.json" | grep -q "chka (ledge-testmod:latest): linux/" ||
+  fail "the daemon's module-platforms: $(message module-platforms "$T/daemon.json")"
+expect edge-ca ok "$T/daemon.json"
+expect engine ok "$T/daemon.json"
+assert_eq "$(jq .exitCode "$T/daemon.json")" "$(jq .exitCode "$T/running.json")" "the daemon's exit code"
 
 log "a module whose image is built for another architecture: an error, the rule stated"
 foreign=ledge-test-foreign:latest
