@@ -37,7 +37,7 @@ static void transport_error(struct cli *c, int r)
 {
     if (c->quiet)
         return;
-    if (r == -ECONNREFUSED || r == -EIO)
+    if (r == -ECONNREFUSED || r == -ENOENT || r == -EIO)
         cli_fail("cannot reach ledged at %s (is it running? is the socket path right? "
                  "use -H or LEDGE_HOST)",
                  c->socket);

@@ -101,10 +101,13 @@ static struct dcall *dcall_new(struct docker *d, const char *what)
 static int docker_error(struct docker *d, const char *what, int result, long status, json_t *body,
                         struct lerr *err)
 {
-    if (result < 0 || status == 0)
-        return lerr_set(err, result < 0 ? result : -EIO,
+    if (result < 0 || status == 0) {
+        int code = result < 0 ? result : -EIO;
+        /* No socket at the path: "unreachable", never "no such container" (-ENOENT). */
+        return lerr_set(err, code == -ENOENT ? -EHOSTDOWN : code,
                         "%s: container engine unreachable at %s (%s)", what, d->uri,
-                        strerror(result < 0 ? -result : EIO));
+                        strerror(-code));
+    }
     const char *msg = json_string_value(json_object_get(body, "message"));
     int code;
     switch (status) {

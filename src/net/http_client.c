@@ -77,13 +77,17 @@ static void transfer_unlink_free(struct hc_transfer *t)
     free(t);
 }
 
-static int map_curl_error(CURLcode cc)
+/* The transfer's result as -errno. A failed connect says why (the socket file is missing, no
+ * permission, refused) from the connect(2) errno curl kept. */
+static int map_curl_error(CURL *e, CURLcode cc)
 {
+    long os_errno = 0;
     switch (cc) {
     case CURLE_OK:
         return 0;
     case CURLE_COULDNT_CONNECT:
-        return -ECONNREFUSED;
+        curl_easy_getinfo(e, CURLINFO_OS_ERRNO, &os_errno);
+        return os_errno > 0 && os_errno < 4096 ? -(int)os_errno : -ECONNREFUSED;
     case CURLE_OPERATION_TIMEDOUT:
         return -ETIMEDOUT;
     case CURLE_COULDNT_RESOLVE_HOST:
@@ -125,7 +129,7 @@ static void reap(struct hc_client *c)
         }
         long status = 0;
         curl_easy_getinfo(t->easy, CURLINFO_RESPONSE_CODE, &status);
-        int result = map_curl_error(cc);
+        int result = map_curl_error(t->easy, cc);
         if (t->overflow)
             result = -E2BIG;
         else if (t->aborted_by_data)
@@ -412,7 +416,7 @@ int hc_request_sync(const struct hc_request *req, long *ret_status, struct lbuf 
     r = setup_easy(e, req, &headers, &body_copy, &t);
     if (r == 0) {
         CURLcode cc = curl_easy_perform(e);
-        r = map_curl_error(cc);
+        r = map_curl_error(e, cc);
         if (t.overflow)
             r = -E2BIG;
         else if (t.aborted_by_data)

@@ -22,6 +22,7 @@
 #include <unistd.h>
 
 #include "base/json.h"
+#include "base/str.h"
 #include "net/http_client.h"
 #include "net/http_server.h"
 
@@ -427,8 +428,27 @@ static void test_client_errors(void **state)
     f->done = 0;
     assert_non_null(hc_request(f->cli, &req));
     run_until_done(f, 1);
-    assert_true(f->result < 0);
+    /* The cause, not just "refused": no socket there, or one nobody listens on. */
+    assert_int_equal(f->result, -ENOENT);
     assert_int_equal(f->status, 0);
+    char dead[256];
+    snprintf(dead, sizeof(dead), "%s.dead", f->sock);
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    assert_int_equal(lstr_copy(sa.sun_path, sizeof(sa.sun_path), dead), 0);
+    assert_int_equal(bind(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+    close(fd);
+    req.unix_socket = dead;
+    f->done = 0;
+    assert_non_null(hc_request(f->cli, &req));
+    run_until_done(f, 1);
+    assert_int_equal(f->result, -ECONNREFUSED);
+    struct hc_request dreq = {.unix_socket = dead, .url = "http://localhost/x"};
+    long st = 0;
+    assert_int_equal(hc_request_sync(&dreq, &st, NULL), -ECONNREFUSED);
+    unlink(dead);
+    dreq.unix_socket = "/nonexistent/sock";
+    assert_int_equal(hc_request_sync(&dreq, &st, NULL), -ENOENT);
 
     long status = 0;
     struct lbuf body = LBUF_INIT;
