@@ -38,7 +38,7 @@ struct check_job {
     int out_fd, pidfd;
     struct event *out_ev, *exit_ev, *timer;
     struct lbuf out;
-    bool eof, exited, failed;
+    bool eof, exited;
     struct check_waiter *waiters;
 };
 
@@ -140,7 +140,7 @@ static void maybe_done(struct check_job *j)
 {
     if (!j->eof || !j->exited)
         return;
-    job_finish(j, 500, j->failed ? "the checks' output was too large" : NULL);
+    job_finish(j, 500, NULL);
 }
 
 static void out_cb(evutil_socket_t fd, short what, void *arg)
@@ -152,9 +152,8 @@ static void out_cb(evutil_socket_t fd, short what, void *arg)
         return;
     if (n > 0) {
         if (j->out.len + (size_t)n > CHECKS_MAX_OUTPUT || lbuf_append(&j->out, buf, (size_t)n) < 0)
-            j->failed = true;
-        else
-            return;
+            job_finish(j, 500, "the checks' output was too large");
+        return;
     }
     event_del(j->out_ev);
     j->eof = true;
