@@ -24,7 +24,8 @@ struct check_ctx {
     struct lerr engine_err; /* why not */
     const char *engine_fix; /* how to fix it (static text) */
     struct engine_version version;
-    json_t *info; /* GET /info, or NULL */
+    struct event_base *engine_base; /* the engine's private loop */
+    struct engine *engine;
 
     /* The VMs in question (vm.c), read on first use. */
     bool vms_loaded;
@@ -49,10 +50,21 @@ int check_mem_available(struct check_ctx *ctx, uint64_t *ret_bytes);
 
 /* The engine: 0 when reachable (ctx->version filled), else < 0 with ctx->engine_err. */
 int check_engine_ask(struct check_ctx *ctx);
-/* GET path from the engine; the body parsed as JSON into *ret (NULL when empty). headers may
- * be NULL. */
-int check_engine_get(struct check_ctx *ctx, const char *path, const char *const *headers,
-                     long *ret_status, json_t **ret);
+
+/* An image platform as the engine reports it. */
+struct check_platform {
+    char os[32];
+    char arch[32];
+    char variant[32];
+};
+/* Once the engine is reachable: a present image's platform (-ENOENT when it is not pulled), or
+ * the platforms the registry offers for a reference (at most max). err says why not. */
+int check_engine_image_platform(struct check_ctx *ctx, const char *image,
+                                struct check_platform *ret, struct lerr *err);
+int check_engine_registry_platforms(struct check_ctx *ctx, const char *image,
+                                    const struct engine_registry_auth *auth,
+                                    struct check_platform *ret, size_t max, size_t *ret_n,
+                                    struct lerr *err);
 
 /* host.c */
 void check_config_file(struct check_ctx *ctx, struct check_report *rep);

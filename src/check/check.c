@@ -1,27 +1,21 @@
 /* check.c — the table of checks, the run context, and the one place the checks talk to the
- * container engine (the Docker Engine API over engine.uri, asked once per run). Adding a check
- * is a row here and a function in the file of its group. */
+ * container engine (engine.type's backend through the engine layer, asked once per run). Adding
+ * a check is a row here and a function in the file of its group. */
 #include "check/check.h"
 
 #include <errno.h>
+#include <event2/event.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
-#include <sys/un.h>
-#include <unistd.h>
 
-#include "base/buf.h"
 #include "base/fs.h"
 #include "base/json.h"
 #include "base/str.h"
 #include "check/check-internal.h"
-#include "engine/docker_json.h"
-#include "net/http_client.h"
 
 #define ENGINE_TIMEOUT_MS 10000
-#define ENGINE_MAX_RESPONSE (4u << 20)
 #define HOST_FILE_MAX (1u << 20)
 
 static const struct check_def checks[] = {
@@ -146,7 +140,9 @@ void check_ctx_free(struct check_ctx *ctx)
 {
     if (!ctx)
         return;
-    json_decref(ctx->info);
+    engine_free(ctx->engine);
+    if (ctx->engine_base)
+        event_base_free(ctx->engine_base);
     check_vms_free(ctx);
     free(ctx);
 }
@@ -221,86 +217,46 @@ json_t *check_results_json(const struct check_results *r, const char *config_pat
 
 /* ------------------------------------------------------------------ the engine */
 
-/* engine.uri is validated by the config loader: unix:///path or http://host:port. */
-static int engine_endpoint(const char *uri, const char **ret_socket, char *origin, size_t size)
+/* The checks ask the engine that runs container modules (engine.type) through the engine
+ * layer, on a private event loop run until each call completes (engine_wait): one engine per
+ * run, made on first use. */
+
+struct version_call {
+    bool done;
+    int r;
+    bool have_version;
+    struct engine_version v;
+    struct lerr err;
+};
+
+static void version_cb(void *ud, int result, const struct engine_version *v, const struct lerr *err)
 {
-    if (lstr_startswith(uri, "unix://")) {
-        *ret_socket = uri + strlen("unix://");
-        snprintf(origin, size, "http://localhost");
-        return 0;
+    struct version_call *c = ud;
+    c->r = result;
+    if (v) {
+        c->v = *v;
+        c->have_version = true;
     }
-    *ret_socket = NULL;
-    return lstr_copy(origin, size, uri);
+    if (err)
+        c->err = *err;
+    c->done = true;
 }
 
-int check_engine_get(struct check_ctx *ctx, const char *path, const char *const *headers,
-                     long *ret_status, json_t **ret)
-{
-    const char *sock;
-    char url[2048];
-    if (engine_endpoint(ctx->cfg->engine.uri, &sock, url, sizeof(url) / 2) < 0)
-        return -EINVAL;
-    size_t n = strlen(url);
-    while (n > 0 && url[n - 1] == '/')
-        url[--n] = 0;
-    if (lstr_copy(url + n, sizeof(url) - n, path) < 0)
-        return -ENAMETOOLONG;
-    struct hc_request req = {
-        .method = "GET",
-        .unix_socket = sock,
-        .url = url,
-        .headers = headers,
-        .timeout_ms =
-            ctx->in->engine_timeout_ms > 0 ? ctx->in->engine_timeout_ms : ENGINE_TIMEOUT_MS,
-        .connect_timeout_ms = 5000,
-        .max_response = ENGINE_MAX_RESPONSE,
-    };
-    _cleanup_lbuf_ struct lbuf body = LBUF_INIT;
-    long status = 0;
-    int r = hc_request_sync(&req, &status, &body);
-    if (r < 0)
-        return r;
-    json_t *j = NULL;
-    if (body.len > 0 && ljson_parse(body.data, body.len, &j, NULL) < 0)
-        j = NULL; /* not JSON: the status says enough */
-    *ret_status = status;
-    *ret = j;
-    return 0;
-}
-
-/* curl folds every connect failure into one code; a direct connect() says which it was. */
-static int unix_connect_errno(const char *path)
-{
-    struct sockaddr_un sa = {.sun_family = AF_UNIX};
-    if (lstr_copy(sa.sun_path, sizeof(sa.sun_path), path) < 0)
-        return -ENAMETOOLONG;
-    _cleanup_close_ int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd < 0)
-        return neg_errno();
-    return connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 ? neg_errno() : 0;
-}
-
-static void engine_unreachable(struct check_ctx *ctx, int r)
+/* Why the engine is not there, for the engine check: the message and how to fix it. */
+static void engine_unreachable(struct check_ctx *ctx, const struct lerr *err)
 {
     const char *uri = ctx->cfg->engine.uri;
-    const char *sock;
-    char origin[256];
-    engine_endpoint(uri, &sock, origin, sizeof(origin));
-    if (sock && r == -ECONNREFUSED) {
-        int c = unix_connect_errno(sock);
-        if (c < 0)
-            r = c;
-    }
+    int r = err->code ? err->code : -EIO;
     const char *fix;
     switch (r) {
-    case -ENOENT:
-        lerr_set(&ctx->engine_err, r, "no container engine socket at %s", sock);
+    case -EHOSTDOWN: /* no socket at the path */
+        lerr_set(&ctx->engine_err, r, "no container engine socket at %s", uri);
         fix = "start the engine (Debian: `sudo apt install docker.io` installs Moby, then "
               "`sudo systemctl enable --now docker`), or point engine.uri at it";
         break;
     case -EACCES:
     case -EPERM:
-        lerr_set(&ctx->engine_err, r, "permission denied on %s", sock);
+        lerr_set(&ctx->engine_err, r, "permission denied on %s", uri);
         fix = "run `ledge check` as root (ledged runs as root), or as a member of the engine's "
               "socket group (docker)";
         break;
@@ -308,9 +264,18 @@ static void engine_unreachable(struct check_ctx *ctx, int r)
         lerr_set(&ctx->engine_err, r, "the container engine at %s did not answer in time", uri);
         fix = "see the engine's log (`journalctl -u docker`); restart it if it hangs";
         break;
+    case -EPROTO:
+        lerr_set(&ctx->engine_err, r, "%s answered GET /version, but not as a Docker Engine API",
+                 uri);
+        fix = "point engine.uri at a Moby, Docker or Podman API socket";
+        break;
+    case -EIO: /* it answered with a server error */
+        lerr_set(&ctx->engine_err, r, "the container engine at %s failed: %s", uri, lerr_str(err));
+        fix = "see the engine's log (`journalctl -u docker`)";
+        break;
     default:
         lerr_set(&ctx->engine_err, r, "cannot reach the container engine at %s: %s", uri,
-                 strerror(-r));
+                 lerr_str(err));
         fix = "start the engine (`sudo systemctl start docker`) or correct engine.uri";
         break;
     }
@@ -322,25 +287,120 @@ int check_engine_ask(struct check_ctx *ctx)
     if (ctx->engine_asked)
         return ctx->engine_r;
     ctx->engine_asked = true;
-    long status;
-    _cleanup_json_ json_t *v = NULL;
-    int r = check_engine_get(ctx, "/version", NULL, &status, &v);
-    if (r < 0) {
-        engine_unreachable(ctx, r);
-        return ctx->engine_r = r;
+    const struct ledge_config *cfg = ctx->cfg;
+    const struct engine_ops *ops = engine_ops_find(cfg->engine.type);
+    if (!ops || ops->runs != ENGINE_RUNS_IMAGES) {
+        lerr_set(&ctx->engine_err, -EINVAL,
+                 "engine.type \"%s\" is not a container engine of this ledge", cfg->engine.type);
+        ctx->engine_fix = "set engine.type to docker";
+        return ctx->engine_r = -EINVAL;
     }
-    if (status != 200 || docker_parse_version(v, &ctx->version) < 0) {
-        lerr_set(&ctx->engine_err, -EPROTO,
-                 "%s answered GET /version with %ld%s: not a Docker Engine API",
-                 ctx->cfg->engine.uri, status, status == 200 ? " but no ApiVersion" : "");
-        ctx->engine_fix = "point engine.uri at a Moby, Docker or Podman API socket";
-        return ctx->engine_r = -EPROTO;
+    long timeout = ctx->in->engine_timeout_ms > 0 ? ctx->in->engine_timeout_ms : ENGINE_TIMEOUT_MS;
+    struct engine_config ec = {
+        .uri = cfg->engine.uri,
+        .instance = cfg->device.id,
+        .state_dir = cfg->state_dir,
+        .request_timeout_ms = timeout,
+        .pull_timeout_ms = timeout,
+    };
+    struct version_call vc = {0};
+    int r;
+    if (!(ctx->engine_base = event_base_new()) ||
+        (r = engine_new(ops, ctx->engine_base, &ec, &ctx->engine)) < 0) {
+        lerr_set(&ctx->engine_err, -ENOMEM, "out of memory");
+        return ctx->engine_r = -ENOMEM;
     }
-    json_t *info = NULL;
-    if (check_engine_get(ctx, "/info", NULL, &status, &info) == 0 && status == 200 &&
-        json_is_object(info))
-        ctx->info = info;
-    else
-        json_decref(info);
+    r = ops->version(ctx->engine, version_cb, &vc);
+    if (r == 0)
+        r = engine_wait(ctx->engine, &vc.done);
+    if (r < 0)
+        lerr_set(&vc.err, r, "the engine call did not complete: %s", strerror(-r));
+    /* An engine too old for ledge is still there: engine-version says what is wrong. */
+    if (r < 0 || !vc.have_version) {
+        engine_unreachable(ctx, &vc.err);
+        return ctx->engine_r = ctx->engine_err.code;
+    }
+    ctx->version = vc.v;
     return ctx->engine_r = 0;
+}
+
+struct platform_call {
+    bool done;
+    int r;
+    struct lerr err;
+    struct check_platform *v;
+    size_t max, n;
+};
+
+static void copy_platform(struct check_platform *p, const char *os, const char *arch,
+                          const char *variant)
+{
+    lstr_copy(p->os, sizeof(p->os), os ? os : "");
+    lstr_copy(p->arch, sizeof(p->arch), arch ? arch : "");
+    lstr_copy(p->variant, sizeof(p->variant), variant ? variant : "");
+}
+
+static void platform_cb(void *ud, int result, const char *os, const char *arch, const char *variant,
+                        const struct lerr *err)
+{
+    struct platform_call *c = ud;
+    c->r = result;
+    if (result == 0) {
+        copy_platform(&c->v[0], os, arch, variant);
+        c->n = 1;
+    } else if (err) {
+        c->err = *err;
+    }
+    c->done = true;
+}
+
+static void platforms_cb(void *ud, int result, const struct engine_platform *v, size_t n,
+                         const struct lerr *err)
+{
+    struct platform_call *c = ud;
+    c->r = result;
+    for (size_t i = 0; result == 0 && i < n && c->n < c->max; i++)
+        copy_platform(&c->v[c->n++], v[i].os, v[i].arch, v[i].variant);
+    if (result < 0 && err)
+        c->err = *err;
+    c->done = true;
+}
+
+/* Wait for a call that started with r (its callback fills c). */
+static int platform_wait(struct check_ctx *ctx, struct platform_call *c, int r, struct lerr *err)
+{
+    if (r == 0)
+        r = engine_wait(ctx->engine, &c->done);
+    if (r < 0)
+        return lerr_set(err, r, "the engine call did not complete: %s", strerror(-r));
+    if (c->r < 0) {
+        *err = c->err;
+        return c->r;
+    }
+    return 0;
+}
+
+int check_engine_image_platform(struct check_ctx *ctx, const char *image,
+                                struct check_platform *ret, struct lerr *err)
+{
+    if (!ctx->engine->ops->image_platform)
+        return lerr_set(err, -EOPNOTSUPP, "the engine does not tell images' platforms");
+    struct platform_call c = {.v = ret, .max = 1};
+    int r = ctx->engine->ops->image_platform(ctx->engine, image, platform_cb, &c);
+    return platform_wait(ctx, &c, r, err);
+}
+
+int check_engine_registry_platforms(struct check_ctx *ctx, const char *image,
+                                    const struct engine_registry_auth *auth,
+                                    struct check_platform *ret, size_t max, size_t *ret_n,
+                                    struct lerr *err)
+{
+    if (!ctx->engine->ops->registry_platforms)
+        return lerr_set(err, -EOPNOTSUPP, "the engine cannot ask registries");
+    struct platform_call c = {.v = ret, .max = max};
+    int r = ctx->engine->ops->registry_platforms(ctx->engine, image, auth, platforms_cb, &c);
+    if ((r = platform_wait(ctx, &c, r, err)) < 0)
+        return r;
+    *ret_n = c.n;
+    return 0;
 }

@@ -7,11 +7,9 @@
 #include <string.h>
 
 #include "base/buf.h"
-#include "base/crypto.h"
 #include "base/json.h"
 #include "base/str.h"
 #include "check/check-internal.h"
-#include "engine/docker_json.h"
 
 #define SKIP_UNREACHABLE "the container engine is not reachable (see engine)"
 
@@ -45,7 +43,7 @@ void check_engine_version(struct check_ctx *ctx, struct check_report *rep)
         return;
     }
     const char *api = ctx->version.api_version;
-    if (docker_api_compare(api, CHECK_ENGINE_MIN_API) < 0) {
+    if (engine_api_compare(api, CHECK_ENGINE_MIN_API) < 0) {
         check_report_set(rep, CHECK_ERROR,
                          "upgrade the engine (Debian 12's docker.io, Moby 20.10, speaks API 1.41)",
                          "the engine speaks API %s; ledge needs %s or newer", api,
@@ -67,7 +65,7 @@ void check_engine_version(struct check_ctx *ctx, struct check_report *rep)
             d->min_docker_version, api, CHECK_ENGINE_MIN_API);
         return;
     }
-    if (docker_api_compare(api, min) < 0) {
+    if (engine_api_compare(api, min) < 0) {
         check_report_set(
             rep, CHECK_ERROR,
             "upgrade the engine, or lower runtime.settings.minDockerVersion if the "
@@ -156,7 +154,7 @@ static bool log_config_rotates(const struct engine_logging *el, const char *type
 static void engine_logging(struct check_ctx *ctx, struct engine_logging *el)
 {
     memset(el, 0, sizeof(*el));
-    el->driver = ljson_str(ctx->info, "LoggingDriver");
+    el->driver = ctx->version.default_log_driver;
     if (lstr_empty(el->driver))
         el->driver = "json-file";
     _cleanup_free_ char *text = NULL;
@@ -237,58 +235,38 @@ void check_log_rotation(struct check_ctx *ctx, struct check_report *rep)
 
 enum verdict { V_MATCH, V_COMPAT, V_UNKNOWN, V_MISMATCH };
 
-/* X-Registry-Auth: base64url of {"username", "password", "serveraddress"}. */
-static char *registry_auth_header(const struct check_module *m)
+static void format_platform(struct lbuf *line, const struct check_platform *p)
 {
-    if (!m->registry_username)
-        return NULL;
-    _cleanup_json_ json_t *j =
-        json_pack("{s:s, s:s?, s:s?}", "username", m->registry_username, "password",
-                  m->registry_password, "serveraddress", m->registry_server);
-    _cleanup_free_ char *text = j ? ljson_dump(j) : NULL;
-    _cleanup_lbuf_ struct lbuf b64 = LBUF_INIT;
-    if (!text || lcrypto_b64_encode(text, strlen(text), &b64) < 0 || !b64.data)
-        return NULL;
-    for (char *p = b64.data; *p; p++)
-        *p = *p == '+' ? '-' : *p == '/' ? '_' : *p;
-    char *h = lstr_printf("X-Registry-Auth: %s", b64.data);
-    lcrypto_wipe(b64.data, b64.len);
-    lcrypto_wipe(text, strlen(text));
-    return h;
+    lbuf_printf(line, "%s/%s%s%s", p->os[0] ? p->os : "?", p->arch[0] ? p->arch : "?",
+                p->variant[0] ? "/" : "", p->variant);
 }
 
 /* Not pulled yet: the engine asks the registry which platforms the reference offers. */
 static enum verdict check_remote(struct check_ctx *ctx, const struct check_module *m,
-                                 const char *enc, struct lbuf *line, struct lerr *err)
+                                 struct lbuf *line, struct lerr *err)
 {
-    _cleanup_free_ char *auth = registry_auth_header(m);
-    const char *headers[] = {auth, NULL};
-    char path[2200];
-    snprintf(path, sizeof(path), "/distribution/%s/json", enc);
-    long status = 0;
-    _cleanup_json_ json_t *j = NULL;
-    int r = check_engine_get(ctx, path, auth ? headers : NULL, &status, &j);
-    json_t *plats = json_object_get(j, "Platforms");
-    if (r < 0 || status != 200 || !json_is_array(plats) || json_array_size(plats) == 0) {
-        const char *msg = ljson_str(j, "message");
-        lbuf_printf(line, "not pulled, and the registry could not be asked (%s)",
-                    r < 0 ? strerror(-r)
-                    : msg ? msg
-                          : "no platforms in the answer");
+    struct engine_registry_auth auth = {.username = m->registry_username,
+                                        .password = m->registry_password,
+                                        .server = m->registry_server};
+    struct check_platform plats[32];
+    size_t n = 0;
+    struct lerr why = {0};
+    if (check_engine_registry_platforms(ctx, m->image, m->registry_username ? &auth : NULL, plats,
+                                        ARRAY_SIZE(plats), &n, &why) < 0) {
+        lbuf_printf(line, "not pulled, and the registry could not be asked (%s)", lerr_str(&why));
         return V_UNKNOWN;
     }
     enum verdict best = V_MISMATCH;
     _cleanup_lbuf_ struct lbuf offered = LBUF_INIT;
-    size_t i;
-    json_t *p;
     struct lerr first = {0};
-    json_array_foreach (plats, i, p) {
-        const char *os = ljson_str(p, "os"), *arch = ljson_str(p, "architecture"),
-                   *var = ljson_str(p, "variant");
-        lbuf_printf(&offered, "%s%s/%s%s%s", i ? ", " : "", os ? os : "?", arch ? arch : "?",
-                    var && *var ? "/" : "", var && *var ? var : "");
+    for (size_t i = 0; i < n; i++) {
+        const struct check_platform *p = &plats[i];
+        if (i)
+            lbuf_puts(&offered, ", ");
+        format_platform(&offered, p);
         struct lerr e = {0};
-        int c = platform_check_module(&ctx->host, m->name, m->image, os, arch, var, &e);
+        int c =
+            platform_check_module(&ctx->host, m->name, m->image, p->os, p->arch, p->variant, &e);
         if (c == PLATFORM_MATCH)
             best = V_MATCH;
         else if ((c == PLATFORM_COMPAT_32 || c == PLATFORM_UNDECLARED) && best != V_MATCH)
@@ -309,26 +287,17 @@ static enum verdict check_remote(struct check_ctx *ctx, const struct check_modul
 static enum verdict check_one_module(struct check_ctx *ctx, const struct check_module *m,
                                      struct lbuf *line, struct lerr *err)
 {
-    _cleanup_lbuf_ struct lbuf enc = LBUF_INIT;
-    if (lstr_url_encode(m->image, strlen(m->image), &enc) < 0 || !enc.data)
-        return V_UNKNOWN;
-    char path[2200];
-    snprintf(path, sizeof(path), "/images/%s/json", enc.data);
-    long status = 0;
-    _cleanup_json_ json_t *j = NULL;
-    int r = check_engine_get(ctx, path, NULL, &status, &j);
-    if (r == 0 && status == 404)
-        return check_remote(ctx, m, enc.data, line, err);
-    if (r < 0 || status != 200) {
-        lbuf_printf(line, "cannot inspect the image (%s)",
-                    r < 0 ? strerror(-r) : ljson_str(j, "message") ?: "engine error");
+    struct check_platform p;
+    struct lerr why = {0};
+    int r = check_engine_image_platform(ctx, m->image, &p, &why);
+    if (r == -ENOENT)
+        return check_remote(ctx, m, line, err);
+    if (r < 0) {
+        lbuf_printf(line, "cannot inspect the image (%s)", lerr_str(&why));
         return V_UNKNOWN;
     }
-    const char *os = ljson_str(j, "Os"), *arch = ljson_str(j, "Architecture"),
-               *var = ljson_str(j, "Variant");
-    int c = platform_check_module(&ctx->host, m->name, m->image, os, arch, var, err);
-    lbuf_printf(line, "%s/%s%s%s", os ? os : "?", arch ? arch : "?", var && *var ? "/" : "",
-                var && *var ? var : "");
+    int c = platform_check_module(&ctx->host, m->name, m->image, p.os, p.arch, p.variant, err);
+    format_platform(line, &p);
     switch (c) {
     case PLATFORM_MATCH:
         return V_MATCH;

@@ -520,7 +520,8 @@ void check_disk(struct check_ctx *ctx, struct check_report *rep)
     size_t nseen = 0;
     bool low = false;
     disk_one(&msg, seen, &nseen, "state", ctx->cfg->state_dir, min, &low);
-    const char *root = check_engine_ask(ctx) == 0 ? ljson_str(ctx->info, "DockerRootDir") : NULL;
+    const char *root =
+        check_engine_ask(ctx) == 0 && ctx->version.data_root[0] ? ctx->version.data_root : NULL;
     struct stat st;
     if (root && root[0] == '/' && stat(root, &st) == 0)
         disk_one(&msg, seen, &nseen, "engine data", root, min, &low);

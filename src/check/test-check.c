@@ -256,6 +256,11 @@ static void serve_one(struct fake_engine *e, int fd)
         return;
     char path[1024];
     url_decode_path(target, (size_t)(end - target), path, sizeof(path));
+    /* The engine layer speaks the negotiated version: /v1.41/images/... is /images/... here. */
+    unsigned maj, min;
+    int skip = 0;
+    if (sscanf(path, "/v%u.%u%n", &maj, &min, &skip) == 2 && skip > 0 && path[skip] == '/')
+        memmove(path, path + skip, strlen(path + skip) + 1);
     pthread_mutex_lock(&e->lock);
     e->requests++;
     char *auth = strcasestr(req, "\r\nX-Registry-Auth: ");
@@ -1003,10 +1008,10 @@ static void test_engine(void **state)
     struct fake_engine *e = fake_engine_start(t);
     fake_engine_route(e, "/version", 200, "{\"hello\":1}");
     assert_int_equal(run(t, "engine"), CHECK_ERROR);
-    assert_msg(t, "answered GET /version with 200 but no ApiVersion: not a Docker Engine API");
+    assert_msg(t, "answered GET /version, but not as a Docker Engine API");
     fake_engine_route(e, "/version", 500, "oops");
     assert_int_equal(run(t, "engine"), CHECK_ERROR);
-    assert_msg(t, "with 500");
+    assert_msg(t, "failed: engine version: engine answered 500");
 
     fake_engine_route(e, "/version", 200, VERSION_MOBY);
     assert_int_equal(run(t, "engine"), CHECK_OK);
@@ -1179,12 +1184,13 @@ static void test_module_platforms(void **state)
     assert_msg(t, "declares no platform");
     fake_engine_route(e, IMAGE_ROUTE, 500, "{\"message\":\"disk on fire\"}");
     assert_int_equal(run(t, "module-platforms"), CHECK_WARNING);
-    assert_msg(t, "cannot inspect the image (disk on fire)");
+    assert_msg(t, "cannot inspect the image (inspect image: engine answered 500: disk on fire)");
 
     /* not pulled: the registry (through the engine) says what the reference offers */
     fake_engine_route(e, IMAGE_ROUTE, 404, "{\"message\":\"No such image: sensor:1.0\"}");
     assert_int_equal(run(t, "module-platforms"), CHECK_WARNING);
-    assert_msg(t, "not pulled, and the registry could not be asked (no such route)");
+    assert_msg(t, "not pulled, and the registry could not be asked (registry platforms of "
+                  "sensor:1.0: engine answered 404: no such route)");
     fake_engine_route(e, "/distribution/sensor:1.0/json", 200,
                       "{\"Platforms\":[{\"architecture\":\"arm\",\"os\":\"linux\",\"variant\":"
                       "\"v7\"},{\"architecture\":\"amd64\",\"os\":\"linux\"}]}");

@@ -61,12 +61,25 @@ struct dcall {
     bool stream_failed;
     char *what; /* for messages: "create tempSensor" */
     engine_platform_fn plat_cb;
+    engine_platforms_fn plats_cb;
+    struct engine_version version; /* a version call, between /version and /info */
+    int version_r;
+    struct lerr version_err;
     struct dcall *prev, *next; /* d->calls */
 };
 
 static struct docker *D(struct engine *e)
 {
     return e->priv;
+}
+
+/* Free a string that held a secret (a registry credential), wiping it first. */
+static void header_wipe_free(char *s)
+{
+    if (s) {
+        lcrypto_wipe(s, strlen(s));
+        free(s);
+    }
 }
 
 static void dcall_free(struct dcall *c)
@@ -212,33 +225,60 @@ static char *label_filter(struct docker *d, const char *type)
 
 /* ------------------------------------------------------------------ version / network / image */
 
+/* /info completes a version call: the defaults containers get and where the engine keeps its
+ * data. A failure here leaves them unknown; the version stands. */
+static void finish_info(struct dcall *c, int r, long status, json_t *body, const struct lerr *err)
+{
+    if (r == 0) {
+        lstr_copy(c->version.default_log_driver, sizeof(c->version.default_log_driver),
+                  ljson_str(body, "LoggingDriver") ?: "");
+        lstr_copy(c->version.data_root, sizeof(c->version.data_root),
+                  ljson_str(body, "DockerRootDir") ?: "");
+    }
+    c->cb.version(c->ud, c->version_r, &c->version, c->version_r < 0 ? &c->version_err : NULL);
+}
+
 static void finish_version(struct dcall *c, int r, long status, json_t *body,
                            const struct lerr *err)
 {
-    struct engine_version v;
-    if (r == 0) {
-        r = docker_parse_version(body, &v);
-        if (r < 0) {
-            struct lerr e2;
-            lerr_set(&e2, r, "engine version: unexpected answer from %s", c->d->uri);
-            c->cb.version(c->ud, r, NULL, &e2);
-            return;
-        }
-        if (docker_api_compare(v.api_version, DOCKER_MIN_API) < 0) {
-            struct lerr e2;
-            lerr_set(&e2, -EPROTONOSUPPORT, "engine API %s is older than the %s ledge needs",
-                     v.api_version, DOCKER_MIN_API);
-            c->cb.version(c->ud, -EPROTONOSUPPORT, &v, &e2);
-            return;
-        }
+    if (r < 0) {
+        c->cb.version(c->ud, r, NULL, err);
+        return;
+    }
+    struct engine_version *v = &c->version;
+    if ((r = docker_parse_version(body, v)) < 0) {
+        struct lerr e2;
+        lerr_set(&e2, r, "engine version: %s answered, but not as a Docker Engine API", c->d->uri);
+        c->cb.version(c->ud, r, NULL, &e2);
+        return;
+    }
+    if (engine_api_compare(v->api_version, DOCKER_MIN_API) < 0) {
+        c->version_r = lerr_set(&c->version_err, -EPROTONOSUPPORT,
+                                "engine API %s is older than the %s ledge needs", v->api_version,
+                                DOCKER_MIN_API);
+    } else {
         /* Speak the engine's version, capped at the newest we are written against. */
         lstr_copy(c->d->api, sizeof(c->d->api),
-                  docker_api_compare(v.api_version, DOCKER_MAX_API) > 0 ? DOCKER_MAX_API
-                                                                        : v.api_version);
+                  engine_api_compare(v->api_version, DOCKER_MAX_API) > 0 ? DOCKER_MAX_API
+                                                                         : v->api_version);
     }
-    c->cb.version(c->ud, r, r == 0 ? &v : NULL, err);
+    struct dcall *info = dcall_new(c->d, "engine info");
+    if (!info) {
+        c->cb.version(c->ud, c->version_r, v, c->version_r < 0 ? &c->version_err : NULL);
+        return;
+    }
+    info->finish = finish_info;
+    info->cb.version = c->cb.version;
+    info->ud = c->ud;
+    info->version = *v;
+    info->version_r = c->version_r;
+    info->version_err = c->version_err;
+    if (dcall_start(info, "GET", "/info", NULL, c->d->timeout_ms, NULL, NULL) < 0)
+        c->cb.version(c->ud, c->version_r, v, c->version_r < 0 ? &c->version_err : NULL);
 }
 
+/* The engine's version, then its /info (default log driver, data root); API versions older
+ * than DOCKER_MIN_API are -EPROTONOSUPPORT with the version filled in. */
 static int docker_version(struct engine *e, engine_version_fn cb, void *ud)
 {
     struct dcall *c = dcall_new(D(e), "engine version");
@@ -454,6 +494,79 @@ static int docker_image_platform(struct engine *e, const char *image, engine_pla
     return dcall_start(c, "GET", path.data, NULL, D(e)->timeout_ms, NULL, NULL);
 }
 
+/* ------------------------------------------------------------------ registries */
+
+/* "X-Registry-Auth: " base64url of {"username", "password", "serveraddress"}, or NULL without
+ * credentials. A secret: never logged, wiped when freed (header_wipe_free). */
+static char *registry_auth_header(const struct engine_registry_auth *auth)
+{
+    if (!auth || !auth->username)
+        return NULL;
+    _cleanup_json_ json_t *a = json_pack("{s:s, s:s, s:s}", "username", auth->username, "password",
+                                         auth->password ? auth->password : "", "serveraddress",
+                                         auth->server ? auth->server : "");
+    char *text = a ? ljson_dump(a) : NULL, *hdr = NULL;
+    struct lbuf b64 = LBUF_INIT;
+    if (text && lcrypto_b64_encode(text, strlen(text), &b64) == 0 && b64.data) {
+        for (size_t i = 0; i < b64.len; i++)
+            b64.data[i] = b64.data[i] == '+' ? '-' : b64.data[i] == '/' ? '_' : b64.data[i];
+        hdr = lstr_printf("X-Registry-Auth: %s", b64.data);
+    }
+    header_wipe_free(text);
+    if (b64.data)
+        lcrypto_wipe(b64.data, b64.len);
+    lbuf_free(&b64);
+    return hdr;
+}
+
+static void finish_platforms(struct dcall *c, int r, long status, json_t *body,
+                             const struct lerr *err)
+{
+    if (r < 0) {
+        c->plats_cb(c->ud, r, NULL, 0, err);
+        return;
+    }
+    const json_t *plats = json_object_get(body, "Platforms");
+    size_t n = json_array_size(plats);
+    struct engine_platform v[64];
+    if (n == 0 || n > ARRAY_SIZE(v)) {
+        struct lerr e2;
+        lerr_set(&e2, -EPROTO, "%s: %s platforms in the registry's answer", c->what,
+                 n ? "too many" : "no");
+        c->plats_cb(c->ud, -EPROTO, NULL, 0, &e2);
+        return;
+    }
+    for (size_t i = 0; i < n; i++) {
+        const json_t *p = json_array_get(plats, i);
+        v[i] = (struct engine_platform){ljson_str(p, "os"), ljson_str(p, "architecture"),
+                                        ljson_str(p, "variant")};
+    }
+    c->plats_cb(c->ud, 0, v, n, NULL);
+}
+
+/* GET /distribution/{name}/json: the engine asks the registry (with the credentials) which
+ * platforms the reference offers, without pulling. */
+static int docker_registry_platforms(struct engine *e, const char *image,
+                                     const struct engine_registry_auth *auth,
+                                     engine_platforms_fn cb, void *ud)
+{
+    _cleanup_free_ char *what = lstr_printf("registry platforms of %s", image);
+    struct dcall *c = dcall_new(D(e), what);
+    if (!c)
+        return -ENOMEM;
+    c->finish = finish_platforms;
+    c->plats_cb = cb;
+    c->ud = ud;
+    _cleanup_lbuf_ struct lbuf path = LBUF_INIT, enc = LBUF_INIT;
+    lstr_url_encode(image, strlen(image), &enc);
+    lbuf_printf(&path, "/distribution/%s/json", enc.data);
+    char *hdr = registry_auth_header(auth);
+    const char *headers[] = {hdr, NULL};
+    int r = dcall_start(c, "GET", path.data, NULL, D(e)->timeout_ms, hdr ? headers : NULL, NULL);
+    header_wipe_free(hdr);
+    return r;
+}
+
 /* ------------------------------------------------------------------ pull */
 
 static int pull_data(void *ud, const char *data, size_t n)
@@ -512,35 +625,11 @@ static int docker_pull(struct engine *e, const char *image, const struct engine_
         lstr_url_encode(tag, strlen(tag), &t_enc);
         lbuf_printf(&path, "&tag=%s", t_enc.data);
     }
-    /* X-Registry-Auth: base64url(JSON). Never logged. */
-    char *hdr = NULL;
-    if (auth && auth->username) {
-        json_t *a = json_pack("{s:s, s:s, s:s}", "username", auth->username, "password",
-                              auth->password ? auth->password : "", "serveraddress",
-                              auth->server ? auth->server : "");
-        char *text = a ? ljson_dump(a) : NULL;
-        json_decref(a);
-        struct lbuf b64 = LBUF_INIT;
-        if (text && lcrypto_b64_encode(text, strlen(text), &b64) == 0) {
-            for (size_t i = 0; i < b64.len; i++)
-                b64.data[i] = b64.data[i] == '+' ? '-' : b64.data[i] == '/' ? '_' : b64.data[i];
-            hdr = lstr_printf("X-Registry-Auth: %s", b64.data);
-        }
-        if (text) {
-            lcrypto_wipe(text, strlen(text));
-            free(text);
-        }
-        if (b64.data)
-            lcrypto_wipe(b64.data, b64.len);
-        lbuf_free(&b64);
-    }
+    char *hdr = registry_auth_header(auth);
     const char *headers[] = {hdr, NULL};
     int r = dcall_start(c, "POST", path.data, NULL, d->pull_timeout_ms, hdr ? headers : NULL,
                         pull_data);
-    if (hdr) {
-        lcrypto_wipe(hdr, strlen(hdr));
-        free(hdr);
-    }
+    header_wipe_free(hdr);
     return r;
 }
 
@@ -1027,4 +1116,5 @@ const struct engine_ops engine_docker_ops = {
     .logs = docker_logs,
     .logs_cancel = docker_logs_cancel,
     .image_platform = docker_image_platform,
+    .registry_platforms = docker_registry_platforms,
 };

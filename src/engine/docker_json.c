@@ -187,18 +187,6 @@ static char *dup_or_null(const char *s)
     return s ? strdup(s) : NULL;
 }
 
-int docker_api_compare(const char *a, const char *b)
-{
-    unsigned amaj = 0, amin = 0, bmaj = 0, bmin = 0;
-    sscanf(a ? a : "0.0", "%u.%u", &amaj, &amin);
-    sscanf(b ? b : "0.0", "%u.%u", &bmaj, &bmin);
-    if (amaj != bmaj)
-        return amaj < bmaj ? -1 : 1;
-    if (amin != bmin)
-        return amin < bmin ? -1 : 1;
-    return 0;
-}
-
 int docker_parse_version(const json_t *j, struct engine_version *v)
 {
     if (!json_is_object(j) || !ljson_str(j, "ApiVersion"))

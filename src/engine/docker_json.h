@@ -23,8 +23,6 @@ int docker_parse_list(const json_t *j, struct engine_container **ret, size_t *re
 /* 0 for a container event we report, -ENOENT for one we ignore. Strings point into j. */
 int docker_parse_event(const json_t *j, struct engine_event *ret);
 
-/* "1.41" vs "1.43" → <0, 0, >0 */
-int docker_api_compare(const char *a, const char *b);
 /* "reg:5000/a/b:tag" → repo "reg:5000/a/b", tag "tag"; digests: tag = NULL, repo = whole. */
 int docker_split_reference(const char *image, char **ret_repo, char **ret_tag);
 

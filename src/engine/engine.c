@@ -4,6 +4,7 @@
 
 #include <errno.h>
 #include <event2/event.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -116,4 +117,16 @@ const char *ctr_health_name(enum ctr_health h)
 {
     static const char *const names[] = {"none", "starting", "healthy", "unhealthy"};
     return (size_t)h < sizeof(names) / sizeof(names[0]) ? names[h] : "none";
+}
+
+int engine_api_compare(const char *a, const char *b)
+{
+    unsigned amaj = 0, amin = 0, bmaj = 0, bmin = 0;
+    sscanf(a ? a : "0.0", "%u.%u", &amaj, &amin);
+    sscanf(b ? b : "0.0", "%u.%u", &bmaj, &bmin);
+    if (amaj != bmaj)
+        return amaj < bmaj ? -1 : 1;
+    if (amin != bmin)
+        return amin < bmin ? -1 : 1;
+    return 0;
 }

@@ -79,9 +79,13 @@ struct engine_version {
     char os[32];   /* "linux" */
     char arch[32]; /* engine's GOARCH: amd64, arm64, arm */
     char kernel[128];
-    bool log_rotation_default; /* the engine's default log config rotates */
-    char default_log_driver[32];
+    bool log_rotation_default;   /* the engine's default log config rotates */
+    char default_log_driver[32]; /* "json-file", "journald", ...; "" when unknown */
+    char data_root[256];         /* where the engine keeps images and containers; "" unknown */
 };
+
+/* API versions "MAJOR.MINOR" ("1.41" < "1.43" < "1.100"): < 0, 0, > 0. */
+int engine_api_compare(const char *a, const char *b);
 
 /* What to create. Borrowed pointers: the engine copies what it keeps. Engines that run images
  * read image and create_options; engines that run programs read path and args. */
@@ -169,6 +173,15 @@ enum engine_runs {
 typedef void (*engine_platform_fn)(void *ud, int result, const char *os, const char *arch,
                                    const char *variant, const struct lerr *err);
 
+/* A platform an image reference offers (strings borrowed for the callback). */
+struct engine_platform {
+    const char *os;
+    const char *arch;
+    const char *variant; /* NULL or "" when none */
+};
+typedef void (*engine_platforms_fn)(void *ud, int result, const struct engine_platform *v, size_t n,
+                                    const struct lerr *err);
+
 /* Every op is required unless marked optional; an optional op is NULL when the engine does not
  * have that capability, and callers ask the table, never the engine's name. */
 struct engine_ops {
@@ -203,6 +216,11 @@ struct engine_ops {
     /* Optional: a present image's platform (os, architecture, variant) for the host/guest
      * rule (engine/platform.h). */
     int (*image_platform)(struct engine *e, const char *image, engine_platform_fn cb, void *ud);
+    /* Optional: the platforms a reference offers in its registry, asked without pulling it (for
+     * checks before a pull); at least one, else an error. */
+    int (*registry_platforms)(struct engine *e, const char *image,
+                              const struct engine_registry_auth *auth, engine_platforms_fn cb,
+                              void *ud);
 };
 
 struct engine {

@@ -161,9 +161,9 @@ static void test_parse_documents(void **state)
     assert_int_equal(docker_parse_version(j, &v), 0);
     assert_string_equal(v.product, "Podman");
     json_decref(j);
-    assert_true(docker_api_compare("1.41", "1.43") < 0);
-    assert_true(docker_api_compare("1.9", "1.41") < 0);
-    assert_int_equal(docker_api_compare("1.41", "1.41"), 0);
+    assert_true(engine_api_compare("1.41", "1.43") < 0);
+    assert_true(engine_api_compare("1.9", "1.41") < 0);
+    assert_int_equal(engine_api_compare("1.41", "1.41"), 0);
 
     struct engine_container c;
     j = J("{\"Id\":\"abc\",\"Name\":\"/temp\",\"Config\":{\"Image\":\"img:1\",\"Tty\":true,"
