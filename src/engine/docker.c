@@ -73,6 +73,15 @@ static struct docker *D(struct engine *e)
     return e->priv;
 }
 
+/* An API path naming an image reference: prefix, the reference URL-encoded, "/json". */
+static char *image_path(const char *prefix, const char *image)
+{
+    _cleanup_lbuf_ struct lbuf enc = LBUF_INIT;
+    if (lstr_url_encode(image, strlen(image), &enc) < 0 || !enc.data)
+        return NULL;
+    return lstr_printf("%s%s/json", prefix, enc.data);
+}
+
 /* Free a string that held a secret (a registry credential), wiping it first. */
 static void header_wipe_free(char *s)
 {
@@ -456,16 +465,14 @@ static int docker_ensure_network(struct engine *e, const char *name, engine_done
 
 static int docker_image_present(struct engine *e, const char *image, engine_done_fn cb, void *ud)
 {
-    struct dcall *c = dcall_new(D(e), "inspect image");
+    _cleanup_free_ char *path = image_path("/images/", image);
+    struct dcall *c = path ? dcall_new(D(e), "inspect image") : NULL;
     if (!c)
         return -ENOMEM;
     c->finish = finish_done;
     c->cb.done = cb;
     c->ud = ud;
-    _cleanup_lbuf_ struct lbuf path = LBUF_INIT, enc = LBUF_INIT;
-    lstr_url_encode(image, strlen(image), &enc);
-    lbuf_printf(&path, "/images/%s/json", enc.data);
-    return dcall_start(c, "GET", path.data, NULL, D(e)->timeout_ms, NULL, NULL);
+    return dcall_start(c, "GET", path, NULL, D(e)->timeout_ms, NULL, NULL);
 }
 
 static void finish_platform(struct dcall *c, int r, long status, json_t *body,
@@ -482,16 +489,14 @@ static void finish_platform(struct dcall *c, int r, long status, json_t *body,
 static int docker_image_platform(struct engine *e, const char *image, engine_platform_fn cb,
                                  void *ud)
 {
-    struct dcall *c = dcall_new(D(e), "inspect image");
+    _cleanup_free_ char *path = image_path("/images/", image);
+    struct dcall *c = path ? dcall_new(D(e), "inspect image") : NULL;
     if (!c)
         return -ENOMEM;
     c->finish = finish_platform;
     c->plat_cb = cb;
     c->ud = ud;
-    _cleanup_lbuf_ struct lbuf path = LBUF_INIT, enc = LBUF_INIT;
-    lstr_url_encode(image, strlen(image), &enc);
-    lbuf_printf(&path, "/images/%s/json", enc.data);
-    return dcall_start(c, "GET", path.data, NULL, D(e)->timeout_ms, NULL, NULL);
+    return dcall_start(c, "GET", path, NULL, D(e)->timeout_ms, NULL, NULL);
 }
 
 /* ------------------------------------------------------------------ registries */
@@ -550,19 +555,17 @@ static int docker_registry_platforms(struct engine *e, const char *image,
                                      const struct engine_registry_auth *auth,
                                      engine_platforms_fn cb, void *ud)
 {
-    _cleanup_free_ char *what = lstr_printf("registry platforms of %s", image);
-    struct dcall *c = dcall_new(D(e), what);
+    _cleanup_free_ char *what = lstr_printf("registry platforms of %s", image),
+                        *path = image_path("/distribution/", image);
+    struct dcall *c = what && path ? dcall_new(D(e), what) : NULL;
     if (!c)
         return -ENOMEM;
     c->finish = finish_platforms;
     c->plats_cb = cb;
     c->ud = ud;
-    _cleanup_lbuf_ struct lbuf path = LBUF_INIT, enc = LBUF_INIT;
-    lstr_url_encode(image, strlen(image), &enc);
-    lbuf_printf(&path, "/distribution/%s/json", enc.data);
     char *hdr = registry_auth_header(auth);
     const char *headers[] = {hdr, NULL};
-    int r = dcall_start(c, "GET", path.data, NULL, D(e)->timeout_ms, hdr ? headers : NULL, NULL);
+    int r = dcall_start(c, "GET", path, NULL, D(e)->timeout_ms, hdr ? headers : NULL, NULL);
     header_wipe_free(hdr);
     return r;
 }
