@@ -929,19 +929,31 @@ static void restart_op_start(struct agent *a, struct mod_rt *rt, bool counts_as_
 
 /* ------------------------------------------------------------------ passes */
 
+/* Did the deployment apply? Only the steps of its own plan decide: a restart the restart policy
+ * makes in the same pass (a crashing module unchanged by the deployment) is the module's runtime
+ * status, not the deployment's result (IoT Edge's semantics: docs/agent.md). */
+static int waiter_result(const struct waiter *w, const json_t *outcome)
+{
+    size_t i, k;
+    json_t *o, *step;
+    json_array_foreach (outcome, i, o) {
+        if (!lstr_eq(ljson_str(o, "result"), "error"))
+            continue;
+        json_array_foreach (w->plan, k, step) {
+            if (lstr_eq(ljson_str(step, "module"), ljson_str(o, "module")))
+                return -EIO;
+        }
+    }
+    return 0;
+}
+
 static void pass_finish(struct pass *p)
 {
     struct agent *a = p->a;
     for (struct waiter *w = p->waiters; w;) {
         struct waiter *next = w->next;
         json_t *report = json_pack("{s:O, s:O}", "plan", w->plan, "outcome", p->outcome);
-        int result = 0;
-        size_t i;
-        json_t *o;
-        json_array_foreach (p->outcome, i, o) {
-            if (lstr_eq(ljson_str(o, "result"), "error"))
-                result = -EIO;
-        }
+        int result = waiter_result(w, p->outcome);
         w->cb(w->ud, result, report);
         json_decref(report);
         json_decref(w->plan);

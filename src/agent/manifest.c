@@ -12,6 +12,7 @@
 #include "base/buf.h"
 #include "base/crypto.h"
 #include "base/json.h"
+#include "engine/createopts.h"
 
 #define PATH_LEN 512     /* a JSON path in a message; longer ones are cut */
 #define SHOW_MAX 64      /* bytes of a user-supplied value shown in a message */
@@ -619,11 +620,45 @@ static bool skip_create_options_chunk(const char *key)
     return strncasecmp(key, "createOptions", 13) == 0 && key[13];
 }
 
-/* settings.createOptions (+ chunks createOptions01..99 joined in order) as a parsed ContainerCreate
- * object; NULL for none ("", blank, "null", {}). The direct object form IoT Edge also reads (it
- * stringifies the token) is accepted when there are no chunks. */
+struct co_report {
+    struct ctx *c;
+    bool notes;
+};
+
+static void co_report(void *ud, bool error, const char *path, const char *msg)
+{
+    struct co_report *r = ud;
+    if (error)
+        problem(r->c, path, "%s", msg);
+    else if (r->notes)
+        note(r->c, path, "%s", msg);
+}
+
+/* createOptions as IoT Edge reads them (engine/createopts.h): typed, coerced, in the API's
+ * spelling; every value that cannot be coerced is a problem at its path. Takes given. */
+static int normalize_create_options(struct ctx *c, const char *path, json_t *given, bool notes,
+                                    json_t **ret)
+{
+    struct co_report r = {c, notes};
+    json_t *doc = NULL;
+    int res = createopts_normalize(given, path, co_report, &r, &doc);
+    json_decref(given);
+    if (res < 0)
+        return res;
+    if (json_object_size(doc) == 0) { /* only nulls: no options */
+        json_decref(doc);
+        doc = NULL;
+    }
+    *ret = doc;
+    return 0;
+}
+
+/* settings.createOptions (+ chunks createOptions01..99 joined in order) as a normalised
+ * ContainerCreate object; NULL for none ("", blank, "null", {}). The direct object form IoT Edge
+ * also reads (it stringifies the token) is accepted when there are no chunks. notes: report the
+ * fields the model does not know (not for system modules, whose createOptions ledge ignores). */
 static int parse_create_options(struct ctx *c, const char *spath, const json_t *settings,
-                                json_t **ret)
+                                bool notes, json_t **ret)
 {
     const json_t *chunk[CHUNKS_MAX] = {0};
     const char *chunk_key[CHUNKS_MAX] = {0};
@@ -676,11 +711,14 @@ static int parse_create_options(struct ctx *c, const char *spath, const json_t *
     if (base && json_is_object(base) && highest == 0) {
         if (bad)
             return -EINVAL;
-        json_t *copy = NULL;
-        if (json_object_size(base) > 0 && !(copy = json_deep_copy(base)))
+        if (json_object_size(base) == 0) {
+            *ret = NULL;
+            return 0;
+        }
+        json_t *copy = json_deep_copy(base);
+        if (!copy)
             return -ENOMEM;
-        *ret = copy;
-        return 0;
+        return normalize_create_options(c, base_path, copy, notes, ret);
     }
     if (base) {
         if (!json_is_string(base)) {
@@ -729,8 +767,7 @@ static int parse_create_options(struct ctx *c, const char *spath, const json_t *
         json_decref(j);
         return -EINVAL;
     }
-    *ret = j;
-    return 0;
+    return normalize_create_options(c, base_path, j, notes, ret);
 }
 
 /* env: {"NAME": {"value": ...}} -> {"NAME": "..."} */
@@ -860,7 +897,7 @@ static int parse_process_settings(struct ctx *c, const char *spath, const json_t
 }
 
 static int parse_docker_settings(struct ctx *c, const char *spath, const json_t *settings,
-                                 struct module_spec *m)
+                                 bool user, struct module_spec *m)
 {
     char p[PATH_LEN];
     bool bad = false;
@@ -882,7 +919,7 @@ static int parse_docker_settings(struct ctx *c, const char *spath, const json_t 
             bad = true;
         }
     }
-    int r = parse_create_options(c, spath, settings, &m->create_options);
+    int r = parse_create_options(c, spath, settings, user, &m->create_options);
     if (r == -ENOMEM)
         return r;
     return (bad || r < 0) ? -EINVAL : 0;
@@ -1015,7 +1052,7 @@ static int parse_module(struct ctx *c, const char *path, const json_t *mod, enum
         bad = true;
     } else if (t == MODULE_TYPE_DOCKER) {
         check_keys(c, p, settings, docker_keys, skip_create_options_chunk);
-        r = parse_docker_settings(c, p, settings, m);
+        r = parse_docker_settings(c, p, settings, role == ROLE_USER, m);
         if (r == -ENOMEM)
             return r;
         if (r < 0)

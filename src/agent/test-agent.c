@@ -499,6 +499,89 @@ static void test_event_newer_than_listing(void **state)
     json_decref(m);
 }
 
+/* IoT Edge's semantics: a deployment that applied is not failed by a step the restart policy
+ * takes in the same pass for a module the deployment did not change. The pass that applies
+ * "steady"'s env change also restarts "victim" (its exit is injected into that pass's listing,
+ * with no back-off), and victim's start fails: the deployment's result is still 0, while victim's
+ * failure shows in the outcome. */
+static struct fix *unrelated_fix;
+static char *unrelated_victim; /* container id: exit injected, then its start refused */
+static bool unrelated_armed;
+static bool unrelated_refused;
+
+static void unrelated_list_cb(void *ud, int result, const struct engine_container *v, size_t n,
+                              const struct lerr *err)
+{
+    struct stale_ctx *c = ud;
+    if (unrelated_armed && result == 0) {
+        struct engine_event ev = {.kind = ENGINE_EVENT_DIE,
+                                  .id = unrelated_victim,
+                                  .exit_code = 1,
+                                  .time_ms = ltime_now_ms()};
+        agent_on_engine_event(unrelated_fix->agent, unrelated_fix->proc, &ev);
+    }
+    c->cb(c->ud, result, v, n, err);
+    free(c);
+}
+
+static int unrelated_list(struct engine *e, engine_list_fn cb, void *ud)
+{
+    struct stale_ctx *c = calloc(1, sizeof(*c));
+    assert_non_null(c);
+    c->cb = cb;
+    c->ud = ud;
+    int r = engine_process_ops.list(e, unrelated_list_cb, c);
+    if (r < 0)
+        free(c);
+    return r;
+}
+
+static int unrelated_start(struct engine *e, const char *id, engine_done_fn cb, void *ud)
+{
+    if (unrelated_armed && lstr_eq(id, unrelated_victim)) {
+        unrelated_armed = false;
+        unrelated_refused = true;
+        return -EIO;
+    }
+    return engine_process_ops.start_container(e, id, cb, ud);
+}
+
+static void test_unrelated_failure_keeps_deployment_ok(void **state)
+{
+    struct fix *f = *state;
+    static struct engine_ops ops;
+    ops = engine_process_ops;
+    ops.list = unrelated_list;
+    ops.start_container = unrelated_start;
+    stop_agent(f);
+    f->proc_ops = &ops;
+    f->rt.backoff_base_ms = 0; /* the injected exit restarts at once, in the same pass */
+    unrelated_fix = f;
+    start_agent(f);
+    const char *victim = SLEEPER("victim", 1, "running", "v");
+    apply(f, SLEEPER("steady", 1, "running", "") "," SLEEPER("victim", 1, "running", "v"));
+    assert_int_equal(f->result, 0);
+    wait_status(f, "victim", "running");
+    unrelated_victim = container_of(f, "victim");
+    unrelated_armed = true;
+    char *both = lstr_printf("%s,%s", SLEEPER("steady", 1, "running", "env2"), victim);
+    apply(f, both);
+    free(both);
+    assert_true(unrelated_refused);
+    /* the outcome tells about victim's failed restart; the deployment applied all the same */
+    bool victim_failed = false;
+    size_t i;
+    json_t *o;
+    json_array_foreach (json_object_get(f->report, "outcome"), i, o) {
+        if (lstr_eq(ljson_str(o, "module"), "victim") && lstr_eq(ljson_str(o, "result"), "error"))
+            victim_failed = true;
+    }
+    assert_true(victim_failed);
+    assert_int_equal(f->result, 0);
+    free(unrelated_victim);
+    unrelated_victim = NULL;
+}
+
 static void test_crash_backoff_then_failed(void **state)
 {
     struct fix *f = *state;
@@ -779,6 +862,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_reconcile_processes, setup, teardown),
         cmocka_unit_test_setup_teardown(test_crash_backoff_then_failed, setup, teardown),
         cmocka_unit_test_setup_teardown(test_event_newer_than_listing, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_unrelated_failure_keeps_deployment_ok, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_boot_starts_and_user_stop, setup, teardown),
         cmocka_unit_test_setup_teardown(test_invalid_manifest_changes_nothing, setup, teardown),
         cmocka_unit_test_setup_teardown(test_state_garbage_keeps_modules, setup, teardown),

@@ -15,6 +15,7 @@
 
 #include "agent/manifest.h"
 #include "base/json.h"
+#include "engine/createopts.h"
 
 /* Real manifests from Azure/iotedge; the test runs from the repository root. */
 #ifndef LEDGE_FIXTURES_DEFAULT
@@ -397,6 +398,12 @@ static void test_fixture_connectivity(void **state)
     assert_string_equal(
         env_of(deployment_find(d, "testResultCoordinator"), "Logging:LogLevel:Microsoft"), "Error");
     assert_null(deployment_find(d, "relayer1")->create_options);
+    /* "Privileged": "true" (a string) is read as IoT Edge reads it: a boolean */
+    want = J("{'HostConfig': {'Privileged': true, 'NetworkMode': 'host', 'Binds': "
+             "['/var/run/docker.sock:/var/run/docker.sock']}, 'NetworkingConfig': "
+             "{'EndpointsConfig': {'host': {}}}, 'User': 'root'}");
+    assert_true(json_equal(deployment_find(d, "networkController")->create_options, want));
+    json_decref(want);
     assert_string_not_equal(deployment_find(d, "relayer1")->config_hash,
                             deployment_find(d, "relayer2")->config_hash);
     /* The two module twins of the fixture. */
@@ -699,6 +706,149 @@ static void test_create_options_forms(void **state)
     json_decref(m);
 }
 
+/* createOptions are typed (engine/createopts.h): coerced as IoT Edge coerces them, in the API's
+ * spelling; fields the model does not know are kept and warned about (user modules only). */
+static void test_create_options_typed(void **state)
+{
+    json_t *m = base_manifest();
+    set(sensor_settings(m), "createOptions",
+        J("'{\\'hostconfig\\': {\\'Privileged\\': \\'true\\', \\'PortBindings\\': "
+          "{\\'80/tcp\\': [{\\'HostPort\\': 80}]}, \\'Memory\\': \\'268435456\\', "
+          "\\'FancyNewThing\\': 1}, \\'Labels\\': {\\'tier\\': 2}}'"));
+    set(system_module(m, "edgeHub"), "settings",
+        J("{'image': 'mcr.microsoft.com/azureiotedge-hub:1.4', 'createOptions': {'HostConfig': "
+          "{'PortBindings': {'8883/tcp': [{'HostPort': '8883'}]}}, 'HubOnlyThing': 1}}"));
+    struct deployment *d = parse_ok(m);
+    const struct module_spec *s = deployment_find(d, "sensor");
+    json_t *want = J("{'HostConfig': {'Privileged': true, 'PortBindings': {'80/tcp': "
+                     "[{'HostPort': '80'}]}, 'Memory': 268435456, 'FancyNewThing': 1}, "
+                     "'Labels': {'tier': '2'}}");
+    assert_true(json_equal(s->create_options, want));
+    json_decref(want);
+    /* one warning, for the user module's unknown field; the hub's createOptions are ignored */
+    assert_int_equal(d->warnings.n, 1);
+    assert_string_equal(d->warnings.v[0],
+                        "modules.sensor.settings.createOptions.hostconfig.FancyNewThing: not a "
+                        "field of the Engine API's ContainerCreate body that ledge knows; passed "
+                        "to the engine as given");
+    /* Only the spelling and the type of a value differ: the same config, no recreate. */
+    char h1[65];
+    snprintf(h1, sizeof(h1), "%s", s->config_hash);
+    deployment_free(d);
+    set(sensor_settings(m), "createOptions",
+        J("{'Labels': {'tier': '2'}, 'HostConfig': {'FancyNewThing': 1, 'Memory': 268435456, "
+          "'PortBindings': {'80/tcp': [{'HostPort': '80'}]}, 'Privileged': true}}"));
+    d = parse_ok(m);
+    assert_string_equal(deployment_find(d, "sensor")->config_hash, h1);
+    deployment_free(d);
+    /* A value that changes does recreate. */
+    set(sensor_settings(m), "createOptions", J("{'HostConfig': {'Privileged': false}}"));
+    d = parse_ok(m);
+    assert_string_not_equal(deployment_find(d, "sensor")->config_hash, h1);
+    deployment_free(d);
+    /* The hub's createOptions are still validated. */
+    set(system_module(m, "edgeHub"), "settings",
+        J("{'image': 'mcr.microsoft.com/azureiotedge-hub:1.4', 'createOptions': {'HostConfig': "
+          "{'Privileged': 'sometimes'}}}"));
+    struct lstrv errors = LSTRV_INIT;
+    char *text = ljson_dump(m);
+    assert_int_equal(manifest_parse(text, strlen(text), HUB, &d, &errors), -EINVAL);
+    assert_int_equal(errors.n, 1);
+    assert_string_equal(errors.v[0], "systemModules.edgeHub.settings.createOptions.HostConfig."
+                                     "Privileged: expected a boolean, got \"sometimes\"");
+    free(text);
+    lstrv_free(&errors);
+    json_decref(m);
+}
+
+/* Real manifests collected from public repositories (tests/fixtures/public/README.md): each
+ * validates, and its createOptions normalise to documents that are their own normal form. */
+static char *substitute_template(const char *path)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        fail_msg("cannot open %s", path);
+    struct lbuf raw = LBUF_INIT, out = LBUF_INIT;
+    char chunk[4096];
+    size_t n;
+    while ((n = fread(chunk, 1, sizeof(chunk), f)) > 0)
+        assert_int_equal(lbuf_append(&raw, chunk, n), 0);
+    fclose(f);
+    for (size_t i = 0; i < raw.len; i++) {
+        char *end;
+        /* the tooling's ${MODULES.Name} and <Placeholder> become values that validate */
+        if (raw.data[i] == '$' && i + 1 < raw.len && raw.data[i + 1] == '{' &&
+            (end = memchr(raw.data + i, '}', raw.len - i))) {
+            assert_int_equal(lbuf_puts(&out, "registry.example.com/module:1.0"), 0);
+            i = (size_t)(end - raw.data);
+        } else if (raw.data[i] == '<' && (end = memchr(raw.data + i, '>', raw.len - i)) &&
+                   !memchr(raw.data + i, '"', (size_t)(end - (raw.data + i)))) {
+            assert_int_equal(lbuf_puts(&out, placeholder_value(raw.data + i + 1,
+                                                               (size_t)(end - raw.data) - i - 1)),
+                             0);
+            i = (size_t)(end - raw.data);
+        } else if (raw.len - i > 6 && memcmp(raw.data + i, "__AML_", 6) == 0) {
+            /* Azure ML's pipeline: __AML_MODULE_NAME and the like */
+            while (i + 1 < raw.len &&
+                   strchr("ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_", raw.data[i + 1]) &&
+                   raw.data[i + 1])
+                i++;
+            assert_int_equal(lbuf_puts(&out, "placeholder"), 0);
+        } else {
+            assert_int_equal(lbuf_putc(&out, raw.data[i]), 0);
+        }
+    }
+    lbuf_free(&raw);
+    return lbuf_steal(&out);
+}
+
+static void test_public_fixtures(void **state)
+{
+    static const char *const files[] = {
+        "blobstorage-sample.deployment.template.json",
+        "custom-vision-raspberry-pi.deployment.template.json",
+        "influxdb-grafana.deployment.template.json",
+        "iotedge-edgehub_restart_deployment.template.json",
+        "iotedge-long_haul_deployment.template.json",
+        "iotedge-nestededge_topLayerBaseDeployment_mqtt.json",
+        "iotedge-stress_deployment.template.json",
+        "offline-dashboarding.deployment.template.json",
+        "onnxruntime-amd64.deployment.template.json",
+        "onnxruntime-openvino.deployment.template.json",
+        "ua-edgetranslator.deployment.template.json",
+    };
+    size_t with_options = 0;
+    for (size_t i = 0; i < ARRAY_SIZE(files); i++) {
+        char path[512];
+        snprintf(path, sizeof(path), "tests/fixtures/public/%s", files[i]);
+        char *text = substitute_template(path);
+        struct lstrv errors = LSTRV_INIT;
+        struct deployment *d = NULL;
+        int r = manifest_parse(text, strlen(text), HUB, &d, &errors);
+        if (r != 0) {
+            dump_list("error", &errors);
+            fail_msg("%s: manifest_parse failed: %d", files[i], r);
+        }
+        for (size_t k = 0; k < d->warnings.n; k++)
+            if (strstr(d->warnings.v[k], "createOptions"))
+                fail_msg("%s: %s", files[i], d->warnings.v[k]);
+        for (size_t k = 0; k < d->n_modules; k++) {
+            const json_t *co = d->modules[k].create_options;
+            if (!co)
+                continue;
+            with_options++;
+            json_t *again = NULL;
+            assert_int_equal(createopts_normalize(co, "", NULL, NULL, &again), 0);
+            assert_true(json_equal(again, co));
+            json_decref(again);
+        }
+        deployment_free(d);
+        lstrv_free(&errors);
+        free(text);
+    }
+    assert_true(with_options >= 20);
+}
+
 /* ---- errors ---------------------------------------------------------------------------------- */
 
 struct module_case {
@@ -774,6 +924,15 @@ static void test_module_errors(void **state)
         {"{'type': 'docker', 'status': 'running', 'settings': {'image': 'alpine', "
          "'createOptions': '{}\\u0000'}}",
          "modules.sensor.settings.createOptions: must not contain NUL characters"},
+        /* createOptions as IoT Edge reads them: what cannot be coerced names its path */
+        {"{'type': 'docker', 'status': 'running', 'settings': {'image': 'alpine', "
+         "'createOptions': '{\\'HostConfig\\': {\\'Memory\\': \\'lots\\'}}'}}",
+         "modules.sensor.settings.createOptions.HostConfig.Memory: expected an integer, got "
+         "\"lots\""},
+        {"{'type': 'docker', 'status': 'running', 'settings': {'image': 'alpine', "
+         "'createOptions': {'hostconfig': {'portbindings': {'80/tcp': {'HostPort': 80}}}}}}",
+         "modules.sensor.settings.createOptions.hostconfig.portbindings.80/tcp: expected an "
+         "array, got an object"},
         {"{'type': 'docker', 'status': 'running', 'settings': {'image': 'alpine'}, 'env': []}",
          "modules.sensor.env: must be an object {\"NAME\": {\"value\": \"...\"}}, got an array"},
         {"{'type': 'docker', 'status': 'running', 'settings': {'image': 'alpine'}, 'env': "
@@ -1712,6 +1871,8 @@ int main(void)
         cmocka_unit_test(test_create_options_chunks),
         cmocka_unit_test(test_create_options_chunk_errors),
         cmocka_unit_test(test_create_options_forms),
+        cmocka_unit_test(test_create_options_typed),
+        cmocka_unit_test(test_public_fixtures),
         cmocka_unit_test(test_module_errors),
         cmocka_unit_test(test_all_errors_reported),
         cmocka_unit_test(test_document_errors),

@@ -9,6 +9,7 @@
 #include "base/json.h"
 #include "base/str.h"
 #include "base/timeutil.h"
+#include "engine/createopts.h"
 
 /* ------------------------------------------------------------------ create body */
 
@@ -18,93 +19,45 @@ static int env_key_len(const char *kv)
     return eq ? (int)(eq - kv) : (int)strlen(kv);
 }
 
-static int merge_env(json_t *body, const json_t *env, struct lerr *err)
+/* Env on the typed form (an array of strings): the user's entries whose names ledge does not set,
+ * then ledge's (manifest env merged under identity env). */
+static int merge_env(json_t *body, const json_t *env)
 {
-    json_t *user = json_object_get(body, "Env");
-    if (user && !json_is_array(user) && !json_is_null(user))
-        return lerr_set(err, -EINVAL, "createOptions.Env: must be an array of \"NAME=value\"");
-    json_t *out = json_array();
+    const json_t *user = createopts_get(body, "Env");
+    _cleanup_json_ json_t *out = json_array();
     if (!out)
         return -ENOMEM;
     size_t i;
     json_t *v;
     json_array_foreach (user, i, v) {
         const char *kv = json_string_value(v);
-        if (!kv) {
-            json_decref(out);
-            return lerr_set(err, -EINVAL, "createOptions.Env[%zu]: must be a string", i);
-        }
-        int klen = env_key_len(kv);
         char key[256];
-        snprintf(key, sizeof(key), "%.*s", klen, kv);
+        snprintf(key, sizeof(key), "%.*s", env_key_len(kv), kv);
         if (env && json_object_get(env, key))
             continue; /* replaced below */
-        json_array_append(out, v);
+        if (json_array_append(out, v) < 0)
+            return -ENOMEM;
     }
     const char *k;
     json_object_foreach ((json_t *)env, k, v) {
         const char *val = json_string_value(v);
-        char *kv = lstr_printf("%s=%s", k, val ? val : "");
-        if (!kv || json_array_append_new(out, json_string(kv)) < 0) {
-            free(kv);
-            json_decref(out);
-            return -ENOMEM;
-        }
-        free(kv);
-    }
-    return json_object_set_new(body, "Env", out) < 0 ? -ENOMEM : 0;
-}
-
-static json_t *get_or_add_object(json_t *parent, const char *key, const char *path,
-                                 struct lerr *err, int *r)
-{
-    json_t *o = json_object_get(parent, key);
-    if (o && json_is_object(o))
-        return o;
-    if (o && !json_is_null(o)) {
-        *r = lerr_set(err, -EINVAL, "createOptions.%s: must be an object", path);
-        return NULL;
-    }
-    o = json_object();
-    if (!o || json_object_set_new(parent, key, o) < 0) {
-        *r = -ENOMEM;
-        return NULL;
-    }
-    return o;
-}
-
-static int append_strings(json_t *obj, const char *key, const json_t *add, const char *path,
-                          struct lerr *err)
-{
-    if (!add || json_array_size(add) == 0)
-        return 0;
-    json_t *arr = json_object_get(obj, key);
-    if (arr && !json_is_array(arr) && !json_is_null(arr))
-        return lerr_set(err, -EINVAL, "createOptions.%s: must be an array", path);
-    if (!json_is_array(arr)) {
-        arr = json_array();
-        if (!arr || json_object_set_new(obj, key, arr) < 0)
+        _cleanup_free_ char *kv = lstr_printf("%s=%s", k, val ? val : "");
+        if (!kv || json_array_append_new(out, json_string(kv)) < 0)
             return -ENOMEM;
     }
-    size_t i;
-    json_t *v;
-    json_array_foreach (add, i, v) {
-        if (json_array_append(arr, v) < 0)
-            return -ENOMEM;
-    }
-    return 0;
+    return createopts_set(body, "Env", TAKE_PTR(out));
 }
 
 /* The gateway host name leads to the host as the module's network sees it: the module network's
  * own gateway address when the module joins it (more precise than docker's "host-gateway", which
  * is docker0's address), loopback for host networking, and host-gateway for a network of the
  * user's choosing. */
-static int add_gateway_host(json_t *hc, const struct engine_create_spec *spec,
-                            const char *network_gateway, struct lerr *err)
+static int add_gateway_host(json_t *body, const struct engine_create_spec *spec,
+                            const char *network_gateway)
 {
     if (lstr_empty(spec->gateway_hostname))
         return 0;
-    const char *mode = ljson_str(hc, "NetworkMode");
+    const char *mode = createopts_string(body, "HostConfig.NetworkMode");
     bool module_network = lstr_empty(mode) || lstr_eq(mode, "default") ||
                           (spec->network && lstr_eq(mode, spec->network));
     const char *addr = "host-gateway";
@@ -116,53 +69,76 @@ static int add_gateway_host(json_t *hc, const struct engine_create_spec *spec,
     _cleanup_json_ json_t *add = entry ? json_pack("[s]", entry) : NULL;
     if (!add)
         return -ENOMEM;
-    return append_strings(hc, "ExtraHosts", add, "HostConfig.ExtraHosts", err);
+    return createopts_append(body, "HostConfig.ExtraHosts", add);
+}
+
+/* A published port is exposed (as `docker run -p` does): through the API, PortBindings alone
+ * publish nothing for a port the image does not EXPOSE. */
+static int expose_published(json_t *body)
+{
+    const json_t *bindings = createopts_get(body, "HostConfig.PortBindings");
+    if (json_object_size(bindings) == 0)
+        return 0;
+    json_t *exposed = createopts_object(body, "ExposedPorts");
+    if (!exposed)
+        return -ENOMEM;
+    const char *port;
+    json_t *v;
+    json_object_foreach ((json_t *)bindings, port, v) {
+        if (!json_object_get(exposed, port) &&
+            json_object_set_new(exposed, port, json_object()) < 0)
+            return -ENOMEM;
+    }
+    return 0;
+}
+
+/* The first error the normaliser reports, for the engine's own message. */
+static void first_error(void *ud, bool error, const char *path, const char *msg)
+{
+    struct lerr *err = ud;
+    if (error && !err->msg[0])
+        lerr_set(err, -EINVAL, "%s: %s", path, msg);
 }
 
 int docker_build_create_body(const struct engine_create_spec *spec, const char *network_gateway,
                              json_t **ret, struct lerr *err)
 {
     int r = 0;
-    if (spec->create_options && !json_is_object(spec->create_options))
-        return lerr_set(err, -EINVAL, "createOptions: must be a JSON object");
-    _cleanup_json_ json_t *body =
-        spec->create_options ? json_deep_copy(spec->create_options) : json_object();
-    if (!body)
-        return -ENOMEM;
-    if (json_object_set_new(body, "Image", json_string(spec->image)) < 0)
-        return -ENOMEM;
-
-    json_t *labels = get_or_add_object(body, "Labels", "Labels", err, &r);
-    if (!labels)
-        return r;
-    if (spec->labels && json_object_update(labels, (json_t *)spec->labels) < 0)
-        return -ENOMEM;
-
-    if ((r = merge_env(body, spec->env, err)) < 0)
-        return r;
-
-    json_t *hc = get_or_add_object(body, "HostConfig", "HostConfig", err, &r);
-    if (!hc)
-        return r;
-    if ((r = append_strings(hc, "Binds", spec->binds, "HostConfig.Binds", err)) < 0)
-        return r;
-    if ((r = add_gateway_host(hc, spec, network_gateway, err)) < 0)
-        return r;
-    json_t *restart = json_pack("{s:s}", "Name", "no");
-    if (!restart || json_object_set_new(hc, "RestartPolicy", restart) < 0)
-        return -ENOMEM;
-
-    const char *mode = ljson_str(hc, "NetworkMode");
-    if (spec->network && (!mode || !*mode || strcmp(mode, "default") == 0)) {
-        if (json_object_set_new(hc, "NetworkMode", json_string(spec->network)) < 0)
-            return -ENOMEM;
-        json_t *nc = get_or_add_object(body, "NetworkingConfig", "NetworkingConfig", err, &r);
-        if (!nc)
+    _cleanup_json_ json_t *body = NULL;
+    /* The typed form: the manifest parser normalised it already; a fixed point if so. */
+    if (spec->create_options) {
+        struct lerr first = {0};
+        r = createopts_normalize(spec->create_options, "createOptions", first_error, &first, &body);
+        if (r == -EINVAL)
+            return lerr_set(err, -EINVAL, "%s",
+                            first.msg[0] ? first.msg : "createOptions: invalid");
+        if (r < 0)
             return r;
-        json_t *eps =
-            get_or_add_object(nc, "EndpointsConfig", "NetworkingConfig.EndpointsConfig", err, &r);
+    } else if (!(body = json_object())) {
+        return -ENOMEM;
+    }
+    if ((r = createopts_set(body, "Image", json_string(spec->image))) < 0)
+        return r;
+
+    json_t *labels = createopts_object(body, "Labels");
+    if (!labels || (spec->labels && json_object_update(labels, (json_t *)spec->labels) < 0))
+        return -ENOMEM;
+
+    if ((r = merge_env(body, spec->env)) < 0 ||
+        (r = createopts_append(body, "HostConfig.Binds", spec->binds)) < 0 ||
+        (r = add_gateway_host(body, spec, network_gateway)) < 0 || (r = expose_published(body)) < 0)
+        return r;
+    if ((r = createopts_set(body, "HostConfig.RestartPolicy", json_pack("{s:s}", "Name", "no"))) <
+        0)
+        return r;
+
+    const char *mode = createopts_string(body, "HostConfig.NetworkMode");
+    if (spec->network && (lstr_empty(mode) || lstr_eq(mode, "default"))) {
+        if ((r = createopts_set(body, "HostConfig.NetworkMode", json_string(spec->network))) < 0)
+            return r;
+        json_t *eps = createopts_object(body, "NetworkingConfig.EndpointsConfig");
         if (!eps)
-            return r;
+            return -ENOMEM;
         if (!json_object_get(eps, spec->network)) {
             json_t *ep = json_pack("{s:[s]}", "Aliases", spec->name);
             if (!ep || json_object_set_new(eps, spec->network, ep) < 0)
@@ -170,12 +146,11 @@ int docker_build_create_body(const struct engine_create_spec *spec, const char *
         }
     }
 
-    json_t *lc = json_object_get(hc, "LogConfig");
-    bool user_log = json_is_object(lc) && !lstr_empty(ljson_str(lc, "Type"));
-    if (!user_log && spec->default_log_config) {
-        if (json_object_set(hc, "LogConfig", (json_t *)spec->default_log_config) < 0)
-            return -ENOMEM;
-    }
+    bool user_log = !lstr_empty(createopts_string(body, "HostConfig.LogConfig.Type"));
+    if (!user_log && spec->default_log_config &&
+        (r = createopts_set(body, "HostConfig.LogConfig",
+                            json_deep_copy(spec->default_log_config))) < 0)
+        return r;
     *ret = TAKE_PTR(body);
     return 0;
 }

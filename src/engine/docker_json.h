@@ -9,11 +9,13 @@
 #include "base/errors.h"
 #include "engine/engine.h"
 
-/* Merge: the user's createOptions are the base; ledge sets Image, adds its labels (ledge's win),
- * puts spec->env over the user's Env (ledge's win), appends binds and the gateway host name's
- * ExtraHosts entry (network_gateway: the module network's gateway address, NULL when unknown),
- * joins the network unless the user chose a NetworkMode, applies the default log config when the
- * user set none, and sets RestartPolicy "no" because ledge itself owns restarts. */
+/* Merge, on the typed form (engine/createopts.h; the user's createOptions are normalised first,
+ * -EINVAL naming the first value that is not what the API wants): the user's createOptions are
+ * the base; ledge sets Image, adds its labels (ledge's win), puts spec->env over the user's Env
+ * (ledge's win), appends binds and the gateway host name's ExtraHosts entry (network_gateway: the
+ * module network's gateway address, NULL when unknown), exposes every published port, joins the
+ * network unless the user chose a NetworkMode, applies the default log config when the user set
+ * none, and sets RestartPolicy "no" because ledge itself owns restarts. */
 int docker_build_create_body(const struct engine_create_spec *spec, const char *network_gateway,
                              json_t **ret, struct lerr *err);
 

@@ -61,6 +61,8 @@ static void test_create_body_merge(void **state)
     json_t *hc = json_object_get(body, "HostConfig");
     assert_int_equal(json_array_size(json_object_get(hc, "Binds")), 2);
     assert_non_null(json_object_get(hc, "PortBindings"));
+    /* a published port is exposed, or the API publishes nothing for it */
+    assert_non_null(json_object_get(json_object_get(body, "ExposedPorts"), "80/tcp"));
     assert_string_equal(ljson_str(hc, "NetworkMode"), "ledge");
     /* the gateway name leads to the module network's gateway (host-gateway while unknown) */
     assert_string_equal(json_string_value(json_array_get(json_object_get(hc, "ExtraHosts"), 0)),
@@ -98,14 +100,30 @@ static void test_create_body_merge(void **state)
     json_decref(body);
     json_decref(user3);
 
+    /* the typed form: what the user wrote as IoT Edge reads it, in the API's spelling */
+    json_t *loose = J("{\"hostconfig\":{\"privileged\":\"true\",\"portbindings\":{\"1/tcp\":"
+                      "[{\"hostport\":1}]}},\"labels\":{\"n\":2}}");
+    spec.create_options = loose;
+    assert_int_equal(docker_build_create_body(&spec, NULL, &body, &err), 0);
+    hc = json_object_get(body, "HostConfig");
+    assert_true(json_is_true(json_object_get(hc, "Privileged")));
+    assert_string_equal(
+        ljson_str(json_array_get(json_object_get(json_object_get(hc, "PortBindings"), "1/tcp"), 0),
+                  "HostPort"),
+        "1");
+    assert_string_equal(ljson_str(json_object_get(body, "Labels"), "n"), "2");
+    assert_null(json_object_get(body, "hostconfig"));
+    json_decref(body);
+    json_decref(loose);
+
     json_t *bad = J("{\"Env\":\"A=1\"}");
     spec.create_options = bad;
     assert_int_equal(docker_build_create_body(&spec, NULL, &body, &err), -EINVAL);
-    assert_string_equal(err.msg, "createOptions.Env: must be an array of \"NAME=value\"");
+    assert_string_equal(err.msg, "createOptions.Env: expected an array, got \"A=1\"");
     json_t *bad2 = J("{\"HostConfig\":{\"Binds\":\"x\"}}");
     spec.create_options = bad2;
     assert_int_equal(docker_build_create_body(&spec, NULL, &body, &err), -EINVAL);
-    assert_string_equal(err.msg, "createOptions.HostConfig.Binds: must be an array");
+    assert_string_equal(err.msg, "createOptions.HostConfig.Binds: expected an array, got \"x\"");
 
     json_decref(user);
     json_decref(user2);
