@@ -262,7 +262,11 @@ static void kill_all(struct fix *f)
 {
     /* Programs outlive the agent by design; the test cleans up after itself. */
     char cmd[256];
-    snprintf(cmd, sizeof(cmd), "pkill -KILL -f 'ledge-agent-test-[m]arker' 2>/dev/null; true");
+    /* Each program is a shell (with the marker in its argv) in a session of its own: the whole
+     * session goes, its sleep included. */
+    snprintf(cmd, sizeof(cmd),
+             "for p in $(pgrep -f 'ledge-agent-test-[m]arker'); do pkill -KILL -s \"$p\"; done; "
+             "true");
     assert_int_equal(system(cmd), 0);
 }
 
@@ -366,7 +370,7 @@ static void wait_status(struct fix *f, const char *name, const char *want)
     "\"" name "\":{\"type\":\"process\",\"status\":\"" status                                      \
     "\",\"restartPolicy\":\"on-failure\","                                                         \
     "\"startupOrder\":" #order ",\"settings\":{\"path\":\"/bin/sh\",\"args\":[\"-c\","             \
-    "\"exec sleep 1000 # ledge-agent-test-marker " extra "\"]}}"
+    "\"sleep 1000; true # ledge-agent-test-marker " extra "\"]}}"
 
 static void test_reconcile_processes(void **state)
 {
@@ -484,7 +488,7 @@ static void test_event_newer_than_listing(void **state)
     start_agent(f);
     const char *victim =
         "\"victim\":{\"type\":\"process\",\"status\":\"running\",\"restartPolicy\":\"never\","
-        "\"settings\":{\"path\":\"/bin/sh\",\"args\":[\"-c\",\"exec sleep 1000 # "
+        "\"settings\":{\"path\":\"/bin/sh\",\"args\":[\"-c\",\"sleep 1000; true # "
         "ledge-agent-test-marker\"]}}";
     apply(f, victim);
     wait_status(f, "victim", "running");

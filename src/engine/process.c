@@ -557,6 +557,14 @@ static int spawn(struct proc *p, struct lerr *err)
             dup2(devnull, 0);
         dup2(logfd, 1);
         dup2(logfd, 2);
+        /* Nothing of ledged's reaches the module but 0-2: whatever fd someone above ledged left
+         * without O_CLOEXEC (a lock file's, a socket's) would otherwise live as long as the
+         * module does. Close-on-exec rather than close: the exec-error pipe is needed until the
+         * exec. */
+        if (close_range(3, ~0U, CLOSE_RANGE_CLOEXEC) < 0)
+            for (int fd = 3; fd < 65536; fd++)
+                if (fd != pipefd[1])
+                    close(fd);
         if (chdir("/") < 0) {
             /* keep going: "/" always exists */
         }

@@ -10,6 +10,7 @@
 
 #include <errno.h>
 #include <event2/event.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -158,6 +159,42 @@ static void test_registry(void **state)
     assert_null(p->pull);
     assert_null(p->image_present);
     assert_null(p->image_platform);
+}
+
+/* A blocking caller (the CLI) runs an engine call to its end with engine_wait(). */
+struct wait_ctx {
+    bool done;
+    int result;
+    char msg[LERR_MSG_MAX];
+};
+
+static void wait_version_cb(void *ud, int result, const struct engine_version *v,
+                            const struct lerr *err)
+{
+    struct wait_ctx *w = ud;
+    w->done = true;
+    w->result = result;
+    snprintf(w->msg, sizeof(w->msg), "%s", err ? err->msg : "");
+}
+
+static void test_engine_wait(void **state)
+{
+    struct event_base *base = event_base_new();
+    struct engine_config cfg = {.uri = "unix:///nonexistent/ledge-test-engine.sock",
+                                .request_timeout_ms = 5000};
+    struct engine *e = NULL;
+    assert_int_equal(engine_new(engine_ops_find("docker"), base, &cfg, &e), 0);
+    struct wait_ctx w = {0};
+    assert_int_equal(e->ops->version(e, wait_version_cb, &w), 0);
+    assert_int_equal(engine_wait(e, &w.done), 0);
+    assert_true(w.done);
+    assert_true(w.result < 0);
+    assert_non_null(strstr(w.msg, "container engine unreachable at unix:///nonexistent/"));
+    /* nothing left to wait for */
+    bool never = false;
+    assert_int_equal(engine_wait(e, &never), -EIO);
+    engine_free(e);
+    event_base_free(base);
 }
 
 static void test_parse_documents(void **state)
@@ -418,6 +455,31 @@ static void test_process_lifecycle(void **state)
     assert_int_equal(f->events[ENGINE_EVENT_DESTROY], 1);
 }
 
+/* A module gets fds 0-2 and nothing else of ledged's, even what someone above ledged left open
+ * without O_CLOEXEC (flock(1)'s lock fd once kept the system tests' lock for as long as a leaked
+ * process module lived). */
+static void test_process_no_fd_leak(void **state)
+{
+    struct pfix *f = *state;
+    int leak = open("/dev/null", O_RDONLY); /* deliberately without O_CLOEXEC */
+    assert_true(leak >= 0);
+    assert_int_equal(dup2(leak, 77), 77);
+    create(f, "fds", "for x in /proc/$$/fd/*; do echo \"fd ${x##*/}\"; done");
+    f->done = 0;
+    assert_int_equal(f->e->ops->start_container(f->e, f->id, on_done, f), 0);
+    wait_done(f, 1);
+    assert_int_equal(f->result, 0);
+    wait_events(f, ENGINE_EVENT_DIE, 1);
+    struct engine_logs_options o = {.tail = -1};
+    f->done = 0;
+    assert_non_null(f->e->ops->logs(f->e, "fds", &o, collect_logs, on_done, f));
+    wait_done(f, 1);
+    assert_non_null(strstr(f->logs.data, "fd 2\n"));
+    assert_null(strstr(f->logs.data, "fd 77\n"));
+    close(77);
+    close(leak);
+}
+
 static void test_process_stop_escalates(void **state)
 {
     struct pfix *f = *state;
@@ -500,9 +562,11 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_create_body_merge),
         cmocka_unit_test(test_registry),
+        cmocka_unit_test(test_engine_wait),
         cmocka_unit_test(test_parse_documents),
         cmocka_unit_test(test_demux),
         cmocka_unit_test_setup_teardown(test_process_lifecycle, psetup, pteardown),
+        cmocka_unit_test_setup_teardown(test_process_no_fd_leak, psetup, pteardown),
         cmocka_unit_test_setup_teardown(test_process_stop_escalates, psetup, pteardown),
         cmocka_unit_test_setup_teardown(test_process_adoption, psetup, pteardown),
     };

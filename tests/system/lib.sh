@@ -151,6 +151,13 @@ cleanup() {
   ids=$(docker ps -aq --filter label=dev.ledge.owner=ledge --filter "label=dev.ledge.device=st-$TEST_NAME" 2>/dev/null)
   [ -n "$ids" ] && docker rm -f $ids >/dev/null 2>&1
   pkill -f "$T/" 2>/dev/null
+  # process modules outlive ledged by design: the ones this test's ledged started carry its
+  # config in their environment (a script that exec'd another program has no $T in its argv)
+  local p
+  for p in /proc/[0-9]*; do
+    { tr '\0' '\n' < "$p/environ"; } 2>/dev/null | grep -qx "LEDGE_CONFIG=$T/config.yaml" &&
+      kill -KILL "${p#/proc/}" 2>/dev/null
+  done
   if [ $rc -ne 0 ] && [ $rc -ne 77 ] && [ -f "$T/ledged.log" ]; then
     log "ledged log tail:"; tail -40 "$T/ledged.log" >&2
   fi
