@@ -1882,7 +1882,7 @@ int agent_apply(struct agent *a, const char *text, size_t len, bool dry_run, boo
         return -ENOMEM;
     *c = (struct apply_ctx){
         .a = a, .len = len, .dry_run = dry_run, .wait = wait && !dry_run, .cb = *cb, .ud = ud};
-    c->text = strndup(text, len);
+    c->text = lstr_ndup(text, len); /* a body may hold NUL bytes: exactly len of them */
     if (!c->text) {
         free(c);
         return -ENOMEM;

@@ -669,6 +669,13 @@ static void test_invalid_manifest_changes_nothing(void **state)
     assert_true(f->errors.n >= 2);
     spin(f, 100);
     assert_int_equal(f->done, 0);
+    /* A body with a NUL byte inside is read for exactly its length (not to the NUL). */
+    static const char nul[] = "{\"modulesContent\":\0{}}";
+    f->planned = 0;
+    lstrv_free(&f->errors);
+    assert_int_equal(agent_apply(f->agent, nul, sizeof(nul) - 1, false, true, &apply_cbs, f), 0);
+    assert_int_equal(f->planned, 1);
+    assert_int_equal(f->plan_result, -EINVAL);
     char *id2 = container_of(f, "keep");
     assert_string_equal(id, id2);
     assert_non_null(strstr(agent_deployment_text(f->agent), "keep"));
