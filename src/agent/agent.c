@@ -1679,6 +1679,8 @@ static int validation_start(struct agent *a, const char *text, size_t len, agent
         free(v);
         return r;
     }
+    if (r < 0 && v->errors.n == 0)
+        lstrv_push(&v->errors, "invalid deployment manifest"); /* never without a verdict */
     v->next = a->validations;
     a->validations = v;
     v->outstanding = 1; /* guard: the verdict waits until every probe is started */
