@@ -23,6 +23,7 @@
 #include "agent/plan.h"
 #include "agent/restart.h"
 #include "agent/state.h"
+#include "base/buf.h"
 #include "base/json.h"
 #include "base/str.h"
 #include "base/timeutil.h"
@@ -261,12 +262,13 @@ static int setup(void **state)
 static void kill_all(struct fix *f)
 {
     /* Programs outlive the agent by design; the test cleans up after itself. */
-    char cmd[256];
-    /* Each program is a shell (with the marker in its argv) in a session of its own: the whole
-     * session goes, its sleep included. */
+    char cmd[512];
+    /* Each program is a shell (with this run's marker in its argv) in a session of its own: the
+     * whole session goes, its sleep included; other runs' programs are not this run's business. */
     snprintf(cmd, sizeof(cmd),
-             "for p in $(pgrep -f 'ledge-agent-test-[m]arker'); do pkill -KILL -s \"$p\"; done; "
-             "true");
+             "for p in $(pgrep -f 'ledge-agent-test-[m]arker %s'); do pkill -KILL -s \"$p\"; "
+             "done; true",
+             f->dir);
     assert_int_equal(system(cmd), 0);
 }
 
@@ -312,9 +314,27 @@ static void spin(struct fix *f, int ms)
     event_base_dispatch(f->base);
 }
 
+/* The modules with this run's marker (@RUN@ becomes the fixture's directory). */
+static char *with_run_marker(struct fix *f, const char *modules)
+{
+    struct lbuf b = LBUF_INIT;
+    for (const char *p = modules; *p;) {
+        const char *at = strstr(p, "@RUN@");
+        size_t n = at ? (size_t)(at - p) : strlen(p);
+        assert_int_equal(lbuf_append(&b, p, n), 0);
+        if (!at)
+            break;
+        assert_int_equal(lbuf_puts(&b, f->dir), 0);
+        p = at + 5;
+    }
+    return lbuf_steal(&b);
+}
+
 static void apply(struct fix *f, const char *modules)
 {
-    char *text = manifest(modules);
+    char *marked = with_run_marker(f, modules);
+    char *text = manifest(marked);
+    free(marked);
     f->done = 0;
     f->planned = 0;
     lstrv_free(&f->errors);
@@ -370,7 +390,7 @@ static void wait_status(struct fix *f, const char *name, const char *want)
     "\"" name "\":{\"type\":\"process\",\"status\":\"" status                                      \
     "\",\"restartPolicy\":\"on-failure\","                                                         \
     "\"startupOrder\":" #order ",\"settings\":{\"path\":\"/bin/sh\",\"args\":[\"-c\","             \
-    "\"sleep 1000; true # ledge-agent-test-marker " extra "\"]}}"
+    "\"sleep 1000; true # ledge-agent-test-marker @RUN@ " extra "\"]}}"
 
 static void test_reconcile_processes(void **state)
 {
@@ -489,7 +509,7 @@ static void test_event_newer_than_listing(void **state)
     const char *victim =
         "\"victim\":{\"type\":\"process\",\"status\":\"running\",\"restartPolicy\":\"never\","
         "\"settings\":{\"path\":\"/bin/sh\",\"args\":[\"-c\",\"sleep 1000; true # "
-        "ledge-agent-test-marker\"]}}";
+        "ledge-agent-test-marker @RUN@\"]}}";
     apply(f, victim);
     wait_status(f, "victim", "running");
     /* the next pass lists it running; its exit (code 9) arrives before that answer is used */
