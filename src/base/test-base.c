@@ -1,5 +1,5 @@
 /* test-base.c — unit tests for the base layer: buffers, strings, URL coding, JSON, time, files,
- * crypto helpers. */
+ * crypto helpers, the intrusive list. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -15,6 +15,7 @@
 #include "base/crypto.h"
 #include "base/fs.h"
 #include "base/json.h"
+#include "base/list.h"
 #include "base/str.h"
 #include "base/timeutil.h"
 
@@ -172,6 +173,58 @@ static void test_fs_atomic(void **state)
     assert_int_equal(system(cmd), 0);
 }
 
+struct item {
+    int v;
+    struct llist node;
+};
+
+/* The values on the list, front to back, as a string ("123"). */
+static void list_values(struct llist *h, char *out)
+{
+    struct item *it;
+    llist_foreach(it, h, node) *out++ = (char)('0' + it->v);
+    *out = 0;
+}
+
+static void test_list(void **state)
+{
+    struct llist h = LLIST_INIT(h);
+    struct item a = {1}, b = {2}, c = {3}, zeroed = {4};
+    char s[8];
+    assert_true(llist_empty(&h));
+    assert_null(llist_first(&h, struct item, node));
+    assert_false(llist_linked(&zeroed.node));
+    llist_remove(&zeroed.node); /* never added: a no-op */
+    llist_add_tail(&h, &b.node);
+    llist_add_head(&h, &a.node);
+    llist_add_tail(&h, &c.node);
+    list_values(&h, s);
+    assert_string_equal(s, "123");
+    assert_int_equal(llist_count(&h), 3);
+    assert_ptr_equal(llist_first(&h, struct item, node), &a);
+    assert_ptr_equal(llist_last(&h, struct item, node), &c);
+    struct item *it;
+    char *p = s;
+    llist_foreach_reverse(it, &h, node) *p++ = (char)('0' + it->v);
+    *p = 0;
+    assert_string_equal(s, "321");
+    llist_remove(&b.node);
+    assert_false(llist_linked(&b.node));
+    llist_remove(&b.node); /* twice: still a no-op */
+    list_values(&h, s);
+    assert_string_equal(s, "13");
+    /* removing while walking */
+    struct item *tmp;
+    llist_foreach_safe(it, tmp, &h, node) llist_remove(&it->node);
+    assert_true(llist_empty(&h));
+    assert_int_equal(llist_count(&h), 0);
+    struct llist h2;
+    llist_init(&h2);
+    llist_add_head(&h2, &c.node);
+    assert_true(llist_linked(&c.node));
+    assert_ptr_equal(llist_first(&h2, struct item, node), &c);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -182,6 +235,7 @@ int main(void)
         cmocka_unit_test(test_time),
         cmocka_unit_test(test_crypto),
         cmocka_unit_test(test_fs_atomic),
+        cmocka_unit_test(test_list),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
