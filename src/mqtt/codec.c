@@ -104,7 +104,7 @@ static inline int fixed_header(const uint8_t *buf, size_t len, size_t *ret_hdr, 
     return MQTT_EMALFORMED;
 }
 
-int mqtt_frame(const uint8_t *buf, size_t len, size_t max_packet, size_t *ret_packet_len)
+int mqtt_frame_length(const uint8_t *buf, size_t len, size_t max_packet, size_t *ret_packet_len)
 {
     size_t hdr, rl;
     int r = fixed_header(buf, len, &hdr, &rl);
@@ -115,9 +115,19 @@ int mqtt_frame(const uint8_t *buf, size_t len, size_t max_packet, size_t *ret_pa
     /* hdr + rl cannot overflow: hdr <= 5 and rl < 2^28. */
     if (hdr + rl > max_packet)
         return -EMSGSIZE;
-    if (len < hdr + rl)
-        return 0;
     *ret_packet_len = hdr + rl;
+    return 1;
+}
+
+int mqtt_frame(const uint8_t *buf, size_t len, size_t max_packet, size_t *ret_packet_len)
+{
+    size_t n;
+    int r = mqtt_frame_length(buf, len, max_packet, &n);
+    if (r <= 0)
+        return r;
+    if (len < n)
+        return 0;
+    *ret_packet_len = n;
     return 1;
 }
 
@@ -627,19 +637,24 @@ int mqtt_encode_publish(struct lbuf *b, const struct mqtt_publish *p)
     return pkt_end(b, w);
 }
 
-int mqtt_encode_ack(struct lbuf *b, enum mqtt_type type, uint16_t packet_id)
+int mqtt_encode_ack_bytes(uint8_t out[static MQTT_ACK_LEN], enum mqtt_type type, uint16_t packet_id)
 {
     if (type != MQTT_PUBACK && type != MQTT_PUBREC && type != MQTT_PUBREL && type != MQTT_PUBCOMP &&
         type != MQTT_UNSUBACK)
         return -EINVAL;
     if (packet_id == 0)
         return -EINVAL;
-    uint8_t *w;
-    int r = pkt_begin(b, (uint8_t)(type << 4 | required_flags[type]), 2, &w);
-    if (r < 0)
-        return r;
-    w = put_u16(w, packet_id);
-    return pkt_end(b, w);
+    out[0] = (uint8_t)(type << 4 | required_flags[type]);
+    out[1] = 2;
+    put_u16(out + 2, packet_id);
+    return MQTT_ACK_LEN;
+}
+
+int mqtt_encode_ack(struct lbuf *b, enum mqtt_type type, uint16_t packet_id)
+{
+    uint8_t ack[MQTT_ACK_LEN];
+    int r = mqtt_encode_ack_bytes(ack, type, packet_id);
+    return r < 0 ? r : lbuf_append(b, ack, sizeof(ack));
 }
 
 int mqtt_encode_subscribe(struct lbuf *b, uint16_t packet_id, const struct mqtt_subscription *subs,

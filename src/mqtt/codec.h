@@ -163,11 +163,17 @@ const char *mqtt_type_name(enum mqtt_type type);
 bool mqtt_type_from_client(enum mqtt_type type);
 bool mqtt_type_from_server(enum mqtt_type type);
 
-/* Stream framing. buf holds the len bytes received so far, starting at a packet boundary.
- * Returns 1 and sets *ret_packet_len when a complete packet of that many bytes is at the front;
- * 0 when more bytes are needed; MQTT_EMALFORMED for a remaining length longer than 4 bytes;
- * -EMSGSIZE when the announced packet would exceed max_packet (0 = the protocol maximum), which
- * is known as soon as the length is, before its bytes arrive. */
+/* Stream framing: every reader of an MQTT byte stream (the hub, src/mqttc, the bench tool)
+ * frames with these two. buf holds the len bytes received so far, starting at a packet boundary.
+ *
+ * mqtt_frame_length: how long is the packet at the front? 1 with *ret_packet_len as soon as the
+ * fixed header is complete (MQTT_FIXED_HEADER_MAX bytes are always enough; the rest of the packet
+ * may still be on its way), 0 when the header itself needs more bytes, MQTT_EMALFORMED for a
+ * remaining length longer than 4 bytes, -EMSGSIZE when the announced packet would exceed
+ * max_packet (0 = the protocol maximum) — known before its bytes arrive.
+ * mqtt_frame: the same, but 1 only once the whole packet is in buf (0 until then). */
+#define MQTT_FIXED_HEADER_MAX 5 /* the type byte and up to 4 bytes of remaining length */
+int mqtt_frame_length(const uint8_t *buf, size_t len, size_t max_packet, size_t *ret_packet_len);
 int mqtt_frame(const uint8_t *buf, size_t len, size_t max_packet, size_t *ret_packet_len);
 
 /* Decode exactly one packet (buf/len as framed by mqtt_frame()). *ret points into buf. Returns 0,
@@ -204,6 +210,11 @@ int mqtt_encode_empty(struct lbuf *b, enum mqtt_type type);
 /* Any decoded (or filled-in) packet; SUBSCRIBE/UNSUBSCRIBE copy their wire-form filter list. */
 int mqtt_encode(struct lbuf *b, const struct mqtt_packet *p);
 
+/* The hot paths' encoders write into the caller's array instead of a buffer. */
+#define MQTT_ACK_LEN 4
+/* PUBACK, PUBREC, PUBREL, PUBCOMP or UNSUBACK into out: MQTT_ACK_LEN, or -EINVAL. */
+int mqtt_encode_ack_bytes(uint8_t out[static MQTT_ACK_LEN], enum mqtt_type type,
+                          uint16_t packet_id);
 /* The server's hot path: write the PUBLISH fixed header, topic and packet id into out and return
  * their length, so the payload (payload_len bytes) can be sent from where it already is. */
 int mqtt_encode_publish_header(uint8_t out[static MQTT_PUBLISH_HEADER_MAX], const char *topic,

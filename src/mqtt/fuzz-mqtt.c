@@ -1,5 +1,7 @@
-/* fuzz-mqtt.c — libFuzzer target: a byte stream through framing and decoding with round-trip
+/* fuzz-mqtt.c — libFuzzer target: a byte stream through framing (mqtt_frame_length and
+ * mqtt_frame against a reference decoding of the fixed header) and decoding with round-trip
  * invariants, and the IoT Hub parsers on decoded topics, bags and user names and on raw input. */
+#include <errno.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -22,6 +24,49 @@ static size_t header_len(const uint8_t *pkt)
     while (pkt[i] & 0x80)
         i++;
     return i + 1;
+}
+
+#define FUZZ_MAX_PACKET (1u << 20)
+
+/* Framing at a packet boundary: the two framing calls agree with each other and with a plain
+ * reading of the remaining-length varint, and the length is known from the header alone. */
+static void fuzz_framing(const uint8_t *buf, size_t len)
+{
+    size_t n = 0, whole = 0;
+    int r = mqtt_frame_length(buf, len, FUZZ_MAX_PACKET, &n);
+    int f = mqtt_frame(buf, len, FUZZ_MAX_PACKET, &whole);
+    /* the reference: up to four 7-bit groups after the type byte */
+    size_t rl = 0, hdr = 0;
+    int want = 0;
+    for (size_t i = 1; i <= 4; i++) {
+        if (i >= len)
+            break;
+        rl |= (size_t)(buf[i] & 0x7f) << (7 * (i - 1));
+        if (!(buf[i] & 0x80)) {
+            hdr = i + 1;
+            want = hdr + rl > FUZZ_MAX_PACKET ? -EMSGSIZE : 1;
+            break;
+        }
+        if (i == 4)
+            want = MQTT_EMALFORMED;
+    }
+    CHECK(r == want);
+    if (r <= 0) {
+        CHECK(f == r);
+        return;
+    }
+    CHECK(n == hdr + rl && n >= 2 && n <= FUZZ_MAX_PACKET);
+    CHECK(f == (len >= n ? 1 : 0));
+    if (f == 1)
+        CHECK(whole == n);
+    /* any prefix short of the header needs more; the header alone is enough */
+    size_t m = 0;
+    for (size_t k = 0; k < hdr; k++)
+        CHECK(mqtt_frame_length(buf, k, FUZZ_MAX_PACKET, &m) == 0);
+    CHECK(mqtt_frame_length(buf, hdr, FUZZ_MAX_PACKET, &m) == 1 && m == n);
+    /* a smaller limit refuses it as soon as the length is known */
+    if (n > 2)
+        CHECK(mqtt_frame_length(buf, hdr, n - 1, &m) == -EMSGSIZE);
 }
 
 static bool span_eq(struct mqtt_str a, struct mqtt_str b)
@@ -172,7 +217,11 @@ static void fuzz_packet(const uint8_t *pkt, size_t len)
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     size_t off = 0, plen;
-    while (off < size && mqtt_frame(data + off, size - off, 1u << 20, &plen) == 1) {
+    for (;;) {
+        const uint8_t *at = off ? data + off : data; /* data may be NULL when size is 0 */
+        fuzz_framing(at, size - off);
+        if (off >= size || mqtt_frame(at, size - off, FUZZ_MAX_PACKET, &plen) != 1)
+            break;
         /* an exactly-sized copy so reads past the packet are caught */
         uint8_t *pkt = malloc(plen);
         if (!pkt)

@@ -88,6 +88,36 @@ static void test_frame_errors(void **state)
     assert_int_equal(mqtt_frame(pkt, sizeof(pkt), 101, &n), -EMSGSIZE);
 }
 
+/* The length is known from the fixed header alone, before the packet's bytes arrive. */
+static void test_frame_length(void **state)
+{
+    size_t n = 12345;
+    assert_int_equal(mqtt_frame_length(NULL, 0, 0, &n), 0);
+    assert_int_equal(mqtt_frame_length(BYTES("\x30"), 0, &n), 0);
+    assert_int_equal(n, 12345); /* untouched without a length */
+    assert_int_equal(mqtt_frame_length(BYTES("\x30\x09"), 0, &n), 1);
+    assert_int_equal(n, 11);
+    /* a 3-byte length: known at its last byte, whatever follows */
+    static const uint8_t big[] = {0x30, 0x80, 0x80, 0x01};
+    assert_int_equal(mqtt_frame_length(big, 2, 0, &n), 0);
+    assert_int_equal(mqtt_frame_length(big, 3, 0, &n), 0);
+    assert_int_equal(mqtt_frame_length(big, 4, 0, &n), 1);
+    assert_int_equal(n, 4 + 16384);
+    /* the protocol maximum, from MQTT_FIXED_HEADER_MAX bytes */
+    assert_int_equal(mqtt_frame_length(BYTES("\x30\xff\xff\xff\x7f"), 0, &n), 1);
+    assert_int_equal(n, MQTT_MAX_PACKET);
+    assert_int_equal(mqtt_frame_length(BYTES("\x30\xff\xff\xff\xff"), 0, &n), MQTT_EMALFORMED);
+    assert_int_equal(mqtt_frame_length(BYTES("\x30\xc8\x01"), 100, &n), -EMSGSIZE);
+    assert_int_equal(mqtt_frame_length(BYTES("\x30\x64"), 102, &n), 1);
+    assert_int_equal(n, 102);
+    assert_int_equal(mqtt_frame_length(BYTES("\x30\x64"), 101, &n), -EMSGSIZE);
+    /* mqtt_frame agrees once the bytes are there */
+    uint8_t pkt[102] = {0x30, 100};
+    assert_int_equal(mqtt_frame(pkt, 101, 0, &n), 0);
+    assert_int_equal(mqtt_frame(pkt, 102, 0, &n), 1);
+    assert_int_equal(n, 102);
+}
+
 /* ---- byte-exact encodings ---- */
 
 static void test_encode_exact(void **state)
@@ -142,6 +172,14 @@ static void test_encode_exact(void **state)
     EXACT(mqtt_encode_ack(&b, MQTT_PUBREL, 10), "\x62\x02\x00\x0a");
     EXACT(mqtt_encode_ack(&b, MQTT_PUBCOMP, 10), "\x70\x02\x00\x0a");
     EXACT(mqtt_encode_ack(&b, MQTT_UNSUBACK, 1), "\xb0\x02\x00\x01");
+    /* the same four bytes without a buffer */
+    uint8_t ack[MQTT_ACK_LEN];
+    assert_int_equal(mqtt_encode_ack_bytes(ack, MQTT_PUBACK, 0x1234), MQTT_ACK_LEN);
+    assert_memory_equal(ack, "\x40\x02\x12\x34", MQTT_ACK_LEN);
+    assert_int_equal(mqtt_encode_ack_bytes(ack, MQTT_PUBREL, 1), MQTT_ACK_LEN);
+    assert_memory_equal(ack, "\x62\x02\x00\x01", MQTT_ACK_LEN);
+    assert_int_equal(mqtt_encode_ack_bytes(ack, MQTT_PUBACK, 0), -EINVAL);
+    assert_int_equal(mqtt_encode_ack_bytes(ack, MQTT_SUBACK, 1), -EINVAL);
     struct mqtt_subscription subs[] = {{mqtt_str_c("a/#"), 1}, {mqtt_str_c("+"), 2}};
     EXACT(mqtt_encode_subscribe(&b, 1, subs, 1), "\x82\x08\x00\x01\x00\x03"
                                                  "a/#\x01");
@@ -1698,6 +1736,7 @@ int main(void)
         cmocka_unit_test(test_frame_basic),
         cmocka_unit_test(test_frame_split),
         cmocka_unit_test(test_frame_errors),
+        cmocka_unit_test(test_frame_length),
         cmocka_unit_test(test_encode_exact),
         cmocka_unit_test(test_publish_header_varint),
         cmocka_unit_test(test_roundtrip_all),

@@ -202,27 +202,12 @@ static void readcb(struct bufferevent *bev, void *arg)
         size_t avail = evbuffer_get_length(in);
         if (avail < 2)
             break;
-        uint8_t hdr[5];
-        size_t hn = MIN(avail, sizeof(hdr));
+        uint8_t hdr[MQTT_FIXED_HEADER_MAX];
+        size_t hn = MIN(avail, sizeof(hdr)), total = 0;
         evbuffer_copyout(in, hdr, hn);
-        /* the remaining length varint gives the packet size */
-        size_t len = 0, total = 0;
-        unsigned shift = 0;
-        int r = 0;
-        for (size_t i = 1; i < hn; i++) {
-            len |= (size_t)(hdr[i] & 0x7f) << shift;
-            if (!(hdr[i] & 0x80)) {
-                total = 1 + i + len;
-                r = 1;
-                break;
-            }
-            shift += 7;
-            if (i == 4) {
-                r = -1;
-                break;
-            }
-        }
-        if (r < 0 || (r == 1 && total > m->o.max_packet)) {
+        /* the fixed header gives the packet's size before its bytes are all here */
+        int r = mqtt_frame_length(hdr, hn, m->o.max_packet, &total);
+        if (r < 0) {
             close_with(m, -EMSGSIZE, true);
             break;
         }
