@@ -1,5 +1,5 @@
 /* fuzz-conn.c — the hub's connection input path on arbitrary bytes: a real hub (routes, store on
- * tmpfs when there is one, twins) takes a socketpair through conn_accept() and reads the input
+ * tmpfs when there is one, twins) takes a socketpair through mqtt_head_accept() and reads the input
  * through its MQTT framing, packet handlers, router and delivery, answering what it answers.
  *
  * Input: one mode byte, then the stream. Mode bit 0: a valid CONNECT for module "fz" comes
@@ -22,7 +22,8 @@
 #include "base/fs.h"
 #include "base/str.h"
 #include "base/timeutil.h"
-#include "hub/hub.h"
+#include "hub/head_mqtt.h"
+#include "hub/server.h"
 #include "identity/sas.h"
 #include "log/log.h"
 
@@ -168,9 +169,9 @@ static void drain(int fd, struct lbuf *in, bool ack)
         if (mqtt_decode((const uint8_t *)in->data, plen, &p, &e) < 0)
             __builtin_trap(); /* the hub must only send well-formed packets */
         if (ack && p.type == MQTT_PUBLISH && p.publish.qos == 1) {
-            uint8_t a[4] = {0x40, 2, (uint8_t)(p.publish.packet_id >> 8),
-                            (uint8_t)p.publish.packet_id};
-            (void)!send(fd, a, sizeof(a), MSG_NOSIGNAL | MSG_DONTWAIT);
+            uint8_t a[MQTT_ACK_LEN];
+            if (mqtt_encode_ack_bytes(a, MQTT_PUBACK, p.publish.packet_id) > 0)
+                (void)!send(fd, a, sizeof(a), MSG_NOSIGNAL | MSG_DONTWAIT);
         }
         memmove(in->data, in->data + plen, in->len - plen);
         in->len -= plen;
@@ -221,7 +222,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     int sv[2];
     if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0, sv) < 0)
         abort();
-    conn_accept(&h, sv[0], false);
+    mqtt_head_accept(&h, sv[0], false);
     struct lbuf in = LBUF_INIT;
     bool ack = mode & 4;
     if (mode & 1) {
@@ -232,9 +233,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     pump();
     drain(sv[1], &in, ack);
     close(sv[1]);
-    for (int i = 0; i < 1000 && h.n_conns; i++)
+    for (int i = 0; i < 1000 && mqtt_head_connections(&h, true); i++)
         pump();
-    if (h.n_conns)
+    if (mqtt_head_connections(&h, true))
         __builtin_trap(); /* a connection whose peer is gone must go away */
     lbuf_free(&in);
     if (++runs >= HUB_RUNS)

@@ -1,10 +1,14 @@
-/* conn.c — client connections: TLS or plain bufferevents, MQTT framing over the input buffer,
- * a dispatch table from packet type to handler, CONNECT authentication (SAS tokens as IoT Hub
- * checks them), keep-alive, back-pressure, and teardown.
+/* head_mqtt.c — the MQTT head (head_mqtt.h): TLS or plain bufferevents, MQTT framing over the
+ * input buffer (src/mqtt's codec), a dispatch table from packet type to handler, CONNECT through
+ * auth.c, topics classified and turned into the hub's messages and requests, deliveries and
+ * answers written back as packets, keep-alive, back-pressure, and teardown.
  *
  * Protocol violations close the connection without an answer (MQTT 3.1.1 §4.8); the hub answers
  * as IoT Hub does where the protocol allows more than IoT Hub supports: QoS 2 publishes close the
  * connection, QoS 2 subscriptions are granted QoS 1, and RETAIN is ignored (docs/hub.md). */
+#include "hub/head_mqtt.h"
+
+#include <arpa/inet.h>
 #include <errno.h>
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
@@ -16,37 +20,104 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
-#include <arpa/inet.h>
 
 #include "base/str.h"
-#include "base/timeutil.h"
-#include "hub/hub.h"
-#include "identity/sas.h"
+#include "hub/auth.h"
+#include "hub/clients.h"
+#include "hub/commit.h"
+#include "hub/endpoint.h"
+#include "hub/input.h"
+#include "hub/listener.h"
+#include "hub/methods.h"
+#include "hub/router.h"
+#include "hub/session.h"
+#include "hub/twin.h"
 #include "log/log.h"
+#include "mqtt/codec.h"
 #include "mqtt/iothub.h"
-#include "mqtt/topic.h"
 
 #define COMP "hub"
 /* Stop reading from a client whose answers pile up unread; resume below the low mark. */
 #define OUTPUT_HIGH (1u << 20)
 #define OUTPUT_LOW (256u << 10)
+/* Deliveries to a client pause while this much output waits for it. */
+#define DELIVER_OUTPUT_HIGH (512u << 10)
+#define CONNECT_TIMEOUT_MS 10000 /* TLS handshake and CONNECT, from accept */
+
+enum conn_state {
+    CONN_NEW, /* waiting for CONNECT */
+    CONN_ACTIVE,
+    CONN_CLOSING, /* flushing, then freed */
+};
+
+/* A delivery to an input awaiting the receiver's PUBACK. */
+struct inflight {
+    uint16_t packet_id;
+    struct hub_delivery d;
+};
+
+struct conn {
+    struct hub *hub;
+    struct hub_client client; /* on the hub's list while CONN_ACTIVE */
+    struct bufferevent *bev;
+    struct event *keepalive;
+    struct event *free_ev;
+    enum conn_state state;
+    char peer[64];
+    struct session *session; /* after CONNECT */
+    uint16_t keep_alive_s;
+    /* outgoing QoS 1 window */
+    struct inflight *inflight;
+    size_t n_inflight, cap_inflight;
+    uint16_t next_packet_id;
+    bool peer_gone; /* EOF or error seen: finish on the next loop pass (conn_eventcb) */
+    bool gone_eof;
+    struct llist node; /* the head's connections */
+};
+
+struct mqtt_head {
+    struct llist conns; /* newest first */
+    size_t n_conns;     /* all, closing ones included (they are freed from the loop) */
+    size_t n_closing;   /* of which CONN_CLOSING */
+    /* scratch buffers reused for every message */
+    struct lbuf props, topic;
+};
 
 typedef int (*packet_fn)(struct conn *c, const struct mqtt_packet *p);
 
+static void conn_close(struct conn *c, const char *why);
 static void conn_free(struct conn *c);
 static void free_cb(evutil_socket_t fd, short what, void *arg);
 
+static struct conn *conn_of(const struct hub_client *cl)
+{
+    return llist_entry(cl, struct conn, client);
+}
+
 /* ------------------------------------------------------------------ output */
 
-int conn_send(struct conn *c, const void *data, size_t n)
+static size_t conn_output_pending(const struct conn *c)
+{
+    return evbuffer_get_length(bufferevent_get_output(c->bev));
+}
+
+static int conn_send(struct conn *c, const void *data, size_t n)
 {
     if (c->state == CONN_CLOSING)
         return -EPIPE;
     return bufferevent_write(c->bev, data, n) == 0 ? 0 : -ENOMEM;
 }
 
-int conn_send_publish(struct conn *c, const char *topic, size_t topic_len, uint8_t qos, bool dup,
-                      uint16_t packet_id, const void *payload, size_t payload_len)
+static int conn_send_buf(struct conn *c, struct lbuf *b)
+{
+    int r = conn_send(c, b->data, b->len);
+    lbuf_free(b);
+    return r;
+}
+
+/* The payload goes out from where it is, after the header the codec writes. */
+static int conn_send_publish(struct conn *c, const char *topic, size_t topic_len, uint8_t qos,
+                             bool dup, uint16_t packet_id, const void *payload, size_t payload_len)
 {
     if (c->state == CONN_CLOSING)
         return -EPIPE;
@@ -62,12 +133,13 @@ int conn_send_publish(struct conn *c, const char *topic, size_t topic_len, uint8
     return 0;
 }
 
-size_t conn_output_pending(const struct conn *c)
+static int conn_send_topic(struct conn *c, struct lbuf *topic, const char *body)
 {
-    return evbuffer_get_length(bufferevent_get_output(c->bev));
+    return conn_send_publish(c, topic->data, topic->len, 0, false, 0, body,
+                             body ? strlen(body) : 0);
 }
 
-uint16_t conn_next_packet_id(struct conn *c)
+static uint16_t conn_next_packet_id(struct conn *c)
 {
     /* Callers keep n_inflight below hub.max_inflight (at most 65535), so a free id exists. */
     for (;;) {
@@ -85,14 +157,113 @@ uint16_t conn_next_packet_id(struct conn *c)
     }
 }
 
+/* ------------------------------------------------------------------ the head's ops */
+
+static int mqtt_listens(const struct hub_client *cl, enum hub_stream stream, const char *input)
+{
+    const struct conn *c = conn_of(cl);
+    const struct session *s = c->session;
+    if (!s || c->state != CONN_ACTIVE)
+        return -1;
+    switch (stream) {
+    case HUB_STREAM_INPUTS:
+        return session_input_qos(s, input);
+    case HUB_STREAM_DESIRED:
+        return s->wants_desired ? 0 : -1;
+    case HUB_STREAM_METHODS:
+        return s->wants_methods ? 0 : -1;
+    case HUB_STREAM_TWIN_RESPONSES:
+        return s->wants_twin_res ? 0 : -1;
+    }
+    return -1;
+}
+
+static bool mqtt_ready(const struct hub_client *cl, bool acknowledged)
+{
+    const struct conn *c = conn_of(cl);
+    if (conn_output_pending(c) > DELIVER_OUTPUT_HIGH)
+        return false;
+    return !acknowledged || c->n_inflight < (size_t)c->hub->cfg.hub.max_inflight;
+}
+
+static int mqtt_deliver(struct hub_client *cl, const char *input, const struct hub_message *m,
+                        const struct hub_delivery *d, bool redelivery)
+{
+    struct conn *c = conn_of(cl);
+    struct mqtt_head *mh = c->hub->mqtt;
+    if (d && c->n_inflight == c->cap_inflight) {
+        size_t cap = c->cap_inflight ? c->cap_inflight * 2 : 16;
+        struct inflight *v = realloc(c->inflight, cap * sizeof(*v));
+        if (!v)
+            return -ENOMEM;
+        c->inflight = v;
+        c->cap_inflight = cap;
+    }
+    struct iothub_props props;
+    hub_message_props(m, &props);
+    lbuf_reset(&mh->topic);
+    int r = iothub_topic_module_input(&mh->topic, mqtt_str_c(cl->id->device_id),
+                                      mqtt_str_c(cl->id->module_id), mqtt_str_c(input), &props);
+    if (r < 0)
+        return r;
+    uint16_t pid = d ? conn_next_packet_id(c) : 0;
+    r = conn_send_publish(c, mh->topic.data, mh->topic.len, d ? 1 : 0, redelivery, pid, m->body,
+                          m->body_len);
+    if (r < 0)
+        return r;
+    if (d)
+        c->inflight[c->n_inflight++] = (struct inflight){pid, *d};
+    return 0;
+}
+
+static void mqtt_twin_response(struct hub_client *cl, const char *rid, size_t rid_len, int status,
+                               long long version, const char *body)
+{
+    struct lbuf topic = LBUF_INIT;
+    if (iothub_topic_twin_response(&topic, status, (struct mqtt_str){rid, rid_len}, version >= 0,
+                                   (uint64_t)version) == 0)
+        conn_send_topic(conn_of(cl), &topic, body);
+    lbuf_free(&topic);
+}
+
+static void mqtt_desired(struct hub_client *cl, long long version, const char *body)
+{
+    struct lbuf topic = LBUF_INIT;
+    if (iothub_topic_twin_desired(&topic, (uint64_t)version) == 0)
+        conn_send_topic(conn_of(cl), &topic, body);
+    lbuf_free(&topic);
+}
+
+static int mqtt_method_call(struct hub_client *cl, const char *method, const char *rid,
+                            const char *body)
+{
+    struct lbuf topic = LBUF_INIT;
+    int r = iothub_topic_method_request(&topic, mqtt_str_c(method), mqtt_str_c(rid));
+    if (r == 0)
+        r = conn_send_topic(conn_of(cl), &topic, body);
+    lbuf_free(&topic);
+    return r;
+}
+
+static void mqtt_acked(struct hub_client *cl, uint32_t token)
+{
+    uint8_t ack[MQTT_ACK_LEN];
+    if (mqtt_encode_ack_bytes(ack, MQTT_PUBACK, (uint16_t)token) > 0)
+        conn_send(conn_of(cl), ack, sizeof(ack));
+}
+
+static void mqtt_close(struct hub_client *cl, const char *why)
+{
+    conn_close(conn_of(cl), why);
+}
+
 /* ------------------------------------------------------------------ CONNECT */
 
 static int refuse(struct conn *c, uint8_t code, const char *why)
 {
     struct lbuf b = LBUF_INIT;
     mqtt_encode_connack(&b, false, code);
-    conn_send(c, b.data, b.len);
-    lbuf_free(&b);
+    conn_send_buf(c, &b);
     c->hub->n.auth_failures +=
         code == MQTT_CONNACK_NOT_AUTHORIZED || code == MQTT_CONNACK_BAD_USERNAME_PASSWORD;
     log_warn(COMP, "%s: connection refused: %s", c->peer, why);
@@ -118,37 +289,34 @@ static int on_connect(struct conn *c, const struct mqtt_packet *p)
     struct lerr err = {0};
     if (iothub_username_parse(cn->username.ptr, cn->username.len, &u, &err) < 0)
         return refuse(c, MQTT_CONNACK_BAD_USERNAME_PASSWORD, err.msg);
-    if (u.module_id.len == 0)
-        return refuse(c, MQTT_CONNACK_NOT_AUTHORIZED,
-                      "device identities cannot connect here; modules only");
     _cleanup_free_ char *device = str_dup(u.device_id), *module = str_dup(u.module_id);
     _cleanup_free_ char *client_id = str_dup(cn->client_id);
     _cleanup_free_ char *expect = lstr_printf("%s/%s", device, module);
-    if (!device || !module || !client_id || !expect)
+    _cleanup_free_ char *token = lstr_ndup(cn->password, cn->password_len);
+    if (!device || !module || !client_id || !expect || !token)
         return -ENOMEM;
-    if (strcmp(client_id, expect) != 0)
+    if (*module && strcmp(client_id, expect) != 0)
         return refuse(c, MQTT_CONNACK_IDENTIFIER_REJECTED,
                       "client id must be <device>/<module> of the user name");
-    if (strcasecmp(device, h->rt.device_id) != 0)
-        return refuse(c, MQTT_CONNACK_NOT_AUTHORIZED, "unknown device");
-    const struct hub_module_identity *id = hub_runtime_module(&h->rt, module);
-    if (!id)
-        return refuse(c, MQTT_CONNACK_NOT_AUTHORIZED, "unknown module");
-    _cleanup_free_ char *token = lstr_ndup(cn->password, cn->password_len);
-    if (!token)
-        return -ENOMEM;
-    const char *hosts[] = {h->rt.iothub_hostname, h->rt.gateway_hostname};
-    if (sas_token_verify(token, hosts, 2, device, module, id->key, id->keylen,
-                         (uint64_t)(ltime_now_ms() / 1000), &err) < 0) {
-        char why[LERR_MSG_MAX + 64];
-        snprintf(why, sizeof(why), "module %s: %s", module, err.msg);
-        return refuse(c, MQTT_CONNACK_NOT_AUTHORIZED, why);
+    struct hub_credentials cr = {device, module, token};
+    struct hub_identity id;
+    if (auth_check(h, &cr, &id, &err) < 0)
+        return refuse(c, MQTT_CONNACK_NOT_AUTHORIZED, err.msg);
+    struct session *s = session_find(h, client_id);
+    if (s && s->conn) {
+        /* MQTT-3.1.4-2: a second connection with the same client id takes over (no will). */
+        struct conn *old = s->conn;
+        log_info(COMP, "%s: a new connection takes over from %s", client_id, old->peer);
+        old->session = NULL;
+        s->conn = NULL;
+        conn_close(old, NULL);
     }
     bool present = false;
-    struct session *s = session_attach(h, c, client_id, h->rt.device_id, id->module_id,
-                                       cn->clean_session, &present);
+    s = session_attach(h, c, client_id, &id, cn->clean_session, &present);
+    hub_identity_clear(&id);
     if (!s)
         return -ENOMEM;
+    c->session = s;
     free(s->will_topic);
     free(s->will_payload);
     s->will_topic = NULL;
@@ -163,14 +331,138 @@ static int on_connect(struct conn *c, const struct mqtt_packet *p)
     }
     c->state = CONN_ACTIVE;
     c->keep_alive_s = cn->keep_alive;
+    c->client = (struct hub_client){.ops = &mqtt_head_ops, .id = &s->id};
+    clients_attach(h, &c->client);
     struct lbuf b = LBUF_INIT;
     mqtt_encode_connack(&b, present, MQTT_CONNACK_ACCEPTED);
-    conn_send(c, b.data, b.len);
-    lbuf_free(&b);
+    conn_send_buf(c, &b);
     log_info(COMP, "%s connected as %s (%s session%s)", c->peer, client_id,
              cn->clean_session ? "clean" : "persistent", present ? ", resumed" : "");
-    endpoints_kick_module(h, s->module_id);
+    endpoint_kick(h, NULL);
     return 0;
+}
+
+/* ------------------------------------------------------------------ PUBLISH */
+
+/* IoT Hub ids are case-insensitive. */
+static bool span_eq_ci(struct mqtt_str a, const char *b)
+{
+    return a.len == strlen(b) && strncasecmp(a.ptr, b, a.len) == 0;
+}
+
+/* A PUBLISH to a topic the module may not use: counted, logged once per module. */
+static int publish_refused(struct hub *h, const struct session *s, const struct mqtt_publish *p)
+{
+    char key[200];
+    snprintf(key, sizeof(key), "pub:%s", s->id.module_id);
+    h->n.unauthorized++;
+    hub_log_once(h, key,
+                 "%s: PUBLISH to \"%.*s\" refused: a module may only publish to its own "
+                 "events, twin and method topics; closing",
+                 s->client_id, (int)MIN(p->topic.len, (size_t)200), p->topic.ptr);
+    return -EACCES;
+}
+
+/* A message from the module's events topic: its property bag becomes the message's properties;
+ * the router adds what the hub vouches for. */
+static int publish_message(struct hub *h, struct session *s, struct conn *c,
+                           const struct iothub_topic *t, const struct mqtt_publish *p, bool will)
+{
+    struct mqtt_head *mh = h->mqtt;
+    struct iothub_props props;
+    struct lerr err = {0};
+    lbuf_reset(&mh->props);
+    if (lbuf_reserve(&mh->props, t->propbag.len + 1) < 0)
+        return -ENOMEM;
+    if (t->propbag.len && iothub_props_parse(t->propbag.ptr, t->propbag.len, mh->props.data,
+                                             mh->props.cap, &props, &err) < 0) {
+        hub_log_once(h, "bag", "%s: %s; closing", s->client_id, err.msg);
+        return -EPROTO;
+    }
+    if (!t->propbag.len)
+        memset(&props, 0, sizeof(props));
+
+    /* C strings for the message: one allocation for this message's lifetime. */
+    struct hub_message m = {0};
+    _cleanup_lstrv_ struct lstrv keep = LSTRV_INIT;
+    for (int i = 0; i < IOTHUB_PROP_COUNT; i++) {
+        if (!props.sys[i].ptr)
+            continue;
+        if (lstrv_push_take(&keep, str_dup(props.sys[i])) < 0)
+            return -ENOMEM;
+        m.sys[i] = keep.v[keep.n - 1];
+    }
+    for (size_t i = 0; i < props.n_app; i++) {
+        if (lstrv_push_take(&keep, str_dup(props.app[i].key)) < 0 ||
+            lstrv_push_take(&keep, str_dup(props.app[i].value)) < 0)
+            return -ENOMEM;
+        m.app_key[m.n_app] = keep.v[keep.n - 2];
+        m.app_value[m.n_app] = keep.v[keep.n - 1];
+        m.n_app++;
+    }
+    if (p->retain && m.n_app < HUB_MESSAGE_MAX_APP) {
+        /* IoT Hub keeps no retained messages; it tells the receiver the flag was set. */
+        m.app_key[m.n_app] = "mqtt-retain";
+        m.app_value[m.n_app] = "true";
+        m.n_app++;
+    }
+    if (will && m.n_app < HUB_MESSAGE_MAX_APP) {
+        /* As IoT Hub marks a will it sends to the telemetry channel. */
+        m.app_key[m.n_app] = "iothub-MessageType";
+        m.app_value[m.n_app] = "Will";
+        m.n_app++;
+    }
+    m.body = p->payload;
+    m.body_len = p->payload_len;
+    int r = router_publish(h, &s->id, &m, p->qos == 1, c ? &c->client : NULL, p->packet_id);
+    if (r == -ENOSPC && c) {
+        /* MQTT 3.1.1 has no negative PUBACK. IoT Hub disconnects a device it cannot take
+         * messages from; so does the hub, after logging and counting it (router.c). The client
+         * retransmits after reconnecting; copies stored in other endpoints meanwhile become
+         * duplicates, never losses. */
+        if (c->state != CONN_CLOSING)
+            log_warn(COMP, "%s: QoS 1 message refused (store full); closing so that it retransmits",
+                     s->client_id);
+        return -ENOSPC;
+    }
+    return r == -ENOSPC ? 0 : r;
+}
+
+/* Classify the topic and hand it on: a message to the router, a twin request to the twins, a
+ * method's answer to the methods. c is NULL for a will (published after the connection went). */
+static int handle_publish(struct hub *h, struct session *s, struct conn *c,
+                          const struct mqtt_publish *p, bool will)
+{
+    struct iothub_topic t;
+    struct lerr err = {0};
+    int r = iothub_topic_parse(p->topic.ptr, p->topic.len, &t, &err);
+    if (r < 0 || t.kind == IOTHUB_TOPIC_UNKNOWN || t.kind == IOTHUB_TOPIC_DEVICE_EVENTS ||
+        t.kind >= IOTHUB_TOPIC_MODULE_INPUT || (will && t.kind != IOTHUB_TOPIC_MODULE_EVENTS))
+        return publish_refused(h, s, p);
+    switch (t.kind) {
+    case IOTHUB_TOPIC_TWIN_GET:
+    case IOTHUB_TOPIC_TWIN_REPORTED: {
+        struct hub_twin_request req = {
+            .op = t.kind == IOTHUB_TOPIC_TWIN_GET ? HUB_TWIN_GET : HUB_TWIN_PATCH_REPORTED,
+            .rid = t.rid.ptr,
+            .rid_len = t.rid.len,
+            .body = p->payload,
+            .body_len = p->payload_len,
+        };
+        twins_request(h, &c->client, &req);
+        /* Twin operations are answered on their response topic; the PUBLISH itself is acked too. */
+        return p->qos == 1 ? commit_ack(h, &c->client, p->packet_id) : 0;
+    }
+    case IOTHUB_TOPIC_METHOD_RESPONSE:
+        methods_response(h, &s->id, t.rid.ptr, t.rid.len, t.status, p->payload, p->payload_len);
+        return p->qos == 1 ? commit_ack(h, &c->client, p->packet_id) : 0;
+    default:
+        break;
+    }
+    /* IOTHUB_TOPIC_MODULE_EVENTS: its own device and module only. */
+    if (!span_eq_ci(t.device_id, s->id.device_id) || !span_eq_ci(t.module_id, s->id.module_id))
+        return publish_refused(h, s, p);
+    return publish_message(h, s, c, &t, p, will);
 }
 
 /* ------------------------------------------------------------------ other packets */
@@ -195,14 +487,22 @@ static int on_publish(struct conn *c, const struct mqtt_packet *p)
                  (unsigned long long)c->hub->cfg.hub.max_packet_size);
         return -EMSGSIZE;
     }
-    return router_publish(c->hub, c->session, c, &p->publish);
+    return handle_publish(c->hub, c->session, c, &p->publish, false);
 }
 
 static int on_puback(struct conn *c, const struct mqtt_packet *p)
 {
     if (c->state != CONN_ACTIVE)
         return -EPROTO;
-    endpoint_puback(c->hub, c, p->ack.packet_id);
+    for (size_t i = 0; i < c->n_inflight; i++) {
+        if (c->inflight[i].packet_id != p->ack.packet_id)
+            continue;
+        struct hub_delivery d = c->inflight[i].d;
+        c->inflight[i] = c->inflight[--c->n_inflight];
+        input_delivery_done(c->hub, &d, true);
+        return 0;
+    }
+    /* A PUBACK for nothing we sent: harmless (e.g. after a takeover); ignore it. */
     return 0;
 }
 
@@ -223,12 +523,11 @@ static int on_subscribe(struct conn *c, const struct mqtt_packet *p)
     mqtt_filter_iter_init(&it, p);
     struct mqtt_str f;
     uint8_t qos;
-    struct lbuf b = LBUF_INIT;
     while (mqtt_filter_iter_next(&it, &f, &qos)) {
         uint8_t code;
         if (!session_may_subscribe(s, f.ptr, f.len)) {
             char key[160];
-            snprintf(key, sizeof(key), "sub:%s", s->module_id);
+            snprintf(key, sizeof(key), "sub:%s", s->id.module_id);
             hub_log_once(c->hub, key,
                          "%s: subscription to \"%.*s\" refused: a module may only "
                          "subscribe to its own inputs, twin and methods",
@@ -251,14 +550,13 @@ static int on_subscribe(struct conn *c, const struct mqtt_packet *p)
             return -ENOMEM;
         }
     }
+    struct lbuf b = LBUF_INIT;
     int r = mqtt_encode_suback(&b, p->subscribe.packet_id, (const uint8_t *)codes.data, codes.len);
-    if (r == 0)
-        r = conn_send(c, b.data, b.len);
-    lbuf_free(&b);
     lbuf_free(&codes);
+    r = r == 0 ? conn_send_buf(c, &b) : r;
     if (r < 0)
         return r;
-    endpoints_kick_module(c->hub, s->module_id);
+    endpoint_kick(c->hub, NULL);
     return 0;
 }
 
@@ -273,8 +571,7 @@ static int on_unsubscribe(struct conn *c, const struct mqtt_packet *p)
         session_unsubscribe(c->session, f.ptr, f.len);
     struct lbuf b = LBUF_INIT;
     mqtt_encode_ack(&b, MQTT_UNSUBACK, p->unsubscribe.packet_id);
-    conn_send(c, b.data, b.len);
-    lbuf_free(&b);
+    conn_send_buf(c, &b);
     return 0;
 }
 
@@ -282,14 +579,40 @@ static int on_pingreq(struct conn *c, const struct mqtt_packet *p)
 {
     if (c->state != CONN_ACTIVE)
         return -EPROTO;
-    static const uint8_t pingresp[2] = {0xd0, 0x00};
-    return conn_send(c, pingresp, sizeof(pingresp));
+    struct lbuf b = LBUF_INIT;
+    int r = mqtt_encode_empty(&b, MQTT_PINGRESP);
+    return r < 0 ? r : conn_send_buf(c, &b);
+}
+
+/* The session goes from the connection; an ungraceful end publishes its will first (not when the
+ * hub itself stops). */
+static void conn_leave_session(struct conn *c, bool graceful)
+{
+    struct session *s = c->session;
+    if (!s)
+        return;
+    struct hub *h = c->hub;
+    c->session = NULL;
+    s->conn = NULL;
+    if (!graceful && s->will_topic && !h->stopping) {
+        /* The will of an ungraceful disconnect is published for the module: only to its own
+         * events topic, where it is routed like any message from it. */
+        struct mqtt_publish p = {
+            .qos = s->will_qos > 1 ? 1 : s->will_qos,
+            .topic = mqtt_str_c(s->will_topic),
+            .payload = s->will_payload,
+            .payload_len = s->will_len,
+        };
+        log_info(COMP, "%s: publishing its will", s->client_id);
+        handle_publish(h, s, NULL, &p, true);
+    }
+    session_detach(s);
 }
 
 static int on_disconnect(struct conn *c, const struct mqtt_packet *p)
 {
-    if (c->session)
-        session_detach(c->session, true); /* graceful: no will */
+    clients_detach(c->hub, &c->client);
+    conn_leave_session(c, true); /* graceful: no will */
     conn_close(c, NULL);
     return -ECONNRESET; /* stop processing input */
 }
@@ -304,26 +627,6 @@ static const packet_fn handlers[16] = {
 
 /* ------------------------------------------------------------------ input */
 
-/* mqtt_frame() on just the first bytes says "need more" for any packet longer than them; decode
- * the remaining-length varint here to know the full size (and refuse an oversize one early). */
-static int header_length(const uint8_t *hdr, size_t n, size_t max, size_t *ret)
-{
-    size_t len = 0;
-    unsigned shift = 0;
-    for (size_t i = 1; i < n && i <= 4; i++) {
-        len |= (size_t)(hdr[i] & 0x7f) << shift;
-        if (!(hdr[i] & 0x80)) {
-            size_t total = 1 + i + len;
-            if (max && total > max)
-                return -EMSGSIZE;
-            *ret = total;
-            return 1;
-        }
-        shift += 7;
-    }
-    return n >= 5 ? MQTT_EMALFORMED : 0;
-}
-
 static void keepalive_arm(struct conn *c)
 {
     if (c->peer_gone)
@@ -331,7 +634,7 @@ static void keepalive_arm(struct conn *c)
     /* MQTT-3.1.2-24: one and a half times the keep-alive without a packet closes it. */
     int64_t ms = (int64_t)c->keep_alive_s * 1500;
     if (c->state == CONN_NEW)
-        ms = HUB_CONNECT_TIMEOUT_MS; /* the CONNECT must come quickly */
+        ms = CONNECT_TIMEOUT_MS; /* the CONNECT must come quickly */
     if (ms) {
         struct timeval tv = {(time_t)(ms / 1000), (suseconds_t)(ms % 1000) * 1000};
         evtimer_add(c->keepalive, &tv);
@@ -350,7 +653,7 @@ static void conn_readcb(struct bufferevent *bev, void *arg)
         size_t avail = evbuffer_get_length(in);
         if (avail < 2)
             break;
-        uint8_t hdr[5];
+        uint8_t hdr[MQTT_FIXED_HEADER_MAX];
         size_t hn = MIN(avail, sizeof(hdr));
         evbuffer_copyout(in, hdr, hn);
         size_t plen = 0;
@@ -363,7 +666,7 @@ static void conn_readcb(struct bufferevent *bev, void *arg)
         }
         /* The size comes from the header alone, so an oversize packet is refused before its
          * bytes arrive. */
-        int r = header_length(hdr, hn, h->max_packet, &plen);
+        int r = mqtt_frame_length(hdr, hn, h->max_packet, &plen);
         if (r < 0) {
             if (r == -EMSGSIZE)
                 h->n.oversized++;
@@ -428,8 +731,8 @@ static void conn_writecb(struct bufferevent *bev, void *arg)
     }
     if (conn_output_pending(c) < OUTPUT_LOW) {
         bufferevent_enable(bev, EV_READ);
-        if (c->session && c->session->module_id)
-            endpoints_kick_module(c->hub, c->session->module_id);
+        if (c->session)
+            endpoint_kick(c->hub, NULL);
     }
 }
 
@@ -494,15 +797,18 @@ static void peer_name(int fd, char *out, size_t n)
     snprintf(out, n, "%s:%d", addr, port);
 }
 
-void conn_accept(struct hub *h, int fd, bool tls)
+void mqtt_head_accept(struct hub *h, int fd, bool tls)
 {
-    if (h->n_conns - h->n_closing >= (size_t)h->cfg.hub.max_connections) {
+    struct mqtt_head *mh = h->mqtt;
+    if (mh->n_conns - mh->n_closing >= (size_t)h->cfg.hub.max_connections) {
         /* At the limit, idle connections that never authenticated (a flood of them, or TLS
          * handshakes that stall) make room: the oldest goes. Authenticated ones never do. */
-        struct conn *oldest = NULL;
-        for (struct conn *x = h->conns; x; x = x->next)
-            if (x->state == CONN_NEW)
-                oldest = x;
+        struct conn *oldest = NULL, *x;
+        llist_foreach_reverse(x, &mh->conns, node) if (x->state == CONN_NEW)
+        {
+            oldest = x;
+            break;
+        }
         if (!oldest) {
             h->n.connections_refused++;
             hub_log_once(h, "maxconn", "connection refused: hub.max_connections (%d) reached",
@@ -527,7 +833,7 @@ void conn_accept(struct hub *h, int fd, bool tls)
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     peer_name(fd, c->peer, sizeof(c->peer));
     if (tls) {
-        SSL *ssl = SSL_new(h->ssl_ctx);
+        SSL *ssl = SSL_new(listener_tls(h));
         if (!ssl) {
             free(c);
             evutil_closesocket(fd);
@@ -558,11 +864,8 @@ void conn_accept(struct hub *h, int fd, bool tls)
     bufferevent_enable(c->bev, EV_READ | EV_WRITE);
     c->state = CONN_NEW;
     keepalive_arm(c);
-    c->next = h->conns;
-    if (h->conns)
-        h->conns->prev = c;
-    h->conns = c;
-    h->n_conns++;
+    llist_add_head(&mh->conns, &c->node);
+    mh->n_conns++;
     h->n.connections_total++;
 }
 
@@ -573,7 +876,7 @@ static void free_cb(evutil_socket_t fd, short what, void *arg)
 
 /* Detach from everything. The memory goes from the loop (free_ev), once the output has drained
  * or after a short grace period, never inside a callback that may still use c. */
-void conn_close(struct conn *c, const char *why)
+static void conn_close(struct conn *c, const char *why)
 {
     if (c->state == CONN_CLOSING)
         return;
@@ -581,13 +884,15 @@ void conn_close(struct conn *c, const char *why)
     if (why && c->session)
         log_info(COMP, "%s (%s): %s", c->session->client_id, c->peer, why);
     c->state = CONN_CLOSING;
-    h->n_closing++;
-    endpoint_conn_gone(h, c);
-    router_conn_gone(h, c);
-    if (c->session) {
-        session_detach(c->session, false);
-        c->session = NULL;
-    }
+    h->mqtt->n_closing++;
+    clients_detach(h, &c->client);
+    /* Everything this connection had not acknowledged is delivered again, in order. */
+    size_t n = c->n_inflight;
+    c->n_inflight = 0;
+    for (size_t i = 0; i < n; i++)
+        input_delivery_done(h, &c->inflight[i].d, false);
+    commit_client_gone(h, &c->client);
+    conn_leave_session(c, false);
     bufferevent_disable(c->bev, EV_READ);
     if (conn_output_pending(c) == 0) {
         event_active(c->free_ev, 0, 0);
@@ -599,17 +904,12 @@ void conn_close(struct conn *c, const char *why)
 
 static void conn_free(struct conn *c)
 {
-    struct hub *h = c->hub;
+    struct mqtt_head *mh = c->hub->mqtt;
     if (c->state != CONN_CLOSING)
         conn_close(c, NULL);
-    if (c->prev)
-        c->prev->next = c->next;
-    else
-        h->conns = c->next;
-    if (c->next)
-        c->next->prev = c->prev;
-    h->n_conns--;
-    h->n_closing--;
+    llist_remove(&c->node);
+    mh->n_conns--;
+    mh->n_closing--;
     bufferevent_free(c->bev);
     event_free(c->keepalive);
     event_free(c->free_ev);
@@ -617,8 +917,83 @@ static void conn_free(struct conn *c)
     free(c);
 }
 
-void conn_free_all(struct hub *h)
+size_t mqtt_head_connections(struct hub *h, bool with_closing)
 {
-    while (h->conns)
-        conn_free(h->conns);
+    struct mqtt_head *mh = h->mqtt;
+    return mh ? mh->n_conns - (with_closing ? 0 : mh->n_closing) : 0;
 }
+
+static size_t mqtt_connections(struct hub *h)
+{
+    return mqtt_head_connections(h, false);
+}
+
+static int mqtt_start(struct hub *h, struct lerr *err)
+{
+    struct mqtt_head *mh = calloc(1, sizeof(*mh));
+    if (!mh)
+        return lerr_set(err, -ENOMEM, "MQTT head: out of memory");
+    h->mqtt = mh;
+    llist_init(&mh->conns);
+    mh->props = (struct lbuf)LBUF_INIT;
+    mh->topic = (struct lbuf)LBUF_INIT;
+    int r = sessions_start(h);
+    if (r < 0)
+        return lerr_set(err, r, "MQTT head: out of memory");
+    int n_sessions = sessions_load(h);
+    if (n_sessions < 0)
+        log_warn(COMP, "persistent sessions: cannot read them: %s", strerror(-n_sessions));
+    else if (n_sessions > 0)
+        log_info(COMP, "%d persistent sessions restored", n_sessions);
+    if (h->cfg.hub.tls_port && (r = listener_listen(h, h->cfg.hub.bind, h->cfg.hub.tls_port, true,
+                                                    mqtt_head_accept, err)) < 0)
+        return r;
+    /* Debugging and conformance tools only: never beyond this machine. */
+    if (h->cfg.hub.plain_port && (r = listener_listen(h, "127.0.0.1", h->cfg.hub.plain_port, false,
+                                                      mqtt_head_accept, err)) < 0)
+        return r;
+    return 0;
+}
+
+static void mqtt_stop(struct hub *h)
+{
+    struct mqtt_head *mh = h->mqtt;
+    if (!mh)
+        return;
+    struct conn *c;
+    while ((c = llist_first(&mh->conns, struct conn, node)))
+        conn_free(c);
+    sessions_stop(h);
+    lbuf_free(&mh->props);
+    lbuf_free(&mh->topic);
+    free(mh);
+    h->mqtt = NULL;
+}
+
+static void mqtt_forget_module(struct hub *h, const char *module)
+{
+    if (h->sessions)
+        sessions_forget_module(h, module);
+}
+
+static json_t *mqtt_sessions_status(struct hub *h, size_t *ret_connected, size_t *ret_sessions)
+{
+    return sessions_status(h, ret_connected, ret_sessions);
+}
+
+const struct hub_head_ops mqtt_head_ops = {
+    .name = "mqtt",
+    .start = mqtt_start,
+    .stop = mqtt_stop,
+    .forget_module = mqtt_forget_module,
+    .connections = mqtt_connections,
+    .sessions_status = mqtt_sessions_status,
+    .listens = mqtt_listens,
+    .ready = mqtt_ready,
+    .deliver = mqtt_deliver,
+    .twin_response = mqtt_twin_response,
+    .desired = mqtt_desired,
+    .method_call = mqtt_method_call,
+    .acked = mqtt_acked,
+    .close = mqtt_close,
+};

@@ -8,7 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "hub/hub.h"
+#include "hub/server.h"
 #include "log/log.h"
 
 int main(int argc, char **argv)

@@ -1,7 +1,8 @@
-/* methods.c — direct methods: a call from ledged's management API (through the control socket)
- * is published to the module on $iothub/methods/POST/<method>/?$rid=<rid>; the module's answer on
- * $iothub/methods/res/<status>/?$rid=<rid> completes the call. A module that is not connected (or
- * not subscribed to methods) gets 404 at once; no answer in time gets 504. */
+/* methods.c — direct methods (methods.h): a call gets a request id, goes to the module's client
+ * (MQTT: $iothub/methods/POST/<method>/?$rid=<rid>) and waits for the answer with that id, or for
+ * its timeout. */
+#include "hub/methods.h"
+
 #include <errno.h>
 #include <event2/event.h>
 #include <stdio.h>
@@ -10,9 +11,8 @@
 
 #include "base/json.h"
 #include "base/str.h"
-#include "hub/hub.h"
-#include "log/log.h"
-#include "mqtt/iothub.h"
+#include "base/list.h"
+#include "hub/clients.h"
 
 #define COMP "hub"
 #define METHODS_MAX_PENDING 1024
@@ -26,29 +26,30 @@ struct method_call {
     void *ud;
     struct event *timer;
     int timeout_s;
-    struct method_call *next;
+    struct llist node;
 };
 
 struct methods {
-    struct method_call *calls;
+    struct llist calls;
     size_t n;
     uint64_t next_rid;
 };
 
-int methods_start(struct hub *h)
+static int methods_start(struct hub *h, struct lerr *err)
 {
     h->methods = calloc(1, sizeof(*h->methods));
-    return h->methods ? 0 : -ENOMEM;
+    if (!h->methods)
+        return lerr_set(err, -ENOMEM, "methods: out of memory");
+    llist_init(&h->methods->calls);
+    return 0;
 }
 
 static void call_unlink(struct hub *h, struct method_call *c)
 {
-    for (struct method_call **pp = &h->methods->calls; *pp; pp = &(*pp)->next)
-        if (*pp == c) {
-            *pp = c->next;
-            h->methods->n--;
-            return;
-        }
+    if (!llist_linked(&c->node))
+        return;
+    llist_remove(&c->node);
+    h->methods->n--;
 }
 
 static void call_free(struct method_call *c)
@@ -71,12 +72,13 @@ static void finish(struct method_call *c, int status, json_t *reply)
     json_decref(reply);
 }
 
-void methods_stop(struct hub *h)
+static void methods_stop(struct hub *h)
 {
     if (!h->methods)
         return;
-    while (h->methods->calls)
-        finish(h->methods->calls, 503, json_pack("{s:s}", "message", "the hub is stopping"));
+    struct method_call *c;
+    while ((c = llist_first(&h->methods->calls, struct method_call, node)))
+        finish(c, 503, json_pack("{s:s}", "message", "the hub is stopping"));
     free(h->methods);
     h->methods = NULL;
 }
@@ -93,13 +95,10 @@ static void timeout_cb(evutil_socket_t fd, short what, void *arg)
 int methods_invoke(struct hub *h, const char *module, const char *method, const json_t *payload,
                    int timeout_s, methods_done_fn cb, void *ud, void **ret_handle, struct lerr *err)
 {
-    struct session *s = NULL;
-    for (struct session *x = h->sessions; x; x = x->next)
-        if (x->conn && x->conn->state == CONN_ACTIVE && strcmp(x->module_id, module) == 0)
-            s = x;
-    if (!s)
+    struct hub_client *cl = clients_find_module(h, module);
+    if (!cl)
         return lerr_set(err, -ENOENT, "module %s is not connected to the hub", module);
-    if (!s->wants_methods)
+    if (cl->ops->listens(cl, HUB_STREAM_METHODS, NULL) < 0)
         return lerr_set(err, -ENOENT, "module %s is connected but does not listen for methods",
                         module);
     if (h->methods->n >= METHODS_MAX_PENDING)
@@ -119,13 +118,9 @@ int methods_invoke(struct hub *h, const char *module, const char *method, const 
     c->timeout_s = timeout_s;
     c->timer = evtimer_new(h->base, timeout_cb, c);
     char *body = payload ? ljson_dump(payload) : strdup("null");
-    struct lbuf topic = LBUF_INIT;
     int r = (!c->module || !c->method || !c->timer || !body)
                 ? -ENOMEM
-                : iothub_topic_method_request(&topic, mqtt_str_c(method), mqtt_str_c(c->rid));
-    if (r == 0)
-        r = conn_send_publish(s->conn, topic.data, topic.len, 0, false, 0, body, strlen(body));
-    lbuf_free(&topic);
+                : cl->ops->method_call(cl, method, c->rid, body);
     free(body);
     if (r < 0) {
         call_free(c);
@@ -133,8 +128,7 @@ int methods_invoke(struct hub *h, const char *module, const char *method, const 
     }
     struct timeval tv = {timeout_s, 0};
     evtimer_add(c->timer, &tv);
-    c->next = h->methods->calls;
-    h->methods->calls = c;
+    llist_add_head(&h->methods->calls, &c->node);
     h->methods->n++;
     *ret_handle = c;
     return 0;
@@ -147,24 +141,27 @@ void methods_cancel(struct hub *h, void *handle)
     call_free(c);
 }
 
-int methods_response(struct hub *h, struct session *s, const struct iothub_topic *t,
-                     const struct mqtt_publish *p)
+void methods_response(struct hub *h, const struct hub_identity *from, const char *rid,
+                      size_t rid_len, int status, const void *payload, size_t payload_len)
 {
-    for (struct method_call *c = h->methods->calls; c; c = c->next) {
-        if (strlen(c->rid) != t->rid.len || memcmp(c->rid, t->rid.ptr, t->rid.len) != 0)
+    struct method_call *c;
+    llist_foreach(c, &h->methods->calls, node)
+    {
+        if (strlen(c->rid) != rid_len || memcmp(c->rid, rid, rid_len) != 0)
             continue;
-        if (strcmp(c->module, s->module_id) != 0)
-            break; /* another module's request id: not its to answer */
-        json_t *payload = NULL;
-        if (p->payload_len &&
-            ljson_parse((const char *)p->payload, p->payload_len, &payload, NULL) < 0)
-            payload = json_stringn((const char *)p->payload, p->payload_len);
+        if (strcmp(c->module, from->module_id) != 0)
+            return; /* another module's request id: not its to answer */
+        json_t *reply = NULL;
+        if (payload_len && ljson_parse((const char *)payload, payload_len, &reply, NULL) < 0)
+            reply = json_stringn((const char *)payload, payload_len);
         finish(c, 200,
-               json_pack("{s:i, s:o}", "status", t->status, "payload",
-                         payload ? payload : json_null()));
-        break;
+               json_pack("{s:i, s:o}", "status", status, "payload", reply ? reply : json_null()));
+        return;
     }
-    if (p->qos == 1 && s->conn)
-        router_ack(h, s->conn, p->packet_id);
-    return 0;
 }
+
+const struct hub_sink_ops methods_sink_ops = {
+    .name = "methods",
+    .start = methods_start,
+    .stop = methods_stop,
+};

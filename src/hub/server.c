@@ -1,66 +1,42 @@
-/* hub.c — the hub's lifecycle: configuration and runtime file, route table, durable store, TLS
- * context and listeners, periodic maintenance, reload on SIGHUP (a new deployment reaches the
- * running hub without a restart and without disturbing messages in flight), orderly shutdown. */
-#include <arpa/inet.h>
+/* server.c — the hub's lifecycle (server.h): configuration and runtime file, route table,
+ * durable store, periodic maintenance, reload on SIGHUP (a new deployment reaches the running hub
+ * without a restart and without disturbing messages in flight), orderly shutdown. The one unit
+ * that knows every other: it wires the heads and sinks into struct hub. */
+#include "hub/server.h"
+
 #include <errno.h>
 #include <event2/event.h>
-#include <event2/listener.h>
-#include <netinet/in.h>
-#include <openssl/err.h>
 #include <signal.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "base/str.h"
 #include "base/timeutil.h"
-#include "hub/hub.h"
+#include "hub/clients.h"
+#include "hub/commit.h"
+#include "hub/control.h"
+#include "hub/database.h"
+#include "hub/endpoint.h"
+#include "hub/head_mqtt.h"
+#include "hub/input.h"
+#include "hub/listener.h"
+#include "hub/methods.h"
+#include "hub/router.h"
+#include "hub/twin.h"
+#include "hub/upstream.h"
 #include "log/log.h"
+#include "route/route.h"
+#include "store/store.h"
 
 #define COMP "hub"
 #define TICK_MS 200
 
-void hub_log_once(struct hub *h, const char *key, const char *fmt, ...)
-{
-    if (lstrv_contains(&h->logged_once, key))
-        return;
-    if (h->logged_once.n < 4096)
-        lstrv_push(&h->logged_once, key);
-    char msg[1024];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(msg, sizeof(msg), fmt, ap);
-    va_end(ap);
-    log_warn(COMP, "%s (logged once; see `ledge hub status` for counts)", msg);
-}
-
-/* ------------------------------------------------------------------ TLS */
-
-static SSL_CTX *tls_context(const struct hub_runtime *rt, struct lerr *err)
-{
-    SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
-    if (!ctx) {
-        lerr_set(err, -ENOMEM, "TLS: cannot create a context");
-        return NULL;
-    }
-    SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
-    SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);
-    SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_CIPHER_SERVER_PREFERENCE);
-    if (!rt->server_cert || !rt->server_key ||
-        SSL_CTX_use_certificate_chain_file(ctx, rt->server_cert) != 1 ||
-        SSL_CTX_use_PrivateKey_file(ctx, rt->server_key, SSL_FILETYPE_PEM) != 1 ||
-        SSL_CTX_check_private_key(ctx) != 1) {
-        char buf[256];
-        ERR_error_string_n(ERR_get_error(), buf, sizeof(buf));
-        lerr_set(err, -EINVAL, "TLS: server certificate %s / key %s: %s",
-                 rt->server_cert ? rt->server_cert : "(none)",
-                 rt->server_key ? rt->server_key : "(none)", buf);
-        SSL_CTX_free(ctx);
-        return NULL;
-    }
-    return ctx;
-}
+struct server {
+    struct event *tick_ev;
+    struct event *sighup_ev, *sigterm_ev, *sigint_ev;
+    int64_t last_prune_ms;
+};
 
 /* ------------------------------------------------------------------ runtime and routes */
 
@@ -92,17 +68,15 @@ int hub_load_runtime(struct hub *h, struct lerr *err)
         }
     }
     lstrv_free(&errors);
-    SSL_CTX *ctx = tls_context(&rt, err);
+    SSL_CTX *ctx = listener_tls_context(&rt, err);
     if (!ctx && h->cfg.hub.tls_port) {
         route_table_free(routes);
         hub_runtime_clear(&rt);
         return -EINVAL;
     }
-    /* Swap in. Existing connections keep their TLS session (SSL objects hold their context). */
-    if (ctx) {
-        SSL_CTX_free(h->ssl_ctx);
-        h->ssl_ctx = ctx;
-    }
+    /* Swap in. */
+    if (ctx)
+        listener_set_tls(h, ctx);
     hub_runtime_clear(&h->rt);
     h->rt = rt;
     route_table_free(h->routes);
@@ -119,53 +93,16 @@ int hub_load_runtime(struct hub *h, struct lerr *err)
         if (rr < 0)
             return rr;
     }
-    twins_runtime_changed(h);
+    for (size_t i = 0; i < HUB_SINK_COUNT; i++)
+        if (h->sinks[i] && h->sinks[i]->reload)
+            h->sinks[i]->reload(h);
+    for (size_t i = 0; i < h->n_heads; i++)
+        if (h->heads[i]->reload)
+            h->heads[i]->reload(h);
     log_info(COMP, "configuration loaded: %zu routes, %zu endpoints, %zu module identities",
              h->routes ? h->routes->n_routes : 0, h->routes ? h->routes->n_sinks : 0,
              h->rt.n_modules);
     return 0;
-}
-
-/* ------------------------------------------------------------------ listeners */
-
-static void accept_tls(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa, int len,
-                       void *arg)
-{
-    conn_accept(arg, fd, true);
-}
-
-static void accept_plain(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa, int len,
-                         void *arg)
-{
-    conn_accept(arg, fd, false);
-}
-
-static struct evconnlistener *listen_on(struct hub *h, const char *addr, int port, bool tls,
-                                        struct lerr *err)
-{
-    struct sockaddr_storage ss = {0};
-    socklen_t len;
-    struct sockaddr_in *a4 = (struct sockaddr_in *)&ss;
-    struct sockaddr_in6 *a6 = (struct sockaddr_in6 *)&ss;
-    if (inet_pton(AF_INET, addr, &a4->sin_addr) == 1) {
-        a4->sin_family = AF_INET;
-        a4->sin_port = htons((uint16_t)port);
-        len = sizeof(*a4);
-    } else if (inet_pton(AF_INET6, addr, &a6->sin6_addr) == 1) {
-        a6->sin6_family = AF_INET6;
-        a6->sin6_port = htons((uint16_t)port);
-        len = sizeof(*a6);
-    } else {
-        lerr_set(err, -EINVAL, "hub.bind: \"%s\" is not an IP address", addr);
-        return NULL;
-    }
-    struct evconnlistener *l =
-        evconnlistener_new_bind(h->base, tls ? accept_tls : accept_plain, h,
-                                LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC | LEV_OPT_REUSEABLE,
-                                512, (struct sockaddr *)&ss, (int)len);
-    if (!l)
-        lerr_set(err, neg_errno(), "cannot listen on %s:%d: %s", addr, port, strerror(errno));
-    return l;
 }
 
 /* ------------------------------------------------------------------ periodic work */
@@ -177,13 +114,12 @@ static void tick_cb(evutil_socket_t fd, short what, void *arg)
     int r = store_tick(h->store, now);
     if (r < 0)
         log_warn(COMP, "store maintenance: %s", strerror(-r));
-    if (now - h->last_prune_ms > 5000) {
-        h->last_prune_ms = now;
+    if (now - h->server->last_prune_ms > 5000) {
+        h->server->last_prune_ms = now;
         endpoints_prune(h);
     }
     /* Interval syncs make queued acknowledgements true too. */
-    if (h->n_acks)
-        router_schedule_commit(h);
+    commit_tick(h);
     endpoints_deliver_all(h);
 }
 
@@ -204,19 +140,8 @@ static void sigterm_cb(evutil_socket_t fd, short what, void *arg)
 
 /* ------------------------------------------------------------------ lifecycle */
 
-int hub_start(struct hub *h, struct lerr *err)
+static int open_store(struct hub *h, struct lerr *err)
 {
-    h->started_ms = ltime_now_ms();
-    h->max_packet = h->cfg.hub.max_packet_size + HUB_MAX_PACKET_OVERHEAD;
-    h->runtime_path = lstr_printf("%s/hub/runtime.json", h->cfg.run_dir);
-    /* The queues get a directory of their own: twins.db and its WAL sit beside it. */
-    h->queue_dir = lstr_printf("%s/queues", h->cfg.hub.store_dir);
-    if (!h->runtime_path || !h->queue_dir)
-        return -ENOMEM;
-    int r = hub_load_runtime(h, err);
-    if (r < 0)
-        return r;
-
     struct store_options so;
     store_options_init(&so);
     so.max_bytes = store_cap(h);
@@ -225,7 +150,7 @@ int hub_start(struct hub *h, struct lerr *err)
     so.sync = h->cfg.hub.fsync == CONFIG_FSYNC_ALWAYS ? STORE_SYNC_ALWAYS : STORE_SYNC_INTERVAL;
     so.sync_interval_ms = (uint32_t)h->cfg.hub.fsync_interval_ms;
     struct store_report rep;
-    r = store_open(h->queue_dir, &so, &h->store, &rep);
+    int r = store_open(h->queue_dir, &so, &h->store, &rep);
     if (r < 0) {
         lerr_set(err, r, "%s", lerr_str(&rep.error));
         store_report_free(&rep);
@@ -245,49 +170,64 @@ int hub_start(struct hub *h, struct lerr *err)
     log_info(COMP, "store %s: %u queues, %llu messages pending", h->queue_dir, rep.queues,
              (unsigned long long)rep.pending);
     store_report_free(&rep);
+    return 0;
+}
+
+int hub_start(struct hub *h, struct lerr *err)
+{
+    h->started_ms = ltime_now_ms();
+    h->max_packet = h->cfg.hub.max_packet_size + HUB_MAX_PACKET_OVERHEAD;
+    h->runtime_path = lstr_printf("%s/hub/runtime.json", h->cfg.run_dir);
+    /* The queues get a directory of their own: twins.db and its WAL sit beside it. */
+    h->queue_dir = lstr_printf("%s/queues", h->cfg.hub.store_dir);
+    h->server = calloc(1, sizeof(*h->server));
+    if (!h->runtime_path || !h->queue_dir || !h->server)
+        return -ENOMEM;
+    /* The pipeline: one head, four sinks. */
+    h->heads[h->n_heads++] = &mqtt_head_ops;
+    h->sinks[HUB_SINK_INPUT] = &input_sink_ops;
+    h->sinks[HUB_SINK_UPSTREAM] = &upstream_sink_ops;
+    h->sinks[HUB_SINK_TWINS] = &twins_sink_ops;
+    h->sinks[HUB_SINK_METHODS] = &methods_sink_ops;
+    int r;
+    if ((r = listener_start(h)) < 0 || (r = clients_start(h)) < 0 || (r = endpoints_start(h)) < 0 ||
+        (r = router_start(h)) < 0)
+        return lerr_set(err, r, "out of memory");
+    if ((r = hub_load_runtime(h, err)) < 0)
+        return r;
+    if ((r = open_store(h, err)) < 0)
+        return r;
     if ((r = endpoints_sync(h, h->routes, err)) < 0)
         return r;
     if ((r = commit_start(h)) < 0)
         return lerr_set(err, r, "group commit: %s", strerror(-r));
-    if ((r = twins_start(h, err)) < 0 || (r = methods_start(h)) < 0)
+    if ((r = database_open(h, err)) < 0)
         return r;
-    int n_sessions = sessions_load(h);
-    if (n_sessions < 0)
-        log_warn(COMP, "persistent sessions: cannot read them: %s", strerror(-n_sessions));
-    else if (n_sessions > 0)
-        log_info(COMP, "%d persistent sessions restored", n_sessions);
-
-    if (h->cfg.hub.tls_port) {
-        h->tls_listener = listen_on(h, h->cfg.hub.bind, h->cfg.hub.tls_port, true, err);
-        if (!h->tls_listener)
-            return err->code ? err->code : -EIO;
-    }
-    if (h->cfg.hub.plain_port) {
-        /* Debugging and conformance tools only: never beyond this machine. */
-        h->plain_listener = listen_on(h, "127.0.0.1", h->cfg.hub.plain_port, false, err);
-        if (!h->plain_listener)
-            return err->code ? err->code : -EIO;
-    }
+    for (size_t i = 0; i < HUB_SINK_COUNT; i++)
+        if (h->sinks[i]->start && (r = h->sinks[i]->start(h, err)) < 0)
+            return r;
+    for (size_t i = 0; i < h->n_heads; i++)
+        if ((r = h->heads[i]->start(h, err)) < 0)
+            return r;
     if ((r = control_start(h)) < 0)
         return lerr_set(err, r, "control socket %s: %s", h->cfg.hub.control_socket, strerror(-r));
-    if ((r = upstream_start(h)) < 0)
-        return lerr_set(err, r, "upstream: %s", strerror(-r));
 
-    h->tick_ev = event_new(h->base, -1, EV_PERSIST, tick_cb, h);
-    h->sighup_ev = evsignal_new(h->base, SIGHUP, sighup_cb, h);
-    h->sigterm_ev = evsignal_new(h->base, SIGTERM, sigterm_cb, h);
-    h->sigint_ev = evsignal_new(h->base, SIGINT, sigterm_cb, h);
-    if (!h->tick_ev || !h->sighup_ev || !h->sigterm_ev || !h->sigint_ev)
+    struct server *sv = h->server;
+    sv->tick_ev = event_new(h->base, -1, EV_PERSIST, tick_cb, h);
+    sv->sighup_ev = evsignal_new(h->base, SIGHUP, sighup_cb, h);
+    sv->sigterm_ev = evsignal_new(h->base, SIGTERM, sigterm_cb, h);
+    sv->sigint_ev = evsignal_new(h->base, SIGINT, sigterm_cb, h);
+    if (!sv->tick_ev || !sv->sighup_ev || !sv->sigterm_ev || !sv->sigint_ev)
         return -ENOMEM;
     /* Under fsync: interval the tick is what syncs: as often as hub.fsync_interval asks. */
     int64_t tick_ms = TICK_MS;
     if (h->cfg.hub.fsync == CONFIG_FSYNC_INTERVAL)
         tick_ms = MAX(MIN(tick_ms, h->cfg.hub.fsync_interval_ms), 5);
     struct timeval tv = {0, (suseconds_t)tick_ms * 1000};
-    event_add(h->tick_ev, &tv);
-    event_add(h->sighup_ev, NULL);
-    event_add(h->sigterm_ev, NULL);
-    event_add(h->sigint_ev, NULL);
+    event_add(sv->tick_ev, &tv);
+    event_add(sv->sighup_ev, NULL);
+    event_add(sv->sigterm_ev, NULL);
+    event_add(sv->sigint_ev, NULL);
     char tls[300] = "no TLS listener", plain[48] = "";
     if (h->cfg.hub.tls_port)
         snprintf(tls, sizeof(tls), "MQTT over TLS on %s:%d", h->cfg.hub.bind, h->cfg.hub.tls_port);
@@ -301,109 +241,42 @@ int hub_start(struct hub *h, struct lerr *err)
 void hub_stop(struct hub *h)
 {
     h->stopping = true;
-    if (h->tls_listener)
-        evconnlistener_free(h->tls_listener);
-    if (h->plain_listener)
-        evconnlistener_free(h->plain_listener);
-    h->tls_listener = h->plain_listener = NULL;
+    listener_close_all(h);
     /* What was accepted gets its acknowledgement before the store closes. */
-    if (h->store) {
-        router_commit(h);
-        commit_stop(h);
-        router_commit(h); /* what was left after the last batch (synchronously now) */
-    }
+    commit_stop(h);
     control_stop(h);
-    upstream_stop(h);
-    methods_stop(h);
-    conn_free_all(h);
-    session_free_all(h);
-    twins_stop(h);
-    endpoints_free(h);
+    for (size_t i = HUB_SINK_COUNT; i-- > 0;)
+        if (h->sinks[i] && h->sinks[i]->stop)
+            h->sinks[i]->stop(h);
+    for (size_t i = h->n_heads; i-- > 0;)
+        h->heads[i]->stop(h);
+    h->n_heads = 0;
+    database_close(h);
+    endpoints_stop(h);
     if (h->store) {
         int r = store_close(h->store);
         if (r < 0)
             log_error(COMP, "closing the store: %s", strerror(-r));
         h->store = NULL;
     }
+    router_stop(h);
+    clients_stop(h);
+    listener_stop(h);
     route_table_free(h->routes);
     h->routes = NULL;
     hub_runtime_clear(&h->rt);
-    SSL_CTX_free(h->ssl_ctx);
-    h->ssl_ctx = NULL;
-    struct event *evs[] = {h->tick_ev,   h->sighup_ev, h->sigterm_ev,
-                           h->sigint_ev, h->commit_ev, h->deliver_ev};
-    for (size_t i = 0; i < ARRAY_SIZE(evs); i++)
-        if (evs[i])
-            event_free(evs[i]);
-    h->tick_ev = h->sighup_ev = h->sigterm_ev = h->sigint_ev = h->commit_ev = h->deliver_ev = NULL;
-    free(h->acks);
-    h->acks = NULL;
-    free(h->matches);
-    h->matches = NULL;
-    h->cap_matches = 0;
-    h->n_acks = h->cap_acks = 0;
-    lbuf_free(&h->scratch_props);
-    lbuf_free(&h->scratch_msg);
-    lbuf_free(&h->scratch_topic);
+    struct server *sv = h->server;
+    if (sv) {
+        struct event *evs[] = {sv->tick_ev, sv->sighup_ev, sv->sigterm_ev, sv->sigint_ev};
+        for (size_t i = 0; i < ARRAY_SIZE(evs); i++)
+            if (evs[i])
+                event_free(evs[i]);
+        free(sv);
+        h->server = NULL;
+    }
     lstrv_free(&h->logged_once);
     free(h->runtime_path);
     h->runtime_path = NULL;
     free(h->queue_dir);
     h->queue_dir = NULL;
-}
-
-json_t *hub_status_json(struct hub *h)
-{
-    struct store_stats ss;
-    store_get_stats(h->store, &ss);
-    size_t connected = 0;
-    json_t *mods = json_array();
-    for (struct session *s = h->sessions; s; s = s->next) {
-        connected += s->conn != NULL;
-        json_array_append_new(mods, json_pack("{s:s, s:b, s:b, s:i}", "clientId", s->client_id,
-                                              "connected", s->conn != NULL, "persistent", !s->clean,
-                                              "subscriptions", (int)s->n_subs));
-    }
-    uint64_t expired = h->n.expired;
-    for (size_t i = 0; i < store_queue_count(h->store); i++) {
-        struct queue_stats qs;
-        queue_get_stats(store_queue_at(h->store, i), &qs);
-        expired += qs.expired;
-    }
-    const struct hub_counters *n = &h->n;
-    const struct {
-        const char *name;
-        uint64_t v;
-    } counters[] = {
-        {"received", n->received},
-        {"routed", n->routed},
-        {"unrouted", n->unrouted},
-        {"delivered", n->delivered},
-        {"acked", n->acked},
-        {"direct", n->direct},
-        {"expired", expired},
-        {"refused", n->refused},
-        {"unauthorized", n->unauthorized},
-        {"authFailures", n->auth_failures},
-        {"malformed", n->malformed},
-        {"oversized", n->oversized},
-        {"qos2Refused", n->qos2_refused},
-        {"subscriptionsRefused", n->subscriptions_refused},
-        {"connectionsRefused", n->connections_refused},
-        {"connectionsEvicted", n->connections_evicted},
-        {"connectionsTotal", n->connections_total},
-    };
-    json_t *cj = json_object();
-    for (size_t i = 0; i < ARRAY_SIZE(counters); i++)
-        json_object_set_new(cj, counters[i].name, json_integer((json_int_t)counters[i].v));
-    return json_pack(
-        "{s:s, s:I, s:{s:I, s:I, s:I, s:I}, s:o, s:o, s:o, s:{s:I, s:I, s:I, s:I, s:s}, s:o}",
-        "version", LEDGE_VERSION, "uptimeSeconds",
-        (json_int_t)((ltime_now_ms() - h->started_ms) / 1000), "connections", "open",
-        (json_int_t)(h->n_conns - h->n_closing), "max", (json_int_t)h->cfg.hub.max_connections,
-        "modules", (json_int_t)connected, "sessions", (json_int_t)h->n_sessions, "sessions", mods,
-        "counters", cj, "endpoints", endpoints_status(h), "store", "bytes", (json_int_t)ss.bytes,
-        "maxBytes", (json_int_t)ss.max_bytes, "syncs", (json_int_t)ss.syncs, "syncErrors",
-        (json_int_t)ss.sync_errors, "fsync", store_sync_policy_to_string(ss.sync), "upstream",
-        upstream_status(h));
 }

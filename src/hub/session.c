@@ -1,8 +1,9 @@
-/* session.c — MQTT sessions of authenticated modules, keyed by client id "<device>/<module>".
- * A persistent session (clean session 0) keeps its subscriptions while disconnected, and across
- * restarts of the hub (table sessions in twins.db, written on every change), so the module's
- * backlog flows as soon as it reconnects; the backlog itself lives in the endpoints' durable
- * queues. Authorisation: a module subscribes only to its own inputs, twin and methods. */
+/* session.c — MQTT sessions (session.h). A persistent session's subscriptions are written to
+ * twins.db on every change, so the module's backlog flows as soon as it reconnects, also after a
+ * restart of the hub. Authorisation: a module subscribes only to its own inputs, twin and
+ * methods. */
+#include "hub/session.h"
+
 #include <errno.h>
 #include <sqlite3.h>
 #include <stdio.h>
@@ -11,20 +12,24 @@
 
 #include "base/json.h"
 #include "base/str.h"
-#include "hub/hub.h"
-#include "log/log.h"
+#include "hub/database.h"
 #include "mqtt/topic.h"
 
-#define COMP "hub"
+struct sessions {
+    struct llist list;
+    size_t n;
+};
 
 static void session_free(struct session *s)
 {
+    if (!s)
+        return;
+    llist_remove(&s->node);
     for (size_t i = 0; i < s->n_subs; i++)
         free(s->subs[i].filter);
     free(s->subs);
     free(s->client_id);
-    free(s->device_id);
-    free(s->module_id);
+    hub_identity_clear(&s->id);
     free(s->will_topic);
     free(s->will_payload);
     free(s);
@@ -32,13 +37,34 @@ static void session_free(struct session *s)
 
 static void session_unlink_free(struct hub *h, struct session *s)
 {
-    for (struct session **pp = &h->sessions; *pp; pp = &(*pp)->next)
-        if (*pp == s) {
-            *pp = s->next;
-            h->n_sessions--;
-            break;
-        }
+    if (llist_linked(&s->node))
+        h->sessions->n--;
     session_free(s);
+}
+
+static void session_link(struct hub *h, struct session *s)
+{
+    llist_add_head(&h->sessions->list, &s->node);
+    h->sessions->n++;
+}
+
+int sessions_start(struct hub *h)
+{
+    h->sessions = calloc(1, sizeof(*h->sessions));
+    if (!h->sessions)
+        return -ENOMEM;
+    llist_init(&h->sessions->list);
+    return 0;
+}
+
+void sessions_stop(struct hub *h)
+{
+    if (!h->sessions)
+        return;
+    struct session *s, *tmp;
+    llist_foreach_safe(s, tmp, &h->sessions->list, node) session_free(s);
+    free(h->sessions);
+    h->sessions = NULL;
 }
 
 /* ------------------------------------------------------------------ persistence */
@@ -50,7 +76,7 @@ static void update_wants(struct session *s);
  * session is present); it is logged once. */
 static void persist(struct session *s)
 {
-    sqlite3 *db = twins_db(s->hub);
+    sqlite3 *db = database_handle(s->hub);
     if (!db)
         return;
     sqlite3_stmt *st = NULL;
@@ -73,8 +99,8 @@ static void persist(struct session *s)
     if (r == SQLITE_OK) {
         sqlite3_bind_text(st, 1, s->client_id, -1, SQLITE_STATIC);
         if (!s->clean) {
-            sqlite3_bind_text(st, 2, s->device_id, -1, SQLITE_STATIC);
-            sqlite3_bind_text(st, 3, s->module_id, -1, SQLITE_STATIC);
+            sqlite3_bind_text(st, 2, s->id.device_id, -1, SQLITE_STATIC);
+            sqlite3_bind_text(st, 3, s->id.module_id, -1, SQLITE_STATIC);
             sqlite3_bind_text(st, 4, subs, -1, SQLITE_STATIC);
         }
         r = sqlite3_step(st) == SQLITE_DONE ? SQLITE_OK : SQLITE_ERROR;
@@ -87,7 +113,7 @@ static void persist(struct session *s)
 
 int sessions_load(struct hub *h)
 {
-    sqlite3 *db = twins_db(h);
+    sqlite3 *db = database_handle(h);
     sqlite3_stmt *st = NULL;
     if (!db || sqlite3_prepare_v2(db, "SELECT client_id, device, module, subs FROM sessions", -1,
                                   &st, NULL) != SQLITE_OK)
@@ -105,13 +131,13 @@ int sessions_load(struct hub *h)
             break;
         s->hub = h;
         s->client_id = strdup(cid);
-        s->device_id = strdup(dev);
-        s->module_id = strdup(mod);
+        s->id.device_id = strdup(dev);
+        s->id.module_id = strdup(mod);
         json_t *a = json_loads(subs, 0, NULL);
         size_t max = (size_t)h->cfg.hub.max_subscriptions, i;
         json_t *e;
         s->subs = calloc(MAX(json_array_size(a), (size_t)1), sizeof(*s->subs));
-        if (!s->client_id || !s->device_id || !s->module_id || !s->subs) {
+        if (!s->client_id || !s->id.device_id || !s->id.module_id || !s->subs) {
             json_decref(a);
             session_free(s);
             break;
@@ -124,9 +150,7 @@ int sessions_load(struct hub *h)
         }
         json_decref(a);
         update_wants(s);
-        s->next = h->sessions;
-        h->sessions = s;
-        h->n_sessions++;
+        session_link(h, s);
         n++;
     }
     sqlite3_finalize(st);
@@ -137,9 +161,8 @@ int sessions_load(struct hub *h)
 
 struct session *session_find(struct hub *h, const char *client_id)
 {
-    for (struct session *s = h->sessions; s; s = s->next)
-        if (strcmp(s->client_id, client_id) == 0)
-            return s;
+    struct session *s;
+    llist_foreach(s, &h->sessions->list, node) if (strcmp(s->client_id, client_id) == 0) return s;
     return NULL;
 }
 
@@ -151,20 +174,10 @@ static void clear_subscriptions(struct session *s)
     s->wants_inputs = s->wants_desired = s->wants_methods = s->wants_twin_res = false;
 }
 
-struct session *session_attach(struct hub *h, struct conn *c, const char *client_id,
-                               const char *device, const char *module, bool clean,
-                               bool *ret_present)
+struct session *session_attach(struct hub *h, struct conn *conn, const char *client_id,
+                               const struct hub_identity *id, bool clean, bool *ret_present)
 {
     struct session *s = session_find(h, client_id);
-    if (s && s->conn) {
-        /* MQTT-3.1.4-2: a second connection with the same client id takes over. */
-        struct conn *old = s->conn;
-        log_info(COMP, "%s: a new connection takes over from %s", client_id, old->peer);
-        old->session = NULL;
-        s->conn = NULL;
-        endpoint_conn_gone(h, old);
-        conn_close(old, NULL);
-    }
     bool present = s && !clean && !s->clean;
     if (s && (clean || s->clean)) {
         clear_subscriptions(s);
@@ -177,20 +190,17 @@ struct session *session_attach(struct hub *h, struct conn *c, const char *client
             return NULL;
         s->hub = h;
         s->client_id = strdup(client_id);
-        s->device_id = strdup(device);
-        s->module_id = strdup(module);
-        if (!s->client_id || !s->device_id || !s->module_id) {
+        if (!s->client_id || hub_identity_copy(id, &s->id) < 0) {
             session_free(s);
             return NULL;
         }
-        s->next = h->sessions;
-        h->sessions = s;
-        h->n_sessions++;
+        session_link(h, s);
+    } else {
+        s->id.method = id->method;
     }
     bool changed = created ? !clean : clean != s->clean;
     s->clean = clean;
-    s->conn = c;
-    c->session = s;
+    s->conn = conn;
     /* a new persistent session, or one whose subscriptions a clean connection dropped */
     if (changed)
         persist(s);
@@ -198,42 +208,30 @@ struct session *session_attach(struct hub *h, struct conn *c, const char *client
     return s;
 }
 
-void session_detach(struct session *s, bool graceful)
+void session_detach(struct session *s)
 {
-    struct hub *h = s->hub;
-    struct conn *c = s->conn;
-    if (c)
-        c->session = NULL;
     s->conn = NULL;
-    /* The hub stopping is not the module going away: no will then. */
-    if (!graceful && s->will_topic && !h->stopping) {
-        /* The will of an ungraceful disconnect is published for the module: only to its own
-         * events topic, where it is routed like any message from it. */
-        struct mqtt_publish p = {
-            .qos = s->will_qos > 1 ? 1 : s->will_qos,
-            .topic = mqtt_str_c(s->will_topic),
-            .payload = s->will_payload,
-            .payload_len = s->will_len,
-        };
-        log_info(COMP, "%s: publishing its will", s->client_id);
-        router_publish_will(h, s, &p);
-    }
     free(s->will_topic);
     free(s->will_payload);
     s->will_topic = NULL;
     s->will_payload = NULL;
     if (s->clean)
-        session_unlink_free(h, s);
+        session_unlink_free(s->hub, s);
 }
 
-void session_free_all(struct hub *h)
+void sessions_forget_module(struct hub *h, const char *module)
 {
-    while (h->sessions) {
-        struct session *s = h->sessions;
-        h->sessions = s->next;
-        session_free(s);
+    struct session *s, *tmp;
+    llist_foreach_safe(s, tmp, &h->sessions->list, node)
+    {
+        if (s->conn || !s->id.module_id || strcmp(s->id.module_id, module) != 0)
+            continue;
+        if (!s->clean) {
+            s->clean = true;
+            persist(s); /* deletes the saved one */
+        }
+        session_unlink_free(h, s);
     }
-    h->n_sessions = 0;
 }
 
 /* Representative topics the hub publishes to a module, to decide what its filters ask for. */
@@ -247,7 +245,7 @@ static void sample_topics(char *desired, char *methods, char *twinres)
 bool session_may_subscribe(const struct session *s, const char *filter, size_t len)
 {
     char own[300];
-    int n = snprintf(own, sizeof(own), "devices/%s/modules/%s/", s->device_id, s->module_id);
+    int n = snprintf(own, sizeof(own), "devices/%s/modules/%s/", s->id.device_id, s->id.module_id);
     /* Under its own device/module prefix: anything (inputs, or "#" for the C SDK). */
     if (n > 0 && (size_t)n < sizeof(own) && len >= (size_t)n &&
         strncmp(filter, own, (size_t)n) == 0)
@@ -271,8 +269,8 @@ int session_input_qos(const struct session *s, const char *input)
     /* What the hub sends: devices/<d>/modules/<m>/inputs/<input>/<bag>; "x" stands for the bag
      * (a filter naming one exact bag is not honoured). */
     char topic[512];
-    int n = snprintf(topic, sizeof(topic), "devices/%s/modules/%s/inputs/%s/x", s->device_id,
-                     s->module_id, input);
+    int n = snprintf(topic, sizeof(topic), "devices/%s/modules/%s/inputs/%s/x", s->id.device_id,
+                     s->id.module_id, input);
     if (n < 0 || (size_t)n >= sizeof(topic))
         return -1;
     int qos = -1;
@@ -291,7 +289,7 @@ static void update_wants(struct session *s)
     /* wants_inputs: any filter under the module's own prefix (which input it matches is
      * decided per endpoint by session_input_qos()) */
     char own[300];
-    int on = snprintf(own, sizeof(own), "devices/%s/modules/%s/", s->device_id, s->module_id);
+    int on = snprintf(own, sizeof(own), "devices/%s/modules/%s/", s->id.device_id, s->id.module_id);
     for (size_t i = 0; i < s->n_subs; i++) {
         const char *f = s->subs[i].filter;
         size_t fl = strlen(f);
@@ -341,4 +339,21 @@ void session_unsubscribe(struct session *s, const char *filter, size_t len)
                 persist(s);
             return;
         }
+}
+
+json_t *sessions_status(struct hub *h, size_t *ret_connected, size_t *ret_sessions)
+{
+    size_t connected = 0;
+    json_t *mods = json_array();
+    struct session *s;
+    llist_foreach(s, &h->sessions->list, node)
+    {
+        connected += s->conn != NULL;
+        json_array_append_new(mods, json_pack("{s:s, s:b, s:b, s:i}", "clientId", s->client_id,
+                                              "connected", s->conn != NULL, "persistent", !s->clean,
+                                              "subscriptions", (int)s->n_subs));
+    }
+    *ret_connected = connected;
+    *ret_sessions = h->sessions->n;
+    return mods;
 }

@@ -1,13 +1,14 @@
 /* twin.c — module twins. Desired properties come from the deployment (the module's
  * `properties.desired` in modulesContent) and from `ledge twin set`; reported properties from the
- * module. Each side has a $version. Both persist in SQLite (<store_dir>/twins.db, WAL,
- * synchronous=FULL; session.c keeps persistent sessions' subscriptions in the same database).
- * Reported changes are routed as messages from /twinChangeNotifications.
+ * module (twin.h). Each side has a $version. Both persist in twins.db (database.c). Reported
+ * changes are routed as messages from /twinChangeNotifications.
  *
  * Desired semantics: a deployment whose desired properties for a module differ from those it
  * applied last replaces the desired document (the deployment is the source of truth, as with
  * IoT Edge deployments); `ledge twin set` merges a patch on top until the next such change.
  * Every change is sent to a subscribed module as a patch (removed keys as null). */
+#include "hub/twin.h"
+
 #include <errno.h>
 #include <sqlite3.h>
 #include <stdio.h>
@@ -18,17 +19,13 @@
 #include "base/json.h"
 #include "base/str.h"
 #include "base/timeutil.h"
-#include "hub/hub.h"
-#include "log/log.h"
-#include "mqtt/iothub.h"
+#include "hub/clients.h"
+#include "hub/database.h"
+#include "hub/router.h"
 
 #define COMP "hub"
 #define TWIN_MAX_BYTES (32 * 1024) /* IoT Hub's limit for each of desired and reported */
 #define TWIN_MAX_DEPTH 10
-
-struct twins {
-    sqlite3 *db;
-};
 
 struct twin {
     json_t *desired;
@@ -45,58 +42,15 @@ static void twin_clear(struct twin *t)
     memset(t, 0, sizeof(*t));
 }
 
-static int db_exec(sqlite3 *db, const char *sql)
-{
-    return sqlite3_exec(db, sql, NULL, NULL, NULL) == SQLITE_OK ? 0 : -EIO;
-}
-
-int twins_start(struct hub *h, struct lerr *err)
-{
-    struct twins *tw = calloc(1, sizeof(*tw));
-    if (!tw)
-        return -ENOMEM;
-    h->twins = tw;
-    _cleanup_free_ char *path = lstr_printf("%s/twins.db", h->cfg.hub.store_dir);
-    if (!path)
-        return -ENOMEM;
-    if (sqlite3_open_v2(path, &tw->db,
-                        SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
-                        NULL) != SQLITE_OK ||
-        db_exec(tw->db, "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;") < 0 ||
-        db_exec(tw->db, "CREATE TABLE IF NOT EXISTS twins (module TEXT PRIMARY KEY, desired TEXT "
-                        "NOT NULL, desired_version INTEGER NOT NULL, reported TEXT NOT NULL, "
-                        "reported_version INTEGER NOT NULL, manifest_hash TEXT NOT NULL)") < 0 ||
-        /* session.c: the subscriptions of persistent sessions, JSON [[filter, qos], ...] */
-        db_exec(tw->db, "CREATE TABLE IF NOT EXISTS sessions (client_id TEXT PRIMARY KEY, device "
-                        "TEXT NOT NULL, module TEXT NOT NULL, subs TEXT NOT NULL)") < 0)
-        return lerr_set(err, -EIO, "twins database %s: %s", path,
-                        tw->db ? sqlite3_errmsg(tw->db) : "cannot open");
-    twins_runtime_changed(h);
-    return 0;
-}
-
-sqlite3 *twins_db(struct hub *h)
-{
-    return h->twins ? h->twins->db : NULL;
-}
-
-void twins_stop(struct hub *h)
-{
-    if (!h->twins)
-        return;
-    sqlite3_close(h->twins->db);
-    free(h->twins);
-    h->twins = NULL;
-}
-
 static int twin_load(struct hub *h, const char *module, struct twin *t)
 {
     memset(t, 0, sizeof(*t));
+    sqlite3 *db = database_handle(h);
     sqlite3_stmt *st = NULL;
-    if (sqlite3_prepare_v2(h->twins->db,
-                           "SELECT desired, desired_version, reported, reported_version, "
-                           "manifest_hash FROM twins WHERE module = ?",
-                           -1, &st, NULL) != SQLITE_OK)
+    if (!db || sqlite3_prepare_v2(db,
+                                  "SELECT desired, desired_version, reported, reported_version, "
+                                  "manifest_hash FROM twins WHERE module = ?",
+                                  -1, &st, NULL) != SQLITE_OK)
         return -EIO;
     sqlite3_bind_text(st, 1, module, -1, SQLITE_STATIC);
     int r = sqlite3_step(st);
@@ -123,9 +77,10 @@ static int twin_load(struct hub *h, const char *module, struct twin *t)
 static int twin_save(struct hub *h, const char *module, const struct twin *t)
 {
     _cleanup_free_ char *d = ljson_dump(t->desired), *rp = ljson_dump(t->reported);
+    sqlite3 *db = database_handle(h);
     sqlite3_stmt *st = NULL;
-    if (!d || !rp ||
-        sqlite3_prepare_v2(h->twins->db,
+    if (!d || !rp || !db ||
+        sqlite3_prepare_v2(db,
                            "INSERT OR REPLACE INTO twins (module, desired, desired_version, "
                            "reported, reported_version, manifest_hash) VALUES (?,?,?,?,?,?)",
                            -1, &st, NULL) != SQLITE_OK)
@@ -189,26 +144,16 @@ static json_t *diff(const json_t *old, const json_t *nw)
     return p;
 }
 
-static struct session *module_session(struct hub *h, const char *module)
-{
-    for (struct session *s = h->sessions; s; s = s->next)
-        if (s->conn && s->conn->state == CONN_ACTIVE && strcmp(s->module_id, module) == 0)
-            return s;
-    return NULL;
-}
-
 static void notify_desired(struct hub *h, const char *module, json_t *patch, long long version)
 {
-    struct session *s = module_session(h, module);
-    if (!s || !s->wants_desired)
+    struct hub_client *c = clients_find_module(h, module);
+    if (!c || c->ops->listens(c, HUB_STREAM_DESIRED, NULL) < 0)
         return;
     json_object_set_new(patch, "$version", json_integer(version));
     char *body = ljson_dump(patch);
-    struct lbuf topic = LBUF_INIT;
-    if (body && iothub_topic_twin_desired(&topic, (uint64_t)version) == 0)
-        conn_send_publish(s->conn, topic.data, topic.len, 0, false, 0, body, strlen(body));
+    if (body)
+        c->ops->desired(c, version, body);
     free(body);
-    lbuf_free(&topic);
 }
 
 static bool valid_document(const json_t *j, const char **why)
@@ -232,9 +177,9 @@ static bool valid_document(const json_t *j, const char **why)
 }
 
 /* The deployment's desired documents: apply those that changed since last applied. */
-void twins_runtime_changed(struct hub *h)
+static void twins_reload(struct hub *h)
 {
-    if (!h->twins)
+    if (!database_handle(h))
         return;
     const char *module;
     json_t *desired;
@@ -273,7 +218,8 @@ static json_t *twin_document(const struct twin *t)
 }
 
 /* A reported-property change as a message from /twinChangeNotifications. */
-static void route_change(struct hub *h, struct session *s, const json_t *patch, long long version)
+static void route_change(struct hub *h, const struct hub_identity *id, const json_t *patch,
+                         long long version)
 {
     json_t *body = json_pack("{s:I, s:{s:O}}", "version", (json_int_t)version, "properties",
                              "reported", patch);
@@ -285,8 +231,8 @@ static void route_change(struct hub *h, struct session *s, const json_t *patch, 
     int64_t now = ltime_now_ms();
     struct hub_message m = {0};
     m.source = "/twinChangeNotifications";
-    m.sys[IOTHUB_PROP_CONNECTION_DEVICE_ID] = s->device_id;
-    m.sys[IOTHUB_PROP_CONNECTION_MODULE_ID] = s->module_id;
+    m.sys[IOTHUB_PROP_CONNECTION_DEVICE_ID] = id->device_id;
+    m.sys[IOTHUB_PROP_CONNECTION_MODULE_ID] = id->module_id;
     m.sys[IOTHUB_PROP_CONTENT_TYPE] = "application/json";
     m.sys[IOTHUB_PROP_CONTENT_ENCODING] = "utf-8";
     m.sys[HUB_SYS_MESSAGE_TYPE] = "twinChangeNotification";
@@ -298,64 +244,52 @@ static void route_change(struct hub *h, struct session *s, const json_t *patch, 
     free(text);
 }
 
-static void reply(struct hub *h, struct session *s, int status, struct mqtt_str rid,
-                  bool has_version, long long version, const char *body)
+static void reply(struct hub_client *c, int status, const struct hub_twin_request *r,
+                  long long version, const char *body)
 {
-    if (!s->conn || !s->wants_twin_res)
+    if (c->ops->listens(c, HUB_STREAM_TWIN_RESPONSES, NULL) < 0)
         return;
-    struct lbuf topic = LBUF_INIT;
-    if (iothub_topic_twin_response(&topic, status, rid, has_version, (uint64_t)version) == 0)
-        conn_send_publish(s->conn, topic.data, topic.len, 0, false, 0, body,
-                          body ? strlen(body) : 0);
-    lbuf_free(&topic);
+    c->ops->twin_response(c, r->rid, r->rid_len, status, version, body);
 }
 
-int twin_publish(struct hub *h, struct session *s, struct conn *c, const struct iothub_topic *t,
-                 const struct mqtt_publish *p)
+void twins_request(struct hub *h, struct hub_client *c, const struct hub_twin_request *r)
 {
+    const char *module = c->id->module_id;
     struct twin tw;
-    if (twin_load(h, s->module_id, &tw) < 0) {
-        reply(h, s, 500, t->rid, false, 0, "{\"message\":\"twin storage failed\"}");
-        return 0;
+    if (twin_load(h, module, &tw) < 0) {
+        reply(c, 500, r, -1, "{\"message\":\"twin storage failed\"}");
+        return;
     }
-    if (t->kind == IOTHUB_TOPIC_TWIN_GET) {
+    if (r->op == HUB_TWIN_GET) {
         json_t *doc = twin_document(&tw);
         char *text = ljson_dump(doc);
         json_decref(doc);
-        reply(h, s, 200, t->rid, false, 0, text);
+        reply(c, 200, r, -1, text);
         free(text);
+        twin_clear(&tw);
+        return;
+    }
+    json_t *patch = NULL;
+    const char *why = NULL;
+    if (ljson_parse((const char *)r->body, r->body_len, &patch, NULL) < 0 ||
+        !valid_document(patch, &why)) {
+        reply(c, 400, r, -1, "{\"message\":\"reported properties must be a JSON object\"}");
     } else {
-        json_t *patch = NULL;
-        const char *why = NULL;
-        if (ljson_parse((const char *)p->payload, p->payload_len, &patch, NULL) < 0 ||
-            !valid_document(patch, &why)) {
-            reply(h, s, 400, t->rid, false, 0,
-                  "{\"message\":\"reported properties must be a JSON object\"}");
-            json_decref(patch);
-            twin_clear(&tw);
-            if (p->qos == 1 && c)
-                router_ack(h, c, p->packet_id);
-            return 0;
-        }
         merge_patch(tw.reported, patch);
         if (!valid_document(tw.reported, &why)) {
-            reply(h, s, 400, t->rid, false, 0, "{\"message\":\"reported properties too large\"}");
+            reply(c, 400, r, -1, "{\"message\":\"reported properties too large\"}");
         } else {
             tw.reported_version++;
-            if (twin_save(h, s->module_id, &tw) < 0) {
-                reply(h, s, 500, t->rid, false, 0, "{\"message\":\"twin storage failed\"}");
+            if (twin_save(h, module, &tw) < 0) {
+                reply(c, 500, r, -1, "{\"message\":\"twin storage failed\"}");
             } else {
-                reply(h, s, 204, t->rid, true, tw.reported_version, NULL);
-                route_change(h, s, patch, tw.reported_version);
+                reply(c, 204, r, tw.reported_version, NULL);
+                route_change(h, c->id, patch, tw.reported_version);
             }
         }
-        json_decref(patch);
     }
+    json_decref(patch);
     twin_clear(&tw);
-    /* Twin operations are answered on their response topic; the PUBLISH itself is acked too. */
-    if (p->qos == 1 && c)
-        router_ack(h, c, p->packet_id);
-    return 0;
 }
 
 json_t *twins_get(struct hub *h, const char *module)
@@ -394,3 +328,16 @@ int twins_patch_desired(struct hub *h, const char *module, const json_t *patch, 
     twin_clear(&t);
     return 0;
 }
+
+/* The database is open (server.c opens it first): apply the deployment's desired documents. */
+static int twins_start(struct hub *h, struct lerr *err)
+{
+    twins_reload(h);
+    return 0;
+}
+
+const struct hub_sink_ops twins_sink_ops = {
+    .name = "twins",
+    .start = twins_start,
+    .reload = twins_reload,
+};

@@ -4,6 +4,8 @@
  * hub.max_inflight, each removed only when the upstream acknowledged it. Disconnected, they wait
  * (TTL applies) and the link reconnects with back-off from 1 s to 60 s. With a SAS identity the
  * token is renewed by reconnecting before it expires. */
+#include "hub/upstream.h"
+
 #include <errno.h>
 #include <event2/dns.h>
 #include <event2/event.h>
@@ -16,10 +18,10 @@
 #include "base/json.h"
 #include "base/str.h"
 #include "base/timeutil.h"
-#include "hub/hub.h"
 #include "identity/sas.h"
 #include "log/log.h"
 #include "mqttc/mqttc.h"
+#include "store/store.h"
 
 #define COMP "upstream"
 #define BACKOFF_MIN_MS 1000
@@ -51,7 +53,7 @@ struct upstream {
 
 static struct endpoint *upstream_endpoint(struct hub *h)
 {
-    return endpoint_find(h, "$upstream");
+    return endpoint_find(h, ENDPOINT_UPSTREAM_ID);
 }
 
 static void schedule_retry(struct upstream *u)
@@ -227,27 +229,27 @@ static void renew_cb(evutil_socket_t fd, short what, void *arg)
     connect_now(u);
 }
 
-int upstream_start(struct hub *h)
+static int upstream_start(struct hub *h, struct lerr *err)
 {
     if (!h->cfg.upstream.enabled || !h->cfg.upstream.host)
         return 0;
     struct upstream *u = calloc(1, sizeof(*u));
     if (!u)
-        return -ENOMEM;
+        return lerr_set(err, -ENOMEM, "upstream: out of memory");
     h->upstream = u;
     u->h = h;
     u->dns = evdns_base_new(h->base, EVDNS_BASE_INITIALIZE_NAMESERVERS);
     u->retry = evtimer_new(h->base, retry_cb, u);
     u->renew = evtimer_new(h->base, renew_cb, u);
     if (!u->retry || !u->renew)
-        return -ENOMEM;
+        return lerr_set(err, -ENOMEM, "upstream: out of memory");
     if (!u->dns)
         log_warn(COMP, "no DNS resolver configured; upstream.host must be an IP address");
     connect_now(u);
     return 0;
 }
 
-void upstream_stop(struct hub *h)
+static void upstream_stop(struct hub *h)
 {
     struct upstream *u = h->upstream;
     if (!u)
@@ -303,7 +305,7 @@ static int build_topic(struct upstream *u, const struct hub_message *m)
     return 0;
 }
 
-void upstream_deliver(struct hub *h, struct endpoint *ep, int64_t now)
+static void upstream_drain(struct hub *h, struct endpoint *ep, int64_t now)
 {
     struct upstream *u = h->upstream;
     if (!u || !u->connected || !u->m || !mqttc_connected(u->m))
@@ -373,3 +375,10 @@ json_t *upstream_status(struct hub *h)
                             json_integer(u->first_delivery_ms - u->connected_ms));
     return o;
 }
+
+const struct hub_sink_ops upstream_sink_ops = {
+    .name = "upstream",
+    .start = upstream_start,
+    .stop = upstream_stop,
+    .drain = upstream_drain,
+};

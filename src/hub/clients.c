@@ -1,0 +1,62 @@
+/* clients.c — the hub's list of authenticated clients, whatever head they came through
+ * (clients.h). Small: a module has at most one connected client per head. */
+#include "hub/clients.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct clients {
+    struct llist list;
+};
+
+int clients_start(struct hub *h)
+{
+    h->clients = calloc(1, sizeof(*h->clients));
+    if (!h->clients)
+        return -ENOMEM;
+    llist_init(&h->clients->list);
+    return 0;
+}
+
+void clients_stop(struct hub *h)
+{
+    if (!h->clients)
+        return;
+    struct hub_client *c, *tmp;
+    llist_foreach_safe(c, tmp, &h->clients->list, node) llist_remove(&c->node);
+    free(h->clients);
+    h->clients = NULL;
+}
+
+void clients_attach(struct hub *h, struct hub_client *c)
+{
+    llist_add_head(&h->clients->list, &c->node);
+}
+
+void clients_detach(struct hub *h, struct hub_client *c)
+{
+    llist_remove(&c->node);
+}
+
+struct hub_client *clients_find_module(struct hub *h, const char *module)
+{
+    struct hub_client *c;
+    llist_foreach(c, &h->clients->list,
+                  node) if (c->id->module_id && strcmp(c->id->module_id, module) == 0) return c;
+    return NULL;
+}
+
+size_t clients_close_module(struct hub *h, const char *module, const char *why)
+{
+    size_t n = 0;
+    struct hub_client *c, *tmp;
+    llist_foreach_safe(c, tmp, &h->clients->list, node)
+    {
+        if (!c->id->module_id || strcmp(c->id->module_id, module) != 0)
+            continue;
+        n++;
+        c->ops->close(c, why); /* detaches it */
+    }
+    return n;
+}

@@ -1,0 +1,18 @@
+/* clients.h — the authenticated clients of every protocol head, by identity: where a delivery, a
+ * desired patch or a method call for a module goes, and whose sessions a changed identity cuts. */
+#pragma once
+
+#include <stddef.h>
+
+#include "hub/head.h"
+#include "hub/hub.h"
+
+int clients_start(struct hub *h);
+void clients_stop(struct hub *h);
+/* c (ops and id set) may now be delivered to; clients_detach() before it goes. */
+void clients_attach(struct hub *h, struct hub_client *c);
+void clients_detach(struct hub *h, struct hub_client *c);
+/* The connected client of module (one per module: a second connection takes over), or NULL. */
+struct hub_client *clients_find_module(struct hub *h, const char *module);
+/* Close every client of module (ops->close with why); how many there were. */
+size_t clients_close_module(struct hub *h, const char *module, const char *why);

@@ -1,0 +1,24 @@
+/* methods.h — the methods sink: direct method calls from ledged's management API (through the
+ * control socket) to a module's client, through whatever head it connected by, and the module's
+ * answers. A module that is not connected (or does not listen for methods) gets 404 at once; no
+ * answer in time gets 504. */
+#pragma once
+
+#include <jansson.h>
+#include <stddef.h>
+
+#include "base/errors.h"
+#include "hub/endpoint.h"
+#include "hub/hub.h"
+
+extern const struct hub_sink_ops methods_sink_ops;
+
+/* Invoke method on module; cb gets the HTTP-like status and the JSON reply (owned by callee). */
+typedef void (*methods_done_fn)(void *ud, int status, json_t *reply);
+int methods_invoke(struct hub *h, const char *module, const char *method, const json_t *payload,
+                   int timeout_s, methods_done_fn cb, void *ud, void **ret_handle,
+                   struct lerr *err);
+void methods_cancel(struct hub *h, void *handle);
+/* Module from's answer to call rid: status and payload as it sent them. */
+void methods_response(struct hub *h, const struct hub_identity *from, const char *rid,
+                      size_t rid_len, int status, const void *payload, size_t payload_len);

@@ -1,0 +1,36 @@
+/* twin.h — the twins sink: module twins, desired properties from the deployment and from
+ * `ledge twin set`, reported properties from the module, each side with its $version, kept in
+ * twins.db (database.h). Requests come from a head as hub types; answers and desired patches go
+ * back through the client's head. */
+#pragma once
+
+#include <jansson.h>
+#include <stddef.h>
+
+#include "base/errors.h"
+#include "hub/endpoint.h"
+#include "hub/head.h"
+#include "hub/hub.h"
+
+extern const struct hub_sink_ops twins_sink_ops;
+
+enum hub_twin_op {
+    HUB_TWIN_GET,            /* the whole twin */
+    HUB_TWIN_PATCH_REPORTED, /* merge body into the reported properties */
+};
+
+struct hub_twin_request {
+    enum hub_twin_op op;
+    const char *rid; /* the client's request id, echoed verbatim */
+    size_t rid_len;
+    const void *body; /* HUB_TWIN_PATCH_REPORTED: a JSON object */
+    size_t body_len;
+};
+
+/* A request from client c about its own module's twin; answered through c's head. */
+void twins_request(struct hub *h, struct hub_client *c, const struct hub_twin_request *r);
+/* {"desired": {..., "$version"}, "reported": {..., "$version"}} or NULL. */
+json_t *twins_get(struct hub *h, const char *module);
+/* Merge a patch into the desired properties, notify the module; *ret is the new twin. */
+int twins_patch_desired(struct hub *h, const char *module, const json_t *patch, json_t **ret,
+                        struct lerr *err);
