@@ -56,24 +56,35 @@ struct inflight {
     struct hub_delivery d;
 };
 
+/* The peer's address, kept small (formatted only for a log line). */
+struct peer_addr {
+    uint8_t addr[16];
+    uint16_t port;
+    uint8_t family; /* AF_INET, AF_INET6, or 0: unknown */
+};
+
+/* Idle connections are most of a hub's memory: the fields are ordered to pack. */
 struct conn {
     struct hub *hub;
     struct hub_client client; /* on the hub's list while CONN_ACTIVE */
     struct bufferevent *bev;
-    struct event *keepalive;
-    struct event *free_ev;
-    enum conn_state state;
-    char peer[64];
+    struct event *keepalive; /* also frees a closed connection from the loop */
     struct session *session; /* after CONNECT */
-    uint16_t keep_alive_s;
-    /* outgoing QoS 1 window */
+    /* outgoing QoS 1 window (at most hub.max_inflight, below 65536) */
     struct inflight *inflight;
-    size_t n_inflight, cap_inflight;
-    uint16_t next_packet_id;
+    uint32_t n_inflight, cap_inflight;
+    struct llist node; /* the head's connections */
+    struct peer_addr peer;
+    uint8_t state;  /* enum conn_state */
     bool peer_gone; /* EOF or error seen: finish on the next loop pass (conn_eventcb) */
     bool gone_eof;
-    struct llist node; /* the head's connections */
+    uint16_t keep_alive_s;
+    uint16_t next_packet_id;
 };
+
+#define PEER_STR_MAX 64
+/* "addr:port" for a log line; the buffer lives as long as the enclosing block. */
+#define PEER(c) peer_str(&(c)->peer, (char[PEER_STR_MAX]){0})
 
 struct mqtt_head {
     struct llist conns; /* newest first */
@@ -87,7 +98,16 @@ typedef int (*packet_fn)(struct conn *c, const struct mqtt_packet *p);
 
 static void conn_close(struct conn *c, const char *why);
 static void conn_free(struct conn *c);
-static void free_cb(evutil_socket_t fd, short what, void *arg);
+static void conn_free_soon(struct conn *c);
+
+static const char *peer_str(const struct peer_addr *p, char *out)
+{
+    char addr[INET6_ADDRSTRLEN] = "?";
+    if (!p->family || !inet_ntop(p->family, p->addr, addr, sizeof(addr)))
+        return "?";
+    snprintf(out, PEER_STR_MAX, "%s:%u", addr, p->port);
+    return out;
+}
 
 static struct conn *conn_of(const struct hub_client *cl)
 {
@@ -162,7 +182,7 @@ static uint16_t conn_next_packet_id(struct conn *c)
 static int mqtt_listens(const struct hub_client *cl, enum hub_stream stream, const char *input)
 {
     const struct conn *c = conn_of(cl);
-    const struct session *s = c->session;
+    struct session *s = c->session;
     if (!s || c->state != CONN_ACTIVE)
         return -1;
     switch (stream) {
@@ -266,7 +286,7 @@ static int refuse(struct conn *c, uint8_t code, const char *why)
     conn_send_buf(c, &b);
     c->hub->n.auth_failures +=
         code == MQTT_CONNACK_NOT_AUTHORIZED || code == MQTT_CONNACK_BAD_USERNAME_PASSWORD;
-    log_warn(COMP, "%s: connection refused: %s", c->peer, why);
+    log_warn(COMP, "%s: connection refused: %s", PEER(c), why);
     conn_close(c, NULL);
     return -EACCES;
 }
@@ -306,7 +326,7 @@ static int on_connect(struct conn *c, const struct mqtt_packet *p)
     if (s && s->conn) {
         /* MQTT-3.1.4-2: a second connection with the same client id takes over (no will). */
         struct conn *old = s->conn;
-        log_info(COMP, "%s: a new connection takes over from %s", client_id, old->peer);
+        log_info(COMP, "%s: a new connection takes over from %s", client_id, PEER(old));
         old->session = NULL;
         s->conn = NULL;
         conn_close(old, NULL);
@@ -317,18 +337,9 @@ static int on_connect(struct conn *c, const struct mqtt_packet *p)
     if (!s)
         return -ENOMEM;
     c->session = s;
-    free(s->will_topic);
-    free(s->will_payload);
-    s->will_topic = NULL;
-    s->will_payload = NULL;
-    if (cn->will) {
-        s->will_topic = str_dup(cn->will_topic);
-        s->will_payload = malloc(cn->will_payload_len ? cn->will_payload_len : 1);
-        if (s->will_payload)
-            memcpy(s->will_payload, cn->will_payload, cn->will_payload_len);
-        s->will_len = cn->will_payload_len;
-        s->will_qos = cn->will_qos;
-    }
+    /* A will that does not fit in memory is lost, not the connection (as before it was kept). */
+    session_set_will(s, cn->will ? cn->will_topic.ptr : NULL, cn->will_topic.len, cn->will_payload,
+                     cn->will_payload_len, cn->will_qos);
     c->state = CONN_ACTIVE;
     c->keep_alive_s = cn->keep_alive;
     c->client = (struct hub_client){.ops = &mqtt_head_ops, .id = &s->id};
@@ -336,7 +347,7 @@ static int on_connect(struct conn *c, const struct mqtt_packet *p)
     struct lbuf b = LBUF_INIT;
     mqtt_encode_connack(&b, present, MQTT_CONNACK_ACCEPTED);
     conn_send_buf(c, &b);
-    log_info(COMP, "%s connected as %s (%s session%s)", c->peer, client_id,
+    log_info(COMP, "%s connected as %s (%s session%s)", PEER(c), client_id,
              cn->clean_session ? "clean" : "persistent", present ? ", resumed" : "");
     endpoint_kick(h, NULL);
     return 0;
@@ -366,17 +377,17 @@ static int publish_refused(struct hub *h, const struct session *s, const struct 
 /* A message from the module's events topic: its property bag becomes the message's properties;
  * the router adds what the hub vouches for. */
 static int publish_message(struct hub *h, struct session *s, struct conn *c,
-                           const struct iothub_topic *t, const struct mqtt_publish *p, bool will)
+                           const struct iothub_topic *t, const struct mqtt_publish *p, bool will,
+                           struct lerr *err)
 {
     struct mqtt_head *mh = h->mqtt;
     struct iothub_props props;
-    struct lerr err = {0};
     lbuf_reset(&mh->props);
     if (lbuf_reserve(&mh->props, t->propbag.len + 1) < 0)
         return -ENOMEM;
     if (t->propbag.len && iothub_props_parse(t->propbag.ptr, t->propbag.len, mh->props.data,
-                                             mh->props.cap, &props, &err) < 0) {
-        hub_log_once(h, "bag", "%s: %s; closing", s->client_id, err.msg);
+                                             mh->props.cap, &props, err) < 0) {
+        hub_log_once(h, "bag", "%s: %s; closing", s->client_id, err->msg);
         return -EPROTO;
     }
     if (!t->propbag.len)
@@ -462,7 +473,7 @@ static int handle_publish(struct hub *h, struct session *s, struct conn *c,
     /* IOTHUB_TOPIC_MODULE_EVENTS: its own device and module only. */
     if (!span_eq_ci(t.device_id, s->id.device_id) || !span_eq_ci(t.module_id, s->id.module_id))
         return publish_refused(h, s, p);
-    return publish_message(h, s, c, &t, p, will);
+    return publish_message(h, s, c, &t, p, will, &err);
 }
 
 /* ------------------------------------------------------------------ other packets */
@@ -536,7 +547,7 @@ static int on_subscribe(struct conn *c, const struct mqtt_packet *p)
             code = MQTT_SUBACK_FAILURE;
         } else {
             uint8_t granted = qos > 1 ? 1 : qos; /* IoT Hub grants QoS 1 for QoS 2 */
-            int sr = session_subscribe(s, f.ptr, f.len, granted);
+            int sr = session_subscribe(c->hub, s, f.ptr, f.len, granted);
             if (sr == -ENOSPC) {
                 c->hub->n.subscriptions_refused++;
                 hub_log_once(c->hub, "maxsubs",
@@ -568,7 +579,7 @@ static int on_unsubscribe(struct conn *c, const struct mqtt_packet *p)
     mqtt_filter_iter_init(&it, p);
     struct mqtt_str f;
     while (mqtt_filter_iter_next(&it, &f, NULL))
-        session_unsubscribe(c->session, f.ptr, f.len);
+        session_unsubscribe(c->hub, c->session, f.ptr, f.len);
     struct lbuf b = LBUF_INIT;
     mqtt_encode_ack(&b, MQTT_UNSUBACK, p->unsubscribe.packet_id);
     conn_send_buf(c, &b);
@@ -594,19 +605,19 @@ static void conn_leave_session(struct conn *c, bool graceful)
     struct hub *h = c->hub;
     c->session = NULL;
     s->conn = NULL;
-    if (!graceful && s->will_topic && !h->stopping) {
+    if (!graceful && s->will && !h->stopping) {
         /* The will of an ungraceful disconnect is published for the module: only to its own
          * events topic, where it is routed like any message from it. */
         struct mqtt_publish p = {
             .qos = s->will_qos > 1 ? 1 : s->will_qos,
-            .topic = mqtt_str_c(s->will_topic),
-            .payload = s->will_payload,
+            .topic = mqtt_str_c(s->will),
+            .payload = session_will_payload(s),
             .payload_len = s->will_len,
         };
         log_info(COMP, "%s: publishing its will", s->client_id);
         handle_publish(h, s, NULL, &p, true);
     }
-    session_detach(s);
+    session_detach(h, s);
 }
 
 static int on_disconnect(struct conn *c, const struct mqtt_packet *p)
@@ -660,7 +671,7 @@ static void conn_readcb(struct bufferevent *bev, void *arg)
         if (c->state == CONN_NEW && hdr[0] != (MQTT_CONNECT << 4)) {
             /* Not MQTT (or not a CONNECT first): no need to wait for what it announces. */
             h->n.malformed++;
-            log_warn(COMP, "%s: the first packet is not a CONNECT; closing", c->peer);
+            log_warn(COMP, "%s: the first packet is not a CONNECT; closing", PEER(c));
             conn_close(c, NULL);
             return;
         }
@@ -672,7 +683,7 @@ static void conn_readcb(struct bufferevent *bev, void *arg)
                 h->n.oversized++;
             else
                 h->n.malformed++;
-            log_warn(COMP, "%s: %s; closing", c->session ? c->session->client_id : c->peer,
+            log_warn(COMP, "%s: %s; closing", c->session ? c->session->client_id : PEER(c),
                      r == -EMSGSIZE ? "packet larger than hub.max_packet_size"
                                     : "malformed packet length");
             conn_close(c, NULL);
@@ -691,14 +702,14 @@ static void conn_readcb(struct bufferevent *bev, void *arg)
                 return;
             }
             h->n.malformed++;
-            log_warn(COMP, "%s: %s; closing", c->peer, err.msg);
+            log_warn(COMP, "%s: %s; closing", PEER(c), err.msg);
             conn_close(c, NULL);
             return;
         }
         if ((c->state == CONN_NEW && p.type != MQTT_CONNECT) || !mqtt_type_from_client(p.type) ||
             !handlers[p.type]) {
             h->n.malformed++;
-            log_warn(COMP, "%s: unexpected %s; closing", c->peer, mqtt_type_name(p.type));
+            log_warn(COMP, "%s: unexpected %s; closing", PEER(c), mqtt_type_name(p.type));
             conn_close(c, NULL);
             return;
         }
@@ -726,7 +737,7 @@ static void conn_writecb(struct bufferevent *bev, void *arg)
     struct conn *c = arg;
     if (c->state == CONN_CLOSING) {
         if (conn_output_pending(c) == 0)
-            event_active(c->free_ev, 0, 0);
+            conn_free_soon(c);
         return;
     }
     if (conn_output_pending(c) < OUTPUT_LOW) {
@@ -742,7 +753,7 @@ static void conn_eventcb(struct bufferevent *bev, short what, void *arg)
     if (what & BEV_EVENT_CONNECTED)
         return;
     if (c->state == CONN_CLOSING) {
-        event_active(c->free_ev, 0, 0);
+        conn_free_soon(c);
         return;
     }
     /* libevent's TLS bufferevent reports an error from inside its read, before it commits what
@@ -756,45 +767,48 @@ static void conn_eventcb(struct bufferevent *bev, short what, void *arg)
     evtimer_add(c->keepalive, &now);
 }
 
+/* The connection's one timer: the CONNECT deadline, the keep-alive, the pass after the peer went
+ * (conn_eventcb), and for a closed connection its end: the output drained, or the grace period
+ * for a peer that never reads its last answer ran out. */
 static void keepalive_cb(evutil_socket_t fd, short what, void *arg)
 {
     struct conn *c = arg;
-    if (c->peer_gone) {
-        if (c->state != CONN_CLOSING && evbuffer_get_length(bufferevent_get_input(c->bev)) > 0)
-            conn_readcb(c->bev, c);
-        conn_close(c, c->gone_eof ? "connection closed by peer" : "connection error");
-        event_active(c->free_ev, 0, 0);
+    if (c->state == CONN_CLOSING) {
+        conn_free(c); /* nothing runs on c after its own timer */
         return;
     }
-    if (c->state != CONN_CLOSING)
-        log_info(COMP, "%s: %s", c->session ? c->session->client_id : c->peer,
+    if (c->peer_gone) {
+        if (evbuffer_get_length(bufferevent_get_input(c->bev)) > 0)
+            conn_readcb(c->bev, c);
+        conn_close(c, c->gone_eof ? "connection closed by peer" : "connection error");
+    } else {
+        log_info(COMP, "%s: %s", c->session ? c->session->client_id : PEER(c),
                  c->state == CONN_NEW ? "no CONNECT in time" : "keep-alive expired");
-    conn_close(c, NULL);
-    event_active(c->free_ev, 0, 0);
+        conn_close(c, NULL);
+    }
+    conn_free_soon(c);
 }
 
 /* ------------------------------------------------------------------ lifecycle */
 
-static void peer_name(int fd, char *out, size_t n)
+static void peer_name(int fd, struct peer_addr *out)
 {
     struct sockaddr_storage ss;
     socklen_t len = sizeof(ss);
-    if (getpeername(fd, (struct sockaddr *)&ss, &len) < 0) {
-        snprintf(out, n, "?");
+    memset(out, 0, sizeof(*out));
+    if (getpeername(fd, (struct sockaddr *)&ss, &len) < 0)
         return;
-    }
-    char addr[INET6_ADDRSTRLEN] = "?";
-    int port = 0;
     if (ss.ss_family == AF_INET) {
         struct sockaddr_in *a = (struct sockaddr_in *)&ss;
-        inet_ntop(AF_INET, &a->sin_addr, addr, sizeof(addr));
-        port = ntohs(a->sin_port);
+        memcpy(out->addr, &a->sin_addr, sizeof(a->sin_addr));
+        out->port = ntohs(a->sin_port);
+        out->family = AF_INET;
     } else if (ss.ss_family == AF_INET6) {
         struct sockaddr_in6 *a = (struct sockaddr_in6 *)&ss;
-        inet_ntop(AF_INET6, &a->sin6_addr, addr, sizeof(addr));
-        port = ntohs(a->sin6_port);
+        memcpy(out->addr, &a->sin6_addr, sizeof(a->sin6_addr));
+        out->port = ntohs(a->sin6_port);
+        out->family = AF_INET6;
     }
-    snprintf(out, n, "%s:%d", addr, port);
 }
 
 void mqtt_head_accept(struct hub *h, int fd, bool tls)
@@ -831,7 +845,7 @@ void mqtt_head_accept(struct hub *h, int fd, bool tls)
     c->hub = h;
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-    peer_name(fd, c->peer, sizeof(c->peer));
+    peer_name(fd, &c->peer);
     if (tls) {
         SSL *ssl = SSL_new(listener_tls(h));
         if (!ssl) {
@@ -845,16 +859,13 @@ void mqtt_head_accept(struct hub *h, int fd, bool tls)
         c->bev = bufferevent_socket_new(h->base, fd, BEV_OPT_CLOSE_ON_FREE);
     }
     c->keepalive = evtimer_new(h->base, keepalive_cb, c);
-    c->free_ev = event_new(h->base, -1, 0, free_cb, c);
-    if (!c->bev || !c->keepalive || !c->free_ev) {
+    if (!c->bev || !c->keepalive) {
         if (c->bev)
             bufferevent_free(c->bev);
         else
             evutil_closesocket(fd);
         if (c->keepalive)
             event_free(c->keepalive);
-        if (c->free_ev)
-            event_free(c->free_ev);
         free(c);
         return;
     }
@@ -869,20 +880,21 @@ void mqtt_head_accept(struct hub *h, int fd, bool tls)
     h->n.connections_total++;
 }
 
-static void free_cb(evutil_socket_t fd, short what, void *arg)
+/* Free c from the loop, on its timer's next pass: never inside a callback that may still use it. */
+static void conn_free_soon(struct conn *c)
 {
-    conn_free(arg);
+    event_active(c->keepalive, EV_TIMEOUT, 0);
 }
 
-/* Detach from everything. The memory goes from the loop (free_ev), once the output has drained
- * or after a short grace period, never inside a callback that may still use c. */
+/* Detach from everything. The memory goes from the loop (conn_free_soon), once the output has
+ * drained or after a short grace period. */
 static void conn_close(struct conn *c, const char *why)
 {
     if (c->state == CONN_CLOSING)
         return;
     struct hub *h = c->hub;
     if (why && c->session)
-        log_info(COMP, "%s (%s): %s", c->session->client_id, c->peer, why);
+        log_info(COMP, "%s (%s): %s", c->session->client_id, PEER(c), why);
     c->state = CONN_CLOSING;
     h->mqtt->n_closing++;
     clients_detach(h, &c->client);
@@ -895,7 +907,7 @@ static void conn_close(struct conn *c, const char *why)
     conn_leave_session(c, false);
     bufferevent_disable(c->bev, EV_READ);
     if (conn_output_pending(c) == 0) {
-        event_active(c->free_ev, 0, 0);
+        conn_free_soon(c);
     } else {
         struct timeval grace = {5, 0}; /* a peer that never reads its last answer */
         evtimer_add(c->keepalive, &grace);
@@ -912,7 +924,6 @@ static void conn_free(struct conn *c)
     mh->n_closing--;
     bufferevent_free(c->bev);
     event_free(c->keepalive);
-    event_free(c->free_ev);
     free(c->inflight);
     free(c);
 }

@@ -30,8 +30,8 @@ static void session_free(struct session *s)
     free(s->subs);
     free(s->client_id);
     hub_identity_clear(&s->id);
-    free(s->will_topic);
-    free(s->will_payload);
+    free(s->will);
+    free(s->qos_input);
     free(s);
 }
 
@@ -74,9 +74,9 @@ static void update_wants(struct session *s);
 /* Write a persistent session's subscriptions, or forget a clean one. A failure costs the
  * session only after a restart of the hub (the client subscribes again when CONNACK says no
  * session is present); it is logged once. */
-static void persist(struct session *s)
+static void persist(struct hub *h, struct session *s)
 {
-    sqlite3 *db = database_handle(s->hub);
+    sqlite3 *db = database_handle(h);
     if (!db)
         return;
     sqlite3_stmt *st = NULL;
@@ -107,7 +107,7 @@ static void persist(struct session *s)
     }
     sqlite3_finalize(st);
     if (r != SQLITE_OK)
-        hub_log_once(s->hub, "session-db", "%s: cannot save the session: %s", s->client_id,
+        hub_log_once(h, "session-db", "%s: cannot save the session: %s", s->client_id,
                      sqlite3_errmsg(db));
 }
 
@@ -129,7 +129,6 @@ int sessions_load(struct hub *h)
         struct session *s = calloc(1, sizeof(*s));
         if (!s)
             break;
-        s->hub = h;
         s->client_id = strdup(cid);
         s->id.device_id = strdup(dev);
         s->id.module_id = strdup(mod);
@@ -188,7 +187,6 @@ struct session *session_attach(struct hub *h, struct conn *conn, const char *cli
         s = calloc(1, sizeof(*s));
         if (!s)
             return NULL;
-        s->hub = h;
         s->client_id = strdup(client_id);
         if (!s->client_id || hub_identity_copy(id, &s->id) < 0) {
             session_free(s);
@@ -203,20 +201,41 @@ struct session *session_attach(struct hub *h, struct conn *conn, const char *cli
     s->conn = conn;
     /* a new persistent session, or one whose subscriptions a clean connection dropped */
     if (changed)
-        persist(s);
+        persist(h, s);
     *ret_present = present;
     return s;
 }
 
-void session_detach(struct session *s)
+void session_detach(struct hub *h, struct session *s)
 {
     s->conn = NULL;
-    free(s->will_topic);
-    free(s->will_payload);
-    s->will_topic = NULL;
-    s->will_payload = NULL;
+    free(s->will);
+    s->will = NULL;
     if (s->clean)
-        session_unlink_free(s->hub, s);
+        session_unlink_free(h, s);
+}
+
+int session_set_will(struct session *s, const char *topic, size_t topic_len, const uint8_t *payload,
+                     size_t payload_len, uint8_t qos)
+{
+    free(s->will);
+    s->will = NULL;
+    if (!topic)
+        return 0;
+    if (payload_len > UINT16_MAX)
+        return -EINVAL;
+    char *w = malloc(topic_len + 1 + payload_len + 1);
+    if (!w)
+        return -ENOMEM;
+    memcpy(w, topic, topic_len);
+    w[topic_len] = 0;
+    if (payload_len)
+        memcpy(w + topic_len + 1, payload, payload_len);
+    w[topic_len + 1 + payload_len] = 0;
+    s->will = w;
+    s->will_len = (uint16_t)payload_len;
+    s->will_qos = qos;
+    return 0;
 }
 
 void sessions_forget_module(struct hub *h, const char *module)
@@ -228,7 +247,7 @@ void sessions_forget_module(struct hub *h, const char *module)
             continue;
         if (!s->clean) {
             s->clean = true;
-            persist(s); /* deletes the saved one */
+            persist(h, s); /* deletes the saved one */
         }
         session_unlink_free(h, s);
     }
@@ -262,10 +281,12 @@ bool session_may_subscribe(const struct session *s, const char *filter, size_t l
     return false;
 }
 
-int session_input_qos(const struct session *s, const char *input)
+int session_input_qos(struct session *s, const char *input)
 {
     if (!s->wants_inputs)
         return -1;
+    if (s->qos_input && strcmp(s->qos_input, input) == 0)
+        return s->qos_value;
     /* What the hub sends: devices/<d>/modules/<m>/inputs/<input>/<bag>; "x" stands for the bag
      * (a filter naming one exact bag is not honoured). */
     char topic[512];
@@ -278,11 +299,18 @@ int session_input_qos(const struct session *s, const char *input)
         if (s->subs[i].qos > qos &&
             mqtt_topic_match(s->subs[i].filter, strlen(s->subs[i].filter), topic, (size_t)n))
             qos = s->subs[i].qos;
+    /* Kept for the next delivery to the same input (most are): the match costs a formatted
+     * topic. Without memory for it, the next call matches again. */
+    free(s->qos_input);
+    s->qos_input = strdup(input);
+    s->qos_value = (int8_t)qos;
     return qos;
 }
 
 static void update_wants(struct session *s)
 {
+    free(s->qos_input); /* the subscriptions changed */
+    s->qos_input = NULL;
     char desired[64], methods[64], twinres[64];
     sample_topics(desired, methods, twinres);
     s->wants_inputs = s->wants_desired = s->wants_methods = s->wants_twin_res = false;
@@ -302,17 +330,17 @@ static void update_wants(struct session *s)
     }
 }
 
-int session_subscribe(struct session *s, const char *filter, size_t len, uint8_t qos)
+int session_subscribe(struct hub *h, struct session *s, const char *filter, size_t len, uint8_t qos)
 {
     for (size_t i = 0; i < s->n_subs; i++)
         if (strlen(s->subs[i].filter) == len && memcmp(s->subs[i].filter, filter, len) == 0) {
             s->subs[i].qos = qos;
             update_wants(s);
             if (!s->clean)
-                persist(s);
+                persist(h, s);
             return 0;
         }
-    if (s->n_subs >= (size_t)s->hub->cfg.hub.max_subscriptions)
+    if (s->n_subs >= (size_t)h->cfg.hub.max_subscriptions)
         return -ENOSPC;
     struct subscription *v = realloc(s->subs, (s->n_subs + 1) * sizeof(*v));
     if (!v)
@@ -324,11 +352,11 @@ int session_subscribe(struct session *s, const char *filter, size_t len, uint8_t
     s->subs[s->n_subs++] = (struct subscription){f, qos};
     update_wants(s);
     if (!s->clean)
-        persist(s);
+        persist(h, s);
     return 0;
 }
 
-void session_unsubscribe(struct session *s, const char *filter, size_t len)
+void session_unsubscribe(struct hub *h, struct session *s, const char *filter, size_t len)
 {
     for (size_t i = 0; i < s->n_subs; i++)
         if (strlen(s->subs[i].filter) == len && memcmp(s->subs[i].filter, filter, len) == 0) {
@@ -336,7 +364,7 @@ void session_unsubscribe(struct session *s, const char *filter, size_t len)
             s->subs[i] = s->subs[--s->n_subs];
             update_wants(s);
             if (!s->clean)
-                persist(s);
+                persist(h, s);
             return;
         }
 }

@@ -8,6 +8,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #include "base/list.h"
 #include "hub/hub.h"
@@ -19,23 +20,24 @@ struct subscription {
     uint8_t qos;
 };
 
+/* Idle sessions are much of a hub's memory: the fields are ordered to pack. */
 struct session {
-    struct hub *hub;
     char *client_id;        /* "<device>/<module>" as the client sent it */
     struct hub_identity id; /* who authenticated */
-    bool clean;
-    struct conn *conn; /* the head's connection; NULL while disconnected */
+    struct conn *conn;      /* the head's connection; NULL while disconnected */
     struct subscription *subs;
-    size_t n_subs;
+    char *will;      /* the will's topic, NUL, then its payload (will_len bytes); NULL: none */
+    char *qos_input; /* the input session_input_qos() answered for last (qos_value) */
+    struct llist node;
+    uint32_t n_subs;
+    uint16_t will_len;
+    uint8_t will_qos;
+    int8_t qos_value;
+    bool clean;
     bool wants_inputs;  /* a subscription under devices/<d>/modules/<m>/ */
     bool wants_desired; /* subscribed to desired-property updates */
     bool wants_methods;
     bool wants_twin_res;
-    char *will_topic;
-    uint8_t *will_payload;
-    size_t will_len;
-    uint8_t will_qos;
-    struct llist node;
 };
 
 int sessions_start(struct hub *h);
@@ -50,16 +52,26 @@ struct session *session_find(struct hub *h, const char *client_id);
 struct session *session_attach(struct hub *h, struct conn *conn, const char *client_id,
                                const struct hub_identity *id, bool clean, bool *ret_present);
 /* The connection is gone; a clean session goes with it. The will is the head's to publish. */
-void session_detach(struct session *s);
+void session_detach(struct hub *h, struct session *s);
+/* The will for an ungraceful end (a copy; payload at most 65535 bytes), or none (topic NULL). */
+int session_set_will(struct session *s, const char *topic, size_t topic_len, const uint8_t *payload,
+                     size_t payload_len, uint8_t qos);
+/* The will's payload (will_len bytes), when s->will is set. */
+static inline const uint8_t *session_will_payload(const struct session *s)
+{
+    return (const uint8_t *)s->will + strlen(s->will) + 1;
+}
 /* Module left the deployment or became another identity: forget its disconnected sessions. */
 void sessions_forget_module(struct hub *h, const char *module);
 /* Authorisation: may this module subscribe to filter? */
 bool session_may_subscribe(const struct session *s, const char *filter, size_t len);
 /* The QoS to deliver messages for input with (the highest of the matching subscriptions), or
- * -1 when no subscription matches devices/<d>/modules/<m>/inputs/<input>/<bag>. */
-int session_input_qos(const struct session *s, const char *input);
+ * -1 when no subscription matches devices/<d>/modules/<m>/inputs/<input>/<bag>. The answer is
+ * kept for the next call with the same input, until the subscriptions change. */
+int session_input_qos(struct session *s, const char *input);
 /* 0; -ENOSPC beyond hub.max_subscriptions; -ENOMEM. */
-int session_subscribe(struct session *s, const char *filter, size_t len, uint8_t qos);
-void session_unsubscribe(struct session *s, const char *filter, size_t len);
+int session_subscribe(struct hub *h, struct session *s, const char *filter, size_t len,
+                      uint8_t qos);
+void session_unsubscribe(struct hub *h, struct session *s, const char *filter, size_t len);
 /* `ledge hub status`: sessions[], with how many are connected and how many there are. */
 json_t *sessions_status(struct hub *h, size_t *ret_connected, size_t *ret_sessions);

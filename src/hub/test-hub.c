@@ -1143,10 +1143,10 @@ static void test_subscription_to_one_input(void **state)
     assert_int_equal(session_input_qos(s, "in1"), 1);
     assert_int_equal(session_input_qos(s, "hot"), 0);
     const char *level = "devices/" DEVICE "/modules/receiver/inputs/x";
-    assert_int_equal(session_subscribe(s, level, strlen(level), 1), 0);
+    assert_int_equal(session_subscribe(&f->h, s, level, strlen(level), 1), 0);
     assert_int_equal(session_input_qos(s, "x"), 0);
     const char *wild = "devices/" DEVICE "/modules/receiver/inputs/+/+";
-    session_unsubscribe(s, wild, strlen(wild));
+    session_unsubscribe(&f->h, s, wild, strlen(wild));
     assert_int_equal(session_input_qos(s, "x"), -1);
     assert_int_equal(session_input_qos(s, "hot"), -1);
     cl_close(&rc);
