@@ -65,6 +65,14 @@ static void pretty_hub(json_t *s)
     json_t *st = json_object_get(s, "store");
     printf("  store: %lld bytes of %lld, fsync %s\n", ljson_int(st, "bytes", 0),
            ljson_int(st, "maxBytes", 0), ljson_str(st, "fsync"));
+    json_t *db = json_object_get(s, "twinsDatabase");
+    if (db && !ljson_bool(db, "available", true))
+        printf("  twins database: UNAVAILABLE (%s): no twins, no persistent sessions\n",
+               ljson_str(db, "error") ?: "cannot be opened");
+    else if (ljson_bool(db, "damaged", false))
+        printf("  twins database: DAMAGED at start (%s); moved to %s, %lld rows recovered\n",
+               ljson_str(db, "problem") ?: "?", ljson_str(db, "damagedPath") ?: "?",
+               ljson_int(db, "rowsRecovered", 0));
     printf("  %-40s %10s %12s\n", "ENDPOINT", "DEPTH", "BYTES");
     size_t i;
     json_t *e;

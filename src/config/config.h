@@ -124,6 +124,7 @@ struct config_hub {
     char *store_dir;
     enum config_fsync fsync;
     int64_t fsync_interval_ms;
+    int64_t max_token_lifetime_ms; /* SAS tokens expiring further out are refused */
 };
 
 struct config_upstream {

@@ -153,6 +153,7 @@ static void check_defaults(const struct ledge_config *c)
     assert_int_equal(c->upstream.protocol, CONFIG_PROTOCOL_MQTT);
     assert_int_equal(c->upstream.keepalive_ms, 60000);
     assert_int_equal(c->upstream.token_lifetime_ms, 3600000);
+    assert_int_equal(c->hub.max_token_lifetime_ms, 86400000);
 
     assert_int_equal(c->check.min_free_memory, 1024ULL * 1024 * 1024);
     assert_int_equal(c->check.min_free_disk, 10ULL * 1024 * 1024 * 1024);

@@ -17,3 +17,11 @@ struct hub_credentials {
  * not connect here. */
 int auth_check(struct hub *h, const struct hub_credentials *cr, struct hub_identity *ret,
                struct lerr *err);
+
+/* The runtime file changed from old to h->rt: an identity that is gone or is now another one
+ * loses its live sessions at once (docs/hub.md "Authentication"). A module that left the
+ * deployment, or whose generation id changed (recreated), also loses what the heads keep for it
+ * while it is away (persistent sessions); one whose key was rotated keeps that and may connect
+ * again with a token of the new key. Its queued inputs stay (they are addressed to the module's
+ * name, and expire by their TTL). */
+void auth_identities_changed(struct hub *h, const struct hub_runtime *old);

@@ -56,7 +56,7 @@ size_t clients_close_module(struct hub *h, const char *module, const char *why)
         if (!c->id->module_id || strcmp(c->id->module_id, module) != 0)
             continue;
         n++;
-        c->ops->close(c, why); /* detaches it */
+        c->ops->close(c, why, false); /* detaches it */
     }
     return n;
 }

@@ -14,5 +14,6 @@ void clients_attach(struct hub *h, struct hub_client *c);
 void clients_detach(struct hub *h, struct hub_client *c);
 /* The connected client of module (one per module: a second connection takes over), or NULL. */
 struct hub_client *clients_find_module(struct hub *h, const char *module);
-/* Close every client of module (ops->close with why); how many there were. */
+/* Close every client of module (ops->close with why; no will: the hub cut it, the module did
+ * not fail); how many there were. */
 size_t clients_close_module(struct hub *h, const char *module, const char *why);

@@ -124,7 +124,7 @@ static void fail_sealed(struct committer *cm, int r)
             continue;
         cm->sealed.v[i].c = NULL;
         c->pending_acks--;
-        c->ops->close(c, "store sync failed");
+        c->ops->close(c, "store sync failed", true);
     }
     cm->sealed.n = 0;
 }

@@ -1,65 +1,95 @@
-/* database.c — twins.db (database.h): WAL, synchronous=FULL, and the schema of every table in it
- * in one place. */
+/* database.c — twins.db (database.h): opened through ldb_open (WAL, synchronous=FULL, mode 0600,
+ * quick_check at open, salvage when damaged), with the schema of every table in it in one place. */
 #include "hub/database.h"
 
 #include <errno.h>
 #include <sqlite3.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "base/str.h"
+#include "db/db.h"
+#include "log/log.h"
+
+#define COMP "hub"
 
 struct database {
     sqlite3 *db;
+    char *path;
+    struct ldb_report report;
+    char *error; /* why it could not be opened */
 };
 
 /* The schema. twins: desired and reported properties of each module with their versions and
  * the hash of the deployment's desired document last applied (twin.c). sessions: the
- * subscriptions of persistent MQTT sessions, JSON [[filter, qos], ...] (session.c). */
-static const char *const schema[] = {
+ * subscriptions of persistent MQTT sessions, JSON [[filter, qos], ...] (session.c). A salvage
+ * copies these tables by column name. */
+static const char schema[] =
     "CREATE TABLE IF NOT EXISTS twins (module TEXT PRIMARY KEY, desired TEXT NOT NULL, "
     "desired_version INTEGER NOT NULL, reported TEXT NOT NULL, reported_version INTEGER NOT "
-    "NULL, manifest_hash TEXT NOT NULL)",
+    "NULL, manifest_hash TEXT NOT NULL);"
     "CREATE TABLE IF NOT EXISTS sessions (client_id TEXT PRIMARY KEY, device TEXT NOT NULL, "
-    "module TEXT NOT NULL, subs TEXT NOT NULL)",
-};
+    "module TEXT NOT NULL, subs TEXT NOT NULL);";
 
-static int exec(sqlite3 *db, const char *sql)
-{
-    return sqlite3_exec(db, sql, NULL, NULL, NULL) == SQLITE_OK ? 0 : -EIO;
-}
-
-int database_open(struct hub *h, struct lerr *err)
+int database_open(struct hub *h)
 {
     struct database *d = calloc(1, sizeof(*d));
     if (!d)
         return -ENOMEM;
     h->db = d;
-    _cleanup_free_ char *path = lstr_printf("%s/twins.db", h->cfg.hub.store_dir);
-    if (!path)
+    d->path = lstr_printf("%s/twins.db", h->cfg.hub.store_dir);
+    if (!d->path)
         return -ENOMEM;
-    int r = sqlite3_open_v2(path, &d->db,
-                            SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
-                            NULL) == SQLITE_OK
-                ? exec(d->db, "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;")
-                : -EIO;
-    for (size_t i = 0; r == 0 && i < ARRAY_SIZE(schema); i++)
-        r = exec(d->db, schema[i]);
-    if (r < 0)
-        return lerr_set(err, -EIO, "twins database %s: %s", path,
-                        d->db ? sqlite3_errmsg(d->db) : "cannot open");
+    struct ldb_options o = {.schema = schema, .synchronous = LDB_SYNC_FULL};
+    struct lerr err = {0};
+    int r = ldb_open(d->path, &o, &d->db, &d->report, &err);
+    if (r == -ENOMEM)
+        return r;
+    if (r < 0) {
+        d->error = strdup(lerr_str(&err));
+        log_error(COMP,
+                  "twins %s; running without twins and persistent sessions (the queues are "
+                  "served)",
+                  lerr_str(&err));
+        return 0;
+    }
+    if (d->report.damaged) {
+        _cleanup_free_ char *summary = ldb_report_summary(&d->report);
+        log_warn(COMP, "twins database %s was damaged: %s", d->path,
+                 summary ? summary : d->report.problem);
+    }
     return 0;
 }
 
 void database_close(struct hub *h)
 {
-    if (!h->db)
+    struct database *d = h->db;
+    if (!d)
         return;
-    sqlite3_close(h->db->db);
-    free(h->db);
+    sqlite3_close(d->db);
+    ldb_report_clear(&d->report);
+    free(d->path);
+    free(d->error);
+    free(d);
     h->db = NULL;
 }
 
 struct sqlite3 *database_handle(struct hub *h)
 {
     return h->db ? h->db->db : NULL;
+}
+
+json_t *database_status(struct hub *h)
+{
+    struct database *d = h->db;
+    if (!d)
+        return json_pack("{s:b}", "available", 0);
+    json_t *o = d->db ? ldb_report_json(&d->report) : json_object();
+    if (!o)
+        return NULL;
+    json_object_set_new(o, "path", json_string(d->path));
+    json_object_set_new(o, "available", json_boolean(d->db != NULL));
+    if (d->error)
+        json_object_set_new(o, "error", json_string(d->error));
+    return o;
 }

@@ -48,8 +48,9 @@ static int rm_entry(const char *p, const struct stat *st, int flag, struct FTW *
 static void make_connect(bool persistent, struct lbuf *out)
 {
     struct lbuf tok = LBUF_INIT;
+    /* within hub.max_token_lifetime (1 day) */
     if (sas_token_make(IOTHUB "/devices/" DEVICE "/modules/fz", key, sizeof(key),
-                       (uint64_t)(ltime_now_ms() / 1000 + 30 * 86400), NULL, &tok) < 0)
+                       (uint64_t)(ltime_now_ms() / 1000 + 20 * 3600), NULL, &tok) < 0)
         abort();
     struct mqtt_connect cn = {
         .clean_session = !persistent,

@@ -83,8 +83,10 @@ struct hub_head_ops {
     int (*method_call)(struct hub_client *c, const char *method, const char *rid, const char *body);
     /* commit.c: what the client sent with this token is durable now; answer it (MQTT: PUBACK). */
     void (*acked)(struct hub_client *c, uint32_t token);
-    /* Close the client's connection: it must send again (a failed commit) or may not stay. */
-    void (*close)(struct hub_client *c, const char *why);
+    /* Close the client's connection: it must send again (a failed commit: will true, its will is
+     * published as for any connection that ends without a goodbye) or may not stay (its identity
+     * changed: will false, as when a new connection takes over). */
+    void (*close)(struct hub_client *c, const char *why, bool will);
 };
 
 /* An authenticated client of some head, embedded in the head's own connection (or link) object.

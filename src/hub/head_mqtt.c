@@ -78,6 +78,7 @@ struct conn {
     uint8_t state;  /* enum conn_state */
     bool peer_gone; /* EOF or error seen: finish on the next loop pass (conn_eventcb) */
     bool gone_eof;
+    bool no_will; /* closed by the hub for a reason that is not the module's failure */
     uint16_t keep_alive_s;
     uint16_t next_packet_id;
 };
@@ -272,9 +273,11 @@ static void mqtt_acked(struct hub_client *cl, uint32_t token)
         conn_send(conn_of(cl), ack, sizeof(ack));
 }
 
-static void mqtt_close(struct hub_client *cl, const char *why)
+static void mqtt_close(struct hub_client *cl, const char *why, bool will)
 {
-    conn_close(conn_of(cl), why);
+    struct conn *c = conn_of(cl);
+    c->no_will = !will;
+    conn_close(c, why);
 }
 
 /* ------------------------------------------------------------------ CONNECT */
@@ -286,7 +289,8 @@ static int refuse(struct conn *c, uint8_t code, const char *why)
     conn_send_buf(c, &b);
     c->hub->n.auth_failures +=
         code == MQTT_CONNACK_NOT_AUTHORIZED || code == MQTT_CONNACK_BAD_USERNAME_PASSWORD;
-    log_warn(COMP, "%s: connection refused: %s", PEER(c), why);
+    hub_refused(c->hub, HUB_REFUSAL_AUTH, NULL, "%s: connection refused (CONNACK %u): %s", PEER(c),
+                code, why);
     conn_close(c, NULL);
     return -EACCES;
 }
@@ -347,8 +351,19 @@ static int on_connect(struct conn *c, const struct mqtt_packet *p)
     struct lbuf b = LBUF_INIT;
     mqtt_encode_connack(&b, present, MQTT_CONNACK_ACCEPTED);
     conn_send_buf(c, &b);
-    log_info(COMP, "%s connected as %s (%s session%s)", PEER(c), client_id,
-             cn->clean_session ? "clean" : "persistent", present ? ", resumed" : "");
+    /* A client that reconnects in a loop (refused each time, say) gets one line a minute. */
+    char key[160];
+    snprintf(key, sizeof(key), "connect:%s", client_id);
+    uint64_t skipped;
+    if (!hub_log_due(h, key, &skipped))
+        log_debug(COMP, "%s connected as %s", PEER(c), client_id);
+    else if (skipped)
+        log_info(COMP, "%s connected as %s (%s session%s; %llu more times since the last line)",
+                 PEER(c), client_id, cn->clean_session ? "clean" : "persistent",
+                 present ? ", resumed" : "", (unsigned long long)skipped);
+    else
+        log_info(COMP, "%s connected as %s (%s session%s)", PEER(c), client_id,
+                 cn->clean_session ? "clean" : "persistent", present ? ", resumed" : "");
     endpoint_kick(h, NULL);
     return 0;
 }
@@ -361,16 +376,14 @@ static bool span_eq_ci(struct mqtt_str a, const char *b)
     return a.len == strlen(b) && strncasecmp(a.ptr, b, a.len) == 0;
 }
 
-/* A PUBLISH to a topic the module may not use: counted, logged once per module. */
+/* A PUBLISH to a topic the module may not use: counted, logged (rate-limited per module). */
 static int publish_refused(struct hub *h, const struct session *s, const struct mqtt_publish *p)
 {
-    char key[200];
-    snprintf(key, sizeof(key), "pub:%s", s->id.module_id);
     h->n.unauthorized++;
-    hub_log_once(h, key,
-                 "%s: PUBLISH to \"%.*s\" refused: a module may only publish to its own "
-                 "events, twin and method topics; closing",
-                 s->client_id, (int)MIN(p->topic.len, (size_t)200), p->topic.ptr);
+    hub_refused(h, HUB_REFUSAL_PUBLISH, s->id.module_id,
+                "%s: PUBLISH to \"%.*s\" refused: a module may only publish to its own events, "
+                "twin and method topics; closing",
+                s->client_id, (int)MIN(p->topic.len, (size_t)120), p->topic.ptr);
     return -EACCES;
 }
 
@@ -387,7 +400,8 @@ static int publish_message(struct hub *h, struct session *s, struct conn *c,
         return -ENOMEM;
     if (t->propbag.len && iothub_props_parse(t->propbag.ptr, t->propbag.len, mh->props.data,
                                              mh->props.cap, &props, err) < 0) {
-        hub_log_once(h, "bag", "%s: %s; closing", s->client_id, err->msg);
+        hub_refused(h, HUB_REFUSAL_MALFORMED, s->id.module_id, "%s: %s; closing", s->client_id,
+                    err->msg);
         return -EPROTO;
     }
     if (!t->propbag.len)
@@ -431,7 +445,7 @@ static int publish_message(struct hub *h, struct session *s, struct conn *c,
          * messages from; so does the hub, after logging and counting it (router.c). The client
          * retransmits after reconnecting; copies stored in other endpoints meanwhile become
          * duplicates, never losses. */
-        if (c->state != CONN_CLOSING)
+        if (c->state != CONN_CLOSING && hub_log_due(h, "store-full-close", NULL))
             log_warn(COMP, "%s: QoS 1 message refused (store full); closing so that it retransmits",
                      s->client_id);
         return -ENOSPC;
@@ -485,17 +499,19 @@ static int on_publish(struct conn *c, const struct mqtt_packet *p)
     if (p->publish.qos == 2) {
         /* IoT Hub closes the connection of a client that publishes with QoS 2. */
         c->hub->n.qos2_refused++;
-        hub_log_once(c->hub, "qos2", "%s: QoS 2 PUBLISH: IoT Hub does not support QoS 2; closing",
-                     c->session->client_id);
+        hub_refused(c->hub, HUB_REFUSAL_QOS2, NULL,
+                    "%s: QoS 2 PUBLISH: IoT Hub does not support QoS 2; closing",
+                    c->session->client_id);
         return -EOPNOTSUPP;
     }
     if (p->publish.payload_len > c->hub->cfg.hub.max_packet_size) {
         /* The packet fitted (its envelope has room for topic and properties); the message
          * itself is over the limit. */
         c->hub->n.oversized++;
-        log_warn(COMP, "%s: message of %zu bytes is over hub.max_packet_size (%llu); closing",
-                 c->session->client_id, p->publish.payload_len,
-                 (unsigned long long)c->hub->cfg.hub.max_packet_size);
+        hub_refused(c->hub, HUB_REFUSAL_OVERSIZED, NULL,
+                    "%s: message of %zu bytes is over hub.max_packet_size (%llu); closing",
+                    c->session->client_id, p->publish.payload_len,
+                    (unsigned long long)c->hub->cfg.hub.max_packet_size);
         return -EMSGSIZE;
     }
     return handle_publish(c->hub, c->session, c, &p->publish, false);
@@ -537,12 +553,10 @@ static int on_subscribe(struct conn *c, const struct mqtt_packet *p)
     while (mqtt_filter_iter_next(&it, &f, &qos)) {
         uint8_t code;
         if (!session_may_subscribe(s, f.ptr, f.len)) {
-            char key[160];
-            snprintf(key, sizeof(key), "sub:%s", s->id.module_id);
-            hub_log_once(c->hub, key,
-                         "%s: subscription to \"%.*s\" refused: a module may only "
-                         "subscribe to its own inputs, twin and methods",
-                         s->client_id, (int)MIN(f.len, (size_t)200), f.ptr);
+            hub_refused(c->hub, HUB_REFUSAL_SUBSCRIBE, s->id.module_id,
+                        "%s: subscription to \"%.*s\" refused: a module may only subscribe to "
+                        "its own inputs, twin and methods",
+                        s->client_id, (int)MIN(f.len, (size_t)120), f.ptr);
             c->hub->n.unauthorized++;
             code = MQTT_SUBACK_FAILURE;
         } else {
@@ -550,9 +564,9 @@ static int on_subscribe(struct conn *c, const struct mqtt_packet *p)
             int sr = session_subscribe(c->hub, s, f.ptr, f.len, granted);
             if (sr == -ENOSPC) {
                 c->hub->n.subscriptions_refused++;
-                hub_log_once(c->hub, "maxsubs",
-                             "%s: subscription refused: hub.max_subscriptions (%d) reached",
-                             s->client_id, c->hub->cfg.hub.max_subscriptions);
+                hub_refused(c->hub, HUB_REFUSAL_SUBSCRIPTIONS, NULL,
+                            "%s: subscription refused: hub.max_subscriptions (%d) reached",
+                            s->client_id, c->hub->cfg.hub.max_subscriptions);
             }
             code = sr < 0 ? MQTT_SUBACK_FAILURE : granted;
         }
@@ -671,7 +685,8 @@ static void conn_readcb(struct bufferevent *bev, void *arg)
         if (c->state == CONN_NEW && hdr[0] != (MQTT_CONNECT << 4)) {
             /* Not MQTT (or not a CONNECT first): no need to wait for what it announces. */
             h->n.malformed++;
-            log_warn(COMP, "%s: the first packet is not a CONNECT; closing", PEER(c));
+            hub_refused(h, HUB_REFUSAL_MALFORMED, NULL,
+                        "%s: the first packet is not a CONNECT; closing", PEER(c));
             conn_close(c, NULL);
             return;
         }
@@ -683,9 +698,10 @@ static void conn_readcb(struct bufferevent *bev, void *arg)
                 h->n.oversized++;
             else
                 h->n.malformed++;
-            log_warn(COMP, "%s: %s; closing", c->session ? c->session->client_id : PEER(c),
-                     r == -EMSGSIZE ? "packet larger than hub.max_packet_size"
-                                    : "malformed packet length");
+            hub_refused(h, r == -EMSGSIZE ? HUB_REFUSAL_OVERSIZED : HUB_REFUSAL_MALFORMED, NULL,
+                        "%s: %s; closing", c->session ? c->session->client_id : PEER(c),
+                        r == -EMSGSIZE ? "packet larger than hub.max_packet_size"
+                                       : "malformed packet length");
             conn_close(c, NULL);
             return;
         }
@@ -702,14 +718,15 @@ static void conn_readcb(struct bufferevent *bev, void *arg)
                 return;
             }
             h->n.malformed++;
-            log_warn(COMP, "%s: %s; closing", PEER(c), err.msg);
+            hub_refused(h, HUB_REFUSAL_MALFORMED, NULL, "%s: %s; closing", PEER(c), err.msg);
             conn_close(c, NULL);
             return;
         }
         if ((c->state == CONN_NEW && p.type != MQTT_CONNECT) || !mqtt_type_from_client(p.type) ||
             !handlers[p.type]) {
             h->n.malformed++;
-            log_warn(COMP, "%s: unexpected %s; closing", PEER(c), mqtt_type_name(p.type));
+            hub_refused(h, HUB_REFUSAL_MALFORMED, NULL, "%s: unexpected %s; closing", PEER(c),
+                        mqtt_type_name(p.type));
             conn_close(c, NULL);
             return;
         }
@@ -825,16 +842,17 @@ void mqtt_head_accept(struct hub *h, int fd, bool tls)
         }
         if (!oldest) {
             h->n.connections_refused++;
-            hub_log_once(h, "maxconn", "connection refused: hub.max_connections (%d) reached",
-                         h->cfg.hub.max_connections);
+            hub_refused(h, HUB_REFUSAL_CONNECTIONS, "refused",
+                        "connection refused: hub.max_connections (%d) reached",
+                        h->cfg.hub.max_connections);
             evutil_closesocket(fd);
             return;
         }
         h->n.connections_evicted++;
-        hub_log_once(h, "evict",
-                     "hub.max_connections (%d) reached: closing the oldest connection that has "
-                     "not authenticated to make room",
-                     h->cfg.hub.max_connections);
+        hub_refused(h, HUB_REFUSAL_CONNECTIONS, "evicted",
+                    "hub.max_connections (%d) reached: closing the oldest connection that has "
+                    "not authenticated to make room",
+                    h->cfg.hub.max_connections);
         conn_close(oldest, NULL);
     }
     struct conn *c = calloc(1, sizeof(*c));
@@ -904,7 +922,7 @@ static void conn_close(struct conn *c, const char *why)
     for (size_t i = 0; i < n; i++)
         input_delivery_done(h, &c->inflight[i].d, false);
     commit_client_gone(h, &c->client);
-    conn_leave_session(c, false);
+    conn_leave_session(c, c->no_will);
     bufferevent_disable(c->bev, EV_READ);
     if (conn_output_pending(c) == 0) {
         conn_free_soon(c);

@@ -1,4 +1,5 @@
-/* hub.c — the little every unit shares (hub.h): identities and log-once for refusals. */
+/* hub.c — the little every unit shares (hub.h): identities, and refusals counted and logged
+ * without letting a client flood the log. */
 #include "hub/hub.h"
 
 #include <errno.h>
@@ -7,7 +8,43 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "base/timeutil.h"
 #include "log/log.h"
+
+#define REASON_MAX 240
+
+/* A rate-limited key, by its hash: two keys that collide share a limit, which costs at most a
+ * line not logged; 24 bytes each keep the table small however many clients come and go. */
+struct log_key {
+    uint64_t hash;
+    int64_t last_ms; /* when a line was logged last */
+    uint64_t skipped;
+};
+
+struct refusal_stats {
+    uint64_t count;
+    char last[REASON_MAX]; /* the latest one's text, logged or not */
+};
+
+struct hub_logs {
+    struct log_key keys[HUB_LOG_KEYS];
+    size_t n_keys;
+    struct refusal_stats refusals[HUB_REFUSAL_COUNT];
+};
+
+static const char *const refusal_names[HUB_REFUSAL_COUNT] = {
+    [HUB_REFUSAL_AUTH] = "auth",
+    [HUB_REFUSAL_STORE_FULL] = "storeFull",
+    [HUB_REFUSAL_STORE_ERROR] = "storeError",
+    [HUB_REFUSAL_PUBLISH] = "publish",
+    [HUB_REFUSAL_SUBSCRIBE] = "subscribe",
+    [HUB_REFUSAL_QOS2] = "qos2",
+    [HUB_REFUSAL_MALFORMED] = "malformed",
+    [HUB_REFUSAL_OVERSIZED] = "oversized",
+    [HUB_REFUSAL_CONNECTIONS] = "connections",
+    [HUB_REFUSAL_SUBSCRIPTIONS] = "subscriptions",
+    [HUB_REFUSAL_SESSION_SAVE] = "sessionSave",
+};
 
 void hub_identity_clear(struct hub_identity *id)
 {
@@ -31,16 +68,96 @@ int hub_identity_copy(const struct hub_identity *src, struct hub_identity *ret)
     return 0;
 }
 
-void hub_log_once(struct hub *h, const char *key, const char *fmt, ...)
+static struct hub_logs *logs_of(struct hub *h)
 {
-    if (lstrv_contains(&h->logged_once, key))
-        return;
-    if (h->logged_once.n < 4096)
-        lstrv_push(&h->logged_once, key);
-    char msg[1024];
+    if (!h->logs)
+        h->logs = calloc(1, sizeof(*h->logs));
+    return h->logs;
+}
+
+void hub_logs_free(struct hub *h)
+{
+    free(h->logs);
+    h->logs = NULL;
+}
+
+/* FNV-1a, 64 bits. */
+static uint64_t key_hash(const char *s)
+{
+    uint64_t h = 0xcbf29ce484222325ull;
+    for (; *s; s++)
+        h = (h ^ (uint8_t)*s) * 0x100000001b3ull;
+    return h;
+}
+
+bool hub_log_due(struct hub *h, const char *key, uint64_t *ret_skipped)
+{
+    struct hub_logs *l = logs_of(h);
+    if (ret_skipped)
+        *ret_skipped = 0;
+    if (!l)
+        return true; /* without memory for the limits, log */
+    int64_t now = ltime_mono_ms();
+    uint64_t hash = key_hash(key);
+    struct log_key *k = NULL, *oldest = NULL;
+    for (size_t i = 0; i < l->n_keys && !k; i++) {
+        if (l->keys[i].hash == hash)
+            k = &l->keys[i];
+        else if (!oldest || l->keys[i].last_ms < oldest->last_ms)
+            oldest = &l->keys[i];
+    }
+    if (!k) {
+        k = l->n_keys < HUB_LOG_KEYS ? &l->keys[l->n_keys++] : oldest;
+        k->hash = hash;
+        k->last_ms = now;
+        k->skipped = 0;
+        return true;
+    }
+    if (now - k->last_ms < HUB_LOG_INTERVAL_MS) {
+        k->skipped++;
+        return false;
+    }
+    if (ret_skipped)
+        *ret_skipped = k->skipped;
+    k->last_ms = now;
+    k->skipped = 0;
+    return true;
+}
+
+void hub_refused(struct hub *h, enum hub_refusal cause, const char *key, const char *fmt, ...)
+{
+    char msg[REASON_MAX];
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(msg, sizeof(msg), fmt, ap);
     va_end(ap);
-    log_warn("hub", "%s (logged once; see `ledge hub status` for counts)", msg);
+    struct hub_logs *l = logs_of(h);
+    if (l) {
+        l->refusals[cause].count++;
+        memcpy(l->refusals[cause].last, msg, sizeof(msg));
+    }
+    char k[120];
+    snprintf(k, sizeof(k), "refused:%s:%s", refusal_names[cause], key ? key : "");
+    uint64_t skipped;
+    if (!hub_log_due(h, k, &skipped))
+        return;
+    if (skipped)
+        log_warn("hub",
+                 "%s (and %llu more like it since the last one logged; `ledge hub status` counts "
+                 "them)",
+                 msg, (unsigned long long)skipped);
+    else
+        log_warn("hub", "%s", msg);
+}
+
+json_t *hub_refusals_status(struct hub *h)
+{
+    json_t *o = json_object();
+    for (int i = 0; h->logs && i < HUB_REFUSAL_COUNT; i++)
+        if (h->logs->refusals[i].count)
+            json_object_set_new(o, refusal_names[i],
+                                json_pack("{s:I, s:s}", "count",
+                                          (json_int_t)h->logs->refusals[i].count, "last",
+                                          h->logs->refusals[i].last));
+    return o;
 }

@@ -15,6 +15,7 @@
  * (tests/lint/hub-includes.sh fails on a circle). */
 #pragma once
 
+#include <jansson.h>
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -119,9 +120,39 @@ struct hub {
     struct upstream *upstream;
     struct server *server;
     struct hs_server *control;
-    /* refusals are logged once per key */
-    struct lstrv logged_once;
+    struct hub_logs *logs; /* hub.c: refusal counts and the log's rate limits */
 };
 
-/* Log a refusal once per key (e.g. "pub:<module>"); the caller counts it every time. */
-void hub_log_once(struct hub *h, const char *key, const char *fmt, ...) _printf_(3, 4);
+/* Why the hub refused what a client sent or asked for. Every refusal is counted by cause
+ * (`ledge hub status`: refusals) and logged at most once per HUB_LOG_INTERVAL_MS per cause and
+ * key, so that a client retrying in a loop cannot flood the log. */
+enum hub_refusal {
+    HUB_REFUSAL_AUTH,          /* a CONNECT refused: credentials, identity, client id */
+    HUB_REFUSAL_STORE_FULL,    /* a message the store (its cap, or the disk) could not take */
+    HUB_REFUSAL_STORE_ERROR,   /* a message the store failed to write otherwise */
+    HUB_REFUSAL_PUBLISH,       /* a PUBLISH outside the module's own topics */
+    HUB_REFUSAL_SUBSCRIBE,     /* a subscription outside them */
+    HUB_REFUSAL_QOS2,          /* a QoS 2 PUBLISH (IoT Hub has no QoS 2) */
+    HUB_REFUSAL_MALFORMED,     /* protocol violations, bad property bags */
+    HUB_REFUSAL_OVERSIZED,     /* packets or messages over hub.max_packet_size */
+    HUB_REFUSAL_CONNECTIONS,   /* at hub.max_connections: refused, or an idle one evicted */
+    HUB_REFUSAL_SUBSCRIPTIONS, /* beyond hub.max_subscriptions */
+    HUB_REFUSAL_SESSION_SAVE,  /* a persistent session's change the database could not take */
+    HUB_REFUSAL_COUNT
+};
+
+#define HUB_LOG_INTERVAL_MS 60000
+#define HUB_LOG_KEYS 256 /* rate-limited keys remembered; beyond, the oldest is forgotten */
+
+/* Count a refusal of cause and log it (a warning) unless one with the same cause and key (NULL:
+ * the cause alone, e.g. a module's name for unauthorised topics) was logged less than
+ * HUB_LOG_INTERVAL_MS ago; the next line logged says how many were not. */
+void hub_refused(struct hub *h, enum hub_refusal cause, const char *key, const char *fmt, ...)
+    _printf_(4, 5);
+/* Is a line for key due? The first is, then one per HUB_LOG_INTERVAL_MS; *ret_skipped (may be
+ * NULL) is how many were not logged since the last one that was. For lines that are no refusal
+ * but can come as fast as a client reconnects. */
+bool hub_log_due(struct hub *h, const char *key, uint64_t *ret_skipped);
+/* {"<cause>": {"count", "last"}, ...} for the causes seen, for the status document. */
+json_t *hub_refusals_status(struct hub *h);
+void hub_logs_free(struct hub *h);

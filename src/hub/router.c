@@ -117,10 +117,10 @@ static int route_message(struct hub *h, struct hub_message *m, bool at_least_onc
         if (r < 0) {
             h->n.refused++;
             *ret_refused = true;
-            hub_log_once(h, r == -ENOSPC ? "store-full" : "store-error",
-                         "endpoint %s: message refused: %s", ep->id,
-                         r == -ENOSPC ? "the store is full (storeLimits.maxSizeBytes or disk)"
-                                      : strerror(-r));
+            hub_refused(h, r == -ENOSPC ? HUB_REFUSAL_STORE_FULL : HUB_REFUSAL_STORE_ERROR, ep->id,
+                        "endpoint %s: message refused: %s", ep->id,
+                        r == -ENOSPC ? "the store is full (storeLimits.maxSizeBytes or disk)"
+                                     : strerror(-r));
             continue;
         }
         h->n.routed++;

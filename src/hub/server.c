@@ -13,6 +13,7 @@
 
 #include "base/str.h"
 #include "base/timeutil.h"
+#include "hub/auth.h"
 #include "hub/clients.h"
 #include "hub/commit.h"
 #include "hub/control.h"
@@ -74,11 +75,13 @@ int hub_load_runtime(struct hub *h, struct lerr *err)
         hub_runtime_clear(&rt);
         return -EINVAL;
     }
-    /* Swap in. */
+    /* Swap in; identities that changed lose their sessions. */
     if (ctx)
         listener_set_tls(h, ctx);
-    hub_runtime_clear(&h->rt);
+    struct hub_runtime old = h->rt;
     h->rt = rt;
+    auth_identities_changed(h, &old);
+    hub_runtime_clear(&old);
     route_table_free(h->routes);
     h->routes = routes;
     if (h->store) {
@@ -201,8 +204,8 @@ int hub_start(struct hub *h, struct lerr *err)
         return r;
     if ((r = commit_start(h)) < 0)
         return lerr_set(err, r, "group commit: %s", strerror(-r));
-    if ((r = database_open(h, err)) < 0)
-        return r;
+    if ((r = database_open(h)) < 0)
+        return lerr_set(err, r, "twins database: %s", strerror(-r));
     for (size_t i = 0; i < HUB_SINK_COUNT; i++)
         if (h->sinks[i]->start && (r = h->sinks[i]->start(h, err)) < 0)
             return r;
@@ -274,7 +277,7 @@ void hub_stop(struct hub *h)
         free(sv);
         h->server = NULL;
     }
-    lstrv_free(&h->logged_once);
+    hub_logs_free(h);
     free(h->runtime_path);
     h->runtime_path = NULL;
     free(h->queue_dir);

@@ -71,14 +71,14 @@ void sessions_stop(struct hub *h)
 
 static void update_wants(struct session *s);
 
-/* Write a persistent session's subscriptions, or forget a clean one. A failure costs the
- * session only after a restart of the hub (the client subscribes again when CONNACK says no
- * session is present); it is logged once. */
-static void persist(struct hub *h, struct session *s)
+/* Write a persistent session's subscriptions, or forget a clean one: 0, or -EIO (logged once)
+ * when the database could not take it (a full disk). Without a database at all (twins.db could
+ * not be opened: docs/hub.md) sessions live in memory only, and this is 0. */
+static int persist(struct hub *h, struct session *s)
 {
     sqlite3 *db = database_handle(h);
     if (!db)
-        return;
+        return 0;
     sqlite3_stmt *st = NULL;
     int r;
     _cleanup_free_ char *subs = NULL;
@@ -106,9 +106,11 @@ static void persist(struct hub *h, struct session *s)
         r = sqlite3_step(st) == SQLITE_DONE ? SQLITE_OK : SQLITE_ERROR;
     }
     sqlite3_finalize(st);
-    if (r != SQLITE_OK)
-        hub_log_once(h, "session-db", "%s: cannot save the session: %s", s->client_id,
-                     sqlite3_errmsg(db));
+    if (r == SQLITE_OK)
+        return 0;
+    hub_refused(h, HUB_REFUSAL_SESSION_SAVE, NULL, "%s: cannot save the session: %s", s->client_id,
+                sqlite3_errmsg(db));
+    return -EIO;
 }
 
 int sessions_load(struct hub *h)
@@ -201,7 +203,7 @@ struct session *session_attach(struct hub *h, struct conn *conn, const char *cli
     s->conn = conn;
     /* a new persistent session, or one whose subscriptions a clean connection dropped */
     if (changed)
-        persist(h, s);
+        persist(h, s); /* CONNACK cannot say; a failure is logged once */
     *ret_present = present;
     return s;
 }
@@ -332,12 +334,17 @@ static void update_wants(struct session *s)
 
 int session_subscribe(struct hub *h, struct session *s, const char *filter, size_t len, uint8_t qos)
 {
+    /* A persistent session's subscription is granted only once it is saved: what the hub
+     * holds in memory never runs ahead of what a restart brings back. */
     for (size_t i = 0; i < s->n_subs; i++)
         if (strlen(s->subs[i].filter) == len && memcmp(s->subs[i].filter, filter, len) == 0) {
+            uint8_t was = s->subs[i].qos;
             s->subs[i].qos = qos;
+            if (!s->clean && persist(h, s) < 0) {
+                s->subs[i].qos = was;
+                return -EIO;
+            }
             update_wants(s);
-            if (!s->clean)
-                persist(h, s);
             return 0;
         }
     if (s->n_subs >= (size_t)h->cfg.hub.max_subscriptions)
@@ -350,9 +357,11 @@ int session_subscribe(struct hub *h, struct session *s, const char *filter, size
     if (!f)
         return -ENOMEM;
     s->subs[s->n_subs++] = (struct subscription){f, qos};
+    if (!s->clean && persist(h, s) < 0) {
+        free(s->subs[--s->n_subs].filter);
+        return -EIO;
+    }
     update_wants(s);
-    if (!s->clean)
-        persist(h, s);
     return 0;
 }
 
@@ -364,7 +373,7 @@ void session_unsubscribe(struct hub *h, struct session *s, const char *filter, s
             s->subs[i] = s->subs[--s->n_subs];
             update_wants(s);
             if (!s->clean)
-                persist(h, s);
+                persist(h, s); /* UNSUBACK cannot refuse; a failure is logged once */
             return;
         }
 }

@@ -69,7 +69,8 @@ bool session_may_subscribe(const struct session *s, const char *filter, size_t l
  * -1 when no subscription matches devices/<d>/modules/<m>/inputs/<input>/<bag>. The answer is
  * kept for the next call with the same input, until the subscriptions change. */
 int session_input_qos(struct session *s, const char *input);
-/* 0; -ENOSPC beyond hub.max_subscriptions; -ENOMEM. */
+/* 0; -ENOSPC beyond hub.max_subscriptions; -EIO when a persistent session could not be saved
+ * (nothing changed then); -ENOMEM. */
 int session_subscribe(struct hub *h, struct session *s, const char *filter, size_t len,
                       uint8_t qos);
 void session_unsubscribe(struct hub *h, struct session *s, const char *filter, size_t len);

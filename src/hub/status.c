@@ -2,6 +2,7 @@
 #include "hub/status.h"
 
 #include "base/timeutil.h"
+#include "hub/database.h"
 #include "hub/endpoint.h"
 #include "hub/head.h"
 #include "hub/upstream.h"
@@ -56,7 +57,8 @@ json_t *hub_status_json(struct hub *h)
     for (size_t i = 0; i < ARRAY_SIZE(counters); i++)
         json_object_set_new(cj, counters[i].name, json_integer((json_int_t)counters[i].v));
     return json_pack(
-        "{s:s, s:I, s:{s:I, s:I, s:I, s:I}, s:o, s:o, s:o, s:{s:I, s:I, s:I, s:I, s:s}, s:o}",
+        "{s:s, s:I, s:{s:I, s:I, s:I, s:I}, s:o, s:o, s:o, s:{s:I, s:I, s:I, s:I, s:s}, s:o, "
+        "s:o*, s:o*}",
         "version", LEDGE_VERSION, "uptimeSeconds",
         (json_int_t)((ltime_now_ms() - h->started_ms) / 1000), "connections", "open",
         (json_int_t)open, "max", (json_int_t)h->cfg.hub.max_connections, "modules",
@@ -64,5 +66,6 @@ json_t *hub_status_json(struct hub *h)
         cj, "endpoints", endpoints_status(h), "store", "bytes", (json_int_t)ss.bytes, "maxBytes",
         (json_int_t)ss.max_bytes, "syncs", (json_int_t)ss.syncs, "syncErrors",
         (json_int_t)ss.sync_errors, "fsync", store_sync_policy_to_string(ss.sync), "upstream",
-        upstream_status(h));
+        upstream_status(h), "twinsDatabase", database_status(h), "refusals",
+        hub_refusals_status(h));
 }

@@ -12,19 +12,23 @@
 #include <errno.h>
 #include <event2/event.h>
 #include <fcntl.h>
+#include <dirent.h>
 #include <ftw.h>
 #include <poll.h>
 #include <signal.h>
+#include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "base/crypto.h"
 #include "base/fs.h"
 #include "base/str.h"
 #include "base/timeutil.h"
+#include "hub/database.h"
 #include "hub/head_mqtt.h"
 #include "hub/methods.h"
 #include "hub/server.h"
@@ -87,14 +91,19 @@ static const char *default_routes =
     "\"up\": \"FROM /messages/modules/sender/outputs/up INTO $upstream\""
     "}, \"storeAndForwardConfiguration\": {\"timeToLiveSecs\": 7200}}";
 
-static void write_runtime(struct fixture *f, const char *edge_hub)
+/* The runtime file: every module of module_names with generation id gens[i] (NULL: the module is
+ * not in the deployment; gens NULL: all of them, "gen1") and key f->keys[i]. */
+static void write_runtime_with(struct fixture *f, const char *edge_hub, const char *const *gens)
 {
     json_t *mods = json_object();
     for (size_t i = 0; i < ARRAY_SIZE(module_names); i++) {
+        const char *gen = gens ? gens[i] : "gen1";
+        if (!gen)
+            continue;
         struct lbuf b64 = LBUF_INIT;
         assert_int_equal(lcrypto_b64_encode(f->keys[i], 32, &b64), 0);
         json_object_set_new(mods, module_names[i],
-                            json_pack("{s:s, s:s}", "generationId", "gen1", "key", b64.data));
+                            json_pack("{s:s, s:s}", "generationId", gen, "key", b64.data));
         lbuf_free(&b64);
     }
     json_error_t je;
@@ -113,6 +122,11 @@ static void write_runtime(struct fixture *f, const char *edge_hub)
     snprintf(path, sizeof(path), "%s/run/hub/runtime.json", f->dir);
     assert_int_equal(lfs_write_atomic(path, text, strlen(text), 0600), 0);
     free(text);
+}
+
+static void write_runtime(struct fixture *f, const char *edge_hub)
+{
+    write_runtime_with(f, edge_hub, NULL);
 }
 
 static void hub_up(struct fixture *f)
@@ -1611,6 +1625,304 @@ static void test_direct_method(void **state)
     cl_close(&c);
 }
 
+/* The hub's log, captured while a test provokes it (stderr into a temp file). */
+struct log_capture {
+    int saved;
+    char path[40];
+};
+
+static void log_capture_start(struct log_capture *lc, enum log_level level)
+{
+    fflush(stderr);
+    strcpy(lc->path, "/tmp/ledge-test-log-XXXXXX");
+    int fd = mkstemp(lc->path);
+    assert_true(fd >= 0);
+    lc->saved = dup(2);
+    assert_true(lc->saved >= 0 && dup2(fd, 2) == 2);
+    close(fd);
+    log_set_level(level);
+}
+
+/* Stop capturing; how many lines contain needle. */
+static size_t log_capture_count(struct log_capture *lc, const char *needle)
+{
+    fflush(stderr);
+    dup2(lc->saved, 2);
+    close(lc->saved);
+    log_set_level(LOG_LEVEL_ERROR);
+    char *text = NULL;
+    size_t len = 0, n = 0;
+    assert_int_equal(lfs_read_file(lc->path, 1 << 20, &text, &len), 0);
+    unlink(lc->path);
+    for (char *p = text; (p = strstr(p, needle)); p++)
+        n++;
+    free(text);
+    return n;
+}
+
+/* A client that keeps being refused, or keeps reconnecting, does not flood the log: one line per
+ * cause (and client) a minute, every refusal counted in the status. */
+static void test_refusals_rate_limited(void **state)
+{
+    struct fixture *f = *state;
+    struct client c;
+    uint8_t wrong[32] = {1, 2, 3};
+    struct log_capture lc;
+    log_capture_start(&lc, LOG_LEVEL_WARN);
+    for (int i = 0; i < 20; i++) {
+        cl_open(f, &c);
+        struct connect_opts o = {.key = wrong};
+        assert_int_equal(cl_connect_opts(&c, "sender", &o, NULL), MQTT_CONNACK_NOT_AUTHORIZED);
+        cl_close(&c);
+    }
+    assert_int_equal(log_capture_count(&lc, "connection refused"), 1);
+    assert_int_equal(counter(f, "authFailures"), 20);
+    json_t *s = status(f);
+    json_t *auth = json_object_get(json_object_get(s, "refusals"), "auth");
+    assert_int_equal(json_integer_value(json_object_get(auth, "count")), 20);
+    assert_non_null(strstr(json_string_value(json_object_get(auth, "last")), "connection refused"));
+    json_decref(s);
+    /* a client reconnecting in a loop: one "connected" line */
+    log_capture_start(&lc, LOG_LEVEL_INFO);
+    for (int i = 0; i < 20; i++) {
+        cl_open_as(f, &c, "sender");
+        cl_close(&c);
+    }
+    assert_int_equal(log_capture_count(&lc, "connected as " DEVICE "/sender"), 1);
+}
+
+/* A SAS token that expires further out than hub.max_token_lifetime (1 day by default) is refused,
+ * and the CONNACK's log line says why; one within it connects. */
+static void test_token_lifetime(void **state)
+{
+    struct fixture *f = *state;
+    int64_t now = ltime_now_ms() / 1000;
+    struct connect_opts forever = {.expiry = (int64_t)1 << 40};
+    struct connect_opts two_days = {.expiry = now + 2 * 86400};
+    struct log_capture lc;
+    log_capture_start(&lc, LOG_LEVEL_WARN);
+    expect_refused(f, "sender", &forever, MQTT_CONNACK_NOT_AUTHORIZED);
+    assert_int_equal(log_capture_count(&lc, "beyond hub.max_token_lifetime (86400 s)"), 1);
+    expect_refused(f, "sender", &two_days, MQTT_CONNACK_NOT_AUTHORIZED);
+    struct client c;
+    cl_open(f, &c);
+    struct connect_opts day = {.expiry = now + 86400 - 60};
+    assert_int_equal(cl_connect_opts(&c, "sender", &day, NULL), MQTT_CONNACK_ACCEPTED);
+    cl_close(&c);
+}
+
+/* A persistent subscription is granted only once it is saved: with the database refusing writes
+ * (as a full disk makes it), SUBACK 0x80 and nothing changes; a clean session is not saved and
+ * is granted. tests/system/hub-disk.sh does the same with a full disk. */
+static void test_subscribe_only_when_durable(void **state)
+{
+    struct fixture *f = *state;
+    struct client rc;
+    bool present;
+    cl_open(f, &rc);
+    cl_connect_persistent(&rc, "receiver", &present);
+    assert_int_equal(cl_subscribe(&rc, "devices/" DEVICE "/modules/receiver/inputs/in1/#", 1), 1);
+    sqlite3 *db = database_handle(&f->h);
+    assert_int_equal(sqlite3_exec(db, "PRAGMA query_only=1", NULL, NULL, NULL), SQLITE_OK);
+    assert_int_equal(cl_subscribe(&rc, "devices/" DEVICE "/modules/receiver/inputs/hot/#", 1),
+                     MQTT_SUBACK_FAILURE);
+    /* a QoS change of a saved one is refused the same way, and the old grant stays */
+    assert_int_equal(cl_subscribe(&rc, "devices/" DEVICE "/modules/receiver/inputs/in1/#", 0),
+                     MQTT_SUBACK_FAILURE);
+    struct session *s = session_find(&f->h, DEVICE "/receiver");
+    assert_int_equal(s->n_subs, 1);
+    assert_int_equal(session_input_qos(s, "in1"), 1);
+    assert_int_equal(session_input_qos(s, "hot"), -1);
+    json_t *st = status(f);
+    assert_true(json_is_object(json_object_get(json_object_get(st, "refusals"), "sessionSave")));
+    json_decref(st);
+    assert_int_equal(sqlite3_exec(db, "PRAGMA query_only=0", NULL, NULL, NULL), SQLITE_OK);
+    assert_int_equal(cl_subscribe(&rc, "devices/" DEVICE "/modules/receiver/inputs/hot/#", 1), 1);
+    cl_close(&rc);
+    /* what was granted is what a restart brings back */
+    hub_down(f);
+    hub_up(f);
+    s = session_find(&f->h, DEVICE "/receiver");
+    assert_non_null(s);
+    assert_int_equal(s->n_subs, 2);
+}
+
+/* A module that leaves the deployment, is recreated (new generation id) or has its key rotated
+ * loses its live connection at once; a removed or recreated module's persistent session goes,
+ * a rotated key's stays; its queued inputs stay for whoever comes back under its name. */
+static void test_identity_change_cuts_sessions(void **state)
+{
+    struct fixture *f = *state;
+    struct client rc, sc;
+    struct lerr err = {0};
+    bool present;
+    static const char *const without_receiver[] = {"gen1", NULL, "gen1"};
+    static const char *const receiver_gen2[] = {"gen1", "gen2", "gen1"};
+    static const char *const receiver_gen3[] = {"gen1", "gen3", "gen1"};
+    cl_open_as(f, &sc, "sender");
+
+    /* 1. removed: cut at once, even while it could go on publishing */
+    cl_open(f, &rc);
+    cl_connect_persistent(&rc, "receiver", &present);
+    assert_int_equal(cl_subscribe(&rc, "devices/" DEVICE "/modules/receiver/inputs/#", 1), 1);
+    write_runtime_with(f, default_routes, without_receiver);
+    assert_int_equal(hub_load_runtime(&f->h, &err), 0);
+    expect_closed(&rc);
+    cl_close(&rc);
+    /* its inputs still queue (the route names it) and it cannot come back as it was */
+    send_output(&sc, "out1", NULL, "while away");
+    cl_open(f, &rc);
+    struct connect_opts o = {.persistent = true};
+    assert_int_equal(cl_connect_opts(&rc, "receiver", &o, NULL), MQTT_CONNACK_NOT_AUTHORIZED);
+    cl_close(&rc);
+
+    /* 2. back, recreated: a new identity without the old session, the backlog waiting for it */
+    write_runtime_with(f, default_routes, receiver_gen2);
+    assert_int_equal(hub_load_runtime(&f->h, &err), 0);
+    cl_open(f, &rc);
+    cl_connect_persistent(&rc, "receiver", &present);
+    assert_false(present);
+    assert_int_equal(cl_subscribe(&rc, "devices/" DEVICE "/modules/receiver/inputs/#", 1), 1);
+    expect_body(&rc, "in1", "while away");
+
+    /* 3. recreated while connected: cut, and the session forgotten */
+    write_runtime_with(f, default_routes, receiver_gen3);
+    assert_int_equal(hub_load_runtime(&f->h, &err), 0);
+    expect_closed(&rc);
+    cl_close(&rc);
+    cl_open(f, &rc);
+    cl_connect_persistent(&rc, "receiver", &present);
+    assert_false(present);
+    assert_int_equal(cl_subscribe(&rc, "devices/" DEVICE "/modules/receiver/inputs/#", 1), 1);
+
+    /* 4. key rotated: cut; the old key no longer works, the new one resumes the session */
+    uint8_t old_key[32];
+    memcpy(old_key, f->keys[1], 32);
+    f->keys[1][0] ^= 0xff;
+    write_runtime_with(f, default_routes, receiver_gen3);
+    assert_int_equal(hub_load_runtime(&f->h, &err), 0);
+    expect_closed(&rc);
+    cl_close(&rc);
+    cl_open(f, &rc);
+    o.key = old_key;
+    assert_int_equal(cl_connect_opts(&rc, "receiver", &o, NULL), MQTT_CONNACK_NOT_AUTHORIZED);
+    cl_close(&rc);
+    cl_open(f, &rc);
+    cl_connect_persistent(&rc, "receiver", &present);
+    assert_true(present);
+
+    /* 5. a reload that changes nothing for it leaves it alone; the sender was never touched */
+    assert_int_equal(hub_load_runtime(&f->h, &err), 0);
+    send_output(&sc, "out1", NULL, "still here");
+    expect_body(&rc, "in1", "still here");
+    cl_close(&rc);
+    cl_close(&sc);
+}
+
+/* twins.db of the stopped hub: overwritten with garbage, cut to its first bytes, or replaced by a
+ * directory (no database can be opened there); its WAL goes too. */
+enum db_damage { DB_GARBAGE, DB_TRUNCATED, DB_UNOPENABLE };
+
+static void damage_twins_db(struct fixture *f, enum db_damage how)
+{
+    char path[160], wal[170];
+    snprintf(path, sizeof(path), "%s/state/hub/twins.db", f->dir);
+    for (const char *ext = "-wal"; ext; ext = strcmp(ext, "-wal") == 0 ? "-shm" : NULL) {
+        snprintf(wal, sizeof(wal), "%s%s", path, ext);
+        unlink(wal);
+    }
+    if (how == DB_UNOPENABLE) {
+        assert_int_equal(unlink(path), 0);
+        assert_int_equal(mkdir(path, 0700), 0);
+        return;
+    }
+    if (how == DB_TRUNCATED) {
+        assert_int_equal(truncate(path, 1500), 0);
+        return;
+    }
+    char junk[8192];
+    for (size_t i = 0; i < sizeof(junk); i++)
+        junk[i] = (char)(i * 131 + 7);
+    assert_int_equal(lfs_write_atomic(path, junk, sizeof(junk), 0644), 0);
+}
+
+static size_t count_damaged_files(struct fixture *f)
+{
+    char dir[160];
+    snprintf(dir, sizeof(dir), "%s/state/hub", f->dir);
+    DIR *d = opendir(dir);
+    assert_non_null(d);
+    size_t n = 0;
+    struct dirent *e;
+    while ((e = readdir(d)))
+        n += lstr_startswith(e->d_name, "twins.db.damaged-") && !strchr(e->d_name + 17, '-');
+    closedir(d);
+    return n;
+}
+
+/* A damaged or unusable twins.db does not stop the hub: it starts, serves the queues, salvages
+ * what it can and says so in its status. */
+static void test_twins_db_damaged(void **state)
+{
+    struct fixture *f = *state;
+    struct client sc, rc;
+    static const enum db_damage cases[] = {DB_GARBAGE, DB_TRUNCATED, DB_UNOPENABLE};
+    for (size_t k = 0; k < ARRAY_SIZE(cases); k++) {
+        cl_open_as(f, &sc, "sender");
+        send_output(&sc, "out1", NULL, "queued");
+        cl_close(&sc);
+        hub_down(f);
+        damage_twins_db(f, cases[k]);
+        hub_up(f); /* fails the test when the hub does not start */
+        json_t *s = status(f);
+        json_t *db = json_object_get(s, "twinsDatabase");
+        if (cases[k] == DB_UNOPENABLE) {
+            assert_false(json_is_true(json_object_get(db, "available")));
+            assert_non_null(json_string_value(json_object_get(db, "error")));
+        } else {
+            assert_true(json_is_true(json_object_get(db, "available")));
+            assert_true(json_is_true(json_object_get(db, "damaged")));
+            assert_non_null(json_string_value(json_object_get(db, "damagedPath")));
+            assert_int_equal(count_damaged_files(f), k + 1);
+        }
+        json_decref(s);
+        /* the queue is served whatever happened to the twins */
+        cl_open_receiver(f, &rc);
+        expect_body(&rc, "in1", "queued");
+        /* twins work again on a salvaged database, and say so when there is none */
+        assert_int_equal(cl_subscribe(&rc, "$iothub/twin/res/#", 0), 0);
+        cl_publish(&rc, "$iothub/twin/GET/?$rid=1", "", 0, false);
+        struct mqtt_packet p;
+        assert_int_equal(cl_next(&rc, &p, 2000), 1);
+        char topic[64];
+        snprintf(topic, sizeof(topic), "%.*s", (int)p.publish.topic.len, p.publish.topic.ptr);
+        assert_string_equal(topic, cases[k] == DB_UNOPENABLE ? "$iothub/twin/res/500/?$rid=1"
+                                                             : "$iothub/twin/res/200/?$rid=1");
+        cl_close(&rc);
+    }
+}
+
+/* twins.db and its WAL are the hub's alone: 0600 whatever the umask and the directory. */
+static void test_twins_db_mode(void **state)
+{
+    struct fixture *f = *state;
+    struct client c;
+    cl_open_as(f, &c, "receiver");
+    assert_int_equal(cl_subscribe(&c, "$iothub/twin/res/#", 0), 0);
+    cl_publish(&c, "$iothub/twin/PATCH/properties/reported/?$rid=1", "{\"a\":1}", 0, false);
+    struct mqtt_packet p;
+    assert_int_equal(cl_next(&c, &p, 2000), 1);
+    cl_close(&c);
+    char path[170];
+    struct stat st;
+    snprintf(path, sizeof(path), "%s/state/hub/twins.db", f->dir);
+    assert_int_equal(stat(path, &st), 0);
+    assert_int_equal(st.st_mode & 0777, 0600);
+    snprintf(path, sizeof(path), "%s/state/hub/twins.db-wal", f->dir);
+    if (stat(path, &st) == 0)
+        assert_int_equal(st.st_mode & 0777, 0600);
+}
+
 int main(void)
 {
     log_set_level(LOG_LEVEL_ERROR);
@@ -1645,6 +1957,12 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_reload_routes_and_limits, setup, teardown),
         cmocka_unit_test_setup_teardown(test_restart_keeps_unacked, setup, teardown),
         cmocka_unit_test_setup_teardown(test_persistent_session_survives_restart, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_identity_change_cuts_sessions, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_refusals_rate_limited, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_token_lifetime, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_subscribe_only_when_durable, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_twins_db_damaged, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_twins_db_mode, setup, teardown),
         cmocka_unit_test_setup_teardown(test_twin_get_and_reported, setup, teardown),
         cmocka_unit_test_setup_teardown(test_direct_method, setup, teardown),
     };

@@ -3,7 +3,8 @@
 # subscriber on the host) loses no message the hub acknowledged — the process engine restarts
 # it, both clients reconnect, every acked id arrives (duplicates allowed); then a truncated and
 # a corrupt segment file and a garbage one are salvaged at start-up, reported in the hub's log,
-# without a crash loop, and the intact messages are still delivered.
+# without a crash loop, and the intact messages are still delivered; a garbage and a truncated
+# twins.db are salvaged the same way (kept aside, reported in the log and `ledge hub status`).
 source "$(dirname "$0")/lib.sh"
 source "$(dirname "$0")/hub-lib.sh"
 
@@ -80,4 +81,33 @@ msub receiver -c -q 1 -v -t "$(inputs receiver)" -W 2 > "$T/salvaged" 2>/dev/nul
 expected=$(seq 2 19 | sed 's/^/s/' | tr '\n' ' ')
 # (in1 may deliver again what was acknowledged after its last checkpoint: at least once)
 assert_eq "$(grep '/inputs/in2/' "$T/salvaged" | sed 's/.* //' | tr '\n' ' ')" "$expected" "messages after salvage"
+
+log "a damaged twins.db (garbage, then truncated): salvaged at start-up, reported, queues served"
+damaged=0
+for how in garbage truncated; do
+  for i in $(seq 1 30); do mpub sender -q 1 -t "$(events sender '%24.on=out2')" -m "$how$i"; done
+  ledge stop edgeHub >/dev/null
+  rm -f "$T/state/hub/twins.db-wal" "$T/state/hub/twins.db-shm"
+  if [ $how = garbage ]; then
+    head -c 16384 /dev/urandom > "$T/state/hub/twins.db"
+  else
+    truncate -s 1500 "$T/state/hub/twins.db"
+  fi
+  restarts=$(module_field edgeHub restartCount)
+  ledge start edgeHub >/dev/null
+  wait_hub
+  damaged=$((damaged + 1))
+  assert_eq "$(grep -c "twins database .*/twins.db was damaged" "$HUB_LOG")" $damaged "damage logged ($how)"
+  hub_status | jq -e '.twinsDatabase.damaged and .twinsDatabase.available' >/dev/null \
+    || fail "status after a $how twins.db: $(hub_status | jq -c .twinsDatabase)"
+  ledge hub status | grep -q "twins database: DAMAGED at start" || fail "ledge hub status does not say so: $(ledge hub status)"
+  assert_eq "$(ls "$T/state/hub" | grep -c '^twins.db.damaged-[0-9TZ]*$')" $damaged "damaged files kept aside"
+  assert_eq "$(stat -c %a "$T/state/hub/twins.db")" 600 "twins.db mode"
+  sleep 1
+  assert_eq "$(module_field edgeHub runtimeStatus)" running "hub status after a $how twins.db"
+  assert_eq "$(module_field edgeHub restartCount)" "$restarts" "hub restarted after a $how twins.db"
+  msub receiver -c -q 1 -v -t "$(inputs receiver)" -W 2 > "$T/after-$how" 2>/dev/null || true
+  assert_eq "$(grep '/inputs/in2/' "$T/after-$how" | sed 's/.* //' | grep -c "^$how")" 30 \
+    "queued messages delivered after a $how twins.db"
+done
 log "PASS"

@@ -3,6 +3,8 @@
 # messages are refused visibly (the sender's connection is closed, `refused` counts, the log
 # says why once) and QoS 0 ones dropped and counted; when the file goes, messages flow again.
 # Filled by the hub's own backlog, the same; once the receiver drains it, the space comes back.
+# Meanwhile a client retrying in a loop gets one log line a minute (every refusal counted), and a
+# persistent subscription that cannot be saved is refused (SUBACK 0x80) until there is room.
 source "$(dirname "$0")/lib.sh"
 source "$(dirname "$0")/hub-lib.sh"
 need "[ \$(id -u) = 0 ]" "mounting a tmpfs needs root"
@@ -36,9 +38,31 @@ wait_for 5 "the QoS 0 refusal counted" qos0_counted
 assert_eq "$(grep -c "message refused: the store is full" "$HUB_LOG")" 1 "refusals logged once"
 hub_ready || fail "the hub stopped answering"
 
+log "a client retrying into the full store does not flood the log: one line a minute, all counted"
+warn0=$(grep -c "QoS 1 message refused" "$HUB_LOG" || true)
+connected_lines() { grep -cE " info +hub: .* connected as $DEVICE/sender" "$HUB_LOG" || true; } # not debug
+conn0=$(connected_lines)
+full0=$(hub_status | jq '.refusals.storeFull.count // 0')
+for i in $(seq 1 15); do
+  if send "retry $i $(head -c 20000 /dev/zero | tr '\0' r)" 2>/dev/null; then fail "retry $i accepted"; fi
+done
+warned=$(( $(grep -c "QoS 1 message refused" "$HUB_LOG" || true) - warn0 ))
+connected=$(( $(connected_lines) - conn0 ))
+[ "$warned" -le 1 ] || fail "$warned warnings for 15 refused retries"
+[ "$connected" -le 1 ] || fail "$connected 'connected' lines for 15 reconnects"
+[ "$(hub_status | jq '.refusals.storeFull.count')" -ge $((full0 + 15)) ] \
+  || fail "refusals counted: $(hub_status | jq -c .refusals)"
+
+log "a persistent subscription is granted only when it is saved: SUBACK 0x80 on the full disk"
+msub sender -c -q 1 -d -t "devices/$DEVICE/modules/sender/inputs/x/#" -E > "$T/subfull" 2>&1 || true
+grep -q "Subscribed (mid: [0-9]*): 128$" "$T/subfull" || fail "persistent subscription on a full disk: $(cat "$T/subfull")"
+hub_status | jq -e '.refusals.sessionSave.count >= 1' >/dev/null || fail "session save refusal not counted"
+
 log "space returns: messages flow again"
 rm -f "$STORE/filler"
 send second || fail "a message after space returned"
+msub sender -c -q 1 -d -t "devices/$DEVICE/modules/sender/inputs/x/#" -E > "$T/subok" 2>&1 || true
+grep -q "Subscribed (mid: [0-9]*): 1$" "$T/subok" || fail "persistent subscription after space returned: $(cat "$T/subok")"
 msub receiver -c -q 1 -t "$(inputs receiver)" -W 2 > "$T/got1" 2>/dev/null || true
 assert_eq "$(tr '\n' ' ' < "$T/got1")" "first second " "delivered after recovery"
 

@@ -95,6 +95,16 @@ fi
 grep -qi "not authori[sz]ed" "$T/auth.err" || fail "refusal: $(cat "$T/auth.err")"
 assert_eq "$(hub_counter authFailures)" $((before + 1)) "authFailures"
 
+log "a token good for longer than hub.max_token_lifetime (1 day) is refused, and it says so"
+long=$(ledge token sender --ttl 2592000 --json | jq -r .token)
+if mosquitto_pub -h 127.0.0.1 -p "$HUB_TLS_PORT" --cafile "$CA" -i "$DEVICE/sender" -u "$(user_of sender)" \
+     -P "$long" -q 1 -t "$(events sender '')" -m x 2>"$T/long.err"; then
+  fail "a 30-day token accepted"
+fi
+grep -qi "not authori[sz]ed" "$T/long.err" || fail "refusal: $(cat "$T/long.err")"
+hub_status | jq -r .refusals.auth.last | grep -q "beyond hub.max_token_lifetime (86400 s)" \
+  || fail "the refusal's reason: $(hub_status | jq -c .refusals.auth)"
+
 log "plain listener: loopback only, works without TLS"
 ss -ltn | grep -q "127.0.0.1:$HUB_PLAIN_PORT " || fail "plain listener not on 127.0.0.1:$HUB_PLAIN_PORT"
 ! ss -ltn | grep -q "0.0.0.0:$HUB_PLAIN_PORT \|\[::\]:$HUB_PLAIN_PORT " || fail "plain listener beyond loopback"

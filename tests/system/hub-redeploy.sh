@@ -3,7 +3,8 @@
 # flight: MQTT.js (from npm, on the host, over TLS with SAS tokens) streams QoS 1 messages while
 # the routes change twice — a second endpoint is added, then the first route removed — and the
 # store cap changes. Every acknowledged message arrives; the hub keeps its pid; the endpoint no
-# route names any more drains and goes away.
+# route names any more drains and goes away. A module removed by a redeploy loses its open
+# connection at once.
 source "$(dirname "$0")/lib.sh"
 source "$(dirname "$0")/hub-lib.sh"
 
@@ -57,4 +58,18 @@ wait_for 15 "the unused, drained endpoint removed" pruned
 grep -q "endpoint /modules/receiver/inputs/in1: no route uses it and it is empty; removed" "$HUB_LOG" \
   || fail "endpoint removal not logged"
 kill_tree $SUB
+
+log "a module that leaves the deployment loses its open connection at once"
+hub_deploy "$(idle sender), $(idle receiver), $(idle modb)" "{$R2}"
+modb_known() { grep -q "configuration loaded: .* 3 module identities" "$HUB_LOG"; }
+wait_for 10 "modb in the hub's identities" modb_known
+msub modb -c -q 1 -t "$(inputs modb)" > "$T/modb.out" 2> "$T/modb.err" &
+MODB=$!
+modb_connected() { hub_status | jq -e --arg c "$DEVICE/modb" '.sessions[] | select(.clientId == $c and .connected)' >/dev/null; }
+wait_for 10 "modb connected" modb_connected
+hub_deploy "$(idle sender), $(idle receiver)" "{$R2}"
+modb_cut() { ! hub_status | jq -e --arg c "$DEVICE/modb" '.sessions[] | select(.clientId == $c)' >/dev/null; }
+wait_for 10 "modb's connection cut and its persistent session dropped" modb_cut
+grep -q "module modb: it left the deployment: 1 connection closed" "$HUB_LOG" || fail "the cut is not logged"
+kill_tree $MODB
 log "PASS"
