@@ -1,13 +1,14 @@
 // sdk-check.js — validates the stand-in against the unmodified Azure IoT Node SDK
 // (azure-iot-device + azure-iot-device-mqtt, `Client` and `ModuleClient.fromConnectionString`
-// over `Mqtt` with SAS connection strings, and `Client` with X.509), playing the cloud through
-// the control API. One JSON line per step: {"step", "ok": true} or {"step", "ok": false,
-// "error"}; exits 1 at the first failure. Run by tests/system/iothub-standin.sh with
+// over `Mqtt` with SAS connection strings, and `Client` with X.509 certificates through the
+// SDK's X509AuthenticationProvider), playing the cloud through the control API. One JSON line
+// per step: {"step", "ok": true} or {"step", "ok": false, "error"}; exits 1 at the first
+// failure. Run by tests/system/iothub-standin.sh with
 //   IOTHUB_CONTROL=http://127.0.0.1:P IOTHUB_MQTTS_PORT=P IOTHUB_CA=ca.pem [IOTHUB_PKI=dir]
 'use strict';
 const fs = require('node:fs');
 const assert = require('node:assert/strict');
-const { Client, ModuleClient, Message } = require('azure-iot-device');
+const { Client, ModuleClient, Message, X509AuthenticationProvider } = require('azure-iot-device');
 const { Mqtt } = require('azure-iot-device-mqtt');
 
 const CONTROL = process.env.IOTHUB_CONTROL;
@@ -55,6 +56,14 @@ async function events(since, type, deviceId, min = 1, wait = 10) {
 }
 async function lastEventSeq() {
   return (await get('/events?type=none')).next;
+}
+
+// Resolves once the identity's connection subscribed to filter (moduleId '' = the device).
+function subscribed(deviceId, moduleId, filter) {
+  return until(`${deviceId}/${moduleId} subscribed to ${filter}`, async () => {
+    const c = (await get(`/connections?deviceId=${encodeURIComponent(deviceId)}&moduleId=${encodeURIComponent(moduleId)}`)).connections;
+    return c.length === 1 && c[0].subscriptions.some((s) => s.topic === filter);
+  });
 }
 
 function connectionString(ident) {
@@ -175,6 +184,8 @@ step('twin.properties.reported.update: versions, nested patch, null deletes', as
 });
 
 step("desired updates reach the SDK's 'properties.desired' event (patch and full replacement)", async () => {
+  // the SDK subscribes when the listener is added; IoT Hub pushes nothing before that
+  await subscribed(D, '', '$iothub/twin/PATCH/properties/desired/#');
   const r = (await api('PATCH', `/twins/${D}`, { properties: { desired: { speed: 5, nested: { b: 2 } } } })).body;
   assert.equal(r.properties.desired.$version, 3);
   // the SDK merges the patch into its copy and emits that (raw-check.js checks the patch itself)
@@ -191,8 +202,7 @@ step('onDeviceMethod: the cloud calls, the device answers with its status and pa
   devClient.onDeviceMethod('reboot', (req, res) => {
     res.send(202, { accepted: true, got: req.payload }, () => {});
   });
-  await until('the methods subscription', async () => (await get(`/connections?deviceId=${D}&moduleId=`))
-    .connections[0].subscriptions.some((s) => s.topic === '$iothub/methods/POST/#'));
+  await subscribed(D, '', '$iothub/methods/POST/#');
   const r = await api('POST', `/twins/${D}/methods`, { methodName: 'reboot', payload: { delay: 3 }, responseTimeoutInSeconds: 10 });
   assert.deepEqual(r.body, { status: 202, payload: { accepted: true, got: { delay: 3 } } });
 });
@@ -275,10 +285,13 @@ step('a second connection for the same device replaces the first (as IoT Hub doe
   // the first client reconnects by itself (its retry policy), which replaces the second in turn:
   // IoT Hub's one-connection-per-identity rule, seen from both sides
   await second.open();
-  const ev = await events(since, 'disconnect', D);
-  assert.equal(ev[0].reason, 'replaced');
+  const ev = await events(since, 'disconnect', D, 2, 30);
+  assert.deepEqual(ev.slice(0, 2).map((e) => e.reason), ['replaced', 'replaced']);
+  await until('the first client back', async () => (await get(`/connections?deviceId=${D}&moduleId=`))
+    .connections.some((c) => c.subscriptions.length > 0));
   await second.close();
   await devClient.close();
+  await until('the device disconnected', async () => (await get(`/devices/${D}`)).connectionState === 'Disconnected');
 });
 
 step('a wrong key: open() fails as unauthorized (CONNACK 5)', async () => {
@@ -314,14 +327,14 @@ step('ModuleClient.fromConnectionString(Mqtt): telemetry, outputs, twin, methods
   await new Promise((res, rej) => twin.properties.reported.update({ up: true }, (e) => (e ? rej(e) : res())));
   assert.equal((await get(`/twins/${D}/modules/${M}`)).properties.reported.up, true);
   const desired = recorder(twin, 'properties.desired');
+  await subscribed(D, M, '$iothub/twin/PATCH/properties/desired/#');
   await api('PATCH', `/twins/${D}/modules/${M}`, { properties: { desired: { interval: 20 } } });
   await desired.next('the module desired patch', (d) => d.interval === 20);
   // the device twin is another twin
   assert.equal((await get(`/twins/${D}`)).properties.reported.up, undefined);
 
   c.onMethod('ping', (req, res) => res.send(200, { pong: req.payload }, () => {}));
-  await until('the module methods subscription', async () => (await get(`/connections?deviceId=${D}&moduleId=${M}`))
-    .connections[0].subscriptions.some((s) => s.topic === '$iothub/methods/POST/#'));
+  await subscribed(D, M, '$iothub/methods/POST/#');
   const r = await api('POST', `/twins/${D}/modules/${M}/methods`, { methodName: 'ping', payload: 'x' });
   assert.deepEqual(r.body, { status: 200, payload: { pong: 'x' } });
   // a method for the device does not reach the module
@@ -349,14 +362,31 @@ step('an edge device: $edgeAgent and $edgeHub are modules; $edgeAgent reads its 
   await c.close();
 });
 
+// An X.509 client through the SDK's public AuthenticationProvider extension point: the SDK's own
+// X509AuthenticationProvider, its credentials given the gateway host (an x509=true connection
+// string drops GatewayHostName).
+async function openX509(deviceId, certFile, keyFile) {
+  const hub = (await get('/health')).hubName;
+  const x509 = { cert: fs.readFileSync(certFile, 'utf8'), key: fs.readFileSync(keyFile, 'utf8') };
+  const base = X509AuthenticationProvider.fromX509Options(deviceId, hub, x509);
+  const provider = {
+    type: base.type,
+    getDeviceCredentials: (cb) => base.getDeviceCredentials((err, c) => cb(err, c && { ...c, gatewayHostName: `localhost:${PORT}` })),
+    setX509Options: (o) => base.setX509Options(o),
+  };
+  const c = Client.fromAuthenticationProvider(provider, Mqtt);
+  clients.push(c);
+  await c.setOptions({ ca: CA, ...x509 });
+  c.on('error', () => {});
+  return c;
+}
+
 step('X.509: a self-signed device certificate registered by thumbprint, and a CA-signed one', async () => {
   if (!PKI) throw new Error('IOTHUB_PKI (the test PKI directory) is not set');
   const crypto = require('node:crypto');
-  const selfPem = fs.readFileSync(`${PKI}/x509-self.pem`, 'utf8');
-  const thumb = new crypto.X509Certificate(selfPem).fingerprint256.replace(/:/g, '');
+  const thumb = new crypto.X509Certificate(fs.readFileSync(`${PKI}/x509-self.pem`)).fingerprint256.replace(/:/g, '');
   await api('PUT', '/devices/x509-self', { authentication: { type: 'selfSigned', x509Thumbprint: { primaryThumbprint: thumb } } });
-  const c = await openDevice(`HostName=${(await get('/health')).hubName};DeviceId=x509-self;x509=true;GatewayHostName=localhost:${PORT}`,
-    { cert: selfPem, key: fs.readFileSync(`${PKI}/x509-self.key`, 'utf8') });
+  const c = await openX509('x509-self', `${PKI}/x509-self.pem`, `${PKI}/x509-self.key`);
   await c.open();
   await c.sendEvent(new Message('x509'));
   const t = (await get('/telemetry?deviceId=x509-self&wait=5')).messages;
@@ -366,16 +396,14 @@ step('X.509: a self-signed device certificate registered by thumbprint, and a CA
 
   await api('PUT', '/certificates/test-ca', { pem: fs.readFileSync(`${PKI}/devca.pem`, 'utf8') });
   await api('PUT', '/devices/x509-ca', { authentication: { type: 'certificateAuthority' } });
-  const c2 = await openDevice(`HostName=${(await get('/health')).hubName};DeviceId=x509-ca;x509=true;GatewayHostName=localhost:${PORT}`,
-    { cert: fs.readFileSync(`${PKI}/x509-ca.pem`, 'utf8'), key: fs.readFileSync(`${PKI}/x509-ca.key`, 'utf8') });
+  const c2 = await openX509('x509-ca', `${PKI}/x509-ca.pem`, `${PKI}/x509-ca.key`);
   await c2.open();
   assert.equal((await get('/connections?deviceId=x509-ca')).connections[0].auth, 'certificateAuthority');
   await c2.close();
 
   // the self-signed certificate for the CA identity: refused
   const since = await lastEventSeq();
-  const c3 = await openDevice(`HostName=${(await get('/health')).hubName};DeviceId=x509-ca;x509=true;GatewayHostName=localhost:${PORT}`,
-    { cert: selfPem, key: fs.readFileSync(`${PKI}/x509-self.key`, 'utf8') });
+  const c3 = await openX509('x509-ca', `${PKI}/x509-self.pem`, `${PKI}/x509-self.key`);
   await assert.rejects(c3.open());
   const ev = await events(since, 'refused', 'x509-ca');
   assert.match(ev[0].reason, /does not chain to a registered CA/);

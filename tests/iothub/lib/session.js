@@ -268,6 +268,7 @@ class Session {
 
   onPublish(p) {
     const { topic } = p;
+    if (p.qos === 2) return this.close('protocol-error', `a QoS 2 publish on ${topic} (IoT Hub closes the connection)`);
     const ack = () => {
       if (p.qos !== 1) return;
       this.send({ cmd: 'puback', messageId: p.messageId });
