@@ -90,6 +90,7 @@ declare -f jq_true >/dev/null ||
 
 iothub_cleanup() {
   local rc=$1
+  set +e # the traps after this one must run whatever fails here
   if [ "$rc" != 0 ] && [ "$rc" != 77 ] && [ -f "$IOTHUB_LOG" ]; then
     log "IoT Hub stand-in log tail:"; tail -30 "$IOTHUB_LOG" >&2
     [ -n "${KEEP_LOGS:-}" ] && mkdir -p "$KEEP_LOGS" && cp "$IOTHUB_LOG" "$KEEP_LOGS/"
