@@ -68,9 +68,13 @@ struct config_device {
 };
 
 struct config_engine {
-    char *type; /* the engine backend that runs container modules: "docker" */
+    char *type; /* the engine backend that runs container modules: "docker", "oci" */
     char *uri;  /* unix:///path or http://host:port */
     char *network;
+    char *runtime;  /* oci: "auto", "crun", "runc" or an absolute path */
+    char *subnet;   /* oci: the module network's IPv4 CIDR */
+    char *cni_path; /* oci: the CNI plugins' directory */
+    bool userns;    /* oci: containers in a user namespace */
     uint64_t log_max_size;
     int log_max_files;
     int64_t stop_timeout_ms;

@@ -39,6 +39,8 @@ static const char *const protocol_names[] = {"mqtt", NULL};
 
 static int check_network(const char *s, struct lbuf *why);
 static int check_engine_type(const char *s, struct lbuf *why);
+static int check_runtime(const char *s, struct lbuf *why);
+static int check_subnet(const char *s, struct lbuf *why);
 static int check_group(const char *s, struct lbuf *why);
 static int check_ip(const char *s, struct lbuf *why);
 static int check_topic(const char *s, struct lbuf *why);
@@ -108,6 +110,10 @@ const struct cfg_key cfg_keys[] = {
     K_STR("engine.type", engine.type, check_engine_type, "docker"),
     {"engine.uri", CT_URI, OFF(engine.uri), 0, 0, 0, NULL, NULL, "unix:///var/run/docker.sock"},
     K_STR("engine.network", engine.network, check_network, "ledge"),
+    K_STR("engine.runtime", engine.runtime, check_runtime, "auto"),
+    K_STR("engine.subnet", engine.subnet, check_subnet, "10.88.0.0/16"),
+    K_PATH("engine.cni_path", engine.cni_path, "/usr/lib/cni"),
+    K_BOOL("engine.userns", engine.userns, "false"),
     K_SIZE("engine.log_max_size", engine.log_max_size, KiB, TiB, "10MiB"),
     K_INT("engine.log_max_files", engine.log_max_files, 1, 100, "3"),
     K_SECS("engine.stop_timeout", engine.stop_timeout_ms, 0, HOUR, "10s"),
@@ -451,6 +457,29 @@ static int check_engine_type(const char *s, struct lbuf *why)
         strspn(s, "abcdefghijklmnopqrstuvwxyz0123456789-") == n)
         return 0;
     why_quoted(why, s, "is not an engine name (docker, or oci where it is built)");
+    return -EINVAL;
+}
+
+/* engine.runtime: which OCI runtime the oci engine drives. */
+static int check_runtime(const char *s, struct lbuf *why)
+{
+    if (strcmp(s, "auto") == 0 || strcmp(s, "crun") == 0 || strcmp(s, "runc") == 0 ||
+        (s[0] == '/' && strlen(s) <= PATH_MAX_LEN))
+        return 0;
+    why_quoted(why, s, "is not auto, crun, runc or an absolute path");
+    return -EINVAL;
+}
+
+/* engine.subnet: an IPv4 CIDR of /8 to /30. */
+static int check_subnet(const char *s, struct lbuf *why)
+{
+    char addr[32], extra;
+    unsigned len;
+    struct in_addr a;
+    if (sscanf(s, "%31[0-9.]/%u%c", addr, &len, &extra) == 2 && len >= 8 && len <= 30 &&
+        inet_pton(AF_INET, addr, &a) == 1)
+        return 0;
+    why_quoted(why, s, "is not an IPv4 CIDR from /8 to /30 (10.88.0.0/16)");
     return -EINVAL;
 }
 

@@ -251,6 +251,12 @@ int main(int argc, char **argv)
         .uri = d.cfg.engine.uri,
         .instance = d.cfg.device.id,
         .state_dir = d.cfg.state_dir,
+        .run_dir = d.cfg.run_dir,
+        .runtime = d.cfg.engine.runtime,
+        .network = d.cfg.engine.network,
+        .subnet = d.cfg.engine.subnet,
+        .cni_path = d.cfg.engine.cni_path,
+        .userns = d.cfg.engine.userns,
         .request_timeout_ms = 30000,
         .pull_timeout_ms = d.cfg.engine.pull_timeout_ms,
     };

@@ -14,6 +14,7 @@
 static const struct engine_ops *const registered[] = {
     &engine_docker_ops,
     &engine_process_ops,
+    &engine_oci_ops,
 };
 
 const struct engine_ops *engine_ops_find(const char *name)

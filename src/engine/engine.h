@@ -12,6 +12,7 @@
 
 #include "base/errors.h"
 #include "base/macro.h"
+#include "base/str.h"
 
 struct event_base;
 struct engine;
@@ -154,7 +155,13 @@ typedef int (*engine_log_fn)(void *ud, int stream, const char *data, size_t n);
 
 struct engine_config {
     const char *uri;         /* docker: unix:///var/run/docker.sock or http://host:port */
-    const char *state_dir;   /* process: where records and logs live */
+    const char *state_dir;   /* process, oci: where records, images and logs live */
+    const char *run_dir;     /* oci: runtime state and the keeper's socket (gone at reboot) */
+    const char *runtime;     /* oci: engine.runtime: "auto", "crun", "runc" or a path */
+    const char *network;     /* oci: engine.network, the module network's name */
+    const char *subnet;      /* oci: engine.subnet, its IPv4 range */
+    const char *cni_path;    /* oci: engine.cni_path, the CNI plugins' directory */
+    bool userns;             /* oci: engine.userns */
     const char *instance;    /* docker: only containers labelled dev.ledge.device=<instance> */
     long request_timeout_ms; /* ordinary API calls */
     long pull_timeout_ms;
@@ -221,6 +228,11 @@ struct engine_ops {
     int (*registry_platforms)(struct engine *e, const char *image,
                               const struct engine_registry_auth *auth, engine_platforms_fn cb,
                               void *ud);
+    /* Optional, synchronous: the deploy-time check of a module's (normalised) createOptions:
+     * each field this engine cannot honour is an error "<prefix>.<field>: why" appended to
+     * errors, so that nothing a deployment asks for is ignored without a word. */
+    void (*check_create_options)(struct engine *e, const json_t *create_options, const char *prefix,
+                                 struct lstrv *errors);
 };
 
 struct engine {
@@ -234,6 +246,7 @@ struct engine {
 /* The backends, for tests that wrap one; everything else finds them by name. */
 extern const struct engine_ops engine_docker_ops;
 extern const struct engine_ops engine_process_ops;
+extern const struct engine_ops engine_oci_ops;
 
 /* The registry: the engines this build has, by name; NULL when there is none of that name. */
 const struct engine_ops *engine_ops_find(const char *name);

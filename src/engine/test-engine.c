@@ -141,10 +141,11 @@ static void test_registry(void **state)
 {
     assert_ptr_equal(engine_ops_find("docker"), &engine_docker_ops);
     assert_ptr_equal(engine_ops_find("process"), &engine_process_ops);
+    assert_ptr_equal(engine_ops_find("oci"), &engine_oci_ops);
     assert_null(engine_ops_find("Docker"));
     assert_null(engine_ops_find("nope"));
     assert_null(engine_ops_find(NULL));
-    assert_int_equal(engine_ops_count(), 2);
+    assert_int_equal(engine_ops_count(), 3);
     for (size_t i = 0; i < engine_ops_count(); i++)
         assert_ptr_equal(engine_ops_find(engine_ops_at(i)->name), engine_ops_at(i));
     assert_null(engine_ops_at(engine_ops_count()));
