@@ -1695,6 +1695,13 @@ static int validation_start(struct agent *a, const char *text, size_t len, agent
                          module_type_name(m->type));
             continue;
         }
+        /* What this engine cannot honour of the module's createOptions (ledge ignores those
+         * of system modules). */
+        if (!m->system && sl->e->ops->check_create_options) {
+            char prefix[320];
+            snprintf(prefix, sizeof(prefix), "modules.%s.settings.createOptions", m->name);
+            sl->e->ops->check_create_options(sl->e, m->create_options, prefix, &v->errors);
+        }
         /* The host/guest rule for images the engine already has (others: when pulled). */
         if (!m->image || !sl->up || !sl->e->ops->image_platform)
             continue;
