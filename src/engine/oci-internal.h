@@ -119,6 +119,16 @@ int oci_spec_extra_hosts(const json_t *create_options, const char *gateway, stru
 /* The StopSignal of createOptions or the image (a number, "SIGTERM", "TERM"); SIGTERM if none. */
 int oci_spec_stop_signal(const json_t *create_options, const json_t *image_config);
 
+struct oci_health {
+    json_t *test; /* ["CMD", args...] or ["CMD-SHELL", command] */
+    int64_t interval_ms, timeout_ms, start_period_ms;
+    int retries;
+};
+/* The health check a container has (createOptions' Healthcheck over the image's): 1 with ret
+ * filled (ret->test to be released), 0 for none (or NONE). */
+int oci_spec_health(const json_t *create_options, const json_t *image_config,
+                    struct oci_health *ret);
+
 /* Docker's default capability set (Moby's oci/caps/defaults.go). */
 extern const char *const oci_default_caps[];
 

@@ -100,6 +100,13 @@ struct octr {
     bool log_none;
     json_t *layers; /* diff_ids, bottom first */
     char *error;    /* the runtime's message for the last failed start */
+    /* the health check (docker's HEALTHCHECK semantics), run with the runtime's exec */
+    json_t *health_test;
+    int64_t health_interval_ms, health_timeout_ms, health_start_ms;
+    int health_retries, health_failures;
+    enum ctr_health health;
+    struct event *health_timer;
+    struct oci_exec *health_x;
     /* in flight */
     bool starting, removing;
     struct event *kill_timer;
@@ -294,6 +301,13 @@ static int persist(struct octr *c)
         c->aliases, "extraHosts", c->extra_hosts, "error", c->error);
     if (!j)
         return -ENOMEM;
+    if (c->health_test)
+        json_object_set_new(j, "health",
+                            json_pack("{s:O, s:I, s:I, s:I, s:i}", "test", c->health_test,
+                                      "intervalMs", (json_int_t)c->health_interval_ms, "timeoutMs",
+                                      (json_int_t)c->health_timeout_ms, "startPeriodMs",
+                                      (json_int_t)c->health_start_ms, "retries",
+                                      c->health_retries));
     _cleanup_free_ char *text = ljson_dump(j);
     json_decref(j);
     if (!text)
@@ -307,6 +321,10 @@ static void ctr_free(struct octr *c)
 {
     if (c->kill_timer)
         event_free(c->kill_timer);
+    if (c->health_timer)
+        event_free(c->health_timer);
+    oci_exec_cancel(c->health_x);
+    json_decref(c->health_test);
     free(c->name);
     free(c->image);
     free(c->extra_hosts);
@@ -347,9 +365,10 @@ static void ctr_link(struct oci *o, struct octr *c)
     o->n_ctrs++;
 }
 
-static json_t *json_or(json_t *j, json_t *dflt)
+/* j (a new reference), or a new empty array when j is NULL and want_array. */
+static json_t *json_or(json_t *j, bool want_array)
 {
-    return j ? json_incref(j) : dflt;
+    return j ? json_incref(j) : want_array ? json_array() : NULL;
 }
 
 static int load_record(struct oci *o, const char *id)
@@ -390,12 +409,20 @@ static int load_record(struct oci *o, const char *id)
     c->log_max = ljson_int(j, "logMax", 0);
     c->log_files = (int)ljson_int(j, "logFiles", 1);
     c->log_none = ljson_bool(j, "logNone", false);
-    c->layers = json_or(json_object_get(j, "layers"), json_array());
-    c->ports = json_or(json_object_get(j, "ports"), NULL);
-    c->aliases = json_or(json_object_get(j, "aliases"), NULL);
+    c->layers = json_or(json_object_get(j, "layers"), true);
+    c->ports = json_or(json_object_get(j, "ports"), false);
+    c->aliases = json_or(json_object_get(j, "aliases"), false);
     const char *eh = ljson_str(j, "extraHosts"), *err = ljson_str(j, "error");
     c->extra_hosts = eh ? strdup(eh) : NULL;
     c->error = err ? strdup(err) : NULL;
+    json_t *h = json_object_get(j, "health");
+    if (json_is_array(json_object_get(h, "test"))) {
+        c->health_test = json_incref(json_object_get(h, "test"));
+        c->health_interval_ms = MAX(ljson_int(h, "intervalMs", 30000), 1);
+        c->health_timeout_ms = MAX(ljson_int(h, "timeoutMs", 30000), 1);
+        c->health_start_ms = ljson_int(h, "startPeriodMs", 0);
+        c->health_retries = (int)MAX(ljson_int(h, "retries", 3), 1);
+    }
     if (!c->name || !c->image || !c->labels || !c->layers) {
         ctr_free(c);
         return -ENOMEM;
@@ -417,6 +444,7 @@ struct kreq {
 
 static void keeper_lost(struct oci *o, const char *why);
 static void keeper_connect(struct oci *o);
+static void health_start(struct octr *c);
 
 static int keeper_send(struct oci *o, struct keeper_request *r, kreq_fn cb, void *ud)
 {
@@ -547,6 +575,7 @@ static void keeper_listed(struct oci *o, void *ud, const struct keeper_msg *m, c
         }
         if (known && kc.running) {
             c->pid = kc.pid;
+            health_start(c);
             continue;
         }
         /* ended while we were away (known: with its status; else the keeper is new, a reboot or
@@ -1425,6 +1454,16 @@ static int create_bundle(struct oci *o, struct octr *c, const struct engine_crea
         return lerr_set(err, r, "create %s: cannot create a volume or bind source: %s", spec->name,
                         strerror(-r));
     c->stop_signal = oci_spec_stop_signal(co, config);
+    struct oci_health h;
+    if ((r = oci_spec_health(co, config, &h)) < 0)
+        return r;
+    if (r > 0) {
+        c->health_test = h.test;
+        c->health_interval_ms = h.interval_ms;
+        c->health_timeout_ms = h.timeout_ms;
+        c->health_start_ms = h.start_period_ms;
+        c->health_retries = h.retries;
+    }
     /* the log's rotation: the user's LogConfig, else the agent's default */
     const json_t *lc = json_object_get(json_object_get(co, "HostConfig"), "LogConfig");
     if (!ljson_str(lc, "Type"))
@@ -1603,8 +1642,10 @@ static void start_finish(struct opctx *op, int r, const struct lerr *err)
     }
     persist(c);
     op_free(op);
-    if (r == 0)
+    if (r == 0) {
+        health_start(c);
         emit(c->o, ENGINE_EVENT_START, c);
+    }
     cb(ud, r, r < 0 ? &e2 : NULL);
 }
 
@@ -1677,6 +1718,17 @@ static void start_net_done(void *ud, int result, const char *ip, const struct le
     start_next(op);
 }
 
+static void start_net_detached(void *ud, int result, const char *ip, const struct lerr *e)
+{
+    struct opctx *op = ud;
+    struct lerr err = {0};
+    int r = oci_net_attach(op->o->net, op->c->id, op->c->netmode, op->c->ports, start_net_done, op);
+    if (r < 0) {
+        lerr_set(&err, r, "start %s: network: %s", op->c->name, strerror(-r));
+        start_finish(op, r, &err);
+    }
+}
+
 static void start_deleted(void *ud, const struct oci_exec_result *res)
 {
     struct opctx *op = ud;
@@ -1715,8 +1767,9 @@ static void start_next(struct opctx *op)
         if ((r = mount_rootfs(c, &err)) < 0)
             return start_finish(op, r, &err);
         if (c->netmode != OCI_NET_HOST && !oci_net_netns_exists(o->net, c->id)) {
-            /* a reboot took the namespace (and the address): attach again */
-            r = oci_net_attach(o->net, c->id, c->netmode, c->ports, start_net_done, op);
+            /* a reboot took the namespace (and the address): whatever is left of the old
+             * attachment goes, then attach again */
+            r = oci_net_detach(o->net, c->id, start_net_detached, op);
             if (r < 0) {
                 lerr_set(&err, r, "start %s: network: %s", c->name, strerror(-r));
                 return start_finish(op, r, &err);
@@ -1808,6 +1861,104 @@ static int oci_start_container(struct engine *e, const char *id, engine_done_fn 
     return 0;
 }
 
+/* ------------------------------------------------------------------ health checks */
+
+static void health_schedule(struct octr *c);
+
+static void health_set(struct octr *c, enum ctr_health h)
+{
+    if (c->health == h)
+        return;
+    c->health = h;
+    struct oci *o = c->o;
+    if (!o->running || !o->e->on_event)
+        return;
+    struct engine_event ev = {.kind = ENGINE_EVENT_HEALTH,
+                              .id = c->id,
+                              .name = c->name,
+                              .health = h,
+                              .time_ms = ltime_now_ms()};
+    o->e->on_event(o->e->event_ud, &ev);
+}
+
+static void health_done(void *ud, const struct oci_exec_result *res)
+{
+    struct octr *c = ud;
+    c->health_x = NULL;
+    if (c->state != CTR_RUNNING)
+        return;
+    bool in_start = ltime_now_ms() - c->started_ms < c->health_start_ms;
+    if (res->status == 0) {
+        c->health_failures = 0;
+        health_set(c, HEALTH_HEALTHY);
+    } else if (!in_start && ++c->health_failures >= c->health_retries) {
+        health_set(c, HEALTH_UNHEALTHY);
+    }
+    health_schedule(c);
+}
+
+static void health_timer_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct octr *c = arg;
+    struct oci *o = c->o;
+    if (c->state != CTR_RUNNING || c->health_x)
+        return;
+    const char *argv[KEEPER_ARGV_MAX + 16];
+    size_t n = 0;
+    runtime_argv_base(o, argv, &n, NULL);
+    argv[n++] = "exec";
+    argv[n++] = c->id;
+    const char *kind = json_string_value(json_array_get(c->health_test, 0));
+    if (lstr_eq(kind, "CMD-SHELL")) {
+        argv[n++] = "/bin/sh";
+        argv[n++] = "-c";
+        argv[n++] = json_string_value(json_array_get(c->health_test, 1));
+    } else {
+        for (size_t i = 1; i < json_array_size(c->health_test) && n < ARRAY_SIZE(argv) - 1; i++)
+            argv[n++] = json_string_value(json_array_get(c->health_test, i));
+    }
+    argv[n] = NULL;
+    for (size_t i = 0; i < n; i++)
+        if (!argv[i])
+            return;
+    struct oci_exec_opts xo = {.argv = argv,
+                               .timeout_ms = c->health_timeout_ms,
+                               .out_max = 4096,
+                               .err_max = 4096,
+                               .done = health_done,
+                               .ud = c};
+    if (oci_exec_start(o->e->base, &xo, &c->health_x) < 0)
+        health_schedule(c);
+}
+
+static void health_schedule(struct octr *c)
+{
+    if (!c->health_test || c->state != CTR_RUNNING)
+        return;
+    if (!c->health_timer && !(c->health_timer = evtimer_new(c->o->e->base, health_timer_cb, c)))
+        return;
+    struct timeval tv = {c->health_interval_ms / 1000, (c->health_interval_ms % 1000) * 1000};
+    evtimer_add(c->health_timer, &tv);
+}
+
+static void health_start(struct octr *c)
+{
+    if (!c->health_test)
+        return;
+    c->health_failures = 0;
+    c->health = HEALTH_STARTING;
+    health_schedule(c);
+}
+
+static void health_stop(struct octr *c)
+{
+    if (c->health_timer)
+        evtimer_del(c->health_timer);
+    oci_exec_cancel(c->health_x);
+    c->health_x = NULL;
+    c->health = c->health_test ? HEALTH_NONE : HEALTH_NONE;
+}
+
 /* ------------------------------------------------------------------ exits, stop */
 
 static void runtime_delete(struct oci *o, struct octr *c);
@@ -1824,6 +1975,7 @@ static void on_keeper_exit(struct oci *o, const struct keeper_container *k)
     c->pid = 0;
     if (c->kill_timer)
         evtimer_del(c->kill_timer);
+    health_stop(c);
     persist(c);
     emit(o, ENGINE_EVENT_DIE, c);
     runtime_delete(o, c);
@@ -2014,6 +2166,7 @@ static void fill(const struct octr *c, struct engine_container *out)
     out->started_ms = c->started_ms;
     out->finished_ms = c->finished_ms;
     out->pid = c->pid;
+    out->health = c->state == CTR_RUNNING ? c->health : HEALTH_NONE;
     out->error = c->error && c->state != CTR_RUNNING ? strdup(c->error) : NULL;
 }
 
@@ -2176,7 +2329,8 @@ static int oci_init(struct engine *e, const struct engine_config *cfg)
         return r;
     char netns[PATH_MAX], cni[PATH_MAX];
     snprintf(netns, sizeof(netns), "%s/netns", o->run);
-    snprintf(cni, sizeof(cni), "%s/cni", o->dir);
+    /* host-local's leases and the CNI results live as long as the namespaces: to the reboot */
+    snprintf(cni, sizeof(cni), "%s/cni", o->run);
     struct oci_net_config nc = {.network = o->network,
                                 .subnet = cfg->subnet,
                                 .cni_path = cfg->cni_path,

@@ -326,14 +326,9 @@ int oci_spec_check(const json_t *co, const char *prefix, struct lstrv *errors)
         }
     }
     const json_t *health = json_object_get(co, "Healthcheck");
-    if (!is_empty(health)) {
-        const json_t *test = json_object_get(health, "Test");
-        const char *t0 = json_string_value(json_array_get(test, 0));
-        if (!lstr_eq(t0, "NONE"))
-            refuse(errors, prefix, "Healthcheck",
-                   "the oci engine does not run health checks (yet); \"Test\": [\"NONE\"] "
-                   "turns the image's off");
-    }
+    const char *t0 = json_string_value(json_array_get(json_object_get(health, "Test"), 0));
+    if (t0 && !lstr_eq(t0, "NONE") && !lstr_eq(t0, "CMD") && !lstr_eq(t0, "CMD-SHELL"))
+        refuse(errors, prefix, "Healthcheck.Test", "must start with NONE, CMD or CMD-SHELL");
     const json_t *eps = json_object_get(json_object_get(co, "NetworkingConfig"), "EndpointsConfig");
     json_object_foreach ((json_t *)eps, k, v) {
         const char *ek;
@@ -1324,4 +1319,38 @@ int oci_spec_stop_signal(const json_t *co, const json_t *image_config)
         if (strcasecmp(s, sigs[i].name) == 0)
             return sigs[i].sig;
     return SIGTERM;
+}
+
+/* docker's rule: the user's Healthcheck fields over the image's; durations in nanoseconds;
+ * defaults 30 s, 30 s, 3 retries, no start period. */
+int oci_spec_health(const json_t *co, const json_t *image_config, struct oci_health *ret)
+{
+    const json_t *img = json_object_get(json_object_get(image_config, "config"), "Healthcheck");
+    const json_t *usr = json_object_get(co, "Healthcheck");
+    memset(ret, 0, sizeof(*ret));
+    const json_t *test = json_object_get(usr, "Test");
+    if (json_array_size(test) == 0)
+        test = json_object_get(img, "Test");
+    const char *t0 = json_string_value(json_array_get(test, 0));
+    if (!t0 || lstr_eq(t0, "NONE") || json_array_size(test) < 2)
+        return 0;
+    if (!lstr_eq(t0, "CMD") && !lstr_eq(t0, "CMD-SHELL"))
+        return 0;
+    ret->test = json_deep_copy(test);
+    if (!ret->test)
+        return -ENOMEM;
+    const char *keys[] = {"Interval", "Timeout", "StartPeriod"};
+    int64_t *dst[] = {&ret->interval_ms, &ret->timeout_ms, &ret->start_period_ms};
+    const int64_t dflt[] = {30000, 30000, 0};
+    for (size_t i = 0; i < 3; i++) {
+        int64_t ns = co_int(usr, keys[i]);
+        if (ns <= 0)
+            ns = co_int(img, keys[i]);
+        *dst[i] = ns > 0 ? MAX(ns / 1000000, 1) : dflt[i];
+    }
+    int64_t retries = co_int(usr, "Retries");
+    if (retries <= 0)
+        retries = co_int(img, "Retries");
+    ret->retries = retries > 0 ? (int)MIN(retries, 1000) : 3;
+    return 1;
 }

@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
-# Deployments on the real dockerd: three modules come up in startupOrder; a status-only change
+# Deployments on the real engine (dockerd, or the oci engine with LEDGE_ENGINE=oci): three modules come up in startupOrder; a status-only change
 # keeps the container; a config change recreates only that module; removal; an invalid manifest
 # is refused with every error and changes nothing; logs; API errors.
 source "$(dirname "$0")/lib.sh"
-need_docker
-docker image inspect ledge-testmod:latest >/dev/null 2>&1 || "$SRC_ROOT/scripts/build-images"
+need_engine
+need_image ledge-testmod:latest
 start_ledged
 
 log "deploy three modules"
@@ -13,16 +13,26 @@ grep -q "create    one" "$T/out" || fail "plan not printed: $(cat "$T/out")"
 grep -q "Deployment applied" "$T/out" || fail "deploy did not finish: $(cat "$T/out")"
 for m in one two three; do wait_for 20 "$m running" status_is $m running; done
 # startupOrder: each group was started after the previous one
-s1=$(docker inspect -f '{{.State.StartedAt}}' one); s2=$(docker inspect -f '{{.State.StartedAt}}' two)
-s3=$(docker inspect -f '{{.State.StartedAt}}' three)
+s1=$(container_started one); s2=$(container_started two); s3=$(container_started three)
 [[ "$s1" < "$s2" && "$s2" < "$s3" ]] || fail "startupOrder not honoured: $s1 $s2 $s3"
 # identity environment and ledge's labels, log rotation, network, host-gateway
-docker inspect one | jq -e '.[0].Config.Env | index("IOTEDGE_MODULEID=one") != null' >/dev/null || fail "IOTEDGE_MODULEID missing"
-docker inspect one | jq -e '.[0].Config.Labels["dev.ledge.owner"] == "ledge"' >/dev/null || fail "owner label missing"
-docker inspect one | jq -e '.[0].HostConfig.LogConfig.Config["max-file"] == "3"' >/dev/null || fail "no log rotation"
-docker inspect one | jq -e '.[0].HostConfig.NetworkMode == "ledge"' >/dev/null || fail "not on the ledge network"
-gwip=$(docker network inspect ledge | jq -r '.[0].IPAM.Config[0].Gateway')
-assert_eq "$(docker inspect one | jq -r '.[0].HostConfig.ExtraHosts[0]')" "ledge-gw.local:$gwip" "the gateway host name leads to the host on the ledge network"
+container_env one | grep -qx "IOTEDGE_MODULEID=one" || fail "IOTEDGE_MODULEID missing"
+assert_eq "$(container_label one dev.ledge.owner)" ledge "owner label"
+if [ "$ENGINE" = oci ]; then
+  rec=$(oci_record one)
+  jq -e '.logFiles == 3 and .logMax == 10485760' "$rec" >/dev/null || fail "no log rotation: $(jq -c '{logFiles, logMax}' "$rec")"
+  jq -e '.netmode == "bridge" and (.ip | startswith("10.88."))' "$rec" >/dev/null || fail "not on the ledge network: $(jq -c '{netmode, ip}' "$rec")"
+  grep -qx "10.88.0.1	ledge-gw.local" "$(dirname "$rec")/hosts" || fail "the gateway host name does not lead to the host: $(cat "$(dirname "$rec")/hosts")"
+  # module names resolve to the other modules' addresses (IoT Edge: modules reach each other by name)
+  ip2=$(jq -r .ip "$(oci_record two)")
+  grep -qx "$ip2	two" "$(dirname "$rec")/hosts" || fail "two is not in one's /etc/hosts: $(cat "$(dirname "$rec")/hosts")"
+  ip link show lg-ledge >/dev/null || fail "no bridge lg-ledge"
+else
+  docker inspect one | jq -e '.[0].HostConfig.LogConfig.Config["max-file"] == "3"' >/dev/null || fail "no log rotation"
+  docker inspect one | jq -e '.[0].HostConfig.NetworkMode == "ledge"' >/dev/null || fail "not on the ledge network"
+  gwip=$(docker network inspect ledge | jq -r '.[0].IPAM.Config[0].Gateway')
+  assert_eq "$(docker inspect one | jq -r '.[0].HostConfig.ExtraHosts[0]')" "ledge-gw.local:$gwip" "the gateway host name leads to the host on the ledge network"
+fi
 
 log "status-only change keeps the container"
 id2=$(container_id two); id1=$(container_id one)
@@ -79,7 +89,7 @@ status_is two running || fail "dry run removed a module"
 log "removal"
 deploy "$(testmod one running 1), $(testmod three running 3)" > "$T/out"
 grep -q "remove    two" "$T/out" || fail "no remove step: $(cat "$T/out")"
-docker inspect two >/dev/null 2>&1 && fail "removed module's container still exists"
+container_exists two && fail "removed module's container still exists"
 ledge list | grep -q '^two' && fail "removed module still listed"
 
 log "API errors"
@@ -94,8 +104,8 @@ log "stop/start/restart"
 ledge stop one >/dev/null; wait_for 10 "one stopped" status_is one stopped
 sleep 1; status_is one stopped || fail "restart policy restarted a module stopped by request"
 ledge start one >/dev/null; wait_for 10 "one running" status_is one running
-r0=$(docker inspect -f '{{.State.StartedAt}}' one)
+r0=$(container_started one)
 ledge restart one >/dev/null; wait_for 10 "one running" status_is one running
-[ "$(docker inspect -f '{{.State.StartedAt}}' one)" != "$r0" ] || fail "restart did not restart"
+[ "$(container_started one)" != "$r0" ] || fail "restart did not restart"
 stop_ledged
 log "ok"

@@ -29,6 +29,26 @@ need() {
 
 need_docker() { need "docker info" "no usable dockerd (run scripts/start-dockerd)"; }
 
+# The engine container modules run on: LEDGE_ENGINE=docker (default) or oci (tests/meson.build
+# registers the oci variants as system-NAME-oci). The oci variants point ledged's engine.uri at
+# a socket that does not exist: nothing of theirs may need dockerd.
+ENGINE="${LEDGE_ENGINE:-docker}"
+OCI_RUNTIME_ROOT="$T/run/oci/runtime"
+oci_runtime() { # the runtime ledged picks (engine.runtime: auto)
+  if [ "$(stat -fc %T /sys/fs/cgroup)" = cgroup2fs ] && command -v crun >/dev/null; then echo crun; else echo runc; fi
+}
+need_engine() {
+  if [ "$ENGINE" = docker ]; then need_docker; return; fi
+  [ "$(id -u)" = 0 ] || skip "the oci engine needs root"
+  need "command -v $(oci_runtime)" "the OCI runtime $(oci_runtime) is missing (scripts/deps --test)"
+  need "test -x /usr/lib/cni/bridge" "the CNI plugins are missing (scripts/deps --test: containernetworking-plugins)"
+  need "grep -qw overlay /proc/filesystems || modprobe overlay" "no overlayfs"
+}
+engine_config() {
+  [ "$ENGINE" = oci ] || return 0
+  printf '  type: oci\n  uri: unix://%s/no-docker.sock\n' "$T"
+}
+
 write_config() {
   cat > "$T/config.yaml" <<YAML
 state_dir: $T/state
@@ -39,6 +59,7 @@ device:
   gateway_hostname: ledge-gw.local
 engine:
   stop_timeout: 2s
+$(engine_config)
 agent:
   backoff_base: ${BACKOFF_BASE:-200ms}
   backoff_max: ${BACKOFF_MAX:-1s}
@@ -103,7 +124,90 @@ status_is() { [ "$(module_field "$1" runtimeStatus)" = "$2" ]; }
 
 assert_eq() { [ "$1" = "$2" ] || fail "${3:-values differ}: expected '$2', got '$1'"; }
 
-container_id() { docker inspect -f '{{.Id}}' "$1" 2>/dev/null; }
+# What the engine itself says about a module's container (not ledged's view of it).
+oci_record() { # oci_record NAME: the record file of the container of that name
+  local f
+  for f in "$T"/state/oci/containers/*/record.json; do
+    [ -f "$f" ] && [ "$(jq -r .name "$f")" = "$1" ] && { echo "$f"; return 0; }
+  done
+  return 1
+}
+container_id() {
+  if [ "$ENGINE" = oci ]; then local f; f=$(oci_record "$1") && jq -r .id "$f"
+  else docker inspect -f '{{.Id}}' "$1" 2>/dev/null; fi
+}
+# When the container last started, comparable as a string (docker: RFC 3339; oci: ms, padded).
+container_started() {
+  if [ "$ENGINE" = oci ]; then local f; f=$(oci_record "$1") && printf '%015d\n' "$(jq -r .startedMs "$f")"
+  else docker inspect -f '{{.State.StartedAt}}' "$1"; fi
+}
+container_status() { # running, exited, created
+  if [ "$ENGINE" = oci ]; then
+    local id; id=$(container_id "$1") || return 1
+    local st; st=$("$(oci_runtime)" --root "$OCI_RUNTIME_ROOT" state "$id" 2>/dev/null | jq -r .status)
+    case "$st" in running) echo running ;; "") jq -r .state "$(oci_record "$1")" ;; *) echo exited ;; esac
+  else docker inspect -f '{{.State.Status}}' "$1"; fi
+}
+container_env() { # one NAME=value per line
+  if [ "$ENGINE" = oci ]; then jq -r '.process.env[]' "$(dirname "$(oci_record "$1")")/config.json"
+  else docker inspect "$1" | jq -r '.[0].Config.Env[]'; fi
+}
+container_label() { # container_label NAME KEY
+  if [ "$ENGINE" = oci ]; then jq -r --arg k "$2" '.labels[$k] // empty' "$(oci_record "$1")"
+  else docker inspect "$1" | jq -r --arg k "$2" '.[0].Config.Labels[$k] // empty'; fi
+}
+container_logs() { # what the module wrote, stdout and stderr
+  if [ "$ENGINE" = oci ]; then
+    local id; id=$(container_id "$1") || return 1
+    cat "$T/state/oci/logs/$id.log" 2>/dev/null | sed -E 's/^[^ ]+ (stdout|stderr) [FP] ?//'
+  else docker logs "$1" 2>&1; fi
+}
+container_exists() { container_id "$1" >/dev/null 2>&1 && [ -n "$(container_id "$1")" ]; }
+# Stop containers behind ledged's back (a reboot, as tests simulate it).
+containers_stop() {
+  local n id
+  for n in "$@"; do
+    if [ "$ENGINE" = oci ]; then
+      id=$(container_id "$n")
+      "$(oci_runtime)" --root "$OCI_RUNTIME_ROOT" kill "$id" KILL 2>/dev/null || true
+    else docker stop -t 1 "$n" >/dev/null; fi
+  done
+  if [ "$ENGINE" = oci ]; then
+    for n in "$@"; do wait_for 20 "$n stopped" not_running "$n"; done
+  fi
+}
+not_running() { [ "$(container_status "$1")" != running ]; }
+# A reboot as far as the engine can tell, with ledged stopped: the modules' containers stop
+# (docker: stopped; oci: killed, and with them the keeper, the mounts, the network namespaces
+# and everything under the run directory, which is a tmpfs on a real machine).
+simulate_reboot() { # simulate_reboot BOOT_ID MODULES...
+  local boot="$1"; shift
+  if [ "$ENGINE" = oci ]; then
+    containers_stop "$@"
+    pkill -KILL -f "ledge-keeper --state $T/" 2>/dev/null || true
+    oci_cleanup
+    rm -rf "$T/run/oci"
+  else
+    docker stop -t 1 "$@" >/dev/null
+  fi
+  echo "$boot" > "$T/boot_id"
+}
+# The image a test runs, in the engine's store (docker: scripts/build-images; oci: loaded from
+# a `docker save` archive made once per build, so that ledged needs no dockerd).
+need_image() { # need_image NAME
+  local img="$1"
+  if [ "$ENGINE" = docker ] || ! command -v docker >/dev/null 2>&1 || ! docker image inspect "$img" >/dev/null 2>&1; then
+    docker image inspect "$img" >/dev/null 2>&1 || "$SRC_ROOT/scripts/build-images" >/dev/null
+  fi
+  [ "$ENGINE" = oci ] || return 0
+  local cache="$LEDGE_BUILD/tests/images"
+  mkdir -p "$cache"
+  local id; id=$(docker image inspect -f '{{.Id}}' "$img" 2>/dev/null | cut -c8-19)
+  local tar="$cache/${img//[:\/]/_}-$id.tar"
+  [ -s "$tar" ] || { docker save "$img" > "$tar.tmp" && mv "$tar.tmp" "$tar"; }
+  "$LEDGE_BUILD/src/engine/ledge-image-helper" load "$T/state/oci/images" "$tar" >/dev/null ||
+    fail "cannot load $img into the oci engine's store"
+}
 
 # A manifest with the given modules JSON (the inside of "modules": {...}). Given ROUTES_JSON (an
 # object), ledge's hub runs too: the edgeHub system module with those routes, store-and-forward
@@ -139,16 +243,55 @@ deploy() { # deploy MODULES_JSON — writes and applies
   ledge deploy "$T/deploy.json"
 }
 
+# The oci engine's leftovers of this test: containers (killed, the runtime's state deleted),
+# mounts under $T (rootfs overlays, network namespaces; lazily), the keeper (pkill below), and
+# the CNI plugins' iptables rules for the containers that never got their DEL.
+oci_cleanup() ( # a subshell: nothing in it may end the test
+  set +e
+  local rt; rt=$(oci_runtime)
+  local d id
+  for d in "$OCI_RUNTIME_ROOT"/*/; do
+    [ -d "$d" ] || continue
+    id=$(basename "$d")
+    "$rt" --root "$OCI_RUNTIME_ROOT" kill "$id" KILL >/dev/null 2>&1
+    "$rt" --root "$OCI_RUNTIME_ROOT" delete --force "$id" >/dev/null 2>&1
+  done
+  for id in $(ls "$T/run/oci/cni/results" 2>/dev/null | sed 's/\.json$//'); do
+    local tbl
+    for tbl in nat filter; do
+      local chains; chains=$(iptables -t $tbl -S 2>/dev/null | grep -- "$id" | grep -o -- '-j CNI-[0-9a-f]*' | cut -c4- | sort -u)
+      iptables -t $tbl -S 2>/dev/null | grep -- "$id" | sed 's/^-A /-D /' |
+        while read -r rule; do eval iptables -t $tbl "$rule" 2>/dev/null; done
+      for c in $chains; do iptables -t $tbl -F "$c" 2>/dev/null; iptables -t $tbl -X "$c" 2>/dev/null; done
+    done
+  done
+  findmnt -rn -o TARGET | grep "^$T/" | sort -r | while read -r m; do umount -l "$m" 2>/dev/null; done
+)
+
 cleanup() {
   local rc=$?
   set +e
+  if [ "$ENGINE" = oci ] && ls "$T"/state/oci/containers/*/record.json >/dev/null 2>&1; then
+    # ledged removes its containers best (CNI DEL for each, in order): one is started for it
+    # when the test stopped its own
+    if [ -z "$LEDGED_PID" ] || ! kill -0 "$LEDGED_PID" 2>/dev/null; then
+      LEDGE_BOOT_ID_PATH="$T/boot_id" "$LEDGED" --config "$T/config.yaml" >>"$T/ledged.log" 2>&1 &
+      LEDGED_PID=$!
+      local end=$(( $(date +%s) + 15 ))
+      while [ "$(date +%s)" -lt "$end" ] && ! "$LEDGE_BIN" -H "$T/run/mgmt.sock" version >/dev/null 2>&1; do sleep 0.1; done
+    fi
+    manifest "" > "$T/empty.json"
+    timeout 30 "$LEDGE_BIN" -H "$T/run/mgmt.sock" deploy "$T/empty.json" >/dev/null 2>&1
+  fi
   if [ -n "$LEDGED_PID" ]; then
     kill -TERM "$LEDGED_PID" 2>/dev/null
     wait "$LEDGED_PID" 2>/dev/null
   fi
+  # oci: what this test's ledged left (containers, mounts, namespaces, the keeper)
+  if [ "$ENGINE" = oci ] && [ -d "$T/run/oci" ]; then oci_cleanup; fi
   # Containers this test's ledged created: its device label, never another instance's.
-  local ids
-  ids=$(docker ps -aq --filter label=dev.ledge.owner=ledge --filter "label=dev.ledge.device=st-$TEST_NAME" 2>/dev/null)
+  local ids=""
+  [ "$ENGINE" = docker ] && ids=$(docker ps -aq --filter label=dev.ledge.owner=ledge --filter "label=dev.ledge.device=st-$TEST_NAME" 2>/dev/null)
   [ -n "$ids" ] && docker rm -f $ids >/dev/null 2>&1
   pkill -f "$T/" 2>/dev/null
   # process modules outlive ledged by design: the ones this test's ledged started carry its

@@ -4,40 +4,37 @@
 # any; a crashing module backs off and then fails; a module whose HEALTHCHECK fails is restarted
 # under on-unhealthy.
 source "$(dirname "$0")/lib.sh"
-need_docker
-docker image inspect ledge-testmod:latest >/dev/null 2>&1 || "$SRC_ROOT/scripts/build-images"
+need_engine
+need_image ledge-testmod:latest
 start_ledged
 
 deploy "$(testmod first running 1), $(testmod second running 2), $(testmod third running 3)" >/dev/null
 for m in first second third; do wait_for 20 "$m running" status_is $m running; done
 ids=$(for m in first second third; do container_id $m; done)
-started=$(docker inspect -f '{{.State.StartedAt}}' first)
+started=$(container_started first)
 
 log "ledged restart: nothing recreated or restarted"
 stop_ledged
-status=$(docker inspect -f '{{.State.Status}}' first); assert_eq "$status" running "modules stop with ledged"
+status=$(container_status first); assert_eq "$status" running "modules stop with ledged"
 start_ledged
 sleep 1
 for m in first second third; do wait_for 10 "$m running" status_is $m running; done
 assert_eq "$(for m in first second third; do container_id $m; done)" "$ids" "containers recreated on restart"
-assert_eq "$(docker inspect -f '{{.State.StartedAt}}' first)" "$started" "module restarted by a ledged restart"
+assert_eq "$(container_started first)" "$started" "module restarted by a ledged restart"
 
 log "simulated reboot: modules stopped, new boot id"
 stop_ledged
-docker stop -t 1 first second third >/dev/null
-echo "boot-2" > "$T/boot_id"
+simulate_reboot boot-2 first second third
 start_ledged
 for m in first second third; do wait_for 20 "$m running" status_is $m running; done
 assert_eq "$(for m in first second third; do container_id $m; done)" "$ids" "containers recreated on reboot"
-s1=$(docker inspect -f '{{.State.StartedAt}}' first); s2=$(docker inspect -f '{{.State.StartedAt}}' second)
-s3=$(docker inspect -f '{{.State.StartedAt}}' third)
+s1=$(container_started first); s2=$(container_started second); s3=$(container_started third)
 [[ "$s1" < "$s2" && "$s2" < "$s3" ]] || fail "startupOrder not honoured at boot: $s1 $s2 $s3"
 grep -q "first start since boot" "$T/ledged.log" || fail "boot not detected"
 
 log "the same reboot with the stored deployment only (offline): ledged restarts from its database"
 stop_ledged
-docker stop -t 1 first second third >/dev/null
-echo "boot-3" > "$T/boot_id"
+simulate_reboot boot-3 first second third
 start_ledged
 for m in first second third; do wait_for 20 "$m running" status_is $m running; done
 
