@@ -79,6 +79,17 @@ static int prepare_files(const char *path, bool *ret_created, bool *ret_empty, s
     return 0;
 }
 
+/* SQLite's messages can quote the damaged file ("malformed database schema (<bytes>)") and
+ * quick_check's span lines: one line of printable ASCII, for logs and JSON (which wants UTF-8). */
+static void one_printable_line(char *s)
+{
+    for (unsigned char *p = (unsigned char *)s; *p; p++)
+        if (*p == '\n' || *p == '\r' || *p == '\t')
+            *p = ' ';
+        else if (*p < 0x20 || *p > 0x7e)
+            *p = '?';
+}
+
 /* 0: open and sound; 1: damaged (*ret_problem says how, nothing is open); < 0: error. */
 static int open_checked(const char *path, const struct ldb_options *opt, sqlite3 **ret_db,
                         char **ret_problem, struct lerr *err)
@@ -113,15 +124,30 @@ static int open_checked(const char *path, const struct ldb_options *opt, sqlite3
             r = -ENOMEM;
             goto out;
         }
-        for (char *p = problem; *p; p++) /* "*** in database main ***\nPage 5: ...": one line */
-            if (*p == '\n' || *p == '\r' || *p == '\t')
-                *p = ' ';
+        one_printable_line(problem);
         *ret_problem = problem;
         r = 1;
         goto out;
     }
     sqlite3_finalize(st);
     st = NULL;
+
+    /* Read-only although opened for writing: the file's mode (not its fault), or its header (a
+     * write version SQLite does not know: damage, for a file we made). */
+    if (sqlite3_db_readonly(db, "main") == 1) {
+        if (access(path, W_OK) < 0) {
+            r = lerr_set(err, -EACCES, "database %s: not writable", path);
+            goto out;
+        }
+        char *problem = strdup("the header makes the file read-only");
+        if (!problem) {
+            r = -ENOMEM;
+            goto out;
+        }
+        *ret_problem = problem;
+        r = 1;
+        goto out;
+    }
 
     rc = sqlite3_exec(db,
                       opt->synchronous == LDB_SYNC_FULL ? "PRAGMA synchronous=FULL"
@@ -141,6 +167,7 @@ sqlite_fail:
             r = -ENOMEM;
             goto out;
         }
+        one_printable_line(problem);
         *ret_problem = problem;
         r = 1;
     } else {

@@ -1,6 +1,7 @@
 /* test-db.c — unit tests of ldb_open(): a new database is WAL and 0600, an old 0644 one is made
  * 0600, and damaged files (garbage, truncated, an empty file, a page destroyed in the middle,
- * with rows still in the WAL) are moved aside and what can be read comes back. */
+ * with rows still in the WAL, a header that makes the file read-only) are moved aside and what
+ * can be read comes back; a locked file, a directory or a symbolic link are errors, not damage. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
@@ -398,6 +399,23 @@ static void test_damaged_middle_with_wal(void **state)
     ldb_report_clear(&rep);
 }
 
+/* A header whose write version SQLite does not know makes the file read-only: damage (found by
+ * fuzz-db), and every row comes back. */
+static void test_header_read_only(void **state)
+{
+    struct ctx *c = *state;
+    make_old_db(c->path);
+    write_at(c->path, 18, "\x04", 1);
+    struct ldb_report rep;
+    sqlite3 *db = open_damaged(c, &rep, NULL, 0);
+    assert_string_equal(rep.problem, "the header makes the file read-only");
+    assert_false(table(&rep, "items")->incomplete);
+    assert_int_equal(table(&rep, "items")->rows, NROWS);
+    assert_int_equal(table(&rep, "kv")->rows, 3);
+    sqlite3_close(db);
+    ldb_report_clear(&rep);
+}
+
 /* Not damage: a path that is a directory or a symbolic link fails and nothing is moved. */
 static void test_not_damage(void **state)
 {
@@ -456,6 +474,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_empty_file, setup, teardown),
         cmocka_unit_test_setup_teardown(test_truncated, setup, teardown),
         cmocka_unit_test_setup_teardown(test_damaged_middle_with_wal, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_header_read_only, setup, teardown),
         cmocka_unit_test_setup_teardown(test_not_damage, setup, teardown),
         cmocka_unit_test_setup_teardown(test_locked_is_not_damage, setup, teardown),
     };
