@@ -40,6 +40,7 @@
 #include "image/manifest.h"
 #include "image/ref.h"
 #include "image/store.h"
+#include "net/unix.h"
 
 #define OCI_MAX_CONTAINERS KEEPER_CONTAINERS_MAX
 #define OCI_ID_LEN 32
@@ -617,18 +618,9 @@ static void keeper_child_exited(evutil_socket_t fd, short what, void *arg)
 /* Start a keeper on a listening socket we made (so connecting never races its start). */
 static int keeper_spawn(struct oci *o, const char *sock)
 {
-    int lfd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+    int lfd = net_unix_listen(sock, SOCK_SEQPACKET, 0600, (gid_t)-1, 4);
     if (lfd < 0)
-        return neg_errno();
-    struct sockaddr_un a = {.sun_family = AF_UNIX};
-    lstr_copy(a.sun_path, sizeof(a.sun_path), sock);
-    unlink(sock);
-    if (bind(lfd, (struct sockaddr *)&a, sizeof(a)) < 0 || listen(lfd, 4) < 0) {
-        int r = neg_errno();
-        close(lfd);
-        return r;
-    }
-    chmod(sock, 0600);
+        return lfd;
     char state[PATH_MAX], logp[PATH_MAX];
     snprintf(state, sizeof(state), "%s/keeper.json", o->run);
     snprintf(logp, sizeof(logp), "%s/keeper.log", o->run);

@@ -11,6 +11,7 @@
  * A keep-alive reply returns the connection to READING through a deferred event, never by
  * recursion from inside a handler, and connections are only freed from event callbacks. */
 #include "net/http_server.h"
+#include "net/unix.h"
 
 #include <errno.h>
 #include <event2/buffer.h>
@@ -846,40 +847,10 @@ int hs_server_listen_fd(struct hs_server *s, int fd, const struct hs_limits *lim
 int hs_server_listen_unix(struct hs_server *s, const char *path, mode_t mode, gid_t gid,
                           const struct hs_limits *limits, void *listener_data)
 {
-    struct sockaddr_un sa = {.sun_family = AF_UNIX};
-    if (strlen(path) >= sizeof(sa.sun_path))
-        return -ENAMETOOLONG;
-    strcpy(sa.sun_path, path);
-    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    int fd = net_unix_listen(path, SOCK_STREAM | SOCK_NONBLOCK, mode, gid, 128);
     if (fd < 0)
-        return neg_errno();
-    struct stat st;
-    if (lstat(path, &st) == 0) {
-        if (!S_ISSOCK(st.st_mode)) {
-            close(fd);
-            return -EEXIST;
-        }
-        unlink(path);
-    }
-    /* Create the socket file with no access, then open it up to exactly mode: no window in
-     * which it is reachable with the umask's permissions — without touching the umask, which is
-     * the process's and would apply to files other threads create meanwhile (the hub's commit
-     * worker). Linux makes the file with the mode of the socket's own inode minus the umask
-     * (net/unix/af_unix.c, unix_bind: S_IFSOCK | (SOCK_INODE(sock)->i_mode & ~current_umask());
-     * sockfs starts it at 0777), and fchmod() on the unbound socket sets that inode's mode, so
-     * after fchmod(fd, 0) the file appears as 0000 whatever the umask (test_unix_socket_mode).
-     * Simpler than binding in a private directory and renaming into place, and the path keeps
-     * its length limit. */
-    int r = fchmod(fd, 0);
-    if (r == 0)
-        r = bind(fd, (struct sockaddr *)&sa, sizeof(sa));
-    if (r < 0 || (gid != (gid_t)-1 && chown(path, 0, gid) < 0) || chmod(path, mode) < 0 ||
-        listen(fd, 128) < 0) {
-        r = neg_errno();
-        close(fd);
-        unlink(path);
-        return r;
-    }
+        return fd;
+    int r;
     r = hs_server_listen_fd(s, fd, limits, listener_data);
     if (r < 0) {
         unlink(path);

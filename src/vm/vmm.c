@@ -37,6 +37,7 @@
 #include "log/log.h"
 #include "net/http_client.h"
 #include "net/http_server.h"
+#include "net/unix.h"
 #include "vm/def.h"
 #include "vm/spawn.h"
 #include "vm/frame.h"
@@ -957,18 +958,9 @@ static void exec_accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct 
 static struct evconnlistener *listen_unix(vmm *v, const char *path, evconnlistener_cb cb,
                                           mode_t mode)
 {
-    struct sockaddr_un sa = {.sun_family = AF_UNIX};
-    lstr_copy(sa.sun_path, sizeof(sa.sun_path), path);
-    unlink(path);
-    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-    if (fd < 0)
-        return NULL;
-    mode_t old = umask(0177);
-    int r = bind(fd, (struct sockaddr *)&sa, sizeof(sa));
-    umask(old);
-    if (r < 0 || chmod(path, mode) < 0 || listen(fd, 64) < 0) {
-        log_error(COMP, "%s: %s", path, strerror(errno));
-        close(fd);
+    int fd = net_unix_listen(path, SOCK_STREAM | SOCK_NONBLOCK, mode, (gid_t)-1, 64);
+    if (fd < 0) {
+        log_error(COMP, "%s: %s", path, strerror(-fd));
         return NULL;
     }
     return evconnlistener_new(v->base, cb, v, LEV_OPT_CLOSE_ON_FREE, -1, fd);
