@@ -22,6 +22,7 @@
 
 #include "agent/plan.h"
 #include "engine/platform.h"
+#include "image/ref.h"
 #include "route/route.h"
 #include "base/crypto.h"
 #include "base/fs.h"
@@ -492,15 +493,18 @@ static void restart_timer_cb(evutil_socket_t fd, short what, void *arg)
 
 /* ------------------------------------------------------------------ step operations */
 
+/* A create or recreate gets its image first (pulled, or the local one), checks its platform,
+ * and only then stops and removes the module's previous container: a pull that fails leaves the
+ * previous container running. A removal is ST_STOP_OLD, ST_REMOVE_OLD. */
 enum stage {
-    ST_STOP_OLD,
-    ST_REMOVE_OLD,
-    ST_PREPARE,
-    ST_NETWORK,
     ST_IMAGE,
     ST_PULL,
     ST_PRESENT,
     ST_PLATFORM,
+    ST_STOP_OLD,
+    ST_REMOVE_OLD,
+    ST_PREPARE,
+    ST_NETWORK,
     ST_CREATE,
     ST_START,
     ST_STOP,
@@ -522,6 +526,7 @@ struct op {
     char *genid;
     bool pull_failed;
     struct lerr pull_err;
+    char *warning; /* for the outcome: done, but not as asked (a pull failed, the local image) */
     struct lerr err;
     int result;
     agent_done_fn cb;
@@ -557,6 +562,8 @@ static void op_finish(struct op *op)
                               op->result < 0 ? "error" : "ok");
     if (entry && op->result < 0)
         json_object_set_new(entry, "message", json_string(lerr_str(&op->err)));
+    else if (entry && op->warning)
+        json_object_set_new(entry, "warning", json_string(op->warning));
     if (op->result < 0)
         rt_fail(a, rt, &op->err, "failed");
     else
@@ -579,6 +586,7 @@ static void op_finish(struct op *op)
     depref_put(op->dep);
     free(op->old_id);
     free(op->genid);
+    free(op->warning);
     free(op);
     if (p)
         pass_step_done(p);
@@ -595,6 +603,70 @@ static void op_fail(struct op *op, int r, const struct lerr *err, const char *fa
         lerr_set(&op->err, op->result, "%s: %s", op->rt->name, fallback);
     op->stage = ST_DONE;
     op_finish(op);
+}
+
+/* The registry an image reference names (docker.io for Docker Hub's short names), for the
+ * engine's X-Registry-Auth and for messages; the reference's first component when it is none
+ * Docker's grammar knows (IoT Edge's "$upstream:443/..."). */
+static void image_registry(const char *image, char *dst, size_t size)
+{
+    struct img_ref ref;
+    if (image && img_ref_parse(image, &ref, NULL) == 0)
+        snprintf(dst, size, "%s", ref.registry);
+    else
+        snprintf(dst, size, "%.*s", image ? (int)strcspn(image, "/") : 0, image ? image : "");
+}
+
+/* A failed pull said for people: the image, its registry, what the failure means, the engine's
+ * words, and what became of the module (then: the local image was used; else the previous
+ * container keeps running, or nothing was created). */
+static void op_pull_message(struct op *op, struct lerr *e, const char *then)
+{
+    char registry[IMG_REF_MAX + 1];
+    image_registry(op->spec->image, registry, sizeof(registry));
+    const struct registry_credential *c = deployment_credential_for(op->dep->d, op->spec->image);
+    char why[160];
+    switch (op->pull_err.code) {
+    case -EACCES:
+        if (c)
+            snprintf(why, sizeof(why),
+                     "the registry refused the credentials of registryCredentials.%.60s", c->name);
+        else
+            snprintf(why, sizeof(why),
+                     "the registry wants credentials and no registryCredentials entry "
+                     "matches %.60s",
+                     registry);
+        break;
+    case -ENOENT:
+        snprintf(why, sizeof(why), "the registry has no such image");
+        break;
+    case -EHOSTUNREACH:
+        snprintf(why, sizeof(why), "the registry cannot be reached");
+        break;
+    case -EPROTO:
+        snprintf(why, sizeof(why), "TLS with the registry failed");
+        break;
+    case -ETIMEDOUT:
+        snprintf(why, sizeof(why), "it took too long");
+        break;
+    default:
+        snprintf(why, sizeof(why), "the engine says why");
+        break;
+    }
+    char fate[160];
+    if (then)
+        snprintf(fate, sizeof(fate), "%s", then);
+    else if (op->old_id)
+        snprintf(fate, sizeof(fate), "module %s keeps its previous container", op->rt->name);
+    else
+        snprintf(fate, sizeof(fate), "module %s is not created (the image is not present either)",
+                 op->rt->name);
+    lerr_set(e,
+             then                ? 0
+             : op->pull_err.code ? op->pull_err.code
+                                 : -EIO,
+             "cannot pull %.160s from registry %.80s: %s: %.200s; %s", op->spec->image, registry,
+             why, op->pull_err.msg, fate);
 }
 
 static void op_done_cb(void *ud, int result, const struct lerr *err)
@@ -620,31 +692,40 @@ static void op_done_cb(void *ud, int result, const struct lerr *err)
         if (result < 0)
             return op_fail(op, result, err, "cannot create the module network");
         op_slot(op)->network_ok = true;
-        op->stage = ST_IMAGE;
+        op->stage = ST_CREATE;
         break;
     case ST_PULL:
         if (result < 0) {
-            /* Offline devices keep working from the local image; say so. */
+            /* Offline devices keep working from the local image: is there one? */
             op->pull_failed = true;
-            if (err)
-                op->pull_err = *err;
+            lerr_set(&op->pull_err, result, "%s",
+                     err && err->msg[0] ? err->msg : strerror(-result));
             op->stage = ST_PRESENT;
         } else {
             op->stage = ST_PLATFORM;
         }
         break;
     case ST_PRESENT:
+        if (result < 0 && result != -ENOENT && !op->pull_failed)
+            return op_fail(op, result, err, "cannot inspect the image");
         if (result < 0) {
-            if (op->pull_failed)
-                return op_fail(op, op->pull_err.code ? op->pull_err.code : -ENOENT, &op->pull_err,
-                               "image pull failed");
             struct lerr e2;
-            lerr_set(&e2, -ENOENT, "image %s is not present and imagePullPolicy is \"never\"",
-                     op->spec->image);
-            return op_fail(op, -ENOENT, &e2, "image missing");
+            if (op->pull_failed)
+                op_pull_message(op, &e2, NULL);
+            else
+                lerr_set(&e2, -ENOENT, "image %s is not present and imagePullPolicy is \"never\"%s",
+                         op->spec->image,
+                         op->old_id ? "; the previous container keeps running" : "");
+            return op_fail(op, e2.code, &e2, "image missing");
         }
-        if (op->pull_failed)
-            log_warn(COMP, "%s: %s; using the local image", rt->name, lerr_str(&op->pull_err));
+        if (op->pull_failed) {
+            /* Said once, where it happened: the log and this step's outcome. */
+            struct lerr e2;
+            op_pull_message(op, &e2, "created from the local image");
+            log_warn(COMP, "%s: %s", rt->name, e2.msg);
+            free(op->warning);
+            op->warning = strdup(e2.msg);
+        }
         op->stage = ST_PLATFORM;
         break;
     case ST_START:
@@ -717,7 +798,7 @@ static void op_platform_cb(void *ud, int result, const char *os, const char *arc
             return op_fail(op, -ENOEXEC, &perr, "image platform mismatch");
     }
     /* an inspect failure here only means we cannot tell: create reports real problems */
-    op->stage = ST_CREATE;
+    op->stage = ST_STOP_OLD;
     op_next(op);
 }
 
@@ -838,7 +919,7 @@ static void op_next(struct op *op)
         }
         case ST_PREPARE: {
             struct slot *sl = op_slot(op);
-            op->stage = sl->e->ops->ensure_network && !sl->network_ok ? ST_NETWORK : ST_IMAGE;
+            op->stage = sl->e->ops->ensure_network && !sl->network_ok ? ST_NETWORK : ST_CREATE;
             continue;
         }
         case ST_NETWORK: {
@@ -849,17 +930,19 @@ static void op_next(struct op *op)
         case ST_IMAGE: {
             /* Engines that keep images pull them (or insist on the local one); others create. */
             const struct engine_ops *ops = op_engine(op)->ops;
-            op->stage = !ops->pull || !ops->image_present     ? ST_PLATFORM
-                        : op->spec->pull_policy == PULL_NEVER ? ST_PRESENT
-                                                              : ST_PULL;
+            op->stage = !op->spec->image || !ops->pull || !ops->image_present ? ST_PLATFORM
+                        : op->spec->pull_policy == PULL_NEVER                 ? ST_PRESENT
+                                                                              : ST_PULL;
             continue;
         }
         case ST_PULL: {
             struct engine *e = op_engine(op);
             const struct registry_credential *c =
                 deployment_credential_for(op->dep->d, op->spec->image);
+            char registry[IMG_REF_MAX + 1];
+            image_registry(op->spec->image, registry, sizeof(registry));
             struct engine_registry_auth auth = {c ? c->username : NULL, c ? c->password : NULL,
-                                                c ? c->address : NULL};
+                                                registry};
             r = e->ops->pull(e, op->spec->image, c ? &auth : NULL, op_progress, op_done_cb, op);
             break;
         }
@@ -871,7 +954,7 @@ static void op_next(struct op *op)
         case ST_PLATFORM: {
             struct engine *e = op_engine(op);
             if (!e->ops->image_platform) {
-                op->stage = ST_CREATE;
+                op->stage = ST_STOP_OLD;
                 continue;
             }
             r = e->ops->image_platform(e, op->spec->image, op_platform_cb, op);
@@ -1019,9 +1102,9 @@ static void pass_run_group(struct pass *p)
             op->old_id = s->container_id ? strdup(s->container_id) : NULL;
             switch (s->action) {
             case PLAN_CREATE:
-                op->stage = ST_PREPARE;
-                break;
             case PLAN_RECREATE:
+                op->stage = ST_IMAGE;
+                break;
             case PLAN_REMOVE:
                 op->stage = ST_STOP_OLD;
                 break;
@@ -1641,6 +1724,30 @@ static void validate_platform_cb(void *ud, int result, const char *os, const cha
         validation_finish(v);
 }
 
+/* imagePullPolicy "never": the image must be on the engine before anything is touched. */
+static void validate_present_cb(void *ud, int result, const struct lerr *err)
+{
+    struct platform_probe *pp = ud;
+    struct validation *v = pp->v;
+    if (result == -ENOENT)
+        lstrv_printf(&v->errors,
+                     "%s.%s.settings.image: %s is not present on the engine and imagePullPolicy is "
+                     "\"never\" (load or pull the image first, or use \"on-create\")",
+                     pp->m->system ? "systemModules" : "modules", pp->m->name, pp->m->image);
+    /* other failures (the engine went away): the create step says what it finds */
+    free(pp);
+    if (--v->outstanding == 0)
+        validation_finish(v);
+}
+
+/* Whether applying m would create a container: none yet, or one of another config. */
+static bool validation_creates(struct agent *a, const struct module_spec *m)
+{
+    const struct mod_rt *rt = rt_find(a, m->name);
+    return !rt || !rt->container_id || !rt->config_hash ||
+           strcmp(rt->config_hash, m->config_hash) != 0 || rt->eng != slot_index_for(a, m->type);
+}
+
 /* Routes are the hub's, but a route that does not parse rejects the whole deployment here,
  * before anything changes: "$edgeHub.routes.r1: column 23: expected INTO". */
 static int validate_routes(const struct deployment *d, struct lstrv *errors)
@@ -1701,6 +1808,18 @@ static int validation_start(struct agent *a, const char *text, size_t len, agent
             char prefix[320];
             snprintf(prefix, sizeof(prefix), "modules.%s.settings.createOptions", m->name);
             sl->e->ops->check_create_options(sl->e, m->create_options, prefix, &v->errors);
+        }
+        if (m->image && sl->up && m->pull_policy == PULL_NEVER && sl->e->ops->image_present &&
+            validation_creates(a, m)) {
+            struct platform_probe *pp = calloc(1, sizeof(*pp));
+            if (!pp)
+                break;
+            *pp = (struct platform_probe){.v = v, .m = m};
+            v->outstanding++;
+            if (sl->e->ops->image_present(sl->e, m->image, validate_present_cb, pp) < 0) {
+                v->outstanding--;
+                free(pp);
+            }
         }
         /* The host/guest rule for images the engine already has (others: when pulled). */
         if (!m->image || !sl->up || !sl->e->ops->image_platform)

@@ -13,6 +13,8 @@
 #include "base/crypto.h"
 #include "base/json.h"
 #include "engine/createopts.h"
+#include "image/creds.h"
+#include "image/ref.h"
 
 #define PATH_LEN 512     /* a JSON path in a message; longer ones are cut */
 #define SHOW_MAX 64      /* bytes of a user-supplied value shown in a message */
@@ -1732,42 +1734,26 @@ const struct module_spec *deployment_find(const struct deployment *d, const char
     return NULL;
 }
 
-/* A registry address reduced to host[:port] for comparison: scheme and path dropped, Docker
- * Hub's aliases folded to "docker.io". */
-static void registry_key(const char *s, size_t n, char *out, size_t size)
-{
-    if (n >= 8 && strncasecmp(s, "https://", 8) == 0) {
-        s += 8;
-        n -= 8;
-    } else if (n >= 7 && strncasecmp(s, "http://", 7) == 0) {
-        s += 7;
-        n -= 7;
-    }
-    const char *slash = memchr(s, '/', n);
-    if (slash)
-        n = (size_t)(slash - s);
-    snprintf(out, size, "%.*s", (int)MIN(n, size - 1), s);
-    if (strcasecmp(out, "index.docker.io") == 0 || strcasecmp(out, "registry-1.docker.io") == 0)
-        snprintf(out, size, "docker.io");
-}
-
 const struct registry_credential *deployment_credential_for(const struct deployment *d,
                                                             const char *image)
 {
-    char want[256], have[256];
     if (!d || !image)
         return NULL;
-    size_t n = strlen(image);
-    size_t dl = image_domain_len(image, n);
-    if (dl)
-        registry_key(image, dl, want, sizeof(want));
-    else
-        snprintf(want, sizeof(want), "docker.io");
-    for (size_t i = 0; i < d->n_credentials; i++) {
-        const char *addr = d->credentials[i].address;
-        registry_key(addr, strlen(addr), have, sizeof(have));
-        if (strcasecmp(want, have) == 0)
-            return &d->credentials[i];
+    /* The image's registry as Docker reads the reference; IoT Edge's nested-edge
+     * "$upstream:<port>/..." is no reference grammar knows, and names its registry first. */
+    char registry[IMG_REF_MAX + 1];
+    struct img_ref ref;
+    if (img_ref_parse(image, &ref, NULL) == 0) {
+        snprintf(registry, sizeof(registry), "%s", ref.registry);
+    } else {
+        size_t dl = image_domain_len(image, strlen(image));
+        if (!dl || dl >= sizeof(registry))
+            return NULL;
+        snprintf(registry, sizeof(registry), "%.*s", (int)dl, image);
     }
+    /* creds.h's rule; the entries are in name order, so the first match is the lowest name. */
+    for (size_t i = 0; i < d->n_credentials; i++)
+        if (img_registry_matches(d->credentials[i].address, registry))
+            return &d->credentials[i];
     return NULL;
 }

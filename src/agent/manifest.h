@@ -108,8 +108,10 @@ static inline void deployment_freep(struct deployment **d)
 #define _cleanup_deployment_ _cleanup_(deployment_freep)
 
 const struct module_spec *deployment_find(const struct deployment *d, const char *name);
-/* The credential whose address matches the registry of image (first path component when it
- * contains a '.' or ':' or is "localhost"; docker.io otherwise), or NULL. */
+/* The credential for image's registry (Docker's reference rules: the first path component when
+ * more follow and it has a '.' or ':' or is "localhost"; docker.io otherwise), matched by
+ * image/creds.h's rule (img_registry_matches); the lowest name wins when several match. NULL
+ * when none does. */
 const struct registry_credential *deployment_credential_for(const struct deployment *d,
                                                             const char *image);
 

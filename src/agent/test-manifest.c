@@ -1780,7 +1780,7 @@ static void test_credentials(void **state)
     } cases[] = {
         {"myregistry.azurecr.io/team/img:1", "acr"},
         {"MYREGISTRY.azurecr.io/img", "acr"},
-        {"myregistry.azurecr.io:443/img", NULL},
+        {"myregistry.azurecr.io:443/img", "acr"}, /* https's own port is the same registry */
         {"ubuntu:latest", "hub"},
         {"library/ubuntu", "hub"},
         {"docker.io/library/ubuntu", "hub"},
@@ -1792,6 +1792,8 @@ static void test_credentials(void **state)
         {"lan/img", "hub"}, /* "lan" is a Docker Hub user, not a registry */
         {"other.io/img", NULL},
         {"10.0.0.5:5000/img", "insecure"},
+        {"10.0.0.5:5001/img", NULL}, /* another port is another registry */
+        {"registry.hub.docker.com/library/ubuntu", "hub"},
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         const struct registry_credential *c = deployment_credential_for(d, cases[i].image);

@@ -17,7 +17,6 @@ struct deploy_out {
     struct lbuf line;
     bool ok;
     bool got_result;
-    bool tty;
 };
 
 static void print_plan(const json_t *plan)
@@ -51,9 +50,11 @@ static void print_outcome(const json_t *outcome)
     size_t i;
     json_t *s;
     json_array_foreach (outcome, i, s) {
-        const char *msg = ljson_str(s, "message");
+        const char *msg = ljson_str(s, "message"), *warning = ljson_str(s, "warning");
         printf("  %-24s %-9s %s%s%s\n", ljson_str(s, "module"), ljson_str(s, "action"),
                ljson_str(s, "result"), msg ? ": " : "", msg ? msg : "");
+        if (warning)
+            printf("  %-24s warning: %s\n", "", warning);
     }
 }
 
@@ -64,8 +65,9 @@ static void handle_event(struct deploy_out *o, json_t *ev)
         print_warnings(json_object_get(ev, "warnings"));
         print_plan(json_object_get(ev, "plan"));
     } else if (lstr_eq(kind, "progress")) {
-        if (o->tty)
-            printf("  %s: %s\n", ljson_str(ev, "module"), ljson_str(ev, "line"));
+        /* ledged summarises pulls (a line per layer event, bytes once a second): few enough
+         * for logs and pipes too. */
+        printf("  %s: %s\n", ljson_str(ev, "module"), ljson_str(ev, "line"));
     } else if (lstr_eq(kind, "result")) {
         o->got_result = true;
         o->ok = ljson_bool(ev, "ok", false);
@@ -149,7 +151,7 @@ int cmd_deploy(struct cli *c, int argc, char **argv)
         json_decref(body);
         return rc;
     }
-    struct deploy_out o = {.line = LBUF_INIT, .tty = isatty(STDOUT_FILENO)};
+    struct deploy_out o = {.line = LBUF_INIT};
     struct lbuf err = LBUF_INIT;
     long status = 0;
     int r = cli_stream(c, "POST", "/deployment?wait=1", text, len, &status, deploy_data, &o, &err);

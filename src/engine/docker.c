@@ -15,6 +15,7 @@
 #include "base/timeutil.h"
 #include "engine/docker_json.h"
 #include "engine/engine.h"
+#include "image/creds.h"
 #include "net/http_client.h"
 
 #define DOCKER_MIN_API ENGINE_DOCKER_MIN_API
@@ -54,7 +55,9 @@ struct dcall {
     } cb;
     void *ud;
     engine_progress_fn progress;
-    struct lbuf stream;  /* pull progress: partial line */
+    struct docker_pull_progress *pull; /* pulls with a progress callback */
+    int result;                        /* the transfer's own result, before error mapping */
+    struct lbuf stream;                /* pull progress: partial line */
     long status;         /* streaming calls: the answer's status, known before its body */
     struct lbuf errbody; /* streaming calls: the body of an error answer */
     struct lerr stream_err;
@@ -101,6 +104,7 @@ static void dcall_free(struct dcall *c)
         c->next->prev = c->prev;
     lbuf_free(&c->stream);
     lbuf_free(&c->errbody);
+    free(c->pull);
     free(c->what);
     free(c);
 }
@@ -163,6 +167,7 @@ static void dcall_done(void *ud, int result, long status, struct lbuf *body)
     struct lerr err = {0};
     json_t *j = NULL;
     struct lbuf *text = body->len ? body : &c->errbody;
+    c->result = result;
     if (result == 0 && text->len > 0) {
         json_error_t je;
         j = json_loadb(text->data, text->len, JSON_DECODE_ANY, &je);
@@ -501,27 +506,26 @@ static int docker_image_platform(struct engine *e, const char *image, engine_pla
 
 /* ------------------------------------------------------------------ registries */
 
-/* "X-Registry-Auth: " base64url of {"username", "password", "serveraddress"}, or NULL without
- * credentials. A secret: never logged, wiped when freed (header_wipe_free). */
+/* "X-Registry-Auth: " and the value image/creds.h builds (base64url of {"username", "password",
+ * "serveraddress"}), or NULL without credentials. A secret: never logged, wiped when freed
+ * (header_wipe_free). */
 static char *registry_auth_header(const struct engine_registry_auth *auth)
 {
     if (!auth || !auth->username)
         return NULL;
-    _cleanup_json_ json_t *a = json_pack("{s:s, s:s, s:s}", "username", auth->username, "password",
-                                         auth->password ? auth->password : "", "serveraddress",
-                                         auth->server ? auth->server : "");
-    char *text = a ? ljson_dump(a) : NULL, *hdr = NULL;
-    struct lbuf b64 = LBUF_INIT;
-    if (text && lcrypto_b64_encode(text, strlen(text), &b64) == 0 && b64.data) {
-        for (size_t i = 0; i < b64.len; i++)
-            b64.data[i] = b64.data[i] == '+' ? '-' : b64.data[i] == '/' ? '_' : b64.data[i];
-        hdr = lstr_printf("X-Registry-Auth: %s", b64.data);
+    struct img_cred cred = {.address = auth->server,
+                            .username = auth->username,
+                            .password = auth->password ? auth->password : ""};
+    /* Room up front, so that no copy of the secret is left behind by a reallocation. */
+    struct lbuf b = LBUF_INIT;
+    if (lbuf_reserve(&b, 1024) < 0 || lbuf_puts(&b, "X-Registry-Auth: ") < 0 ||
+        img_creds_registry_auth(&cred, auth->server ? auth->server : "", &b) < 0) {
+        if (b.data)
+            lcrypto_wipe(b.data, b.len);
+        lbuf_free(&b);
+        return NULL;
     }
-    header_wipe_free(text);
-    if (b64.data)
-        lcrypto_wipe(b64.data, b64.len);
-    lbuf_free(&b64);
-    return hdr;
+    return lbuf_steal(&b);
 }
 
 static void finish_platforms(struct dcall *c, int r, long status, json_t *body,
@@ -585,17 +589,14 @@ static int pull_data(void *ud, const char *data, size_t n)
         json_error_t je;
         json_t *j = json_loadb(c->stream.data, len, 0, &je);
         if (j) {
+            /* Podman reports a failed pull as an {"error"} line in a 200 answer. */
             const char *error = ljson_str(j, "error");
+            char line[512];
             if (error && !c->stream_failed) {
                 c->stream_failed = true;
-                lerr_set(&c->stream_err, -ENOENT, "%s: %s", c->what, error);
-            } else if (c->progress && (ljson_str(j, "status") || ljson_str(j, "progress"))) {
-                const char *status = ljson_str(j, "status");
-                const char *id = ljson_str(j, "id");
-                const char *progress = ljson_str(j, "progress");
-                char line[512];
-                snprintf(line, sizeof(line), "%s%s%s%s%s", id ? id : "", id ? ": " : "",
-                         status ? status : "", progress ? " " : "", progress ? progress : "");
+                lerr_set(&c->stream_err, docker_pull_error_code(error, -EIO), "%s", error);
+            } else if (c->progress && c->pull &&
+                       docker_pull_progress_feed(c->pull, j, ltime_now_ms(), line, sizeof(line))) {
                 c->progress(c->ud, line);
             }
             json_decref(j);
@@ -607,6 +608,27 @@ static int pull_data(void *ud, const char *data, size_t n)
     return 0;
 }
 
+/* A pull's failure in the registry's words (the engine's message alone, without "engine
+ * answered"), its code by what it means (docker_pull_error_code). */
+static void finish_pull(struct dcall *c, int r, long status, json_t *body, const struct lerr *err)
+{
+    struct lerr e2;
+    if (r < 0 && !c->stream_failed) {
+        const char *msg = ljson_str(body, "message");
+        if (c->result == -ETIMEDOUT && status > 0 && status < 400) {
+            r = lerr_set(&e2, -ETIMEDOUT,
+                         "the pull did not finish within engine.pull_timeout (%lds)",
+                         c->d->pull_timeout_ms / 1000);
+            err = &e2;
+        } else if (status >= 400 && msg) {
+            r = lerr_set(&e2, docker_pull_error_code(msg, status == 404 ? -ENOENT : -EIO), "%s",
+                         msg);
+            err = &e2;
+        }
+    }
+    c->cb.done(c->ud, r, err);
+}
+
 static int docker_pull(struct engine *e, const char *image, const struct engine_registry_auth *auth,
                        engine_progress_fn progress, engine_done_fn cb, void *ud)
 {
@@ -615,10 +637,14 @@ static int docker_pull(struct engine *e, const char *image, const struct engine_
     struct dcall *c = dcall_new(d, what);
     if (!c)
         return -ENOMEM;
-    c->finish = finish_done;
+    c->finish = finish_pull;
     c->cb.done = cb;
     c->ud = ud;
     c->progress = progress;
+    if (progress && !(c->pull = calloc(1, sizeof(*c->pull)))) {
+        dcall_free(c);
+        return -ENOMEM;
+    }
     _cleanup_free_ char *repo = NULL, *tag = NULL;
     docker_split_reference(image, &repo, &tag);
     _cleanup_lbuf_ struct lbuf path = LBUF_INIT, r_enc = LBUF_INIT, t_enc = LBUF_INIT;

@@ -342,6 +342,121 @@ int docker_parse_event(const json_t *j, struct engine_event *ev)
     return ev->id ? 0 : -ENOENT;
 }
 
+/* ------------------------------------------------------------------ pulls */
+
+static bool has_any(const char *msg, const char *const *words)
+{
+    for (; *words; words++)
+        if (strcasestr(msg, *words))
+            return true;
+    return false;
+}
+
+int docker_pull_error_code(const char *msg, int fallback)
+{
+    /* Order matters: Docker Hub's "pull access denied for x, repository does not exist or may
+     * require 'docker login'" is about a missing repository as much as about access. */
+    static const char *const missing[] = {"manifest unknown", "not found",     "does not exist",
+                                          "name unknown",     "no such image", NULL};
+    static const char *const access[] = {
+        "unauthorized", "authentication required",        "no basic auth credentials",
+        "denied",       "incorrect username or password", NULL};
+    static const char *const tls[] = {"x509:", "certificate", "tls: ", NULL};
+    static const char *const unreachable[] = {"connection refused",
+                                              "no such host",
+                                              "i/o timeout",
+                                              "network is unreachable",
+                                              "no route to host",
+                                              "connection reset",
+                                              "deadline exceeded",
+                                              "client.timeout",
+                                              "server misbehaving",
+                                              "handshake timeout",
+                                              "timeout awaiting",
+                                              "dial tcp",
+                                              "pinging container registry",
+                                              NULL};
+    if (!msg)
+        return fallback;
+    if (has_any(msg, missing))
+        return -ENOENT;
+    if (has_any(msg, access))
+        return -EACCES;
+    if (has_any(msg, tls))
+        return -EPROTO;
+    if (has_any(msg, unreachable))
+        return -EHOSTUNREACH;
+    return fallback;
+}
+
+static struct docker_pull_layer *pull_layer(struct docker_pull_progress *p, const char *id)
+{
+    for (size_t i = 0; i < p->n; i++)
+        if (strcmp(p->layers[i].id, id) == 0)
+            return &p->layers[i];
+    if (p->n == DOCKER_PULL_LAYERS_MAX || strlen(id) >= sizeof(p->layers[0].id))
+        return NULL;
+    struct docker_pull_layer *l = &p->layers[p->n++];
+    memset(l, 0, sizeof(*l));
+    snprintf(l->id, sizeof(l->id), "%s", id);
+    return l;
+}
+
+int docker_pull_progress_feed(struct docker_pull_progress *p, const json_t *line, int64_t now_ms,
+                              char *out, size_t size)
+{
+    const char *status = ljson_str(line, "status"), *id = ljson_str(line, "id");
+    if (!status || ljson_str(line, "error"))
+        return 0;
+    bool bytes = strcmp(status, "Downloading") == 0 || strcmp(status, "Extracting") == 0;
+    bool quiet =
+        bytes || strcmp(status, "Waiting") == 0 || strcmp(status, "Verifying Checksum") == 0;
+    bool ends = strcmp(status, "Download complete") == 0 || strcmp(status, "Already exists") == 0 ||
+                strcmp(status, "Pull complete") == 0;
+    /* A layer's lines; "Pulling from NAME" carries the tag as its id and is no layer. */
+    bool layer = quiet || ends || strcmp(status, "Pulling fs layer") == 0;
+    struct docker_pull_layer *l = id && layer ? pull_layer(p, id) : NULL;
+    if (l && strcmp(status, "Downloading") == 0) {
+        const json_t *d = json_object_get(line, "progressDetail");
+        long long cur = ljson_int(d, "current", 0), tot = ljson_int(d, "total", 0);
+        if (cur >= 0 && tot >= 0 && (cur != l->current || tot != l->total)) {
+            l->current = cur;
+            l->total = tot;
+            p->changed = true;
+        }
+    } else if (l && ends) {
+        if (!l->done)
+            p->changed = true;
+        l->done = true;
+        if (l->total > 0)
+            l->current = l->total;
+    } else if (bytes) {
+        p->changed = true; /* extraction moves on */
+    }
+    if (!quiet) {
+        snprintf(out, size, "%s%s%s", id ? id : "", id ? ": " : "", status);
+        return 1;
+    }
+    if (!p->changed || (p->last_ms && now_ms - p->last_ms < DOCKER_PULL_PROGRESS_MS))
+        return 0;
+    long long cur = 0, tot = 0;
+    size_t done = 0;
+    for (size_t i = 0; i < p->n; i++) {
+        cur += p->layers[i].current;
+        tot += p->layers[i].total;
+        done += p->layers[i].done;
+    }
+    p->last_ms = now_ms ? now_ms : 1;
+    p->changed = false;
+    if (tot > 0)
+        snprintf(out, size, "downloading %.1f of %.1f MB, %zu of %zu layers done",
+                 (double)cur / 1e6, (double)tot / 1e6, done, p->n);
+    else
+        snprintf(out, size, "%s, %zu of %zu layers done",
+                 strcmp(status, "Extracting") == 0 ? "extracting" : "downloading", done, p->n);
+    return 1;
+}
+
 int docker_split_reference(const char *image, char **ret_repo, char **ret_tag)
 {
     if (strchr(image, '@')) {

@@ -1,9 +1,12 @@
 /* docker_json.h — the pure half of the docker backend: building ContainerCreate bodies (user
  * createOptions merged with what ledge adds), and reading the engine's version, inspect, list and
- * event documents and its multiplexed log stream. No I/O: unit-tested directly. */
+ * event documents, its pull progress and errors, and its multiplexed log stream. No I/O:
+ * unit-tested directly. */
 #pragma once
 
 #include <jansson.h>
+#include <stdbool.h>
+#include <stdint.h>
 
 #include "base/buf.h"
 #include "base/errors.h"
@@ -24,6 +27,36 @@ int docker_parse_inspect(const json_t *j, struct engine_container *ret);
 int docker_parse_list(const json_t *j, struct engine_container **ret, size_t *ret_n);
 /* 0 for a container event we report, -ENOENT for one we ignore. Strings point into j. */
 int docker_parse_event(const json_t *j, struct engine_event *ret);
+
+/* What a failed pull means, read from the engine's message (Moby answers with an HTTP status and
+ * {"message"}, Podman with an {"error"} line in a 200 stream; both carry the registry client's
+ * words): -EACCES the registry refused or wanted credentials, -ENOENT it has no such repository
+ * or tag, -EHOSTUNREACH it cannot be reached (refused, no such host, timeouts), -EPROTO TLS with
+ * it failed (an unknown authority, a bad certificate); fallback otherwise. */
+int docker_pull_error_code(const char *msg, int fallback);
+
+/* A pull's progress stream (one JSON document per line) summarised for people: lines about the
+ * image and the end of each layer pass as "ID: status"; byte progress of the layers being
+ * downloaded and extracted is added up into one line ("downloading 12.5 of 40.0 MB, 2 of 5
+ * layers done") at most once per DOCKER_PULL_PROGRESS_MS. Bounded: layers beyond
+ * DOCKER_PULL_LAYERS_MAX still pass their own lines but are left out of the sums. */
+#define DOCKER_PULL_PROGRESS_MS 1000
+#define DOCKER_PULL_LAYERS_MAX 128
+struct docker_pull_layer {
+    char id[72];
+    long long current, total; /* bytes downloaded and announced */
+    bool done;                /* downloaded, present already, or complete */
+};
+struct docker_pull_progress {
+    struct docker_pull_layer layers[DOCKER_PULL_LAYERS_MAX];
+    size_t n;
+    int64_t last_ms; /* when the last summary line was made; 0 never */
+    bool changed;    /* byte progress since that line */
+};
+/* Feed one line of the stream: 1 and a line to show in out, 0 when there is nothing to show now.
+ * Errors ({"error": ...}) are not progress: the caller reads them. */
+int docker_pull_progress_feed(struct docker_pull_progress *p, const json_t *line, int64_t now_ms,
+                              char *out, size_t size);
 
 /* "reg:5000/a/b:tag" → repo "reg:5000/a/b", tag "tag"; digests: tag = NULL, repo = whole. */
 int docker_split_reference(const char *image, char **ret_repo, char **ret_tag);

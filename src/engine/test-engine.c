@@ -287,6 +287,109 @@ static int demux_out(void *ud, int stream, const char *data, size_t n)
     return lbuf_append(b, data, n);
 }
 
+/* Pull failures as Moby and Podman word them (messages taken from both against Debian's
+ * docker-registry), and the progress summary. */
+static void test_pull_errors_and_progress(void **state)
+{
+    static const struct {
+        const char *msg;
+        int code;
+    } t[] = {
+        {"manifest for 127.0.0.1:50466/testmod:v9 not found: manifest unknown: manifest unknown",
+         -ENOENT},
+        {"initializing source docker://127.0.0.1:37703/testmod:v9: reading manifest v9 in "
+         "127.0.0.1:37703/testmod: manifest unknown: manifest unknown",
+         -ENOENT},
+        {"pull access denied for nosuch, repository does not exist or may require 'docker "
+         "login': denied: requested access to the resource is denied",
+         -ENOENT},
+        {"unauthorized: authentication required", -EACCES},
+        {"Head \"https://192.0.2.2:36331/v2/team/testmod/manifests/v1\": no basic auth "
+         "credentials",
+         -EACCES},
+        {"initializing source docker://192.0.2.2:50267/team/testmod:v1: reading manifest v1 in "
+         "192.0.2.2:50267/team/testmod: unauthorized: authentication required",
+         -EACCES},
+        {"Get \"http://127.0.0.1:1/v2/\": dial tcp 127.0.0.1:1: connect: connection refused",
+         -EHOSTUNREACH},
+        {"initializing source docker://127.0.0.1:1/testmod:v1: pinging container registry "
+         "127.0.0.1:1: Get \"https://127.0.0.1:1/v2/\": dial tcp 127.0.0.1:1: connect: "
+         "connection refused",
+         -EHOSTUNREACH},
+        {"Get \"https://no-such-host.invalid/v2/\": dial tcp: lookup no-such-host.invalid on "
+         "10.255.255.53:53: no such host",
+         -EHOSTUNREACH},
+        {"Get \"https://10.0.0.1:5000/v2/\": x509: certificate signed by unknown authority",
+         -EPROTO},
+        {"pinging container registry 10.0.0.1:5000: Get \"https://10.0.0.1:5000/v2/\": x509: "
+         "certificate signed by unknown authority",
+         -EPROTO},
+        {"something else entirely", -EIO},
+    };
+    for (size_t i = 0; i < ARRAY_SIZE(t); i++)
+        if (docker_pull_error_code(t[i].msg, -EIO) != t[i].code)
+            fail_msg("\"%s\": got %d, want %d", t[i].msg, docker_pull_error_code(t[i].msg, -EIO),
+                     t[i].code);
+    assert_int_equal(docker_pull_error_code(NULL, -E2BIG), -E2BIG);
+
+    struct docker_pull_progress *p = calloc(1, sizeof(*p));
+    assert_non_null(p);
+    char out[256];
+    int64_t now = 5000;
+    /* status lines pass as "ID: status" */
+    json_t *j = J("{\"status\":\"Pulling from team/big\",\"id\":\"v1\"}");
+    assert_int_equal(docker_pull_progress_feed(p, j, now, out, sizeof(out)), 1);
+    assert_string_equal(out, "v1: Pulling from team/big");
+    json_decref(j);
+    j = J("{\"status\":\"Pulling fs layer\",\"id\":\"aaa\"}");
+    assert_int_equal(docker_pull_progress_feed(p, j, now, out, sizeof(out)), 1);
+    json_decref(j);
+    j = J("{\"status\":\"Already exists\",\"id\":\"bbb\"}");
+    assert_int_equal(docker_pull_progress_feed(p, j, now, out, sizeof(out)), 1);
+    assert_string_equal(out, "bbb: Already exists");
+    json_decref(j);
+    /* bytes: one summary now, then nothing until a second has passed */
+    j = J("{\"status\":\"Downloading\",\"id\":\"aaa\",\"progressDetail\":{\"current\":1000000,"
+          "\"total\":4000000},\"progress\":\"[==>   ]\"}");
+    assert_int_equal(docker_pull_progress_feed(p, j, now, out, sizeof(out)), 1);
+    assert_string_equal(out, "downloading 1.0 of 4.0 MB, 1 of 2 layers done");
+    json_decref(j);
+    now += 400;
+    j = J("{\"status\":\"Downloading\",\"id\":\"aaa\",\"progressDetail\":{\"current\":2000000,"
+          "\"total\":4000000}}");
+    assert_int_equal(docker_pull_progress_feed(p, j, now, out, sizeof(out)), 0);
+    json_decref(j);
+    now += 700;
+    j = J("{\"status\":\"Downloading\",\"id\":\"aaa\",\"progressDetail\":{\"current\":3000000,"
+          "\"total\":4000000}}");
+    assert_int_equal(docker_pull_progress_feed(p, j, now, out, sizeof(out)), 1);
+    assert_string_equal(out, "downloading 3.0 of 4.0 MB, 1 of 2 layers done");
+    json_decref(j);
+    /* nothing new, nothing said */
+    now += 5000;
+    j = J("{\"status\":\"Waiting\",\"id\":\"aaa\"}");
+    assert_int_equal(docker_pull_progress_feed(p, j, now, out, sizeof(out)), 0);
+    json_decref(j);
+    j = J("{\"status\":\"Pull complete\",\"id\":\"aaa\"}");
+    assert_int_equal(docker_pull_progress_feed(p, j, now, out, sizeof(out)), 1);
+    assert_string_equal(out, "aaa: Pull complete");
+    json_decref(j);
+    /* errors are the caller's */
+    j = J("{\"error\":\"unauthorized\",\"status\":\"x\"}");
+    assert_int_equal(docker_pull_progress_feed(p, j, now, out, sizeof(out)), 0);
+    json_decref(j);
+    /* bounded: layers past the table still pass their lines */
+    for (int i = 0; i < DOCKER_PULL_LAYERS_MAX + 10; i++) {
+        char text[128];
+        snprintf(text, sizeof(text), "{\"status\":\"Pulling fs layer\",\"id\":\"l%d\"}", i);
+        j = J(text);
+        assert_int_equal(docker_pull_progress_feed(p, j, now, out, sizeof(out)), 1);
+        json_decref(j);
+    }
+    assert_int_equal(p->n, DOCKER_PULL_LAYERS_MAX);
+    free(p);
+}
+
 static void test_demux(void **state)
 {
     const char frames[] = "\x01\0\0\0\0\0\0\x03"
@@ -566,6 +669,7 @@ int main(void)
         cmocka_unit_test(test_engine_wait),
         cmocka_unit_test(test_parse_documents),
         cmocka_unit_test(test_demux),
+        cmocka_unit_test(test_pull_errors_and_progress),
         cmocka_unit_test_setup_teardown(test_process_lifecycle, psetup, pteardown),
         cmocka_unit_test_setup_teardown(test_process_no_fd_leak, psetup, pteardown),
         cmocka_unit_test_setup_teardown(test_process_stop_escalates, psetup, pteardown),

@@ -56,22 +56,28 @@ int img_creds_lookup(const json_t *registry_credentials, const char *registry, s
 {
     if (!json_is_object(registry_credentials) || lstr_empty(registry))
         return -ENOENT;
-    const char *name;
-    json_t *v;
+    /* The lowest name among the matches: a deployment's key order carries no meaning (IoT Hub
+     * keeps no order in a twin), and the manifest parser keeps its entries in name order too. */
+    const char *name, *best = NULL;
+    json_t *v, *found = NULL;
     json_object_foreach ((json_t *)registry_credentials, name, v) {
         const char *address = ljson_str(v, "address");
         if (!address || !img_registry_matches(address, registry))
             continue;
-        const char *user = ljson_str(v, "username"), *pass = ljson_str(v, "password");
-        if (!user || !pass)
-            return lerr_set(e, -EINVAL,
-                            "registryCredentials.%.100s (for %.100s): %s must be a string", name,
-                            registry, user ? "password" : "username");
-        *ret =
-            (struct img_cred){.name = name, .address = address, .username = user, .password = pass};
-        return 0;
+        if (!best || strcmp(name, best) < 0) {
+            best = name;
+            found = v;
+        }
     }
-    return -ENOENT;
+    if (!found)
+        return -ENOENT;
+    const char *user = ljson_str(found, "username"), *pass = ljson_str(found, "password");
+    if (!user || !pass)
+        return lerr_set(e, -EINVAL, "registryCredentials.%.100s (for %.100s): %s must be a string",
+                        best, registry, user ? "password" : "username");
+    *ret = (struct img_cred){
+        .name = best, .address = ljson_str(found, "address"), .username = user, .password = pass};
+    return 0;
 }
 
 int img_creds_registry_auth(const struct img_cred *c, const char *registry, struct lbuf *out)

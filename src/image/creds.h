@@ -28,7 +28,8 @@ bool img_registry_matches(const char *address, const char *registry);
 
 /* The entry of registry_credentials (the JSON object, may be NULL) for registry: -ENOENT when
  * none matches (pull anonymously), -EINVAL (e says which entry and field) when the matching
- * entry lacks a username or password. The first matching entry in document order wins. */
+ * entry lacks a username or password. When several match, the lowest name wins (key order in
+ * a deployment means nothing; agent/manifest.h's deployment_credential_for agrees). */
 int img_creds_lookup(const json_t *registry_credentials, const char *registry, struct img_cred *ret,
                      struct lerr *e);
 

@@ -173,23 +173,24 @@ static void test_registry_match(void **state)
 static void test_creds_lookup(void **state)
 {
     json_error_t je;
-    json_t *creds =
-        json_loads("{\"hub\": {\"address\": \"https://index.docker.io/v1/\", "
-                   "\"username\": \"u1\", \"password\": \"p1\"},"
-                   "\"acr\": {\"address\": \"myreg.azurecr.io\", \"username\": \"u2\", "
-                   "\"password\": \"p2\"},"
-                   "\"acr2\": {\"address\": \"https://myreg.azurecr.io\", "
-                   "\"username\": \"u3\", \"password\": \"p3\"},"
-                   "\"local\": {\"address\": \"localhost:5000\", \"username\": \"u4\"}}",
-                   0, &je);
+    json_t *creds = json_loads("{\"hub\": {\"address\": \"https://index.docker.io/v1/\", "
+                               "\"username\": \"u1\", \"password\": \"p1\"},"
+                               "\"acr\": {\"address\": \"myreg.azurecr.io\", \"username\": \"u2\", "
+                               "\"password\": \"p2\"},"
+                               "\"acr2\": {\"address\": \"https://myreg.azurecr.io\", "
+                               "\"username\": \"u3\", \"password\": \"p3\"},"
+                               "\"local\": {\"address\": \"localhost:5000\", \"username\": \"u4\"},"
+                               "\"a-hub\": {\"address\": \"docker.io\", \"username\": \"u5\", "
+                               "\"password\": \"p5\"}}",
+                               0, &je);
     assert_non_null(creds);
     struct img_cred c;
     struct lerr e = {0};
     assert_int_equal(img_creds_lookup(creds, "docker.io", &c, &e), 0);
-    assert_string_equal(c.name, "hub");
-    assert_string_equal(c.username, "u1");
+    assert_string_equal(c.name, "a-hub"); /* the lowest name, wherever it stands */
+    assert_string_equal(c.username, "u5");
     assert_int_equal(img_creds_lookup(creds, "myreg.azurecr.io", &c, &e), 0);
-    assert_string_equal(c.name, "acr"); /* the first in document order */
+    assert_string_equal(c.name, "acr"); /* "acr" < "acr2" */
     assert_string_equal(c.password, "p2");
     assert_int_equal(img_creds_lookup(creds, "other.io", &c, &e), -ENOENT);
     assert_int_equal(img_creds_lookup(creds, "localhost:5000", &c, &e), -EINVAL);
