@@ -30,7 +30,11 @@ static const char schema[] =
     "  last_start_ms INTEGER NOT NULL DEFAULT 0, last_exit_ms INTEGER NOT NULL DEFAULT 0,"
     "  last_restart_ms INTEGER NOT NULL DEFAULT 0, exit_code INTEGER NOT NULL DEFAULT 0,"
     "  gave_up INTEGER NOT NULL DEFAULT 0, user_stopped INTEGER NOT NULL DEFAULT 0,"
-    "  description TEXT);";
+    "  description TEXT);"
+    /* Leaf devices and the CAs registered for CA-signed ones (src/daemon/devices.c): one JSON
+     * record each (identity/leaf.h's stored form; its keys are sealed). */
+    "CREATE TABLE IF NOT EXISTS leaf_devices (id TEXT PRIMARY KEY, record TEXT NOT NULL);"
+    "CREATE TABLE IF NOT EXISTS device_cas (id TEXT PRIMARY KEY, record TEXT NOT NULL);";
 
 int state_open(const char *dir, struct state_db **ret, struct lerr *err)
 {
@@ -266,4 +270,60 @@ void module_record_clear(struct module_record *r)
     free(r->generation_id);
     free(r->description);
     r->name = r->generation_id = r->description = NULL;
+}
+
+/* ------------------------------------------------------------------ records by id */
+
+static const char *table_name(enum state_table t)
+{
+    return t == STATE_DEVICE_CAS ? "device_cas" : "leaf_devices";
+}
+
+int state_put(struct state_db *db, enum state_table t, const char *id, const char *record)
+{
+    char sql[96];
+    snprintf(sql, sizeof(sql), "INSERT OR REPLACE INTO %s (id, record) VALUES (?, ?)",
+             table_name(t));
+    sqlite3_stmt *st = NULL;
+    if (sqlite3_prepare_v2(db->db, sql, -1, &st, NULL) != SQLITE_OK)
+        return -EIO;
+    sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 2, record, -1, SQLITE_STATIC);
+    int r = sqlite3_step(st) == SQLITE_DONE ? 0 : -EIO;
+    sqlite3_finalize(st);
+    return r;
+}
+
+int state_remove(struct state_db *db, enum state_table t, const char *id)
+{
+    char sql[64];
+    snprintf(sql, sizeof(sql), "DELETE FROM %s WHERE id = ?", table_name(t));
+    sqlite3_stmt *st = NULL;
+    if (sqlite3_prepare_v2(db->db, sql, -1, &st, NULL) != SQLITE_OK)
+        return -EIO;
+    sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
+    int r = sqlite3_step(st) == SQLITE_DONE ? 0 : -EIO;
+    if (r == 0 && sqlite3_changes(db->db) == 0)
+        r = -ENOENT;
+    sqlite3_finalize(st);
+    return r;
+}
+
+int state_load_all(struct state_db *db, enum state_table t,
+                   void (*cb)(void *ud, const char *id, const char *record), void *ud)
+{
+    char sql[64];
+    snprintf(sql, sizeof(sql), "SELECT id, record FROM %s ORDER BY id", table_name(t));
+    sqlite3_stmt *st = NULL;
+    if (sqlite3_prepare_v2(db->db, sql, -1, &st, NULL) != SQLITE_OK)
+        return -EIO;
+    int r;
+    while ((r = sqlite3_step(st)) == SQLITE_ROW) {
+        const char *id = (const char *)sqlite3_column_text(st, 0);
+        const char *rec = (const char *)sqlite3_column_text(st, 1);
+        if (id && rec)
+            cb(ud, id, rec);
+    }
+    sqlite3_finalize(st);
+    return r == SQLITE_DONE ? 0 : -EIO;
 }

@@ -1,6 +1,7 @@
-/* state.h — ledged's durable state in SQLite (WAL, synchronous=FULL, 0600): the applied deployment
- * and each module's runtime record. Survives restarts and power loss: a deployment is acknowledged
- * only after its transaction is on disk. A damaged file is salvaged at open (db/db.h). */
+/* state.h — ledged's durable state in SQLite (WAL, synchronous=FULL, 0600): the applied deployment,
+ * each module's runtime record, the leaf devices and their registered CAs. Survives restarts and
+ * power loss: a deployment is acknowledged only after its transaction is on disk. A damaged file
+ * is salvaged at open (db/db.h). */
 #pragma once
 
 #include <stdbool.h>
@@ -48,5 +49,19 @@ int state_load_records(struct state_db *db, void (*cb)(void *ud, const struct mo
 
 int state_get_meta(struct state_db *db, const char *key, char **ret_value);
 int state_set_meta(struct state_db *db, const char *key, const char *value);
+
+/* Records kept by id, one JSON text each: leaf devices (identity/leaf.h's stored form, keys
+ * sealed) and the CAs registered for CA-signed leaf devices (src/daemon/devices.c). */
+enum state_table {
+    STATE_LEAF_DEVICES,
+    STATE_DEVICE_CAS,
+};
+/* Insert or replace; committed (synchronous=FULL) when it returns 0. */
+int state_put(struct state_db *db, enum state_table t, const char *id, const char *record);
+/* -ENOENT when there was none. */
+int state_remove(struct state_db *db, enum state_table t, const char *id);
+/* cb for each record, in id order; valid during the call only. */
+int state_load_all(struct state_db *db, enum state_table t,
+                   void (*cb)(void *ud, const char *id, const char *record), void *ud);
 
 void module_record_clear(struct module_record *r);

@@ -885,6 +885,42 @@ static void test_state_newest_deployment_lost(void **state)
     }
 }
 
+static void collect(void *ud, const char *id, const char *record)
+{
+    char *all = ud;
+    strcat(all, id);
+    strcat(all, "=");
+    strcat(all, record);
+    strcat(all, ";");
+}
+
+/* Records by id (leaf devices, device CAs): put replaces, remove says when there was none, the
+ * tables are separate, and they survive a reopen. */
+static void test_state_records(void **state)
+{
+    struct fix *f = *state;
+    char dir[128];
+    snprintf(dir, sizeof(dir), "%s/state-records", f->dir);
+    struct state_db *db = NULL;
+    struct lerr err = {0};
+    assert_int_equal(state_open(dir, &db, &err), 0);
+    assert_int_equal(state_put(db, STATE_LEAF_DEVICES, "b", "{\"v\":1}"), 0);
+    assert_int_equal(state_put(db, STATE_LEAF_DEVICES, "a", "{\"v\":2}"), 0);
+    assert_int_equal(state_put(db, STATE_LEAF_DEVICES, "b", "{\"v\":3}"), 0);
+    assert_int_equal(state_put(db, STATE_DEVICE_CAS, "a", "PEM"), 0);
+    state_close(db);
+    assert_int_equal(state_open(dir, &db, &err), 0);
+    char all[256] = "";
+    assert_int_equal(state_load_all(db, STATE_LEAF_DEVICES, collect, all), 0);
+    assert_string_equal(all, "a={\"v\":2};b={\"v\":3};");
+    assert_int_equal(state_remove(db, STATE_LEAF_DEVICES, "a"), 0);
+    assert_int_equal(state_remove(db, STATE_LEAF_DEVICES, "a"), -ENOENT);
+    all[0] = 0;
+    assert_int_equal(state_load_all(db, STATE_DEVICE_CAS, collect, all), 0);
+    assert_string_equal(all, "a=PEM;");
+    state_close(db);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -898,6 +934,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_boot_starts_and_user_stop, setup, teardown),
         cmocka_unit_test_setup_teardown(test_invalid_manifest_changes_nothing, setup, teardown),
         cmocka_unit_test_setup_teardown(test_state_garbage_keeps_modules, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_state_records, setup, teardown),
         cmocka_unit_test_setup_teardown(test_state_damaged_deployment_recovered, setup, teardown),
         cmocka_unit_test_setup_teardown(test_state_newest_deployment_lost, setup, teardown),
     };

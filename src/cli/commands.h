@@ -40,6 +40,8 @@ int cmd_hub(struct cli *c, int argc, char **argv);
 int cmd_twin(struct cli *c, int argc, char **argv);
 int cmd_invoke(struct cli *c, int argc, char **argv);
 int cmd_token(struct cli *c, int argc, char **argv);
+/* cmd_device.c: `ledge device ...`, leaf devices behind this gateway. */
+int cmd_device(struct cli *c, int argc, char **argv);
 
 /* cmd_vm.c: `ledge vm ...`, `ledge --vm NAME image load ...`, and --vm itself. */
 int cmd_vm(struct cli *c, int argc, char **argv);

@@ -26,6 +26,8 @@ static const struct cli_command commands[] = {
     {"invoke", "MODULE METHOD [--payload JSON] [--timeout S]", "call a module's direct method",
      cmd_invoke},
     {"token", "MODULE [--ttl S] [--json]", "a SAS token for a module (for MQTT tools)", cmd_token},
+    {"device", "add|list|show|remove|key|cert|trust-bundle|ca ...",
+     "leaf devices behind this gateway (see `ledge device help`)", cmd_device},
     {"check",
      "[--output text|json] [--verbose] [--warnings-as-errors] [--config FILE] "
      "[--deployment FILE]",

@@ -129,6 +129,7 @@ struct config_hub {
     enum config_fsync fsync;
     int64_t fsync_interval_ms;
     int64_t max_token_lifetime_ms; /* SAS tokens expiring further out are refused */
+    char *x509_device_ca;          /* PEM file of CAs for CA-signed leaf devices, or NULL */
 };
 
 struct config_upstream {

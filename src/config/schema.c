@@ -160,6 +160,7 @@ const struct cfg_key cfg_keys[] = {
     K_ENUM("hub.fsync", hub.fsync, fsync_names, "always"),
     K_DUR("hub.fsync_interval", hub.fsync_interval_ms, 1, 10 * SEC, "50ms"),
     K_SECS("hub.max_token_lifetime", hub.max_token_lifetime_ms, MINUTE, 365 * DAY, "1d"),
+    K_PATH("hub.x509_device_ca", hub.x509_device_ca, NULL),
 
     K_BOOL("upstream.enabled", upstream.enabled, "false"),
     K_STR("upstream.host", upstream.host, cfg_check_hostname, NULL),

@@ -1,8 +1,9 @@
 /* hub_link.c — what ledged tells ledge-hub, its system module: a runtime file
  * (<run_dir>/hub/runtime.json: 0600 in a 0700 directory on the run tmpfs, so its secrets never
  * reach persistent storage; replaced atomically) with the device identity, the module
- * identities the hub authenticates (generation id and derived key), the $edgeHub section and the
- * modules' desired twins from the deployment, and the paths of its TLS material. The hub reads it
+ * identities the hub authenticates (generation id and derived key), the leaf devices
+ * (devices.c), the $edgeHub section and the modules' desired twins from the deployment, and the
+ * paths of its TLS material (with the CA bundle for leaf devices' certificates). The hub reads it
  * at start and again on SIGHUP, which ledged sends whenever any of it changes. */
 #include <errno.h>
 #include <signal.h>
@@ -72,13 +73,15 @@ char *hub_runtime_path(struct ledged *d)
 int hub_runtime_write(struct ledged *d)
 {
     const struct deployment *dep = agent_deployment(d->agent);
+    const char *device_ca = devices_ca_bundle_write(d);
     json_t *j =
-        json_pack("{s:s, s:s, s:s, s:o, s:{s:s, s:s, s:s}, s:O?, s:O?, s:o}", "deviceId",
+        json_pack("{s:s, s:s, s:s, s:o, s:{s:s, s:s, s:s, s:s*}, s:O?, s:O?, s:o, s:o}", "deviceId",
                   d->cfg.device.id, "iothubHostname", d->cfg.device.iothub_hostname,
                   "gatewayHostname", d->cfg.device.gateway_hostname, "device", device_json(d),
                   "certificates", "serverCert", d->hub_cert_path, "serverKey", d->hub_key_path,
-                  "trustBundle", d->trust_bundle_path, "edgeHub", dep ? dep->edge_hub : NULL,
-                  "twins", dep ? dep->module_twins : NULL, "modules", module_identities(d, dep));
+                  "trustBundle", d->trust_bundle_path, "deviceCa", device_ca, "edgeHub",
+                  dep ? dep->edge_hub : NULL, "twins", dep ? dep->module_twins : NULL, "modules",
+                  module_identities(d, dep), "leafDevices", devices_runtime_json(d));
     if (!j)
         return -ENOMEM;
     char *text = json_dumps(j, JSON_COMPACT);

@@ -18,6 +18,7 @@ struct hub_link;
 struct deploy_stream;
 struct hc_client;
 struct check_job;
+struct devices;
 
 #define LEDGED_MAX_ENGINES 4
 
@@ -46,6 +47,7 @@ struct ledged {
     struct deploy_stream *deploy_streams; /* clients following a deployment (mgmt.c) */
     struct hc_client *hub_client;         /* to the hub's control socket (hub_proxy.c) */
     struct check_job *check_job;          /* the GET /check run in progress (checks.c) */
+    struct devices *devices;              /* leaf devices behind this gateway (devices.c) */
 };
 
 /* mgmt.c */
@@ -78,6 +80,29 @@ void mgmt_token(struct hs_request *r, void *ud);
 /* checks.c: GET /check, the check table run for this daemon (in a child process). */
 void mgmt_check(struct hs_request *r, void *ud);
 void checks_stop(struct ledged *d);
+
+/* devices.c: leaf devices (docs/gateway.md): the registry in ledged.db, the /devices,
+ * /device-cas and /trust-bundle routes, what the hub is told about them. */
+int devices_start(struct ledged *d);
+void devices_stop(struct ledged *d);
+/* The runtime file's "leafDevices": {"<id>": {generationId, auth, keys | thumbprints}}. */
+json_t *devices_runtime_json(struct ledged *d);
+/* Write the CA bundle the hub verifies leaf devices' certificates with (the edge CA, the
+ * registered CAs, hub.x509_device_ca); its path, or NULL when it could not be written (logged). */
+const char *devices_ca_bundle_write(struct ledged *d);
+/* Is id a leaf device (case-insensitively)? *ret_canonical: its registered spelling. */
+bool devices_known(struct ledged *d, const char *id, const char **ret_canonical);
+void mgmt_devices_list(struct hs_request *r, void *ud);
+void mgmt_device_add(struct hs_request *r, void *ud);
+void mgmt_device_get(struct hs_request *r, void *ud);
+void mgmt_device_remove(struct hs_request *r, void *ud);
+void mgmt_device_keys(struct hs_request *r, void *ud);
+void mgmt_device_rotate(struct hs_request *r, void *ud);
+void mgmt_device_cert(struct hs_request *r, void *ud);
+void mgmt_trust_bundle(struct hs_request *r, void *ud);
+void mgmt_device_cas_list(struct hs_request *r, void *ud);
+void mgmt_device_ca_add(struct hs_request *r, void *ud);
+void mgmt_device_ca_remove(struct hs_request *r, void *ud);
 
 /* hub_link.c: the hub's runtime file and reload signal. */
 char *hub_runtime_path(struct ledged *d);

@@ -157,6 +157,7 @@ static void ledged_free(struct ledged *d)
     agent_free(d->agent);
     for (size_t i = 0; i < d->n_engines; i++)
         engine_free(d->engines[i]);
+    devices_stop(d);
     state_close(d->db);
     identity_stop(d);
     config_free(&d->cfg);
@@ -242,7 +243,8 @@ int main(int argc, char **argv)
                  what ? what : "out of memory");
     }
     d.hub_program = resolve_hub_program(d.cfg.agent.hub_program);
-    if ((r = identity_start(&d)) < 0 || (r = workload_server_start(&d)) < 0)
+    if ((r = identity_start(&d)) < 0 || (r = devices_start(&d)) < 0 ||
+        (r = workload_server_start(&d)) < 0)
         goto out;
 
     /* One engine per backend in use; every engine gets the whole config and reads its part.

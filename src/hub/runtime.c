@@ -26,6 +26,10 @@ void hub_runtime_clear(struct hub_runtime *r)
     free(r->server_cert);
     free(r->server_key);
     free(r->trust_bundle);
+    free(r->device_ca);
+    for (size_t i = 0; i < r->n_leaves; i++)
+        identity_leaf_free(r->leaves[i]);
+    free(r->leaves);
     json_decref(r->edge_hub);
     json_decref(r->twins);
     json_decref(r->device);
@@ -59,6 +63,7 @@ int hub_runtime_load(const char *path, struct hub_runtime *ret, struct lerr *err
     rt.server_cert = dup_str(certs, "serverCert");
     rt.server_key = dup_str(certs, "serverKey");
     rt.trust_bundle = dup_str(certs, "trustBundle");
+    rt.device_ca = dup_str(certs, "deviceCa");
     json_t *eh = json_object_get(j, "edgeHub");
     rt.edge_hub = json_is_object(eh) ? json_incref(eh) : NULL;
     json_t *tw = json_object_get(j, "twins");
@@ -99,6 +104,19 @@ int hub_runtime_load(const char *path, struct hub_runtime *ret, struct lerr *err
         lcrypto_wipe(raw.data, raw.len);
         lbuf_free(&raw);
     }
+    /* Leaf devices: an entry the hub cannot use is left out (that device cannot connect), as a
+     * module entry without a key is; ledged wrote them, so this is damage, not input. */
+    json_t *leaves = json_object_get(j, "leafDevices");
+    rt.leaves = calloc(MAX(json_object_size(leaves), (size_t)1), sizeof(*rt.leaves));
+    if (!rt.leaves) {
+        hub_runtime_clear(&rt);
+        return -ENOMEM;
+    }
+    json_object_foreach (leaves, name, m) {
+        struct identity_leaf *l = NULL;
+        if (identity_leaf_from_runtime_json(name, m, &l, NULL) == 0)
+            rt.leaves[rt.n_leaves++] = l;
+    }
     /* the device's own key must not linger in the JSON copy longer than needed */
     *ret = rt;
     return 0;
@@ -110,5 +128,13 @@ const struct hub_module_identity *hub_runtime_module(const struct hub_runtime *r
     for (size_t i = 0; i < r->n_modules; i++)
         if (strcasecmp(r->modules[i].module_id, module_id) == 0)
             return &r->modules[i];
+    return NULL;
+}
+
+const struct identity_leaf *hub_runtime_leaf(const struct hub_runtime *r, const char *device_id)
+{
+    for (size_t i = 0; i < r->n_leaves; i++)
+        if (strcasecmp(r->leaves[i]->device_id, device_id) == 0)
+            return r->leaves[i];
     return NULL;
 }

@@ -877,6 +877,16 @@ int ca_trust_bundle(const struct ca *ca, struct lbuf *out)
     return r;
 }
 
+int ca_issuers_bundle(const struct ca *ca, struct lbuf *out)
+{
+    int r = ca_pem_write_cert(ca->cert, out);
+    if (r >= 0 && ca->next_cert)
+        r = ca_pem_write_cert(ca->next_cert, out);
+    for (int i = 0; i < sk_X509_num(ca->previous) && r >= 0; i++)
+        r = ca_pem_write_cert(sk_X509_value(ca->previous, i), out);
+    return r;
+}
+
 /* ---- renewal ----------------------------------------------------------------------------- */
 
 int ca_renew(struct ca *ca, int64_t now, struct lerr *e)

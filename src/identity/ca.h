@@ -60,6 +60,10 @@ int64_t ca_not_after(const struct ca *ca);
 /* Trust bundle PEM: the current CA and its chain, the announced next CA, retired CAs not yet
  * expired, then the configured extra trusted CAs. Appends to out. */
 int ca_trust_bundle(const struct ca *ca, struct lbuf *out);
+/* Only the edge CA's own certificates, without the configured extra trusted CAs: the current CA,
+ * the announced next one, retired ones not yet expired — every CA a leaf this CA issued may chain
+ * to (the hub verifies leaf devices' certificates from `ledge device cert` against it). */
+int ca_issuers_bundle(const struct ca *ca, struct lbuf *out);
 
 /* ---- issuing ------------------------------------------------------------------------------ */
 

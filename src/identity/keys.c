@@ -167,6 +167,12 @@ int identity_module_crypt_key(const struct identity_keys *k, const char *device_
     return derive(k, "ledge/module-crypt/v1", device_id, module_id, generation_id, out);
 }
 
+int identity_leaf_seal_key(const struct identity_keys *k, const char *device_id,
+                           uint8_t out[IDENTITY_MODULE_KEY_LEN])
+{
+    return derive(k, "ledge/leaf-seal/v1", device_id, "leaf-keys", "1", out);
+}
+
 int identity_module_credentials(const struct identity_keys *k, const char *host,
                                 const char *device_id, const char *module_id,
                                 const char *generation_id, uint64_t expiry,

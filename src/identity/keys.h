@@ -49,6 +49,12 @@ int identity_module_crypt_key(const struct identity_keys *k, const char *device_
                               const char *module_id, const char *generation_id,
                               uint8_t out[IDENTITY_MODULE_KEY_LEN]);
 
+/* The key ledged seals leaf devices' SAS keys with in ledged.db (leaf.h): same construction
+ * with label "ledge/leaf-seal/v1" over device, "leaf-keys", "1" — one key per edge device, so a
+ * database copied to another device (or kept after master.key is replaced) opens nothing. */
+int identity_leaf_seal_key(const struct identity_keys *k, const char *device_id,
+                           uint8_t out[IDENTITY_MODULE_KEY_LEN]);
+
 /* The longest-lived module token minted for tools (`ledge token`): 30 days. */
 #define IDENTITY_MODULE_TOKEN_TTL_MAX_S (30LL * 86400)
 /* The IoT Hub MQTT API version in the user names minted here (what the Azure IoT SDKs send). */

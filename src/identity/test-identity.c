@@ -28,6 +28,7 @@
 #include "identity/ca.h"
 #include "identity/crypt.h"
 #include "identity/keys.h"
+#include "identity/leaf.h"
 #include "identity/sas.h"
 #include "identity/workload.h"
 
@@ -1549,6 +1550,209 @@ static void test_workload_api_versions(void **state)
     ca_free(ca);
 }
 
+/* ---- leaf devices ------------------------------------------------------------------------- */
+
+static void test_leaf_sas(void **state)
+{
+    struct identity_keys *k = NULL;
+    assert_int_equal(identity_keys_from_secret(key32, 32, &k), 0);
+    struct lerr e = {0};
+    struct identity_leaf *l = NULL;
+    /* generated: two distinct 32-byte keys, a fresh generation id */
+    struct identity_leaf_spec spec = {.device_id = "leaf-1", .auth = IDENTITY_LEAF_SAS};
+    assert_int_equal(identity_leaf_new(&spec, T0 * 1000, &l, &e), 0);
+    assert_int_equal(l->keylen[0], 32);
+    assert_int_equal(l->keylen[1], 32);
+    assert_false(memcmp(l->key[0], l->key[1], 32) == 0);
+    assert_int_equal(strlen(l->generation_id), IDENTITY_GENID_LEN);
+    char *cs = identity_leaf_connection_string(l, HUB, "gw.local", 0);
+    assert_non_null(cs);
+    assert_true(lstr_startswith(cs, "HostName=" HUB ";DeviceId=leaf-1;SharedAccessKey="));
+    assert_true(lstr_endswith(cs, ";GatewayHostName=gw.local"));
+    /* the connection string parses as a device's, with the same key */
+    struct identity_device *dev = NULL;
+    assert_int_equal(identity_device_from_connection_string(cs, &dev, &e), 0);
+    assert_string_equal(dev->gateway_hostname, "gw.local");
+    assert_int_equal(dev->keylen, 32);
+    assert_memory_equal(dev->key, l->key[0], 32);
+    identity_device_free(dev);
+    free(cs);
+
+    /* the stored form seals the keys: no key bytes in it, and it opens only under the same
+     * master secret, for the same edge device, in the same record */
+    json_t *rec = NULL;
+    assert_int_equal(identity_leaf_seal(k, "edge1", l, &rec), 0);
+    char *text = ljson_dump(rec);
+    struct lbuf b64 = LBUF_INIT;
+    assert_int_equal(lcrypto_b64_encode(l->key[0], 32, &b64), 0);
+    assert_null(strstr(text, b64.data));
+    lbuf_free(&b64);
+    free(text);
+    struct identity_leaf *back = NULL;
+    assert_int_equal(identity_leaf_unseal(k, "edge1", rec, &back, &e), 0);
+    assert_string_equal(back->device_id, "leaf-1");
+    assert_string_equal(back->generation_id, l->generation_id);
+    assert_memory_equal(back->key, l->key, sizeof(l->key));
+    identity_leaf_free(back);
+    assert_int_equal(identity_leaf_unseal(k, "edge2", rec, &back, &e), -EBADMSG);
+    assert_contains(e.msg, "do not unseal");
+    uint8_t other_secret[32] = {9};
+    struct identity_keys *k2 = NULL;
+    assert_int_equal(identity_keys_from_secret(other_secret, 32, &k2), 0);
+    assert_int_equal(identity_leaf_unseal(k2, "edge1", rec, &back, &e), -EBADMSG);
+    identity_keys_free(k2);
+    /* a sealed key moved into another device's record does not open there */
+    json_t *moved = json_deep_copy(rec);
+    json_object_set_new(moved, "deviceId", json_string("leaf-2"));
+    assert_int_equal(identity_leaf_unseal(k, "edge1", moved, &back, &e), -EBADMSG);
+    json_decref(moved);
+    /* primary and secondary swapped: each is bound to its slot */
+    moved = json_deep_copy(rec);
+    json_t *sk = json_object_get(moved, "sealedKeys");
+    json_t *first = json_incref(json_array_get(sk, 0));
+    json_array_remove(sk, 0);
+    json_array_append_new(sk, first);
+    assert_int_equal(identity_leaf_unseal(k, "edge1", moved, &back, &e), -EBADMSG);
+    json_decref(moved);
+    json_decref(rec);
+
+    /* rotation: the chosen slot changes, the other stays */
+    uint8_t old[2][IDENTITY_LEAF_KEY_MAX];
+    memcpy(old, l->key, sizeof(old));
+    assert_int_equal(identity_leaf_rotate(l, 1, T0 * 1000 + 5, &e), 0);
+    assert_false(memcmp(old[0], l->key[0], 32) == 0);
+    assert_memory_equal(old[1], l->key[1], 32);
+    assert_int_equal(l->keys_changed_ms, T0 * 1000 + 5);
+
+    /* the runtime file's form round-trips */
+    json_t *rt = identity_leaf_runtime_json(l);
+    assert_int_equal(identity_leaf_from_runtime_json("leaf-1", rt, &back, &e), 0);
+    assert_memory_equal(back->key, l->key, sizeof(l->key));
+    assert_int_equal(back->auth, IDENTITY_LEAF_SAS);
+    identity_leaf_free(back);
+    json_object_del(rt, "keys");
+    assert_int_equal(identity_leaf_from_runtime_json("leaf-1", rt, &back, &e), -EINVAL);
+    json_decref(rt);
+    /* the public view carries no key */
+    json_t *pub = identity_leaf_json(l);
+    assert_null(json_object_get(pub, "keys"));
+    assert_string_equal(ljson_str(pub, "auth"), "sas");
+    json_decref(pub);
+    identity_leaf_free(l);
+
+    /* given keys, and the refusals */
+    spec.primary_key = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="; /* 32 bytes */
+    assert_int_equal(identity_leaf_new(&spec, T0 * 1000, &l, &e), 0);
+    assert_memory_equal(l->key[0], key32, 32);
+    assert_int_equal(l->keylen[1], 32); /* the secondary generated */
+    identity_leaf_free(l);
+    spec.primary_key = "not base64!";
+    assert_int_equal(identity_leaf_new(&spec, 0, &l, &e), -EINVAL);
+    assert_contains(e.msg, "primary key: not valid base64");
+    spec.primary_key = "AAECAwQFBgc="; /* 8 bytes */
+    assert_int_equal(identity_leaf_new(&spec, 0, &l, &e), -EINVAL);
+    assert_contains(e.msg, "16-64 bytes");
+    spec.primary_key = spec.secondary_key = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+    assert_int_equal(identity_leaf_new(&spec, 0, &l, &e), -EINVAL);
+    assert_contains(e.msg, "the same");
+    spec = (struct identity_leaf_spec){.device_id = "bad/id", .auth = IDENTITY_LEAF_SAS};
+    assert_int_equal(identity_leaf_new(&spec, 0, &l, &e), -EINVAL);
+    spec = (struct identity_leaf_spec){
+        .device_id = "x", .auth = IDENTITY_LEAF_X509_CA, .primary_key = "AAAA"};
+    assert_int_equal(identity_leaf_new(&spec, 0, &l, &e), -EINVAL);
+    identity_keys_free(k);
+}
+
+static void test_leaf_x509(void **state)
+{
+    struct lerr e = {0};
+    char t[IDENTITY_THUMBPRINT_SIZE];
+    assert_int_equal(identity_thumbprint_parse("ab:cd:ef:01:23:45:67:89:ab:cd:ef:01:23:45:67:89:"
+                                               "ab:cd:ef:01",
+                                               t, &e),
+                     0);
+    assert_string_equal(t, "ABCDEF0123456789ABCDEF0123456789ABCDEF01");
+    assert_int_equal(identity_thumbprint_parse("abcdef", t, &e), -EINVAL);
+    assert_contains(e.msg, "6 hex digits");
+    assert_int_equal(identity_thumbprint_parse("ZZcdef0123456789abcdef0123456789abcdef01", t, &e),
+                     -EINVAL);
+    assert_int_equal(identity_thumbprint_parse(":bcdef0123456789abcdef0123456789abcdef01", t, &e),
+                     -EINVAL);
+    char sha256[65];
+    memset(sha256, 'a', 64);
+    sha256[64] = 0;
+    assert_int_equal(identity_thumbprint_parse(sha256, t, &e), 0);
+    assert_int_equal(strlen(t), 64);
+
+    struct identity_leaf *l = NULL;
+    struct identity_leaf_spec spec = {
+        .device_id = "cam",
+        .auth = IDENTITY_LEAF_X509_THUMBPRINT,
+        .thumbprints = "abcdef0123456789abcdef0123456789abcdef01,"
+                       "1111111111111111111111111111111111111111",
+    };
+    assert_int_equal(identity_leaf_new(&spec, 0, &l, &e), 0);
+    assert_string_equal(l->thumbprint[0], "ABCDEF0123456789ABCDEF0123456789ABCDEF01");
+    assert_string_equal(l->thumbprint[1], "1111111111111111111111111111111111111111");
+    assert_int_equal(identity_leaf_rotate(l, 3, 0, &e), -EINVAL); /* no keys */
+    char *cs = identity_leaf_connection_string(l, HUB, "gw", 0);
+    assert_string_equal(cs, "HostName=" HUB ";DeviceId=cam;x509=true;GatewayHostName=gw");
+    free(cs);
+    json_t *rt = identity_leaf_runtime_json(l);
+    struct identity_leaf *back = NULL;
+    assert_int_equal(identity_leaf_from_runtime_json("cam", rt, &back, &e), 0);
+    assert_string_equal(back->thumbprint[1], l->thumbprint[1]);
+    identity_leaf_free(back);
+    json_decref(rt);
+    identity_leaf_free(l);
+    spec.thumbprints = "abcdef0123456789abcdef0123456789abcdef01,"
+                       "ABCDEF0123456789ABCDEF0123456789ABCDEF01";
+    assert_int_equal(identity_leaf_new(&spec, 0, &l, &e), -EINVAL);
+    spec.thumbprints = NULL;
+    assert_int_equal(identity_leaf_new(&spec, 0, &l, &e), -EINVAL);
+
+    /* registered CAs: a CA, one certificate, its thumbprint; a leaf is refused */
+    struct ca_config cfg = {.dir = NULL, .device_id = "dev1", .lifetime_s = 86400};
+    struct ca *ca = NULL;
+    assert_int_equal(ca_open(&cfg, T0, &ca, &e), 0);
+    struct lbuf pem = LBUF_INIT;
+    assert_int_equal(ca_pem_write_cert(ca_cert(ca), &pem), 0);
+    struct identity_device_ca dca;
+    assert_int_equal(identity_device_ca_parse(pem.data, pem.len, T0 + 10, &dca, &e), 0);
+    char sha1[41], s256[65];
+    assert_int_equal(identity_cert_thumbprints(ca_cert(ca), sha1, s256), 0);
+    assert_string_equal(dca.thumbprint, s256);
+    assert_int_equal(strlen(sha1), 40);
+    assert_contains(dca.subject, "ledge edge CA dev1");
+    identity_device_ca_clear(&dca);
+    assert_int_equal(identity_device_ca_parse(pem.data, pem.len, T0 + 86400 * 2, &dca, &e),
+                     -EINVAL);
+    assert_contains(e.msg, "not valid now");
+    struct lbuf two = LBUF_INIT;
+    lbuf_append(&two, pem.data, pem.len);
+    lbuf_append(&two, pem.data, pem.len);
+    assert_int_equal(identity_device_ca_parse(two.data, two.len, 0, &dca, &e), -EINVAL);
+    assert_contains(e.msg, "2 certificates");
+    lbuf_free(&two);
+    struct ca_leaf_request req = {.kind = CA_LEAF_CLIENT, .common_name = "cam"};
+    struct ca_leaf leaf = {0};
+    assert_int_equal(ca_issue(ca, &req, T0, &leaf, &e), 0);
+    /* the leaf alone (its PEM carries the CA after it) */
+    char *end = strstr(leaf.cert_pem, "-----END CERTIFICATE-----");
+    assert_non_null(end);
+    size_t leaf_len = (size_t)(end - leaf.cert_pem) + strlen("-----END CERTIFICATE-----\n");
+    assert_int_equal(identity_device_ca_parse(leaf.cert_pem, leaf_len, 0, &dca, &e), -EINVAL);
+    assert_contains(e.msg, "not a CA");
+    ca_leaf_done(&leaf);
+    /* the issuers' bundle: the edge CA alone, without the extra trusted CAs */
+    struct lbuf issuers = LBUF_INIT;
+    assert_int_equal(ca_issuers_bundle(ca, &issuers), 0);
+    assert_int_equal(issuers.len, pem.len);
+    lbuf_free(&issuers);
+    lbuf_free(&pem);
+    ca_free(ca);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1567,6 +1771,8 @@ int main(void)
         cmocka_unit_test(test_ca_user_provided),
         cmocka_unit_test(test_pem_helpers),
         cmocka_unit_test(test_crypt),
+        cmocka_unit_test(test_leaf_sas),
+        cmocka_unit_test(test_leaf_x509),
         cmocka_unit_test_setup_teardown(test_workload_trust_bundle, wsetup, wteardown),
         cmocka_unit_test_setup_teardown(test_workload_sign, wsetup, wteardown),
         cmocka_unit_test_setup_teardown(test_workload_caller_checks, wsetup, wteardown),
