@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "base/fs.h"
 #include "base/str.h"
@@ -163,6 +164,40 @@ int state_load_deployment(struct state_db *db, char **ret_text, int64_t *ret_app
     if (ret_applied_ms)
         *ret_applied_ms = applied;
     return 0;
+}
+
+int state_read_deployments(const char *dir,
+                           bool (*cb)(void *ud, const char *text, int64_t applied_ms), void *ud)
+{
+    _cleanup_free_ char *path = lstr_printf("%s/ledged.db", dir);
+    if (!path)
+        return -ENOMEM;
+    if (access(path, F_OK) < 0)
+        return -ENOENT;
+    sqlite3 *db = NULL;
+    if (sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL) != SQLITE_OK) {
+        sqlite3_close(db);
+        return -EIO;
+    }
+    sqlite3_busy_timeout(db, 2000);
+    sqlite3_stmt *st = NULL;
+    int r = 0;
+    if (sqlite3_prepare_v2(db, "SELECT manifest, applied_ms FROM deployments ORDER BY id DESC", -1,
+                           &st, NULL) != SQLITE_OK) {
+        r = -EIO;
+    } else {
+        int s;
+        while ((s = sqlite3_step(st)) == SQLITE_ROW) {
+            const char *text = (const char *)sqlite3_column_text(st, 0);
+            if (text && !cb(ud, text, sqlite3_column_int64(st, 1)))
+                break;
+        }
+        if (s != SQLITE_ROW && s != SQLITE_DONE)
+            r = -EIO;
+    }
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+    return r;
 }
 
 int state_save_record(struct state_db *db, const struct module_record *rec)

@@ -40,6 +40,11 @@ int state_save_deployment(struct state_db *db, const char *text, int64_t now_ms)
  * (the table was damaged and the id recorded with it is lost or names another): booting an older
  * one would recreate modules with outdated settings. */
 int state_load_deployment(struct state_db *db, char **ret_text, int64_t *ret_applied_ms);
+/* Read <dir>/ledged.db without opening it for writing (no salvage, nothing created: for tools
+ * that look while ledged may be running or down, such as support bundles): cb gets every
+ * deployment kept, newest first, until it returns false. -ENOENT without a database. */
+int state_read_deployments(const char *dir,
+                           bool (*cb)(void *ud, const char *text, int64_t applied_ms), void *ud);
 
 int state_save_record(struct state_db *db, const struct module_record *rec);
 int state_delete_record(struct state_db *db, const char *name);

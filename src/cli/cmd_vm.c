@@ -958,6 +958,12 @@ static void vmctx_init(struct vmctx *x, struct cli *c)
     x->h.cache = vm_cache_dir_default();
 }
 
+void cli_vm_host(struct vm_host *ret)
+{
+    ret->root = vm_root();
+    ret->cache = vm_cache_dir_default();
+}
+
 int cmd_vm(struct cli *c, int argc, char **argv)
 {
     struct vmctx x;

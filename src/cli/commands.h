@@ -51,5 +51,11 @@ int cli_vm_select(struct cli *c, const char *name);
 /* Run `ledge ARGV...` inside the VM selected with --vm (for verbs that work on the local host,
  * such as check); returns its exit code. */
 int cli_vm_run_inside(struct cli *c, int argc, char **argv);
+/* The VMs' directory and image cache as `ledge vm` finds them. */
+struct vm_host;
+void cli_vm_host(struct vm_host *ret);
+
+/* cmd_support.c: `ledge support-bundle`. */
+int cmd_support_bundle(struct cli *c, int argc, char **argv);
 
 int cli_usage_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

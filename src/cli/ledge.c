@@ -32,6 +32,9 @@ static const struct cli_command commands[] = {
      "[--output text|json] [--verbose] [--warnings-as-errors] [--config FILE] "
      "[--deployment FILE]",
      "check this host, the engine and the deployment against what ledge supports", cmd_check},
+    {"support-bundle", "[--since 2h] [-o FILE|-] [--max-log-size 16M] [--config FILE]",
+     "one archive of logs, deployment (secrets redacted), checks and status for support",
+     cmd_support_bundle},
     {"check-list", "[--output text|json]", "list the checks `ledge check` runs", cmd_check_list},
     {"vm", "COMMAND [NAME] ...", "VMs that run the runtime (see `ledge vm help`)", cmd_vm},
     {"image", "load IMAGE|FILE", "with --vm NAME: copy an image from this host into the VM",

@@ -19,6 +19,7 @@ struct deploy_stream;
 struct hc_client;
 struct check_job;
 struct devices;
+struct support_job;
 
 #define LEDGED_MAX_ENGINES 4
 
@@ -48,6 +49,7 @@ struct ledged {
     struct hc_client *hub_client;         /* to the hub's control socket (hub_proxy.c) */
     struct check_job *check_job;          /* the GET /check run in progress (checks.c) */
     struct devices *devices;              /* leaf devices behind this gateway (devices.c) */
+    struct support_job *support_jobs;     /* support bundles being made (support.c) */
 };
 
 /* mgmt.c */
@@ -103,6 +105,10 @@ void mgmt_trust_bundle(struct hs_request *r, void *ud);
 void mgmt_device_cas_list(struct hs_request *r, void *ud);
 void mgmt_device_ca_add(struct hs_request *r, void *ud);
 void mgmt_device_ca_remove(struct hs_request *r, void *ud);
+
+/* support.c: GET /systeminfo/supportbundle, a support bundle made in a child process. */
+void mgmt_support_bundle(struct hs_request *r, void *ud);
+void support_stop(struct ledged *d);
 
 /* hub_link.c: the hub's runtime file and reload signal. */
 char *hub_runtime_path(struct ledged *d);

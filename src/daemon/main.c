@@ -261,6 +261,8 @@ int main(int argc, char **argv)
         .userns = d.cfg.engine.userns,
         .request_timeout_ms = 30000,
         .pull_timeout_ms = d.cfg.engine.pull_timeout_ms,
+        .log_max_size = d.cfg.engine.log_max_size,
+        .log_max_files = d.cfg.engine.log_max_files,
     };
     struct agent_engine engines[LEDGED_MAX_ENGINES];
     struct engine *container_engine = NULL;

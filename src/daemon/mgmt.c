@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/utsname.h>
+#include <unistd.h>
 
 #include "base/fs.h"
 #include "base/json.h"
@@ -418,6 +419,7 @@ static void h_status(struct hs_request *r, void *ud)
     json_t *o = agent_status_json(d->agent);
     json_object_set_new(o, "version", json_string(LEDGE_VERSION));
     json_object_set_new(o, "deviceId", json_string(d->cfg.device.id));
+    json_object_set_new(o, "pid", json_integer(getpid()));
     hs_reply_json(r, 200, o);
 }
 
@@ -447,6 +449,7 @@ static const struct hs_route routes[] = {
     {"POST", "/device-cas", mgmt_device_ca_add},
     {"DELETE", "/device-cas/*", mgmt_device_ca_remove},
     {"GET", "/systeminfo", h_systeminfo},
+    {"GET", "/systeminfo/supportbundle", mgmt_support_bundle},
     {"GET", "/status", h_status},
     {"GET", "/check", mgmt_check},
 };
@@ -482,6 +485,7 @@ int mgmt_start(struct ledged *d)
 void mgmt_stop(struct ledged *d)
 {
     checks_stop(d);
+    support_stop(d);
     hs_server_free(d->mgmt);
     d->mgmt = NULL;
     hc_client_free(d->hub_client);

@@ -153,9 +153,18 @@ typedef void (*engine_progress_fn)(void *ud, const char *line);
 /* stream: 1 stdout, 2 stderr; return < 0 to stop. */
 typedef int (*engine_log_fn)(void *ud, int stream, const char *data, size_t n);
 
+/* Module logs rotate by default (engine.log_max_size, engine.log_max_files). */
+#define ENGINE_LOG_MAX_SIZE_DEFAULT (10ull << 20)
+#define ENGINE_LOG_MAX_FILES_DEFAULT 3
+
 struct engine_config {
-    const char *uri;         /* docker: unix:///var/run/docker.sock or http://host:port */
-    const char *state_dir;   /* process, oci: where records, images and logs live */
+    const char *uri;       /* docker: unix:///var/run/docker.sock or http://host:port */
+    const char *state_dir; /* process, oci: where records, images and logs live */
+    /* process: its logs rotate at this size, keeping this many files in all (0: the defaults);
+     * container engines get the same through the default LogConfig */
+    uint64_t log_max_size;
+    int log_max_files;
+    long log_check_ms;       /* process: how often the logs' sizes are looked at; 0: every 5 s */
     const char *run_dir;     /* oci: runtime state and the keeper's socket (gone at reboot) */
     const char *runtime;     /* oci: engine.runtime: "auto", "crun", "runc" or a path */
     const char *network;     /* oci: engine.network, the module network's name */

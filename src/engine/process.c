@@ -7,6 +7,7 @@
  * containers survive a restart of it: on start the backend re-adopts a recorded pid when the
  * kernel's start time of that pid still matches, and watches it through a pidfd (the exit code
  * of an adopted process is unknown: reported as -1). Our own children are reaped on SIGCHLD. */
+#include <ctype.h>
 #include <errno.h>
 #include <event2/event.h>
 #include <fcntl.h>
@@ -29,8 +30,12 @@
 #include "base/timeutil.h"
 #include "engine/engine.h"
 
-#define PROC_LOG_MAX (10 * 1024 * 1024)
 #define PROC_MAX 64
+/* How often the logs' sizes are looked at by default: a log can pass its bound by what its
+ * program writes in this time. */
+#define PROC_ROTATE_CHECK_MS 5000
+/* Rotated logs beyond this many are never looked for. */
+#define PROC_LOG_FILES_MAX 100
 
 struct proc {
     struct pengine *pe;
@@ -63,6 +68,9 @@ struct pengine {
     size_t n_procs;
     struct event *sigchld;
     struct event *rotate;
+    uint64_t log_max_size; /* rotate at this size */
+    int log_max_files;     /* files kept: the log and log_max_files - 1 rotated ones */
+    long log_check_ms;
     bool running;
 };
 
@@ -89,6 +97,25 @@ static void record_path(struct pengine *pe, const struct proc *p, const char *su
                         size_t n)
 {
     snprintf(out, n, "%s/%s%s", pe->dir, p->name, suffix);
+}
+
+/* The log's path: generation 0 is the live file, N its Nth rotated copy (".log.N"). */
+static void log_path(struct pengine *pe, const struct proc *p, int gen, char *out, size_t n)
+{
+    if (gen == 0)
+        snprintf(out, n, "%s/%s.log", pe->dir, p->name);
+    else
+        snprintf(out, n, "%s/%s.log.%d", pe->dir, p->name, gen);
+}
+
+static void remove_logs(struct pengine *pe, const struct proc *p)
+{
+    for (int g = 0; g < PROC_LOG_FILES_MAX; g++) {
+        char path[4096];
+        log_path(pe, p, g, path, sizeof(path));
+        if (unlink(path) < 0 && errno == ENOENT && g > 0)
+            break;
+    }
 }
 
 static int persist(struct proc *p)
@@ -201,8 +228,7 @@ static void on_exit_observed(struct proc *p, int exit_code)
         char path[4096];
         record_path(pe, p, ".json", path, sizeof(path));
         unlink(path);
-        record_path(pe, p, ".log", path, sizeof(path));
-        unlink(path);
+        remove_logs(pe, p);
         unlink_proc(pe, p);
         emit(pe, ENGINE_EVENT_DESTROY, p);
         proc_free(p);
@@ -315,30 +341,52 @@ static int load_record(struct pengine *pe, const char *file)
     return 0;
 }
 
-static void rotate_cb(evutil_socket_t fd, short what, void *arg)
+/* Like Docker's json-file max-size/max-file: at log_max_size the log becomes .log.1 (older
+ * copies move up, the oldest beyond log_max_files goes). copytruncate: programs hold O_APPEND
+ * descriptors, so the truncated file goes on at its new end; lines written between the copy
+ * and the truncation are lost (docs/agent.md "The process engine"). */
+static void rotate_one(struct pengine *pe, struct proc *p)
 {
-    struct pengine *pe = arg;
-    /* copytruncate: writers hold O_APPEND descriptors, so truncation keeps them writing at the
-     * new end; lines written between the copy and the truncate are lost (documented). */
-    for (struct proc *p = pe->procs; p; p = p->next) {
-        char log[4096], old[4200];
-        record_path(pe, p, ".log", log, sizeof(log));
-        struct stat st;
-        if (stat(log, &st) < 0 || st.st_size < PROC_LOG_MAX)
-            continue;
-        snprintf(old, sizeof(old), "%s.1", log);
+    char log[4096];
+    log_path(pe, p, 0, log, sizeof(log));
+    struct stat st;
+    if (stat(log, &st) < 0 || (uint64_t)st.st_size < pe->log_max_size)
+        return;
+    if (pe->log_max_files > 1) {
+        char from[4096], to[4096];
+        log_path(pe, p, pe->log_max_files - 1, to, sizeof(to));
+        unlink(to);
+        for (int g = pe->log_max_files - 2; g >= 1; g--) {
+            log_path(pe, p, g, from, sizeof(from));
+            log_path(pe, p, g + 1, to, sizeof(to));
+            rename(from, to);
+        }
+        log_path(pe, p, 1, to, sizeof(to));
+        char tmp[4200];
+        snprintf(tmp, sizeof(tmp), "%s.tmp", to);
         _cleanup_close_ int in = open(log, O_RDONLY | O_CLOEXEC);
-        _cleanup_close_ int out = open(old, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+        _cleanup_close_ int out = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
         if (in < 0 || out < 0)
-            continue;
+            return;
         char buf[65536];
         ssize_t n;
         while ((n = read(in, buf, sizeof(buf))) > 0)
             if (lfs_write_all(out, buf, (size_t)n) < 0)
-                break;
-        if (truncate(log, 0) < 0)
-            continue;
+                return;
+        struct timespec times[2] = {st.st_atim, st.st_mtim};
+        futimens(out, times); /* the copy keeps the time of its last line (logs --since) */
+        if (rename(tmp, to) < 0)
+            return;
     }
+    if (truncate(log, 0) < 0)
+        return;
+}
+
+static void rotate_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct pengine *pe = arg;
+    for (struct proc *p = pe->procs; p; p = p->next)
+        rotate_one(pe, p);
 }
 
 /* ------------------------------------------------------------------ ops */
@@ -350,6 +398,10 @@ static int pe_init(struct engine *e, const struct engine_config *cfg)
     pe->dir = lstr_printf("%s/process", cfg->state_dir ? cfg->state_dir : "/var/lib/ledge");
     if (!pe->dir)
         return -ENOMEM;
+    pe->log_max_size = cfg->log_max_size ? cfg->log_max_size : ENGINE_LOG_MAX_SIZE_DEFAULT;
+    pe->log_max_files = cfg->log_max_files > 0 ? MIN(cfg->log_max_files, PROC_LOG_FILES_MAX)
+                                               : ENGINE_LOG_MAX_FILES_DEFAULT;
+    pe->log_check_ms = cfg->log_check_ms > 0 ? cfg->log_check_ms : PROC_ROTATE_CHECK_MS;
     int r = lfs_mkdir_p(pe->dir, 0700);
     if (r < 0)
         return r;
@@ -371,7 +423,7 @@ static int pe_start(struct engine *e)
 {
     struct pengine *pe = P(e);
     pe->running = true;
-    struct timeval tv = {30, 0};
+    struct timeval tv = {pe->log_check_ms / 1000, (pe->log_check_ms % 1000) * 1000};
     event_add(pe->sigchld, NULL);
     event_add(pe->rotate, &tv);
     struct engine_event ev = {.kind = ENGINE_EVENT_CONNECTED, .time_ms = ltime_now_ms()};
@@ -665,8 +717,7 @@ static int pe_remove(struct engine *e, const char *id, engine_done_fn cb, void *
     }
     record_path(pe, p, ".json", path, sizeof(path));
     unlink(path);
-    record_path(pe, p, ".log", path, sizeof(path));
-    unlink(path);
+    remove_logs(pe, p);
     unlink_proc(pe, p);
     emit(pe, ENGINE_EVENT_DESTROY, p);
     proc_free(p);
@@ -755,9 +806,15 @@ static int pe_list(struct engine *e, engine_list_fn cb, void *ud)
 
 /* ------------------------------------------------------------------ logs */
 
+/* A logs request reads the rotated copies (oldest first) and then the live file; with follow it
+ * then watches the live file (inotify). tail counts lines across the files; since drops the
+ * lines older than it: a line that starts with an RFC 3339 time (the hub's, most programs')
+ * carries its own, other lines take the one before them, and a file whose last write is older
+ * than since is skipped whole. Programs' output carries no other time: timestamps are not
+ * added (docs/agent.md "The process engine"). */
 struct engine_logs {
     struct engine *e;
-    int fd;  /* the log file */
+    int fd;  /* the live log file */
     int ino; /* inotify fd when following */
     struct event *ev;
     struct event *first; /* the first pass runs from the loop, not inside pe_logs() */
@@ -766,6 +823,13 @@ struct engine_logs {
     engine_done_fn cb;
     void *ud;
     off_t pos;
+    /* the first pass */
+    int old_fds[PROC_LOG_FILES_MAX]; /* rotated copies to read first, oldest first */
+    off_t old_start[PROC_LOG_FILES_MAX];
+    int n_old;
+    int64_t since_ms;
+    int64_t line_ms;  /* the time of the last line with one (since filtering) */
+    struct lbuf line; /* a partial line while filtering */
 };
 
 static void plogs_free(struct engine_logs *l)
@@ -778,10 +842,64 @@ static void plogs_free(struct engine_logs *l)
         close(l->ino);
     if (l->fd >= 0)
         close(l->fd);
+    for (int i = 0; i < l->n_old; i++)
+        if (l->old_fds[i] >= 0)
+            close(l->old_fds[i]);
+    lbuf_free(&l->line);
     free(l);
 }
 
-static int plogs_pump(struct engine_logs *l)
+/* The time a log line starts with ("2024-05-01T10:00:00.123Z ..."), or -1. */
+static int64_t line_time(const char *s, size_t n)
+{
+    char ts[LTIME_RFC3339_MAX];
+    size_t k = 0;
+    while (k < n && k + 1 < sizeof(ts) && s[k] != ' ' && s[k] != '\t' && s[k] != '\n') {
+        ts[k] = s[k];
+        k++;
+    }
+    ts[k] = 0;
+    int64_t ms;
+    if (k < 20 || !isdigit((unsigned char)ts[0]) || ltime_parse_rfc3339(ts, &ms) < 0)
+        return -1;
+    return ms;
+}
+
+/* Pass data on, dropping whole lines older than since (while the first pass filters). */
+static int plogs_emit(struct engine_logs *l, const char *data, size_t n, bool filter)
+{
+    if (!filter || l->since_ms <= 0)
+        return l->on_data(l->ud, 1, data, n);
+    if (lbuf_append(&l->line, data, n) < 0)
+        return -ENOMEM;
+    size_t done = 0;
+    for (;;) {
+        const char *nl = memchr(l->line.data + done, '\n', l->line.len - done);
+        if (!nl)
+            break;
+        size_t len = (size_t)(nl - (l->line.data + done)) + 1;
+        int64_t t = line_time(l->line.data + done, len);
+        if (t >= 0)
+            l->line_ms = t;
+        if (l->line_ms >= l->since_ms && l->on_data(l->ud, 1, l->line.data + done, len) < 0)
+            return -ECANCELED;
+        done += len;
+    }
+    lbuf_consume(&l->line, done);
+    return 0;
+}
+
+/* The rest of a partial last line once a file is done. */
+static int plogs_flush_line(struct engine_logs *l)
+{
+    if (!l->line.len)
+        return 0;
+    int r = l->line_ms >= l->since_ms ? l->on_data(l->ud, 1, l->line.data, l->line.len) : 0;
+    lbuf_reset(&l->line);
+    return r < 0 ? -ECANCELED : 0;
+}
+
+static int plogs_pump(struct engine_logs *l, bool filter)
 {
     char buf[16384];
     for (;;) {
@@ -792,11 +910,34 @@ static int plogs_pump(struct engine_logs *l)
         if (n < 0)
             return neg_errno();
         if (n == 0)
-            return 0;
+            return filter ? plogs_flush_line(l) : 0;
         l->pos += n;
-        if (l->on_data(l->ud, 1, buf, (size_t)n) < 0)
-            return -ECANCELED;
+        int r = plogs_emit(l, buf, (size_t)n, filter);
+        if (r < 0)
+            return r == -ECANCELED ? r : -ECANCELED;
     }
+}
+
+static int plogs_old(struct engine_logs *l)
+{
+    char buf[16384];
+    for (int i = 0; i < l->n_old; i++) {
+        for (off_t off = l->old_start[i];;) {
+            ssize_t n = pread(l->old_fds[i], buf, sizeof(buf), off);
+            if (n < 0)
+                return neg_errno();
+            if (n == 0)
+                break;
+            off += n;
+            if (plogs_emit(l, buf, (size_t)n, true) < 0)
+                return -ECANCELED;
+        }
+        if (plogs_flush_line(l) < 0)
+            return -ECANCELED;
+        close(l->old_fds[i]);
+        l->old_fds[i] = -1;
+    }
+    return 0;
 }
 
 static void plogs_finish(struct engine_logs *l, int r)
@@ -813,7 +954,7 @@ static void plogs_inotify_cb(evutil_socket_t fd, short what, void *arg)
     char evbuf[4096];
     while (read(l->ino, evbuf, sizeof(evbuf)) > 0)
         ;
-    int r = plogs_pump(l);
+    int r = plogs_pump(l, false);
     if (r < 0)
         plogs_finish(l, r);
 }
@@ -821,19 +962,23 @@ static void plogs_inotify_cb(evutil_socket_t fd, short what, void *arg)
 static void plogs_first(evutil_socket_t fd, short what, void *arg)
 {
     struct engine_logs *l = arg;
-    int r = plogs_pump(l);
+    int r = plogs_old(l);
+    if (r == 0)
+        r = plogs_pump(l, true);
     if (r < 0 || !l->follow)
         plogs_finish(l, r);
 }
 
-/* Offset where the last `tail` lines start (a final newline does not start a line). */
-static off_t tail_offset(int fd, long tail)
+/* Offset in fd where its last `want` lines start, counting the lines found into *found (a final
+ * newline does not start a line); 0 and fewer found when the file has fewer. */
+static off_t tail_offset(int fd, long want, long *found)
 {
     struct stat st;
-    if (tail < 0 || fstat(fd, &st) < 0)
+    *found = 0;
+    if (fstat(fd, &st) < 0)
         return 0;
     off_t end = st.st_size;
-    if (tail == 0)
+    if (want == 0)
         return end;
     off_t pos = end;
     long lines = 0;
@@ -847,10 +992,13 @@ static off_t tail_offset(int fd, long tail)
             off_t at = pos + (off_t)i;
             if (buf[i] != '\n' || at == end - 1)
                 continue;
-            if (++lines == tail)
+            if (++lines == want) {
+                *found = lines;
                 return at + 1;
+            }
         }
     }
+    *found = end > 0 ? lines + 1 : 0;
     return 0;
 }
 
@@ -871,15 +1019,53 @@ static struct engine_logs *pe_logs(struct engine *e, const char *id,
     l->cb = cb;
     l->ud = ud;
     l->follow = o->follow;
+    l->since_ms = o->since_ms;
     char log[4096];
-    record_path(pe, p, ".log", log, sizeof(log));
+    log_path(pe, p, 0, log, sizeof(log));
     l->fd = open(log, O_RDONLY | O_CLOEXEC | O_CREAT, 0600);
     l->first = evtimer_new(e->base, plogs_first, l);
     if (l->fd < 0 || !l->first) {
         plogs_free(l);
         return NULL;
     }
-    l->pos = tail_offset(l->fd, o->tail);
+    /* The live file, then as many rotated copies as tail (and since) reach into, newest first;
+     * kept oldest first for reading. */
+    long found = 0;
+    long want = o->tail;
+    l->pos = want >= 0 ? tail_offset(l->fd, want, &found) : 0;
+    if (want >= 0)
+        want -= found;
+    int fds[PROC_LOG_FILES_MAX];
+    off_t starts[PROC_LOG_FILES_MAX];
+    int n = 0;
+    bool more = o->tail < 0 || want > 0;
+    for (int g = 1; more && g < pe->log_max_files && g < PROC_LOG_FILES_MAX; g++) {
+        char path[4096];
+        log_path(pe, p, g, path, sizeof(path));
+        int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+        if (fd < 0)
+            break;
+        struct stat st;
+        if (o->since_ms > 0 && fstat(fd, &st) == 0 &&
+            (int64_t)st.st_mtim.tv_sec * 1000 + st.st_mtim.tv_nsec / 1000000 < o->since_ms) {
+            close(fd); /* its last line is older than since, and so are those before it */
+            break;
+        }
+        off_t start = 0;
+        if (o->tail >= 0) {
+            start = tail_offset(fd, want, &found);
+            want -= found;
+        }
+        fds[n] = fd;
+        starts[n] = start;
+        n++;
+        more = o->tail < 0 || want > 0;
+    }
+    for (int i = 0; i < n; i++) {
+        l->old_fds[i] = fds[n - 1 - i];
+        l->old_start[i] = starts[n - 1 - i];
+    }
+    l->n_old = n;
     if (o->follow) {
         l->ino = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
         if (l->ino < 0 || inotify_add_watch(l->ino, log, IN_MODIFY) < 0) {

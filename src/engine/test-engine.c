@@ -15,11 +15,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include "base/buf.h"
 #include "base/json.h"
+#include "base/str.h"
+#include "base/timeutil.h"
 #include "engine/docker_json.h"
 #include "engine/engine.h"
 
@@ -458,6 +461,18 @@ static void wait_events(struct pfix *f, int kind, int n)
     assert_true(f->events[kind] >= n);
 }
 
+static void new_engine_cfg(struct pfix *f, uint64_t log_max, int log_files, long check_ms)
+{
+    struct engine_config cfg = {.state_dir = f->dir,
+                                .on_event = on_event,
+                                .event_ud = f,
+                                .log_max_size = log_max,
+                                .log_max_files = log_files,
+                                .log_check_ms = check_ms};
+    assert_int_equal(engine_new(&engine_process_ops, f->base, &cfg, &f->e), 0);
+    assert_int_equal(f->e->ops->start(f->e), 0);
+}
+
 static void new_engine(struct pfix *f)
 {
     struct engine_config cfg = {.state_dir = f->dir, .on_event = on_event, .event_ud = f};
@@ -584,6 +599,123 @@ static void test_process_no_fd_leak(void **state)
     close(leak);
 }
 
+static bool file_exists(const struct pfix *f, const char *name)
+{
+    char p[256];
+    snprintf(p, sizeof(p), "%s/process/%s", f->dir, name);
+    return access(p, F_OK) == 0;
+}
+
+static off_t file_size(const struct pfix *f, const char *name)
+{
+    char p[256];
+    struct stat st;
+    snprintf(p, sizeof(p), "%s/process/%s", f->dir, name);
+    return stat(p, &st) == 0 ? st.st_size : -1;
+}
+
+static void run_loop_ms(struct pfix *f, int ms)
+{
+    struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
+    event_base_loopexit(f->base, &tv);
+    event_base_dispatch(f->base);
+}
+
+/* Process modules' logs rotate by default like Docker's json-file max-size/max-file: at the
+ * size bound the log moves to .log.1, older copies up, at most log_max_files files in all, and
+ * logs reads across them. */
+static void test_process_log_rotation(void **state)
+{
+    struct pfix *f = *state;
+    engine_free(f->e);
+    new_engine_cfg(f, 4096, 3, 20);
+    /* 40 bursts of 10 numbered 100-byte lines, 40 ms apart: several rotations */
+    create(f, "chatty",
+           "i=0; while [ $i -lt 400 ]; do printf 'line %05d %090d\\n' $i 0; i=$((i+1)); "
+           "[ $((i % 10)) -eq 0 ] && sleep 0.04; done; sleep 0.2");
+    f->done = 0;
+    assert_int_equal(f->e->ops->start_container(f->e, f->id, on_done, f), 0);
+    wait_done(f, 1);
+    wait_events(f, ENGINE_EVENT_DIE, 1);
+    run_loop_ms(f, 100);
+    assert_true(file_exists(f, "chatty.log.1"));
+    assert_true(file_exists(f, "chatty.log.2"));
+    assert_false(file_exists(f, "chatty.log.3")); /* 3 files in all */
+    /* each file is about the bound: one burst (1 KiB) between checks at most */
+    assert_true(file_size(f, "chatty.log.1") <= 4096 + 2 * 1010);
+    assert_true(file_size(f, "chatty.log") <= 4096 + 2 * 1010);
+    /* all lines that are kept, in order, the last one last */
+    struct engine_logs_options o = {.tail = -1};
+    f->done = 0;
+    lbuf_reset(&f->logs);
+    assert_non_null(f->e->ops->logs(f->e, "chatty", &o, collect_logs, on_done, f));
+    wait_done(f, 1);
+    assert_non_null(f->logs.data);
+    assert_non_null(strstr(f->logs.data, "line 00399 "));
+    assert_null(strstr(f->logs.data, "line 00000 ")); /* rotated away */
+    int prev = -1;
+    for (const char *p = f->logs.data; (p = strstr(p, "line ")); p += 5) {
+        int n = atoi(p + 5);
+        assert_true(n > prev); /* in order (copytruncate may lose a line at a rotation) */
+        prev = n;
+    }
+    /* tail reaches into the rotated copies */
+    size_t total_lines = 0;
+    for (const char *p = f->logs.data; (p = strchr(p, '\n')); p++)
+        total_lines++;
+    o.tail = (long)total_lines - 2;
+    f->done = 0;
+    lbuf_reset(&f->logs);
+    assert_non_null(f->e->ops->logs(f->e, "chatty", &o, collect_logs, on_done, f));
+    wait_done(f, 1);
+    size_t got = 0;
+    for (const char *p = f->logs.data; (p = strchr(p, '\n')); p++)
+        got++;
+    assert_int_equal(got, total_lines - 2);
+    assert_non_null(strstr(f->logs.data, "line 00399 "));
+    f->done = 0;
+    assert_int_equal(f->e->ops->remove(f->e, "chatty", on_done, f), 0);
+    wait_done(f, 1);
+    assert_false(file_exists(f, "chatty.log.1")); /* remove takes the rotated copies too */
+}
+
+/* since: lines that start with a time carry it, the lines after them take it; a rotated copy
+ * last written before since is skipped whole. */
+static void test_process_logs_since(void **state)
+{
+    struct pfix *f = *state;
+    create(f, "stamped",
+           "echo '2020-01-01T00:00:00.000Z old'; echo 'old continuation'; "
+           "echo '2030-01-01T00:00:00.000Z new'; echo 'new continuation'");
+    f->done = 0;
+    assert_int_equal(f->e->ops->start_container(f->e, f->id, on_done, f), 0);
+    wait_done(f, 1);
+    wait_events(f, ENGINE_EVENT_DIE, 1);
+    char p[256];
+    snprintf(p, sizeof(p), "%s/process/stamped.log.1", f->dir);
+    FILE *old = fopen(p, "w");
+    assert_non_null(old);
+    fputs("2019-01-01T00:00:00.000Z rotated\n", old);
+    fclose(old);
+    struct timespec t[2] = {{.tv_sec = 1546300800}, {.tv_sec = 1546300800}};
+    assert_int_equal(utimensat(AT_FDCWD, p, t, 0), 0);
+    int64_t since;
+    assert_int_equal(ltime_parse_rfc3339("2025-01-01T00:00:00Z", &since), 0);
+    struct engine_logs_options o = {.tail = -1, .since_ms = since};
+    f->done = 0;
+    lbuf_reset(&f->logs);
+    assert_non_null(f->e->ops->logs(f->e, "stamped", &o, collect_logs, on_done, f));
+    wait_done(f, 1);
+    assert_string_equal(f->logs.data, "2030-01-01T00:00:00.000Z new\nnew continuation\n");
+    /* without since: the rotated copy first */
+    o.since_ms = 0;
+    f->done = 0;
+    lbuf_reset(&f->logs);
+    assert_non_null(f->e->ops->logs(f->e, "stamped", &o, collect_logs, on_done, f));
+    wait_done(f, 1);
+    assert_true(lstr_startswith(f->logs.data, "2019-01-01T00:00:00.000Z rotated\n2020"));
+}
+
 static void test_process_stop_escalates(void **state)
 {
     struct pfix *f = *state;
@@ -673,6 +805,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_process_lifecycle, psetup, pteardown),
         cmocka_unit_test_setup_teardown(test_process_no_fd_leak, psetup, pteardown),
         cmocka_unit_test_setup_teardown(test_process_stop_escalates, psetup, pteardown),
+        cmocka_unit_test_setup_teardown(test_process_log_rotation, psetup, pteardown),
+        cmocka_unit_test_setup_teardown(test_process_logs_since, psetup, pteardown),
         cmocka_unit_test_setup_teardown(test_process_adoption, psetup, pteardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -91,6 +91,8 @@ struct hs_request {
     struct lbuf headers; /* extra response header lines ("Name: value\r\n") */
     void (*on_abort)(struct hs_request *, void *);
     void *abort_ud;
+    void (*on_drain)(struct hs_request *, void *);
+    void *drain_ud;
 };
 
 struct hs_server {
@@ -567,6 +569,11 @@ static void conn_readcb(struct bufferevent *bev, void *arg)
 static void conn_writecb(struct bufferevent *bev, void *arg)
 {
     struct hs_conn *c = arg;
+    if (c->state == CONN_HANDLING && c->req && c->req->streaming && c->req->on_drain && !c->dead &&
+        evbuffer_get_length(bufferevent_get_output(bev)) == 0) {
+        c->req->on_drain(c->req, c->req->drain_ud);
+        return;
+    }
     if (c->state != CONN_CLOSING || evbuffer_get_length(bufferevent_get_output(bev)) != 0)
         return;
     if (!c->linger) {
@@ -1074,6 +1081,17 @@ int hs_stream_write(struct hs_request *r, const void *data, size_t n)
     evbuffer_add(out, data, n);
     evbuffer_add(out, "\r\n", 2);
     return 0;
+}
+
+size_t hs_stream_queued(const struct hs_request *r)
+{
+    return r->c && r->streaming ? evbuffer_get_length(bufferevent_get_output(r->c->bev)) : 0;
+}
+
+void hs_stream_on_drain(struct hs_request *r, void (*cb)(struct hs_request *r, void *ud), void *ud)
+{
+    r->on_drain = cb;
+    r->drain_ud = ud;
 }
 
 void hs_stream_end(struct hs_request *r)

@@ -94,6 +94,11 @@ void hs_reply_empty(struct hs_request *r, int status);
 int hs_stream_start(struct hs_request *r, int status, const char *content_type);
 int hs_stream_write(struct hs_request *r, const void *data, size_t n);
 void hs_stream_end(struct hs_request *r);
+/* Backpressure for a writer that could outrun its reader (a pipe into a stream): the bytes queued
+ * for the client, and a callback when all of them have been sent (NULL removes it). A writer
+ * stops above a level of its own, well below max_output, and goes on from the callback. */
+size_t hs_stream_queued(const struct hs_request *r);
+void hs_stream_on_drain(struct hs_request *r, void (*cb)(struct hs_request *r, void *ud), void *ud);
 
 /* Called once if the client goes away before the reply ends; the request is freed right after
  * the callback returns, so an asynchronous handler must drop its pointer to it there. */

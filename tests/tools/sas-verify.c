@@ -19,6 +19,8 @@
 static int usage(void)
 {
     fprintf(stderr, "usage: sas-verify STATE_DIR DEVICE_ID MODULE_ID GENERATION_ID HOSTS TOKEN\n"
+                    "       sas-verify --print-key STATE_DIR DEVICE_ID MODULE_ID GENERATION_ID\n"
+                    "  --print-key: the module's signing key in base64 (tests that look for it)\n"
                     "  HOSTS: comma-separated host names the token's audience may name\n"
                     "         (the IoT hub host name and the gateway host name)\n"
                     "  TOKEN: \"SharedAccessSignature sr=...&sig=...&se=...\", or - for stdin\n");
@@ -58,8 +60,35 @@ static int read_token(const char *arg, char *buf, size_t size)
     return 0;
 }
 
+/* The module key of a generation, in base64 (what a test greps support bundles for). */
+static int print_key(const char *state_dir, const char *device, const char *module, const char *gen)
+{
+    struct lerr err = {0};
+    _cleanup_(identity_keys_freep) struct identity_keys *keys = NULL;
+    char path[4096];
+    struct stat st;
+    snprintf(path, sizeof(path), "%s/identity/master.key", state_dir);
+    if (stat(path, &st) < 0 || identity_keys_load_or_create(state_dir, &keys, &err) < 0) {
+        fprintf(stderr, "sas-verify: %s: no master secret there\n", path);
+        return 2;
+    }
+    uint8_t key[IDENTITY_MODULE_KEY_LEN];
+    if (identity_module_key(keys, device, module, gen, key) < 0)
+        return 2;
+    struct lbuf b64 = LBUF_INIT;
+    int r = lcrypto_b64_encode(key, sizeof(key), &b64);
+    lcrypto_wipe(key, sizeof(key));
+    if (r < 0)
+        return 2;
+    printf("%s\n", b64.data);
+    lbuf_free(&b64);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
+    if (argc == 6 && strcmp(argv[1], "--print-key") == 0)
+        return print_key(argv[2], argv[3], argv[4], argv[5]);
     if (argc != 7)
         return usage();
     const char *state_dir = argv[1], *device = argv[2], *module = argv[3], *gen = argv[4];
