@@ -14,6 +14,7 @@
  * The deployment a pass works from is reference-counted, so applying a new one mid-pass is safe. */
 #include "agent/agent.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <event2/event.h>
 #include <stdio.h>
@@ -155,6 +156,14 @@ static bool rt_observation_current(const struct pass *p, const struct mod_rt *rt
 static struct slot *slot_at(struct agent *a, int i)
 {
     return i >= 0 && (size_t)i < a->n_slots ? &a->slots[i] : NULL;
+}
+
+/* The engine of a slot the caller knows exists (an op's or a module's recorded engine). */
+static struct engine *slot_engine(struct agent *a, int i)
+{
+    struct slot *s = slot_at(a, i);
+    assert(s);
+    return s->e;
 }
 
 static int slot_index_for(struct agent *a, enum module_type t)
@@ -549,7 +558,7 @@ static struct engine *op_engine(struct op *op)
 /* The engine holding the module's current container. */
 static struct engine *rt_engine(struct op *op)
 {
-    return slot_at(op->a, op->rt->eng)->e;
+    return slot_engine(op->a, op->rt->eng);
 }
 
 static void op_finish(struct op *op)
@@ -904,7 +913,7 @@ static void op_next(struct op *op)
     for (;;) {
         switch (op->stage) {
         case ST_STOP_OLD: {
-            struct engine *e = slot_at(a, op->old_eng)->e;
+            struct engine *e = slot_engine(a, op->old_eng);
             if (!op->old_id) {
                 op->stage = op->action == PLAN_REMOVE ? ST_DONE : ST_PREPARE;
                 continue;
@@ -913,7 +922,7 @@ static void op_next(struct op *op)
             break;
         }
         case ST_REMOVE_OLD: {
-            struct engine *e = slot_at(a, op->old_eng)->e;
+            struct engine *e = slot_engine(a, op->old_eng);
             r = e->ops->remove(e, op->old_id, op_done_cb, op);
             break;
         }
@@ -1877,6 +1886,7 @@ static void apply_deployment(struct apply_ctx *c, struct deployment *d)
 {
     struct agent *a = c->a;
     struct lstrv errors = LSTRV_INIT;
+    int r = -ENOMEM;
     size_t n = 0;
     for (struct mod_rt *rt = a->mods; rt; rt = rt->next)
         n++;
@@ -1905,7 +1915,7 @@ static void apply_deployment(struct apply_ctx *c, struct deployment *d)
     }
     struct plan plan;
     struct plan_view pv;
-    int r = plan_compute(d, actual, k, plan_view(a, &pv), &plan);
+    r = plan_compute(d, actual, k, plan_view(a, &pv), &plan);
     free(actual);
     if (r < 0) {
         lstrv_push(&errors, "out of memory while planning");

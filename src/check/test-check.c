@@ -1606,18 +1606,18 @@ static void test_deployment_view(void **state)
     assert_string_equal(v.d.source, "file x.json");
     assert_string_equal(v.d.min_docker_version, "v1.25");
     assert_int_equal(v.d.n_modules, dep->n_modules);
-    const struct check_module *m = NULL, *hub = NULL;
+    size_t mi = v.d.n_modules, hi = v.d.n_modules;
     for (size_t i = 0; i < v.d.n_modules; i++) {
         if (lstr_eq(v.d.modules[i].name, "mod"))
-            m = &v.d.modules[i];
+            mi = i;
         if (v.d.modules[i].system)
-            hub = &v.d.modules[i];
+            hi = i;
     }
-    assert_non_null(m);
+    assert_true(mi < v.d.n_modules && hi < v.d.n_modules);
+    const struct check_module *m = &v.d.modules[mi], *hub = &v.d.modules[hi];
     assert_string_equal(m->image, "reg.example/m:1");
     assert_non_null(m->create_options);
     assert_string_equal(m->registry_username, "u");
-    assert_non_null(hub);
     assert_null(hub->image); /* ledge's hub runs as a process */
     check_deployment_view_clear(&v);
     check_deployment_view_clear(&v);

@@ -1234,13 +1234,13 @@ int oci_spec_port_mappings(const json_t *co, json_t **ret, struct lerr *e)
     json_t *v;
     json_object_foreach ((json_t *)json_object_get(hc_of(co), "PortBindings"), k, v) {
         /* "80/tcp", "53/udp", "8080" */
-        char proto[8] = "tcp";
+        const char *proto = "tcp";
         unsigned port;
         char rest[16] = "";
         int n = sscanf(k, "%u%15s", &port, rest);
         if (n >= 2 && rest[0] == '/' &&
             (strcmp(rest, "/tcp") == 0 || strcmp(rest, "/udp") == 0 || strcmp(rest, "/sctp") == 0))
-            snprintf(proto, sizeof(proto), "%s", rest + 1);
+            proto = rest + 1;
         else if (n != 1 || port == 0 || port > 65535) {
             json_decref(arr);
             return lerr_set(e, -EINVAL,

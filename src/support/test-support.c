@@ -232,12 +232,14 @@ static size_t read_bundle(const char *path, struct entry *v, size_t max)
     return n;
 }
 
+/* The bundle's entry whose name ends in suffix; the test fails when there is none. */
 static const struct entry *find_entry(const struct entry *v, size_t n, const char *suffix)
 {
     for (size_t i = 0; i < n; i++)
         if (lstr_endswith(v[i].name, suffix))
             return &v[i];
-    return NULL;
+    fail_msg("no entry ending in %s in the bundle", suffix);
+    abort(); /* not reached: tells the compiler the result is never NULL */
 }
 
 static void write_file(const char *dir, const char *name, const char *text)
