@@ -1014,7 +1014,7 @@ int cli_vm_run_inside(struct cli *c, int argc, char **argv)
 int cmd_image(struct cli *c, int argc, char **argv)
 {
     if (!c->vm)
-        return cli_usage_error("image", "needs --vm NAME: it copies images into a VM's engine");
+        return cmd_image_local(c, argc, argv);
     if (argc != 3 || strcmp(argv[1], "load") != 0)
         return cli_usage_error("image", "expected: load IMAGE|FILE");
     struct vmctx x;

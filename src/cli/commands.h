@@ -46,6 +46,8 @@ int cmd_device(struct cli *c, int argc, char **argv);
 /* cmd_vm.c: `ledge vm ...`, `ledge --vm NAME image load ...`, and --vm itself. */
 int cmd_vm(struct cli *c, int argc, char **argv);
 int cmd_image(struct cli *c, int argc, char **argv);
+/* cmd_image.c: `ledge image list|load|rm|prune` through ledged (without --vm). */
+int cmd_image_local(struct cli *c, int argc, char **argv);
 /* Point c at VM name's guest API socket (prints why not and returns < 0). */
 int cli_vm_select(struct cli *c, const char *name);
 /* Run `ledge ARGV...` inside the VM selected with --vm (for verbs that work on the local host,

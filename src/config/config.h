@@ -75,6 +75,7 @@ struct config_engine {
     char *subnet;   /* oci: the module network's IPv4 CIDR */
     char *cni_path; /* oci: the CNI plugins' directory */
     bool userns;    /* oci: containers in a user namespace */
+    int64_t image_gc_after_ms; /* oci: images no container uses go after this long; 0 never */
     uint64_t log_max_size;
     int log_max_files;
     int64_t stop_timeout_ms;

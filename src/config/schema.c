@@ -114,6 +114,7 @@ const struct cfg_key cfg_keys[] = {
     K_STR("engine.subnet", engine.subnet, check_subnet, "10.88.0.0/16"),
     K_PATH("engine.cni_path", engine.cni_path, "/usr/lib/cni"),
     K_BOOL("engine.userns", engine.userns, "false"),
+    K_DUR("engine.image_gc_after", engine.image_gc_after_ms, 0, 365 * DAY, "1d"),
     K_SIZE("engine.log_max_size", engine.log_max_size, KiB, TiB, "10MiB"),
     K_INT("engine.log_max_files", engine.log_max_files, 1, 100, "3"),
     K_SECS("engine.stop_timeout", engine.stop_timeout_ms, 0, HOUR, "10s"),

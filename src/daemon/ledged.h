@@ -79,6 +79,12 @@ void mgmt_twin_patch(struct hs_request *r, void *ud);
 void mgmt_invoke(struct hs_request *r, void *ud);
 void mgmt_token(struct hs_request *r, void *ud);
 
+/* images.c: /images (`ledge image`), through the container engine's image ops. */
+void mgmt_images(struct hs_request *r, void *ud);
+void mgmt_image_load(struct hs_request *r, void *ud);
+void mgmt_image_remove(struct hs_request *r, void *ud);
+void mgmt_image_prune(struct hs_request *r, void *ud);
+
 /* checks.c: GET /check, the check table run for this daemon (in a child process). */
 void mgmt_check(struct hs_request *r, void *ud);
 void checks_stop(struct ledged *d);

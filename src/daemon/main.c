@@ -259,6 +259,7 @@ int main(int argc, char **argv)
         .subnet = d.cfg.engine.subnet,
         .cni_path = d.cfg.engine.cni_path,
         .userns = d.cfg.engine.userns,
+        .image_gc_after_ms = d.cfg.engine.image_gc_after_ms,
         .request_timeout_ms = 30000,
         .pull_timeout_ms = d.cfg.engine.pull_timeout_ms,
         .log_max_size = d.cfg.engine.log_max_size,

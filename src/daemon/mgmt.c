@@ -452,6 +452,10 @@ static const struct hs_route routes[] = {
     {"GET", "/systeminfo/supportbundle", mgmt_support_bundle},
     {"GET", "/status", h_status},
     {"GET", "/check", mgmt_check},
+    {"GET", "/images", mgmt_images},
+    {"POST", "/images/load", mgmt_image_load},
+    {"POST", "/images/remove", mgmt_image_remove},
+    {"POST", "/images/prune", mgmt_image_prune},
 };
 
 int mgmt_start(struct ledged *d)

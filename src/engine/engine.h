@@ -150,6 +150,8 @@ typedef void (*engine_version_fn)(void *ud, int result, const struct engine_vers
                                   const struct lerr *err);
 typedef void (*engine_event_fn)(void *ud, const struct engine_event *ev);
 typedef void (*engine_progress_fn)(void *ud, const char *line);
+/* A JSON answer (borrowed: copy what you keep); NULL with result < 0. */
+typedef void (*engine_json_fn)(void *ud, int result, const json_t *doc, const struct lerr *err);
 /* stream: 1 stdout, 2 stderr; return < 0 to stop. */
 typedef int (*engine_log_fn)(void *ud, int stream, const char *data, size_t n);
 
@@ -164,13 +166,15 @@ struct engine_config {
      * container engines get the same through the default LogConfig */
     uint64_t log_max_size;
     int log_max_files;
-    long log_check_ms;       /* process: how often the logs' sizes are looked at; 0: every 5 s */
-    const char *run_dir;     /* oci: runtime state and the keeper's socket (gone at reboot) */
-    const char *runtime;     /* oci: engine.runtime: "auto", "crun", "runc" or a path */
-    const char *network;     /* oci: engine.network, the module network's name */
-    const char *subnet;      /* oci: engine.subnet, its IPv4 range */
-    const char *cni_path;    /* oci: engine.cni_path, the CNI plugins' directory */
-    bool userns;             /* oci: engine.userns */
+    long log_check_ms;    /* process: how often the logs' sizes are looked at; 0: every 5 s */
+    const char *run_dir;  /* oci: runtime state and the keeper's socket (gone at reboot) */
+    const char *runtime;  /* oci: engine.runtime: "auto", "crun", "runc" or a path */
+    const char *network;  /* oci: engine.network, the module network's name */
+    const char *subnet;   /* oci: engine.subnet, its IPv4 range */
+    const char *cni_path; /* oci: engine.cni_path, the CNI plugins' directory */
+    bool userns;          /* oci: engine.userns */
+    /* oci: engine.image_gc_after: unused images go after this; 0 never */
+    int64_t image_gc_after_ms;
     const char *instance;    /* docker: only containers labelled dev.ledge.device=<instance> */
     long request_timeout_ms; /* ordinary API calls */
     long pull_timeout_ms;
@@ -242,6 +246,15 @@ struct engine_ops {
      * errors, so that nothing a deployment asks for is ignored without a word. */
     void (*check_create_options)(struct engine *e, const json_t *create_options, const char *prefix,
                                  struct lstrv *errors);
+    /* Optional (`ledge image`): the engine's images — list ({"images": [{name, config,
+     * platform, layers, usedBy: [module]}]}), load an archive (`docker save`, OCI layout) from a
+     * path on this host ({"images": [names]}), remove one no container uses, prune every one no
+     * container uses ({"removed": [names]}). */
+    int (*image_list)(struct engine *e, engine_json_fn cb, void *ud);
+    int (*image_load)(struct engine *e, const char *path, const char *name, engine_json_fn cb,
+                      void *ud);
+    int (*image_remove)(struct engine *e, const char *image, engine_json_fn cb, void *ud);
+    int (*image_prune)(struct engine *e, engine_json_fn cb, void *ud);
 };
 
 struct engine {

@@ -165,8 +165,10 @@ typedef void (*oci_net_done_fn)(void *ud, int result, const char *ip, const stru
  * accept rules). ip: the container's address (bridge), "" otherwise. */
 int oci_net_attach(struct oci_net *n, const char *id, enum oci_netmode mode,
                    const json_t *port_mappings, oci_net_done_fn cb, void *ud);
-/* CNI DEL and the namespace removed; nothing there is success. */
-int oci_net_detach(struct oci_net *n, const char *id, oci_net_done_fn cb, void *ud);
+/* CNI DEL (given the same port mappings as ADD: portmap finds its rules by them) and the
+ * namespace removed; nothing there is success. */
+int oci_net_detach(struct oci_net *n, const char *id, const json_t *port_mappings,
+                   oci_net_done_fn cb, void *ud);
 
 /* ------------------------------------------------------------------ logs */
 

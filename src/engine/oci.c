@@ -79,6 +79,9 @@ struct oci {
     int kpidfd;
     struct event *kpid_ev;
     struct opctx *ops; /* operations in flight, freed by fini if still there */
+    json_t *unused;    /* image name -> when we first saw no container use it (ms) */
+    int64_t image_gc_after_ms;
+    struct event *gc_timer;
 };
 
 struct octr {
@@ -1260,6 +1263,19 @@ static int oci_pull(struct engine *e, const char *image, const struct engine_reg
     p->progress = progress;
     p->image = strdup(image);
     json_t *in = json_object();
+    /* a private registry's CA where docker keeps it (certs.d/HOST:PORT/ca.crt) */
+    struct img_ref ref;
+    if (img_ref_parse(image, &ref, NULL) == 0) {
+        const char *dirs[] = {"/etc/docker/certs.d", "/etc/containers/certs.d"};
+        for (size_t i = 0; in && i < ARRAY_SIZE(dirs); i++) {
+            char ca[PATH_MAX];
+            snprintf(ca, sizeof(ca), "%s/%s/ca.crt", dirs[i], ref.registry);
+            if (access(ca, R_OK) == 0) {
+                json_object_set_new(in, "caFile", json_string(ca));
+                break;
+            }
+        }
+    }
     if (auth && auth->username)
         json_object_set_new(in, "username", json_string(auth->username));
     if (auth && auth->password)
@@ -1761,7 +1777,7 @@ static void start_next(struct opctx *op)
         if (c->netmode != OCI_NET_HOST && !oci_net_netns_exists(o->net, c->id)) {
             /* a reboot took the namespace (and the address): whatever is left of the old
              * attachment goes, then attach again */
-            r = oci_net_detach(o->net, c->id, start_net_detached, op);
+            r = oci_net_detach(o->net, c->id, c->ports, start_net_detached, op);
             if (r < 0) {
                 lerr_set(&err, r, "start %s: network: %s", c->name, strerror(-r));
                 return start_finish(op, r, &err);
@@ -2086,7 +2102,7 @@ static void remove_deleted(void *ud, const struct oci_exec_result *res)
 {
     struct opctx *op = ud;
     op->x = NULL;
-    if (oci_net_detach(op->o->net, op->c->id, remove_net_done, op) < 0)
+    if (oci_net_detach(op->o->net, op->c->id, op->c->ports, remove_net_done, op) < 0)
         remove_net_done(op, 0, NULL, NULL);
 }
 
@@ -2249,6 +2265,271 @@ static struct engine_logs *oci_logs(struct engine *e, const char *id,
     return oci_logs_open(e->base, path, c->log_files, opts, on_data, cb, ud);
 }
 
+/* ------------------------------------------------------------------ ledge image, GC */
+
+/* The image names (normalised) some container of ours uses. */
+static bool image_used(struct oci *o, const char *name, const char **ret_module)
+{
+    for (struct octr *c = o->ctrs; c; c = c->next) {
+        struct img_ref r;
+        char norm[IMG_NAME_MAX + 1];
+        if (img_ref_parse(c->image, &r, NULL) < 0 || img_ref_format(&r, norm, sizeof(norm)) < 0)
+            continue;
+        if (strcmp(norm, name) == 0) {
+            if (ret_module)
+                *ret_module = c->name;
+            return true;
+        }
+    }
+    return false;
+}
+
+/* The modules whose containers use image name (a JSON array of names). */
+static json_t *modules_using(struct oci *o, const char *name)
+{
+    json_t *users = json_array();
+    for (struct octr *c = o->ctrs; users && c; c = c->next) {
+        struct img_ref r;
+        char norm[IMG_NAME_MAX + 1];
+        if (img_ref_parse(c->image, &r, NULL) == 0 && img_ref_format(&r, norm, sizeof(norm)) == 0 &&
+            strcmp(norm, name) == 0)
+            json_array_append_new(users, json_string(c->name));
+    }
+    return users;
+}
+
+struct helper_call {
+    struct opctx *op;
+    engine_json_fn cb;
+    void *ud;
+    json_t *result;
+    json_t *removed; /* prune: the names it removes, the answer */
+    char what[64];
+};
+
+static void helper_line(void *ud, const char *line)
+{
+    struct helper_call *h = ud;
+    json_t *j = NULL;
+    if (ljson_parse(line, strlen(line), &j, NULL) == 0 && json_object_get(j, "ok")) {
+        json_decref(h->result);
+        h->result = j;
+    } else {
+        json_decref(j);
+    }
+}
+
+static void helper_done(void *ud, const struct oci_exec_result *res)
+{
+    struct helper_call *h = ud;
+    h->op->x = NULL;
+    struct lerr err = {0};
+    int r = 0;
+    if (!h->result)
+        r = lerr_set(&err, -EIO, "%s: the image helper exited with %d: %.300s", h->what,
+                     res->status, res->err_len ? res->err : "no message");
+    else if (!ljson_bool(h->result, "ok", false)) {
+        long long code = ljson_int(h->result, "errno", EIO);
+        r = lerr_set(&err, -(int)(code > 0 && code < 4096 ? code : EIO), "%s: %s", h->what,
+                     ljson_str(h->result, "error") ?: "failed");
+    }
+    if (r == 0 && h->removed)
+        json_object_set(h->result, "removed", h->removed);
+    if (h->cb)
+        h->cb(h->ud, r, r == 0 ? h->result : NULL, r < 0 ? &err : NULL);
+    json_decref(h->result);
+    json_decref(h->removed);
+    op_free(h->op);
+    free(h);
+}
+
+static int run_helper(struct oci *o, const char *what, const char *const *argv, engine_json_fn cb,
+                      void *ud, json_t *removed)
+{
+    struct opctx *op = op_new(o, NULL);
+    struct helper_call *h = calloc(1, sizeof(*h));
+    if (!op || !h) {
+        free(h);
+        if (op)
+            op_free(op);
+        return -ENOMEM;
+    }
+    h->op = op;
+    h->cb = cb;
+    h->ud = ud;
+    h->removed = removed;
+    lstr_copy(h->what, sizeof(h->what), what);
+    struct oci_exec_opts xo = {.argv = argv, .on_line = helper_line, .done = helper_done, .ud = h};
+    int r = oci_exec_start(o->e->base, &xo, &op->x);
+    if (r < 0) {
+        free(h);
+        op_free(op);
+    }
+    return r;
+}
+
+struct json_later {
+    engine_json_fn cb;
+    void *ud;
+    int r;
+    struct lerr err;
+    json_t *doc;
+};
+
+static void json_later_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct json_later *l = arg;
+    l->cb(l->ud, l->r, l->doc, l->r < 0 ? &l->err : NULL);
+    json_decref(l->doc);
+    free(l);
+}
+
+static int defer_json(struct oci *o, engine_json_fn cb, void *ud, int r, json_t *doc,
+                      const struct lerr *err)
+{
+    struct json_later *l = calloc(1, sizeof(*l));
+    if (!l) {
+        json_decref(doc);
+        return -ENOMEM;
+    }
+    *l = (struct json_later){.cb = cb, .ud = ud, .r = r, .doc = doc};
+    if (err)
+        l->err = *err;
+    struct timeval tv = {0, 0};
+    if (event_base_once(o->e->base, -1, EV_TIMEOUT, json_later_cb, l, &tv) < 0) {
+        json_decref(doc);
+        free(l);
+        return -ENOMEM;
+    }
+    return 0;
+}
+
+static int oci_image_list(struct engine *e, engine_json_fn cb, void *ud)
+{
+    struct oci *o = O(e);
+    struct lerr err = {0};
+    _cleanup_img_store_ struct img_store *s = NULL;
+    json_t *idx = NULL;
+    int r = open_store(o, &s, &err);
+    if (r == 0)
+        r = img_store_list(s, &idx, &err);
+    if (r < 0)
+        return defer_json(o, cb, ud, r, NULL, &err);
+    json_t *arr = json_array();
+    const char *name;
+    json_t *im;
+    json_object_foreach (json_object_get(idx, "images"), name, im) {
+        json_t *users = modules_using(o, name);
+        json_t *entry = json_deep_copy(im);
+        if (entry) {
+            json_object_set_new(entry, "name", json_string(name));
+            json_object_set_new(entry, "usedBy", users);
+            json_array_append_new(arr, entry);
+        } else {
+            json_decref(users);
+        }
+    }
+    json_decref(idx);
+    return defer_json(o, cb, ud, 0, json_pack("{s:o}", "images", arr), NULL);
+}
+
+static int oci_image_load(struct engine *e, const char *path, const char *name, engine_json_fn cb,
+                          void *ud)
+{
+    struct oci *o = O(e);
+    const char *argv[] = {o->image_helper, "load", o->store, path, name, NULL};
+    return run_helper(o, "load", argv, cb, ud, NULL);
+}
+
+static int oci_image_remove(struct engine *e, const char *image, engine_json_fn cb, void *ud)
+{
+    struct oci *o = O(e);
+    struct lerr err = {0};
+    struct img_ref r;
+    char norm[IMG_NAME_MAX + 1];
+    if (img_ref_parse(image, &r, &err) < 0 || img_ref_format(&r, norm, sizeof(norm)) < 0)
+        return defer_json(o, cb, ud, -EINVAL, NULL, &err);
+    const char *mod = NULL;
+    if (image_used(o, norm, &mod)) {
+        lerr_set(&err, -EBUSY, "image %s is used by module %s", norm, mod);
+        return defer_json(o, cb, ud, -EBUSY, NULL, &err);
+    }
+    struct img_image im = {0};
+    int rr = load_image(o, norm, &im, NULL, &err);
+    img_image_clear(&im);
+    if (rr < 0)
+        return defer_json(o, cb, ud, rr, NULL, &err);
+    const char *argv[] = {o->image_helper, "rm", o->store, norm, NULL};
+    return run_helper(o, "rm", argv, cb, ud, NULL);
+}
+
+/* Every image no container uses (older than min_unused_ms as far as we have watched it). */
+static int prune(struct oci *o, int64_t min_unused_ms, engine_json_fn cb, void *ud)
+{
+    struct lerr err = {0};
+    _cleanup_img_store_ struct img_store *s = NULL;
+    _cleanup_json_ json_t *idx = NULL;
+    int r = open_store(o, &s, &err);
+    if (r == 0)
+        r = img_store_list(s, &idx, &err);
+    if (r < 0)
+        return cb ? defer_json(o, cb, ud, r, NULL, &err) : r;
+    const char *argv[IMG_INDEX_MAX + 8];
+    size_t n = 0;
+    argv[n++] = o->image_helper;
+    argv[n++] = "rm";
+    argv[n++] = o->store;
+    json_t *removed = json_array();
+    int64_t now = ltime_now_ms();
+    const char *name;
+    json_t *im;
+    json_object_foreach (json_object_get(idx, "images"), name, im) {
+        if (image_used(o, name, NULL)) {
+            json_object_del(o->unused, name);
+            continue;
+        }
+        json_t *since = json_object_get(o->unused, name);
+        if (!since) {
+            json_object_set_new(o->unused, name, json_integer(now));
+            if (min_unused_ms > 0)
+                continue;
+        } else if (now - json_integer_value(since) < min_unused_ms) {
+            continue;
+        }
+        if (n < ARRAY_SIZE(argv) - 1) {
+            argv[n++] = name;
+            json_array_append_new(removed, json_string(name));
+        }
+    }
+    argv[n] = NULL;
+    if (json_array_size(removed) == 0) {
+        if (!cb) {
+            json_decref(removed);
+            return 0;
+        }
+        return defer_json(o, cb, ud, 0, json_pack("{s:o}", "removed", removed), NULL);
+    }
+    r = run_helper(o, "prune", argv, cb, ud, removed);
+    if (r < 0)
+        json_decref(removed);
+    return r;
+}
+
+static int oci_image_prune(struct engine *e, engine_json_fn cb, void *ud)
+{
+    return prune(O(e), 0, cb, ud);
+}
+
+/* Images no container has used for engine.image_gc_after go, checked every 10 minutes. */
+static void gc_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct oci *o = arg;
+    if (o->image_gc_after_ms > 0)
+        prune(o, o->image_gc_after_ms, NULL, NULL);
+    struct timeval tv = {600, 0};
+    evtimer_add(o->gc_timer, &tv);
+}
+
 /* ------------------------------------------------------------------ version, validation */
 
 static int oci_version(struct engine *e, engine_version_fn cb, void *ud)
@@ -2340,7 +2621,10 @@ static int oci_init(struct engine *e, const struct engine_config *cfg)
         closedir(d);
     }
     o->kretry = evtimer_new(e->base, kretry_cb, o);
-    return o->kretry ? 0 : -ENOMEM;
+    o->gc_timer = evtimer_new(e->base, gc_cb, o);
+    o->unused = json_object();
+    o->image_gc_after_ms = cfg->image_gc_after_ms;
+    return o->kretry && o->gc_timer && o->unused ? 0 : -ENOMEM;
 }
 
 static int oci_start(struct engine *e)
@@ -2350,6 +2634,8 @@ static int oci_start(struct engine *e)
         return 0;
     o->running = true;
     keeper_connect(o);
+    struct timeval tv = {60, 0};
+    evtimer_add(o->gc_timer, &tv);
     return 0;
 }
 
@@ -2359,6 +2645,8 @@ static void oci_stop(struct engine *e)
     o->running = false;
     if (o->kretry)
         evtimer_del(o->kretry);
+    if (o->gc_timer)
+        evtimer_del(o->gc_timer);
 }
 
 static void oci_fini(struct engine *e)
@@ -2385,6 +2673,9 @@ static void oci_fini(struct engine *e)
     oci_net_free(o->net);
     if (o->kretry)
         event_free(o->kretry);
+    if (o->gc_timer)
+        event_free(o->gc_timer);
+    json_decref(o->unused);
     if (o->kpid_ev)
         event_free(o->kpid_ev);
     if (o->kpidfd >= 0)
@@ -2421,4 +2712,8 @@ const struct engine_ops engine_oci_ops = {
     .logs_cancel = oci_logs_cancel,
     .image_platform = oci_image_platform,
     .check_create_options = oci_check_create_options,
+    .image_list = oci_image_list,
+    .image_load = oci_image_load,
+    .image_remove = oci_image_remove,
+    .image_prune = oci_image_prune,
 };

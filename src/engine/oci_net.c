@@ -386,7 +386,8 @@ int oci_net_attach(struct oci_net *n, const char *id, enum oci_netmode mode,
     return run_start(n, id, true, mode, port_mappings, cb, ud);
 }
 
-int oci_net_detach(struct oci_net *n, const char *id, oci_net_done_fn cb, void *ud)
+int oci_net_detach(struct oci_net *n, const char *id, const json_t *port_mappings,
+                   oci_net_done_fn cb, void *ud)
 {
     char p[PATH_MAX];
     oci_net_netns_path(n, id, p, sizeof(p));
@@ -396,5 +397,5 @@ int oci_net_detach(struct oci_net *n, const char *id, oci_net_done_fn cb, void *
         if (access(rp, F_OK) < 0)
             return net_defer(n, cb, ud, 0, NULL); /* host network, or never attached */
     }
-    return run_start(n, id, false, OCI_NET_BRIDGE, NULL, cb, ud);
+    return run_start(n, id, false, OCI_NET_BRIDGE, port_mappings, cb, ud);
 }
