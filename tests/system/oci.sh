@@ -84,6 +84,15 @@ grep -q "modules.web.settings.createOptions.HostConfig.Links" "$T/err" || fail "
 grep -q "HostConfig.NetworkMode" "$T/err" || fail "NetworkMode not named: $(cat "$T/err")"
 assert_eq "$(container_id web)" "$id" "a refused deployment changed the module"
 
+log "a wrong password: the pull fails and says why (the image is not here to fall back on)"
+registry_put_manifest tls web 2 application/vnd.oci.image.manifest.v1+json "$T/img/manifest.json"
+manifest "$(web_module), $(web_module | sed 's/^"web"/"web2"/; s#/web:1#/web:2#')" > "$T/deploy.json"
+with_creds "wrong-$REG_PASSWORD" "$T/deploy.json"
+ledge deploy "$T/deploy.json" >/dev/null 2>&1 || true
+wait_for 30 "web2 failed" status_is web2 failed
+module_field web2 statusDescription | grep -qi "auth" || fail "web2: $(module_field web2 statusDescription)"
+status_is web running || fail "web stopped running over web2's failure"
+
 log "offline: the registry gone, a recreate pulls in vain and uses the local image"
 stop_registries
 deploy_web "$REG_PASSWORD" "{\"Env\": [\"NEW=1\"], \"HostConfig\": {\"PortBindings\": {\"8080/tcp\": [{\"HostPort\": \"$HOST_PORT\"}]}}}" > "$T/out" ||
