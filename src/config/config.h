@@ -71,10 +71,10 @@ struct config_engine {
     char *type; /* the engine backend that runs container modules: "docker", "oci" */
     char *uri;  /* unix:///path or http://host:port */
     char *network;
-    char *runtime;  /* oci: "auto", "crun", "runc" or an absolute path */
-    char *subnet;   /* oci: the module network's IPv4 CIDR */
-    char *cni_path; /* oci: the CNI plugins' directory */
-    bool userns;    /* oci: containers in a user namespace */
+    char *runtime;             /* oci: "auto", "crun", "runc" or an absolute path */
+    char *subnet;              /* oci: the module network's IPv4 CIDR */
+    char *cni_path;            /* oci: the CNI plugins' directory */
+    bool userns;               /* oci: containers in a user namespace */
     int64_t image_gc_after_ms; /* oci: images no container uses go after this long; 0 never */
     uint64_t log_max_size;
     int log_max_files;
