@@ -98,7 +98,7 @@ stop_registries
 deploy_web "$REG_PASSWORD" "{\"Env\": [\"NEW=1\"], \"HostConfig\": {\"PortBindings\": {\"8080/tcp\": [{\"HostPort\": \"$HOST_PORT\"}]}}}" > "$T/out" ||
   fail "offline redeploy failed: $(cat "$T/out")"
 wait_for 60 "web running again" sh -c "[ \"\$(cd / && '$LEDGE_BIN' -H '$T/run/mgmt.sock' list --json | jq -r '.[] | select(.name==\"web\") | .runtimeStatus')\" = running ] && [ '$id' != \"\$(jq -r .id \$(grep -l '\"name\":\"web\"' '$T'/state/oci/containers/*/record.json))\" ]"
-grep -q "using the local image" "$T/ledged.log" || fail "the offline rule was not applied"
+grep -q "created from the local image" "$T/ledged.log" || fail "the offline rule was not applied"
 container_env web | grep -qx NEW=1 || fail "the recreated container lacks the new Env"
 wait_for 20 "the published port answers again" sh -c "curl -sf http://127.0.0.1:$HOST_PORT/ | grep -q hello"
 
