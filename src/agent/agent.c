@@ -21,7 +21,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "agent/plan.h"
+#include "plan.h"
 #include "engine/platform.h"
 #include "image/ref.h"
 #include "route/route.h"

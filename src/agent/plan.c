@@ -1,5 +1,5 @@
 /* plan.c — desired vs. actual → steps (see plan.h). */
-#include "agent/plan.h"
+#include "plan.h"
 
 #include <errno.h>
 #include <stdio.h>

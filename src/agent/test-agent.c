@@ -20,7 +20,7 @@
 #include <unistd.h>
 
 #include "agent/agent.h"
-#include "agent/plan.h"
+#include "plan.h"
 #include "agent/restart.h"
 #include "agent/state.h"
 #include "base/buf.h"

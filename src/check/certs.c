@@ -10,7 +10,7 @@
 #include <time.h>
 
 #include "base/timeutil.h"
-#include "check/check-internal.h"
+#include "check-internal.h"
 
 static int asn1_time_unix(const ASN1_TIME *t, int64_t *ret)
 {

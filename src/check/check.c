@@ -13,7 +13,7 @@
 #include "base/fs.h"
 #include "base/json.h"
 #include "base/str.h"
-#include "check/check-internal.h"
+#include "check-internal.h"
 
 #define ENGINE_TIMEOUT_MS 10000
 #define HOST_FILE_MAX (1u << 20)

@@ -16,7 +16,7 @@
 #include <unistd.h>
 
 #include "base/crypto.h"
-#include "check/check-internal.h"
+#include "check-internal.h"
 
 #define CONNECT_TIMEOUT_MS 5000
 

@@ -9,7 +9,7 @@
 #include "base/buf.h"
 #include "base/json.h"
 #include "base/str.h"
-#include "check/check-internal.h"
+#include "check-internal.h"
 
 #define SKIP_UNREACHABLE "the container engine is not reachable (see engine)"
 

@@ -16,7 +16,7 @@
 #include "base/buf.h"
 #include "base/json.h"
 #include "base/str.h"
-#include "check/check-internal.h"
+#include "check-internal.h"
 
 /* The two KVM ioctls used, from the stable KVM API; 32-bit ARM no longer ships linux/kvm.h. */
 #if __has_include(<linux/kvm.h>)

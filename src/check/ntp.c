@@ -12,7 +12,7 @@
 
 #include "base/crypto.h"
 #include "base/timeutil.h"
-#include "check/check-internal.h"
+#include "check-internal.h"
 
 #define NTP_PACKET 48
 #define NTP_UNIX_OFFSET 2208988800ULL /* seconds from 1900 to 1970 */

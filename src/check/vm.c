@@ -16,7 +16,7 @@
 #include "base/fs.h"
 #include "base/json.h"
 #include "base/str.h"
-#include "check/check-internal.h"
+#include "check-internal.h"
 #include "vm/def.h"
 #include "vm/paths.h"
 #include "vm/qemu.h"

@@ -1,5 +1,5 @@
 /* client.c — management API client for the CLI (see client.h). */
-#include "cli/client.h"
+#include "client.h"
 
 #include <errno.h>
 #include <stdarg.h>

@@ -12,7 +12,7 @@
 #include "base/json.h"
 #include "base/str.h"
 #include "check/check.h"
-#include "cli/commands.h"
+#include "commands.h"
 #include "config/config.h"
 
 /* Any absolute path will do: the checks only need to know the hub module is there. */

@@ -11,7 +11,7 @@
 #include "base/fs.h"
 #include "base/json.h"
 #include "base/str.h"
-#include "cli/commands.h"
+#include "commands.h"
 
 struct deploy_out {
     struct lbuf line;

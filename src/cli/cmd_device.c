@@ -14,7 +14,7 @@
 #include "base/fs.h"
 #include "base/json.h"
 #include "base/str.h"
-#include "cli/commands.h"
+#include "commands.h"
 
 #define PEM_FILE_MAX (1024 * 1024)
 

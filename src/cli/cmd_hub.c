@@ -9,7 +9,7 @@
 #include "base/buf.h"
 #include "base/json.h"
 #include "base/str.h"
-#include "cli/commands.h"
+#include "commands.h"
 
 /* Append s to p, URL-encoded. */
 static void put_encoded(struct lbuf *p, const char *s)

@@ -8,7 +8,7 @@
 #include <string.h>
 
 #include "base/json.h"
-#include "cli/commands.h"
+#include "commands.h"
 
 static int call_json(struct cli *c, const char *method, const char *path, json_t *body,
                      json_t **ret)

@@ -9,7 +9,7 @@
 #include "base/buf.h"
 #include "base/json.h"
 #include "base/str.h"
-#include "cli/commands.h"
+#include "commands.h"
 
 static void print_table(json_t *modules)
 {

@@ -5,7 +5,7 @@
 
 #include "base/json.h"
 #include "base/str.h"
-#include "cli/commands.h"
+#include "commands.h"
 
 static int print_json_or(struct cli *c, const char *path, void (*pretty)(json_t *))
 {

@@ -16,7 +16,7 @@
 #include "base/json.h"
 #include "base/str.h"
 #include "base/timeutil.h"
-#include "cli/commands.h"
+#include "commands.h"
 #include "config/config.h"
 #include "vm/def.h"
 #include "vm/exec.h"

@@ -2,7 +2,7 @@
  * the process exit code: 0 success, 1 failure (message on stderr), 2 usage error. */
 #pragma once
 
-#include "cli/client.h"
+#include "client.h"
 
 struct cli_command {
     const char *name;

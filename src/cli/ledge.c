@@ -7,7 +7,7 @@
 #include <string.h>
 
 #include "base/json.h"
-#include "cli/commands.h"
+#include "commands.h"
 
 static int cmd_version(struct cli *c, int argc, char **argv);
 static int cmd_help(struct cli *c, int argc, char **argv);

@@ -15,7 +15,7 @@
 #include "base/crypto.h"
 #include "base/json.h"
 #include "base/str.h"
-#include "config/schema.h"
+#include "schema.h"
 
 #define KEY_SHOWN_MAX 64 /* longer key names are quoted and cut in messages */
 

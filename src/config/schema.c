@@ -1,7 +1,7 @@
 /* schema.c — every configuration key in one table (path, type, bounds, default, field), and the
  * value parsers, validators and formatters that the loader and config_to_json() run from it.
  * Adding a key means adding a row here, a field in config.h and a line in the docs. */
-#include "config/schema.h"
+#include "schema.h"
 
 #include <arpa/inet.h>
 #include <ctype.h>

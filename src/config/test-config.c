@@ -18,7 +18,7 @@
 #include "base/json.h"
 #include "base/str.h"
 #include "config/config.h"
-#include "config/schema.h"
+#include "schema.h"
 
 /* A valid 32-byte key; tests check it never leaks. */
 #define KEY "c2VjcmV0LWtleS1ieXRlcy0wMTIzNDU2Nzg5YWJjZGU="

@@ -17,7 +17,7 @@
 #include "base/fs.h"
 #include "base/json.h"
 #include "check/check.h"
-#include "daemon/ledged.h"
+#include "ledged.h"
 #include "log/log.h"
 
 #define COMP "check"

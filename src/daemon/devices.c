@@ -15,7 +15,7 @@
 #include "base/json.h"
 #include "base/str.h"
 #include "base/timeutil.h"
-#include "daemon/ledged.h"
+#include "ledged.h"
 #include "identity/ca.h"
 #include "identity/leaf.h"
 #include "log/log.h"

@@ -9,7 +9,7 @@
 #include "base/json.h"
 #include "base/str.h"
 #include "base/timeutil.h"
-#include "daemon/ledged.h"
+#include "ledged.h"
 #include "identity/keys.h"
 #include "log/log.h"
 #include "net/http_client.h"

@@ -11,7 +11,7 @@
 #include "base/fs.h"
 #include "base/str.h"
 #include "base/timeutil.h"
-#include "daemon/ledged.h"
+#include "ledged.h"
 #include "identity/ca.h"
 #include "identity/keys.h"
 #include "log/log.h"

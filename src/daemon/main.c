@@ -15,7 +15,7 @@
 #include "base/fs.h"
 #include "base/json.h"
 #include "base/str.h"
-#include "daemon/ledged.h"
+#include "ledged.h"
 #include "log/log.h"
 #include "vm/autostart.h"
 

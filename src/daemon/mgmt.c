@@ -14,7 +14,7 @@
 #include "base/json.h"
 #include "base/str.h"
 #include "base/timeutil.h"
-#include "daemon/ledged.h"
+#include "ledged.h"
 #include "log/log.h"
 #include "net/http_client.h"
 

@@ -7,7 +7,7 @@
 
 #include "base/json.h"
 #include "base/str.h"
-#include "daemon/ledged.h"
+#include "ledged.h"
 #include "log/log.h"
 
 #define WORKLOAD_API_VERSION "2019-01-30"

@@ -17,7 +17,7 @@
 
 #include "base/str.h"
 #include "base/timeutil.h"
-#include "daemon/ledged.h"
+#include "ledged.h"
 #include "log/log.h"
 #include "support/bundle.h"
 

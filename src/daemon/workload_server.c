@@ -13,7 +13,7 @@
 
 #include "base/fs.h"
 #include "base/str.h"
-#include "daemon/ledged.h"
+#include "ledged.h"
 #include "identity/workload.h"
 #include "log/log.h"
 

@@ -13,7 +13,7 @@
 #include "base/json.h"
 #include "base/str.h"
 #include "base/timeutil.h"
-#include "engine/docker_json.h"
+#include "docker_json.h"
 #include "engine/engine.h"
 #include "image/creds.h"
 #include "net/http_client.h"

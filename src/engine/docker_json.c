@@ -1,5 +1,5 @@
 /* docker_json.c — Docker Engine API documents in and out (see docker_json.h). */
-#include "engine/docker_json.h"
+#include "docker_json.h"
 
 #include <errno.h>
 #include <stdio.h>

@@ -7,9 +7,9 @@
 
 #include "base/buf.h"
 #include "base/json.h"
-#include "engine/keeper_proto.h"
-#include "engine/oci-internal.h"
-#include "engine/oci_cni.h"
+#include "keeper_proto.h"
+#include "oci-internal.h"
+#include "oci_cni.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 

@@ -36,7 +36,7 @@
 #include "base/json.h"
 #include "base/str.h"
 #include "base/timeutil.h"
-#include "engine/keeper_proto.h"
+#include "keeper_proto.h"
 
 #define LINE_MAX_BYTES (16u << 10) /* a longer line is written in parts ("P" records) */
 #define REAPED_MAX 256             /* exits of pids not (yet) known as containers */

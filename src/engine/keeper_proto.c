@@ -1,5 +1,5 @@
 /* keeper_proto.c — building and checking the keeper's messages (keeper_proto.h). */
-#include "engine/keeper_proto.h"
+#include "keeper_proto.h"
 
 #include <errno.h>
 #include <string.h>

@@ -2,7 +2,7 @@
  * (bridge with host-local IPAM, NAT out and hairpin; portmap for published ports; firewall for
  * the FORWARD chain, which dockerd sets to DROP), each plugin's stdin as the CNI spec (1.0.0)
  * asks for it, and the results and errors plugins print, checked before anything is used. */
-#include "engine/oci_cni.h"
+#include "oci_cni.h"
 
 #include <arpa/inet.h>
 #include <errno.h>

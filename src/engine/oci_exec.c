@@ -13,7 +13,7 @@
 #include <unistd.h>
 
 #include "base/buf.h"
-#include "engine/oci-internal.h"
+#include "oci-internal.h"
 
 struct oci_exec {
     struct event_base *base;

@@ -19,7 +19,7 @@
 #include "base/macro.h"
 #include "base/str.h"
 #include "base/timeutil.h"
-#include "engine/oci-internal.h"
+#include "oci-internal.h"
 
 #define SLICE (64u << 10)
 #define LINE_MAX_KEEP (64u << 10)

@@ -20,8 +20,8 @@
 #include "base/fs.h"
 #include "base/json.h"
 #include "base/str.h"
-#include "engine/oci-internal.h"
-#include "engine/oci_cni.h"
+#include "oci-internal.h"
+#include "oci_cni.h"
 
 #define CNI_TIMEOUT_MS 60000
 

@@ -8,7 +8,7 @@
 #include <sys/utsname.h>
 
 #include "base/macro.h"
-#include "engine/oci-internal.h"
+#include "oci-internal.h"
 
 static const char *const allowed[] = {
     "accept",

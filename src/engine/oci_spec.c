@@ -15,7 +15,7 @@
 #include "base/buf.h"
 #include "base/json.h"
 #include "base/str.h"
-#include "engine/oci-internal.h"
+#include "oci-internal.h"
 
 #define DEFAULT_PATH "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 #define DEFAULT_SHM ((int64_t)64 << 20)

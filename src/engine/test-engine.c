@@ -23,7 +23,7 @@
 #include "base/json.h"
 #include "base/str.h"
 #include "base/timeutil.h"
-#include "engine/docker_json.h"
+#include "docker_json.h"
 #include "engine/engine.h"
 
 static json_t *J(const char *text)

@@ -13,9 +13,9 @@
 
 #include "base/buf.h"
 #include "base/json.h"
-#include "engine/keeper_proto.h"
-#include "engine/oci-internal.h"
-#include "engine/oci_cni.h"
+#include "keeper_proto.h"
+#include "oci-internal.h"
+#include "oci_cni.h"
 
 static int fake_user(void *ud, const char *user, struct oci_user *ret, struct lerr *e)
 {

@@ -1,14 +1,14 @@
 /* auth.c — who a client is (auth.h): this device, a module the deployment defines, and a SAS token
  * signed with that module's key for the IoT hub's or the gateway's host name, not expired. */
-#include "hub/auth.h"
+#include "auth.h"
 
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
 
 #include "base/timeutil.h"
-#include "hub/clients.h"
-#include "hub/head.h"
+#include "clients.h"
+#include "head.h"
 #include "identity/sas.h"
 #include "log/log.h"
 

@@ -4,7 +4,7 @@
 #pragma once
 
 #include "base/errors.h"
-#include "hub/hub.h"
+#include "hub.h"
 
 struct hub_credentials {
     const char *device_id;

@@ -1,6 +1,6 @@
 /* clients.c — the hub's list of authenticated clients, whatever head they came through
  * (clients.h). Small: a module has at most one connected client per head. */
-#include "hub/clients.h"
+#include "clients.h"
 
 #include <errno.h>
 #include <stdlib.h>

@@ -4,8 +4,8 @@
 
 #include <stddef.h>
 
-#include "hub/head.h"
-#include "hub/hub.h"
+#include "head.h"
+#include "hub.h"
 
 int clients_start(struct hub *h);
 void clients_stop(struct hub *h);

@@ -13,7 +13,7 @@
  *
  * With "interval", acknowledgements go out once the data is in the page cache; store_tick() syncs.
  */
-#include "hub/commit.h"
+#include "commit.h"
 
 #include <errno.h>
 #include <event2/event.h>

@@ -5,8 +5,8 @@
 
 #include <stdint.h>
 
-#include "hub/head.h"
-#include "hub/hub.h"
+#include "head.h"
+#include "hub.h"
 
 /* The worker thread under hub.fsync "always". */
 int commit_start(struct hub *h);

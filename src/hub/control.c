@@ -1,7 +1,7 @@
 /* control.c — the hub's control API for ledged: HTTP/1.1 + JSON on a unix socket only root can
  * reach (hub.control_socket, 0600). `ledge hub status`, `ledge twin`, `ledge invoke` arrive here
  * through ledged's management API. */
-#include "hub/control.h"
+#include "control.h"
 
 #include <errno.h>
 #include <stdlib.h>
@@ -10,9 +10,9 @@
 #include "base/fs.h"
 #include "base/json.h"
 #include "base/str.h"
-#include "hub/methods.h"
-#include "hub/status.h"
-#include "hub/twin.h"
+#include "methods.h"
+#include "status.h"
+#include "twin.h"
 #include "net/http_server.h"
 
 static void h_status(struct hs_request *r, void *ud)

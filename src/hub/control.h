@@ -2,7 +2,7 @@
  * reach (hub.control_socket, 0600): status, twins, methods. */
 #pragma once
 
-#include "hub/hub.h"
+#include "hub.h"
 
 int control_start(struct hub *h);
 void control_stop(struct hub *h);

@@ -1,6 +1,6 @@
 /* database.c — twins.db (database.h): opened through ldb_open (WAL, synchronous=FULL, mode 0600,
  * quick_check at open, salvage when damaged), with the schema of every table in it in one place. */
-#include "hub/database.h"
+#include "database.h"
 
 #include <errno.h>
 #include <sqlite3.h>

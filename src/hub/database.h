@@ -9,7 +9,7 @@
 #include <jansson.h>
 
 #include "base/errors.h"
-#include "hub/hub.h"
+#include "hub.h"
 
 struct sqlite3;
 

@@ -2,7 +2,7 @@
  * and for the queues earlier route tables left behind (their backlog is still delivered), removed
  * once no route names them and they are empty; delivery runs from the loop, each endpoint's sink
  * draining its queues. */
-#include "hub/endpoint.h"
+#include "endpoint.h"
 
 #include <errno.h>
 #include <event2/event.h>

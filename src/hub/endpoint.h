@@ -11,8 +11,8 @@
 
 #include "base/errors.h"
 #include "base/list.h"
-#include "hub/hub.h"
-#include "hub/message.h"
+#include "hub.h"
+#include "message.h"
 
 struct queue;
 struct endpoint;

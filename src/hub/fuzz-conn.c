@@ -22,8 +22,8 @@
 #include "base/fs.h"
 #include "base/str.h"
 #include "base/timeutil.h"
-#include "hub/head_mqtt.h"
-#include "hub/server.h"
+#include "head_mqtt.h"
+#include "server.h"
 #include "identity/sas.h"
 #include "log/log.h"
 

@@ -3,7 +3,7 @@
 #include <stdint.h>
 #include <string.h>
 
-#include "hub/message.h"
+#include "message.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 

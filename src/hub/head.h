@@ -24,8 +24,8 @@
 
 #include "base/errors.h"
 #include "base/list.h"
-#include "hub/hub.h"
-#include "hub/message.h"
+#include "hub.h"
+#include "message.h"
 
 struct endpoint;
 struct hub_client;

@@ -6,7 +6,7 @@
  * Protocol violations close the connection without an answer (MQTT 3.1.1 §4.8); the hub answers
  * as IoT Hub does where the protocol allows more than IoT Hub supports: QoS 2 publishes close the
  * connection, QoS 2 subscriptions are granted QoS 1, and RETAIN is ignored (docs/hub.md). */
-#include "hub/head_mqtt.h"
+#include "head_mqtt.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -22,16 +22,16 @@
 #include <sys/socket.h>
 
 #include "base/str.h"
-#include "hub/auth.h"
-#include "hub/clients.h"
-#include "hub/commit.h"
-#include "hub/endpoint.h"
-#include "hub/input.h"
-#include "hub/listener.h"
-#include "hub/methods.h"
-#include "hub/router.h"
-#include "hub/session.h"
-#include "hub/twin.h"
+#include "auth.h"
+#include "clients.h"
+#include "commit.h"
+#include "endpoint.h"
+#include "input.h"
+#include "listener.h"
+#include "methods.h"
+#include "router.h"
+#include "session.h"
+#include "twin.h"
 #include "log/log.h"
 #include "mqtt/codec.h"
 #include "mqtt/iothub.h"

@@ -6,8 +6,8 @@
 #include <stdbool.h>
 #include <stddef.h>
 
-#include "hub/head.h"
-#include "hub/hub.h"
+#include "head.h"
+#include "hub.h"
 
 extern const struct hub_head_ops mqtt_head_ops;
 

@@ -1,6 +1,6 @@
 /* hub.c — the little every unit shares (hub.h): identities, and refusals counted and logged
  * without letting a client flood the log. */
-#include "hub/hub.h"
+#include "hub.h"
 
 #include <errno.h>
 #include <stdarg.h>

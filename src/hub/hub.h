@@ -22,7 +22,7 @@
 #include "base/errors.h"
 #include "base/str.h"
 #include "config/config.h"
-#include "hub/runtime.h"
+#include "runtime.h"
 
 struct event_base;
 struct route_table;

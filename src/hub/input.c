@@ -1,11 +1,11 @@
 /* input.c — delivery from module-input endpoints to their module's client (input.h). When the
  * client goes, what it had not acknowledged is delivered again, in order, marked as a redelivery.
  */
-#include "hub/input.h"
+#include "input.h"
 
 #include <string.h>
 
-#include "hub/clients.h"
+#include "clients.h"
 #include "log/log.h"
 #include "store/store.h"
 

@@ -6,9 +6,9 @@
 
 #include <stdbool.h>
 
-#include "hub/endpoint.h"
-#include "hub/head.h"
-#include "hub/hub.h"
+#include "endpoint.h"
+#include "head.h"
+#include "hub.h"
 
 extern const struct hub_sink_ops input_sink_ops;
 

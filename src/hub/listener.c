@@ -1,5 +1,5 @@
 /* listener.c — TCP listeners and the TLS server context (listener.h). */
-#include "hub/listener.h"
+#include "listener.h"
 
 #include <arpa/inet.h>
 #include <errno.h>

@@ -7,7 +7,7 @@
 #include <stdbool.h>
 
 #include "base/errors.h"
-#include "hub/hub.h"
+#include "hub.h"
 
 typedef void (*listener_accept_fn)(struct hub *h, int fd, bool tls);
 

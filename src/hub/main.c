@@ -9,7 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "hub/server.h"
+#include "server.h"
 #include "log/log.h"
 
 int main(int argc, char **argv)

@@ -7,7 +7,7 @@
  *   n_app x { u16 klen, key, NUL, u16 vlen, value, NUL },
  *   body.
  * Strings carry their NUL so decoded views are C strings without copying. */
-#include "hub/message.h"
+#include "message.h"
 
 #include <errno.h>
 #include <string.h>

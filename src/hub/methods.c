@@ -1,7 +1,7 @@
 /* methods.c — direct methods (methods.h): a call gets a request id, goes to the module's client
  * (MQTT: $iothub/methods/POST/<method>/?$rid=<rid>) and waits for the answer with that id, or for
  * its timeout. */
-#include "hub/methods.h"
+#include "methods.h"
 
 #include <errno.h>
 #include <event2/event.h>
@@ -12,7 +12,7 @@
 #include "base/json.h"
 #include "base/str.h"
 #include "base/list.h"
-#include "hub/clients.h"
+#include "clients.h"
 
 #define COMP "hub"
 #define METHODS_MAX_PENDING 1024

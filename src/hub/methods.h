@@ -8,8 +8,8 @@
 #include <stddef.h>
 
 #include "base/errors.h"
-#include "hub/endpoint.h"
-#include "hub/hub.h"
+#include "endpoint.h"
+#include "hub.h"
 
 extern const struct hub_sink_ops methods_sink_ops;
 

@@ -1,7 +1,7 @@
 /* router.c — from a message to stored copies in the endpoints' queues (router.h): the system
  * properties the hub vouches for override the sender's, the route table picks the endpoints, one
  * copy goes to each at the best priority among its matching routes, with the route's TTL. */
-#include "hub/router.h"
+#include "router.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -10,8 +10,8 @@
 
 #include "base/buf.h"
 #include "base/timeutil.h"
-#include "hub/commit.h"
-#include "hub/endpoint.h"
+#include "commit.h"
+#include "endpoint.h"
 #include "route/route.h"
 
 struct router {

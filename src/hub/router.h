@@ -7,9 +7,9 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-#include "hub/head.h"
-#include "hub/hub.h"
-#include "hub/message.h"
+#include "head.h"
+#include "hub.h"
+#include "message.h"
 
 int router_start(struct hub *h);
 void router_stop(struct hub *h);

@@ -8,7 +8,7 @@
 #include "base/fs.h"
 #include "base/json.h"
 #include "base/str.h"
-#include "hub/runtime.h"
+#include "runtime.h"
 
 #define RUNTIME_MAX (8u << 20)
 

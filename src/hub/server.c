@@ -2,7 +2,7 @@
  * durable store, periodic maintenance, reload on SIGHUP (a new deployment reaches the running hub
  * without a restart and without disturbing messages in flight), orderly shutdown. The one unit
  * that knows every other: it wires the heads and sinks into struct hub. */
-#include "hub/server.h"
+#include "server.h"
 
 #include <errno.h>
 #include <event2/event.h>
@@ -13,19 +13,19 @@
 
 #include "base/str.h"
 #include "base/timeutil.h"
-#include "hub/auth.h"
-#include "hub/clients.h"
-#include "hub/commit.h"
-#include "hub/control.h"
-#include "hub/database.h"
-#include "hub/endpoint.h"
-#include "hub/head_mqtt.h"
-#include "hub/input.h"
-#include "hub/listener.h"
-#include "hub/methods.h"
-#include "hub/router.h"
-#include "hub/twin.h"
-#include "hub/upstream.h"
+#include "auth.h"
+#include "clients.h"
+#include "commit.h"
+#include "control.h"
+#include "database.h"
+#include "endpoint.h"
+#include "head_mqtt.h"
+#include "input.h"
+#include "listener.h"
+#include "methods.h"
+#include "router.h"
+#include "twin.h"
+#include "upstream.h"
 #include "log/log.h"
 #include "route/route.h"
 #include "store/store.h"

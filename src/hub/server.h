@@ -5,7 +5,7 @@
 #pragma once
 
 #include "base/errors.h"
-#include "hub/hub.h"
+#include "hub.h"
 
 /* h->base and h->cfg are set; everything else is made here. */
 int hub_start(struct hub *h, struct lerr *err);

@@ -2,7 +2,7 @@
  * twins.db on every change, so the module's backlog flows as soon as it reconnects, also after a
  * restart of the hub. Authorisation: a module subscribes only to its own inputs, twin and
  * methods. */
-#include "hub/session.h"
+#include "session.h"
 
 #include <errno.h>
 #include <sqlite3.h>
@@ -12,7 +12,7 @@
 
 #include "base/json.h"
 #include "base/str.h"
-#include "hub/database.h"
+#include "database.h"
 #include "mqtt/topic.h"
 
 struct sessions {

@@ -11,7 +11,7 @@
 #include <string.h>
 
 #include "base/list.h"
-#include "hub/hub.h"
+#include "hub.h"
 
 struct conn;
 

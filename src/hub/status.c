@@ -1,11 +1,11 @@
 /* status.c — the status document (status.h), gathered from the units that keep each part. */
-#include "hub/status.h"
+#include "status.h"
 
 #include "base/timeutil.h"
-#include "hub/database.h"
-#include "hub/endpoint.h"
-#include "hub/head.h"
-#include "hub/upstream.h"
+#include "database.h"
+#include "endpoint.h"
+#include "head.h"
+#include "upstream.h"
 #include "store/store.h"
 
 json_t *hub_status_json(struct hub *h)

@@ -5,6 +5,6 @@
 
 #include <jansson.h>
 
-#include "hub/hub.h"
+#include "hub.h"
 
 json_t *hub_status_json(struct hub *h);

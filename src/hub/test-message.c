@@ -9,7 +9,7 @@
 #include <errno.h>
 #include <string.h>
 
-#include "hub/message.h"
+#include "message.h"
 
 static void test_round_trip(void **state)
 {

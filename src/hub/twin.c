@@ -7,7 +7,7 @@
  * applied last replaces the desired document (the deployment is the source of truth, as with
  * IoT Edge deployments); `ledge twin set` merges a patch on top until the next such change.
  * Every change is sent to a subscribed module as a patch (removed keys as null). */
-#include "hub/twin.h"
+#include "twin.h"
 
 #include <errno.h>
 #include <sqlite3.h>
@@ -19,9 +19,9 @@
 #include "base/json.h"
 #include "base/str.h"
 #include "base/timeutil.h"
-#include "hub/clients.h"
-#include "hub/database.h"
-#include "hub/router.h"
+#include "clients.h"
+#include "database.h"
+#include "router.h"
 
 #define COMP "hub"
 #define TWIN_MAX_BYTES (32 * 1024) /* IoT Hub's limit for each of desired and reported */

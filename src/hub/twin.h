@@ -8,9 +8,9 @@
 #include <stddef.h>
 
 #include "base/errors.h"
-#include "hub/endpoint.h"
-#include "hub/head.h"
-#include "hub/hub.h"
+#include "endpoint.h"
+#include "head.h"
+#include "hub.h"
 
 extern const struct hub_sink_ops twins_sink_ops;
 

@@ -4,7 +4,7 @@
  * hub.max_inflight, each removed only when the upstream acknowledged it. Disconnected, they wait
  * (TTL applies) and the link reconnects with back-off from 1 s to 60 s. With a SAS identity the
  * token is renewed by reconnecting before it expires. */
-#include "hub/upstream.h"
+#include "upstream.h"
 
 #include <errno.h>
 #include <event2/dns.h>

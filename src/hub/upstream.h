@@ -4,8 +4,8 @@
 
 #include <jansson.h>
 
-#include "hub/endpoint.h"
-#include "hub/hub.h"
+#include "endpoint.h"
+#include "hub.h"
 
 extern const struct hub_sink_ops upstream_sink_ops;
 

@@ -1,5 +1,5 @@
 /* crypt.c — AES-256-GCM sealing for the workload API (layout and binding in crypt.h). */
-#include "identity/crypt.h"
+#include "crypt.h"
 
 #include <errno.h>
 #include <openssl/evp.h>

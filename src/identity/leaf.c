@@ -16,7 +16,7 @@
 #include "base/str.h"
 #include "base/timeutil.h"
 #include "identity/ca.h"
-#include "identity/crypt.h"
+#include "crypt.h"
 
 #define LEAF_RECORD_VERSION 1
 

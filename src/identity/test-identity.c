@@ -26,7 +26,7 @@
 #include "base/str.h"
 #include "base/timeutil.h"
 #include "identity/ca.h"
-#include "identity/crypt.h"
+#include "crypt.h"
 #include "identity/keys.h"
 #include "identity/leaf.h"
 #include "identity/sas.h"

@@ -13,7 +13,7 @@
 #include "base/json.h"
 #include "base/str.h"
 #include "base/timeutil.h"
-#include "identity/crypt.h"
+#include "crypt.h"
 
 #define MAX_SEGMENTS 8
 #define JSON_TYPE "application/json"

@@ -1,7 +1,7 @@
 /* auth.c — WWW-Authenticate challenge parsing (see auth.h): a scheme token, then
  * comma-separated name=value pairs whose values are tokens or quoted strings with
  * backslash escapes. */
-#include "image/auth.h"
+#include "auth.h"
 
 #include <errno.h>
 #include <stdbool.h>

@@ -16,7 +16,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "image/image-internal.h"
+#include "image-internal.h"
 #include "image/unpack.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);

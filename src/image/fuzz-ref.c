@@ -4,7 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "image/auth.h"
+#include "auth.h"
 #include "image/creds.h"
 #include "image/ref.h"
 

@@ -18,7 +18,7 @@
 #include "base/crypto.h"
 #include "base/fs.h"
 #include "base/json.h"
-#include "image/image-internal.h"
+#include "image-internal.h"
 #include "image/manifest.h"
 
 #define ANNOTATION_NAME "io.containerd.image.name"

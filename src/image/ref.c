@@ -10,7 +10,7 @@
 #include <string.h>
 
 #include "base/str.h"
-#include "image/image-internal.h"
+#include "image-internal.h"
 
 static bool is_lower_alnum(char c)
 {

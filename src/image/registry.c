@@ -15,9 +15,9 @@
 #include "base/crypto.h"
 #include "base/json.h"
 #include "base/str.h"
-#include "image/auth.h"
+#include "auth.h"
 #include "image/creds.h"
-#include "image/image-internal.h"
+#include "image-internal.h"
 #include "image/manifest.h"
 
 #ifndef LEDGE_VERSION

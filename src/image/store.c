@@ -16,7 +16,7 @@
 #include "base/crypto.h"
 #include "base/fs.h"
 #include "base/json.h"
-#include "image/image-internal.h"
+#include "image-internal.h"
 
 #define INDEX_VERSION 1
 

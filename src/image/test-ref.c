@@ -13,7 +13,7 @@
 
 #include "base/crypto.h"
 #include "base/json.h"
-#include "image/auth.h"
+#include "auth.h"
 #include "image/creds.h"
 #include "image/ref.h"
 

@@ -25,7 +25,7 @@
 #include <unistd.h>
 
 #include "base/fs.h"
-#include "image/image-internal.h"
+#include "image-internal.h"
 #include "image/load.h"
 #include "image/manifest.h"
 #include "image/store.h"

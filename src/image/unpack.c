@@ -24,7 +24,7 @@
 
 #include "base/macro.h"
 #include "base/str.h"
-#include "image/image-internal.h"
+#include "image-internal.h"
 
 #define WHITEOUT_PREFIX ".wh."
 #define WHITEOUT_OPAQUE ".wh..wh..opq"

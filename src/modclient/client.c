@@ -20,7 +20,7 @@
 #include "base/json.h"
 #include "base/str.h"
 #include "base/timeutil.h"
-#include "modclient/modclient-internal.h"
+#include "modclient-internal.h"
 #include "mqttc/mqttc.h"
 
 #define MQTT_API_VERSION "2021-04-12"

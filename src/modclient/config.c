@@ -6,7 +6,7 @@
 
 #include "base/crypto.h"
 #include "base/str.h"
-#include "modclient/modclient-internal.h"
+#include "modclient-internal.h"
 
 #define CONNSTR_MAX 4096
 #define ENV_VALUE_MAX 1024

@@ -7,7 +7,7 @@
 #include <string.h>
 
 #include "base/json.h"
-#include "modclient/modclient-internal.h"
+#include "modclient-internal.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 

@@ -32,7 +32,7 @@
 #include "base/json.h"
 #include "base/str.h"
 #include "base/timeutil.h"
-#include "modclient/modclient-internal.h"
+#include "modclient-internal.h"
 #include "mqtt/codec.h"
 
 /* ------------------------------------------------------------------ environment */

@@ -14,7 +14,7 @@
 #include "base/crypto.h"
 #include "base/json.h"
 #include "base/str.h"
-#include "modclient/modclient-internal.h"
+#include "modclient-internal.h"
 
 /* ------------------------------------------------------------------ response reader */
 

@@ -4,7 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "route/route-internal.h"
+#include "route-internal.h"
 
 #define ARENA_BLOCK_MIN 4096
 

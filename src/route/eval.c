@@ -11,7 +11,7 @@
 #include <wctype.h>
 
 #include "base/json.h"
-#include "route/route-internal.h"
+#include "route-internal.h"
 
 /* ---- messages ------------------------------------------------------------------------------ */
 

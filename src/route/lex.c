@@ -6,7 +6,7 @@
 #include <string.h>
 #include <strings.h>
 
-#include "route/route-internal.h"
+#include "route-internal.h"
 
 /* Characters that end an ID (ID_CHARS excludes them), as two 64-bit sets over ASCII; every
  * other byte, >= 0x80 included, belongs to names. QUERY_PATH also allows '[' and ']'. */

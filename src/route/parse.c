@@ -10,7 +10,7 @@
 #include <string.h>
 #include <strings.h>
 
-#include "route/route-internal.h"
+#include "route-internal.h"
 
 struct parser {
     const char *text;

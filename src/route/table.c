@@ -7,7 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "route/route-internal.h"
+#include "route-internal.h"
 
 struct builder {
     struct route_table *t;

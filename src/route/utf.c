@@ -1,6 +1,6 @@
 /* utf.c — the little Unicode the route language needs: lenient UTF-8 decoding, encoding, and
  * counting in UTF-16 code units (IoT Edge measures and indexes strings as .NET does). */
-#include "route/route-internal.h"
+#include "route-internal.h"
 
 size_t u8_decode(const unsigned char *s, size_t n, size_t i, uint32_t *ret_cp)
 {

@@ -12,7 +12,7 @@
 #include <zlib.h>
 
 #include "base/fs.h"
-#include "store/store-private.h"
+#include "store-private.h"
 
 #define CKPT_MAGIC "LQCKPT1\n"
 #define CKPT_SIZE 24

@@ -8,7 +8,7 @@
 #include <unistd.h>
 #include <zlib.h>
 
-#include "store/store-private.h"
+#include "store-private.h"
 
 /* Reads are done in windows of this size so that delivering small records costs one pread per
  * window, not two per record. */

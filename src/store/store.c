@@ -14,7 +14,7 @@
 #include <unistd.h>
 
 #include "base/fs.h"
-#include "store/store-private.h"
+#include "store-private.h"
 
 static void closedirp_(DIR **d)
 {

@@ -26,7 +26,7 @@
 #include <zlib.h>
 
 #include "base/fs.h"
-#include "store/store-private.h"
+#include "store-private.h"
 #include "store/store.h"
 
 /* snprintf into an array, failing the test on truncation */

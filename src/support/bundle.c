@@ -33,7 +33,7 @@
 #include "config/config.h"
 #include "engine/engine.h"
 #include "net/http_client.h"
-#include "support/redact.h"
+#include "redact.h"
 #include "vm/host.h"
 #include "vm/paths.h"
 

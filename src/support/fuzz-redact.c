@@ -7,7 +7,7 @@
 #include <string.h>
 
 #include "base/str.h"
-#include "support/redact.h"
+#include "redact.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 

@@ -1,7 +1,7 @@
 /* redact.c — the support bundle's secret redaction rule (redact.h). Two passes over a document:
  * the first redacts whole values (by name, by looks) and learns them, the second runs the text
  * rule over every string left, so a value learned anywhere is gone everywhere. */
-#include "support/redact.h"
+#include "redact.h"
 
 #include <ctype.h>
 #include <errno.h>

@@ -23,7 +23,7 @@
 #include "base/proc.h"
 #include "base/str.h"
 #include "support/bundle.h"
-#include "support/redact.h"
+#include "redact.h"
 
 static bool secret_name(const char *n)
 {

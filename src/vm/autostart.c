@@ -8,7 +8,7 @@
 
 #include "vm/def.h"
 #include "vm/paths.h"
-#include "vm/spawn.h"
+#include "spawn.h"
 
 int vm_autostart(const char *vmroot, vm_autostart_fn report, void *ud)
 {

@@ -15,7 +15,7 @@
 #include "base/buf.h"
 #include "base/fs.h"
 #include "base/json.h"
-#include "vm/frame.h"
+#include "frame.h"
 #include "vm/paths.h"
 
 /* The one connection an exec socket carries. */

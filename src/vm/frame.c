@@ -3,7 +3,7 @@
 #include <string.h>
 #include <zlib.h>
 
-#include "vm/frame.h"
+#include "frame.h"
 
 static const char *const type_names[] = {
     [VM_FRAME_HELLO] = "HELLO",   [VM_FRAME_OPEN] = "OPEN",     [VM_FRAME_DATA] = "DATA",

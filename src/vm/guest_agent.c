@@ -29,7 +29,7 @@
 #include "base/json.h"
 #include "base/str.h"
 #include "log/log.h"
-#include "vm/mux.h"
+#include "mux.h"
 #include "vm/paths.h"
 #include "vm/qemu.h"
 

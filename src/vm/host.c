@@ -19,7 +19,7 @@
 #include "net/http_client.h"
 #include "vm/image.h"
 #include "vm/paths.h"
-#include "vm/spawn.h"
+#include "spawn.h"
 
 /* Control API calls that answer at once; waits and stops get their own timeout plus this. */
 #define CTL_TIMEOUT_MS 10000

@@ -18,7 +18,7 @@
 #include "base/str.h"
 #include "vm/image.h"
 #include "vm/paths.h"
-#include "vm/spawn.h"
+#include "spawn.h"
 
 int vm_image_key_check(const char *key, struct lerr *err)
 {

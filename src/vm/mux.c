@@ -28,8 +28,8 @@
 
 #include "base/buf.h"
 #include "base/json.h"
-#include "vm/frame.h"
-#include "vm/mux.h"
+#include "frame.h"
+#include "mux.h"
 
 enum conn_kind {
     CONN_NEW,    /* OPEN received, not attached yet */

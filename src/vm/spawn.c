@@ -1,5 +1,5 @@
 /* spawn.c — running ledge-vmm and the tools `ledge vm` uses (spawn.h). */
-#include "vm/spawn.h"
+#include "spawn.h"
 
 #include <errno.h>
 #include <fcntl.h>

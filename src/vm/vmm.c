@@ -39,9 +39,9 @@
 #include "net/http_server.h"
 #include "net/unix.h"
 #include "vm/def.h"
-#include "vm/spawn.h"
-#include "vm/frame.h"
-#include "vm/mux.h"
+#include "spawn.h"
+#include "frame.h"
+#include "mux.h"
 #include "vm/paths.h"
 #include "vm/qemu.h"
 

@@ -36,7 +36,7 @@ edges=$(for u in "${units[@]}"; do
   echo "$u $u"
   for f in "$dir/$u.c" "$dir/$u.h"; do
     [ -f "$f" ] || continue
-    sed -n 's|^#include "hub/\([a-z_]*\)\.h".*|\1|p' "$f" | while read -r v; do
+    sed -n 's|^#include "\([a-z_]*\)\.h".*|\1|p' "$f" | while read -r v; do
       [ "$v" = "$u" ] || echo "$u $v"
     done
   done

@@ -4,7 +4,10 @@
 The table ("| layer | folder | may use | what it is |") is the rule: a file in a layer's folder may
 include its own layer's headers and those of the layers its "may use" cell names, nothing else.
 Every folder under src/ must have a row (programs included), headers named *-internal.h or
-*-private.h are never included from outside their folder. Exits 1 with one line per violation."""
+*-private.h are never included from outside their folder. The build says the same: each
+library's static_library() in its folder's meson.build may depend only on the libraries of the
+layers its row allows (the compiler then sees no other layer's include folder). Exits 1 with one
+line per violation."""
 
 import os
 import re
@@ -36,6 +39,48 @@ def read_table():
             may = {m.strip("` ").lower() for m in cells[2].split(",")}
             rows[name] = (folders, may, cells[2].strip() == "what they need")
     return rows
+
+
+# Libraries whose dependency name is not dep_<layer>: the layer they belong to.
+DEP_ALIASES = {"manifest": "agent", "createopts": "engine", "keeper_proto": "engine",
+               "image_ref": "image", "hub_message": "hub"}
+STATIC_LIB = re.compile(r"static_library\((.*?)\n(?=\S)", re.S)
+LIST = re.compile(r"^(\w+)\s*=\s*\[([^\]]*)\]", re.M)
+
+
+def check_meson(rows, owner_of):
+    """Each static_library() in src/<x>/meson.build names only dep_<layer>s its row allows."""
+    errors = []
+    layer_names = {name.lower() for name in rows}
+    src = os.path.join(ROOT, "src")
+    for d in sorted(os.listdir(src)):
+        mf = os.path.join(src, d, "meson.build")
+        if not os.path.isfile(mf):
+            continue
+        me = owner_of(f"src/{d}")
+        if me is None or rows[me][2]:
+            continue
+        may = rows[me][1]
+        with open(mf, encoding="utf-8") as f:
+            text = f.read()
+        lists = {m.group(1): m.group(2) for m in LIST.finditer(text)}
+        for m in STATIC_LIB.finditer(text):
+            call = m.group(1)
+            name = re.match(r"\s*'([^']+)'", call).group(1)
+            deps = re.search(r"dependencies\s*:\s*(\[[^\]]*\]|\w+)", call)
+            if not deps:
+                continue
+            body = deps.group(1)
+            if not body.startswith("["):
+                body = lists.get(body, "")
+            for dep in re.findall(r"\bdep_(\w+)", body):
+                layer = DEP_ALIASES.get(dep, dep)
+                if layer not in layer_names or layer == me.lower():
+                    continue  # an outside package (dep_event, dep_ssl) or the layer itself
+                if layer not in may:
+                    errors.append(f"src/{d}/meson.build: {name} depends on dep_{dep} (layer {layer}), "
+                                  f"which the {me} row does not allow")
+    return errors
 
 
 def main():
@@ -98,6 +143,7 @@ def main():
                     if target.lower() not in may:
                         errors.append(f"{rel}:{line}: layer {me} includes {inc} (layer {target}), "
                                       f"which its row does not allow (may use: {', '.join(sorted(may))})")
+    errors += check_meson(rows, owner_of)
     for e in errors:
         print("layers: " + e)
     if not errors:
