@@ -8,6 +8,7 @@
 #include <fcntl.h>
 #include <stdarg.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include <yaml.h>
@@ -844,6 +845,11 @@ static int resolve_derived(struct ledge_config *c)
     if (c->upstream.enabled && !c->upstream.host && d->identity != CONFIG_IDENTITY_GENERATED &&
         !(c->upstream.host = strdup(d->iothub_hostname)))
         return -ENOMEM;
+    c->upstream.iothub = c->upstream.enabled && c->upstream.host &&
+                         d->identity != CONFIG_IDENTITY_GENERATED &&
+                         (c->upstream.iothub_mode == CONFIG_IOTHUB_TRUE ||
+                          (c->upstream.iothub_mode == CONFIG_IOTHUB_AUTO &&
+                           strcasecmp(c->upstream.host, d->iothub_hostname) == 0));
     return 0;
 }
 

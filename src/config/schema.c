@@ -27,6 +27,7 @@ _Static_assert(sizeof(enum config_protocol) == sizeof(int), "enum size");
 static const char *const log_level_names[] = {"error", "warn", "info", "debug", "trace", NULL};
 static const char *const fsync_names[] = {"always", "interval", NULL};
 static const char *const protocol_names[] = {"mqtt", NULL};
+static const char *const iothub_names[] = {"auto", "true", "false", NULL};
 
 #define KiB 1024LL
 #define MiB (1024LL * KiB)
@@ -173,6 +174,7 @@ const struct cfg_key cfg_keys[] = {
     K_ENUM("upstream.protocol", upstream.protocol, protocol_names, "mqtt"),
     K_SECS("upstream.keepalive", upstream.keepalive_ms, 0, 65535 * SEC, "60s"),
     K_SECS("upstream.token_lifetime", upstream.token_lifetime_ms, MINUTE, 30 * DAY, "1h"),
+    K_ENUM("upstream.iothub", upstream.iothub_mode, iothub_names, "auto"),
 
     K_SIZE("check.min_free_memory", check.min_free_memory, 0, TiB, "1GiB"),
     K_SIZE("check.min_free_disk", check.min_free_disk, 0, 64 * TiB, "10GiB"),

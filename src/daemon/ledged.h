@@ -20,6 +20,7 @@ struct hc_client;
 struct check_job;
 struct devices;
 struct support_job;
+struct cloud;
 
 #define LEDGED_MAX_ENGINES 4
 
@@ -50,6 +51,7 @@ struct ledged {
     struct check_job *check_job;          /* the GET /check run in progress (checks.c) */
     struct devices *devices;              /* leaf devices behind this gateway (devices.c) */
     struct support_job *support_jobs;     /* support bundles being made (support.c) */
+    struct cloud *cloud;                  /* deployments from IoT Hub (cloud.c) */
 };
 
 /* mgmt.c */
@@ -57,6 +59,12 @@ int mgmt_start(struct ledged *d);
 void mgmt_stop(struct ledged *d);
 /* Progress lines during deployments (image pulls) go to every client following a deploy. */
 void mgmt_progress(struct ledged *d, const char *module, const char *line);
+
+/* cloud.c: deployments from IoT Hub ($edgeAgent/$edgeHub twins); nothing unless
+ * upstream.iothub. After agent_start; cloud_stop before the agent is freed. */
+int cloud_start(struct ledged *d);
+void cloud_stop(struct ledged *d);
+json_t *cloud_status_json(struct ledged *d);
 
 /* modules.c: the agent's hooks (module identity environment, workload sockets, hub config). */
 void modules_hooks(struct ledged *d, struct agent_hooks *hooks);

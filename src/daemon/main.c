@@ -153,6 +153,7 @@ static int load_config(struct ledged *d, const char *path)
 static void ledged_free(struct ledged *d)
 {
     mgmt_stop(d);
+    cloud_stop(d);
     workload_server_stop(d);
     agent_free(d->agent);
     for (size_t i = 0; i < d->n_engines; i++)
@@ -333,6 +334,8 @@ int main(int argc, char **argv)
     }
     for (size_t i = 0; i < d.n_engines; i++)
         d.engines[i]->ops->start(d.engines[i]);
+    if ((r = cloud_start(&d)) < 0)
+        goto out;
     container_engine->ops->version(container_engine, container_version_cb, &d);
 
     struct event *sigterm = evsignal_new(d.base, SIGTERM, on_signal, &d);

@@ -420,6 +420,7 @@ static void h_status(struct hs_request *r, void *ud)
     json_object_set_new(o, "version", json_string(LEDGE_VERSION));
     json_object_set_new(o, "deviceId", json_string(d->cfg.device.id));
     json_object_set_new(o, "pid", json_integer(getpid()));
+    json_object_set_new(o, "cloud", cloud_status_json(d));
     hs_reply_json(r, 200, o);
 }
 

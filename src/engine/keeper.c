@@ -34,7 +34,6 @@
 
 #include "base/fs.h"
 #include "base/json.h"
-#include "base/list.h"
 #include "base/str.h"
 #include "base/timeutil.h"
 #include "keeper_proto.h"
@@ -80,7 +79,7 @@ struct ctr {
     int64_t log_size;
     struct stream out, err;
     bool dead; /* freed at the end of the current batch of events, which may still name it */
-    struct llist node; /* in K.ctrs, or in K.dead once freed */
+    struct ctr *next;
 };
 
 struct reaped {
@@ -92,16 +91,11 @@ struct reaped {
 static struct {
     int ep, listen_fd, client, sigfd;
     const char *state;
-    struct llist ctrs, dead;
+    struct ctr *ctrs, *dead;
     size_t n_ctrs;
     struct reaped reaped[REAPED_MAX];
     size_t n_reaped, reaped_next;
-} K = {.ep = -1,
-       .listen_fd = 3,
-       .client = -1,
-       .sigfd = -1,
-       .ctrs = LLIST_INIT(K.ctrs),
-       .dead = LLIST_INIT(K.dead)};
+} K = {.ep = -1, .listen_fd = 3, .client = -1, .sigfd = -1};
 
 /* ------------------------------------------------------------------ helpers */
 
@@ -142,8 +136,7 @@ static int read_starttime(pid_t pid, unsigned long long *ret)
 
 static struct ctr *ctr_find(const char *id)
 {
-    struct ctr *c;
-    llist_foreach (c, &K.ctrs, node)
+    for (struct ctr *c = K.ctrs; c; c = c->next)
         if (strcmp(c->id, id) == 0)
             return c;
     return NULL;
@@ -183,10 +176,7 @@ static void reply_error(int64_t seq, int code, const char *fmt, ...)
 static void save_state(void)
 {
     json_t *arr = json_array();
-    struct ctr *c;
-    llist_foreach (c, &K.ctrs, node) {
-        if (!arr)
-            break;
+    for (struct ctr *c = K.ctrs; arr && c; c = c->next) {
         struct keeper_container kc = {.id = c->id,
                                       .pid = c->running ? c->pid : 0,
                                       .running = c->running,
@@ -221,7 +211,8 @@ static struct ctr *ctr_new(const char *id)
     c->out.c = c->err.c = c;
     c->out.name = "stdout";
     c->err.name = "stderr";
-    llist_add_tail(&K.ctrs, &c->node);
+    c->next = K.ctrs;
+    K.ctrs = c;
     K.n_ctrs++;
     return c;
 }
@@ -230,8 +221,12 @@ static void stream_close(struct stream *s);
 
 static void ctr_free(struct ctr *c)
 {
-    llist_remove(&c->node);
-    K.n_ctrs--;
+    for (struct ctr **pp = &K.ctrs; *pp; pp = &(*pp)->next)
+        if (*pp == c) {
+            *pp = c->next;
+            K.n_ctrs--;
+            break;
+        }
     stream_close(&c->out);
     stream_close(&c->err);
     if (c->pidfd >= 0) {
@@ -245,7 +240,8 @@ static void ctr_free(struct ctr *c)
     free(c->log_path);
     c->log_path = NULL;
     c->dead = true;
-    llist_add_tail(&K.dead, &c->node);
+    c->next = K.dead;
+    K.dead = c;
 }
 
 static void watch_adopted(struct ctr *c)
@@ -486,8 +482,7 @@ static void reap(void)
         if (pid <= 0)
             return;
         bool known = false;
-        struct ctr *c;
-        llist_foreach (c, &K.ctrs, node) {
+        for (struct ctr *c = K.ctrs; c; c = c->next) {
             if (c->runner == pid) {
                 run_finished(c, status);
                 known = true;
@@ -599,10 +594,7 @@ static void handle_request(const char *text, size_t n)
     }
     case KEEPER_OP_LIST: {
         json_t *arr = json_array();
-        struct ctr *c;
-        llist_foreach (c, &K.ctrs, node) {
-            if (!arr)
-                break;
+        for (struct ctr *c = K.ctrs; arr && c; c = c->next) {
             if (c->runner)
                 continue; /* not started yet: its run answer says how it went */
             struct keeper_container kc = {.id = c->id,
@@ -737,9 +729,10 @@ int main(int argc, char **argv)
             }
             }
         }
-        struct ctr *c, *tmp;
-        llist_foreach_safe (c, tmp, &K.dead, node)
+        while (K.dead) {
+            struct ctr *c = K.dead;
+            K.dead = c->next;
             free(c);
-        llist_init(&K.dead);
+        }
     }
 }

@@ -32,7 +32,6 @@
 #include "base/crypto.h"
 #include "base/fs.h"
 #include "base/json.h"
-#include "base/list.h"
 #include "base/str.h"
 #include "base/timeutil.h"
 #include "engine/engine.h"
@@ -67,7 +66,7 @@ struct oci {
     char *keeper_bin, *image_helper;
     bool userns;
     struct oci_net *net;
-    struct llist ctrs; /* struct octr */
+    struct octr *ctrs;
     size_t n_ctrs;
     bool running; /* between start and stop */
     /* the keeper */
@@ -75,12 +74,12 @@ struct oci {
     struct event *kev, *kretry;
     bool kconnected; /* hello answered and the table reconciled */
     int64_t kseq;
-    struct llist kreqs; /* requests sent, waiting for their answer, oldest first */
-    pid_t kpid;         /* the keeper we started (our child until we exit) */
+    struct kreq *kreqs;
+    pid_t kpid; /* the keeper we started (our child until we exit) */
     int kpidfd;
     struct event *kpid_ev;
-    struct llist ops; /* operations in flight (struct opctx), freed by fini if still there */
-    json_t *unused;   /* image name -> when we first saw no container use it (ms) */
+    struct opctx *ops; /* operations in flight, freed by fini if still there */
+    json_t *unused;    /* image name -> when we first saw no container use it (ms) */
     int64_t image_gc_after_ms;
     struct event *gc_timer;
 };
@@ -117,7 +116,7 @@ struct octr {
     struct event *kill_timer;
     engine_done_fn stop_cb;
     void *stop_ud;
-    struct llist node; /* in oci.ctrs */
+    struct octr *next;
 };
 
 static struct oci *O(struct engine *e)
@@ -157,20 +156,18 @@ static void log_path(const struct octr *c, char *buf, size_t n)
 
 static struct octr *find(struct oci *o, const char *id_or_name)
 {
-    struct octr *c;
-    llist_foreach (c, &o->ctrs, node)
+    for (struct octr *c = o->ctrs; c; c = c->next)
         if (strcmp(c->id, id_or_name) == 0 || lstr_eq(c->name, id_or_name))
             return c;
     /* docker accepts a unique id prefix; so do we (12 characters, as `docker ps` shows) */
     size_t n = strlen(id_or_name);
     struct octr *hit = NULL;
-    if (n >= 12)
-        llist_foreach (c, &o->ctrs, node)
-            if (strncmp(c->id, id_or_name, n) == 0) {
-                if (hit)
-                    return NULL;
-                hit = c;
-            }
+    for (struct octr *c = o->ctrs; n >= 12 && c; c = c->next)
+        if (strncmp(c->id, id_or_name, n) == 0) {
+            if (hit)
+                return NULL;
+            hit = c;
+        }
     return hit;
 }
 
@@ -345,10 +342,12 @@ static void ctr_free(struct octr *c)
 
 static void ctr_unlink(struct oci *o, struct octr *c)
 {
-    if (llist_linked(&c->node)) {
-        llist_remove(&c->node);
-        o->n_ctrs--;
-    }
+    for (struct octr **pp = &o->ctrs; *pp; pp = &(*pp)->next)
+        if (*pp == c) {
+            *pp = c->next;
+            o->n_ctrs--;
+            return;
+        }
 }
 
 static struct octr *ctr_new(struct oci *o)
@@ -365,7 +364,8 @@ static struct octr *ctr_new(struct oci *o)
 
 static void ctr_link(struct oci *o, struct octr *c)
 {
-    llist_add_tail(&o->ctrs, &c->node);
+    c->next = o->ctrs;
+    o->ctrs = c;
     o->n_ctrs++;
 }
 
@@ -443,7 +443,7 @@ struct kreq {
     int64_t seq;
     kreq_fn cb;
     void *ud;
-    struct llist node; /* in oci.kreqs */
+    struct kreq *next;
 };
 
 static void keeper_lost(struct oci *o, const char *why);
@@ -473,7 +473,10 @@ static int keeper_send(struct oci *o, struct keeper_request *r, kreq_fn cb, void
     q->seq = r->seq;
     q->cb = cb;
     q->ud = ud;
-    llist_add_tail(&o->kreqs, &q->node);
+    struct kreq **pp = &o->kreqs;
+    while (*pp)
+        pp = &(*pp)->next;
+    *pp = q;
     return 0;
 }
 
@@ -501,15 +504,13 @@ static void keeper_readable(evutil_socket_t fd, short what, void *arg)
         on_keeper_exit(o, &m.exit);
         return;
     }
-    struct kreq *q = NULL, *p;
-    llist_foreach (p, &o->kreqs, node)
-        if (p->seq == m.seq) {
-            q = p;
-            break;
-        }
+    struct kreq **pp = &o->kreqs;
+    while (*pp && (*pp)->seq != m.seq)
+        pp = &(*pp)->next;
+    struct kreq *q = *pp;
     if (!q)
         return; /* an answer for a request of a connection before this one */
-    llist_remove(&q->node);
+    *pp = q->next;
     struct lerr ke = {0};
     if (!m.ok)
         lerr_set(&ke, -m.err_code, "keeper: %s", m.error ? m.error : strerror(m.err_code));
@@ -521,9 +522,9 @@ static void fail_kreqs(struct oci *o)
 {
     struct lerr e;
     lerr_set(&e, -EIO, "the container supervisor (ledge-keeper) went away");
-    struct kreq *q;
-    while ((q = llist_first(&o->kreqs, struct kreq, node))) {
-        llist_remove(&q->node);
+    while (o->kreqs) {
+        struct kreq *q = o->kreqs;
+        o->kreqs = q->next;
         q->cb(o, q->ud, NULL, &e);
         free(q);
     }
@@ -563,8 +564,7 @@ static void keeper_listed(struct oci *o, void *ud, const struct keeper_msg *m, c
         keeper_lost(o, lerr_str(e));
         return;
     }
-    struct octr *c;
-    llist_foreach (c, &o->ctrs, node) {
+    for (struct octr *c = o->ctrs; c; c = c->next) {
         if (c->state != CTR_RUNNING || c->starting)
             continue;
         struct keeper_container kc = {0};
@@ -728,8 +728,8 @@ struct opctx {
     void *ud;
     struct lerr err;
     struct oci_exec *x;
-    bool dead;         /* fini ran: nothing may call back */
-    struct llist node; /* in oci.ops */
+    bool dead; /* fini ran: nothing may call back */
+    struct opctx *prev, *next;
 };
 
 static struct opctx *op_new(struct oci *o, struct octr *c)
@@ -739,13 +739,22 @@ static struct opctx *op_new(struct oci *o, struct octr *c)
         return NULL;
     op->o = o;
     op->c = c;
-    llist_add_tail(&o->ops, &op->node);
+    op->next = o->ops;
+    if (o->ops)
+        o->ops->prev = op;
+    o->ops = op;
     return op;
 }
 
 static void op_free(struct opctx *op)
 {
-    llist_remove(&op->node);
+    struct oci *o = op->o;
+    if (op->prev)
+        op->prev->next = op->next;
+    else if (o->ops == op)
+        o->ops = op->next;
+    if (op->next)
+        op->next->prev = op->prev;
     free(op);
 }
 
@@ -1013,8 +1022,7 @@ static void write_hosts(struct oci *o, struct octr *c)
     else
         lbuf_printf(&b, "127.0.1.1\t%s %s\n", host, c->name);
     if (c->netmode == OCI_NET_BRIDGE) {
-        struct octr *p;
-        llist_foreach (p, &o->ctrs, node) {
+        for (struct octr *p = o->ctrs; p; p = p->next) {
             if (p == c || p->netmode != OCI_NET_BRIDGE || !p->ip[0] || b.len > OCI_HOSTS_MAX)
                 continue;
             lbuf_printf(&b, "%s\t%s", p->ip, p->name);
@@ -1042,8 +1050,7 @@ static void write_hosts(struct oci *o, struct octr *c)
 
 static void write_all_hosts(struct oci *o)
 {
-    struct octr *c;
-    llist_foreach (c, &o->ctrs, node)
+    for (struct octr *c = o->ctrs; c; c = c->next)
         if (!c->removing)
             write_hosts(o, c);
 }
@@ -2186,11 +2193,9 @@ static void inspect_later(evutil_socket_t fd, short what, void *arg)
     if (l->lcb) {
         size_t n = 0;
         struct engine_container *v = calloc(o->n_ctrs ? o->n_ctrs : 1, sizeof(*v));
-        struct octr *c;
-        if (v)
-            llist_foreach (c, &o->ctrs, node)
-                if (!c->removing || c->state == CTR_RUNNING)
-                    fill(c, &v[n++]);
+        for (struct octr *c = o->ctrs; v && c; c = c->next)
+            if (!c->removing || c->state == CTR_RUNNING)
+                fill(c, &v[n++]);
         if (!v) {
             struct lerr err;
             lerr_set(&err, -ENOMEM, "list: out of memory");
@@ -2265,8 +2270,7 @@ static struct engine_logs *oci_logs(struct engine *e, const char *id,
 /* The image names (normalised) some container of ours uses. */
 static bool image_used(struct oci *o, const char *name, const char **ret_module)
 {
-    struct octr *c;
-    llist_foreach (c, &o->ctrs, node) {
+    for (struct octr *c = o->ctrs; c; c = c->next) {
         struct img_ref r;
         char norm[IMG_NAME_MAX + 1];
         if (img_ref_parse(c->image, &r, NULL) < 0 || img_ref_format(&r, norm, sizeof(norm)) < 0)
@@ -2284,10 +2288,7 @@ static bool image_used(struct oci *o, const char *name, const char **ret_module)
 static json_t *modules_using(struct oci *o, const char *name)
 {
     json_t *users = json_array();
-    struct octr *c;
-    llist_foreach (c, &o->ctrs, node) {
-        if (!users)
-            break;
+    for (struct octr *c = o->ctrs; users && c; c = c->next) {
         struct img_ref r;
         char norm[IMG_NAME_MAX + 1];
         if (img_ref_parse(c->image, &r, NULL) == 0 && img_ref_format(&r, norm, sizeof(norm)) == 0 &&
@@ -2569,9 +2570,6 @@ static int oci_init(struct engine *e, const struct engine_config *cfg)
     struct lerr err = {0};
     o->e = e;
     o->kfd = o->kpidfd = -1;
-    llist_init(&o->ctrs);
-    llist_init(&o->kreqs);
-    llist_init(&o->ops);
     const char *state = cfg->state_dir ? cfg->state_dir : "/var/lib/ledge";
     const char *run = cfg->run_dir ? cfg->run_dir : "/run/ledge";
     o->dir = lstr_printf("%s/oci", state);
@@ -2655,20 +2653,21 @@ static void oci_fini(struct engine *e)
 {
     struct oci *o = O(e);
     keeper_disconnect(o);
-    struct kreq *q, *qtmp;
-    llist_foreach_safe (q, qtmp, &o->kreqs, node)
+    while (o->kreqs) {
+        struct kreq *q = o->kreqs;
+        o->kreqs = q->next;
         free(q);
-    llist_init(&o->kreqs);
+    }
     /* Operations in flight: their helper programs are killed, their callers not called. */
-    struct opctx *op, *optmp;
-    llist_foreach_safe (op, optmp, &o->ops, node) {
+    while (o->ops) {
+        struct opctx *op = o->ops;
         oci_exec_cancel(op->x);
         op->x = NULL;
         op_free(op);
     }
-    struct octr *c, *ctmp;
-    llist_foreach_safe (c, ctmp, &o->ctrs, node) {
-        llist_remove(&c->node);
+    while (o->ctrs) {
+        struct octr *c = o->ctrs;
+        o->ctrs = c->next;
         ctr_free(c); /* running containers keep running: the keeper has them */
     }
     oci_net_free(o->net);

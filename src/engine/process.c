@@ -26,7 +26,6 @@
 #include "base/crypto.h"
 #include "base/fs.h"
 #include "base/json.h"
-#include "base/list.h"
 #include "base/str.h"
 #include "base/timeutil.h"
 #include "engine/engine.h"
@@ -59,13 +58,13 @@ struct proc {
     engine_done_fn stop_cb;
     void *stop_ud;
     bool removing;
-    struct llist node; /* in pengine.procs */
+    struct proc *next;
 };
 
 struct pengine {
     struct engine *e;
     char *dir;
-    struct llist procs; /* struct proc */
+    struct proc *procs;
     size_t n_procs;
     struct event *sigchld;
     struct event *rotate;
@@ -88,8 +87,7 @@ static inline void closedirp(DIR **d)
 
 static struct proc *find(struct pengine *pe, const char *id_or_name)
 {
-    struct proc *p;
-    llist_foreach (p, &pe->procs, node)
+    for (struct proc *p = pe->procs; p; p = p->next)
         if (strcmp(p->id, id_or_name) == 0 || strcmp(p->name, id_or_name) == 0)
             return p;
     return NULL;
@@ -157,10 +155,12 @@ static void proc_free(struct proc *p)
 
 static void unlink_proc(struct pengine *pe, struct proc *p)
 {
-    if (llist_linked(&p->node)) {
-        llist_remove(&p->node);
-        pe->n_procs--;
-    }
+    for (struct proc **pp = &pe->procs; *pp; pp = &(*pp)->next)
+        if (*pp == p) {
+            *pp = p->next;
+            pe->n_procs--;
+            return;
+        }
 }
 
 static void emit(struct pengine *pe, enum engine_event_kind kind, struct proc *p)
@@ -244,8 +244,7 @@ static void sigchld_cb(evutil_socket_t sig, short what, void *arg)
     /* Only our own children: other parts of the program may have children of their own. */
     while (again) {
         again = false;
-        struct proc *p;
-        llist_foreach (p, &pe->procs, node) {
+        for (struct proc *p = pe->procs; p; p = p->next) {
             if (!p->child || p->pid <= 0)
                 continue;
             int status;
@@ -336,7 +335,8 @@ static int load_record(struct pengine *pe, const char *file)
         if (p->state == CTR_EXITED)
             persist(p);
     }
-    llist_add_tail(&pe->procs, &p->node);
+    p->next = pe->procs;
+    pe->procs = p;
     pe->n_procs++;
     return 0;
 }
@@ -385,8 +385,7 @@ static void rotate_one(struct pengine *pe, struct proc *p)
 static void rotate_cb(evutil_socket_t fd, short what, void *arg)
 {
     struct pengine *pe = arg;
-    struct proc *p;
-    llist_foreach (p, &pe->procs, node)
+    for (struct proc *p = pe->procs; p; p = p->next)
         rotate_one(pe, p);
 }
 
@@ -396,7 +395,6 @@ static int pe_init(struct engine *e, const struct engine_config *cfg)
 {
     struct pengine *pe = P(e);
     pe->e = e;
-    llist_init(&pe->procs);
     pe->dir = lstr_printf("%s/process", cfg->state_dir ? cfg->state_dir : "/var/lib/ledge");
     if (!pe->dir)
         return -ENOMEM;
@@ -447,9 +445,9 @@ static void pe_stop(struct engine *e)
 static void pe_fini(struct engine *e)
 {
     struct pengine *pe = P(e);
-    struct proc *p, *tmp;
-    llist_foreach_safe (p, tmp, &pe->procs, node) {
-        llist_remove(&p->node);
+    while (pe->procs) {
+        struct proc *p = pe->procs;
+        pe->procs = p->next;
         proc_free(p); /* running programs keep running: they are adopted next time */
     }
     if (pe->sigchld)
@@ -552,7 +550,8 @@ static int pe_create(struct engine *e, const struct engine_create_spec *spec, en
                                  strerror(-r));
             proc_free(p);
         } else {
-            llist_add_tail(&pe->procs, &p->node);
+            p->next = pe->procs;
+            pe->procs = p;
             pe->n_procs++;
             lstr_copy(l->id, sizeof(l->id), p->id);
         }
@@ -754,10 +753,8 @@ static void inspect_later(evutil_socket_t fd, short what, void *arg)
     if (l->lcb) {
         size_t n = 0;
         struct engine_container *v = calloc(pe->n_procs ? pe->n_procs : 1, sizeof(*v));
-        struct proc *p;
-        if (v)
-            llist_foreach (p, &pe->procs, node)
-                fill(p, &v[n++]);
+        for (struct proc *p = pe->procs; v && p; p = p->next)
+            fill(p, &v[n++]);
         if (!v) {
             struct lerr err;
             lerr_set(&err, -ENOMEM, "list: out of memory");

@@ -24,8 +24,7 @@ void clients_stop(struct hub *h)
     if (!h->clients)
         return;
     struct hub_client *c, *tmp;
-    llist_foreach_safe (c, tmp, &h->clients->list, node)
-        llist_remove(&c->node);
+    llist_foreach_safe(c, tmp, &h->clients->list, node) llist_remove(&c->node);
     free(h->clients);
     h->clients = NULL;
 }
@@ -43,9 +42,8 @@ void clients_detach(struct hub *h, struct hub_client *c)
 struct hub_client *clients_find_module(struct hub *h, const char *module)
 {
     struct hub_client *c;
-    llist_foreach (c, &h->clients->list, node)
-        if (c->id->module_id && strcmp(c->id->module_id, module) == 0)
-            return c;
+    llist_foreach(c, &h->clients->list,
+                  node) if (c->id->module_id && strcmp(c->id->module_id, module) == 0) return c;
     return NULL;
 }
 
@@ -53,7 +51,8 @@ size_t clients_close_module(struct hub *h, const char *module, const char *why)
 {
     size_t n = 0;
     struct hub_client *c, *tmp;
-    llist_foreach_safe (c, tmp, &h->clients->list, node) {
+    llist_foreach_safe(c, tmp, &h->clients->list, node)
+    {
         if (!c->id->module_id || strcmp(c->id->module_id, module) != 0)
             continue;
         n++;

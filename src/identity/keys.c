@@ -173,6 +173,17 @@ int identity_leaf_seal_key(const struct identity_keys *k, const char *device_id,
     return derive(k, "ledge/leaf-seal/v1", device_id, "leaf-keys", "1", out);
 }
 
+int identity_cloud_module_key(const struct identity_device *d, const char *module_id,
+                              uint8_t out[IDENTITY_MODULE_KEY_LEN])
+{
+    if (!d || d->auth != IDENTITY_AUTH_SAS || !d->key)
+        return -EOPNOTSUPP;
+    size_t n = module_id ? strlen(module_id) : 0;
+    if (n == 0 || n > IDENTITY_ID_MAX)
+        return -EINVAL;
+    return lcrypto_hmac_sha256(d->key, d->keylen, module_id, n, out);
+}
+
 int identity_module_credentials(const struct identity_keys *k, const char *host,
                                 const char *device_id, const char *module_id,
                                 const char *generation_id, uint64_t expiry,

@@ -460,6 +460,15 @@ static void test_connection_string(void **state)
     }
     assert_int_equal(identity_device_from_key(HUB, "dev1", "AAECAw==", &d, &e), 0);
     assert_int_equal(d->keylen, 4);
+    /* a cloud module identity's key: HMAC-SHA256(device key, module id) (docs/upstream.md) */
+    static const uint8_t want[32] = {0xfe, 0x75, 0x06, 0x00, 0xf3, 0x34, 0x29, 0xc8,
+                                     0xa9, 0xf1, 0xb4, 0xf3, 0x1d, 0xe8, 0x7b, 0xea,
+                                     0x54, 0x9c, 0x74, 0x4d, 0x87, 0xc0, 0x79, 0x8c,
+                                     0xb4, 0xc1, 0x6b, 0x48, 0xf3, 0x8b, 0x35, 0x63};
+    uint8_t key[IDENTITY_MODULE_KEY_LEN];
+    assert_int_equal(identity_cloud_module_key(d, "$edgeAgent", key), 0);
+    assert_memory_equal(key, want, sizeof(want));
+    assert_int_equal(identity_cloud_module_key(d, "", key), -EINVAL);
     identity_device_free(d);
     assert_int_equal(identity_device_from_key(HUB, "dev1", "AAECAw", &d, &e), -EINVAL);
     assert_contains(e.msg, "not valid base64");

@@ -18,7 +18,6 @@
 
 #include "base/crypto.h"
 #include "base/json.h"
-#include "base/list.h"
 #include "base/str.h"
 #include "base/timeutil.h"
 #include "modclient-internal.h"
@@ -41,7 +40,7 @@ struct out_msg {
     bool sent_once; /* DUP on a later connection */
     modclient_sent_fn done;
     void *ud;
-    struct llist node; /* in modclient.out */
+    struct out_msg *next;
 };
 
 enum req_kind { REQ_GET, REQ_REPORT, REQ_DESIRED_SYNC };
@@ -56,7 +55,7 @@ struct request {
     modclient_twin_fn twin_cb;
     modclient_report_fn report_cb;
     void *ud;
-    struct llist node; /* in modclient.reqs */
+    struct request *next;
 };
 
 struct handler {
@@ -81,14 +80,14 @@ struct modclient {
     uint64_t expiry;
     struct event *retry_ev, *renew_ev;
     int backoff_ms;
-    struct llist out; /* struct out_msg, oldest first */
+    struct out_msg *out, **out_tail;
     size_t n_out, n_inflight;
     struct handler *inputs, *methods;
     modclient_desired_fn desired_cb;
     void *desired_ud;
     modclient_connection_fn conn_cb;
     void *conn_ud;
-    struct llist reqs; /* struct request, in the order they were made */
+    struct request *reqs;
     size_t n_reqs;
     uint64_t next_rid;
     struct lbuf topic, scratch;
@@ -136,8 +135,7 @@ int modclient_new(struct event_base *base, const struct modclient_config *cfg,
         return -ENOMEM;
     c->base = base;
     c->ca_fd = -1;
-    llist_init(&c->out);
-    llist_init(&c->reqs);
+    c->out_tail = &c->out;
     bool oom = false;
     c->cfg = (struct modclient_config){
         .device_id = dup_or_null(cfg->device_id, &oom),
@@ -195,9 +193,9 @@ void modclient_free(struct modclient *c)
         mqttc_free(c->m);
         c->m = NULL;
     }
-    struct out_msg *o, *otmp;
-    llist_foreach_safe (o, otmp, &c->out, node) {
-        llist_remove(&o->node);
+    while (c->out) {
+        struct out_msg *o = c->out;
+        c->out = o->next;
         if (o->done)
             o->done(o->ud, -ECANCELED);
         free(o->topic);
@@ -250,12 +248,10 @@ static void fail_and_retry(struct modclient *c, const char *why, bool backoff)
 {
     bool was_connected = c->state == MC_CONNECTED;
     c->state = MC_RETRY;
-    struct out_msg *o;
-    llist_foreach (o, &c->out, node)
+    for (struct out_msg *o = c->out; o; o = o->next)
         o->sent = false;
     c->n_inflight = 0;
-    struct request *q;
-    llist_foreach (q, &c->reqs, node)
+    for (struct request *q = c->reqs; q; q = q->next)
         q->sent = false;
     evtimer_del(c->renew_ev);
     int ms = 0;
@@ -544,8 +540,7 @@ static void on_mqtt_connect(void *ud, int result, int code, bool present)
     evtimer_add(c->renew_ev, &tv);
     if (c->desired_cb) {
         bool have = false;
-        struct request *q;
-        llist_foreach (q, &c->reqs, node)
+        for (struct request *q = c->reqs; q; q = q->next)
             have |= q->kind == REQ_DESIRED_SYNC;
         if (!have)
             twin_request(c, REQ_DESIRED_SYNC, NULL, NULL, NULL, NULL);
@@ -584,10 +579,7 @@ static void flush_outputs(struct modclient *c)
 {
     if (c->state != MC_CONNECTED)
         return;
-    struct out_msg *o;
-    llist_foreach (o, &c->out, node) {
-        if (c->n_inflight >= MODCLIENT_WINDOW)
-            return;
+    for (struct out_msg *o = c->out; o && c->n_inflight < MODCLIENT_WINDOW; o = o->next) {
         if (o->sent)
             continue;
         if (mqttc_output_pending(c->m) > OUTPUT_HIGH)
@@ -636,7 +628,8 @@ int modclient_send_output(struct modclient *c, const char *output, const struct 
     o->len = len;
     o->done = done;
     o->ud = ud;
-    llist_add_tail(&c->out, &o->node);
+    *c->out_tail = o;
+    c->out_tail = &o->next;
     c->n_out++;
     flush_outputs(c);
     return 0;
@@ -645,11 +638,13 @@ int modclient_send_output(struct modclient *c, const char *output, const struct 
 static void on_mqtt_puback(void *ud, uint16_t packet_id)
 {
     struct modclient *c = ud;
-    struct out_msg *o;
-    llist_foreach (o, &c->out, node) {
+    for (struct out_msg **pp = &c->out; *pp; pp = &(*pp)->next) {
+        struct out_msg *o = *pp;
         if (!o->sent || o->packet_id != packet_id)
             continue;
-        llist_remove(&o->node);
+        *pp = o->next;
+        if (c->out_tail == &o->next)
+            c->out_tail = pp;
         c->n_out--;
         c->n_inflight--;
         if (o->done)
@@ -747,10 +742,12 @@ const char *modclient_message_prop(const struct modclient_message *m, const char
 
 static void request_free(struct modclient *c, struct request *q)
 {
-    if (llist_linked(&q->node)) {
-        llist_remove(&q->node);
-        c->n_reqs--;
-    }
+    for (struct request **pp = &c->reqs; *pp; pp = &(*pp)->next)
+        if (*pp == q) {
+            *pp = q->next;
+            c->n_reqs--;
+            break;
+        }
     if (q->timer)
         event_free(q->timer);
     free(q->body);
@@ -779,9 +776,8 @@ static void request_complete(struct modclient *c, struct request *q, int status,
 
 static void requests_fail_all(struct modclient *c, int status)
 {
-    struct request *q;
-    while ((q = llist_first(&c->reqs, struct request, node)))
-        request_complete(c, q, status, NULL, 0);
+    while (c->reqs)
+        request_complete(c, c->reqs, status, NULL, 0);
 }
 
 static void request_timeout(evutil_socket_t fd, short what, void *arg)
@@ -805,8 +801,7 @@ static void request_send(struct modclient *c, struct request *q)
 
 static void flush_requests(struct modclient *c)
 {
-    struct request *q;
-    llist_foreach (q, &c->reqs, node)
+    for (struct request *q = c->reqs; q; q = q->next)
         request_send(c, q);
 }
 
@@ -834,7 +829,10 @@ static int twin_request(struct modclient *c, enum req_kind kind, const char *bod
     struct timeval tv = {MODCLIENT_REQUEST_TIMEOUT_MS / 1000, 0};
     evtimer_add(q->timer, &tv);
     /* Appended: requests go out in the order they were made. */
-    llist_add_tail(&c->reqs, &q->node);
+    struct request **pp = &c->reqs;
+    while (*pp)
+        pp = &(*pp)->next;
+    *pp = q;
     c->n_reqs++;
     request_send(c, q);
     return 0;
@@ -893,8 +891,7 @@ static void dispatch_input(struct modclient *c, const struct iothub_topic *t,
 static void dispatch_twin_response(struct modclient *c, const struct iothub_topic *t,
                                    const struct mqtt_publish *p)
 {
-    struct request *q;
-    llist_foreach (q, &c->reqs, node) {
+    for (struct request *q = c->reqs; q; q = q->next) {
         if (!mqtt_str_eq(t->rid, q->rid))
             continue;
         json_t *doc = NULL;

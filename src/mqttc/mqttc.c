@@ -14,6 +14,8 @@
 #include <event2/event.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <limits.h>
+#include <sys/socket.h>
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
@@ -370,14 +372,47 @@ static void close_with(struct mqttc *m, int reason, bool notify)
     }
 }
 
+/* Write out what is queued, DISCONNECT last, synchronously and without blocking, then (TLS) a
+ * close_notify: the bufferevent would only write it from the loop, and the caller frees the
+ * connection right after. The kernel's socket buffer takes a DISCONNECT (2 bytes, one TLS
+ * record) whatever the backlog before it; only a backlog larger than the socket's buffer can
+ * keep it out, and then the server sees the connection close anyway. */
+static void flush_now(struct mqttc *m)
+{
+    struct evbuffer *out = bufferevent_get_output(m->bev);
+    size_t n = evbuffer_get_length(out);
+    const unsigned char *p = n ? evbuffer_pullup(out, (ev_ssize_t)n) : NULL;
+    SSL *ssl = m->o.tls ? bufferevent_openssl_get_ssl(m->bev) : NULL;
+    if (ssl) {
+        while (p && n > 0) {
+            int w = SSL_write(ssl, p, (int)MIN(n, (size_t)INT_MAX));
+            if (w <= 0)
+                break;
+            p += w;
+            n -= (size_t)w;
+        }
+        if (n == 0)
+            SSL_shutdown(ssl); /* close_notify: the server reads an orderly end */
+        ERR_clear_error();
+        return;
+    }
+    evutil_socket_t fd = bufferevent_getfd(m->bev);
+    while (fd >= 0 && p && n > 0) {
+        ssize_t w = send(fd, p, n, MSG_NOSIGNAL | MSG_DONTWAIT);
+        if (w <= 0)
+            break;
+        p += w;
+        n -= (size_t)w;
+    }
+}
+
 void mqttc_disconnect(struct mqttc *m)
 {
     if (m->state == M_CONNECTED && m->bev) {
         struct lbuf b = LBUF_INIT;
-        mqtt_encode_empty(&b, MQTT_DISCONNECT);
-        /* best effort: the socket closes right after */
-        bufferevent_write(m->bev, b.data, b.len);
-        bufferevent_flush(m->bev, EV_WRITE, BEV_FLUSH);
+        if (mqtt_encode_empty(&b, MQTT_DISCONNECT) == 0 &&
+            evbuffer_add(bufferevent_get_output(m->bev), b.data, b.len) == 0)
+            flush_now(m);
         lbuf_free(&b);
     }
     close_with(m, 0, false);

@@ -32,7 +32,6 @@
 
 #include "base/fs.h"
 #include "base/json.h"
-#include "base/list.h"
 #include "base/str.h"
 #include "base/timeutil.h"
 #include "log/log.h"
@@ -85,7 +84,7 @@ struct qmp_cmd {
     long id;
     void (*cb)(vmm *v, void *ud, const struct vm_qmp_msg *m);
     void *ud;
-    struct llist node; /* in vmm.qmp_cmds */
+    struct qmp_cmd *next;
 };
 
 struct waiter { /* a control request waiting for a state */
@@ -93,7 +92,7 @@ struct waiter { /* a control request waiting for a state */
     enum vm_state until;
     struct event *timeout;
     struct vmm_s *v;
-    struct llist node; /* in vmm.waiters */
+    struct waiter *next;
 };
 
 struct vmm_s {
@@ -128,7 +127,7 @@ struct vmm_s {
     struct bufferevent *qmp;
     bool qmp_ok;
     long qmp_next_id;
-    struct llist qmp_cmds; /* commands waiting for their answer */
+    struct qmp_cmd *qmp_cmds;
     struct event *connect_ev;
     int connect_tries;
     bool guest_poweroff;
@@ -156,7 +155,7 @@ struct vmm_s {
     int stop_stage;
     int stop_timeout_s;
     struct event *stop_ev;
-    struct llist waiters;
+    struct waiter *waiters;
     bool detach;
     int exit_code;
 };
@@ -312,7 +311,11 @@ static bool state_reached(vmm *v, enum vm_state until)
 static void waiter_done(struct waiter *w)
 {
     vmm *v = w->v;
-    llist_remove(&w->node);
+    for (struct waiter **p = &v->waiters; *p; p = &(*p)->next)
+        if (*p == w) {
+            *p = w->next;
+            break;
+        }
     if (w->timeout)
         event_free(w->timeout);
     if (w->req)
@@ -322,8 +325,8 @@ static void waiter_done(struct waiter *w)
 
 static void waiters_check(vmm *v)
 {
-    struct waiter *w, *tmp;
-    llist_foreach_safe (w, tmp, &v->waiters, node) {
+    for (struct waiter *w = v->waiters, *next; w; w = next) {
+        next = w->next;
         if (state_reached(v, w->until))
             waiter_done(w);
     }
@@ -353,7 +356,8 @@ static void waiter_add(vmm *v, struct hs_request *r, enum vm_state until, int64_
     w->v = v;
     w->until = until;
     w->timeout = evtimer_new(v->base, waiter_timeout_cb, w);
-    llist_add_tail(&v->waiters, &w->node);
+    w->next = v->waiters;
+    v->waiters = w;
     timer_in(w->timeout, timeout_ms);
     hs_request_on_abort(r, waiter_abort, w);
 }
@@ -406,7 +410,8 @@ static void qmp_send(vmm *v, const char *cmd, json_t *args,
         c->id = id;
         c->cb = cb;
         c->ud = ud;
-        llist_add_tail(&v->qmp_cmds, &c->node);
+        c->next = v->qmp_cmds;
+        v->qmp_cmds = c;
     }
 }
 
@@ -422,9 +427,9 @@ static void qmp_drop(vmm *v)
         bufferevent_free(v->qmp);
     v->qmp = NULL;
     v->qmp_ok = false;
-    struct qmp_cmd *c, *tmp;
-    llist_foreach_safe (c, tmp, &v->qmp_cmds, node) {
-        llist_remove(&c->node);
+    while (v->qmp_cmds) {
+        struct qmp_cmd *c = v->qmp_cmds;
+        v->qmp_cmds = c->next;
         free(c);
     }
 }
@@ -482,11 +487,11 @@ static void qmp_read_cb(struct bufferevent *bev, void *arg)
             break;
         case VM_QMP_RETURN:
         case VM_QMP_ERROR:
-            struct qmp_cmd *c;
-            llist_foreach (c, &v->qmp_cmds, node) {
-                if (c->id != m.id)
+            for (struct qmp_cmd **p = &v->qmp_cmds; *p; p = &(*p)->next) {
+                if ((*p)->id != m.id)
                     continue;
-                llist_remove(&c->node);
+                struct qmp_cmd *c = *p;
+                *p = c->next;
                 c->cb(v, c->ud, &m);
                 free(c);
                 break;
@@ -1451,11 +1456,7 @@ int main(int argc, char **argv)
         {"help", no_argument, NULL, 'h'},
         {0},
     };
-    static vmm v = {.lock_fd = -1,
-                    .qemu_pidfd = -1,
-                    .exit_code = 0,
-                    .qmp_cmds = LLIST_INIT(v.qmp_cmds),
-                    .waiters = LLIST_INIT(v.waiters)};
+    static vmm v = {.lock_fd = -1, .qemu_pidfd = -1, .exit_code = 0};
     bool foreground = false;
     const char *vmroot = NULL, *name = NULL;
     int c;
@@ -1609,8 +1610,8 @@ int main(int argc, char **argv)
     if (!v.detach && v.qemu_pid > 0) {
         kill(v.qemu_pid, SIGKILL);
     }
-    while (!llist_empty(&v.waiters))
-        waiter_done(llist_first(&v.waiters, struct waiter, node));
+    while (v.waiters)
+        waiter_done(v.waiters);
     int rc = v.state == ST_FAILED ? 1 : 0;
     if (!v.detach)
         write_state(&v);

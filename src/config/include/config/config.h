@@ -46,6 +46,13 @@ enum config_protocol {
     CONFIG_PROTOCOL_MQTT,
 };
 
+/* upstream.iothub: is the upstream IoT Hub (per-identity sessions, twins, deployments)? */
+enum config_iothub {
+    CONFIG_IOTHUB_AUTO, /* yes when upstream.host is device.iothub_hostname */
+    CONFIG_IOTHUB_TRUE,
+    CONFIG_IOTHUB_FALSE, /* a plain MQTT broker: telemetry only */
+};
+
 /* certificates.renew_before: either a percentage of the certificate's lifetime or a fixed
  * duration before expiry; exactly one of the two is non-zero. */
 struct config_renew {
@@ -143,6 +150,8 @@ struct config_upstream {
     enum config_protocol protocol;
     int64_t keepalive_ms; /* whole seconds */
     int64_t token_lifetime_ms;
+    enum config_iothub iothub_mode;
+    bool iothub; /* resolved: enabled and the upstream is IoT Hub (iothub_mode) */
 };
 
 struct config_check {

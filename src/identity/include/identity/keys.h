@@ -121,6 +121,15 @@ int identity_device_from_x509(const char *hub_hostname, const char *device_id,
 void identity_device_free(struct identity_device *d);
 DEFINE_CLEANUP(struct identity_device *, identity_device_free)
 
+/* The key of one of the device's module identities in IoT Hub ($edgeAgent, $edgeHub, a
+ * module), for the upstream sessions ledge opens per identity (docs/upstream.md, "Keys of the
+ * cloud identities"): HMAC-SHA256(device key, module id), the module id as UTF-8 bytes — what
+ * the operator registers in IoT Hub for that module (IoT Edge's own runtime derives module keys
+ * from a device-held key the same way). -EOPNOTSUPP for an X.509 device, -EINVAL for an empty
+ * or over-long id. */
+int identity_cloud_module_key(const struct identity_device *d, const char *module_id,
+                              uint8_t out[IDENTITY_MODULE_KEY_LEN]);
+
 /* A SAS token for the device (module_id NULL) or one of its modules, signed with the device key
  * (IoT Hub accepts device-key-signed tokens for the device's own scope only; module scope needs
  * the module's key: see sas_token_make). -EOPNOTSUPP for an X.509 device. */
