@@ -39,21 +39,22 @@ void clients_detach(struct hub *h, struct hub_client *c)
     llist_remove(&c->node);
 }
 
-struct hub_client *clients_find_module(struct hub *h, const char *module)
+struct hub_client *clients_find(struct hub *h, const char *address)
 {
     struct hub_client *c;
     llist_foreach(c, &h->clients->list,
-                  node) if (c->id->module_id && strcmp(c->id->module_id, module) == 0) return c;
+                  node) if (c->id->address && strcmp(c->id->address, address) == 0) return c;
     return NULL;
 }
 
-size_t clients_close_module(struct hub *h, const char *module, const char *why)
+size_t clients_close_address(struct hub *h, const char *address, const char *why, int slot)
 {
     size_t n = 0;
     struct hub_client *c, *tmp;
     llist_foreach_safe(c, tmp, &h->clients->list, node)
     {
-        if (!c->id->module_id || strcmp(c->id->module_id, module) != 0)
+        if (!c->id->address || strcmp(c->id->address, address) != 0 ||
+            (slot >= 0 && c->id->slot != slot))
             continue;
         n++;
         c->ops->close(c, why, false); /* detaches it */

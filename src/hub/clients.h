@@ -1,5 +1,6 @@
 /* clients.h — the authenticated clients of every protocol head, by identity: where a delivery, a
- * desired patch or a method call for a module goes, and whose sessions a changed identity cuts. */
+ * desired patch or a method call for a module or a leaf device goes, and whose sessions a changed
+ * identity cuts. */
 #pragma once
 
 #include <stddef.h>
@@ -12,8 +13,9 @@ void clients_stop(struct hub *h);
 /* c (ops and id set) may now be delivered to; clients_detach() before it goes. */
 void clients_attach(struct hub *h, struct hub_client *c);
 void clients_detach(struct hub *h, struct hub_client *c);
-/* The connected client of module (one per module: a second connection takes over), or NULL. */
-struct hub_client *clients_find_module(struct hub *h, const char *module);
-/* Close every client of module (ops->close with why; no will: the hub cut it, the module did
- * not fail); how many there were. */
-size_t clients_close_module(struct hub *h, const char *module, const char *why);
+/* The connected client of an address (hub_identity.address: a module id, or "devices/<d>" for a
+ * leaf device; one per address: a second connection takes over), or NULL. */
+struct hub_client *clients_find(struct hub *h, const char *address);
+/* Close every client of address (ops->close with why; no will: the hub cut it, the client did
+ * not fail) that authenticated with key slot (-1: whatever it used); how many there were. */
+size_t clients_close_address(struct hub *h, const char *address, const char *why, int slot);

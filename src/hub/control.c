@@ -1,6 +1,6 @@
 /* control.c — the hub's control API for ledged: HTTP/1.1 + JSON on a unix socket only root can
- * reach (hub.control_socket, 0600). `ledge hub status`, `ledge twin`, `ledge invoke` arrive here
- * through ledged's management API. */
+ * reach (hub.control_socket, 0600). `ledge hub status`, `ledge twin`, `ledge invoke` (for modules,
+ * and with --device for leaf devices) arrive here through ledged's management API. */
 #include "control.h"
 
 #include <errno.h>
@@ -20,9 +20,25 @@ static void h_status(struct hs_request *r, void *ud)
     hs_reply_json(r, 200, hub_status_json(ud));
 }
 
-static void h_twin_get(struct hs_request *r, void *ud)
+/* A leaf device's twin and methods are addressed "devices/<d>" (hub_identity.address), with the
+ * id as the runtime file spells it; NULL (404 answered) for a device this gateway does not know. */
+static char *device_address(struct hs_request *r, struct hub *h)
 {
-    json_t *t = twins_get(ud, hs_request_param(r, 0));
+    const char *id = hs_request_param(r, 0);
+    const struct identity_leaf *l = hub_runtime_leaf(&h->rt, id);
+    if (!l) {
+        hs_reply_error(r, 404, "no leaf device \"%s\" on this gateway", id);
+        return NULL;
+    }
+    char *a = lstr_printf(HUB_DEVICE_ADDRESS_PREFIX "%s", l->device_id);
+    if (!a)
+        hs_reply_error(r, 500, "out of memory");
+    return a;
+}
+
+static void twin_get(struct hs_request *r, struct hub *h, const char *address)
+{
+    json_t *t = twins_get(h, address);
     if (!t) {
         hs_reply_error(r, 500, "twin storage failed");
         return;
@@ -30,20 +46,44 @@ static void h_twin_get(struct hs_request *r, void *ud)
     hs_reply_json(r, 200, t);
 }
 
-static void h_twin_patch(struct hs_request *r, void *ud)
+static void h_twin_get(struct hs_request *r, void *ud)
+{
+    twin_get(r, ud, hs_request_param(r, 0));
+}
+
+static void h_device_twin_get(struct hs_request *r, void *ud)
+{
+    _cleanup_free_ char *a = device_address(r, ud);
+    if (a)
+        twin_get(r, ud, a);
+}
+
+static void twin_patch(struct hs_request *r, struct hub *h, const char *address)
 {
     json_t *patch = NULL;
     if (hs_request_body_json(r, false, &patch) < 0)
         return;
     json_t *twin = NULL;
     struct lerr err = {0};
-    int rc = twins_patch_desired(ud, hs_request_param(r, 0), patch, &twin, &err);
+    int rc = twins_patch_desired(h, address, patch, &twin, &err);
     json_decref(patch);
     if (rc < 0) {
         hs_reply_error(r, rc == -EINVAL ? 400 : 500, "%s", lerr_str(&err));
         return;
     }
     hs_reply_json(r, 200, twin);
+}
+
+static void h_twin_patch(struct hs_request *r, void *ud)
+{
+    twin_patch(r, ud, hs_request_param(r, 0));
+}
+
+static void h_device_twin_patch(struct hs_request *r, void *ud)
+{
+    _cleanup_free_ char *a = device_address(r, ud);
+    if (a)
+        twin_patch(r, ud, a);
 }
 
 struct call {
@@ -67,9 +107,8 @@ static void call_done(void *ud, int status, json_t *reply)
     free(c);
 }
 
-static void h_invoke(struct hs_request *r, void *ud)
+static void invoke(struct hs_request *r, struct hub *h, const char *address, const char *method)
 {
-    struct hub *h = ud;
     json_t *payload = NULL;
     if (hs_request_body_json(r, true, &payload) < 0)
         return;
@@ -92,8 +131,7 @@ static void h_invoke(struct hs_request *r, void *ud)
     c->h = h;
     c->req = r;
     struct lerr err = {0};
-    int rc = methods_invoke(h, hs_request_param(r, 0), hs_request_param(r, 1), payload, timeout,
-                            call_done, c, &c->handle, &err);
+    int rc = methods_invoke(h, address, method, payload, timeout, call_done, c, &c->handle, &err);
     json_decref(payload);
     if (rc < 0) {
         free(c);
@@ -108,11 +146,26 @@ static void h_invoke(struct hs_request *r, void *ud)
     hs_request_on_abort(r, call_abort, c);
 }
 
+static void h_invoke(struct hs_request *r, void *ud)
+{
+    invoke(r, ud, hs_request_param(r, 0), hs_request_param(r, 1));
+}
+
+static void h_device_invoke(struct hs_request *r, void *ud)
+{
+    _cleanup_free_ char *a = device_address(r, ud);
+    if (a)
+        invoke(r, ud, a, hs_request_param(r, 1));
+}
+
 static const struct hs_route routes[] = {
     {"GET", "/status", h_status},
     {"GET", "/twins/*", h_twin_get},
     {"PATCH", "/twins/*/desired", h_twin_patch},
     {"POST", "/methods/*/*", h_invoke},
+    {"GET", "/devices/*/twin", h_device_twin_get},
+    {"PATCH", "/devices/*/twin/desired", h_device_twin_patch},
+    {"POST", "/devices/*/methods/*", h_device_invoke},
 };
 
 int control_start(struct hub *h)

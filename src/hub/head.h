@@ -57,7 +57,8 @@ struct hub_head_ops {
     /* The runtime file was reloaded: a new TLS certificate applies to new connections. */
     void (*reload)(struct hub *h);
     /* Module left the deployment or is now another identity: forget what the head keeps for it
-     * while it is away (persistent sessions), after clients_close_module() cut its clients. */
+     * while it is away (persistent sessions), after clients_close_address() cut its clients; module
+     * is its address (hub_identity.address: a module id or "devices/<d>"). */
     void (*forget_module)(struct hub *h, const char *module);
     /* Connections open (authenticated or not), and the sessions for `ledge hub status`. */
     size_t (*connections)(struct hub *h);

@@ -306,9 +306,13 @@ static int on_connect(struct conn *c, const struct mqtt_packet *p)
     const struct mqtt_connect *cn = &p->connect;
     if (c->state != CONN_NEW)
         return -EPROTO; /* a second CONNECT is a protocol violation */
-    if (!cn->has_username || !cn->has_password)
+    /* A TLS client certificate (the listener asks for one and takes whatever comes: auth.c
+     * checks it against the identity claimed). */
+    SSL *ssl = bufferevent_openssl_get_ssl(c->bev);
+    X509 *cert = ssl ? SSL_get0_peer_certificate(ssl) : NULL;
+    if (!cn->has_username || (!cn->has_password && !cert))
         return refuse(c, MQTT_CONNACK_BAD_USERNAME_PASSWORD,
-                      "user name and password (a SAS token) are required");
+                      "user name and password (a SAS token) or a client certificate are required");
     struct iothub_username u;
     struct lerr err = {0};
     if (iothub_username_parse(cn->username.ptr, cn->username.len, &u, &err) < 0)
@@ -316,13 +320,23 @@ static int on_connect(struct conn *c, const struct mqtt_packet *p)
     _cleanup_free_ char *device = str_dup(u.device_id), *module = str_dup(u.module_id);
     _cleanup_free_ char *client_id = str_dup(cn->client_id);
     _cleanup_free_ char *expect = lstr_printf("%s/%s", device, module);
-    _cleanup_free_ char *token = lstr_ndup(cn->password, cn->password_len);
+    _cleanup_free_ char *token =
+        cn->has_password ? lstr_ndup((const char *)cn->password, cn->password_len) : strdup("");
     if (!device || !module || !client_id || !expect || !token)
         return -ENOMEM;
     if (*module && strcmp(client_id, expect) != 0)
         return refuse(c, MQTT_CONNACK_IDENTIFIER_REJECTED,
                       "client id must be <device>/<module> of the user name");
-    struct hub_credentials cr = {device, module, token};
+    if (!*module && strcmp(client_id, device) != 0)
+        return refuse(c, MQTT_CONNACK_IDENTIFIER_REJECTED,
+                      "a device's client id must be its device id, as in the user name");
+    struct hub_credentials cr = {
+        .device_id = device,
+        .module_id = module,
+        .sas_token = cn->has_password ? token : NULL,
+        .cert = cert,
+        .chain = ssl ? SSL_get_peer_cert_chain(ssl) : NULL,
+    };
     struct hub_identity id;
     if (auth_check(h, &cr, &id, &err) < 0)
         return refuse(c, MQTT_CONNACK_NOT_AUTHORIZED, err.msg);
@@ -380,10 +394,11 @@ static bool span_eq_ci(struct mqtt_str a, const char *b)
 static int publish_refused(struct hub *h, const struct session *s, const struct mqtt_publish *p)
 {
     h->n.unauthorized++;
-    hub_refused(h, HUB_REFUSAL_PUBLISH, s->id.module_id,
-                "%s: PUBLISH to \"%.*s\" refused: a module may only publish to its own events, "
+    hub_refused(h, HUB_REFUSAL_PUBLISH, s->id.address,
+                "%s: PUBLISH to \"%.*s\" refused: a %s may only publish to its own events, "
                 "twin and method topics; closing",
-                s->client_id, (int)MIN(p->topic.len, (size_t)120), p->topic.ptr);
+                s->client_id, (int)MIN(p->topic.len, (size_t)120), p->topic.ptr,
+                s->id.kind == HUB_IDENTITY_DEVICE ? "device" : "module");
     return -EACCES;
 }
 
@@ -400,7 +415,7 @@ static int publish_message(struct hub *h, struct session *s, struct conn *c,
         return -ENOMEM;
     if (t->propbag.len && iothub_props_parse(t->propbag.ptr, t->propbag.len, mh->props.data,
                                              mh->props.cap, &props, err) < 0) {
-        hub_refused(h, HUB_REFUSAL_MALFORMED, s->id.module_id, "%s: %s; closing", s->client_id,
+        hub_refused(h, HUB_REFUSAL_MALFORMED, s->id.address, "%s: %s; closing", s->client_id,
                     err->msg);
         return -EPROTO;
     }
@@ -461,8 +476,15 @@ static int handle_publish(struct hub *h, struct session *s, struct conn *c,
     struct iothub_topic t;
     struct lerr err = {0};
     int r = iothub_topic_parse(p->topic.ptr, p->topic.len, &t, &err);
-    if (r < 0 || t.kind == IOTHUB_TOPIC_UNKNOWN || t.kind == IOTHUB_TOPIC_DEVICE_EVENTS ||
-        t.kind >= IOTHUB_TOPIC_MODULE_INPUT || (will && t.kind != IOTHUB_TOPIC_MODULE_EVENTS))
+    /* A module sends on its module events topic, a leaf device on its device events topic:
+     * neither on the other's (a module cannot pass for a device, nor a device for a module). */
+    enum iothub_topic_kind events =
+        s->id.kind == HUB_IDENTITY_DEVICE ? IOTHUB_TOPIC_DEVICE_EVENTS : IOTHUB_TOPIC_MODULE_EVENTS;
+    enum iothub_topic_kind other = events == IOTHUB_TOPIC_DEVICE_EVENTS
+                                       ? IOTHUB_TOPIC_MODULE_EVENTS
+                                       : IOTHUB_TOPIC_DEVICE_EVENTS;
+    if (r < 0 || t.kind == IOTHUB_TOPIC_UNKNOWN || t.kind == other ||
+        t.kind >= IOTHUB_TOPIC_MODULE_INPUT || (will && t.kind != events))
         return publish_refused(h, s, p);
     switch (t.kind) {
     case IOTHUB_TOPIC_TWIN_GET:
@@ -484,8 +506,9 @@ static int handle_publish(struct hub *h, struct session *s, struct conn *c,
     default:
         break;
     }
-    /* IOTHUB_TOPIC_MODULE_EVENTS: its own device and module only. */
-    if (!span_eq_ci(t.device_id, s->id.device_id) || !span_eq_ci(t.module_id, s->id.module_id))
+    /* Its own events topic only: its device (and module). */
+    if (!span_eq_ci(t.device_id, s->id.device_id) ||
+        (events == IOTHUB_TOPIC_MODULE_EVENTS && !span_eq_ci(t.module_id, s->id.module_id)))
         return publish_refused(h, s, p);
     return publish_message(h, s, c, &t, p, will, &err);
 }
@@ -553,10 +576,12 @@ static int on_subscribe(struct conn *c, const struct mqtt_packet *p)
     while (mqtt_filter_iter_next(&it, &f, &qos)) {
         uint8_t code;
         if (!session_may_subscribe(s, f.ptr, f.len)) {
-            hub_refused(c->hub, HUB_REFUSAL_SUBSCRIBE, s->id.module_id,
-                        "%s: subscription to \"%.*s\" refused: a module may only subscribe to "
-                        "its own inputs, twin and methods",
-                        s->client_id, (int)MIN(f.len, (size_t)120), f.ptr);
+            hub_refused(c->hub, HUB_REFUSAL_SUBSCRIBE, s->id.address,
+                        "%s: subscription to \"%.*s\" refused: a %s may only subscribe to its "
+                        "own %s, twin and methods",
+                        s->client_id, (int)MIN(f.len, (size_t)120), f.ptr,
+                        s->id.kind == HUB_IDENTITY_DEVICE ? "device" : "module",
+                        s->id.kind == HUB_IDENTITY_DEVICE ? "cloud-to-device messages" : "inputs");
             c->hub->n.unauthorized++;
             code = MQTT_SUBACK_FAILURE;
         } else {

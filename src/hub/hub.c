@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "base/str.h"
 #include "base/timeutil.h"
 #include "log/log.h"
 
@@ -52,15 +53,23 @@ void hub_identity_clear(struct hub_identity *id)
         return;
     free(id->device_id);
     free(id->module_id);
+    free(id->address);
     memset(id, 0, sizeof(*id));
 }
 
 int hub_identity_copy(const struct hub_identity *src, struct hub_identity *ret)
 {
-    struct hub_identity c = {.kind = src->kind, .method = src->method};
+    struct hub_identity c = {.kind = src->kind, .method = src->method, .slot = src->slot};
     c.device_id = src->device_id ? strdup(src->device_id) : NULL;
     c.module_id = src->module_id ? strdup(src->module_id) : NULL;
-    if ((src->device_id && !c.device_id) || (src->module_id && !c.module_id)) {
+    if (src->address)
+        c.address = strdup(src->address);
+    else if (src->kind == HUB_IDENTITY_DEVICE && src->device_id)
+        c.address = lstr_printf(HUB_DEVICE_ADDRESS_PREFIX "%s", src->device_id);
+    else if (src->module_id)
+        c.address = strdup(src->module_id);
+    if ((src->device_id && !c.device_id) || (src->module_id && !c.module_id) ||
+        ((src->module_id || src->kind == HUB_IDENTITY_DEVICE) && !c.address)) {
         hub_identity_clear(&c);
         return -ENOMEM;
     }

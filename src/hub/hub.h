@@ -59,7 +59,7 @@ struct hub_counters {
  * MQTT's CONNECT, AMQP's CBS put-token and an HTTPS request's SAS header all end here. */
 enum hub_identity_kind {
     HUB_IDENTITY_MODULE, /* a module of this device's deployment */
-    HUB_IDENTITY_DEVICE, /* a device (leaf devices behind the gateway, issue 12): refused today */
+    HUB_IDENTITY_DEVICE, /* a leaf device behind this gateway (docs/gateway.md) */
 };
 
 enum hub_auth_method {
@@ -72,7 +72,13 @@ struct hub_identity {
     enum hub_auth_method method;
     char *device_id; /* as this device is named in the runtime file */
     char *module_id; /* as the deployment names the module; NULL for a device */
+    /* What twins, method calls, clients and sessions know it by: the module id, or
+     * "devices/<deviceId>" for a leaf device (ids have no '/', so the two never meet). */
+    char *address;
+    uint8_t slot; /* the key or thumbprint it authenticated with: 0 primary, 1 secondary */
 };
+
+#define HUB_DEVICE_ADDRESS_PREFIX "devices/"
 
 void hub_identity_clear(struct hub_identity *id);
 /* A copy of src into *ret (strings duplicated). -ENOMEM. */

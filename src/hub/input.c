@@ -15,7 +15,7 @@
  * for. */
 static struct hub_client *receiver(struct hub *h, const struct endpoint *ep, int *ret_qos)
 {
-    struct hub_client *c = clients_find_module(h, ep->module);
+    struct hub_client *c = clients_find(h, ep->module);
     if (!c)
         return NULL;
     int qos = c->ops->listens(c, HUB_STREAM_INPUTS, ep->input);

@@ -50,6 +50,14 @@ void listener_stop(struct hub *h)
     h->listener = NULL;
 }
 
+/* Every client certificate is taken here, whatever it is: auth.c checks it against the identity
+ * the client claims (a leaf device's thumbprint, or its chain to the device CA bundle), and a
+ * client without one (a module, a SAS device) is not asked to have one. */
+static int accept_any_client_cert(int preverify_ok, X509_STORE_CTX *ctx)
+{
+    return 1;
+}
+
 SSL_CTX *listener_tls_context(const struct hub_runtime *rt, struct lerr *err)
 {
     SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
@@ -60,6 +68,10 @@ SSL_CTX *listener_tls_context(const struct hub_runtime *rt, struct lerr *err)
     SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
     SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);
     SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_CIPHER_SERVER_PREFERENCE);
+    /* Ask for a client certificate (X.509 leaf devices); resumed sessions need a context id. */
+    SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, accept_any_client_cert);
+    static const unsigned char sid_ctx[] = "ledge-hub";
+    SSL_CTX_set_session_id_context(ctx, sid_ctx, sizeof(sid_ctx) - 1);
     if (!rt->server_cert || !rt->server_key ||
         SSL_CTX_use_certificate_chain_file(ctx, rt->server_cert) != 1 ||
         SSL_CTX_use_PrivateKey_file(ctx, rt->server_key, SSL_FILETYPE_PEM) != 1 ||

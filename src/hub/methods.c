@@ -35,6 +35,17 @@ struct methods {
     uint64_t next_rid;
 };
 
+static bool is_device(const char *address)
+{
+    return strncmp(address, HUB_DEVICE_ADDRESS_PREFIX, strlen(HUB_DEVICE_ADDRESS_PREFIX)) == 0;
+}
+
+/* The module's or the device's id, for a message. */
+static const char *target_name(const char *address)
+{
+    return is_device(address) ? address + strlen(HUB_DEVICE_ADDRESS_PREFIX) : address;
+}
+
 static int methods_start(struct hub *h, struct lerr *err)
 {
     h->methods = calloc(1, sizeof(*h->methods));
@@ -87,20 +98,22 @@ static void timeout_cb(evutil_socket_t fd, short what, void *arg)
 {
     struct method_call *c = arg;
     char msg[300];
-    snprintf(msg, sizeof(msg), "module %s did not answer method %s within %d s", c->module,
-             c->method, c->timeout_s);
+    snprintf(msg, sizeof(msg), "%s %s did not answer method %s within %d s",
+             is_device(c->module) ? "device" : "module", target_name(c->module), c->method,
+             c->timeout_s);
     finish(c, 504, json_pack("{s:s}", "message", msg));
 }
 
 int methods_invoke(struct hub *h, const char *module, const char *method, const json_t *payload,
                    int timeout_s, methods_done_fn cb, void *ud, void **ret_handle, struct lerr *err)
 {
-    struct hub_client *cl = clients_find_module(h, module);
+    struct hub_client *cl = clients_find(h, module);
     if (!cl)
-        return lerr_set(err, -ENOENT, "module %s is not connected to the hub", module);
+        return lerr_set(err, -ENOENT, "%s %s is not connected to the hub",
+                        is_device(module) ? "device" : "module", target_name(module));
     if (cl->ops->listens(cl, HUB_STREAM_METHODS, NULL) < 0)
-        return lerr_set(err, -ENOENT, "module %s is connected but does not listen for methods",
-                        module);
+        return lerr_set(err, -ENOENT, "%s %s is connected but does not listen for methods",
+                        is_device(module) ? "device" : "module", target_name(module));
     if (h->methods->n >= METHODS_MAX_PENDING)
         return lerr_set(err, -EBUSY, "too many method calls in progress");
     if (!*method || strpbrk(method, "/+#"))
@@ -149,8 +162,8 @@ void methods_response(struct hub *h, const struct hub_identity *from, const char
     {
         if (strlen(c->rid) != rid_len || memcmp(c->rid, rid, rid_len) != 0)
             continue;
-        if (strcmp(c->module, from->module_id) != 0)
-            return; /* another module's request id: not its to answer */
+        if (!from->address || strcmp(c->module, from->address) != 0)
+            return; /* another client's request id: not its to answer */
         json_t *reply = NULL;
         if (payload_len && ljson_parse((const char *)payload, payload_len, &reply, NULL) < 0)
             reply = json_stringn((const char *)payload, payload_len);

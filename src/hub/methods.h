@@ -13,7 +13,8 @@
 
 extern const struct hub_sink_ops methods_sink_ops;
 
-/* Invoke method on module; cb gets the HTTP-like status and the JSON reply (owned by callee). */
+/* Invoke method on module (an address: a module id, or "devices/<d>" for a leaf device); cb gets
+ * the HTTP-like status and the JSON reply (owned by callee). */
 typedef void (*methods_done_fn)(void *ud, int status, json_t *reply);
 int methods_invoke(struct hub *h, const char *module, const char *method, const json_t *payload,
                    int timeout_s, methods_done_fn cb, void *ud, void **ret_handle,

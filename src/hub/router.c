@@ -140,23 +140,33 @@ int router_inject(struct hub *h, struct hub_message *m)
 int router_publish(struct hub *h, const struct hub_identity *from, struct hub_message *m,
                    bool at_least_once, struct hub_client *ack_to, uint32_t token)
 {
-    /* What the hub vouches for. */
-    const char *output = m->sys[IOTHUB_PROP_OUTPUT_NAME];
+    /* What the hub vouches for. A leaf device's telemetry comes from /messages/events, as edgeHub
+     * names it (a route from all messages takes it, one from /messages/modules does not), without
+     * a module or an output. */
+    bool device = from->kind == HUB_IDENTITY_DEVICE;
+    const char *output = device ? NULL : m->sys[IOTHUB_PROP_OUTPUT_NAME];
     char source[300];
-    if (output && *output)
+    if (device)
+        snprintf(source, sizeof(source), "/messages/events");
+    else if (output && *output)
         snprintf(source, sizeof(source), "/messages/modules/%s/outputs/%s", from->module_id,
                  output);
     else
         snprintf(source, sizeof(source), "/messages/modules/%s", from->module_id);
     int64_t now = ltime_now_ms();
     m->source = source;
+    if (device)
+        m->sys[IOTHUB_PROP_OUTPUT_NAME] = NULL;
     m->sys[IOTHUB_PROP_CONNECTION_DEVICE_ID] = from->device_id;
     m->sys[IOTHUB_PROP_CONNECTION_MODULE_ID] = from->module_id;
     m->sys[HUB_SYS_ENQUEUED_TIME] = enqueued_time(h->router, now);
-    m->sys[HUB_SYS_CONNECTION_AUTH_METHOD] =
-        from->method == HUB_AUTH_X509
-            ? "{\"scope\":\"module\",\"type\":\"x509\",\"issuer\":\"iothub\"}"
-            : "{\"scope\":\"module\",\"type\":\"sas\",\"issuer\":\"iothub\"}";
+    static const char *const auth_methods[2][2] = {
+        {"{\"scope\":\"module\",\"type\":\"sas\",\"issuer\":\"iothub\"}",
+         "{\"scope\":\"module\",\"type\":\"x509\",\"issuer\":\"iothub\"}"},
+        {"{\"scope\":\"device\",\"type\":\"sas\",\"issuer\":\"iothub\"}",
+         "{\"scope\":\"device\",\"type\":\"x509\",\"issuer\":\"iothub\"}"},
+    };
+    m->sys[HUB_SYS_CONNECTION_AUTH_METHOD] = auth_methods[device][from->method == HUB_AUTH_X509];
     m->enqueued_ms = now;
     h->n.received++;
 

@@ -1,7 +1,7 @@
 /* session.c — MQTT sessions (session.h). A persistent session's subscriptions are written to
  * twins.db on every change, so the module's backlog flows as soon as it reconnects, also after a
  * restart of the hub. Authorisation: a module subscribes only to its own inputs, twin and
- * methods. */
+ * methods; a leaf device to its own cloud-to-device topic, twin and methods. */
 #include "session.h"
 
 #include <errno.h>
@@ -100,7 +100,8 @@ static int persist(struct hub *h, struct session *s)
         sqlite3_bind_text(st, 1, s->client_id, -1, SQLITE_STATIC);
         if (!s->clean) {
             sqlite3_bind_text(st, 2, s->id.device_id, -1, SQLITE_STATIC);
-            sqlite3_bind_text(st, 3, s->id.module_id, -1, SQLITE_STATIC);
+            /* "" for a leaf device's session */
+            sqlite3_bind_text(st, 3, s->id.module_id ? s->id.module_id : "", -1, SQLITE_STATIC);
             sqlite3_bind_text(st, 4, subs, -1, SQLITE_STATIC);
         }
         r = sqlite3_step(st) == SQLITE_DONE ? SQLITE_OK : SQLITE_ERROR;
@@ -132,13 +133,17 @@ int sessions_load(struct hub *h)
         if (!s)
             break;
         s->client_id = strdup(cid);
-        s->id.device_id = strdup(dev);
-        s->id.module_id = strdup(mod);
+        struct hub_identity who = {
+            .kind = *mod ? HUB_IDENTITY_MODULE : HUB_IDENTITY_DEVICE,
+            .device_id = (char *)dev,
+            .module_id = *mod ? (char *)mod : NULL,
+        };
+        int cr = hub_identity_copy(&who, &s->id);
         json_t *a = json_loads(subs, 0, NULL);
         size_t max = (size_t)h->cfg.hub.max_subscriptions, i;
         json_t *e;
         s->subs = calloc(MAX(json_array_size(a), (size_t)1), sizeof(*s->subs));
-        if (!s->client_id || !s->id.device_id || !s->id.module_id || !s->subs) {
+        if (!s->client_id || cr < 0 || !s->subs) {
             json_decref(a);
             session_free(s);
             break;
@@ -245,7 +250,7 @@ void sessions_forget_module(struct hub *h, const char *module)
     struct session *s, *tmp;
     llist_foreach_safe(s, tmp, &h->sessions->list, node)
     {
-        if (s->conn || !s->id.module_id || strcmp(s->id.module_id, module) != 0)
+        if (s->conn || !s->id.address || strcmp(s->id.address, module) != 0)
             continue;
         if (!s->clean) {
             s->clean = true;
@@ -263,15 +268,28 @@ static void sample_topics(char *desired, char *methods, char *twinres)
     strcpy(twinres, "$iothub/twin/res/200/?$rid=1");
 }
 
+/* The topic prefix of what the hub sends a client unasked on topics of its own: a module's
+ * "devices/<d>/modules/<m>/" (inputs), a leaf device's "devices/<d>/messages/devicebound/"
+ * (cloud-to-device messages). Its length, or -1 when it does not fit. */
+static int own_prefix(const struct session *s, char *own, size_t size)
+{
+    int n = s->id.kind == HUB_IDENTITY_DEVICE
+                ? snprintf(own, size, "devices/%s/messages/devicebound/", s->id.device_id)
+                : snprintf(own, size, "devices/%s/modules/%s/", s->id.device_id, s->id.module_id);
+    return n > 0 && (size_t)n < size ? n : -1;
+}
+
 bool session_may_subscribe(const struct session *s, const char *filter, size_t len)
 {
     char own[300];
-    int n = snprintf(own, sizeof(own), "devices/%s/modules/%s/", s->id.device_id, s->id.module_id);
-    /* Under its own device/module prefix: anything (inputs, or "#" for the C SDK). */
-    if (n > 0 && (size_t)n < sizeof(own) && len >= (size_t)n &&
-        strncmp(filter, own, (size_t)n) == 0)
+    int n = own_prefix(s, own, sizeof(own));
+    /* Ids compare case-insensitively, as IoT Hub's; a device's topics spell its id as it does. */
+    int (*cmp)(const char *, const char *, size_t) =
+        s->id.kind == HUB_IDENTITY_DEVICE ? strncasecmp : strncmp;
+    /* Under its own prefix: anything (inputs, or "#" for the C SDK; a device's C2D topic). */
+    if (n > 0 && len >= (size_t)n && cmp(filter, own, (size_t)n) == 0)
         return true;
-    if (n > 0 && len == (size_t)n - 1 && strncmp(filter, own, len) == 0)
+    if (n > 0 && len == (size_t)n - 1 && cmp(filter, own, len) == 0)
         return true; /* "devices/d/modules/m" itself */
     static const char *const allowed[] = {
         "$iothub/twin/res/", "$iothub/twin/PATCH/properties/desired/", "$iothub/methods/POST/"};
@@ -285,7 +303,7 @@ bool session_may_subscribe(const struct session *s, const char *filter, size_t l
 
 int session_input_qos(struct session *s, const char *input)
 {
-    if (!s->wants_inputs)
+    if (!s->wants_inputs || s->id.kind != HUB_IDENTITY_MODULE)
         return -1;
     if (s->qos_input && strcmp(s->qos_input, input) == 0)
         return s->qos_value;
@@ -319,7 +337,7 @@ static void update_wants(struct session *s)
     /* wants_inputs: any filter under the module's own prefix (which input it matches is
      * decided per endpoint by session_input_qos()) */
     char own[300];
-    int on = snprintf(own, sizeof(own), "devices/%s/modules/%s/", s->id.device_id, s->id.module_id);
+    int on = s->id.kind == HUB_IDENTITY_MODULE ? own_prefix(s, own, sizeof(own)) : -1;
     for (size_t i = 0; i < s->n_subs; i++) {
         const char *f = s->subs[i].filter;
         size_t fl = strlen(f);

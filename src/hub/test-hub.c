@@ -26,15 +26,19 @@
 
 #include "base/crypto.h"
 #include "base/fs.h"
+#include "base/json.h"
 #include "base/str.h"
 #include "base/timeutil.h"
 #include "database.h"
+#include "auth.h"
 #include "head_mqtt.h"
 #include "methods.h"
 #include "server.h"
 #include "session.h"
 #include "status.h"
 #include "twin.h"
+#include "identity/ca.h"
+#include "identity/leaf.h"
 #include "identity/sas.h"
 #include "log/log.h"
 #include "mqtt/iothub.h"
@@ -53,6 +57,12 @@ struct fixture {
     const char *edge_hub; /* $edgeHub desired JSON, or NULL */
     int max_subscriptions, max_connections, max_inflight;
     uint64_t max_packet;
+    /* leaf devices (docs/gateway.md): SAS devices leaf1 and leaf2 (two keys each; gen NULL: not
+     * there), an X.509 device by thumbprint and a CA-signed one */
+    uint8_t leaf_keys[2][2][32];
+    const char *leaf_gen[2];
+    char leaf_thumbprint[65];
+    char device_ca[128]; /* the device CA bundle's path, "" none */
 };
 
 struct client {
@@ -88,8 +98,42 @@ static const char *default_routes =
     "BrokeredEndpoint(\\\"/modules/receiver/inputs/short\\\")\", \"timeToLiveSecs\": 1},"
     "\"cond\": \"FROM /messages/modules/sender/outputs/cond WHERE as_number(temp) > 20 INTO "
     "BrokeredEndpoint(\\\"/modules/receiver/inputs/hot\\\")\","
-    "\"up\": \"FROM /messages/modules/sender/outputs/up INTO $upstream\""
+    "\"up\": \"FROM /messages/modules/sender/outputs/up INTO $upstream\","
+    "\"leaf\": \"FROM /messages/* WHERE $connectionDeviceId = 'leaf1' AND kind = 'x' INTO "
+    "BrokeredEndpoint(\\\"/modules/receiver/inputs/leaf\\\")\","
+    "\"leafup\": \"FROM /messages/* WHERE $connectionDeviceId = 'leaf2' INTO $upstream\","
+    "\"leafmod\": \"FROM /messages/modules/* WHERE $connectionDeviceId = 'leaf1' INTO "
+    "BrokeredEndpoint(\\\"/modules/receiver/inputs/wrong\\\")\""
     "}, \"storeAndForwardConfiguration\": {\"timeToLiveSecs\": 7200}}";
+
+static const char *const leaf_names[] = {"leaf1", "leaf2"};
+
+/* The runtime file's leafDevices, as ledged writes them (identity_leaf_runtime_json). */
+static json_t *leaf_devices(struct fixture *f)
+{
+    json_t *o = json_object();
+    for (size_t i = 0; i < ARRAY_SIZE(leaf_names); i++) {
+        if (!f->leaf_gen[i])
+            continue;
+        json_t *keys = json_array();
+        for (int k = 0; k < 2; k++) {
+            struct lbuf b64 = LBUF_INIT;
+            assert_int_equal(lcrypto_b64_encode(f->leaf_keys[i][k], 32, &b64), 0);
+            json_array_append_new(keys, json_string(b64.data));
+            lbuf_free(&b64);
+        }
+        json_object_set_new(o, leaf_names[i],
+                            json_pack("{s:s, s:s, s:o}", "generationId", f->leaf_gen[i], "auth",
+                                      "sas", "keys", keys));
+    }
+    if (f->leaf_thumbprint[0])
+        json_object_set_new(o, "leafx",
+                            json_pack("{s:s, s:s, s:[s]}", "generationId", "genx", "auth",
+                                      "x509-thumbprint", "thumbprints", f->leaf_thumbprint));
+    json_object_set_new(o, "leafca",
+                        json_pack("{s:s, s:s}", "generationId", "genca", "auth", "x509-ca"));
+    return o;
+}
 
 /* The runtime file: every module of module_names with generation id gens[i] (NULL: the module is
  * not in the deployment; gens NULL: all of them, "gen1") and key f->keys[i]. */
@@ -110,9 +154,10 @@ static void write_runtime_with(struct fixture *f, const char *edge_hub, const ch
     json_t *eh = edge_hub ? json_loads(edge_hub, 0, &je) : NULL;
     if (edge_hub && !eh)
         fail_msg("bad $edgeHub in the test: %s", je.text);
-    json_t *rt =
-        json_pack("{s:s, s:s, s:s, s:o, s:o*, s:{}}", "deviceId", DEVICE, "iothubHostname", IOTHUB,
-                  "gatewayHostname", GATEWAY, "modules", mods, "edgeHub", eh, "twins");
+    json_t *rt = json_pack("{s:s, s:s, s:s, s:o, s:o*, s:{}, s:o, s:{s:s*}}", "deviceId", DEVICE,
+                           "iothubHostname", IOTHUB, "gatewayHostname", GATEWAY, "modules", mods,
+                           "edgeHub", eh, "twins", "leafDevices", leaf_devices(f), "certificates",
+                           "deviceCa", f->device_ca[0] ? f->device_ca : NULL);
     assert_non_null(rt);
     char *text = json_dumps(rt, 0);
     json_decref(rt);
@@ -171,6 +216,12 @@ static int setup_with(void **state, const char *edge_hub, int max_subs, int max_
     for (size_t i = 0; i < ARRAY_SIZE(module_names); i++)
         for (int j = 0; j < 32; j++)
             f->keys[i][j] = (uint8_t)(i * 37 + j * 11 + 1);
+    for (size_t i = 0; i < 2; i++) {
+        f->leaf_gen[i] = "lgen1";
+        for (int k = 0; k < 2; k++)
+            for (int j = 0; j < 32; j++)
+                f->leaf_keys[i][k][j] = (uint8_t)(i * 53 + k * 19 + j * 7 + 3);
+    }
     f->edge_hub = edge_hub;
     f->max_subscriptions = max_subs;
     f->max_connections = max_conns;
@@ -1923,6 +1974,502 @@ static void test_twins_db_mode(void **state)
         assert_int_equal(st.st_mode & 0777, 0600);
 }
 
+/* ------------------------------------------------------------------ leaf devices */
+
+/* CONNECT as leaf device (the device form: client id = device id, no module), with a token of
+ * key (NULL: the device's key of slot) for resource (NULL: <iothub>/devices/<device>). The
+ * CONNACK code, or -1. */
+static int cl_connect_device(struct client *c, const char *device, int slot, const uint8_t *key,
+                             const char *resource, const char *client_id, bool persistent)
+{
+    int i = strcmp(device, "leaf2") == 0 ? 1 : 0;
+    char res[256], username[256];
+    snprintf(res, sizeof(res), IOTHUB "/devices/%s", device);
+    snprintf(username, sizeof(username), IOTHUB "/%s/?api-version=2021-04-12", device);
+    struct lbuf tok = LBUF_INIT;
+    assert_int_equal(sas_token_make(resource ? resource : res, key ? key : c->f->leaf_keys[i][slot],
+                                    32, (uint64_t)(ltime_now_ms() / 1000 + 3600), NULL, &tok),
+                     0);
+    struct connect_opts o = {
+        .client_id = client_id ? client_id : device,
+        .username = username,
+        .token = tok.data,
+        .persistent = persistent,
+    };
+    int r = cl_connect_opts(c, "unused", &o, NULL);
+    lbuf_free(&tok);
+    return r;
+}
+
+static void cl_open_device(struct fixture *f, struct client *c, const char *device)
+{
+    cl_open(f, c);
+    assert_int_equal(cl_connect_device(c, device, 0, NULL, NULL, NULL, false), 0);
+}
+
+static void expect_device_refused(struct fixture *f, const char *device, int slot,
+                                  const uint8_t *key, const char *resource, const char *client_id,
+                                  int code)
+{
+    struct client c;
+    cl_open(f, &c);
+    assert_int_equal(cl_connect_device(&c, device, slot, key, resource, client_id, false), code);
+    expect_closed(&c);
+    cl_close(&c);
+}
+
+/* A leaf device connects with a token of either of its keys, for itself; every other claim is
+ * refused with IoT Hub's CONNACK code. */
+static void test_device_connect(void **state)
+{
+    struct fixture *f = *state;
+    struct client c;
+    cl_open(f, &c);
+    assert_int_equal(cl_connect_device(&c, "leaf1", 0, NULL, NULL, NULL, false), 0);
+    cl_close(&c);
+    cl_open(f, &c);
+    assert_int_equal(cl_connect_device(&c, "leaf1", 1, NULL, NULL, NULL, false), 0); /* secondary */
+    cl_close(&c);
+    /* ids compare case-insensitively, as IoT Hub's */
+    cl_open(f, &c);
+    assert_int_equal(cl_connect_device(&c, "LEAF1", 0, f->leaf_keys[0][0], NULL, NULL, false), 0);
+    cl_close(&c);
+    /* the gateway host name is an accepted audience too */
+    cl_open(f, &c);
+    assert_int_equal(cl_connect_device(&c, "leaf1", 0, NULL, GATEWAY "/devices/leaf1", NULL, false),
+                     0);
+    cl_close(&c);
+
+    long long before = counter(f, "authFailures");
+    /* another device's key, a module's key, a key of nobody's */
+    expect_device_refused(f, "leaf1", 0, f->leaf_keys[1][0], NULL, NULL,
+                          MQTT_CONNACK_NOT_AUTHORIZED);
+    expect_device_refused(f, "leaf1", 0, f->keys[0], NULL, NULL, MQTT_CONNACK_NOT_AUTHORIZED);
+    uint8_t wrong[32] = {7};
+    expect_device_refused(f, "leaf1", 0, wrong, NULL, NULL, MQTT_CONNACK_NOT_AUTHORIZED);
+    /* a token for another device's resource, or a module's, signed with the right key */
+    expect_device_refused(f, "leaf1", 0, NULL, IOTHUB "/devices/leaf2", NULL,
+                          MQTT_CONNACK_NOT_AUTHORIZED);
+    expect_device_refused(f, "leaf1", 0, NULL, IOTHUB "/devices/leaf1/modules/sender", NULL,
+                          MQTT_CONNACK_NOT_AUTHORIZED);
+    expect_device_refused(f, "leaf1", 0, NULL, "elsewhere.example/devices/leaf1", NULL,
+                          MQTT_CONNACK_NOT_AUTHORIZED);
+    /* a module's key cannot log in as the edge device itself (not a leaf device) */
+    expect_device_refused(f, DEVICE, 0, f->keys[0], IOTHUB "/devices/" DEVICE, NULL,
+                          MQTT_CONNACK_NOT_AUTHORIZED);
+    /* an unknown device; the client id must be the device id */
+    expect_device_refused(f, "ghost", 0, f->leaf_keys[0][0], IOTHUB "/devices/ghost", NULL,
+                          MQTT_CONNACK_NOT_AUTHORIZED);
+    expect_device_refused(f, "leaf1", 0, NULL, NULL, "leaf2", MQTT_CONNACK_IDENTIFIER_REJECTED);
+    expect_device_refused(f, "leaf1", 0, NULL, NULL, "leaf1/sender",
+                          MQTT_CONNACK_IDENTIFIER_REJECTED);
+    assert_int_equal(counter(f, "authFailures"), before + 8);
+    /* no password, no certificate */
+    cl_open(f, &c);
+    struct connect_opts o = {.client_id = "leaf1",
+                             .username = IOTHUB "/leaf1/?api-version=2021-04-12",
+                             .no_password = true};
+    assert_int_equal(cl_connect_opts(&c, "unused", &o, NULL), MQTT_CONNACK_BAD_USERNAME_PASSWORD);
+    cl_close(&c);
+    /* an expired token, one beyond hub.max_token_lifetime */
+    for (int k = 0; k < 2; k++) {
+        struct lbuf tok = LBUF_INIT;
+        int64_t exp = k ? ltime_now_ms() / 1000 + 400LL * 86400 : ltime_now_ms() / 1000 - 5;
+        assert_int_equal(sas_token_make(IOTHUB "/devices/leaf1", f->leaf_keys[0][0], 32,
+                                        (uint64_t)exp, NULL, &tok),
+                         0);
+        struct connect_opts e = {.client_id = "leaf1",
+                                 .username = IOTHUB "/leaf1/?api-version=2021-04-12",
+                                 .token = tok.data};
+        cl_open(f, &c);
+        assert_int_equal(cl_connect_opts(&c, "unused", &e, NULL), MQTT_CONNACK_NOT_AUTHORIZED);
+        cl_close(&c);
+        lbuf_free(&tok);
+    }
+    /* a device's token does not open a module: a device cannot pass for a module */
+    struct lbuf tok = LBUF_INIT;
+    assert_int_equal(sas_token_make(IOTHUB "/devices/" DEVICE "/modules/sender", f->leaf_keys[0][0],
+                                    32, (uint64_t)(ltime_now_ms() / 1000 + 60), NULL, &tok),
+                     0);
+    struct connect_opts m = {.token = tok.data};
+    expect_refused(f, "sender", &m, MQTT_CONNACK_NOT_AUTHORIZED);
+    lbuf_free(&tok);
+    /* X.509 devices need a certificate (none on this plain connection) */
+    cl_open(f, &c);
+    o = (struct connect_opts){.client_id = "leafca",
+                              .username = IOTHUB "/leafca/?api-version=2021-04-12",
+                              .token = "SharedAccessSignature sr=x&sig=y&se=1"};
+    assert_int_equal(cl_connect_opts(&c, "unused", &o, NULL), MQTT_CONNACK_NOT_AUTHORIZED);
+    cl_close(&c);
+}
+
+static void test_device_may_subscribe(void **state)
+{
+    struct session s = {.id = {.kind = HUB_IDENTITY_DEVICE, .device_id = "leaf1"}};
+    const char *allowed[] = {
+        "devices/leaf1/messages/devicebound/#",
+        "devices/LEAF1/messages/devicebound/#",
+        "devices/leaf1/messages/devicebound/",
+        "devices/leaf1/messages/devicebound",
+        "$iothub/twin/res/#",
+        "$iothub/twin/PATCH/properties/desired/#",
+        "$iothub/methods/POST/#",
+    };
+    const char *refused[] = {
+        "devices/leaf2/messages/devicebound/#", /* another device's */
+        "devices/leaf1/modules/m/inputs/#",     /* module topics, even under its own id */
+        "devices/dev1/modules/receiver/inputs/#",
+        "devices/leaf1/messages/events/#", /* its own telemetry is not for it to read */
+        "devices/leaf1/#",
+        "devices/#",
+        "#",
+        "$iothub/#",
+    };
+    for (size_t i = 0; i < ARRAY_SIZE(allowed); i++)
+        if (!session_may_subscribe(&s, allowed[i], strlen(allowed[i])))
+            fail_msg("refused: %s", allowed[i]);
+    for (size_t i = 0; i < ARRAY_SIZE(refused); i++)
+        if (session_may_subscribe(&s, refused[i], strlen(refused[i])))
+            fail_msg("allowed: %s", refused[i]);
+}
+
+/* A device publishes only on its own device events topic and its twin and method topics; a
+ * module cannot publish as a device; refusals close the connection and are counted. */
+static void test_device_publish_authorisation(void **state)
+{
+    struct fixture *f = *state;
+    struct client c;
+    cl_open_device(f, &c, "leaf1");
+    assert_int_equal(cl_subscribe(&c, "devices/leaf1/messages/devicebound/#", 1), 1);
+    assert_int_equal(cl_subscribe(&c, "devices/leaf2/messages/devicebound/#", 1), 0x80);
+    assert_int_equal(cl_subscribe(&c, "devices/" DEVICE "/modules/receiver/inputs/#", 1), 0x80);
+    expect_puback(&c, cl_publish(&c, "devices/leaf1/messages/events/", "ok", 1, false));
+    expect_pingresp(&c);
+    cl_close(&c);
+    long long before = counter(f, "unauthorized");
+    const char *refused[] = {
+        "devices/leaf2/messages/events/",                /* another device */
+        "devices/" DEVICE "/messages/events/",           /* the edge device */
+        "devices/leaf1/modules/sender/messages/events/", /* a module's, under its own id */
+        "devices/" DEVICE "/modules/sender/messages/events/",
+        "devices/leaf1/messages/devicebound/",
+    };
+    for (size_t i = 0; i < ARRAY_SIZE(refused); i++) {
+        cl_open_device(f, &c, "leaf1");
+        cl_publish(&c, refused[i], "x", 1, false);
+        expect_closed(&c);
+        cl_close(&c);
+    }
+    /* a module cannot send as a device */
+    cl_open_as(f, &c, "sender");
+    cl_publish(&c, "devices/leaf1/messages/events/", "x", 1, false);
+    expect_closed(&c);
+    cl_close(&c);
+    /* nor subscribe to a device's C2D topic */
+    cl_open_as(f, &c, "sender");
+    assert_int_equal(cl_subscribe(&c, "devices/leaf1/messages/devicebound/#", 1), 0x80);
+    cl_close(&c);
+    assert_int_equal(counter(f, "unauthorized"), before + (long long)ARRAY_SIZE(refused) + 2);
+    /* a will aimed at another device's topic is not published for it */
+    cl_open(f, &c);
+    struct lbuf tok = LBUF_INIT;
+    assert_int_equal(sas_token_make(IOTHUB "/devices/leaf1", f->leaf_keys[0][0], 32,
+                                    (uint64_t)(ltime_now_ms() / 1000 + 60), NULL, &tok),
+                     0);
+    struct connect_opts w = {.client_id = "leaf1",
+                             .username = IOTHUB "/leaf1/?api-version=2021-04-12",
+                             .token = tok.data,
+                             .will_topic = "devices/leaf2/messages/events/kind=x",
+                             .will_payload = "gone"};
+    assert_int_equal(cl_connect_opts(&c, "unused", &w, NULL), 0);
+    lbuf_free(&tok);
+    cl_close(&c);
+    assert_int_equal(counter(f, "unauthorized"), before + (long long)ARRAY_SIZE(refused) + 3);
+}
+
+/* A device's telemetry: from /messages/events with $connectionDeviceId and no module, its
+ * properties passed on, routed by a condition on the device id (and never by a route from
+ * /messages/modules), into a module input and into $upstream. */
+static void test_device_telemetry_routed(void **state)
+{
+    struct fixture *f = *state;
+    struct client rc, c, c2;
+    cl_open_receiver(f, &rc);
+    cl_open_device(f, &c, "leaf1");
+    /* the device claims to be a module in its bag: the hub says who it is */
+    expect_puback(&c,
+                  cl_publish(&c,
+                             "devices/leaf1/messages/events/"
+                             "kind=x&temp=21&%24.mid=m1&%24.cdid=evil&%24.cmid=sender&%24.on=out1",
+                             "{\"t\":21}", 1, false));
+    struct received r;
+    expect_input(&rc, &r, true);
+    assert_string_equal(r.input, "leaf");
+    assert_string_equal(r.body, "{\"t\":21}");
+    assert_string_equal(prop_app(&r, "temp"), "21");
+    assert_true(prop_sys_is(&r, IOTHUB_PROP_MESSAGE_ID, "m1"));
+    assert_true(prop_sys_is(&r, IOTHUB_PROP_CONNECTION_DEVICE_ID, "leaf1"));
+    assert_null(r.props.sys[IOTHUB_PROP_CONNECTION_MODULE_ID].ptr);
+    /* the condition on a property: kind other than x is not routed there */
+    expect_puback(&c, cl_publish(&c, "devices/leaf1/messages/events/kind=y", "no", 1, false));
+    expect_nothing(&rc, 200);
+    assert_true(endpoint_depth(f, "/modules/receiver/inputs/wrong") <= 0);
+    /* the other device's telemetry goes upstream (no link here: it waits in the store) */
+    long long up = endpoint_depth(f, "$upstream");
+    cl_open_device(f, &c2, "leaf2");
+    expect_puback(&c2, cl_publish(&c2, "devices/leaf2/messages/events/a=1", "up", 1, false));
+    assert_int_equal(endpoint_depth(f, "$upstream"), (up < 0 ? 0 : up) + 1);
+    cl_close(&c2);
+    cl_close(&c);
+    cl_close(&rc);
+}
+
+/* A device's own twin over $iothub/twin (keyed apart from every module's), desired patches from
+ * the edge (twins_patch_desired on "devices/<d>", what `ledge twin set --device` reaches), and
+ * direct methods from the edge that only that device may answer. */
+static void test_device_twin_and_method(void **state)
+{
+    struct fixture *f = *state;
+    struct client c, m;
+    cl_open_device(f, &c, "leaf1");
+    assert_int_equal(cl_subscribe(&c, "$iothub/twin/res/#", 1), 1);
+    assert_int_equal(cl_subscribe(&c, "$iothub/twin/PATCH/properties/desired/#", 1), 1);
+    assert_int_equal(cl_subscribe(&c, "$iothub/methods/POST/#", 1), 1);
+    cl_publish(&c, "$iothub/twin/PATCH/properties/reported/?$rid=r1", "{\"fw\":\"1.2\"}", 0, false);
+    struct mqtt_packet p;
+    assert_int_equal(cl_next(&c, &p, 2000), 1);
+    char topic[256];
+    snprintf(topic, sizeof(topic), "%.*s", (int)p.publish.topic.len, p.publish.topic.ptr);
+    assert_string_equal(topic, "$iothub/twin/res/204/?$rid=r1&$version=2");
+    json_t *t = twins_get(&f->h, "devices/leaf1");
+    assert_string_equal(json_string_value(json_object_get(json_object_get(t, "reported"), "fw")),
+                        "1.2");
+    json_decref(t);
+    /* a module's twin is another one */
+    t = twins_get(&f->h, "receiver");
+    assert_null(json_object_get(json_object_get(t, "reported"), "fw"));
+    json_decref(t);
+    /* desired from the edge reaches the device */
+    json_t *patch = json_pack("{s:i}", "interval", 5), *twin = NULL;
+    struct lerr err = {0};
+    assert_int_equal(twins_patch_desired(&f->h, "devices/leaf1", patch, &twin, &err), 0);
+    json_decref(patch);
+    json_decref(twin);
+    assert_int_equal(cl_next(&c, &p, 2000), 1);
+    snprintf(topic, sizeof(topic), "%.*s", (int)p.publish.topic.len, p.publish.topic.ptr);
+    assert_string_equal(topic, "$iothub/twin/PATCH/properties/desired/?$version=2");
+    cl_publish(&c, "$iothub/twin/GET/?$rid=r2", "", 0, false);
+    assert_int_equal(cl_next(&c, &p, 2000), 1);
+    json_t *doc = NULL;
+    assert_int_equal(
+        ljson_parse((const char *)p.publish.payload, p.publish.payload_len, &doc, NULL), 0);
+    assert_int_equal(
+        json_integer_value(json_object_get(json_object_get(doc, "desired"), "interval")), 5);
+    json_decref(doc);
+    /* a method call for the device */
+    struct method_result res = {0};
+    void *handle;
+    json_t *payload = json_pack("{s:i}", "x", 1);
+    assert_int_equal(methods_invoke(&f->h, "devices/leaf2", "ping", payload, 5, method_done, &res,
+                                    &handle, &err),
+                     -ENOENT); /* not connected */
+    assert_int_equal(methods_invoke(&f->h, "devices/leaf1", "ping", payload, 5, method_done, &res,
+                                    &handle, &err),
+                     0);
+    json_decref(payload);
+    assert_int_equal(cl_next(&c, &p, 2000), 1);
+    snprintf(topic, sizeof(topic), "%.*s", (int)p.publish.topic.len, p.publish.topic.ptr);
+    assert_true(lstr_startswith(topic, "$iothub/methods/POST/ping/?$rid="));
+    const char *rid = strstr(topic, "$rid=") + 5;
+    char res_topic[128];
+    snprintf(res_topic, sizeof(res_topic), "$iothub/methods/res/200/?$rid=%s", rid);
+    /* a module cannot answer the device's call, nor another device */
+    cl_open_as(f, &m, "receiver");
+    cl_publish(&m, res_topic, "{\"evil\":1}", 0, false);
+    pump(f);
+    cl_close(&m);
+    cl_open_device(f, &m, "leaf2");
+    cl_publish(&m, res_topic, "{\"evil\":2}", 0, false);
+    pump(f);
+    cl_close(&m);
+    assert_false(res.done);
+    cl_publish(&c, res_topic, "{\"pong\":true}", 0, false);
+    pump(f);
+    assert_true(res.done);
+    assert_int_equal(res.status, 200);
+    assert_int_equal(json_integer_value(json_object_get(res.reply, "status")), 200);
+    assert_true(json_is_true(json_object_get(json_object_get(res.reply, "payload"), "pong")));
+    json_decref(res.reply);
+    cl_close(&c);
+}
+
+/* A removed or recreated device loses its connections, its persistent session and its twin; a
+ * replaced key cuts the connections that used it (and only those); a reload that changes nothing
+ * for it leaves it alone. */
+static void test_device_identity_change(void **state)
+{
+    struct fixture *f = *state;
+    struct client c;
+    struct lerr err = {0};
+    bool present;
+    struct connect_opts o;
+    (void)o;
+    /* a persistent session with a twin */
+    cl_open(f, &c);
+    assert_int_equal(cl_connect_device(&c, "leaf1", 0, NULL, NULL, NULL, true), 0);
+    assert_int_equal(cl_subscribe(&c, "$iothub/twin/res/#", 1), 1);
+    cl_publish(&c, "$iothub/twin/PATCH/properties/reported/?$rid=1", "{\"a\":1}", 0, false);
+    struct mqtt_packet p;
+    assert_int_equal(cl_next(&c, &p, 2000), 1);
+
+    /* 1. its secondary key replaced: the connection on the primary stays */
+    f->leaf_keys[0][1][0] ^= 0xff;
+    write_runtime(f, default_routes);
+    assert_int_equal(hub_load_runtime(&f->h, &err), 0);
+    expect_pingresp(&c);
+    /* 2. its primary key replaced: cut; the old key is refused, the new one resumes */
+    uint8_t old[32];
+    memcpy(old, f->leaf_keys[0][0], 32);
+    f->leaf_keys[0][0][0] ^= 0xff;
+    write_runtime(f, default_routes);
+    assert_int_equal(hub_load_runtime(&f->h, &err), 0);
+    expect_closed(&c);
+    cl_close(&c);
+    expect_device_refused(f, "leaf1", 0, old, NULL, NULL, MQTT_CONNACK_NOT_AUTHORIZED);
+    cl_open(f, &c);
+    assert_int_equal(cl_connect_device(&c, "leaf1", 0, NULL, NULL, NULL, true), 0);
+    /* 3. nothing changed: left alone */
+    assert_int_equal(hub_load_runtime(&f->h, &err), 0);
+    expect_pingresp(&c);
+    /* 4. removed: cut, refused from now on, its twin gone */
+    f->leaf_gen[0] = NULL;
+    write_runtime(f, default_routes);
+    assert_int_equal(hub_load_runtime(&f->h, &err), 0);
+    expect_closed(&c);
+    cl_close(&c);
+    expect_device_refused(f, "leaf1", 0, NULL, NULL, NULL, MQTT_CONNACK_NOT_AUTHORIZED);
+    json_t *t = twins_get(&f->h, "devices/leaf1");
+    assert_null(json_object_get(json_object_get(t, "reported"), "a"));
+    json_decref(t);
+    /* 5. added again: another identity, without the old session */
+    f->leaf_gen[0] = "lgen2";
+    write_runtime(f, default_routes);
+    assert_int_equal(hub_load_runtime(&f->h, &err), 0);
+    cl_open(f, &c);
+    struct lbuf tok = LBUF_INIT;
+    assert_int_equal(sas_token_make(IOTHUB "/devices/leaf1", f->leaf_keys[0][0], 32,
+                                    (uint64_t)(ltime_now_ms() / 1000 + 60), NULL, &tok),
+                     0);
+    struct connect_opts po = {.client_id = "leaf1",
+                              .username = IOTHUB "/leaf1/?api-version=2021-04-12",
+                              .token = tok.data,
+                              .persistent = true};
+    assert_int_equal(cl_connect_opts(&c, "unused", &po, &present), 0);
+    assert_false(present);
+    lbuf_free(&tok);
+    /* 6. recreated while connected: cut */
+    f->leaf_gen[0] = "lgen3";
+    write_runtime(f, default_routes);
+    assert_int_equal(hub_load_runtime(&f->h, &err), 0);
+    expect_closed(&c);
+    cl_close(&c);
+}
+
+/* ------------------------------------------------------------------ leaf devices: X.509 */
+
+static X509 *first_cert(const char *pem)
+{
+    STACK_OF(X509) *certs = NULL;
+    struct lerr e = {0};
+    assert_int_equal(ca_pem_read_certs(pem, strlen(pem), &certs, &e), 0);
+    X509 *x = sk_X509_shift(certs);
+    sk_X509_pop_free(certs, X509_free);
+    return x;
+}
+
+static X509 *issue(struct ca *ca, const char *cn, const char *uri)
+{
+    struct ca_leaf_request req = {.kind = CA_LEAF_CLIENT, .common_name = cn, .uri = uri};
+    struct ca_leaf leaf;
+    struct lerr e = {0};
+    assert_int_equal(ca_issue(ca, &req, ltime_now_ms() / 1000, &leaf, &e), 0);
+    X509 *x = first_cert(leaf.cert_pem);
+    ca_leaf_done(&leaf);
+    return x;
+}
+
+static int x509_check(struct fixture *f, const char *device, X509 *cert)
+{
+    struct hub_credentials cr = {.device_id = device, .module_id = "", .cert = cert};
+    struct hub_identity id;
+    struct lerr e = {0};
+    int r = auth_check(&f->h, &cr, &id, &e);
+    if (r == 0) {
+        assert_int_equal(id.kind, HUB_IDENTITY_DEVICE);
+        assert_int_equal(id.method, HUB_AUTH_X509);
+        hub_identity_clear(&id);
+    }
+    return r;
+}
+
+/* X.509 leaf devices: by thumbprint (SHA-1 or SHA-256), or CA-signed (CN = the device id, a chain
+ * to the device CA bundle); a module's certificate, a stranger's, a wrong CN and no certificate
+ * are refused. */
+static void test_device_x509(void **state)
+{
+    struct fixture *f = *state;
+    struct ca_config cc = {.device_id = DEVICE};
+    struct ca *edge = NULL, *stranger = NULL;
+    struct lerr e = {0};
+    int64_t now = ltime_now_ms() / 1000;
+    assert_int_equal(ca_open(&cc, now, &edge, &e), 0);
+    assert_int_equal(ca_open(&cc, now, &stranger, &e), 0);
+    struct lbuf bundle = LBUF_INIT;
+    assert_int_equal(ca_issuers_bundle(edge, &bundle), 0);
+    snprintf(f->device_ca, sizeof(f->device_ca), "%s/device-ca.pem", f->dir);
+    assert_int_equal(lfs_write_atomic(f->device_ca, bundle.data, bundle.len, 0600), 0);
+    lbuf_free(&bundle);
+
+    X509 *good = issue(edge, "leafca", "azureiot://" IOTHUB "/devices/leafca");
+    X509 *thumb = issue(stranger, "whatever", NULL);
+    X509 *module = issue(edge, "leafca", "azureiot://" IOTHUB "/devices/" DEVICE "/modules/sender");
+    X509 *wrong_cn = issue(edge, "leaf1", NULL);
+    X509 *untrusted = issue(stranger, "leafca", NULL);
+    char sha1[41], sha256[65];
+    assert_int_equal(identity_cert_thumbprints(thumb, sha1, sha256), 0);
+    strcpy(f->leaf_thumbprint, sha256);
+    write_runtime(f, default_routes);
+    assert_int_equal(hub_load_runtime(&f->h, &e), 0);
+
+    assert_int_equal(x509_check(f, "leafca", good), 0);
+    assert_int_equal(x509_check(f, "LEAFCA", good), 0);
+    assert_int_equal(x509_check(f, "leafx", thumb), 0);
+    assert_int_equal(x509_check(f, "leafx", good), -EACCES);    /* not its thumbprint */
+    assert_int_equal(x509_check(f, "leafca", module), -EACCES); /* a module's certificate */
+    assert_int_equal(x509_check(f, "leafca", wrong_cn), -EACCES);
+    assert_int_equal(x509_check(f, "leafca", untrusted), -EACCES);
+    assert_int_equal(x509_check(f, "leafca", NULL), -EACCES);
+    assert_int_equal(x509_check(f, "leaf1", good), -EACCES); /* a SAS device wants its token */
+    assert_int_equal(x509_check(f, "ghost", good), -EACCES);
+    /* by its SHA-1 thumbprint too */
+    strcpy(f->leaf_thumbprint, sha1);
+    write_runtime(f, default_routes);
+    assert_int_equal(hub_load_runtime(&f->h, &e), 0);
+    assert_int_equal(x509_check(f, "leafx", thumb), 0);
+    /* without the bundle, nothing is CA-signed */
+    f->device_ca[0] = 0;
+    write_runtime(f, default_routes);
+    assert_int_equal(hub_load_runtime(&f->h, &e), 0);
+    assert_int_equal(x509_check(f, "leafca", good), -EACCES);
+    X509_free(good);
+    X509_free(thumb);
+    X509_free(module);
+    X509_free(wrong_cn);
+    X509_free(untrusted);
+    ca_free(edge);
+    ca_free(stranger);
+}
+
 int main(void)
 {
     log_set_level(LOG_LEVEL_ERROR);
@@ -1965,6 +2512,13 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_twins_db_mode, setup, teardown),
         cmocka_unit_test_setup_teardown(test_twin_get_and_reported, setup, teardown),
         cmocka_unit_test_setup_teardown(test_direct_method, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_device_connect, setup, teardown),
+        cmocka_unit_test(test_device_may_subscribe),
+        cmocka_unit_test_setup_teardown(test_device_publish_authorisation, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_device_telemetry_routed, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_device_twin_and_method, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_device_identity_change, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_device_x509, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,7 +1,8 @@
-/* twin.c — module twins. Desired properties come from the deployment (the module's
- * `properties.desired` in modulesContent) and from `ledge twin set`; reported properties from the
- * module (twin.h). Each side has a $version. Both persist in twins.db (database.c). Reported
- * changes are routed as messages from /twinChangeNotifications.
+/* twin.c — module twins, and leaf devices' twins (keyed "devices/<d>": hub_identity.address).
+ * Desired properties come from the deployment (the module's `properties.desired` in modulesContent)
+ * and from `ledge twin set`; reported properties from the module (twin.h). Each side has a
+ * $version. Both persist in twins.db (database.c). Reported changes are routed as messages from
+ * /twinChangeNotifications.
  *
  * Desired semantics: a deployment whose desired properties for a module differ from those it
  * applied last replaces the desired document (the deployment is the source of truth, as with
@@ -146,7 +147,7 @@ static json_t *diff(const json_t *old, const json_t *nw)
 
 static void notify_desired(struct hub *h, const char *module, json_t *patch, long long version)
 {
-    struct hub_client *c = clients_find_module(h, module);
+    struct hub_client *c = clients_find(h, module);
     if (!c || c->ops->listens(c, HUB_STREAM_DESIRED, NULL) < 0)
         return;
     json_object_set_new(patch, "$version", json_integer(version));
@@ -254,7 +255,7 @@ static void reply(struct hub_client *c, int status, const struct hub_twin_reques
 
 void twins_request(struct hub *h, struct hub_client *c, const struct hub_twin_request *r)
 {
-    const char *module = c->id->module_id;
+    const char *module = c->id->address;
     struct twin tw;
     if (twin_load(h, module, &tw) < 0) {
         reply(c, 500, r, -1, "{\"message\":\"twin storage failed\"}");
@@ -327,6 +328,18 @@ int twins_patch_desired(struct hub *h, const char *module, const json_t *patch, 
     *ret = twin_document(&t);
     twin_clear(&t);
     return 0;
+}
+
+void twins_forget(struct hub *h, const char *address)
+{
+    sqlite3 *db = database_handle(h);
+    sqlite3_stmt *st = NULL;
+    if (!db ||
+        sqlite3_prepare_v2(db, "DELETE FROM twins WHERE module = ?", -1, &st, NULL) != SQLITE_OK)
+        return;
+    sqlite3_bind_text(st, 1, address, -1, SQLITE_STATIC);
+    sqlite3_step(st);
+    sqlite3_finalize(st);
 }
 
 /* The database is open (server.c opens it first): apply the deployment's desired documents. */

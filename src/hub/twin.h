@@ -27,10 +27,15 @@ struct hub_twin_request {
     size_t body_len;
 };
 
-/* A request from client c about its own module's twin; answered through c's head. */
+/* Twins are named by address (hub_identity.address): a module id, or "devices/<d>" for a leaf
+ * device's twin. */
+
+/* A request from client c about its own twin; answered through c's head. */
 void twins_request(struct hub *h, struct hub_client *c, const struct hub_twin_request *r);
 /* {"desired": {..., "$version"}, "reported": {..., "$version"}} or NULL. */
 json_t *twins_get(struct hub *h, const char *module);
 /* Merge a patch into the desired properties, notify the module; *ret is the new twin. */
 int twins_patch_desired(struct hub *h, const char *module, const json_t *patch, json_t **ret,
                         struct lerr *err);
+/* Forget the twin of address (a leaf device removed or recreated: the next is another identity). */
+void twins_forget(struct hub *h, const char *address);
