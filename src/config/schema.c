@@ -175,6 +175,7 @@ const struct cfg_key cfg_keys[] = {
     K_SECS("upstream.keepalive", upstream.keepalive_ms, 0, 65535 * SEC, "60s"),
     K_SECS("upstream.token_lifetime", upstream.token_lifetime_ms, MINUTE, 30 * DAY, "1h"),
     K_ENUM("upstream.iothub", upstream.iothub_mode, iothub_names, "auto"),
+    K_INT("upstream.max_module_sessions", upstream.max_module_sessions, 0, 100000, "100"),
 
     K_SIZE("check.min_free_memory", check.min_free_memory, 0, TiB, "1GiB"),
     K_SIZE("check.min_free_disk", check.min_free_disk, 0, 64 * TiB, "10GiB"),

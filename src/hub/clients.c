@@ -32,11 +32,15 @@ void clients_stop(struct hub *h)
 void clients_attach(struct hub *h, struct hub_client *c)
 {
     llist_add_head(&h->clients->list, &c->node);
+    if (h->module_presence && c->id->module_id)
+        h->module_presence(h, c->id->module_id);
 }
 
 void clients_detach(struct hub *h, struct hub_client *c)
 {
     llist_remove(&c->node);
+    if (h->module_presence && c->id->module_id)
+        h->module_presence(h, c->id->module_id);
 }
 
 struct hub_client *clients_find(struct hub *h, const char *address)

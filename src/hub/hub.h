@@ -90,6 +90,7 @@ enum hub_sink_kind {
     HUB_SINK_UPSTREAM, /* $upstream: upstream.c */
     HUB_SINK_TWINS,    /* twin.c */
     HUB_SINK_METHODS,  /* methods.c */
+    HUB_SINK_CLOUD,    /* the module identities' own sessions upstream (twins, methods): cloud.c */
     HUB_SINK_COUNT
 };
 
@@ -124,9 +125,15 @@ struct hub {
     struct router *router;
     struct methods *methods;
     struct upstream *upstream;
+    struct cloud *cloud;
     struct server *server;
     struct hs_server *control;
     struct hub_logs *logs; /* hub.c: refusal counts and the log's rate limits */
+    /* Observers, for a unit above the one that sees the change (cloud.c): a module's client
+     * was attached or detached (clients.c: called after the list changed), its reported
+     * properties changed (twin.c). NULL: nobody listens. They must not close clients. */
+    void (*module_presence)(struct hub *h, const char *module);
+    void (*reported_changed)(struct hub *h, const char *module);
 };
 
 /* Why the hub refused what a client sent or asked for. Every refusal is counted by cause

@@ -15,6 +15,7 @@
 #include "base/timeutil.h"
 #include "auth.h"
 #include "clients.h"
+#include "cloud.h"
 #include "commit.h"
 #include "control.h"
 #include "database.h"
@@ -186,12 +187,13 @@ int hub_start(struct hub *h, struct lerr *err)
     h->server = calloc(1, sizeof(*h->server));
     if (!h->runtime_path || !h->queue_dir || !h->server)
         return -ENOMEM;
-    /* The pipeline: one head, four sinks. */
+    /* The pipeline: one head, five sinks. */
     h->heads[h->n_heads++] = &mqtt_head_ops;
     h->sinks[HUB_SINK_INPUT] = &input_sink_ops;
     h->sinks[HUB_SINK_UPSTREAM] = &upstream_sink_ops;
     h->sinks[HUB_SINK_TWINS] = &twins_sink_ops;
     h->sinks[HUB_SINK_METHODS] = &methods_sink_ops;
+    h->sinks[HUB_SINK_CLOUD] = &cloud_sink_ops;
     int r;
     if ((r = listener_start(h)) < 0 || (r = clients_start(h)) < 0 || (r = endpoints_start(h)) < 0 ||
         (r = router_start(h)) < 0)

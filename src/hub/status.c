@@ -2,6 +2,7 @@
 #include "status.h"
 
 #include "base/timeutil.h"
+#include "cloud.h"
 #include "database.h"
 #include "endpoint.h"
 #include "head.h"
@@ -56,7 +57,7 @@ json_t *hub_status_json(struct hub *h)
     json_t *cj = json_object();
     for (size_t i = 0; i < ARRAY_SIZE(counters); i++)
         json_object_set_new(cj, counters[i].name, json_integer((json_int_t)counters[i].v));
-    return json_pack(
+    json_t *o = json_pack(
         "{s:s, s:I, s:{s:I, s:I, s:I, s:I}, s:o, s:o, s:o, s:{s:I, s:I, s:I, s:I, s:s}, s:o, "
         "s:o*, s:o*}",
         "version", LEDGE_VERSION, "uptimeSeconds",
@@ -68,4 +69,7 @@ json_t *hub_status_json(struct hub *h)
         (json_int_t)ss.sync_errors, "fsync", store_sync_policy_to_string(ss.sync), "upstream",
         upstream_status(h), "twinsDatabase", database_status(h), "refusals",
         hub_refusals_status(h));
+    if (o)
+        json_object_set_new(o, "cloud", cloud_status(h));
+    return o;
 }

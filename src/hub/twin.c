@@ -7,7 +7,9 @@
  * Desired semantics: a deployment whose desired properties for a module differ from those it
  * applied last replaces the desired document (the deployment is the source of truth, as with
  * IoT Edge deployments); `ledge twin set` merges a patch on top until the next such change.
- * Every change is sent to a subscribed module as a patch (removed keys as null). */
+ * With the module's session to IoT Hub (cloud.c) the cloud's desired document wins
+ * (twins_cloud_desired) and takes the cloud's $version. Every change is sent to a subscribed
+ * module as a patch (removed keys as null). */
 #include "twin.h"
 
 #include <errno.h>
@@ -286,6 +288,8 @@ void twins_request(struct hub *h, struct hub_client *c, const struct hub_twin_re
             } else {
                 reply(c, 204, r, tw.reported_version, NULL);
                 route_change(h, c->id, patch, tw.reported_version);
+                if (h->reported_changed)
+                    h->reported_changed(h, module);
             }
         }
     }
@@ -340,6 +344,44 @@ void twins_forget(struct hub *h, const char *address)
     sqlite3_bind_text(st, 1, address, -1, SQLITE_STATIC);
     sqlite3_step(st);
     sqlite3_finalize(st);
+}
+
+int twins_cloud_desired(struct hub *h, const char *module, const json_t *desired, int64_t version,
+                        bool complete)
+{
+    struct twin t;
+    if (twin_load(h, module, &t) < 0)
+        return -EIO;
+    json_t *nw = json_deep_copy(t.desired);
+    if (complete) {
+        json_decref(nw);
+        nw = json_deep_copy(desired);
+        json_object_del(nw, "$version");
+    } else {
+        merge_patch(nw, desired);
+    }
+    const char *why = NULL;
+    if (!nw || !valid_document(nw, &why)) {
+        json_decref(nw);
+        twin_clear(&t);
+        return -EINVAL;
+    }
+    json_t *patch = diff(t.desired, nw);
+    bool changed = json_object_size(patch) > 0 || (version > 0 && version != t.desired_version);
+    int r = 0;
+    if (changed) {
+        json_decref(t.desired);
+        t.desired = nw;
+        nw = NULL;
+        t.desired_version = version > 0 ? version : t.desired_version + 1;
+        r = twin_save(h, module, &t);
+        if (r == 0 && json_object_size(patch) > 0)
+            notify_desired(h, module, patch, t.desired_version);
+    }
+    json_decref(nw);
+    json_decref(patch);
+    twin_clear(&t);
+    return r;
 }
 
 /* The database is open (server.c opens it first): apply the deployment's desired documents. */

@@ -5,7 +5,9 @@
 #pragma once
 
 #include <jansson.h>
+#include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "base/errors.h"
 #include "endpoint.h"
@@ -39,3 +41,8 @@ int twins_patch_desired(struct hub *h, const char *module, const json_t *patch, 
                         struct lerr *err);
 /* Forget the twin of address (a leaf device removed or recreated: the next is another identity). */
 void twins_forget(struct hub *h, const char *address);
+/* The module's twin in the cloud (cloud.c) wins: its whole desired document (complete) or a
+ * patch of it replaces or changes the local one, which takes the cloud's $version (version > 0);
+ * a connected module is sent the difference. -EINVAL for a document over the twin limits. */
+int twins_cloud_desired(struct hub *h, const char *module, const json_t *desired, int64_t version,
+                        bool complete);

@@ -87,6 +87,8 @@ struct modclient {
     void *desired_ud;
     modclient_connection_fn conn_cb;
     void *conn_ud;
+    modclient_method_async_fn method_async_cb;
+    void *method_async_ud;
     struct request *reqs;
     size_t n_reqs;
     uint64_t next_rid;
@@ -922,6 +924,17 @@ static void dispatch_method(struct modclient *c, const struct iothub_topic *t,
     char method[257];
     memcpy(method, t->method.ptr, t->method.len);
     method[t->method.len] = 0;
+    if (c->method_async_cb) {
+        char rid[65];
+        if (t->rid.len >= sizeof(rid))
+            return;
+        memcpy(rid, t->rid.ptr, t->rid.len);
+        rid[t->rid.len] = 0;
+        json_t *payload = parse_payload(p->payload, p->payload_len);
+        c->method_async_cb(c->method_async_ud, method, payload ? payload : json_null(), rid);
+        json_decref(payload);
+        return;
+    }
     struct handler *h = handler_find(c->methods, method);
     json_t *reply = NULL;
     int status;
@@ -941,6 +954,25 @@ static void dispatch_method(struct modclient *c, const struct iothub_topic *t,
         iothub_topic_method_response(&c->topic, status, t->rid) == 0)
         mqttc_publish(c->m, c->topic.data, c->topic.len, body, strlen(body), 0, false, NULL);
     free(body);
+}
+
+void modclient_on_method_async(struct modclient *c, modclient_method_async_fn cb, void *ud)
+{
+    c->method_async_cb = cb;
+    c->method_async_ud = ud;
+}
+
+int modclient_method_respond(struct modclient *c, const char *rid, int status, const json_t *reply)
+{
+    if (!c->m || !mqttc_connected(c->m))
+        return -ENOTCONN;
+    char *body = reply ? ljson_dump(reply) : strdup("null");
+    lbuf_reset(&c->topic);
+    int r = body ? iothub_topic_method_response(&c->topic, status, mqtt_str_c(rid)) : -ENOMEM;
+    if (r == 0)
+        r = mqttc_publish(c->m, c->topic.data, c->topic.len, body, strlen(body), 0, false, NULL);
+    free(body);
+    return r;
 }
 
 void mc_dispatch_publish(struct modclient *c, const char *topic, size_t topic_len,

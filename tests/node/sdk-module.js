@@ -10,6 +10,8 @@
 //                             forwarded to output "forwarded" with property via=node
 //   forwarded {ok}            that sendOutputEvent's outcome
 //   method {name, payload}    a direct method call, answered 200 {"echo": payload}
+//   report {payload}          method "report": payload patched into the reported properties,
+//                             answered 200 {"reported": true}
 //   sent {seq, ok}            five messages sent to output "ticks" at start
 //   error {where, message}
 'use strict';
@@ -51,6 +53,13 @@ async function main() {
   emit('open', {});
 
   const twin = await client.getTwin();
+  client.onMethod('report', (req, res) => {
+    emit('report', { payload: req.payload });
+    twin.properties.reported.update(req.payload, (err) => {
+      if (err) fail('report', err);
+      res.send(err ? 500 : 200, { reported: !err }, (e) => e && fail('method-response', e));
+    });
+  });
   emit('twin', { desired: twin.properties.desired });
   twin.on('properties.desired', (delta) => emit('desired', { delta }));
   twin.properties.reported.update({ nodeSdk: { ok: true, pid: process.pid } }, (err) => {

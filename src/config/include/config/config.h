@@ -151,7 +151,8 @@ struct config_upstream {
     int64_t keepalive_ms; /* whole seconds */
     int64_t token_lifetime_ms;
     enum config_iothub iothub_mode;
-    bool iothub; /* resolved: enabled and the upstream is IoT Hub (iothub_mode) */
+    int max_module_sessions; /* modules' own upstream sessions at once (the hub's cloud.c) */
+    bool iothub;             /* resolved: enabled and the upstream is IoT Hub (iothub_mode) */
 };
 
 struct config_check {

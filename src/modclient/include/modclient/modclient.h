@@ -138,6 +138,15 @@ typedef int (*modclient_method_fn)(void *ud, const char *method, const json_t *p
  * handler is answered 501. cb NULL removes it. */
 int modclient_on_method(struct modclient *c, const char *method, modclient_method_fn cb, void *ud);
 
+/* Methods answered later (a gateway relaying the call elsewhere): cb gets every method call
+ * (before any handler of modclient_on_method) with its request id (NUL-terminated, as sent), and
+ * the answer goes out with modclient_method_respond() on the same connection. NULL removes it. */
+typedef void (*modclient_method_async_fn)(void *ud, const char *method, const json_t *payload,
+                                          const char *rid);
+void modclient_on_method_async(struct modclient *c, modclient_method_async_fn cb, void *ud);
+/* -ENOTCONN when the connection the call came on is gone (the caller's service times out). */
+int modclient_method_respond(struct modclient *c, const char *rid, int status, const json_t *reply);
+
 /* ---- SAS tokens (exposed for tests and tools) ---- */
 
 /* The resource a module token is for: "<iothub_hostname>/devices/<d>/modules/<m>". */
