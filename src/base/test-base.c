@@ -182,7 +182,8 @@ struct item {
 static void list_values(struct llist *h, char *out)
 {
     struct item *it;
-    llist_foreach(it, h, node) *out++ = (char)('0' + it->v);
+    llist_foreach (it, h, node)
+        *out++ = (char)('0' + it->v);
     *out = 0;
 }
 
@@ -205,7 +206,8 @@ static void test_list(void **state)
     assert_ptr_equal(llist_last(&h, struct item, node), &c);
     struct item *it;
     char *p = s;
-    llist_foreach_reverse(it, &h, node) *p++ = (char)('0' + it->v);
+    llist_foreach_reverse (it, &h, node)
+        *p++ = (char)('0' + it->v);
     *p = 0;
     assert_string_equal(s, "321");
     llist_remove(&b.node);
@@ -215,7 +217,8 @@ static void test_list(void **state)
     assert_string_equal(s, "13");
     /* removing while walking */
     struct item *tmp;
-    llist_foreach_safe(it, tmp, &h, node) llist_remove(&it->node);
+    llist_foreach_safe (it, tmp, &h, node)
+        llist_remove(&it->node);
     assert_true(llist_empty(&h));
     assert_int_equal(llist_count(&h), 0);
     struct llist h2;

@@ -34,6 +34,7 @@
 
 #include "base/fs.h"
 #include "base/json.h"
+#include "base/list.h"
 #include "base/str.h"
 #include "base/timeutil.h"
 #include "keeper_proto.h"
@@ -79,7 +80,7 @@ struct ctr {
     int64_t log_size;
     struct stream out, err;
     bool dead; /* freed at the end of the current batch of events, which may still name it */
-    struct ctr *next;
+    struct llist node; /* in K.ctrs, or in K.dead once freed */
 };
 
 struct reaped {
@@ -91,11 +92,16 @@ struct reaped {
 static struct {
     int ep, listen_fd, client, sigfd;
     const char *state;
-    struct ctr *ctrs, *dead;
+    struct llist ctrs, dead;
     size_t n_ctrs;
     struct reaped reaped[REAPED_MAX];
     size_t n_reaped, reaped_next;
-} K = {.ep = -1, .listen_fd = 3, .client = -1, .sigfd = -1};
+} K = {.ep = -1,
+       .listen_fd = 3,
+       .client = -1,
+       .sigfd = -1,
+       .ctrs = LLIST_INIT(K.ctrs),
+       .dead = LLIST_INIT(K.dead)};
 
 /* ------------------------------------------------------------------ helpers */
 
@@ -136,7 +142,8 @@ static int read_starttime(pid_t pid, unsigned long long *ret)
 
 static struct ctr *ctr_find(const char *id)
 {
-    for (struct ctr *c = K.ctrs; c; c = c->next)
+    struct ctr *c;
+    llist_foreach (c, &K.ctrs, node)
         if (strcmp(c->id, id) == 0)
             return c;
     return NULL;
@@ -176,7 +183,10 @@ static void reply_error(int64_t seq, int code, const char *fmt, ...)
 static void save_state(void)
 {
     json_t *arr = json_array();
-    for (struct ctr *c = K.ctrs; arr && c; c = c->next) {
+    struct ctr *c;
+    llist_foreach (c, &K.ctrs, node) {
+        if (!arr)
+            break;
         struct keeper_container kc = {.id = c->id,
                                       .pid = c->running ? c->pid : 0,
                                       .running = c->running,
@@ -211,8 +221,7 @@ static struct ctr *ctr_new(const char *id)
     c->out.c = c->err.c = c;
     c->out.name = "stdout";
     c->err.name = "stderr";
-    c->next = K.ctrs;
-    K.ctrs = c;
+    llist_add_tail(&K.ctrs, &c->node);
     K.n_ctrs++;
     return c;
 }
@@ -221,12 +230,8 @@ static void stream_close(struct stream *s);
 
 static void ctr_free(struct ctr *c)
 {
-    for (struct ctr **pp = &K.ctrs; *pp; pp = &(*pp)->next)
-        if (*pp == c) {
-            *pp = c->next;
-            K.n_ctrs--;
-            break;
-        }
+    llist_remove(&c->node);
+    K.n_ctrs--;
     stream_close(&c->out);
     stream_close(&c->err);
     if (c->pidfd >= 0) {
@@ -240,8 +245,7 @@ static void ctr_free(struct ctr *c)
     free(c->log_path);
     c->log_path = NULL;
     c->dead = true;
-    c->next = K.dead;
-    K.dead = c;
+    llist_add_tail(&K.dead, &c->node);
 }
 
 static void watch_adopted(struct ctr *c)
@@ -482,7 +486,8 @@ static void reap(void)
         if (pid <= 0)
             return;
         bool known = false;
-        for (struct ctr *c = K.ctrs; c; c = c->next) {
+        struct ctr *c;
+        llist_foreach (c, &K.ctrs, node) {
             if (c->runner == pid) {
                 run_finished(c, status);
                 known = true;
@@ -594,7 +599,10 @@ static void handle_request(const char *text, size_t n)
     }
     case KEEPER_OP_LIST: {
         json_t *arr = json_array();
-        for (struct ctr *c = K.ctrs; arr && c; c = c->next) {
+        struct ctr *c;
+        llist_foreach (c, &K.ctrs, node) {
+            if (!arr)
+                break;
             if (c->runner)
                 continue; /* not started yet: its run answer says how it went */
             struct keeper_container kc = {.id = c->id,
@@ -729,10 +737,9 @@ int main(int argc, char **argv)
             }
             }
         }
-        while (K.dead) {
-            struct ctr *c = K.dead;
-            K.dead = c->next;
+        struct ctr *c, *tmp;
+        llist_foreach_safe (c, tmp, &K.dead, node)
             free(c);
-        }
+        llist_init(&K.dead);
     }
 }

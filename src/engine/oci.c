@@ -32,6 +32,7 @@
 #include "base/crypto.h"
 #include "base/fs.h"
 #include "base/json.h"
+#include "base/list.h"
 #include "base/str.h"
 #include "base/timeutil.h"
 #include "engine/engine.h"
@@ -66,7 +67,7 @@ struct oci {
     char *keeper_bin, *image_helper;
     bool userns;
     struct oci_net *net;
-    struct octr *ctrs;
+    struct llist ctrs; /* struct octr */
     size_t n_ctrs;
     bool running; /* between start and stop */
     /* the keeper */
@@ -74,12 +75,12 @@ struct oci {
     struct event *kev, *kretry;
     bool kconnected; /* hello answered and the table reconciled */
     int64_t kseq;
-    struct kreq *kreqs;
-    pid_t kpid; /* the keeper we started (our child until we exit) */
+    struct llist kreqs; /* requests sent, waiting for their answer, oldest first */
+    pid_t kpid;         /* the keeper we started (our child until we exit) */
     int kpidfd;
     struct event *kpid_ev;
-    struct opctx *ops; /* operations in flight, freed by fini if still there */
-    json_t *unused;    /* image name -> when we first saw no container use it (ms) */
+    struct llist ops; /* operations in flight (struct opctx), freed by fini if still there */
+    json_t *unused;   /* image name -> when we first saw no container use it (ms) */
     int64_t image_gc_after_ms;
     struct event *gc_timer;
 };
@@ -116,7 +117,7 @@ struct octr {
     struct event *kill_timer;
     engine_done_fn stop_cb;
     void *stop_ud;
-    struct octr *next;
+    struct llist node; /* in oci.ctrs */
 };
 
 static struct oci *O(struct engine *e)
@@ -156,18 +157,20 @@ static void log_path(const struct octr *c, char *buf, size_t n)
 
 static struct octr *find(struct oci *o, const char *id_or_name)
 {
-    for (struct octr *c = o->ctrs; c; c = c->next)
+    struct octr *c;
+    llist_foreach (c, &o->ctrs, node)
         if (strcmp(c->id, id_or_name) == 0 || lstr_eq(c->name, id_or_name))
             return c;
     /* docker accepts a unique id prefix; so do we (12 characters, as `docker ps` shows) */
     size_t n = strlen(id_or_name);
     struct octr *hit = NULL;
-    for (struct octr *c = o->ctrs; n >= 12 && c; c = c->next)
-        if (strncmp(c->id, id_or_name, n) == 0) {
-            if (hit)
-                return NULL;
-            hit = c;
-        }
+    if (n >= 12)
+        llist_foreach (c, &o->ctrs, node)
+            if (strncmp(c->id, id_or_name, n) == 0) {
+                if (hit)
+                    return NULL;
+                hit = c;
+            }
     return hit;
 }
 
@@ -342,12 +345,10 @@ static void ctr_free(struct octr *c)
 
 static void ctr_unlink(struct oci *o, struct octr *c)
 {
-    for (struct octr **pp = &o->ctrs; *pp; pp = &(*pp)->next)
-        if (*pp == c) {
-            *pp = c->next;
-            o->n_ctrs--;
-            return;
-        }
+    if (llist_linked(&c->node)) {
+        llist_remove(&c->node);
+        o->n_ctrs--;
+    }
 }
 
 static struct octr *ctr_new(struct oci *o)
@@ -364,8 +365,7 @@ static struct octr *ctr_new(struct oci *o)
 
 static void ctr_link(struct oci *o, struct octr *c)
 {
-    c->next = o->ctrs;
-    o->ctrs = c;
+    llist_add_tail(&o->ctrs, &c->node);
     o->n_ctrs++;
 }
 
@@ -443,7 +443,7 @@ struct kreq {
     int64_t seq;
     kreq_fn cb;
     void *ud;
-    struct kreq *next;
+    struct llist node; /* in oci.kreqs */
 };
 
 static void keeper_lost(struct oci *o, const char *why);
@@ -473,10 +473,7 @@ static int keeper_send(struct oci *o, struct keeper_request *r, kreq_fn cb, void
     q->seq = r->seq;
     q->cb = cb;
     q->ud = ud;
-    struct kreq **pp = &o->kreqs;
-    while (*pp)
-        pp = &(*pp)->next;
-    *pp = q;
+    llist_add_tail(&o->kreqs, &q->node);
     return 0;
 }
 
@@ -504,13 +501,15 @@ static void keeper_readable(evutil_socket_t fd, short what, void *arg)
         on_keeper_exit(o, &m.exit);
         return;
     }
-    struct kreq **pp = &o->kreqs;
-    while (*pp && (*pp)->seq != m.seq)
-        pp = &(*pp)->next;
-    struct kreq *q = *pp;
+    struct kreq *q = NULL, *p;
+    llist_foreach (p, &o->kreqs, node)
+        if (p->seq == m.seq) {
+            q = p;
+            break;
+        }
     if (!q)
         return; /* an answer for a request of a connection before this one */
-    *pp = q->next;
+    llist_remove(&q->node);
     struct lerr ke = {0};
     if (!m.ok)
         lerr_set(&ke, -m.err_code, "keeper: %s", m.error ? m.error : strerror(m.err_code));
@@ -522,9 +521,9 @@ static void fail_kreqs(struct oci *o)
 {
     struct lerr e;
     lerr_set(&e, -EIO, "the container supervisor (ledge-keeper) went away");
-    while (o->kreqs) {
-        struct kreq *q = o->kreqs;
-        o->kreqs = q->next;
+    struct kreq *q;
+    while ((q = llist_first(&o->kreqs, struct kreq, node))) {
+        llist_remove(&q->node);
         q->cb(o, q->ud, NULL, &e);
         free(q);
     }
@@ -564,7 +563,8 @@ static void keeper_listed(struct oci *o, void *ud, const struct keeper_msg *m, c
         keeper_lost(o, lerr_str(e));
         return;
     }
-    for (struct octr *c = o->ctrs; c; c = c->next) {
+    struct octr *c;
+    llist_foreach (c, &o->ctrs, node) {
         if (c->state != CTR_RUNNING || c->starting)
             continue;
         struct keeper_container kc = {0};
@@ -728,8 +728,8 @@ struct opctx {
     void *ud;
     struct lerr err;
     struct oci_exec *x;
-    bool dead; /* fini ran: nothing may call back */
-    struct opctx *prev, *next;
+    bool dead;         /* fini ran: nothing may call back */
+    struct llist node; /* in oci.ops */
 };
 
 static struct opctx *op_new(struct oci *o, struct octr *c)
@@ -739,22 +739,13 @@ static struct opctx *op_new(struct oci *o, struct octr *c)
         return NULL;
     op->o = o;
     op->c = c;
-    op->next = o->ops;
-    if (o->ops)
-        o->ops->prev = op;
-    o->ops = op;
+    llist_add_tail(&o->ops, &op->node);
     return op;
 }
 
 static void op_free(struct opctx *op)
 {
-    struct oci *o = op->o;
-    if (op->prev)
-        op->prev->next = op->next;
-    else if (o->ops == op)
-        o->ops = op->next;
-    if (op->next)
-        op->next->prev = op->prev;
+    llist_remove(&op->node);
     free(op);
 }
 
@@ -1022,7 +1013,8 @@ static void write_hosts(struct oci *o, struct octr *c)
     else
         lbuf_printf(&b, "127.0.1.1\t%s %s\n", host, c->name);
     if (c->netmode == OCI_NET_BRIDGE) {
-        for (struct octr *p = o->ctrs; p; p = p->next) {
+        struct octr *p;
+        llist_foreach (p, &o->ctrs, node) {
             if (p == c || p->netmode != OCI_NET_BRIDGE || !p->ip[0] || b.len > OCI_HOSTS_MAX)
                 continue;
             lbuf_printf(&b, "%s\t%s", p->ip, p->name);
@@ -1050,7 +1042,8 @@ static void write_hosts(struct oci *o, struct octr *c)
 
 static void write_all_hosts(struct oci *o)
 {
-    for (struct octr *c = o->ctrs; c; c = c->next)
+    struct octr *c;
+    llist_foreach (c, &o->ctrs, node)
         if (!c->removing)
             write_hosts(o, c);
 }
@@ -2193,9 +2186,11 @@ static void inspect_later(evutil_socket_t fd, short what, void *arg)
     if (l->lcb) {
         size_t n = 0;
         struct engine_container *v = calloc(o->n_ctrs ? o->n_ctrs : 1, sizeof(*v));
-        for (struct octr *c = o->ctrs; v && c; c = c->next)
-            if (!c->removing || c->state == CTR_RUNNING)
-                fill(c, &v[n++]);
+        struct octr *c;
+        if (v)
+            llist_foreach (c, &o->ctrs, node)
+                if (!c->removing || c->state == CTR_RUNNING)
+                    fill(c, &v[n++]);
         if (!v) {
             struct lerr err;
             lerr_set(&err, -ENOMEM, "list: out of memory");
@@ -2270,7 +2265,8 @@ static struct engine_logs *oci_logs(struct engine *e, const char *id,
 /* The image names (normalised) some container of ours uses. */
 static bool image_used(struct oci *o, const char *name, const char **ret_module)
 {
-    for (struct octr *c = o->ctrs; c; c = c->next) {
+    struct octr *c;
+    llist_foreach (c, &o->ctrs, node) {
         struct img_ref r;
         char norm[IMG_NAME_MAX + 1];
         if (img_ref_parse(c->image, &r, NULL) < 0 || img_ref_format(&r, norm, sizeof(norm)) < 0)
@@ -2288,7 +2284,10 @@ static bool image_used(struct oci *o, const char *name, const char **ret_module)
 static json_t *modules_using(struct oci *o, const char *name)
 {
     json_t *users = json_array();
-    for (struct octr *c = o->ctrs; users && c; c = c->next) {
+    struct octr *c;
+    llist_foreach (c, &o->ctrs, node) {
+        if (!users)
+            break;
         struct img_ref r;
         char norm[IMG_NAME_MAX + 1];
         if (img_ref_parse(c->image, &r, NULL) == 0 && img_ref_format(&r, norm, sizeof(norm)) == 0 &&
@@ -2570,6 +2569,9 @@ static int oci_init(struct engine *e, const struct engine_config *cfg)
     struct lerr err = {0};
     o->e = e;
     o->kfd = o->kpidfd = -1;
+    llist_init(&o->ctrs);
+    llist_init(&o->kreqs);
+    llist_init(&o->ops);
     const char *state = cfg->state_dir ? cfg->state_dir : "/var/lib/ledge";
     const char *run = cfg->run_dir ? cfg->run_dir : "/run/ledge";
     o->dir = lstr_printf("%s/oci", state);
@@ -2653,21 +2655,20 @@ static void oci_fini(struct engine *e)
 {
     struct oci *o = O(e);
     keeper_disconnect(o);
-    while (o->kreqs) {
-        struct kreq *q = o->kreqs;
-        o->kreqs = q->next;
+    struct kreq *q, *qtmp;
+    llist_foreach_safe (q, qtmp, &o->kreqs, node)
         free(q);
-    }
+    llist_init(&o->kreqs);
     /* Operations in flight: their helper programs are killed, their callers not called. */
-    while (o->ops) {
-        struct opctx *op = o->ops;
+    struct opctx *op, *optmp;
+    llist_foreach_safe (op, optmp, &o->ops, node) {
         oci_exec_cancel(op->x);
         op->x = NULL;
         op_free(op);
     }
-    while (o->ctrs) {
-        struct octr *c = o->ctrs;
-        o->ctrs = c->next;
+    struct octr *c, *ctmp;
+    llist_foreach_safe (c, ctmp, &o->ctrs, node) {
+        llist_remove(&c->node);
         ctr_free(c); /* running containers keep running: the keeper has them */
     }
     oci_net_free(o->net);

@@ -26,6 +26,7 @@
 #include "base/crypto.h"
 #include "base/fs.h"
 #include "base/json.h"
+#include "base/list.h"
 #include "base/str.h"
 #include "base/timeutil.h"
 #include "engine/engine.h"
@@ -58,13 +59,13 @@ struct proc {
     engine_done_fn stop_cb;
     void *stop_ud;
     bool removing;
-    struct proc *next;
+    struct llist node; /* in pengine.procs */
 };
 
 struct pengine {
     struct engine *e;
     char *dir;
-    struct proc *procs;
+    struct llist procs; /* struct proc */
     size_t n_procs;
     struct event *sigchld;
     struct event *rotate;
@@ -87,7 +88,8 @@ static inline void closedirp(DIR **d)
 
 static struct proc *find(struct pengine *pe, const char *id_or_name)
 {
-    for (struct proc *p = pe->procs; p; p = p->next)
+    struct proc *p;
+    llist_foreach (p, &pe->procs, node)
         if (strcmp(p->id, id_or_name) == 0 || strcmp(p->name, id_or_name) == 0)
             return p;
     return NULL;
@@ -155,12 +157,10 @@ static void proc_free(struct proc *p)
 
 static void unlink_proc(struct pengine *pe, struct proc *p)
 {
-    for (struct proc **pp = &pe->procs; *pp; pp = &(*pp)->next)
-        if (*pp == p) {
-            *pp = p->next;
-            pe->n_procs--;
-            return;
-        }
+    if (llist_linked(&p->node)) {
+        llist_remove(&p->node);
+        pe->n_procs--;
+    }
 }
 
 static void emit(struct pengine *pe, enum engine_event_kind kind, struct proc *p)
@@ -244,7 +244,8 @@ static void sigchld_cb(evutil_socket_t sig, short what, void *arg)
     /* Only our own children: other parts of the program may have children of their own. */
     while (again) {
         again = false;
-        for (struct proc *p = pe->procs; p; p = p->next) {
+        struct proc *p;
+        llist_foreach (p, &pe->procs, node) {
             if (!p->child || p->pid <= 0)
                 continue;
             int status;
@@ -335,8 +336,7 @@ static int load_record(struct pengine *pe, const char *file)
         if (p->state == CTR_EXITED)
             persist(p);
     }
-    p->next = pe->procs;
-    pe->procs = p;
+    llist_add_tail(&pe->procs, &p->node);
     pe->n_procs++;
     return 0;
 }
@@ -385,7 +385,8 @@ static void rotate_one(struct pengine *pe, struct proc *p)
 static void rotate_cb(evutil_socket_t fd, short what, void *arg)
 {
     struct pengine *pe = arg;
-    for (struct proc *p = pe->procs; p; p = p->next)
+    struct proc *p;
+    llist_foreach (p, &pe->procs, node)
         rotate_one(pe, p);
 }
 
@@ -395,6 +396,7 @@ static int pe_init(struct engine *e, const struct engine_config *cfg)
 {
     struct pengine *pe = P(e);
     pe->e = e;
+    llist_init(&pe->procs);
     pe->dir = lstr_printf("%s/process", cfg->state_dir ? cfg->state_dir : "/var/lib/ledge");
     if (!pe->dir)
         return -ENOMEM;
@@ -445,9 +447,9 @@ static void pe_stop(struct engine *e)
 static void pe_fini(struct engine *e)
 {
     struct pengine *pe = P(e);
-    while (pe->procs) {
-        struct proc *p = pe->procs;
-        pe->procs = p->next;
+    struct proc *p, *tmp;
+    llist_foreach_safe (p, tmp, &pe->procs, node) {
+        llist_remove(&p->node);
         proc_free(p); /* running programs keep running: they are adopted next time */
     }
     if (pe->sigchld)
@@ -550,8 +552,7 @@ static int pe_create(struct engine *e, const struct engine_create_spec *spec, en
                                  strerror(-r));
             proc_free(p);
         } else {
-            p->next = pe->procs;
-            pe->procs = p;
+            llist_add_tail(&pe->procs, &p->node);
             pe->n_procs++;
             lstr_copy(l->id, sizeof(l->id), p->id);
         }
@@ -753,8 +754,10 @@ static void inspect_later(evutil_socket_t fd, short what, void *arg)
     if (l->lcb) {
         size_t n = 0;
         struct engine_container *v = calloc(pe->n_procs ? pe->n_procs : 1, sizeof(*v));
-        for (struct proc *p = pe->procs; v && p; p = p->next)
-            fill(p, &v[n++]);
+        struct proc *p;
+        if (v)
+            llist_foreach (p, &pe->procs, node)
+                fill(p, &v[n++]);
         if (!v) {
             struct lerr err;
             lerr_set(&err, -ENOMEM, "list: out of memory");

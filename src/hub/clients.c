@@ -24,7 +24,8 @@ void clients_stop(struct hub *h)
     if (!h->clients)
         return;
     struct hub_client *c, *tmp;
-    llist_foreach_safe(c, tmp, &h->clients->list, node) llist_remove(&c->node);
+    llist_foreach_safe (c, tmp, &h->clients->list, node)
+        llist_remove(&c->node);
     free(h->clients);
     h->clients = NULL;
 }
@@ -46,8 +47,9 @@ void clients_detach(struct hub *h, struct hub_client *c)
 struct hub_client *clients_find(struct hub *h, const char *address)
 {
     struct hub_client *c;
-    llist_foreach(c, &h->clients->list,
-                  node) if (c->id->address && strcmp(c->id->address, address) == 0) return c;
+    llist_foreach (c, &h->clients->list, node)
+        if (c->id->address && strcmp(c->id->address, address) == 0)
+            return c;
     return NULL;
 }
 
@@ -55,8 +57,7 @@ size_t clients_close_address(struct hub *h, const char *address, const char *why
 {
     size_t n = 0;
     struct hub_client *c, *tmp;
-    llist_foreach_safe(c, tmp, &h->clients->list, node)
-    {
+    llist_foreach_safe (c, tmp, &h->clients->list, node) {
         if (!c->id->address || strcmp(c->id->address, address) != 0 ||
             (slot >= 0 && c->id->slot != slot))
             continue;

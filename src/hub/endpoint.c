@@ -58,7 +58,9 @@ static char *endpoint_id_of_queue(const char *qname)
 struct endpoint *endpoint_find(struct hub *h, const char *id)
 {
     struct endpoint *ep;
-    llist_foreach(ep, &h->endpoints->list, node) if (strcmp(ep->id, id) == 0) return ep;
+    llist_foreach (ep, &h->endpoints->list, node)
+        if (strcmp(ep->id, id) == 0)
+            return ep;
     return NULL;
 }
 
@@ -124,7 +126,8 @@ void endpoints_stop(struct hub *h)
     if (!e)
         return;
     struct endpoint *ep, *tmp;
-    llist_foreach_safe(ep, tmp, &e->list, node) endpoint_free(ep);
+    llist_foreach_safe (ep, tmp, &e->list, node)
+        endpoint_free(ep);
     if (e->deliver_ev)
         event_free(e->deliver_ev);
     free(e);
@@ -134,7 +137,8 @@ void endpoints_stop(struct hub *h)
 int endpoints_sync(struct hub *h, const struct route_table *t, struct lerr *err)
 {
     struct endpoint *ep;
-    llist_foreach(ep, &h->endpoints->list, node) ep->in_use = false;
+    llist_foreach (ep, &h->endpoints->list, node)
+        ep->in_use = false;
     for (size_t i = 0; t && i < t->n_sinks; i++) {
         ep = endpoint_find(h, t->sinks[i].id);
         if (!ep)
@@ -189,8 +193,9 @@ void endpoints_deliver_all(struct hub *h)
     h->endpoints->deliver_scheduled = false;
     int64_t now = ltime_now_ms();
     struct endpoint *ep;
-    llist_foreach(ep, &h->endpoints->list, node) if (ep->sink && ep->sink->drain)
-        ep->sink->drain(h, ep, now);
+    llist_foreach (ep, &h->endpoints->list, node)
+        if (ep->sink && ep->sink->drain)
+            ep->sink->drain(h, ep, now);
 }
 
 static void deliver_cb(evutil_socket_t fd, short what, void *arg)
@@ -212,8 +217,7 @@ void endpoint_kick(struct hub *h, struct endpoint *ep)
 void endpoints_prune(struct hub *h)
 {
     struct endpoint *ep, *tmp;
-    llist_foreach_safe(ep, tmp, &h->endpoints->list, node)
-    {
+    llist_foreach_safe (ep, tmp, &h->endpoints->list, node) {
         if (ep->in_use || ep->inflight || endpoint_has_backlog(ep))
             continue;
         for (int p = 0; p < HUB_PRIORITIES; p++) {
@@ -233,8 +237,7 @@ json_t *endpoints_status(struct hub *h)
 {
     json_t *arr = json_array();
     struct endpoint *ep;
-    llist_foreach(ep, &h->endpoints->list, node)
-    {
+    llist_foreach (ep, &h->endpoints->list, node) {
         json_t *qs = json_array();
         uint64_t depth = 0, bytes = 0;
         for (int p = 0; p < HUB_PRIORITIES; p++) {

@@ -860,11 +860,11 @@ void mqtt_head_accept(struct hub *h, int fd, bool tls)
         /* At the limit, idle connections that never authenticated (a flood of them, or TLS
          * handshakes that stall) make room: the oldest goes. Authenticated ones never do. */
         struct conn *oldest = NULL, *x;
-        llist_foreach_reverse(x, &mh->conns, node) if (x->state == CONN_NEW)
-        {
-            oldest = x;
-            break;
-        }
+        llist_foreach_reverse (x, &mh->conns, node)
+            if (x->state == CONN_NEW) {
+                oldest = x;
+                break;
+            }
         if (!oldest) {
             h->n.connections_refused++;
             hub_refused(h, HUB_REFUSAL_CONNECTIONS, "refused",

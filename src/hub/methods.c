@@ -158,8 +158,7 @@ void methods_response(struct hub *h, const struct hub_identity *from, const char
                       size_t rid_len, int status, const void *payload, size_t payload_len)
 {
     struct method_call *c;
-    llist_foreach(c, &h->methods->calls, node)
-    {
+    llist_foreach (c, &h->methods->calls, node) {
         if (strlen(c->rid) != rid_len || memcmp(c->rid, rid, rid_len) != 0)
             continue;
         if (!from->address || strcmp(c->module, from->address) != 0)

@@ -62,7 +62,8 @@ void sessions_stop(struct hub *h)
     if (!h->sessions)
         return;
     struct session *s, *tmp;
-    llist_foreach_safe(s, tmp, &h->sessions->list, node) session_free(s);
+    llist_foreach_safe (s, tmp, &h->sessions->list, node)
+        session_free(s);
     free(h->sessions);
     h->sessions = NULL;
 }
@@ -168,7 +169,9 @@ int sessions_load(struct hub *h)
 struct session *session_find(struct hub *h, const char *client_id)
 {
     struct session *s;
-    llist_foreach(s, &h->sessions->list, node) if (strcmp(s->client_id, client_id) == 0) return s;
+    llist_foreach (s, &h->sessions->list, node)
+        if (strcmp(s->client_id, client_id) == 0)
+            return s;
     return NULL;
 }
 
@@ -248,8 +251,7 @@ int session_set_will(struct session *s, const char *topic, size_t topic_len, con
 void sessions_forget_module(struct hub *h, const char *module)
 {
     struct session *s, *tmp;
-    llist_foreach_safe(s, tmp, &h->sessions->list, node)
-    {
+    llist_foreach_safe (s, tmp, &h->sessions->list, node) {
         if (s->conn || !s->id.address || strcmp(s->id.address, module) != 0)
             continue;
         if (!s->clean) {
@@ -401,8 +403,7 @@ json_t *sessions_status(struct hub *h, size_t *ret_connected, size_t *ret_sessio
     size_t connected = 0;
     json_t *mods = json_array();
     struct session *s;
-    llist_foreach(s, &h->sessions->list, node)
-    {
+    llist_foreach (s, &h->sessions->list, node) {
         connected += s->conn != NULL;
         json_array_append_new(mods, json_pack("{s:s, s:b, s:b, s:i}", "clientId", s->client_id,
                                               "connected", s->conn != NULL, "persistent", !s->clean,

@@ -32,6 +32,7 @@
 
 #include "base/fs.h"
 #include "base/json.h"
+#include "base/list.h"
 #include "base/str.h"
 #include "base/timeutil.h"
 #include "log/log.h"
@@ -84,7 +85,7 @@ struct qmp_cmd {
     long id;
     void (*cb)(vmm *v, void *ud, const struct vm_qmp_msg *m);
     void *ud;
-    struct qmp_cmd *next;
+    struct llist node; /* in vmm.qmp_cmds */
 };
 
 struct waiter { /* a control request waiting for a state */
@@ -92,7 +93,7 @@ struct waiter { /* a control request waiting for a state */
     enum vm_state until;
     struct event *timeout;
     struct vmm_s *v;
-    struct waiter *next;
+    struct llist node; /* in vmm.waiters */
 };
 
 struct vmm_s {
@@ -127,7 +128,7 @@ struct vmm_s {
     struct bufferevent *qmp;
     bool qmp_ok;
     long qmp_next_id;
-    struct qmp_cmd *qmp_cmds;
+    struct llist qmp_cmds; /* commands waiting for their answer */
     struct event *connect_ev;
     int connect_tries;
     bool guest_poweroff;
@@ -155,7 +156,7 @@ struct vmm_s {
     int stop_stage;
     int stop_timeout_s;
     struct event *stop_ev;
-    struct waiter *waiters;
+    struct llist waiters;
     bool detach;
     int exit_code;
 };
@@ -311,11 +312,7 @@ static bool state_reached(vmm *v, enum vm_state until)
 static void waiter_done(struct waiter *w)
 {
     vmm *v = w->v;
-    for (struct waiter **p = &v->waiters; *p; p = &(*p)->next)
-        if (*p == w) {
-            *p = w->next;
-            break;
-        }
+    llist_remove(&w->node);
     if (w->timeout)
         event_free(w->timeout);
     if (w->req)
@@ -325,8 +322,8 @@ static void waiter_done(struct waiter *w)
 
 static void waiters_check(vmm *v)
 {
-    for (struct waiter *w = v->waiters, *next; w; w = next) {
-        next = w->next;
+    struct waiter *w, *tmp;
+    llist_foreach_safe (w, tmp, &v->waiters, node) {
         if (state_reached(v, w->until))
             waiter_done(w);
     }
@@ -356,8 +353,7 @@ static void waiter_add(vmm *v, struct hs_request *r, enum vm_state until, int64_
     w->v = v;
     w->until = until;
     w->timeout = evtimer_new(v->base, waiter_timeout_cb, w);
-    w->next = v->waiters;
-    v->waiters = w;
+    llist_add_tail(&v->waiters, &w->node);
     timer_in(w->timeout, timeout_ms);
     hs_request_on_abort(r, waiter_abort, w);
 }
@@ -410,8 +406,7 @@ static void qmp_send(vmm *v, const char *cmd, json_t *args,
         c->id = id;
         c->cb = cb;
         c->ud = ud;
-        c->next = v->qmp_cmds;
-        v->qmp_cmds = c;
+        llist_add_tail(&v->qmp_cmds, &c->node);
     }
 }
 
@@ -427,9 +422,9 @@ static void qmp_drop(vmm *v)
         bufferevent_free(v->qmp);
     v->qmp = NULL;
     v->qmp_ok = false;
-    while (v->qmp_cmds) {
-        struct qmp_cmd *c = v->qmp_cmds;
-        v->qmp_cmds = c->next;
+    struct qmp_cmd *c, *tmp;
+    llist_foreach_safe (c, tmp, &v->qmp_cmds, node) {
+        llist_remove(&c->node);
         free(c);
     }
 }
@@ -487,11 +482,11 @@ static void qmp_read_cb(struct bufferevent *bev, void *arg)
             break;
         case VM_QMP_RETURN:
         case VM_QMP_ERROR:
-            for (struct qmp_cmd **p = &v->qmp_cmds; *p; p = &(*p)->next) {
-                if ((*p)->id != m.id)
+            struct qmp_cmd *c;
+            llist_foreach (c, &v->qmp_cmds, node) {
+                if (c->id != m.id)
                     continue;
-                struct qmp_cmd *c = *p;
-                *p = c->next;
+                llist_remove(&c->node);
                 c->cb(v, c->ud, &m);
                 free(c);
                 break;
@@ -1456,7 +1451,11 @@ int main(int argc, char **argv)
         {"help", no_argument, NULL, 'h'},
         {0},
     };
-    static vmm v = {.lock_fd = -1, .qemu_pidfd = -1, .exit_code = 0};
+    static vmm v = {.lock_fd = -1,
+                    .qemu_pidfd = -1,
+                    .exit_code = 0,
+                    .qmp_cmds = LLIST_INIT(v.qmp_cmds),
+                    .waiters = LLIST_INIT(v.waiters)};
     bool foreground = false;
     const char *vmroot = NULL, *name = NULL;
     int c;
@@ -1610,8 +1609,8 @@ int main(int argc, char **argv)
     if (!v.detach && v.qemu_pid > 0) {
         kill(v.qemu_pid, SIGKILL);
     }
-    while (v.waiters)
-        waiter_done(v.waiters);
+    while (!llist_empty(&v.waiters))
+        waiter_done(llist_first(&v.waiters, struct waiter, node));
     int rc = v.state == ST_FAILED ? 1 : 0;
     if (!v.detach)
         write_state(&v);
