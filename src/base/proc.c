@@ -1,7 +1,9 @@
-/* proc.c — running a program to completion with bounded output and a deadline (proc.h). */
+/* proc.c — running a program to completion with bounded output and a deadline, a process's start
+ * time (proc.h). */
 #include "base/proc.h"
 
 #include <errno.h>
+#include <stdlib.h>
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
@@ -12,6 +14,7 @@
 #include <unistd.h>
 
 #include "base/fs.h"
+#include "base/macro.h"
 #include "base/timeutil.h"
 
 static void close_pair(int p[2])
@@ -192,4 +195,35 @@ int lproc_run_ok(const struct lproc *p, int *ret_status)
     if (r == -ETIMEDOUT)
         return r;
     return WIFEXITED(st) && WEXITSTATUS(st) == 0 ? 0 : -EIO;
+}
+
+int lproc_starttime_parse(const char *stat_line, unsigned long long *ret)
+{
+    const char *p = strrchr(stat_line, ')');
+    if (!p)
+        return -EINVAL;
+    p++; /* " S ppid ..." : field 3 is the state */
+    for (int field = 3; field < 22; field++) {
+        p = strchr(p + 1, ' ');
+        if (!p)
+            return -EINVAL;
+    }
+    char *end;
+    errno = 0;
+    unsigned long long v = strtoull(p + 1, &end, 10);
+    if (end == p + 1 || errno)
+        return -EINVAL;
+    *ret = v;
+    return 0;
+}
+
+int lproc_starttime(pid_t pid, unsigned long long *ret)
+{
+    char path[64];
+    snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+    _cleanup_free_ char *text = NULL;
+    int r = lfs_read_file(path, 4096, &text, NULL);
+    if (r < 0)
+        return r;
+    return lproc_starttime_parse(text, ret);
 }

@@ -10,12 +10,14 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "base/buf.h"
 #include "base/crypto.h"
 #include "base/fs.h"
 #include "base/json.h"
 #include "base/list.h"
+#include "base/proc.h"
 #include "base/str.h"
 #include "base/timeutil.h"
 
@@ -228,6 +230,26 @@ static void test_list(void **state)
     assert_ptr_equal(llist_first(&h2, struct item, node), &c);
 }
 
+static void test_proc_starttime(void **state)
+{
+    unsigned long long st = 0;
+    /* a command name with spaces and parentheses: the fields count from the last ')' */
+    const char *line = "4242 (a (b) c) S 1 4242 4242 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 "
+                       "987654 1000 200 18446744073709551615\n";
+    assert_int_equal(lproc_starttime_parse(line, &st), 0);
+    assert_int_equal(st, 987654ULL);
+    assert_int_equal(lproc_starttime_parse("4242 (x) S 1 2 3", &st), -EINVAL);
+    assert_int_equal(lproc_starttime_parse("no parenthesis at all", &st), -EINVAL);
+    assert_int_equal(lproc_starttime_parse("1 (x) S 1 1 1 0 -1 0 0 0 0 0 0 0 0 0 20 0 1 0 z", &st),
+                     -EINVAL);
+    /* our own process: a start time, and the same one twice */
+    unsigned long long a = 0, b = 0;
+    assert_int_equal(lproc_starttime(getpid(), &a), 0);
+    assert_int_equal(lproc_starttime(getpid(), &b), 0);
+    assert_true(a > 0 && a == b);
+    assert_int_equal(lproc_starttime(-5, &a), -ENOENT);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -239,6 +261,7 @@ int main(void)
         cmocka_unit_test(test_crypto),
         cmocka_unit_test(test_fs_atomic),
         cmocka_unit_test(test_list),
+        cmocka_unit_test(test_proc_starttime),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

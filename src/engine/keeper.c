@@ -35,6 +35,7 @@
 #include "base/fs.h"
 #include "base/json.h"
 #include "base/list.h"
+#include "base/proc.h"
 #include "base/str.h"
 #include "base/timeutil.h"
 #include "keeper_proto.h"
@@ -117,27 +118,6 @@ static void ep_add(int fd, uint32_t tag, void *ptr)
 static void ep_del(int fd)
 {
     epoll_ctl(K.ep, EPOLL_CTL_DEL, fd, NULL);
-}
-
-static int read_starttime(pid_t pid, unsigned long long *ret)
-{
-    char path[64];
-    snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
-    _cleanup_free_ char *text = NULL;
-    int r = lfs_read_file(path, 4096, &text, NULL);
-    if (r < 0)
-        return r;
-    char *p = strrchr(text, ')');
-    if (!p)
-        return -EINVAL;
-    p++;
-    for (int field = 3; field < 22; field++) {
-        p = strchr(p + 1, ' ');
-        if (!p)
-            return -EINVAL;
-    }
-    *ret = strtoull(p + 1, NULL, 10);
-    return 0;
 }
 
 static struct ctr *ctr_find(const char *id)
@@ -284,7 +264,7 @@ static void load_state(void)
         const char *log = ljson_str(j, "log");
         c->log_path = log ? strdup(log) : NULL;
         unsigned long long st = (unsigned long long)ljson_int(j, "starttime", 0), now_st;
-        if (kc.running && kc.pid > 0 && read_starttime(kc.pid, &now_st) == 0 && now_st == st) {
+        if (kc.running && kc.pid > 0 && lproc_starttime(kc.pid, &now_st) == 0 && now_st == st) {
             c->pid = kc.pid;
             c->starttime = st;
             c->running = true;
@@ -469,7 +449,7 @@ static void run_finished(struct ctr *c, int status)
     c->running = true;
     c->child = true;
     c->started_ms = ltime_now_ms();
-    read_starttime(c->pid, &c->starttime);
+    lproc_starttime(c->pid, &c->starttime);
     save_state();
     send_json(json_pack("{s:I, s:b, s:i, s:i, s:I}", "seq", (json_int_t)seq, "ok", 1, "status", 0,
                         "containerPid", (int)pid, "startedMs", (json_int_t)c->started_ms));

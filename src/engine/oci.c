@@ -37,6 +37,7 @@
 #include "base/timeutil.h"
 #include "engine/engine.h"
 #include "keeper_proto.h"
+#include "later.h"
 #include "oci-internal.h"
 #include "image/manifest.h"
 #include "image/ref.h"
@@ -749,58 +750,6 @@ static void op_free(struct opctx *op)
     free(op);
 }
 
-/* Deferred completion so callbacks never run inside the caller's own call. */
-struct later {
-    engine_done_fn cb;
-    engine_create_fn ccb;
-    void *ud;
-    int result;
-    struct lerr err;
-    char id[OCI_ID_LEN + 1];
-};
-
-static void later_cb(evutil_socket_t fd, short what, void *arg)
-{
-    struct later *l = arg;
-    if (l->ccb)
-        l->ccb(l->ud, l->result, l->result == 0 ? l->id : NULL, l->result < 0 ? &l->err : NULL);
-    else
-        l->cb(l->ud, l->result, l->result < 0 ? &l->err : NULL);
-    free(l);
-}
-
-static int defer_done(struct oci *o, engine_done_fn cb, void *ud, int result,
-                      const struct lerr *err)
-{
-    struct later *l = calloc(1, sizeof(*l));
-    if (!l)
-        return -ENOMEM;
-    l->cb = cb;
-    l->ud = ud;
-    l->result = result;
-    if (err)
-        l->err = *err;
-    struct timeval tv = {0, 0};
-    return event_base_once(o->e->base, -1, EV_TIMEOUT, later_cb, l, &tv) == 0 ? 0 : -ENOMEM;
-}
-
-static int defer_created(struct oci *o, engine_create_fn cb, void *ud, int result, const char *id,
-                         const struct lerr *err)
-{
-    struct later *l = calloc(1, sizeof(*l));
-    if (!l)
-        return -ENOMEM;
-    l->ccb = cb;
-    l->ud = ud;
-    l->result = result;
-    if (id)
-        lstr_copy(l->id, sizeof(l->id), id);
-    if (err)
-        l->err = *err;
-    struct timeval tv = {0, 0};
-    return event_base_once(o->e->base, -1, EV_TIMEOUT, later_cb, l, &tv) == 0 ? 0 : -ENOMEM;
-}
-
 /* ------------------------------------------------------------------ rootfs */
 
 /* overlayfs over the image's layers (top first) with this container's upper and work. */
@@ -1145,7 +1094,7 @@ static int oci_image_present(struct engine *e, const char *image, engine_done_fn
     img_image_clear(&im);
     if (r == -ENOENT)
         lerr_set(&err, -ENOENT, "image %s is not in the oci engine's store", image);
-    return defer_done(o, cb, ud, r, r < 0 ? &err : NULL);
+    return engine_later_done(o->e, cb, ud, r, r < 0 ? &err : NULL);
 }
 
 struct plat_later {
@@ -1524,22 +1473,22 @@ static int oci_create(struct engine *e, const struct engine_create_spec *spec, e
     struct oci *o = O(e);
     struct lerr err = {0};
     if (find(o, spec->name))
-        return defer_created(
-            o, cb, ud,
+        return engine_later_created(
+            o->e, cb, ud,
             lerr_set(&err, -EEXIST, "create %s: a container of that name exists", spec->name), NULL,
             &err);
     if (o->n_ctrs >= OCI_MAX_CONTAINERS)
-        return defer_created(o, cb, ud,
-                             lerr_set(&err, -ENOSPC, "create %s: at most %d containers", spec->name,
-                                      OCI_MAX_CONTAINERS),
-                             NULL, &err);
+        return engine_later_created(o->e, cb, ud,
+                                    lerr_set(&err, -ENOSPC, "create %s: at most %d containers",
+                                             spec->name, OCI_MAX_CONTAINERS),
+                                    NULL, &err);
     const json_t *co = spec->create_options;
     _cleanup_lstrv_ struct lstrv problems = LSTRV_INIT;
     if (oci_spec_check(co, "createOptions", &problems) > 0) {
         _cleanup_free_ char *all = lstrv_join(&problems, "; ");
-        return defer_created(o, cb, ud,
-                             lerr_set(&err, -EINVAL, "create %s: %s", spec->name, all ? all : ""),
-                             NULL, &err);
+        return engine_later_created(
+            o->e, cb, ud, lerr_set(&err, -EINVAL, "create %s: %s", spec->name, all ? all : ""),
+            NULL, &err);
     }
     struct octr *c = ctr_new(o);
     if (!c)
@@ -1581,7 +1530,7 @@ static int oci_create(struct engine *e, const struct engine_create_spec *spec, e
     if (r < 0) {
         lerr_prefix(&err, "create %s: createOptions", spec->name);
         ctr_free(c);
-        return defer_created(o, cb, ud, r, NULL, &err);
+        return engine_later_created(o->e, cb, ud, r, NULL, &err);
     }
     struct opctx *op = op_new(o, c);
     if (!op) {
@@ -1597,7 +1546,7 @@ static int oci_create(struct engine *e, const struct engine_create_spec *spec, e
         ctr_destroy_files(c);
         ctr_free(c);
         op_free(op);
-        return defer_created(o, cb, ud, r, NULL, &err);
+        return engine_later_created(o->e, cb, ud, r, NULL, &err);
     }
     if (c->netmode == OCI_NET_HOST) {
         struct timeval tv = {0, 0};
@@ -1613,7 +1562,7 @@ static int oci_create(struct engine *e, const struct engine_create_spec *spec, e
         ctr_free(c);
         op_free(op);
         lerr_set(&err, r, "create %s: network: %s", spec->name, strerror(-r));
-        return defer_created(o, cb, ud, r, NULL, &err);
+        return engine_later_created(o->e, cb, ud, r, NULL, &err);
     }
     return 0;
 }
@@ -1840,17 +1789,19 @@ static int oci_start_container(struct engine *e, const char *id, engine_done_fn 
     struct lerr err = {0};
     struct octr *c = find(o, id);
     if (!c)
-        return defer_done(o, cb, ud, lerr_set(&err, -ENOENT, "start %s: no such container", id),
-                          &err);
+        return engine_later_done(o->e, cb, ud,
+                                 lerr_set(&err, -ENOENT, "start %s: no such container", id), &err);
     if (c->state == CTR_RUNNING)
-        return defer_done(o, cb, ud, 0, NULL);
+        return engine_later_done(o->e, cb, ud, 0, NULL);
     if (c->starting || c->removing)
-        return defer_done(o, cb, ud, lerr_set(&err, -EBUSY, "start %s: busy", c->name), &err);
+        return engine_later_done(o->e, cb, ud, lerr_set(&err, -EBUSY, "start %s: busy", c->name),
+                                 &err);
     if (!o->kconnected)
-        return defer_done(o, cb, ud,
-                          lerr_set(&err, -EHOSTDOWN,
-                                   "start %s: the container supervisor is not connected", c->name),
-                          &err);
+        return engine_later_done(o->e, cb, ud,
+                                 lerr_set(&err, -EHOSTDOWN,
+                                          "start %s: the container supervisor is not connected",
+                                          c->name),
+                                 &err);
     struct opctx *op = op_new(o, c);
     if (!op)
         return -ENOMEM;
@@ -2039,23 +1990,25 @@ static int oci_stop_container(struct engine *e, const char *id, int timeout_s, e
     struct lerr err = {0};
     struct octr *c = find(o, id);
     if (!c)
-        return defer_done(o, cb, ud, lerr_set(&err, -ENOENT, "stop %s: no such container", id),
-                          &err);
+        return engine_later_done(o->e, cb, ud,
+                                 lerr_set(&err, -ENOENT, "stop %s: no such container", id), &err);
     if (c->state != CTR_RUNNING)
-        return defer_done(o, cb, ud, 0, NULL);
+        return engine_later_done(o->e, cb, ud, 0, NULL);
     if (c->stop_cb || c->removing)
-        return defer_done(o, cb, ud, lerr_set(&err, -EBUSY, "stop %s: already stopping", c->name),
-                          &err);
+        return engine_later_done(
+            o->e, cb, ud, lerr_set(&err, -EBUSY, "stop %s: already stopping", c->name), &err);
     if (!o->kconnected)
-        return defer_done(o, cb, ud,
-                          lerr_set(&err, -EHOSTDOWN,
-                                   "stop %s: the container supervisor is not connected", c->name),
-                          &err);
+        return engine_later_done(o->e, cb, ud,
+                                 lerr_set(&err, -EHOSTDOWN,
+                                          "stop %s: the container supervisor is not connected",
+                                          c->name),
+                                 &err);
     if (!c->kill_timer && !(c->kill_timer = evtimer_new(e->base, kill_timer_cb, c)))
         return -ENOMEM;
     int r = send_kill(o, c, timeout_s > 0 ? c->stop_signal : SIGKILL);
     if (r < 0)
-        return defer_done(o, cb, ud, lerr_set(&err, r, "stop %s: %s", c->name, strerror(-r)), &err);
+        return engine_later_done(o->e, cb, ud,
+                                 lerr_set(&err, r, "stop %s: %s", c->name, strerror(-r)), &err);
     c->stop_cb = cb;
     c->stop_ud = ud;
     struct timeval tv = {timeout_s, 0};
@@ -2123,22 +2076,23 @@ static int oci_remove(struct engine *e, const char *id, engine_done_fn cb, void 
     struct lerr err = {0};
     struct octr *c = find(o, id);
     if (!c)
-        return defer_done(o, cb, ud, 0, NULL);
+        return engine_later_done(o->e, cb, ud, 0, NULL);
     if (c->removing || c->starting)
-        return defer_done(o, cb, ud, lerr_set(&err, -EBUSY, "remove %s: busy", c->name), &err);
+        return engine_later_done(o->e, cb, ud, lerr_set(&err, -EBUSY, "remove %s: busy", c->name),
+                                 &err);
     if (c->state == CTR_RUNNING) {
         if (!o->kconnected)
-            return defer_done(o, cb, ud,
-                              lerr_set(&err, -EHOSTDOWN,
-                                       "remove %s: the container supervisor is not connected",
-                                       c->name),
-                              &err);
+            return engine_later_done(
+                o->e, cb, ud,
+                lerr_set(&err, -EHOSTDOWN, "remove %s: the container supervisor is not connected",
+                         c->name),
+                &err);
         /* a stop in progress is overtaken: its caller hears of it now */
         if (c->stop_cb) {
             engine_done_fn scb = c->stop_cb;
             void *sud = c->stop_ud;
             c->stop_cb = NULL;
-            defer_done(o, scb, sud, 0, NULL);
+            engine_later_done(o->e, scb, sud, 0, NULL);
         }
         c->removing = true;
         c->stop_cb = cb;
@@ -2171,78 +2125,48 @@ static void fill(const struct octr *c, struct engine_container *out)
     out->error = c->error && c->state != CTR_RUNNING ? strdup(c->error) : NULL;
 }
 
-struct later_inspect {
-    struct engine *e;
-    char id[256];
-    engine_inspect_fn cb;
-    engine_list_fn lcb;
-    void *ud;
+static size_t records_count(struct engine *e)
+{
+    return O(e)->n_ctrs;
+}
+
+/* What a listing shows: not the containers on their way out, unless they still run. */
+static size_t records_fill_all(struct engine *e, struct engine_container *v, size_t max)
+{
+    size_t n = 0;
+    struct octr *c;
+    llist_foreach (c, &O(e)->ctrs, node) {
+        if (n == max)
+            break;
+        if (!c->removing || c->state == CTR_RUNNING)
+            fill(c, &v[n++]);
+    }
+    return n;
+}
+
+static bool records_fill_one(struct engine *e, const char *id, struct engine_container *ret)
+{
+    struct octr *c = find(O(e), id);
+    if (c)
+        fill(c, ret);
+    return c != NULL;
+}
+
+static const struct engine_records records = {
+    .count = records_count,
+    .fill_all = records_fill_all,
+    .fill_one = records_fill_one,
+    .noun = "container",
 };
-
-static void inspect_later(evutil_socket_t fd, short what, void *arg)
-{
-    struct later_inspect *l = arg;
-    struct oci *o = O(l->e);
-    if (l->lcb) {
-        size_t n = 0;
-        struct engine_container *v = calloc(o->n_ctrs ? o->n_ctrs : 1, sizeof(*v));
-        struct octr *c;
-        if (v)
-            llist_foreach (c, &o->ctrs, node)
-                if (!c->removing || c->state == CTR_RUNNING)
-                    fill(c, &v[n++]);
-        if (!v) {
-            struct lerr err;
-            lerr_set(&err, -ENOMEM, "list: out of memory");
-            l->lcb(l->ud, -ENOMEM, NULL, 0, &err);
-        } else {
-            l->lcb(l->ud, 0, v, n, NULL);
-        }
-        engine_containers_free(v, n);
-    } else {
-        struct octr *c = find(o, l->id);
-        if (!c) {
-            struct lerr err;
-            lerr_set(&err, -ENOENT, "inspect %s: no such container", l->id);
-            l->cb(l->ud, -ENOENT, NULL, &err);
-        } else {
-            struct engine_container ec;
-            fill(c, &ec);
-            l->cb(l->ud, 0, &ec, NULL);
-            engine_container_clear(&ec);
-        }
-    }
-    free(l);
-}
-
-static int later_inspect(struct engine *e, const char *id, engine_inspect_fn cb, engine_list_fn lcb,
-                         void *ud)
-{
-    struct later_inspect *l = calloc(1, sizeof(*l));
-    if (!l)
-        return -ENOMEM;
-    l->e = e;
-    if (id)
-        lstr_copy(l->id, sizeof(l->id), id);
-    l->cb = cb;
-    l->lcb = lcb;
-    l->ud = ud;
-    struct timeval tv = {0, 0};
-    if (event_base_once(e->base, -1, EV_TIMEOUT, inspect_later, l, &tv) < 0) {
-        free(l);
-        return -ENOMEM;
-    }
-    return 0;
-}
 
 static int oci_inspect(struct engine *e, const char *id, engine_inspect_fn cb, void *ud)
 {
-    return later_inspect(e, id, cb, NULL, ud);
+    return engine_later_inspect(e, &records, id, cb, ud);
 }
 
 static int oci_list(struct engine *e, engine_list_fn cb, void *ud)
 {
-    return later_inspect(e, NULL, NULL, cb, ud);
+    return engine_later_list(e, &records, cb, ud);
 }
 
 /* ------------------------------------------------------------------ logs */

@@ -27,9 +27,11 @@
 #include "base/fs.h"
 #include "base/json.h"
 #include "base/list.h"
+#include "base/proc.h"
 #include "base/str.h"
 #include "base/timeutil.h"
 #include "engine/engine.h"
+#include "later.h"
 
 #define PROC_MAX 64
 /* How often the logs' sizes are looked at by default: a log can pass its bound by what its
@@ -176,28 +178,6 @@ static void emit(struct pengine *pe, enum engine_event_kind kind, struct proc *p
     pe->e->on_event(pe->e->event_ud, &ev);
 }
 
-/* Field 22 of /proc/<pid>/stat, parsed after the last ')' because comm may contain spaces. */
-static int read_starttime(pid_t pid, unsigned long long *ret)
-{
-    char path[64];
-    snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
-    _cleanup_free_ char *text = NULL;
-    int r = lfs_read_file(path, 4096, &text, NULL);
-    if (r < 0)
-        return r;
-    char *p = strrchr(text, ')');
-    if (!p)
-        return -EINVAL;
-    p++;
-    for (int field = 3; field < 22; field++) {
-        p = strchr(p + 1, ' ');
-        if (!p)
-            return -EINVAL;
-    }
-    *ret = strtoull(p + 1, NULL, 10);
-    return 0;
-}
-
 /* ------------------------------------------------------------------ exits */
 
 static void on_exit_observed(struct proc *p, int exit_code)
@@ -322,7 +302,7 @@ static int load_record(struct pengine *pe, const char *file)
     if (p->state == CTR_RUNNING) {
         pid_t pid = (pid_t)ljson_int(j, "pid", 0);
         unsigned long long st = (unsigned long long)ljson_int(j, "starttime", 0), now_st;
-        if (pid > 0 && read_starttime(pid, &now_st) == 0 && now_st == st) {
+        if (pid > 0 && lproc_starttime(pid, &now_st) == 0 && now_st == st) {
             p->pid = pid;
             p->starttime = st;
             if (watch_adopted(p) < 0)
@@ -459,40 +439,6 @@ static void pe_fini(struct engine *e)
     free(pe->dir);
 }
 
-/* Deferred completion so callbacks never run inside the caller's own call. */
-struct later {
-    engine_done_fn cb;
-    engine_create_fn ccb;
-    void *ud;
-    int result;
-    struct lerr err;
-    char id[40];
-};
-
-static void later_cb(evutil_socket_t fd, short what, void *arg)
-{
-    struct later *l = arg;
-    if (l->ccb)
-        l->ccb(l->ud, l->result, l->result == 0 ? l->id : NULL, l->result < 0 ? &l->err : NULL);
-    else
-        l->cb(l->ud, l->result, l->result < 0 ? &l->err : NULL);
-    free(l);
-}
-
-static int defer_done(struct engine *e, engine_done_fn cb, void *ud, int result, struct lerr *err)
-{
-    struct later *l = calloc(1, sizeof(*l));
-    if (!l)
-        return -ENOMEM;
-    l->cb = cb;
-    l->ud = ud;
-    l->result = result;
-    if (err)
-        l->err = *err;
-    struct timeval tv = {0, 0};
-    return event_base_once(e->base, -1, EV_TIMEOUT, later_cb, l, &tv) == 0 ? 0 : -ENOMEM;
-}
-
 static int pe_version(struct engine *e, engine_version_fn cb, void *ud)
 {
     struct engine_version v = {0};
@@ -508,26 +454,22 @@ static int pe_create(struct engine *e, const struct engine_create_spec *spec, en
                      void *ud)
 {
     struct pengine *pe = P(e);
-    struct later *l = calloc(1, sizeof(*l));
-    if (!l)
-        return -ENOMEM;
-    l->ccb = cb;
-    l->ud = ud;
+    struct lerr err = {0};
+    int result = 0;
+    char id[sizeof(((struct proc *)0)->id)] = "";
     if (find(pe, spec->name)) {
-        l->result = lerr_set(&l->err, -EEXIST, "create %s: a process module of that name exists",
-                             spec->name);
+        result =
+            lerr_set(&err, -EEXIST, "create %s: a process module of that name exists", spec->name);
     } else if (!spec->path || spec->path[0] != '/') {
-        l->result =
-            lerr_set(&l->err, -EINVAL, "create %s: program path must be absolute", spec->name);
+        result = lerr_set(&err, -EINVAL, "create %s: program path must be absolute", spec->name);
     } else if (pe->n_procs >= PROC_MAX) {
-        l->result = lerr_set(&l->err, -ENOSPC, "create %s: at most %d process modules", spec->name,
-                             PROC_MAX);
+        result =
+            lerr_set(&err, -ENOSPC, "create %s: at most %d process modules", spec->name, PROC_MAX);
     } else {
         struct proc *p = calloc(1, sizeof(*p));
         uint8_t rnd[8];
         if (!p || lcrypto_random(rnd, sizeof(rnd)) < 0) {
             free(p);
-            free(l);
             return -ENOMEM;
         }
         p->pe = pe;
@@ -543,22 +485,20 @@ static int pe_create(struct engine *e, const struct engine_create_spec *spec, en
         p->exit_code = 0;
         if (!p->name || !p->path || !p->labels) {
             proc_free(p);
-            free(l);
             return -ENOMEM;
         }
         int r = persist(p);
         if (r < 0) {
-            l->result = lerr_set(&l->err, r, "create %s: cannot write its record: %s", spec->name,
-                                 strerror(-r));
+            result = lerr_set(&err, r, "create %s: cannot write its record: %s", spec->name,
+                              strerror(-r));
             proc_free(p);
         } else {
             llist_add_tail(&pe->procs, &p->node);
             pe->n_procs++;
-            lstr_copy(l->id, sizeof(l->id), p->id);
+            lstr_copy(id, sizeof(id), p->id);
         }
     }
-    struct timeval tv = {0, 0};
-    return event_base_once(e->base, -1, EV_TIMEOUT, later_cb, l, &tv) == 0 ? 0 : -ENOMEM;
+    return engine_later_created(e, cb, ud, result, id, &err);
 }
 
 /* Build argv/envp, fork, exec. A CLOEXEC pipe reports an exec failure back to the parent. */
@@ -641,7 +581,7 @@ static int spawn(struct proc *p, struct lerr *err)
     }
     p->pid = pid;
     p->child = true;
-    read_starttime(pid, &p->starttime);
+    lproc_starttime(pid, &p->starttime);
     return 0;
 }
 
@@ -651,23 +591,24 @@ static int pe_start_container(struct engine *e, const char *id, engine_done_fn c
     struct lerr err = {0};
     struct proc *p = find(pe, id);
     if (!p)
-        return defer_done(e, cb, ud, lerr_set(&err, -ENOENT, "start %s: no such module", id), &err);
+        return engine_later_done(e, cb, ud, lerr_set(&err, -ENOENT, "start %s: no such module", id),
+                                 &err);
     if (p->state == CTR_RUNNING)
-        return defer_done(e, cb, ud, 0, NULL);
+        return engine_later_done(e, cb, ud, 0, NULL);
     int r = spawn(p, &err);
     if (r < 0) {
         p->state = CTR_EXITED;
         p->exit_code = 127;
         p->finished_ms = ltime_now_ms();
         persist(p);
-        return defer_done(e, cb, ud, r, &err);
+        return engine_later_done(e, cb, ud, r, &err);
     }
     p->state = CTR_RUNNING;
     p->started_ms = ltime_now_ms();
     p->exit_code = 0;
     persist(p);
     emit(pe, ENGINE_EVENT_START, p);
-    return defer_done(e, cb, ud, 0, NULL);
+    return engine_later_done(e, cb, ud, 0, NULL);
 }
 
 static void kill_timer_cb(evutil_socket_t fd, short what, void *arg)
@@ -684,11 +625,13 @@ static int pe_stop_container(struct engine *e, const char *id, int timeout_s, en
     struct lerr err = {0};
     struct proc *p = find(pe, id);
     if (!p)
-        return defer_done(e, cb, ud, lerr_set(&err, -ENOENT, "stop %s: no such module", id), &err);
+        return engine_later_done(e, cb, ud, lerr_set(&err, -ENOENT, "stop %s: no such module", id),
+                                 &err);
     if (p->state != CTR_RUNNING || p->pid <= 0)
-        return defer_done(e, cb, ud, 0, NULL);
+        return engine_later_done(e, cb, ud, 0, NULL);
     if (p->stop_cb)
-        return defer_done(e, cb, ud, lerr_set(&err, -EBUSY, "stop %s: already stopping", id), &err);
+        return engine_later_done(e, cb, ud, lerr_set(&err, -EBUSY, "stop %s: already stopping", id),
+                                 &err);
     p->stop_cb = cb;
     p->stop_ud = ud;
     if (!p->kill_timer)
@@ -706,7 +649,7 @@ static int pe_remove(struct engine *e, const char *id, engine_done_fn cb, void *
     struct pengine *pe = P(e);
     struct proc *p = find(pe, id);
     if (!p)
-        return defer_done(e, cb, ud, 0, NULL);
+        return engine_later_done(e, cb, ud, 0, NULL);
     char path[4096];
     if (p->state == CTR_RUNNING && p->pid > 0) {
         p->removing = true;
@@ -722,7 +665,7 @@ static int pe_remove(struct engine *e, const char *id, engine_done_fn cb, void *
     unlink_proc(pe, p);
     emit(pe, ENGINE_EVENT_DESTROY, p);
     proc_free(p);
-    return defer_done(e, cb, ud, 0, NULL);
+    return engine_later_done(e, cb, ud, 0, NULL);
 }
 
 static void fill(const struct proc *p, struct engine_container *c)
@@ -739,72 +682,46 @@ static void fill(const struct proc *p, struct engine_container *c)
     c->pid = p->pid;
 }
 
-struct later_inspect {
-    struct engine *e;
-    char id[128];
-    engine_inspect_fn cb;
-    engine_list_fn lcb;
-    void *ud;
-};
-
-static void inspect_later(evutil_socket_t fd, short what, void *arg)
+static size_t records_count(struct engine *e)
 {
-    struct later_inspect *l = arg;
-    struct pengine *pe = P(l->e);
-    if (l->lcb) {
-        size_t n = 0;
-        struct engine_container *v = calloc(pe->n_procs ? pe->n_procs : 1, sizeof(*v));
-        struct proc *p;
-        if (v)
-            llist_foreach (p, &pe->procs, node)
-                fill(p, &v[n++]);
-        if (!v) {
-            struct lerr err;
-            lerr_set(&err, -ENOMEM, "list: out of memory");
-            l->lcb(l->ud, -ENOMEM, NULL, 0, &err);
-        } else {
-            l->lcb(l->ud, 0, v, n, NULL);
-        }
-        engine_containers_free(v, n);
-    } else {
-        struct proc *p = find(pe, l->id);
-        if (!p) {
-            struct lerr err;
-            lerr_set(&err, -ENOENT, "inspect %s: no such module", l->id);
-            l->cb(l->ud, -ENOENT, NULL, &err);
-        } else {
-            struct engine_container c;
-            fill(p, &c);
-            l->cb(l->ud, 0, &c, NULL);
-            engine_container_clear(&c);
-        }
-    }
-    free(l);
+    return P(e)->n_procs;
 }
+
+static size_t records_fill_all(struct engine *e, struct engine_container *v, size_t max)
+{
+    size_t n = 0;
+    struct proc *p;
+    llist_foreach (p, &P(e)->procs, node) {
+        if (n == max)
+            break;
+        fill(p, &v[n++]);
+    }
+    return n;
+}
+
+static bool records_fill_one(struct engine *e, const char *id, struct engine_container *ret)
+{
+    struct proc *p = find(P(e), id);
+    if (p)
+        fill(p, ret);
+    return p != NULL;
+}
+
+static const struct engine_records records = {
+    .count = records_count,
+    .fill_all = records_fill_all,
+    .fill_one = records_fill_one,
+    .noun = "module",
+};
 
 static int pe_inspect(struct engine *e, const char *id, engine_inspect_fn cb, void *ud)
 {
-    struct later_inspect *l = calloc(1, sizeof(*l));
-    if (!l)
-        return -ENOMEM;
-    l->e = e;
-    lstr_copy(l->id, sizeof(l->id), id);
-    l->cb = cb;
-    l->ud = ud;
-    struct timeval tv = {0, 0};
-    return event_base_once(e->base, -1, EV_TIMEOUT, inspect_later, l, &tv) == 0 ? 0 : -ENOMEM;
+    return engine_later_inspect(e, &records, id, cb, ud);
 }
 
 static int pe_list(struct engine *e, engine_list_fn cb, void *ud)
 {
-    struct later_inspect *l = calloc(1, sizeof(*l));
-    if (!l)
-        return -ENOMEM;
-    l->e = e;
-    l->lcb = cb;
-    l->ud = ud;
-    struct timeval tv = {0, 0};
-    return event_base_once(e->base, -1, EV_TIMEOUT, inspect_later, l, &tv) == 0 ? 0 : -ENOMEM;
+    return engine_later_list(e, &records, cb, ud);
 }
 
 /* ------------------------------------------------------------------ logs */

@@ -1,6 +1,7 @@
 /* proc.h — running a program to completion for the tools' libraries (support bundles, updates):
  * its stdout and stderr collected into bounded buffers, a deadline after which it (and its
- * process group) is killed, and its wait status. Blocking; no event loop. */
+ * process group) is killed, and its wait status. Blocking; no event loop. And a process's start
+ * time, which tells a pid's process from a later one of the same pid (adopting after a restart). */
 #pragma once
 
 #include <stdbool.h>
@@ -31,3 +32,9 @@ const char *lproc_status_str(int status, char *buf, size_t size);
 /* lproc_run() whose result is an exit status of 0: 0, else -EIO (-ETIMEDOUT at the deadline;
  * *ret_status, when non-NULL, gets the status either way). */
 int lproc_run_ok(const struct lproc *p, int *ret_status);
+
+/* Field 22 of /proc/<pid>/stat (start time in clock ticks since boot): parsed after the last ')'
+ * because the command name may hold spaces and parentheses. 0, -EINVAL for text that is not a
+ * stat line, or the error reading the file (-ENOENT: no such process). */
+int lproc_starttime_parse(const char *stat_line, unsigned long long *ret);
+int lproc_starttime(pid_t pid, unsigned long long *ret);
