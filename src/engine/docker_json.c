@@ -287,13 +287,14 @@ int docker_parse_list(const json_t *j, struct engine_container **ret, size_t *re
         c->labels = json_is_object(labels) ? json_incref(labels) : json_object();
         c->state = docker_state_from_string(ljson_str(e, "State"));
         c->exit_code = -1;
-        /* "Up 5 minutes (unhealthy)" is all the list says about health. */
+        /* "Up 5 minutes (unhealthy)" is all the list says about health (Podman: "Up 5
+         * minutes ago (starting)" where Moby says "(health: starting)"). */
         const char *status = ljson_str(e, "Status");
         if (status && strstr(status, "(unhealthy)"))
             c->health = HEALTH_UNHEALTHY;
         else if (status && strstr(status, "(healthy)"))
             c->health = HEALTH_HEALTHY;
-        else if (status && strstr(status, "(health: starting)"))
+        else if (status && (strstr(status, "(health: starting)") || strstr(status, "(starting)")))
             c->health = HEALTH_STARTING;
         if (status && c->state == CTR_EXITED) {
             int code;
@@ -325,14 +326,16 @@ int docker_parse_event(const json_t *j, struct engine_event *ev)
         ev->kind = ENGINE_EVENT_DIE;
         const char *code = ljson_str(attrs, "exitCode");
         ev->exit_code = code ? atoi(code) : -1;
-    } else if (strcmp(action, "destroy") == 0) {
+    } else if (strcmp(action, "destroy") == 0 || strcmp(action, "remove") == 0) {
+        /* Podman says "remove" */
         ev->kind = ENGINE_EVENT_DESTROY;
     } else if (strcmp(action, "oom") == 0) {
         ev->kind = ENGINE_EVENT_OOM;
     } else if (lstr_startswith(action, "health_status")) {
         ev->kind = ENGINE_EVENT_HEALTH;
+        /* Moby: "health_status: healthy"; Podman: "health_status", the status an attribute */
         const char *s = strchr(action, ':');
-        s = s ? s + 1 : "";
+        s = s ? s + 1 : ljson_str(attrs, "health_status") ?: "";
         while (*s == ' ')
             s++;
         ev->health = health_from_string(s);

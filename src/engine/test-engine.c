@@ -266,6 +266,26 @@ static void test_parse_documents(void **state)
     assert_int_equal(docker_parse_event(j, &ev), 0);
     assert_int_equal(ev.health, HEALTH_UNHEALTHY);
     json_decref(j);
+    /* Podman's wording (4.3, its compatible events): "remove", the health in an attribute,
+     * "(starting)" in a list's status */
+    j = J("{\"Type\":\"container\",\"Action\":\"remove\",\"Actor\":{\"ID\":\"x\","
+          "\"Attributes\":{\"containerExitCode\":\"0\",\"name\":\"evt\",\"podId\":\"\"}}}");
+    assert_int_equal(docker_parse_event(j, &ev), 0);
+    assert_int_equal(ev.kind, ENGINE_EVENT_DESTROY);
+    json_decref(j);
+    j = J("{\"Type\":\"container\",\"Action\":\"health_status\",\"Actor\":{\"ID\":\"x\","
+          "\"Attributes\":{\"health_status\":\"unhealthy\"}}}");
+    assert_int_equal(docker_parse_event(j, &ev), 0);
+    assert_int_equal(ev.kind, ENGINE_EVENT_HEALTH);
+    assert_int_equal(ev.health, HEALTH_UNHEALTHY);
+    json_decref(j);
+    j = J("[{\"Id\":\"a\",\"Names\":[\"one\"],\"State\":\"running\",\"Status\":\"Up 1 second "
+          "ago (starting)\",\"Labels\":{}}]");
+    assert_int_equal(docker_parse_list(j, &list, &n), 0);
+    assert_int_equal(list[0].health, HEALTH_STARTING);
+    assert_string_equal(list[0].name, "one");
+    engine_containers_free(list, n);
+    json_decref(j);
     j = J("{\"Type\":\"network\",\"Action\":\"connect\"}");
     assert_int_equal(docker_parse_event(j, &ev), -ENOENT);
     json_decref(j);

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Deployments on the real engine (dockerd, or the oci engine with LEDGE_ENGINE=oci): three modules come up in startupOrder; a status-only change
+# Deployments on the real engine (dockerd, the oci engine with LEDGE_ENGINE=oci, Podman with =podman): three modules come up in startupOrder; a status-only change
 # keeps the container; a config change recreates only that module; removal; an invalid manifest
 # is refused with every error and changes nothing; logs; API errors.
 source "$(dirname "$0")/lib.sh"
@@ -27,6 +27,17 @@ if [ "$ENGINE" = oci ]; then
   ip2=$(jq -r .ip "$(oci_record two)")
   grep -qx "$ip2	two" "$(dirname "$rec")/hosts" || fail "two is not in one's /etc/hosts: $(cat "$(dirname "$rec")/hosts")"
   ip link show lg-ledge >/dev/null || fail "no bridge lg-ledge"
+elif [ "$ENGINE" = podman ]; then
+  # Podman keeps one log file, cut at the size (10 MiB, which it prints in MB) (no max-file: docs/support.md); its compatible
+  # inspect says NetworkMode "bridge" for a named network, its own says which one
+  podman_inspect one | jq -e '.[0].HostConfig.LogConfig.Size == "10.49MB"' >/dev/null ||
+    fail "no log size limit: $(podman_inspect one | jq -c '.[0].HostConfig.LogConfig')"
+  podman_inspect one | jq -e '.[0].NetworkSettings.Networks | keys == ["ledge"]' >/dev/null || fail "not on the ledge network"
+  gwip=$(docker network inspect ledge | jq -r '.[0].IPAM.Config[0].Gateway')
+  assert_eq "$(docker inspect one | jq -r '.[0].HostConfig.ExtraHosts[0]')" "ledge-gw.local:$gwip" "the gateway host name leads to the host on the ledge network"
+  # module names resolve to the other modules' addresses (aardvark-dns on the network's gateway)
+  ip2=$(docker inspect two | jq -r '.[0].NetworkSettings.Networks.ledge.IPAddress')
+  assert_eq "$(dns_query "$gwip" two)" "$ip2" "two's address as one's resolver ($gwip) gives it"
 else
   docker inspect one | jq -e '.[0].HostConfig.LogConfig.Config["max-file"] == "3"' >/dev/null || fail "no log rotation"
   docker inspect one | jq -e '.[0].HostConfig.NetworkMode == "ledge"' >/dev/null || fail "not on the ledge network"

@@ -27,24 +27,54 @@ need() {
   fi
 }
 
-need_docker() { need "docker info" "no usable dockerd (run scripts/start-dockerd)"; }
+need_docker() { need "moby info" "no usable dockerd (run scripts/start-dockerd)"; }
 
-# The engine container modules run on: LEDGE_ENGINE=docker (default) or oci (tests/meson.build
-# registers the oci variants as system-NAME-oci). The oci variants point ledged's engine.uri at
-# a socket that does not exist: nothing of theirs may need dockerd.
+# The engine container modules run on: LEDGE_ENGINE=docker (default), oci or podman
+# (tests/meson.build registers the variants as system-NAME-oci and system-NAME-podman). The oci
+# variants point ledged's engine.uri at a socket that does not exist: nothing of theirs may need
+# dockerd. The podman variants run ledged's docker engine against the test Podman's
+# Docker-compatible socket (scripts/start-podman, started here); the docker CLI in this file
+# then talks to Podman (DOCKER_HOST), and `moby` to dockerd (the test images are built there).
 ENGINE="${LEDGE_ENGINE:-docker}"
+PODMAN_SOCK=/run/ledge-test-podman.sock
+MOBY_HOST="${DOCKER_HOST:-unix:///var/run/docker.sock}"
+moby() { DOCKER_HOST="$MOBY_HOST" command docker "$@"; }
+[ "$ENGINE" = podman ] && export DOCKER_HOST="unix://$PODMAN_SOCK"
+podman_up() { curl -sf --max-time 5 --unix-socket "$PODMAN_SOCK" http://d/_ping; }
+podman_inspect() { podman --url "unix://$PODMAN_SOCK" inspect "$@"; } # Podman's own view
+# The A record a DNS server gives for a name (podman: a network's aardvark-dns), or nothing.
+dns_query() { # dns_query SERVER NAME
+  python3 - "$1" "$2" <<'PY'
+import socket, struct, sys
+server, name = sys.argv[1], sys.argv[2]
+q = struct.pack(">HHHHHH", 0x4c44, 0x0100, 1, 0, 0, 0)
+q += b"".join(bytes([len(p)]) + p.encode() for p in name.split(".")) + b"\0" + struct.pack(">HH", 1, 1)
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.settimeout(2)
+s.sendto(q, (server, 53))
+d = s.recv(512)
+if struct.unpack(">H", d[6:8])[0] > 0 and d[-6:-4] == b"\0\4":
+    print(socket.inet_ntoa(d[-4:]))
+PY
+}
+need_podman() {
+  podman_up >/dev/null 2>&1 || "$SRC_ROOT/scripts/start-podman" >&2 || true
+  need podman_up "no usable Podman at $PODMAN_SOCK (scripts/deps --test: podman, netavark, aardvark-dns; scripts/start-podman)"
+}
 OCI_RUNTIME_ROOT="$T/run/oci/runtime"
 oci_runtime() { # the runtime ledged picks (engine.runtime: auto)
   if [ "$(stat -fc %T /sys/fs/cgroup)" = cgroup2fs ] && command -v crun >/dev/null; then echo crun; else echo runc; fi
 }
 need_engine() {
   if [ "$ENGINE" = docker ]; then need_docker; return; fi
+  if [ "$ENGINE" = podman ]; then need_podman; return; fi
   [ "$(id -u)" = 0 ] || skip "the oci engine needs root"
   need "command -v $(oci_runtime)" "the OCI runtime $(oci_runtime) is missing (scripts/deps --test)"
   need "test -x /usr/lib/cni/bridge" "the CNI plugins are missing (scripts/deps --test: containernetworking-plugins)"
   need "grep -qw overlay /proc/filesystems || modprobe overlay" "no overlayfs"
 }
 engine_config() {
+  [ "$ENGINE" = podman ] && printf '  type: docker\n  uri: unix://%s\n' "$PODMAN_SOCK"
   [ "$ENGINE" = oci ] || return 0
   printf '  type: oci\n  uri: unix://%s/no-docker.sock\n' "$T"
 }
@@ -74,7 +104,11 @@ start_ledged() {
   LEDGED_PID=$!
   local end=$(( $(date +%s) + 30 ))
   while [ "$(date +%s)" -lt "$end" ]; do
-    [ -S "$T/run/mgmt.sock" ] && ledge version 2>/dev/null | grep -q '^ledged [0-9]' && return 0
+    # podman: ready once its engine answered too (Podman's /version and /info take a few hundred
+    # ms, Moby's a few; a deploy before that plans against no containers)
+    [ -S "$T/run/mgmt.sock" ] && ledge version 2>/dev/null | grep -q '^ledged [0-9]' &&
+      { [ "$ENGINE" != podman ] || api GET /status 2>/dev/null | jq -e '[.engines[].connected] | all' >/dev/null; } &&
+      return 0
     kill -0 "$LEDGED_PID" 2>/dev/null || { cat "$T/ledged.log" >&2; fail "ledged exited at start"; }
     sleep 0.1
   done
@@ -196,15 +230,23 @@ simulate_reboot() { # simulate_reboot BOOT_ID MODULES...
 # a `docker save` archive made once per build, so that ledged needs no dockerd).
 need_image() { # need_image NAME
   local img="$1"
-  if [ "$ENGINE" = docker ] || ! command -v docker >/dev/null 2>&1 || ! docker image inspect "$img" >/dev/null 2>&1; then
-    docker image inspect "$img" >/dev/null 2>&1 || "$SRC_ROOT/scripts/build-images" >/dev/null
+  if [ "$ENGINE" != oci ] || ! command -v docker >/dev/null 2>&1 || ! moby image inspect "$img" >/dev/null 2>&1; then
+    moby image inspect "$img" >/dev/null 2>&1 || DOCKER_HOST="$MOBY_HOST" "$SRC_ROOT/scripts/build-images" >/dev/null
   fi
-  [ "$ENGINE" = oci ] || return 0
+  [ "$ENGINE" = docker ] && return 0
   local cache="$LEDGE_BUILD/tests/images"
   mkdir -p "$cache"
-  local id; id=$(docker image inspect -f '{{.Id}}' "$img" 2>/dev/null | cut -c8-19)
+  local id; id=$(moby image inspect -f '{{.Id}}' "$img" 2>/dev/null | cut -c8-19)
   local tar="$cache/${img//[:\/]/_}-$id.tar"
-  [ -s "$tar" ] || { docker save "$img" > "$tar.tmp" && mv "$tar.tmp" "$tar"; }
+  [ -s "$tar" ] || { moby save "$img" > "$tar.tmp" && mv "$tar.tmp" "$tar"; }
+  if [ "$ENGINE" = podman ]; then
+    # podman: loaded through its API (it names a short name localhost/NAME; the same image
+    # id as dockerd's, so loading again is a no-op)
+    [ "$(docker image inspect -f '{{.Id}}' "$img" 2>/dev/null)" = "$(moby image inspect -f '{{.Id}}' "$img")" ] && return 0
+    curl -sSf --unix-socket "$PODMAN_SOCK" -X POST -H 'Content-Type: application/x-tar' \
+      --data-binary @"$tar" http://d/v1.41/images/load >/dev/null || fail "cannot load $img into Podman"
+    return 0
+  fi
   "$LEDGE_BUILD/src/engine/ledge-image-helper" load "$T/state/oci/images" "$tar" >/dev/null ||
     fail "cannot load $img into the oci engine's store"
 }
@@ -291,7 +333,7 @@ cleanup() {
   if [ "$ENGINE" = oci ] && [ -d "$T/run/oci" ]; then oci_cleanup; fi
   # Containers this test's ledged created: its device label, never another instance's.
   local ids=""
-  [ "$ENGINE" = docker ] && ids=$(docker ps -aq --filter label=dev.ledge.owner=ledge --filter "label=dev.ledge.device=st-$TEST_NAME" 2>/dev/null)
+  [ "$ENGINE" != oci ] && ids=$(docker ps -aq --filter label=dev.ledge.owner=ledge --filter "label=dev.ledge.device=st-$TEST_NAME" 2>/dev/null)
   [ -n "$ids" ] && docker rm -f $ids >/dev/null 2>&1
   pkill -f "$T/" 2>/dev/null
   # process modules outlive ledged by design: the ones this test's ledged started carry its
@@ -308,7 +350,7 @@ cleanup() {
     log "sanitizer report in ledged.log"; grep -A20 "AddressSanitizer\|runtime error:" "$T/ledged.log" >&2
     rc=1
   fi
-  rm -rf "$T"
+  [ -n "${KEEP_T:-}" ] || rm -rf "$T"
   exit $rc
 }
 trap cleanup EXIT
