@@ -101,8 +101,8 @@ void check_engine_product(struct check_ctx *ctx, struct check_report *rep)
     }
     if (strcmp(p, "Podman") == 0) {
         check_report_set(rep, CHECK_WARNING, fix,
-                         "Podman %s through its Docker-compatible API: best effort; events, log "
-                         "options and networks differ in places from Moby",
+                         "Podman %s through its Docker-compatible API: supported; log rotation "
+                         "and health checks differ from Moby (docs/support.md, Podman)",
                          v);
         return;
     }

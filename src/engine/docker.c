@@ -11,6 +11,7 @@
 #include "base/buf.h"
 #include "base/crypto.h"
 #include "base/json.h"
+#include "base/list.h"
 #include "base/str.h"
 #include "base/timeutil.h"
 #include "docker_json.h"
@@ -39,6 +40,10 @@ struct docker {
     struct netctx *net_pending;   /* network checks in flight, shared by concurrent callers */
     char *net_name, *net_gateway; /* the module network's gateway address, once known */
     struct dcall *calls;          /* every call in flight, freed by fini if still there */
+    /* Podman (from /version and /info): health checks run by the backend where Podman has no
+     * systemd to run them (see "Podman's health checks" below) */
+    bool podman, podman_systemd;
+    struct llist checks; /* struct pcheck */
 };
 
 /* One API call in flight: the generic completion decodes JSON and maps errors, then the
@@ -68,6 +73,7 @@ struct dcall {
     struct engine_version version; /* a version call, between /version and /info */
     int version_r;
     struct lerr version_err;
+    char *check_id;            /* Podman's health checks: the container */
     struct dcall *prev, *next; /* d->calls */
 };
 
@@ -106,6 +112,7 @@ static void dcall_free(struct dcall *c)
     lbuf_free(&c->errbody);
     free(c->pull);
     free(c->what);
+    free(c->check_id);
     free(c);
 }
 
@@ -248,6 +255,7 @@ static void finish_info(struct dcall *c, int r, long status, json_t *body, const
                   ljson_str(body, "LoggingDriver") ?: "");
         lstr_copy(c->version.data_root, sizeof(c->version.data_root),
                   ljson_str(body, "DockerRootDir") ?: "");
+        c->d->podman_systemd = lstr_eq(ljson_str(body, "CgroupDriver"), "systemd");
     }
     c->cb.version(c->ud, c->version_r, &c->version, c->version_r < 0 ? &c->version_err : NULL);
 }
@@ -935,10 +943,254 @@ static void emit(struct docker *d, const struct engine_event *ev)
         d->e->on_event(d->e->event_ud, ev);
 }
 
+/* ------------------------------------------------------------------ Podman's health checks */
+
+/* Podman runs a container's HEALTHCHECK from a systemd timer; where it has no systemd (its
+ * cgroup driver is then cgroupfs) no check ever runs and the status stays "starting". There the
+ * backend runs them: every Interval of a running container's check it asks Podman's
+ * /libpod/containers/ID/healthcheck, which runs the check once and keeps the failing streak and
+ * the status as its timer would, and reports that status as a health event. With systemd,
+ * Podman's own health_status events carry no status (4.3): an inspect reads it. One pcheck per
+ * running container of ours that has a check; gone on die, remove or a lost connection. Events
+ * arrive inside libcurl's callbacks, where no transfer may start: a pcheck's first step (the
+ * inspect) runs from its timer. */
+#define PODMAN_CHECK_MIN_MS 100
+
+struct pcheck {
+    struct llist node; /* d->checks */
+    struct docker *d;
+    char *id;
+    struct event *timer;
+    long interval_ms;
+    bool busy;     /* a call in flight */
+    bool inspect;  /* next step: inspect (the check's interval, or the status to report) */
+    bool one_shot; /* podman_systemd: report the inspected status, then go */
+};
+
+static struct pcheck *pcheck_find(struct docker *d, const char *id)
+{
+    struct pcheck *p;
+    llist_foreach (p, &d->checks, node)
+        if (lstr_eq(p->id, id))
+            return p;
+    return NULL;
+}
+
+static void pcheck_free(struct pcheck *p)
+{
+    if (!p)
+        return;
+    llist_remove(&p->node);
+    if (p->timer)
+        event_free(p->timer);
+    free(p->id);
+    free(p);
+}
+
+static void pchecks_clear(struct docker *d)
+{
+    struct pcheck *p;
+    while ((p = llist_first(&d->checks, struct pcheck, node)))
+        pcheck_free(p);
+}
+
+static void pcheck_arm(struct pcheck *p)
+{
+    struct timeval tv = {p->interval_ms / 1000, (p->interval_ms % 1000) * 1000};
+    evtimer_add(p->timer, &tv);
+}
+
+static void finish_healthcheck(struct dcall *c, int r, long status, json_t *body,
+                               const struct lerr *err)
+{
+    struct docker *d = c->d;
+    struct pcheck *p = pcheck_find(d, c->check_id);
+    if (!p)
+        return;
+    p->busy = false;
+    if (r < 0) {
+        /* 409: not running or no check any more; 404: gone. Anything else: try again later. */
+        if (status == 404 || status == 409)
+            pcheck_free(p);
+        else
+            pcheck_arm(p);
+        return;
+    }
+    pcheck_arm(p);
+    struct engine_event ev = {.kind = ENGINE_EVENT_HEALTH,
+                              .id = c->check_id,
+                              .time_ms = ltime_now_ms(),
+                              .health = docker_health_from_string(ljson_str(body, "Status"))};
+    if (ev.health != HEALTH_NONE)
+        emit(d, &ev);
+}
+
+static void pcheck_inspect(struct pcheck *p);
+
+static void pcheck_fire(evutil_socket_t fd, short what, void *arg)
+{
+    struct pcheck *p = arg;
+    struct docker *d = p->d;
+    if (p->inspect) {
+        pcheck_inspect(p);
+        return;
+    }
+    _cleanup_free_ char *label = lstr_printf("health check %.12s", p->id);
+    struct dcall *c = dcall_new(d, label);
+    if (!c || !(c->check_id = strdup(p->id))) {
+        if (c)
+            dcall_free(c);
+        pcheck_arm(p);
+        return;
+    }
+    c->finish = finish_healthcheck;
+    _cleanup_lbuf_ struct lbuf path = LBUF_INIT, enc = LBUF_INIT;
+    lstr_url_encode(p->id, strlen(p->id), &enc);
+    lbuf_printf(&path, "/libpod/containers/%s/healthcheck", enc.data);
+    p->busy = true;
+    if (dcall_start(c, "GET", path.data, NULL, d->timeout_ms, NULL, NULL) < 0) {
+        p->busy = false;
+        pcheck_arm(p);
+    }
+}
+
+/* An inspect for a container's check: watch it (no systemd) or report its status (systemd). */
+static void finish_check_inspect(struct dcall *c, int r, long status, json_t *body,
+                                 const struct lerr *err)
+{
+    struct docker *d = c->d;
+    struct pcheck *p = pcheck_find(d, c->check_id);
+    if (!p)
+        return;
+    p->busy = false;
+    if (r < 0) {
+        pcheck_free(p);
+        return;
+    }
+    json_t *state = json_object_get(body, "State");
+    if (p->one_shot) {
+        struct engine_event ev = {.kind = ENGINE_EVENT_HEALTH,
+                                  .id = c->check_id,
+                                  .time_ms = ltime_now_ms(),
+                                  .health = docker_health_from_string(
+                                      ljson_str(json_object_get(state, "Health"), "Status"))};
+        pcheck_free(p);
+        if (ev.health != HEALTH_NONE)
+            emit(d, &ev);
+        return;
+    }
+    json_t *hc = json_object_get(json_object_get(body, "Config"), "Healthcheck");
+    const char *test0 = json_string_value(json_array_get(json_object_get(hc, "Test"), 0));
+    if (!ljson_bool(state, "Running", false) || !test0 || lstr_eq(test0, "NONE")) {
+        pcheck_free(p);
+        return;
+    }
+    long long ns = ljson_int(hc, "Interval", 0);
+    p->interval_ms = ns > 0 ? (long)MAX(ns / 1000000, PODMAN_CHECK_MIN_MS) : 30000;
+    p->inspect = false;
+    pcheck_arm(p);
+}
+
+static void pcheck_inspect(struct pcheck *p)
+{
+    struct docker *d = p->d;
+    struct dcall *c = dcall_new(d, "inspect for a health check");
+    if (!c || !(c->check_id = strdup(p->id))) {
+        if (c)
+            dcall_free(c);
+        pcheck_free(p);
+        return;
+    }
+    c->finish = finish_check_inspect;
+    _cleanup_lbuf_ struct lbuf path = LBUF_INIT, enc = LBUF_INIT;
+    lstr_url_encode(p->id, strlen(p->id), &enc);
+    lbuf_printf(&path, "/containers/%s/json", enc.data);
+    p->busy = true;
+    if (dcall_start(c, "GET", path.data, NULL, d->timeout_ms, NULL, NULL) < 0)
+        pcheck_free(p);
+}
+
+/* A pcheck for a container whose first step, an inspect, runs at once from its timer. */
+static void pcheck_add(struct docker *d, const char *id, bool one_shot)
+{
+    if (pcheck_find(d, id))
+        return;
+    struct pcheck *p = calloc(1, sizeof(*p));
+    if (!p || !(p->id = strdup(id)) || !(p->timer = evtimer_new(d->e->base, pcheck_fire, p))) {
+        if (p)
+            free(p->id);
+        free(p);
+        return;
+    }
+    p->d = d;
+    p->inspect = true;
+    p->one_shot = one_shot;
+    llist_add_tail(&d->checks, &p->node);
+    pcheck_arm(p); /* interval 0 */
+}
+
+/* At (re)connection: the running containers of ours, each inspected for its check. */
+static void finish_check_list(struct dcall *c, int r, long status, json_t *body,
+                              const struct lerr *err)
+{
+    size_t i;
+    json_t *e;
+    if (r < 0 || !c->d->running)
+        return;
+    json_array_foreach (body, i, e) {
+        const char *id = ljson_str(e, "Id");
+        if (id && lstr_eq(ljson_str(e, "State"), "running"))
+            pcheck_add(c->d, id, false);
+    }
+}
+
+static void pchecks_resync(struct docker *d)
+{
+    pchecks_clear(d);
+    struct dcall *c = dcall_new(d, "list containers for health checks");
+    _cleanup_free_ char *filter = label_filter(d, NULL);
+    if (!c || !filter) {
+        if (c)
+            dcall_free(c);
+        return;
+    }
+    c->finish = finish_check_list;
+    _cleanup_lbuf_ struct lbuf path = LBUF_INIT, enc = LBUF_INIT;
+    lstr_url_encode(filter, strlen(filter), &enc);
+    lbuf_printf(&path, "/containers/json?filters=%s", enc.data);
+    dcall_start(c, "GET", path.data, NULL, d->timeout_ms, NULL, NULL);
+}
+
+/* Podman's side of an event from the stream; true when it is not to be passed on. */
+static bool podman_event(struct docker *d, const struct engine_event *ev)
+{
+    switch (ev->kind) {
+    case ENGINE_EVENT_START:
+        if (!d->podman_systemd)
+            pcheck_add(d, ev->id, false);
+        return false;
+    case ENGINE_EVENT_DIE:
+    case ENGINE_EVENT_DESTROY:
+        pcheck_free(pcheck_find(d, ev->id));
+        return false;
+    case ENGINE_EVENT_HEALTH:
+        /* the status is not in Podman's event: an inspect reads it (with systemd), or it is
+         * the answer of the check the backend ran */
+        if (ev->health != HEALTH_NONE)
+            return false;
+        if (d->podman_systemd)
+            pcheck_add(d, ev->id, true);
+        return true;
+    default:
+        return false;
+    }
+}
+
 static void schedule_reconnect(struct docker *d)
 {
     if (!d->running)
         return;
+    pchecks_clear(d);
     if (d->connected) {
         d->connected = false;
         struct engine_event ev = {.kind = ENGINE_EVENT_DISCONNECTED, .time_ms = ltime_now_ms()};
@@ -960,7 +1212,7 @@ static int events_data(void *ud, const char *data, size_t n)
         json_t *j = json_loadb(d->evline.data, len, 0, NULL);
         if (j) {
             struct engine_event ev;
-            if (docker_parse_event(j, &ev) == 0)
+            if (docker_parse_event(j, &ev) == 0 && !(d->podman && podman_event(d, &ev)))
                 emit(d, &ev);
             json_decref(j);
         }
@@ -997,6 +1249,9 @@ static void events_version_cb(void *ud, int result, const struct engine_version 
      * agent's resynchronising list is seen as an event. */
     d->backoff_ms = 0;
     d->connected = true;
+    d->podman = lstr_eq(v->product, "Podman");
+    if (d->podman && !d->podman_systemd)
+        pchecks_resync(d);
     struct engine_event ev = {.kind = ENGINE_EVENT_CONNECTED, .time_ms = ltime_now_ms()};
     emit(d, &ev);
 }
@@ -1064,6 +1319,7 @@ static int docker_init(struct engine *e, const struct engine_config *cfg)
         free(d->uri);
         return -EINVAL;
     }
+    llist_init(&d->checks);
     int r = hc_client_new(e->base, &d->http);
     if (r < 0)
         return r;
@@ -1094,6 +1350,7 @@ static void docker_stop(struct engine *e)
     }
     if (d->reconnect)
         evtimer_del(d->reconnect);
+    pchecks_clear(d);
 }
 
 static void docker_fini(struct engine *e)
@@ -1115,6 +1372,8 @@ static void docker_fini(struct engine *e)
     }
     if (d->reconnect)
         event_free(d->reconnect);
+    if (d->checks.next) /* init may have failed before the list was made */
+        pchecks_clear(d);
     lbuf_free(&d->evline);
     free(d->uri);
     free(d->net_name);

@@ -213,7 +213,7 @@ enum ctr_state docker_state_from_string(const char *s)
     return CTR_UNKNOWN;
 }
 
-static enum ctr_health health_from_string(const char *s)
+enum ctr_health docker_health_from_string(const char *s)
 {
     if (!s)
         return HEALTH_NONE;
@@ -253,7 +253,7 @@ int docker_parse_inspect(const json_t *j, struct engine_container *c)
     c->pid = (int)ljson_int(state, "Pid", 0);
     c->started_ms = parse_time(ljson_str(state, "StartedAt"));
     c->finished_ms = parse_time(ljson_str(state, "FinishedAt"));
-    c->health = health_from_string(ljson_str(json_object_get(state, "Health"), "Status"));
+    c->health = docker_health_from_string(ljson_str(json_object_get(state, "Health"), "Status"));
     const char *error = ljson_str(state, "Error");
     c->error = error && *error ? strdup(error) : NULL;
     c->tty = ljson_bool(config, "Tty", false);
@@ -338,7 +338,7 @@ int docker_parse_event(const json_t *j, struct engine_event *ev)
         s = s ? s + 1 : ljson_str(attrs, "health_status") ?: "";
         while (*s == ' ')
             s++;
-        ev->health = health_from_string(s);
+        ev->health = docker_health_from_string(s);
     } else {
         return -ENOENT;
     }

@@ -25,8 +25,11 @@ int docker_build_create_body(const struct engine_create_spec *spec, const char *
 int docker_parse_version(const json_t *j, struct engine_version *ret);
 int docker_parse_inspect(const json_t *j, struct engine_container *ret);
 int docker_parse_list(const json_t *j, struct engine_container **ret, size_t *ret_n);
-/* 0 for a container event we report, -ENOENT for one we ignore. Strings point into j. */
+/* 0 for a container event we report, -ENOENT for one we ignore. Strings point into j. Podman's
+ * health_status events carry no status: HEALTH_NONE. */
 int docker_parse_event(const json_t *j, struct engine_event *ret);
+/* "healthy", "unhealthy", "starting"; HEALTH_NONE for anything else and NULL. */
+enum ctr_health docker_health_from_string(const char *s);
 
 /* What a failed pull means, read from the engine's message (Moby answers with an HTTP status and
  * {"message"}, Podman with an {"error"} line in a 200 stream; both carry the registry client's

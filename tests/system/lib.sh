@@ -350,7 +350,7 @@ cleanup() {
     log "sanitizer report in ledged.log"; grep -A20 "AddressSanitizer\|runtime error:" "$T/ledged.log" >&2
     rc=1
   fi
-  [ -n "${KEEP_T:-}" ] || rm -rf "$T"
+  rm -rf "$T"
   exit $rc
 }
 trap cleanup EXIT
