@@ -153,11 +153,14 @@ trap 'exit 130' INT TERM
 
 # ------------------------------------------------------------------ mosquitto
 
-# mosquitto_start NAME PORT [TLS_PORT CERT KEY] — sets MOSQ_PID. Persistence off, TCP_NODELAY on
-# (ledge-hub sets it too: without it mosquitto's small writes wait for delayed ACKs, and its
-# numbers are then about the kernel, not the broker).
+# mosquitto_start NAME PORT [TLS_PORT CERT KEY [WS_PORT]] — sets MOSQ_PID. Persistence off,
+# TCP_NODELAY on (ledge-hub sets it too: without it mosquitto's small writes wait for delayed ACKs,
+# and its numbers are then about the kernel, not the broker). WS_PORT: mosquitto's own MQTT over
+# WebSockets listener (Debian's mosquitto has libwebsockets built in) with the same certificate, so
+# wss as ledge's hub.websocket_port; libwebsockets binds it on every address whatever the listener
+# line says.
 mosquitto_start() {
-  local name="$1" port="$2" tls_port="${3:-}" cert="${4:-}" key="${5:-}"
+  local name="$1" port="$2" tls_port="${3:-}" cert="${4:-}" key="${5:-}" ws_port="${6:-}"
   local conf="$WORK/$name.conf"
   {
     echo "user $(id -un)"   # as root it would switch to "mosquitto", who cannot read $WORK
@@ -173,6 +176,12 @@ mosquitto_start() {
     echo "max_connections -1"
     if [ -n "$tls_port" ]; then
       echo "listener $tls_port 127.0.0.1"
+      echo "certfile $cert"
+      echo "keyfile $key"
+    fi
+    if [ -n "$ws_port" ]; then
+      echo "listener $ws_port 127.0.0.1"
+      echo "protocol websockets"
       echo "certfile $cert"
       echo "keyfile $key"
     fi
@@ -210,14 +219,9 @@ dockerd_start() {
       die "benchmark $owner uses $DOCKER_DIR (LEDGE_BENCH_DOCKER_DIR picks another)"
     fi
     echo $$ > "$DOCKER_DIR/owner"
-    dockerd --host "unix://$exec_root/docker.sock" --data-root "$DOCKER_DIR/root" \
-      --exec-root "$exec_root/x" --pidfile "$exec_root/docker.pid" --bridge none \
-      --iptables=false --ip6tables=false --default-address-pool base=10.126.0.0/16,size=24 \
-      >"$WORK/dockerd.log" 2>&1 &
-    DOCKERD_PID=$!
     DOCKERD_EXEC="$exec_root"
     export DOCKER_HOST="unix://$exec_root/docker.sock"
-    wait_until 60 "the private dockerd" docker info
+    dockerd_launch
     # ours alone: leftovers of an interrupted run go
     local old
     old=$(docker ps -aq)
@@ -238,6 +242,28 @@ dockerd_start() {
       "$BENCH_ROOT/scripts/build-images" testmod >&2
     fi
   fi
+}
+
+# dockerd_launch — the private dockerd's process, until it answers (dockerd_start's first start,
+# and dockerd_restart's). Appends to $WORK/dockerd.log.
+dockerd_launch() {
+  dockerd --host "unix://$DOCKERD_EXEC/docker.sock" --data-root "$DOCKER_DIR/root" \
+    --exec-root "$DOCKERD_EXEC/x" --pidfile "$DOCKERD_EXEC/docker.pid" --bridge none \
+    --iptables=false --ip6tables=false --default-address-pool base=10.126.0.0/16,size=24 \
+    >>"$WORK/dockerd.log" 2>&1 &
+  DOCKERD_PID=$!
+  wait_until 60 "the private dockerd" docker info
+}
+
+# dockerd_down — stops the private dockerd as a shutdown would, containers left as they are
+# (dockerd stops the running ones itself, with their stop timeouts); waits up to 60 s for it.
+dockerd_down() {
+  [ -n "$DOCKERD_PID" ] || die "dockerd_down: not our dockerd (LEDGE_BENCH_DOCKER_HOST)"
+  kill -TERM "$DOCKERD_PID" 2>/dev/null || true
+  local i
+  for i in $(seq 1 600); do alive "$DOCKERD_PID" || break; sleep 0.1; done
+  alive "$DOCKERD_PID" && die "the private dockerd did not stop in 60 s"
+  wait "$DOCKERD_PID" 2>/dev/null || true
 }
 
 dockerd_stop() {
@@ -264,6 +290,7 @@ ledged_start() {
   fi
   HUB_TLS_PORT="${HUB_TLS_PORT:-$(free_port)}"
   HUB_PLAIN_PORT="${HUB_PLAIN_PORT:-$(free_port)}"
+  HUB_AMQP_PORT="${HUB_AMQP_PORT:-$(free_port)}"
   cat > "$LDIR/config.yaml" <<YAML
 state_dir: $LDIR/state
 run_dir: $LDIR/run
@@ -281,6 +308,8 @@ hub:
   bind: 127.0.0.1
   tls_port: $HUB_TLS_PORT
   plain_port: $HUB_PLAIN_PORT
+  websocket_port: ${HUB_WS_PORT:-0}
+  amqp_port: $HUB_AMQP_PORT
   max_connections: 5000
   fsync: always
 ${2:-}
@@ -356,11 +385,15 @@ hub_setup() {
     --sub-user "$(jq -r .username <<<"$sub")" --sub-pass "$(jq -r .token <<<"$sub")"
     --topic 'devices/bench-device/modules/bench-pub/messages/events/%24.on=out1'
     --filter 'devices/bench-device/modules/bench-sub/inputs/#')
+  # the same identities over AMQP (mqtt-load --amqp): link addresses instead of topic and filter
+  LEDGE_AMQP_ARGS=("${LEDGE_ARGS[@]:0:12}" --amqp
+    --topic '/devices/bench-device/modules/bench-pub/messages/events'
+    --filter '/devices/bench-device/modules/bench-sub/messages/events')
 }
 
 # standalone_hub N [WRAPPER...] — a ledge-hub of its own (no ledged) whose runtime file lists N
 # module identities idle-0 … idle-N-1 sharing one key, what ledged would write for N modules, with
-# $WORK/server-{cert,key}.pem (tls_cert). Sets SA_PID, SA_PLAIN, SA_TLS, SA_KEY and IDLE_ARGS
+# $WORK/server-{cert,key}.pem (tls_cert). Sets SA_PID, SA_PLAIN, SA_TLS, SA_WS, SA_KEY and IDLE_ARGS
 # (mqtt-load's idle options for those identities).
 standalone_hub() {
   local n="$1"; shift
@@ -368,7 +401,7 @@ standalone_hub() {
   rm -rf "$d"
   mkdir -p "$d/run/hub" "$d/state"
   key=$(openssl rand -base64 32)
-  SA_PLAIN=$(free_port) SA_TLS=$(free_port) SA_KEY=$key
+  SA_PLAIN=$(free_port) SA_TLS=$(free_port) SA_WS=$(free_port) SA_AMQP=$(free_port) SA_KEY=$key
   cat > "$d/config.yaml" <<YAML
 state_dir: $d/state
 run_dir: $d/run
@@ -377,6 +410,8 @@ hub:
   bind: 127.0.0.1
   tls_port: $SA_TLS
   plain_port: $SA_PLAIN
+  websocket_port: $SA_WS
+  amqp_port: $SA_AMQP
   max_connections: $((n + 100))
 YAML
   jq -n --arg key "$key" --argjson n "$n" --arg cert "$WORK/server-cert.pem" --arg k "$WORK/server-key.pem" '{
@@ -396,4 +431,8 @@ YAML
     --user-fmt 'bench-hub.local/bench-device/idle-{i}/?api-version=2021-04-12'
     --sas-key "$SA_KEY" --sas-resource-fmt 'bench-hub.local/devices/bench-device/modules/idle-{i}'
     --sub-fmt 'devices/bench-device/modules/idle-{i}/inputs/#')
+  # over AMQP (mqtt-load --amqp): the put-token of the same SAS token, the inputs link
+  IDLE_AMQP_ARGS=(--amqp --id-fmt 'bench-device/idle-{i}' --sas-key "$SA_KEY"
+    --sas-resource-fmt 'bench-hub.local/devices/bench-device/modules/idle-{i}'
+    --sub-fmt '/devices/bench-device/modules/idle-{i}/messages/events')
 }

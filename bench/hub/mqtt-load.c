@@ -1,6 +1,12 @@
 /* mqtt-load.c — ledge's MQTT load generator (bench/hub): publish and subscribe in one process to
  * measure throughput and per-message latency, publish or count alone, or hold many idle clients.
- * Plain TCP or TLS (OpenSSL); framing and encoding by src/mqtt's codec; any MQTT 3.1.1 broker.
+ * Plain TCP or TLS (OpenSSL), optionally MQTT over WebSockets (--ws PATH: the upgrade, then each
+ * flush of MQTT bytes as one masked binary frame, the broker's frames joined back into one byte
+ * stream); framing and encoding by src/mqtt's codec; any MQTT 3.1.1 broker. --amqp speaks AMQP 1.0
+ * instead (Qpid Proton's connection engine over the same sockets, TLS and WebSocket framing, IoT
+ * Hub's links: a CBS put-token of the SAS password, telemetry sent on the --topic address, inputs
+ * received on the --filter address), with the same measurement loop: a received delivery counts
+ * as a PUBLISH, the broker's settlement of an unsettled one (QoS 1) as its PUBACK.
  *
  * Every message carries its send time (CLOCK_MONOTONIC ns) and sequence number in its first 16
  * bytes, so the subscriber in the same process measures latency on the same clock. Results are
@@ -18,6 +24,16 @@
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
 #include <poll.h>
+#include <proton/condition.h>
+#include <proton/connection.h>
+#include <proton/connection_driver.h>
+#include <proton/delivery.h>
+#include <proton/event.h>
+#include <proton/link.h>
+#include <proton/message.h>
+#include <proton/session.h>
+#include <proton/terminus.h>
+#include <proton/transport.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdbool.h>
@@ -40,6 +56,7 @@
 #define READ_CHUNK (64u << 10)
 #define MAX_PACKET (1u << 20) /* largest packet accepted from a broker */
 #define SETUP_TIMEOUT_MS 10000
+#define AMQP_CREDIT 1000 /* the subscriber's link credit, topped up per message */
 
 /* ------------------------------------------------------------------ options */
 
@@ -50,6 +67,8 @@ struct options {
     bool tls;
     const char *ca_file;
     const char *servername;
+    const char *ws_path; /* MQTT over WebSockets: the upgrade's path (NULL: MQTT straight) */
+    bool amqp;           /* AMQP 1.0 instead of MQTT (subprotocol AMQPWSB10 over WebSockets) */
     int keepalive;
     /* publisher */
     const char *pub_id, *pub_user, *pub_pass, *topic;
@@ -189,11 +208,70 @@ struct conn {
     SSL *ssl;
     uint8_t *rx;
     size_t rx_len, rx_cap;
-    struct lbuf tx;
+    struct lbuf tx; /* bytes for the wire */
     size_t tx_off;
     bool closed;
     uint16_t next_id;
+    /* MQTT over WebSockets: MQTT bytes waiting to be framed, the wire's bytes before deframing */
+    bool ws;
+    struct lbuf mq;
+    uint8_t *wrx;
+    size_t wrx_len, wrx_cap;
+    uint32_t mask;
+    struct amqp_side *amqp; /* --amqp */
 };
+
+/* One AMQP connection (--amqp): Proton's engine fed from rx and written into conn_out(). */
+struct amqp_side {
+    pn_connection_driver_t d;
+    pn_session_t *s;
+    pn_link_t *cbs_tx, *cbs_rx;
+    pn_link_t *link; /* the publisher's events sender or the subscriber's inputs receiver */
+    pn_message_t *m;
+    uint8_t *tmpl; /* the publisher's encoded message; its payload's first bytes at tmpl_off */
+    size_t tmpl_len, tmpl_off;
+    uint8_t *rbuf;
+    size_t rcap;
+    uint64_t tag;
+    int cbs_status; /* the put-token's answer, -1 until it comes */
+    bool link_open, failed;
+};
+
+/* Where MQTT packets are encoded: the wire, or the next WebSocket frame. */
+static struct lbuf *conn_out(struct conn *c)
+{
+    return c->ws ? &c->mq : &c->tx;
+}
+
+/* A WebSocket frame of opcode around payload, masked (a client's frames must be), onto out. */
+static void ws_frame(struct lbuf *out, uint8_t opcode, const uint8_t *payload, size_t n,
+                     uint32_t mask)
+{
+    uint8_t hdr[14];
+    size_t h = 0;
+    hdr[h++] = (uint8_t)(0x80 | opcode);
+    if (n < 126) {
+        hdr[h++] = (uint8_t)(0x80 | n);
+    } else if (n <= 0xffff) {
+        hdr[h++] = 0x80 | 126;
+        hdr[h++] = (uint8_t)(n >> 8);
+        hdr[h++] = (uint8_t)n;
+    } else {
+        hdr[h++] = 0x80 | 127;
+        for (int i = 7; i >= 0; i--)
+            hdr[h++] = (uint8_t)((uint64_t)n >> (8 * i));
+    }
+    uint8_t m[4] = {(uint8_t)(mask >> 24), (uint8_t)(mask >> 16), (uint8_t)(mask >> 8),
+                    (uint8_t)mask};
+    memcpy(hdr + h, m, 4);
+    h += 4;
+    if (lbuf_append(out, hdr, h) < 0 || lbuf_reserve(out, n) < 0)
+        die("out of memory");
+    uint8_t *dst = (uint8_t *)out->data + out->len;
+    for (size_t i = 0; i < n; i++)
+        dst[i] = payload[i] ^ m[i & 3];
+    out->len += n;
+}
 
 static SSL_CTX *client_ctx(const struct options *o)
 {
@@ -294,8 +372,17 @@ static int tls_handshake(struct conn *c, SSL_CTX *ctx, const struct options *o, 
 }
 
 /* Write what is queued. 0: all written; 1: the socket is full; < 0: the connection failed. */
+static void amqp_out(struct conn *c);
+
 static int conn_flush(struct conn *c)
 {
+    if (c->amqp)
+        amqp_out(c);
+    if (c->ws && c->mq.len) {
+        ws_frame(&c->tx, 0x2, (const uint8_t *)c->mq.data, c->mq.len, c->mask);
+        c->mask = c->mask * 1664525u + 1013904223u;
+        lbuf_reset(&c->mq);
+    }
     while (c->tx_off < c->tx.len) {
         size_t n = c->tx.len - c->tx_off;
         ssize_t w;
@@ -323,22 +410,31 @@ static int conn_flush(struct conn *c)
     return 0;
 }
 
-/* Read what is available into rx. > 0 bytes read, 0 nothing now, -EPIPE at end of stream. */
-static ssize_t conn_fill(struct conn *c)
+static void buf_room(uint8_t **buf, size_t len, size_t *cap, size_t want)
+{
+    if (*cap - len >= want)
+        return;
+    size_t n = *cap ? *cap * 2 : 2 * READ_CHUNK;
+    while (n - len < want)
+        n *= 2;
+    uint8_t *p = realloc(*buf, n);
+    if (!p)
+        die("out of memory");
+    *buf = p;
+    *cap = n;
+}
+
+/* Read what is available into *buf. > 0 bytes read, 0 nothing now, -EPIPE at end of stream. */
+static ssize_t conn_fill_raw(struct conn *c, uint8_t **buf, size_t *len, size_t *cap)
 {
     ssize_t total = 0;
     for (;;) {
-        if (c->rx_cap - c->rx_len < READ_CHUNK) {
-            size_t cap = c->rx_cap ? c->rx_cap * 2 : 2 * READ_CHUNK;
-            uint8_t *p = realloc(c->rx, cap);
-            if (!p)
-                die("out of memory");
-            c->rx = p;
-            c->rx_cap = cap;
-        }
+        buf_room(buf, *len, cap, READ_CHUNK);
+        uint8_t *rx = *buf;
+        size_t rx_len = *len, rx_cap = *cap;
         ssize_t r;
         if (c->ssl) {
-            int n = SSL_read(c->ssl, c->rx + c->rx_len, (int)(c->rx_cap - c->rx_len));
+            int n = SSL_read(c->ssl, rx + rx_len, (int)(rx_cap - rx_len));
             if (n <= 0) {
                 int e = SSL_get_error(c->ssl, n);
                 if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE)
@@ -347,25 +443,148 @@ static ssize_t conn_fill(struct conn *c)
             }
             r = n;
         } else {
-            r = recv(c->fd, c->rx + c->rx_len, c->rx_cap - c->rx_len, 0);
+            r = recv(c->fd, rx + rx_len, rx_cap - rx_len, 0);
             if (r == 0)
                 return -EPIPE;
             if (r < 0)
                 return errno == EAGAIN || errno == EINTR ? total : -EPIPE;
         }
-        c->rx_len += (size_t)r;
+        *len += (size_t)r;
         total += r;
         /* Bound the work per call: the caller decodes before reading more. */
-        if (c->rx_len >= 4 * READ_CHUNK)
+        if (*len >= 4 * READ_CHUNK)
             return total;
+    }
+}
+
+/* The broker's WebSocket frames in wrx: binary and continuation payloads onto rx, pings
+ * answered, a close (or anything else) the end. 0, or -EPIPE. */
+static int ws_deframe(struct conn *c)
+{
+    size_t off = 0;
+    int rc = 0;
+    while (c->wrx_len - off >= 2) {
+        const uint8_t *f = c->wrx + off;
+        size_t avail = c->wrx_len - off, h = 2;
+        uint8_t opcode = f[0] & 0x0f;
+        bool masked = f[1] & 0x80;
+        uint64_t n = f[1] & 0x7f;
+        if (n == 126) {
+            if (avail < 4)
+                break;
+            n = (uint64_t)f[2] << 8 | f[3];
+            h = 4;
+        } else if (n == 127) {
+            if (avail < 10)
+                break;
+            n = 0;
+            for (int i = 0; i < 8; i++)
+                n = n << 8 | f[2 + i];
+            h = 10;
+        }
+        if (masked)
+            h += 4;
+        if (n > MAX_PACKET + 16) {
+            fprintf(stderr, "mqtt-load: %s: a WebSocket frame of %" PRIu64 " bytes\n", c->name, n);
+            rc = -EPIPE;
+            break;
+        }
+        if (avail < h || avail - h < n)
+            break;
+        uint8_t *payload = c->wrx + off + h;
+        if (masked)
+            for (uint64_t i = 0; i < n; i++)
+                payload[i] ^= f[h - 4 + (i & 3)];
+        if (opcode == 0x0 || opcode == 0x2) {
+            buf_room(&c->rx, c->rx_len, &c->rx_cap, (size_t)n);
+            memcpy(c->rx + c->rx_len, payload, (size_t)n);
+            c->rx_len += (size_t)n;
+        } else if (opcode == 0x9) {
+            ws_frame(&c->tx, 0xa, payload, (size_t)n, c->mask);
+        } else if (opcode != 0xa) {
+            fprintf(stderr, "mqtt-load: %s: WebSocket %s from the broker\n", c->name,
+                    opcode == 0x8 ? "close" : "text or unknown frame");
+            rc = -EPIPE;
+            break;
+        }
+        off += h + (size_t)n;
+    }
+    if (off) {
+        memmove(c->wrx, c->wrx + off, c->wrx_len - off);
+        c->wrx_len -= off;
+    }
+    return rc;
+}
+
+/* Read what is available into rx (through the WebSocket framing when there is one). */
+static ssize_t conn_fill(struct conn *c)
+{
+    if (!c->ws)
+        return conn_fill_raw(c, &c->rx, &c->rx_len, &c->rx_cap);
+    ssize_t n = conn_fill_raw(c, &c->wrx, &c->wrx_len, &c->wrx_cap);
+    if (ws_deframe(c) < 0)
+        return -EPIPE;
+    return n;
+}
+
+/* The WebSocket upgrade (--ws): the request, then the broker's answer, which must be 101 with
+ * the subprotocol mqtt; what follows it stays in wrx for the framing. */
+static int ws_upgrade(struct conn *c, const struct options *o, int64_t deadline_ns)
+{
+    const char *host = o->servername ? o->servername : o->host;
+    char proto[64];
+    snprintf(proto, sizeof(proto), "Sec-WebSocket-Protocol: %s", o->amqp ? "AMQPWSB10" : "mqtt");
+    if (lbuf_printf(&c->tx,
+                    "GET %s HTTP/1.1\r\nHost: %s:%d\r\nUpgrade: websocket\r\n"
+                    "Connection: Upgrade\r\nSec-WebSocket-Key: bWxvYWQtbXF0dC1sb2FkIQ==\r\n"
+                    "Sec-WebSocket-Version: 13\r\n%s\r\n\r\n",
+                    o->ws_path, host, o->port, proto) < 0)
+        die("out of memory");
+    for (;;) {
+        int r = conn_flush(c);
+        if (r < 0)
+            return r;
+        if (r == 0)
+            break;
+        if ((r = wait_fd(c->fd, POLLOUT, deadline_ns)) < 0)
+            return r;
+    }
+    for (;;) {
+        ssize_t n = conn_fill_raw(c, &c->wrx, &c->wrx_len, &c->wrx_cap);
+        if (n < 0)
+            return (int)n;
+        const uint8_t *end = c->wrx_len ? memmem(c->wrx, c->wrx_len, "\r\n\r\n", 4) : NULL;
+        if (end) {
+            size_t hl = (size_t)(end - c->wrx) + 4;
+            bool ok = c->wrx_len >= 12 && memcmp(c->wrx, "HTTP/1.1 101", 12) == 0 &&
+                      memmem(c->wrx, hl, proto, strlen(proto));
+            if (!ok) {
+                fprintf(stderr, "mqtt-load: %s: WebSocket upgrade refused: %.*s\n", c->name,
+                        (int)MIN(hl, (size_t)200), (const char *)c->wrx);
+                return -ECONNREFUSED;
+            }
+            memmove(c->wrx, c->wrx + hl, c->wrx_len - hl);
+            c->wrx_len -= hl;
+            c->ws = true;
+            return 0;
+        }
+        if (c->wrx_len > 8192)
+            return -EBADMSG;
+        int r = wait_fd(c->fd, POLLIN, deadline_ns);
+        if (r < 0)
+            return r;
     }
 }
 
 typedef void (*packet_fn)(struct conn *c, const struct mqtt_packet *p, void *ud);
 
+static int amqp_dispatch(struct conn *c, packet_fn fn, void *ud);
+
 /* Decode every complete packet in rx. < 0 on a malformed stream. */
 static int conn_dispatch(struct conn *c, packet_fn fn, void *ud)
 {
+    if (c->amqp)
+        return amqp_dispatch(c, fn, ud);
     size_t off = 0;
     int rc = 0;
     while (off < c->rx_len) {
@@ -393,6 +612,347 @@ static int conn_dispatch(struct conn *c, packet_fn fn, void *ud)
         c->rx_len -= off;
     }
     return rc;
+}
+
+/* ------------------------------------------------------------------ AMQP 1.0 (--amqp) */
+
+/* Proton's output onto the wire (or the next WebSocket frame); its local events dropped (what
+ * the broker sends is handled in amqp_dispatch, right after it is read). */
+static void amqp_out(struct conn *c)
+{
+    struct amqp_side *a = c->amqp;
+    for (;;) {
+        pn_bytes_t w = pn_connection_driver_write_buffer(&a->d);
+        if (!w.size)
+            break;
+        if (lbuf_append(conn_out(c), w.start, w.size) < 0)
+            die("out of memory");
+        pn_connection_driver_write_done(&a->d, w.size);
+    }
+}
+
+/* The body of a received message (a data section), or an empty span. */
+static pn_bytes_t amqp_body(pn_message_t *m)
+{
+    pn_data_t *b = pn_message_body(m);
+    pn_data_rewind(b);
+    if (pn_data_next(b) && pn_data_type(b) == PN_BINARY)
+        return pn_data_get_binary(b);
+    if (pn_data_type(b) == PN_STRING)
+        return pn_data_get_string(b);
+    return pn_bytes(0, NULL);
+}
+
+/* The int status-code of a CBS answer, or 0. */
+static int amqp_cbs_status(pn_message_t *m)
+{
+    pn_data_t *p = pn_message_properties(m);
+    pn_data_rewind(p);
+    if (!pn_data_next(p) || pn_data_type(p) != PN_MAP)
+        return 0;
+    size_t n = pn_data_get_map(p);
+    int status = 0;
+    pn_data_enter(p);
+    for (size_t i = 0; i + 1 < n; i += 2) {
+        pn_data_next(p);
+        pn_bytes_t k = pn_data_type(p) == PN_STRING ? pn_data_get_string(p) : pn_bytes(0, NULL);
+        pn_data_next(p);
+        if (k.size == 11 && memcmp(k.start, "status-code", 11) == 0 && pn_data_type(p) == PN_INT)
+            status = pn_data_get_int(p);
+    }
+    pn_data_exit(p);
+    return status;
+}
+
+static void amqp_condition(struct conn *c, const char *what, pn_condition_t *cond)
+{
+    if (cond && pn_condition_is_set(cond))
+        fprintf(stderr, "mqtt-load: %s: %s: %s: %s\n", c->name, what, pn_condition_get_name(cond),
+                pn_condition_get_description(cond));
+    else
+        fprintf(stderr, "mqtt-load: %s: %s\n", c->name, what);
+}
+
+static void amqp_delivery(struct conn *c, pn_delivery_t *d, packet_fn fn, void *ud)
+{
+    struct amqp_side *a = c->amqp;
+    pn_link_t *l = pn_delivery_link(d);
+    if (pn_link_is_sender(l)) {
+        /* the broker settled (accepted) one we sent unsettled: our PUBACK */
+        if (l == a->link && (pn_delivery_remote_state(d) || pn_delivery_settled(d))) {
+            struct mqtt_packet p = {.type = MQTT_PUBACK};
+            if (pn_delivery_remote_state(d) != PN_ACCEPTED)
+                fprintf(stderr, "mqtt-load: %s: a message not accepted (outcome 0x%" PRIx64 ")\n",
+                        c->name, pn_delivery_remote_state(d));
+            pn_delivery_settle(d);
+            if (fn)
+                fn(c, &p, ud);
+        }
+        return;
+    }
+    if (!pn_delivery_readable(d) || pn_delivery_partial(d))
+        return;
+    size_t n = pn_delivery_pending(d);
+    buf_room(&a->rbuf, 0, &a->rcap, n + 1);
+    if (pn_link_recv(l, (char *)a->rbuf, n) != (ssize_t)n)
+        die("%s: cannot read a delivery", c->name);
+    pn_link_advance(l);
+    if (pn_message_decode(a->m, (const char *)a->rbuf, n) < 0) {
+        fprintf(stderr, "mqtt-load: %s: a message that does not decode\n", c->name);
+        a->failed = true;
+    } else if (l == a->cbs_rx) {
+        a->cbs_status = amqp_cbs_status(a->m);
+    } else if (l == a->link && fn) {
+        pn_bytes_t b = amqp_body(a->m);
+        struct mqtt_packet p = {.type = MQTT_PUBLISH};
+        p.publish.payload = (const uint8_t *)b.start;
+        p.publish.payload_len = b.size;
+        fn(c, &p, ud); /* qos 0 in p: the settlement is ours, below */
+    }
+    if (!pn_delivery_settled(d))
+        pn_delivery_update(d, PN_ACCEPTED);
+    pn_delivery_settle(d);
+    pn_link_flow(l, 1);
+}
+
+/* rx into Proton, its events handled (deliveries through fn as MQTT packets), its answer queued. */
+static int amqp_dispatch(struct conn *c, packet_fn fn, void *ud)
+{
+    struct amqp_side *a = c->amqp;
+    size_t off = 0;
+    for (;;) {
+        while (off < c->rx_len) {
+            pn_rwbytes_t rb = pn_connection_driver_read_buffer(&a->d);
+            if (!rb.size)
+                break;
+            size_t n = MIN(rb.size, c->rx_len - off);
+            memcpy(rb.start, c->rx + off, n);
+            pn_connection_driver_read_done(&a->d, n);
+            off += n;
+        }
+        pn_event_t *e;
+        bool any = false;
+        while ((e = pn_connection_driver_next_event(&a->d))) {
+            any = true;
+            switch (pn_event_type(e)) {
+            case PN_DELIVERY:
+                amqp_delivery(c, pn_event_delivery(e), fn, ud);
+                break;
+            case PN_LINK_REMOTE_OPEN:
+                if (pn_event_link(e) == a->link)
+                    a->link_open = true;
+                break;
+            case PN_LINK_REMOTE_CLOSE:
+            case PN_LINK_REMOTE_DETACH:
+                amqp_condition(c, "link closed by the broker",
+                               pn_link_remote_condition(pn_event_link(e)));
+                a->failed = true;
+                break;
+            case PN_CONNECTION_REMOTE_CLOSE:
+                amqp_condition(c, "connection closed by the broker",
+                               pn_connection_remote_condition(pn_event_connection(e)));
+                a->failed = true;
+                break;
+            case PN_TRANSPORT_ERROR:
+                amqp_condition(c, "transport error", pn_transport_condition(pn_event_transport(e)));
+                a->failed = true;
+                break;
+            default:
+                break;
+            }
+        }
+        if (off >= c->rx_len || !any)
+            break;
+    }
+    if (off) {
+        memmove(c->rx, c->rx + off, c->rx_len - off);
+        c->rx_len -= off;
+    }
+    amqp_out(c);
+    return a->failed ? -EBADMSG : 0;
+}
+
+/* Setup: run the connection until *flag (or the broker answers nothing before the deadline). */
+static int amqp_wait(struct conn *c, const bool *flag, const int *status, int64_t deadline_ns)
+{
+    for (;;) {
+        int r = conn_flush(c);
+        if (r < 0)
+            return r;
+        if (amqp_dispatch(c, NULL, NULL) < 0)
+            return -ECONNREFUSED;
+        if ((flag && *flag) || (status && *status >= 0))
+            return 0;
+        r = conn_flush(c);
+        if (r < 0)
+            return r;
+        r = wait_fd(c->fd, (short)(POLLIN | (c->tx.len ? POLLOUT : 0)), deadline_ns);
+        if (r < 0)
+            return r;
+        ssize_t n = conn_fill(c);
+        if (n < 0)
+            return (int)n;
+    }
+}
+
+static void put_str_pair(pn_data_t *d, const char *k, const char *v)
+{
+    pn_data_put_string(d, pn_bytes(strlen(k), k));
+    pn_data_put_string(d, pn_bytes(strlen(v), v));
+}
+
+/* The audience of a SAS token: its sr= field as it is (the hub takes it percent-encoded). */
+static char *token_audience(const char *token)
+{
+    const char *sr = strstr(token, "sr=");
+    if (!sr)
+        return NULL;
+    sr += 3;
+    size_t n = strcspn(sr, "&");
+    char *aud = malloc(n + 1);
+    if (!aud)
+        die("out of memory");
+    memcpy(aud, sr, n);
+    aud[n] = '\0';
+    return aud;
+}
+
+/* The AMQP open, a session, the $cbs links and the put-token of token; 0 once it is accepted. */
+static int amqp_open(struct conn *c, const struct options *o, const char *token, int64_t deadline)
+{
+    struct amqp_side *a = calloc(1, sizeof(*a));
+    if (!a || pn_connection_driver_init(&a->d, NULL, NULL) != 0)
+        die("out of memory");
+    c->amqp = a;
+    a->m = pn_message();
+    a->cbs_status = -1;
+    pn_connection_set_container(a->d.connection, c->name);
+    pn_connection_set_hostname(a->d.connection, o->servername ? o->servername : o->host);
+    pn_connection_open(a->d.connection);
+    a->s = pn_session(a->d.connection);
+    pn_session_set_incoming_capacity(a->s, 4u << 20);
+    pn_session_open(a->s);
+    a->cbs_tx = pn_sender(a->s, "cbs-tx");
+    pn_terminus_set_address(pn_link_target(a->cbs_tx), "$cbs");
+    pn_link_open(a->cbs_tx);
+    a->cbs_rx = pn_receiver(a->s, "cbs-rx");
+    pn_terminus_set_address(pn_link_source(a->cbs_rx), "$cbs");
+    pn_link_open(a->cbs_rx);
+    pn_link_flow(a->cbs_rx, 4);
+    if (!token) {
+        fprintf(stderr, "mqtt-load: %s: --amqp needs a SAS token as the password\n", c->name);
+        return -EINVAL;
+    }
+    char *aud = token_audience(token);
+    if (!aud) {
+        fprintf(stderr, "mqtt-load: %s: the password is no SAS token (no sr=)\n", c->name);
+        return -EINVAL;
+    }
+    pn_message_clear(a->m);
+    pn_msgid_t id = {.type = PN_ULONG};
+    id.u.as_ulong = 1;
+    pn_message_set_id(a->m, id);
+    pn_message_set_address(a->m, "$cbs");
+    pn_message_set_reply_to(a->m, "cbs");
+    pn_data_t *props = pn_message_properties(a->m);
+    pn_data_put_map(props);
+    pn_data_enter(props);
+    put_str_pair(props, "operation", "put-token");
+    put_str_pair(props, "type", "servicebus.windows.net:sastoken");
+    put_str_pair(props, "name", aud);
+    pn_data_exit(props);
+    pn_data_put_string(pn_message_body(a->m), pn_bytes(strlen(token), token));
+    free(aud);
+    uint64_t tag = ++a->tag;
+    pn_delivery(a->cbs_tx, pn_dtag((const char *)&tag, sizeof(tag)));
+    if (pn_message_send(a->m, a->cbs_tx, NULL) < 0)
+        die("%s: cannot send the put-token", c->name);
+    int r = amqp_wait(c, NULL, &a->cbs_status, deadline);
+    if (r < 0) {
+        fprintf(stderr, "mqtt-load: %s: no put-token answer: %s\n", c->name, strerror(-r));
+        return r;
+    }
+    if (a->cbs_status != 200) {
+        fprintf(stderr, "mqtt-load: %s: put-token refused: %d\n", c->name, a->cbs_status);
+        return -ECONNREFUSED;
+    }
+    return 0;
+}
+
+/* The link of this connection: a sender to address (the publisher) or a receiver from it with
+ * credit for window messages; 0 once the broker attached it. */
+static int amqp_link(struct conn *c, bool sender, const char *address, uint32_t window)
+{
+    struct amqp_side *a = c->amqp;
+    a->link = sender ? pn_sender(a->s, "load") : pn_receiver(a->s, "load");
+    pn_terminus_set_address(sender ? pn_link_target(a->link) : pn_link_source(a->link), address);
+    pn_link_open(a->link);
+    if (!sender)
+        pn_link_flow(a->link, (int)window);
+    int r = amqp_wait(c, &a->link_open, NULL, mono_ns() + (int64_t)SETUP_TIMEOUT_MS * 1000000);
+    if (r < 0) {
+        fprintf(stderr, "mqtt-load: %s: link to %s not attached: %s\n", c->name, address,
+                strerror(-r));
+        return r;
+    }
+    return 0;
+}
+
+/* The publisher's message, encoded once: payload of size with the output name as IoT Hub's
+ * application property; each send patches the first HEADER_BYTES of the payload in place. */
+static void amqp_template(struct conn *c, const uint8_t *payload, size_t size, bool output)
+{
+    struct amqp_side *a = c->amqp;
+    pn_message_clear(a->m);
+    if (output) {
+        pn_data_t *props = pn_message_properties(a->m);
+        pn_data_put_map(props);
+        pn_data_enter(props);
+        put_str_pair(props, "iothub-outputname", "out1");
+        pn_data_exit(props);
+    }
+    uint8_t *marked = malloc(size);
+    if (!marked)
+        die("out of memory");
+    memcpy(marked, payload, size);
+    memcpy(marked, "\x01load-marker-\xfe\x02\x03", HEADER_BYTES);
+    pn_data_put_binary(pn_message_body(a->m), pn_bytes(size, (const char *)marked));
+    size_t cap = size + 1024;
+    a->tmpl = malloc(cap);
+    if (!a->tmpl || pn_message_encode(a->m, (char *)a->tmpl, &cap) != 0)
+        die("cannot encode the message");
+    a->tmpl_len = cap;
+    const uint8_t *at = memmem(a->tmpl, a->tmpl_len, marked, HEADER_BYTES);
+    if (!at)
+        die("the payload is not in the encoded message");
+    a->tmpl_off = (size_t)(at - a->tmpl);
+    free(marked);
+}
+
+static void amqp_send(struct conn *c, const uint8_t *header, bool settled)
+{
+    struct amqp_side *a = c->amqp;
+    memcpy(a->tmpl + a->tmpl_off, header, HEADER_BYTES);
+    uint64_t tag = ++a->tag;
+    pn_delivery_t *d = pn_delivery(a->link, pn_dtag((const char *)&tag, sizeof(tag)));
+    if (pn_link_send(a->link, (const char *)a->tmpl, a->tmpl_len) < 0)
+        die("%s: cannot send", c->name);
+    pn_link_advance(a->link);
+    if (settled)
+        pn_delivery_settle(d);
+}
+
+static void amqp_free(struct conn *c)
+{
+    struct amqp_side *a = c->amqp;
+    if (!a)
+        return;
+    pn_message_free(a->m);
+    pn_connection_driver_destroy(&a->d);
+    free(a->tmpl);
+    free(a->rbuf);
+    free(a);
+    c->amqp = NULL;
 }
 
 /* Blocking wait for one packet of the given type during setup (CONNACK, SUBACK). */
@@ -453,8 +1013,14 @@ static int conn_open(struct conn *c, const char *name, SSL_CTX *ctx, const struc
         return c->fd;
     }
     int r = ctx ? tls_handshake(c, ctx, o, deadline) : 0;
+    if (r == 0 && o->ws_path) {
+        c->mask = (uint32_t)mono_ns() ^ (uint32_t)(uintptr_t)c;
+        r = ws_upgrade(c, o, deadline);
+    }
     if (r < 0)
         return r;
+    if (o->amqp)
+        return amqp_open(c, o, pass, deadline);
     struct mqtt_connect cn = {
         .protocol_level = MQTT_PROTOCOL_LEVEL,
         .clean_session = true,
@@ -466,7 +1032,7 @@ static int conn_open(struct conn *c, const char *name, SSL_CTX *ctx, const struc
         .password = (const uint8_t *)pass,
         .password_len = pass ? strlen(pass) : 0,
     };
-    if (mqtt_encode_connect(&c->tx, &cn) < 0)
+    if (mqtt_encode_connect(conn_out(c), &cn) < 0)
         die("%s: cannot encode CONNECT", name);
     uint8_t code;
     r = conn_expect(c, MQTT_CONNACK, &code, deadline);
@@ -483,8 +1049,10 @@ static int conn_open(struct conn *c, const char *name, SSL_CTX *ctx, const struc
 
 static int conn_subscribe(struct conn *c, const char *filter, int qos)
 {
+    if (c->amqp)
+        return amqp_link(c, false, filter, AMQP_CREDIT);
     struct mqtt_subscription s = {mqtt_str_c(filter), (uint8_t)qos};
-    if (mqtt_encode_subscribe(&c->tx, c->next_id++, &s, 1) < 0)
+    if (mqtt_encode_subscribe(conn_out(c), c->next_id++, &s, 1) < 0)
         die("%s: cannot encode SUBSCRIBE", c->name);
     uint8_t code;
     int r = conn_expect(c, MQTT_SUBACK, &code, mono_ns() + (int64_t)SETUP_TIMEOUT_MS * 1000000);
@@ -501,10 +1069,16 @@ static int conn_subscribe(struct conn *c, const char *filter, int qos)
 
 static void conn_close(struct conn *c)
 {
-    if (c->fd >= 0 && !c->closed) {
+    bool amqp = c->amqp != NULL;
+    if (amqp && c->fd >= 0 && !c->closed) {
+        pn_connection_close(c->amqp->d.connection);
+        conn_flush(c);
+    }
+    amqp_free(c);
+    if (c->fd >= 0 && !c->closed && !amqp) {
         struct lbuf b = LBUF_INIT;
         if (mqtt_encode_empty(&b, MQTT_DISCONNECT) == 0) {
-            lbuf_append(&c->tx, b.data, b.len);
+            lbuf_append(conn_out(c), b.data, b.len);
             conn_flush(c);
         }
         lbuf_free(&b);
@@ -516,7 +1090,9 @@ static void conn_close(struct conn *c)
     if (c->fd >= 0)
         close(c->fd);
     free(c->rx);
+    free(c->wrx);
     lbuf_free(&c->tx);
+    lbuf_free(&c->mq);
     memset(c, 0, sizeof(*c));
     c->fd = -1;
 }
@@ -559,7 +1135,7 @@ static void on_sub_packet(struct conn *c, const struct mqtt_packet *p, void *ud)
     if (p->type != MQTT_PUBLISH)
         return;
     int64_t now = mono_ns();
-    if (p->publish.qos == 1 && mqtt_encode_ack(&c->tx, MQTT_PUBACK, p->publish.packet_id) < 0)
+    if (p->publish.qos == 1 && mqtt_encode_ack(conn_out(c), MQTT_PUBACK, p->publish.packet_id) < 0)
         die("cannot encode PUBACK");
     if (p->publish.payload_len < HEADER_BYTES) {
         r->bad++;
@@ -625,6 +1201,15 @@ static void publish_next(struct run *r, struct conn *pub)
     uint64_t seq = r->sent;
     memcpy(r->payload, &now, 8);
     memcpy(r->payload + 8, &seq, 8);
+    if (pub->amqp) {
+        amqp_send(pub, r->payload, o->qos == 0);
+        if (o->qos)
+            r->unacked++;
+        if (!r->sent)
+            r->t_start = now;
+        r->sent++;
+        return;
+    }
     struct mqtt_publish p = {
         .qos = (uint8_t)o->qos,
         .packet_id = 0,
@@ -638,7 +1223,7 @@ static void publish_next(struct run *r, struct conn *pub)
             pub->next_id = 1;
         r->unacked++;
     }
-    if (mqtt_encode_publish(&pub->tx, &p) < 0)
+    if (mqtt_encode_publish(conn_out(pub), &p) < 0)
         die("cannot encode PUBLISH");
     if (!r->sent)
         r->t_start = now;
@@ -783,6 +1368,11 @@ static int cmd_load(const struct options *o, SSL_CTX *ctx)
             die("--topic is required");
         if (conn_open(&pub, "publisher", ctx, o, o->pub_id, o->pub_user, o->pub_pass) < 0)
             return 1;
+        if (o->amqp) {
+            if (amqp_link(&pub, true, o->topic, 0) < 0)
+                return 1;
+            amqp_template(&pub, r.payload, o->size, true);
+        }
     }
     sample_rss(&r);
     int64_t cpu0 = o->pid > 0 ? cpu_ns(o->pid) : 0;
@@ -799,11 +1389,13 @@ static int cmd_load(const struct options *o, SSL_CTX *ctx)
     int64_t begin = want_pub ? r.t_start : r.t_first_rx;
     uint64_t done = want_sub ? r.received : (o->qos ? r.acked : r.sent);
     double secs = end > begin ? (double)(end - begin) / 1e9 : 0;
-    printf("{\"mode\": \"%s\", \"tls\": %s, \"n\": %" PRIu64 ", \"size\": %zu, \"qos\": %d, "
+    printf("{\"mode\": \"%s\", \"amqp\": %s, \"tls\": %s, \"ws\": %s, \"n\": %" PRIu64
+           ", \"size\": %zu, \"qos\": %d, "
            "\"window\": %" PRIu32 ", \"rate\": %.0f, \"ok\": %s, \"sent\": %" PRIu64
            ", \"acked\": %" PRIu64 ", \"received\": %" PRIu64 ", \"dups\": %" PRIu64
            ", \"bad\": %" PRIu64 ", \"seconds\": %.4f, \"msgPerSec\": %.1f",
-           o->mode, o->tls ? "true" : "false", o->count, o->size, o->qos, o->window, o->rate,
+           o->mode, o->amqp ? "true" : "false", o->tls ? "true" : "false",
+           o->ws_path ? "true" : "false", o->count, o->size, o->qos, o->window, o->rate,
            rc == 0 ? "true" : "false", r.sent, r.acked, r.received, r.dups, r.bad, secs,
            secs > 0 ? (double)done / secs : 0.0);
     if (want_sub && want_pub && r.received) {
@@ -883,6 +1475,7 @@ static int cmd_idle(const struct options *o, SSL_CTX *ctx)
         free(user);
         free(pass);
         if (r < 0) {
+            conn_close(&cs[i]);
             rc = 1;
             break;
         }
@@ -900,10 +1493,10 @@ static int cmd_idle(const struct options *o, SSL_CTX *ctx)
     struct pollfd *fds = calloc(connected ? connected : 1, sizeof(*fds));
     while (!stop_requested && (o->hold_s <= 0 || mono_ns() < end)) {
         int64_t now = mono_ns();
-        if (o->keepalive && now >= next_ping) {
+        if (o->keepalive && now >= next_ping && !o->amqp) {
             for (uint32_t i = 0; i < connected; i++)
                 if (!cs[i].closed) {
-                    mqtt_encode_empty(&cs[i].tx, MQTT_PINGREQ);
+                    mqtt_encode_empty(conn_out(&cs[i]), MQTT_PINGREQ);
                     if (conn_flush(&cs[i]) < 0)
                         cs[i].closed = true;
                 }
@@ -921,10 +1514,11 @@ static int cmd_idle(const struct options *o, SSL_CTX *ctx)
     for (uint32_t i = 0; i < connected; i++)
         alive += !cs[i].closed;
     bool ok = rc == 0 && connected == o->clients && alive == connected;
-    printf("{\"mode\": \"idle\", \"tls\": %s, \"ok\": %s, \"clients\": %" PRIu32
-           ", \"connected\": %" PRIu32 ", \"alive\": %" PRIu32 ", \"connectSeconds\": %.3f",
-           o->tls ? "true" : "false", ok ? "true" : "false", o->clients, connected, alive,
-           connect_s);
+    printf("{\"mode\": \"idle\", \"amqp\": %s, \"tls\": %s, \"ws\": %s, \"ok\": %s, \"clients\": "
+           "%" PRIu32 ", \"connected\": %" PRIu32 ", \"alive\": %" PRIu32
+           ", \"connectSeconds\": %.3f",
+           o->amqp ? "true" : "false", o->tls ? "true" : "false", o->ws_path ? "true" : "false",
+           ok ? "true" : "false", o->clients, connected, alive, connect_s);
     if (o->pid > 0)
         printf(", \"rssBeforeKb\": %ld, \"rssAfterKb\": %ld, \"anonBeforeKb\": %ld, "
                "\"anonAfterKb\": %ld, \"bytesPerClient\": %.0f",
@@ -960,6 +1554,11 @@ static void usage(FILE *f)
           "  -H, --host HOST        broker address (127.0.0.1)\n"
           "  -p, --port PORT        (1883)\n"
           "      --tls              TLS; --ca FILE verifies the server (name: --servername)\n"
+          "      --ws PATH          MQTT over WebSockets at PATH (subprotocol mqtt), e.g.\n"
+          "                         '/$iothub/websocket'\n"
+          "      --amqp             AMQP 1.0 instead of MQTT (IoT Hub's links, a CBS put-token of\n"
+          "                         the SAS password; --topic and --filter are link addresses;\n"
+          "                         over --ws the subprotocol is AMQPWSB10)\n"
           "  -k, --keepalive S      CONNECT keep-alive (60)\n"
           "Publisher / subscriber:\n"
           "  --pub-id --pub-user --pub-pass --topic TOPIC\n"
@@ -1001,6 +1600,8 @@ int main(int argc, char **argv)
         O_SAS_RES,
         O_HOLD,
         O_SETTLE,
+        O_WS,
+        O_AMQP,
     };
     static const struct option lopts[] = {
         {"host", required_argument, NULL, 'H'},
@@ -1009,6 +1610,8 @@ int main(int argc, char **argv)
         {"tls", no_argument, NULL, O_TLS},
         {"ca", required_argument, NULL, O_CA},
         {"servername", required_argument, NULL, O_SNI},
+        {"ws", required_argument, NULL, O_WS},
+        {"amqp", no_argument, NULL, O_AMQP},
         {"pub-id", required_argument, NULL, O_PUB_ID},
         {"pub-user", required_argument, NULL, O_PUB_USER},
         {"pub-pass", required_argument, NULL, O_PUB_PASS},
@@ -1082,6 +1685,12 @@ int main(int argc, char **argv)
             break;
         case O_SNI:
             o.servername = optarg;
+            break;
+        case O_WS:
+            o.ws_path = optarg;
+            break;
+        case O_AMQP:
+            o.amqp = true;
             break;
         case O_PUB_ID:
             o.pub_id = optarg;

@@ -11,7 +11,15 @@
  *
  * Invariants: a module's runtime entry (mod_rt) lives while the deployment names it or a
  * container of it exists; an entry is freed only by the removal that ends its last container.
- * The deployment a pass works from is reference-counted, so applying a new one mid-pass is safe. */
+ * The deployment a pass works from is reference-counted, so applying a new one mid-pass is safe.
+ *
+ * Atomic deployments (struct tx, docs/deployments.md): a deployment is stored with the one it
+ * replaces before anything changes, then goes APPLYING (the first pass working from it: a step
+ * of a module it changes that fails ends it, and no later startupOrder group starts) → WATCHING
+ * (every module it changed that should run must be running, healthy where it has a health
+ * check, for deploy_settle, before deploy_timeout) → applied; or, on a failure, ROLLING_BACK
+ * (the previous deployment in force again, the first pass working from it restores it) →
+ * rolled back. One at a time; ledged restarted mid-way resumes from the stored phase. */
 #include "agent/agent.h"
 
 #include <assert.h>
@@ -20,6 +28,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "plan.h"
 #include "engine/platform.h"
@@ -61,6 +70,11 @@ struct mod_rt {
     int64_t decided_exit_ms;
     char *last_error;   /* last failed step, cleared by a successful start */
     uint64_t state_gen; /* a->state_gen when an event or an operation last set state */
+    /* IoT Edge's edgeAgent_* counters (agent_metrics_json), since ledged started: the engine
+     * asked to start and to stop it, and the time it was expected to run (in the deployment
+     * with desired status running) and ran while expected, accounted up to clock_ms. */
+    uint64_t starts, stops;
+    int64_t clock_ms, expected_ms, running_ms;
     struct mod_rt *next;
 };
 
@@ -71,8 +85,28 @@ struct waiter {
     struct waiter *next;
 };
 
+struct tx;
+struct pass;
+
+/* What an engine request answers with, for requests whose context is a plain allocation that
+ * begins with this link: on a->inflight until answered, freed by agent_free() otherwise (the
+ * engines drop unanswered requests silently when they are freed). */
+struct inflight {
+    struct inflight *prev, *next;
+};
+
+/* One engine's listing for a pass; owned by the pass, so a listing the engine drops at shutdown
+ * without answering leaks nothing. */
+struct list_ctx {
+    struct pass *p;
+    int eng;
+};
+
 struct pass {
     struct agent *a;
+    struct list_ctx *lists; /* one per slot */
+    struct tx *tx;          /* the pass applying or restoring a deployment transaction */
+    bool abort;             /* its transaction failed: no further group starts */
     struct depref *dep;
     struct waiter *waiters;
     int pending;
@@ -80,6 +114,7 @@ struct pass {
     size_t next;
     json_t *outcome;
     uint64_t state_gen; /* a->state_gen when the listing started */
+    bool planned;       /* the plan was made (and run): a boot listed by this pass is done */
 };
 
 /* An engine the agent drives. */
@@ -89,7 +124,7 @@ struct slot {
     unsigned module_types; /* bits (1u << MODULE_TYPE_*) */
     bool up;               /* its event stream is connected */
     bool network_ok;       /* ensure_network() done since it (re)connected */
-    bool boot_pending;     /* not listed yet since the boot */
+    bool boot_pending;     /* its modules not started yet since the boot */
     bool boot_listed;      /* the running pass lists it for its boot */
 };
 
@@ -124,17 +159,82 @@ struct agent {
     struct waiter *waiters;
     struct validation *validations;
     bool started;
-    char *boot_id;
+    char *boot_id; /* the kernel's boot id, while some engine's boot is not done */
     /* Set when the state database was salvaged without the deployment in force: what the
      * engines hold is kept as it is (nothing created, started, stopped or removed) until a
      * deployment is applied. The reason, for the log and the status document. */
     char *holding;
     bool deployment_recovered; /* the state database was salvaged and its deployment kept */
+    struct tx *tx;             /* the deployment being applied, at most one */
+    struct op *ops;            /* module operations in flight */
+    struct inflight *inflight; /* other request contexts in flight */
+    struct {
+        uint64_t count;
+        int64_t sum_us;
+    } latency[AGENT_COMMAND_COUNT]; /* engine commands answered, and their time */
+};
+
+static void inflight_add(struct agent *a, struct inflight *l)
+{
+    l->prev = NULL;
+    l->next = a->inflight;
+    if (a->inflight)
+        a->inflight->prev = l;
+    a->inflight = l;
+}
+
+/* Unlinks and frees the context l begins. */
+static void inflight_free(struct agent *a, struct inflight *l)
+{
+    if (l->prev)
+        l->prev->next = l->next;
+    else if (a->inflight == l)
+        a->inflight = l->next;
+    if (l->next)
+        l->next->prev = l->prev;
+    free(l);
+}
+
+/* A module of a deployment transaction (parallel to tx->changes.v). */
+struct tx_module {
+    bool armed; /* its container of this deployment was started: its exits count */
+    bool ok;
+    int64_t ready_since_ms;
+    bool failed;
+};
+
+enum tx_phase { TX_APPLYING, TX_WATCHING, TX_ROLLING_BACK };
+
+struct tx {
+    struct agent *a;
+    struct state_tx st; /* as stored */
+    enum tx_phase phase;
+    struct depref *dep;  /* the deployment being applied */
+    struct depref *prev; /* what a rollback restores; NULL: no deployment before */
+    struct plan_changes changes;
+    struct tx_module *mods;
+    json_t *plan;    /* the plan shown when it was applied (NULL after a restart of ledged) */
+    json_t *outcome; /* the steps of the pass that applied it */
+    json_t *restore; /* the steps of the pass that restored the previous one */
+    json_t *reasons; /* [{"module", "reason"}] of what failed */
+    bool failed;
+    bool pass_seen; /* the pass of the current phase has started */
+    int64_t deadline_ms;
+    struct event *timer;
+    struct waiter *waiters;
 };
 
 static void trigger(struct agent *a);
 static void pass_step_done(struct pass *p);
 static void validation_drop(struct validation *v);
+static json_t *time_or_null(int64_t ms);
+static void tx_module_failed(struct tx *tx, const char *module, const char *reason);
+static bool tx_counts(const struct tx *tx, const char *module);
+static struct tx_module *tx_watched(struct tx *tx, const char *module);
+static void tx_evaluate(struct agent *a);
+static void tx_pass_done(struct tx *tx, json_t *outcome);
+static void tx_free(struct tx *tx);
+static void tx_recover(struct agent *a, struct state_tx *st);
 
 /* State learnt from an event or from an operation's result: newer than any listing or inspect
  * answer already on its way, which must not overwrite it (an exit seen in an event would
@@ -149,6 +249,73 @@ static void rt_set_state(struct mod_rt *rt, enum ctr_state st)
 static bool rt_observation_current(const struct pass *p, const struct mod_rt *rt)
 {
     return rt->state_gen <= p->state_gen;
+}
+
+/* ------------------------------------------------------------------ metrics */
+
+static const struct module_spec *spec_of(struct agent *a, const char *name);
+static enum runtime_status rt_status(struct agent *a, const struct mod_rt *rt, char *desc,
+                                     size_t n);
+
+static int64_t mono_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+/* Account the time since the last tick to each module's expected and running-correctly totals
+ * under the state the agent held until now: called before anything that may change a module's
+ * state or the deployment, and at each read, so every interval is counted under the state it
+ * was spent in. */
+static void clocks_tick(struct agent *a)
+{
+    int64_t now = ltime_mono_ms();
+    for (struct mod_rt *rt = a->mods; rt; rt = rt->next) {
+        int64_t dt = rt->clock_ms ? now - rt->clock_ms : 0;
+        rt->clock_ms = now;
+        const struct module_spec *spec = spec_of(a, rt->name);
+        if (dt <= 0 || !spec || spec->status != MODULE_STATUS_RUNNING)
+            continue;
+        rt->expected_ms += dt;
+        char desc[256];
+        if (rt_status(a, rt, desc, sizeof(desc)) == RS_RUNNING)
+            rt->running_ms += dt;
+    }
+}
+
+static const char *const command_names[AGENT_COMMAND_COUNT] = {
+    [AGENT_COMMAND_CREATE] = "create",
+    [AGENT_COMMAND_REMOVE] = "remove",
+    [AGENT_COMMAND_START] = "start",
+    [AGENT_COMMAND_STOP] = "stop",
+};
+
+json_t *agent_metrics_json(struct agent *a)
+{
+    clocks_tick(a);
+    json_t *mods = json_array();
+    for (struct mod_rt *rt = a->mods; rt; rt = rt->next) {
+        const struct module_spec *spec = spec_of(a, rt->name);
+        char desc[256];
+        enum runtime_status st = rt_status(a, rt, desc, sizeof(desc));
+        json_array_append_new(
+            mods,
+            json_pack("{s:s, s:s, s:I, s:I, s:f, s:f, s:s?, s:i, s:b}", "name", rt->name, "version",
+                      spec && spec->version ? spec->version : "", "starts", (json_int_t)rt->starts,
+                      "stops", (json_int_t)rt->stops, "expectedRunningSeconds",
+                      (double)rt->expected_ms / 1000.0, "runningCorrectlySeconds",
+                      (double)rt->running_ms / 1000.0, "containerId", rt->container_id, "pid",
+                      st == RS_RUNNING || st == RS_UNHEALTHY ? rt->pid : 0, "inDeployment",
+                      spec != NULL));
+    }
+    json_t *cmds = json_array();
+    for (int i = 0; i < AGENT_COMMAND_COUNT; i++)
+        json_array_append_new(cmds,
+                              json_pack("{s:s, s:I, s:f}", "command", command_names[i], "count",
+                                        (json_int_t)a->latency[i].count, "sumSeconds",
+                                        (double)a->latency[i].sum_us / 1000000.0));
+    return json_pack("{s:o, s:o}", "modules", mods, "commands", cmds);
 }
 
 /* ------------------------------------------------------------------ small helpers */
@@ -516,6 +683,7 @@ enum stage {
     ST_NETWORK,
     ST_CREATE,
     ST_START,
+    ST_PID, /* the engine's start event gave no pid (docker's does not): inspect for it */
     ST_STOP,
     ST_DONE,
 };
@@ -540,9 +708,52 @@ struct op {
     int result;
     agent_done_fn cb;
     void *ud;
+    int64_t sent_us;        /* when the engine command in flight (command) was sent */
+    int command;            /* enum agent_command, or -1 for a request that is not one */
+    struct op *prev, *next; /* a->ops: what agent_free() drops when the engine never answers */
 };
 
 static void op_next(struct op *op);
+
+/* An engine command of this op is sent (the module's starts and stops count what was asked). */
+static void op_sent(struct op *op, enum agent_command c)
+{
+    op->command = (int)c;
+    op->sent_us = mono_us();
+    if (c == AGENT_COMMAND_START)
+        op->rt->starts++;
+    else if (c == AGENT_COMMAND_STOP)
+        op->rt->stops++;
+}
+
+/* The engine answered this op's request: its latency, if it was a command; and the time up to
+ * now counted under the state before the answer changes it. */
+static void op_answered(struct op *op)
+{
+    struct agent *a = op->a;
+    if (op->command >= 0 && op->command < AGENT_COMMAND_COUNT) {
+        a->latency[op->command].count++;
+        a->latency[op->command].sum_us += mono_us() - op->sent_us;
+    }
+    op->command = -1;
+    clocks_tick(a);
+}
+
+static void op_release(struct op *op)
+{
+    struct agent *a = op->a;
+    if (op->prev)
+        op->prev->next = op->next;
+    else if (a->ops == op)
+        a->ops = op->next;
+    if (op->next)
+        op->next->prev = op->prev;
+    depref_put(op->dep);
+    free(op->old_id);
+    free(op->genid);
+    free(op->warning);
+    free(op);
+}
 
 /* The engine the desired module runs on. */
 static struct slot *op_slot(struct op *op)
@@ -573,6 +784,10 @@ static void op_finish(struct op *op)
         json_object_set_new(entry, "message", json_string(lerr_str(&op->err)));
     else if (entry && op->warning)
         json_object_set_new(entry, "warning", json_string(op->warning));
+    /* A step of a module the deployment changes failed: the deployment failed. */
+    struct tx *tx = op->pass ? op->pass->tx : NULL;
+    if (tx && op->result < 0 && tx->phase == TX_APPLYING && tx_counts(tx, rt->name))
+        tx_module_failed(tx, rt->name, lerr_str(&op->err));
     if (op->result < 0)
         rt_fail(a, rt, &op->err, "failed");
     else
@@ -592,11 +807,7 @@ static void op_finish(struct op *op)
             op->cb(op->ud, op->result, entry);
         json_decref(entry);
     }
-    depref_put(op->dep);
-    free(op->old_id);
-    free(op->genid);
-    free(op->warning);
-    free(op);
+    op_release(op);
     if (p)
         pass_step_done(p);
     else
@@ -682,6 +893,7 @@ static void op_done_cb(void *ud, int result, const struct lerr *err)
 {
     struct op *op = ud;
     struct mod_rt *rt = op->rt;
+    op_answered(op);
     switch (op->stage) {
     case ST_STOP_OLD:
         /* A container that is already gone is fine; other failures still try the removal. */
@@ -770,8 +982,15 @@ static void op_done_cb(void *ud, int result, const struct lerr *err)
             free(rt->last_error);
             rt->last_error = NULL;
             evtimer_del(rt->restart_timer);
+            /* from here on its exits count against the deployment that started it */
+            struct tx_module *tm = tx_watched(op->a->tx, rt->name);
+            if (tm && op->a->tx->phase != TX_ROLLING_BACK) {
+                tm->armed = true;
+                tm->ready_since_ms = 0;
+            }
         }
-        op->stage = ST_DONE;
+        /* the metrics endpoint reads the module's resources from its pid */
+        op->stage = rt->pid ? ST_DONE : ST_PID;
         break;
     case ST_STOP:
         if (result < 0 && result != -ENOENT)
@@ -789,6 +1008,19 @@ static void op_done_cb(void *ud, int result, const struct lerr *err)
         op->stage = ST_DONE;
         break;
     }
+    op_next(op);
+}
+
+/* ST_PID's answer: the running container's pid, when it is still the one just started. */
+static void op_pid_cb(void *ud, int result, const struct engine_container *c,
+                      const struct lerr *err)
+{
+    struct op *op = ud;
+    struct mod_rt *rt = op->rt;
+    if (result == 0 && c && c->pid > 0 && c->state == CTR_RUNNING && rt->container_id && c->id &&
+        strcmp(c->id, rt->container_id) == 0 && !rt->pid)
+        rt->pid = c->pid;
+    op->stage = ST_DONE;
     op_next(op);
 }
 
@@ -815,6 +1047,7 @@ static void op_create_cb(void *ud, int result, const char *id, const struct lerr
 {
     struct op *op = ud;
     struct mod_rt *rt = op->rt;
+    op_answered(op);
     if (result < 0)
         return op_fail(op, result, err, "create failed");
     set_str(&rt->container_id, id);
@@ -918,11 +1151,13 @@ static void op_next(struct op *op)
                 op->stage = op->action == PLAN_REMOVE ? ST_DONE : ST_PREPARE;
                 continue;
             }
+            op_sent(op, AGENT_COMMAND_STOP);
             r = e->ops->stop_container(e, op->old_id, a->o.stop_timeout_s, op_done_cb, op);
             break;
         }
         case ST_REMOVE_OLD: {
             struct engine *e = slot_engine(a, op->old_eng);
+            op_sent(op, AGENT_COMMAND_REMOVE);
             r = e->ops->remove(e, op->old_id, op_done_cb, op);
             break;
         }
@@ -946,6 +1181,12 @@ static void op_next(struct op *op)
         }
         case ST_PULL: {
             struct engine *e = op_engine(op);
+            char resolved[ENGINE_IMAGE_MAX];
+            if (engine_image_resolve(e, op->spec->image, resolved, sizeof(resolved), &op->err) <
+                0) {
+                r = -EINVAL;
+                break;
+            }
             const struct registry_credential *c =
                 deployment_credential_for(op->dep->d, op->spec->image);
             char registry[IMG_REF_MAX + 1];
@@ -970,15 +1211,28 @@ static void op_next(struct op *op)
             break;
         }
         case ST_CREATE:
+            op_sent(op, AGENT_COMMAND_CREATE);
             r = op_create(op);
             break;
         case ST_START: {
             struct engine *e = rt_engine(op);
+            op_sent(op, AGENT_COMMAND_START);
+            rt->pid = 0; /* the last run's; the start event or ST_PID gives the new one */
             r = e->ops->start_container(e, rt->container_id, op_done_cb, op);
+            break;
+        }
+        case ST_PID: {
+            struct engine *e = rt_engine(op);
+            if (!rt->container_id || e->ops->inspect(e, rt->container_id, op_pid_cb, op) < 0) {
+                op->stage = ST_DONE; /* no pid: no resource numbers until the next pass */
+                continue;
+            }
+            r = 0;
             break;
         }
         case ST_STOP: {
             struct engine *e = rt_engine(op);
+            op_sent(op, AGENT_COMMAND_STOP);
             r = e->ops->stop_container(e, rt->container_id, a->o.stop_timeout_s, op_done_cb, op);
             break;
         }
@@ -1000,7 +1254,12 @@ static struct op *op_new(struct agent *a, struct mod_rt *rt, enum plan_action ac
     op->a = a;
     op->rt = rt;
     op->action = action;
+    op->command = -1;
     op->dep = depref_get(a->dep);
+    op->next = a->ops;
+    if (a->ops)
+        a->ops->prev = op;
+    a->ops = op;
     rt->busy = true;
     return op;
 }
@@ -1039,9 +1298,30 @@ static int waiter_result(const struct waiter *w, const json_t *outcome)
     return 0;
 }
 
+/* The meta key holding the boot an engine's modules were last booted in. */
+static void boot_key(const struct slot *sl, char *dst, size_t size)
+{
+    snprintf(dst, size, "boot_id:%s", slot_name(sl));
+}
+
+/* An engine's boot is done once a pass that listed it for the boot has started what should run:
+ * only then is the boot recorded, so a ledged stopped before that (the engine not reachable
+ * yet, or ledged stopped mid-pass) boots the engine's modules on its next start. */
+static void boot_done(struct agent *a, struct slot *sl)
+{
+    if (!a->boot_id)
+        return;
+    char key[64];
+    boot_key(sl, key, sizeof(key));
+    if (state_set_meta(a->db, key, a->boot_id) < 0)
+        log_warn(COMP, "cannot record the boot of the %s engine", slot_name(sl));
+}
+
 static void pass_finish(struct pass *p)
 {
     struct agent *a = p->a;
+    struct tx *tx = p->tx;
+    json_t *tx_outcome = tx ? json_incref(p->outcome) : NULL;
     for (struct waiter *w = p->waiters; w;) {
         struct waiter *next = w->next;
         json_t *report = json_pack("{s:O, s:O}", "plan", w->plan, "outcome", p->outcome);
@@ -1055,10 +1335,22 @@ static void pass_finish(struct pass *p)
     plan_free(&p->plan);
     json_decref(p->outcome);
     depref_put(p->dep);
-    for (size_t i = 0; i < a->n_slots; i++)
-        a->slots[i].boot_listed = false;
+    for (size_t i = 0; i < a->n_slots; i++) {
+        struct slot *sl = &a->slots[i];
+        if (sl->boot_listed) {
+            if (p->planned)
+                boot_done(a, sl);
+            else
+                sl->boot_pending = true; /* nothing was started for it: the next pass boots it */
+        }
+        sl->boot_listed = false;
+    }
     a->pass = NULL;
+    free(p->lists);
     free(p);
+    if (tx)
+        tx_pass_done(tx, tx_outcome); /* may end tx */
+    json_decref(tx_outcome);
     if (a->pass_dirty) {
         a->pass_dirty = false;
         trigger(a);
@@ -1082,7 +1374,7 @@ static bool is_stop_rank(enum plan_action a)
 static void pass_run_group(struct pass *p)
 {
     struct agent *a = p->a;
-    while (p->next < p->plan.n) {
+    while (p->next < p->plan.n && !p->abort) {
         size_t first = p->next;
         const struct plan_step *s0 = &p->plan.steps[first];
         size_t end = first;
@@ -1205,6 +1497,7 @@ static void pass_plan(struct pass *p)
     struct plan_view pv;
     int r = plan_compute(&view, actual, k, plan_view(a, &pv), &p->plan);
     free(actual);
+    p->planned = r == 0;
     /* Steps point at the view's copies; point them back at the deployment's own specs. */
     for (size_t i = 0; r == 0 && i < p->plan.n; i++)
         if (p->plan.steps[i].spec)
@@ -1228,6 +1521,7 @@ static void pass_inspect_cb(void *ud, int result, const struct engine_container 
 {
     struct pass *p = ud;
     struct agent *a = p->a;
+    clocks_tick(a);
     if (result == 0) {
         struct mod_rt *rt = rt_find_id(a, c->id);
         if (rt && !rt->busy && rt_observation_current(p, rt)) {
@@ -1298,20 +1592,15 @@ static void pass_list_cb_slot(struct pass *p, int eng, int result, const struct 
         }
 }
 
-struct list_ctx {
-    struct pass *p;
-    int eng;
-};
-
 static void pass_list_cb(void *ud, int result, const struct engine_container *v, size_t n,
                          const struct lerr *err)
 {
     struct list_ctx *lc = ud;
     struct pass *p = lc->p;
+    clocks_tick(p->a);
     pass_list_cb_slot(p, lc->eng, result, v, n);
     if (result < 0)
         log_warn(COMP, "%s", lerr_str(err));
-    free(lc);
     if (--p->pending > 0)
         return;
     /* Inspect what we own for exit codes and times. */
@@ -1336,12 +1625,25 @@ static void pass_start(struct agent *a)
     if (!p)
         return;
     p->a = a;
+    p->lists = calloc(a->n_slots ? a->n_slots : 1, sizeof(*p->lists));
+    if (!p->lists) {
+        free(p);
+        return;
+    }
     p->dep = depref_get(a->dep);
     p->outcome = json_array();
     p->waiters = a->waiters;
     a->waiters = NULL;
     p->state_gen = a->state_gen;
     a->pass = p;
+    /* The first pass working from a transaction's deployment (the new one, or the previous one
+     * while rolling back) is the one that applies or restores it. */
+    struct tx *tx = a->tx;
+    if (tx && !tx->pass_seen && tx->phase != TX_WATCHING &&
+        p->dep == (tx->phase == TX_ROLLING_BACK ? tx->prev : tx->dep)) {
+        p->tx = tx;
+        tx->pass_seen = true;
+    }
     p->pending = 1;
     /* The first listing of an engine since the boot starts all its modules that should run;
      * an engine still unreachable keeps its boot for the pass that first reaches it. */
@@ -1349,15 +1651,12 @@ static void pass_start(struct agent *a)
         struct slot *sl = &a->slots[i];
         if (!sl->up)
             continue;
-        struct list_ctx *lc = calloc(1, sizeof(*lc));
-        if (!lc)
-            continue;
+        struct list_ctx *lc = &p->lists[i];
         lc->p = p;
         lc->eng = (int)i;
         sl->boot_listed = sl->boot_pending;
         p->pending++;
         if (sl->e->ops->list(sl->e, pass_list_cb, lc) < 0) {
-            free(lc);
             sl->boot_listed = false;
             p->pending--;
         }
@@ -1395,6 +1694,7 @@ void agent_on_engine_event(struct agent *a, struct engine *e, const struct engin
     struct slot *sl = slot_of_engine(a, e);
     if (!sl)
         return;
+    clocks_tick(a);
     struct mod_rt *rt = rt_find_id(a, ev->id);
     if (rt && rt->eng != (int)(sl - a->slots))
         rt = NULL; /* another engine's container */
@@ -1422,6 +1722,7 @@ void agent_on_engine_event(struct agent *a, struct engine *e, const struct engin
             rt->started_ms = ev->time_ms;
         if (ev->pid)
             rt->pid = ev->pid;
+        tx_evaluate(a);
         return;
     case ENGINE_EVENT_DIE:
         if (!rt)
@@ -1434,7 +1735,15 @@ void agent_on_engine_event(struct agent *a, struct engine *e, const struct engin
         rt->rec.last_exit_ms = rt->finished_ms;
         if (!rt->busy) {
             log_info(COMP, "%s: exited with code %d", rt->name, ev->exit_code);
+            /* started by the deployment being applied: its failure is the deployment's */
+            struct tx_module *tm = tx_watched(a->tx, rt->name);
+            if (tm && tm->armed && ev->exit_code != 0 && a->tx->phase != TX_ROLLING_BACK) {
+                char why[96];
+                snprintf(why, sizeof(why), "exited with code %d after it started", ev->exit_code);
+                tx_module_failed(a->tx, rt->name, why);
+            }
             evaluate_restart(a, rt, false);
+            tx_evaluate(a);
         }
         return;
     case ENGINE_EVENT_HEALTH:
@@ -1449,6 +1758,7 @@ void agent_on_engine_event(struct agent *a, struct engine *e, const struct engin
             else
                 rt_persist(a, rt);
         }
+        tx_evaluate(a);
         return;
     case ENGINE_EVENT_DESTROY:
         if (!rt || rt->busy)
@@ -1516,6 +1826,10 @@ int agent_new(struct event_base *base, struct state_db *db, const struct agent_o
         strdup(o->boot_id_path ? o->boot_id_path : "/proc/sys/kernel/random/boot_id");
     a->default_log_config = o->default_log_config ? json_deep_copy(o->default_log_config) : NULL;
     a->o.default_log_config = NULL;
+    if (a->o.deploy_timeout_ms <= 0)
+        a->o.deploy_timeout_ms = 60000;
+    if (a->o.deploy_settle_ms < 0)
+        a->o.deploy_settle_ms = 0;
     a->pass_ev = event_new(base, -1, 0, pass_ev_cb, a);
     if (!a->o.network || !a->o.boot_id_path || !a->pass_ev) {
         agent_free(a);
@@ -1531,7 +1845,12 @@ void agent_free(struct agent *a)
 {
     if (!a)
         return;
-    /* In-flight operations die with the engines, which the caller frees after us. */
+    /* In-flight engine requests die with the engines, which the caller frees after us, without
+     * answering: what the agent gave them to answer with is freed here. */
+    while (a->ops)
+        op_release(a->ops);
+    while (a->inflight)
+        inflight_free(a, a->inflight);
     while (a->mods) {
         struct mod_rt *rt = a->mods;
         a->mods = rt->next;
@@ -1544,6 +1863,13 @@ void agent_free(struct agent *a)
         w = n;
     }
     if (a->pass) {
+        for (struct waiter *w = a->pass->waiters; w;) {
+            struct waiter *n = w->next;
+            json_decref(w->plan);
+            free(w);
+            w = n;
+        }
+        free(a->pass->lists);
         plan_free(&a->pass->plan);
         json_decref(a->pass->outcome);
         depref_put(a->pass->dep);
@@ -1554,6 +1880,8 @@ void agent_free(struct agent *a)
         a->validations = v->next;
         validation_drop(v);
     }
+    tx_free(a->tx);
+    a->tx = NULL;
     for (size_t i = 0; i < a->n_slots; i++)
         engine_set_event_handler(a->slots[i].e, NULL, NULL);
     free(a->slots);
@@ -1649,20 +1977,37 @@ int agent_start(struct agent *a, struct lerr *err)
                        "reconciled from it");
     }
 
+    /* A deployment interrupted by a stop of ledged (a crash, a power cut) is finished. */
+    struct state_tx st;
+    if (!a->holding && state_load_tx(a->db, &st) == 0) {
+        tx_recover(a, &st);
+        state_tx_clear(&st);
+    }
+
     /* A new boot: every module that should run is started (in startupOrder), whatever its
-     * last exit was; restart policies only govern exits while the device is up. */
+     * last exit was; restart policies only govern exits while the device is up. Each engine
+     * records the boot once its modules were started (boot_done), so a boot is never lost to a
+     * ledged that stops before the engine answered (a state database of an earlier ledge has
+     * one "boot_id" for all engines, recorded at start). */
     _cleanup_free_ char *boot = NULL;
     if (lfs_read_file(a->o.boot_id_path, 256, &boot, NULL) == 0) {
         for (char *p = boot; *p; p++)
             if (*p == '\n')
                 *p = 0;
-        _cleanup_free_ char *stored = NULL;
-        if (state_get_meta(a->db, "boot_id", &stored) < 0 || strcmp(stored, boot) != 0) {
-            for (size_t i = 0; i < a->n_slots; i++)
-                a->slots[i].boot_pending = true;
+        bool any = false;
+        for (size_t i = 0; i < a->n_slots; i++) {
+            char key[64];
+            boot_key(&a->slots[i], key, sizeof(key));
+            _cleanup_free_ char *stored = NULL;
+            if (state_get_meta(a->db, key, &stored) < 0)
+                state_get_meta(a->db, "boot_id", &stored);
+            if (!stored || strcmp(stored, boot) != 0)
+                a->slots[i].boot_pending = any = true;
+        }
+        if (any) {
+            a->boot_id = TAKE_PTR(boot);
             log_info(COMP, "first start since boot: starting every module that should run");
         }
-        state_set_meta(a->db, "boot_id", boot);
     }
     a->started = true;
     return 0;
@@ -1709,6 +2054,7 @@ static void validation_finish(struct validation *v)
 }
 
 struct platform_probe {
+    struct inflight link; /* first */
     struct validation *v;
     const struct module_spec *m;
 };
@@ -1728,7 +2074,7 @@ static void validate_platform_cb(void *ud, int result, const char *os, const cha
                      "virtual machine of that architecture: `ledge vm create NAME --arch %s`, then "
                      "`ledge --vm NAME deploy FILE`",
                      pp->m->name, perr.msg, arch ? arch : "ARCH");
-    free(pp);
+    inflight_free(v->a, &pp->link);
     if (--v->outstanding == 0)
         validation_finish(v);
 }
@@ -1744,7 +2090,7 @@ static void validate_present_cb(void *ud, int result, const struct lerr *err)
                      "\"never\" (load or pull the image first, or use \"on-create\")",
                      pp->m->system ? "systemModules" : "modules", pp->m->name, pp->m->image);
     /* other failures (the engine went away): the create step says what it finds */
-    free(pp);
+    inflight_free(v->a, &pp->link);
     if (--v->outstanding == 0)
         validation_finish(v);
 }
@@ -1818,16 +2164,27 @@ static int validation_start(struct agent *a, const char *text, size_t len, agent
             snprintf(prefix, sizeof(prefix), "modules.%s.settings.createOptions", m->name);
             sl->e->ops->check_create_options(sl->e, m->create_options, prefix, &v->errors);
         }
+        /* "$upstream:PORT/..." needs the parent's host name (upstream.parent) */
+        if (m->image && engine_names_upstream(m->image)) {
+            char resolved[ENGINE_IMAGE_MAX];
+            struct lerr uerr = {0};
+            if (engine_image_resolve(sl->e, m->image, resolved, sizeof(resolved), &uerr) < 0) {
+                lstrv_printf(&v->errors, "%s.%s.settings.image: %s",
+                             m->system ? "systemModules" : "modules", m->name, uerr.msg);
+                continue;
+            }
+        }
         if (m->image && sl->up && m->pull_policy == PULL_NEVER && sl->e->ops->image_present &&
             validation_creates(a, m)) {
             struct platform_probe *pp = calloc(1, sizeof(*pp));
             if (!pp)
                 break;
             *pp = (struct platform_probe){.v = v, .m = m};
+            inflight_add(a, &pp->link);
             v->outstanding++;
             if (sl->e->ops->image_present(sl->e, m->image, validate_present_cb, pp) < 0) {
                 v->outstanding--;
-                free(pp);
+                inflight_free(a, &pp->link);
             }
         }
         /* The host/guest rule for images the engine already has (others: when pulled). */
@@ -1838,10 +2195,11 @@ static int validation_start(struct agent *a, const char *text, size_t len, agent
             break;
         pp->v = v;
         pp->m = m;
+        inflight_add(a, &pp->link);
         v->outstanding++;
         if (sl->e->ops->image_platform(sl->e, m->image, validate_platform_cb, pp) < 0) {
             v->outstanding--;
-            free(pp);
+            inflight_free(a, &pp->link);
         }
     }
     if (--v->outstanding == 0)
@@ -1854,13 +2212,469 @@ int agent_validate(struct agent *a, const char *text, size_t len, agent_validate
     return validation_start(a, text, len, cb, ud, ud, NULL);
 }
 
+/* ------------------------------------------------------------------ atomic deployments */
+
+static const struct deployment no_deployment;
+
+static struct depref *depref_parse(struct agent *a, const char *text)
+{
+    struct lstrv errors = LSTRV_INIT;
+    struct deployment *d = NULL;
+    int r = manifest_parse(text, strlen(text), a->o.hub_program, &d, &errors);
+    lstrv_free(&errors);
+    if (r < 0)
+        return NULL;
+    struct depref *ref = calloc(1, sizeof(*ref));
+    if (ref)
+        ref->text = strdup(text);
+    if (!ref || !ref->text) {
+        free(ref);
+        deployment_free(d);
+        return NULL;
+    }
+    ref->d = d;
+    ref->refs = 1;
+    return ref;
+}
+
+static struct tx_module *tx_watched(struct tx *tx, const char *module)
+{
+    for (size_t i = 0; tx && i < tx->changes.n; i++)
+        if (tx->changes.v[i].watch && strcmp(tx->changes.v[i].module, module) == 0)
+            return &tx->mods[i];
+    return NULL;
+}
+
+/* Does a failed step of this module fail the deployment? It is one the deployment changes, or
+ * one its plan had a step for (a failed module it starts again). */
+static bool tx_counts(const struct tx *tx, const char *module)
+{
+    const struct plan_change_entry *c = plan_changes_find(&tx->changes, module);
+    if (c && c->change != PLAN_CHANGE_NONE)
+        return true;
+    size_t i;
+    json_t *step;
+    json_array_foreach (tx->plan, i, step)
+        if (lstr_eq(ljson_str(step, "module"), module))
+            return true;
+    return false;
+}
+
+static void tx_module_failed(struct tx *tx, const char *module, const char *reason)
+{
+    size_t i;
+    json_t *o;
+    json_array_foreach (tx->reasons, i, o)
+        if (lstr_eq(ljson_str(o, "module"), module))
+            return; /* the first reason is the one that counts */
+    json_array_append_new(tx->reasons, json_pack("{s:s, s:s}", "module", module, "reason", reason));
+    for (i = 0; i < tx->changes.n; i++)
+        if (strcmp(tx->changes.v[i].module, module) == 0)
+            tx->mods[i].failed = true;
+    tx->failed = true;
+    log_warn(COMP, "deployment %lld: %s: %s", (long long)tx->st.id, module, reason);
+    /* no later startupOrder group of it starts (with --no-rollback they do, as before) */
+    struct pass *p = tx->a->pass;
+    if (p && p->tx == tx && tx->st.rollback)
+        p->abort = true;
+}
+
+/* "module b: exited with code 1; module c: ..." */
+static char *tx_reason_text(const struct tx *tx)
+{
+    struct lbuf b = LBUF_INIT;
+    size_t i;
+    json_t *o;
+    json_array_foreach (tx->reasons, i, o)
+        lbuf_printf(&b, "%smodule %s: %s", i ? "; " : "", ljson_str(o, "module"),
+                    ljson_str(o, "reason"));
+    return b.len ? lbuf_steal(&b) : (lbuf_free(&b), NULL);
+}
+
+static void tx_free(struct tx *tx)
+{
+    if (!tx)
+        return;
+    for (struct waiter *w = tx->waiters; w;) {
+        struct waiter *n = w->next;
+        json_decref(w->plan);
+        free(w);
+        w = n;
+    }
+    if (tx->timer)
+        event_free(tx->timer);
+    plan_changes_free(&tx->changes);
+    free(tx->mods);
+    depref_put(tx->dep);
+    depref_put(tx->prev);
+    json_decref(tx->plan);
+    json_decref(tx->outcome);
+    json_decref(tx->restore);
+    json_decref(tx->reasons);
+    state_tx_clear(&tx->st);
+    free(tx);
+}
+
+static void tx_timer_cb(evutil_socket_t fd, short what, void *arg)
+{
+    tx_evaluate(arg);
+}
+
+/* dep and prev are handed over. */
+static struct tx *tx_new(struct agent *a, const struct state_tx *st, struct depref *dep,
+                         struct depref *prev)
+{
+    struct tx *tx = calloc(1, sizeof(*tx));
+    if (!tx) {
+        depref_put(dep);
+        depref_put(prev);
+        return NULL;
+    }
+    tx->a = a;
+    tx->st = *st;
+    tx->st.kind = strdup(st->kind ? st->kind : "deploy");
+    tx->st.user_stopped = st->user_stopped ? strdup(st->user_stopped) : NULL;
+    tx->dep = dep;
+    tx->prev = prev;
+    tx->reasons = json_array();
+    tx->timer = evtimer_new(a->base, tx_timer_cb, a);
+    if (!tx->st.kind || !tx->reasons || !tx->timer ||
+        plan_changes_compute(prev ? prev->d : NULL, dep ? dep->d : &no_deployment, &tx->changes) <
+            0 ||
+        !(tx->mods = calloc(tx->changes.n ? tx->changes.n : 1, sizeof(*tx->mods)))) {
+        tx_free(tx);
+        return NULL;
+    }
+    return tx;
+}
+
+static json_t *id_or_null(int64_t id)
+{
+    return id > 0 ? json_integer(id) : json_null();
+}
+
+/* It ended: stored, told, gone. */
+static void tx_finish(struct tx *tx, enum state_outcome outcome)
+{
+    struct agent *a = tx->a;
+    evtimer_del(tx->timer);
+    _cleanup_free_ char *reason = tx_reason_text(tx);
+    _cleanup_free_ char *modules = json_array_size(tx->reasons) ? ljson_dump(tx->reasons) : NULL;
+    if (state_finish_deployment(a->db, &tx->st, outcome, reason, modules, ltime_now_ms()) < 0)
+        log_error(COMP, "deployment %lld: state database: cannot store its outcome",
+                  (long long)tx->st.id);
+    if (outcome == STATE_OUTCOME_APPLIED)
+        log_info(COMP, "deployment %lld applied", (long long)tx->st.id);
+    else
+        log_warn(COMP, "deployment %lld: %s%s%s", (long long)tx->st.id, state_outcome_name(outcome),
+                 reason ? ": " : "", reason ? reason : "");
+    a->tx = NULL;
+    int result = outcome == STATE_OUTCOME_APPLIED       ? 0
+                 : outcome == STATE_OUTCOME_ROLLED_BACK ? -ECANCELED
+                                                        : -EIO;
+    for (struct waiter *w = tx->waiters; w; w = w->next) {
+        json_t *dj =
+            json_pack("{s:I, s:s, s:s, s:s?, s:O, s:o}", "id", (json_int_t)tx->st.id, "kind",
+                      tx->st.kind, "outcome", state_outcome_name(outcome), "reason", reason,
+                      "modules", tx->reasons, "previous", id_or_null(tx->st.previous_id));
+        json_t *report =
+            json_pack("{s:O, s:o, s:o}", "plan", w->plan, "outcome",
+                      tx->outcome ? json_incref(tx->outcome) : json_array(), "deployment", dj);
+        if (report && tx->restore)
+            json_object_set_new(report, "rollback", json_pack("{s:O}", "outcome", tx->restore));
+        w->cb(w->ud, result, report);
+        json_decref(report);
+    }
+    tx_free(tx);
+}
+
+/* The modules stopped by request before the deployment are so again. */
+static void tx_restore_user_stopped(struct tx *tx)
+{
+    struct agent *a = tx->a;
+    _cleanup_json_ json_t *names = NULL;
+    if (tx->st.user_stopped)
+        ljson_parse(tx->st.user_stopped, strlen(tx->st.user_stopped), &names, NULL);
+    for (struct mod_rt *rt = a->mods; rt; rt = rt->next) {
+        bool want = false;
+        size_t i;
+        json_t *n;
+        json_array_foreach (names, i, n)
+            if (lstr_eq(json_string_value(n), rt->name))
+                want = true;
+        if (rt->rec.user_stopped != want) {
+            rt->rec.user_stopped = want;
+            rt_persist(a, rt);
+        }
+    }
+}
+
+/* The previous deployment in force again; the next pass restores it. */
+static void tx_install_previous(struct tx *tx)
+{
+    struct agent *a = tx->a;
+    const struct deployment *cur = a->dep ? a->dep->d : NULL;
+    const struct deployment *prev = tx->prev ? tx->prev->d : NULL;
+    for (size_t i = 0; prev && i < prev->n_modules; i++) {
+        const struct module_spec *m = &prev->modules[i];
+        const struct module_spec *now = cur ? deployment_find(cur, m->name) : NULL;
+        struct mod_rt *rt = rt_get(a, m->name);
+        /* stopped by the failed deployment: started again (same container) */
+        if (rt && m->status == MODULE_STATUS_RUNNING && now && now->status == MODULE_STATUS_STOPPED)
+            rt->force_start = true;
+    }
+    tx_restore_user_stopped(tx);
+    clocks_tick(a);
+    depref_put(a->dep);
+    a->dep = depref_get(tx->prev);
+    if (prev && a->o.hooks.deployment_applied)
+        a->o.hooks.deployment_applied(a->o.hooks.ud, prev);
+}
+
+/* It failed: roll back, or (--no-rollback) leave it as it is. */
+static void tx_fail(struct tx *tx)
+{
+    struct agent *a = tx->a;
+    evtimer_del(tx->timer);
+    if (!tx->st.rollback) {
+        tx_finish(tx, STATE_OUTCOME_FAILED);
+        return;
+    }
+    _cleanup_free_ char *reason = tx_reason_text(tx);
+    _cleanup_free_ char *modules = ljson_dump(tx->reasons);
+    if (state_rollback_deployment(a->db, &tx->st, reason, modules) < 0) {
+        json_array_append_new(tx->reasons,
+                              json_pack("{s:s, s:s}", "module", "", "reason",
+                                        "state database: cannot store the rollback; the "
+                                        "deployment is left as it is"));
+        tx_finish(tx, STATE_OUTCOME_ROLLBACK_FAILED);
+        return;
+    }
+    if (tx->st.previous_id)
+        log_warn(COMP, "deployment %lld failed; restoring deployment %lld", (long long)tx->st.id,
+                 (long long)tx->st.previous_id);
+    else
+        log_warn(COMP, "deployment %lld failed; removing what it created (no deployment before it)",
+                 (long long)tx->st.id);
+    tx->phase = TX_ROLLING_BACK;
+    tx->pass_seen = false;
+    tx_install_previous(tx);
+    trigger(a);
+}
+
+/* WATCHING: has every module it changed run long enough, did one fail, is the time up? Called
+ * on the modules' events and from the timer. */
+static void tx_evaluate(struct agent *a)
+{
+    struct tx *tx = a->tx;
+    if (!tx || tx->phase != TX_WATCHING)
+        return;
+    int64_t now = ltime_now_ms(), next = tx->deadline_ms;
+    bool pending = false;
+    for (size_t i = 0; i < tx->changes.n; i++) {
+        struct tx_module *tm = &tx->mods[i];
+        const char *name = tx->changes.v[i].module;
+        if (!tx->changes.v[i].watch || tm->ok || tm->failed)
+            continue;
+        struct mod_rt *rt = rt_find(a, name);
+        if (rt && rt->rec.user_stopped) {
+            tm->ok = true; /* stopped by request meanwhile */
+            continue;
+        }
+        bool ready = false;
+        if (rt && rt->container_id && !rt->busy) {
+            if (rt->state == CTR_EXITED && rt->exit_code == 0) {
+                tm->ok = true; /* ran and finished: its restart policy decides what follows */
+                continue;
+            }
+            if (rt->state == CTR_EXITED || rt->state == CTR_DEAD) {
+                char why[96];
+                snprintf(why, sizeof(why), "exited with code %d after it started", rt->exit_code);
+                tx_module_failed(tx, name, why);
+                continue;
+            }
+            if (rt->state == CTR_RUNNING && rt->health == HEALTH_UNHEALTHY) {
+                tx_module_failed(tx, name, "running, but its health check fails");
+                continue;
+            }
+            ready = rt->state == CTR_RUNNING && rt->health != HEALTH_STARTING;
+        }
+        if (!ready) {
+            tm->ready_since_ms = 0;
+        } else {
+            if (!tm->ready_since_ms)
+                tm->ready_since_ms = now;
+            if (now - tm->ready_since_ms >= a->o.deploy_settle_ms) {
+                tm->ok = true;
+                continue;
+            }
+            if (tm->ready_since_ms + a->o.deploy_settle_ms < next)
+                next = tm->ready_since_ms + a->o.deploy_settle_ms;
+        }
+        pending = true;
+    }
+    if (tx->failed) {
+        tx_fail(tx);
+        return;
+    }
+    if (!pending) {
+        tx_finish(tx, STATE_OUTCOME_APPLIED);
+        return;
+    }
+    if (now >= tx->deadline_ms) {
+        for (size_t i = 0; i < tx->changes.n; i++) {
+            struct tx_module *tm = &tx->mods[i];
+            if (!tx->changes.v[i].watch || tm->ok || tm->failed)
+                continue;
+            struct mod_rt *rt = rt_find(a, tx->changes.v[i].module);
+            char desc[256] = "no container";
+            if (rt)
+                rt_status(a, rt, desc, sizeof(desc));
+            if (rt && rt->state == CTR_RUNNING && rt->health == HEALTH_STARTING)
+                snprintf(desc, sizeof(desc), "running, health check still starting");
+            else if (rt && rt->state == CTR_RUNNING && tm->ready_since_ms)
+                snprintf(desc, sizeof(desc), "running, but not yet for the %llds it must run",
+                         (long long)(a->o.deploy_settle_ms + 999) / 1000);
+            char why[400];
+            snprintf(why, sizeof(why), "did not reach running within %llds (%s)",
+                     (long long)(tx->st.timeout_ms + 999) / 1000, desc);
+            tx_module_failed(tx, tx->changes.v[i].module, why);
+        }
+        tx_fail(tx);
+        return;
+    }
+    int64_t wait = next - now;
+    struct timeval tv = {wait / 1000, (wait % 1000) * 1000};
+    evtimer_add(tx->timer, &tv);
+}
+
+struct tx_inspect {
+    struct inflight link; /* first */
+    struct agent *a;
+    int64_t id;
+};
+
+/* Whether a watched container has a health check (still starting): the start does not say. */
+static void tx_inspect_cb(void *ud, int result, const struct engine_container *c,
+                          const struct lerr *err)
+{
+    struct tx_inspect *ti = ud;
+    struct agent *a = ti->a;
+    bool current = a->tx && a->tx->st.id == ti->id;
+    inflight_free(a, &ti->link);
+    if (!current || result < 0)
+        return;
+    struct mod_rt *rt = rt_find_id(a, c->id);
+    if (rt && rt->health == HEALTH_NONE && rt->state == CTR_RUNNING && c->state == CTR_RUNNING)
+        rt->health = c->health;
+    tx_evaluate(a);
+}
+
+/* The pass of its current phase finished. */
+static void tx_pass_done(struct tx *tx, json_t *outcome)
+{
+    struct agent *a = tx->a;
+    if (tx->phase == TX_ROLLING_BACK) {
+        tx->restore = json_incref(outcome);
+        bool ok = true;
+        size_t i;
+        json_t *o;
+        json_array_foreach (outcome, i, o) {
+            if (!lstr_eq(ljson_str(o, "result"), "error"))
+                continue;
+            ok = false;
+            char why[LERR_MSG_MAX + 32];
+            snprintf(why, sizeof(why), "restoring the previous deployment: %s",
+                     ljson_str(o, "message") ?: "failed");
+            json_array_append_new(tx->reasons, json_pack("{s:s, s:s}", "module",
+                                                         ljson_str(o, "module"), "reason", why));
+        }
+        tx_finish(tx, ok ? STATE_OUTCOME_ROLLED_BACK : STATE_OUTCOME_ROLLBACK_FAILED);
+        return;
+    }
+    json_decref(tx->outcome);
+    tx->outcome = json_incref(outcome);
+    if (tx->failed) {
+        tx_fail(tx);
+        return;
+    }
+    if (!tx->st.rollback) {
+        tx_finish(tx, STATE_OUTCOME_APPLIED); /* --no-rollback: the steps are the result */
+        return;
+    }
+    tx->phase = TX_WATCHING;
+    tx->deadline_ms = ltime_now_ms() + tx->st.timeout_ms;
+    for (size_t i = 0; i < tx->changes.n; i++) {
+        if (!tx->changes.v[i].watch)
+            continue;
+        tx->mods[i].armed = true;
+        struct mod_rt *rt = rt_find(a, tx->changes.v[i].module);
+        struct slot *sl = rt ? slot_at(a, rt->eng) : NULL;
+        if (!rt || !rt->container_id || rt->busy || !sl || !sl->up)
+            continue;
+        struct tx_inspect *ti = calloc(1, sizeof(*ti));
+        if (!ti)
+            continue;
+        *ti = (struct tx_inspect){.a = a, .id = tx->st.id};
+        inflight_add(a, &ti->link);
+        if (sl->e->ops->inspect(sl->e, rt->container_id, tx_inspect_cb, ti) < 0)
+            inflight_free(a, &ti->link);
+    }
+    tx_evaluate(a); /* may end tx */
+}
+
+/* ledged stopped mid-deployment: carry on from the stored phase. */
+static void tx_recover(struct agent *a, struct state_tx *st)
+{
+    struct depref *prev = NULL, *dep = NULL;
+    if (st->rolling_back) {
+        prev = depref_get(a->dep); /* in force again: the previous one */
+        _cleanup_free_ char *text = NULL;
+        if (state_deployment_text(a->db, st->id, &text) == 0)
+            dep = depref_parse(a, text);
+    } else {
+        dep = depref_get(a->dep);
+        _cleanup_free_ char *text = NULL;
+        if (st->previous_id && state_deployment_text(a->db, st->previous_id, &text) == 0)
+            prev = depref_parse(a, text);
+        if (st->previous_id && !prev && st->rollback) {
+            log_warn(COMP,
+                     "deployment %lld: the deployment before it is gone; it cannot be "
+                     "rolled back",
+                     (long long)st->id);
+            st->rollback = false;
+        }
+    }
+    if (!st->rolling_back && (!dep || state_meta_id(a->db, "deployment_id") != st->id)) {
+        depref_put(dep);
+        depref_put(prev);
+        state_finish_deployment(a->db, st, STATE_OUTCOME_FAILED,
+                                "ledged restarted while it was applied and it no longer validates",
+                                NULL, ltime_now_ms());
+        return;
+    }
+    struct tx *tx = tx_new(a, st, dep, prev);
+    if (!tx) {
+        log_error(COMP, "deployment %lld: out of memory", (long long)st->id);
+        return;
+    }
+    tx->phase = st->rolling_back ? TX_ROLLING_BACK : TX_APPLYING;
+    if (st->rolling_back)
+        tx_restore_user_stopped(tx);
+    a->tx = tx;
+    log_warn(COMP, "deployment %lld was interrupted by a restart of ledged: %s", (long long)st->id,
+             st->rolling_back ? "finishing its rollback" : "finishing it (and its checks)");
+}
+
 /* ------------------------------------------------------------------ apply */
 
 struct apply_ctx {
     struct agent *a;
     char *text;
     size_t len;
-    bool dry_run, wait;
+    bool dry_run, wait, no_rollback;
+    int64_t timeout_ms;
+    const char *kind; /* "deploy" or "rollback" */
     struct agent_apply_cb cb;
     void *ud;
 };
@@ -1878,6 +2692,18 @@ static json_t *warnings_json(const struct deployment *d)
     for (size_t i = 0; arr && i < d->warnings.n; i++)
         json_array_append_new(arr, json_string(d->warnings.v[i]));
     return arr;
+}
+
+/* The modules stopped by request, as a JSON array text (a rollback stops them again). */
+static char *user_stopped_json(struct agent *a)
+{
+    json_t *stopped = json_array();
+    for (struct mod_rt *rt = a->mods; stopped && rt; rt = rt->next)
+        if (rt->rec.user_stopped)
+            json_array_append_new(stopped, json_string(rt->name));
+    char *text = stopped ? ljson_dump(stopped) : NULL;
+    json_decref(stopped);
+    return text;
 }
 
 /* The validated deployment: plan it against what the engines have now (the pass re-plans
@@ -1935,15 +2761,59 @@ static void apply_deployment(struct apply_ctx *c, struct deployment *d)
         json_decref(report);
         return;
     }
-    if (state_save_deployment(a->db, c->text, ltime_now_ms()) < 0) {
+    if (a->tx) {
+        json_decref(report);
+        lstrv_printf(&errors,
+                     "deployment %lld is still being applied (%s); try again when it has ended "
+                     "(`ledge deployments`)",
+                     (long long)a->tx->st.id,
+                     a->tx->phase == TX_ROLLING_BACK ? "rolling back"
+                     : a->tx->phase == TX_WATCHING   ? "waiting for its modules to run"
+                                                     : "applying its steps");
+        r = -EBUSY;
+        goto fail;
+    }
+    /* The transaction, stored with the deployment before anything changes: what a rollback
+     * restores (the one in force, and who was stopped by request) and how. */
+    struct state_tx st = {
+        .previous_id = a->dep ? state_meta_id(a->db, "deployment_id") : 0,
+        .kind = (char *)c->kind,
+        .rollback = !c->no_rollback,
+        .timeout_ms = c->timeout_ms > 0 ? c->timeout_ms : a->o.deploy_timeout_ms,
+    };
+    if (a->holding && st.rollback) {
+        /* What runs now is not known to be any deployment: nothing to go back to. */
+        st.rollback = false;
+        json_array_append_new(json_object_get(report, "warnings"),
+                              json_string("no rollback: the deployment in force was lost with the "
+                                          "damaged state database, so there is nothing to go "
+                                          "back to"));
+    }
+    /* (no cleanup attributes here: the gotos below jump past them) */
+    char *stopped_text = user_stopped_json(a);
+    st.user_stopped = stopped_text;
+    int64_t id = 0;
+    if (state_begin_deployment(a->db, c->text, &st, ltime_now_ms(), &id) < 0) {
+        free(stopped_text);
         json_decref(report);
         lstrv_push(&errors, "state database: cannot store the deployment");
         r = -EIO;
         goto fail;
     }
+    st.id = id;
+    /* (out of memory from here on: stored, not started; ledged's next start finishes it) */
     struct depref *ref = calloc(1, sizeof(*ref));
     struct waiter *w = c->wait ? calloc(1, sizeof(*w)) : NULL;
-    if (!ref || (c->wait && !w)) {
+    struct tx *tx = NULL;
+    if (ref && (w || !c->wait)) {
+        ref->d = d;
+        ref->refs = 2; /* a->dep and tx->dep */
+        tx = tx_new(a, &st, ref, depref_get(a->dep));
+        if (!tx)
+            ref->d = NULL; /* d goes below */
+    }
+    free(stopped_text); /* tx has its copy */
+    if (!tx) {
         free(ref);
         free(w);
         json_decref(report);
@@ -1951,6 +2821,12 @@ static void apply_deployment(struct apply_ctx *c, struct deployment *d)
         r = -ENOMEM;
         goto fail;
     }
+    json_object_set_new(report, "deployment",
+                        json_pack("{s:I, s:s, s:b, s:I, s:o}", "id", (json_int_t)id, "kind",
+                                  c->kind, "rollback", st.rollback, "timeoutMs",
+                                  (json_int_t)st.timeout_ms, "previous",
+                                  id_or_null(st.previous_id)));
+    tx->plan = json_incref(json_object_get(report, "plan"));
     /* A redeploy gives stopped and failed modules a fresh start. */
     for (size_t i = 0; i < d->n_modules; i++) {
         const struct module_spec *m = &d->modules[i];
@@ -1968,17 +2844,18 @@ static void apply_deployment(struct apply_ctx *c, struct deployment *d)
             rt->rec.restart_count = 0;
         }
     }
-    ref->d = d;
     ref->text = TAKE_PTR(c->text);
-    ref->refs = 1;
+    clocks_tick(a);
     depref_put(a->dep);
     a->dep = ref;
+    a->tx = tx;
     if (a->holding) {
         free(a->holding);
         a->holding = NULL;
         log_info(COMP, "a deployment is applied again: reconciling resumes");
     }
-    log_info(COMP, "deployment applied: %zu modules", d->n_modules);
+    log_info(COMP, "deployment %lld: %zu modules; %s", (long long)id, d->n_modules,
+             st.rollback ? "rolled back if a module it changes fails" : "no rollback");
     for (size_t i = 0; i < d->warnings.n; i++)
         log_warn(COMP, "deployment: %s", d->warnings.v[i]);
     if (a->o.hooks.deployment_applied)
@@ -1987,10 +2864,8 @@ static void apply_deployment(struct apply_ctx *c, struct deployment *d)
         w->cb = c->cb.done;
         w->ud = c->ud;
         w->plan = json_incref(json_object_get(report, "plan"));
-        struct waiter **pp = &a->waiters;
-        while (*pp)
-            pp = &(*pp)->next;
-        *pp = w;
+        w->next = tx->waiters;
+        tx->waiters = w;
     }
     c->cb.planned(c->ud, 0, report, NULL);
     json_decref(report);
@@ -2012,14 +2887,22 @@ static void apply_validated(void *ud, int result, struct deployment *d, const st
     apply_ctx_free(c);
 }
 
-int agent_apply(struct agent *a, const char *text, size_t len, bool dry_run, bool wait,
-                const struct agent_apply_cb *cb, void *ud)
+static int apply_kind(struct agent *a, const char *text, size_t len,
+                      const struct agent_apply_options *o, const char *kind,
+                      const struct agent_apply_cb *cb, void *ud)
 {
     struct apply_ctx *c = calloc(1, sizeof(*c));
     if (!c)
         return -ENOMEM;
-    *c = (struct apply_ctx){
-        .a = a, .len = len, .dry_run = dry_run, .wait = wait && !dry_run, .cb = *cb, .ud = ud};
+    *c = (struct apply_ctx){.a = a,
+                            .len = len,
+                            .dry_run = o->dry_run,
+                            .wait = o->wait && !o->dry_run,
+                            .no_rollback = o->no_rollback,
+                            .timeout_ms = o->timeout_ms,
+                            .kind = kind,
+                            .cb = *cb,
+                            .ud = ud};
     c->text = lstr_ndup(text, len); /* a body may hold NUL bytes: exactly len of them */
     if (!c->text) {
         free(c);
@@ -2031,13 +2914,84 @@ int agent_apply(struct agent *a, const char *text, size_t len, bool dry_run, boo
     return r;
 }
 
+int agent_apply(struct agent *a, const char *text, size_t len, const struct agent_apply_options *o,
+                const struct agent_apply_cb *cb, void *ud)
+{
+    return apply_kind(a, text, len, o, "deploy", cb, ud);
+}
+
+int agent_rollback(struct agent *a, int64_t to, const struct agent_apply_options *o,
+                   const struct agent_apply_cb *cb, void *ud, struct lerr *err)
+{
+    if (a->tx)
+        return lerr_set(err, -EBUSY,
+                        "deployment %lld is still being applied; try again when it has ended",
+                        (long long)a->tx->st.id);
+    if (to < 0)
+        return lerr_set(err, -EINVAL, "expected a deployment id (a positive number), got %lld",
+                        (long long)to);
+    int64_t id = to;
+    if (!id) {
+        id = state_meta_id(a->db, "previous_deployment_id");
+        if (!id)
+            return lerr_set(err, -ENOENT,
+                            "no previous deployment to roll back to (none was applied before the "
+                            "one in force)");
+    }
+    _cleanup_free_ char *text = NULL;
+    int r = state_deployment_text(a->db, id, &text);
+    if (r == -ENOENT && to)
+        return lerr_set(err, -ENOENT,
+                        "no deployment %lld in the history (`ledge deployments` lists the ones "
+                        "that can be applied again)",
+                        (long long)id);
+    if (r < 0)
+        return lerr_set(err, r == -ENOENT ? -ENOENT : -EIO,
+                        "deployment %lld cannot be read from the state database", (long long)id);
+    log_info(COMP, "rollback requested: applying deployment %lld again", (long long)id);
+    r = apply_kind(a, text, strlen(text), o, "rollback", cb, ud);
+    return r < 0 ? lerr_set(err, r, "%s", strerror(-r)) : 0;
+}
+
+struct history_ctx {
+    json_t *arr;
+};
+
+static bool history_cb(void *ud, const struct state_history_entry *e)
+{
+    struct history_ctx *h = ud;
+    json_t *modules = NULL;
+    if (e->modules)
+        ljson_parse(e->modules, strlen(e->modules), &modules, NULL);
+    json_t *o = json_pack("{s:I, s:s, s:o, s:o, s:s, s:s?, s:o, s:o, s:b, s:b}", "id",
+                          (json_int_t)e->id, "kind", e->kind ? e->kind : "deploy", "startedAt",
+                          time_or_null(e->started_ms), "finishedAt", time_or_null(e->finished_ms),
+                          "outcome", e->outcome ? e->outcome : "?", "reason", e->reason, "modules",
+                          modules ? modules : json_array(), "previous", id_or_null(e->previous_id),
+                          "rollback", e->rollback, "canApply", e->has_manifest);
+    json_array_append_new(h->arr, o);
+    return true;
+}
+
+json_t *agent_deployments_json(struct agent *a)
+{
+    struct history_ctx h = {.arr = json_array()};
+    if (state_history(a->db, history_cb, &h) < 0)
+        log_warn(COMP, "state database: cannot read the deployment history");
+    int64_t cur = a->dep ? state_meta_id(a->db, "deployment_id") : 0;
+    return json_pack("{s:o, s:o, s:o, s:o}", "current", id_or_null(cur), "previous",
+                     id_or_null(state_meta_id(a->db, "previous_deployment_id")), "inProgress",
+                     id_or_null(a->tx ? a->tx->st.id : 0), "deployments", h.arr);
+}
+
 void agent_cancel_waiter(struct agent *a, void *ud)
 {
     for (struct validation *v = a->validations; v; v = v->next)
         if (v->owner == ud)
             v->cancelled = true; /* dropped when its probes answer */
-    struct waiter **lists[2] = {&a->waiters, a->pass ? &a->pass->waiters : NULL};
-    for (int i = 0; i < 2; i++) {
+    struct waiter **lists[3] = {&a->waiters, a->pass ? &a->pass->waiters : NULL,
+                                a->tx ? &a->tx->waiters : NULL};
+    for (int i = 0; i < 3; i++) {
         if (!lists[i])
             continue;
         for (struct waiter **pp = lists[i]; *pp;) {
@@ -2091,8 +3045,7 @@ int agent_module_command(struct agent *a, const char *name, const char *verb, ag
         op->stage = ST_STOP;
     } else {
         rt->busy = false;
-        depref_put(op->dep);
-        free(op);
+        op_release(op);
         return lerr_set(err, -EINVAL, "unknown command \"%s\"", verb);
     }
     log_info(COMP, "%s: %s requested", name, verb);
@@ -2205,6 +3158,14 @@ json_t *agent_status_json(struct agent *a)
                           a->dep ? (int)a->dep->d->n_modules : 0, "stateDatabase", sdb);
     if (o && a->holding)
         json_object_set_new(o, "holding", json_string(a->holding));
+    if (o && a->dep)
+        json_object_set_new(o, "deploymentId", json_integer(state_meta_id(a->db, "deployment_id")));
+    if (o && a->tx)
+        json_object_set_new(o, "deploying",
+                            json_pack("{s:I, s:s}", "id", (json_int_t)a->tx->st.id, "phase",
+                                      a->tx->phase == TX_ROLLING_BACK ? "rolling-back"
+                                      : a->tx->phase == TX_WATCHING   ? "watching"
+                                                                      : "applying"));
     return o;
 }
 
@@ -2224,6 +3185,13 @@ const char *agent_deployment_text(struct agent *a)
 {
     return a->dep ? a->dep->text : NULL;
 }
+int agent_deployment_text_of(struct agent *a, int64_t id, char **ret_text)
+{
+    if (id <= 0)
+        return -ENOENT;
+    return state_deployment_text(a->db, id, ret_text);
+}
+
 const struct deployment *agent_deployment(struct agent *a)
 {
     return a->dep ? a->dep->d : NULL;

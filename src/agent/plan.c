@@ -6,6 +6,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "base/macro.h"
+
 const char *plan_action_name(enum plan_action a)
 {
     switch (a) {
@@ -177,4 +179,60 @@ json_t *plan_to_json(const struct plan *p, bool include_keep)
         json_array_append_new(arr, o);
     }
     return arr;
+}
+
+/* ------------------------------------------------------------------ deployment changes */
+
+const char *plan_change_name(enum plan_change c)
+{
+    static const char *const names[] = {"unchanged", "added",   "changed",
+                                        "started",   "stopped", "removed"};
+    return (size_t)c < ARRAY_SIZE(names) ? names[c] : "?";
+}
+
+int plan_changes_compute(const struct deployment *prev, const struct deployment *next,
+                         struct plan_changes *ret)
+{
+    size_t cap = next->n_modules + (prev ? prev->n_modules : 0);
+    struct plan_changes c = {.v = calloc(cap ? cap : 1, sizeof(*c.v))};
+    if (!c.v)
+        return -ENOMEM;
+    for (size_t i = 0; i < next->n_modules; i++) {
+        const struct module_spec *m = &next->modules[i];
+        const struct module_spec *o = prev ? deployment_find(prev, m->name) : NULL;
+        enum plan_change ch = !o                                       ? PLAN_CHANGE_ADDED
+                              : o->type != m->type                     ? PLAN_CHANGE_CHANGED
+                              : strcmp(o->config_hash, m->config_hash) ? PLAN_CHANGE_CHANGED
+                              : o->status == m->status                 ? PLAN_CHANGE_NONE
+                              : m->status == MODULE_STATUS_RUNNING     ? PLAN_CHANGE_STARTED
+                                                                       : PLAN_CHANGE_STOPPED;
+        c.v[c.n++] = (struct plan_change_entry){
+            .module = m->name,
+            .change = ch,
+            .watch =
+                m->status == MODULE_STATUS_RUNNING &&
+                (ch == PLAN_CHANGE_ADDED || ch == PLAN_CHANGE_CHANGED || ch == PLAN_CHANGE_STARTED),
+        };
+    }
+    for (size_t i = 0; prev && i < prev->n_modules; i++)
+        if (!deployment_find(next, prev->modules[i].name))
+            c.v[c.n++] = (struct plan_change_entry){.module = prev->modules[i].name,
+                                                    .change = PLAN_CHANGE_REMOVED};
+    *ret = c;
+    return 0;
+}
+
+void plan_changes_free(struct plan_changes *c)
+{
+    free(c->v);
+    c->v = NULL;
+    c->n = 0;
+}
+
+const struct plan_change_entry *plan_changes_find(const struct plan_changes *c, const char *module)
+{
+    for (size_t i = 0; i < c->n; i++)
+        if (strcmp(c->v[i].module, module) == 0)
+            return &c->v[i];
+    return NULL;
 }

@@ -69,3 +69,35 @@ const char *plan_action_name(enum plan_action a);
  * include_keep. */
 json_t *plan_to_json(const struct plan *p, bool include_keep);
 size_t plan_count_changes(const struct plan *p);
+
+/* What a deployment changes against the one before it, module by module: the unit of an atomic
+ * deployment (docs/deployments.md). A module is watched (must reach running, and stay running,
+ * before the deployment counts as applied) when the new deployment wants it running and it is
+ * new, its desired config changed, or it was stopped before. Unchanged modules are not: their
+ * crashes are their runtime status, as before, and rolling back would not cure them. */
+enum plan_change {
+    PLAN_CHANGE_NONE,
+    PLAN_CHANGE_ADDED,
+    PLAN_CHANGE_CHANGED, /* config hash or module type (engine) */
+    PLAN_CHANGE_STARTED, /* desired status stopped → running */
+    PLAN_CHANGE_STOPPED, /* desired status running → stopped */
+    PLAN_CHANGE_REMOVED,
+};
+
+struct plan_change_entry {
+    const char *module; /* borrowed from the deployments */
+    enum plan_change change;
+    bool watch;
+};
+
+struct plan_changes {
+    struct plan_change_entry *v;
+    size_t n;
+};
+
+/* prev may be NULL (no deployment before). Every module of either deployment gets an entry. */
+int plan_changes_compute(const struct deployment *prev, const struct deployment *next,
+                         struct plan_changes *ret);
+void plan_changes_free(struct plan_changes *c);
+const struct plan_change_entry *plan_changes_find(const struct plan_changes *c, const char *module);
+const char *plan_change_name(enum plan_change c);

@@ -202,6 +202,8 @@ struct fix {
     struct lstrv errors;
     struct restart_tunables rt;
     const struct engine_ops *proc_ops; /* NULL: engine_process_ops */
+    bool rollback;                     /* apply() with rollback (atomic deployments) */
+    int64_t settle_ms;
 };
 
 static void start_agent(struct fix *f)
@@ -225,7 +227,9 @@ static void start_agent(struct fix *f)
                               .stop_timeout_s = 1,
                               .restart = f->rt,
                               .hub_program = "/bin/true",
-                              .boot_id_path = f->bootfile};
+                              .boot_id_path = f->bootfile,
+                              .deploy_timeout_ms = 3000,
+                              .deploy_settle_ms = f->settle_ms};
     assert_int_equal(agent_new(f->base, f->db, &o, &f->agent), 0);
     assert_int_equal(agent_start(f->agent, &err), 0);
     f->proc->ops->start(f->proc);
@@ -306,6 +310,7 @@ static void planned_cb(void *ud, int result, const json_t *report, const struct 
 }
 
 static const struct agent_apply_cb apply_cbs = {.planned = planned_cb, .done = apply_cb};
+static const struct agent_apply_options wait_opts = {.wait = true};
 
 static void spin(struct fix *f, int ms)
 {
@@ -330,7 +335,8 @@ static char *with_run_marker(struct fix *f, const char *modules)
     return lbuf_steal(&b);
 }
 
-static void apply(struct fix *f, const char *modules)
+/* Start applying (f->rollback: as a transaction); the callbacks come later. */
+static void apply_start(struct fix *f, const char *modules)
 {
     char *marked = with_run_marker(f, modules);
     char *text = manifest(marked);
@@ -338,15 +344,21 @@ static void apply(struct fix *f, const char *modules)
     f->done = 0;
     f->planned = 0;
     lstrv_free(&f->errors);
-    assert_int_equal(agent_apply(f->agent, text, strlen(text), false, true, &apply_cbs, f), 0);
-    for (int i = 0; i < 300 && !f->done; i++)
+    const struct agent_apply_options o = {.wait = true, .no_rollback = !f->rollback};
+    assert_int_equal(agent_apply(f->agent, text, strlen(text), &o, &apply_cbs, f), 0);
+    free(text);
+}
+
+static void apply(struct fix *f, const char *modules)
+{
+    apply_start(f, modules);
+    for (int i = 0; i < 1000 && !f->done; i++)
         spin(f, 10);
     for (size_t i = 0; i < f->errors.n; i++)
         fprintf(stderr, "apply: %s\n", f->errors.v[i]);
     assert_int_equal(f->planned, 1);
     assert_int_equal(f->plan_result, 0);
     assert_int_equal(f->done, 1);
-    free(text);
 }
 
 static json_t *module(struct fix *f, const char *name)
@@ -606,6 +618,31 @@ static void test_unrelated_failure_keeps_deployment_ok(void **state)
     unrelated_victim = NULL;
 }
 
+static json_t *metrics_of(struct fix *f, const char *name)
+{
+    json_t *am = agent_metrics_json(f->agent);
+    json_t *found = NULL, *m;
+    size_t i;
+    json_array_foreach (json_object_get(am, "modules"), i, m)
+        if (lstr_eq(ljson_str(m, "name"), name))
+            found = json_incref(m);
+    json_decref(am);
+    assert_non_null(found);
+    return found;
+}
+
+static uint64_t command_count(struct fix *f, const char *command)
+{
+    json_t *am = agent_metrics_json(f->agent), *c;
+    size_t i;
+    uint64_t n = 0;
+    json_array_foreach (json_object_get(am, "commands"), i, c)
+        if (lstr_eq(ljson_str(c, "command"), command))
+            n = (uint64_t)ljson_int(c, "count", 0);
+    json_decref(am);
+    return n;
+}
+
 static void test_crash_backoff_then_failed(void **state)
 {
     struct fix *f = *state;
@@ -630,6 +667,9 @@ static void test_crash_backoff_then_failed(void **state)
     assert_int_equal(ljson_int(m, "exitCode", -1), 7);
     assert_non_null(strstr(ljson_str(m, "statusDescription"), "gave up"));
     json_decref(m);
+    m = metrics_of(f, "crasher"); /* the first start and its 3 restarts */
+    assert_int_equal(ljson_int(m, "starts", -1), 4);
+    json_decref(m);
     /* a user start gives it another chance */
     struct lerr err = {0};
     f->done = 0;
@@ -642,6 +682,58 @@ static void test_crash_backoff_then_failed(void **state)
                 strcmp(buf, "failed") == 0);
     assert_int_equal(agent_module_command(f->agent, "nope", "start", apply_cb, f, &err), -ENOENT);
     assert_string_equal(err.msg, "no module named \"nope\" in the deployment");
+}
+
+/* edgeAgent_*: the starts and stops asked of the engine, a crash restarted by the policy, and
+ * the time expected running and running correctly. */
+static void test_metrics_counts(void **state)
+{
+    struct fix *f = *state;
+    apply(f, SLEEPER("one", 1, "running", ""));
+    assert_int_equal(f->result, 0);
+    wait_status(f, "one", "running");
+    for (int i = 0; i < 30; i++)
+        spin(f, 10);
+    json_t *m = metrics_of(f, "one");
+    assert_int_equal(ljson_int(m, "starts", -1), 1);
+    assert_int_equal(ljson_int(m, "stops", -1), 0);
+    double expected = json_real_value(json_object_get(m, "expectedRunningSeconds"));
+    double running = json_real_value(json_object_get(m, "runningCorrectlySeconds"));
+    assert_true(running > 0.2 && running <= expected);
+    json_int_t pid1 = json_integer_value(json_object_get(m, "pid"));
+    assert_true(pid1 > 0);
+    json_decref(m);
+    assert_true(command_count(f, "create") >= 1);
+    assert_true(command_count(f, "start") >= 1);
+
+    struct lerr err = {0};
+    f->done = 0;
+    assert_int_equal(agent_module_command(f->agent, "one", "restart", apply_cb, f, &err), 0);
+    for (int i = 0; i < 300 && !f->done; i++)
+        spin(f, 10);
+    wait_status(f, "one", "running");
+    m = metrics_of(f, "one");
+    assert_int_equal(ljson_int(m, "starts", -1), 2);
+    assert_int_equal(ljson_int(m, "stops", -1), 1);
+    /* the new run's pid, not the last one's (the metrics read its resources from it) */
+    json_int_t pid2 = json_integer_value(json_object_get(m, "pid"));
+    assert_true(pid2 > 0 && pid2 != pid1);
+    json_decref(m);
+
+    /* stopped by its desired status: expected no more, so neither total grows */
+    apply(f, SLEEPER("one", 1, "stopped", ""));
+    wait_status(f, "one", "stopped");
+    m = metrics_of(f, "one");
+    expected = json_real_value(json_object_get(m, "expectedRunningSeconds"));
+    running = json_real_value(json_object_get(m, "runningCorrectlySeconds"));
+    assert_int_equal(ljson_int(m, "stops", -1), 2);
+    json_decref(m);
+    for (int i = 0; i < 20; i++)
+        spin(f, 10);
+    m = metrics_of(f, "one");
+    assert_true(json_real_value(json_object_get(m, "expectedRunningSeconds")) == expected);
+    assert_true(json_real_value(json_object_get(m, "runningCorrectlySeconds")) == running);
+    json_decref(m);
 }
 
 static void test_boot_starts_and_user_stop(void **state)
@@ -675,6 +767,72 @@ static void test_boot_starts_and_user_stop(void **state)
     assert_string_equal(status_of(f, "svc", buf, sizeof(buf)), "stopped");
 }
 
+/* An engine that cannot be listed (not reachable yet after a boot). */
+static int unreachable_list(struct engine *e, engine_list_fn cb, void *ud)
+{
+    struct lerr err;
+    lerr_set(&err, -EIO, "engine not reachable (test)");
+    cb(ud, -EIO, NULL, 0, &err);
+    return 0;
+}
+
+static int runs_of(struct fix *f)
+{
+    char path[128];
+    snprintf(path, sizeof(path), "%s/runs", f->dir);
+    FILE *fp = fopen(path, "r");
+    int n = 0;
+    for (int c; fp && (c = fgetc(fp)) != EOF;)
+        n += c == '\n';
+    if (fp)
+        fclose(fp);
+    return n;
+}
+
+/* A boot is recorded only once the engine's modules were started for it: ledged stopped after a
+ * reboot before its engine answered still boots the modules on its next start (a "never"
+ * module, which nothing else would start), and a restart after that boot starts nothing. */
+static void test_boot_kept_until_engine_listed(void **state)
+{
+    struct fix *f = *state;
+    const char *once =
+        "\"once\":{\"type\":\"process\",\"status\":\"running\",\"restartPolicy\":\"never\","
+        "\"settings\":{\"path\":\"/bin/sh\",\"args\":[\"-c\",\"echo run >> @RUN@/runs # "
+        "ledge-agent-test-marker @RUN@\"]}}";
+    apply(f, once);
+    wait_status(f, "once", "stopped");
+    assert_int_equal(runs_of(f), 1);
+
+    /* the reboot; the engine does not answer its listing during this first start */
+    stop_agent(f);
+    kill_all(f);
+    FILE *b = fopen(f->bootfile, "w");
+    fputs("boot-2\n", b);
+    fclose(b);
+    static struct engine_ops ops;
+    ops = engine_process_ops;
+    ops.list = unreachable_list;
+    f->proc_ops = &ops;
+    start_agent(f);
+    spin(f, 300);
+    assert_int_equal(runs_of(f), 1);
+
+    /* ledged restarted, same boot, the engine answers: the boot's start happens now */
+    stop_agent(f);
+    f->proc_ops = NULL;
+    start_agent(f);
+    for (int i = 0; i < 300 && runs_of(f) < 2; i++)
+        spin(f, 10);
+    assert_int_equal(runs_of(f), 2);
+    wait_status(f, "once", "stopped");
+
+    /* and once it is done, a restart of ledged in the same boot starts nothing */
+    stop_agent(f);
+    start_agent(f);
+    spin(f, 300);
+    assert_int_equal(runs_of(f), 2);
+}
+
 static void test_invalid_manifest_changes_nothing(void **state)
 {
     struct fix *f = *state;
@@ -683,7 +841,7 @@ static void test_invalid_manifest_changes_nothing(void **state)
     const char *bad = "{\"modulesContent\":{\"$edgeAgent\":{\"properties.desired\":{"
                       "\"schemaVersion\":\"9.9\",\"modules\":{\"x\":{\"type\":\"docker\"}}}}}}";
     f->planned = f->done = 0;
-    assert_int_equal(agent_apply(f->agent, bad, strlen(bad), false, true, &apply_cbs, f), 0);
+    assert_int_equal(agent_apply(f->agent, bad, strlen(bad), &wait_opts, &apply_cbs, f), 0);
     assert_int_equal(f->planned, 1); /* invalid: the verdict comes at once */
     assert_int_equal(f->plan_result, -EINVAL);
     assert_true(f->errors.n >= 2);
@@ -693,12 +851,51 @@ static void test_invalid_manifest_changes_nothing(void **state)
     static const char nul[] = "{\"modulesContent\":\0{}}";
     f->planned = 0;
     lstrv_free(&f->errors);
-    assert_int_equal(agent_apply(f->agent, nul, sizeof(nul) - 1, false, true, &apply_cbs, f), 0);
+    assert_int_equal(agent_apply(f->agent, nul, sizeof(nul) - 1, &wait_opts, &apply_cbs, f), 0);
     assert_int_equal(f->planned, 1);
     assert_int_equal(f->plan_result, -EINVAL);
     char *id2 = container_of(f, "keep");
     assert_string_equal(id, id2);
     assert_non_null(strstr(agent_deployment_text(f->agent), "keep"));
+    free(id);
+    free(id2);
+}
+
+/* A "$upstream:PORT/..." image without upstream.parent is refused at deploy time, naming the
+ * module and the field; nothing changes. */
+static void test_upstream_image_needs_parent(void **state)
+{
+    struct fix *f = *state;
+    apply(f, SLEEPER("keep", 1, "running", ""));
+    char *id = container_of(f, "keep");
+    char *marked = with_run_marker(
+        f, SLEEPER("keep", 1, "running", "") ",\"child\":{\"type\":"
+                                             "\"docker\",\"status\":\"running\",\"restartPolicy\":"
+                                             "\"always\",\"settings\":{\"image\":"
+                                             "\"$upstream:443/app:1\"}}");
+    char *text = manifest(marked);
+    free(marked);
+    f->planned = f->done = 0;
+    lstrv_free(&f->errors);
+    assert_int_equal(agent_apply(f->agent, text, strlen(text), &wait_opts, &apply_cbs, f), 0);
+    free(text);
+    for (int i = 0; i < 100 && !f->planned; i++)
+        spin(f, 10);
+    assert_int_equal(f->planned, 1);
+    assert_int_equal(f->plan_result, -EINVAL);
+    bool found = false;
+    for (size_t i = 0; i < f->errors.n; i++)
+        found |= strcmp(f->errors.v[i],
+                        "modules.child.settings.image: $upstream:443/app:1 names the parent "
+                        "device's registry ($upstream) and upstream.parent is not set in this "
+                        "device's config") == 0;
+    if (!found)
+        fail_msg("no $upstream error among %zu: %s", f->errors.n,
+                 f->errors.n ? f->errors.v[0] : "");
+    spin(f, 100);
+    assert_int_equal(f->done, 0);
+    char *id2 = container_of(f, "keep");
+    assert_string_equal(id, id2);
     free(id);
     free(id2);
 }
@@ -921,18 +1118,479 @@ static void test_state_records(void **state)
     state_close(db);
 }
 
+/* ------------------------------------------------------------------ atomic deployments */
+
+static const struct plan_change_entry *change_of(const struct plan_changes *c, const char *name)
+{
+    const struct plan_change_entry *e = plan_changes_find(c, name);
+    if (!e)
+        fail_msg("no change entry for %s", name);
+    return e;
+}
+
+/* What a deployment changes against the one before it, and which modules it watches. */
+static void test_plan_changes(void **state)
+{
+    char *t1 = manifest(
+        "\"same\":{\"type\":\"docker\",\"status\":\"running\",\"settings\":{\"image\":\"a\"}},"
+        "\"env\":{\"type\":\"docker\",\"status\":\"running\",\"settings\":{\"image\":\"b\"}},"
+        "\"up\":{\"type\":\"docker\",\"status\":\"stopped\",\"settings\":{\"image\":\"c\"}},"
+        "\"down\":{\"type\":\"docker\",\"status\":\"running\",\"settings\":{\"image\":\"d\"}},"
+        "\"gone\":{\"type\":\"docker\",\"status\":\"running\",\"settings\":{\"image\":\"e\"}},"
+        "\"stays\":{\"type\":\"docker\",\"status\":\"stopped\",\"settings\":{\"image\":\"f\"}}");
+    char *t2 = manifest(
+        "\"same\":{\"type\":\"docker\",\"status\":\"running\",\"settings\":{\"image\":\"a\"}},"
+        "\"env\":{\"type\":\"docker\",\"status\":\"running\",\"settings\":{\"image\":\"b\"},"
+        "\"env\":{\"X\":{\"value\":\"1\"}}},"
+        "\"up\":{\"type\":\"docker\",\"status\":\"running\",\"settings\":{\"image\":\"c\"}},"
+        "\"down\":{\"type\":\"docker\",\"status\":\"stopped\",\"settings\":{\"image\":\"d\"}},"
+        "\"new\":{\"type\":\"docker\",\"status\":\"running\",\"settings\":{\"image\":\"g\"}},"
+        "\"newstopped\":{\"type\":\"docker\",\"status\":\"stopped\",\"settings\":{\"image\":\"h\"}}"
+        ","
+        "\"stays\":{\"type\":\"docker\",\"status\":\"stopped\",\"settings\":{\"image\":\"f2\"}}");
+    struct deployment *d1 = parse(t1), *d2 = parse(t2);
+    struct plan_changes c;
+    assert_int_equal(plan_changes_compute(d1, d2, &c), 0);
+    assert_int_equal(c.n, 8);
+    assert_int_equal(change_of(&c, "same")->change, PLAN_CHANGE_NONE);
+    assert_false(change_of(&c, "same")->watch);
+    assert_int_equal(change_of(&c, "env")->change, PLAN_CHANGE_CHANGED);
+    assert_true(change_of(&c, "env")->watch);
+    assert_int_equal(change_of(&c, "up")->change, PLAN_CHANGE_STARTED);
+    assert_true(change_of(&c, "up")->watch);
+    assert_int_equal(change_of(&c, "down")->change, PLAN_CHANGE_STOPPED);
+    assert_false(change_of(&c, "down")->watch);
+    assert_int_equal(change_of(&c, "new")->change, PLAN_CHANGE_ADDED);
+    assert_true(change_of(&c, "new")->watch);
+    assert_int_equal(change_of(&c, "newstopped")->change, PLAN_CHANGE_ADDED);
+    assert_false(change_of(&c, "newstopped")->watch); /* desired stopped: nothing to run */
+    assert_int_equal(change_of(&c, "stays")->change, PLAN_CHANGE_CHANGED);
+    assert_false(change_of(&c, "stays")->watch);
+    assert_int_equal(change_of(&c, "gone")->change, PLAN_CHANGE_REMOVED);
+    assert_false(change_of(&c, "gone")->watch);
+    assert_string_equal(plan_change_name(PLAN_CHANGE_STARTED), "started");
+    plan_changes_free(&c);
+    /* nothing before: everything is new */
+    assert_int_equal(plan_changes_compute(NULL, d1, &c), 0);
+    assert_int_equal(c.n, 6);
+    for (size_t i = 0; i < c.n; i++)
+        assert_int_equal(c.v[i].change, PLAN_CHANGE_ADDED);
+    assert_true(change_of(&c, "same")->watch);
+    assert_false(change_of(&c, "up")->watch);
+    plan_changes_free(&c);
+    deployment_free(d1);
+    deployment_free(d2);
+    free(t1);
+    free(t2);
+}
+
+static bool count_history(void *ud, const struct state_history_entry *e)
+{
+    json_t *arr = ud;
+    json_array_append_new(arr,
+                          json_pack("{s:I, s:s, s:s, s:s?, s:I, s:b, s:b}", "id", (json_int_t)e->id,
+                                    "kind", e->kind, "outcome", e->outcome, "reason", e->reason,
+                                    "previous", (json_int_t)e->previous_id, "finished",
+                                    e->finished_ms != 0, "rollback", e->rollback));
+    return true;
+}
+
+/* The stored transaction: begun with its deployment in force, a rollback puts the previous one
+ * back in force, the end records the outcome; all of it survives a reopen; old manifests are
+ * trimmed but the ones in force, previous and being rolled back to are kept. */
+static void test_state_tx(void **state)
+{
+    struct fix *f = *state;
+    char dir[128];
+    snprintf(dir, sizeof(dir), "%s/state-tx", f->dir);
+    struct state_db *db = NULL;
+    struct lerr err = {0};
+    assert_int_equal(state_open(dir, &db, &err), 0);
+    struct state_tx st = {.kind = "deploy", .rollback = true, .timeout_ms = 5000};
+    int64_t id1 = 0, id2 = 0;
+    assert_int_equal(state_begin_deployment(db, "{\"d\":1}", &st, 100, &id1), 0);
+    st.id = id1;
+    assert_int_equal(state_finish_deployment(db, &st, STATE_OUTCOME_APPLIED, NULL, NULL, 200), 0);
+    assert_int_equal(state_meta_id(db, "previous_deployment_id"), 0);
+    struct state_tx got;
+    assert_int_equal(state_load_tx(db, &got), -ENOENT);
+
+    st = (struct state_tx){.kind = "deploy",
+                           .previous_id = id1,
+                           .rollback = true,
+                           .timeout_ms = 7000,
+                           .user_stopped = "[\"x\"]"};
+    assert_int_equal(state_begin_deployment(db, "{\"d\":2}", &st, 300, &id2), 0);
+    st.id = id2;
+    state_close(db);
+    /* ledged stops here: the transaction and the new deployment in force come back */
+    assert_int_equal(state_open(dir, &db, &err), 0);
+    assert_int_equal(state_load_tx(db, &got), 0);
+    assert_int_equal(got.id, id2);
+    assert_int_equal(got.previous_id, id1);
+    assert_true(got.rollback);
+    assert_false(got.rolling_back);
+    assert_int_equal(got.timeout_ms, 7000);
+    assert_string_equal(got.user_stopped, "[\"x\"]");
+    state_tx_clear(&got);
+    char *text = NULL;
+    assert_int_equal(state_load_deployment(db, &text, NULL), 0);
+    assert_string_equal(text, "{\"d\":2}");
+    free(text);
+
+    /* it fails: the previous one is in force again, the transaction says rolling back */
+    assert_int_equal(state_rollback_deployment(db, &st, "module b: exited",
+                                               "[{\"module\":\"b\",\"reason\":\"exited\"}]"),
+                     0);
+    state_close(db);
+    assert_int_equal(state_open(dir, &db, &err), 0);
+    assert_int_equal(state_load_tx(db, &got), 0);
+    assert_true(got.rolling_back);
+    state_tx_clear(&got);
+    assert_int_equal(state_load_deployment(db, &text, NULL), 0);
+    assert_string_equal(text, "{\"d\":1}");
+    free(text);
+    assert_int_equal(state_finish_deployment(db, &st, STATE_OUTCOME_ROLLED_BACK, "module b: exited",
+                                             "[{\"module\":\"b\",\"reason\":\"exited\"}]", 400),
+                     0);
+    assert_int_equal(state_load_tx(db, &got), -ENOENT);
+    /* rolled back: the previous deployment is still the one before id1 (none) */
+    assert_int_equal(state_meta_id(db, "previous_deployment_id"), 0);
+    assert_int_equal(state_meta_id(db, "deployment_id"), id1);
+
+    json_t *h = json_array();
+    assert_int_equal(state_history(db, count_history, h), 0);
+    assert_int_equal(json_array_size(h), 2);
+    json_t *e = json_array_get(h, 0); /* newest first */
+    assert_int_equal(ljson_int(e, "id", 0), id2);
+    assert_string_equal(ljson_str(e, "outcome"), "rolled-back");
+    assert_string_equal(ljson_str(e, "reason"), "module b: exited");
+    assert_int_equal(ljson_int(e, "previous", -1), id1);
+    assert_true(ljson_bool(e, "finished", false));
+    assert_string_equal(ljson_str(json_array_get(h, 1), "outcome"), "applied");
+    json_decref(h);
+
+    /* many more: manifests are trimmed, but id1 (in force until the last one applied, then
+     * the previous one) is kept; the history keeps STATE_HISTORY_MAX */
+    int64_t last = 0;
+    for (int i = 0; i < STATE_HISTORY_MAX + 5; i++) {
+        int64_t in_force = state_meta_id(db, "deployment_id");
+        st = (struct state_tx){.kind = "deploy", .previous_id = in_force, .rollback = true};
+        char body[32];
+        snprintf(body, sizeof(body), "{\"n\":%d}", i);
+        assert_int_equal(state_begin_deployment(db, body, &st, 500 + i, &last), 0);
+        st.id = last;
+        /* each fails and is rolled back: id1 stays in force all along */
+        assert_int_equal(state_rollback_deployment(db, &st, "r", NULL), 0);
+        assert_int_equal(state_finish_deployment(db, &st, STATE_OUTCOME_ROLLED_BACK, "r", NULL, 1),
+                         0);
+    }
+    assert_int_equal(state_deployment_text(db, id1, &text), 0);
+    assert_string_equal(text, "{\"d\":1}");
+    free(text);
+    assert_int_equal(state_deployment_text(db, id2, &text), -ENOENT);
+    assert_int_equal(state_load_deployment(db, &text, NULL), 0);
+    assert_string_equal(text, "{\"d\":1}");
+    free(text);
+    h = json_array();
+    assert_int_equal(state_history(db, count_history, h), 0);
+    assert_int_equal(json_array_size(h), STATE_HISTORY_MAX);
+    json_decref(h);
+    /* an applied one makes id1 the previous deployment */
+    st = (struct state_tx){.kind = "deploy", .previous_id = id1, .rollback = true};
+    assert_int_equal(state_begin_deployment(db, "{\"d\":3}", &st, 900, &last), 0);
+    st.id = last;
+    assert_int_equal(state_finish_deployment(db, &st, STATE_OUTCOME_APPLIED, NULL, NULL, 901), 0);
+    assert_int_equal(state_meta_id(db, "previous_deployment_id"), id1);
+    state_close(db);
+}
+
+static const char *report_outcome(struct fix *f)
+{
+    return ljson_str(json_object_get(f->report, "deployment"), "outcome");
+}
+
+static bool history_has(struct fix *f, const char *outcome, const char *reason_part)
+{
+    json_t *h = agent_deployments_json(f->agent);
+    bool found = false;
+    size_t i;
+    json_t *e;
+    json_array_foreach (json_object_get(h, "deployments"), i, e) {
+        if (lstr_eq(ljson_str(e, "outcome"), outcome) &&
+            (!reason_part ||
+             (ljson_str(e, "reason") && strstr(ljson_str(e, "reason"), reason_part))))
+            found = true;
+    }
+    json_decref(h);
+    return found;
+}
+
+#define CRASHER(name, extra)                                                                       \
+    "\"" name "\":{\"type\":\"process\",\"status\":\"running\",\"restartPolicy\":\"always\","      \
+    "\"settings\":{\"path\":\"/bin/sh\",\"args\":[\"-c\",\"sleep 0.2; exit 3 # "                   \
+    "ledge-agent-test-marker @RUN@ " extra "\"]}}"
+
+/* A new deployment whose changed module exits at once: the previous deployment is restored —
+ * the untouched module keeps its process, the replaced one runs its previous config again (a
+ * new process), the added one is gone — and the result says rolled back, naming the module. */
+static void test_rollback_on_exit(void **state)
+{
+    struct fix *f = *state;
+    stop_agent(f);
+    f->rollback = true;
+    f->settle_ms = 600;
+    start_agent(f);
+    apply(f, SLEEPER("one", 1, "running", "") "," SLEEPER("two", 2, "running", ""));
+    assert_int_equal(f->result, 0);
+    assert_string_equal(report_outcome(f), "applied");
+    char *id1 = container_of(f, "one"), *id2 = container_of(f, "two");
+    const char *before = agent_deployment_text(f->agent);
+    char *text_before = strdup(before);
+
+    apply(f, SLEEPER("one", 1, "running", "") "," CRASHER("two", "v2") "," SLEEPER("three", 3,
+                                                                                   "running", ""));
+    assert_int_equal(f->result, -ECANCELED);
+    assert_string_equal(report_outcome(f), "rolled-back");
+    json_t *dj = json_object_get(f->report, "deployment");
+    assert_non_null(strstr(ljson_str(dj, "reason"), "module two: exited with code 3"));
+    assert_string_equal(ljson_str(json_array_get(json_object_get(dj, "modules"), 0), "module"),
+                        "two");
+    assert_non_null(json_object_get(f->report, "rollback"));
+    /* the previous deployment, exactly */
+    assert_string_equal(agent_deployment_text(f->agent), text_before);
+    wait_status(f, "two", "running");
+    char *b1 = container_of(f, "one"), *b2 = container_of(f, "two");
+    assert_string_equal(b1, id1);
+    assert_string_not_equal(b2, id2); /* recreated from the previous config */
+    json_t *m = module(f, "two");
+    assert_int_equal(ljson_int(m, "restartCount", -1), 0);
+    json_decref(m);
+    assert_null(agent_module_json(f->agent, "three"));
+    assert_true(history_has(f, "rolled-back", "module two"));
+    json_t *h = agent_deployments_json(f->agent);
+    assert_int_equal(ljson_int(h, "current", 0),
+                     ljson_int(json_array_get(json_object_get(h, "deployments"), 1), "id", -1));
+    assert_true(json_is_null(json_object_get(h, "inProgress")));
+    json_decref(h);
+    free(b1);
+    free(b2);
+
+    /* the same with --no-rollback: left as it is, and the steps alone decide (applied) */
+    f->rollback = false;
+    apply(f, SLEEPER("one", 1, "running", "") "," CRASHER("two", "v2"));
+    assert_int_equal(f->result, 0);
+    assert_string_equal(report_outcome(f), "applied");
+    assert_string_not_equal(agent_deployment_text(f->agent), text_before);
+    free(id1);
+    free(id2);
+    free(text_before);
+}
+
+/* A changed module that does not become ready before the deadline (here: it cannot have run
+ * deploy_settle before deploy_timeout) rolls back with that reason; the first deployment ever
+ * rolled back removes what it created. */
+static void test_rollback_on_deadline_and_first(void **state)
+{
+    struct fix *f = *state;
+    stop_agent(f);
+    f->rollback = true;
+    f->settle_ms = 5000; /* longer than the fixture's 3 s deadline */
+    start_agent(f);
+    apply(f, SLEEPER("slow", 1, "running", ""));
+    assert_int_equal(f->result, -ECANCELED);
+    json_t *dj = json_object_get(f->report, "deployment");
+    assert_non_null(strstr(ljson_str(dj, "reason"), "did not reach running within 3s"));
+    assert_true(json_is_null(json_object_get(dj, "previous")));
+    assert_null(agent_deployment_text(f->agent));
+    for (int i = 0; i < 50 && agent_module_json(f->agent, "slow"); i++)
+        spin(f, 10);
+    json_t *m = agent_module_json(f->agent, "slow");
+    assert_null(m);
+}
+
+/* `ledge deploy --rollback`: the previous deployment again, as a deployment of its own. */
+static void test_explicit_rollback(void **state)
+{
+    struct fix *f = *state;
+    stop_agent(f);
+    f->rollback = true;
+    f->settle_ms = 100;
+    start_agent(f);
+    struct lerr err = {0};
+    const struct agent_apply_options o = {.wait = true};
+    assert_int_equal(agent_rollback(f->agent, 0, &o, &apply_cbs, f, &err), -ENOENT);
+    apply(f, SLEEPER("one", 1, "running", "a"));
+    char *first = strdup(agent_deployment_text(f->agent));
+    assert_int_equal(agent_rollback(f->agent, 0, &o, &apply_cbs, f, &err), -ENOENT);
+    apply(f, SLEEPER("one", 1, "running", "b"));
+    f->done = 0;
+    assert_int_equal(agent_rollback(f->agent, 0, &o, &apply_cbs, f, &err), 0);
+    for (int i = 0; i < 500 && !f->done; i++)
+        spin(f, 10);
+    assert_int_equal(f->result, 0);
+    assert_string_equal(agent_deployment_text(f->agent), first);
+    json_t *h = agent_deployments_json(f->agent);
+    json_t *newest = json_array_get(json_object_get(h, "deployments"), 0);
+    assert_string_equal(ljson_str(newest, "kind"), "rollback");
+    assert_string_equal(ljson_str(newest, "outcome"), "applied");
+    json_decref(h);
+    free(first);
+}
+
+/* `ledge deploy --rollback N`: any deployment of the history again, not only the previous one;
+ * an id the history does not have is refused with a message naming it. */
+static void test_rollback_to_id(void **state)
+{
+    struct fix *f = *state;
+    stop_agent(f);
+    f->rollback = true;
+    f->settle_ms = 100;
+    start_agent(f);
+    struct lerr err = {0};
+    const struct agent_apply_options o = {.wait = true};
+    apply(f, SLEEPER("one", 1, "running", "a"));
+    char *first = strdup(agent_deployment_text(f->agent));
+    json_t *h = agent_deployments_json(f->agent);
+    json_int_t first_id = ljson_int(h, "current", 0);
+    json_decref(h);
+    apply(f, SLEEPER("one", 1, "running", "b"));
+    apply(f, SLEEPER("one", 1, "running", "c"));
+
+    char *text = NULL;
+    assert_int_equal(agent_deployment_text_of(f->agent, first_id, &text), 0);
+    assert_string_equal(text, first);
+    free(text);
+    assert_int_equal(agent_deployment_text_of(f->agent, 999, &text), -ENOENT);
+    assert_int_equal(agent_rollback(f->agent, 999, &o, &apply_cbs, f, &err), -ENOENT);
+    assert_non_null(strstr(err.msg, "no deployment 999 in the history"));
+    assert_int_equal(agent_rollback(f->agent, -1, &o, &apply_cbs, f, &err), -EINVAL);
+
+    f->done = 0;
+    assert_int_equal(agent_rollback(f->agent, first_id, &o, &apply_cbs, f, &err), 0);
+    for (int i = 0; i < 500 && !f->done; i++)
+        spin(f, 10);
+    assert_int_equal(f->result, 0);
+    assert_string_equal(agent_deployment_text(f->agent), first);
+    h = agent_deployments_json(f->agent);
+    json_t *list = json_object_get(h, "deployments");
+    assert_int_equal(json_array_size(list), 4);
+    json_t *newest = json_array_get(list, 0);
+    assert_string_equal(ljson_str(newest, "kind"), "rollback");
+    assert_string_equal(ljson_str(newest, "outcome"), "applied");
+    for (size_t i = 0; i < json_array_size(list); i++)
+        assert_true(json_is_true(json_object_get(json_array_get(list, i), "canApply")));
+    json_decref(h);
+    free(first);
+}
+
+/* ledged stops mid-deployment (while its modules are watched): the next start finishes it —
+ * committed when the modules run, rolled back when one fails. */
+static void test_recovery_mid_deployment(void **state)
+{
+    struct fix *f = *state;
+    stop_agent(f);
+    f->rollback = true;
+    f->settle_ms = 1500;
+    start_agent(f);
+    apply(f, SLEEPER("one", 1, "running", ""));
+    char *id1 = container_of(f, "one");
+    char *text_before = strdup(agent_deployment_text(f->agent));
+
+    /* a good one, interrupted */
+    apply_start(f, SLEEPER("one", 1, "running", "") "," SLEEPER("two", 2, "running", ""));
+    for (int i = 0; i < 50; i++)
+        spin(f, 10);
+    assert_int_equal(f->done, 0);
+    json_t *s = agent_status_json(f->agent);
+    assert_string_equal(ljson_str(json_object_get(s, "deploying"), "phase"), "watching");
+    json_decref(s);
+    stop_agent(f); /* the waiter is gone with it */
+    start_agent(f);
+    for (int i = 0; i < 300 && !history_has(f, "applied", NULL); i++)
+        spin(f, 10);
+    for (int i = 0; i < 300; i++) {
+        json_t *h = agent_deployments_json(f->agent);
+        bool done = json_is_null(json_object_get(h, "inProgress"));
+        json_decref(h);
+        if (done)
+            break;
+        spin(f, 10);
+    }
+    json_t *h = agent_deployments_json(f->agent);
+    assert_true(json_is_null(json_object_get(h, "inProgress")));
+    assert_string_equal(ljson_str(json_array_get(json_object_get(h, "deployments"), 0), "outcome"),
+                        "applied");
+    json_decref(h);
+    wait_status(f, "two", "running");
+    char *b1 = container_of(f, "one");
+    assert_string_equal(b1, id1);
+    free(b1);
+
+    /* a bad one, interrupted before its module fails: rolled back after the restart */
+    free(text_before);
+    text_before = strdup(agent_deployment_text(f->agent));
+    char *id2 = container_of(f, "two");
+    apply_start(
+        f,
+        SLEEPER("one", 1, "running",
+                "") ","
+                    "\"two\":{\"type\":\"process\",\"status\":\"running\",\"restartPolicy\":"
+                    "\"always\",\"settings\":{\"path\":\"/bin/sh\",\"args\":[\"-c\",\"sleep 0.8; "
+                    "exit 4 # ledge-agent-test-marker @RUN@ late\"]}}");
+    for (int i = 0; i < 40; i++)
+        spin(f, 10);
+    assert_int_equal(f->done, 0);
+    stop_agent(f);
+    start_agent(f);
+    for (int i = 0; i < 500; i++) {
+        h = agent_deployments_json(f->agent);
+        bool done = json_is_null(json_object_get(h, "inProgress"));
+        json_decref(h);
+        if (done)
+            break;
+        spin(f, 10);
+    }
+    h = agent_deployments_json(f->agent);
+    json_t *newest = json_array_get(json_object_get(h, "deployments"), 0);
+    assert_string_equal(ljson_str(newest, "outcome"), "rolled-back");
+    assert_non_null(strstr(ljson_str(newest, "reason"), "module two: exited"));
+    json_decref(h);
+    assert_string_equal(agent_deployment_text(f->agent), text_before);
+    wait_status(f, "two", "running");
+    char *b2 = container_of(f, "two");
+    assert_string_not_equal(b2, id2);
+    b1 = container_of(f, "one");
+    assert_string_equal(b1, id1);
+    free(b1);
+    free(b2);
+    free(id2);
+    free(id1);
+    free(text_before);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_backoff_math),
         cmocka_unit_test(test_planner),
+        cmocka_unit_test(test_plan_changes),
+        cmocka_unit_test_setup_teardown(test_state_tx, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_rollback_on_exit, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_rollback_on_deadline_and_first, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_explicit_rollback, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_rollback_to_id, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_recovery_mid_deployment, setup, teardown),
         cmocka_unit_test_setup_teardown(test_reconcile_processes, setup, teardown),
         cmocka_unit_test_setup_teardown(test_crash_backoff_then_failed, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_metrics_counts, setup, teardown),
         cmocka_unit_test_setup_teardown(test_event_newer_than_listing, setup, teardown),
         cmocka_unit_test_setup_teardown(test_unrelated_failure_keeps_deployment_ok, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_boot_starts_and_user_stop, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_boot_kept_until_engine_listed, setup, teardown),
         cmocka_unit_test_setup_teardown(test_invalid_manifest_changes_nothing, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_upstream_image_needs_parent, setup, teardown),
         cmocka_unit_test_setup_teardown(test_state_garbage_keeps_modules, setup, teardown),
         cmocka_unit_test_setup_teardown(test_state_records, setup, teardown),
         cmocka_unit_test_setup_teardown(test_state_damaged_deployment_recovered, setup, teardown),

@@ -63,6 +63,11 @@ int lcrypto_sha256(const void *data, size_t n, uint8_t out[LCRYPTO_SHA256_LEN])
     return SHA256(data, n, out) ? 0 : -EIO;
 }
 
+int lcrypto_sha1(const void *data, size_t n, uint8_t out[LCRYPTO_SHA1_LEN])
+{
+    return SHA1(data, n, out) ? 0 : -EIO;
+}
+
 int lcrypto_sha256_hex(const void *data, size_t n, char out[2 * LCRYPTO_SHA256_LEN + 1])
 {
     uint8_t md[LCRYPTO_SHA256_LEN];

@@ -86,7 +86,7 @@ int lstr_url_encode(const char *in, size_t n, struct lbuf *out)
     return 0;
 }
 
-static int hexval(char c)
+int lstr_hexval(char c)
 {
     if (c >= '0' && c <= '9')
         return c - '0';
@@ -107,7 +107,7 @@ int lstr_url_decode(const char *in, size_t n, bool plus_is_space, struct lbuf *o
         if (c == '%') {
             if (i + 2 >= n)
                 return -EINVAL;
-            int hi = hexval(in[i + 1]), lo = hexval(in[i + 2]);
+            int hi = lstr_hexval(in[i + 1]), lo = lstr_hexval(in[i + 2]);
             if (hi < 0 || lo < 0)
                 return -EINVAL;
             c = (char)(hi * 16 + lo);

@@ -14,6 +14,7 @@
 
 #include "base/buf.h"
 #include "base/crypto.h"
+#include "base/deb.h"
 #include "base/fs.h"
 #include "base/json.h"
 #include "base/list.h"
@@ -139,6 +140,10 @@ static void test_crypto(void **state)
     char hex[65];
     assert_int_equal(lcrypto_sha256_hex("abc", 3, hex), 0);
     assert_string_equal(hex, "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+    uint8_t sha1[LCRYPTO_SHA1_LEN];
+    assert_int_equal(lcrypto_sha1("abc", 3, sha1), 0);
+    assert_int_equal(sha1[0], 0xa9);
+    assert_int_equal(sha1[19], 0x9d);
     /* RFC 4231 test case 2 */
     uint8_t mac[32];
     assert_int_equal(lcrypto_hmac_sha256("Jefe", 4, "what do ya want for nothing?", 28, mac), 0);
@@ -250,6 +255,75 @@ static void test_proc_starttime(void **state)
     assert_int_equal(lproc_starttime(-5, &a), -ENOENT);
 }
 
+/* A minimal package pkg version arch built with dpkg-deb into path. */
+static int make_deb(const char *tmp, const char *version, const char *path)
+{
+    char cmd[1024];
+    snprintf(cmd, sizeof(cmd),
+             "set -e; r=%s/pkgroot; rm -rf $r; mkdir -p $r/DEBIAN; printf 'Package: ledge\\n"
+             "Version: %s\\nArchitecture: amd64\\nMaintainer: t <t@t>\\nDescription: t\\n' "
+             "> $r/DEBIAN/control; dpkg-deb --root-owner-group --build $r %s >/dev/null",
+             tmp, version, path);
+    return system(cmd);
+}
+
+static void test_deb(void **state)
+{
+    (void)state;
+    _cleanup_free_ char *name = ldeb_file_name("ledge", "1:0.2.0-1", "amd64");
+    assert_string_equal(name, "ledge_1%3a0.2.0-1_amd64.deb");
+    if (system("command -v dpkg-deb >/dev/null") != 0)
+        skip();
+    char tmp[] = "/tmp/test-base-deb-XXXXXX";
+    assert_non_null(mkdtemp(tmp));
+    char dir[300], apt[300], p[600];
+    snprintf(dir, sizeof(dir), "%s/kept", tmp);
+    snprintf(apt, sizeof(apt), "%s/apt", tmp);
+    assert_int_equal(lfs_mkdir_p(dir, 0755), 0);
+    assert_int_equal(lfs_mkdir_p(apt, 0755), 0);
+    snprintf(p, sizeof(p), "%s/ledge_0.2.0-1_amd64.deb", apt);
+    assert_int_equal(make_deb(tmp, "0.2.0-1", p), 0);
+    _cleanup_free_ char *v = NULL;
+    struct lerr e = {0};
+    assert_int_equal(ldeb_field(p, "Version", &v, &e), 0);
+    assert_string_equal(v, "0.2.0-1");
+    assert_true(ldeb_has_version(p, "0.2.0-1"));
+    assert_false(ldeb_has_version(p, "0.3.0-1"));
+    snprintf(p, sizeof(p), "%s/nothing.deb", tmp);
+    assert_false(ldeb_has_version(p, "0.2.0-1"));
+    assert_true(ldeb_field(p, "Version", &v, &e) < 0);
+
+    /* apt's copy is copied into dir; a second call finds it kept there */
+    char *got = NULL;
+    enum ldeb_origin o;
+    assert_int_equal(ldeb_recover("ledge", "0.2.0-1", "amd64", dir, apt, &got, &o, &e), 0);
+    assert_int_equal(o, LDEB_APT);
+    snprintf(p, sizeof(p), "%s/ledge_0.2.0-1_amd64.deb", dir);
+    assert_string_equal(got, p);
+    free(got);
+    snprintf(p, sizeof(p), "%s/ledge_0.2.0-1_amd64.deb", apt);
+    unlink(p);
+    assert_int_equal(ldeb_recover("ledge", "0.2.0-1", "amd64", dir, apt, &got, &o, &e), 0);
+    assert_int_equal(o, LDEB_KEPT);
+    free(got);
+    /* a version nobody has: dpkg-repack is tried (it is not installed here, or ledge is not
+     * installed at that version); the error says what was tried */
+    got = NULL;
+    assert_int_equal(ldeb_recover("ledge", "9.9-1", "amd64", dir, apt, &got, &o, &e), -ENOENT);
+    assert_null(got);
+    assert_non_null(strstr(e.msg, "no package of the installed ledge 9.9-1"));
+    assert_non_null(strstr(e.msg, "dpkg-repack"));
+    assert_non_null(strstr(e.msg, "ledge_9.9-1_amd64.deb"));
+
+    /* a package dpkg does not know */
+    char *ver = NULL, *arch = NULL;
+    int r = ldeb_installed("ledge-no-such-package", &ver, &arch, &e);
+    assert_int_equal(r, -ENOENT);
+    assert_non_null(strstr(e.msg, "not installed as a package"));
+    snprintf(p, sizeof(p), "rm -rf %s", tmp);
+    assert_int_equal(system(p), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -262,6 +336,7 @@ int main(void)
         cmocka_unit_test(test_fs_atomic),
         cmocka_unit_test(test_list),
         cmocka_unit_test(test_proc_starttime),
+        cmocka_unit_test(test_deb),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -153,3 +153,10 @@ int ltime_parse_since(const char *s, int64_t now_ms, int64_t *ret_ms)
     *ret_ms = now_ms - d;
     return 0;
 }
+
+void ltime_sleep_ms(long ms)
+{
+    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
+    while (nanosleep(&ts, &ts) < 0 && errno == EINTR) {
+    }
+}

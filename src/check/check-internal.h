@@ -85,6 +85,11 @@ void check_engine_version(struct check_ctx *ctx, struct check_report *rep);
 void check_engine_product(struct check_ctx *ctx, struct check_report *rep);
 void check_log_rotation(struct check_ctx *ctx, struct check_report *rep);
 void check_module_platforms(struct check_ctx *ctx, struct check_report *rep);
+void check_upstream_registry(struct check_ctx *ctx, struct check_report *rep);
+/* oci_checks.c: skipped unless engine.type is oci */
+void check_oci_runtime(struct check_ctx *ctx, struct check_report *rep);
+void check_oci_kernel(struct check_ctx *ctx, struct check_report *rep);
+void check_oci_network(struct check_ctx *ctx, struct check_report *rep);
 /* certs.c */
 void check_edge_ca(struct check_ctx *ctx, struct check_report *rep);
 void check_hub_cert(struct check_ctx *ctx, struct check_report *rep);

@@ -41,9 +41,21 @@ static const struct check_def checks[] = {
      check_engine_product, CHECK_NEEDS_CONFIG},
     {"log-rotation", "engine", "container logs are rotated", check_log_rotation,
      CHECK_NEEDS_CONFIG},
+    {"oci-runtime", "engine",
+     "the oci engine's OCI runtime (crun or runc) is installed and fits the host's cgroups",
+     check_oci_runtime, CHECK_NEEDS_CONFIG},
+    {"oci-kernel", "engine",
+     "the kernel has what the oci engine uses: overlayfs, cgroups, namespaces (user namespaces "
+     "with engine.userns)",
+     check_oci_kernel, CHECK_NEEDS_CONFIG},
+    {"oci-network", "engine", "the CNI plugins and iptables of the oci engine's module network",
+     check_oci_network, CHECK_NEEDS_CONFIG},
     {"module-platforms", "deployment",
      "every module's image matches the host's OS family and architecture", check_module_platforms,
      CHECK_NEEDS_CONFIG},
+    {"upstream-registry", "deployment",
+     "images named $upstream reach the parent's registry proxy (upstream.parent, trust)",
+     check_upstream_registry, CHECK_NEEDS_CONFIG},
     {"edge-ca", "certificates", "the edge CA certificate is valid and not about to expire",
      check_edge_ca, CHECK_NEEDS_CONFIG},
     {"hub-server-cert", "certificates",
@@ -296,19 +308,34 @@ int check_engine_ask(struct check_ctx *ctx)
         return ctx->engine_r = -EINVAL;
     }
     long timeout = ctx->in->engine_timeout_ms > 0 ? ctx->in->engine_timeout_ms : ENGINE_TIMEOUT_MS;
+    struct lerr init_err = {0};
     struct engine_config ec = {
         .uri = cfg->engine.uri,
         .instance = cfg->device.id,
         .state_dir = cfg->state_dir,
+        .run_dir = cfg->run_dir,
+        .runtime = cfg->engine.runtime,
+        .network = cfg->engine.network,
+        .subnet = cfg->engine.subnet,
+        .cni_path = cfg->engine.cni_path,
+        .userns = cfg->engine.userns,
         .request_timeout_ms = timeout,
         .pull_timeout_ms = timeout,
+        .init_error = &init_err,
     };
     struct version_call vc = {0};
     int r;
-    if (!(ctx->engine_base = event_base_new()) ||
-        (r = engine_new(ops, ctx->engine_base, &ec, &ctx->engine)) < 0) {
+    if (!(ctx->engine_base = event_base_new())) {
         lerr_set(&ctx->engine_err, -ENOMEM, "out of memory");
         return ctx->engine_r = -ENOMEM;
+    }
+    if ((r = engine_new(ops, ctx->engine_base, &ec, &ctx->engine)) < 0) {
+        /* An engine of ledge's own that cannot start here (oci: no runtime): its checks say
+         * what to do. */
+        lerr_set(&ctx->engine_err, r, "the %s engine cannot start: %s", cfg->engine.type,
+                 init_err.msg[0] ? init_err.msg : strerror(-r));
+        ctx->engine_fix = "see the oci-runtime, oci-kernel and oci-network checks";
+        return ctx->engine_r = r;
     }
     r = ops->version(ctx->engine, version_cb, &vc);
     if (r == 0)

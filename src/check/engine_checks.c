@@ -4,9 +4,13 @@
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <limits.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "base/buf.h"
+#include "base/fs.h"
+#include "base/macro.h"
 #include "base/json.h"
 #include "base/str.h"
 #include "check-internal.h"
@@ -20,6 +24,11 @@ void check_engine(struct check_ctx *ctx, struct check_report *rep)
         return;
     }
     const struct engine_version *v = &ctx->version;
+    if (v->builtin) {
+        check_report_ok(rep, "%s %s (engine.type %s: no daemon, runs containers itself)",
+                        v->product, v->version, ctx->cfg->engine.type);
+        return;
+    }
     check_report_ok(rep, "%s %s (API %s, %s/%s) at %s", v->product, v->version, v->api_version,
                     v->os[0] ? v->os : "?", v->arch[0] ? v->arch : "?", ctx->cfg->engine.uri);
 }
@@ -43,6 +52,11 @@ void check_engine_version(struct check_ctx *ctx, struct check_report *rep)
         return;
     }
     const char *api = ctx->version.api_version;
+    if (ctx->version.builtin) {
+        check_report_ok(rep, "ledge's own engine speaks no Engine API: ledge's minimum and the "
+                             "deployment's minDockerVersion do not apply");
+        return;
+    }
     if (engine_api_compare(api, CHECK_ENGINE_MIN_API) < 0) {
         check_report_set(rep, CHECK_ERROR,
                          "upgrade the engine (Debian 12's docker.io, Moby 20.10, speaks API 1.41)",
@@ -87,6 +101,14 @@ void check_engine_product(struct check_ctx *ctx, struct check_report *rep)
     }
     const char *p = ctx->version.product, *v = ctx->version.version;
     static const char fix[] = "for production use Moby (Debian's docker.io package)";
+    if (ctx->version.builtin) {
+        check_report_ok(rep,
+                        "%s %s: ledge's own engine, no dockerd, containerd or shims "
+                        "(docs/engine-oci.md; its requirements: oci-runtime, oci-kernel, "
+                        "oci-network)",
+                        p, v);
+        return;
+    }
     if (strcmp(p, "Moby") == 0) {
         check_report_ok(rep, "Moby %s: the recommended engine", v);
         return;
@@ -371,4 +393,85 @@ void check_module_platforms(struct check_ctx *ctx, struct check_report *rep)
         check_report_ok(rep, "this host: %s; every image matches:%s", hp, body);
         return;
     }
+}
+
+/* ------------------------------------------------------------------ images through the parent */
+
+/* "$upstream:PORT/..." images (docs/registry-proxy.md): they need upstream.parent; the oci engine
+ * trusts the parent with upstream.ca_file, dockerd only with certs.d/<parent>:<port>/ca.crt beside
+ * its daemon.json, which the operator installs (ledged does not write dockerd's configuration). */
+void check_upstream_registry(struct check_ctx *ctx, struct check_report *rep)
+{
+    const struct check_deployment *d = ctx->in->deployment;
+    if (!d) {
+        check_report_skip(rep, "%s",
+                          ctx->in->no_deployment ? ctx->in->no_deployment : "no deployment");
+        return;
+    }
+    const struct ledge_config *cfg = ctx->cfg;
+    _cleanup_lbuf_ struct lbuf mods = LBUF_INIT, missing = LBUF_INIT, fix = LBUF_INIT;
+    size_t n = 0, n_missing = 0;
+    char seen[16][ENGINE_IMAGE_MAX];
+    size_t n_seen = 0;
+    for (size_t i = 0; i < d->n_modules; i++) {
+        const char *img = d->modules[i].image;
+        if (!engine_names_upstream(img))
+            continue;
+        lbuf_printf(&mods, "%s%s", n++ ? ", " : "", d->modules[i].name);
+        char resolved[ENGINE_IMAGE_MAX];
+        /* dockerd takes 127.0.0.0/8 as an insecure registry and checks no certificate there */
+        const char *par = cfg->upstream.parent;
+        if (par &&
+            (strncmp(par, "127.", 4) == 0 || lstr_eq(par, "localhost") || lstr_eq(par, "::1")))
+            continue;
+        if (!cfg->upstream.parent ||
+            engine_upstream_resolve(cfg->upstream.parent, img, resolved, sizeof(resolved), NULL) <
+                0 ||
+            !lstr_eq(cfg->engine.type, "docker"))
+            continue;
+        /* the registry part: "<parent>:PORT" */
+        resolved[strcspn(resolved, "/")] = 0;
+        bool dup = false;
+        for (size_t k = 0; k < n_seen && !dup; k++)
+            dup = strcmp(seen[k], resolved) == 0;
+        if (dup || n_seen == ARRAY_SIZE(seen))
+            continue;
+        snprintf(seen[n_seen++], sizeof(seen[0]), "%s", resolved);
+        char dir[PATH_MAX], ca[PATH_MAX + ENGINE_IMAGE_MAX + 32];
+        if (lfs_dirname(cfg->check.engine_config, dir, sizeof(dir)) < 0)
+            snprintf(dir, sizeof(dir), "/etc/docker");
+        snprintf(ca, sizeof(ca), "%s/certs.d/%s/ca.crt", dir, resolved);
+        if (access(ca, R_OK) == 0)
+            continue;
+        n_missing++;
+        lbuf_printf(&missing, "\n  %s", ca);
+        lbuf_printf(&fix, "%ssudo mkdir -p %s/certs.d/%s && sudo cp %s %s",
+                    n_missing > 1 ? "; " : "", dir, resolved,
+                    cfg->upstream.ca_file ? cfg->upstream.ca_file : "<the parent's CA>", ca);
+    }
+    if (n == 0) {
+        check_report_ok(rep, "no module of the deployment (%s) names $upstream", d->source);
+        return;
+    }
+    if (!cfg->upstream.parent) {
+        check_report_set(rep, CHECK_ERROR,
+                         "set upstream.parent to the parent ledge's host name (docs/nested.md)",
+                         "modules %s name the parent's registry ($upstream) and upstream.parent "
+                         "is not set",
+                         mods.data);
+        return;
+    }
+    if (n_missing) {
+        check_report_set(rep, CHECK_WARNING, fix.data,
+                         "modules %s pull from the parent %s through dockerd, which verifies it "
+                         "only with a CA it does not find (ledged does not write dockerd's "
+                         "configuration):%s",
+                         mods.data, cfg->upstream.parent, missing.data);
+        return;
+    }
+    check_report_ok(rep, "modules %s pull from the parent %s%s", mods.data, cfg->upstream.parent,
+                    lstr_eq(cfg->engine.type, "docker")
+                        ? ", whose CA dockerd finds in certs.d (none is needed on loopback: "
+                          "dockerd checks no certificate there)"
+                        : ", verified with upstream.ca_file (the oci engine)");
 }

@@ -34,6 +34,7 @@
 #include "base/fs.h"
 #include "base/json.h"
 #include "base/str.h"
+#include "engine/oci.h"
 #include "base/timeutil.h"
 #include "agent/manifest.h"
 #include "check/check.h"
@@ -1079,6 +1080,110 @@ static void test_engine_product(void **state)
     assert_msg(t, "Docker Desktop 24");
 }
 
+/* The oci engine's requirements: skipped for the docker engine; the runtime engine.runtime names
+ * (here a script answering --version as runc does, or as crun, whose verdict depends on this
+ * host's cgroups), a missing or unknown one with the fix; the CNI plugins in engine.cni_path;
+ * the kernel's part as this machine has it; the engine checks for ledge's own engine. */
+static void test_oci_checks(void **state)
+{
+    struct T *t = *state;
+    assert_int_equal(run(t, "oci-runtime"), CHECK_SKIPPED);
+    assert_msg(t, "engine.type is docker: these are the oci engine's requirements");
+    assert_int_equal(run(t, "oci-kernel"), CHECK_SKIPPED);
+    assert_int_equal(run(t, "oci-network"), CHECK_SKIPPED);
+
+    set_str(&t->cfg.engine.type, "oci");
+    char *rt = path_in(t, "runc");
+    write_file(rt, "#!/bin/sh\necho 'runc version 1.1.5+ds1'\necho 'commit: 1.1.5+ds1-1'\n");
+    assert_int_equal(chmod(rt, 0755), 0);
+    set_str(&t->cfg.engine.runtime, rt);
+    assert_int_equal(run(t, "oci-runtime"), CHECK_OK);
+    assert_msg(t, "runc version 1.1.5+ds1 (");
+    assert_msg(t, "/runc; engine.runtime /tmp/");
+    write_file(rt, "#!/bin/sh\nexit 3\n");
+    assert_int_equal(run(t, "oci-runtime"), CHECK_ERROR);
+    assert_msg(t, "does not answer --version");
+    assert_fix(t, "reinstall");
+
+    char *crun = path_in(t, "crun");
+    write_file(crun, "#!/bin/sh\necho 'crun version 1.8.1'\n");
+    assert_int_equal(chmod(crun, 0755), 0);
+    set_str(&t->cfg.engine.runtime, crun);
+    char v2[256];
+    bool fits = oci_crun_fits(oci_cgroups_mode(v2, sizeof(v2)), v2);
+    assert_int_equal(run(t, "oci-runtime"), fits ? CHECK_OK : CHECK_ERROR);
+    if (fits) {
+        assert_msg(t, "crun version 1.8.1 (");
+    } else {
+        assert_msg(t, "cannot run containers on this host: its cgroups are hybrid");
+        assert_fix(t, "set engine.runtime: runc");
+    }
+
+    char *none = path_in(t, "no-such-runtime");
+    set_str(&t->cfg.engine.runtime, none);
+    assert_int_equal(run(t, "oci-runtime"), CHECK_ERROR);
+    assert_msg(t, "is not an executable");
+    assert_fix(t, "sudo apt install crun");
+    set_str(&t->cfg.engine.runtime, "kata");
+    assert_int_equal(run(t, "oci-runtime"), CHECK_ERROR);
+    assert_msg(t, "engine.runtime: \"kata\" is not crun, runc, auto or a path");
+    /* The engine checks: ledge's own engine cannot start without its runtime, and says so. */
+    set_str(&t->cfg.engine.runtime, none);
+    assert_int_equal(run(t, "engine"), CHECK_ERROR);
+    assert_msg(t, "the oci engine cannot start: engine.runtime: ");
+    assert_fix(t, "oci-runtime");
+    set_str(&t->cfg.engine.runtime, rt);
+    char *run_dir = path_in(t, "run");
+    set_str(&t->cfg.run_dir, run_dir);
+    set_str(&t->cfg.engine.cni_path, t->dir);
+    assert_int_equal(run(t, "engine"), CHECK_OK);
+    assert_msg(t, "ledge oci engine (runc, cgroup ");
+    assert_msg(t, "engine.type oci: no daemon");
+    assert_int_equal(run(t, "engine-version"), CHECK_OK);
+    assert_msg(t, "speaks no Engine API");
+    assert_int_equal(run(t, "engine-product"), CHECK_OK);
+    assert_msg(t, "ledge's own engine, no dockerd, containerd or shims");
+
+    char *cni = path_in(t, "cni");
+    assert_int_equal(mkdir(cni, 0755), 0);
+    set_str(&t->cfg.engine.cni_path, cni);
+    assert_int_equal(run(t, "oci-network"), CHECK_ERROR);
+    assert_msg(t, "CNI plugins are missing from");
+    assert_msg(t, ": loopback, bridge, host-local, portmap, firewall");
+    assert_fix(t, "containernetworking-plugins");
+    static const char *const plugins[] = {"loopback", "bridge", "host-local", "portmap"};
+    for (size_t i = 0; i < ARRAY_SIZE(plugins); i++) {
+        char p[512];
+        snprintf(p, sizeof(p), "%s/%s", cni, plugins[i]);
+        write_file(p, "#!/bin/sh\n");
+        assert_int_equal(chmod(p, 0755), 0);
+    }
+    assert_int_equal(run(t, "oci-network"), CHECK_ERROR);
+    assert_msg(t, "missing from");
+    assert_msg(t, ": firewall");
+    char p[512];
+    snprintf(p, sizeof(p), "%s/firewall", cni);
+    write_file(p, "#!/bin/sh\n");
+    assert_int_equal(chmod(p, 0755), 0);
+    bool iptables = access("/usr/sbin/iptables", X_OK) == 0 || access("/sbin/iptables", X_OK) == 0;
+    assert_int_equal(run(t, "oci-network"), iptables ? CHECK_OK : CHECK_ERROR);
+    assert_msg(t, iptables ? "CNI plugins in" : "no iptables");
+
+    /* This machine's kernel: overlayfs, namespaces and cgroups are there (the system tests run
+     * the oci engine on it); user namespaces are named only when asked for. */
+    assert_int_equal(run(t, "oci-kernel"), CHECK_OK);
+    assert_msg(t, "overlayfs, network and mount namespaces, cgroup ");
+    assert_msg(t, "user namespaces not used (engine.userns false)");
+    t->cfg.engine.userns = true;
+    assert_int_equal(run(t, "oci-kernel"), CHECK_OK);
+    assert_msg(t, "user namespaces available (engine.userns true)");
+    free(cni);
+    free(run_dir);
+    free(none);
+    free(crun);
+    free(rt);
+}
+
 static void test_log_rotation(void **state)
 {
     struct T *t = *state;
@@ -1136,6 +1241,50 @@ static void test_log_rotation(void **state)
     json_decref(own);
     json_decref(none);
     json_decref(local);
+}
+
+/* $upstream images: upstream.parent, and dockerd's certs.d CA for the parent (an operator step) */
+static void test_upstream_registry(void **state)
+{
+    struct T *t = *state;
+    assert_int_equal(run(t, "upstream-registry"), CHECK_SKIPPED);
+    t->mods[0] = (struct check_module){.name = "sensor", .image = "docker.io/library/a:1"};
+    t->dep.n_modules = 1;
+    t->in.deployment = &t->dep;
+    assert_int_equal(run(t, "upstream-registry"), CHECK_OK);
+    assert_msg(t, "no module of the deployment (file test.json) names $upstream");
+    t->mods[1] = (struct check_module){.name = "child", .image = "$upstream:443/app:1"};
+    t->mods[2] = (struct check_module){.name = "other", .image = "$upstream:443/b:2"};
+    t->dep.n_modules = 3;
+    assert_int_equal(run(t, "upstream-registry"), CHECK_ERROR);
+    assert_msg(t, "modules child, other name the parent's registry ($upstream) and "
+                  "upstream.parent is not set");
+    set_str(&t->cfg.upstream.parent, "parent.local");
+    set_path(t, &t->cfg.upstream.ca_file, "parent-ca.pem");
+    assert_int_equal(run(t, "upstream-registry"), CHECK_WARNING);
+    char *ca = path_in(t, "certs.d/parent.local:443/ca.crt");
+    assert_msg(t, ca);
+    assert_fix(t, "sudo mkdir -p ");
+    assert_fix(t, "parent-ca.pem");
+    char *dir = path_in(t, "certs.d"), *sub = path_in(t, "certs.d/parent.local:443");
+    assert_int_equal(mkdir(dir, 0755), 0);
+    assert_int_equal(mkdir(sub, 0755), 0);
+    write_file(ca, "-----BEGIN CERTIFICATE-----\n");
+    assert_int_equal(run(t, "upstream-registry"), CHECK_OK);
+    assert_msg(t, "whose CA dockerd finds in certs.d");
+    /* a loopback parent: dockerd checks no certificate there, nothing to install */
+    unlink(ca);
+    set_str(&t->cfg.upstream.parent, "127.0.0.1");
+    assert_int_equal(run(t, "upstream-registry"), CHECK_OK);
+    set_str(&t->cfg.upstream.parent, "parent.local");
+    set_str(&t->cfg.engine.type, "oci");
+    assert_int_equal(run(t, "upstream-registry"), CHECK_OK);
+    assert_msg(t, "verified with upstream.ca_file (the oci engine)");
+    rmdir(sub);
+    rmdir(dir);
+    free(ca);
+    free(dir);
+    free(sub);
 }
 
 #define IMAGE_ROUTE "/images/sensor:1.0/json"
@@ -1673,7 +1822,9 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_engine_version, setup, teardown),
         cmocka_unit_test_setup_teardown(test_engine_product, setup, teardown),
         cmocka_unit_test_setup_teardown(test_log_rotation, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_oci_checks, setup, teardown),
         cmocka_unit_test_setup_teardown(test_module_platforms, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_upstream_registry, setup, teardown),
         cmocka_unit_test_setup_teardown(test_certs, setup, teardown),
         cmocka_unit_test_setup_teardown(test_connectivity, setup, teardown),
         cmocka_unit_test_setup_teardown(test_vm_checks, setup, teardown),

@@ -14,6 +14,7 @@ struct cli {
     bool json;          /* --json output where a command supports it */
     bool quiet;         /* don't print transport errors */
     const char *vm;     /* --vm NAME: the socket is that VM's guest API (cmd_vm.c) */
+    const char *device; /* --device NAME: a child edge device of this one (cmd_child.c) */
 };
 
 /* Accepts "unix:///path", "/path" or a relative path. */

@@ -1,5 +1,7 @@
 /* cmd_deploy.c — `ledge deploy FILE`: sends a manifest, prints the plan, pull progress while the
- * deployment runs, and each module's outcome. `--dry-run` prints the plan only. */
+ * deployment runs, each module's outcome, and whether it applied or was rolled back (atomic
+ * deployments, docs/deployments.md). `--dry-run` prints the plan only; `--rollback` goes back to
+ * the previous deployment; `ledge deployments` prints the history. */
 #include <errno.h>
 #include <getopt.h>
 #include <stdio.h>
@@ -11,12 +13,14 @@
 #include "base/fs.h"
 #include "base/json.h"
 #include "base/str.h"
+#include "base/timeutil.h"
 #include "commands.h"
 
 struct deploy_out {
     struct lbuf line;
     bool ok;
     bool got_result;
+    json_t *deployment; /* the result's "deployment" */
 };
 
 static void print_plan(const json_t *plan)
@@ -72,6 +76,29 @@ static void handle_event(struct deploy_out *o, json_t *ev)
         o->got_result = true;
         o->ok = ljson_bool(ev, "ok", false);
         print_outcome(json_object_get(ev, "outcome"));
+        json_decref(o->deployment);
+        o->deployment = json_incref(json_object_get(ev, "deployment"));
+        json_t *modules = json_object_get(o->deployment, "modules");
+        if (json_array_size(modules)) {
+            printf("Failed:\n");
+            size_t i;
+            json_t *m;
+            json_array_foreach (modules, i, m)
+                printf("  %-24s %s\n", ljson_str(m, "module") ?: "", ljson_str(m, "reason") ?: "");
+        }
+        json_t *rb = json_object_get(json_object_get(ev, "rollback"), "outcome");
+        if (rb) {
+            printf("Rollback:\n");
+            if (json_array_size(rb) == 0)
+                printf("  nothing to change\n");
+            size_t i;
+            json_t *s;
+            json_array_foreach (rb, i, s) {
+                const char *msg = ljson_str(s, "message");
+                printf("  %-24s %-9s %s%s%s\n", ljson_str(s, "module"), ljson_str(s, "action"),
+                       ljson_str(s, "result"), msg ? ": " : "", msg ? msg : "");
+            }
+        }
     }
     fflush(stdout);
 }
@@ -94,14 +121,46 @@ static int deploy_data(void *ud, const char *data, size_t n)
     return 0;
 }
 
+/* The result's last word, and the exit code: 0 only when it applied. */
+static int deploy_verdict(const struct deploy_out *o)
+{
+    const json_t *d = o->deployment;
+    long long id = (long long)ljson_int(d, "id", 0);
+    const char *outcome = ljson_str(d, "outcome");
+    const char *reason = ljson_str(d, "reason");
+    char prev[32] = "the previous deployment";
+    if (json_is_integer(json_object_get(d, "previous")))
+        snprintf(prev, sizeof(prev), "deployment %lld", (long long)ljson_int(d, "previous", 0));
+    if (o->ok) {
+        printf("Deployment applied (id %lld).\n", id);
+        return 0;
+    }
+    if (lstr_eq(outcome, "rolled-back")) {
+        if (json_is_null(json_object_get(d, "previous")))
+            return cli_fail("deployment %lld failed and was rolled back (nothing was deployed "
+                            "before it, so what it created is removed): %s",
+                            id, reason ?: "see above");
+        return cli_fail("deployment %lld failed and was rolled back to %s: %s", id, prev,
+                        reason ?: "see above");
+    }
+    if (lstr_eq(outcome, "rollback-failed"))
+        return cli_fail("deployment %lld failed, and restoring %s failed too: %s", id, prev,
+                        reason ?: "see above");
+    if (outcome)
+        return cli_fail("deployment %lld failed and is left as it is (no rollback): %s", id,
+                        reason ?: "see above");
+    return cli_fail("the deployment was applied but some modules failed (see above)");
+}
+
 int cmd_deploy(struct cli *c, int argc, char **argv)
 {
     static const struct option opts[] = {
-        {"dry-run", no_argument, NULL, 'n'},
-        {"no-wait", no_argument, NULL, 'W'},
-        {0},
+        {"dry-run", no_argument, NULL, 'n'},       {"no-wait", no_argument, NULL, 'W'},
+        {"no-rollback", no_argument, NULL, 'R'},   {"rollback", no_argument, NULL, 'b'},
+        {"timeout", required_argument, NULL, 't'}, {0},
     };
-    bool dry = false, nowait = false;
+    bool dry = false, nowait = false, no_rollback = false, rollback = false;
+    const char *timeout = NULL;
     int opt;
     optind = 1;
     while ((opt = getopt_long(argc, argv, "n", opts, NULL)) != -1) {
@@ -109,15 +168,30 @@ int cmd_deploy(struct cli *c, int argc, char **argv)
             dry = true;
         else if (opt == 'W')
             nowait = true;
+        else if (opt == 'R')
+            no_rollback = true;
+        else if (opt == 'b')
+            rollback = true;
+        else if (opt == 't')
+            timeout = optarg;
         else
             return cli_usage_error("deploy", "unknown option");
     }
-    if (optind != argc - 1)
-        return cli_usage_error("deploy", "expected exactly one FILE (use - for stdin)");
-    const char *file = argv[optind];
+    long long to = 0;
+    if (rollback && optind == argc - 1 && (lstr_to_i64(argv[optind], &to) < 0 || to <= 0))
+        return cli_usage_error("deploy", "--rollback takes no FILE, only the id of a deployment "
+                                         "of the history (`ledge deployments` lists them)");
+    if (rollback ? optind < argc - 1 : optind != argc - 1)
+        return cli_usage_error("deploy", rollback ? "--rollback takes at most one deployment id"
+                                                  : "expected exactly one FILE (use - for stdin)");
+    int64_t timeout_ms = 0;
+    if (timeout && (ltime_parse_duration_ms(timeout, &timeout_ms) < 0 || timeout_ms < 1000))
+        return cli_usage_error("deploy", "--timeout: expected a duration of 1s or more (e.g. 90s)");
     _cleanup_free_ char *text = NULL;
     size_t len = 0;
-    if (strcmp(file, "-") == 0) {
+    if (rollback) {
+        /* no body: ledged has the previous deployment */
+    } else if (strcmp(argv[optind], "-") == 0) {
         struct lbuf b = LBUF_INIT;
         char buf[65536];
         size_t n;
@@ -127,15 +201,29 @@ int cmd_deploy(struct cli *c, int argc, char **argv)
         len = b.len;
         text = lbuf_steal(&b);
     } else {
+        const char *file = argv[optind];
         int r = lfs_read_file(file, 16 << 20, &text, &len);
         if (r < 0)
             return cli_fail("%s: %s", file, strerror(-r));
     }
+    char query[160];
+    snprintf(query, sizeof(query), "%s?%s%s", rollback ? "/deployment/rollback" : "/deployment",
+             dry      ? "dryRun=1"
+             : nowait ? "wait=0"
+                      : "wait=1",
+             no_rollback ? "&rollback=0" : "");
+    if (to) {
+        size_t n = strlen(query);
+        snprintf(query + n, sizeof(query) - n, "&to=%lld", to);
+    }
+    if (timeout) {
+        size_t n = strlen(query);
+        snprintf(query + n, sizeof(query) - n, "&timeout=%lldms", (long long)timeout_ms);
+    }
     if (dry || nowait) {
         long status;
         json_t *body = NULL;
-        if (cli_call(c, "POST", dry ? "/deployment?dryRun=1" : "/deployment", text, len, &status,
-                     &body) < 0)
+        if (cli_call(c, "POST", query, text, len, &status, &body) < 0)
             return 1;
         int rc = 0;
         if (status != 200) {
@@ -146,7 +234,9 @@ int cmd_deploy(struct cli *c, int argc, char **argv)
             if (dry)
                 printf("(dry run: nothing was changed)\n");
             else
-                printf("Deployment accepted; `ledge list` shows progress.\n");
+                printf("Deployment %lld accepted; `ledge list` and `ledge deployments` show "
+                       "progress.\n",
+                       (long long)ljson_int(json_object_get(body, "deployment"), "id", 0));
         }
         json_decref(body);
         return rc;
@@ -154,7 +244,7 @@ int cmd_deploy(struct cli *c, int argc, char **argv)
     struct deploy_out o = {.line = LBUF_INIT};
     struct lbuf err = LBUF_INIT;
     long status = 0;
-    int r = cli_stream(c, "POST", "/deployment?wait=1", text, len, &status, deploy_data, &o, &err);
+    int r = cli_stream(c, "POST", query, text, len, &status, deploy_data, &o, &err);
     int rc = 0;
     if (r < 0) {
         rc = 1;
@@ -164,13 +254,51 @@ int cmd_deploy(struct cli *c, int argc, char **argv)
         json_decref(j);
     } else if (!o.got_result) {
         rc = cli_fail("the connection to ledged ended before the deployment finished; "
-                      "`ledge list` shows where it is");
-    } else if (!o.ok) {
-        rc = cli_fail("the deployment was applied but some modules failed (see above)");
+                      "`ledge deployments` shows where it is");
     } else {
-        printf("Deployment applied.\n");
+        rc = deploy_verdict(&o);
     }
+    json_decref(o.deployment);
     lbuf_free(&o.line);
     lbuf_free(&err);
+    return rc;
+}
+
+/* `ledge deployments [--json]`: the last deployments, newest first. */
+int cmd_deployments(struct cli *c, int argc, char **argv)
+{
+    static const struct option opts[] = {{"json", no_argument, NULL, 'j'}, {0}};
+    int opt;
+    optind = 1;
+    while ((opt = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+        if (opt == 'j')
+            c->json = true;
+        else
+            return cli_usage_error("deployments", "unknown option");
+    }
+    long status;
+    json_t *body = NULL;
+    if (cli_call(c, "GET", "/deployments", NULL, 0, &status, &body) < 0)
+        return 1;
+    int rc = 0;
+    if (status != 200) {
+        rc = cli_report_error(status, body);
+    } else if (c->json) {
+        char *s = json_dumps(body, JSON_INDENT(2));
+        printf("%s\n", s ? s : "");
+        free(s);
+    } else {
+        long long cur = (long long)ljson_int(body, "current", 0);
+        printf("%-5s %-20s %-8s %-15s %s\n", "ID", "STARTED", "KIND", "OUTCOME", "REASON");
+        size_t i;
+        json_t *e;
+        json_array_foreach (json_object_get(body, "deployments"), i, e) {
+            long long id = (long long)ljson_int(e, "id", 0);
+            printf("%-5lld %-20.20s %-8s %-15s %s%s\n", id, ljson_str(e, "startedAt") ?: "-",
+                   ljson_str(e, "kind") ?: "-", ljson_str(e, "outcome") ?: "-",
+                   id == cur ? "(in force) " : "", ljson_str(e, "reason") ?: "");
+        }
+    }
+    json_decref(body);
     return rc;
 }

@@ -104,25 +104,43 @@ int cmd_hub(struct cli *c, int argc, char **argv)
     return call_print(c, "GET", "/hub/status", NULL, pretty_hub);
 }
 
+/* "/modules/<m>/twin" or, for a leaf device (--device), "/devices/<d>/twin". */
+static char *twin_path(bool device, const char *name)
+{
+    return path_of(device ? "/devices/" : "/modules/", name, "/twin");
+}
+
 int cmd_twin(struct cli *c, int argc, char **argv)
 {
-    if (argc == 3 && strcmp(argv[1], "get") == 0) {
-        _cleanup_free_ char *p = path_of("/modules/", argv[2], "/twin");
+    /* ledge twin get|set [--device] NAME [JSON]: --device names a leaf device (docs/gateway.md) */
+    bool device = false;
+    char *args[4];
+    int n = 0;
+    for (int i = 0; i < argc; i++) {
+        if (i > 0 && strcmp(argv[i], "--device") == 0)
+            device = true;
+        else if (n < 4)
+            args[n++] = argv[i];
+        else
+            return cli_usage_error("twin", "too many arguments");
+    }
+    if (n == 3 && strcmp(args[1], "get") == 0) {
+        _cleanup_free_ char *p = twin_path(device, args[2]);
         return call_print(c, "GET", p, NULL, NULL);
     }
-    if (argc == 4 && strcmp(argv[1], "set") == 0) {
+    if (n == 4 && strcmp(args[1], "set") == 0) {
         json_error_t je;
-        json_t *j = json_loads(argv[3], 0, &je);
+        json_t *j = json_loads(args[3], 0, &je);
         if (!json_is_object(j)) {
             json_decref(j);
             return cli_usage_error("twin", "JSON: expected an object of desired properties%s%s",
                                    j ? "" : ": ", j ? "" : je.text);
         }
         json_decref(j);
-        _cleanup_free_ char *p = path_of("/modules/", argv[2], "/twin");
-        return call_print(c, "PATCH", p, argv[3], NULL);
+        _cleanup_free_ char *p = twin_path(device, args[2]);
+        return call_print(c, "PATCH", p, args[3], NULL);
     }
-    return cli_usage_error("twin", "expected get MODULE or set MODULE JSON");
+    return cli_usage_error("twin", "expected get [--device] NAME or set [--device] NAME JSON");
 }
 
 int cmd_invoke(struct cli *c, int argc, char **argv)
@@ -130,9 +148,10 @@ int cmd_invoke(struct cli *c, int argc, char **argv)
     static const struct option opts[] = {
         {"payload", required_argument, NULL, 'p'},
         {"timeout", required_argument, NULL, 't'},
+        {"device", required_argument, NULL, 'd'},
         {0},
     };
-    const char *payload = NULL, *timeout = "30";
+    const char *payload = NULL, *timeout = "30", *device = NULL;
     int o;
     optind = 1;
     while ((o = getopt_long(argc, argv, "p:t:", opts, NULL)) != -1) {
@@ -140,11 +159,14 @@ int cmd_invoke(struct cli *c, int argc, char **argv)
             payload = optarg;
         else if (o == 't')
             timeout = optarg;
+        else if (o == 'd')
+            device = optarg;
         else
             return cli_usage_error("invoke", "unknown option");
     }
-    if (optind != argc - 2)
-        return cli_usage_error("invoke", "expected MODULE METHOD");
+    if (optind != argc - (device ? 1 : 2))
+        return cli_usage_error("invoke", device ? "expected --device DEVICE METHOD"
+                                                : "expected MODULE METHOD");
     if (payload) {
         json_t *j = json_loads(payload, JSON_DECODE_ANY, NULL);
         if (!j)
@@ -152,10 +174,10 @@ int cmd_invoke(struct cli *c, int argc, char **argv)
         json_decref(j);
     }
     _cleanup_lbuf_ struct lbuf p = LBUF_INIT;
-    lbuf_puts(&p, "/modules/");
-    put_encoded(&p, argv[optind]);
+    lbuf_puts(&p, device ? "/devices/" : "/modules/");
+    put_encoded(&p, device ? device : argv[optind]);
     lbuf_puts(&p, "/methods/");
-    put_encoded(&p, argv[optind + 1]);
+    put_encoded(&p, argv[device ? optind : optind + 1]);
     lbuf_puts(&p, "?timeout=");
     put_encoded(&p, timeout);
     return call_print(c, "POST", p.data, payload, NULL);

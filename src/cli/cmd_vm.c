@@ -23,6 +23,8 @@
 #include "vm/host.h"
 #include "vm/image.h"
 #include "vm/paths.h"
+#include "vm/self.h"
+#include "vm/update.h"
 
 struct vmctx {
     struct cli *c;
@@ -166,20 +168,26 @@ static void print_status(const struct vm_def *d, const json_t *s)
     printf("  %s, %d vCPU, %s memory, %s disk, accelerator %s%s%s\n", vm_arch_name(d->arch),
            d->cpus, vm_size_format(d->memory, a, sizeof(a)), vm_size_format(d->disk, b, sizeof(b)),
            vm_accel_name(d->accel), s ? ": " : "", s ? ljson_str(s, "accelDetail") : "");
-    printf("  autostart %s, image %s\n", d->autostart ? "on" : "off", d->image ? d->image : "?");
+    printf("  autostart %s, image %s, engine %s\n", d->autostart ? "on" : "off",
+           d->image ? d->image : "?", vm_engine_name(d->engine));
     if (s) {
         const json_t *boot = json_object_get(s, "boot");
         printf("  address %s; the host is %s (10.0.2.2) from the guest and its modules\n",
                ljson_str(s, "address"), ljson_str(s, "hostAlias"));
-        if (json_object_size(boot))
-            printf("  boot: agent %.1f s, runtime %.1f s, engine %.1f s (boot #%lld)\n",
-                   ljson_int(boot, "agentMs", -1) / 1000.0,
-                   ljson_int(boot, "runtimeMs", -1) / 1000.0,
-                   ljson_int(boot, "engineMs", -1) / 1000.0, ljson_int(s, "boots", 0));
+        if (json_object_size(boot)) {
+            printf("  boot: agent %.1f s, runtime %.1f s", ljson_int(boot, "agentMs", -1) / 1000.0,
+                   ljson_int(boot, "runtimeMs", -1) / 1000.0);
+            if (json_object_get(boot, "engineMs"))
+                printf(", engine %.1f s", ljson_int(boot, "engineMs", -1) / 1000.0);
+            else
+                printf(", engine not connected yet");
+            printf(" (boot #%lld)\n", ljson_int(s, "boots", 0));
+        }
         const json_t *socks = json_object_get(s, "sockets");
         printf("  runtime API: %s  (ledge --vm %s ..., or LEDGE_HOST)\n", ljson_str(socks, "api"),
                d->name);
-        printf("  Docker API:  %s  (docker -H unix://...)\n", ljson_str(socks, "docker"));
+        if (d->engine == VM_ENGINE_DOCKER)
+            printf("  Docker API:  %s  (docker -H unix://...)\n", ljson_str(socks, "docker"));
         printf("  supervisor pid %lld, QEMU pid %lld%s\n", ljson_int(s, "supervisorPid", 0),
                ljson_int(s, "qemuPid", 0), ljson_bool(s, "adopted", false) ? " (adopted)" : "");
         if (ljson_str(s, "lastError"))
@@ -211,13 +219,30 @@ static void print_status(const struct vm_def *d, const json_t *s)
 
 static int vm_start_cmd(struct vmctx *x, int argc, char **argv);
 
+/* This ledge's own package for a guest of arch (self.h): its path in deb; -ENOENT when there is
+ * none to make (err says why), other < 0 when making it failed. Progress on stderr. */
+static int self_deb_find(struct vmctx *x, enum vm_arch arch, char *deb, size_t size,
+                         struct lerr *err)
+{
+    struct vm_self s;
+    int r = vm_self_find(NULL, arch, &s, err);
+    if (r < 0)
+        return r;
+    fprintf(stderr, "ledge vm: building the guest image from %s\n", s.what);
+    if ((r = vm_self_deb(&s, x->h.cache, NULL, deb, size, err)) < 0)
+        return r == -ENOENT ? -EIO : r;
+    fprintf(stderr, "ledge vm: ledge's package: %s\n", deb);
+    return 0;
+}
+
 static int vm_create_cmd(struct vmctx *x, int argc, char **argv)
 {
     const char *name = NULL, *deb = getenv("LEDGE_VM_DEB"), *image = NULL, *v;
     struct vm_def d;
     struct lerr err = {0};
-    bool start = false, have_arch = false;
+    bool start = false, have_arch = false, have_engine = false;
     enum vm_arch arch = VM_ARCH_AMD64;
+    enum vm_engine engine = VM_ENGINE_DOCKER;
     vm_arch_host(&arch);
     uint64_t mem = VM_DEFAULT_MEMORY, disk = VM_DEFAULT_DISK;
     long long cpus = VM_DEFAULT_CPUS, hub = VM_DEFAULT_HUB_PORT, boot = VM_DEFAULT_BOOT_TIMEOUT_S;
@@ -238,6 +263,12 @@ static int vm_create_cmd(struct vmctx *x, int argc, char **argv)
             if (vm_arch_parse(v, &arch) < 0)
                 return vm_usage("--arch %s: amd64 or arm64", v);
             have_arch = true;
+        } else if ((v = opt_value(argc, argv, &i, "--engine"))) {
+            if (vm_engine_parse(v, &engine) < 0)
+                return vm_usage("--engine %s: docker (Moby in the guest) or oci (crun, no "
+                                "dockerd)",
+                                v);
+            have_engine = true;
         } else if ((v = opt_value(argc, argv, &i, "--accel"))) {
             if (vm_accel_parse(v, &accel) < 0)
                 return vm_usage("--accel %s: auto, kvm or tcg", v);
@@ -266,6 +297,7 @@ static int vm_create_cmd(struct vmctx *x, int argc, char **argv)
     if (vm_def_init(&d, name, &err) < 0)
         return fail(&err);
     d.arch = arch;
+    d.engine = engine;
     d.memory = mem;
     d.disk = disk;
     d.cpus = (int)MIN(cpus, (long long)INT32_MAX);
@@ -273,15 +305,33 @@ static int vm_create_cmd(struct vmctx *x, int argc, char **argv)
     d.hub_port = (uint16_t)hub;
     d.boot_timeout_s = (int)MIN(boot, 100000LL);
     d.autostart = autostart;
-    int r = vm_host_create(&x->h, &d, image, deb, have_arch, &err);
+    char self_deb[PATH_MAX];
+    struct lerr self_err = {0};
+    bool from_self = false;
+    if (!image && !(deb && *deb)) {
+        /* Neither given: the guest runs this ledge (its build tree's package, or the installed
+         * package), else the newest cached image (an imported one) when there is one. */
+        int k = self_deb_find(x, d.arch, self_deb, sizeof(self_deb), &self_err);
+        if (k == 0)
+            deb = self_deb;
+        else if (k == -ENOENT)
+            from_self = true;
+        else {
+            vm_def_free(&d);
+            return fail(&self_err);
+        }
+    }
+    int r = vm_host_create(&x->h, &d, image, deb, have_arch, have_engine, &err);
     if (r < 0) {
         vm_def_free(&d);
-        return fail(&err);
+        return from_self && r == -ENOENT ? fail(&self_err) : fail(&err);
     }
+    if (from_self)
+        fprintf(stderr, "ledge vm: %s; used the newest cached image\n", lerr_str(&self_err));
     char a[32], b[32];
-    printf("created VM %s: %s, %d vCPU, %s memory, %s disk, image %s\n", name, vm_arch_name(d.arch),
-           d.cpus, vm_size_format(d.memory, a, sizeof(a)), vm_size_format(d.disk, b, sizeof(b)),
-           d.image);
+    printf("created VM %s: %s, %d vCPU, %s memory, %s disk, image %s, engine %s\n", name,
+           vm_arch_name(d.arch), d.cpus, vm_size_format(d.memory, a, sizeof(a)),
+           vm_size_format(d.disk, b, sizeof(b)), d.image, vm_engine_name(d.engine));
     vm_def_free(&d);
     if (!start) {
         printf("start it with: ledge vm start %s\n", name);
@@ -795,13 +845,14 @@ static int vm_image_cmd(struct vmctx *x, int argc, char **argv)
             print_json(list);
             return 0;
         }
-        printf("%-24s %-6s %-22s %-12s %s\n", "KEY", "ARCH", "BUILT", "LEDGE", "KERNEL");
+        printf("%-24s %-6s %-6s %-22s %-12s %s\n", "KEY", "ARCH", "ENGINE", "BUILT", "LEDGE",
+               "KERNEL");
         size_t i;
         const json_t *m;
         json_array_foreach (list, i, m)
-            printf("%-24s %-6s %-22s %-12s %s\n", ljson_str(m, "key"), ljson_str(m, "arch"),
-                   ljson_str(m, "built") ?: "", ljson_str(m, "ledge") ?: "",
-                   ljson_str(m, "kernel") ?: "");
+            printf("%-24s %-6s %-6s %-22s %-12s %s\n", ljson_str(m, "key"), ljson_str(m, "arch"),
+                   ljson_str(m, "engine") ?: "docker", ljson_str(m, "built") ?: "",
+                   ljson_str(m, "ledge") ?: "", ljson_str(m, "kernel") ?: "");
         return 0;
     }
     if (lstr_eq(op, "build")) {
@@ -841,8 +892,9 @@ static int vm_image_cmd(struct vmctx *x, int argc, char **argv)
         printf("removed image %s\n", argv[2]);
         return 0;
     }
-    return vm_usage("image: build [--arch A] --deb FILE | list | export KEY FILE | import FILE | "
-                    "rm KEY");
+    return vm_usage(
+        "image: build [--arch A] [--engine E] --deb FILE | list | export KEY FILE | import FILE | "
+        "rm KEY");
 }
 
 /* check [NAME] [--json]: the vm group of `ledge check` (src/check/vm.c). */
@@ -880,6 +932,103 @@ static int vm_check_cmd(struct vmctx *x, int argc, char **argv)
     return rc;
 }
 
+static void say_line(void *ud, const char *line)
+{
+    (void)ud;
+    fprintf(stderr, "ledge vm update: %s\n", line);
+}
+
+static int vm_update_cmd(struct vmctx *x, int argc, char **argv)
+{
+    const char *name = NULL, *deb = NULL, *image = NULL, *v;
+    bool resume = false, status = false;
+    long long timeout = 600;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if ((v = opt_value(argc, argv, &i, "--deb"))) {
+            deb = v;
+        } else if ((v = opt_value(argc, argv, &i, "--image"))) {
+            image = v;
+        } else if ((v = opt_value(argc, argv, &i, "--timeout"))) {
+            if (lstr_to_i64(v, &timeout) < 0 || timeout < 10 || timeout > 86400)
+                return vm_usage("--timeout %s: seconds (10 to 86400)", v);
+        } else if (strcmp(a, "--resume") == 0) {
+            resume = true;
+        } else if (strcmp(a, "--status") == 0) {
+            status = true;
+        } else if (strcmp(a, "--json") == 0) {
+            x->c->json = true;
+        } else if (a[0] == '-' || name) {
+            return vm_usage("update: unexpected \"%s\"", a);
+        } else {
+            name = a;
+        }
+    }
+    if (!name)
+        return vm_usage("update: which NAME?");
+    if ((deb && image) || ((resume || status) && (deb || image)) || (resume && status))
+        return vm_usage("update: one of --deb FILE, --image KEY, --resume, --status");
+    struct lerr err = {0};
+    struct vmu_options o = {.timeout_s = (int)timeout, .say = say_line};
+    const char *stop = getenv("LEDGE_VM_UPDATE_STOP_AT");
+    if (stop && *stop && vmu_step_parse(stop, &o.stop_at) < 0)
+        return vm_usage("LEDGE_VM_UPDATE_STOP_AT=%s: not a step", stop);
+    if (status) {
+        _cleanup_json_ json_t *j = NULL;
+        if (vm_update_status(&x->h, name, &j, &err) < 0)
+            return fail(&err);
+        if (x->c->json) {
+            print_json(j);
+            return 0;
+        }
+        printf("%s: %s, image %s (ledge %s) -> %s (ledge %s), started %s\n", name,
+               ljson_str(j, "step") ?: "?", ljson_str(j, "fromImage") ?: "?",
+               ljson_str(j, "fromLedge") ?: "?", ljson_str(j, "toImage") ?: "?",
+               ljson_str(j, "toLedge") ?: "?", ljson_str(j, "started") ?: "?");
+        if (ljson_str(j, "reason"))
+            printf("  why: %s\n", ljson_str(j, "reason"));
+        return 0;
+    }
+    if (resume) {
+        const char *what = "nothing";
+        if (vm_update_resume(&x->h, name, &o, &what, &err) < 0)
+            return fail(&err);
+        printf("%s: %s\n", name, lstr_eq(what, "nothing") ? "no unfinished update" : what);
+        return 0;
+    }
+    struct vm_def d;
+    if (vm_host_load(&x->h, name, &d, &err) < 0)
+        return fail(&err);
+    enum vm_arch arch = d.arch;
+    enum vm_engine engine = d.engine;
+    vm_def_free(&d);
+    char key[128] = "", self_deb[PATH_MAX];
+    if (image) {
+        if (lstr_copy(key, sizeof(key), image) < 0)
+            return vm_usage("--image %s: too long", image);
+    } else {
+        if (!deb) {
+            if (self_deb_find(x, arch, self_deb, sizeof(self_deb), &err) < 0)
+                return fail(&err);
+            deb = self_deb;
+        }
+        char arch_opt[] = "--arch", deb_opt[] = "--deb", engine_opt[] = "--engine";
+        char *args[] = {arch_opt,   (char *)vm_arch_name(arch),    deb_opt, (char *)deb,
+                        engine_opt, (char *)vm_engine_name(engine)};
+        if (vm_image_build(x->h.cache, args, ARRAY_SIZE(args), key, sizeof(key), NULL, &err) < 0)
+            return fail(&err);
+    }
+    int r = vm_update(&x->h, name, key, &o, &err);
+    if (r == -ECANCELED) {
+        fprintf(stderr, "ledge vm update: rolled back: %s\n", lerr_str(&err));
+        return 1;
+    }
+    if (r < 0)
+        return fail(&err);
+    printf("%s: updated to image %s\n", name, key);
+    return 0;
+}
+
 static int vm_help(struct vmctx *x, int argc, char **argv);
 
 static const struct {
@@ -889,9 +1038,13 @@ static const struct {
     int (*run)(struct vmctx *x, int argc, char **argv);
 } vm_verbs[] = {
     {"create",
-     "NAME [--memory 1024M] [--cpus 1] [--disk 10G] [--arch amd64|arm64] [--deb FILE | "
-     "--image KEY] [--accel auto|kvm|tcg] [--autostart] [--hub-port 8883] [--start]",
+     "NAME [--memory 1024M] [--cpus 1] [--disk 10G] [--arch amd64|arm64] [--engine docker|oci] "
+     "[--deb FILE | --image KEY] [--accel auto|kvm|tcg] [--autostart] [--hub-port 8883] "
+     "[--start]",
      "build (or reuse) a guest image and define a VM", vm_create_cmd},
+    {"update", "NAME [--deb FILE | --image KEY] [--timeout S] | NAME --resume | NAME --status",
+     "A/B update of the guest: boot the new image, keep it if healthy, else boot the old again",
+     vm_update_cmd},
     {"start", "NAME [--no-wait] [--timeout S]", "start a VM and wait for its runtime",
      vm_start_cmd},
     {"stop", "NAME [--timeout S]", "shut a VM down cleanly", vm_stop_cmd},
@@ -1010,12 +1163,13 @@ int cli_vm_run_inside(struct cli *c, int argc, char **argv)
     return code;
 }
 
-/* ledge --vm NAME image load IMAGE|FILE */
+/* ledge --vm NAME image load IMAGE|FILE: from this host into the guest's engine; the other verbs
+ * (list, rm, prune: an oci guest's store) go to the guest's ledged as any command does. */
 int cmd_image(struct cli *c, int argc, char **argv)
 {
-    if (!c->vm)
+    if (!c->vm || (argc > 1 && strcmp(argv[1], "load") != 0))
         return cmd_image_local(c, argc, argv);
-    if (argc != 3 || strcmp(argv[1], "load") != 0)
+    if (argc != 3)
         return cli_usage_error("image", "expected: load IMAGE|FILE");
     struct vmctx x;
     vmctx_init(&x, c);

@@ -13,6 +13,7 @@ struct cli_command {
 
 int cmd_list(struct cli *c, int argc, char **argv);
 int cmd_deploy(struct cli *c, int argc, char **argv);
+int cmd_deployments(struct cli *c, int argc, char **argv);
 int cmd_logs(struct cli *c, int argc, char **argv);
 int cmd_start(struct cli *c, int argc, char **argv);
 int cmd_stop(struct cli *c, int argc, char **argv);
@@ -57,7 +58,16 @@ int cli_vm_run_inside(struct cli *c, int argc, char **argv);
 struct vm_host;
 void cli_vm_host(struct vm_host *ret);
 
+/* cmd_dashboard.c: `ledge dashboard token|tokens`, the web dashboard's login tokens. */
+int cmd_dashboard(struct cli *c, int argc, char **argv);
+
 /* cmd_support.c: `ledge support-bundle`. */
 int cmd_support_bundle(struct cli *c, int argc, char **argv);
+
+/* cmd_update.c: `ledge update FILE.deb | --resume | --status` (docs/update.md). */
+int cmd_update(struct cli *c, int argc, char **argv);
+
+/* cmd_child.c: `ledge --device CHILD deploy|list|twin|invoke ...` (docs/nested.md). */
+int cli_child_run(struct cli *c, const char *verb, int argc, char **argv);
 
 int cli_usage_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

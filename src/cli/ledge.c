@@ -14,17 +14,20 @@ static int cmd_help(struct cli *c, int argc, char **argv);
 
 static const struct cli_command commands[] = {
     {"list", "[--json]", "list the deployed modules and their status", cmd_list},
-    {"deploy", "FILE [--dry-run] [--no-wait]", "apply an IoT Edge deployment manifest", cmd_deploy},
+    {"deploy", "FILE|--rollback [N] [--dry-run] [--no-wait] [--no-rollback] [--timeout 60s]",
+     "apply an IoT Edge deployment manifest (as a whole, or rolled back)", cmd_deploy},
+    {"deployments", "[--json]", "the last deployments: when, and how they ended", cmd_deployments},
     {"logs", "MODULE [--tail N] [--since T] [-f] [-t]", "print a module's logs", cmd_logs},
     {"start", "MODULE", "start a module", cmd_start},
     {"stop", "MODULE", "stop a module (it stays stopped until started or redeployed)", cmd_stop},
     {"restart", "MODULE", "restart a module", cmd_restart},
     {"system", "status|info", "the daemon's status, or facts about this device", cmd_system},
     {"hub", "status [--json]", "connections, queues and counters of the hub", cmd_hub},
-    {"twin", "get MODULE | set MODULE JSON", "print a module twin, or patch its desired properties",
+    {"twin", "get [--device] NAME | set [--device] NAME JSON",
+     "print a module's (or with --device a leaf device's) twin, or patch its desired properties",
      cmd_twin},
-    {"invoke", "MODULE METHOD [--payload JSON] [--timeout S]", "call a module's direct method",
-     cmd_invoke},
+    {"invoke", "MODULE METHOD | --device DEVICE METHOD [--payload JSON] [--timeout S]",
+     "call a module's (or a leaf device's) direct method", cmd_invoke},
     {"token", "MODULE [--ttl S] [--json]", "a SAS token for a module (for MQTT tools)", cmd_token},
     {"device", "add|list|show|remove|key|cert|trust-bundle|ca ...",
      "leaf devices behind this gateway (see `ledge device help`)", cmd_device},
@@ -40,6 +43,10 @@ static const struct cli_command commands[] = {
     {"image", "list | load FILE | rm IMAGE | prune",
      "the container engine's images (oci); with --vm NAME, load IMAGE|FILE copies one into the VM",
      cmd_image},
+    {"update", "FILE.deb [--deadline 60s] | --resume | --status [--json]",
+     "install another ledge package; rolled back when the new runtime is not healthy", cmd_update},
+    {"dashboard", "token [--expires D] [--revoke ID|--all] | tokens [--json]",
+     "login tokens for the web dashboard (docs/dashboard.md)", cmd_dashboard},
     {"version", "", "print the version of the CLI and of ledged", cmd_version},
     {"help", "[COMMAND]", "this help", cmd_help},
 };
@@ -61,7 +68,9 @@ static void usage(FILE *out)
             "\nOptions:\n"
             "  -H, --host HOST   management socket: unix:///path or /path\n"
             "                    (default $LEDGE_HOST, else %s)\n"
-            "      --vm NAME     talk to the runtime inside VM NAME (`ledge vm`)\n",
+            "      --vm NAME     talk to the runtime inside VM NAME (`ledge vm`)\n"
+            "      --device CHILD  deploy, list, twin and invoke act on a child edge device\n"
+            "                    of this one (nested edge, docs/nested.md)\n",
             LEDGE_DEFAULT_HOST);
 }
 
@@ -134,6 +143,14 @@ int main(int argc, char **argv)
             vm = argv[i];
         } else if (strncmp(a, "--vm=", 5) == 0) {
             vm = a + 5;
+        } else if (strcmp(a, "--device") == 0) {
+            if (++i >= argc || !*argv[i]) {
+                fprintf(stderr, "ledge: %s needs a device id\n", a);
+                return 2;
+            }
+            c.device = argv[i];
+        } else if (strncmp(a, "--device=", 9) == 0 && a[9]) {
+            c.device = a + 9;
         } else if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
             usage(stdout);
             return 0;
@@ -173,5 +190,7 @@ int main(int argc, char **argv)
         if (cmd->run == cmd_check || cmd->run == cmd_check_list)
             return cli_vm_run_inside(&c, argc - i, argv + i);
     }
+    if (c.device)
+        return cli_child_run(&c, cmd->name, argc - i, argv + i);
     return cmd->run(&c, argc - i, argv + i);
 }

@@ -776,11 +776,67 @@ static void check_relations(struct loader *L)
     if (c->hub.plain_port && c->hub.plain_port == c->hub.tls_port)
         report(L, line_of(L, "hub.plain_port"), "hub.plain_port",
                "must differ from hub.tls_port (%d)", c->hub.tls_port);
+    if (c->hub.websocket_port &&
+        (c->hub.websocket_port == c->hub.tls_port || c->hub.websocket_port == c->hub.plain_port))
+        report(L, line_of(L, "hub.websocket_port"), "hub.websocket_port",
+               "must differ from hub.tls_port (%d) and hub.plain_port (%d)", c->hub.tls_port,
+               c->hub.plain_port);
+    if (c->hub.amqp_port &&
+        (c->hub.amqp_port == c->hub.tls_port || c->hub.amqp_port == c->hub.plain_port ||
+         c->hub.amqp_port == c->hub.websocket_port))
+        report(L, line_of(L, "hub.amqp_port"), "hub.amqp_port",
+               "must differ from hub.tls_port (%d), hub.plain_port (%d) and hub.websocket_port "
+               "(%d)",
+               c->hub.tls_port, c->hub.plain_port, c->hub.websocket_port);
+
+    /* A parent ledge (nested edge) is an IoT Hub to its child: the child logs in with its SAS
+     * device identity, registered on the parent with `ledge device add ID --edge`, over TLS
+     * checked against the parent's trust bundle. */
+    struct config_upstream *u = &c->upstream;
+    int pl = line_of(L, "upstream.parent");
+    if (u->parent) {
+        if (u->host && strcasecmp(u->host, u->parent) != 0)
+            report(L, line_of(L, "upstream.host"), "upstream.host",
+                   "\"%s\" differs from upstream.parent (\"%s\"): leave it out, the parent is the "
+                   "upstream",
+                   u->host, u->parent);
+        if (line_of(L, "upstream.enabled") && !u->enabled)
+            report(L, line_of(L, "upstream.enabled"), "upstream.enabled",
+                   "cannot be false with upstream.parent (the parent is the upstream)");
+        if (u->iothub_mode == CONFIG_IOTHUB_FALSE)
+            report(
+                L, line_of(L, "upstream.iothub"), "upstream.iothub",
+                "cannot be false with upstream.parent: a parent ledge speaks IoT Hub's protocol");
+        if (c->device.identity != CONFIG_IDENTITY_KEY &&
+            c->device.identity != CONFIG_IDENTITY_CONNECTION_STRING)
+            report(L, pl, "upstream.parent",
+                   "needs a SAS device identity (device.key or device.connection_string) that the "
+                   "parent knows: `ledge device add %s` on the parent prints it",
+                   c->device.id ? c->device.id : "<this device>");
+        if (u->tls && !u->ca_file)
+            report(L, pl, "upstream.ca_file",
+                   "is required with upstream.parent: the parent's trust bundle (`ledge device "
+                   "trust-bundle` on the parent), which signs its hub's certificate");
+    }
 
     if (c->upstream.enabled && !c->upstream.host && c->device.identity == CONFIG_IDENTITY_GENERATED)
         report(L, line_of(L, "upstream.enabled"), "upstream.host",
                "is required when upstream.enabled is true and the device has no IoT hub "
                "identity (device.key, device.connection_string or device.x509)");
+
+    /* (a key given with a bad value has its own error) */
+    if (!c->registry_proxy.listen != !c->registry_proxy.target &&
+        !line_of(L, c->registry_proxy.listen ? "registry_proxy.target" : "registry_proxy.listen"))
+        report(L,
+               line_of(L, c->registry_proxy.listen ? "registry_proxy.listen"
+                                                   : "registry_proxy.target"),
+               c->registry_proxy.listen ? "registry_proxy.target" : "registry_proxy.listen",
+               "is required with registry_proxy.%s",
+               c->registry_proxy.listen ? "listen" : "target");
+    if (c->registry_proxy.target && strstr(c->registry_proxy.target, "://$upstream") &&
+        !c->upstream.parent)
+        report(L, line_of(L, "registry_proxy.target"), "registry_proxy.target",
+               "names $upstream: upstream.parent (the parent ledge's host name) is required");
 }
 
 /* ---- derived defaults ---- */
@@ -842,12 +898,17 @@ static int resolve_derived(struct ledge_config *c)
         if (!(d->iothub_hostname = h))
             return -ENOMEM;
     }
+    if (c->upstream.parent) {
+        c->upstream.enabled = true;
+        if (!c->upstream.host && !(c->upstream.host = strdup(c->upstream.parent)))
+            return -ENOMEM;
+    }
     if (c->upstream.enabled && !c->upstream.host && d->identity != CONFIG_IDENTITY_GENERATED &&
         !(c->upstream.host = strdup(d->iothub_hostname)))
         return -ENOMEM;
     c->upstream.iothub = c->upstream.enabled && c->upstream.host &&
                          d->identity != CONFIG_IDENTITY_GENERATED &&
-                         (c->upstream.iothub_mode == CONFIG_IOTHUB_TRUE ||
+                         (c->upstream.iothub_mode == CONFIG_IOTHUB_TRUE || c->upstream.parent ||
                           (c->upstream.iothub_mode == CONFIG_IOTHUB_AUTO &&
                            strcasecmp(c->upstream.host, d->iothub_hostname) == 0));
     return 0;

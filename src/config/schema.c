@@ -8,6 +8,7 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/un.h>
 
@@ -46,6 +47,8 @@ static int check_group(const char *s, struct lbuf *why);
 static int check_ip(const char *s, struct lbuf *why);
 static int check_topic(const char *s, struct lbuf *why);
 static int check_abs_path(const char *s, struct lbuf *why);
+static int check_listen(const char *s, struct lbuf *why);
+static int check_proxy_target(const char *s, struct lbuf *why);
 
 #define OFF(field) offsetof(struct ledge_config, field)
 #define K_STR(p, field, chk, d)                                                                    \
@@ -127,6 +130,8 @@ const struct cfg_key cfg_keys[] = {
     K_DUR("agent.reset_after", agent.reset_after_ms, SEC, 7 * DAY, "10m"),
     K_PATH("agent.hub_program", agent.hub_program, "/usr/lib/ledge/ledge-hub"),
     K_DUR("agent.hung_start_timeout", agent.hung_start_timeout_ms, SEC, DAY, "60s"),
+    K_DUR("agent.deploy_timeout", agent.deploy_timeout_ms, SEC, DAY, "60s"),
+    K_DUR("agent.deploy_settle", agent.deploy_settle_ms, 0, HOUR, "5s"),
 
     K_SOCK("management.socket", management.socket),
     K_STR("management.group", management.group, check_group, "ledge"),
@@ -151,6 +156,8 @@ const struct cfg_key cfg_keys[] = {
     K_STR("hub.bind", hub.bind, check_ip, "0.0.0.0"),
     K_INT("hub.tls_port", hub.tls_port, 1, 65535, "8883"),
     K_INT("hub.plain_port", hub.plain_port, 0, 65535, "0"),
+    K_INT("hub.websocket_port", hub.websocket_port, 0, 65535, "443"),
+    K_INT("hub.amqp_port", hub.amqp_port, 0, 65535, "5671"),
     K_SOCK("hub.control_socket", hub.control_socket),
     K_INT("hub.max_connections", hub.max_connections, 1, 1000000, "1000"),
     /* 268435455 is the largest MQTT 3.1.1 remaining length. */
@@ -166,6 +173,7 @@ const struct cfg_key cfg_keys[] = {
 
     K_BOOL("upstream.enabled", upstream.enabled, "false"),
     K_STR("upstream.host", upstream.host, cfg_check_hostname, NULL),
+    K_STR("upstream.parent", upstream.parent, cfg_check_hostname, NULL),
     K_INT("upstream.port", upstream.port, 1, 65535, "8883"),
     K_BOOL("upstream.tls", upstream.tls, "true"),
     K_PATH("upstream.ca_file", upstream.ca_file, NULL),
@@ -176,6 +184,7 @@ const struct cfg_key cfg_keys[] = {
     K_SECS("upstream.token_lifetime", upstream.token_lifetime_ms, MINUTE, 30 * DAY, "1h"),
     K_ENUM("upstream.iothub", upstream.iothub_mode, iothub_names, "auto"),
     K_INT("upstream.max_module_sessions", upstream.max_module_sessions, 0, 100000, "100"),
+    K_INT("upstream.max_device_sessions", upstream.max_device_sessions, 0, 100000, "100"),
 
     K_SIZE("check.min_free_memory", check.min_free_memory, 0, TiB, "1GiB"),
     K_SIZE("check.min_free_disk", check.min_free_disk, 0, 64 * TiB, "10GiB"),
@@ -189,10 +198,27 @@ const struct cfg_key cfg_keys[] = {
     K_PATH("check.cgroup_dir", check.cgroup_dir, "/sys/fs/cgroup"),
     K_PATH("check.engine_config", check.engine_config, "/etc/docker/daemon.json"),
 
+    K_BOOL("metrics.enabled", metrics.enabled, "true"),
+    K_STR("metrics.listen", metrics.listen, check_listen, "127.0.0.1:9600"),
+    K_INT("metrics.max_series", metrics.max_series, 16, 1000000, "4096"),
+
     K_PATH("vm.dir", vm.dir, NULL),
     K_SIZE("vm.default_memory", vm.default_memory, 64 * MiB, TiB, "1024MiB"),
     K_INT("vm.default_cpus", vm.default_cpus, 1, 256, "1"),
     K_SIZE("vm.default_disk", vm.default_disk, GiB, 64 * TiB, "10GiB"),
+
+    K_BOOL("dashboard.enabled", dashboard.enabled, "true"),
+    K_STR("dashboard.listen", dashboard.listen, check_listen, "127.0.0.1:8484"),
+    K_DUR("dashboard.token_lifetime", dashboard.token_lifetime_ms, MINUTE, 365 * DAY, "12h"),
+    K_DUR("dashboard.session_idle", dashboard.session_idle_ms, MINUTE, 7 * DAY, "30m"),
+    K_DUR("dashboard.chart_interval", dashboard.chart_interval_ms, SEC, 10 * MINUTE, "10s"),
+    K_PATH("dashboard.assets", dashboard.assets, NULL),
+
+    K_STR("registry_proxy.listen", registry_proxy.listen, check_listen, NULL),
+    K_STR("registry_proxy.target", registry_proxy.target, check_proxy_target, NULL),
+    K_PATH("registry_proxy.target_ca_file", registry_proxy.target_ca_file, NULL),
+    K_INT("registry_proxy.max_connections", registry_proxy.max_connections, 1, 4096, "32"),
+    K_DUR("registry_proxy.idle_timeout", registry_proxy.idle_timeout_ms, SEC, DAY, "60s"),
 };
 const size_t cfg_n_keys = ARRAY_SIZE(cfg_keys);
 
@@ -513,6 +539,46 @@ static int check_ip(const char *s, struct lbuf *why)
     if (cfg_is_ip(s))
         return 0;
     why_quoted(why, s, "is not an IP address");
+    return -EINVAL;
+}
+
+/* "ADDR:PORT" or "[ADDR6]:PORT" with a numeric address (net_hostport_parse's rule). */
+/* registry_proxy.target: "https://HOST[:PORT]" (or http://), HOST a host name, an IP address
+ * or "$upstream:PORT" (the parent's registry proxy, for a middle layer); no path. */
+static int check_proxy_target(const char *s, struct lbuf *why)
+{
+    const char *h = strncmp(s, "https://", 8) == 0  ? s + 8
+                    : strncmp(s, "http://", 7) == 0 ? s + 7
+                                                    : NULL;
+    size_t n = h ? strlen(h) : 0;
+    if (n && h[n - 1] == '/')
+        n--;
+    bool ok = h && n > 0 && n < 300 && !memchr(h, '/', n) && !memchr(h, '@', n) &&
+              !memchr(h, '?', n) && !memchr(h, '#', n);
+    for (size_t i = 0; ok && i < n; i++)
+        ok = h[i] > 0x20 && h[i] < 0x7f;
+    if (!ok) {
+        why_quoted(why, s, "is not a registry URL (https://HOST[:PORT], no path)");
+        return -EINVAL;
+    }
+    return 0;
+}
+
+static int check_listen(const char *s, struct lbuf *why)
+{
+    char host[64];
+    const char *colon = s[0] == '[' ? strstr(s, "]:") : strrchr(s, ':');
+    size_t hlen = colon ? (size_t)(colon - s) - (s[0] == '[') : 0;
+    unsigned long long port = 0;
+    const char *ps = colon ? colon + (s[0] == '[' ? 2 : 1) : "";
+    if (colon && hlen > 0 && hlen < sizeof(host)) {
+        memcpy(host, s + (s[0] == '['), hlen);
+        host[hlen] = 0;
+        if (cfg_is_ip(host) && (s[0] == '[') == (strchr(host, ':') != NULL) &&
+            lstr_to_u64(ps, &port) == 0 && port >= 1 && port <= 65535)
+            return 0;
+    }
+    why_quoted(why, s, "is not ADDRESS:PORT (an IP address, [IPv6] in brackets, a port 1..65535)");
     return -EINVAL;
 }
 

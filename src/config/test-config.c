@@ -134,6 +134,8 @@ static void check_defaults(const struct ledge_config *c)
     assert_string_equal(c->hub.bind, "0.0.0.0");
     assert_int_equal(c->hub.tls_port, 8883);
     assert_int_equal(c->hub.plain_port, 0);
+    assert_int_equal(c->hub.websocket_port, 443);
+    assert_int_equal(c->hub.amqp_port, 5671);
     assert_string_equal(c->hub.control_socket, "/run/ledge/hub.sock");
     assert_int_equal(c->hub.max_connections, 1000);
     assert_int_equal(c->hub.max_packet_size, 262144);
@@ -995,6 +997,42 @@ static void test_derived_paths(void **state)
     config_free(&c);
 }
 
+/* the registry proxy (docs/registry-proxy.md) */
+static void test_registry_proxy(void **state)
+{
+    (void)state;
+    struct ledge_config c = load_ok("");
+    assert_null(c.registry_proxy.listen);
+    assert_null(c.registry_proxy.target);
+    assert_int_equal(c.registry_proxy.max_connections, 32);
+    assert_int_equal(c.registry_proxy.idle_timeout_ms, 60000);
+    config_free(&c);
+    c = load_ok("registry_proxy:\n  listen: 0.0.0.0:5443\n  target: https://r.example.com:5000\n"
+                "  max_connections: 4\n");
+    assert_string_equal(c.registry_proxy.listen, "0.0.0.0:5443");
+    assert_string_equal(c.registry_proxy.target, "https://r.example.com:5000");
+    assert_int_equal(c.registry_proxy.max_connections, 4);
+    config_free(&c);
+    c = load_ok("registry_proxy:\n  listen: 127.0.0.1:5443\n  target: http://127.0.0.1:5000/\n");
+    config_free(&c);
+    expect_errors("registry_proxy:\n  listen: 0.0.0.0:5443\n",
+                  "t.yaml:2: registry_proxy.target: is required with registry_proxy.listen", NULL);
+    expect_errors("registry_proxy:\n  target: https://r.example.com\n",
+                  "t.yaml:2: registry_proxy.listen: is required with registry_proxy.target", NULL);
+    expect_errors("registry_proxy:\n  listen: 0.0.0.0:5443\n  target: https://$upstream:443\n",
+                  "t.yaml:3: registry_proxy.target: names $upstream: upstream.parent (the parent "
+                  "ledge's host name) is required",
+                  NULL);
+    expect_errors("registry_proxy:\n  listen: 0.0.0.0:5443\n  target: ftp://r/v2\n",
+                  "t.yaml:3: registry_proxy.target: \"ftp://r/v2\" is not a registry URL "
+                  "(https://HOST[:PORT], no path)",
+                  NULL);
+    expect_errors("registry_proxy:\n  listen: 0.0.0.0:5443\n  target: https://r/v2\n",
+                  "t.yaml:3: registry_proxy.target: \"https://r/v2\" is not a registry URL "
+                  "(https://HOST[:PORT], no path)",
+                  NULL);
+}
+
 static void test_cross_checks(void **state)
 {
     expect_errors("agent:\n  backoff_base: 10m\n  backoff_max: 1m\n",
@@ -1027,6 +1065,14 @@ static void test_cross_checks(void **state)
                   NULL);
     expect_errors("hub:\n  plain_port: 8883\n",
                   "t.yaml:2: hub.plain_port: must differ from hub.tls_port (8883)", NULL);
+    expect_errors("hub:\n  websocket_port: 8883\n",
+                  "t.yaml:2: hub.websocket_port: must differ from hub.tls_port (8883) and "
+                  "hub.plain_port (0)",
+                  NULL);
+    expect_errors("hub:\n  amqp_port: 443\n",
+                  "t.yaml:2: hub.amqp_port: must differ from hub.tls_port (8883), hub.plain_port "
+                  "(0) and hub.websocket_port (443)",
+                  NULL);
     expect_errors("upstream:\n  enabled: true\n",
                   "t.yaml:2: upstream.host: is required when upstream.enabled is true and the "
                   "device has no IoT hub identity (device.key, device.connection_string or "
@@ -1039,6 +1085,33 @@ static void test_cross_checks(void **state)
                 "upstream:\n  enabled: true\n");
     assert_string_equal(c.upstream.host, "h.example.net");
     config_free(&c);
+    /* upstream.parent: the parent ledge is the upstream, IoT Hub's protocol on */
+    c = load_ok("device:\n  id: child\n  iothub_hostname: h.example.net\n  key: " KEY "\n"
+                "upstream:\n  parent: 10.0.0.1\n  ca_file: /p.pem\n");
+    assert_true(c.upstream.enabled);
+    assert_true(c.upstream.iothub);
+    assert_string_equal(c.upstream.parent, "10.0.0.1");
+    assert_string_equal(c.upstream.host, "10.0.0.1");
+    config_free(&c);
+    c = load_ok("device:\n  id: child\n  iothub_hostname: h.example.net\n  key: " KEY "\n"
+                "upstream:\n  parent: parent.local\n  host: PARENT.local\n  tls: false\n");
+    assert_true(c.upstream.iothub);
+    config_free(&c);
+    expect_errors("upstream:\n  parent: p.local\n  host: other.local\n  enabled: false\n"
+                  "  iothub: false\n",
+                  "t.yaml:3: upstream.host: \"other.local\" differs from upstream.parent "
+                  "(\"p.local\"): leave it out, the parent is the upstream",
+                  "t.yaml:4: upstream.enabled: cannot be false with upstream.parent (the parent "
+                  "is the upstream)",
+                  "t.yaml:5: upstream.iothub: cannot be false with upstream.parent: a parent "
+                  "ledge speaks IoT Hub's protocol",
+                  "t.yaml:2: upstream.parent: needs a SAS device identity (device.key or "
+                  "device.connection_string) that the parent knows: `ledge device add <this "
+                  "device>` on the parent prints it",
+                  "t.yaml:2: upstream.ca_file: is required with upstream.parent: the parent's "
+                  "trust bundle (`ledge device trust-bundle` on the parent), which signs its "
+                  "hub's certificate",
+                  NULL);
     /* per-key errors and cross-key errors in one report */
     expect_errors("agent:\n  backoff_base: 10m\n  backoff_max: 1m\n  max_restarts: x\n",
                   "t.yaml:4: agent.max_restarts: \"x\" is not an integer",
@@ -1194,6 +1267,7 @@ int main(void)
         cmocka_unit_test(test_yaml_syntax_errors),
         cmocka_unit_test(test_derived_paths),
         cmocka_unit_test(test_cross_checks),
+        cmocka_unit_test(test_registry_proxy),
         cmocka_unit_test(test_files),
         cmocka_unit_test(test_json_roundtrip),
         cmocka_unit_test(test_quote),

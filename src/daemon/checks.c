@@ -3,13 +3,9 @@
  * on the network, the engine and the disk, so they run in a child process (a fork that computes,
  * writes the document to a pipe and exits) while the loop goes on; concurrent requests share one
  * run, and a run that overstays CHECKS_TIMEOUT_MS is killed. */
-#include <errno.h>
-#include <event2/event.h>
-#include <fcntl.h>
-#include <signal.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -17,6 +13,7 @@
 #include "base/fs.h"
 #include "base/json.h"
 #include "check/check.h"
+#include "child_job.h"
 #include "ledged.h"
 #include "log/log.h"
 
@@ -34,25 +31,19 @@ struct check_waiter {
 
 struct check_job {
     struct ledged *d;
-    pid_t pid;
-    int out_fd, pidfd;
-    struct event *out_ev, *exit_ev, *timer;
+    struct child_job child;
     struct lbuf out;
-    bool eof, exited;
+    bool too_large;
     struct check_waiter *waiters;
 };
 
 /* ------------------------------------------------------------------ the child */
 
-/* Runs in the forked child: the checks, their document to fd, exit. Nothing of the parent's
- * loop is touched; its signal handlers would write into the parent's signal pipe, so they go. */
-static _Noreturn void child_run(struct ledged *d, int fd)
+/* Runs in the forked child: the checks, their document to fd. Nothing of the parent's loop is
+ * touched. */
+static int child_run(int fd, void *arg)
 {
-    for (int sig = 1; sig < NSIG; sig++)
-        signal(sig, SIG_DFL);
-    sigset_t none;
-    sigemptyset(&none);
-    sigprocmask(SIG_SETMASK, &none, NULL);
+    struct ledged *d = arg;
     const struct deployment *dep = agent_deployment(d->agent);
     struct check_deployment_view view = {0};
     const char *config_path = d->config_path ? d->config_path : CONFIG_DEFAULT_PATH;
@@ -68,10 +59,10 @@ static _Noreturn void child_run(struct ledged *d, int fd)
         in.deployment = &view.d;
     struct check_results res;
     if (check_run_all(&in, NULL, &res) < 0)
-        _exit(1);
+        return 1;
     json_t *doc = check_results_json(&res, config_path, in.deployment ? "ledged" : NULL, false);
     char *text = doc ? ljson_dump(doc) : NULL;
-    _exit(text && lfs_write_all(fd, text, strlen(text)) == 0 ? 0 : 1);
+    return text && lfs_write_all(fd, text, strlen(text)) == 0 ? 0 : 1;
 }
 
 /* ------------------------------------------------------------------ the parent */
@@ -91,21 +82,7 @@ static void job_free(struct check_job *j)
 {
     if (!j)
         return;
-    if (j->pid > 0 && !j->exited) {
-        kill(j->pid, SIGKILL);
-        while (waitpid(j->pid, NULL, 0) < 0 && errno == EINTR)
-            ;
-    }
-    if (j->out_ev)
-        event_free(j->out_ev);
-    if (j->exit_ev)
-        event_free(j->exit_ev);
-    if (j->timer)
-        event_free(j->timer);
-    if (j->out_fd >= 0)
-        close(j->out_fd);
-    if (j->pidfd >= 0)
-        close(j->pidfd);
+    child_job_release(&j->child);
     lbuf_free(&j->out);
     free(j);
 }
@@ -136,49 +113,33 @@ static void job_finish(struct check_job *j, int status, const char *error)
     job_free(j);
 }
 
-static void maybe_done(struct check_job *j)
+static int on_output(void *ud, const char *data, size_t n)
 {
-    if (!j->eof || !j->exited)
-        return;
-    job_finish(j, 500, NULL);
-}
-
-static void out_cb(evutil_socket_t fd, short what, void *arg)
-{
-    struct check_job *j = arg;
-    char buf[16384];
-    ssize_t n = read(fd, buf, sizeof(buf));
-    if (n < 0 && (errno == EAGAIN || errno == EINTR))
-        return;
-    if (n > 0) {
-        if (j->out.len + (size_t)n > CHECKS_MAX_OUTPUT || lbuf_append(&j->out, buf, (size_t)n) < 0)
-            job_finish(j, 500, "the checks' output was too large");
-        return;
+    struct check_job *j = ud;
+    if (j->out.len + n > CHECKS_MAX_OUTPUT || lbuf_append(&j->out, data, n) < 0) {
+        j->too_large = true;
+        return -1;
     }
-    event_del(j->out_ev);
-    j->eof = true;
-    maybe_done(j);
+    return 0;
 }
 
-static void exit_cb(evutil_socket_t fd, short what, void *arg)
+static void on_done(void *ud, int status)
 {
-    struct check_job *j = arg;
-    int st;
-    if (waitpid(j->pid, &st, WNOHANG) != j->pid)
-        return;
-    event_del(j->exit_ev);
-    j->exited = true;
-    if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) {
+    struct check_job *j = ud;
+    if (j->too_large)
+        job_finish(j, 500, "the checks' output was too large");
+    else if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
         job_finish(j, 500, "the checks failed (out of memory?)");
-        return;
-    }
-    maybe_done(j);
+    else
+        job_finish(j, 500, NULL);
 }
 
-static void timeout_cb(evutil_socket_t fd, short what, void *arg)
+static void on_timeout(void *ud)
 {
-    job_finish(arg, 504, "the checks did not finish in time");
+    job_finish(ud, 504, "the checks did not finish in time");
 }
+
+static const struct child_job_ops job_ops = {on_output, on_done, on_timeout};
 
 static struct check_job *job_start(struct ledged *d)
 {
@@ -186,32 +147,9 @@ static struct check_job *job_start(struct ledged *d)
     if (!j)
         return NULL;
     j->d = d;
-    j->out_fd = j->pidfd = -1;
-    int p[2];
-    if (pipe2(p, O_CLOEXEC) < 0) {
+    if (child_job_start(&j->child, d->base, CHECKS_TIMEOUT_MS, true, child_run, d, &job_ops, j) <
+        0) {
         free(j);
-        return NULL;
-    }
-    j->pid = fork();
-    if (j->pid == 0) {
-        close(p[0]);
-        child_run(d, p[1]);
-    }
-    close(p[1]);
-    j->out_fd = p[0];
-    if (j->pid < 0) {
-        job_free(j);
-        return NULL;
-    }
-    fcntl(j->out_fd, F_SETFL, fcntl(j->out_fd, F_GETFL) | O_NONBLOCK);
-    j->pidfd = (int)syscall(SYS_pidfd_open, j->pid, 0);
-    struct timeval tv = {CHECKS_TIMEOUT_MS / 1000, 0};
-    if (j->pidfd < 0 ||
-        !(j->out_ev = event_new(d->base, j->out_fd, EV_READ | EV_PERSIST, out_cb, j)) ||
-        !(j->exit_ev = event_new(d->base, j->pidfd, EV_READ | EV_PERSIST, exit_cb, j)) ||
-        !(j->timer = evtimer_new(d->base, timeout_cb, j)) || event_add(j->out_ev, NULL) < 0 ||
-        event_add(j->exit_ev, NULL) < 0 || evtimer_add(j->timer, &tv) < 0) {
-        job_free(j);
         return NULL;
     }
     return j;

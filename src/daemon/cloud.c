@@ -54,6 +54,12 @@ struct cloud {
     char *description;
     char started[LTIME_RFC3339_MAX];
     char os[64], arch[64];
+    /* metrics (cloud_get_metrics): $edgeAgent twin syncs attempted (desired properties whole
+     * or patched, twin reads, connection attempts) and failed; the time from a desired change
+     * to its deployment applied or refused, summed */
+    uint64_t syncs, failed_syncs;
+    int64_t change_ms; /* monotonic: the first desired change not deployed yet; 0 none */
+    int64_t deployment_ms;
 };
 
 static void schedule(struct event *ev, int ms)
@@ -223,6 +229,10 @@ static void got_twin(void *ud, int status, const json_t *twin)
     struct cloud_session *s = ud;
     s->reporting = false;
     if (status != 200) {
+        if (s == &s->c->agent && status != -ECANCELED) {
+            s->c->syncs++;
+            s->c->failed_syncs++;
+        }
         if (status != -ECANCELED)
             log_warn(COMP, "%s: cannot read the twin (%d)", s->module, status);
         return;
@@ -249,6 +259,15 @@ static void report_now(struct cloud *c)
 
 /* ------------------------------------------------------------------ applying */
 
+/* A deployment of the cloud's desired properties ended: the time since the change came. */
+static void deployment_ended(struct cloud *c)
+{
+    if (c->change_ms) {
+        c->deployment_ms += ltime_mono_ms() - c->change_ms;
+        c->change_ms = 0;
+    }
+}
+
 static void apply_planned(void *ud, int result, const json_t *report, const struct lstrv *errors)
 {
     struct cloud *c = ud;
@@ -258,8 +277,15 @@ static void apply_planned(void *ud, int result, const json_t *report, const stru
         return; /* done follows */
     }
     c->applying = false;
+    if (result == -EBUSY) {
+        /* another deployment (a local `ledge deploy`) is being applied: after it */
+        log_info(COMP, "a deployment is in progress; the cloud's waits for it");
+        schedule(c->apply_ev, RETRY_APPLY_MS);
+        return;
+    }
     c->agent_version = c->pending_agent;
     c->hub_version = c->pending_hub;
+    deployment_ended(c);
     _cleanup_free_ char *desc =
         result == -EINVAL ? cloud_describe_errors(errors) : lstr_printf("%s", strerror(-result));
     set_status(c, result == -EINVAL ? CLOUD_STATUS_INVALID : CLOUD_STATUS_FAILED, desc);
@@ -274,6 +300,7 @@ static void apply_done(void *ud, int result, const json_t *report)
 {
     struct cloud *c = ud;
     c->applying = false;
+    deployment_ended(c);
     c->agent_version = c->pending_agent;
     c->hub_version = c->pending_hub;
     if (result == 0) {
@@ -284,6 +311,12 @@ static void apply_done(void *ud, int result, const json_t *report)
         /* the failed steps, as `ledge deploy` prints them */
         struct lbuf b = LBUF_INIT;
         lbuf_puts(&b, "the deployment could not be applied:");
+        /* atomic deployments (docs/deployments.md): why, and whether it was rolled back */
+        const json_t *dj = json_object_get(report, "deployment");
+        if (ljson_str(dj, "reason"))
+            lbuf_printf(&b, " %s;", ljson_str(dj, "reason"));
+        if (lstr_eq(ljson_str(dj, "outcome"), "rolled-back"))
+            lbuf_puts(&b, " the previous deployment is restored;");
         size_t i;
         json_t *o;
         json_array_foreach (json_object_get(report, "outcome"), i, o) {
@@ -308,13 +341,16 @@ static void apply_cb(evutil_socket_t fd, short what, void *arg)
         return;
     int64_t va = cloud_desired_version(c->agent.desired);
     int64_t vh = cloud_desired_version(c->hub.desired);
-    if (va == c->agent_version && vh == c->hub_version)
+    if (va == c->agent_version && vh == c->hub_version) {
+        c->change_ms = 0; /* nothing new (a reconnection's whole twin): no deployment */
         return;
+    }
     c->pending_agent = va;
     c->pending_hub = vh;
     if (!cloud_desired_has_deployment(c->agent.desired)) {
         c->agent_version = va;
         c->hub_version = vh;
+        deployment_ended(c);
         set_status(c, CLOUD_STATUS_MISSING, "no deployment in $edgeAgent's desired properties");
         state_save(c);
         report_now(c);
@@ -327,7 +363,8 @@ static void apply_cb(evutil_socket_t fd, short what, void *arg)
     }
     static const struct agent_apply_cb cb = {.planned = apply_planned, .done = apply_done};
     c->applying = true;
-    int r = agent_apply(c->d->agent, text, strlen(text), false, true, &cb, c);
+    const struct agent_apply_options o = {.wait = true};
+    int r = agent_apply(c->d->agent, text, strlen(text), &o, &cb, c);
     if (r < 0) {
         c->applying = false;
         log_warn(COMP, "cannot start applying the cloud's deployment: %s; retrying", strerror(-r));
@@ -340,6 +377,10 @@ static void apply_cb(evutil_socket_t fd, short what, void *arg)
 static void on_desired(void *ud, const json_t *desired, int64_t version, bool complete)
 {
     struct cloud_session *s = ud;
+    if (s == &s->c->agent)
+        s->c->syncs++;
+    if (!s->c->change_ms)
+        s->c->change_ms = ltime_mono_ms();
     if (complete) {
         json_decref(s->desired);
         s->desired = json_deep_copy(desired);
@@ -369,6 +410,11 @@ static void on_connection(void *ud, bool connected, const char *why)
         report_now(s->c);
         return;
     }
+    if (s == &s->c->agent && !was) {
+        /* an attempt to connect, and so to read the twin, that failed */
+        s->c->syncs++;
+        s->c->failed_syncs++;
+    }
     snprintf(s->last_error, sizeof(s->last_error), "%s", why ? why : "disconnected");
     if (was || s->connects == 0)
         log_warn(COMP, "%s: %s", s->module, s->last_error);
@@ -379,13 +425,8 @@ static int session_start(struct cloud *c, struct cloud_session *s, const char *m
     struct ledged *d = c->d;
     s->c = c;
     s->module = module;
-    uint8_t key[IDENTITY_MODULE_KEY_LEN];
-    int r = identity_cloud_module_key(d->device, module, key);
-    if (r < 0)
-        return r;
     struct lbuf b64 = LBUF_INIT;
-    r = lcrypto_b64_encode(key, sizeof(key), &b64);
-    lcrypto_wipe(key, sizeof(key));
+    int r = identity_cloud_module_key_b64(d->device, module, &b64);
     if (r < 0)
         return r;
     struct modclient_config mc = {
@@ -487,6 +528,17 @@ static json_t *session_json(const struct cloud_session *s)
     if (o && s->last_error[0] && !s->connected)
         json_object_set_new(o, "lastError", json_string(s->last_error));
     return o;
+}
+
+void cloud_get_metrics(struct ledged *d, struct cloud_metrics *ret)
+{
+    const struct cloud *c = d->cloud;
+    *ret = (struct cloud_metrics){0};
+    if (!c)
+        return;
+    ret->syncs = c->syncs;
+    ret->failed_syncs = c->failed_syncs;
+    ret->deployment_seconds = (double)c->deployment_ms / 1000.0;
 }
 
 json_t *cloud_status_json(struct ledged *d)

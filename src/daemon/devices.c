@@ -219,6 +219,11 @@ const char *devices_ca_bundle_write(struct ledged *d)
     return ds->ca_bundle_path;
 }
 
+const struct identity_leaf *devices_find(struct ledged *d, const char *id)
+{
+    return d->devices ? find(d->devices, id) : NULL;
+}
+
 bool devices_known(struct ledged *d, const char *id, const char **ret_canonical)
 {
     struct identity_leaf *l = d->devices ? find(d->devices, id) : NULL;

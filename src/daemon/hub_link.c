@@ -138,4 +138,6 @@ void hub_runtime_changed(struct ledged *d)
 void hub_certificates_changed(struct ledged *d)
 {
     hub_runtime_changed(d);
+    dashboard_certificates_changed(d);
+    registry_proxy_certificates_changed(d);
 }

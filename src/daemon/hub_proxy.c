@@ -1,4 +1,5 @@
-/* hub_proxy.c — management API calls that the hub answers (hub status, twins, direct methods):
+/* hub_proxy.c — management API calls that the hub answers (hub status, twins, direct methods, of
+ * modules and of leaf devices):
  * forwarded to the hub's control socket, answered with the hub's status and body. Also the
  * module credentials `ledge token` hands tools such as mosquitto_pub (minted by identity). */
 #include <errno.h>
@@ -120,6 +121,103 @@ void mgmt_twin_get(struct hs_request *r, void *ud)
 void mgmt_twin_patch(struct hs_request *r, void *ud)
 {
     forward_twin(r, ud, "PATCH", "/desired");
+}
+
+/* A leaf device this gateway keeps (devices.c), as its record spells the id; NULL (404 answered)
+ * otherwise. */
+static const char *known_device(struct ledged *d, struct hs_request *r, const char *id)
+{
+    const char *canonical = NULL;
+    if (!devices_known(d, id, &canonical) || !canonical) {
+        hs_reply_error(r, 404, "no leaf device \"%s\" (ledge device list)", id);
+        return NULL;
+    }
+    return canonical;
+}
+
+/* /devices/{d}/twin → the hub's /devices/{d}/twin[suffix]. */
+static void forward_device_twin(struct hs_request *r, void *ud, const char *method,
+                                const char *suffix)
+{
+    struct ledged *d = ud;
+    const char *id = known_device(d, r, hs_request_param(r, 0));
+    if (!id)
+        return;
+    _cleanup_free_ char *e = enc(id);
+    char path[600];
+    snprintf(path, sizeof(path), "/devices/%s/twin%s", e, suffix);
+    forward(d, r, method, path, 5000);
+}
+
+void mgmt_device_twin_get(struct hs_request *r, void *ud)
+{
+    forward_device_twin(r, ud, "GET", "");
+}
+void mgmt_device_twin_patch(struct hs_request *r, void *ud)
+{
+    forward_device_twin(r, ud, "PATCH", "/desired");
+}
+
+/* ?timeout= of an invoke: whole seconds 1-300 (default 30), or -1 with 400 answered. */
+static long long invoke_timeout(struct hs_request *r)
+{
+    const char *t = hs_request_query(r, "timeout");
+    long long secs = 30;
+    if (t && (lstr_to_i64(t, &secs) < 0 || secs < 1 || secs > 300)) {
+        hs_reply_error(r, 400, "timeout: expected whole seconds 1-300, got \"%s\"", t);
+        return -1;
+    }
+    return secs;
+}
+
+void mgmt_device_invoke(struct hs_request *r, void *ud)
+{
+    struct ledged *d = ud;
+    const char *id = known_device(d, r, hs_request_param(r, 0));
+    if (!id)
+        return;
+    long long secs = invoke_timeout(r);
+    if (secs < 0)
+        return;
+    _cleanup_free_ char *ed = enc(id), *ex = enc(hs_request_param(r, 1));
+    char path[1200];
+    snprintf(path, sizeof(path), "/devices/%s/methods/%s?timeout=%lld", ed, ex, secs);
+    forward(d, r, "POST", path, (long)(secs + 5) * 1000);
+}
+
+/* A child edge device's module (nested edge, docs/nested.md): /devices/{d}/modules/{m}/... →
+ * the hub's /devices/{d}/modules/{m}/<rest>. */
+static void forward_child(struct hs_request *r, struct ledged *d, const char *method,
+                          const char *rest, long timeout_ms)
+{
+    const char *id = known_device(d, r, hs_request_param(r, 0));
+    if (!id)
+        return;
+    _cleanup_free_ char *ed = enc(id), *em = enc(hs_request_param(r, 1));
+    char path[1400];
+    snprintf(path, sizeof(path), "/devices/%s/modules/%s/%s", ed, em, rest);
+    forward(d, r, method, path, timeout_ms);
+}
+
+void mgmt_child_twin_get(struct hs_request *r, void *ud)
+{
+    forward_child(r, ud, "GET", "twin", 5000);
+}
+
+void mgmt_child_twin_patch(struct hs_request *r, void *ud)
+{
+    forward_child(r, ud, "PATCH", "twin/desired", 5000);
+}
+
+void mgmt_child_invoke(struct hs_request *r, void *ud)
+{
+    long long secs = invoke_timeout(r);
+    if (secs < 0)
+        return;
+    _cleanup_free_ char *ex = enc(hs_request_param(r, 2));
+    char rest[600];
+    snprintf(rest, sizeof(rest), "methods/%s?timeout=%lld", ex, secs);
+    forward_child(r, ud, "POST", rest, (long)(secs + 5) * 1000);
 }
 
 void mgmt_invoke(struct hs_request *r, void *ud)

@@ -21,6 +21,11 @@ struct check_job;
 struct devices;
 struct support_job;
 struct cloud;
+struct dashboard;
+struct metrics;
+struct charts;
+struct registry_proxy;
+struct vm_job;
 
 #define LEDGED_MAX_ENGINES 4
 
@@ -46,25 +51,84 @@ struct ledged {
     char *hub_cert_path, *hub_key_path, *trust_bundle_path;
     struct engine_version container_version; /* of the engine running container modules */
     bool container_version_known;
-    struct deploy_stream *deploy_streams; /* clients following a deployment (mgmt.c) */
-    struct hc_client *hub_client;         /* to the hub's control socket (hub_proxy.c) */
-    struct check_job *check_job;          /* the GET /check run in progress (checks.c) */
-    struct devices *devices;              /* leaf devices behind this gateway (devices.c) */
-    struct support_job *support_jobs;     /* support bundles being made (support.c) */
-    struct cloud *cloud;                  /* deployments from IoT Hub (cloud.c) */
+    struct deploy_stream *deploy_streams;  /* clients following a deployment (mgmt.c) */
+    struct hc_client *hub_client;          /* to the hub's control socket (hub_proxy.c) */
+    struct check_job *check_job;           /* the GET /check run in progress (checks.c) */
+    struct devices *devices;               /* leaf devices behind this gateway (devices.c) */
+    struct support_job *support_jobs;      /* support bundles being made (support.c) */
+    struct cloud *cloud;                   /* deployments from IoT Hub (cloud.c) */
+    struct dashboard *dashboard;           /* the web dashboard (dashboard.c) */
+    struct metrics *metrics;               /* the Prometheus endpoint (metrics.c) */
+    struct charts *charts;                 /* the dashboard's chart samples (charts.c) */
+    struct registry_proxy *registry_proxy; /* images for child devices (registry_proxy.c) */
+    struct vm_job *vm_jobs;                /* VM calls running in child processes (vms.c) */
+    size_t n_vm_jobs;
 };
 
 /* mgmt.c */
 int mgmt_start(struct ledged *d);
 void mgmt_stop(struct ledged *d);
+/* The management API's route table: the dashboard serves the same handlers under /api. */
+const struct hs_route *mgmt_route_table(size_t *ret_n);
 /* Progress lines during deployments (image pulls) go to every client following a deploy. */
 void mgmt_progress(struct ledged *d, const char *module, const char *line);
+
+/* registry_proxy.c: the registry API v2 for child devices (docs/registry-proxy.md), on when
+ * registry_proxy.listen and .target are set. */
+int registry_proxy_start(struct ledged *d);
+void registry_proxy_stop(struct ledged *d);
+void registry_proxy_certificates_changed(struct ledged *d);
+
+/* A TLS server context with the device's server certificate (the hub's), for ledged's own TCP
+ * listeners (dashboard, registry proxy); NULL after logging why under comp. */
+struct ssl_ctx_st *ledged_tls_server_context(struct ledged *d, const char *comp);
+
+/* dashboard.c: the web dashboard (docs/dashboard.md); its token store even when it is off. */
+int dashboard_start(struct ledged *d);
+void dashboard_stop(struct ledged *d);
+void dashboard_certificates_changed(struct ledged *d);
+void mgmt_dashboard_token_new(struct hs_request *r, void *ud);
+void mgmt_dashboard_tokens(struct hs_request *r, void *ud);
+void mgmt_dashboard_token_revoke(struct hs_request *r, void *ud);
 
 /* cloud.c: deployments from IoT Hub ($edgeAgent/$edgeHub twins); nothing unless
  * upstream.iothub. After agent_start; cloud_stop before the agent is freed. */
 int cloud_start(struct ledged *d);
 void cloud_stop(struct ledged *d);
 json_t *cloud_status_json(struct ledged *d);
+/* IoT Edge's edgeAgent_iothub_syncs_total, _unsuccessful_iothub_syncs_total and
+ * _deployment_time_seconds: all 0 without deployments from the cloud. */
+struct cloud_metrics {
+    uint64_t syncs, failed_syncs;
+    double deployment_seconds;
+};
+void cloud_get_metrics(struct ledged *d, struct cloud_metrics *ret);
+
+/* metrics.c: GET /metrics on metrics.listen (ledged's families and the hub's); nothing unless
+ * metrics.enabled. A port it cannot listen on is logged, not fatal. */
+int metrics_start(struct ledged *d);
+void metrics_stop(struct ledged *d);
+
+/* charts.c: a sample every dashboard.chart_interval for the dashboard's charts, the last hour
+ * kept; nothing when the dashboard is off. GET /metrics/history serves them. */
+int charts_start(struct ledged *d);
+void charts_stop(struct ledged *d);
+void mgmt_metrics_history(struct hs_request *r, void *ud);
+
+/* vms.c: the VM routes (docs/vm.md), each call in a child process; vms_stop ends them. */
+void vms_stop(struct ledged *d);
+void mgmt_vms_list(struct hs_request *r, void *ud);
+void mgmt_vm_create(struct hs_request *r, void *ud);
+void mgmt_vm_get(struct hs_request *r, void *ud);
+void mgmt_vm_start(struct hs_request *r, void *ud);
+void mgmt_vm_stop(struct hs_request *r, void *ud);
+void mgmt_vm_ports(struct hs_request *r, void *ud);
+void mgmt_vm_port_add(struct hs_request *r, void *ud);
+void mgmt_vm_port_remove(struct hs_request *r, void *ud);
+void mgmt_vm_share_add(struct hs_request *r, void *ud);
+void mgmt_vm_share_remove(struct hs_request *r, void *ud);
+void mgmt_vm_resources(struct hs_request *r, void *ud);
+void mgmt_vm_console(struct hs_request *r, void *ud);
 
 /* modules.c: the agent's hooks (module identity environment, workload sockets, hub config). */
 void modules_hooks(struct ledged *d, struct agent_hooks *hooks);
@@ -85,7 +149,19 @@ void mgmt_hub_status(struct hs_request *r, void *ud);
 void mgmt_twin_get(struct hs_request *r, void *ud);
 void mgmt_twin_patch(struct hs_request *r, void *ud);
 void mgmt_invoke(struct hs_request *r, void *ud);
+/* The same for a leaf device: /devices/{d}/twin (GET, PATCH), /devices/{d}/methods/{m}. */
+void mgmt_device_twin_get(struct hs_request *r, void *ud);
+void mgmt_device_twin_patch(struct hs_request *r, void *ud);
+void mgmt_device_invoke(struct hs_request *r, void *ud);
+/* A child edge device's modules (nested edge, docs/nested.md): /devices/{d}/modules/{m}/twin
+ * (GET, PATCH), /devices/{d}/modules/{m}/methods/{x}. */
+void mgmt_child_twin_get(struct hs_request *r, void *ud);
+void mgmt_child_twin_patch(struct hs_request *r, void *ud);
+void mgmt_child_invoke(struct hs_request *r, void *ud);
 void mgmt_token(struct hs_request *r, void *ud);
+/* nested.c: POST /devices/{d}/deployment — a deployment for a child edge device, written into
+ * its module twins' desired properties on this hub (`ledge --device D deploy`). */
+void mgmt_child_deploy(struct hs_request *r, void *ud);
 
 /* images.c: /images (`ledge image`), through the container engine's image ops. */
 void mgmt_images(struct hs_request *r, void *ud);
@@ -108,6 +184,8 @@ json_t *devices_runtime_json(struct ledged *d);
 const char *devices_ca_bundle_write(struct ledged *d);
 /* Is id a leaf device (case-insensitively)? *ret_canonical: its registered spelling. */
 bool devices_known(struct ledged *d, const char *id, const char **ret_canonical);
+/* The leaf device of that id (compared as the hub compares ids), or NULL. */
+const struct identity_leaf *devices_find(struct ledged *d, const char *id);
 void mgmt_devices_list(struct hs_request *r, void *ud);
 void mgmt_device_add(struct hs_request *r, void *ud);
 void mgmt_device_get(struct hs_request *r, void *ud);

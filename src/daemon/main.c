@@ -17,6 +17,7 @@
 #include "base/str.h"
 #include "ledged.h"
 #include "log/log.h"
+#include "update/update.h"
 #include "vm/autostart.h"
 
 #define COMP "ledged"
@@ -119,6 +120,55 @@ static char *resolve_hub_program(const char *configured)
     return strdup(configured ? configured : "/usr/lib/ledge/ledge-hub");
 }
 
+/* An update a crash interrupted (docs/update.md) is finished by `ledge update --resume`, which
+ * restarts ledged itself: started detached, outside our process group and service cgroup. */
+static void resume_update(struct ledged *d)
+{
+    if (!upd_resume_needed(d->cfg.state_dir))
+        return;
+    char self[PATH_MAX], dir[PATH_MAX];
+    ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
+    if (n <= 0)
+        return;
+    self[n] = 0;
+    if (lstr_endswith(self, " (deleted)"))
+        self[strlen(self) - strlen(" (deleted)")] = 0;
+    if (lfs_dirname(self, dir, sizeof(dir)) < 0)
+        return;
+    const char *candidates[] = {"/../bin/ledge", "/../cli/ledge", "/ledge"};
+    for (size_t i = 0; i < ARRAY_SIZE(candidates); i++) {
+        _cleanup_free_ char *cli = lstr_printf("%s%s", dir, candidates[i]);
+        char real[PATH_MAX];
+        if (!cli || !executable(cli) || !realpath(cli, real))
+            continue;
+        char updates[PATH_MAX];
+        upd_dir(d->cfg.state_dir, updates, sizeof(updates));
+        _cleanup_free_ char *log = lstr_printf("%s/resume.log", updates);
+        char *argv[] = {real,
+                        "-H",
+                        d->cfg.management.socket,
+                        "update",
+                        "--resume",
+                        "--config",
+                        (char *)(d->config_path ? d->config_path : CONFIG_DEFAULT_PATH),
+                        NULL};
+        int pid = upd_spawn_detached(argv, log);
+        if (pid > 0)
+            log_warn(COMP,
+                     "an update was interrupted: `ledge update --resume` (pid %d) finishes "
+                     "it, output in %s",
+                     pid, log);
+        else
+            log_error(COMP, "an update was interrupted, and %s cannot be started to finish it: %s",
+                      real, strerror(-pid));
+        return;
+    }
+    log_error(COMP,
+              "an update was interrupted, and no ledge CLI beside %s can finish it: run "
+              "`ledge update --resume`",
+              self);
+}
+
 static void container_version_cb(void *ud, int result, const struct engine_version *v,
                                  const struct lerr *err)
 {
@@ -152,6 +202,10 @@ static int load_config(struct ledged *d, const char *path)
 
 static void ledged_free(struct ledged *d)
 {
+    charts_stop(d);
+    metrics_stop(d);
+    dashboard_stop(d);
+    registry_proxy_stop(d);
     mgmt_stop(d);
     cloud_stop(d);
     workload_server_stop(d);
@@ -250,6 +304,7 @@ int main(int argc, char **argv)
 
     /* One engine per backend in use; every engine gets the whole config and reads its part.
      * Events are routed to the agent, which agent_new() wires up. */
+    struct lerr init_err = {0};
     struct engine_config ec = {
         .uri = d.cfg.engine.uri,
         .instance = d.cfg.device.id,
@@ -263,8 +318,11 @@ int main(int argc, char **argv)
         .image_gc_after_ms = d.cfg.engine.image_gc_after_ms,
         .request_timeout_ms = 30000,
         .pull_timeout_ms = d.cfg.engine.pull_timeout_ms,
+        .upstream_parent = d.cfg.upstream.parent,
+        .upstream_ca_file = d.cfg.upstream.ca_file,
         .log_max_size = d.cfg.engine.log_max_size,
         .log_max_files = d.cfg.engine.log_max_files,
+        .init_error = &init_err,
     };
     struct agent_engine engines[LEDGED_MAX_ENGINES];
     struct engine *container_engine = NULL;
@@ -279,7 +337,9 @@ int main(int argc, char **argv)
             i++;
         if (i == d.n_engines) {
             if ((r = engine_new(ops, d.base, &ec, &d.engines[i])) < 0) {
-                if (ops->runs == ENGINE_RUNS_IMAGES)
+                if (init_err.msg[0]) /* the engine said why (oci: no runtime, ...) */
+                    log_error(COMP, "engine %s: %s", ops->name, init_err.msg);
+                else if (ops->runs == ENGINE_RUNS_IMAGES)
                     log_error(COMP, "engine %s at %s: %s", ops->name, d.cfg.engine.uri,
                               r == -EINVAL ? "use unix:///path or http://host:port" : strerror(-r));
                 else
@@ -318,6 +378,8 @@ int main(int argc, char **argv)
             },
         .hub_program = d.hub_program,
         .boot_id_path = getenv("LEDGE_BOOT_ID_PATH"),
+        .deploy_timeout_ms = d.cfg.agent.deploy_timeout_ms,
+        .deploy_settle_ms = d.cfg.agent.deploy_settle_ms,
     };
     modules_hooks(&d, &ao.hooks);
     r = agent_new(d.base, d.db, &ao, &d.agent);
@@ -326,7 +388,8 @@ int main(int argc, char **argv)
         log_error(COMP, "agent: %s", strerror(-r));
         goto out;
     }
-    if ((r = mgmt_start(&d)) < 0)
+    if ((r = mgmt_start(&d)) < 0 || (r = dashboard_start(&d)) < 0 ||
+        (r = registry_proxy_start(&d)) < 0)
         goto out;
     if ((r = agent_start(d.agent, &err)) < 0) {
         log_error(COMP, "%s", lerr_str(&err));
@@ -334,7 +397,7 @@ int main(int argc, char **argv)
     }
     for (size_t i = 0; i < d.n_engines; i++)
         d.engines[i]->ops->start(d.engines[i]);
-    if ((r = cloud_start(&d)) < 0)
+    if ((r = cloud_start(&d)) < 0 || (r = metrics_start(&d)) < 0 || (r = charts_start(&d)) < 0)
         goto out;
     container_engine->ops->version(container_engine, container_version_cb, &d);
 
@@ -345,6 +408,7 @@ int main(int argc, char **argv)
     log_info(COMP, "ledged %s ready: device %s, management API on %s", LEDGE_VERSION,
              d.cfg.device.id, d.cfg.management.socket);
     vm_autostart(d.cfg.vm.dir, on_vm_autostart, &d);
+    resume_update(&d);
     event_base_dispatch(d.base);
     event_free(sigterm);
     event_free(sigint);

@@ -327,16 +327,47 @@ static void deploy_planned(void *ud, int result, const json_t *report, const str
     stream_line(p->req, line);
 }
 
-static void h_deploy(struct hs_request *r, void *ud)
+/* ?dryRun, ?wait, ?rollback=0 (--no-rollback), ?timeout=DURATION (the deadline for its
+ * modules to run, agent.deploy_timeout otherwise). false (answered) when one is wrong. */
+static bool deploy_options(struct hs_request *r, struct agent_apply_options *o)
 {
-    struct ledged *d = ud;
-    size_t n;
-    const char *body = hs_request_body(r, &n);
-    if (n == 0) {
+    *o = (struct agent_apply_options){.dry_run = query_bool(r, "dryRun")};
+    o->wait = !o->dry_run && query_bool(r, "wait");
+    const char *rb = hs_request_query(r, "rollback");
+    o->no_rollback = rb && (strcmp(rb, "0") == 0 || strcasecmp(rb, "false") == 0);
+    const char *t = hs_request_query(r, "timeout");
+    if (t && *t) {
+        int64_t ms;
+        if (ltime_parse_duration_ms(t, &ms) < 0 || ms < 1000 || ms > 86400000) {
+            hs_reply_error(r, 400,
+                           "timeout: expected a duration from 1s to 1d (e.g. 90s), got \"%s\"", t);
+            return false;
+        }
+        o->timeout_ms = ms;
+    }
+    return true;
+}
+
+/* POST /deployment (a manifest in the body) and POST /deployment/rollback (the previous one, or
+ * deployment N of the history with ?to=N). */
+static void deploy_request(struct hs_request *r, struct ledged *d, bool rollback)
+{
+    long long to = 0;
+    const char *to_text = rollback ? hs_request_query(r, "to") : NULL;
+    if (to_text && (lstr_to_i64(to_text, &to) < 0 || to <= 0)) {
+        hs_reply_error(r, 400, "to: expected the id of a deployment in the history, got \"%s\"",
+                       to_text);
+        return;
+    }
+    size_t n = 0;
+    const char *body = rollback ? NULL : hs_request_body(r, &n);
+    if (!rollback && n == 0) {
         hs_reply_error(r, 400, "expected a deployment manifest (JSON) in the request body");
         return;
     }
-    bool dry_run = query_bool(r, "dryRun");
+    struct agent_apply_options o;
+    if (!deploy_options(r, &o))
+        return;
     struct pending *p = calloc(1, sizeof(*p));
     if (!p) {
         hs_reply_error(r, 500, "out of memory");
@@ -344,18 +375,60 @@ static void h_deploy(struct hs_request *r, void *ud)
     }
     p->d = d;
     p->req = r;
-    p->wait = !dry_run && query_bool(r, "wait");
+    p->wait = o.wait;
     /* Until the verdict, a client going away only cancels it (pending_abort). */
     p->validating = true;
     hs_request_on_abort(r, pending_abort, p);
     static const struct agent_apply_cb cb = {.planned = deploy_planned, .done = deploy_done};
-    int res = agent_apply(d->agent, body, n, dry_run, p->wait, &cb, p);
+    struct lerr err = {0};
+    int res = rollback ? agent_rollback(d->agent, to, &o, &cb, p, &err)
+                       : agent_apply(d->agent, body, n, &o, &cb, p);
     if (res < 0) {
         hs_request_on_abort(r, NULL, NULL);
-        hs_reply_error(r, http_status_for(res), "the deployment could not be validated: %s",
-                       strerror(-res));
+        if (err.msg[0])
+            hs_reply_error(r, http_status_for(res), "%s", err.msg);
+        else
+            hs_reply_error(r, http_status_for(res), "the deployment could not be validated: %s",
+                           strerror(-res));
         free(p);
     }
+}
+
+static void h_deploy(struct hs_request *r, void *ud)
+{
+    deploy_request(r, ud, false);
+}
+
+static void h_deploy_rollback(struct hs_request *r, void *ud)
+{
+    deploy_request(r, ud, true);
+}
+
+static void h_deployments(struct hs_request *r, void *ud)
+{
+    hs_reply_json(r, 200, agent_deployments_json(D(ud)->agent));
+}
+
+/* GET /deployments/{id}: that deployment's manifest, as it was applied (the dashboard shows a
+ * rollback's diff against the one in force). */
+static void h_deployment_of(struct hs_request *r, void *ud)
+{
+    long long id = 0;
+    _cleanup_free_ char *text = NULL;
+    if (lstr_to_i64(hs_request_param(r, 0), &id) < 0 || id <= 0) {
+        hs_reply_error(r, 400, "expected the id of a deployment in the history, got \"%s\"",
+                       hs_request_param(r, 0));
+        return;
+    }
+    int res = agent_deployment_text_of(D(ud)->agent, id, &text);
+    if (res < 0) {
+        hs_reply_error(r, http_status_for(res),
+                       res == -ENOENT ? "no deployment %lld in the history (`ledge deployments`)"
+                                      : "deployment %lld cannot be read from the state database",
+                       id);
+        return;
+    }
+    hs_reply(r, 200, "application/json", text, strlen(text));
 }
 
 static void h_deployment(struct hs_request *r, void *ud)
@@ -432,7 +505,10 @@ static const struct hs_route routes[] = {
     {"POST", "/modules/*/restart", h_restart},
     {"GET", "/modules/*/logs", h_logs},
     {"POST", "/deployment", h_deploy},
+    {"POST", "/deployment/rollback", h_deploy_rollback},
     {"GET", "/deployment", h_deployment},
+    {"GET", "/deployments", h_deployments},
+    {"GET", "/deployments/*", h_deployment_of},
     {"GET", "/modules/*/twin", mgmt_twin_get},
     {"PATCH", "/modules/*/twin", mgmt_twin_patch},
     {"POST", "/modules/*/methods/*", mgmt_invoke},
@@ -445,6 +521,13 @@ static const struct hs_route routes[] = {
     {"GET", "/devices/*/keys", mgmt_device_keys},
     {"POST", "/devices/*/keys/rotate", mgmt_device_rotate},
     {"POST", "/devices/*/certificate", mgmt_device_cert},
+    {"GET", "/devices/*/twin", mgmt_device_twin_get},
+    {"PATCH", "/devices/*/twin", mgmt_device_twin_patch},
+    {"POST", "/devices/*/methods/*", mgmt_device_invoke},
+    {"GET", "/devices/*/modules/*/twin", mgmt_child_twin_get},
+    {"PATCH", "/devices/*/modules/*/twin", mgmt_child_twin_patch},
+    {"POST", "/devices/*/modules/*/methods/*", mgmt_child_invoke},
+    {"POST", "/devices/*/deployment", mgmt_child_deploy},
     {"GET", "/trust-bundle", mgmt_trust_bundle},
     {"GET", "/device-cas", mgmt_device_cas_list},
     {"POST", "/device-cas", mgmt_device_ca_add},
@@ -453,11 +536,34 @@ static const struct hs_route routes[] = {
     {"GET", "/systeminfo/supportbundle", mgmt_support_bundle},
     {"GET", "/status", h_status},
     {"GET", "/check", mgmt_check},
+    {"GET", "/metrics/history", mgmt_metrics_history},
+    {"GET", "/vms", mgmt_vms_list},
+    {"POST", "/vms", mgmt_vm_create},
+    {"GET", "/vms/*", mgmt_vm_get},
+    {"POST", "/vms/*/start", mgmt_vm_start},
+    {"POST", "/vms/*/stop", mgmt_vm_stop},
+    {"GET", "/vms/*/ports", mgmt_vm_ports},
+    {"POST", "/vms/*/ports", mgmt_vm_port_add},
+    {"POST", "/vms/*/ports/remove", mgmt_vm_port_remove},
+    {"POST", "/vms/*/shares", mgmt_vm_share_add},
+    {"POST", "/vms/*/shares/remove", mgmt_vm_share_remove},
+    {"POST", "/vms/*/resources", mgmt_vm_resources},
+    {"GET", "/vms/*/console", mgmt_vm_console},
     {"GET", "/images", mgmt_images},
     {"POST", "/images/load", mgmt_image_load},
     {"POST", "/images/remove", mgmt_image_remove},
     {"POST", "/images/prune", mgmt_image_prune},
+    {"POST", "/dashboard/tokens", mgmt_dashboard_token_new},
+    {"GET", "/dashboard/tokens", mgmt_dashboard_tokens},
+    {"DELETE", "/dashboard/tokens", mgmt_dashboard_token_revoke},
+    {"DELETE", "/dashboard/tokens/*", mgmt_dashboard_token_revoke},
 };
+
+const struct hs_route *mgmt_route_table(size_t *ret_n)
+{
+    *ret_n = ARRAY_SIZE(routes);
+    return routes;
+}
 
 int mgmt_start(struct ledged *d)
 {
@@ -489,6 +595,7 @@ int mgmt_start(struct ledged *d)
 
 void mgmt_stop(struct ledged *d)
 {
+    vms_stop(d);
     checks_stop(d);
     support_stop(d);
     hs_server_free(d->mgmt);

@@ -478,6 +478,11 @@ static int docker_ensure_network(struct engine *e, const char *name, engine_done
 
 static int docker_image_present(struct engine *e, const char *image, engine_done_fn cb, void *ud)
 {
+    char resolved[ENGINE_IMAGE_MAX];
+    int rr = engine_image_resolve(e, image, resolved, sizeof(resolved), NULL);
+    if (rr < 0)
+        return rr;
+    image = resolved;
     _cleanup_free_ char *path = image_path("/images/", image);
     struct dcall *c = path ? dcall_new(D(e), "inspect image") : NULL;
     if (!c)
@@ -502,6 +507,11 @@ static void finish_platform(struct dcall *c, int r, long status, json_t *body,
 static int docker_image_platform(struct engine *e, const char *image, engine_platform_fn cb,
                                  void *ud)
 {
+    char resolved[ENGINE_IMAGE_MAX];
+    int rr = engine_image_resolve(e, image, resolved, sizeof(resolved), NULL);
+    if (rr < 0)
+        return rr;
+    image = resolved;
     _cleanup_free_ char *path = image_path("/images/", image);
     struct dcall *c = path ? dcall_new(D(e), "inspect image") : NULL;
     if (!c)
@@ -561,12 +571,37 @@ static void finish_platforms(struct dcall *c, int r, long status, json_t *body,
     c->plats_cb(c->ud, 0, v, n, NULL);
 }
 
+/* A pull's image and credentials with "$upstream" resolved to the parent (engine_image_resolve):
+ * *image points at resolved, and credentials for "$upstream:PORT" go to the parent's registry
+ * under its own name (*auth at a2, its server in server). Both buffers ENGINE_IMAGE_MAX. */
+static int resolve_pull(struct engine *e, const char **image, char *resolved,
+                        const struct engine_registry_auth **auth, char *server,
+                        struct engine_registry_auth *a2)
+{
+    int rr = engine_image_resolve(e, *image, resolved, ENGINE_IMAGE_MAX, NULL);
+    if (rr < 0)
+        return rr;
+    *image = resolved;
+    const struct engine_registry_auth *a = *auth;
+    if (a && a->server && engine_image_resolve(e, a->server, server, ENGINE_IMAGE_MAX, NULL) == 1) {
+        *a2 = *a;
+        a2->server = server;
+        *auth = a2;
+    }
+    return 0;
+}
+
 /* GET /distribution/{name}/json: the engine asks the registry (with the credentials) which
  * platforms the reference offers, without pulling. */
 static int docker_registry_platforms(struct engine *e, const char *image,
                                      const struct engine_registry_auth *auth,
                                      engine_platforms_fn cb, void *ud)
 {
+    char resolved[ENGINE_IMAGE_MAX], server[ENGINE_IMAGE_MAX];
+    struct engine_registry_auth a2;
+    int rr = resolve_pull(e, &image, resolved, &auth, server, &a2);
+    if (rr < 0)
+        return rr;
     _cleanup_free_ char *what = lstr_printf("registry platforms of %s", image),
                         *path = image_path("/distribution/", image);
     struct dcall *c = what && path ? dcall_new(D(e), what) : NULL;
@@ -641,6 +676,11 @@ static int docker_pull(struct engine *e, const char *image, const struct engine_
                        engine_progress_fn progress, engine_done_fn cb, void *ud)
 {
     struct docker *d = D(e);
+    char resolved[ENGINE_IMAGE_MAX], server[ENGINE_IMAGE_MAX];
+    struct engine_registry_auth a2;
+    int rr = resolve_pull(e, &image, resolved, &auth, server, &a2);
+    if (rr < 0)
+        return rr;
     _cleanup_free_ char *what = lstr_printf("pull %s", image);
     struct dcall *c = dcall_new(d, what);
     if (!c)
@@ -682,6 +722,16 @@ static int docker_create(struct engine *e, const struct engine_create_spec *spec
 {
     struct docker *d = D(e);
     struct lerr err = {0};
+    char resolved[ENGINE_IMAGE_MAX];
+    struct engine_create_spec rspec;
+    if (spec->image) {
+        int rr = engine_image_resolve(e, spec->image, resolved, sizeof(resolved), NULL);
+        if (rr < 0)
+            return rr;
+        rspec = *spec;
+        rspec.image = resolved;
+        spec = &rspec;
+    }
     _cleanup_json_ json_t *body = NULL;
     int r = docker_build_create_body(spec, network_gateway(d, spec->network), &body, &err);
     if (r < 0)
@@ -1000,14 +1050,46 @@ static void pcheck_arm(struct pcheck *p)
     evtimer_add(p->timer, &tv);
 }
 
+/* A GET of prefix, the container's id URL-encoded, suffix for a pcheck, finished by finish
+ * with the pcheck's id; busy while in flight. < 0 when it could not start (the caller retries or
+ * drops the pcheck). */
+static int pcheck_call(struct pcheck *p, const char *label, const char *prefix, const char *suffix,
+                       void (*finish)(struct dcall *, int, long, json_t *, const struct lerr *))
+{
+    struct docker *d = p->d;
+    struct dcall *c = dcall_new(d, label ? label : "health check");
+    if (!c || !(c->check_id = strdup(p->id))) {
+        if (c)
+            dcall_free(c);
+        return -ENOMEM;
+    }
+    c->finish = finish;
+    _cleanup_lbuf_ struct lbuf path = LBUF_INIT, enc = LBUF_INIT;
+    lstr_url_encode(p->id, strlen(p->id), &enc);
+    lbuf_printf(&path, "%s%s%s", prefix, enc.data, suffix);
+    p->busy = true;
+    int r = dcall_start(c, "GET", path.data, NULL, d->timeout_ms, NULL, NULL);
+    if (r < 0)
+        p->busy = false;
+    return r;
+}
+
+/* The pcheck a call was for, no longer busy; NULL when it went meanwhile. */
+static struct pcheck *pcheck_answered(struct dcall *c)
+{
+    struct pcheck *p = pcheck_find(c->d, c->check_id);
+    if (p)
+        p->busy = false;
+    return p;
+}
+
 static void finish_healthcheck(struct dcall *c, int r, long status, json_t *body,
                                const struct lerr *err)
 {
     struct docker *d = c->d;
-    struct pcheck *p = pcheck_find(d, c->check_id);
+    struct pcheck *p = pcheck_answered(c);
     if (!p)
         return;
-    p->busy = false;
     if (r < 0) {
         /* 409: not running or no check any more; 404: gone. Anything else: try again later. */
         if (status == 404 || status == 409)
@@ -1030,28 +1112,13 @@ static void pcheck_inspect(struct pcheck *p);
 static void pcheck_fire(evutil_socket_t fd, short what, void *arg)
 {
     struct pcheck *p = arg;
-    struct docker *d = p->d;
     if (p->inspect) {
         pcheck_inspect(p);
         return;
     }
     _cleanup_free_ char *label = lstr_printf("health check %.12s", p->id);
-    struct dcall *c = dcall_new(d, label);
-    if (!c || !(c->check_id = strdup(p->id))) {
-        if (c)
-            dcall_free(c);
+    if (pcheck_call(p, label, "/libpod/containers/", "/healthcheck", finish_healthcheck) < 0)
         pcheck_arm(p);
-        return;
-    }
-    c->finish = finish_healthcheck;
-    _cleanup_lbuf_ struct lbuf path = LBUF_INIT, enc = LBUF_INIT;
-    lstr_url_encode(p->id, strlen(p->id), &enc);
-    lbuf_printf(&path, "/libpod/containers/%s/healthcheck", enc.data);
-    p->busy = true;
-    if (dcall_start(c, "GET", path.data, NULL, d->timeout_ms, NULL, NULL) < 0) {
-        p->busy = false;
-        pcheck_arm(p);
-    }
 }
 
 /* An inspect for a container's check: watch it (no systemd) or report its status (systemd). */
@@ -1059,10 +1126,9 @@ static void finish_check_inspect(struct dcall *c, int r, long status, json_t *bo
                                  const struct lerr *err)
 {
     struct docker *d = c->d;
-    struct pcheck *p = pcheck_find(d, c->check_id);
+    struct pcheck *p = pcheck_answered(c);
     if (!p)
         return;
-    p->busy = false;
     if (r < 0) {
         pcheck_free(p);
         return;
@@ -1093,20 +1159,8 @@ static void finish_check_inspect(struct dcall *c, int r, long status, json_t *bo
 
 static void pcheck_inspect(struct pcheck *p)
 {
-    struct docker *d = p->d;
-    struct dcall *c = dcall_new(d, "inspect for a health check");
-    if (!c || !(c->check_id = strdup(p->id))) {
-        if (c)
-            dcall_free(c);
-        pcheck_free(p);
-        return;
-    }
-    c->finish = finish_check_inspect;
-    _cleanup_lbuf_ struct lbuf path = LBUF_INIT, enc = LBUF_INIT;
-    lstr_url_encode(p->id, strlen(p->id), &enc);
-    lbuf_printf(&path, "/containers/%s/json", enc.data);
-    p->busy = true;
-    if (dcall_start(c, "GET", path.data, NULL, d->timeout_ms, NULL, NULL) < 0)
+    if (pcheck_call(p, "inspect for a health check", "/containers/", "/json",
+                    finish_check_inspect) < 0)
         pcheck_free(p);
 }
 

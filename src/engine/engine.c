@@ -45,13 +45,21 @@ int engine_new(const struct engine_ops *ops, struct event_base *base,
     e->base = base;
     e->on_event = cfg->on_event;
     e->event_ud = cfg->event_ud;
-    if (ops->priv_size && !(e->priv = calloc(1, ops->priv_size))) {
+    if ((cfg->upstream_parent && cfg->upstream_parent[0] &&
+         !(e->upstream_parent = strdup(cfg->upstream_parent))) ||
+        (cfg->upstream_ca_file && cfg->upstream_ca_file[0] &&
+         !(e->upstream_ca_file = strdup(cfg->upstream_ca_file))) ||
+        (ops->priv_size && !(e->priv = calloc(1, ops->priv_size)))) {
+        free(e->upstream_parent);
+        free(e->upstream_ca_file);
         free(e);
         return -ENOMEM;
     }
     int r = ops->init(e, cfg);
     if (r < 0) {
         free(e->priv);
+        free(e->upstream_parent);
+        free(e->upstream_ca_file);
         free(e);
         return r;
     }
@@ -82,7 +90,51 @@ void engine_free(struct engine *e)
     e->ops->stop(e);
     e->ops->fini(e);
     free(e->priv);
+    free(e->upstream_parent);
+    free(e->upstream_ca_file);
     free(e);
+}
+
+bool engine_names_upstream(const char *image)
+{
+    size_t n = strlen(ENGINE_UPSTREAM_REGISTRY);
+    return image && strncmp(image, ENGINE_UPSTREAM_REGISTRY, n) == 0 &&
+           (image[n] == ':' || image[n] == '/' || image[n] == '\0');
+}
+
+int engine_upstream_resolve(const char *parent, const char *image, char *dst, size_t size,
+                            struct lerr *err)
+{
+    if (!engine_names_upstream(image)) {
+        if ((size_t)snprintf(dst, size, "%s", image) >= size)
+            return lerr_set(err, -ENAMETOOLONG, "image reference too long");
+        return 0;
+    }
+    /* "$upstream:" PORT, then "/" and the rest or nothing (a registry address) */
+    const char *port = image + strlen(ENGINE_UPSTREAM_REGISTRY);
+    size_t digits = *port == ':' ? strspn(port + 1, "0123456789") : 0;
+    const char *rest = port + 1 + digits;
+    long v = digits && digits <= 5 ? strtol(port + 1, NULL, 10) : 0;
+    if (v < 1 || v > 65535 || port[1] == '0' || (*rest != '/' && *rest != '\0'))
+        return lerr_set(err, -EINVAL,
+                        "%.160s: $upstream needs a port, as in $upstream:443/repo:tag", image);
+    if (!parent || !parent[0])
+        return lerr_set(err, -EINVAL,
+                        "%.160s names the parent device's registry ($upstream) and upstream.parent "
+                        "is not set in this device's config",
+                        image);
+    bool v6 = strchr(parent, ':') != NULL && parent[0] != '[';
+    int n = snprintf(dst, size, "%s%s%s:%ld%s", v6 ? "[" : "", parent, v6 ? "]" : "", v, rest);
+    if (n < 0 || (size_t)n >= size)
+        return lerr_set(err, -ENAMETOOLONG, "%.160s: too long once $upstream is %.80s", image,
+                        parent);
+    return 1;
+}
+
+int engine_image_resolve(const struct engine *e, const char *image, char *dst, size_t size,
+                         struct lerr *err)
+{
+    return engine_upstream_resolve(e->upstream_parent, image, dst, size, err);
 }
 
 void engine_container_clear(struct engine_container *c)

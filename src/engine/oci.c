@@ -36,6 +36,7 @@
 #include "base/str.h"
 #include "base/timeutil.h"
 #include "engine/engine.h"
+#include "engine/oci.h"
 #include "keeper_proto.h"
 #include "later.h"
 #include "oci-internal.h"
@@ -257,16 +258,52 @@ static char *find_in_path(const char *name)
     return NULL;
 }
 
-bool oci_cgroup_unified(void);
-bool oci_cgroup_unified(void)
+static void read_controllers(const char *path, char *buf, size_t size)
 {
-    struct statfs s;
-    return statfs("/sys/fs/cgroup", &s) == 0 && s.f_type == CGROUP2_SUPER_MAGIC;
+    _cleanup_free_ char *text = NULL;
+    size_t n = 0;
+    if (!size)
+        return;
+    buf[0] = 0;
+    if (lfs_read_file(path, 4096, &text, &n) == 0) {
+        lstr_copy(buf, size, text);
+        buf[strcspn(buf, "\n")] = 0;
+    }
 }
 
-/* engine.runtime: "auto" is crun where the host has one unified cgroup v2 hierarchy (crun 1.8
- * refuses hybrid hosts), runc otherwise (docs/engine-oci.md "Runtime"). */
-int oci_runtime_resolve(const char *want, char **ret_path, struct lerr *e);
+enum oci_cgroups oci_cgroups_mode(char *v2_controllers, size_t size)
+{
+    struct statfs s;
+    if (size)
+        v2_controllers[0] = 0;
+    if (statfs("/sys/fs/cgroup", &s) < 0)
+        return OCI_CGROUPS_NONE;
+    if (s.f_type == CGROUP2_SUPER_MAGIC) {
+        read_controllers("/sys/fs/cgroup/cgroup.controllers", v2_controllers, size);
+        return OCI_CGROUPS_UNIFIED;
+    }
+    if (s.f_type != TMPFS_MAGIC)
+        return OCI_CGROUPS_NONE;
+    if (statfs("/sys/fs/cgroup/unified", &s) == 0 && s.f_type == CGROUP2_SUPER_MAGIC) {
+        read_controllers("/sys/fs/cgroup/unified/cgroup.controllers", v2_controllers, size);
+        return OCI_CGROUPS_HYBRID;
+    }
+    return OCI_CGROUPS_V1;
+}
+
+const char *oci_cgroups_name(enum oci_cgroups m)
+{
+    static const char *const names[] = {"none", "v1", "hybrid", "v2"};
+    return (unsigned)m < ARRAY_SIZE(names) ? names[m] : "?";
+}
+
+bool oci_crun_fits(enum oci_cgroups m, const char *v2_controllers)
+{
+    return m == OCI_CGROUPS_UNIFIED || m == OCI_CGROUPS_V1 ||
+           (m == OCI_CGROUPS_HYBRID && !(v2_controllers && *v2_controllers));
+}
+
+/* engine.runtime (docs/engine-oci.md "Runtime"). */
 int oci_runtime_resolve(const char *want, char **ret_path, struct lerr *e)
 {
     if (want && want[0] == '/') {
@@ -275,20 +312,35 @@ int oci_runtime_resolve(const char *want, char **ret_path, struct lerr *e)
         *ret_path = strdup(want);
         return *ret_path ? 0 : -ENOMEM;
     }
-    const char *name = want && *want && strcmp(want, "auto") ? want
-                       : oci_cgroup_unified()                ? "crun"
-                                                             : "runc";
-    if (strcmp(name, "crun") && strcmp(name, "runc"))
-        return lerr_set(e, -EINVAL, "engine.runtime: \"%s\" is not crun, runc, auto or a path",
-                        name);
-    char *p = find_in_path(name);
-    if (!p && (!want || !*want || strcmp(want, "auto") == 0) && strcmp(name, "crun") == 0)
-        p = find_in_path("runc");
+    if (want && *want && strcmp(want, "auto")) {
+        if (strcmp(want, "crun") && strcmp(want, "runc"))
+            return lerr_set(e, -EINVAL, "engine.runtime: \"%s\" is not crun, runc, auto or a path",
+                            want);
+        if (!(*ret_path = find_in_path(want)))
+            return lerr_set(e, -ENOENT,
+                            "engine.runtime: the OCI runtime %s is not installed (apt install %s)",
+                            want, want);
+        return 0;
+    }
+    char v2[256];
+    enum oci_cgroups m = oci_cgroups_mode(v2, sizeof(v2));
+    bool fits = oci_crun_fits(m, v2);
+    char *p = fits ? find_in_path("crun") : NULL;
     if (!p)
-        return lerr_set(e, -ENOENT, "the OCI runtime %s is not installed (apt install %s)", name,
-                        name);
-    *ret_path = p;
-    return 0;
+        p = find_in_path("runc");
+    if (p) {
+        *ret_path = p;
+        return 0;
+    }
+    _cleanup_free_ char *crun = find_in_path("crun");
+    if (crun)
+        return lerr_set(e, -ENOENT,
+                        "engine.runtime auto: crun cannot run on this host's cgroups (hybrid, "
+                        "with %s in the v2 hierarchy) and runc is not installed (apt install runc)",
+                        v2);
+    return lerr_set(e, -ENOENT,
+                    "engine.runtime auto: no OCI runtime is installed (apt install crun; runc on "
+                    "hosts whose cgroups crun cannot use)");
 }
 
 /* ------------------------------------------------------------------ records */
@@ -1090,6 +1142,10 @@ static int oci_image_present(struct engine *e, const char *image, engine_done_fn
     struct oci *o = O(e);
     struct img_image im = {0};
     struct lerr err = {0};
+    char resolved[ENGINE_IMAGE_MAX];
+    if (engine_image_resolve(e, image, resolved, sizeof(resolved), &err) < 0)
+        return engine_later_done(o->e, cb, ud, -EINVAL, &err);
+    image = resolved;
     int r = load_image(o, image, &im, NULL, &err);
     img_image_clear(&im);
     if (r == -ENOENT)
@@ -1118,6 +1174,11 @@ static void plat_later_cb(evutil_socket_t fd, short what, void *arg)
 static int oci_image_platform(struct engine *e, const char *image, engine_platform_fn cb, void *ud)
 {
     struct oci *o = O(e);
+    char resolved[ENGINE_IMAGE_MAX];
+    int rr = engine_image_resolve(e, image, resolved, sizeof(resolved), NULL);
+    if (rr < 0)
+        return rr;
+    image = resolved;
     struct plat_later *l = calloc(1, sizeof(*l));
     if (!l)
         return -ENOMEM;
@@ -1191,6 +1252,11 @@ static int oci_pull(struct engine *e, const char *image, const struct engine_reg
                     engine_progress_fn progress, engine_done_fn cb, void *ud)
 {
     struct oci *o = O(e);
+    char resolved[ENGINE_IMAGE_MAX];
+    int upstream = engine_image_resolve(e, image, resolved, sizeof(resolved), NULL);
+    if (upstream < 0)
+        return upstream;
+    image = resolved;
     struct opctx *op = op_new(o, NULL);
     struct pull *p = calloc(1, sizeof(*p));
     if (!op || !p) {
@@ -1207,7 +1273,12 @@ static int oci_pull(struct engine *e, const char *image, const struct engine_reg
     json_t *in = json_object();
     /* a private registry's CA where docker keeps it (certs.d/HOST:PORT/ca.crt) */
     struct img_ref ref;
-    if (img_ref_parse(image, &ref, NULL) == 0) {
+    if (upstream == 1 && e->upstream_ca_file) {
+        /* the parent's registry proxy presents the parent's server certificate: the CA the
+         * child trusts its parent with (upstream.ca_file) */
+        if (in)
+            json_object_set_new(in, "caFile", json_string(e->upstream_ca_file));
+    } else if (img_ref_parse(image, &ref, NULL) == 0) {
         const char *dirs[] = {"/etc/docker/certs.d", "/etc/containers/certs.d"};
         for (size_t i = 0; in && i < ARRAY_SIZE(dirs); i++) {
             char ca[PATH_MAX];
@@ -1472,6 +1543,15 @@ static int oci_create(struct engine *e, const struct engine_create_spec *spec, e
 {
     struct oci *o = O(e);
     struct lerr err = {0};
+    char resolved[ENGINE_IMAGE_MAX];
+    struct engine_create_spec rspec;
+    if (spec->image) {
+        if (engine_image_resolve(e, spec->image, resolved, sizeof(resolved), &err) < 0)
+            return engine_later_created(o->e, cb, ud, -EINVAL, NULL, &err);
+        rspec = *spec;
+        rspec.image = resolved;
+        spec = &rspec;
+    }
     if (find(o, spec->name))
         return engine_later_created(
             o->e, cb, ud,
@@ -2461,10 +2541,11 @@ static int oci_version(struct engine *e, engine_version_fn cb, void *ud)
     struct engine_version v = {0};
     const char *rt = strrchr(o->runtime, '/');
     snprintf(v.product, sizeof(v.product), "ledge oci engine (%s, cgroup %s)",
-             rt ? rt + 1 : o->runtime, oci_cgroup_unified() ? "v2" : "v1/hybrid");
+             rt ? rt + 1 : o->runtime, oci_cgroups_name(oci_cgroups_mode(NULL, 0)));
     lstr_copy(v.version, sizeof(v.version), LEDGE_VERSION);
     lstr_copy(v.os, sizeof(v.os), "linux");
     v.log_rotation_default = true;
+    v.builtin = true;
     lstr_copy(v.default_log_driver, sizeof(v.default_log_driver), "local");
     cb(ud, 0, &v, NULL);
     return 0;
@@ -2487,7 +2568,9 @@ static void oci_check_create_options(struct engine *e, const json_t *co, const c
 
 /* ------------------------------------------------------------------ lifecycle */
 
-static int oci_init(struct engine *e, const struct engine_config *cfg)
+static void oci_fini(struct engine *e);
+
+static int oci_init_parts(struct engine *e, const struct engine_config *cfg, struct lerr *ret_err)
 {
     struct oci *o = O(e);
     struct lerr err = {0};
@@ -2511,8 +2594,10 @@ static int oci_init(struct engine *e, const struct engine_config *cfg)
         !o->image_helper)
         return -ENOMEM;
     int r = oci_runtime_resolve(cfg->runtime, &o->runtime, &err);
-    if (r < 0)
+    if (r < 0) {
+        *ret_err = err;
         return r;
+    }
     const char *base = strrchr(o->runtime, '/');
     o->rt = base && strstr(base, "crun") ? RT_CRUN : RT_RUNC;
     const char *mk[] = {o->dir, o->run, o->runtime_root};
@@ -2535,8 +2620,10 @@ static int oci_init(struct engine *e, const struct engine_config *cfg)
                                 .cni_path = cfg->cni_path,
                                 .state_dir = cni,
                                 .netns_dir = netns};
-    if ((r = oci_net_new(e->base, &nc, &o->net, &err)) < 0)
+    if ((r = oci_net_new(e->base, &nc, &o->net, &err)) < 0) {
+        *ret_err = err;
         return r;
+    }
     snprintf(p, sizeof(p), "%s/containers", o->dir);
     DIR *d = opendir(p);
     if (d) {
@@ -2551,6 +2638,23 @@ static int oci_init(struct engine *e, const struct engine_config *cfg)
     o->unused = json_object();
     o->image_gc_after_ms = cfg->image_gc_after_ms;
     return o->kretry && o->gc_timer && o->unused ? 0 : -ENOMEM;
+}
+
+/* A failed init leaves nothing behind (engine_new frees only the private part) and says why in
+ * cfg->init_error when it can. */
+static int oci_init(struct engine *e, const struct engine_config *cfg)
+{
+    struct lerr err = {0};
+    int r = oci_init_parts(e, cfg, &err);
+    if (r < 0) {
+        if (cfg->init_error) {
+            if (!err.msg[0])
+                lerr_set(&err, r, "%s", strerror(-r));
+            *cfg->init_error = err;
+        }
+        oci_fini(e);
+    }
+    return r;
 }
 
 static int oci_start(struct engine *e)

@@ -181,6 +181,59 @@ static void wait_version_cb(void *ud, int result, const struct engine_version *v
     snprintf(w->msg, sizeof(w->msg), "%s", err ? err->msg : "");
 }
 
+/* "$upstream:PORT/..." to the parent's registry proxy (upstream.parent); everything else as is. */
+static void test_upstream_resolve(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *parent, *in, *out; /* out NULL: refused */
+        int result;
+    } cases[] = {
+        {"parent.local", "$upstream:443/azureiotedge-agent:1.4",
+         "parent.local:443/azureiotedge-agent:1.4", 1},
+        {"10.0.0.1", "$upstream:5000/team/app@sha256:abc", "10.0.0.1:5000/team/app@sha256:abc", 1},
+        {"fd00::1", "$upstream:443/x:1", "[fd00::1]:443/x:1", 1},
+        {"parent", "$upstream:443", "parent:443", 1}, /* a registry address (credentials) */
+        {"parent", "docker.io/library/alpine:3.19", "docker.io/library/alpine:3.19", 0},
+        {NULL, "localhost:5000/upstream:1", "localhost:5000/upstream:1", 0},
+        {"parent", "upstream:443/x", "upstream:443/x", 0},
+        {NULL, "$upstream:443/x:1", NULL, -EINVAL},
+        {"", "$upstream:443/x:1", NULL, -EINVAL},
+        {"parent", "$upstream/x:1", NULL, -EINVAL},
+        {"parent", "$upstream:/x:1", NULL, -EINVAL},
+        {"parent", "$upstream:0/x:1", NULL, -EINVAL},
+        {"parent", "$upstream:065/x:1", NULL, -EINVAL},
+        {"parent", "$upstream:65536/x:1", NULL, -EINVAL},
+        {"parent", "$upstream:443x/x:1", NULL, -EINVAL},
+        {"parent", "$upstream:1234567/x", NULL, -EINVAL},
+    };
+    for (size_t i = 0; i < ARRAY_SIZE(cases); i++) {
+        char out[ENGINE_IMAGE_MAX];
+        struct lerr err = {0};
+        int r = engine_upstream_resolve(cases[i].parent, cases[i].in, out, sizeof(out), &err);
+        if (r != cases[i].result)
+            fail_msg("%s: %d, wanted %d (%s)", cases[i].in, r, cases[i].result, err.msg);
+        if (cases[i].out)
+            assert_string_equal(out, cases[i].out);
+        else
+            assert_non_null(strstr(err.msg, "$upstream"));
+    }
+    /* the message names the fix */
+    struct lerr err = {0};
+    char out[ENGINE_IMAGE_MAX];
+    assert_int_equal(engine_upstream_resolve(NULL, "$upstream:443/x:1", out, sizeof(out), &err),
+                     -EINVAL);
+    assert_non_null(strstr(err.msg, "upstream.parent is not set"));
+    /* no room */
+    char small[12];
+    assert_int_equal(
+        engine_upstream_resolve("parent", "$upstream:443/x:1", small, sizeof(small), &err),
+        -ENAMETOOLONG);
+    assert_true(engine_names_upstream("$upstream:1/x"));
+    assert_false(engine_names_upstream("$upstreamx:1/x"));
+    assert_false(engine_names_upstream(NULL));
+}
+
 static void test_engine_wait(void **state)
 {
     struct event_base *base = event_base_new();
@@ -819,6 +872,7 @@ int main(void)
         cmocka_unit_test(test_create_body_merge),
         cmocka_unit_test(test_registry),
         cmocka_unit_test(test_engine_wait),
+        cmocka_unit_test(test_upstream_resolve),
         cmocka_unit_test(test_parse_documents),
         cmocka_unit_test(test_demux),
         cmocka_unit_test(test_pull_errors_and_progress),

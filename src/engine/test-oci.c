@@ -13,6 +13,7 @@
 
 #include "base/buf.h"
 #include "base/json.h"
+#include "engine/oci.h"
 #include "keeper_proto.h"
 #include "oci-internal.h"
 #include "oci_cni.h"
@@ -460,6 +461,27 @@ static void test_keeper_proto(void **state)
     assert_int_equal(keeper_exit_code(3 << 8), 3);  /* exit(3) */
 }
 
+/* crun 1.8's cgroup rule (oci_crun_fits): unified and v1 hosts, hybrid ones only with an empty
+ * v2 hierarchy; the mode names ledge check prints. */
+static void test_crun_fits(void **state)
+{
+    (void)state;
+    assert_true(oci_crun_fits(OCI_CGROUPS_UNIFIED, "cpuset cpu io memory pids"));
+    assert_true(oci_crun_fits(OCI_CGROUPS_V1, ""));
+    assert_true(oci_crun_fits(OCI_CGROUPS_HYBRID, ""));
+    assert_true(oci_crun_fits(OCI_CGROUPS_HYBRID, NULL));
+    assert_false(oci_crun_fits(OCI_CGROUPS_HYBRID, "hugetlb"));
+    assert_false(oci_crun_fits(OCI_CGROUPS_NONE, ""));
+    assert_string_equal(oci_cgroups_name(OCI_CGROUPS_UNIFIED), "v2");
+    assert_string_equal(oci_cgroups_name(OCI_CGROUPS_HYBRID), "hybrid");
+    assert_string_equal(oci_cgroups_name(OCI_CGROUPS_V1), "v1");
+    assert_string_equal(oci_cgroups_name(OCI_CGROUPS_NONE), "none");
+    char v2[256];
+    enum oci_cgroups m = oci_cgroups_mode(v2, sizeof(v2)); /* this host: some mode, a word list */
+    assert_true(m <= OCI_CGROUPS_UNIFIED);
+    assert_null(strchr(v2, '\n'));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -472,6 +494,7 @@ int main(void)
         cmocka_unit_test(test_cni),
         cmocka_unit_test(test_log_records),
         cmocka_unit_test(test_keeper_proto),
+        cmocka_unit_test(test_crun_fits),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

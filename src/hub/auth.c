@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "base/crypto.h"
 #include "base/timeutil.h"
 #include "clients.h"
 #include "head.h"
@@ -37,10 +38,78 @@ static int check_lifetime(struct hub *h, const char *who, const char *token, uin
     return 0;
 }
 
+/* A module identity of a leaf device that is itself an edge device (a child ledge, docs/nested.md):
+ * its token is signed with the module's key, derived from one of the device's keys as the child
+ * derives it (identity_leaf_module_key). At most HUB_MAX_CHILD_MODULES of them per device. */
+static int check_child_module(struct hub *h, const struct hub_credentials *cr,
+                              struct hub_identity *ret, struct lerr *err)
+{
+    const struct identity_leaf *l = hub_runtime_leaf(&h->rt, cr->device_id);
+    if (!l)
+        return lerr_set(err, -EACCES,
+                        "unknown device %s: neither this device nor a leaf device of this gateway",
+                        cr->device_id);
+    size_t ml = strlen(cr->module_id);
+    if (ml > IDENTITY_ID_MAX || strchr(cr->module_id, '/'))
+        return lerr_set(err, -EACCES, "device %s: \"%.64s\" is not a module id", l->device_id,
+                        cr->module_id);
+    if (l->auth != IDENTITY_LEAF_SAS)
+        return lerr_set(err, -EACCES,
+                        "module %s/%s: a child edge device's modules need a SAS device identity",
+                        l->device_id, cr->module_id);
+    if (!cr->sas_token)
+        return lerr_set(err, -EACCES, "module %s/%s: a SAS token is required", l->device_id,
+                        cr->module_id);
+    const char *hosts[] = {h->rt.iothub_hostname, h->rt.gateway_hostname};
+    uint64_t now = (uint64_t)(ltime_now_ms() / 1000);
+    struct lerr e = {0};
+    int slot = -1;
+    for (int i = 0; i < IDENTITY_LEAF_SLOTS && slot < 0; i++) {
+        uint8_t key[IDENTITY_MODULE_KEY_LEN];
+        if (identity_leaf_module_key(l, i, cr->module_id, key) < 0)
+            continue;
+        e = (struct lerr){0};
+        if (sas_token_verify(cr->sas_token, hosts, 2, cr->device_id, cr->module_id, key,
+                             sizeof(key), now, &e) == 0)
+            slot = i;
+        lcrypto_wipe(key, sizeof(key));
+    }
+    if (slot < 0)
+        return lerr_set(err, -EACCES, "module %s/%s: %s", l->device_id, cr->module_id,
+                        e.msg[0] ? e.msg : "no key to check the token with");
+    char who[300];
+    snprintf(who, sizeof(who), "module %s/%s", l->device_id, cr->module_id);
+    int r = check_lifetime(h, who, cr->sas_token, now, err);
+    if (r < 0)
+        return r;
+    struct hub_identity m = {
+        .kind = HUB_IDENTITY_CHILD_MODULE,
+        .method = HUB_AUTH_SAS,
+        .device_id = l->device_id,
+        .module_id = (char *)cr->module_id,
+        .slot = (uint8_t)slot,
+    };
+    r = hub_identity_copy(&m, ret);
+    if (r < 0)
+        return r;
+    /* Each module identity keeps a twin here: a device cannot make the hub keep unboundedly
+     * many. */
+    if (!twins_known(h, ret->address) &&
+        twins_child_count(h, l->device_id) >= HUB_MAX_CHILD_MODULES) {
+        hub_identity_clear(ret);
+        return lerr_set(err, -EACCES,
+                        "module %s/%s: the device has %d module identities here already",
+                        l->device_id, cr->module_id, HUB_MAX_CHILD_MODULES);
+    }
+    return 0;
+}
+
 static int check_module(struct hub *h, const struct hub_credentials *cr, struct hub_identity *ret,
                         struct lerr *err)
 {
-    if (!cr->device_id || strcasecmp(cr->device_id, h->rt.device_id) != 0)
+    if (cr->device_id && strcasecmp(cr->device_id, h->rt.device_id) != 0)
+        return check_child_module(h, cr, ret, err);
+    if (!cr->device_id)
         return lerr_set(err, -EACCES, "unknown device");
     const struct hub_module_identity *id = hub_runtime_module(&h->rt, cr->module_id);
     if (!id)

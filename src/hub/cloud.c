@@ -1,8 +1,12 @@
-/* cloud.c — per-module sessions upstream (cloud.h). A module's session opens when its client
- * attaches (clients.c tells us through h->module_presence) and closes CLOUD_GRACE_MS after its
- * last client went, so a reconnecting module keeps its session. Each session is the module
- * client library's (src/modclient): connect, tokens, back-off, twin GET/PATCH, desired
- * notifications, and method calls answered later through methods.c. */
+/* cloud.c — per-identity sessions upstream (cloud.h): one per connected module and one per
+ * connected leaf device. A session opens when its identity's client attaches (clients.c tells us
+ * through h->module_presence) and closes CLOUD_GRACE_MS after its last client went, so a
+ * reconnecting client keeps its session. Each session is the module client library's
+ * (src/modclient; a device identity for a leaf): connect, tokens, back-off, twin GET/PATCH,
+ * desired notifications, method calls answered later through methods.c, and a leaf's
+ * cloud-to-device messages: stored in its C2D endpoint's queue (endpoint_c2d(), delivered by
+ * input.c) and acknowledged to IoT Hub only once the group commit made them durable (commit.c,
+ * through the session's own hub_client). */
 #include "cloud.h"
 
 #include <errno.h>
@@ -14,9 +18,12 @@
 #include "base/crypto.h"
 #include "base/json.h"
 #include "base/str.h"
+#include "base/timeutil.h"
 #include "clients.h"
+#include "commit.h"
 #include "identity/keys.h"
 #include "log/log.h"
+#include "message.h"
 #include "methods.h"
 #include "modclient/modclient.h"
 #include "twin.h"
@@ -37,9 +44,20 @@ struct cloud_call {
 
 struct cloud_mod {
     struct cloud *cl;
-    char *module;
+    char *module; /* the identity's address: a module id, "devices/<d>" or "devices/<d>/modules/<m>"
+                   */
+    char *device_id; /* a leaf device's id (as the runtime file spells it); NULL for a module */
+    /* A child edge device's module identity (nested edge, docs/nested.md): its device (as the
+     * runtime file spells it) and module id; NULL for this device's modules and leaf devices.
+     * Counted with the modules' sessions. */
+    char *child_device, *child_module;
+    char *generation_id;
+    int64_t keys_changed_ms;
     struct modclient *mc;
+    struct hub_client acker; /* commit.c acknowledges C2D messages to IoT Hub through it */
     bool connected;
+    bool failed; /* a connection attempt failed or a connection ended since it opened */
+    bool synced; /* the cloud's twin was read once: the identity's twin GETs need not wait */
     char last_error[200];
     json_t *cloud_reported; /* what the cloud holds, the base of the next patch */
     bool reported_known;
@@ -53,10 +71,12 @@ struct cloud_mod {
 
 struct cloud {
     struct hub *h;
-    struct identity_device *dev;
+    struct identity_device *dev; /* NULL: no SAS device identity, no module sessions */
     struct cloud_mod *mods;
-    size_t n_mods;
-    uint64_t refused; /* sessions not opened at upstream.max_module_sessions */
+    size_t n_mods, n_devices;
+    uint64_t refused;         /* sessions not opened at upstream.max_module_sessions */
+    uint64_t devices_refused; /* at upstream.max_device_sessions */
+    uint64_t c2d_received, c2d_stored;
 };
 
 static struct cloud_mod *find(struct cloud *cl, const char *module)
@@ -70,6 +90,8 @@ static struct cloud_mod *find(struct cloud *cl, const char *module)
 static void mod_free(struct cloud_mod *m)
 {
     struct hub *h = m->cl->h;
+    commit_client_gone(h, &m->acker);
+    twins_cloud_synced(h, m->module); /* GETs that waited for this session: the local twin */
     while (m->calls) {
         struct cloud_call *c = m->calls;
         m->calls = c->next;
@@ -82,6 +104,10 @@ static void mod_free(struct cloud_mod *m)
     json_decref(m->cloud_reported);
     json_decref(m->in_flight);
     free(m->module);
+    free(m->device_id);
+    free(m->child_device);
+    free(m->child_module);
+    free(m->generation_id);
     free(m);
 }
 
@@ -91,11 +117,19 @@ static void mod_remove(struct cloud_mod *m)
     for (struct cloud_mod **pp = &cl->mods; *pp; pp = &(*pp)->next)
         if (*pp == m) {
             *pp = m->next;
-            cl->n_mods--;
+            if (m->device_id)
+                cl->n_devices--;
+            else
+                cl->n_mods--;
             break;
         }
-    log_info(COMP, "%s: module gone: its upstream session closes", m->module);
+    log_info(COMP, "%s: %s gone: its upstream session closes", m->module,
+             m->device_id ? "device" : "module");
+    bool device = m->device_id != NULL;
+    struct hub *h = cl->h;
     mod_free(m);
+    if (device)
+        endpoint_kick(h, NULL);
 }
 
 /* ---- reported: local → cloud */
@@ -190,6 +224,18 @@ static void on_desired(void *ud, const json_t *desired, int64_t version, bool co
     else
         log_debug(COMP, "%s: desired properties version %lld from the cloud", m->module,
                   (long long)version);
+    if (complete && !m->synced) {
+        m->synced = true;
+        twins_cloud_synced(m->cl->h, m->module); /* GETs that waited get the cloud's desired */
+    }
+}
+
+/* hub.twin_syncing: a GET of address waits while its session, not failed yet, has not read the
+ * cloud's twin once. Offline (a failed session) and without a session it is answered at once. */
+static bool twin_syncing(struct hub *h, const char *address)
+{
+    struct cloud_mod *m = h->cloud ? find(h->cloud, address) : NULL;
+    return m && m->mc && !m->failed && !m->synced;
 }
 
 /* ---- methods: cloud → module → cloud */
@@ -236,7 +282,7 @@ static void on_method(void *ud, const char *method, const json_t *payload, const
     c->next = m->calls;
     m->calls = c;
     m->n_calls++;
-    if (methods_invoke(h, m->module, method, payload, CLOUD_METHOD_TIMEOUT_S, call_done, c,
+    if (methods_invoke(h, m->module, method, payload, CLOUD_METHOD_TIMEOUT_S, 0, call_done, c,
                        &c->handle, &err) < 0) {
         for (struct cloud_call **pp = &m->calls; *pp; pp = &(*pp)->next)
             if (*pp == c) {
@@ -265,13 +311,180 @@ static void on_connection(void *ud, bool connected, const char *why)
         m->last_error[0] = 0;
         m->reported_known = false;
         m->busy = false;
-        log_info(COMP, "%s: connected upstream as the module", m->module);
+        log_info(COMP, "%s: connected upstream as the %s", m->module,
+                 m->device_id ? "device" : "module");
         sync_reported(m);
+        if (m->device_id)
+            endpoint_kick(m->cl->h, NULL); /* its telemetry waiting in $upstream */
         return;
     }
+    m->failed = true;
+    twins_cloud_synced(m->cl->h, m->module); /* GETs that waited: the local twin */
+    if (m->device_id)
+        endpoint_kick(m->cl->h, NULL); /* telemetry waiting for it goes as the edge device's */
     snprintf(m->last_error, sizeof(m->last_error), "%s", why ? why : "disconnected");
     if (was)
         log_warn(COMP, "%s: %s", m->module, m->last_error);
+}
+
+/* ---- cloud-to-device messages: IoT Hub → the store → the leaf device */
+
+/* commit.c: the C2D message with this token is durable; IoT Hub may forget it. */
+static void acker_acked(struct hub_client *c, uint32_t token)
+{
+    struct cloud_mod *m = llist_entry(c, struct cloud_mod, acker);
+    if (m->mc && modclient_c2d_ack(m->mc, token) < 0)
+        log_debug(COMP, "%s: the connection a C2D message came on is gone: IoT Hub sends it again",
+                  m->module);
+}
+
+static const struct hub_head_ops acker_ops = {
+    .name = "cloud",
+    .acked = acker_acked,
+};
+
+static void arena_str(struct lbuf *arena, struct mqtt_str s, size_t *offs, int *r)
+{
+    *offs = arena->len;
+    if (*r == 0 && (*r = lbuf_append(arena, s.ptr, s.len)) == 0)
+        *r = lbuf_putc(arena, 0);
+}
+
+int cloud_c2d_message(const struct iothub_props *props, const void *body, size_t len,
+                      int64_t now_ms, struct lbuf *out, int64_t *ret_expiry_ms)
+{
+    /* The message's strings are copied NUL-terminated into one arena; pointers into it are
+     * taken once it stops growing. */
+    struct lbuf arena = LBUF_INIT;
+    size_t sys_off[IOTHUB_PROP_COUNT], key_off[IOTHUB_APP_PROPS_MAX], val_off[IOTHUB_APP_PROPS_MAX];
+    int r = 0;
+    for (int i = 0; i < IOTHUB_PROP_COUNT; i++)
+        if (props->sys[i].ptr)
+            arena_str(&arena, props->sys[i], &sys_off[i], &r);
+    size_t n_app = MIN(props->n_app, (size_t)HUB_MESSAGE_MAX_APP);
+    for (size_t i = 0; i < n_app; i++) {
+        arena_str(&arena, props->app[i].key, &key_off[i], &r);
+        arena_str(&arena, props->app[i].value, &val_off[i], &r);
+    }
+    struct hub_message m = {
+        .source = "/messages/devicebound",
+        .body = body,
+        .body_len = len,
+        .enqueued_ms = now_ms,
+    };
+    int64_t expiry = 0;
+    if (r == 0) {
+        for (int i = 0; i < IOTHUB_PROP_COUNT; i++)
+            if (props->sys[i].ptr)
+                m.sys[i] = arena.data + sys_off[i];
+        for (size_t i = 0; i < n_app; i++) {
+            m.app_key[i] = arena.data + key_off[i];
+            m.app_value[i] = arena.data + val_off[i];
+        }
+        m.n_app = n_app;
+        /* IoT Hub's expiry ($.exp, ISO 8601) is the message's time to live in the store too; one
+         * that cannot be read is kept as if it had none (IoT Hub enforces it on its side). */
+        const char *exp = m.sys[IOTHUB_PROP_EXPIRY_TIME_UTC];
+        if (exp && ltime_parse_rfc3339(exp, &expiry) < 0)
+            expiry = 0;
+        r = hub_message_encode(&m, out);
+    }
+    lbuf_free(&arena);
+    if (r == 0)
+        *ret_expiry_ms = expiry;
+    return r;
+}
+
+static void on_c2d(void *ud, const struct modclient_message *msg, uint32_t token)
+{
+    struct cloud_mod *m = ud;
+    struct cloud *cl = m->cl;
+    struct hub *h = cl->h;
+    cl->c2d_received++;
+    int64_t now = ltime_now_ms(), expiry = 0;
+    struct lbuf rec = LBUF_INIT;
+    struct endpoint *ep = endpoint_c2d(h, m->device_id);
+    int r = ep ? cloud_c2d_message(msg->props, msg->body, msg->len, now, &rec, &expiry) : -ENOMEM;
+    if (r == 0 && expiry && expiry <= now) {
+        /* expired on the way: nothing to keep */
+        lbuf_free(&rec);
+        modclient_c2d_ack(m->mc, token);
+        return;
+    }
+    if (r == 0)
+        r = endpoint_append(h, ep, HUB_NO_PRIORITY, rec.data, rec.len, now, expiry);
+    lbuf_free(&rec);
+    if (r < 0) {
+        /* Not acknowledged: IoT Hub keeps it and sends it again on the next connection. */
+        uint64_t skipped = 0;
+        if (hub_log_due(h, "cloud-c2d", &skipped))
+            log_warn(COMP,
+                     "%s: a cloud-to-device message could not be stored: %s (%llu more not "
+                     "logged)",
+                     m->module, strerror(-r), (unsigned long long)skipped);
+        return;
+    }
+    cl->c2d_stored++;
+    commit_dirty(h);
+    if (token && commit_ack(h, &m->acker, token) < 0)
+        log_warn(COMP, "%s: cannot acknowledge a cloud-to-device message", m->module);
+    endpoint_kick(h, ep);
+}
+
+/* ---- telemetry: a leaf device's or a module's messages routed to $upstream, under its own
+ * identity */
+
+static int identity_send(struct cloud *cl, const char *address, const struct hub_message *msg,
+                         void (*done)(void *ud, int result), void *ud)
+{
+    struct cloud_mod *m = find(cl, address);
+    if (!m || !m->mc)
+        return 0;
+    if (!m->connected)
+        return m->failed ? 0 : -EAGAIN;
+    struct iothub_props props;
+    hub_message_props(msg, &props);
+    int r = modclient_send_event(m->mc, &props, msg->body, msg->body_len, done, ud);
+    if (r == -ENOBUFS)
+        return -EAGAIN;
+    return r < 0 ? 0 : 1;
+}
+
+int cloud_device_send(struct hub *h, const char *device_id, const struct hub_message *msg,
+                      void (*done)(void *ud, int result), void *ud)
+{
+    struct cloud *cl = h->cloud;
+    char address[300];
+    int n = snprintf(address, sizeof(address), HUB_DEVICE_ADDRESS_PREFIX "%s", device_id);
+    const struct identity_leaf *l = hub_runtime_leaf(&h->rt, device_id);
+    if (!cl || !l || n < 0 || (size_t)n >= sizeof(address))
+        return 0;
+    /* the runtime file's spelling of the id, as the session's */
+    snprintf(address, sizeof(address), HUB_DEVICE_ADDRESS_PREFIX "%s", l->device_id);
+    return identity_send(cl, address, msg, done, ud);
+}
+
+int cloud_module_send(struct hub *h, const char *module_id, const struct hub_message *msg,
+                      void (*done)(void *ud, int result), void *ud)
+{
+    if (!h->cloud || !module_id ||
+        strncmp(module_id, HUB_DEVICE_ADDRESS_PREFIX, strlen(HUB_DEVICE_ADDRESS_PREFIX)) == 0)
+        return 0;
+    return identity_send(h->cloud, module_id, msg, done, ud);
+}
+
+int cloud_child_send(struct hub *h, const char *device_id, const char *module_id,
+                     const struct hub_message *msg, void (*done)(void *ud, int result), void *ud)
+{
+    const struct identity_leaf *l = hub_runtime_leaf(&h->rt, device_id);
+    char address[300];
+    int n = l ? snprintf(address, sizeof(address),
+                         HUB_DEVICE_ADDRESS_PREFIX "%s" HUB_CHILD_MODULES_INFIX "%s", l->device_id,
+                         module_id)
+              : -1;
+    if (!h->cloud || n < 0 || (size_t)n >= sizeof(address))
+        return 0;
+    return identity_send(h->cloud, address, msg, done, ud);
 }
 
 /* ---- lifecycle */
@@ -279,18 +492,37 @@ static void on_connection(void *ud, bool connected, const char *why)
 static int mod_open(struct cloud *cl, struct cloud_mod *m)
 {
     struct hub *h = cl->h;
-    uint8_t key[IDENTITY_MODULE_KEY_LEN];
-    int r = identity_cloud_module_key(cl->dev, m->module, key);
-    if (r < 0)
-        return r;
     struct lbuf b64 = LBUF_INIT;
-    r = lcrypto_b64_encode(key, sizeof(key), &b64);
-    lcrypto_wipe(key, sizeof(key));
+    int r;
+    if (m->device_id) {
+        /* A leaf device logs in upstream with its own key: the one it has in IoT Hub, which
+         * `ledge device add --key` registered here. */
+        const struct identity_leaf *l = hub_runtime_leaf(&h->rt, m->device_id);
+        if (!l || l->auth != IDENTITY_LEAF_SAS || !l->keylen[0])
+            return -EOPNOTSUPP;
+        r = lcrypto_b64_encode(l->key[0], l->keylen[0], &b64);
+    } else if (m->child_device) {
+        /* A child edge device's module, relayed upstream as itself: its key derives from the
+         * child's primary key, as the child derives it (and the layer above checks it). */
+        const struct identity_leaf *l = hub_runtime_leaf(&h->rt, m->child_device);
+        uint8_t key[IDENTITY_MODULE_KEY_LEN];
+        r = l ? identity_leaf_module_key(l, 0, m->child_module, key) : -EOPNOTSUPP;
+        if (r == 0) {
+            r = lcrypto_b64_encode(key, sizeof(key), &b64);
+            lcrypto_wipe(key, sizeof(key));
+        }
+    } else {
+        r = identity_cloud_module_key_b64(cl->dev, m->module, &b64);
+    }
     if (r < 0)
         return r;
     struct modclient_config mc = {
-        .device_id = h->rt.device_id,
-        .module_id = m->module,
+        .device_id = m->device_id      ? m->device_id
+                     : m->child_device ? m->child_device
+                                       : h->rt.device_id,
+        .module_id = m->device_id      ? NULL
+                     : m->child_module ? m->child_module
+                                       : m->module,
         .iothub_hostname = h->rt.iothub_hostname,
         .gateway_hostname = h->cfg.upstream.host,
         .port = h->cfg.upstream.port,
@@ -310,6 +542,8 @@ static int mod_open(struct cloud *cl, struct cloud_mod *m)
     modclient_on_connection(m->mc, on_connection, m);
     modclient_on_desired(m->mc, on_desired, m);
     modclient_on_method_async(m->mc, on_method, m);
+    if (m->device_id)
+        modclient_on_c2d(m->mc, on_c2d, m);
     return modclient_start(m->mc);
 }
 
@@ -325,6 +559,9 @@ static void presence(struct hub *h, const char *module)
     struct cloud *cl = h->cloud;
     struct cloud_mod *m = find(cl, module);
     bool here = clients_find(h, module) != NULL;
+    char child_dev[HUB_ID_SIZE], child_mod[HUB_ID_SIZE];
+    bool child = hub_child_address(module, child_dev, child_mod);
+    bool device = !child && lstr_startswith(module, HUB_DEVICE_ADDRESS_PREFIX);
     if (m) {
         if (!here) {
             struct timeval tv = {CLOUD_GRACE_MS / 1000, (CLOUD_GRACE_MS % 1000) * 1000};
@@ -336,7 +573,35 @@ static void presence(struct hub *h, const char *module)
     }
     if (!here || h->stopping)
         return;
-    if (cl->n_mods >= (size_t)h->cfg.upstream.max_module_sessions) {
+    const struct identity_leaf *leaf =
+        device  ? hub_runtime_leaf(&h->rt, module + strlen(HUB_DEVICE_ADDRESS_PREFIX))
+        : child ? hub_runtime_leaf(&h->rt, child_dev)
+                : NULL;
+    if (child && (!leaf || leaf->auth != IDENTITY_LEAF_SAS))
+        return; /* auth.c lets no other in */
+    if (device && (!leaf || leaf->auth != IDENTITY_LEAF_SAS)) {
+        uint64_t skipped = 0;
+        if (leaf && hub_log_due(h, "cloud-x509-leaf", &skipped))
+            log_warn(COMP,
+                     "%s: an X.509 leaf device gets no upstream session (the edge does not hold "
+                     "its private key): its twin, methods and C2D stay local (%llu more not "
+                     "logged)",
+                     module, (unsigned long long)skipped);
+        return;
+    }
+    if (device && cl->n_devices >= (size_t)h->cfg.upstream.max_device_sessions) {
+        cl->devices_refused++;
+        uint64_t skipped = 0;
+        if (hub_log_due(h, "cloud-device-sessions", &skipped))
+            log_warn(COMP,
+                     "%s: no upstream session: upstream.max_device_sessions (%d) are open "
+                     "(%llu more not logged)",
+                     module, h->cfg.upstream.max_device_sessions, (unsigned long long)skipped);
+        return;
+    }
+    if (!device && !child && !cl->dev)
+        return; /* no SAS device identity to derive module keys from (logged at start) */
+    if (!device && cl->n_mods >= (size_t)h->cfg.upstream.max_module_sessions) {
         cl->refused++;
         uint64_t skipped = 0;
         if (hub_log_due(h, "cloud-sessions", &skipped))
@@ -355,10 +620,37 @@ static void presence(struct hub *h, const char *module)
         return;
     }
     m->cl = cl;
+    m->acker.ops = &acker_ops;
+    if (device && (!(m->device_id = strdup(leaf->device_id)) ||
+                   (leaf->generation_id && !(m->generation_id = strdup(leaf->generation_id))))) {
+        free(m->device_id);
+        event_free(m->check_ev);
+        free(m->module);
+        free(m);
+        return;
+    }
+    if (child &&
+        (!(m->child_device = strdup(leaf->device_id)) || !(m->child_module = strdup(child_mod)) ||
+         (leaf->generation_id && !(m->generation_id = strdup(leaf->generation_id))))) {
+        free(m->child_device);
+        free(m->child_module);
+        event_free(m->check_ev);
+        free(m->module);
+        free(m);
+        return;
+    }
+    if (device || child)
+        m->keys_changed_ms = leaf->keys_changed_ms;
     m->next = cl->mods;
     cl->mods = m;
-    cl->n_mods++;
-    log_info(COMP, "%s: module connected: opening its upstream session", module);
+    if (device)
+        cl->n_devices++;
+    else
+        cl->n_mods++;
+    log_info(COMP, "%s: %s connected: opening its upstream session", module,
+             device  ? "device"
+             : child ? "child edge device's module"
+                     : "module");
     if (mod_open(cl, m) < 0) {
         snprintf(m->last_error, sizeof(m->last_error), "cannot open the session");
         log_warn(COMP, "%s: cannot open its upstream session", module);
@@ -376,25 +668,24 @@ static int cloud_start(struct hub *h, struct lerr *err)
 {
     if (!h->cfg.upstream.iothub || !h->cfg.upstream.host)
         return 0;
-    const char *key = ljson_str(h->rt.device, "key");
-    if (!lstr_eq(ljson_str(h->rt.device, "auth"), "sas") || !key) {
-        log_warn(COMP, "modules' upstream sessions need a SAS device identity: module twins and "
-                       "methods stay local");
-        return 0;
-    }
     struct cloud *cl = calloc(1, sizeof(*cl));
     if (!cl)
         return lerr_set(err, -ENOMEM, "cloud: out of memory");
+    /* Module sessions need module keys, derived from a SAS device key; leaf devices' sessions
+     * use the leaves' own keys and need none. */
+    const char *key = ljson_str(h->rt.device, "key");
     struct lerr e2 = {0};
-    if (identity_device_from_key(h->rt.iothub_hostname, h->rt.device_id, key, &cl->dev, &e2) < 0) {
-        free(cl);
+    if (!lstr_eq(ljson_str(h->rt.device, "auth"), "sas") || !key)
+        log_warn(COMP, "modules' upstream sessions need a SAS device identity: module twins and "
+                       "methods stay local");
+    else if (identity_device_from_key(h->rt.iothub_hostname, h->rt.device_id, key, &cl->dev, &e2) <
+             0)
         log_warn(COMP, "the device key: %s; module twins and methods stay local", e2.msg);
-        return 0;
-    }
     cl->h = h;
     h->cloud = cl;
     h->module_presence = presence;
     h->reported_changed = reported_changed;
+    h->twin_syncing = twin_syncing;
     return 0;
 }
 
@@ -405,6 +696,7 @@ static void cloud_stop(struct hub *h)
         return;
     h->module_presence = NULL;
     h->reported_changed = NULL;
+    h->twin_syncing = NULL;
     while (cl->mods) {
         struct cloud_mod *m = cl->mods;
         cl->mods = m->next;
@@ -415,8 +707,34 @@ static void cloud_stop(struct hub *h)
     h->cloud = NULL;
 }
 
-/* A new runtime file: modules that left the deployment lost their clients already (auth.c). */
-static void cloud_reload(struct hub *h) {}
+/* A new runtime file: modules that left the deployment lost their clients already (auth.c). A
+ * leaf device whose key changed (rotated, or set to IoT Hub's again) logs in again with it. */
+static void cloud_reload(struct hub *h)
+{
+    struct cloud *cl = h->cloud;
+    if (!cl)
+        return;
+    for (struct cloud_mod *m = cl->mods; m; m = m->next) {
+        if (!m->device_id && !m->child_device)
+            continue;
+        const struct identity_leaf *l =
+            hub_runtime_leaf(&h->rt, m->device_id ? m->device_id : m->child_device);
+        if (!l || l->auth != IDENTITY_LEAF_SAS)
+            continue; /* its clients were cut: the session goes after the grace period */
+        if (l->keys_changed_ms == m->keys_changed_ms && lstr_eq(l->generation_id, m->generation_id))
+            continue;
+        log_info(COMP, "%s: its key changed: the upstream session logs in again", m->module);
+        m->keys_changed_ms = l->keys_changed_ms;
+        free(m->generation_id);
+        m->generation_id = l->generation_id ? strdup(l->generation_id) : NULL;
+        commit_client_gone(h, &m->acker);
+        modclient_free(m->mc);
+        m->mc = NULL;
+        m->connected = false;
+        if (mod_open(cl, m) < 0)
+            snprintf(m->last_error, sizeof(m->last_error), "cannot open the session");
+    }
+}
 
 json_t *cloud_status(struct hub *h)
 {
@@ -425,13 +743,21 @@ json_t *cloud_status(struct hub *h)
         return json_pack("{s:b}", "enabled", 0);
     json_t *arr = json_array();
     for (struct cloud_mod *m = cl->mods; m; m = m->next) {
-        json_t *o = json_pack("{s:s, s:b}", "module", m->module, "connected", m->connected);
+        json_t *o = m->device_id
+                        ? json_pack("{s:s, s:b}", "device", m->device_id, "connected", m->connected)
+                    : m->child_device
+                        ? json_pack("{s:s, s:s, s:b}", "device", m->child_device, "module",
+                                    m->child_module, "connected", m->connected)
+                        : json_pack("{s:s, s:b}", "module", m->module, "connected", m->connected);
         if (o && !m->connected && m->last_error[0])
             json_object_set_new(o, "lastError", json_string(m->last_error));
         json_array_append_new(arr, o);
     }
-    return json_pack("{s:b, s:o, s:i, s:I}", "enabled", 1, "sessions", arr, "max",
-                     h->cfg.upstream.max_module_sessions, "refused", (json_int_t)cl->refused);
+    return json_pack("{s:b, s:o, s:i, s:I, s:i, s:I, s:{s:I, s:I}}", "enabled", 1, "sessions", arr,
+                     "max", h->cfg.upstream.max_module_sessions, "refused", (json_int_t)cl->refused,
+                     "maxDevices", h->cfg.upstream.max_device_sessions, "devicesRefused",
+                     (json_int_t)cl->devices_refused, "c2d", "received",
+                     (json_int_t)cl->c2d_received, "stored", (json_int_t)cl->c2d_stored);
 }
 
 const struct hub_sink_ops cloud_sink_ops = {

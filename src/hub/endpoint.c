@@ -85,8 +85,19 @@ static struct endpoint *endpoint_new(struct hub *h, const char *id)
         endpoint_free(ep);
         return NULL;
     }
+    size_t idlen = strlen(id), pre = strlen(ENDPOINT_C2D_PREFIX), suf = strlen(ENDPOINT_C2D_SUFFIX);
     if (strcmp(id, ENDPOINT_UPSTREAM_ID) == 0) {
         ep->kind = HUB_SINK_UPSTREAM;
+    } else if (lstr_startswith(id, ENDPOINT_C2D_PREFIX)) {
+        /* "/devices/<d>/messages/devicebound": delivered to the address "devices/<d>" */
+        ep->kind = HUB_SINK_C2D;
+        if (idlen > pre + suf && strcmp(id + idlen - suf, ENDPOINT_C2D_SUFFIX) == 0 &&
+            !memchr(id + pre, '/', idlen - pre - suf))
+            ep->module = strndup(id + 1, idlen - 1 - suf);
+        if (!ep->module) {
+            endpoint_free(ep);
+            return NULL;
+        }
     } else {
         ep->kind = HUB_SINK_INPUT;
         /* "/modules/<m>/inputs/<i>" */
@@ -152,7 +163,8 @@ int endpoints_sync(struct hub *h, const struct route_table *t, struct lerr *err)
         struct queue *q = store_queue_at(h->store, i);
         _cleanup_free_ char *id = endpoint_id_of_queue(queue_name(q));
         if (id && !endpoint_find(h, id) &&
-            (lstr_startswith(id, MODULES_PREFIX) || strcmp(id, ENDPOINT_UPSTREAM_ID) == 0))
+            (lstr_startswith(id, MODULES_PREFIX) || lstr_startswith(id, ENDPOINT_C2D_PREFIX) ||
+             strcmp(id, ENDPOINT_UPSTREAM_ID) == 0))
             endpoint_new(h, id);
     }
     endpoints_deliver_all(h);
@@ -171,6 +183,16 @@ int endpoint_append(struct hub *h, struct endpoint *ep, unsigned prio, const voi
     }
     uint64_t seq;
     return queue_append(ep->q[prio], data, len, now, expiry, &seq);
+}
+
+struct endpoint *endpoint_c2d(struct hub *h, const char *device_id)
+{
+    char id[STORE_NAME_MAX];
+    int n = snprintf(id, sizeof(id), ENDPOINT_C2D_PREFIX "%s" ENDPOINT_C2D_SUFFIX, device_id);
+    if (n < 0 || (size_t)n >= sizeof(id) - 4 || strchr(device_id, '/') || !*device_id)
+        return NULL;
+    struct endpoint *ep = endpoint_find(h, id);
+    return ep ? ep : endpoint_new(h, id);
 }
 
 bool endpoint_has_backlog(const struct endpoint *ep)
@@ -196,6 +218,8 @@ void endpoints_deliver_all(struct hub *h)
     llist_foreach (ep, &h->endpoints->list, node)
         if (ep->sink && ep->sink->drain)
             ep->sink->drain(h, ep, now);
+    if (h->clients_changed)
+        h->clients_changed(h);
 }
 
 static void deliver_cb(evutil_socket_t fd, short what, void *arg)
@@ -231,6 +255,12 @@ void endpoints_prune(struct hub *h)
         log_info(COMP, "endpoint %s: no route uses it and it is empty; removed", ep->id);
         endpoint_free(ep);
     }
+}
+
+struct endpoint *endpoints_next(struct hub *h, const struct endpoint *prev)
+{
+    const struct llist *n = prev ? prev->node.next : h->endpoints->list.next;
+    return n == &h->endpoints->list ? NULL : llist_entry(n, struct endpoint, node);
 }
 
 json_t *endpoints_status(struct hub *h)

@@ -18,6 +18,10 @@ struct queue;
 struct endpoint;
 
 #define ENDPOINT_UPSTREAM_ID "$upstream" /* the route language's name of the upstream sink */
+/* A leaf device's cloud-to-device queue: "/devices/<d>/messages/devicebound" (no route names it;
+ * cloud.c fills it from the device's upstream session, input.c delivers it). */
+#define ENDPOINT_C2D_PREFIX "/devices/"
+#define ENDPOINT_C2D_SUFFIX "/messages/devicebound"
 
 struct hub_sink_ops {
     const char *name;
@@ -36,8 +40,8 @@ struct hub_sink_ops {
 struct endpoint {
     const struct hub_sink_ops *sink;
     enum hub_sink_kind kind;
-    char *id;     /* "/modules/m/inputs/i" or "$upstream" */
-    char *module; /* HUB_SINK_INPUT */
+    char *id;     /* "/modules/m/inputs/i", "$upstream", "/devices/d/messages/devicebound" */
+    char *module; /* HUB_SINK_INPUT: the module; HUB_SINK_C2D: the device's address */
     char *input;
     struct queue *q[HUB_PRIORITIES];
     bool in_use;       /* named by the current route table */
@@ -50,11 +54,15 @@ void endpoints_stop(struct hub *h);
 /* Endpoints for every sink of t, and for the queues left by earlier route tables. */
 int endpoints_sync(struct hub *h, const struct route_table *t, struct lerr *err);
 struct endpoint *endpoint_find(struct hub *h, const char *id);
+/* The endpoints in turn: the first after prev (NULL: the first of all), NULL after the last. */
+struct endpoint *endpoints_next(struct hub *h, const struct endpoint *prev);
 /* Append a stored message at priority prio (0-9, HUB_NO_PRIORITY) with its expiry (0: none).
  * 0, -ENOSPC (store full), or another -errno. */
 int endpoint_append(struct hub *h, struct endpoint *ep, unsigned prio, const void *data, size_t len,
                     int64_t now, int64_t expiry);
 bool endpoint_has_backlog(const struct endpoint *ep);
+/* The cloud-to-device endpoint of leaf device device_id (created when missing), or NULL. */
+struct endpoint *endpoint_c2d(struct hub *h, const char *device_id);
 /* Something became deliverable (a new message, a receiver connected or acknowledged): deliver
  * soon, from the loop. ep may be NULL. */
 void endpoint_kick(struct hub *h, struct endpoint *ep);

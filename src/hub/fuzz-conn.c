@@ -129,6 +129,8 @@ static void hub_up(void)
     free(yaml);
     lstrv_free(&errors);
     h.cfg.hub.tls_port = 0;
+    h.cfg.hub.websocket_port = 0;
+    h.cfg.hub.amqp_port = 0;
     h.cfg.hub.plain_port = 0;
     h.base = event_base_new();
     struct lerr err = {0};

@@ -9,12 +9,13 @@
  *        patch; the group commit made this durable, answer the sender (commit.c); close this
  *        identity's sessions
  *
- * Today's head is MQTT 3.1.1 over TCP and TLS (head_mqtt.c). The ones to come (issue 12) fit the
- * same table: MQTT over WebSockets shares head_mqtt.c's packet handling behind another transport;
- * AMQP 1.0 (Qpid Proton) maps a sender link per module input to deliver() and its disposition to
- * input_delivery_done(), the twin request/response links ($rid as the correlation id) to
- * twins_request() and twin_response(), and its CBS put-token to auth_check(); the HTTPS method
- * API only calls methods_invoke() and listens to nothing. A head registers in server.c. */
+ * The heads: MQTT 3.1.1 over TCP and TLS (head_mqtt.c); MQTT over WebSockets (head_ws.c), which
+ * shares head_mqtt.c's packet handling behind another transport; AMQP 1.0 (head_amqp.c, Qpid
+ * Proton's connection engine), which maps a module's input link to deliver() and the client's
+ * settlement to input_delivery_done(), the twin request/response links (the correlation id as the
+ * request id) to twins_request() and twin_response(), and its CBS put-token to auth_check(). The
+ * HTTPS method API (issue 12) only calls methods_invoke() and listens to nothing. A head
+ * registers in server.c. */
 #pragma once
 
 #include <jansson.h>
@@ -36,6 +37,7 @@ enum hub_stream {
     HUB_STREAM_DESIRED,        /* desired-property patches of its twin */
     HUB_STREAM_METHODS,        /* direct method calls */
     HUB_STREAM_TWIN_RESPONSES, /* answers to its twin requests */
+    HUB_STREAM_C2D,            /* a leaf device's cloud-to-device messages */
 };
 
 /* One delivery from an input endpoint that the client must acknowledge. The head keeps it beside
@@ -71,8 +73,9 @@ struct hub_head_ops {
     /* May the client take another delivery now: its output buffer has room and, for one it
      * must acknowledge, its window too? */
     bool (*ready)(const struct hub_client *c, bool acknowledged);
-    /* Send m to the client for input. d NULL: at most once; else the client acknowledges it and
-     * the head reports that through input_delivery_done(d). redelivery: sent before. */
+    /* Send m to the client for input (NULL: a cloud-to-device message for a leaf device). d NULL:
+     * at most once; else the client acknowledges it and the head reports that through
+     * input_delivery_done(d). redelivery: sent before. */
     int (*deliver)(struct hub_client *c, const char *input, const struct hub_message *m,
                    const struct hub_delivery *d, bool redelivery);
     /* The answer to twin request rid; version < 0: none to report. body may be NULL. */

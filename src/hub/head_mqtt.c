@@ -1,5 +1,6 @@
-/* head_mqtt.c — the MQTT head (head_mqtt.h): TLS or plain bufferevents, MQTT framing over the
- * input buffer (src/mqtt's codec), a dispatch table from packet type to handler, CONNECT through
+/* head_mqtt.c — the MQTT head (head_mqtt.h): TLS or plain bufferevents, optionally WebSocket
+ * framing under MQTT (net/ws.h: head_ws.c did the upgrade), MQTT framing over the input buffer
+ * (src/mqtt's codec), a dispatch table from packet type to handler, CONNECT through
  * auth.c, topics classified and turned into the hub's messages and requests, deliveries and
  * answers written back as packets, keep-alive, back-pressure, and teardown.
  *
@@ -29,12 +30,14 @@
 #include "input.h"
 #include "listener.h"
 #include "methods.h"
+#include "metrics.h"
 #include "router.h"
 #include "session.h"
 #include "twin.h"
 #include "log/log.h"
 #include "mqtt/codec.h"
 #include "mqtt/iothub.h"
+#include "net/ws.h"
 
 #define COMP "hub"
 /* Stop reading from a client whose answers pile up unread; resume below the low mark. */
@@ -69,6 +72,8 @@ struct conn {
     struct hub_client client; /* on the hub's list while CONN_ACTIVE */
     struct bufferevent *bev;
     struct event *keepalive; /* also frees a closed connection from the loop */
+    struct ws_conn *ws;      /* MQTT over WebSockets: the framing, and the MQTT bytes decoded */
+    struct evbuffer *wsin;
     struct session *session; /* after CONNECT */
     /* outgoing QoS 1 window (at most hub.max_inflight, below 65536) */
     struct inflight *inflight;
@@ -126,6 +131,8 @@ static int conn_send(struct conn *c, const void *data, size_t n)
 {
     if (c->state == CONN_CLOSING)
         return -EPIPE;
+    if (c->ws)
+        return ws_conn_write(c->ws, bufferevent_get_output(c->bev), data, n, NULL, 0);
     return bufferevent_write(c->bev, data, n) == 0 ? 0 : -ENOMEM;
 }
 
@@ -148,6 +155,8 @@ static int conn_send_publish(struct conn *c, const char *topic, size_t topic_len
     if (n < 0)
         return n;
     struct evbuffer *out = bufferevent_get_output(c->bev);
+    if (c->ws) /* one WebSocket message per packet */
+        return ws_conn_write(c->ws, out, hdr, (size_t)n, payload, payload_len);
     if (evbuffer_add(out, hdr, (size_t)n) < 0 ||
         (payload_len && evbuffer_add(out, payload, payload_len) < 0))
         return -ENOMEM;
@@ -195,6 +204,8 @@ static int mqtt_listens(const struct hub_client *cl, enum hub_stream stream, con
         return s->wants_methods ? 0 : -1;
     case HUB_STREAM_TWIN_RESPONSES:
         return s->wants_twin_res ? 0 : -1;
+    case HUB_STREAM_C2D:
+        return session_c2d_qos(s);
     }
     return -1;
 }
@@ -223,8 +234,10 @@ static int mqtt_deliver(struct hub_client *cl, const char *input, const struct h
     struct iothub_props props;
     hub_message_props(m, &props);
     lbuf_reset(&mh->topic);
-    int r = iothub_topic_module_input(&mh->topic, mqtt_str_c(cl->id->device_id),
-                                      mqtt_str_c(cl->id->module_id), mqtt_str_c(input), &props);
+    int r =
+        input ? iothub_topic_module_input(&mh->topic, mqtt_str_c(cl->id->device_id),
+                                          mqtt_str_c(cl->id->module_id), mqtt_str_c(input), &props)
+              : iothub_topic_devicebound(&mh->topic, mqtt_str_c(cl->id->device_id), &props);
     if (r < 0)
         return r;
     uint16_t pid = d ? conn_next_packet_id(c) : 0;
@@ -282,8 +295,16 @@ static void mqtt_close(struct hub_client *cl, const char *why, bool will)
 
 /* ------------------------------------------------------------------ CONNECT */
 
-static int refuse(struct conn *c, uint8_t code, const char *why)
+/* Refuse a CONNECT from the client claiming id (NULL: none could be read): edgehub_client_connect_
+ * failed_total counts it by IoT Edge's reasons. */
+static int refuse_id(struct conn *c, const char *id, uint8_t code, const char *why)
 {
+    const char *reason =
+        code == MQTT_CONNACK_IDENTIFIER_REJECTED ? "identifier_rejected"
+        : code == MQTT_CONNACK_NOT_AUTHORIZED || code == MQTT_CONNACK_BAD_USERNAME_PASSWORD
+            ? "not_authenticated"
+            : "protocol_error";
+    hub_metrics_add(c->hub, HM_CLIENT_CONNECT_FAIL, (const char *[]){id, reason, "mqtt"}, 1);
     struct lbuf b = LBUF_INIT;
     mqtt_encode_connack(&b, false, code);
     conn_send_buf(c, &b);
@@ -293,6 +314,11 @@ static int refuse(struct conn *c, uint8_t code, const char *why)
                 code, why);
     conn_close(c, NULL);
     return -EACCES;
+}
+
+static int refuse(struct conn *c, uint8_t code, const char *why)
+{
+    return refuse_id(c, NULL, code, why);
 }
 
 static char *str_dup(struct mqtt_str s)
@@ -310,26 +336,29 @@ static int on_connect(struct conn *c, const struct mqtt_packet *p)
      * checks it against the identity claimed). */
     SSL *ssl = bufferevent_openssl_get_ssl(c->bev);
     X509 *cert = ssl ? SSL_get0_peer_certificate(ssl) : NULL;
+    _cleanup_free_ char *client_id = str_dup(cn->client_id);
+    if (!client_id)
+        return -ENOMEM;
     if (!cn->has_username || (!cn->has_password && !cert))
-        return refuse(c, MQTT_CONNACK_BAD_USERNAME_PASSWORD,
-                      "user name and password (a SAS token) or a client certificate are required");
+        return refuse_id(
+            c, client_id, MQTT_CONNACK_BAD_USERNAME_PASSWORD,
+            "user name and password (a SAS token) or a client certificate are required");
     struct iothub_username u;
     struct lerr err = {0};
     if (iothub_username_parse(cn->username.ptr, cn->username.len, &u, &err) < 0)
-        return refuse(c, MQTT_CONNACK_BAD_USERNAME_PASSWORD, err.msg);
+        return refuse_id(c, client_id, MQTT_CONNACK_BAD_USERNAME_PASSWORD, err.msg);
     _cleanup_free_ char *device = str_dup(u.device_id), *module = str_dup(u.module_id);
-    _cleanup_free_ char *client_id = str_dup(cn->client_id);
     _cleanup_free_ char *expect = lstr_printf("%s/%s", device, module);
     _cleanup_free_ char *token =
         cn->has_password ? lstr_ndup((const char *)cn->password, cn->password_len) : strdup("");
-    if (!device || !module || !client_id || !expect || !token)
+    if (!device || !module || !expect || !token)
         return -ENOMEM;
     if (*module && strcmp(client_id, expect) != 0)
-        return refuse(c, MQTT_CONNACK_IDENTIFIER_REJECTED,
-                      "client id must be <device>/<module> of the user name");
+        return refuse_id(c, client_id, MQTT_CONNACK_IDENTIFIER_REJECTED,
+                         "client id must be <device>/<module> of the user name");
     if (!*module && strcmp(client_id, device) != 0)
-        return refuse(c, MQTT_CONNACK_IDENTIFIER_REJECTED,
-                      "a device's client id must be its device id, as in the user name");
+        return refuse_id(c, client_id, MQTT_CONNACK_IDENTIFIER_REJECTED,
+                         "a device's client id must be its device id, as in the user name");
     struct hub_credentials cr = {
         .device_id = device,
         .module_id = module,
@@ -339,7 +368,7 @@ static int on_connect(struct conn *c, const struct mqtt_packet *p)
     };
     struct hub_identity id;
     if (auth_check(h, &cr, &id, &err) < 0)
-        return refuse(c, MQTT_CONNACK_NOT_AUTHORIZED, err.msg);
+        return refuse_id(c, client_id, MQTT_CONNACK_NOT_AUTHORIZED, err.msg);
     struct session *s = session_find(h, client_id);
     if (s && s->conn) {
         /* MQTT-3.1.4-2: a second connection with the same client id takes over (no will). */
@@ -693,11 +722,11 @@ static void keepalive_arm(struct conn *c)
     }
 }
 
-static void conn_readcb(struct bufferevent *bev, void *arg)
+/* Every complete packet in `in` (the socket's input, or what the WebSocket frames carried). */
+static void conn_process(struct conn *c, struct evbuffer *in)
 {
-    struct conn *c = arg;
     struct hub *h = c->hub;
-    struct evbuffer *in = bufferevent_get_input(bev);
+    struct bufferevent *bev = c->bev;
     bool got = false;
     while (c->state != CONN_CLOSING) {
         size_t avail = evbuffer_get_length(in);
@@ -772,6 +801,41 @@ static void conn_readcb(struct bufferevent *bev, void *arg)
     /* Back-pressure: a client that does not read its acknowledgements stops being read. */
     if (conn_output_pending(c) > OUTPUT_HIGH)
         bufferevent_disable(bev, EV_READ);
+}
+
+static void conn_readcb(struct bufferevent *bev, void *arg)
+{
+    struct conn *c = arg;
+    if (!c->ws) {
+        conn_process(c, bufferevent_get_input(bev));
+        return;
+    }
+    /* Frames → MQTT bytes, at most about one maximum packet ahead, then the packets; again while
+     * the frames make progress (the decoded bytes are consumed each time, so it ends). */
+    struct evbuffer *raw = bufferevent_get_input(bev);
+    for (;;) {
+        size_t before = evbuffer_get_length(raw);
+        int r = ws_conn_read(c->ws, raw, c->wsin, c->hub->max_packet, bufferevent_get_output(bev));
+        conn_process(c, c->wsin);
+        if (c->state == CONN_CLOSING)
+            return;
+        if (r != 0) {
+            if (r < 0 || !lstr_startswith(ws_conn_why(c->ws), "closed by the peer")) {
+                c->hub->n.malformed++;
+                hub_refused(c->hub, HUB_REFUSAL_MALFORMED, "websocket",
+                            "%s: WebSocket: %s; closing",
+                            c->session ? c->session->client_id : PEER(c),
+                            r < 0 ? strerror(-r) : ws_conn_why(c->ws));
+                conn_close(c, NULL);
+            } else {
+                conn_close(c, "WebSocket closed by the peer");
+            }
+            return;
+        }
+        size_t after = evbuffer_get_length(raw);
+        if (after == 0 || after == before)
+            break;
+    }
 }
 
 static void conn_writecb(struct bufferevent *bev, void *arg)
@@ -853,7 +917,9 @@ static void peer_name(int fd, struct peer_addr *out)
     }
 }
 
-void mqtt_head_accept(struct hub *h, int fd, bool tls)
+/* At hub.max_connections: make room by closing the oldest connection that has not
+ * authenticated, or refuse the new one (false). */
+static bool conn_make_room(struct hub *h)
 {
     struct mqtt_head *mh = h->mqtt;
     if (mh->n_conns - mh->n_closing >= (size_t)h->cfg.hub.max_connections) {
@@ -870,8 +936,7 @@ void mqtt_head_accept(struct hub *h, int fd, bool tls)
             hub_refused(h, HUB_REFUSAL_CONNECTIONS, "refused",
                         "connection refused: hub.max_connections (%d) reached",
                         h->cfg.hub.max_connections);
-            evutil_closesocket(fd);
-            return;
+            return false;
         }
         h->n.connections_evicted++;
         hub_refused(h, HUB_REFUSAL_CONNECTIONS, "evicted",
@@ -879,6 +944,57 @@ void mqtt_head_accept(struct hub *h, int fd, bool tls)
                     "not authenticated to make room",
                     h->cfg.hub.max_connections);
         conn_close(oldest, NULL);
+    }
+    return true;
+}
+
+/* c has its bev: listen, arm the CONNECT deadline, join the head's list. */
+static void conn_start(struct hub *h, struct conn *c)
+{
+    struct mqtt_head *mh = h->mqtt;
+    bufferevent_setcb(c->bev, conn_readcb, conn_writecb, conn_eventcb, c);
+    /* Read at most one maximum packet ahead; the MQTT flow control does the rest. */
+    bufferevent_setwatermark(c->bev, EV_READ, 0, h->max_packet + 4096);
+    bufferevent_enable(c->bev, EV_READ | EV_WRITE);
+    c->state = CONN_NEW;
+    keepalive_arm(c);
+    llist_add_head(&mh->conns, &c->node);
+    mh->n_conns++;
+    h->n.connections_total++;
+}
+
+void mqtt_head_accept_ws(struct hub *h, struct bufferevent *bev, struct ws_conn *ws)
+{
+    struct conn *c = conn_make_room(h) ? calloc(1, sizeof(*c)) : NULL;
+    if (c) {
+        c->hub = h;
+        c->bev = bev;
+        c->ws = ws;
+        c->wsin = evbuffer_new();
+        c->keepalive = evtimer_new(h->base, keepalive_cb, c);
+    }
+    if (!c || !c->wsin || !c->keepalive) {
+        if (c && c->wsin)
+            evbuffer_free(c->wsin);
+        if (c && c->keepalive)
+            event_free(c->keepalive);
+        free(c);
+        ws_conn_free(ws);
+        bufferevent_free(bev);
+        return;
+    }
+    peer_name(bufferevent_getfd(bev), &c->peer);
+    conn_start(h, c);
+    /* Frames that came right behind the upgrade request. */
+    if (evbuffer_get_length(bufferevent_get_input(bev)) > 0)
+        conn_readcb(bev, c);
+}
+
+void mqtt_head_accept(struct hub *h, int fd, bool tls)
+{
+    if (!conn_make_room(h)) {
+        evutil_closesocket(fd);
+        return;
     }
     struct conn *c = calloc(1, sizeof(*c));
     if (!c) {
@@ -912,15 +1028,7 @@ void mqtt_head_accept(struct hub *h, int fd, bool tls)
         free(c);
         return;
     }
-    bufferevent_setcb(c->bev, conn_readcb, conn_writecb, conn_eventcb, c);
-    /* Read at most one maximum packet ahead; the MQTT flow control does the rest. */
-    bufferevent_setwatermark(c->bev, EV_READ, 0, h->max_packet + 4096);
-    bufferevent_enable(c->bev, EV_READ | EV_WRITE);
-    c->state = CONN_NEW;
-    keepalive_arm(c);
-    llist_add_head(&mh->conns, &c->node);
-    mh->n_conns++;
-    h->n.connections_total++;
+    conn_start(h, c);
 }
 
 /* Free c from the loop, on its timer's next pass: never inside a callback that may still use it. */
@@ -947,8 +1055,11 @@ static void conn_close(struct conn *c, const char *why)
     for (size_t i = 0; i < n; i++)
         input_delivery_done(h, &c->inflight[i].d, false);
     commit_client_gone(h, &c->client);
+    twins_client_gone(h, &c->client);
     conn_leave_session(c, c->no_will);
     bufferevent_disable(c->bev, EV_READ);
+    if (c->ws)
+        ws_conn_close(c->ws, bufferevent_get_output(c->bev), 1000);
     if (conn_output_pending(c) == 0) {
         conn_free_soon(c);
     } else {
@@ -967,6 +1078,9 @@ static void conn_free(struct conn *c)
     mh->n_closing--;
     bufferevent_free(c->bev);
     event_free(c->keepalive);
+    ws_conn_free(c->ws);
+    if (c->wsin)
+        evbuffer_free(c->wsin);
     free(c->inflight);
     free(c);
 }

@@ -66,6 +66,9 @@ int hub_identity_copy(const struct hub_identity *src, struct hub_identity *ret)
         c.address = strdup(src->address);
     else if (src->kind == HUB_IDENTITY_DEVICE && src->device_id)
         c.address = lstr_printf(HUB_DEVICE_ADDRESS_PREFIX "%s", src->device_id);
+    else if (src->kind == HUB_IDENTITY_CHILD_MODULE && src->device_id && src->module_id)
+        c.address = lstr_printf(HUB_DEVICE_ADDRESS_PREFIX "%s" HUB_CHILD_MODULES_INFIX "%s",
+                                src->device_id, src->module_id);
     else if (src->module_id)
         c.address = strdup(src->module_id);
     if ((src->device_id && !c.device_id) || (src->module_id && !c.module_id) ||
@@ -75,6 +78,25 @@ int hub_identity_copy(const struct hub_identity *src, struct hub_identity *ret)
     }
     *ret = c;
     return 0;
+}
+
+bool hub_child_address(const char *a, char ret_device[HUB_ID_SIZE], char ret_module[HUB_ID_SIZE])
+{
+    if (!a || !lstr_startswith(a, HUB_DEVICE_ADDRESS_PREFIX))
+        return false;
+    const char *d = a + strlen(HUB_DEVICE_ADDRESS_PREFIX);
+    const char *slash = strchr(d, '/');
+    if (!slash || slash == d || (size_t)(slash - d) >= HUB_ID_SIZE ||
+        strncmp(slash, HUB_CHILD_MODULES_INFIX, strlen(HUB_CHILD_MODULES_INFIX)) != 0)
+        return false;
+    const char *m = slash + strlen(HUB_CHILD_MODULES_INFIX);
+    size_t ml = strlen(m);
+    if (!ml || ml >= HUB_ID_SIZE || strchr(m, '/'))
+        return false;
+    memcpy(ret_device, d, (size_t)(slash - d));
+    ret_device[slash - d] = 0;
+    memcpy(ret_module, m, ml + 1);
+    return true;
 }
 
 static struct hub_logs *logs_of(struct hub *h)

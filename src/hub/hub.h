@@ -11,8 +11,8 @@
  *        │                                                                          │
  *        └──── deliveries, answers, acknowledgements (commit.c) ◀── through the head's ops table
  *
- * Each unit has its own header and includes only the headers of units below it
- * (tests/lint/hub-includes.sh fails on a circle). */
+ * (head_amqp.c, the AMQP head, sits where head_mqtt.c does.) Each unit has its own header and
+ * includes only the headers of units below it (tests/lint/hub-includes.sh fails on a circle). */
 #pragma once
 
 #include <jansson.h>
@@ -60,6 +60,9 @@ struct hub_counters {
 enum hub_identity_kind {
     HUB_IDENTITY_MODULE, /* a module of this device's deployment */
     HUB_IDENTITY_DEVICE, /* a leaf device behind this gateway (docs/gateway.md) */
+    /* A module identity of a leaf device that is itself an edge device — a child ledge's
+     * $edgeAgent, $edgeHub or module (docs/nested.md): its twin and methods, never inputs. */
+    HUB_IDENTITY_CHILD_MODULE,
 };
 
 enum hub_auth_method {
@@ -72,13 +75,21 @@ struct hub_identity {
     enum hub_auth_method method;
     char *device_id; /* as this device is named in the runtime file */
     char *module_id; /* as the deployment names the module; NULL for a device */
-    /* What twins, method calls, clients and sessions know it by: the module id, or
-     * "devices/<deviceId>" for a leaf device (ids have no '/', so the two never meet). */
+    /* What twins, method calls, clients and sessions know it by: the module id,
+     * "devices/<deviceId>" for a leaf device, "devices/<deviceId>/modules/<moduleId>" for a
+     * child edge device's module (ids have no '/', so the three never meet). */
     char *address;
     uint8_t slot; /* the key or thumbprint it authenticated with: 0 primary, 1 secondary */
 };
 
 #define HUB_DEVICE_ADDRESS_PREFIX "devices/"
+#define HUB_CHILD_MODULES_INFIX "/modules/"
+/* Module identities a child edge device may have on its parent (twins kept for each). */
+#define HUB_MAX_CHILD_MODULES 100
+
+#define HUB_ID_SIZE 129 /* IoT Hub ids: 1-128 characters */
+/* "devices/<d>/modules/<m>" → its device and module ids; false for any other address. */
+bool hub_child_address(const char *a, char ret_device[HUB_ID_SIZE], char ret_module[HUB_ID_SIZE]);
 
 void hub_identity_clear(struct hub_identity *id);
 /* A copy of src into *ret (strings duplicated). -ENOMEM. */
@@ -90,13 +101,14 @@ enum hub_sink_kind {
     HUB_SINK_UPSTREAM, /* $upstream: upstream.c */
     HUB_SINK_TWINS,    /* twin.c */
     HUB_SINK_METHODS,  /* methods.c */
+    HUB_SINK_C2D,      /* a leaf device's cloud-to-device messages: input.c */
     HUB_SINK_CLOUD,    /* the module identities' own sessions upstream (twins, methods): cloud.c */
     HUB_SINK_COUNT
 };
 
 struct hub_sink_ops;
 struct hub_head_ops;
-#define HUB_MAX_HEADS 4
+#define HUB_MAX_HEADS 6
 
 struct hub {
     struct event_base *base;
@@ -117,6 +129,9 @@ struct hub {
     /* each unit's own state (opaque here) */
     struct listener *listener;
     struct mqtt_head *mqtt;
+    struct ws_head *ws;
+    struct https_head *https;
+    struct amqp_head *amqp;
     struct sessions *sessions;
     struct clients *clients;
     struct database *db;
@@ -129,11 +144,21 @@ struct hub {
     struct server *server;
     struct hs_server *control;
     struct hub_logs *logs; /* hub.c: refusal counts and the log's rate limits */
-    /* Observers, for a unit above the one that sees the change (cloud.c): a module's client
-     * was attached or detached (clients.c: called after the list changed), its reported
-     * properties changed (twin.c). NULL: nobody listens. They must not close clients. */
+    /* Observers, for a unit above the one that sees the change (cloud.c, methods.c): a module's or
+     * a leaf device's client was attached or detached (clients.c: called after the list changed,
+     * with its address), its reported properties changed (twin.c). NULL: nobody listens. They must
+     * not close clients. */
     void (*module_presence)(struct hub *h, const char *module);
     void (*reported_changed)(struct hub *h, const char *module);
+    /* The session of address is reading its twin in the cloud (cloud.c): the address's twin
+     * GETs wait for it (twin.c: twins_cloud_synced ends the wait). */
+    bool (*twin_syncing)(struct hub *h, const char *address);
+    struct twin_wait *twin_waits; /* twin.c: GETs waiting for the cloud's twin */
+    size_t n_twin_waits;
+    /* Clients may listen to more than before (endpoint.c's deliver round, which every subscribe,
+     * link and connection kicks): methods.c sends the calls waiting for their target. */
+    void (*clients_changed)(struct hub *h);
+    struct hub_metrics *metrics; /* metrics.c: counters by label */
 };
 
 /* Why the hub refused what a client sent or asked for. Every refusal is counted by cause

@@ -1,11 +1,12 @@
-/* input.c — delivery from module-input endpoints to their module's client (input.h). When the
- * client goes, what it had not acknowledged is delivered again, in order, marked as a redelivery.
- */
+/* input.c — delivery from module-input endpoints to their module's client, and from a leaf
+ * device's cloud-to-device endpoint to the device's client (input.h). When the client goes, what
+ * it had not acknowledged is delivered again, in order, marked as a redelivery. */
 #include "input.h"
 
 #include <string.h>
 
 #include "clients.h"
+#include "metrics.h"
 #include "log/log.h"
 #include "store/store.h"
 
@@ -18,11 +19,20 @@ static struct hub_client *receiver(struct hub *h, const struct endpoint *ep, int
     struct hub_client *c = clients_find(h, ep->module);
     if (!c)
         return NULL;
-    int qos = c->ops->listens(c, HUB_STREAM_INPUTS, ep->input);
+    int qos = ep->kind == HUB_SINK_C2D ? c->ops->listens(c, HUB_STREAM_C2D, NULL)
+                                       : c->ops->listens(c, HUB_STREAM_INPUTS, ep->input);
     if (qos < 0)
         return NULL;
     *ret_qos = qos;
     return c;
+}
+
+static void sent(struct hub *h, const struct hub_client *c, const struct endpoint *ep,
+                 const struct hub_message *m, unsigned prio)
+{
+    char to[300];
+    hub_metrics_client_id(c->id->device_id, c->id->module_id, to, sizeof(to));
+    hub_metrics_sent(h, m, to, ep->input, prio);
 }
 
 static bool input_direct(struct hub *h, struct endpoint *ep, const struct hub_message *m)
@@ -36,6 +46,7 @@ static bool input_direct(struct hub *h, struct endpoint *ep, const struct hub_me
     if (c->ops->deliver(c, ep->input, m, NULL, false) < 0)
         return false;
     h->n.delivered++;
+    sent(h, c, ep, m, HUB_NO_PRIORITY);
     return true;
 }
 
@@ -73,6 +84,7 @@ static void input_drain(struct hub *h, struct endpoint *ep, int64_t now)
                 return;
             }
             h->n.delivered++;
+            sent(h, c, ep, &m, (unsigned)p);
             if (qos)
                 ep->inflight++;
             else
@@ -107,4 +119,11 @@ const struct hub_sink_ops input_sink_ops = {
     .name = "module input",
     .drain = input_drain,
     .direct = input_direct,
+};
+
+/* Cloud-to-device messages are never handed over without the store: IoT Hub's acknowledgement
+ * waits for them to be durable (cloud.c). */
+const struct hub_sink_ops c2d_sink_ops = {
+    .name = "cloud-to-device",
+    .drain = input_drain,
 };

@@ -11,6 +11,9 @@
 #include "hub.h"
 
 extern const struct hub_sink_ops input_sink_ops;
+/* A leaf device's cloud-to-device endpoint (endpoint_c2d()): the same delivery to the device's
+ * client while it subscribes to devices/<d>/messages/devicebound/#. */
+extern const struct hub_sink_ops c2d_sink_ops;
 
 /* The client acknowledged d (acked), or went away without doing so: then it and everything after
  * it in its queue are delivered again, in order. */

@@ -12,6 +12,7 @@
 #include "base/timeutil.h"
 #include "commit.h"
 #include "endpoint.h"
+#include "metrics.h"
 #include "route/route.h"
 
 struct router {
@@ -88,6 +89,10 @@ static int route_message(struct hub *h, struct hub_message *m, bool at_least_onc
         return n;
     if (n == 0) {
         h->n.unrouted++;
+        char id[300];
+        const char *output;
+        hub_metrics_sender(m, id, sizeof(id), &output);
+        hub_metrics_add(h, HM_MESSAGES_DROPPED, (const char *[]){"no_route", id, output}, 1);
         return 0;
     }
     int64_t now = ltime_now_ms();
@@ -117,6 +122,11 @@ static int route_message(struct hub *h, struct hub_message *m, bool at_least_onc
         if (r < 0) {
             h->n.refused++;
             *ret_refused = true;
+            char id[300];
+            const char *output;
+            hub_metrics_sender(m, id, sizeof(id), &output);
+            hub_metrics_add(h, HM_MESSAGES_UNACK, (const char *[]){"storage_failure", id, output},
+                            1);
             hub_refused(h, r == -ENOSPC ? HUB_REFUSAL_STORE_FULL : HUB_REFUSAL_STORE_ERROR, ep->id,
                         "endpoint %s: message refused: %s", ep->id,
                         r == -ENOSPC ? "the store is full (storeLimits.maxSizeBytes or disk)"
@@ -169,6 +179,13 @@ int router_publish(struct hub *h, const struct hub_identity *from, struct hub_me
     m->sys[HUB_SYS_CONNECTION_AUTH_METHOD] = auth_methods[device][from->method == HUB_AUTH_X509];
     m->enqueued_ms = now;
     h->n.received++;
+    {
+        char id[300];
+        const char *out;
+        hub_metrics_sender(m, id, sizeof(id), &out);
+        hub_metrics_add(h, HM_MESSAGES_RECEIVED, (const char *[]){id, out}, 1);
+        hub_metrics_observe(h, HM_MESSAGE_SIZE, (const char *[]){id}, (double)m->body_len);
+    }
 
     bool refused = false;
     int r = route_message(h, m, at_least_once, &refused);

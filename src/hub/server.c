@@ -20,10 +20,14 @@
 #include "control.h"
 #include "database.h"
 #include "endpoint.h"
+#include "head_https.h"
+#include "head_amqp.h"
 #include "head_mqtt.h"
+#include "head_ws.h"
 #include "input.h"
 #include "listener.h"
 #include "methods.h"
+#include "metrics.h"
 #include "router.h"
 #include "twin.h"
 #include "upstream.h"
@@ -71,7 +75,7 @@ int hub_load_runtime(struct hub *h, struct lerr *err)
     }
     lstrv_free(&errors);
     SSL_CTX *ctx = listener_tls_context(&rt, err);
-    if (!ctx && h->cfg.hub.tls_port) {
+    if (!ctx && (h->cfg.hub.tls_port || h->cfg.hub.websocket_port || h->cfg.hub.amqp_port)) {
         route_table_free(routes);
         hub_runtime_clear(&rt);
         return -EINVAL;
@@ -187,16 +191,22 @@ int hub_start(struct hub *h, struct lerr *err)
     h->server = calloc(1, sizeof(*h->server));
     if (!h->runtime_path || !h->queue_dir || !h->server)
         return -ENOMEM;
-    /* The pipeline: one head, five sinks. */
+    /* The pipeline: the MQTT head (and MQTT over WebSockets, which hands its connections to
+     * it once upgraded, or to the AMQP head for AMQPWSB10), the HTTPS API, AMQP, six sinks. */
     h->heads[h->n_heads++] = &mqtt_head_ops;
+    h->heads[h->n_heads++] = &ws_head_ops;
+    h->heads[h->n_heads++] =
+        &https_head_ops; /* the requests of the WebSocket port that are no upgrade */
+    h->heads[h->n_heads++] = &amqp_head_ops;
     h->sinks[HUB_SINK_INPUT] = &input_sink_ops;
     h->sinks[HUB_SINK_UPSTREAM] = &upstream_sink_ops;
     h->sinks[HUB_SINK_TWINS] = &twins_sink_ops;
     h->sinks[HUB_SINK_METHODS] = &methods_sink_ops;
+    h->sinks[HUB_SINK_C2D] = &c2d_sink_ops;
     h->sinks[HUB_SINK_CLOUD] = &cloud_sink_ops;
     int r;
     if ((r = listener_start(h)) < 0 || (r = clients_start(h)) < 0 || (r = endpoints_start(h)) < 0 ||
-        (r = router_start(h)) < 0)
+        (r = router_start(h)) < 0 || (r = hub_metrics_start(h)) < 0)
         return lerr_set(err, r, "out of memory");
     if ((r = hub_load_runtime(h, err)) < 0)
         return r;
@@ -233,12 +243,18 @@ int hub_start(struct hub *h, struct lerr *err)
     event_add(sv->sighup_ev, NULL);
     event_add(sv->sigterm_ev, NULL);
     event_add(sv->sigint_ev, NULL);
-    char tls[300] = "no TLS listener", plain[48] = "";
+    char tls[300] = "no TLS listener", plain[48] = "", ws[340] = "", amqp[300] = "";
     if (h->cfg.hub.tls_port)
         snprintf(tls, sizeof(tls), "MQTT over TLS on %s:%d", h->cfg.hub.bind, h->cfg.hub.tls_port);
     if (h->cfg.hub.plain_port)
         snprintf(plain, sizeof(plain), ", plain MQTT on 127.0.0.1:%d", h->cfg.hub.plain_port);
-    log_info(COMP, "ledge-hub %s ready: %s%s, device %s", LEDGE_VERSION, tls, plain,
+    if (h->cfg.hub.websocket_port)
+        snprintf(ws, sizeof(ws), ", MQTT over WebSockets on wss://%s:%d%s", h->cfg.hub.bind,
+                 h->cfg.hub.websocket_port, WS_PATH);
+    if (h->cfg.hub.amqp_port)
+        snprintf(amqp, sizeof(amqp), ", AMQP over TLS on %s:%d", h->cfg.hub.bind,
+                 h->cfg.hub.amqp_port);
+    log_info(COMP, "ledge-hub %s ready: %s%s%s%s, device %s", LEDGE_VERSION, tls, plain, ws, amqp,
              h->rt.device_id);
     return 0;
 }
@@ -265,6 +281,7 @@ void hub_stop(struct hub *h)
         h->store = NULL;
     }
     router_stop(h);
+    hub_metrics_stop(h);
     clients_stop(h);
     listener_stop(h);
     route_table_free(h->routes);

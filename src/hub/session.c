@@ -70,6 +70,30 @@ void sessions_stop(struct hub *h)
 
 /* ------------------------------------------------------------------ persistence */
 
+int session_c2d_qos(const struct session *s)
+{
+    if (s->id.kind != HUB_IDENTITY_DEVICE)
+        return -1;
+    char own[300];
+    int n = snprintf(own, sizeof(own), "devices/%s/", s->id.device_id);
+    if (n < 0 || (size_t)n >= sizeof(own))
+        return -1;
+    int qos = -1;
+    for (size_t i = 0; i < s->n_subs; i++) {
+        const char *f = s->subs[i].filter;
+        if (strncasecmp(f, own, (size_t)n) != 0)
+            continue;
+        /* The topic as the filter spells the device id (ids compare case-insensitively); "x"
+         * stands for the bag. */
+        char topic[400];
+        int tn = snprintf(topic, sizeof(topic), "%.*smessages/devicebound/x", n, f);
+        if (tn > 0 && (size_t)tn < sizeof(topic) && s->subs[i].qos > qos &&
+            mqtt_topic_match(f, strlen(f), topic, (size_t)tn))
+            qos = s->subs[i].qos;
+    }
+    return qos;
+}
+
 static void update_wants(struct session *s);
 
 /* Write a persistent session's subscriptions, or forget a clean one: 0, or -EIO (logged once)
@@ -135,7 +159,9 @@ int sessions_load(struct hub *h)
             break;
         s->client_id = strdup(cid);
         struct hub_identity who = {
-            .kind = *mod ? HUB_IDENTITY_MODULE : HUB_IDENTITY_DEVICE,
+            .kind = !*mod                                         ? HUB_IDENTITY_DEVICE
+                    : strcasecmp(dev, h->rt.device_id ?: "") == 0 ? HUB_IDENTITY_MODULE
+                                                                  : HUB_IDENTITY_CHILD_MODULE,
             .device_id = (char *)dev,
             .module_id = *mod ? (char *)mod : NULL,
         };

@@ -69,6 +69,9 @@ bool session_may_subscribe(const struct session *s, const char *filter, size_t l
  * -1 when no subscription matches devices/<d>/modules/<m>/inputs/<input>/<bag>. The answer is
  * kept for the next call with the same input, until the subscriptions change. */
 int session_input_qos(struct session *s, const char *input);
+/* A leaf device's: the QoS to deliver its cloud-to-device messages with (the highest of the
+ * subscriptions matching devices/<d>/messages/devicebound/<bag>), or -1 (none, or a module). */
+int session_c2d_qos(const struct session *s);
 /* 0; -ENOSPC beyond hub.max_subscriptions; -EIO when a persistent session could not be saved
  * (nothing changed then); -ENOMEM. */
 int session_subscribe(struct hub *h, struct session *s, const char *filter, size_t len,

@@ -1,11 +1,14 @@
 /* status.c — the status document (status.h), gathered from the units that keep each part. */
 #include "status.h"
 
+#include <unistd.h>
+
 #include "base/timeutil.h"
 #include "cloud.h"
 #include "database.h"
 #include "endpoint.h"
 #include "head.h"
+#include "metrics.h"
 #include "upstream.h"
 #include "store/store.h"
 
@@ -69,7 +72,12 @@ json_t *hub_status_json(struct hub *h)
         (json_int_t)ss.sync_errors, "fsync", store_sync_policy_to_string(ss.sync), "upstream",
         upstream_status(h), "twinsDatabase", database_status(h), "refusals",
         hub_refusals_status(h));
-    if (o)
+    if (o) {
         json_object_set_new(o, "cloud", cloud_status(h));
+        json_object_set_new(o, "metrics", hub_metrics_status(h));
+    }
+    /* which process answers: `ledge update` checks that the hub was restarted on the new binary */
+    if (o)
+        json_object_set_new(o, "pid", json_integer(getpid()));
     return o;
 }

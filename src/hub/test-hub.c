@@ -2,7 +2,8 @@
  * a real hub (store, twins, control socket) in a temp dir, clients speaking MQTT over socketpairs
  * handed to mqtt_head_accept(). Authentication, authorisation, routing and delivery, QoS 2 and
  * retain, limits, malformed and oversized input, persistent sessions, priorities, TTL, wills, store
- * full, reload. */
+ * full, reload; the same client over WebSockets (ws_head_accept(): the upgrade, then MQTT in
+ * frames). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -24,6 +25,15 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <proton/connection.h>
+#include <proton/connection_driver.h>
+#include <proton/delivery.h>
+#include <proton/event.h>
+#include <proton/link.h>
+#include <proton/message.h>
+#include <proton/session.h>
+#include <proton/terminus.h>
+
 #include "base/crypto.h"
 #include "base/fs.h"
 #include "base/json.h"
@@ -31,7 +41,16 @@
 #include "base/timeutil.h"
 #include "database.h"
 #include "auth.h"
+#include "amqp_map.h"
+#include "cloud.h"
+#include "commit.h"
+#include "endpoint.h"
+#include "head_amqp.h"
+#include "exposition.h"
+#include "head_https.h"
+#include "metrics.h"
 #include "head_mqtt.h"
+#include "head_ws.h"
 #include "methods.h"
 #include "server.h"
 #include "session.h"
@@ -72,6 +91,11 @@ struct client {
     struct lbuf pkt; /* the last packet returned (decoded views point here) */
     bool eof;
     uint16_t next_id;
+    /* over WebSockets: our packets go out in masked binary frames, the hub's come in frames */
+    bool ws;
+    struct lbuf raw; /* bytes received, not yet unframed */
+    int ws_close;    /* the code of the hub's close frame, -1 none yet */
+    int pongs;
 };
 
 /* ------------------------------------------------------------------ fixture */
@@ -191,6 +215,8 @@ static void hub_up(struct fixture *f)
     lstrv_free(&errors);
     f->h.cfg.hub.tls_port = 0; /* the tests hand sockets to mqtt_head_accept() themselves */
     f->h.cfg.hub.plain_port = 0;
+    f->h.cfg.hub.websocket_port = 0; /* ws_head_accept() gets socketpairs too */
+    f->h.cfg.hub.amqp_port = 0;      /* and amqp_head_accept() */
     f->h.base = event_base_new();
     assert_non_null(f->h.base);
     struct lerr err = {0};
@@ -283,12 +309,91 @@ static void cl_close(struct client *c)
     if (c->fd >= 0)
         close(c->fd);
     c->fd = -1;
+    lbuf_free(&c->raw);
     lbuf_free(&c->in);
     lbuf_free(&c->pkt);
     pump(c->f);
 }
 
+static void cl_send_raw(struct client *c, const void *data, size_t n);
+
+/* A client's frame: masked, as RFC 6455 requires of clients. */
+static void ws_frame(struct lbuf *b, uint8_t first, const void *payload, size_t n)
+{
+    uint8_t h[14], mask[4] = {0xa1, 0x5b, 0x07, 0xee};
+    size_t hn = 0;
+    h[hn++] = first;
+    if (n < 126) {
+        h[hn++] = 0x80 | (uint8_t)n;
+    } else if (n < 65536) {
+        h[hn++] = 0x80 | 126;
+        h[hn++] = (uint8_t)(n >> 8);
+        h[hn++] = (uint8_t)n;
+    } else {
+        h[hn++] = 0x80 | 127;
+        for (int i = 7; i >= 0; i--)
+            h[hn++] = (uint8_t)((uint64_t)n >> (8 * i));
+    }
+    memcpy(h + hn, mask, 4);
+    hn += 4;
+    assert_int_equal(lbuf_append(b, h, hn), 0);
+    assert_int_equal(lbuf_reserve(b, n), 0);
+    for (size_t i = 0; i < n; i++)
+        b->data[b->len++] = (char)(((const uint8_t *)payload)[i] ^ mask[i % 4]);
+}
+
 static void cl_send(struct client *c, const void *data, size_t n)
+{
+    if (!c->ws) {
+        cl_send_raw(c, data, n);
+        return;
+    }
+    struct lbuf b = LBUF_INIT;
+    ws_frame(&b, 0x82, data, n);
+    cl_send_raw(c, b.data, b.len);
+    lbuf_free(&b);
+}
+
+/* The hub's frames (never masked) from c->raw: binary payloads to c->in. */
+static void ws_unframe(struct client *c)
+{
+    for (;;) {
+        const uint8_t *p = (const uint8_t *)c->raw.data;
+        size_t avail = c->raw.len, hn = 2;
+        if (avail < 2)
+            return;
+        assert_int_equal(p[1] & 0x80, 0);
+        uint64_t n = p[1] & 0x7f;
+        if (n == 126) {
+            if (avail < 4)
+                return;
+            n = (uint64_t)p[2] << 8 | p[3];
+            hn = 4;
+        } else if (n == 127) {
+            if (avail < 10)
+                return;
+            n = 0;
+            for (int i = 0; i < 8; i++)
+                n = n << 8 | p[2 + i];
+            hn = 10;
+        }
+        if (avail < hn + n)
+            return;
+        uint8_t op = p[0] & 0x0f;
+        if (op == 2 || op == 0)
+            assert_int_equal(lbuf_append(&c->in, p + hn, (size_t)n), 0);
+        else if (op == 8)
+            c->ws_close = n >= 2 ? (p[hn] << 8 | p[hn + 1]) : 0;
+        else if (op == 0xa)
+            c->pongs++;
+        else
+            fail_msg("hub sent WebSocket opcode %u", op);
+        memmove(c->raw.data, c->raw.data + hn + n, avail - hn - (size_t)n);
+        c->raw.len -= hn + (size_t)n;
+    }
+}
+
+static void cl_send_raw(struct client *c, const void *data, size_t n)
 {
     const uint8_t *p = data;
     while (n) {
@@ -339,7 +444,9 @@ static int cl_next(struct client *c, struct mqtt_packet *p, int timeout_ms)
         uint8_t buf[65536];
         ssize_t n = recv(c->fd, buf, sizeof(buf), MSG_DONTWAIT);
         if (n > 0) {
-            assert_int_equal(lbuf_append(&c->in, buf, (size_t)n), 0);
+            assert_int_equal(lbuf_append(c->ws ? &c->raw : &c->in, buf, (size_t)n), 0);
+            if (c->ws)
+                ws_unframe(c);
             continue;
         }
         if (n == 0 || (n < 0 && errno != EAGAIN)) {
@@ -918,6 +1025,124 @@ static void test_route_and_deliver(void **state)
     assert_int_equal(counter(f, "direct"), 1);
     cl_close(&sc);
     cl_close(&rc);
+}
+
+/* The exposition (exposition.h): IoT Edge's names and labels for the traffic just sent, the
+ * common labels on every sample, and the bound on the series. */
+static bool has_line(const char *text, const char *start, const char *labels, const char *value)
+{
+    for (const char *p = text; p && *p; p = strchr(p, '\n'), p = p ? p + 1 : NULL) {
+        const char *end = strchr(p, '\n');
+        size_t n = end ? (size_t)(end - p) : strlen(p);
+        char line[2048];
+        if (n >= sizeof(line) || strncmp(p, start, strlen(start)) != 0)
+            continue;
+        memcpy(line, p, n);
+        line[n] = 0;
+        bool ok = true;
+        char want[512];
+        snprintf(want, sizeof(want), "%s", labels);
+        for (char *tok = strtok(want, " "); tok && ok; tok = strtok(NULL, " "))
+            ok = strstr(line, tok) != NULL;
+        const char *sp = strrchr(line, ' ');
+        if (ok && sp && strcmp(sp + 1, value) == 0)
+            return true;
+    }
+    fprintf(stderr, "no line %s{%s} %s in:\n%s\n", start, labels, value, text);
+    return false;
+}
+
+static void test_metrics_exposition(void **state)
+{
+    struct fixture *f = *state;
+    struct client rc, sc;
+    cl_open_receiver(f, &rc);
+    cl_open_as(f, &sc, "sender");
+    send_output(&sc, "out1", NULL, "a");
+    send_output(&sc, "out1", NULL, "b");
+    struct received r;
+    expect_input(&rc, &r, true);
+    expect_input(&rc, &r, true);
+    send_output(&sc, "nowhere", NULL, "x");
+    pump(f);
+    uint8_t wrong[32] = {9};
+    struct connect_opts bad_key = {.key = wrong};
+    expect_refused(f, "sender", &bad_key, MQTT_CONNACK_NOT_AUTHORIZED);
+
+    struct lbuf b = LBUF_INIT;
+    assert_int_equal(hub_exposition(&f->h, &b), 0);
+    const char *t = b.data;
+    assert_true(has_line(t, "edgehub_messages_received_total{",
+                         "id=\"" DEVICE "/sender\" route_output=\"out1\" ms_telemetry=\"True\"",
+                         "2"));
+    assert_true(has_line(t, "edgehub_messages_sent_total{",
+                         "from=\"" DEVICE "/sender\" to=\"" DEVICE "/receiver\" "
+                         "from_route_output=\"out1\" to_route_input=\"in1\" "
+                         "priority=\"2000000000\"",
+                         "2"));
+    assert_true(has_line(t, "edgehub_messages_dropped_total{",
+                         "reason=\"no_route\" from_route_output=\"nowhere\"", "1"));
+    assert_true(has_line(t, "edgehub_messages_dropped_total{", "reason=\"ttl_expiry\"", "0"));
+    assert_true(has_line(t, "edgehub_queue_length{",
+                         "endpoint=\"" DEVICE "/receiver/in1\" priority=\"2000000000\"", "0"));
+    assert_true(has_line(t, "edgehub_client_connect_failed_total{",
+                         "id=\"" DEVICE "/sender\" reason=\"not_authenticated\" "
+                         "protocol=\"mqtt\"",
+                         "1"));
+    assert_true(has_line(t, "edgehub_connected_clients{", "", "2"));
+    /* summaries: _sum and _count, with their TYPE */
+    assert_non_null(strstr(t, "# TYPE edgehub_message_size_bytes summary\n"));
+    assert_true(has_line(t, "edgehub_message_size_bytes_sum{", "id=\"" DEVICE "/sender\"", "3"));
+    assert_true(has_line(t, "edgehub_message_size_bytes_count{", "id=\"" DEVICE "/sender\"", "3"));
+    assert_true(has_line(t, "edgehub_message_process_duration_seconds_count{",
+                         "from=\"" DEVICE "/sender\" to=\"" DEVICE "/receiver\" "
+                         "priority=\"2000000000\" ms_telemetry=\"True\"",
+                         "2"));
+    hub_metrics_observe(&f->h, HM_METHOD_DURATION, (const char *[]){"upstream", "d/m"}, 0.25);
+    hub_metrics_observe(&f->h, HM_METHOD_DURATION, (const char *[]){"upstream", "d/m"}, 0.5);
+    hub_metrics_observe(&f->h, HM_GETTWIN, (const char *[]){"edge_hub", "d/m"}, 1); /* a counter */
+    lbuf_free(&b);
+    assert_int_equal(hub_exposition(&f->h, &b), 0);
+    t = b.data;
+    assert_true(has_line(t, "edgehub_direct_method_duration_seconds_sum{",
+                         "from=\"upstream\" to=\"d/m\"", "0.75"));
+    assert_true(has_line(t, "edgehub_direct_method_duration_seconds_count{",
+                         "from=\"upstream\" to=\"d/m\"", "2"));
+    assert_null(strstr(t, "edgehub_gettwin_total{iothub"));
+    /* IoT Edge's common labels first on every sample */
+    char common[256];
+    snprintf(common, sizeof(common), "{iothub=\"%s\",edge_device=\"%s\",instance_number=\"%s\"",
+             IOTHUB, DEVICE, hub_instance_number(&f->h));
+    for (const char *p = t; *p; p = strchr(p, '\n') + 1) {
+        if (*p != '#') {
+            const char *brace = strchr(p, '{');
+            assert_non_null(brace);
+            assert_int_equal(strncmp(brace, common, strlen(common)), 0);
+        }
+        if (!strchr(p, '\n'))
+            break;
+    }
+    lbuf_free(&b);
+    cl_close(&sc);
+    cl_close(&rc);
+
+    /* at most metrics.max_series series; counts for more are summed as dropped */
+    hub_metrics_stop(&f->h);
+    f->h.cfg.metrics.max_series = 16;
+    assert_int_equal(hub_metrics_start(&f->h), 0);
+    for (int i = 0; i < 20; i++) {
+        char out[16];
+        snprintf(out, sizeof(out), "o%d", i);
+        hub_metrics_add(&f->h, HM_MESSAGES_RECEIVED, (const char *[]){"d/m", out}, 3);
+        hub_metrics_add(&f->h, HM_MESSAGES_RECEIVED, (const char *[]){"d/m", out}, 1);
+    }
+    assert_int_equal(hub_metrics_series(&f->h), 16);
+    assert_int_equal(hub_metrics_dropped(&f->h), 16);
+    assert_int_equal(hub_exposition(&f->h, &b), 0);
+    assert_true(has_line(b.data, "edgehub_messages_received_total{", "route_output=\"o15\"", "4"));
+    assert_null(strstr(b.data, "route_output=\"o16\""));
+    assert_true(has_line(b.data, "ledge_hub_metrics_series_dropped_total{", "", "16"));
+    lbuf_free(&b);
 }
 
 static void test_puback_waits_for_receiver_ack_and_redelivers(void **state)
@@ -1579,6 +1804,107 @@ static void test_persistent_session_survives_restart(void **state)
 
 /* ------------------------------------------------------------------ twins and methods */
 
+static int presence_calls;
+static void presence_fake(struct hub *h, const char *module)
+{
+    (void)h;
+    (void)module;
+    presence_calls++;
+}
+
+/* With an observer of module presence (cloud.c, upstream.iothub), a connection that goes before
+ * its CONNECT — a port probe, a client that gives up — was never a client: nothing to tell (the
+ * hub crashed on its missing identity). */
+static void test_close_before_connect_with_presence(void **state)
+{
+    struct fixture *f = *state;
+    f->h.module_presence = presence_fake;
+    presence_calls = 0;
+    struct client c;
+    cl_open(f, &c);
+    cl_close(&c);
+    struct client c2;
+    cl_open(f, &c2);
+    cl_send_raw(&c2, "\x10", 1); /* half a CONNECT */
+    cl_close(&c2);
+    assert_int_equal(presence_calls, 0);
+    cl_open_as(f, &c, "receiver");
+    assert_int_equal(presence_calls, 1);
+    cl_close(&c);
+    assert_int_equal(presence_calls, 2);
+    f->h.module_presence = NULL;
+}
+
+static bool fake_syncing;
+static bool twin_syncing_fake(struct hub *h, const char *address)
+{
+    (void)h;
+    return fake_syncing && strcmp(address, "receiver") == 0;
+}
+
+static void topic_of(const struct mqtt_packet *p, char *buf, size_t size)
+{
+    snprintf(buf, size, "%.*s", (int)p->publish.topic.len, p->publish.topic.ptr);
+}
+
+/* While the module's session reads the cloud's twin, its GET waits and then answers with the
+ * cloud's desired properties; a session that gives up, or no answer within 5 s, is the local
+ * twin; a client that goes leaves nothing behind. */
+static void test_twin_get_waits_for_cloud(void **state)
+{
+    struct fixture *f = *state;
+    f->h.twin_syncing = twin_syncing_fake;
+    fake_syncing = true;
+    struct client c;
+    cl_open_as(f, &c, "receiver");
+    assert_int_equal(cl_subscribe(&c, "$iothub/twin/res/#", 0), 0);
+    cl_publish(&c, "$iothub/twin/GET/?$rid=1", "", 0, false);
+    struct mqtt_packet p;
+    assert_int_equal(cl_next(&c, &p, 300), 0); /* waits */
+    assert_int_equal(f->h.n_twin_waits, 1);
+    json_t *cloud = json_pack("{s:s}", "fromCloud", "early");
+    assert_int_equal(twins_cloud_desired(&f->h, "receiver", cloud, 7, true), 0);
+    json_decref(cloud);
+    twins_cloud_synced(&f->h, "other"); /* another identity's: still waiting */
+    assert_int_equal(cl_next(&c, &p, 100), 0);
+    fake_syncing = false;
+    twins_cloud_synced(&f->h, "receiver");
+    assert_int_equal(f->h.n_twin_waits, 0);
+    assert_int_equal(cl_next(&c, &p, 2000), 1);
+    char topic[128];
+    topic_of(&p, topic, sizeof(topic));
+    assert_string_equal(topic, "$iothub/twin/res/200/?$rid=1");
+    json_t *doc = json_loadb((const char *)p.publish.payload, p.publish.payload_len, 0, NULL);
+    assert_non_null(doc);
+    json_t *d = json_object_get(doc, "desired");
+    assert_string_equal(json_string_value(json_object_get(d, "fromCloud")), "early");
+    assert_int_equal(json_integer_value(json_object_get(d, "$version")), 7);
+    json_decref(doc);
+    /* not syncing: answered at once */
+    cl_publish(&c, "$iothub/twin/GET/?$rid=2", "", 0, false);
+    assert_int_equal(cl_next(&c, &p, 2000), 1);
+    topic_of(&p, topic, sizeof(topic));
+    assert_string_equal(topic, "$iothub/twin/res/200/?$rid=2");
+    /* the cloud does not answer: the local twin after the wait's bound */
+    fake_syncing = true;
+    int64_t t0 = ltime_mono_ms();
+    cl_publish(&c, "$iothub/twin/GET/?$rid=3", "", 0, false);
+    assert_int_equal(cl_next(&c, &p, 7000), 1);
+    assert_true(ltime_mono_ms() - t0 >= 4500);
+    topic_of(&p, topic, sizeof(topic));
+    assert_string_equal(topic, "$iothub/twin/res/200/?$rid=3");
+    /* a client that goes while its GET waits */
+    cl_publish(&c, "$iothub/twin/GET/?$rid=4", "", 0, false);
+    assert_int_equal(cl_next(&c, &p, 200), 0);
+    assert_int_equal(f->h.n_twin_waits, 1);
+    cl_close(&c);
+    for (int i = 0; i < 50 && f->h.n_twin_waits; i++)
+        event_base_loop(f->h.base, EVLOOP_NONBLOCK), usleep(10000);
+    assert_int_equal(f->h.n_twin_waits, 0);
+    fake_syncing = false;
+    f->h.twin_syncing = NULL;
+}
+
 static void test_twin_get_and_reported(void **state)
 {
     struct fixture *f = *state;
@@ -1648,11 +1974,12 @@ static void test_direct_method(void **state)
     json_t *payload = json_pack("{s:i}", "x", 1);
     /* not subscribed to methods: 404 at once */
     assert_int_equal(
-        methods_invoke(&f->h, "receiver", "ping", payload, 5, method_done, &res, &handle, &err),
+        methods_invoke(&f->h, "receiver", "ping", payload, 5, 0, method_done, &res, &handle, &err),
         -ENOENT);
     assert_int_equal(cl_subscribe(&c, "$iothub/methods/POST/#", 1), 1);
     assert_int_equal(
-        methods_invoke(&f->h, "receiver", "ping", payload, 5, method_done, &res, &handle, &err), 0);
+        methods_invoke(&f->h, "receiver", "ping", payload, 5, 0, method_done, &res, &handle, &err),
+        0);
     json_decref(payload);
     struct mqtt_packet p;
     assert_int_equal(cl_next(&c, &p, 2000), 1);
@@ -1674,6 +2001,67 @@ static void test_direct_method(void **state)
     assert_true(json_is_true(json_object_get(json_object_get(res.reply, "payload"), "pong")));
     json_decref(res.reply);
     cl_close(&c);
+}
+
+/* connectTimeoutInSeconds: a call for a module that is not connected (or not listening yet)
+ * waits for it and goes when it subscribes; one whose module never comes gets 404 when the
+ * connect timeout ends; a waiting call cancelled (its caller went) is gone. */
+static void test_direct_method_connect_timeout(void **state)
+{
+    struct fixture *f = *state;
+    struct method_result res = {0};
+    void *handle;
+    struct lerr err = {0};
+    json_t *payload = json_pack("{s:i}", "x", 2);
+    assert_int_equal(
+        methods_invoke(&f->h, "receiver", "ping", payload, 5, 3, method_done, &res, &handle, &err),
+        0);
+    pump_for(f, 100);
+    assert_false(res.done);
+    struct client c;
+    cl_open_as(f, &c, "receiver"); /* connected, not listening: still waiting */
+    pump_for(f, 100);
+    assert_false(res.done);
+    assert_int_equal(cl_subscribe(&c, "$iothub/methods/POST/#", 1), 1);
+    struct mqtt_packet p;
+    assert_int_equal(cl_next(&c, &p, 2000), 1);
+    char topic[128];
+    snprintf(topic, sizeof(topic), "%.*s", (int)p.publish.topic.len, p.publish.topic.ptr);
+    assert_string_equal(topic, "$iothub/methods/POST/ping/?$rid=1");
+    assert_int_equal(p.publish.payload_len, strlen("{\"x\":2}"));
+    assert_memory_equal(p.publish.payload, "{\"x\":2}", p.publish.payload_len);
+    cl_publish(&c, "$iothub/methods/res/200/?$rid=1", "{\"late\":true}", 0, false);
+    pump(f);
+    assert_true(res.done);
+    assert_int_equal(res.status, 200);
+    assert_true(json_is_true(json_object_get(json_object_get(res.reply, "payload"), "late")));
+    json_decref(res.reply);
+    cl_close(&c);
+    /* nobody comes: 404 after the connect timeout, not before */
+    memset(&res, 0, sizeof(res));
+    int64_t t0 = ltime_mono_ms();
+    assert_int_equal(
+        methods_invoke(&f->h, "other", "ping", payload, 5, 1, method_done, &res, &handle, &err), 0);
+    while (!res.done && ltime_mono_ms() - t0 < 3000)
+        pump_for(f, 50);
+    assert_true(res.done);
+    assert_int_equal(res.status, 404);
+    assert_true(ltime_mono_ms() - t0 >= 900);
+    assert_non_null(strstr(json_string_value(json_object_get(res.reply, "message")),
+                           "connectTimeoutInSeconds"));
+    json_decref(res.reply);
+    /* cancelled while waiting: the module coming later gets nothing */
+    memset(&res, 0, sizeof(res));
+    assert_int_equal(
+        methods_invoke(&f->h, "receiver", "ping", payload, 5, 3, method_done, &res, &handle, &err),
+        0);
+    methods_cancel(&f->h, handle);
+    cl_open_as(f, &c, "receiver");
+    assert_int_equal(cl_subscribe(&c, "$iothub/methods/POST/#", 1), 1);
+    expect_nothing(&c, 200);
+    assert_false(res.done);
+    cl_close(&c);
+    json_decref(payload);
 }
 
 /* The hub's log, captured while a test provokes it (stderr into a temp file). */
@@ -2224,6 +2612,163 @@ static void test_device_telemetry_routed(void **state)
     cl_close(&rc);
 }
 
+/* A cloud-to-device message for a leaf device as cloud.c stores it (what IoT Hub sent upstream,
+ * in the device's C2D endpoint): its bag is kept, $.exp becomes the expiry. */
+static void store_c2d(struct fixture *f, const char *device, const char *bag, const char *body)
+{
+    struct iothub_props props;
+    char scratch[1024];
+    struct lerr e = {0};
+    assert_int_equal(iothub_props_parse(bag, strlen(bag), scratch, sizeof(scratch), &props, &e), 0);
+    struct lbuf rec = LBUF_INIT;
+    int64_t now = ltime_now_ms(), expiry = -1;
+    assert_int_equal(cloud_c2d_message(&props, body, strlen(body), now, &rec, &expiry), 0);
+    struct endpoint *ep = endpoint_c2d(&f->h, device);
+    assert_non_null(ep);
+    assert_int_equal(ep->kind, HUB_SINK_C2D);
+    assert_int_equal(endpoint_append(&f->h, ep, HUB_NO_PRIORITY, rec.data, rec.len, now, expiry),
+                     0);
+    lbuf_free(&rec);
+    commit_dirty(&f->h);
+    endpoint_kick(&f->h, ep);
+    pump(f);
+}
+
+/* Expect a C2D PUBLISH on the device's devicebound topic; acknowledge it when ack. */
+static void expect_c2d(struct client *c, const char *device, struct received *ret, bool ack)
+{
+    struct mqtt_packet p;
+    assert_int_equal(cl_next(c, &p, 2000), 1);
+    assert_int_equal(p.type, MQTT_PUBLISH);
+    struct iothub_topic t;
+    struct lerr e = {0};
+    assert_int_equal(iothub_topic_parse(p.publish.topic.ptr, p.publish.topic.len, &t, &e), 0);
+    assert_int_equal(t.kind, IOTHUB_TOPIC_DEVICEBOUND);
+    assert_int_equal(t.device_id.len, strlen(device));
+    assert_memory_equal(t.device_id.ptr, device, t.device_id.len);
+    memset(ret, 0, sizeof(*ret));
+    snprintf(ret->body, sizeof(ret->body), "%.*s", (int)p.publish.payload_len,
+             (const char *)p.publish.payload);
+    char bag[2048];
+    memcpy(bag, t.propbag.ptr, t.propbag.len);
+    assert_int_equal(
+        iothub_props_parse(bag, t.propbag.len, ret->scratch, sizeof(ret->scratch), &ret->props, &e),
+        0);
+    ret->packet_id = p.publish.packet_id;
+    ret->qos = p.publish.qos;
+    ret->dup = p.publish.dup;
+    if (ack && p.publish.qos == 1) {
+        struct lbuf b = LBUF_INIT;
+        assert_int_equal(mqtt_encode_ack(&b, MQTT_PUBACK, p.publish.packet_id), 0);
+        cl_send_buf(c, &b);
+        pump(c->f);
+    }
+}
+
+static void test_c2d_message_form(void **state)
+{
+    /* the bag's system and application properties survive the stored form */
+    const char *bag = "%24.mid=m%201&%24.to=%2Fdevices%2Fleaf1%2Fmessages%2FdeviceBound&%24.cid=c9"
+                      "&%24.exp=2099-01-01T00%3A00%3A00.000Z&iothub-ack=full&color=red";
+    struct iothub_props props;
+    char scratch[512];
+    struct lerr e = {0};
+    assert_int_equal(iothub_props_parse(bag, strlen(bag), scratch, sizeof(scratch), &props, &e), 0);
+    struct lbuf rec = LBUF_INIT;
+    int64_t expiry = 0;
+    assert_int_equal(cloud_c2d_message(&props, "hi", 2, 1000, &rec, &expiry), 0);
+    int64_t want;
+    assert_int_equal(ltime_parse_rfc3339("2099-01-01T00:00:00Z", &want), 0);
+    assert_int_equal(expiry, want);
+    struct hub_message m;
+    assert_int_equal(hub_message_decode(rec.data, rec.len, &m, &e), 0);
+    assert_string_equal(m.sys[IOTHUB_PROP_MESSAGE_ID], "m 1");
+    assert_string_equal(m.sys[IOTHUB_PROP_TO], "/devices/leaf1/messages/deviceBound");
+    assert_string_equal(m.sys[IOTHUB_PROP_CORRELATION_ID], "c9");
+    assert_int_equal(m.n_app, 2);
+    assert_string_equal(m.app_key[0], "iothub-ack");
+    assert_string_equal(m.app_value[0], "full");
+    assert_string_equal(m.app_key[1], "color");
+    assert_string_equal(m.app_value[1], "red");
+    assert_int_equal(m.body_len, 2);
+    assert_memory_equal(m.body, "hi", 2);
+    assert_int_equal(m.enqueued_ms, 1000);
+    lbuf_free(&rec);
+    /* no bag, and an expiry that cannot be read: no expiry */
+    const char *bad = "%24.exp=tomorrow";
+    assert_int_equal(iothub_props_parse(bad, strlen(bad), scratch, sizeof(scratch), &props, &e), 0);
+    assert_int_equal(cloud_c2d_message(&props, "", 0, 1000, &rec, &expiry), 0);
+    assert_int_equal(expiry, 0);
+    lbuf_free(&rec);
+    props = (struct iothub_props){0};
+    assert_int_equal(cloud_c2d_message(&props, "x", 1, 1000, &rec, &expiry), 0);
+    assert_int_equal(hub_message_decode(rec.data, rec.len, &m, &e), 0);
+    assert_null(m.sys[IOTHUB_PROP_MESSAGE_ID]);
+    assert_int_equal(m.n_app, 0);
+    lbuf_free(&rec);
+}
+
+/* C2D messages wait in the device's endpoint until it subscribes, arrive with their properties on
+ * devices/<d>/messages/devicebound/<bag>, leave the store only on the device's PUBACK (again,
+ * with DUP, on a new connection otherwise), survive a restart, and never reach another device. */
+static void test_device_c2d(void **state)
+{
+    struct fixture *f = *state;
+    assert_null(endpoint_c2d(&f->h, ""));
+    assert_null(endpoint_c2d(&f->h, "a/b"));
+    store_c2d(f, "leaf1", "%24.mid=c1&%24.to=%2Fdevices%2Fleaf1%2Fmessages%2FdeviceBound&color=red",
+              "first");
+    assert_int_equal(endpoint_depth(f, "/devices/leaf1/messages/devicebound"), 1);
+    struct client c, c2;
+    cl_open_device(f, &c, "leaf1");
+    cl_open_device(f, &c2, "leaf2");
+    assert_int_equal(cl_subscribe(&c2, "devices/leaf2/messages/devicebound/#", 1), 1);
+    expect_nothing(&c, 100); /* not subscribed yet */
+    assert_int_equal(cl_subscribe(&c, "devices/leaf1/messages/devicebound/#", 1), 1);
+    struct received r;
+    expect_c2d(&c, "leaf1", &r, false);
+    assert_string_equal(r.body, "first");
+    assert_int_equal(r.qos, 1);
+    assert_false(r.dup);
+    assert_true(prop_sys_is(&r, IOTHUB_PROP_MESSAGE_ID, "c1"));
+    assert_true(prop_sys_is(&r, IOTHUB_PROP_TO, "/devices/leaf1/messages/deviceBound"));
+    assert_string_equal(prop_app(&r, "color"), "red");
+    /* not acknowledged: delivered again, marked, on the next connection */
+    cl_close(&c);
+    assert_int_equal(endpoint_depth(f, "/devices/leaf1/messages/devicebound"), 1);
+    cl_open(f, &c);
+    assert_int_equal(cl_connect_device(&c, "leaf1", 0, NULL, NULL, NULL, false), 0);
+    assert_int_equal(cl_subscribe(&c, "devices/LEAF1/messages/devicebound/#", 1), 1);
+    expect_c2d(&c, "leaf1", &r, true);
+    assert_string_equal(r.body, "first");
+    assert_true(r.dup);
+    assert_int_equal(endpoint_depth(f, "/devices/leaf1/messages/devicebound"), 0);
+    /* while connected: at once */
+    store_c2d(f, "leaf1", "%24.mid=c2", "second");
+    expect_c2d(&c, "leaf1", &r, true);
+    assert_string_equal(r.body, "second");
+    expect_nothing(&c2, 100);
+    /* QoS 0 subscribers get it once, at most */
+    cl_close(&c2);
+    cl_close(&c);
+    /* offline, then the hub restarts: still there */
+    store_c2d(f, "leaf1", "%24.mid=c3", "third");
+    store_c2d(f, "leaf1", "%24.mid=c4", "fourth");
+    pump_for(f, 50);
+    hub_down(f);
+    hub_up(f);
+    assert_int_equal(endpoint_depth(f, "/devices/leaf1/messages/devicebound"), 2);
+    cl_open_device(f, &c, "leaf1");
+    assert_int_equal(cl_subscribe(&c, "devices/leaf1/messages/devicebound/#", 0), 0);
+    expect_c2d(&c, "leaf1", &r, true);
+    assert_string_equal(r.body, "third");
+    assert_int_equal(r.qos, 0);
+    expect_c2d(&c, "leaf1", &r, true);
+    assert_string_equal(r.body, "fourth");
+    assert_int_equal(endpoint_depth(f, "/devices/leaf1/messages/devicebound"), 0);
+    cl_close(&c);
+}
+
 /* A device's own twin over $iothub/twin (keyed apart from every module's), desired patches from
  * the edge (twins_patch_desired on "devices/<d>", what `ledge twin set --device` reaches), and
  * direct methods from the edge that only that device may answer. */
@@ -2270,11 +2815,11 @@ static void test_device_twin_and_method(void **state)
     struct method_result res = {0};
     void *handle;
     json_t *payload = json_pack("{s:i}", "x", 1);
-    assert_int_equal(methods_invoke(&f->h, "devices/leaf2", "ping", payload, 5, method_done, &res,
-                                    &handle, &err),
+    assert_int_equal(methods_invoke(&f->h, "devices/leaf2", "ping", payload, 5, 0, method_done,
+                                    &res, &handle, &err),
                      -ENOENT); /* not connected */
-    assert_int_equal(methods_invoke(&f->h, "devices/leaf1", "ping", payload, 5, method_done, &res,
-                                    &handle, &err),
+    assert_int_equal(methods_invoke(&f->h, "devices/leaf1", "ping", payload, 5, 0, method_done,
+                                    &res, &handle, &err),
                      0);
     json_decref(payload);
     assert_int_equal(cl_next(&c, &p, 2000), 1);
@@ -2300,6 +2845,182 @@ static void test_device_twin_and_method(void **state)
     assert_int_equal(json_integer_value(json_object_get(res.reply, "status")), 200);
     assert_true(json_is_true(json_object_get(json_object_get(res.reply, "payload"), "pong")));
     json_decref(res.reply);
+    cl_close(&c);
+}
+
+/* CONNECT as module `module` of leaf device `device` (a child edge device, docs/nested.md) with
+ * a token signed with key (NULL: the module key derived from the device's key of slot). */
+static int cl_connect_child(struct client *c, const char *device, const char *module, int slot,
+                            const uint8_t *key)
+{
+    int i = strcmp(device, "leaf2") == 0 ? 1 : 0;
+    char res[256], username[256], cid[256];
+    snprintf(res, sizeof(res), IOTHUB "/devices/%s/modules/%s", device, module);
+    snprintf(username, sizeof(username), IOTHUB "/%s/%s/?api-version=2021-04-12", device, module);
+    snprintf(cid, sizeof(cid), "%s/%s", device, module);
+    uint8_t derived[32];
+    assert_int_equal(
+        lcrypto_hmac_sha256(c->f->leaf_keys[i][slot], 32, module, strlen(module), derived), 0);
+    struct lbuf tok = LBUF_INIT;
+    assert_int_equal(sas_token_make(res, key ? key : derived, 32,
+                                    (uint64_t)(ltime_now_ms() / 1000 + 3600), NULL, &tok),
+                     0);
+    struct connect_opts o = {.client_id = cid, .username = username, .token = tok.data};
+    int r = cl_connect_opts(c, "unused", &o, NULL);
+    lbuf_free(&tok);
+    return r;
+}
+
+/* A child edge device's module identities: authenticated by keys derived from the device's
+ * (either slot), never by the device key itself nor for another device; twins and methods as a
+ * module's, kept apart from the device's own twin; no telemetry of their own; cut with the
+ * device. */
+static void test_child_modules(void **state)
+{
+    struct fixture *f = *state;
+    struct client c, d;
+    cl_open(f, &c);
+    assert_int_equal(cl_connect_child(&c, "leaf1", "$edgeAgent", 0, NULL), 0);
+    /* the secondary key's module key too */
+    cl_open(f, &d);
+    assert_int_equal(cl_connect_child(&d, "leaf1", "mod1", 1, NULL), 0);
+    cl_close(&d);
+    /* the device's own key does not sign for its modules; no device, no modules; an X.509
+     * device has no key to derive from */
+    cl_open(f, &d);
+    assert_int_equal(cl_connect_child(&d, "leaf1", "mod1", 0, f->leaf_keys[0][0]),
+                     MQTT_CONNACK_NOT_AUTHORIZED);
+    cl_close(&d);
+    cl_open(f, &d);
+    assert_int_equal(cl_connect_child(&d, "nosuch", "mod1", 0, NULL), MQTT_CONNACK_NOT_AUTHORIZED);
+    cl_close(&d);
+    cl_open(f, &d);
+    assert_int_equal(cl_connect_child(&d, "leafca", "mod1", 0, NULL), MQTT_CONNACK_NOT_AUTHORIZED);
+    cl_close(&d);
+
+    assert_int_equal(cl_subscribe(&c, "$iothub/twin/res/#", 1), 1);
+    assert_int_equal(cl_subscribe(&c, "$iothub/twin/PATCH/properties/desired/#", 1), 1);
+    assert_int_equal(cl_subscribe(&c, "$iothub/methods/POST/#", 1), 1);
+    cl_publish(&c, "$iothub/twin/PATCH/properties/reported/?$rid=r1", "{\"lastDesiredVersion\":3}",
+               0, false);
+    struct mqtt_packet p;
+    assert_int_equal(cl_next(&c, &p, 2000), 1);
+    char topic[256];
+    snprintf(topic, sizeof(topic), "%.*s", (int)p.publish.topic.len, p.publish.topic.ptr);
+    assert_string_equal(topic, "$iothub/twin/res/204/?$rid=r1&$version=2");
+    json_t *t = twins_get(&f->h, "devices/leaf1/modules/$edgeAgent");
+    assert_int_equal(
+        json_integer_value(json_object_get(json_object_get(t, "reported"), "lastDesiredVersion")),
+        3);
+    json_decref(t);
+    t = twins_get(&f->h, "devices/leaf1");
+    assert_null(json_object_get(json_object_get(t, "reported"), "lastDesiredVersion"));
+    json_decref(t);
+    assert_int_equal(twins_child_count(&f->h, "leaf1"), 1);
+    assert_true(twins_known(&f->h, "devices/leaf1/modules/$edgeAgent"));
+    /* a deployment written at the parent replaces the desired document: the module gets the
+     * difference */
+    json_t *des = json_pack("{s:{s:i}}", "modules", "a", 1);
+    assert_int_equal(twins_cloud_desired(&f->h, "devices/leaf1/modules/$edgeAgent", des, 0, true),
+                     0);
+    json_decref(des);
+    assert_int_equal(cl_next(&c, &p, 2000), 1);
+    snprintf(topic, sizeof(topic), "%.*s", (int)p.publish.topic.len, p.publish.topic.ptr);
+    assert_string_equal(topic, "$iothub/twin/PATCH/properties/desired/?$version=2");
+    des = json_pack("{s:{s:i}}", "modules", "b", 2);
+    assert_int_equal(twins_cloud_desired(&f->h, "devices/leaf1/modules/$edgeAgent", des, 0, true),
+                     0);
+    json_decref(des);
+    assert_int_equal(cl_next(&c, &p, 2000), 1);
+    json_t *patch = NULL;
+    assert_int_equal(
+        ljson_parse((const char *)p.publish.payload, p.publish.payload_len, &patch, NULL), 0);
+    json_t *mods = json_object_get(patch, "modules");
+    assert_true(json_is_null(json_object_get(mods, "a")));
+    assert_int_equal(json_integer_value(json_object_get(mods, "b")), 2);
+    json_decref(patch);
+    /* a method call for the child's module */
+    struct method_result res = {0};
+    void *handle;
+    struct lerr err = {0};
+    json_t *payload = json_object();
+    assert_int_equal(methods_invoke(&f->h, "devices/leaf1/modules/$edgeAgent", "ping", payload, 5,
+                                    0, method_done, &res, &handle, &err),
+                     0);
+    json_decref(payload);
+    assert_int_equal(cl_next(&c, &p, 2000), 1);
+    snprintf(topic, sizeof(topic), "%.*s", (int)p.publish.topic.len, p.publish.topic.ptr);
+    assert_true(lstr_startswith(topic, "$iothub/methods/POST/ping/?$rid="));
+    char res_topic[128];
+    snprintf(res_topic, sizeof(res_topic), "$iothub/methods/res/200/?$rid=%s",
+             strstr(topic, "$rid=") + 5);
+    cl_publish(&c, res_topic, "{\"pong\":1}", 0, false);
+    pump(f);
+    assert_true(res.done);
+    assert_int_equal(json_integer_value(json_object_get(res.reply, "status")), 200);
+    json_decref(res.reply);
+    /* its telemetry comes from the child's module, as IoT Edge's parent routes it; on its own
+     * events topic only */
+    long long received = counter(f, "received"), unauth = counter(f, "unauthorized");
+    uint16_t id =
+        cl_publish(&c, "devices/leaf1/modules/$edgeAgent/messages/events/", "{}", 1, false);
+    expect_puback(&c, id);
+    assert_int_equal(counter(f, "received"), received + 1);
+    cl_publish(&c, "devices/leaf1/modules/mod1/messages/events/", "{}", 1, false);
+    expect_closed(&c);
+    cl_close(&c);
+    assert_int_equal(counter(f, "unauthorized"), unauth + 1);
+    /* the device removed: its modules' connections are cut and their twins forgotten */
+    cl_open(f, &c);
+    assert_int_equal(cl_connect_child(&c, "leaf1", "$edgeAgent", 0, NULL), 0);
+    f->leaf_gen[0] = NULL;
+    write_runtime(f, default_routes);
+    assert_int_equal(hub_load_runtime(&f->h, &err), 0);
+    expect_closed(&c);
+    cl_close(&c);
+    assert_false(twins_known(&f->h, "devices/leaf1/modules/$edgeAgent"));
+    assert_int_equal(twins_child_count(&f->h, "leaf1"), 0);
+}
+
+/* At most HUB_MAX_CHILD_MODULES module identities with twins per child device. */
+static void test_child_modules_bound(void **state)
+{
+    struct fixture *f = *state;
+    char dev[HUB_ID_SIZE], mod[HUB_ID_SIZE];
+    assert_true(hub_child_address("devices/c1/modules/$edgeAgent", dev, mod));
+    assert_string_equal(dev, "c1");
+    assert_string_equal(mod, "$edgeAgent");
+    static const char *const not_child[] = {"devices/c1",          "devices/c1/modules/",
+                                            "devices//modules/m",  "devices/c1/modules/a/b",
+                                            "devices/c1/x/m",      "mod1",
+                                            "devices/c1/modulesX", NULL};
+    for (size_t i = 0; not_child[i]; i++)
+        assert_false(hub_child_address(not_child[i], dev, mod));
+    char longid[300];
+    memset(longid, 'a', sizeof(longid));
+    memcpy(longid, "devices/", 8);
+    strcpy(longid + 200, "/modules/m");
+    assert_false(hub_child_address(longid, dev, mod));
+    json_t *des = json_pack("{s:i}", "x", 1);
+    char a[64];
+    for (int i = 0; i < HUB_MAX_CHILD_MODULES; i++) {
+        snprintf(a, sizeof(a), "devices/leaf2/modules/m%d", i);
+        assert_int_equal(twins_cloud_desired(&f->h, a, des, 0, true), 0);
+    }
+    json_decref(des);
+    assert_int_equal(twins_child_count(&f->h, "leaf2"), HUB_MAX_CHILD_MODULES);
+    struct client c;
+    cl_open(f, &c);
+    assert_int_equal(cl_connect_child(&c, "leaf2", "one-more", 0, NULL),
+                     MQTT_CONNACK_NOT_AUTHORIZED);
+    cl_close(&c);
+    /* one it has already is fine */
+    cl_open(f, &c);
+    assert_int_equal(cl_connect_child(&c, "leaf2", "m7", 0, NULL), 0);
+    cl_close(&c);
+    /* and another device's count is its own */
+    cl_open(f, &c);
+    assert_int_equal(cl_connect_child(&c, "leaf1", "one-more", 0, NULL), 0);
     cl_close(&c);
 }
 
@@ -2470,10 +3191,1360 @@ static void test_device_x509(void **state)
     ca_free(stranger);
 }
 
+/* ------------------------------------------------------------------ MQTT over WebSockets */
+
+#define WS_REQUEST(path, extra)                                                                    \
+    "GET " path " HTTP/1.1\r\nHost: " GATEWAY ":443\r\nUpgrade: websocket\r\n"                     \
+    "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"                       \
+    "Sec-WebSocket-Version: 13\r\n" extra "\r\n"
+
+/* A connection to the WebSocket head that sends request; the hub's HTTP answer (its head and
+ * body) in *ret_answer. */
+static void ws_open_raw(struct fixture *f, struct client *c, const char *request,
+                        struct lbuf *ret_answer)
+{
+    int sv[2];
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0, sv), 0);
+    *c = (struct client){.f = f,
+                         .fd = sv[1],
+                         .in = LBUF_INIT,
+                         .pkt = LBUF_INIT,
+                         .raw = LBUF_INIT,
+                         .next_id = 1,
+                         .ws_close = -1};
+    ws_head_accept(&f->h, sv[0], false);
+    pump(f);
+    cl_send_raw(c, request, strlen(request));
+    int64_t deadline = ltime_mono_ms() + 2000;
+    /* the answer's head, then (an error) its body up to the hub's close */
+    while (ltime_mono_ms() < deadline) {
+        pump(f);
+        char buf[4096];
+        ssize_t n = recv(c->fd, buf, sizeof(buf), MSG_DONTWAIT);
+        if (n > 0) {
+            assert_int_equal(lbuf_append(ret_answer, buf, (size_t)n), 0);
+        } else if (n == 0) {
+            c->eof = true;
+            break;
+        }
+        const char *end = ret_answer->data ? strstr(ret_answer->data, "\r\n\r\n") : NULL;
+        if (end && lstr_startswith(ret_answer->data, "HTTP/1.1 101 ")) {
+            /* what follows the head is the hub's first frames */
+            size_t head = (size_t)(end + 4 - ret_answer->data);
+            assert_int_equal(lbuf_append(&c->raw, end + 4, ret_answer->len - head), 0);
+            ret_answer->len = head;
+            ret_answer->data[head] = 0;
+            c->ws = true;
+            return;
+        }
+        struct pollfd pfd = {c->fd, POLLIN, 0};
+        poll(&pfd, 1, 5);
+    }
+}
+
+static void cl_open_ws(struct fixture *f, struct client *c)
+{
+    struct lbuf a = LBUF_INIT;
+    ws_open_raw(f, c, WS_REQUEST(WS_PATH, "Sec-WebSocket-Protocol: mqtt\r\n"), &a);
+    assert_non_null(a.data);
+    assert_true(lstr_startswith(a.data, "HTTP/1.1 101 Switching Protocols\r\n"));
+    assert_non_null(strstr(a.data, "Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n"));
+    assert_non_null(strstr(a.data, "Sec-WebSocket-Protocol: mqtt\r\n"));
+    lbuf_free(&a);
+    assert_true(c->ws);
+}
+
+static void test_ws_route_and_deliver(void **state)
+{
+    struct fixture *f = *state;
+    /* a receiver over WebSockets, a sender over TCP and one over WebSockets */
+    struct client rc, sc, wsc;
+    cl_open_ws(f, &rc);
+    cl_connect(&rc, "receiver");
+    assert_int_equal(cl_subscribe(&rc, "devices/" DEVICE "/modules/receiver/inputs/#", 1), 1);
+    cl_open_as(f, &sc, "sender");
+    send_output(&sc, "out1", "%24.mid=m-1&temp=21.5", "{\"temp\":21.5}");
+    struct received r;
+    expect_input(&rc, &r, true);
+    assert_string_equal(r.input, "in1");
+    assert_string_equal(r.body, "{\"temp\":21.5}");
+    assert_true(prop_sys_is(&r, IOTHUB_PROP_MESSAGE_ID, "m-1"));
+    assert_true(prop_sys_is(&r, IOTHUB_PROP_CONNECTION_MODULE_ID, "sender"));
+    assert_string_equal(prop_app(&r, "temp"), "21.5");
+    cl_close(&sc);
+    /* the same module over WebSockets: a route's condition on a property, acknowledgements */
+    cl_open_ws(f, &wsc);
+    cl_connect(&wsc, "sender");
+    send_output(&wsc, "cond", "temp=10", "cold");
+    send_output(&wsc, "cond", "temp=30", "hot");
+    expect_body(&rc, "hot", "hot");
+    expect_nothing(&rc, 100);
+    /* a large message, in many frames of the client's choosing: MQTT does not care */
+    char big[12000]; /* below the tests' hub.max_packet_size */
+    memset(big, 'b', sizeof(big) - 1);
+    big[sizeof(big) - 1] = 0;
+    struct lbuf pkt = LBUF_INIT, frames = LBUF_INIT;
+    struct mqtt_publish pub = {
+        .qos = 1,
+        .packet_id = 77,
+        .topic = mqtt_str_c("devices/" DEVICE "/modules/sender/messages/events/%24.on=out1"),
+        .payload = (const uint8_t *)big,
+        .payload_len = strlen(big),
+    };
+    assert_int_equal(mqtt_encode_publish(&pkt, &pub), 0);
+    for (size_t off = 0; off < pkt.len; off += 1000)
+        ws_frame(&frames, off == 0 ? 0x02 : (off + 1000 >= pkt.len ? 0x80 : 0x00), pkt.data + off,
+                 MIN((size_t)1000, pkt.len - off));
+    /* a ping between the fragments is answered */
+    struct lbuf ping = LBUF_INIT;
+    ws_frame(&ping, 0x89, "p", 1);
+    cl_send_raw(&wsc, ping.data, ping.len);
+    cl_send_raw(&wsc, frames.data, frames.len);
+    lbuf_free(&ping);
+    lbuf_free(&pkt);
+    lbuf_free(&frames);
+    expect_puback(&wsc, 77);
+    assert_int_equal(wsc.pongs, 1);
+    expect_input(&rc, &r, true);
+    assert_int_equal(strlen(r.body), sizeof(r.body) - 1); /* the test keeps the first bytes */
+    assert_int_equal(r.body[0], 'b');
+    assert_int_equal(counter(f, "received"), 4);
+    /* twin and PINGREQ over the frames too */
+    expect_pingresp(&wsc);
+    json_t *s = status(f);
+    assert_int_equal(
+        json_integer_value(json_object_get(json_object_get(s, "connections"), "modules")), 2);
+    json_decref(s);
+    /* DISCONNECT: the hub closes with a close frame */
+    struct lbuf b = LBUF_INIT;
+    assert_int_equal(mqtt_encode_empty(&b, MQTT_DISCONNECT), 0);
+    cl_send_buf(&wsc, &b);
+    expect_closed(&wsc);
+    assert_int_equal(wsc.ws_close, 1000);
+    cl_close(&wsc);
+    cl_close(&rc);
+}
+
+static void test_ws_refusals(void **state)
+{
+    struct fixture *f = *state;
+    static const struct {
+        const char *request;
+        const char *status, *why;
+    } cases[] = {
+        {WS_REQUEST("/mqtt", "Sec-WebSocket-Protocol: mqtt\r\n"), "404 Not Found", "/mqtt"},
+        {"GET /$iothub/websocket HTTP/1.1\r\nHost: h\r\n\r\n", "426 Upgrade Required",
+         "Upgrade: websocket"},
+        {WS_REQUEST(WS_PATH, "Sec-WebSocket-Protocol: stomp\r\n"), "400 Bad Request", "\"mqtt\""},
+        {WS_REQUEST(WS_PATH, ""), "400 Bad Request", "offered: none"},
+        {"\x10\x20\x00\x04MQTT garbage\r\n\r\n", "400 Bad Request", "not an HTTP/1.1 request"},
+    };
+    for (size_t i = 0; i < ARRAY_SIZE(cases); i++) {
+        struct client c;
+        struct lbuf a = LBUF_INIT;
+        ws_open_raw(f, &c, cases[i].request, &a);
+        assert_non_null(a.data);
+        if (!strstr(a.data, cases[i].status) || !strstr(a.data, cases[i].why))
+            fail_msg("case %zu: %s", i, a.data);
+        assert_true(c.eof); /* closed after the answer */
+        lbuf_free(&a);
+        cl_close(&c);
+    }
+    /* a request larger than WS_UPGRADE_MAX */
+    struct lbuf big = LBUF_INIT, a = LBUF_INIT;
+    lbuf_puts(&big, "GET /$iothub/websocket HTTP/1.1\r\nX-Filler: ");
+    for (int i = 0; i < WS_UPGRADE_MAX; i++)
+        lbuf_putc(&big, 'x');
+    struct client c;
+    ws_open_raw(f, &c, big.data, &a);
+    assert_non_null(strstr(a.data, "431 "));
+    lbuf_free(&a);
+    lbuf_free(&big);
+    cl_close(&c);
+    assert_int_equal(counter(f, "malformed"), (long long)ARRAY_SIZE(cases) + 1);
+    /* nothing else changed: a good one still works */
+    cl_open_ws(f, &c);
+    cl_connect(&c, "sender");
+    cl_close(&c);
+}
+
+static void test_ws_auth_and_protocol_errors(void **state)
+{
+    struct fixture *f = *state;
+    /* the MQTT head's authentication: a wrong key is CONNACK 5, then the close frame */
+    struct client c;
+    cl_open_ws(f, &c);
+    uint8_t wrong[32] = {1};
+    struct connect_opts o = {.key = wrong};
+    assert_int_equal(cl_connect_opts(&c, "sender", &o, NULL), MQTT_CONNACK_NOT_AUTHORIZED);
+    expect_closed(&c);
+    assert_int_equal(c.ws_close, 1000);
+    cl_close(&c);
+    assert_int_equal(counter(f, "authFailures"), 1);
+    /* a text frame: 1003 */
+    cl_open_ws(f, &c);
+    cl_connect(&c, "sender");
+    struct lbuf b = LBUF_INIT;
+    ws_frame(&b, 0x81, "hello", 5);
+    cl_send_raw(&c, b.data, b.len);
+    lbuf_reset(&b);
+    expect_closed(&c);
+    assert_int_equal(c.ws_close, 1003);
+    cl_close(&c);
+    /* a frame beyond the largest MQTT packet: 1009, before its payload is read */
+    cl_open_ws(f, &c);
+    cl_connect(&c, "sender");
+    uint8_t hdr[] = {0x82, 0x80 | 127, 0, 0, 0, 0, 0x10, 0, 0, 0, 1, 2, 3, 4, 0x30};
+    cl_send_raw(&c, hdr, sizeof(hdr));
+    expect_closed(&c);
+    assert_int_equal(c.ws_close, 1009);
+    cl_close(&c);
+    assert_int_equal(counter(f, "malformed"), 2);
+    /* the peer's close frame: echoed, the connection ends (ungracefully for MQTT: no DISCONNECT) */
+    cl_open_ws(f, &c);
+    cl_connect(&c, "sender");
+    ws_frame(&b, 0x88, "\x03\xe8", 2);
+    cl_send_raw(&c, b.data, b.len);
+    lbuf_free(&b);
+    expect_closed(&c);
+    assert_int_equal(c.ws_close, 1000);
+    cl_close(&c);
+    assert_int_equal(counter(f, "malformed"), 2);
+}
+
+/* ------------------------------------------------------------------ the HTTPS API */
+
+/* A request as the Node SDK's ModuleClient.invokeMethod sends it: caller is the
+ * x-ms-edge-moduleId header (NULL: none), token the Authorization header (NULL: none). */
+static char *https_request(const char *path, const char *caller, const char *token,
+                           const char *body)
+{
+    char *r = lstr_printf("POST %s HTTP/1.1\r\nHost: " GATEWAY "\r\n%s%s%s%s%s%s"
+                          "Content-Type: application/json\r\nContent-Length: %zu\r\n\r\n%s",
+                          path, caller ? "x-ms-edge-moduleId: " : "", caller ? caller : "",
+                          caller ? "\r\n" : "", token ? "Authorization: " : "", token ? token : "",
+                          token ? "\r\n" : "", strlen(body), body);
+    assert_non_null(r);
+    return r;
+}
+
+/* A module's own token, as its workload API signs it. */
+static char *module_token(struct fixture *f, const char *module)
+{
+    struct lbuf t = LBUF_INIT;
+    make_token(f, module, NULL, ltime_now_ms() / 1000 + 3600, &t);
+    return lbuf_steal(&t);
+}
+
+/* A connection to the WebSocket head, for HTTPS API requests. */
+static void https_open(struct fixture *f, struct client *c)
+{
+    int sv[2];
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0, sv), 0);
+    *c = (struct client){.f = f, .fd = sv[1], .in = LBUF_INIT, .pkt = LBUF_INIT, .raw = LBUF_INIT};
+    ws_head_accept(&f->h, sv[0], false);
+    pump(f);
+}
+
+/* The next answer on c within timeout_ms: its status (-1: none in time, 0: closed), the head in
+ * *ret_head (may be NULL), the body parsed in *ret_body. */
+static int https_answer(struct client *c, int timeout_ms, char **ret_head, json_t **ret_body)
+{
+    int64_t deadline = ltime_mono_ms() + timeout_ms;
+    for (;;) {
+        const char *end = c->in.data ? strstr(c->in.data, "\r\n\r\n") : NULL;
+        if (end) {
+            size_t head = (size_t)(end + 4 - c->in.data);
+            const char *cl = strstr(c->in.data, "Content-Length: ");
+            size_t blen = cl && cl < end ? strtoul(cl + 16, NULL, 10) : 0;
+            if (c->in.len >= head + blen) {
+                int status = atoi(c->in.data + 9);
+                if (ret_body) /* a text answer (the WebSocket head's) as {"message": text} */
+                    if (!(*ret_body = json_loadb(c->in.data + head, blen, 0, NULL)))
+                        *ret_body = json_pack("{s:s%}", "message", c->in.data + head, blen);
+                if (ret_head)
+                    *ret_head = lstr_ndup(c->in.data, head);
+                memmove(c->in.data, c->in.data + head + blen, c->in.len - head - blen);
+                c->in.len -= head + blen;
+                c->in.data[c->in.len] = 0;
+                return status;
+            }
+        }
+        if (c->eof)
+            return 0;
+        if (ltime_mono_ms() > deadline)
+            return -1;
+        pump(c->f);
+        char buf[4096];
+        ssize_t n = recv(c->fd, buf, sizeof(buf), MSG_DONTWAIT);
+        if (n > 0)
+            assert_int_equal(lbuf_append(&c->in, buf, (size_t)n), 0);
+        else if (n == 0)
+            c->eof = true;
+        else
+            poll(NULL, 0, 5);
+    }
+}
+
+/* Send text on a new connection; the answer's status and body (closes the connection). */
+static int https_once(struct fixture *f, const char *text, char **ret_head, json_t **ret_body)
+{
+    struct client c;
+    https_open(f, &c);
+    cl_send_raw(&c, text, strlen(text));
+    int st = https_answer(&c, 2000, ret_head, ret_body);
+    cl_close(&c);
+    return st;
+}
+
+/* Module to module and to a leaf device, as the Node SDK's ModuleClient.invokeMethod calls them:
+ * the target's status and payload come back; not connected is 404; no answer in time 504; the
+ * connection stays open between calls (keep-alive). */
+static void test_https_invoke(void **state)
+{
+    struct fixture *f = *state;
+    struct client rc, api, leaf;
+    cl_open_as(f, &rc, "receiver");
+    assert_int_equal(cl_subscribe(&rc, "$iothub/methods/POST/#", 1), 1);
+    _cleanup_free_ char *tok = module_token(f, "sender");
+    https_open(f, &api);
+    _cleanup_free_ char *rq = https_request(
+        "/twins/" DEVICE "/modules/receiver/methods?api-version=2021-04-12", DEVICE "/sender", tok,
+        "{\"methodName\":\"ping\",\"payload\":{\"x\":[1,2]},\"responseTimeoutInSeconds\":5,"
+        "\"connectTimeoutInSeconds\":0}");
+    cl_send_raw(&api, rq, strlen(rq));
+    struct mqtt_packet p;
+    assert_int_equal(cl_next(&rc, &p, 2000), 1);
+    char topic[128];
+    snprintf(topic, sizeof(topic), "%.*s", (int)p.publish.topic.len, p.publish.topic.ptr);
+    assert_true(lstr_startswith(topic, "$iothub/methods/POST/ping/?$rid="));
+    assert_true(p.publish.payload_len == 11 && memcmp(p.publish.payload, "{\"x\":[1,2]}", 11) == 0);
+    char res[128];
+    snprintf(res, sizeof(res), "$iothub/methods/res/201/?$rid=%s", strchr(topic, '=') + 1);
+    cl_publish(&rc, res, "{\"pong\":true}", 0, false);
+    json_t *body = NULL;
+    assert_int_equal(https_answer(&api, 2000, NULL, &body), 200);
+    assert_int_equal(json_integer_value(json_object_get(body, "status")), 201);
+    assert_true(json_is_true(json_object_get(json_object_get(body, "payload"), "pong")));
+    json_decref(body);
+    /* on the same connection: a module that is not connected, then one that does not answer */
+    free(rq);
+    rq = https_request("/twins/" DEVICE "/modules/other/methods", DEVICE "/sender", tok,
+                       "{\"methodName\":\"ping\"}");
+    cl_send_raw(&api, rq, strlen(rq));
+    assert_int_equal(https_answer(&api, 2000, NULL, &body), 404);
+    assert_non_null(strstr(ljson_str(body, "message"), "other is not connected"));
+    assert_true(lstr_startswith(ljson_str(body, "Message"), "ErrorCode:DeviceNotFound;"));
+    json_decref(body);
+    free(rq);
+    rq = https_request("/twins/" DEVICE "/modules/receiver/methods", DEVICE "/sender", tok,
+                       "{\"methodName\":\"slow\",\"responseTimeoutInSeconds\":1}");
+    cl_send_raw(&api, rq, strlen(rq));
+    assert_int_equal(cl_next(&rc, &p, 2000), 1);
+    int64_t t0 = ltime_mono_ms();
+    assert_int_equal(https_answer(&api, 3000, NULL, &body), 504);
+    assert_true(ltime_mono_ms() - t0 >= 800);
+    assert_non_null(strstr(ljson_str(body, "message"), "did not answer method slow within 1 s"));
+    json_decref(body);
+    /* a leaf device behind the gateway: /twins/{deviceId}/methods */
+    cl_open_device(f, &leaf, "leaf1");
+    assert_int_equal(cl_subscribe(&leaf, "$iothub/methods/POST/#", 1), 1);
+    free(rq);
+    rq = https_request("/twins/leaf1/methods", DEVICE "/sender", tok,
+                       "{\"methodName\":\"reboot\",\"payload\":\"now\"}");
+    cl_send_raw(&api, rq, strlen(rq));
+    assert_int_equal(cl_next(&leaf, &p, 2000), 1);
+    snprintf(topic, sizeof(topic), "%.*s", (int)p.publish.topic.len, p.publish.topic.ptr);
+    assert_true(lstr_startswith(topic, "$iothub/methods/POST/reboot/?$rid="));
+    snprintf(res, sizeof(res), "$iothub/methods/res/200/?$rid=%s", strchr(topic, '=') + 1);
+    cl_publish(&leaf, res, "\"done\"", 0, false);
+    assert_int_equal(https_answer(&api, 2000, NULL, &body), 200);
+    assert_int_equal(json_integer_value(json_object_get(body, "status")), 200);
+    assert_string_equal(json_string_value(json_object_get(body, "payload")), "done");
+    json_decref(body);
+    /* the caller goes away before the answer: the call is forgotten, a late answer harmless */
+    free(rq);
+    rq = https_request("/twins/" DEVICE "/modules/receiver/methods", DEVICE "/sender", tok,
+                       "{\"methodName\":\"gone\"}");
+    cl_send_raw(&api, rq, strlen(rq));
+    assert_int_equal(cl_next(&rc, &p, 2000), 1);
+    snprintf(topic, sizeof(topic), "%.*s", (int)p.publish.topic.len, p.publish.topic.ptr);
+    cl_close(&api);
+    snprintf(res, sizeof(res), "$iothub/methods/res/200/?$rid=%s", strchr(topic, '=') + 1);
+    cl_publish(&rc, res, "{}", 0, false);
+    pump(f);
+    cl_close(&leaf);
+    cl_close(&rc);
+    assert_int_equal(counter(f, "authFailures"), 0);
+}
+
+/* What IoT Edge refuses, with the status and a reason: nothing reaches the target. */
+static void test_https_refusals(void **state)
+{
+    struct fixture *f = *state;
+    struct client rc;
+    cl_open_as(f, &rc, "receiver");
+    assert_int_equal(cl_subscribe(&rc, "$iothub/methods/POST/#", 1), 1);
+    _cleanup_free_ char *tok = module_token(f, "sender");
+    _cleanup_free_ char *other_tok = module_token(f, "other");
+    uint8_t wrong[32] = {9};
+    struct lbuf wt = LBUF_INIT;
+    make_token(f, "sender", wrong, ltime_now_ms() / 1000 + 3600, &wt);
+    struct lbuf leaf_tok = LBUF_INIT;
+    assert_int_equal(sas_token_make(IOTHUB "/devices/leaf1", f->leaf_keys[0][0], 32,
+                                    (uint64_t)(ltime_now_ms() / 1000 + 3600), NULL, &leaf_tok),
+                     0);
+    const char *m = "/twins/" DEVICE "/modules/receiver/methods";
+    const char *good = "{\"methodName\":\"ping\"}";
+    struct {
+        char *text;
+        int status;
+        const char *why;
+    } cases[] = {
+        {https_request(m, DEVICE "/sender", NULL, good), 401, "Authorization"},
+        {https_request(m, NULL, tok, good), 401, "x-ms-edge-moduleId"},
+        /* impersonation: sender's token claiming to be other, other's token claiming sender */
+        {https_request(m, DEVICE "/other", tok, good), 401, "module other"},
+        {https_request(m, DEVICE "/sender", other_tok, good), 401, "module sender"},
+        {https_request(m, DEVICE "/sender", wt.data, good), 401, "module sender"},
+        {https_request(m, "dev2/sender", tok, good), 401, "unknown device"},
+        {https_request(m, DEVICE "/nobody", tok, good), 401, "unknown module"},
+        /* a leaf device is authentic, but only modules invoke methods through the gateway */
+        {https_request(m, "leaf1", leaf_tok.data, good), 403, "only modules"},
+        /* targets that are not there */
+        {https_request("/twins/dev2/modules/receiver/methods", DEVICE "/sender", tok, good), 404,
+         "not this edge device"},
+        {https_request("/twins/" DEVICE "/modules/nobody/methods", DEVICE "/sender", tok, good),
+         404, "no module nobody"},
+        {https_request("/twins/leaf9/methods", DEVICE "/sender", tok, good), 404,
+         "no leaf device leaf9"},
+        {https_request("/twins/" DEVICE "/methods", DEVICE "/sender", tok, good), 404,
+         "no leaf device " DEVICE},
+        {https_request("/twins/" DEVICE "/modules/receiver", DEVICE "/sender", tok, good), 404,
+         "no such resource"},
+        {https_request(m, DEVICE "/sender", tok, "{\"methodName\":\"a+b\"}"), 400, "methodName"},
+        {https_request(m, DEVICE "/sender", tok, "{"), 400, "body:"},
+        {lstr_printf("GET %s HTTP/1.1\r\nHost: h\r\n\r\n", m), 405, "POST only"},
+        {lstr_printf("POST %s HTTP/1.1\r\nx-ms-edge-moduleId: " DEVICE "/sender\r\n"
+                     "Authorization: %s\r\nContent-Type: text/plain\r\nContent-Length: 2\r\n\r\nhi",
+                     m, tok),
+         415, "text/plain"},
+        {lstr_printf("POST %s HTTP/1.1\r\nContent-Type: application/json\r\n"
+                     "Content-Length: %d\r\n\r\n",
+                     m, HTTPS_MAX_BODY + 1),
+         413, "larger than"},
+        {lstr_printf("POST %s HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab", m),
+         400, "not an HTTP/1.1 request"},
+    };
+    for (size_t i = 0; i < ARRAY_SIZE(cases); i++) {
+        char *head = NULL;
+        json_t *body = NULL;
+        int st = https_once(f, cases[i].text, &head, &body);
+        const char *msg = ljson_str(body, "message");
+        if (st != cases[i].status || !msg || !strstr(msg, cases[i].why))
+            fail_msg("case %zu: %d %s", i, st, msg ? msg : "(no message)");
+        if (st == 405)
+            assert_non_null(strstr(head, "Allow: POST\r\n"));
+        free(head);
+        json_decref(body);
+        free(cases[i].text);
+    }
+    expect_nothing(&rc, 100); /* no call reached the target */
+    assert_int_equal(counter(f, "authFailures"), 7);
+    lbuf_free(&wt);
+    lbuf_free(&leaf_tok);
+    cl_close(&rc);
+    /* the WebSocket upgrade is as before on the same port */
+    struct client c;
+    cl_open_ws(f, &c);
+    cl_connect(&c, "sender");
+    cl_close(&c);
+}
+
+/* ------------------------------------------------------------------ AMQP (head_amqp.c) */
+
+/* A client of the AMQP head, Proton's connection engine on the other end of a socketpair, as the
+ * Azure IoT SDKs' Amqp transports drive it: no SASL, a put-token on $cbs, links on the IoT Hub
+ * addresses. Every message the hub sends is kept (rx) and, unless hold, accepted. */
+struct amsg {
+    pn_message_t *m;
+    pn_link_t *link;
+    pn_delivery_t *d;
+};
+
+struct aclient {
+    struct fixture *f;
+    int fd;
+    pn_connection_driver_t d;
+    pn_session_t *s;
+    pn_message_t *m;
+    struct amsg rx[64];
+    size_t n_rx;
+    bool closed;
+    bool hold; /* leave received deliveries unsettled */
+    uint64_t tag;
+    pn_link_t *cbs_tx, *cbs_rx;
+    /* over WebSockets (AMQPWSB10): Proton's bytes go out in masked binary frames, the hub's
+     * frames are unframed into wsin before Proton reads them */
+    bool ws;
+    struct lbuf wsraw, wsin;
+};
+
+/* The hub's frames in c->wsraw (unmasked, as a server sends them) → their payload in c->wsin. */
+static void ac_unframe(struct aclient *c)
+{
+    for (;;) {
+        const uint8_t *p = (const uint8_t *)c->wsraw.data;
+        size_t n = c->wsraw.len, hn = 2;
+        if (n < 2)
+            return;
+        uint64_t len = p[1] & 0x7f;
+        if (len == 126) {
+            if (n < 4)
+                return;
+            len = (uint64_t)p[2] << 8 | p[3];
+            hn = 4;
+        } else if (len == 127) {
+            if (n < 10)
+                return;
+            len = 0;
+            for (int i = 0; i < 8; i++)
+                len = len << 8 | p[2 + i];
+            hn = 10;
+        }
+        if (n < hn + len)
+            return;
+        uint8_t op = p[0] & 0x0f;
+        if (op == 0x2 || op == 0x0)
+            assert_int_equal(lbuf_append(&c->wsin, p + hn, (size_t)len), 0);
+        else if (op == 0x8)
+            c->closed = true;
+        lbuf_consume(&c->wsraw, hn + (size_t)len);
+    }
+}
+
+static void ac_io(struct aclient *c)
+{
+    pn_event_t *e;
+    while ((e = pn_connection_driver_next_event(&c->d))) {
+        switch (pn_event_type(e)) {
+        case PN_DELIVERY: {
+            pn_delivery_t *d = pn_event_delivery(e);
+            pn_link_t *l = pn_delivery_link(d);
+            if (!pn_link_is_receiver(l) || !pn_delivery_readable(d) || pn_delivery_partial(d))
+                break;
+            size_t n = pn_delivery_pending(d);
+            char *buf = malloc(n + 1);
+            assert_non_null(buf);
+            assert_int_equal(pn_link_recv(l, buf, n), (ssize_t)n);
+            pn_link_advance(l);
+            assert_true(c->n_rx < ARRAY_SIZE(c->rx));
+            struct amsg *a = &c->rx[c->n_rx++];
+            a->m = pn_message();
+            assert_int_equal(pn_message_decode(a->m, buf, n), 0);
+            free(buf);
+            a->link = l;
+            a->d = d;
+            if (!c->hold && !pn_delivery_settled(d)) {
+                pn_delivery_update(d, PN_ACCEPTED);
+                pn_delivery_settle(d);
+                a->d = NULL;
+            } else if (pn_delivery_settled(d)) {
+                pn_delivery_settle(d);
+                a->d = NULL;
+            }
+            pn_link_flow(l, 1);
+            break;
+        }
+        case PN_CONNECTION_REMOTE_CLOSE:
+        case PN_TRANSPORT_CLOSED:
+            c->closed = true;
+            break;
+        default:
+            break;
+        }
+    }
+    for (;;) {
+        pn_bytes_t w = pn_connection_driver_write_buffer(&c->d);
+        if (!w.size || c->fd < 0)
+            break;
+        if (c->ws) {
+            struct lbuf b = LBUF_INIT;
+            ws_frame(&b, 0x82, w.start, w.size);
+            assert_int_equal(write(c->fd, b.data, b.len), (ssize_t)b.len);
+            lbuf_free(&b);
+            pn_connection_driver_write_done(&c->d, w.size);
+            continue;
+        }
+        ssize_t n = write(c->fd, w.start, w.size);
+        if (n <= 0)
+            break;
+        pn_connection_driver_write_done(&c->d, (size_t)n);
+    }
+    while (c->ws && c->fd >= 0) {
+        char buf[8192];
+        ssize_t n = read(c->fd, buf, sizeof(buf));
+        if (n == 0)
+            c->closed = true;
+        if (n <= 0)
+            break;
+        assert_int_equal(lbuf_append(&c->wsraw, buf, (size_t)n), 0);
+        ac_unframe(c);
+    }
+    while (c->ws && c->wsin.len) {
+        pn_rwbytes_t rb = pn_connection_driver_read_buffer(&c->d);
+        if (!rb.size)
+            break;
+        size_t n = MIN(rb.size, c->wsin.len);
+        memcpy(rb.start, c->wsin.data, n);
+        lbuf_consume(&c->wsin, n);
+        pn_connection_driver_read_done(&c->d, n);
+    }
+    for (; !c->ws;) {
+        pn_rwbytes_t rb = pn_connection_driver_read_buffer(&c->d);
+        if (!rb.size || c->fd < 0)
+            break;
+        ssize_t n = read(c->fd, rb.start, rb.size);
+        if (n == 0) {
+            pn_connection_driver_read_close(&c->d);
+            c->closed = true;
+        }
+        if (n <= 0)
+            break;
+        pn_connection_driver_read_done(&c->d, (size_t)n);
+    }
+}
+
+/* Run both ends until want messages arrived (or the connection closed), at most ms. */
+static void ac_run(struct aclient *c, size_t want, int ms)
+{
+    int64_t until = ltime_now_ms() + ms;
+    do {
+        for (int i = 0; i < 4; i++) {
+            ac_io(c);
+            pump(c->f);
+        }
+        ac_io(c);
+        if (c->n_rx >= want && want)
+            return;
+        if (c->closed && want)
+            return;
+        poll(NULL, 0, 5);
+    } while (ltime_now_ms() < until);
+}
+
+static void ac_start(struct fixture *f, struct aclient *c);
+
+static void ac_open(struct fixture *f, struct aclient *c)
+{
+    int sv[2];
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0, sv), 0);
+    memset(c, 0, sizeof(*c));
+    c->f = f;
+    c->fd = sv[1];
+    amqp_head_accept(&f->h, sv[0], false);
+    ac_start(f, c);
+}
+
+/* Through the WebSocket head: the upgrade with subprotocol AMQPWSB10, then AMQP in frames. */
+static void ac_open_ws(struct fixture *f, struct aclient *c)
+{
+    struct client up;
+    struct lbuf a = LBUF_INIT;
+    ws_open_raw(f, &up, WS_REQUEST(WS_PATH, "Sec-WebSocket-Protocol: AMQPWSB10\r\n"), &a);
+    assert_non_null(a.data);
+    if (!lstr_startswith(a.data, "HTTP/1.1 101 ") || !strstr(a.data, "AMQPWSB10"))
+        fail_msg("upgrade: %s", a.data);
+    lbuf_free(&a);
+    memset(c, 0, sizeof(*c));
+    c->f = f;
+    c->fd = up.fd;
+    c->ws = true;
+    c->wsraw = up.raw; /* frames that came behind the answer */
+    up.raw = (struct lbuf)LBUF_INIT;
+    lbuf_free(&up.in);
+    lbuf_free(&up.pkt);
+    ac_unframe(c);
+    ac_start(f, c);
+}
+
+static void ac_start(struct fixture *f, struct aclient *c)
+{
+    assert_int_equal(pn_connection_driver_init(&c->d, NULL, NULL), 0);
+    c->m = pn_message();
+    pn_connection_set_container(c->d.connection, "test-client");
+    pn_connection_set_hostname(c->d.connection, GATEWAY);
+    pn_connection_open(c->d.connection);
+    c->s = pn_session(c->d.connection);
+    pn_session_open(c->s);
+    c->cbs_tx = pn_sender(c->s, "cbs-tx");
+    pn_terminus_set_address(pn_link_target(c->cbs_tx), "$cbs");
+    pn_link_open(c->cbs_tx);
+    c->cbs_rx = pn_receiver(c->s, "cbs-rx");
+    pn_terminus_set_address(pn_link_source(c->cbs_rx), "$cbs");
+    pn_link_open(c->cbs_rx);
+    pn_link_flow(c->cbs_rx, 10);
+    ac_run(c, 0, 50);
+}
+
+static void ac_close(struct aclient *c)
+{
+    for (size_t i = 0; i < c->n_rx; i++)
+        pn_message_free(c->rx[i].m);
+    pn_message_free(c->m);
+    pn_connection_driver_destroy(&c->d);
+    if (c->fd >= 0)
+        close(c->fd);
+    c->fd = -1;
+    lbuf_free(&c->wsraw);
+    lbuf_free(&c->wsin);
+    pump(c->f);
+}
+
+static pn_link_t *ac_link(struct aclient *c, bool sender, const char *address)
+{
+    static int n;
+    char name[32];
+    snprintf(name, sizeof(name), "link-%d", ++n);
+    pn_link_t *l = sender ? pn_sender(c->s, name) : pn_receiver(c->s, name);
+    pn_terminus_set_address(sender ? pn_link_target(l) : pn_link_source(l), address);
+    pn_link_open(l);
+    if (!sender)
+        pn_link_flow(l, 20);
+    ac_run(c, 0, 50);
+    return l;
+}
+
+/* c->m on l; unsettled (at least once) unless presettled. */
+static pn_delivery_t *ac_send(struct aclient *c, pn_link_t *l, bool presettled)
+{
+    uint64_t tag = ++c->tag;
+    pn_delivery_t *d = pn_delivery(l, pn_dtag((const char *)&tag, sizeof(tag)));
+    assert_true(pn_message_send(c->m, l, NULL) > 0);
+    if (presettled)
+        pn_delivery_settle(d);
+    return d;
+}
+
+static void ac_str_map(pn_data_t *d, const char *const *kv, bool symbols)
+{
+    pn_data_put_map(d);
+    pn_data_enter(d);
+    for (size_t i = 0; kv[i]; i += 2) {
+        if (symbols)
+            pn_data_put_symbol(d, pn_bytes(strlen(kv[i]), kv[i]));
+        else
+            pn_data_put_string(d, pn_bytes(strlen(kv[i]), kv[i]));
+        pn_data_put_string(d, pn_bytes(strlen(kv[i + 1]), kv[i + 1]));
+    }
+    pn_data_exit(d);
+}
+
+/* Put token for audience; the answer's status-code (-1: none). */
+static int ac_put_token(struct aclient *c, const char *audience, const char *token)
+{
+    pn_message_clear(c->m);
+    pn_msgid_t id = {.type = PN_STRING};
+    id.u.as_bytes = pn_bytes(4, "pt-1");
+    pn_message_set_id(c->m, id);
+    pn_message_set_address(c->m, "$cbs");
+    pn_message_set_reply_to(c->m, "cbs");
+    const char *props[] = {"operation", "put-token", "type", "servicebus.windows.net:sastoken",
+                           "name",      audience,    NULL};
+    ac_str_map(pn_message_properties(c->m), props, false);
+    pn_data_put_string(pn_message_body(c->m), pn_bytes(strlen(token), token));
+    size_t before = c->n_rx;
+    ac_send(c, c->cbs_tx, false);
+    ac_run(c, before + 1, 2000);
+    if (c->n_rx <= before)
+        return -1;
+    pn_message_t *a = c->rx[before].m;
+    pn_msgid_t cid = pn_message_get_correlation_id(a);
+    assert_int_equal(cid.type, PN_STRING);
+    assert_memory_equal(cid.u.as_bytes.start, "pt-1", 4);
+    pn_data_t *p = pn_message_properties(a);
+    pn_data_rewind(p);
+    assert_true(pn_data_next(p));
+    size_t n = pn_data_get_map(p);
+    pn_data_enter(p);
+    int status = -1;
+    for (size_t i = 0; i < n; i += 2) {
+        pn_data_next(p);
+        pn_bytes_t k = pn_data_get_string(p);
+        pn_data_next(p);
+        if (k.size == 11 && memcmp(k.start, "status-code", 11) == 0)
+            status = pn_data_get_int(p);
+    }
+    pn_data_exit(p);
+    return status;
+}
+
+static void ac_auth(struct aclient *c, const char *module)
+{
+    struct lbuf tok = LBUF_INIT;
+    make_token(c->f, module, NULL, ltime_now_ms() / 1000 + 3600, &tok);
+    char aud[256];
+    snprintf(aud, sizeof(aud), IOTHUB "/devices/" DEVICE "/modules/%s", module);
+    assert_int_equal(ac_put_token(c, aud, tok.data), 200);
+    lbuf_free(&tok);
+}
+
+static bool ac_link_refused(struct aclient *c, pn_link_t *l)
+{
+    ac_run(c, 0, 100);
+    return (pn_link_state(l) & PN_REMOTE_CLOSED) != 0;
+}
+
+/* The string value of key in map d (application properties or annotations), or NULL. */
+static const char *ac_map_str(pn_data_t *d, const char *key)
+{
+    static char v[256];
+    pn_data_rewind(d);
+    if (!pn_data_next(d) || pn_data_type(d) != PN_MAP)
+        return NULL;
+    size_t n = pn_data_get_map(d);
+    pn_data_enter(d);
+    const char *r = NULL;
+    for (size_t i = 0; i < n; i += 2) {
+        pn_data_next(d);
+        pn_bytes_t k = pn_data_type(d) == PN_SYMBOL ? pn_data_get_symbol(d) : pn_data_get_string(d);
+        pn_data_next(d);
+        if (k.size == strlen(key) && memcmp(k.start, key, k.size) == 0) {
+            pn_type_t t = pn_data_type(d);
+            if (t == PN_STRING || t == PN_SYMBOL) {
+                pn_bytes_t b = t == PN_STRING ? pn_data_get_string(d) : pn_data_get_symbol(d);
+                snprintf(v, sizeof(v), "%.*s", (int)b.size, b.start);
+            } else if (t == PN_INT) {
+                snprintf(v, sizeof(v), "%d", pn_data_get_int(d));
+            } else if (t == PN_LONG) {
+                snprintf(v, sizeof(v), "%lld", (long long)pn_data_get_long(d));
+            } else {
+                snprintf(v, sizeof(v), "?");
+            }
+            r = v;
+            break;
+        }
+    }
+    pn_data_exit(d);
+    return r;
+}
+
+static const char *ac_body(pn_message_t *m)
+{
+    static char v[2048];
+    pn_data_t *b = pn_message_body(m);
+    pn_data_rewind(b);
+    if (!pn_data_next(b))
+        return "";
+    pn_bytes_t x = pn_data_type(b) == PN_BINARY ? pn_data_get_binary(b) : pn_data_get_string(b);
+    snprintf(v, sizeof(v), "%.*s", (int)x.size, x.start);
+    return v;
+}
+
+/* A bad token, another module's token and links outside its identity are refused; a good
+ * put-token authenticates, a renewal for the same identity is taken, one for another refused. */
+static void test_amqp_auth(void **state)
+{
+    struct fixture *f = *state;
+    struct aclient c;
+    /* links before a put-token */
+    ac_open(f, &c);
+    pn_link_t *l = ac_link(&c, true, "/devices/" DEVICE "/modules/sender/messages/events");
+    assert_true(ac_link_refused(&c, l));
+    /* a token of the wrong key: 401, and the connection goes */
+    uint8_t bad[32] = {9};
+    struct lbuf tok = LBUF_INIT;
+    make_token(f, "sender", bad, ltime_now_ms() / 1000 + 3600, &tok);
+    long long failures = counter(f, "authFailures");
+    assert_int_equal(ac_put_token(&c, IOTHUB "/devices/" DEVICE "/modules/sender", tok.data), 401);
+    ac_run(&c, 1000, 1500); /* closed a moment after the answer */
+    assert_true(c.closed);
+    assert_true(counter(f, "authFailures") > failures);
+    lbuf_free(&tok);
+    ac_close(&c);
+    /* sender's token for the audience of receiver: the token names another resource */
+    ac_open(f, &c);
+    make_token(f, "sender", NULL, ltime_now_ms() / 1000 + 3600, &tok);
+    assert_int_equal(ac_put_token(&c, IOTHUB "/devices/" DEVICE "/modules/receiver", tok.data),
+                     401);
+    ac_close(&c);
+    /* an expired token */
+    ac_open(f, &c);
+    lbuf_reset(&tok);
+    make_token(f, "sender", NULL, ltime_now_ms() / 1000 - 10, &tok);
+    assert_int_equal(ac_put_token(&c, IOTHUB "/devices/" DEVICE "/modules/sender", tok.data), 401);
+    ac_close(&c);
+    lbuf_free(&tok);
+    /* a good one; then another module's address is refused, its own taken */
+    ac_open(f, &c);
+    ac_auth(&c, "sender");
+    l = ac_link(&c, true, "/devices/" DEVICE "/modules/receiver/messages/events");
+    assert_true(ac_link_refused(&c, l));
+    l = ac_link(&c, true, "/devices/other-device/modules/sender/messages/events");
+    assert_true(ac_link_refused(&c, l));
+    l = ac_link(&c, true, "/devices/" DEVICE "/modules/sender/messages/events");
+    assert_false(ac_link_refused(&c, l));
+    /* an empty transfer (Proton's decoder would assert on it) is rejected, nothing more */
+    uint64_t tag = 99;
+    pn_delivery_t *empty = pn_delivery(l, pn_dtag((const char *)&tag, sizeof(tag)));
+    pn_link_advance(l);
+    ac_run(&c, 0, 200);
+    assert_int_equal(pn_delivery_remote_state(empty), PN_REJECTED);
+    assert_false(c.closed);
+    /* renewal for the same identity: 200; a token for another identity on it: 401 */
+    ac_auth(&c, "sender");
+    make_token(f, "other", NULL, ltime_now_ms() / 1000 + 3600, &tok);
+    assert_int_equal(ac_put_token(&c, IOTHUB "/devices/" DEVICE "/modules/other", tok.data), 401);
+    lbuf_free(&tok);
+    assert_false(c.closed);
+    json_t *st = status(f);
+    char *text = json_dumps(st, 0);
+    assert_non_null(strstr(text, "\"clientId\": \"" DEVICE "/sender\""));
+    assert_non_null(strstr(text, "\"transport\": \"amqp\""));
+    free(text);
+    json_decref(st);
+    /* IoT Edge's count of failed connections, by the identity each claimed: the wrong key and
+     * the expired token for sender, sender's token for receiver; the second identity on an
+     * authenticated connection is no failed connection */
+    struct lbuf b = LBUF_INIT;
+    assert_int_equal(hub_exposition(&f->h, &b), 0);
+    assert_true(has_line(b.data, "edgehub_client_connect_failed_total{",
+                         "id=\"" DEVICE "/sender\" reason=\"not_authenticated\" protocol=\"amqp\"",
+                         "2"));
+    assert_true(has_line(b.data, "edgehub_client_connect_failed_total{",
+                         "id=\"" DEVICE "/receiver\" reason=\"not_authenticated\" "
+                         "protocol=\"amqp\"",
+                         "1"));
+    assert_null(strstr(b.data, "id=\"" DEVICE "/other\",reason"));
+    lbuf_free(&b);
+    ac_close(&c);
+}
+
+/* Telemetry over AMQP reaches an MQTT module's input with its properties, accepted once
+ * durable; an MQTT module's output reaches an AMQP module's input (x-opt-input-name), leaves the
+ * queue when the client accepts it and comes again when the client goes without settling. */
+static void test_amqp_route_both_ways(void **state)
+{
+    struct fixture *f = *state;
+    struct client rc;
+    cl_open_receiver(f, &rc);
+    struct aclient a;
+    ac_open(f, &a);
+    ac_auth(&a, "sender");
+    pn_link_t *ev = ac_link(&a, true, "/devices/" DEVICE "/modules/sender/messages/events");
+    pn_message_clear(a.m);
+    pn_msgid_t id = {.type = PN_STRING};
+    id.u.as_bytes = pn_bytes(3, "m-1");
+    pn_message_set_id(a.m, id);
+    pn_message_set_content_type(a.m, "application/json");
+    const char *props[] = {"iothub-outputname", "out1", "temp", "21.5", NULL};
+    ac_str_map(pn_message_properties(a.m), props, false);
+    pn_message_set_inferred(a.m, true);
+    pn_data_put_binary(pn_message_body(a.m), pn_bytes(13, "{\"temp\":21.5}"));
+    pn_delivery_t *d = ac_send(&a, ev, false);
+    ac_run(&a, 0, 200);
+    assert_int_equal(pn_delivery_remote_state(d), PN_ACCEPTED);
+    struct received r;
+    expect_input(&rc, &r, true);
+    assert_string_equal(r.input, "in1");
+    assert_string_equal(r.body, "{\"temp\":21.5}");
+    assert_true(prop_sys_is(&r, IOTHUB_PROP_MESSAGE_ID, "m-1"));
+    assert_true(prop_sys_is(&r, IOTHUB_PROP_CONTENT_TYPE, "application/json"));
+    assert_true(prop_sys_is(&r, IOTHUB_PROP_CONNECTION_MODULE_ID, "sender"));
+    assert_string_equal(prop_app(&r, "temp"), "21.5");
+    assert_null(prop_app(&r, "iothub-outputname"));
+    /* a message that matches no route is accepted all the same */
+    const char *nowhere[] = {"iothub-outputname", "nowhere", NULL};
+    pn_message_clear(a.m);
+    ac_str_map(pn_message_properties(a.m), nowhere, false);
+    d = ac_send(&a, ev, false);
+    ac_run(&a, 0, 200);
+    assert_int_equal(pn_delivery_remote_state(d), PN_ACCEPTED);
+    ac_close(&a);
+    cl_close(&rc);
+
+    /* the other way: an MQTT sender, the AMQP receiver */
+    struct client sc;
+    cl_open_as(f, &sc, "sender");
+    struct aclient b;
+    ac_open(f, &b);
+    ac_auth(&b, "receiver");
+    b.hold = true;
+    size_t base = b.n_rx;
+    ac_link(&b, false, "/devices/" DEVICE "/modules/receiver/messages/events");
+    send_output(&sc, "out1", "%24.mid=m-2&k=v", "hello");
+    ac_run(&b, base + 1, 2000);
+    assert_int_equal(b.n_rx, base + 1);
+    pn_message_t *m = b.rx[base].m;
+    assert_string_equal(ac_body(m), "hello");
+    assert_string_equal(ac_map_str(pn_message_annotations(m), "x-opt-input-name"), "in1");
+    assert_string_equal(ac_map_str(pn_message_annotations(m), "iothub-connection-module-id"),
+                        "sender");
+    assert_string_equal(ac_map_str(pn_message_properties(m), "k"), "v");
+    assert_null(ac_map_str(pn_message_properties(m), "iothub-outputname"));
+    pn_msgid_t mid = pn_message_get_id(m);
+    assert_int_equal(mid.type, PN_STRING);
+    assert_memory_equal(mid.u.as_bytes.start, "m-2", 3);
+    assert_int_equal(endpoint_depth(f, "/modules/receiver/inputs/in1"), 1);
+    /* gone without settling: delivered again to the next connection */
+    ac_close(&b);
+    ac_open(f, &b);
+    ac_auth(&b, "receiver");
+    base = b.n_rx;
+    ac_link(&b, false, "/devices/" DEVICE "/modules/receiver/messages/events");
+    ac_run(&b, base + 1, 2000);
+    assert_int_equal(b.n_rx, base + 1);
+    assert_string_equal(ac_body(b.rx[base].m), "hello");
+    ac_run(&b, 0, 100);
+    assert_int_equal(endpoint_depth(f, "/modules/receiver/inputs/in1"), 0);
+    ac_close(&b);
+    cl_close(&sc);
+}
+
+/* Twins over AMQP: GET, PATCH reported (answered by correlation id, a uuid echoed as a uuid),
+ * PUT desired notifications then a desired patch; a direct method called and answered. */
+static void test_amqp_twin_and_method(void **state)
+{
+    struct fixture *f = *state;
+    struct aclient c;
+    ac_open(f, &c);
+    ac_auth(&c, "receiver");
+    const char *twin = "/devices/" DEVICE "/modules/receiver/twin";
+    pn_link_t *tx = ac_link(&c, true, twin);
+    pn_link_t *rx = ac_link(&c, false, twin);
+    assert_false(ac_link_refused(&c, rx));
+    /* PATCH reported */
+    pn_message_clear(c.m);
+    pn_msgid_t id = {.type = PN_UUID};
+    for (int i = 0; i < 16; i++)
+        id.u.as_uuid.bytes[i] = (char)(i * 17);
+    pn_message_set_correlation_id(c.m, id);
+    const char *patch_ann[] = {"operation", "PATCH", "resource", "/properties/reported", NULL};
+    ac_str_map(pn_message_annotations(c.m), patch_ann, true);
+    pn_message_set_inferred(c.m, true);
+    pn_data_put_binary(pn_message_body(c.m), pn_bytes(12, "{\"fw\":\"1.2\"}"));
+    size_t base = c.n_rx;
+    ac_send(&c, tx, false);
+    ac_run(&c, base + 1, 2000);
+    assert_int_equal(c.n_rx, base + 1);
+    pn_message_t *m = c.rx[base].m;
+    pn_msgid_t cid = pn_message_get_correlation_id(m);
+    assert_int_equal(cid.type, PN_UUID);
+    assert_memory_equal(cid.u.as_uuid.bytes, id.u.as_uuid.bytes, 16);
+    assert_string_equal(ac_map_str(pn_message_annotations(m), "status"), "204");
+    assert_non_null(ac_map_str(pn_message_annotations(m), "version"));
+    json_t *t = twins_get(&f->h, "receiver");
+    assert_string_equal(json_string_value(json_object_get(json_object_get(t, "reported"), "fw")),
+                        "1.2");
+    json_decref(t);
+    /* GET */
+    pn_message_clear(c.m);
+    pn_msgid_t sid = {.type = PN_STRING};
+    sid.u.as_bytes = pn_bytes(2, "g1");
+    pn_message_set_correlation_id(c.m, sid);
+    const char *get_ann[] = {"operation", "GET", NULL};
+    ac_str_map(pn_message_annotations(c.m), get_ann, true);
+    base = c.n_rx;
+    ac_send(&c, tx, false);
+    ac_run(&c, base + 1, 2000);
+    assert_int_equal(c.n_rx, base + 1);
+    m = c.rx[base].m;
+    assert_string_equal(ac_map_str(pn_message_annotations(m), "status"), "200");
+    json_t *doc = NULL;
+    const char *body = ac_body(m);
+    assert_int_equal(ljson_parse(body, strlen(body), &doc, NULL), 0);
+    assert_string_equal(json_string_value(json_object_get(json_object_get(doc, "reported"), "fw")),
+                        "1.2");
+    json_decref(doc);
+    /* desired notifications: nothing before PUT, the patch after */
+    pn_message_clear(c.m);
+    sid.u.as_bytes = pn_bytes(2, "p1");
+    pn_message_set_correlation_id(c.m, sid);
+    const char *put_ann[] = {"operation", "PUT", "resource",
+                             "/notifications/twin/properties/desired", NULL};
+    ac_str_map(pn_message_annotations(c.m), put_ann, true);
+    base = c.n_rx;
+    ac_send(&c, tx, false);
+    ac_run(&c, base + 1, 2000);
+    assert_string_equal(ac_map_str(pn_message_annotations(c.rx[base].m), "status"), "200");
+    json_t *patch = json_pack("{s:i}", "interval", 5), *tw = NULL;
+    struct lerr err = {0};
+    assert_int_equal(twins_patch_desired(&f->h, "receiver", patch, &tw, &err), 0);
+    json_decref(patch);
+    json_decref(tw);
+    base = c.n_rx;
+    ac_run(&c, base + 1, 2000);
+    assert_int_equal(c.n_rx, base + 1);
+    m = c.rx[base].m;
+    assert_int_equal(pn_message_get_correlation_id(m).type, PN_NULL);
+    body = ac_body(m);
+    assert_int_equal(ljson_parse(body, strlen(body), &doc, NULL), 0);
+    assert_int_equal(json_integer_value(json_object_get(doc, "interval")), 5);
+    json_decref(doc);
+
+    /* methods */
+    const char *meth = "/devices/" DEVICE "/modules/receiver/methods/devicebound";
+    struct method_result res = {0};
+    void *handle;
+    json_t *payload = json_pack("{s:i}", "x", 1);
+    assert_int_equal(
+        methods_invoke(&f->h, "receiver", "ping", payload, 5, 0, method_done, &res, &handle, &err),
+        -ENOENT);
+    pn_link_t *mtx = ac_link(&c, true, meth);
+    ac_link(&c, false, meth);
+    assert_int_equal(
+        methods_invoke(&f->h, "receiver", "ping", payload, 5, 0, method_done, &res, &handle, &err),
+        0);
+    json_decref(payload);
+    base = c.n_rx;
+    ac_run(&c, base + 1, 2000);
+    assert_int_equal(c.n_rx, base + 1);
+    m = c.rx[base].m;
+    assert_string_equal(ac_map_str(pn_message_properties(m), "IoThub-methodname"), "ping");
+    assert_string_equal(ac_body(m), "{\"x\":1}");
+    pn_msgid_t rq = pn_message_get_correlation_id(m);
+    assert_int_equal(rq.type, PN_STRING);
+    char rid[64];
+    snprintf(rid, sizeof(rid), "%.*s", (int)rq.u.as_bytes.size, rq.u.as_bytes.start);
+    pn_message_clear(c.m);
+    rq.u.as_bytes = pn_bytes(strlen(rid), rid);
+    pn_message_set_correlation_id(c.m, rq);
+    pn_data_t *p = pn_message_properties(c.m);
+    pn_data_put_map(p);
+    pn_data_enter(p);
+    pn_data_put_string(p, pn_bytes(13, "IoThub-status"));
+    pn_data_put_int(p, 201);
+    pn_data_exit(p);
+    pn_message_set_inferred(c.m, true);
+    pn_data_put_binary(pn_message_body(c.m), pn_bytes(13, "{\"pong\":true}"));
+    ac_send(&c, mtx, false);
+    ac_run(&c, 0, 200);
+    assert_true(res.done);
+    assert_int_equal(res.status, 200);
+    assert_int_equal(json_integer_value(json_object_get(res.reply, "status")), 201);
+    assert_true(json_is_true(json_object_get(json_object_get(res.reply, "payload"), "pong")));
+    json_decref(res.reply);
+    ac_close(&c);
+}
+
+/* AMQP over WebSockets: the same head behind the WebSocket listener's upgrade. */
+static void test_amqp_over_websockets(void **state)
+{
+    struct fixture *f = *state;
+    struct client rc;
+    cl_open_receiver(f, &rc);
+    struct aclient a;
+    ac_open_ws(f, &a);
+    ac_auth(&a, "sender");
+    pn_link_t *ev = ac_link(&a, true, "/devices/" DEVICE "/modules/sender/messages/events");
+    pn_message_clear(a.m);
+    const char *props[] = {"iothub-outputname", "out1", NULL};
+    ac_str_map(pn_message_properties(a.m), props, false);
+    pn_message_set_inferred(a.m, true);
+    pn_data_put_binary(pn_message_body(a.m), pn_bytes(5, "ws-hi"));
+    pn_delivery_t *d = ac_send(&a, ev, false);
+    ac_run(&a, 0, 200);
+    assert_int_equal(pn_delivery_remote_state(d), PN_ACCEPTED);
+    expect_body(&rc, "in1", "ws-hi");
+    /* a link outside its identity is refused here too */
+    pn_link_t *l = ac_link(&a, true, "/devices/" DEVICE "/modules/other/messages/events");
+    assert_true(ac_link_refused(&a, l));
+    ac_close(&a);
+    cl_close(&rc);
+}
+
+/* amqp_map.c without a hub: addresses, audiences, request ids, ids as text. */
+static bool addr_is(const char *s, enum amqp_addr_kind kind, const char *device, const char *module)
+{
+    struct amqp_addr a;
+    assert_int_equal(amqp_addr_parse(s, strlen(s), &a), 0);
+    if (a.kind != kind)
+        return false;
+    if (kind == AMQP_ADDR_UNKNOWN || kind == AMQP_ADDR_CBS)
+        return true;
+    return a.device.len == strlen(device) && memcmp(a.device.ptr, device, a.device.len) == 0 &&
+           a.module.len == strlen(module) &&
+           (!a.module.len || memcmp(a.module.ptr, module, a.module.len) == 0);
+}
+
+/* A leaf device's cloud-to-device queue over AMQP (/devices/<d>/messages/devicebound): one
+ * message unsettled at a time with IoT Hub's properties; accepted (complete) and rejected leave the
+ * queue, released (abandon) comes again at once, unsettled when the connection goes comes on the
+ * next one, and what was stored survives a restart of the hub. A module has no devicebound link. */
+static void ac_auth_device(struct aclient *c, const char *device)
+{
+    struct lbuf tok = LBUF_INIT;
+    char aud[256];
+    snprintf(aud, sizeof(aud), IOTHUB "/devices/%s", device);
+    int i = strcmp(device, "leaf2") == 0 ? 1 : 0;
+    assert_int_equal(sas_token_make(aud, c->f->leaf_keys[i][0], 32,
+                                    (uint64_t)(ltime_now_ms() / 1000 + 3600), NULL, &tok),
+                     0);
+    assert_int_equal(ac_put_token(c, aud, tok.data), 200);
+    lbuf_free(&tok);
+}
+
+static void test_amqp_device_c2d(void **state)
+{
+    struct fixture *f = *state;
+    const char *q = "/devices/leaf1/messages/devicebound";
+    store_c2d(f, "leaf1", "%24.mid=c1&%24.to=%2Fdevices%2Fleaf1%2Fmessages%2FdeviceBound&color=red",
+              "first");
+    store_c2d(f, "leaf1", "%24.mid=c2", "second");
+    struct aclient c, m;
+    /* a module asks for a devicebound link: refused */
+    ac_open(f, &m);
+    ac_auth(&m, "sender");
+    pn_link_t *ml = ac_link(&m, false, "/devices/" DEVICE "/modules/sender/messages/devicebound");
+    assert_true(ac_link_refused(&m, ml));
+    ac_close(&m);
+    /* leaf1: the first one, with its properties, and nothing more while it is unsettled */
+    ac_open(f, &c);
+    c.hold = true;
+    ac_auth_device(&c, "leaf1");
+    size_t n0 = c.n_rx;
+    pn_link_t *l = ac_link(&c, false, q);
+    ac_run(&c, n0 + 1, 2000);
+    ac_run(&c, 0, 100);
+    assert_int_equal(c.n_rx, n0 + 1);
+    struct amsg *a = &c.rx[n0];
+    assert_string_equal(ac_body(a->m), "first");
+    pn_msgid_t id = pn_message_get_id(a->m);
+    assert_int_equal(id.type, PN_STRING);
+    assert_memory_equal(id.u.as_bytes.start, "c1", 2);
+    assert_string_equal(pn_message_get_address(a->m), "/devices/leaf1/messages/deviceBound");
+    assert_string_equal(ac_map_str(pn_message_properties(a->m), "color"), "red");
+    assert_non_null(a->d);
+    /* abandon (released): the same message again */
+    pn_delivery_update(a->d, PN_RELEASED);
+    pn_delivery_settle(a->d);
+    a->d = NULL;
+    ac_run(&c, n0 + 2, 2000);
+    assert_int_equal(c.n_rx, n0 + 2);
+    a = &c.rx[n0 + 1];
+    assert_string_equal(ac_body(a->m), "first");
+    assert_int_equal(pn_message_get_delivery_count(a->m), 1);
+    assert_int_equal(endpoint_depth(f, q), 2);
+    /* complete (accepted): it leaves the queue, the second comes */
+    pn_delivery_update(a->d, PN_ACCEPTED);
+    pn_delivery_settle(a->d);
+    a->d = NULL;
+    ac_run(&c, n0 + 3, 2000);
+    assert_int_equal(c.n_rx, n0 + 3);
+    assert_string_equal(ac_body(c.rx[n0 + 2].m), "second");
+    assert_int_equal(endpoint_depth(f, q), 1);
+    /* the connection goes without settling it: it comes on the next one */
+    ac_close(&c);
+    assert_int_equal(endpoint_depth(f, q), 1);
+    ac_open(f, &c);
+    c.hold = true;
+    ac_auth_device(&c, "leaf1");
+    n0 = c.n_rx;
+    l = ac_link(&c, false, q);
+    ac_run(&c, n0 + 1, 2000);
+    assert_int_equal(c.n_rx, n0 + 1);
+    a = &c.rx[n0];
+    assert_string_equal(ac_body(a->m), "second");
+    assert_int_equal(pn_message_get_delivery_count(a->m), 1);
+    /* reject: it leaves the queue too (IoT Hub dead-letters it) */
+    pn_delivery_update(a->d, PN_REJECTED);
+    pn_delivery_settle(a->d);
+    a->d = NULL;
+    ac_run(&c, 0, 100);
+    assert_int_equal(endpoint_depth(f, q), 0);
+    /* while connected: at once; accepted by the client (hold off) */
+    c.hold = false;
+    store_c2d(f, "leaf1", "%24.mid=c3", "third");
+    ac_run(&c, n0 + 2, 2000);
+    assert_string_equal(ac_body(c.rx[n0 + 1].m), "third");
+    ac_run(&c, 0, 100);
+    assert_int_equal(endpoint_depth(f, q), 0);
+    (void)l;
+    ac_close(&c);
+    /* stored while away, then the hub restarts: it comes, unsettled when the hub went before */
+    store_c2d(f, "leaf1", "%24.mid=c4", "fourth");
+    pump_for(f, 50);
+    hub_down(f);
+    hub_up(f);
+    assert_int_equal(endpoint_depth(f, q), 1);
+    ac_open(f, &c);
+    ac_auth_device(&c, "leaf1");
+    n0 = c.n_rx;
+    ac_link(&c, false, q);
+    ac_run(&c, n0 + 1, 2000);
+    assert_int_equal(c.n_rx, n0 + 1);
+    assert_string_equal(ac_body(c.rx[n0].m), "fourth");
+    ac_run(&c, 0, 100);
+    assert_true(endpoint_depth(f, q) <= 0); /* empty, or removed: no route uses it */
+    ac_close(&c);
+}
+
+static void test_amqp_map(void **state)
+{
+    (void)state;
+    assert_true(addr_is("$cbs", AMQP_ADDR_CBS, NULL, NULL));
+    assert_true(addr_is("/devices/d1/modules/m1/messages/events", AMQP_ADDR_EVENTS, "d1", "m1"));
+    assert_true(addr_is("/devices/d1/messages/events/", AMQP_ADDR_EVENTS, "d1", ""));
+    assert_true(addr_is("/devices/d1/messages/devicebound", AMQP_ADDR_DEVICEBOUND, "d1", ""));
+    assert_true(
+        addr_is("/devices/d1/modules/m1/twin?api-version=2021-04-12", AMQP_ADDR_TWIN, "d1", "m1"));
+    assert_true(addr_is("amqps://h.example/devices/d1/modules/m1/methods/devicebound",
+                        AMQP_ADDR_METHODS, "d1", "m1"));
+    assert_true(
+        addr_is("/devices/d1/modules/m1/messages/devicebound", AMQP_ADDR_UNKNOWN, NULL, NULL));
+    assert_true(addr_is("/devices//twin", AMQP_ADDR_UNKNOWN, NULL, NULL));
+    assert_true(addr_is("/devices/d1/twin/extra", AMQP_ADDR_UNKNOWN, NULL, NULL));
+    assert_true(addr_is("$cbsx", AMQP_ADDR_UNKNOWN, NULL, NULL));
+    char scratch[128];
+    struct amqp_addr a;
+    const char *aud = "h.example%2Fdevices%2Fd1%2Fmodules%2Fm1";
+    assert_int_equal(amqp_audience_parse(aud, strlen(aud), scratch, sizeof(scratch), &a), 0);
+    assert_int_equal(a.device.len, 2);
+    assert_memory_equal(a.device.ptr, "d1", 2);
+    assert_memory_equal(a.module.ptr, "m1", 2);
+    aud = "h.example/devices/leaf1";
+    assert_int_equal(amqp_audience_parse(aud, strlen(aud), scratch, sizeof(scratch), &a), 0);
+    assert_int_equal(a.module.len, 0);
+    aud = "/devices/d1";
+    assert_int_equal(amqp_audience_parse(aud, strlen(aud), scratch, sizeof(scratch), &a), -EINVAL);
+    aud = "h/devices/d%00";
+    assert_int_equal(amqp_audience_parse(aud, strlen(aud), scratch, sizeof(scratch), &a), -EINVAL);
+    /* ids as request ids and back */
+    char rid[80], storage[80], text[80];
+    pn_msgid_t id = {.type = PN_UUID}, back;
+    for (int i = 0; i < 16; i++)
+        id.u.as_uuid.bytes[i] = (char)(i * 16 + i);
+    int n = amqp_rid_from_msgid(id, rid, sizeof(rid));
+    assert_string_equal(rid, "u:00112233445566778899aabbccddeeff");
+    assert_int_equal(amqp_msgid_from_rid(rid, (size_t)n, storage, &back), 0);
+    assert_int_equal(back.type, PN_UUID);
+    assert_memory_equal(back.u.as_uuid.bytes, id.u.as_uuid.bytes, 16);
+    assert_true(amqp_msgid_string(id, text, sizeof(text)) > 0);
+    assert_string_equal(text, "00112233-4455-6677-8899-aabbccddeeff");
+    id.type = PN_ULONG;
+    id.u.as_ulong = 42;
+    n = amqp_rid_from_msgid(id, rid, sizeof(rid));
+    assert_string_equal(rid, "n:42");
+    assert_int_equal(amqp_msgid_from_rid(rid, (size_t)n, storage, &back), 0);
+    assert_int_equal(back.u.as_ulong, 42);
+    id.type = PN_STRING;
+    id.u.as_bytes = pn_bytes(3, "abc");
+    n = amqp_rid_from_msgid(id, rid, sizeof(rid));
+    assert_string_equal(rid, "s:abc");
+    assert_int_equal(amqp_msgid_from_rid("x:1", 3, storage, &back), -EINVAL);
+    assert_int_equal(amqp_msgid_from_rid("n:99999999999999999999", 22, storage, &back), -EINVAL);
+    assert_int_equal(amqp_msgid_from_rid("u:00", 4, storage, &back), -EINVAL);
+    id.type = PN_NULL;
+    assert_int_equal(amqp_rid_from_msgid(id, rid, sizeof(rid)), -EINVAL);
+    assert_int_equal(amqp_msgid_string(id, text, sizeof(text)), 0);
+}
+
 int main(void)
 {
-    log_set_level(LOG_LEVEL_ERROR);
-    signal(SIGPIPE, SIG_IGN); /* as main.c: the hub writes to clients that are gone */
+    log_set_level(getenv("TEST_LOG") ? LOG_LEVEL_DEBUG : LOG_LEVEL_ERROR);
+    signal(SIGPIPE, SIG_IGN);  /* as main.c: the hub writes to clients that are gone */
+    if (getenv("TEST_FILTER")) /* one test (a glob), when working on it */
+        cmocka_set_test_filter(getenv("TEST_FILTER"));
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_connect_accepts_valid_token, setup, teardown),
         cmocka_unit_test_setup_teardown(test_connect_refusals, setup, teardown),
@@ -2482,6 +4553,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_subscribe_authorisation_on_the_wire, setup, teardown),
         cmocka_unit_test_setup_teardown(test_publish_authorisation, setup, teardown),
         cmocka_unit_test_setup_teardown(test_route_and_deliver, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_metrics_exposition, setup, teardown),
         cmocka_unit_test_setup_teardown(test_puback_waits_for_receiver_ack_and_redelivers, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_inflight_window, setup, teardown),
@@ -2511,14 +4583,32 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_twins_db_damaged, setup, teardown),
         cmocka_unit_test_setup_teardown(test_twins_db_mode, setup, teardown),
         cmocka_unit_test_setup_teardown(test_twin_get_and_reported, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_twin_get_waits_for_cloud, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_close_before_connect_with_presence, setup, teardown),
         cmocka_unit_test_setup_teardown(test_direct_method, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_direct_method_connect_timeout, setup, teardown),
         cmocka_unit_test_setup_teardown(test_device_connect, setup, teardown),
         cmocka_unit_test(test_device_may_subscribe),
         cmocka_unit_test_setup_teardown(test_device_publish_authorisation, setup, teardown),
         cmocka_unit_test_setup_teardown(test_device_telemetry_routed, setup, teardown),
         cmocka_unit_test_setup_teardown(test_device_twin_and_method, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_child_modules, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_child_modules_bound, setup, teardown),
+        cmocka_unit_test(test_c2d_message_form),
+        cmocka_unit_test_setup_teardown(test_device_c2d, setup, teardown),
         cmocka_unit_test_setup_teardown(test_device_identity_change, setup, teardown),
         cmocka_unit_test_setup_teardown(test_device_x509, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_ws_route_and_deliver, setup, teardown),
+        cmocka_unit_test(test_amqp_map),
+        cmocka_unit_test_setup_teardown(test_amqp_auth, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_amqp_route_both_ways, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_amqp_twin_and_method, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_amqp_over_websockets, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_amqp_device_c2d, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_ws_refusals, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_ws_auth_and_protocol_errors, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_https_invoke, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_https_refusals, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

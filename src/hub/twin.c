@@ -13,6 +13,7 @@
 #include "twin.h"
 
 #include <errno.h>
+#include <event2/event.h>
 #include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -24,11 +25,25 @@
 #include "base/timeutil.h"
 #include "clients.h"
 #include "database.h"
+#include "metrics.h"
 #include "router.h"
 
 #define COMP "hub"
 #define TWIN_MAX_BYTES (32 * 1024) /* IoT Hub's limit for each of desired and reported */
 #define TWIN_MAX_DEPTH 10
+#define TWIN_CLOUD_WAIT_MS 5000 /* a GET waits this long at most for the cloud's twin */
+#define TWIN_MAX_WAITS 256      /* beyond, GETs are answered from the local twin at once */
+
+struct twin_wait {
+    struct hub *h;
+    struct hub_client *c;
+    char *address;
+    char *rid;
+    size_t rid_len;
+    struct event *ev;
+    int64_t started_us; /* the GET's arrival, for edgehub_gettwin_duration_seconds */
+    struct twin_wait *next;
+};
 
 struct twin {
     json_t *desired;
@@ -255,21 +270,134 @@ static void reply(struct hub_client *c, int status, const struct hub_twin_reques
     c->ops->twin_response(c, r->rid, r->rid_len, status, version, body);
 }
 
+static void twin_wait_unlink(struct twin_wait *w)
+{
+    struct hub *h = w->h;
+    for (struct twin_wait **pp = &h->twin_waits; *pp; pp = &(*pp)->next)
+        if (*pp == w) {
+            *pp = w->next;
+            h->n_twin_waits--;
+            break;
+        }
+    if (w->ev)
+        event_free(w->ev);
+    free(w->address);
+    free(w->rid);
+    free(w);
+}
+
+/* The time from a twin request's arrival to its answer (IoT Edge's summaries). */
+static void twin_duration(struct hub *h, struct hub_client *c, enum hub_metric m,
+                          int64_t started_us)
+{
+    char id[300];
+    hub_metrics_client_id(c->id->device_id, c->id->module_id, id, sizeof(id));
+    hub_metrics_observe(h, m, (const char *[]){"edge_hub", id},
+                        (double)(hub_metrics_now_us() - started_us) / 1e6);
+}
+
+static void answer_get(struct hub *h, struct hub_client *c, const struct hub_twin_request *r,
+                       int64_t started_us)
+{
+    twin_duration(h, c, HM_GETTWIN_DURATION, started_us);
+    struct twin tw;
+    if (twin_load(h, c->id->address, &tw) < 0) {
+        reply(c, 500, r, -1, "{\"message\":\"twin storage failed\"}");
+        return;
+    }
+    json_t *doc = twin_document(&tw);
+    char *text = ljson_dump(doc);
+    json_decref(doc);
+    reply(c, 200, r, -1, text);
+    free(text);
+    twin_clear(&tw);
+}
+
+static void twin_wait_answer(struct twin_wait *w)
+{
+    struct hub_twin_request r = {.op = HUB_TWIN_GET, .rid = w->rid, .rid_len = w->rid_len};
+    answer_get(w->h, w->c, &r, w->started_us);
+    twin_wait_unlink(w);
+}
+
+static void twin_wait_expired(evutil_socket_t fd, short what, void *ud)
+{
+    (void)fd;
+    (void)what;
+    twin_wait_answer(ud); /* the cloud is slow: the local twin, as when offline */
+}
+
+/* 1: the GET waits for the cloud's twin; 0: answer it now. */
+static int twin_wait_add(struct hub *h, struct hub_client *c, const struct hub_twin_request *r,
+                         int64_t started_us)
+{
+    if (!h->twin_syncing || !h->twin_syncing(h, c->id->address) ||
+        h->n_twin_waits >= TWIN_MAX_WAITS)
+        return 0;
+    struct twin_wait *w = calloc(1, sizeof(*w));
+    if (!w)
+        return 0;
+    *w = (struct twin_wait){.h = h, .c = c, .rid_len = r->rid_len, .started_us = started_us};
+    w->address = strdup(c->id->address);
+    w->rid = malloc(r->rid_len + 1);
+    w->ev = evtimer_new(h->base, twin_wait_expired, w);
+    struct timeval tv = {TWIN_CLOUD_WAIT_MS / 1000, (TWIN_CLOUD_WAIT_MS % 1000) * 1000};
+    if (!w->address || !w->rid || !w->ev || evtimer_add(w->ev, &tv) < 0) {
+        if (w->ev)
+            event_free(w->ev);
+        free(w->address);
+        free(w->rid);
+        free(w);
+        return 0;
+    }
+    if (r->rid_len)
+        memcpy(w->rid, r->rid, r->rid_len);
+    w->rid[r->rid_len] = 0;
+    w->next = h->twin_waits;
+    h->twin_waits = w;
+    h->n_twin_waits++;
+    return 1;
+}
+
+void twins_cloud_synced(struct hub *h, const char *address)
+{
+    struct twin_wait *w = h->twin_waits;
+    while (w) {
+        struct twin_wait *next = w->next;
+        if (strcmp(w->address, address) == 0)
+            twin_wait_answer(w); /* unlinks w only */
+        w = next;
+    }
+}
+
+void twins_client_gone(struct hub *h, struct hub_client *c)
+{
+    struct twin_wait *w = h->twin_waits;
+    while (w) {
+        struct twin_wait *next = w->next;
+        if (w->c == c)
+            twin_wait_unlink(w);
+        w = next;
+    }
+}
+
 void twins_request(struct hub *h, struct hub_client *c, const struct hub_twin_request *r)
 {
+    int64_t started_us = hub_metrics_now_us();
     const char *module = c->id->address;
     struct twin tw;
     if (twin_load(h, module, &tw) < 0) {
         reply(c, 500, r, -1, "{\"message\":\"twin storage failed\"}");
         return;
     }
+    char id[300];
+    hub_metrics_client_id(c->id->device_id, c->id->module_id, id, sizeof(id));
+    hub_metrics_add(h, r->op == HUB_TWIN_GET ? HM_GETTWIN : HM_REPORTED_PROPERTIES,
+                    (const char *[]){"edge_hub", id}, 1);
     if (r->op == HUB_TWIN_GET) {
-        json_t *doc = twin_document(&tw);
-        char *text = ljson_dump(doc);
-        json_decref(doc);
-        reply(c, 200, r, -1, text);
-        free(text);
         twin_clear(&tw);
+        if (!twin_wait_add(h, c, r, started_us))
+            answer_get(h, c, r, started_us);
         return;
     }
     json_t *patch = NULL;
@@ -293,6 +421,7 @@ void twins_request(struct hub *h, struct hub_client *c, const struct hub_twin_re
             }
         }
     }
+    twin_duration(h, c, HM_REPORTED_DURATION, started_us);
     json_decref(patch);
     twin_clear(&tw);
 }
@@ -334,14 +463,49 @@ int twins_patch_desired(struct hub *h, const char *module, const json_t *patch, 
     return 0;
 }
 
-void twins_forget(struct hub *h, const char *address)
+bool twins_known(struct hub *h, const char *address)
 {
     sqlite3 *db = database_handle(h);
     sqlite3_stmt *st = NULL;
     if (!db ||
-        sqlite3_prepare_v2(db, "DELETE FROM twins WHERE module = ?", -1, &st, NULL) != SQLITE_OK)
+        sqlite3_prepare_v2(db, "SELECT 1 FROM twins WHERE module = ?", -1, &st, NULL) != SQLITE_OK)
+        return false;
+    sqlite3_bind_text(st, 1, address, -1, SQLITE_STATIC);
+    bool found = sqlite3_step(st) == SQLITE_ROW;
+    sqlite3_finalize(st);
+    return found;
+}
+
+int twins_child_count(struct hub *h, const char *device_id)
+{
+    _cleanup_free_ char *prefix =
+        lstr_printf(HUB_DEVICE_ADDRESS_PREFIX "%s" HUB_CHILD_MODULES_INFIX, device_id);
+    sqlite3 *db = database_handle(h);
+    sqlite3_stmt *st = NULL;
+    if (!prefix || !db ||
+        sqlite3_prepare_v2(db, "SELECT COUNT(*) FROM twins WHERE substr(module, 1, ?) = ?", -1, &st,
+                           NULL) != SQLITE_OK)
+        return -EIO;
+    sqlite3_bind_int(st, 1, (int)strlen(prefix));
+    sqlite3_bind_text(st, 2, prefix, -1, SQLITE_STATIC);
+    int n = sqlite3_step(st) == SQLITE_ROW ? sqlite3_column_int(st, 0) : -EIO;
+    sqlite3_finalize(st);
+    return n;
+}
+
+void twins_forget(struct hub *h, const char *address)
+{
+    /* a leaf device's module identities (a child edge device's) go with it */
+    _cleanup_free_ char *prefix = lstr_printf("%s" HUB_CHILD_MODULES_INFIX, address);
+    sqlite3 *db = database_handle(h);
+    sqlite3_stmt *st = NULL;
+    if (!db || !prefix ||
+        sqlite3_prepare_v2(db, "DELETE FROM twins WHERE module = ? OR substr(module, 1, ?) = ?", -1,
+                           &st, NULL) != SQLITE_OK)
         return;
     sqlite3_bind_text(st, 1, address, -1, SQLITE_STATIC);
+    sqlite3_bind_int(st, 2, (int)strlen(prefix));
+    sqlite3_bind_text(st, 3, prefix, -1, SQLITE_STATIC);
     sqlite3_step(st);
     sqlite3_finalize(st);
 }
@@ -391,8 +555,15 @@ static int twins_start(struct hub *h, struct lerr *err)
     return 0;
 }
 
+static void twins_stop(struct hub *h)
+{
+    while (h->twin_waits)
+        twin_wait_unlink(h->twin_waits);
+}
+
 const struct hub_sink_ops twins_sink_ops = {
     .name = "twins",
     .start = twins_start,
+    .stop = twins_stop,
     .reload = twins_reload,
 };

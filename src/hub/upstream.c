@@ -3,7 +3,9 @@
  * their durable queues while connected: highest priority first, in order, QoS 1 in a window of
  * hub.max_inflight, each removed only when the upstream acknowledged it. Disconnected, they wait
  * (TTL applies) and the link reconnects with back-off from 1 s to 60 s. With a SAS identity the
- * token is renewed by reconnecting before it expires. */
+ * token is renewed by reconnecting before it expires. With upstream.iothub a leaf device's
+ * message goes over that device's own session instead (cloud.c), so that IoT Hub sees it from
+ * the device; one whose session is still opening waits at the head of its queue ("parked"). */
 #include "upstream.h"
 
 #include <errno.h>
@@ -18,10 +20,12 @@
 #include "base/json.h"
 #include "base/str.h"
 #include "base/timeutil.h"
+#include "cloud.h"
 #include "identity/sas.h"
 #include "log/log.h"
 #include "mqttc/mqttc.h"
 #include "store/store.h"
+#include "metrics.h"
 
 #define COMP "upstream"
 #define BACKOFF_MIN_MS 1000
@@ -32,6 +36,23 @@ struct up_inflight {
     uint16_t packet_id;
     uint8_t prio;
     uint64_t seq;
+};
+
+/* A leaf device's or a module's message handed to its own session, until IoT Hub acknowledged
+ * it. */
+struct up_leaf {
+    struct upstream *u;
+    uint8_t prio;
+    bool module;
+    uint64_t seq;
+};
+
+/* A record taken from its queue for a leaf whose session is still opening. */
+struct up_parked {
+    void *data;
+    size_t len;
+    uint64_t seq;
+    bool redelivery;
 };
 
 struct upstream {
@@ -45,11 +66,27 @@ struct upstream {
     struct up_inflight *inflight;
     size_t n_inflight, cap_inflight;
     uint64_t sent, acked, connects, failures;
+    size_t n_leaf; /* leaf and module messages with their own sessions, in the same window */
+    uint64_t leaf_sent, leaf_acked;     /* over the leaves' own sessions */
+    uint64_t module_sent, module_acked; /* over the modules' own sessions */
+    struct up_parked parked[HUB_PRIORITIES];
     int64_t connected_ms;
     int64_t first_delivery_ms; /* after the latest connect, for the reconnect-latency figure */
     char last_error[320];
     struct lbuf topic;
+    /* offline periods, for the metrics */
+    uint64_t offline_count, offline_periods;
+    int64_t offline_ms, offline_since_ms;
 };
+
+/* The link is down (lost, or the first attempt failed): an offline period starts. */
+static void went_offline(struct upstream *u)
+{
+    if (u->offline_since_ms)
+        return;
+    u->offline_since_ms = ltime_now_ms();
+    u->offline_count++;
+}
 
 static struct endpoint *upstream_endpoint(struct hub *h)
 {
@@ -63,8 +100,16 @@ static void schedule_retry(struct upstream *u)
     evtimer_add(u->retry, &tv);
 }
 
+static void unpark(struct upstream *u, int p)
+{
+    free(u->parked[p].data);
+    u->parked[p] = (struct up_parked){0};
+}
+
 static void rewind_all(struct upstream *u)
 {
+    for (int p = 0; p < HUB_PRIORITIES; p++)
+        unpark(u, p);
     struct endpoint *ep = upstream_endpoint(u->h);
     if (ep)
         for (int p = 0; p < HUB_PRIORITIES; p++)
@@ -77,6 +122,7 @@ static void on_close(void *ud, int reason)
 {
     struct upstream *u = ud;
     u->connected = false;
+    went_offline(u);
     snprintf(u->last_error, sizeof(u->last_error), "connection lost: %s",
              u->m && mqttc_error(u->m)[0] ? mqttc_error(u->m) : strerror(-reason));
     log_warn(COMP, "%s:%d: %s; reconnecting", u->h->cfg.upstream.host, u->h->cfg.upstream.port,
@@ -99,6 +145,7 @@ static void on_connect(void *ud, int result, int code, bool present)
             snprintf(u->last_error, sizeof(u->last_error), "%s", mqttc_error(u->m));
         else
             snprintf(u->last_error, sizeof(u->last_error), "%s", strerror(-result));
+        went_offline(u);
         if (u->failures == 1 || u->failures % 10 == 0)
             log_warn(COMP, "%s:%d: %s; retrying (messages wait in the store)", h->cfg.upstream.host,
                      h->cfg.upstream.port, u->last_error);
@@ -110,6 +157,11 @@ static void on_connect(void *ud, int result, int code, bool present)
     u->connects++;
     u->failures = 0;
     u->connected_ms = ltime_now_ms();
+    if (u->offline_since_ms) {
+        u->offline_ms += u->connected_ms - u->offline_since_ms;
+        u->offline_periods++;
+        u->offline_since_ms = 0;
+    }
     u->first_delivery_ms = 0;
     u->last_error[0] = 0;
     log_info(COMP, "connected to %s:%d", h->cfg.upstream.host, h->cfg.upstream.port);
@@ -264,6 +316,8 @@ static void upstream_stop(struct hub *h)
         event_free(u->renew);
     if (u->dns)
         evdns_base_free(u->dns, 0);
+    for (int p = 0; p < HUB_PRIORITIES; p++)
+        unpark(u, p);
     free(u->inflight);
     lbuf_free(&u->topic);
     free(u);
@@ -305,6 +359,57 @@ static int build_topic(struct upstream *u, const struct hub_message *m)
     return 0;
 }
 
+static void leaf_sent(void *ud, int result)
+{
+    struct up_leaf *lf = ud;
+    struct upstream *u = lf->u;
+    struct endpoint *ep = upstream_endpoint(u->h);
+    struct queue *q = ep ? ep->q[lf->prio] : NULL;
+    u->n_leaf--;
+    if (q && result == 0) {
+        queue_ack(q, lf->seq);
+        if (lf->module)
+            u->module_acked++;
+        else
+            u->leaf_acked++;
+    } else if (q) {
+        queue_rewind_inflight(q); /* its session went first: it (and what followed) again */
+    }
+    free(lf);
+    endpoint_kick(u->h, ep);
+}
+
+/* A leaf device's or a module's message (upstream.iothub), sent as IoT Hub would have it from
+ * that identity, as edgeHub does: 1 handed to its own session, 0 not one to send that way (the
+ * edge device's link carries it), -EAGAIN wait (its session is opening). */
+static int send_as_identity(struct upstream *u, const struct hub_message *m, int prio, uint64_t seq)
+{
+    struct hub *h = u->h;
+    const char *cdid = m->sys[IOTHUB_PROP_CONNECTION_DEVICE_ID];
+    const char *cmid = m->sys[IOTHUB_PROP_CONNECTION_MODULE_ID];
+    bool own = !cdid || strcasecmp(cdid, h->rt.device_id) == 0;
+    if (!h->cloud || (own && !cmid))
+        return 0;
+    struct up_leaf *lf = calloc(1, sizeof(*lf));
+    if (!lf)
+        return -EAGAIN;
+    /* a child edge device's module's (nested edge) goes over that identity's session too */
+    *lf = (struct up_leaf){u, (uint8_t)prio, cmid != NULL, seq};
+    int r = own    ? cloud_module_send(h, cmid, m, leaf_sent, lf)
+            : cmid ? cloud_child_send(h, cdid, cmid, m, leaf_sent, lf)
+                   : cloud_device_send(h, cdid, m, leaf_sent, lf);
+    if (r != 1) {
+        free(lf);
+        return r;
+    }
+    u->n_leaf++;
+    if (cmid)
+        u->module_sent++;
+    else
+        u->leaf_sent++;
+    return 1;
+}
+
 static void upstream_drain(struct hub *h, struct endpoint *ep, int64_t now)
 {
     struct upstream *u = h->upstream;
@@ -316,22 +421,54 @@ static void upstream_drain(struct hub *h, struct endpoint *ep, int64_t now)
         if (!q)
             continue;
         for (;;) {
-            if (u->n_inflight >= window || mqttc_output_pending(u->m) > UPSTREAM_OUTPUT_HIGH)
+            if (u->n_inflight + u->n_leaf >= window ||
+                mqttc_output_pending(u->m) > UPSTREAM_OUTPUT_HIGH)
                 return;
             struct queue_record rec;
-            int r = queue_next(q, now, &rec);
-            if (r <= 0)
-                break;
+            struct up_parked *pk = &u->parked[p];
+            if (pk->data) {
+                rec = (struct queue_record){
+                    .seq = pk->seq, .data = pk->data, .len = pk->len, .redelivery = pk->redelivery};
+            } else {
+                int r = queue_next(q, now, &rec);
+                if (r <= 0)
+                    break;
+            }
             struct hub_message m;
             struct lerr err = {0};
             if (hub_message_decode(rec.data, rec.len, &m, &err) < 0 || build_topic(u, &m) < 0) {
                 log_error(COMP, "dropping an unreadable message: %s", err.msg);
                 queue_ack(q, rec.seq);
+                unpark(u, p);
                 continue;
             }
+            int lr = send_as_identity(u, &m, p, rec.seq);
+            if (lr == -EAGAIN) {
+                /* the leaf's session is opening: this message waits at the head (kept here,
+                 * in flight in the store); its connect kicks the endpoints */
+                if (!pk->data) {
+                    pk->data = malloc(rec.len ? rec.len : 1);
+                    if (!pk->data) {
+                        queue_rewind_inflight(q);
+                        return;
+                    }
+                    memcpy(pk->data, rec.data, rec.len);
+                    *pk = (struct up_parked){pk->data, rec.len, rec.seq, rec.redelivery};
+                }
+                return;
+            }
+            if (lr == 1) {
+                hub_metrics_sent(h, &m, "upstream", "", (unsigned)p); /* m may be the parked copy */
+                unpark(u, p);
+                h->n.delivered++;
+                continue;
+            }
+            /* as the edge device; the record's data may be the parked copy: freed after */
             uint16_t pid;
-            if (mqttc_publish(u->m, u->topic.data, u->topic.len, m.body, m.body_len, 1,
-                              rec.redelivery, &pid) < 0) {
+            int pr = mqttc_publish(u->m, u->topic.data, u->topic.len, m.body, m.body_len, 1,
+                                   rec.redelivery, &pid);
+            unpark(u, p);
+            if (pr < 0) {
                 queue_rewind_inflight(q);
                 return;
             }
@@ -348,6 +485,7 @@ static void upstream_drain(struct hub *h, struct endpoint *ep, int64_t now)
             u->inflight[u->n_inflight++] = (struct up_inflight){pid, (uint8_t)p, rec.seq};
             u->sent++;
             h->n.delivered++;
+            hub_metrics_sent(h, &m, "upstream", "", (unsigned)p);
             if (!u->first_delivery_ms)
                 u->first_delivery_ms = ltime_now_ms();
         }
@@ -363,17 +501,39 @@ json_t *upstream_status(struct hub *h)
     struct upstream *u = h->upstream;
     if (!u)
         return json_pack("{s:b}", "enabled", 0);
-    json_t *o =
-        json_pack("{s:b, s:s, s:i, s:b, s:I, s:I, s:I, s:I}", "enabled", 1, "host",
-                  h->cfg.upstream.host, "port", h->cfg.upstream.port, "connected", u->connected,
-                  "sent", (json_int_t)u->sent, "acked", (json_int_t)u->acked, "inflight",
-                  (json_int_t)u->n_inflight, "connects", (json_int_t)u->connects);
+    json_t *o = json_pack(
+        "{s:b, s:s, s:i, s:b, s:I, s:I, s:I, s:I, s:{s:I, s:I, s:I}, s:{s:I, s:I}}", "enabled", 1,
+        "host", h->cfg.upstream.host, "port", h->cfg.upstream.port, "connected", u->connected,
+        "sent", (json_int_t)u->sent, "acked", (json_int_t)u->acked, "inflight",
+        (json_int_t)u->n_inflight, "connects", (json_int_t)u->connects, "leafSessions", "sent",
+        (json_int_t)u->leaf_sent, "acked", (json_int_t)u->leaf_acked, "inflight",
+        (json_int_t)u->n_leaf, "moduleSessions", "sent", (json_int_t)u->module_sent, "acked",
+        (json_int_t)u->module_acked);
     if (u->last_error[0])
         json_object_set_new(o, "lastError", json_string(u->last_error));
     if (u->connected && u->first_delivery_ms)
         json_object_set_new(o, "firstDeliveryAfterConnectMs",
                             json_integer(u->first_delivery_ms - u->connected_ms));
     return o;
+}
+
+void upstream_get_metrics(struct hub *h, struct upstream_metrics *ret)
+{
+    struct upstream *u = h->upstream;
+    *ret = (struct upstream_metrics){0};
+    if (!u)
+        return;
+    *ret = (struct upstream_metrics){
+        .enabled = true,
+        .connected = u->connected,
+        .offline_count = u->offline_count,
+        .offline_periods = u->offline_periods,
+        .offline_ms = u->offline_ms,
+        .offline_since_ms = u->offline_since_ms,
+        .sent = u->sent,
+        .acked = u->acked,
+        .connects = u->connects,
+    };
 }
 
 const struct hub_sink_ops upstream_sink_ops = {

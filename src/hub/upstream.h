@@ -11,3 +11,15 @@ extern const struct hub_sink_ops upstream_sink_ops;
 
 /* The link's state for `ledge hub status`. */
 json_t *upstream_status(struct hub *h);
+
+/* For the metrics (exposition.c): IoT Edge's offline count (the link was lost, or could not be
+ * made at start) and the offline periods that ended (their number and total length). */
+struct upstream_metrics {
+    bool enabled, connected;
+    uint64_t offline_count;
+    uint64_t offline_periods;
+    int64_t offline_ms;       /* of the periods that ended */
+    int64_t offline_since_ms; /* 0 unless offline now */
+    uint64_t sent, acked, connects;
+};
+void upstream_get_metrics(struct hub *h, struct upstream_metrics *ret);

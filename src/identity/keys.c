@@ -184,6 +184,18 @@ int identity_cloud_module_key(const struct identity_device *d, const char *modul
     return lcrypto_hmac_sha256(d->key, d->keylen, module_id, n, out);
 }
 
+int identity_cloud_module_key_b64(const struct identity_device *d, const char *module_id,
+                                  struct lbuf *out)
+{
+    uint8_t key[IDENTITY_MODULE_KEY_LEN];
+    int r = identity_cloud_module_key(d, module_id, key);
+    if (r < 0)
+        return r;
+    r = lcrypto_b64_encode(key, sizeof(key), out);
+    lcrypto_wipe(key, sizeof(key));
+    return r;
+}
+
 int identity_module_credentials(const struct identity_keys *k, const char *host,
                                 const char *device_id, const char *module_id,
                                 const char *generation_id, uint64_t expiry,

@@ -420,6 +420,18 @@ int identity_leaf_from_runtime_json(const char *device_id, const json_t *o,
     return 0;
 }
 
+int identity_leaf_module_key(const struct identity_leaf *l, int slot, const char *module_id,
+                             uint8_t out[IDENTITY_MODULE_KEY_LEN])
+{
+    if (!l || l->auth != IDENTITY_LEAF_SAS || slot < 0 || slot >= IDENTITY_LEAF_SLOTS ||
+        !l->keylen[slot])
+        return -EOPNOTSUPP;
+    size_t n = module_id ? strlen(module_id) : 0;
+    if (n == 0 || n > IDENTITY_ID_MAX)
+        return -EINVAL;
+    return lcrypto_hmac_sha256(l->key[slot], l->keylen[slot], module_id, n, out);
+}
+
 char *identity_leaf_connection_string(const struct identity_leaf *l, const char *iothub_host,
                                       const char *gateway_host, int slot)
 {

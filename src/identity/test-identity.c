@@ -469,7 +469,31 @@ static void test_connection_string(void **state)
     assert_int_equal(identity_cloud_module_key(d, "$edgeAgent", key), 0);
     assert_memory_equal(key, want, sizeof(want));
     assert_int_equal(identity_cloud_module_key(d, "", key), -EINVAL);
+    struct lbuf b64 = LBUF_INIT;
+    assert_int_equal(identity_cloud_module_key_b64(d, "$edgeAgent", &b64), 0);
+    assert_string_equal(b64.data, "/nUGAPM0Kcip8bTzHeh76lScdE2HwHmMtMFrSPOLNWM=");
+    lbuf_free(&b64);
+    assert_int_equal(identity_cloud_module_key_b64(d, "", &b64), -EINVAL);
+    lbuf_free(&b64);
     identity_device_free(d);
+    /* a child edge device's module keys, on its parent: the same derivation from the key the
+     * parent holds for it (docs/nested.md), of either slot */
+    const char *k16[2] = {"AAECAwQFBgcICQoLDA0ODw==", "EBESExQVFhcYGRobHB0eHw=="};
+    struct identity_leaf_spec ls = {
+        .device_id = "child", .primary_key = k16[0], .secondary_key = k16[1]};
+    struct identity_leaf *l = NULL;
+    assert_int_equal(identity_leaf_new(&ls, 0, &l, &e), 0);
+    uint8_t want2[IDENTITY_MODULE_KEY_LEN], got[IDENTITY_MODULE_KEY_LEN];
+    for (int slot = 0; slot < 2; slot++) {
+        assert_int_equal(identity_device_from_key(HUB, "child", k16[slot], &d, &e), 0);
+        assert_int_equal(identity_cloud_module_key(d, "$edgeHub", want2), 0);
+        identity_device_free(d);
+        assert_int_equal(identity_leaf_module_key(l, slot, "$edgeHub", got), 0);
+        assert_memory_equal(got, want2, sizeof(got));
+    }
+    assert_int_equal(identity_leaf_module_key(l, 2, "$edgeHub", got), -EOPNOTSUPP);
+    assert_int_equal(identity_leaf_module_key(l, 0, "", got), -EINVAL);
+    identity_leaf_free(l);
     assert_int_equal(identity_device_from_key(HUB, "dev1", "AAECAw", &d, &e), -EINVAL);
     assert_contains(e.msg, "not valid base64");
 }

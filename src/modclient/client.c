@@ -89,6 +89,10 @@ struct modclient {
     void *conn_ud;
     modclient_method_async_fn method_async_cb;
     void *method_async_ud;
+    modclient_c2d_fn c2d_cb;
+    void *c2d_ud;
+    uint16_t conn_gen;      /* +1 per connection: a C2D token names the one it came on */
+    uint16_t cur_packet_id; /* of the PUBLISH being dispatched (QoS 1), else 0 */
     struct request *reqs;
     size_t n_reqs;
     uint64_t next_rid;
@@ -124,7 +128,7 @@ int modclient_new(struct event_base *base, const struct modclient_config *cfg,
                   struct modclient **ret, struct lerr *e)
 {
     const char *missing = !cfg->device_id                          ? "device id"
-                          : !cfg->module_id                        ? "module id"
+                          : !cfg->module_id && !cfg->sas_key       ? "module id"
                           : !cfg->iothub_hostname                  ? "IoT hub host name"
                           : !cfg->gateway_hostname                 ? "gateway host name"
                           : !cfg->sas_key && !cfg->workload_socket ? "a key or a workload socket"
@@ -290,12 +294,14 @@ static void connect_mqtt(struct modclient *c)
         c->m = NULL;
     }
     struct lbuf user = LBUF_INIT;
-    _cleanup_free_ char *client_id = lstr_printf("%s/%s", c->cfg.device_id, c->cfg.module_id);
-    int r = client_id
-                ? iothub_username_build(&user, mqtt_str_c(c->cfg.iothub_hostname),
-                                        mqtt_str_c(c->cfg.device_id), mqtt_str_c(c->cfg.module_id),
-                                        mqtt_str_c(MQTT_API_VERSION), mqtt_str_c(CLIENT_TYPE))
-                : -ENOMEM;
+    _cleanup_free_ char *client_id = c->cfg.module_id
+                                         ? lstr_printf("%s/%s", c->cfg.device_id, c->cfg.module_id)
+                                         : strdup(c->cfg.device_id);
+    int r = client_id ? iothub_username_build(&user, mqtt_str_c(c->cfg.iothub_hostname),
+                                              mqtt_str_c(c->cfg.device_id),
+                                              mqtt_str_c(c->cfg.module_id ? c->cfg.module_id : ""),
+                                              mqtt_str_c(MQTT_API_VERSION), mqtt_str_c(CLIENT_TYPE))
+                      : -ENOMEM;
     const char *ca = c->cfg.ca_file ? c->cfg.ca_file : c->ca_path[0] ? c->ca_path : NULL;
     struct mqttc_options o = {
         .host = c->cfg.connect_host ? c->cfg.connect_host : c->cfg.gateway_hostname,
@@ -529,11 +535,18 @@ static void on_mqtt_connect(void *ud, int result, int code, bool present)
     }
     c->state = MC_CONNECTED;
     c->backoff_ms = 0;
-    /* Subscribe to everything a module may receive: the hub's routing decides what comes. */
+    c->conn_gen++;
+    /* Subscribe to everything a module may receive: the hub's routing decides what comes. A
+     * device: its cloud-to-device messages, when someone takes them. */
     char inputs[600];
-    snprintf(inputs, sizeof(inputs), "devices/%s/modules/%s/inputs/#", c->cfg.device_id,
-             c->cfg.module_id);
-    mqttc_subscribe(c->m, inputs, 1, NULL);
+    if (c->cfg.module_id) {
+        snprintf(inputs, sizeof(inputs), "devices/%s/modules/%s/inputs/#", c->cfg.device_id,
+                 c->cfg.module_id);
+        mqttc_subscribe(c->m, inputs, 1, NULL);
+    } else if (c->c2d_cb) {
+        snprintf(inputs, sizeof(inputs), "devices/%s/messages/devicebound/#", c->cfg.device_id);
+        mqttc_subscribe(c->m, inputs, 1, NULL);
+    }
     mqttc_subscribe(c->m, "$iothub/twin/res/#", 0, NULL);
     mqttc_subscribe(c->m, "$iothub/twin/PATCH/properties/desired/#", 0, NULL);
     mqttc_subscribe(c->m, "$iothub/methods/POST/#", 0, NULL);
@@ -595,24 +608,10 @@ static void flush_outputs(struct modclient *c)
     }
 }
 
-int modclient_send_output(struct modclient *c, const char *output, const struct iothub_props *props,
-                          const void *body, size_t len, modclient_sent_fn done, void *ud)
+/* Queue a message for the topic in c->topic and send what the window allows. */
+static int queue_output(struct modclient *c, const void *body, size_t len, modclient_sent_fn done,
+                        void *ud)
 {
-    if (c->n_out >= c->cfg.max_pending)
-        return -ENOBUFS;
-    if (lstr_empty(output) || strlen(output) > 256)
-        return -EINVAL;
-    struct iothub_props p = {0};
-    if (props)
-        p = *props;
-    p.sys[IOTHUB_PROP_OUTPUT_NAME] = mqtt_str_c(output);
-    p.sys[IOTHUB_PROP_CONNECTION_DEVICE_ID] = (struct mqtt_str){0};
-    p.sys[IOTHUB_PROP_CONNECTION_MODULE_ID] = (struct mqtt_str){0};
-    lbuf_reset(&c->topic);
-    int r = iothub_topic_events(&c->topic, mqtt_str_c(c->cfg.device_id),
-                                mqtt_str_c(c->cfg.module_id), &p);
-    if (r < 0)
-        return r;
     struct out_msg *o = calloc(1, sizeof(*o));
     if (!o)
         return -ENOMEM;
@@ -635,6 +634,47 @@ int modclient_send_output(struct modclient *c, const char *output, const struct 
     c->n_out++;
     flush_outputs(c);
     return 0;
+}
+
+int modclient_send_output(struct modclient *c, const char *output, const struct iothub_props *props,
+                          const void *body, size_t len, modclient_sent_fn done, void *ud)
+{
+    if (c->n_out >= c->cfg.max_pending)
+        return -ENOBUFS;
+    if (lstr_empty(output) || strlen(output) > 256)
+        return -EINVAL;
+    struct iothub_props p = {0};
+    if (props)
+        p = *props;
+    p.sys[IOTHUB_PROP_OUTPUT_NAME] = mqtt_str_c(output);
+    p.sys[IOTHUB_PROP_CONNECTION_DEVICE_ID] = (struct mqtt_str){0};
+    p.sys[IOTHUB_PROP_CONNECTION_MODULE_ID] = (struct mqtt_str){0};
+    lbuf_reset(&c->topic);
+    int r = iothub_topic_events(&c->topic, mqtt_str_c(c->cfg.device_id),
+                                mqtt_str_c(c->cfg.module_id ? c->cfg.module_id : ""), &p);
+    if (r < 0)
+        return r;
+    return queue_output(c, body, len, done, ud);
+}
+
+int modclient_send_event(struct modclient *c, const struct iothub_props *props, const void *body,
+                         size_t len, modclient_sent_fn done, void *ud)
+{
+    if (c->n_out >= c->cfg.max_pending)
+        return -ENOBUFS;
+    struct iothub_props p = {0};
+    if (props)
+        p = *props;
+    /* IoT Hub says who sent it */
+    p.sys[IOTHUB_PROP_OUTPUT_NAME] = (struct mqtt_str){0};
+    p.sys[IOTHUB_PROP_CONNECTION_DEVICE_ID] = (struct mqtt_str){0};
+    p.sys[IOTHUB_PROP_CONNECTION_MODULE_ID] = (struct mqtt_str){0};
+    lbuf_reset(&c->topic);
+    int r = iothub_topic_events(&c->topic, mqtt_str_c(c->cfg.device_id),
+                                mqtt_str_c(c->cfg.module_id ? c->cfg.module_id : ""), &p);
+    if (r < 0)
+        return r;
+    return queue_output(c, body, len, done, ud);
 }
 
 static void on_mqtt_puback(void *ud, uint16_t packet_id)
@@ -871,7 +911,7 @@ static json_t *parse_payload(const uint8_t *p, size_t n)
 static void dispatch_input(struct modclient *c, const struct iothub_topic *t,
                            const struct mqtt_publish *p)
 {
-    if (!mqtt_str_eq(t->device_id, c->cfg.device_id) ||
+    if (!c->cfg.module_id || !mqtt_str_eq(t->device_id, c->cfg.device_id) ||
         !mqtt_str_eq(t->module_id, c->cfg.module_id) || t->input.len > 256)
         return;
     char input[257];
@@ -888,6 +928,41 @@ static void dispatch_input(struct modclient *c, const struct iothub_topic *t,
         return; /* the hub encodes bags correctly: this one is not worth delivering */
     struct modclient_message m = {input, &props, p->payload, p->payload_len};
     ((modclient_input_fn)h->cb)(h->ud, &m);
+}
+
+static void dispatch_c2d(struct modclient *c, const struct iothub_topic *t,
+                         const struct mqtt_publish *p)
+{
+    if (c->cfg.module_id || !c->c2d_cb || !mqtt_str_eq(t->device_id, c->cfg.device_id))
+        return; /* not acknowledged by us: a QoS 1 one is acknowledged by mqttc as it returns */
+    struct iothub_props props;
+    lbuf_reset(&c->scratch);
+    if (lbuf_reserve(&c->scratch, t->propbag.len + 1) < 0 ||
+        iothub_props_parse(t->propbag.ptr, t->propbag.len, c->scratch.data, c->scratch.cap, &props,
+                           NULL) < 0)
+        props = (struct iothub_props){0}; /* the body still counts more than a bad bag */
+    uint32_t token = 0;
+    if (c->cur_packet_id && c->m) {
+        mqttc_hold_ack(c->m);
+        token = (uint32_t)c->conn_gen << 16 | c->cur_packet_id;
+    }
+    struct modclient_message m = {"", &props, p->payload, p->payload_len};
+    c->c2d_cb(c->c2d_ud, &m, token);
+}
+
+void modclient_on_c2d(struct modclient *c, modclient_c2d_fn cb, void *ud)
+{
+    c->c2d_cb = cb;
+    c->c2d_ud = ud;
+}
+
+int modclient_c2d_ack(struct modclient *c, uint32_t token)
+{
+    if (!token)
+        return 0;
+    if (c->state != MC_CONNECTED || !c->m || (uint16_t)(token >> 16) != c->conn_gen)
+        return -ENOTCONN; /* IoT Hub sends it again on the next connection */
+    return mqttc_puback(c->m, (uint16_t)(token & 0xffff));
 }
 
 static void dispatch_twin_response(struct modclient *c, const struct iothub_topic *t,
@@ -995,6 +1070,9 @@ void mc_dispatch_publish(struct modclient *c, const char *topic, size_t topic_le
     case IOTHUB_TOPIC_METHOD_REQUEST:
         dispatch_method(c, &t, &p);
         break;
+    case IOTHUB_TOPIC_DEVICEBOUND:
+        dispatch_c2d(c, &t, &p);
+        break;
     default:
         break; /* nothing else is for a module */
     }
@@ -1002,5 +1080,8 @@ void mc_dispatch_publish(struct modclient *c, const char *topic, size_t topic_le
 
 static void on_mqtt_message(void *ud, const struct mqtt_publish *p)
 {
-    mc_dispatch_publish(ud, p->topic.ptr, p->topic.len, p->payload, p->payload_len);
+    struct modclient *c = ud;
+    c->cur_packet_id = p->qos == 1 ? p->packet_id : 0;
+    mc_dispatch_publish(c, p->topic.ptr, p->topic.len, p->payload, p->payload_len);
+    c->cur_packet_id = 0;
 }

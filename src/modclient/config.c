@@ -241,6 +241,8 @@ int modclient_config_from_env(const char *(*getenv_fn)(const char *name, void *u
 
 char *modclient_token_resource(const struct modclient_config *cfg)
 {
+    if (!cfg->module_id)
+        return lstr_printf("%s/devices/%s", cfg->iothub_hostname, cfg->device_id);
     return lstr_printf("%s/devices/%s/modules/%s", cfg->iothub_hostname, cfg->device_id,
                        cfg->module_id);
 }

@@ -66,11 +66,17 @@ static void fuzz_connection_string(const uint8_t *data, size_t size)
     free(s);
 }
 
-/* "<topic>\n<payload>" */
+static void on_c2d(void *ud, const struct modclient_message *m, uint32_t token)
+{
+    if (m->len && !m->body)
+        abort();
+}
+
+/* "<topic>\n<payload>", to a module client and to a device client (C2D) */
 static void fuzz_publish(const uint8_t *data, size_t size)
 {
     static struct event_base *base;
-    static struct modclient *c;
+    static struct modclient *c, *dc;
     if (!c) {
         base = event_base_new();
         struct modclient_config cfg = {.device_id = "d",
@@ -84,10 +90,16 @@ static void fuzz_publish(const uint8_t *data, size_t size)
         modclient_on_input(c, NULL, on_input, NULL);
         modclient_on_desired(c, on_desired, NULL);
         modclient_on_method(c, NULL, on_method, NULL);
+        cfg.module_id = NULL;
+        if (modclient_new(base, &cfg, &dc, &e) < 0)
+            abort();
+        modclient_on_c2d(dc, on_c2d, NULL);
+        modclient_on_desired(dc, on_desired, NULL);
     }
     const uint8_t *nl = memchr(data, '\n', size);
     size_t tlen = nl ? (size_t)(nl - data) : size;
     mc_dispatch_publish(c, (const char *)data, tlen, nl ? nl + 1 : NULL, nl ? size - tlen - 1 : 0);
+    mc_dispatch_publish(dc, (const char *)data, tlen, nl ? nl + 1 : NULL, nl ? size - tlen - 1 : 0);
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)

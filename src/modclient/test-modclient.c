@@ -764,6 +764,20 @@ static void on_desired(void *ud, const json_t *d, int64_t version, bool complete
     EV.desired = ljson_dump_sorted(d);
 }
 
+static char async_rid[80], async_method[64];
+static void on_method_async(void *ud, const char *method, const json_t *payload, const char *rid)
+{
+    EV.methods++;
+    snprintf(async_rid, sizeof(async_rid), "%s", rid);
+    snprintf(async_method, sizeof(async_method), "%s", method);
+}
+
+static int async_want;
+static bool methods_reached(void *arg)
+{
+    return EV.methods >= async_want;
+}
+
 static int on_method(void *ud, const char *method, const json_t *payload, json_t **ret)
 {
     EV.methods++;
@@ -893,6 +907,26 @@ static void test_client_outputs(void **state)
     }
     assert_int_equal(modclient_pending(c), 0);
 
+    /* the module's own telemetry (as ledge-hub sends a module's messages upstream): its events
+     * topic without $.on, $.cdid, $.cmid */
+    struct iothub_props up = {0};
+    up.sys[IOTHUB_PROP_MESSAGE_ID] = mqtt_str_c("u-1");
+    up.sys[IOTHUB_PROP_OUTPUT_NAME] = mqtt_str_c("ticks");
+    up.sys[IOTHUB_PROP_CONNECTION_DEVICE_ID] = mqtt_str_c("dev1");
+    up.sys[IOTHUB_PROP_CONNECTION_MODULE_ID] = mqtt_str_c("mod1");
+    assert_int_equal(modclient_props_add(&up, "seq", "4"), 0);
+    size_t before = F.n_pk;
+    assert_int_equal(modclient_send_event(c, &up, "up", 2, on_sent, NULL), 0);
+    struct packet *ev =
+        wait_packet(MQTT_PUBLISH, "devices/dev1/modules/mod1/messages/events/", before, 2000);
+    assert_string_equal(ev->topic, "devices/dev1/modules/mod1/messages/events/%24.mid=u-1&seq=4");
+    assert_string_equal(ev->payload, "up");
+    while (EV.sent_ok < 3) {
+        struct timeval tv = {0, 20000};
+        event_base_loopexit(F.base, &tv);
+        event_base_loop(F.base, EVLOOP_ONCE);
+    }
+
     /* unacknowledged messages survive a lost connection and go again with DUP */
     F.auto_puback = false;
     size_t mark = F.n_pk;
@@ -918,7 +952,7 @@ static void test_client_outputs(void **state)
         wait_packet(MQTT_PUBLISH, "devices/dev1/modules/mod1/messages/events/", mark, 2000);
     assert_string_equal(again->payload, "three");
     assert_true(again->dup);
-    while (EV.sent_ok < 7) {
+    while (EV.sent_ok < 8) {
         struct timeval tv = {0, 20000};
         event_base_loopexit(F.base, &tv);
         event_base_loop(F.base, EVLOOP_ONCE);
@@ -1048,6 +1082,35 @@ static void test_client_inputs_twin_methods(void **state)
     res = wait_packet(MQTT_PUBLISH, "$iothub/methods/res/", mark, 2000);
     assert_string_equal(res->topic, "$iothub/methods/res/201/?$rid=44");
     assert_string_equal(EV.method_payload, "\"plain\"");
+    /* answered later (a gateway relaying the call): the $rid is echoed verbatim */
+    modclient_on_method_async(c, on_method_async, NULL);
+    int before = EV.methods;
+    mark = F.n_pk;
+    hub_publish("$iothub/methods/POST/Later/?$rid=a%2Fb-7", "{}", 0);
+    async_want = before + 1;
+    run_until(methods_reached, NULL, 2000);
+    assert_int_equal(EV.methods, before + 1);
+    assert_string_equal(async_method, "Later");
+    assert_string_equal(async_rid, "a%2Fb-7");
+    json_t *ans = json_pack("{s:i}", "n", 3);
+    assert_int_equal(modclient_method_respond(c, async_rid, 207, ans), 0);
+    json_decref(ans);
+    res = wait_packet(MQTT_PUBLISH, "$iothub/methods/res/", mark, 2000);
+    assert_string_equal(res->topic, "$iothub/methods/res/207/?$rid=a%2Fb-7");
+    assert_string_equal(res->payload, "{\"n\":3}");
+    /* a request id too long to keep is dropped, not cut */
+    char long_topic[200];
+    snprintf(long_topic, sizeof(long_topic), "$iothub/methods/POST/Later/?$rid=%070d", 1);
+    before = EV.methods;
+    hub_publish(long_topic, "{}", 0);
+    /* the next call arrives; the dropped one never did */
+    mark = F.n_pk;
+    hub_publish("$iothub/methods/POST/Later/?$rid=8", "{}", 0);
+    async_want = before + 1;
+    run_until(methods_reached, NULL, 2000);
+    assert_int_equal(EV.methods, before + 1);
+    assert_string_equal(async_rid, "8");
+    modclient_on_method_async(c, NULL, NULL);
 
     /* a pending twin request is cancelled by free */
     EV.twin_status = 0;
@@ -1066,6 +1129,125 @@ static bool disconnected_once(void *arg)
 static bool connected_twice(void *arg)
 {
     return EV.connected >= 2 && modclient_connected(arg);
+}
+
+/* A device identity (a gateway's leaf device upstream): client id, user name and token are the
+ * device's; it subscribes to its C2D messages, which are acknowledged only by
+ * modclient_c2d_ack() on the connection they came on. */
+static int c2d_count;
+static uint32_t c2d_token;
+static char c2d_body[64], c2d_mid[64], c2d_prop[64];
+static void on_c2d(void *ud, const struct modclient_message *m, uint32_t token)
+{
+    c2d_count++;
+    c2d_token = token;
+    snprintf(c2d_body, sizeof(c2d_body), "%.*s", (int)m->len, m->body);
+    struct mqtt_str mid = m->props->sys[IOTHUB_PROP_MESSAGE_ID];
+    snprintf(c2d_mid, sizeof(c2d_mid), "%.*s", (int)mid.len, mid.ptr ? mid.ptr : "");
+    char buf[64];
+    const char *v = modclient_message_prop(m, "color", buf, sizeof(buf));
+    snprintf(c2d_prop, sizeof(c2d_prop), "%s", v ? v : "(none)");
+}
+
+static bool sent_once(void *arg)
+{
+    return EV.sent_ok >= 1;
+}
+
+static int c2d_want;
+static bool c2d_reached(void *arg)
+{
+    return c2d_count >= c2d_want;
+}
+
+static void test_client_device_c2d(void **state)
+{
+    struct modclient_config cfg = {
+        .device_id = "leaf1",
+        .iothub_hostname = "hub.example.net",
+        .gateway_hostname = "localhost",
+        .connect_host = "127.0.0.1",
+        .port = F.port,
+        .sas_key = KEY,
+    };
+    struct modclient *c = NULL;
+    struct lerr e = {0};
+    struct modclient_config bad = cfg;
+    bad.sas_key = NULL;
+    assert_int_equal(modclient_new(F.base, &bad, &c, &e), -EINVAL); /* a device signs itself */
+    assert_string_equal(e.msg, "module client configuration: no module id");
+    char *res = modclient_token_resource(&cfg);
+    assert_string_equal(res, "hub.example.net/devices/leaf1");
+    free(res);
+    assert_int_equal(modclient_new(F.base, &cfg, &c, &e), 0);
+    memset(&EV, 0, sizeof(EV));
+    c2d_count = 0;
+    modclient_on_connection(c, on_conn, NULL);
+    modclient_on_c2d(c, on_c2d, NULL);
+    assert_int_equal(modclient_start(c), 0);
+    run_until(connected, c, 5000);
+    struct packet *cn = get_packet(MQTT_CONNECT, NULL, 0);
+    assert_string_equal(cn->client_id, "leaf1");
+    assert_true(lstr_startswith(cn->user, "hub.example.net/leaf1/?api-version="));
+    assert_true(lstr_startswith(cn->pass, "SharedAccessSignature sr=hub.example.net%2Fdevices%2F"
+                                          "leaf1&sig="));
+    struct packet *sub = wait_packet(MQTT_SUBSCRIBE, "devices/", 0, 2000);
+    assert_string_equal(sub->topic, "devices/leaf1/messages/devicebound/#");
+    assert_int_equal(sub->qos, 1);
+    assert_null(find_packet(MQTT_SUBSCRIBE, "devices/leaf1/modules/", 0));
+
+    /* QoS 1: held until acknowledged */
+    size_t mark = F.n_pk;
+    hub_publish("devices/leaf1/messages/devicebound/%24.mid=m1&%24.to=%2Fdevices%2Fleaf1%2F"
+                "messages%2FdeviceBound&color=red",
+                "hello", 1);
+    c2d_want = 1;
+    run_until(c2d_reached, NULL, 2000);
+    assert_string_equal(c2d_body, "hello");
+    assert_string_equal(c2d_mid, "m1");
+    assert_string_equal(c2d_prop, "red");
+    assert_int_not_equal(c2d_token, 0);
+    /* a ping's round trip: nothing acknowledged it meanwhile */
+    hub_publish("$iothub/twin/PATCH/properties/desired/?$version=2", "{}", 0);
+    struct timeval tv = {0, 100000};
+    event_base_loopexit(F.base, &tv);
+    event_base_dispatch(F.base);
+    assert_null(find_packet(MQTT_PUBACK, NULL, mark));
+    assert_int_equal(modclient_c2d_ack(c, c2d_token), 0);
+    struct packet *ack = wait_packet(MQTT_PUBACK, NULL, mark, 2000);
+    assert_int_equal(ack->id, F.next_id);
+    assert_int_equal(modclient_c2d_ack(c, 0), 0); /* QoS 0: nothing to acknowledge */
+
+    /* telemetry as the device: its events topic, without $.on/$.cdid/$.cmid */
+    struct iothub_props props = {0};
+    props.sys[IOTHUB_PROP_MESSAGE_ID] = mqtt_str_c("t1");
+    props.sys[IOTHUB_PROP_CONNECTION_DEVICE_ID] = mqtt_str_c("leaf1");
+    props.sys[IOTHUB_PROP_OUTPUT_NAME] = mqtt_str_c("o");
+    modclient_props_add(&props, "seq", "1");
+    mark = F.n_pk;
+    assert_int_equal(modclient_send_event(c, &props, "up", 2, on_sent, NULL), 0);
+    struct packet *ev = wait_packet(MQTT_PUBLISH, "devices/leaf1/messages/events/", mark, 2000);
+    assert_string_equal(ev->topic, "devices/leaf1/messages/events/%24.mid=t1&seq=1");
+    assert_string_equal(ev->payload, "up");
+    assert_int_equal(ev->qos, 1);
+    run_until(sent_once, NULL, 2000);
+
+    /* another device's, and a module input, are not for it (acknowledged by the transport) */
+    mark = F.n_pk;
+    hub_publish("devices/leaf2/messages/devicebound/", "not mine", 1);
+    wait_packet(MQTT_PUBACK, NULL, mark, 2000);
+    assert_int_equal(c2d_count, 1);
+
+    /* a token of an earlier connection is refused: the server sends it again */
+    hub_publish("devices/leaf1/messages/devicebound/", "again", 1);
+    c2d_want = 2;
+    run_until(c2d_reached, NULL, 2000);
+    uint32_t old = c2d_token;
+    fake_hub_close();
+    EV.connected = 1;
+    run_until(connected_twice, c, 10000);
+    assert_int_equal(modclient_c2d_ack(c, old), -ENOTCONN);
+    modclient_free(c);
 }
 
 static void test_client_token_renewal(void **state)
@@ -1275,6 +1457,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_client_outputs, fake_setup, fake_teardown),
         cmocka_unit_test_setup_teardown(test_client_inputs_twin_methods, fake_setup, fake_teardown),
         cmocka_unit_test_setup_teardown(test_client_failures, fake_setup, fake_teardown),
+        cmocka_unit_test_setup_teardown(test_client_device_c2d, fake_setup, fake_teardown),
         cmocka_unit_test_setup_teardown(test_client_token_renewal, fake_setup, fake_teardown),
         cmocka_unit_test_setup_teardown(test_client_tls, fake_setup, fake_teardown),
         cmocka_unit_test_setup_teardown(test_dispatch_robust, fake_setup, fake_teardown),

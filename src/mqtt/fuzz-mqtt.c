@@ -110,6 +110,21 @@ static void fuzz_propbag(struct mqtt_str bag, struct mqtt_str device, struct mqt
             free(scratch2);
         }
         lbuf_reset(&b);
+        /* a device: the same bag on its cloud-to-device topic comes back whole */
+        if (device.len && !module.len && iothub_topic_devicebound(&b, device, &p) == 0) {
+            struct iothub_topic t;
+            CHECK(mqtt_topic_name_check(b.data, b.len, NULL) == 0);
+            CHECK(iothub_topic_parse(b.data, b.len, &t, NULL) == 0);
+            CHECK(t.kind == IOTHUB_TOPIC_DEVICEBOUND && span_eq(t.device_id, device));
+            char *scratch3 = malloc(t.propbag.len + 1);
+            struct iothub_props q;
+            CHECK(scratch3);
+            CHECK(iothub_props_parse(t.propbag.ptr, t.propbag.len, scratch3, t.propbag.len, &q,
+                                     NULL) == 0);
+            CHECK(props_eq(&p, &q, 0));
+            free(scratch3);
+        }
+        lbuf_reset(&b);
         if (device.len && module.len &&
             iothub_topic_module_input(&b, device, module, mqtt_str_c("in"), &p) == 0) {
             struct iothub_topic t;
@@ -141,6 +156,7 @@ static void fuzz_topic(const char *s, size_t n)
     case IOTHUB_TOPIC_DEVICE_EVENTS:
     case IOTHUB_TOPIC_MODULE_EVENTS:
     case IOTHUB_TOPIC_MODULE_INPUT:
+    case IOTHUB_TOPIC_DEVICEBOUND:
         fuzz_propbag(t.propbag, t.device_id, t.module_id);
         break;
     case IOTHUB_TOPIC_TWIN_GET: {

@@ -47,6 +47,7 @@ static const char *const kind_names[] = {
     [IOTHUB_TOPIC_TWIN_RESPONSE] = "twin response",
     [IOTHUB_TOPIC_TWIN_DESIRED] = "twin desired patch",
     [IOTHUB_TOPIC_METHOD_REQUEST] = "method request",
+    [IOTHUB_TOPIC_DEVICEBOUND] = "cloud-to-device message",
 };
 
 const char *iothub_topic_kind_name(enum iothub_topic_kind kind)
@@ -293,6 +294,17 @@ static int parse_devices_topic(struct cursor *c, struct iothub_topic *t)
         return 0;
     if (events_tail(c, t)) {
         t->kind = IOTHUB_TOPIC_DEVICE_EVENTS;
+        return 1;
+    }
+    if (eat(c, "messages/devicebound")) {
+        if (!at_end(c) && *c->p != '/')
+            return 0;
+        const char *start = at_end(c) ? c->p : c->p + 1;
+        size_t len = (size_t)(c->end - start);
+        if (len > 0 && start[len - 1] == '/')
+            len--;
+        t->propbag = (struct mqtt_str){start, len};
+        t->kind = IOTHUB_TOPIC_DEVICEBOUND;
         return 1;
     }
     if (!eat(c, "modules/") || !level(c, &t->module_id) || !eat(c, "/"))
@@ -612,6 +624,15 @@ int iothub_topic_module_input(struct lbuf *b, struct mqtt_str device_id, struct 
     /* Both SDKs need the '/' after the input name, even with an empty bag. */
     return devices_topic(b, device_id, module_id, "/inputs/", input, props,
                          1u << IOTHUB_PROP_OUTPUT_NAME);
+}
+
+int iothub_topic_devicebound(struct lbuf *b, struct mqtt_str device_id,
+                             const struct iothub_props *props)
+{
+    if (!level_ok(device_id, ID_FORBIDDEN))
+        return -EINVAL;
+    return devices_topic(b, device_id, (struct mqtt_str){"", 0}, "/messages/devicebound",
+                         (struct mqtt_str){"", 0}, props, 0);
 }
 
 int iothub_topic_events(struct lbuf *b, struct mqtt_str device_id, struct mqtt_str module_id,

@@ -1137,7 +1137,8 @@ static void test_topic_classify(void **state)
                              "devices/d/modules//messages/events",
                              "devices/d/modules/m/inputs/",
                              "devices/d/modules/m/outputs/o",
-                             "devices/d/messages/devicebound/",
+                             "devices/d/messages/deviceboundX/",
+                             "devices/d/modules/m/messages/devicebound/",
                              "$iothub/other",
                              "$iothub/twin/GETX?$rid=1",
                              "$iothub/twin/res/",
@@ -1675,6 +1676,21 @@ static void test_topic_builders(void **state)
           "devices/d/messages/events/");
     assert_int_equal(t.kind, IOTHUB_TOPIC_DEVICE_EVENTS);
     struct iothub_props p = {0};
+    p.sys[IOTHUB_PROP_MESSAGE_ID] = mqtt_str_c("m 1");
+    p.sys[IOTHUB_PROP_TO] = mqtt_str_c("/devices/leaf1/messages/deviceBound");
+    p.app[p.n_app++] = (struct iothub_kv){mqtt_str_c("iothub-ack"), mqtt_str_c("full")};
+    BUILT(iothub_topic_devicebound(&b, mqtt_str_c("leaf1"), &p),
+          "devices/leaf1/messages/devicebound/"
+          "%24.mid=m%201&%24.to=%2Fdevices%2Fleaf1%2Fmessages%2FdeviceBound&iothub-ack=full");
+    assert_int_equal(t.kind, IOTHUB_TOPIC_DEVICEBOUND);
+    assert_span(t.device_id, "leaf1");
+    assert_span(t.propbag,
+                "%24.mid=m%201&%24.to=%2Fdevices%2Fleaf1%2Fmessages%2FdeviceBound&iothub-ack=full");
+    BUILT(iothub_topic_devicebound(&b, mqtt_str_c("leaf1"), NULL),
+          "devices/leaf1/messages/devicebound/");
+    assert_int_equal(t.kind, IOTHUB_TOPIC_DEVICEBOUND);
+    assert_int_equal(t.propbag.len, 0);
+    p = (struct iothub_props){0};
     p.sys[IOTHUB_PROP_OUTPUT_NAME] = mqtt_str_c("out 1");
     BUILT(iothub_topic_events(&b, mqtt_str_c("d"), mqtt_str_c("m"), &p),
           "devices/d/modules/m/messages/events/%24.on=out%201");
@@ -1687,6 +1703,8 @@ static void test_topic_builders(void **state)
     assert_int_equal(iothub_topic_twin_response(&b, 200, mqtt_str_c("a&b"), false, 0), -EINVAL);
     assert_int_equal(iothub_topic_twin_response(&b, 200, mqtt_str_c(""), false, 0), -EINVAL);
     assert_int_equal(iothub_topic_twin_get(&b, mqtt_str_c("a/b")), -EINVAL);
+    assert_int_equal(iothub_topic_devicebound(&b, mqtt_str_c("a/b"), NULL), -EINVAL);
+    assert_int_equal(iothub_topic_devicebound(&b, mqtt_str_c(""), NULL), -EINVAL);
     assert_int_equal(iothub_topic_twin_reported(&b, mqtt_str_c("a#")), -EINVAL);
     assert_int_equal(iothub_topic_method_response(&b, 200, mqtt_str_c("a+")), -EINVAL);
     assert_int_equal(iothub_topic_method_request(&b, mqtt_str_c("a/b"), mqtt_str_c("1")), -EINVAL);

@@ -25,6 +25,7 @@
 #include "base/buf.h"
 #include "base/crypto.h"
 #include "base/timeutil.h"
+#include "client_ctx.h"
 
 enum mstate { M_IDLE, M_CONNECTING, M_WAIT_CONNACK, M_CONNECTED, M_CLOSED };
 
@@ -41,6 +42,7 @@ struct mqttc {
     int64_t last_rx_ms, last_tx_ms;
     bool in_callback;
     bool free_pending;
+    bool ack_held;   /* mqttc_hold_ack() during on_message */
     char error[256]; /* see mqttc_error() */
 };
 
@@ -168,9 +170,10 @@ static void handle_packet(struct mqttc *m, const struct mqtt_packet *p)
             m->o.on_connect(m->o.ud, 0, 0, p->connack.session_present);
         return;
     case MQTT_PUBLISH:
+        m->ack_held = false;
         if (m->o.on_message)
             m->o.on_message(m->o.ud, &p->publish);
-        if (p->publish.qos == 1 && m->state == M_CONNECTED) {
+        if (p->publish.qos == 1 && m->state == M_CONNECTED && !m->ack_held) {
             struct lbuf b = LBUF_INIT;
             mqtt_encode_ack(&b, MQTT_PUBACK, p->publish.packet_id);
             send_buf(m, &b);
@@ -288,24 +291,6 @@ static void eventcb(struct bufferevent *bev, short what, void *arg)
     close_with(m, reason, true);
 }
 
-static SSL_CTX *make_ctx(struct mqttc *m)
-{
-    SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
-    if (!ctx)
-        return NULL;
-    SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
-    SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
-    int ok = m->ca_file ? SSL_CTX_load_verify_locations(ctx, m->ca_file, NULL)
-                        : SSL_CTX_set_default_verify_paths(ctx);
-    if (ok != 1 ||
-        (m->cert_file && (SSL_CTX_use_certificate_chain_file(ctx, m->cert_file) != 1 ||
-                          SSL_CTX_use_PrivateKey_file(ctx, m->key_file, SSL_FILETYPE_PEM) != 1))) {
-        SSL_CTX_free(ctx);
-        return NULL;
-    }
-    return ctx;
-}
-
 int mqttc_connect(struct mqttc *m)
 {
     if (m->state == M_CONNECTING || m->state == M_WAIT_CONNACK || m->state == M_CONNECTED)
@@ -314,7 +299,7 @@ int mqttc_connect(struct mqttc *m)
     if (!m->timer && !(m->timer = evtimer_new(m->base, timer_cb, m)))
         return -ENOMEM;
     if (m->o.tls) {
-        if (!m->ctx && !(m->ctx = make_ctx(m)))
+        if (!m->ctx && !(m->ctx = mqttc_client_ctx(m->ca_file, m->cert_file, m->key_file)))
             return -EPROTO;
         SSL *ssl = SSL_new(m->ctx);
         if (!ssl)
@@ -470,6 +455,23 @@ int mqttc_publish(struct mqttc *m, const char *topic, size_t topic_len, const vo
     if (ret_packet_id)
         *ret_packet_id = id;
     return 0;
+}
+
+void mqttc_hold_ack(struct mqttc *m)
+{
+    m->ack_held = true;
+}
+
+int mqttc_puback(struct mqttc *m, uint16_t packet_id)
+{
+    if (m->state != M_CONNECTED)
+        return -ENOTCONN;
+    struct lbuf b = LBUF_INIT;
+    int r = mqtt_encode_ack(&b, MQTT_PUBACK, packet_id);
+    if (r >= 0)
+        r = send_buf(m, &b);
+    lbuf_free(&b);
+    return r < 0 ? r : 0;
 }
 
 int mqttc_subscribe(struct mqttc *m, const char *filter, uint8_t qos, uint16_t *ret_packet_id)

@@ -6,12 +6,16 @@
  * Cancellation from inside a callback only marks the transfer; it is removed once curl returns. */
 #include "net/http_client.h"
 
+#include <ctype.h>
 #include <curl/curl.h>
 #include <errno.h>
 #include <event2/event.h>
+#include <openssl/pem.h>
+#include <openssl/x509.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "base/crypto.h"
 #include "base/macro.h"
 
 struct hc_client {
@@ -33,6 +37,10 @@ struct hc_transfer {
     hc_data_fn on_data;
     hc_done_fn on_done;
     void (*on_status)(void *ud, long status);
+    void (*on_headers)(void *ud, long status, const char *content_type);
+    void (*on_peer_key)(void *ud, const char *pin);
+    hc_header_fn on_header;
+    bool paused;
     bool status_reported;
     void *ud;
     char *req_body;
@@ -103,9 +111,41 @@ static int map_curl_error(CURL *e, CURLcode cc)
     case CURLE_SSL_CONNECT_ERROR:
     case CURLE_PEER_FAILED_VERIFICATION:
         return -EPROTO;
+    case CURLE_SSL_PINNEDPUBKEYNOTMATCH:
+        return -EKEYREJECTED;
     default:
         return -EIO;
     }
+}
+
+/* "sha256//BASE64" of the first certificate's SubjectPublicKeyInfo (CURLOPT_CERTINFO), as
+ * CURLOPT_PINNEDPUBKEY takes it. */
+static int peer_key_pin(CURL *e, char *out, size_t size)
+{
+    struct curl_certinfo *ci = NULL;
+    if (curl_easy_getinfo(e, CURLINFO_CERTINFO, &ci) != CURLE_OK || !ci || ci->num_of_certs < 1)
+        return -ENOENT;
+    const char *pem = NULL;
+    for (struct curl_slist *l = ci->certinfo[0]; l && !pem; l = l->next)
+        if (strncmp(l->data, "Cert:", 5) == 0)
+            pem = l->data + 5;
+    if (!pem)
+        return -ENOENT;
+    BIO *bio = BIO_new_mem_buf(pem, -1);
+    X509 *x = bio ? PEM_read_bio_X509(bio, NULL, NULL, NULL) : NULL;
+    BIO_free(bio);
+    unsigned char *der = NULL;
+    int n = x ? i2d_X509_PUBKEY(X509_get_X509_PUBKEY(x), &der) : -1;
+    X509_free(x);
+    if (n <= 0)
+        return -EINVAL;
+    uint8_t h[LCRYPTO_SHA256_LEN];
+    int r = lcrypto_sha256(der, (size_t)n, h);
+    OPENSSL_free(der);
+    _cleanup_lbuf_ struct lbuf b64 = LBUF_INIT;
+    if (r < 0 || lcrypto_b64_encode(h, sizeof(h), &b64) < 0)
+        return -ENOMEM;
+    return snprintf(out, size, "sha256//%.*s", (int)b64.len, b64.data) < (int)size ? 0 : -E2BIG;
 }
 
 static void reap(struct hc_client *c)
@@ -144,6 +184,11 @@ static void reap(struct hc_client *c)
         curl_multi_remove_handle(c->multi, t->easy);
         t->prev = t->next = NULL;
         t->cancelled = true; /* hc_cancel() on itself from the callback is a no-op */
+        if (t->on_peer_key && result == 0) {
+            char pin[128];
+            if (peer_key_pin(t->easy, pin, sizeof(pin)) == 0)
+                t->on_peer_key(t->ud, pin);
+        }
         if (t->on_done)
             t->on_done(t->ud, result, status, &t->body);
         curl_easy_cleanup(t->easy);
@@ -270,9 +315,14 @@ static size_t write_cb(char *data, size_t size, size_t nmemb, void *ud)
     if (t->cancelled)
         return 0;
     if (t->on_data) {
-        if (t->on_data(t->ud, data, n) < 0) {
+        int r = t->on_data(t->ud, data, n);
+        if (r < 0) {
             t->aborted_by_data = true;
             return 0;
+        }
+        if (r == HC_DATA_PAUSE && !t->cancelled) {
+            t->paused = true;
+            return CURL_WRITEFUNC_PAUSE;
         }
         return t->cancelled ? 0 : n;
     }
@@ -283,18 +333,74 @@ static size_t write_cb(char *data, size_t size, size_t nmemb, void *ud)
     return lbuf_append(&t->body, data, n) < 0 ? 0 : n;
 }
 
+int hc_status_line_code(const char *line, size_t n)
+{
+    /* "HTTP/" version SP 3DIGIT [SP reason] */
+    if (n < 5 || memcmp(line, "HTTP/", 5) != 0)
+        return 0;
+    size_t i = 5;
+    while (i < n && (isdigit((unsigned char)line[i]) || line[i] == '.'))
+        i++;
+    if (i == 5 || i + 4 > n || line[i] != ' ')
+        return 0;
+    const char *d = line + i + 1;
+    if (!isdigit((unsigned char)d[0]) || !isdigit((unsigned char)d[1]) ||
+        !isdigit((unsigned char)d[2]) || (i + 4 < n && d[3] != ' ' && d[3] != '\r' && d[3] != '\n'))
+        return 0;
+    int code = (d[0] - '0') * 100 + (d[1] - '0') * 10 + (d[2] - '0');
+    return code >= 100 ? code : 0;
+}
+
+int hc_header_split(const char *line, size_t n, const char **ret_name, size_t *ret_name_len,
+                    const char **ret_value, size_t *ret_value_len)
+{
+    while (n > 0 && (line[n - 1] == '\r' || line[n - 1] == '\n'))
+        n--;
+    const char *colon = n ? memchr(line, ':', n) : NULL;
+    if (!colon || colon == line)
+        return -EINVAL;
+    /* a token: no blanks or controls in the name (a status line has a blank before its colon) */
+    for (const char *p = line; p < colon; p++)
+        if ((unsigned char)*p <= 0x20 || *p == 0x7f)
+            return -EINVAL;
+    const char *v = colon + 1, *end = line + n;
+    while (v < end && (*v == ' ' || *v == '\t'))
+        v++;
+    while (end > v && (end[-1] == ' ' || end[-1] == '\t'))
+        end--;
+    *ret_name = line;
+    *ret_name_len = (size_t)(colon - line);
+    *ret_value = v;
+    *ret_value_len = (size_t)(end - v);
+    return 0;
+}
+
 /* The end of a header block tells us the status; interim 1xx blocks are skipped. */
 static size_t header_cb(char *data, size_t size, size_t nmemb, void *ud)
 {
     struct hc_transfer *t = ud;
     size_t n = size * nmemb;
-    if (t->on_status && !t->status_reported && n <= 2 &&
+    if (t->on_header && !t->cancelled) {
+        const char *name, *value;
+        size_t nl, vl;
+        if (n >= 5 && memcmp(data, "HTTP/", 5) == 0)
+            t->on_header(t->ud, NULL, 0, data, n);
+        else if (hc_header_split(data, n, &name, &nl, &value, &vl) == 0)
+            t->on_header(t->ud, name, nl, value, vl);
+    }
+    if ((t->on_status || t->on_headers) && !t->status_reported && n <= 2 &&
         (n == 0 || data[0] == '\r' || data[0] == '\n')) {
         long status = 0;
         curl_easy_getinfo(t->easy, CURLINFO_RESPONSE_CODE, &status);
         if (status >= 200) {
             t->status_reported = true;
-            t->on_status(t->ud, status);
+            if (t->on_headers) {
+                const char *ct = NULL;
+                curl_easy_getinfo(t->easy, CURLINFO_CONTENT_TYPE, &ct);
+                t->on_headers(t->ud, status, ct);
+            }
+            if (t->on_status)
+                t->on_status(t->ud, status);
         }
     }
     return n;
@@ -303,7 +409,7 @@ static size_t header_cb(char *data, size_t size, size_t nmemb, void *ud)
 static int setup_easy(CURL *e, const struct hc_request *req, struct curl_slist **headers,
                       char **ret_body_copy, void *write_ud)
 {
-    if (req->on_status) {
+    if (req->on_status || req->on_headers || req->on_header) {
         curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, header_cb);
         curl_easy_setopt(e, CURLOPT_HEADERDATA, write_ud);
     }
@@ -317,6 +423,30 @@ static int setup_easy(CURL *e, const struct hc_request *req, struct curl_slist *
         curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, req->timeout_ms);
     if (req->unix_socket)
         curl_easy_setopt(e, CURLOPT_UNIX_SOCKET_PATH, req->unix_socket);
+    if (req->pinned_pubkey || req->tls_learn_key) {
+        curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, 0L);
+        curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, 0L);
+    }
+    if (req->pinned_pubkey)
+        curl_easy_setopt(e, CURLOPT_PINNEDPUBLICKEY, req->pinned_pubkey);
+    if (req->ca_file)
+        curl_easy_setopt(e, CURLOPT_CAINFO, req->ca_file);
+    if (req->follow_redirects) {
+        curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 1L);
+        curl_easy_setopt(e, CURLOPT_MAXREDIRS, 5L);
+        curl_easy_setopt(e, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
+    }
+    if (req->http1_only)
+        curl_easy_setopt(e, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_1_1);
+    if (req->low_speed_time_s) {
+        curl_easy_setopt(e, CURLOPT_LOW_SPEED_LIMIT, 1L);
+        curl_easy_setopt(e, CURLOPT_LOW_SPEED_TIME, req->low_speed_time_s);
+    }
+    if (req->tls_learn_key) { /* a connection of its own: a reused one has no certificate info */
+        curl_easy_setopt(e, CURLOPT_CERTINFO, 1L);
+        curl_easy_setopt(e, CURLOPT_FRESH_CONNECT, 1L);
+        curl_easy_setopt(e, CURLOPT_FORBID_REUSE, 1L);
+    }
     const char *method = req->method ? req->method : "GET";
     if (strcmp(method, "GET") != 0)
         curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, method);
@@ -358,6 +488,9 @@ struct hc_transfer *hc_request(struct hc_client *c, const struct hc_request *req
     t->on_data = req->on_data;
     t->on_done = req->on_done;
     t->on_status = req->on_status;
+    t->on_headers = req->on_headers;
+    t->on_header = req->on_header;
+    t->on_peer_key = req->tls_learn_key ? req->on_peer_key : NULL;
     t->ud = req->ud;
     if (!t->easy || setup_easy(t->easy, req, &t->headers, &t->req_body, t) < 0) {
         if (t->easy)
@@ -394,6 +527,19 @@ void hc_cancel(struct hc_transfer *t)
      * callback fails the transfer and reap() frees it. Outside curl, remove it now. */
     if (c->depth == 0)
         transfer_unlink_free(t);
+}
+
+void hc_resume(struct hc_transfer *t)
+{
+    if (!t || t->cancelled || !t->paused)
+        return;
+    struct hc_client *c = t->c;
+    t->paused = false;
+    /* curl may hand the held data to write_cb right here: count it as inside curl */
+    c->depth++;
+    curl_easy_pause(t->easy, CURLPAUSE_CONT);
+    c->depth--;
+    reap(c);
 }
 
 int hc_request_sync(const struct hc_request *req, long *ret_status, struct lbuf *ret_body)

@@ -16,10 +16,12 @@
 #include <errno.h>
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
+#include <event2/bufferevent_ssl.h>
 #include <event2/event.h>
 #include <event2/listener.h>
 #include <fcntl.h>
 #include <http_parser.h>
+#include <openssl/ssl.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -48,6 +50,7 @@ struct hs_listener {
     struct hs_conn *conns;
     struct event *retry; /* re-enables accepting after EMFILE */
     bool adopted;
+    SSL_CTX *tls; /* TLS on every connection (a reference held), or NULL */
     struct hs_listener *next;
 };
 
@@ -87,6 +90,8 @@ struct hs_request {
     char *qnames[HS_MAX_QUERY], *qvalues[HS_MAX_QUERY];
     size_t n_query;
     bool streaming;
+    bool sized; /* streaming with a Content-Length: remaining bytes below */
+    uint64_t remaining;
     bool keep_alive;
     struct lbuf headers; /* extra response header lines ("Name: value\r\n") */
     void (*on_abort)(struct hs_request *, void *);
@@ -100,6 +105,7 @@ struct hs_server {
     const struct hs_route *routes;
     size_t n_routes;
     void *userdata;
+    hs_filter_fn filter;
     struct hs_listener *listeners;
 };
 
@@ -117,6 +123,16 @@ const char *hs_status_reason(int status)
         return "Accepted";
     case 204:
         return "No Content";
+    case 301:
+        return "Moved Permanently";
+    case 302:
+        return "Found";
+    case 303:
+        return "See Other";
+    case 304:
+        return "Not Modified";
+    case 307:
+        return "Temporary Redirect";
     case 400:
         return "Bad Request";
     case 401:
@@ -143,6 +159,8 @@ const char *hs_status_reason(int status)
         return "Unsupported Media Type";
     case 417:
         return "Expectation Failed";
+    case 426:
+        return "Upgrade Required";
     case 422:
         return "Unprocessable Entity";
     case 429:
@@ -477,6 +495,9 @@ static void conn_dispatch(struct hs_conn *c)
         return;
     }
 
+    if (s->filter && !s->filter(r, s->userdata))
+        return; /* the filter replied */
+
     bool path_matched = false;
     _cleanup_lbuf_ struct lbuf allow = LBUF_INIT;
     for (size_t i = 0; i < s->n_routes; i++) {
@@ -576,7 +597,7 @@ static void conn_writecb(struct bufferevent *bev, void *arg)
     }
     if (c->state != CONN_CLOSING || evbuffer_get_length(bufferevent_get_output(bev)) != 0)
         return;
-    if (!c->linger) {
+    if (!c->linger || c->l->tls) { /* TLS: no half-close under the record layer */
         conn_free(c, false);
         return;
     }
@@ -592,6 +613,9 @@ static void conn_writecb(struct bufferevent *bev, void *arg)
 static void conn_eventcb(struct bufferevent *bev, short what, void *arg)
 {
     struct hs_conn *c = arg;
+    /* TLS: the handshake is done; the request follows. */
+    if ((what & BEV_EVENT_CONNECTED) && !(what & (BEV_EVENT_ERROR | BEV_EVENT_EOF)))
+        return;
     if (what & BEV_EVENT_EOF) {
         c->peer_eof = true;
         /* A client that half-closes after sending a request still gets its reply; a streaming
@@ -677,7 +701,9 @@ static void conn_free(struct hs_conn *c, bool aborted)
     }
 }
 
-static void conn_new(struct hs_listener *l, int fd)
+/* Serve bev (a plain socket's, or one a TLS listener accepted: its input may already hold the
+ * start of a request). */
+static void conn_new_bev(struct hs_listener *l, struct bufferevent *bev)
 {
     struct hs_server *s = l->srv;
     struct timeval tv = {l->limits.request_timeout_ms / 1000,
@@ -697,21 +723,20 @@ static void conn_new(struct hs_listener *l, int fd)
             reject = true;
     }
     if (reject && l->n_conns >= 2 * l->limits.max_connections) {
-        close(fd); /* even the refusals are bounded */
+        bufferevent_free(bev); /* even the refusals are bounded */
         return;
     }
     struct hs_conn *c = calloc(1, sizeof(*c));
     if (!c) {
-        close(fd);
+        bufferevent_free(bev);
         return;
     }
     c->l = l;
-    evutil_make_socket_nonblocking(fd);
-    evutil_make_socket_closeonexec(fd);
     socklen_t len = sizeof(c->peer);
-    if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &c->peer, &len) == 0 && len == sizeof(c->peer))
+    if (getsockopt(bufferevent_getfd(bev), SOL_SOCKET, SO_PEERCRED, &c->peer, &len) == 0 &&
+        len == sizeof(c->peer))
         c->has_peer = true;
-    c->bev = bufferevent_socket_new(s->base, fd, BEV_OPT_CLOSE_ON_FREE);
+    c->bev = bev;
     c->timer = evtimer_new(s->base, conn_timeoutcb, c);
     c->resume = event_new(s->base, -1, 0, conn_resumecb, c);
     l->n_conns++;
@@ -719,9 +744,7 @@ static void conn_new(struct hs_listener *l, int fd)
     if (l->conns)
         l->conns->prev = c;
     l->conns = c;
-    if (!c->bev || !c->timer || !c->resume) {
-        if (!c->bev)
-            close(fd);
+    if (!c->timer || !c->resume) {
         conn_free(c, false);
         return;
     }
@@ -738,6 +761,31 @@ static void conn_new(struct hs_listener *l, int fd)
     bufferevent_setwatermark(c->bev, EV_READ, 0, l->limits.max_header_bytes + 65536);
     bufferevent_enable(c->bev, EV_READ | EV_WRITE);
     evtimer_add(c->timer, &tv);
+    if (evbuffer_get_length(bufferevent_get_input(c->bev)))
+        event_active(c->resume, 0, 0); /* what the previous owner read, parsed from the loop */
+}
+
+static void conn_new(struct hs_listener *l, int fd)
+{
+    evutil_make_socket_nonblocking(fd);
+    evutil_make_socket_closeonexec(fd);
+    struct bufferevent *bev = NULL;
+    if (l->tls) {
+        SSL *ssl = SSL_new(l->tls);
+        bev = ssl ? bufferevent_openssl_socket_new(l->srv->base, fd, ssl, BUFFEREVENT_SSL_ACCEPTING,
+                                                   BEV_OPT_CLOSE_ON_FREE)
+                  : NULL;
+        if (bev)
+            bufferevent_openssl_set_allow_dirty_shutdown(bev, 1);
+        else
+            SSL_free(ssl);
+    } else
+        bev = bufferevent_socket_new(l->srv->base, fd, BEV_OPT_CLOSE_ON_FREE);
+    if (!bev) {
+        close(fd);
+        return;
+    }
+    conn_new_bev(l, bev);
 }
 
 static void listener_acceptcb(struct evconnlistener *lev, evutil_socket_t fd, struct sockaddr *sa,
@@ -789,6 +837,7 @@ static void listener_free(struct hs_listener *l)
         event_free(l->retry);
     if (l->path)
         unlink(l->path);
+    SSL_CTX_free(l->tls);
     free(l->path);
     free(l);
 }
@@ -851,6 +900,45 @@ int hs_server_listen_fd(struct hs_server *s, int fd, const struct hs_limits *lim
     return 0;
 }
 
+int hs_server_listen_tls(struct hs_server *s, int fd, SSL_CTX *tls, const struct hs_limits *limits,
+                         void *listener_data)
+{
+    if (!tls || SSL_CTX_up_ref(tls) != 1) {
+        close(fd);
+        return -EINVAL;
+    }
+    int r = hs_server_listen_fd(s, fd, limits, listener_data);
+    if (r < 0) {
+        SSL_CTX_free(tls);
+        return r;
+    }
+    s->listeners->tls = tls;
+    return 0;
+}
+
+int hs_server_set_tls(struct hs_server *s, SSL_CTX *tls)
+{
+    int n = 0;
+    for (struct hs_listener *l = s->listeners; l; l = l->next) {
+        if (!l->tls || l->tls == tls || SSL_CTX_up_ref(tls) != 1)
+            continue;
+        SSL_CTX_free(l->tls);
+        l->tls = tls;
+        n++;
+    }
+    return n;
+}
+
+bool hs_request_tls(const struct hs_request *r)
+{
+    return r->c && r->c->l->tls;
+}
+
+void hs_server_set_filter(struct hs_server *s, hs_filter_fn filter)
+{
+    s->filter = filter;
+}
+
 int hs_server_listen_unix(struct hs_server *s, const char *path, mode_t mode, gid_t gid,
                           const struct hs_limits *limits, void *listener_data)
 {
@@ -895,6 +983,23 @@ int hs_server_adopt_connection(struct hs_server *s, int fd, const struct hs_limi
     return 0;
 }
 
+int hs_server_intake(struct hs_server *s, const struct hs_limits *limits, void *listener_data,
+                     struct hs_listener **ret)
+{
+    struct hs_listener *l = listener_new(s, limits, listener_data);
+    if (!l)
+        return -ENOMEM;
+    l->next = s->listeners;
+    s->listeners = l;
+    *ret = l;
+    return 0;
+}
+
+void hs_server_take(struct hs_listener *l, struct bufferevent *bev)
+{
+    conn_new_bev(l, bev);
+}
+
 /* ---------------------------------------------------------------- public: request */
 
 const char *hs_request_method(const struct hs_request *r)
@@ -935,6 +1040,17 @@ const char *hs_request_header(const struct hs_request *r, const char *name)
         if (strcasecmp(c->hnames[i], name) == 0)
             return c->hvalues[i];
     return NULL;
+}
+
+bool hs_request_header_at(const struct hs_request *r, size_t i, const char **ret_name,
+                          const char **ret_value)
+{
+    struct hs_conn *c = r->c;
+    if (!c || i >= c->n_headers)
+        return false;
+    *ret_name = c->hnames[i];
+    *ret_value = c->hvalues[i];
+    return true;
 }
 
 const char *hs_request_body(const struct hs_request *r, size_t *ret_len)
@@ -1061,6 +1177,19 @@ int hs_stream_start(struct hs_request *r, int status, const char *content_type)
     return 0;
 }
 
+int hs_stream_start_sized(struct hs_request *r, int status, const char *content_type,
+                          uint64_t length)
+{
+    struct hs_conn *c = r->c;
+    if (!c || r->streaming || length > SIZE_MAX)
+        return -EINVAL;
+    r->streaming = true;
+    r->sized = true;
+    r->remaining = strcmp(r->method, "HEAD") == 0 ? 0 : length;
+    conn_write_head(c, status, content_type, false, (size_t)length, r->keep_alive);
+    return 0;
+}
+
 int hs_stream_write(struct hs_request *r, const void *data, size_t n)
 {
     struct hs_conn *c = r->c;
@@ -1076,6 +1205,13 @@ int hs_stream_write(struct hs_request *r, const void *data, size_t n)
         c->dead = true;
         event_active(c->resume, 0, 0);
         return -ENOBUFS;
+    }
+    if (r->sized) {
+        if (n > r->remaining)
+            return -E2BIG;
+        r->remaining -= n;
+        evbuffer_add(out, data, n);
+        return 0;
     }
     evbuffer_add_printf(out, "%zx\r\n", n);
     evbuffer_add(out, data, n);
@@ -1099,6 +1235,27 @@ void hs_stream_end(struct hs_request *r)
     struct hs_conn *c = r->c;
     if (!c || !r->streaming)
         return;
-    evbuffer_add(bufferevent_get_output(c->bev), "0\r\n\r\n", 5);
+    if (!r->sized)
+        evbuffer_add(bufferevent_get_output(c->bev), "0\r\n\r\n", 5);
+    else if (r->remaining) {
+        /* cut short: closing says so, after what is queued (at once when nothing is) */
+        r->keep_alive = false;
+        if (evbuffer_get_length(bufferevent_get_output(c->bev)) == 0) {
+            hs_stream_abort(r);
+            return;
+        }
+    }
     request_finish(r);
+}
+
+void hs_stream_abort(struct hs_request *r)
+{
+    struct hs_conn *c = r->c;
+    if (!c || !r->streaming || c->dead)
+        return;
+    r->on_abort = NULL; /* the caller knows */
+    bufferevent_disable(c->bev, EV_READ | EV_WRITE);
+    c->peer_eof = true;
+    c->dead = true;
+    event_active(c->resume, 0, 0);
 }

@@ -16,15 +16,18 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
 
 #include "base/json.h"
+#include "base/macro.h"
 #include "base/str.h"
 #include "net/http_client.h"
 #include "net/http_server.h"
+#include "net/tcp.h"
 
 struct fixture {
     struct event_base *base;
@@ -80,9 +83,39 @@ static void h_stream(struct hs_request *r, void *ud)
     hs_request_on_abort(r, on_abort, f);
 }
 
+/* A relayed body of known length: 6 bytes, "abc" now, the rest from the test (HEAD: none). */
+static void h_sized(struct hs_request *r, void *ud)
+{
+    struct fixture *f = ud;
+    assert_int_equal(hs_stream_start_sized(r, 200, "application/octet-stream", 6), 0);
+    if (strcmp(hs_request_method(r), "HEAD") == 0) {
+        assert_int_equal(hs_stream_write(r, "x", 1), -E2BIG);
+        hs_stream_end(r);
+        return;
+    }
+    assert_int_equal(hs_stream_write(r, "abc", 3), 0);
+    assert_int_equal(hs_stream_write(r, "defghij", 7), -E2BIG); /* never past its length */
+    f->pending = r;
+    hs_request_on_abort(r, on_abort, f);
+}
+
+/* 256 KiB in 4 KiB writes, with a header of its own */
+static void h_big(struct hs_request *r, void *ud)
+{
+    char chunk[4096];
+    memset(chunk, 'b', sizeof(chunk));
+    hs_reply_header(r, "X-Relay", " kept  ");
+    assert_int_equal(hs_stream_start_sized(r, 200, "application/octet-stream", 64 * sizeof(chunk)),
+                     0);
+    for (int i = 0; i < 64; i++)
+        assert_int_equal(hs_stream_write(r, chunk, sizeof(chunk)), 0);
+    hs_stream_end(r);
+}
+
 static const struct hs_route routes[] = {
-    {"GET", "/echo/*", h_echo}, {"GET", "/echo", h_echo},     {"POST", "/json", h_json},
-    {"GET", "/hold", h_hold},   {"GET", "/stream", h_stream},
+    {"GET", "/echo/*", h_echo},  {"GET", "/echo", h_echo},     {"POST", "/json", h_json},
+    {"GET", "/hold", h_hold},    {"GET", "/stream", h_stream}, {"GET", "/sized", h_sized},
+    {"HEAD", "/sized", h_sized}, {"GET", "/big", h_big},
 };
 
 static int setup(void **state)
@@ -418,6 +451,164 @@ static void test_stream(void **state)
     assert_null(f->pending);
 }
 
+/* Content-Length instead of chunks; HEAD gets the length and no body; a body ended short closes
+ * the connection. */
+static void test_sized_stream(void **state)
+{
+    struct fixture *f = *state;
+    int fd = raw_connect(f->sock);
+    const char *head = "HEAD /sized HTTP/1.1\r\n\r\n";
+    assert_true(write(fd, head, strlen(head)) > 0);
+    char buf[1024] = {0};
+    assert_true(raw_read(f, fd, buf, sizeof(buf) - 1) > 0);
+    assert_non_null(strstr(buf, "Content-Length: 6\r\n"));
+    assert_null(strstr(buf, "chunked"));
+    assert_string_equal(strstr(buf, "\r\n\r\n"), "\r\n\r\n"); /* no body */
+    /* the same connection: a GET, completed by the test */
+    const char *get = "GET /sized HTTP/1.1\r\n\r\n";
+    assert_true(write(fd, get, strlen(get)) > 0);
+    memset(buf, 0, sizeof(buf));
+    assert_true(raw_read(f, fd, buf, sizeof(buf) - 1) > 0);
+    assert_non_null(f->pending);
+    assert_int_equal(hs_stream_write(f->pending, "def", 3), 0);
+    hs_stream_end(f->pending);
+    f->pending = NULL;
+    char more[256] = {0};
+    if (!strstr(buf, "abcdef")) {
+        assert_true(raw_read(f, fd, more, sizeof(more) - 1) > 0);
+        assert_true(strlen(buf) + strlen(more) < sizeof(buf));
+        strcat(buf, more);
+    }
+    assert_non_null(strstr(buf, "Content-Length: 6\r\n\r\nabcdef"));
+    close(fd);
+    /* cut short: what was written, then the connection closes */
+    fd = raw_connect(f->sock);
+    assert_true(write(fd, get, strlen(get)) > 0);
+    memset(buf, 0, sizeof(buf));
+    assert_true(raw_read(f, fd, buf, sizeof(buf) - 1) > 0);
+    assert_non_null(f->pending);
+    hs_stream_end(f->pending);
+    f->pending = NULL;
+    ssize_t got;
+    while ((got = raw_read(f, fd, more, sizeof(more))) > 0)
+        ;
+    assert_int_equal(got, 0); /* EOF */
+    close(fd);
+    assert_int_equal(f->aborted, 0);
+}
+
+/* A streamed transfer paused by on_data (HC_DATA_PAUSE) takes nothing until hc_resume(), then
+ * gets the same piece again and the rest; on_header sees the status line and each header. */
+struct relay_probe {
+    struct hc_transfer *t;
+    size_t bytes, pauses, calls;
+    bool paused, x_relay, status_line;
+    int status;
+};
+
+static int probe_data(void *ud, const char *data, size_t n)
+{
+    struct relay_probe *p = ud;
+    p->calls++;
+    if (p->pauses < 3 && !p->paused) { /* pause three times, each on a fresh piece */
+        p->pauses++;
+        p->paused = true;
+        return HC_DATA_PAUSE;
+    }
+    p->paused = false;
+    for (size_t i = 0; i < n; i++)
+        assert_int_equal(data[i], 'b');
+    p->bytes += n;
+    return 0;
+}
+
+static void probe_header(void *ud, const char *name, size_t nl, const char *value, size_t vl)
+{
+    struct relay_probe *p = ud;
+    if (!name) {
+        p->status_line = true;
+        p->status = hc_status_line_code(value, vl);
+    } else if (nl == 7 && strncasecmp(name, "X-Relay", 7) == 0) {
+        p->x_relay = vl == 4 && memcmp(value, "kept", 4) == 0;
+    }
+}
+
+static void test_client_pause_resume(void **state)
+{
+    struct fixture *f = *state;
+    struct relay_probe p = {0};
+    char url[256];
+    snprintf(url, sizeof(url), "http://localhost/big");
+    struct hc_request req = {.unix_socket = f->sock,
+                             .url = url,
+                             .timeout_ms = 5000,
+                             .on_data = probe_data,
+                             .on_header = probe_header,
+                             .ud = &p};
+    assert_non_null(p.t = hc_request(f->cli, &req));
+    for (int round = 0; round < 2000 && p.bytes < 64 * 4096; round++) {
+        event_base_loop(f->base, EVLOOP_NONBLOCK);
+        if (p.paused) {
+            size_t before = p.calls;
+            for (int i = 0; i < 5; i++) /* nothing arrives while paused */
+                event_base_loop(f->base, EVLOOP_NONBLOCK);
+            assert_int_equal(p.calls, before);
+            hc_resume(p.t);
+        }
+        struct timeval tv = {0, 1000};
+        event_base_loopexit(f->base, &tv);
+        event_base_dispatch(f->base);
+    }
+    assert_int_equal(p.bytes, 64 * 4096);
+    assert_int_equal(p.pauses, 3);
+    assert_true(p.status_line);
+    assert_int_equal(p.status, 200);
+    assert_true(p.x_relay);
+    for (int i = 0; i < 100 && hc_client_active(f->cli) > 0; i++)
+        event_base_loop(f->base, EVLOOP_NONBLOCK);
+    assert_int_equal(hc_client_active(f->cli), 0);
+}
+
+/* The pieces of a response head as on_header gets them. */
+static void test_header_split(void **state)
+{
+    (void)state;
+    const char *name, *value;
+    size_t nl, vl;
+    const char *l = "Docker-Content-Digest:  sha256:abc \t\r\n";
+    assert_int_equal(hc_header_split(l, strlen(l), &name, &nl, &value, &vl), 0);
+    assert_int_equal(nl, 21);
+    assert_memory_equal(name, "Docker-Content-Digest", 21);
+    assert_int_equal(vl, 10);
+    assert_memory_equal(value, "sha256:abc", 10);
+    l = "WWW-Authenticate: Bearer realm=\"https://a/token\",service=\"r\"\r\n";
+    assert_int_equal(hc_header_split(l, strlen(l), &name, &nl, &value, &vl), 0);
+    assert_int_equal(vl, strlen("Bearer realm=\"https://a/token\",service=\"r\""));
+    l = "Empty:\r\n";
+    assert_int_equal(hc_header_split(l, strlen(l), &name, &nl, &value, &vl), 0);
+    assert_int_equal(vl, 0);
+    static const char *const bad[] = {"HTTP/1.1 200 OK\r\n", "\r\n", ": x\r\n", "No colon\r\n",
+                                      "Bad name: x\r\n",     ""};
+    for (size_t i = 0; i < ARRAY_SIZE(bad); i++)
+        assert_int_equal(hc_header_split(bad[i], strlen(bad[i]), &name, &nl, &value, &vl), -EINVAL);
+    static const struct {
+        const char *line;
+        int code;
+    } st[] = {{"HTTP/1.1 307 Temporary Redirect\r\n", 307},
+              {"HTTP/2 200\r\n", 200},
+              {"HTTP/1.0 100 Continue\r\n", 100},
+              {"HTTP/1.1 200", 200},
+              {"HTTP/1.1 20 OK\r\n", 0},
+              {"HTTP/1.1 2000 OK\r\n", 0},
+              {"HTTP/ 200 OK\r\n", 0},
+              {"HTTP/1.1 099 x\r\n", 0},
+              {"HTTX/1.1 200 OK\r\n", 0},
+              {"HTTP/1.1", 0}};
+    for (size_t i = 0; i < ARRAY_SIZE(st); i++)
+        if (hc_status_line_code(st[i].line, strlen(st[i].line)) != st[i].code)
+            fail_msg("%s: %d", st[i].line, hc_status_line_code(st[i].line, strlen(st[i].line)));
+}
+
 static void test_client_errors(void **state)
 {
     struct fixture *f = *state;
@@ -548,20 +739,61 @@ static void test_unix_listen_keeps_umask(void **state)
     assert_true(atomic_load(&m.made) > 0);
 }
 
+/* Every status the servers send has its own reason phrase (the dashboard's 303 to /login). */
+static void test_status_reasons(void **state)
+{
+    (void)state;
+    static const int sent[] = {200, 201, 202, 204, 301, 302, 303, 304, 307, 400,
+                               401, 403, 404, 405, 408, 409, 411, 413, 414, 415,
+                               426, 429, 431, 500, 501, 502, 503, 504};
+    for (size_t i = 0; i < sizeof(sent) / sizeof(sent[0]); i++)
+        assert_string_not_equal(hs_status_reason(sent[i]), "Unknown");
+    assert_string_equal(hs_status_reason(303), "See Other");
+    assert_string_equal(hs_status_reason(299), "Unknown");
+}
+
+static void test_tcp_address(void **state)
+{
+    char host[64];
+    int port = 0;
+    assert_int_equal(net_hostport_parse("127.0.0.1:9600", host, sizeof(host), &port), 0);
+    assert_string_equal(host, "127.0.0.1");
+    assert_int_equal(port, 9600);
+    assert_int_equal(net_hostport_parse("[::1]:1", host, sizeof(host), &port), 0);
+    assert_string_equal(host, "::1");
+    assert_int_equal(port, 1);
+    const char *bad[] = {
+        "",          "127.0.0.1",      "127.0.0.1:",   "127.0.0.1:0",  "1.2.3.4:65536", "::1:9600",
+        "[::1]9600", "localhost:9600", "1.2.3.4:96a0", "[1.2.3.4]:80", "1.2.3.4:123456"};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+        assert_int_equal(net_hostport_parse(bad[i], host, sizeof(host), &port), -EINVAL);
+    assert_int_equal(net_tcp_listen("no-ip:80", 1), -EINVAL);
+    int fd = net_tcp_listen("127.0.0.1:1", 1);
+    if (fd >= 0)
+        close(fd); /* running as root: port 1 is free to bind */
+    else
+        assert_true(fd == -EACCES || fd == -EADDRINUSE);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_tcp_address),
         cmocka_unit_test_setup_teardown(test_routing, setup, teardown),
         cmocka_unit_test_setup_teardown(test_json_body, setup, teardown),
         cmocka_unit_test_setup_teardown(test_header_limit_and_keepalive, setup, teardown),
         cmocka_unit_test_setup_teardown(test_slow_client_times_out, setup, teardown),
         cmocka_unit_test_setup_teardown(test_connection_and_inflight_limits, setup, teardown),
         cmocka_unit_test_setup_teardown(test_stream, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_sized_stream, setup, teardown),
+        cmocka_unit_test(test_header_split),
+        cmocka_unit_test_setup_teardown(test_client_pause_resume, setup, teardown),
         cmocka_unit_test_setup_teardown(test_busy_refusal_is_readable, setup, teardown),
         cmocka_unit_test_setup_teardown(test_method_not_allowed_says_allow, setup, teardown),
         cmocka_unit_test_setup_teardown(test_client_errors, setup, teardown),
         cmocka_unit_test_setup_teardown(test_unix_socket_mode, setup, teardown),
         cmocka_unit_test_setup_teardown(test_unix_listen_keeps_umask, setup, teardown),
+        cmocka_unit_test(test_status_reasons),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -8,6 +8,7 @@
 
 #include "vm/def.h"
 #include "vm/paths.h"
+#include "vm/update.h"
 #include "spawn.h"
 
 int vm_autostart(const char *vmroot, vm_autostart_fn report, void *ud)
@@ -34,7 +35,18 @@ int vm_autostart(const char *vmroot, vm_autostart_fn report, void *ud)
         vm_def_free(&def);
         if (!want)
             continue;
-        int r = vm_supervised(vmroot, e->d_name) ? 1 : vm_supervisor_spawn(vmroot, e->d_name, &err);
+        bool supervised = vm_supervised(vmroot, e->d_name);
+        if (!supervised) {
+            /* an update cut short by a host stop: the VM boots a whole image (update.h) */
+            struct vm_host h = {.root = vmroot};
+            const char *what;
+            if (vm_update_recover_stopped(&h, e->d_name, &what, &err) < 0) {
+                if (report)
+                    report(ud, e->d_name, err.code ? err.code : -EIO, lerr_str(&err));
+                continue;
+            }
+        }
+        int r = supervised ? 1 : vm_supervisor_spawn(vmroot, e->d_name, &err);
         if (r == 0)
             started++;
         if (report)

@@ -91,6 +91,22 @@ int vm_accel_parse(const char *s, enum vm_accel *ret)
     return 0;
 }
 
+const char *vm_engine_name(enum vm_engine e)
+{
+    return e == VM_ENGINE_OCI ? "oci" : "docker";
+}
+
+int vm_engine_parse(const char *s, enum vm_engine *ret)
+{
+    if (lstr_eq(s, "docker"))
+        *ret = VM_ENGINE_DOCKER;
+    else if (lstr_eq(s, "oci"))
+        *ret = VM_ENGINE_OCI;
+    else
+        return -EINVAL;
+    return 0;
+}
+
 int vm_size_parse(const char *s, uint64_t *ret)
 {
     if (lstr_empty(s) || !isdigit((unsigned char)s[0]))
@@ -172,6 +188,7 @@ int vm_def_init(struct vm_def *d, const char *name, struct lerr *err)
     d->disk = VM_DEFAULT_DISK;
     d->boot_timeout_s = VM_DEFAULT_BOOT_TIMEOUT_S;
     d->hub_port = VM_DEFAULT_HUB_PORT;
+    d->data_disk = true;
     return 0;
 }
 
@@ -434,6 +451,10 @@ json_t *vm_def_to_json(const struct vm_def *d)
                           ports ? ports : json_array(), "shares", vm_def_shares_json(d));
     if (o && d->image)
         json_object_set_new(o, "image", json_string(d->image));
+    if (o)
+        json_object_set_new(o, "engine", json_string(vm_engine_name(d->engine)));
+    if (o && d->data_disk)
+        json_object_set_new(o, "dataDisk", json_true());
     return o;
 }
 
@@ -542,7 +563,7 @@ int vm_def_from_json(const json_t *j, struct vm_def *ret, struct lerr *err)
 {
     if (!json_is_object(j))
         return lerr_set(err, -EINVAL, "a VM definition is a JSON object");
-    const char *name = NULL, *arch = NULL, *accel = NULL, *image = NULL;
+    const char *name = NULL, *arch = NULL, *accel = NULL, *image = NULL, *engine = NULL;
     int r;
     if ((r = get_str(j, "name", &name, err)) < 0)
         return r;
@@ -560,6 +581,12 @@ int vm_def_from_json(const json_t *j, struct vm_def *ret, struct lerr *err)
         goto fail;
     if (accel && vm_accel_parse(accel, &d.accel) < 0) {
         r = lerr_set(err, -EINVAL, "accel: auto, kvm or tcg");
+        goto fail;
+    }
+    if ((r = get_str(j, "engine", &engine, err)) < 0)
+        goto fail;
+    if (engine && vm_engine_parse(engine, &d.engine) < 0) {
+        r = lerr_set(err, -EINVAL, "engine: docker or oci");
         goto fail;
     }
     if ((r = get_uint(j, "memory", VM_MAX_MEMORY, &v, err)) < 0)
@@ -588,6 +615,12 @@ int vm_def_from_json(const json_t *j, struct vm_def *ret, struct lerr *err)
         goto fail;
     }
     d.autostart = json_is_true(as);
+    const json_t *dd = json_object_get(j, "dataDisk");
+    if (dd && !json_is_boolean(dd)) {
+        r = lerr_set(err, -EINVAL, "dataDisk: must be true or false");
+        goto fail;
+    }
+    d.data_disk = json_is_true(dd); /* absent: a VM from before data disks */
     if ((r = get_str(j, "image", &image, err)) < 0)
         goto fail;
     if (image && !(d.image = strdup(image))) {

@@ -231,9 +231,20 @@ int vm_image_load(const struct vm_host *h, const char *name, const char *what, i
     } else if ((r = docker_save(what, &saver, &in_fd, err)) < 0) {
         return r;
     }
-    char docker[] = "docker", load[] = "load";
-    char *argv[] = {docker, load};
-    struct vm_exec_request req = {.argv = argv, .argc = 2};
+    /* The VM's engine decides who loads it: Moby, or the guest's ledged (its oci store), which
+     * reads a file: the stream is staged on the guest's data disk and removed after. */
+    enum vm_engine engine = VM_ENGINE_DOCKER;
+    struct vm_def d;
+    if (vm_host_load(h, name, &d, NULL) == 0) {
+        engine = d.engine;
+        vm_def_free(&d);
+    }
+    char docker[] = "docker", load[] = "load", sh[] = "sh", c_opt[] = "-c";
+    char stage[] = "set -e; f=$(mktemp /var/lib/ledge/image-load-XXXXXX.tar); "
+                   "trap 'rm -f \"$f\"' EXIT; cat > \"$f\"; ledge image load \"$f\"";
+    char *docker_argv[] = {docker, load}, *oci_argv[] = {sh, c_opt, stage};
+    struct vm_exec_request req = {.argv = engine == VM_ENGINE_OCI ? oci_argv : docker_argv,
+                                  .argc = engine == VM_ENGINE_OCI ? 3 : 2};
     struct vm_exec_io io = {.in_fd = in_fd, .out_fd = out_fd, .err_fd = err_fd};
     int code = -1;
     r = vm_exec(h, name, &req, &io, &code, err);
@@ -248,6 +259,7 @@ int vm_image_load(const struct vm_host *h, const char *name, const char *what, i
     if (r < 0)
         return r;
     if (code != 0)
-        return lerr_set(err, -EIO, "`docker load` in %s failed (exit %d)", name, code);
+        return lerr_set(err, -EIO, "`%s` in %s failed (exit %d)",
+                        engine == VM_ENGINE_OCI ? "ledge image load" : "docker load", name, code);
     return 0;
 }

@@ -300,24 +300,27 @@ int vm_host_reboot(const struct vm_host *h, const char *name, struct lerr *err)
 
 /* ------------------------------------------------------------------ create, change, delete */
 
-/* The newest complete image of arch in the cache. */
-static int newest_image(const struct vm_host *h, enum vm_arch arch, char *key, size_t size,
-                        struct lerr *err)
+/* The newest complete image of arch and engine in the cache. */
+static int newest_image(const struct vm_host *h, enum vm_arch arch, enum vm_engine engine,
+                        char *key, size_t size, struct lerr *err)
 {
     _cleanup_json_ json_t *list = vm_image_list(h->cache);
     size_t i;
     json_t *m;
+    enum vm_engine e;
     json_array_foreach (list, i, m)
-        if (lstr_eq(ljson_str(m, "arch"), vm_arch_name(arch)))
+        if (lstr_eq(ljson_str(m, "arch"), vm_arch_name(arch)) && vm_image_engine(m, &e) == 0 &&
+            e == engine)
             return lstr_copy(key, size, ljson_str(m, "key"));
     return lerr_set(err, -ENOENT,
-                    "no %s guest image in %s: give --deb ledge_VERSION_%s.deb (from "
-                    "scripts/build-deb) to build one, or `ledge vm image import FILE`",
-                    vm_arch_name(arch), h->cache, vm_arch_name(arch));
+                    "no %s guest image with the %s engine in %s: give --deb "
+                    "ledge_VERSION_%s.deb (from scripts/build-deb) to build one, or `ledge vm "
+                    "image import FILE`",
+                    vm_arch_name(arch), vm_engine_name(engine), h->cache, vm_arch_name(arch));
 }
 
 int vm_host_create(const struct vm_host *h, struct vm_def *d, const char *image, const char *deb,
-                   bool arch_given, struct lerr *err)
+                   bool arch_given, bool engine_given, struct lerr *err)
 {
     int r = vm_def_validate(d, err);
     if (r < 0)
@@ -336,12 +339,16 @@ int vm_host_create(const struct vm_host *h, struct vm_def *d, const char *image,
             d->arch = VM_ARCH_ARM64;
         else if (!arch_given && lstr_startswith(image, "amd64-"))
             d->arch = VM_ARCH_AMD64;
+        _cleanup_json_ json_t *m = NULL;
+        if (!engine_given && vm_image_manifest(h->cache, image, &m, NULL) == 0)
+            vm_image_engine(m, &d->engine); /* vm_create names an unknown one */
     } else if (deb && *deb) {
-        char arch_opt[] = "--arch", deb_opt[] = "--deb";
-        char *args[] = {arch_opt, (char *)vm_arch_name(d->arch), deb_opt, (char *)deb};
+        char arch_opt[] = "--arch", deb_opt[] = "--deb", engine_opt[] = "--engine";
+        char *args[] = {arch_opt,   (char *)vm_arch_name(d->arch),    deb_opt, (char *)deb,
+                        engine_opt, (char *)vm_engine_name(d->engine)};
         if ((r = vm_image_build(h->cache, args, ARRAY_SIZE(args), key, sizeof(key), NULL, err)) < 0)
             return r;
-    } else if ((r = newest_image(h, d->arch, key, sizeof(key), err)) < 0) {
+    } else if ((r = newest_image(h, d->arch, d->engine, key, sizeof(key), err)) < 0) {
         return r;
     }
     char *k = strdup(key);

@@ -180,6 +180,16 @@ int vm_rm_rf(const char *path)
     return r;
 }
 
+int vm_image_engine(const json_t *manifest, enum vm_engine *ret)
+{
+    const char *e = ljson_str(manifest, "engine");
+    if (!e) {
+        *ret = VM_ENGINE_DOCKER;
+        return 0;
+    }
+    return vm_engine_parse(e, ret);
+}
+
 int vm_create(const char *vmroot, const char *cache, const struct vm_def *d, struct lerr *err)
 {
     int r;
@@ -193,6 +203,13 @@ int vm_create(const char *vmroot, const char *cache, const struct vm_def *d, str
     if (!lstr_eq(ljson_str(manifest, "arch"), vm_arch_name(d->arch)))
         return lerr_set(err, -EINVAL, "image %s is for %s, the VM is %s", d->image,
                         ljson_str(manifest, "arch") ?: "?", vm_arch_name(d->arch));
+    enum vm_engine engine;
+    if (vm_image_engine(manifest, &engine) < 0)
+        return lerr_set(err, -EINVAL, "image %s runs engine \"%s\", which this ledge does not know",
+                        d->image, ljson_str(manifest, "engine"));
+    if (engine != d->engine)
+        return lerr_set(err, -EINVAL, "image %s runs the %s engine, the VM is to run %s (--engine)",
+                        d->image, vm_engine_name(engine), vm_engine_name(d->engine));
     char dir[PATH_MAX], src[PATH_MAX], dst[PATH_MAX + 32];
     snprintf(dir, sizeof(dir), "%s/%s", vmroot, d->name);
     if ((r = lfs_mkdir_p(vmroot, 0755)) < 0)
@@ -226,6 +243,19 @@ int vm_create(const char *vmroot, const char *cache, const struct vm_def *d, str
         r = lerr_set(err, neg_errno(), "%s: %s", dst, strerror(errno));
         goto fail;
     }
+    if (d->data_disk) {
+        /* sparse and blank: the guest formats it at its first boot and seeds it with the
+         * root's state (ledge-vm-data in ledge-vm-build) */
+        snprintf(dst, sizeof(dst), "%s/%s", dir, VM_FILE_DATA);
+        int fd = open(dst, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+        if (fd < 0 || ftruncate(fd, (off_t)d->disk) < 0 || fsync(fd) < 0) {
+            r = lerr_set(err, neg_errno(), "%s: %s", dst, strerror(errno));
+            if (fd >= 0)
+                close(fd);
+            goto fail;
+        }
+        close(fd);
+    }
     snprintf(dst, sizeof(dst), "%s/%s", dir, VM_FILE_DEF);
     if ((r = vm_def_save(dst, d)) < 0) {
         r = lerr_set(err, r, "%s: %s", dst, strerror(-r));
@@ -251,6 +281,10 @@ int vm_resize_disk(const char *vmroot, const char *name, uint64_t bytes, struct 
                         vm_size_format((uint64_t)st.st_size, a, sizeof(a)));
     }
     if (truncate(path, (off_t)bytes) < 0)
+        return lerr_set(err, neg_errno(), "%s: %s", path, strerror(errno));
+    /* the data disk grows with the root (the guest grows its file system at boot) */
+    snprintf(path, sizeof(path), "%s/%s/%s", vmroot, name, VM_FILE_DATA);
+    if (stat(path, &st) == 0 && (uint64_t)st.st_size < bytes && truncate(path, (off_t)bytes) < 0)
         return lerr_set(err, neg_errno(), "%s: %s", path, strerror(errno));
     return 0;
 }

@@ -101,6 +101,16 @@ int vm_qemu_argv(const struct vm_def *d, const struct vm_qemu_paths *p, bool kvm
                           p->dir, VM_FILE_DISK);
         r |= push(&v, "-device");
         r |= push(&v, "virtio-blk-pci,drive=disk0");
+        if (d->data_disk) {
+            /* the second virtio disk (vdb): the guest's state, kept when the root is replaced */
+            r |= push(&v, "-drive");
+            r |= lstrv_printf(&v,
+                              "file=%s/%s,format=raw,if=none,id=data0,cache=writeback,"
+                              "discard=unmap,aio=threads",
+                              p->dir, VM_FILE_DATA);
+            r |= push(&v, "-device");
+            r |= push(&v, "virtio-blk-pci,drive=data0,serial=" VM_DATA_SERIAL);
+        }
         r |= push(&v, "-netdev");
         r |= lstrv_printf(&v, "user,id=%s,net=10.0.2.0/24,host=%s,dns=10.0.2.3,hostname=%s",
                           VM_NETDEV_ID, VM_HOST_ADDR, d->name);

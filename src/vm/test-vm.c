@@ -22,6 +22,7 @@
 
 #include <cmocka.h>
 
+#include "base/deb.h"
 #include "base/fs.h"
 #include "base/json.h"
 #include "base/str.h"
@@ -35,6 +36,8 @@
 #include "mux.h"
 #include "vm/paths.h"
 #include "vm/qemu.h"
+#include "vm/self.h"
+#include "vm/update.h"
 
 /* ------------------------------------------------------------------ frames */
 
@@ -352,6 +355,7 @@ static void test_def_json(void **state)
     d.memory = 2ull << 30;
     d.cpus = 2;
     d.autostart = true;
+    d.engine = VM_ENGINE_OCI;
     d.image = strdup("arm64-0123456789abcdef");
     struct vm_port p;
     vm_port_parse("0.0.0.0:8080:80", &p, &e);
@@ -362,11 +366,19 @@ static void test_def_json(void **state)
     json_t *j2 = vm_def_to_json(&back);
     assert_true(json_equal(j, j2));
     assert_int_equal(back.arch, VM_ARCH_ARM64);
+    assert_int_equal(back.engine, VM_ENGINE_OCI);
+    assert_string_equal(ljson_str(j, "engine"), "oci");
     assert_true(back.autostart);
     assert_string_equal(back.image, "arm64-0123456789abcdef");
     assert_string_equal(back.shares[0].tag, "share0");
     json_decref(j2);
     vm_def_free(&back);
+    /* A definition from before engine variants runs Moby. */
+    json_t *old = json_pack("{s:s}", "name", "old");
+    assert_int_equal(vm_def_from_json(old, &back, &e), 0);
+    assert_int_equal(back.engine, VM_ENGINE_DOCKER);
+    vm_def_free(&back);
+    json_decref(old);
 
     /* Saved and loaded. */
     char tmp[] = "/tmp/test-vm-def-XXXXXX";
@@ -399,6 +411,8 @@ static void test_def_json(void **state)
         {"{\"name\": 1}", "name: must be a string"},
         {"{\"name\": \"x\", \"arch\": \"mips\"}", "arch: amd64 or arm64"},
         {"{\"name\": \"x\", \"accel\": \"hax\"}", "accel: auto, kvm or tcg"},
+        {"{\"name\": \"x\", \"engine\": \"podman\"}", "engine: docker or oci"},
+        {"{\"name\": \"x\", \"engine\": 1}", "engine: must be a string"},
         {"{\"name\": \"x\", \"memory\": \"1G\"}", "memory: must be an integer"},
         {"{\"name\": \"x\", \"memory\": -5}", "memory: must be an integer"},
         {"{\"name\": \"x\", \"cpus\": 1000}", "cpus: must be an integer from 0 to 64"},
@@ -616,6 +630,165 @@ static void write_file(const char *path, const char *text)
     assert_int_equal(lfs_write_atomic(path, text, strlen(text), 0644), 0);
 }
 
+static char *slurp(const char *path)
+{
+    char *t = NULL;
+    size_t n;
+    return lfs_read_file(path, 1 << 20, &t, &n) == 0 ? t : NULL;
+}
+
+/* A/B slots of VM "made" (update.h): next/ from the image, the switch and the restore, each
+ * repeatable from the states a crash leaves; the journal's text form. */
+static void check_slots(const char *root, const char *cache, const char *key)
+{
+    struct lerr e = {0};
+    char dir[300], p[600], q[600];
+    snprintf(dir, sizeof(dir), "%s/made", root);
+    /* mark the current files so the test can tell the slots apart */
+    snprintf(p, sizeof(p), "%s/kernel", dir);
+    write_file(p, "old-kernel");
+    assert_int_equal(vmu_slots_prepare(dir, cache, key, 1 << 20, &e), -EINVAL); /* too small */
+    snprintf(p, sizeof(p), "%s/next", dir);
+    assert_int_equal(access(p, F_OK), -1); /* nothing left behind */
+    assert_int_equal(vmu_slots_prepare(dir, cache, key, 4ull << 30, &e), 0);
+    snprintf(p, sizeof(p), "%s/next/disk.img", dir);
+    struct stat st;
+    assert_int_equal(stat(p, &st), 0);
+    assert_int_equal(st.st_size, 4ll << 30);
+    snprintf(p, sizeof(p), "%s/next/kernel", dir);
+    _cleanup_free_ char *k = slurp(p);
+    assert_string_equal(k, "kernel");
+    /* a crash after the first move of the switch: the switch finishes it */
+    snprintf(p, sizeof(p), "%s/prev", dir);
+    assert_int_equal(mkdir(p, 0750), 0);
+    snprintf(p, sizeof(p), "%s/disk.img", dir);
+    snprintf(q, sizeof(q), "%s/prev/disk.img", dir);
+    assert_int_equal(rename(p, q), 0);
+    assert_int_equal(vmu_slots_switch(dir, &e), 0);
+    assert_int_equal(vmu_slots_switch(dir, &e), 0); /* again: nothing to do */
+    snprintf(p, sizeof(p), "%s/kernel", dir);
+    free(k);
+    k = slurp(p);
+    assert_string_equal(k, "kernel");
+    snprintf(p, sizeof(p), "%s/prev/kernel", dir);
+    free(k);
+    k = slurp(p);
+    assert_string_equal(k, "old-kernel");
+    snprintf(p, sizeof(p), "%s/next", dir);
+    assert_int_equal(access(p, F_OK), -1);
+    /* restore, cut short after one file, then again */
+    snprintf(p, sizeof(p), "%s/prev/kernel", dir);
+    snprintf(q, sizeof(q), "%s/kernel", dir);
+    assert_int_equal(rename(p, q), 0);
+    assert_int_equal(vmu_slots_restore(dir, &e), 0);
+    assert_int_equal(vmu_slots_restore(dir, &e), 0);
+    free(k);
+    k = slurp(q);
+    assert_string_equal(k, "old-kernel");
+    snprintf(p, sizeof(p), "%s/prev", dir);
+    assert_int_equal(access(p, F_OK), -1);
+    snprintf(p, sizeof(p), "%s/disk.img", dir);
+    assert_int_equal(access(p, F_OK), 0);
+    /* a switch with nothing prepared is refused */
+    assert_true(vmu_slots_switch(dir, &e) < 0);
+    assert_non_null(strstr(e.msg, "incomplete"));
+    snprintf(p, sizeof(p), "%s/prev", dir);
+    rmdir(p);
+
+    /* the journal */
+    struct vmu_journal j = {.step = VMU_CHECKING,
+                            .from_image = strdup(key),
+                            .to_image = strdup("amd64-fedcba9876543210"),
+                            .to_ledge = strdup("0.1.0-2"),
+                            .started = strdup("2026-12-07T12:00:00Z"),
+                            .baseline = json_pack("{s:{s:{s:s,s:b}}, s:b, s:[s]}", "modules", "web",
+                                                  "containerId", "abc", "running", 1, "hub", 1,
+                                                  "checkErrors", "x.y")};
+    assert_int_equal(vmu_journal_save(dir, &j, &e), 0);
+    struct vmu_journal r;
+    assert_int_equal(vmu_journal_load(dir, &r, &e), 0);
+    assert_int_equal(r.step, VMU_CHECKING);
+    assert_string_equal(r.from_image, key);
+    assert_string_equal(r.to_ledge, "0.1.0-2");
+    assert_null(r.reason);
+    assert_true(json_equal(r.baseline, j.baseline));
+    assert_false(vmu_step_final(r.step));
+    vmu_journal_clear(&r);
+    vmu_journal_clear(&j);
+    enum vmu_step sp;
+    assert_int_equal(vmu_step_parse("rolled-back", &sp), 0);
+    assert_int_equal(sp, VMU_ROLLED_BACK);
+    assert_true(vmu_step_final(sp));
+    assert_string_equal(vmu_step_name(VMU_ABANDONED), "abandoned");
+    assert_int_equal(vmu_step_parse("later", &sp), -EINVAL);
+    const char *bad[][2] = {
+        {"[]", "not an object"},
+        {"{\"version\": 2, \"step\": \"done\"}", "version 1"},
+        {"{\"version\": 1, \"step\": \"sideways\"}", "unknown step"},
+        {"{\"version\": 1, \"step\": \"done\", \"fromImage\": \"amd64-../../x\", \"toImage\": "
+         "\"amd64-0123456789\"}",
+         "malformed"},
+        {"{\"version\": 1, \"step\": \"done\"}", "fromImage and toImage"},
+        {"{\"version\": 1, \"step\": \"done\", \"fromImage\": \"amd64-0123456789\", \"toImage\": "
+         "\"amd64-0123456789\", \"reason\": 3}",
+         "reason must be a string"},
+        {"{\"version\": 1, \"step\": \"done\", \"fromImage\": \"amd64-0123456789\", \"toImage\": "
+         "\"amd64-0123456789\", \"baseline\": {\"modules\": {\"w\": {}}}}",
+         "needs a containerId"},
+        {"{\"version\": 1, \"step\": \"done\", \"fromImage\": \"amd64-0123456789\", \"toImage\": "
+         "\"amd64-0123456789\", \"baseline\": {\"checkErrors\": [1]}}",
+         "holds strings"},
+    };
+    for (size_t i = 0; i < ARRAY_SIZE(bad); i++) {
+        assert_true(vmu_journal_parse(bad[i][0], strlen(bad[i][0]), &r, &e) < 0);
+        if (!strstr(e.msg, bad[i][1]))
+            fail_msg("%s: %s", bad[i][0], e.msg);
+    }
+    /* a host stop mid-check: recovery without a boot puts the previous files back */
+    assert_int_equal(vmu_slots_prepare(dir, cache, key, 4ull << 30, &e), 0);
+    snprintf(p, sizeof(p), "%s/kernel", dir);
+    write_file(p, "old-kernel");
+    assert_int_equal(vmu_slots_switch(dir, &e), 0);
+    struct vmu_journal c = {.step = VMU_CHECKING,
+                            .from_image = strdup("amd64-0011223344556677"),
+                            .to_image = strdup(key)};
+    assert_int_equal(vmu_journal_save(dir, &c, &e), 0);
+    vmu_journal_clear(&c);
+    struct vm_host h = {.root = root};
+    const char *what = NULL;
+    assert_int_equal(vm_update_recover_stopped(&h, "made", &what, &e), 0);
+    assert_string_equal(what, "rolled-back");
+    snprintf(p, sizeof(p), "%s/kernel", dir);
+    free(k);
+    k = slurp(p);
+    assert_string_equal(k, "old-kernel");
+    assert_int_equal(vmu_journal_load(dir, &c, &e), 0);
+    assert_int_equal(c.step, VMU_ROLLED_BACK);
+    assert_non_null(strstr(c.reason, "cut short"));
+    vmu_journal_clear(&c);
+    struct vm_def md;
+    assert_int_equal(vm_host_load(&h, "made", &md, &e), 0);
+    assert_string_equal(md.image, "amd64-0011223344556677");
+    vm_def_free(&md);
+    assert_int_equal(vm_update_recover_stopped(&h, "made", &what, &e), 0);
+    assert_string_equal(what, "nothing");
+    /* before the switch: abandoned, next/ removed */
+    assert_int_equal(vmu_slots_prepare(dir, cache, key, 4ull << 30, &e), 0);
+    c = (struct vmu_journal){.step = VMU_PREPARED,
+                             .from_image = strdup("amd64-0011223344556677"),
+                             .to_image = strdup(key)};
+    assert_int_equal(vmu_journal_save(dir, &c, &e), 0);
+    vmu_journal_clear(&c);
+    assert_int_equal(vm_update_recover_stopped(&h, "made", &what, &e), 0);
+    assert_string_equal(what, "abandoned");
+    snprintf(p, sizeof(p), "%s/next", dir);
+    assert_int_equal(access(p, F_OK), -1);
+    snprintf(p, sizeof(p), "%s/update.json", dir);
+    unlink(p);
+    snprintf(p, sizeof(p), "%s/update.lock", dir);
+    unlink(p);
+}
+
 static void test_images(void **state)
 {
     struct lerr e = {0};
@@ -685,6 +858,12 @@ static void test_images(void **state)
     assert_int_equal(vm_resize_disk(root, "made", 3ull << 30, &e), -EINVAL);
     assert_non_null(strstr(e.msg, "can only grow"));
     assert_int_equal(vm_resize_disk(root, "gone", 5ull << 30, &e), -ENOENT);
+    /* The data disk: blank, sparse, grown with the root. */
+    snprintf(p, sizeof(p), "%s/made/data.img", root);
+    assert_int_equal(stat(p, &st), 0);
+    assert_int_equal(st.st_size, 5ll << 30);
+    assert_true(st.st_blocks == 0);
+    check_slots(root, cache, key);
     /* Wrong architecture or a root larger than the disk: nothing is left behind. */
     struct vm_def d2;
     vm_def_init(&d2, "wrong", &e);
@@ -708,14 +887,18 @@ static void test_images(void **state)
 /* ------------------------------------------------------------------ managing VMs (host.h) */
 
 /* A complete image in cache: a sparse 3 MiB root, kernel, initramfs, manifest. */
-static void make_image(const char *cache, const char *key, const char *arch)
+/* An image of engine ("oci", or NULL: a manifest without one, as before engine variants). */
+static void make_image_engine(const char *cache, const char *key, const char *arch,
+                              const char *engine)
 {
     char p[512];
     snprintf(p, sizeof(p), "%s/%s", cache, key);
     assert_int_equal(lfs_mkdir_p(p, 0755), 0);
     snprintf(p, sizeof(p), "%s/%s/manifest.json", cache, key);
-    char m[256];
-    snprintf(m, sizeof(m), "{\"arch\": \"%s\", \"built\": \"2026-01-01T00:00:00Z\"}", arch);
+    char m[256], e[64] = "";
+    if (engine)
+        snprintf(e, sizeof(e), ", \"engine\": \"%s\"", engine);
+    snprintf(m, sizeof(m), "{\"arch\": \"%s\", \"built\": \"2026-01-01T00:00:00Z\"%s}", arch, e);
     write_file(p, m);
     snprintf(p, sizeof(p), "%s/%s/rootfs.img", cache, key);
     int fd = open(p, O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
@@ -726,6 +909,11 @@ static void make_image(const char *cache, const char *key, const char *arch)
     write_file(p, "kernel");
     snprintf(p, sizeof(p), "%s/%s/initrd.img", cache, key);
     write_file(p, "initrd");
+}
+
+static void make_image(const char *cache, const char *key, const char *arch)
+{
+    make_image_engine(cache, key, arch, NULL);
 }
 
 static struct vm_def new_def(const char *name)
@@ -751,29 +939,65 @@ static void test_host_stopped(void **state)
 
     /* No image of that architecture yet. */
     struct vm_def d = new_def("b");
-    assert_int_equal(vm_host_create(&h, &d, NULL, NULL, false, &e), -ENOENT);
-    assert_non_null(strstr(e.msg, "guest image in"));
+    d.arch = VM_ARCH_AMD64; /* not the host's: the cross tests run this on arm64 and armhf */
+    assert_int_equal(vm_host_create(&h, &d, NULL, NULL, false, false, &e), -ENOENT);
+    assert_non_null(strstr(e.msg, "amd64 guest image with the docker engine in"));
     make_image(cache, "amd64-00112233445566778899", "amd64");
     make_image(cache, "arm64-00112233445566778899", "arm64");
     /* The newest image of the VM's architecture, and a key's prefix choosing it. */
     d.arch = VM_ARCH_AMD64;
-    assert_int_equal(vm_host_create(&h, &d, NULL, NULL, false, &e), 0);
+    assert_int_equal(vm_host_create(&h, &d, NULL, NULL, false, false, &e), 0);
     assert_string_equal(d.image, "amd64-00112233445566778899");
-    assert_int_equal(vm_host_create(&h, &d, NULL, NULL, false, &e), -EEXIST);
+    assert_int_equal(vm_host_create(&h, &d, NULL, NULL, false, false, &e), -EEXIST);
     assert_non_null(strstr(e.msg, "a VM named b exists"));
     vm_def_free(&d);
     d = new_def("a");
-    assert_int_equal(vm_host_create(&h, &d, "arm64-00112233445566778899", NULL, false, &e), 0);
+    assert_int_equal(vm_host_create(&h, &d, "arm64-00112233445566778899", NULL, false, false, &e),
+                     0);
     assert_int_equal(d.arch, VM_ARCH_ARM64);
     vm_def_free(&d);
     d = new_def("c");
-    assert_int_equal(vm_host_create(&h, &d, "../etc", NULL, false, &e), -EINVAL);
+    assert_int_equal(vm_host_create(&h, &d, "../etc", NULL, false, false, &e), -EINVAL);
     d.memory = 1; /* invalid before any image is looked at */
-    assert_int_equal(vm_host_create(&h, &d, "amd64-00112233445566778899", NULL, false, &e),
+    assert_int_equal(vm_host_create(&h, &d, "amd64-00112233445566778899", NULL, false, false, &e),
                      -ERANGE);
     snprintf(p, sizeof(p), "%s/c", root);
     assert_int_equal(access(p, F_OK), -1);
     vm_def_free(&d);
+
+    /* Engine variants: no oci image yet; an image's manifest sets the engine unless one was
+     * asked for, and an image of the other engine is refused. */
+    d = new_def("o");
+    d.arch = VM_ARCH_AMD64;
+    d.engine = VM_ENGINE_OCI;
+    assert_int_equal(vm_host_create(&h, &d, NULL, NULL, false, true, &e), -ENOENT);
+    assert_non_null(strstr(e.msg, "no amd64 guest image with the oci engine"));
+    make_image_engine(cache, "amd64-aabbccddeeff00112233", "amd64", "oci");
+    assert_int_equal(vm_host_create(&h, &d, "amd64-00112233445566778899", NULL, false, true, &e),
+                     -EINVAL);
+    assert_non_null(strstr(e.msg, "runs the docker engine, the VM is to run oci"));
+    snprintf(p, sizeof(p), "%s/o", root);
+    assert_int_equal(access(p, F_OK), -1);
+    d.engine = VM_ENGINE_DOCKER;
+    assert_int_equal(vm_host_create(&h, &d, "amd64-aabbccddeeff00112233", NULL, false, false, &e),
+                     0);
+    assert_int_equal(d.engine, VM_ENGINE_OCI);
+    struct vm_def o;
+    assert_int_equal(vm_host_load(&h, "o", &o, &e), 0);
+    assert_int_equal(o.engine, VM_ENGINE_OCI);
+    vm_def_free(&o);
+    vm_def_free(&d);
+    assert_int_equal(vm_delete_dir(root, "o", &e), 0);
+    /* The newest image of the VM's engine; docker's is still the default's. */
+    d = new_def("o2");
+    d.arch = VM_ARCH_AMD64;
+    d.engine = VM_ENGINE_OCI;
+    assert_int_equal(vm_host_create(&h, &d, NULL, NULL, false, true, &e), 0);
+    assert_string_equal(d.image, "amd64-aabbccddeeff00112233");
+    vm_def_free(&d);
+    assert_int_equal(vm_delete_dir(root, "o2", &e), 0);
+    snprintf(p, sizeof(p), "%s/amd64-aabbccddeeff00112233", cache);
+    assert_int_equal(vm_rm_rf(p), 0);
 
     assert_int_equal(vm_host_load(&h, "nope", &d, &e), -ENOENT);
     assert_non_null(strstr(e.msg, "no VM named nope"));
@@ -1552,6 +1776,71 @@ static void test_mux_guest_bad_open(void **state)
     pair_free(&t);
 }
 
+/* `ledge vm create NAME` alone: a build tree's ledge builds the tree's package (a fake
+ * scripts/build-deb here); a program outside any build tree whose ledge is not installed gets an
+ * error that says what to give instead. */
+static void test_self_deb(void **state)
+{
+    char tmp[] = "/tmp/test-vm-self-XXXXXX";
+    assert_non_null(mkdtemp(tmp));
+    char p[600], src[300], exe[400], got[PATH_MAX];
+    snprintf(src, sizeof(src), "%s/src", tmp);
+    snprintf(p, sizeof(p), "%s/scripts", src);
+    assert_int_equal(lfs_mkdir_p(p, 0755), 0);
+    snprintf(p, sizeof(p), "%s/build/src/cli", tmp);
+    assert_int_equal(lfs_mkdir_p(p, 0755), 0);
+    snprintf(p, sizeof(p), "%s/build/meson-info", tmp);
+    assert_int_equal(lfs_mkdir_p(p, 0755), 0);
+    snprintf(exe, sizeof(exe), "%s/build/src/cli/ledge", tmp);
+    struct lerr e = {0};
+    assert_int_equal(vm_build_tree_source(exe, got, sizeof(got)), -ENOENT);
+
+    /* meson-info names the source; without scripts/build-deb it is not ledge's */
+    _cleanup_free_ char *info = lstr_printf("{\"directories\": {\"source\": \"%s\", \"build\": "
+                                            "\"%s/build\"}}",
+                                            src, tmp);
+    snprintf(p, sizeof(p), "%s/build/meson-info/meson-info.json", tmp);
+    assert_int_equal(lfs_write_atomic(p, info, strlen(info), 0644), 0);
+    assert_int_equal(vm_build_tree_source(exe, got, sizeof(got)), -ENOENT);
+    _cleanup_free_ char *script =
+        lstr_printf("#!/bin/sh\necho building $1 >&2\n[ \"$1\" = amd64 ] || exit 3\n"
+                    "echo progress\ntouch %s/ledge_0.1.0-1_$1.deb\necho %s/ledge_0.1.0-1_$1.deb\n",
+                    tmp, tmp);
+    snprintf(p, sizeof(p), "%s/scripts/build-deb", src);
+    assert_int_equal(lfs_write_atomic(p, script, strlen(script), 0755), 0);
+    assert_int_equal(vm_build_tree_source(exe, got, sizeof(got)), 0);
+    assert_string_equal(got, src);
+    snprintf(p, sizeof(p), "%s/build/src/vm/ledge-vmm", tmp); /* any depth up to the build dir */
+    assert_int_equal(vm_build_tree_source(p, got, sizeof(got)), 0);
+
+    struct vm_self s;
+    assert_int_equal(vm_self_find(exe, VM_ARCH_AMD64, &s, &e), 0);
+    assert_int_equal(s.kind, VM_SELF_BUILD_TREE);
+    assert_non_null(strstr(s.what, src));
+    assert_int_equal(vm_self_deb(&s, tmp, NULL, got, sizeof(got), &e), 0);
+    snprintf(p, sizeof(p), "%s/ledge_0.1.0-1_amd64.deb", tmp);
+    assert_string_equal(got, p);
+    /* the script fails: the error names it */
+    assert_int_equal(vm_self_find(exe, VM_ARCH_ARM64, &s, &e), 0);
+    assert_int_equal(vm_self_deb(&s, tmp, NULL, got, sizeof(got), &e), -EIO);
+    assert_non_null(strstr(e.msg, "scripts/build-deb arm64 failed"));
+
+    /* outside a build tree, and no ledge package installed (the test machine's ledge is a build) */
+    char *v = NULL, *a = NULL;
+    if (ldeb_installed("ledge", &v, &a, NULL) < 0) {
+        snprintf(exe, sizeof(exe), "%s/elsewhere/ledge", tmp);
+        assert_int_equal(vm_self_find(exe, VM_ARCH_AMD64, &s, &e), -ENOENT);
+        assert_non_null(strstr(e.msg, "neither in a build tree nor installed from its package"));
+        assert_non_null(strstr(e.msg, "--deb FILE"));
+        assert_non_null(strstr(e.msg, "--image KEY"));
+    }
+    free(v);
+    free(a);
+    snprintf(p, sizeof(p), "rm -rf %s", tmp);
+    assert_int_equal(system(p), 0);
+    (void)state;
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1568,6 +1857,7 @@ int main(void)
         cmocka_unit_test(test_qmp),
         cmocka_unit_test(test_deployment_ports),
         cmocka_unit_test(test_images),
+        cmocka_unit_test(test_self_deb),
         cmocka_unit_test(test_host_stopped),
         cmocka_unit_test(test_host_supervisor),
         cmocka_unit_test(test_exec_sessions),

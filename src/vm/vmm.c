@@ -260,6 +260,7 @@ static json_t *status_json(vmm *v)
     if (!o)
         return NULL;
     json_object_set_new(o, "arch", json_string(vm_arch_name(v->def.arch)));
+    json_object_set_new(o, "engine", json_string(vm_engine_name(v->def.engine)));
     json_object_set_new(o, "address", json_string(VM_GUEST_ADDR));
     json_object_set_new(o, "hostAlias", json_string(VM_HOST_ALIAS));
     json_object_set_new(o, "autostart", json_boolean(v->def.autostart));

@@ -44,6 +44,7 @@ expect engine ok "$T/before.json"
 message engine "$T/before.json" | grep -q "(API 1\.[0-9]*, linux/" || fail "engine: $(message engine "$T/before.json")"
 expect engine-version ok "$T/before.json"
 expect log-rotation ok "$T/before.json"
+for id in oci-runtime oci-kernel oci-network; do expect "$id" skipped "$T/before.json"; done # docker
 expect module-platforms skipped "$T/before.json"
 message module-platforms "$T/before.json" | grep -q "ledged is not reachable" || fail "module-platforms: $(message module-platforms "$T/before.json")"
 expect edge-ca skipped "$T/before.json"

@@ -11,30 +11,18 @@
 source "$(dirname "$0")/lib.sh"
 source "$(dirname "$0")/upstream-lib.sh"
 source "$(dirname "$0")/iothub-lib.sh"
+source "$(dirname "$0")/metrics-lib.sh"
 need_docker
 need_iothub
 need_images ledge-testmod:latest
 
 start_iothub --state-file "$T/iothub-state.json"
-KEY=$(head -c 32 /dev/urandom | base64)
-# The keys of the device's module identities: HMAC-SHA256(device key, module id) (docs/upstream.md)
-derived() {
-  node -e 'const c = require("crypto"); process.stdout.write(c.createHmac("sha256", Buffer.from(process.argv[1], "base64")).update(process.argv[2]).digest("base64"))' "$KEY" "$1"
-}
-sas() { printf '{"authentication": {"type": "sas", "symmetricKey": {"primaryKey": "%s"}}}' "$1"; }
-iothub PUT "/devices/$DEVICE" "{\"capabilities\": {\"iotEdge\": true}, $(sas "$KEY" | sed 's/^{//; s/}$//')}" >/dev/null ||
-  fail "cannot register $DEVICE"
-for m in '$edgeAgent' '$edgeHub'; do
-  iothub PUT "/devices/$DEVICE/modules/$(jq -rn --arg v "$m" '$v|@uri')" "$(sas "$(derived "$m")")" >/dev/null ||
-    fail "cannot set the key of $m"
-done
+iothub_edge_device '$edgeAgent' '$edgeHub'
 
-UP_PORT=$IOTHUB_MQTTS_PORT
-UP_TLS=true
-UP_EXTRA="  ca_file: $IOTHUB_CA
-  iothub: true"
-DEVICE_EXTRA="  iothub_hostname: $IOTHUB_NAME
-  key: $KEY"
+METRICS_PORT=$(free_port)
+URL="http://127.0.0.1:$METRICS_PORT/metrics"
+EXTRA_CONFIG="metrics:
+  listen: 127.0.0.1:$METRICS_PORT"
 write_hub_config
 start_ledged
 
@@ -84,6 +72,14 @@ hub_reported_ok() {
 }
 wait_for 30 "\$edgeHub reported: its version applied" hub_reported_ok
 api GET /deployment > "$T/deployment-1.json"
+# the metrics of it: the whole twin at the connection and the deployment's patch, no failure,
+# the time from the change to the deployment applied
+scrape
+syncs=$(metric edgeAgent_iothub_syncs_total 'ms_telemetry="True"')
+gt "$syncs" 1 || fail "edgeAgent_iothub_syncs_total: $syncs (a twin and a patch)"
+expect edgeAgent_unsuccessful_iothub_syncs_total 0
+dt=$(metric edgeAgent_deployment_time_seconds)
+gt "$dt" 0 && gt 90 "$dt" || fail "edgeAgent_deployment_time_seconds: $dt"
 hub_status | jq_true '.upstream.enabled' || fail "the hub's upstream link is not configured"
 
 log "an invalid deployment from the cloud: 400 with the JSON paths, nothing changes"
@@ -121,6 +117,11 @@ c3_not_c2() { status_is c3 running && ! container_exists c2; }
 wait_for 120 "c3 running, c2 gone" c3_not_c2
 wait_for 30 "reported: version $V2 applied" reported_is \
   ".lastDesiredStatus.code == 200 and .lastDesiredVersion == $V2 and .modules.c3.runtimeStatus == \"running\" and (.modules.c2 | not)"
+scrape # this ledged started offline: its refused connections are failed syncs
+gt "$(metric edgeAgent_unsuccessful_iothub_syncs_total)" 0 || fail "no unsuccessful sync counted while the cloud refused"
+gt "$(metric edgeAgent_iothub_syncs_total)" "$(metric edgeAgent_unsuccessful_iothub_syncs_total)" || fail "no successful sync after the link came back"
+gt "$(metric edgeAgent_deployment_time_seconds)" 0 || fail "the offline change's deployment time"
+prom_check || fail "promtool rejects the scrape"
 
 log "a local ledge deploy: reported as what runs; the cloud's version $V2 is not applied over it"
 hub_manifest "$(testmod c1), $(testmod c3), $(testmod loc)" "$ROUTES" > "$T/local.json"

@@ -18,26 +18,10 @@ need "! ss -Htln 'sport = :8883' | grep -q ." "port 8883 is taken (the SDK conne
 "$SRC_ROOT/scripts/build-images" node-module >/dev/null || fail "cannot build ledge-node-module"
 
 start_iothub
-KEY=$(head -c 32 /dev/urandom | base64)
-derived() { # the module identity's key: HMAC-SHA256(device key, module id) (docs/upstream.md)
-  node -e 'const c = require("crypto"); process.stdout.write(c.createHmac("sha256", Buffer.from(process.argv[1], "base64")).update(process.argv[2]).digest("base64"))' "$KEY" "$1"
-}
-sas() { printf '{"authentication": {"type": "sas", "symmetricKey": {"primaryKey": "%s"}}}' "$1"; }
-iothub PUT "/devices/$DEVICE" "{\"capabilities\": {\"iotEdge\": true}, $(sas "$KEY" | sed 's/^{//; s/}$//')}" >/dev/null ||
-  fail "cannot register $DEVICE"
-for m in '$edgeAgent' '$edgeHub' nodeMod; do
-  iothub PUT "/devices/$DEVICE/modules/$(jq -rn --arg v "$m" '$v|@uri')" "$(sas "$(derived "$m")")" >/dev/null ||
-    fail "cannot register $m"
-done
+iothub_edge_device '$edgeAgent' '$edgeHub' nodeMod
 log "the cloud twin of nodeMod has desired properties before the module ever connects"
 iothub PATCH "/twins/$DEVICE/modules/nodeMod" '{"properties": {"desired": {"fromCloud": "early"}}}' >/dev/null
 
-UP_PORT=$IOTHUB_MQTTS_PORT
-UP_TLS=true
-UP_EXTRA="  ca_file: $IOTHUB_CA
-  iothub: true"
-DEVICE_EXTRA="  iothub_hostname: $IOTHUB_NAME
-  key: $KEY"
 write_hub_config
 start_ledged
 
@@ -58,6 +42,14 @@ wait_for 60 "the SDK connected" has_event '.event == "open"'
 wait_for 30 "nodeMod's own session at the stand-in" upstream_session
 iothub GET "/connections?deviceId=$DEVICE&moduleId=nodeMod" | jq_true '.connections[0] | .auth == "sas" and .clientId == "'"$DEVICE"'/nodeMod"' ||
   fail "the module's upstream connection: $(iothub GET "/connections?deviceId=$DEVICE&moduleId=nodeMod")"
+
+log "the module's telemetry (routed to \$upstream) reaches IoT Hub from the module itself, as edgeHub sends it"
+ticks() { iothub GET "/telemetry?deviceId=$DEVICE&moduleId=$1" | jq -c '[.messages[] | select(.properties.seq != null)]'; }
+five_ticks() { ticks nodeMod | jq_true 'length >= 5'; }
+wait_for 30 "the module's 5 ticks at the stand-in" five_ticks
+ticks nodeMod | jq_true 'map(.properties.seq) | sort == ["0", "1", "2", "3", "4"]' || fail "nodeMod's telemetry upstream: $(ticks nodeMod)"
+ticks "" | jq_true 'length == 0' || fail "module telemetry came from the edge device: $(ticks "")"
+hub_status | jq_true '.upstream.moduleSessions.acked >= 5' || fail "hub status upstream: $(hub_status | jq -c .upstream)"
 
 log "desired properties from the cloud win, with the cloud's \$version"
 CV=$(cloud_twin | jq '.properties.desired["$version"]')

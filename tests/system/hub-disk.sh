@@ -11,7 +11,7 @@ need "[ \$(id -u) = 0 ]" "mounting a tmpfs needs root"
 
 STORE="$T/hubstore"
 mkdir -p "$STORE"
-mount -t tmpfs -o size=4m,mode=0700 ledge-hub-test "$STORE" || skip "cannot mount a tmpfs"
+need "mount -t tmpfs -o size=4m,mode=0700 ledge-hub-test '$STORE'" "cannot mount a tmpfs"
 HUB_UMOUNT="$STORE"
 HUB_EXTRA="  store_dir: $STORE"
 hub_config

@@ -29,6 +29,15 @@ n_routes=0
 for f in "$FIXTURES"/*.json; do
   name=$(basename "$f" .json)
   substitute "$f" > "$T/fixture.json"
+  if grep -q '\$upstream:' "$T/fixture.json"; then
+    # a nested-edge manifest: its images come through the parent ($upstream), which this device
+    # (no upstream.parent) does not have — refused naming the module; with the parent's registry
+    # spelled out the rest of it validates
+    ! ledge deploy --dry-run "$T/fixture.json" > "$T/dry.out" 2>&1 || fail "$name: \$upstream images accepted without upstream.parent"
+    grep -q 'settings.image: $upstream:[0-9]*/.*names the parent device.s registry ($upstream) and upstream.parent is not set' "$T/dry.out" ||
+      fail "$name: the refusal of \$upstream: $(cat "$T/dry.out")"
+    sed -i 's/\$upstream:/parent.example.com:/g' "$T/fixture.json"
+  fi
   ledge deploy --dry-run "$T/fixture.json" > "$T/dry.out" 2>&1 || fail "$name: dry run: $(cat "$T/dry.out")"
   desired=$(jq -c '.modulesContent["$edgeHub"]["properties.desired"]' "$T/fixture.json")
   routes=$(jq -c '.routes' <<< "$desired")

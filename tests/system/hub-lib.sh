@@ -13,16 +13,25 @@ need "command -v node" "node missing (scripts/deps --test)"
 HUB_TLS_PORT=${HUB_TLS_PORT:-$(free_port)}
 HUB_PLAIN_PORT=$(free_port)
 while [ "$HUB_PLAIN_PORT" = "$HUB_TLS_PORT" ]; do HUB_PLAIN_PORT=$(free_port); done
+# MQTT over WebSockets (hub.websocket_port; 443 by default, which tests leave alone).
+HUB_WS_PORT=${HUB_WS_PORT:-$(free_port)}
+while [ "$HUB_WS_PORT" = "$HUB_TLS_PORT" ] || [ "$HUB_WS_PORT" = "$HUB_PLAIN_PORT" ]; do HUB_WS_PORT=$(free_port); done
+# AMQP (hub.amqp_port; 5671 by default, which only hub-amqp.sh takes: the SDK connects to it only).
+HUB_AMQP_PORT=${HUB_AMQP_PORT:-$(free_port)}
+while [ "$HUB_AMQP_PORT" = "$HUB_TLS_PORT" ] || [ "$HUB_AMQP_PORT" = "$HUB_PLAIN_PORT" ] ||
+  [ "$HUB_AMQP_PORT" = "$HUB_WS_PORT" ]; do HUB_AMQP_PORT=$(free_port); done
 CA="$T/state/certs/trust-bundle.pem"
 HUB_LOG="$T/state/process/edgeHub.log"
 DEVICE="st-$TEST_NAME" # lib.sh labels and cleans up containers by it
 
 # The config (lib.sh's, plus the hub's ports). HUB_EXTRA adds keys under hub:, TOP_EXTRA
 # top-level sections. The engine points at no socket unless a test needs docker (USE_DOCKER=1):
-# ledged then leaves alone the containers of anything else running on this machine.
+# ledged then leaves alone the containers of anything else running on this machine. With
+# LEDGE_ENGINE=oci or podman the engine is lib.sh's engine_config.
 hub_config() {
   local uri=""
   [ "${USE_DOCKER:-0}" = 1 ] || uri="uri: unix://$T/no-docker.sock"
+  [ "$ENGINE" = docker ] || uri=$(engine_config | sed '1s/^  //')
   cat > "$T/config.yaml" <<YAML
 state_dir: $T/state
 run_dir: $T/run
@@ -40,6 +49,8 @@ agent:
 hub:
   tls_port: $HUB_TLS_PORT
   plain_port: $HUB_PLAIN_PORT
+  websocket_port: $HUB_WS_PORT
+  amqp_port: $HUB_AMQP_PORT
 ${HUB_EXTRA:-}
 ${TOP_EXTRA:-}
 YAML
@@ -72,6 +83,35 @@ start_hub_ledged() {
 }
 
 hub_status() { ledge hub status --json; }
+
+# sdk_burst_across_restart MODULE INPUT PREFIX — the SDK module MODULE (tests/node/sdk-module.js,
+# its events in `docker logs`) sends 40 JSON messages (method "send", output "burst") which a route
+# with a WHERE on $body brings back to its own input INPUT; after 10 are acknowledged the hub is
+# killed with -9 and ledged starts it again. The SDK reconnects on its own and goes on; every
+# message it was told was acknowledged arrives at INPUT (a message may arrive twice: at least
+# once).
+sdk_burst_across_restart() {
+  local mod="$1" input="$2" prefix="$3" pid n=40
+  ev() { container_logs "$mod" 2>/dev/null | grep '^{' | jq -c --slurp "$1"; }
+  burst_acked() { [ "$(ev "map(select(.event == \"burst\" and .prefix == \"$prefix\" and .ok)) | length")" -ge "$1" ]; }
+  burst_done() { [ "$(ev "map(select(.event == \"burstDone\" and .prefix == \"$prefix\")) | length")" -ge 1 ]; }
+  ledge invoke "$mod" send --payload "{\"n\": $n, \"prefix\": \"$prefix\", \"output\": \"burst\", \"intervalMs\": 100}" --timeout 10 \
+    > "$T/burst-$prefix.out" || fail "invoke send: $(cat "$T/burst-$prefix.out")"
+  wait_for 60 "10 of $prefix acknowledged" burst_acked 10
+  pid=$(hub_pid)
+  kill -9 "$pid"
+  log "kill -9 of the hub (pid $pid) during $mod's burst $prefix"
+  restarted() { local p; p=$(hub_pid); [ -n "$p" ] && [ "$p" != "$pid" ] && hub_ready; }
+  wait_for 60 "the hub restarted" restarted
+  wait_for 180 "$mod's burst $prefix done" burst_done
+  ev "map(select(.event == \"burstDone\" and .prefix == \"$prefix\"))[0]" > "$T/burst-$prefix.done"
+  jq_true ".acked == $n and .failed == 0" "$T/burst-$prefix.done" ||
+    fail "$mod's burst across the restart: $(cat "$T/burst-$prefix.done")"
+  all_back() {
+    ev "[.[] | select(.event == \"input\" and .input == \"$input\" and .props.burst == \"$prefix\") | (.body | fromjson | .seq)] | unique | length == $n" | grep -qx true
+  }
+  wait_for 60 "all $n of $prefix back at $mod's input $input" all_back
+}
 hub_counter() { hub_status | jq -r ".counters.$1"; }
 endpoint_depth() { hub_status | jq -r --arg e "$1" '[.endpoints[] | select(.endpoint == $e) | .depth] | add // 0'; }
 

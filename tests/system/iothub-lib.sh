@@ -88,6 +88,35 @@ iothub_event_seq() { iothub GET "/events?type=none" | jq .next; }
 declare -f jq_true >/dev/null ||
   jq_true() { local out; out=$(jq -c "$@" 2>/dev/null) || return 1; [ "${out##*$'\n'}" = true ]; }
 
+# iothub_edge_device MODULE... — a new device key in KEY; $DEVICE registered in the stand-in as an
+# IoT Edge device with it and each MODULE identity with its key, HMAC-SHA256(device key, module
+# id) (docs/upstream.md), as the operator registers them; then the hub configuration's upstream
+# (UP_PORT, UP_TLS, UP_EXTRA, DEVICE_EXTRA for upstream-lib.sh's write_hub_config) points at the
+# stand-in with that key.
+iothub_edge_device() {
+  KEY=$(head -c 32 /dev/urandom | base64)
+  local m auth='{"authentication": {"type": "sas", "symmetricKey": {"primaryKey": "%s"}}}'
+  # shellcheck disable=SC2059
+  iothub PUT "/devices/$DEVICE" "{\"capabilities\": {\"iotEdge\": true}, $(printf "$auth" "$KEY" | sed 's/^{//; s/}$//')}" >/dev/null ||
+    fail "cannot register $DEVICE"
+  for m in "$@"; do
+    # shellcheck disable=SC2059
+    iothub PUT "/devices/$DEVICE/modules/$(jq -rn --arg v "$m" '$v|@uri')" "$(printf "$auth" "$(iothub_module_key "$m")")" >/dev/null ||
+      fail "cannot register $m"
+  done
+  UP_PORT=$IOTHUB_MQTTS_PORT
+  UP_TLS=true
+  UP_EXTRA="  ca_file: $IOTHUB_CA
+  iothub: true"
+  DEVICE_EXTRA="  iothub_hostname: $IOTHUB_NAME
+  key: $KEY"
+}
+
+# iothub_module_key MODULE — that module identity's key, derived from KEY
+iothub_module_key() {
+  node -e 'const c = require("crypto"); process.stdout.write(c.createHmac("sha256", Buffer.from(process.argv[1], "base64")).update(process.argv[2]).digest("base64"))' "$KEY" "$1"
+}
+
 iothub_cleanup() {
   local rc=$1
   set +e # the traps after this one must run whatever fails here

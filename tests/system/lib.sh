@@ -10,6 +10,44 @@ SRC_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 export ASAN_OPTIONS="${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=0:exitcode=66}"
 export UBSAN_OPTIONS="${UBSAN_OPTIONS:-halt_on_error=1:print_stacktrace=1:exitcode=66}"
 
+# crun 1.8 refuses a hybrid host whose cgroup v2 hierarchy holds a controller ("drop all
+# controllers from cgroupv2"). This CI machine (a container) mounts no v1 hierarchy for hugetlb,
+# so hugetlb sits in v2; a systemd hybrid host has no controller there. A test on crun
+# (LEDGE_OCI_RUNTIME=crun) on a hybrid host therefore runs in a mount namespace of its own in
+# which each such controller gets a v1 hierarchy: the kernel moves it off v2 while that is
+# mounted, and back once the namespace (and its cgroups) are gone — which happens a moment after
+# a test ends, so the next test takes the ones on a v1 hierarchy nothing here mounts as well.
+# Nothing else on the machine uses hugetlb.
+crun_cgroups_fit() { # what oci_crun_fits() says (src/engine/oci.c)
+  local fs; fs=$(stat -fc %T /sys/fs/cgroup 2>/dev/null || echo none)
+  [ "$fs" = cgroup2fs ] && return 0
+  [ "$fs" = tmpfs ] || return 1
+  [ "$(stat -fc %T /sys/fs/cgroup/unified 2>/dev/null)" = cgroup2fs ] || return 0
+  [ -z "$(cat /sys/fs/cgroup/unified/cgroup.controllers 2>/dev/null)" ]
+}
+crun_cgroups_to_move() { # the v2 hierarchy's controllers, and those on a v1 one not mounted here
+  { tr ' ' '\n' < /sys/fs/cgroup/unified/cgroup.controllers
+    awk 'NR > 1 && $2 != 0 && $4 == 1 {print $1}' /proc/cgroups | while read -r c; do
+      grep -qE "^[^ ]+ [^ ]+ cgroup ([^ ]*,)?$c(,| )" /proc/self/mounts || echo "$c"
+    done; } | grep . | sort -u
+}
+if [ "${LEDGE_ENGINE:-}" = oci ] && [ "${LEDGE_OCI_RUNTIME:-}" = crun ] && [ "$(id -u)" = 0 ] &&
+   [ -z "${LEDGE_CRUN_NS:-}" ] && [ "$(stat -fc %T /sys/fs/cgroup 2>/dev/null)" = tmpfs ] &&
+   [ "$(stat -fc %T /sys/fs/cgroup/unified 2>/dev/null)" = cgroup2fs ] && command -v unshare >/dev/null; then
+  export LEDGE_CRUN_NS=1
+  exec unshare -m --propagation private bash "$0" "$@"
+fi
+CRUN_CG_DIR=""
+if [ -n "${LEDGE_CRUN_NS:-}" ]; then
+  CRUN_CG_DIR="$(mktemp -d /tmp/ledge-crun-cg-XXXXXX)"
+  for c in $(crun_cgroups_to_move); do
+    mkdir -p "$CRUN_CG_DIR/$c"
+    mount -t cgroup -o "$c" "ledge-test-$c" "$CRUN_CG_DIR/$c" ||
+      { echo "cannot give the cgroup controller $c a v1 hierarchy for crun" >&2; exit 1; }
+  done
+  crun_cgroups_fit || { echo "crun still cannot use this host's cgroups: $(cat /sys/fs/cgroup/unified/cgroup.controllers)" >&2; exit 1; }
+fi
+
 TEST_NAME="$(basename "$0" .sh)"
 T="$(mktemp -d /tmp/ledge-st-XXXXXX)"
 LEDGED_PID=""
@@ -62,8 +100,9 @@ need_podman() {
   need podman_up "no usable Podman at $PODMAN_SOCK (scripts/deps --test: podman, netavark, aardvark-dns; scripts/start-podman)"
 }
 OCI_RUNTIME_ROOT="$T/run/oci/runtime"
-oci_runtime() { # the runtime ledged picks (engine.runtime: auto)
-  if [ "$(stat -fc %T /sys/fs/cgroup)" = cgroup2fs ] && command -v crun >/dev/null; then echo crun; else echo runc; fi
+oci_runtime() { # the runtime ledged runs: engine.runtime $LEDGE_OCI_RUNTIME, else what auto picks
+  if [ -n "${LEDGE_OCI_RUNTIME:-}" ]; then echo "$LEDGE_OCI_RUNTIME"; return; fi
+  if crun_cgroups_fit && command -v crun >/dev/null; then echo crun; else echo runc; fi
 }
 need_engine() {
   if [ "$ENGINE" = docker ]; then need_docker; return; fi
@@ -77,6 +116,7 @@ engine_config() {
   [ "$ENGINE" = podman ] && printf '  type: docker\n  uri: unix://%s\n' "$PODMAN_SOCK"
   [ "$ENGINE" = oci ] || return 0
   printf '  type: oci\n  uri: unix://%s/no-docker.sock\n' "$T"
+  if [ -n "${LEDGE_OCI_RUNTIME:-}" ]; then printf '  runtime: %s\n' "$LEDGE_OCI_RUNTIME"; fi
 }
 
 write_config() {
@@ -94,6 +134,8 @@ agent:
   backoff_base: ${BACKOFF_BASE:-200ms}
   backoff_max: ${BACKOFF_MAX:-1s}
   max_restarts: ${MAX_RESTARTS:-3}
+  deploy_settle: ${DEPLOY_SETTLE:-1s}
+  deploy_timeout: ${DEPLOY_TIMEOUT:-30s}
 ${EXTRA_CONFIG:-}
 YAML
 }
@@ -168,19 +210,27 @@ oci_record() { # oci_record NAME: the record file of the container of that name
 }
 container_id() {
   if [ "$ENGINE" = oci ]; then local f; f=$(oci_record "$1") && jq -r .id "$f"
-  else docker inspect -f '{{.Id}}' "$1" 2>/dev/null; fi
+  else
+    # dockerd resolves a name it does not know as an id prefix ("c2" matches any container whose id
+    # starts with c2), so only a container that has this very name counts.
+    docker inspect -f '{{.Name}} {{.Id}}' "$1" 2>/dev/null | awk -v n="/$1" '$1 == n { print $2; f = 1 } END { exit !f }'
+  fi
 }
-# When the container last started, comparable as a string (docker: RFC 3339; oci: ms, padded).
+# When the engine last started NAME's container: nanoseconds since the epoch, 19 digits, so that
+# values compare as numbers and as strings (the engines' RFC 3339 times drop trailing zeros of the
+# fraction, which misorders them as strings).
 container_started() {
-  if [ "$ENGINE" = oci ]; then local f; f=$(oci_record "$1") && printf '%015d\n' "$(jq -r .startedMs "$f")"
-  else docker inspect -f '{{.State.StartedAt}}' "$1"; fi
+  local t
+  if [ "$ENGINE" = oci ]; then local f; f=$(oci_record "$1") && t=$(( $(jq -r .startedMs "$f") * 1000000 ))
+  else local id; id=$(container_id "$1") && t=$(date -d "$(docker inspect -f '{{.State.StartedAt}}' "$id")" +%s%N); fi || return 1
+  printf '%019d\n' "$t"
 }
 container_status() { # running, exited, created
   if [ "$ENGINE" = oci ]; then
     local id; id=$(container_id "$1") || return 1
     local st; st=$("$(oci_runtime)" --root "$OCI_RUNTIME_ROOT" state "$id" 2>/dev/null | jq -r .status)
     case "$st" in running) echo running ;; "") jq -r .state "$(oci_record "$1")" ;; *) echo exited ;; esac
-  else docker inspect -f '{{.State.Status}}' "$1"; fi
+  else local id; id=$(container_id "$1") && docker inspect -f '{{.State.Status}}' "$id"; fi
 }
 container_env() { # one NAME=value per line
   if [ "$ENGINE" = oci ]; then jq -r '.process.env[]' "$(dirname "$(oci_record "$1")")/config.json"
@@ -280,9 +330,10 @@ testmod() {
     "$name" "$status" "$rp" "$order" "$name" "${env:+, $env}"
 }
 
-deploy() { # deploy MODULES_JSON — writes and applies
+deploy() { # deploy MODULES_JSON [DEPLOY_ARGS...] — writes and applies
   manifest "$1" > "$T/deploy.json"
-  ledge deploy "$T/deploy.json"
+  shift
+  ledge deploy "$@" "$T/deploy.json"
 }
 
 # The oci engine's leftovers of this test: containers (killed, the runtime's state deleted),
@@ -351,6 +402,10 @@ cleanup() {
     rc=1
   fi
   rm -rf "$T"
+  if [ -n "$CRUN_CG_DIR" ]; then
+    for p in "$CRUN_CG_DIR"/*; do umount "$p" 2>/dev/null && rmdir "$p"; done
+    rmdir "$CRUN_CG_DIR" 2>/dev/null
+  fi
   exit $rc
 }
 trap cleanup EXIT

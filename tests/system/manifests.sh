@@ -150,9 +150,14 @@ assert_eq "$(container_id typed)" "$id" "typed's container after the refusal"
 ledge deploy --dry-run "$T/deploy.json" > "$T/out" 2>&1 && fail "dry run accepted it"
 grep -q 'HostConfig.Memory: expected an integer' "$T/out" || fail "dry run: $(cat "$T/out")"
 
-log "status semantics: a crashing module, an env change and a status-only change apply"
+log "status semantics: a new crashing module rolls back; beside one already crashing, an env change and a status-only change apply"
 crasher='"crasher": {"type": "docker", "status": "running", "restartPolicy": "always", "imagePullPolicy": "never", "settings": {"image": "ledge-testmod:latest"}, "env": {"TESTMOD_EXIT_AFTER_MS": {"value": "300"}, "TESTMOD_EXIT_CODE": {"value": "3"}}}'
-deploy "$crasher, $(testmod steady running 1)" > "$T/out" 2>&1 || fail "a deployment with a crashing module failed: $(cat "$T/out")"
+# Atomic deployments (docs/deployments.md): the deployment that brings the crasher fails as a
+# whole; with --no-rollback it stays, and from then on the crasher is a module it does not change.
+if deploy "$crasher, $(testmod steady running 1)" > "$T/out" 2>&1; then fail "a deployment whose new module crashes applied: $(cat "$T/out")"; fi
+grep -q "rolled back.*module crasher: exited with code 3" "$T/out" || fail "not rolled back naming crasher: $(cat "$T/out")"
+container_exists crasher && fail "the rolled back crasher still exists"
+deploy "$crasher, $(testmod steady running 1)" --no-rollback > "$T/out" 2>&1 || fail "a deployment with a crashing module failed with --no-rollback: $(cat "$T/out")"
 grep -q "Deployment applied" "$T/out" || fail "not applied: $(cat "$T/out")"
 crashed() { [ "$(module_field crasher exitCode)" = 3 ] && [[ "$(module_field crasher runtimeStatus)" =~ ^(backoff|failed)$ ]]; }
 wait_for 30 "crasher crashing" crashed

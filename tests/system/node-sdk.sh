@@ -5,17 +5,19 @@
 # the SDK requires: open, sendOutputEvent (routed upstream), receive on an input (routed from the
 # tempSensor sample), getTwin with the deployment's desired properties, update reported
 # properties, receive a desired-property update from `ledge twin set`, answer a direct method
-# from `ledge invoke`.
+# from `ledge invoke`. With LEDGE_ENGINE=oci (system-node-sdk-oci) the modules are the oci
+# engine's containers and ledged has no dockerd.
 source "$(dirname "$0")/lib.sh"
 HUB_PORT=8883
 source "$(dirname "$0")/upstream-lib.sh"
-need_docker
+need_engine
 need_mosquitto
 need "command -v jq" "no jq"
 need "command -v node && command -v npm" "no node/npm (scripts/deps --test)"
 need "! ss -Htln 'sport = :8883' | grep -q ." "port 8883 is taken (the SDK connects to 8883 only)"
 # (re)built when tests/node changed; a no-op otherwise
-"$SRC_ROOT/scripts/build-images" node-module >/dev/null || fail "cannot build ledge-node-module"
+DOCKER_HOST="$MOBY_HOST" "$SRC_ROOT/scripts/build-images" node-module >/dev/null || fail "cannot build ledge-node-module"
+need_image ledge-node-module:latest
 need_images ledge-tempsensor:latest
 
 UP_TOPIC='up/{module}/{properties}'
@@ -33,7 +35,7 @@ hub_manifest "$node_mod, $sensor" "$ROUTES" |
 ledge deploy "$T/deploy.json" > "$T/deploy.out" 2>&1 || { cat "$T/deploy.out" >&2; fail "deploy"; }
 for m in edgeHub nodeMod tempSensor; do wait_for 60 "$m running" status_is $m running; done
 
-events() { docker logs nodeMod 2>/dev/null | grep '^{' ; }
+events() { container_logs nodeMod 2>/dev/null | grep '^{' ; }
 has_event() { events | jq_true --slurp "map(select($1)) | length >= ${2:-1}"; }
 check_event() { has_event "$1" "${2:-1}" || fail "no node event $1: $(events | tail -20)"; }
 no_errors() { ! events | grep -q '"event":"error"' || fail "the SDK reported errors: $(events | grep '"error"')"; }

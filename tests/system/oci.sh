@@ -4,7 +4,10 @@
 # registry with htpasswd auth is pulled by ledged through registryCredentials (imagePullPolicy
 # on-create); its published port answers from the host; createOptions the engine cannot honour
 # are refused at deploy time naming the field; a wrong password fails the module saying so; with
-# the registry gone the local image is used (offline); `ledge image list|load|rm|prune`; GC.
+# the registry gone the local image is used (offline); `ledge image list|load|rm|prune`; GC;
+# `ledge check` names the runtime and passes the engine's requirements. Registered twice: on
+# the runtime engine.runtime auto picks here (runc on this CI machine) and on crun
+# (system-oci-crun, LEDGE_OCI_RUNTIME=crun: lib.sh runs it where crun accepts the cgroups).
 export LEDGE_ENGINE=oci
 source "$(dirname "$0")/lib.sh"
 need_engine
@@ -66,6 +69,17 @@ curl -sf "http://$ip:8080/" | grep -q "hello from the oci engine" || fail "the c
 container_env web | grep -qx FROM_IMAGE=yes || fail "the image's Env is missing"
 ledge logs web --tail 5 | grep -q "response:200" || fail "httpd's request log is not in ledge logs: $(ledge logs web --tail 5)"
 grep -q "$REG_PASSWORD" "$T/ledged.log" && fail "the registry password is in ledged's log"
+"$(oci_runtime)" --root "$OCI_RUNTIME_ROOT" state "$(container_id web)" | jq -e '.status == "running"' >/dev/null ||
+  fail "$(oci_runtime) does not know the container as running"
+
+log "ledge check: the engine's requirements, and which runtime it runs"
+"$LEDGE_BIN" -H "$T/run/mgmt.sock" check --config "$T/config.yaml" --output json > "$T/check.json" || true
+for id in engine engine-version engine-product oci-runtime oci-kernel oci-network; do
+  [ "$(jq -r --arg id "$id" '.checks[] | select(.id == $id) | .result' "$T/check.json")" = ok ] ||
+    fail "check $id: $(jq -c --arg id "$id" '.checks[] | select(.id == $id)' "$T/check.json")"
+done
+jq -r '.checks[] | select(.id == "oci-runtime") | .message' "$T/check.json" | grep -q "^$(oci_runtime) version [0-9]" ||
+  fail "oci-runtime does not name $(oci_runtime): $(jq -c '.checks[] | select(.id == "oci-runtime")' "$T/check.json")"
 
 log "ledge image list shows the pulled image and who uses it"
 ledge image list --json > "$T/images.json"
@@ -88,7 +102,12 @@ log "a wrong password: the pull fails and says why (the image is not here to fal
 registry_put_manifest tls web 2 application/vnd.oci.image.manifest.v1+json "$T/img/manifest.json"
 manifest "$(web_module), $(web_module | sed 's/^"web"/"web2"/; s#/web:1#/web:2#')" > "$T/deploy.json"
 with_creds "wrong-$REG_PASSWORD" "$T/deploy.json"
-ledge deploy "$T/deploy.json" >/dev/null 2>&1 || true
+! ledge deploy "$T/deploy.json" > "$T/out" 2>&1 || fail "a deployment whose pull fails was applied: $(cat "$T/out")"
+grep -qi "credentials" "$T/out" || fail "the failed deploy does not say why: $(cat "$T/out")"
+status_is web running || fail "web stopped running over the rolled-back deployment"
+[ -z "$(module_field web2 name)" ] || fail "web2 is still there after the rollback: $(module_field web2 runtimeStatus)"
+log "the same with --no-rollback: web2 stays, failed, saying why"
+ledge deploy --no-rollback "$T/deploy.json" >/dev/null 2>&1 || true
 wait_for 30 "web2 failed" status_is web2 failed
 module_field web2 statusDescription | grep -qi "auth" || fail "web2: $(module_field web2 statusDescription)"
 status_is web running || fail "web stopped running over web2's failure"

@@ -50,7 +50,7 @@ deploy_creds() {
   ledge deploy "$T/deploy.json"
 }
 cred() { printf '{"address": "%s", "username": "%s", "password": "%s"}' "$1" "$2" "$3"; }
-exists() { docker inspect "$1" >/dev/null 2>&1; }
+exists() { container_exists "$1"; }
 running_id() { # the container's id, only while it runs
   [ "$(docker inspect -f '{{.State.Running}}' "$1" 2>/dev/null)" = true ] && container_id "$1"
 }

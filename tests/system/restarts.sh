@@ -39,7 +39,8 @@ start_ledged
 for m in first second third; do wait_for 20 "$m running" status_is $m running; done
 
 log "crashing module: back-off, then failed"
-deploy "$(testmod first running 1), $(testmod crasher running 2 '"TESTMOD_EXIT_AFTER_MS": {"value": "100"}, "TESTMOD_EXIT_CODE": {"value": "3"}' on-failure)" >/dev/null
+# --no-rollback: a deployment whose new module crashes at once would be rolled back (atomic-deploy.sh)
+deploy "$(testmod first running 1), $(testmod crasher running 2 '"TESTMOD_EXIT_AFTER_MS": {"value": "100"}, "TESTMOD_EXIT_CODE": {"value": "3"}' on-failure)" --no-rollback >/dev/null
 saw_backoff=0
 end=$(( $(date +%s) + 60 )) # a deadline by the clock ledged logs with, not a count of sleeps
 while [ "$(date +%s)" -lt "$end" ]; do
@@ -62,7 +63,7 @@ sleep 1
 assert_eq "$(module_field crasher runtimeStatus)" failed "failed state lost on restart"
 
 log "unhealthy module is restarted (on-unhealthy uses the real HEALTHCHECK)"
-deploy "$(testmod first running 1), $(testmod sick running 2 '"TESTMOD_UNHEALTHY_AFTER_MS": {"value": "500"}' on-unhealthy)" >/dev/null
+deploy "$(testmod first running 1), $(testmod sick running 2 '"TESTMOD_UNHEALTHY_AFTER_MS": {"value": "500"}' on-unhealthy)" --no-rollback >/dev/null
 wait_for 30 "sick restarted" sh -c "[ \"\$('$LEDGE_BIN' -H '$T/run/mgmt.sock' list --json | jq '.[] | select(.name==\"sick\") | .restartCount')\" -ge 1 ]"
 grep -q "sick: health check failing" "$T/ledged.log" || fail "unhealthy not noticed"
 stop_ledged

@@ -36,6 +36,8 @@ agent:
 hub:
   tls_port: $HUB_TLS_PORT
   plain_port: $HUB_PLAIN_PORT
+  websocket_port: 0
+  amqp_port: 0
 YAML
 
 # leaky: a process module that prints its secrets, then a timestamped tick every 200 ms.

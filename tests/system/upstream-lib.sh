@@ -14,11 +14,12 @@ need_mosquitto() {
     "no mosquitto/mosquitto_sub (apt-get install mosquitto mosquitto-clients)"
 }
 
-need_images() { # need_images IMAGE... — builds the sample images when missing
+need_images() { # need_images IMAGE... — builds the sample images when missing (in dockerd)
   local img missing=0
-  for img in "$@"; do docker image inspect "$img" >/dev/null 2>&1 || missing=1; done
-  [ $missing = 0 ] || "$SRC_ROOT/scripts/build-images" samples testmod >&2 ||
+  for img in "$@"; do moby image inspect "$img" >/dev/null 2>&1 || missing=1; done
+  [ $missing = 0 ] || DOCKER_HOST="$MOBY_HOST" "$SRC_ROOT/scripts/build-images" samples testmod >&2 ||
     fail "cannot build the sample images"
+  [ "$ENGINE" = docker ] || for img in "$@"; do need_image "$img"; done # into the test's engine
 }
 
 free_port() {
@@ -48,8 +49,8 @@ device:
   gateway_hostname: ledge-gw.local
 ${DEVICE_EXTRA:-}
 engine:
-  uri: $ENGINE_URI
   stop_timeout: 2s
+$(if [ "$ENGINE" = docker ]; then echo "  uri: $ENGINE_URI"; else engine_config; fi)
 agent:
   backoff_base: 200ms
   backoff_max: 1s
@@ -57,6 +58,8 @@ agent:
 hub:
   tls_port: $HUB_PORT
   plain_port: $HUB_PLAIN_PORT
+  websocket_port: 0
+  amqp_port: 0
   fsync: ${HUB_FSYNC:-always}
 upstream:
   enabled: true
@@ -69,7 +72,7 @@ ${EXTRA_CONFIG:-}
 YAML
   # ledged creates this network on first use; creating it here avoids its two parallel
   # container creations racing to create it twice.
-  docker network inspect ledge >/dev/null 2>&1 || docker network create ledge >/dev/null
+  [ "$ENGINE" = oci ] || docker network inspect ledge >/dev/null 2>&1 || docker network create ledge >/dev/null
 }
 
 # MOSQ_LISTENERS replaces the one anonymous plain listener on UP_PORT (e.g. a TLS listener that
@@ -178,6 +181,13 @@ upstream_cleanup() {
     for c in $(docker ps -aq --filter label=dev.ledge.owner=ledge --filter "label=dev.ledge.device=$DEVICE" 2>/dev/null); do
       log "$(docker inspect -f '{{.Name}}' "$c") log tail:"; docker logs --tail 8 "$c" 2>&1 | sed 's/^/  /' >&2
     done
+    if [ "$ENGINE" = oci ]; then
+      for f in "$T"/state/oci/containers/*/record.json; do
+        [ -f "$f" ] || continue
+        c=$(jq -r .name "$f")
+        log "$c log tail:"; container_logs "$c" | tail -8 | sed 's/^/  /' >&2
+      done
+    fi
     [ -f "$T/mosq/broker.log" ] && { log "mosquitto log tail:"; tail -5 "$T/mosq/broker.log" >&2; }
     if [ -n "${KEEP_LOGS:-}" ]; then
       mkdir -p "$KEEP_LOGS" && cp -r "$T"/*.log "$T/state/process" "$T/mosq" "$KEEP_LOGS/" 2>/dev/null

@@ -42,6 +42,11 @@ for p in opt_values("-pidfile"):
     with open(p, "w") as f:
         f.write("%d\n" % os.getpid())
 log("started mode=%s" % mode)
+# What a guest's kernel would print on its serial console (a file chardev): one line.
+console_path = chardev_path("console")
+if console_path:
+    with open(console_path, "a") as f:
+        f.write("fake-qemu: the scripted guest's console (mode %s)\n" % mode)
 
 if mode == "crash":
     time.sleep(1)

@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
-# vm.sh — a real guest under software emulation (QEMU TCG; the image from scripts/vm-test-image,
-# cached between runs): create → start → an image copied from this host's engine into the
-# guest's → a module deployed through the host CLI runs in the guest → a host program reaches its
+# vm.sh — a real guest under software emulation (QEMU TCG): create with no image named (built from
+# this build tree's package; the Debian base layer cached between runs) → start → an image copied
+# from this host's engine into the guest's → a module deployed through the host CLI runs in the guest → a host program reaches its
 # published port (forwarded automatically) and a live forward → the module reaches a host
 # service by the stable name host.ledge.internal → a shared folder is visible to the module as
 # a bind mount → a host program talks to the guest's hub as a leaf client (MQTT over TLS through
 # the hub forward) → exec → stop/start and an in-guest reboot keep the deployment → delete
-# leaves nothing behind. Timings are logged (docs/benchmarks.md).
+# leaves nothing behind. Then the oci variant (`create --engine oci`: crun, no Moby in the
+# image): the same module loaded, deployed and reached through its forward, the share and the
+# host's name, its runtime crun; ~2 min more once its Debian base is cached. Timings are logged
+# (docs/benchmarks.md).
 source "$(dirname "$0")/lib.sh"
 source "$(dirname "$0")/vm-lib.sh"
 need "command -v qemu-system-x86_64" "qemu-system-x86 is not installed (scripts/vm-deps)"
@@ -16,9 +19,17 @@ need "command -v mosquitto_pub" "mosquitto-clients missing (scripts/deps --test)
 need_docker
 trap 'vm_cleanup; cleanup' EXIT
 
+HOST_SVC=$(free_port); WEB=$(free_port); LIVE=$(free_port); HUB=$(free_port)
+
+log "create with no image and no package: built from this build tree's ledge (scripts/build-deb)"
 t0=$(date +%s)
-KEY="$("$SRC_ROOT/scripts/vm-test-image" amd64 "$LEDGE_BUILD" | tail -1)" || fail "building the guest image"
-log "image $KEY ready after $(( $(date +%s) - t0 ))s"
+env -u LEDGE_VM_DEB "$LEDGE_BIN" vm create t1 --memory 1024M --cpus 1 --disk 4G --hub-port "$HUB" \
+  >"$T/create.out" 2>"$T/create.err" || { cat "$T/create.err" >&2; fail "create"; }
+grep -q "building the guest image from ledge's amd64 package built from $SRC_ROOT" "$T/create.err" ||
+  fail "create did not build from the tree: $(cat "$T/create.err")"
+KEY="$(jq -r .image "$VM_DIR/t1/vm.json")"
+grep -q "image $KEY" "$T/create.out" || fail "create output: $(cat "$T/create.out")"
+log "TIMING create (package, image $KEY) in $(( $(date +%s) - t0 ))s"
 
 log "the image is cached, and rebuilt from the same inputs it is the same, bit for bit"
 IMG_DIR="${LEDGE_VM_CACHE:-/var/cache/ledge/vm}/$KEY"
@@ -42,12 +53,10 @@ for a in sh httpd wget cat echo sleep mkdir; do ln -s busybox "$img/bin/$a"; don
 tar -C "$img" --owner=0 --group=0 -c . | docker import --change 'CMD ["/bin/sh"]' - ledge-vm-busybox:test >/dev/null
 echo "hello-from-the-host-share" > "$T/share/hello.txt"
 echo "pong-from-the-host" > "$T/www/ping.txt"
-HOST_SVC=$(free_port); WEB=$(free_port); LIVE=$(free_port); HUB=$(free_port)
 busybox httpd -f -p "127.0.0.1:$HOST_SVC" -h "$T/www" &
 HTTPD_PID=$!
 
-log "create and start (software emulation)"
-vm create t1 --image "$KEY" --memory 1024M --cpus 1 --disk 4G --hub-port "$HUB" >/dev/null
+log "start (software emulation)"
 vm share add t1 "$T/share" /mnt/hostshare --ro >/dev/null
 s0=$(date +%s%N)
 vm start t1 --timeout 300 | tee "$T/start.out" >&2 || fail "start"
@@ -107,6 +116,10 @@ wait_for 60 "the module reaching host.ledge.internal" bash -c "'$LEDGE_BIN' --vm
 gvm t1 logs web > "$T/web.log" 2>&1 # (no pipe into grep -q: pipefail and SIGPIPE)
 grep -q "hello-from-the-host-share" "$T/web.log" || fail "the module did not see the shared folder"
 [ "$(vm exec t1 -- cat /mnt/hostshare/hello.txt)" = "hello-from-the-host-share" ] || fail "exec: the share in the guest"
+
+log "the guest's state is on its data disk"
+vm exec t1 -- sh -c 'mountpoint -q /var/lib/ledge && mountpoint -q /var/lib/docker && grep -q "^/dev/vdb /var/lib/ledge-data " /proc/mounts' ||
+  fail "the guest's state is not on the data disk"
 
 log "exec: exit codes, stderr, stdin"
 rc=0; vm exec t1 -- sh -c 'exit 7' || rc=$?
@@ -170,6 +183,46 @@ vm delete t1 --force >/dev/null
 [ -z "$(vm_procs t1)" ] || fail "processes remain: $(vm_procs t1)"
 web_down || fail "a forward remains after delete"
 ! curl -s -m 3 "http://127.0.0.1:$HUB/" >/dev/null || fail "the hub forward remains after delete"
+log "the oci variant: ledge's own engine on crun, no dockerd, containerd or shims in the guest"
+o0=$(date +%s)
+env -u LEDGE_VM_DEB "$LEDGE_BIN" vm create t2 --engine oci --memory 1024M --cpus 1 --disk 4G \
+  --hub-port 0 >"$T/create2.out" 2>"$T/create2.err" || { cat "$T/create2.err" >&2; fail "create --engine oci"; }
+grep -q "engine oci" "$T/create2.out" || fail "create --engine oci: $(cat "$T/create2.out")"
+KEY2="$(jq -r .image "$VM_DIR/t2/vm.json")"
+[ "$(jq -r .engine "$VM_DIR/t2/vm.json")" = oci ] || fail "vm.json: $(cat "$VM_DIR/t2/vm.json")"
+IMG2="${LEDGE_VM_CACHE:-/var/cache/ledge/vm}/$KEY2"
+[ "$(jq -r .engine "$IMG2/manifest.json")" = oci ] || fail "the image's manifest names no oci engine"
+grep -q '^crun ' "$IMG2/packages.txt" || fail "no crun in the oci image"
+! grep -qE '^(docker\.io|containerd|runc) ' "$IMG2/packages.txt" || fail "Moby in the oci image: $(grep -E '^(docker|containerd|runc)' "$IMG2/packages.txt")"
+[ "$KEY2" != "$KEY" ] && [ -f "$IMG_DIR/manifest.json" ] || fail "the oci image replaced the docker one in the cache"
+log "TIMING create --engine oci (image $KEY2) in $(( $(date +%s) - o0 ))s; roots: docker $(du -m --apparent-size "$IMG_DIR/rootfs.img" | cut -f1) MiB ($(du -m "$IMG_DIR/rootfs.img" | cut -f1) on disk), oci $(du -m --apparent-size "$IMG2/rootfs.img" | cut -f1) MiB ($(du -m "$IMG2/rootfs.img" | cut -f1) on disk)"
+vm share add t2 "$T/share" /mnt/hostshare --ro >/dev/null
+s0=$(date +%s%N)
+vm start t2 --timeout 300 >/dev/null || fail "start the oci VM"
+log "TIMING oci VM start -> guest runtime answering: $(( ($(date +%s%N) - s0) / 1000000 )) ms"
+vm status t2 > "$T/status2.out"
+grep -q "engine oci" "$T/status2.out" || fail "status does not name the engine: $(cat "$T/status2.out")"
+! grep -q "Docker API" "$T/status2.out" || fail "status offers a Docker API for the oci VM"
+vm exec t2 -- sh -c '! command -v dockerd && ! command -v containerd && ! command -v runc && command -v crun && [ "$(stat -fc %T /sys/fs/cgroup)" = cgroup2fs ]' >/dev/null ||
+  fail "the oci guest: Moby present, crun missing or no unified cgroup v2"
+gvm t2 image load ledge-vm-busybox:test > "$T/load2.out" || fail "image load into the oci guest"
+grep -q "loaded docker.io/library/ledge-vm-busybox:test" "$T/load2.out" || fail "image load: $(cat "$T/load2.out")"
+gvm t2 image list | grep -q "ledge-vm-busybox:test" || fail "image list in the oci guest"
+gvm t2 deploy "$T/deploy.json" >&2 || fail "deploy to the oci guest"
+wait_for 180 "web running in the oci guest" bash -c "[ \"\$('$LEDGE_BIN' --vm t2 list --json | jq -r '.[] | select(.name == \"web\") | .runtimeStatus')\" = running ]"
+wait_for 60 "the oci module's published port (automatic forward)" web_ok "$WEB"
+wait_for 60 "the oci module reaching host.ledge.internal" bash -c "'$LEDGE_BIN' --vm t2 logs web --tail 200 | grep -q pong-from-the-host"
+gvm t2 logs web > "$T/web2.log" 2>&1
+grep -q "hello-from-the-host-share" "$T/web2.log" || fail "the oci module did not see the shared folder"
+vm exec t2 -- sh -c 'ls /run/ledge/oci/runtime | grep -q . && pgrep -x ledge-keeper >/dev/null && ! pgrep containerd' >/dev/null ||
+  fail "the oci guest's containers are not the keeper's"
+gvm t2 check --output json > "$T/check2.json" 2>/dev/null || true
+jq -e '.checks[] | select(.id == "engine") | .message | test("crun")' "$T/check2.json" >/dev/null ||
+  fail "the oci guest's ledge check does not name crun: $(jq -c '.checks[] | select(.group == "engine")' "$T/check2.json")"
+vm delete t2 --force >/dev/null
+[ ! -e "$VM_DIR/t2" ] && [ -z "$(vm_procs t2)" ] || fail "the oci VM left something"
+log "TIMING the oci variant in $(( $(date +%s) - o0 ))s"
+
 kill "$HTTPD_PID" 2>/dev/null || true
 docker rmi ledge-vm-busybox:test >/dev/null 2>&1 || true
 log "PASS in $(( $(date +%s) - t0 ))s"

@@ -53,6 +53,10 @@ struct agent_options {
     struct restart_tunables restart;
     const char *hub_program;  /* what systemModules.edgeHub maps to */
     const char *boot_id_path; /* /proc/sys/kernel/random/boot_id */
+    /* Atomic deployments (docs/deployments.md): how long the modules a deployment changes have,
+     * after its last step, to run (0: 60 s), and how long each must have run to count. */
+    int64_t deploy_timeout_ms;
+    int64_t deploy_settle_ms;
     struct agent_hooks hooks;
 };
 
@@ -85,19 +89,42 @@ int agent_validate(struct agent *a, const char *text, size_t len, agent_validate
 
 struct agent_apply_cb {
     /* Called once with the validation's verdict: -EINVAL with every problem in errors (nothing
-     * changed), or 0 with report {"plan": [...], "warnings": [...]} (with "dryRun": true for a
-     * dry run). For a dry run or without wait it is the last call. */
+     * changed), -EBUSY while another deployment is being applied, or 0 with report {"plan":
+     * [...], "warnings": [...], "deployment": {"id", "rollback", "timeoutMs", "previous"}} (with
+     * "dryRun": true and no "deployment" for a dry run). For a dry run or without wait it is the
+     * last call. */
     void (*planned)(void *ud, int result, const json_t *report, const struct lstrv *errors);
-    /* wait only: after the reconcile pass that executes the deployment, report {"plan": [...],
-     * "outcome": [...]}; result -EIO when a step of it failed. */
+    /* wait only: when the deployment has ended (applied, failed, or rolled back), report
+     * {"plan": [...], "outcome": [...], "deployment": {"id", "outcome", "reason", "modules":
+     * [{"module", "reason"}], "previous"}, "rollback"?: {"outcome": [...]}}; result 0 when
+     * applied, -ECANCELED when rolled back, -EIO when it (or its rollback) failed. */
     agent_done_fn done;
 };
 
-/* Validate (agent_validate) and apply a manifest. The callbacks may run before this returns.
- * A client gone before they ran must call agent_cancel_waiter(a, ud). Returns < 0 (and calls
- * nothing) only when it could not start. */
-int agent_apply(struct agent *a, const char *text, size_t len, bool dry_run, bool wait,
+struct agent_apply_options {
+    bool dry_run;
+    bool wait;
+    bool no_rollback;   /* a failed deployment is left as it is (before atomic deployments) */
+    int64_t timeout_ms; /* 0: agent_options.deploy_timeout_ms */
+};
+
+/* Validate (agent_validate) and apply a manifest as one transaction (docs/deployments.md): if a
+ * module it changes cannot be created or started, or does not run within the deadline, the
+ * previous deployment is restored. The callbacks may run before this returns. A client gone
+ * before they ran must call agent_cancel_waiter(a, ud). Returns < 0 (and calls nothing) only
+ * when it could not start. */
+int agent_apply(struct agent *a, const char *text, size_t len, const struct agent_apply_options *o,
                 const struct agent_apply_cb *cb, void *ud);
+/* `ledge deploy --rollback [N]`: apply deployment `to` of the history again (0: the previous one,
+ * in force before the current one was applied), as agent_apply does, as a deployment of its own
+ * (kind "rollback"). -ENOENT (err says why) when there is none or `to` is not kept, -EINVAL for a
+ * negative `to`, -EBUSY while a deployment is being applied. */
+int agent_rollback(struct agent *a, int64_t to, const struct agent_apply_options *o,
+                   const struct agent_apply_cb *cb, void *ud, struct lerr *err);
+/* {"current", "previous", "inProgress", "deployments": [{"id", "kind", "startedAt",
+ * "finishedAt", "outcome", "reason", "modules", "previous", "rollback", "canApply"}]}, newest
+ * first; canApply: its manifest is kept (agent_rollback can apply it again). */
+json_t *agent_deployments_json(struct agent *a);
 /* No callback reaches ud after this: validations, plans and waits for it are dropped. */
 void agent_cancel_waiter(struct agent *a, void *ud);
 
@@ -113,7 +140,10 @@ json_t *agent_status_json(struct agent *a);
 bool agent_engine_connected(struct agent *a, enum module_type type);
 /* The engine running that module type, or NULL. */
 struct engine *agent_engine_for(struct agent *a, enum module_type type);
-const char *agent_deployment_text(struct agent *a);         /* NULL when none */
+const char *agent_deployment_text(struct agent *a); /* NULL when none */
+/* The manifest of deployment id of the history (the caller frees it); -ENOENT when it is not
+ * kept (canApply false in agent_deployments_json). */
+int agent_deployment_text_of(struct agent *a, int64_t id, char **ret_text);
 const struct deployment *agent_deployment(struct agent *a); /* NULL when none */
 /* A module's generation id: new whenever its container is recreated; NULL before its first
  * creation. Kept in the module's record, so known at once after a restart of ledged. */
@@ -129,6 +159,24 @@ struct agent_logs *agent_logs(struct agent *a, const char *name,
                               engine_done_fn cb, void *ud, struct lerr *err);
 /* Only before cb was called. */
 void agent_logs_cancel(struct agent_logs *l);
+
+/* The engine commands whose latency the agent measures (edgeAgent_command_latency_seconds). */
+enum agent_command {
+    AGENT_COMMAND_CREATE,
+    AGENT_COMMAND_REMOVE,
+    AGENT_COMMAND_START,
+    AGENT_COMMAND_STOP,
+    AGENT_COMMAND_COUNT,
+};
+
+/* IoT Edge's edgeAgent_* counters since the agent was made (docs/metrics.md): {"modules":
+ * [{"name", "version" (the manifest's, "" when none), "starts", "stops" (engine start and stop
+ * commands asked for it), "expectedRunningSeconds" (time in the deployment with desired status
+ * running), "runningCorrectlySeconds" (of that time, running), "containerId" (absent when none),
+ * "pid" (its process on the host while running, 0 when not known), "inDeployment"}],
+ * "commands": [{"command", "count", "sumSeconds"}]}: each engine command answered and the time
+ * its answers took. */
+json_t *agent_metrics_json(struct agent *a);
 
 /* Runtime status names as IoT Edge reports them. */
 enum runtime_status {

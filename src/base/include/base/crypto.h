@@ -1,5 +1,6 @@
 /* crypto.h — the few primitives the layers above need, all delegated to OpenSSL: base64,
- * SHA-256, HMAC-SHA256, random bytes and constant-time comparison. */
+ * SHA-256, SHA-1 (only where a protocol demands it: WebSocket's accept key), HMAC-SHA256, random
+ * bytes and constant-time comparison. */
 #pragma once
 
 #include <stdbool.h>
@@ -9,6 +10,7 @@
 #include "base/buf.h"
 
 #define LCRYPTO_SHA256_LEN 32
+#define LCRYPTO_SHA1_LEN 20
 
 int lcrypto_b64_encode(const void *data, size_t n, struct lbuf *out);
 /* Strict standard base64 (padding required, no whitespace); -EINVAL on anything else. */
@@ -16,6 +18,8 @@ int lcrypto_b64_decode(const char *text, size_t n, struct lbuf *out);
 int lcrypto_sha256(const void *data, size_t n, uint8_t out[LCRYPTO_SHA256_LEN]);
 /* Lower-case hex of SHA-256 into out (65 bytes). */
 int lcrypto_sha256_hex(const void *data, size_t n, char out[2 * LCRYPTO_SHA256_LEN + 1]);
+/* SHA-1: not for anything secret (RFC 6455's Sec-WebSocket-Accept needs it). */
+int lcrypto_sha1(const void *data, size_t n, uint8_t out[LCRYPTO_SHA1_LEN]);
 int lcrypto_hmac_sha256(const void *key, size_t keylen, const void *data, size_t n,
                         uint8_t out[LCRYPTO_SHA256_LEN]);
 int lcrypto_random(void *out, size_t n);

@@ -37,6 +37,8 @@ void lstr_lower(char *s);
 /* Percent-encoding as IoT Hub and SAS tokens use it (RFC 3986 unreserved characters kept). */
 int lstr_url_encode(const char *in, size_t n, struct lbuf *out);
 /* Decode %XX (and '+' as space when plus_is_space); -EINVAL on a malformed escape. */
+/* The value of a hexadecimal digit (either case), or -1. */
+int lstr_hexval(char c);
 int lstr_url_decode(const char *in, size_t n, bool plus_is_space, struct lbuf *out);
 
 /* Parse an unsigned/signed decimal integer that must span the whole string. */

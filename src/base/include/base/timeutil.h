@@ -8,7 +8,8 @@
 #define LTIME_RFC3339_MAX 40
 
 int64_t ltime_mono_ms(void);
-int64_t ltime_now_ms(void); /* wall clock, ms since the epoch */
+int64_t ltime_now_ms(void);   /* wall clock, ms since the epoch */
+void ltime_sleep_ms(long ms); /* the whole time, resumed after signals */
 /* "2026-11-21T05:43:00.123Z"; returns buf. */
 char *ltime_format_rfc3339(int64_t ms, char buf[static LTIME_RFC3339_MAX]);
 /* Accepts RFC 3339 with Z or an offset, fractions optional. */

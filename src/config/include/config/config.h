@@ -96,6 +96,8 @@ struct config_agent {
     int64_t reset_after_ms;
     char *hub_program;
     int64_t hung_start_timeout_ms;
+    int64_t deploy_timeout_ms; /* atomic deployments: its modules must run within this */
+    int64_t deploy_settle_ms;  /* and have run this long */
 };
 
 struct config_management {
@@ -126,7 +128,9 @@ struct config_certificates {
 struct config_hub {
     char *bind;
     int tls_port;
-    int plain_port; /* 0 = off; when on, the hub listens on loopback only */
+    int plain_port;     /* 0 = off; when on, the hub listens on loopback only */
+    int websocket_port; /* MQTT over WebSockets (TLS) on hub.bind; 0 = off */
+    int amqp_port;      /* AMQP 1.0 over TLS (AMQPS) on hub.bind; 0 = off */
     char *control_socket;
     int max_connections;
     uint64_t max_packet_size;
@@ -142,7 +146,8 @@ struct config_hub {
 
 struct config_upstream {
     bool enabled;
-    char *host; /* NULL unless enabled (or set) */
+    char *host;   /* NULL unless enabled (or set) */
+    char *parent; /* upstream.parent: a parent ledge (nested edge, docs/nested.md), or NULL */
     int port;
     bool tls;
     char *ca_file; /* NULL = the system's trusted CAs */
@@ -152,6 +157,7 @@ struct config_upstream {
     int64_t token_lifetime_ms;
     enum config_iothub iothub_mode;
     int max_module_sessions; /* modules' own upstream sessions at once (the hub's cloud.c) */
+    int max_device_sessions; /* leaf devices' own upstream sessions at once (cloud.c) */
     bool iothub;             /* resolved: enabled and the upstream is IoT Hub (iothub_mode) */
 };
 
@@ -170,11 +176,36 @@ struct config_check {
     char *engine_config; /* the engine's own config file (daemon.json) */
 };
 
+struct config_metrics {
+    bool enabled;
+    char *listen;   /* "IPv4:port" or "[IPv6]:port" */
+    int max_series; /* per labelled family table: the hub's counters, the agent's modules */
+};
+
 struct config_vm {
     char *dir;
     uint64_t default_memory;
     int default_cpus;
     uint64_t default_disk;
+};
+
+struct config_dashboard {
+    bool enabled;
+    char *listen;              /* "ADDR:PORT" or "[ADDR6]:PORT"; TLS unless ADDR is loopback */
+    int64_t token_lifetime_ms; /* `ledge dashboard token` without --expires */
+    int64_t session_idle_ms;
+    int64_t chart_interval_ms; /* a sample for the charts this often; an hour of them is kept */
+    char *assets; /* NULL: found beside ledged (a build tree) or the installed folder */
+};
+
+/* The parent side of nested edge: a registry API v2 proxy on listen (TLS with the device's server
+ * certificate) to target (docs/registry-proxy.md). Off while listen or target is NULL. */
+struct config_registry_proxy {
+    char *listen;         /* "ADDR:PORT" */
+    char *target;         /* "https://HOST[:PORT]", HOST maybe "$upstream:PORT" */
+    char *target_ca_file; /* NULL: the system's CAs (upstream.ca_file for $upstream) */
+    int max_connections;
+    int64_t idle_timeout_ms;
 };
 
 /* Owns every string it points to; release with config_free(). After a successful load or
@@ -192,7 +223,10 @@ struct ledge_config {
     struct config_hub hub;
     struct config_upstream upstream;
     struct config_check check;
+    struct config_metrics metrics;
     struct config_vm vm;
+    struct config_dashboard dashboard;
+    struct config_registry_proxy registry_proxy;
 };
 
 /* All defaults, with derived paths and host names resolved. -ENOMEM only. */

@@ -83,6 +83,7 @@ struct engine_version {
     bool log_rotation_default;   /* the engine's default log config rotates */
     char default_log_driver[32]; /* "json-file", "journald", ...; "" when unknown */
     char data_root[256];         /* where the engine keeps images and containers; "" unknown */
+    bool builtin; /* ledge's own engine (oci): no daemon and no Engine API (api_version "") */
 };
 
 /* API versions "MAJOR.MINOR" ("1.41" < "1.43" < "1.100"): < 0, 0, > 0. */
@@ -178,8 +179,14 @@ struct engine_config {
     const char *instance;    /* docker: only containers labelled dev.ledge.device=<instance> */
     long request_timeout_ms; /* ordinary API calls */
     long pull_timeout_ms;
+    /* docker, oci: upstream.parent, the host "$upstream" in image references names (NULL: none,
+     * such images are refused), and the CA file the oci engine trusts it with (NULL: certs.d,
+     * then the system's CAs) */
+    const char *upstream_parent;
+    const char *upstream_ca_file;
     engine_event_fn on_event;
     void *event_ud;
+    struct lerr *init_error; /* optional: why init failed, when the engine can say */
 };
 
 struct engine_logs; /* a running logs request, cancellable */
@@ -263,7 +270,26 @@ struct engine {
     engine_event_fn on_event;
     void *event_ud;
     void *priv;
+    char *upstream_parent;  /* engine_config's, owned; NULL when not configured */
+    char *upstream_ca_file; /* engine_config's, owned; NULL when not configured */
 };
+
+/* IoT Edge's nested-edge registry: "$upstream:PORT/repo:tag" is an image on the parent device's
+ * registry proxy (docs/registry-proxy.md). Image engines resolve it before anything else. */
+#define ENGINE_UPSTREAM_REGISTRY "$upstream"
+/* Room for a resolved reference (a 253-byte parent host instead of "$upstream"). */
+#define ENGINE_IMAGE_MAX 512
+/* True when image (or a registry address) names "$upstream". */
+bool engine_names_upstream(const char *image);
+/* "$upstream:PORT[/rest]" → "<parent>:PORT[/rest]" into dst (an IPv6 parent in brackets); any
+ * other reference is copied as it is. 1 when rewritten, 0 when copied; -EINVAL with a message
+ * for a $upstream without a valid port or without a parent (NULL or ""), -ENAMETOOLONG when the
+ * result does not fit. Pure. */
+int engine_upstream_resolve(const char *parent, const char *image, char *dst, size_t size,
+                            struct lerr *err);
+/* The same with the engine's upstream.parent. */
+int engine_image_resolve(const struct engine *e, const char *image, char *dst, size_t size,
+                         struct lerr *err);
 
 /* The backends, for tests that wrap one; everything else finds them by name. */
 extern const struct engine_ops engine_docker_ops;

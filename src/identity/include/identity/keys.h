@@ -129,6 +129,10 @@ DEFINE_CLEANUP(struct identity_device *, identity_device_free)
  * or over-long id. */
 int identity_cloud_module_key(const struct identity_device *d, const char *module_id,
                               uint8_t out[IDENTITY_MODULE_KEY_LEN]);
+/* The same key in base64, as a module client's SAS key (NUL-terminated in out, which the caller
+ * wipes with lcrypto_wipe(out->data, out->len) before lbuf_free); the raw key never leaves. */
+int identity_cloud_module_key_b64(const struct identity_device *d, const char *module_id,
+                                  struct lbuf *out);
 
 /* A SAS token for the device (module_id NULL) or one of its modules, signed with the device key
  * (IoT Hub accepts device-key-signed tokens for the device's own scope only; module scope needs

@@ -82,6 +82,12 @@ json_t *identity_leaf_runtime_json(const struct identity_leaf *l);
  * entry's name. -EINVAL with the reason. */
 int identity_leaf_from_runtime_json(const char *device_id, const json_t *o,
                                     struct identity_leaf **ret, struct lerr *e);
+/* The key of module_id of a SAS leaf device that is itself an edge device (a child ledge in a
+ * nested hierarchy, docs/nested.md), derived from the device's key of slot as a device derives
+ * its modules' cloud keys (identity_cloud_module_key): HMAC-SHA256(key, module id). The caller
+ * wipes out. -EOPNOTSUPP for an X.509 device or an empty slot, -EINVAL for a bad module id. */
+int identity_leaf_module_key(const struct identity_leaf *l, int slot, const char *module_id,
+                             uint8_t out[IDENTITY_MODULE_KEY_LEN]);
 /* The connection string to give the device:
  * "HostName=<iothub>;DeviceId=<id>;SharedAccessKey=<key of slot>;GatewayHostName=<gateway>"
  * for SAS, "HostName=..;DeviceId=..;x509=true;GatewayHostName=.." for X.509. NULL on ENOMEM. */

@@ -28,7 +28,7 @@ struct modclient;
 /* Who the module is and how it reaches its hub. Strings are owned (modclient_config_clear). */
 struct modclient_config {
     char *device_id;
-    char *module_id;
+    char *module_id;        /* NULL: a device identity (with sas_key; a gateway's leaf device) */
     char *generation_id;    /* for the workload API's sign path */
     char *iothub_hostname;  /* audience of the SAS token, host part of the MQTT user name */
     char *gateway_hostname; /* the hub: where to connect and the name its certificate carries */
@@ -86,6 +86,12 @@ typedef void (*modclient_sent_fn)(void *ud, int result);
  * max_pending messages are waiting already; -EINVAL for an output name that cannot be sent. */
 int modclient_send_output(struct modclient *c, const char *output, const struct iothub_props *props,
                           const void *body, size_t len, modclient_sent_fn done, void *ud);
+/* The identity's own telemetry, as IoT Hub takes it from a device or a module connected to it
+ * directly: body on devices/<d>/messages/events/<bag> (a module's: devices/<d>/modules/<m>/
+ * messages/events/<bag>), QoS 1, kept and re-sent as above, props' system and application
+ * properties without $.on, $.cdid, $.cmid (IoT Hub adds who sent it). -ENOBUFS as above. */
+int modclient_send_event(struct modclient *c, const struct iothub_props *props, const void *body,
+                         size_t len, modclient_sent_fn done, void *ud);
 /* Messages waiting for their acknowledgement (sent or not yet). */
 size_t modclient_pending(const struct modclient *c);
 /* Add an application property (strings borrowed until the call that uses props). -E2BIG past
@@ -147,9 +153,22 @@ void modclient_on_method_async(struct modclient *c, modclient_method_async_fn cb
 /* -ENOTCONN when the connection the call came on is gone (the caller's service times out). */
 int modclient_method_respond(struct modclient *c, const char *rid, int status, const json_t *reply);
 
+/* ---- cloud-to-device messages (a device identity) ---- */
+
+/* Set before modclient_start(): the client subscribes to devices/<d>/messages/devicebound/# and
+ * cb gets each message (input ""; everything in m valid only during the call). It is
+ * acknowledged to the server only by modclient_c2d_ack(token) — once the caller has it safe —
+ * on the connection it came on; token 0 (QoS 0) needs none. A connection lost first leaves it
+ * unacknowledged: the server sends it again (at least once). */
+typedef void (*modclient_c2d_fn)(void *ud, const struct modclient_message *m, uint32_t token);
+void modclient_on_c2d(struct modclient *c, modclient_c2d_fn cb, void *ud);
+/* -ENOTCONN when that connection is gone. */
+int modclient_c2d_ack(struct modclient *c, uint32_t token);
+
 /* ---- SAS tokens (exposed for tests and tools) ---- */
 
-/* The resource a module token is for: "<iothub_hostname>/devices/<d>/modules/<m>". */
+/* The resource a token is for: "<iothub_hostname>/devices/<d>/modules/<m>" (a device's:
+ * "<iothub_hostname>/devices/<d>"). */
 char *modclient_token_resource(const struct modclient_config *cfg);
 /* The string to sign: percent-encoded resource, "\n", expiry. */
 int modclient_token_string_to_sign(const char *resource, uint64_t expiry, struct lbuf *out);

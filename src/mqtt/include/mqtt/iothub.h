@@ -58,15 +58,16 @@ enum iothub_topic_kind {
     IOTHUB_TOPIC_TWIN_RESPONSE,  /* $iothub/twin/res/<status>/?$rid=<rid>[&$version=<v>] */
     IOTHUB_TOPIC_TWIN_DESIRED,   /* $iothub/twin/PATCH/properties/desired/?$version=<v> */
     IOTHUB_TOPIC_METHOD_REQUEST, /* $iothub/methods/POST/<method>/?$rid=<rid> */
+    IOTHUB_TOPIC_DEVICEBOUND,    /* devices/<d>/messages/devicebound/<bag>: cloud-to-device */
 };
 
 struct iothub_topic {
     enum iothub_topic_kind kind;
-    struct mqtt_str device_id; /* events, input */
+    struct mqtt_str device_id; /* events, input, devicebound */
     struct mqtt_str module_id; /* module events, input */
     struct mqtt_str input;     /* input */
     struct mqtt_str method;    /* method request */
-    struct mqtt_str propbag;   /* events, input: still encoded, without the trailing '/' */
+    struct mqtt_str propbag;   /* events, input, devicebound: still encoded, no trailing '/' */
     struct mqtt_str rid;       /* request id, as sent (echo it verbatim) */
     int status;                /* twin/method responses */
     bool has_version;
@@ -134,6 +135,10 @@ int iothub_props_encode(struct lbuf *b, const struct iothub_props *p);
  * receiver has no use for the sender's output name; IoT Edge drops it too). */
 int iothub_topic_module_input(struct lbuf *b, struct mqtt_str device_id, struct mqtt_str module_id,
                               struct mqtt_str input, const struct iothub_props *props);
+/* Hub → leaf device (a cloud-to-device message): devices/<d>/messages/devicebound/<bag>, the bag
+ * with every system and application property as IoT Hub sends them. */
+int iothub_topic_devicebound(struct lbuf *b, struct mqtt_str device_id,
+                             const struct iothub_props *props);
 /* $iothub/twin/res/<status>/?$rid=<rid>[&$version=<v>] (has_version selects the suffix). */
 int iothub_topic_twin_response(struct lbuf *b, int status, struct mqtt_str rid, bool has_version,
                                uint64_t version);

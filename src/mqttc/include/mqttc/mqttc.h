@@ -37,7 +37,8 @@ struct mqttc_options {
     void (*on_connect)(void *ud, int result, int connack_code, bool session_present);
     /* An accepted connection ended (not called after mqttc_disconnect()). */
     void (*on_close)(void *ud, int reason);
-    /* a PUBLISH from the server; a QoS 1 one is acknowledged when this returns */
+    /* a PUBLISH from the server; a QoS 1 one is acknowledged when this returns, unless it called
+     * mqttc_hold_ack() */
     void (*on_message)(void *ud, const struct mqtt_publish *p);
     void (*on_puback)(void *ud, uint16_t packet_id);
     void (*on_suback)(void *ud, uint16_t packet_id, const uint8_t *codes, size_t n);
@@ -62,6 +63,12 @@ const char *mqttc_error(const struct mqttc *m);
 /* QoS 0 or 1. For QoS 1 *ret_packet_id (optional) is what on_puback will report. */
 int mqttc_publish(struct mqttc *m, const char *topic, size_t topic_len, const void *payload,
                   size_t len, uint8_t qos, bool dup, uint16_t *ret_packet_id);
+/* Called from on_message for a QoS 1 PUBLISH: do not acknowledge it when on_message returns; the
+ * caller sends the PUBACK later with mqttc_puback() (once what it received is durable), on this
+ * connection. A connection that ends first never acknowledges it: the server sends it again. */
+void mqttc_hold_ack(struct mqttc *m);
+/* -ENOTCONN when the connection is not (or no longer) up. */
+int mqttc_puback(struct mqttc *m, uint16_t packet_id);
 int mqttc_subscribe(struct mqttc *m, const char *filter, uint8_t qos, uint16_t *ret_packet_id);
 /* Bytes queued for the server, for back-pressure. */
 size_t mqttc_output_pending(const struct mqttc *m);

@@ -28,6 +28,9 @@
 #define VM_FILE_DISK "disk.img"
 #define VM_FILE_KERNEL "kernel"
 #define VM_FILE_INITRD "initrd.img"
+/* The data disk's virtio serial: the guest checks it before formatting vdb. */
+#define VM_DATA_SERIAL "ledge-data"
+#define VM_FILE_DATA "data.img" /* the guest's state (/var/lib/ledge, docker, containerd) */
 #define VM_FILE_CONSOLE "console.log"
 #define VM_FILE_VMM_LOG "vmm.log"
 #define VM_FILE_STATE "state.json"   /* written by the supervisor */
@@ -42,6 +45,12 @@
 enum vm_arch {
     VM_ARCH_AMD64,
     VM_ARCH_ARM64,
+};
+
+/* The container engine the guest runs (its image's variant, docs/vm.md "Guest images"). */
+enum vm_engine {
+    VM_ENGINE_DOCKER, /* Moby (docker.io) in the guest, ledged on engine.type docker */
+    VM_ENGINE_OCI,    /* ledge's oci engine on crun: no dockerd, containerd or shims */
 };
 
 enum vm_accel {
@@ -68,13 +77,15 @@ struct vm_def {
     char name[VM_NAME_MAX + 1];
     enum vm_arch arch;
     enum vm_accel accel;
-    uint64_t memory; /* bytes */
+    enum vm_engine engine; /* vm.json "engine"; absent (VMs made before variants): docker */
+    uint64_t memory;       /* bytes */
     int cpus;
     uint64_t disk; /* bytes */
     bool autostart;
     int boot_timeout_s; /* no agent after this long: the boot is hung, reset and retry */
     uint16_t hub_port;  /* host port forwarded to the guest hub's MQTT/TLS port; 0 = none */
     char *image;        /* the image the disk was made from ("amd64-1a2b...") */
+    bool data_disk;     /* VM_FILE_DATA holds the guest's state (VMs made before it: false) */
     struct vm_port ports[VM_MAX_PORTS];
     size_t n_ports;
     struct vm_share shares[VM_MAX_SHARES];
@@ -91,6 +102,8 @@ int vm_arch_parse(const char *s, enum vm_arch *ret); /* also x86_64, aarch64 */
 int vm_arch_host(enum vm_arch *ret);
 const char *vm_accel_name(enum vm_accel a);
 int vm_accel_parse(const char *s, enum vm_accel *ret);
+const char *vm_engine_name(enum vm_engine e);            /* "docker", "oci" */
+int vm_engine_parse(const char *s, enum vm_engine *ret); /* -EINVAL on anything else */
 
 /* "1024M", "1G", "10GiB", "512m", bare bytes; -EINVAL on anything else, -ERANGE on overflow. */
 int vm_size_parse(const char *s, uint64_t *ret);

@@ -35,7 +35,8 @@ int vm_exec(const struct vm_host *h, const char *name, const struct vm_exec_requ
             const struct vm_exec_io *io, int *ret_code, struct lerr *err);
 
 /* Copy an image into VM name's engine: what is a docker-save archive (a regular file) or an image
- * of this host's engine (streamed from `docker save`). The guest's `docker load` writes its
- * messages to out_fd and err_fd. */
+ * of this host's engine (streamed from `docker save`). The guest's `docker load` (a docker
+ * guest) or `ledge image load` (an oci guest: the archive staged in its state directory first)
+ * writes its messages to out_fd and err_fd. */
 int vm_image_load(const struct vm_host *h, const char *name, const char *what, int out_fd,
                   int err_fd, struct lerr *err);

@@ -48,11 +48,12 @@ int vm_host_status(const struct vm_host *h, const char *name, json_t **ret, stru
 bool vm_host_running(const struct vm_host *h, const char *name);
 
 /* Define VM d->name from an image: image (a cache key; without arch_given its "amd64-"/"arm64-"
- * prefix sets d->arch), else one built from the ledge .deb deb with ledge-vm-build (minutes;
- * its messages go to stderr), else the newest cached image of d->arch. d is validated; on
- * success d->image holds the key used. -EEXIST when the VM exists. */
+ * prefix sets d->arch, without engine_given its manifest sets d->engine), else one of d->engine
+ * built from the ledge .deb deb with ledge-vm-build (minutes; its messages go to stderr), else
+ * the newest cached image of d->arch and d->engine. d is validated; on success d->image holds
+ * the key used. -EEXIST when the VM exists. */
 int vm_host_create(const struct vm_host *h, struct vm_def *d, const char *image, const char *deb,
-                   bool arch_given, struct lerr *err);
+                   bool arch_given, bool engine_given, struct lerr *err);
 /* Start the VM's supervisor (which boots it); 0 also when it was supervised already. */
 int vm_host_start(const struct vm_host *h, const char *name, struct lerr *err);
 /* Wait (at most timeout_s) until the VM is in state or gave up; the final status in *ret. */

@@ -21,6 +21,9 @@ int vm_image_key_check(const char *key, struct lerr *err);
 
 /* The manifest of <cache>/<key> (the image must be complete), or -ENOENT. */
 int vm_image_manifest(const char *cache, const char *key, json_t **ret, struct lerr *err);
+/* The container engine an image's guest runs: its manifest's "engine" (images made before the
+ * oci variant have none: docker); -EINVAL for an engine this ledge does not know. */
+int vm_image_engine(const json_t *manifest, enum vm_engine *ret);
 /* Every complete image in the cache: [{"key", "arch", ...manifest}], newest first. */
 json_t *vm_image_list(const char *cache);
 
@@ -41,8 +44,9 @@ int vm_image_remove(const char *cache, const char *key, struct lerr *err);
 /* Copy a file keeping its holes (a clone where the file system can). */
 int vm_copy_sparse(const char *src, const char *dst, struct lerr *err);
 
-/* Make <vmroot>/<d->name> from image <cache>/<d->image>: vm.json, a sparse copy of the root
- * grown to d->disk (the guest grows its file system at boot), the kernel and initramfs.
+/* Make <vmroot>/<d->name> from image <cache>/<d->image> (of d's architecture and engine):
+ * vm.json, a sparse copy of the root grown to d->disk (the guest grows its file system at boot),
+ * the kernel and initramfs.
  * -EEXIST when the VM exists. On failure nothing is left behind. */
 int vm_create(const char *vmroot, const char *cache, const struct vm_def *d, struct lerr *err);
 /* Grow disk.img to bytes (never shrinks: -EINVAL). */
