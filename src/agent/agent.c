@@ -2706,6 +2706,29 @@ static char *user_stopped_json(struct agent *a)
     return text;
 }
 
+/* An engine the deployment's modules (or those running now) need that is not connected: the
+ * plan was made against what the agent last knew of it, so say so (a dry run would otherwise
+ * read "nothing to change" for a module that may be gone). */
+static void add_unreachable_warnings(struct agent *a, const struct deployment *d, json_t *warnings)
+{
+    for (size_t i = 0; i < a->n_slots; i++) {
+        const struct slot *sl = slot_at(a, (int)i);
+        if (!sl || sl->up)
+            continue;
+        bool used = false;
+        for (size_t m = 0; !used && m < d->n_modules; m++)
+            used = slot_for(a, d->modules[m].type) == sl;
+        for (struct mod_rt *rt = a->mods; !used && rt; rt = rt->next)
+            used = rt_slot(a, rt) == sl;
+        if (used)
+            json_array_append_new(
+                warnings, json_sprintf("the %s engine is unreachable: this plan is against "
+                                       "what ledged last knew of its modules, whose state is "
+                                       "unknown until it answers again",
+                                       slot_noun(sl)));
+    }
+}
+
 /* The validated deployment: plan it against what the engines have now (the pass re-plans
  * against fresh engine state), then store and install it unless this is a dry run. */
 static void apply_deployment(struct apply_ctx *c, struct deployment *d)
@@ -2754,6 +2777,7 @@ static void apply_deployment(struct apply_ctx *c, struct deployment *d)
         lstrv_push(&errors, "out of memory");
         goto fail;
     }
+    add_unreachable_warnings(a, d, json_object_get(report, "warnings"));
     if (c->dry_run) {
         json_object_set_new(report, "dryRun", json_true());
         deployment_free(d);

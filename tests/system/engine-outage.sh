@@ -22,6 +22,12 @@ stop_dockerd
 wait_for 20 "steady unknown" status_is steady unknown
 kill -0 "$LEDGED_PID" || fail "ledged died with the engine"
 ledge system status | grep -q "UNREACHABLE" || fail "status does not say the engine is down"
+# A dry run plans against what the agent last knew: it must say the engine is down rather than
+# pass for "nothing to change".
+manifest "$(testmod steady running 1)" > "$T/same.json"
+ledge deploy --dry-run "$T/same.json" > "$T/dry.out" 2>&1 || fail "dry run: $(cat "$T/dry.out")"
+grep -q "warning: the container engine is unreachable" "$T/dry.out" ||
+  fail "dry run with the engine down does not say so: $(cat "$T/dry.out")"
 log "starting dockerd"
 "$SRC_ROOT/scripts/start-dockerd"
 wait_for 60 "steady running again" status_is steady running

@@ -40,11 +40,20 @@ fi
 CRUN_CG_DIR=""
 if [ -n "${LEDGE_CRUN_NS:-}" ]; then
   CRUN_CG_DIR="$(mktemp -d /tmp/ledge-crun-cg-XXXXXX)"
-  for c in $(crun_cgroups_to_move); do
-    mkdir -p "$CRUN_CG_DIR/$c"
-    mount -t cgroup -o "$c" "ledge-test-$c" "$CRUN_CG_DIR/$c" ||
-      { echo "cannot give the cgroup controller $c a v1 hierarchy for crun" >&2; exit 1; }
+  # The previous crun test's hierarchy may still be dying (the kernel frees it, and moves its
+  # controllers back to v2, only once its last cgroup is gone): a mount made meanwhile joins the
+  # dying one and the controller lands on v2 again. Mount, check, and try again for up to 20 s.
+  for _try in $(seq 1 100); do
+    for c in $(crun_cgroups_to_move); do
+      mkdir -p "$CRUN_CG_DIR/$c"
+      mountpoint -q "$CRUN_CG_DIR/$c" && umount "$CRUN_CG_DIR/$c"
+      mount -t cgroup -o "$c" "ledge-test-$c" "$CRUN_CG_DIR/$c" ||
+        { echo "cannot give the cgroup controller $c a v1 hierarchy for crun" >&2; exit 1; }
+    done
+    crun_cgroups_fit && break
+    sleep 0.2
   done
+  [ "$_try" = 1 ] || echo "crun's cgroups: mounted on try $_try (a dying hierarchy)" >&2
   crun_cgroups_fit || { echo "crun still cannot use this host's cgroups: $(cat /sys/fs/cgroup/unified/cgroup.controllers)" >&2; exit 1; }
 fi
 
