@@ -1,12 +1,13 @@
 /* cloud.c — per-identity sessions upstream (cloud.h): one per connected module and one per
- * connected leaf device. A session opens when its identity's client attaches (clients.c tells us
- * through h->module_presence) and closes CLOUD_GRACE_MS after its last client went, so a
- * reconnecting client keeps its session. Each session is the module client library's
- * (src/modclient; a device identity for a leaf): connect, tokens, back-off, twin GET/PATCH,
- * desired notifications, method calls answered later through methods.c, and a leaf's
- * cloud-to-device messages: stored in its C2D endpoint's queue (endpoint_c2d(), delivered by
- * input.c) and acknowledged to IoT Hub only once the group commit made them durable (commit.c,
- * through the session's own hub_client). */
+ * connected leaf device (a SAS leaf with its own key; an X.509 leaf, whose key the edge does not
+ * hold, authenticated on behalf of the edge with $edgeHub's key, as edgeHub does). A session opens
+ * when its identity's client attaches (clients.c tells us through h->module_presence) and closes
+ * CLOUD_GRACE_MS after its last client went, so a reconnecting client keeps its session. Each
+ * session is the module client library's (src/modclient; a device identity for a leaf): connect,
+ * tokens, back-off, twin GET/PATCH, desired notifications, method calls answered later through
+ * methods.c, and a leaf's cloud-to-device messages: stored in its C2D endpoint's queue
+ * (endpoint_c2d(), delivered by input.c) and acknowledged to IoT Hub only once the group commit
+ * made them durable (commit.c, through the session's own hub_client). */
 #include "cloud.h"
 
 #include <errno.h>
@@ -47,6 +48,9 @@ struct cloud_mod {
     char *module; /* the identity's address: a module id, "devices/<d>" or "devices/<d>/modules/<m>"
                    */
     char *device_id; /* a leaf device's id (as the runtime file spells it); NULL for a module */
+    /* An X.509 leaf: its session's tokens are the edge's $edgeHub's, on behalf of it (IoT Hub
+     * takes them when the leaf's parent is this edge device); a SAS leaf signs with its own. */
+    bool obo;
     /* A child edge device's module identity (nested edge, docs/nested.md): its device (as the
      * runtime file spells it) and module id; NULL for this device's modules and leaf devices.
      * Counted with the modules' sessions. */
@@ -311,8 +315,8 @@ static void on_connection(void *ud, bool connected, const char *why)
         m->last_error[0] = 0;
         m->reported_known = false;
         m->busy = false;
-        log_info(COMP, "%s: connected upstream as the %s", m->module,
-                 m->device_id ? "device" : "module");
+        log_info(COMP, "%s: connected upstream as the %s%s", m->module,
+                 m->device_id ? "device" : "module", m->obo ? ", on behalf of this edge" : "");
         sync_reported(m);
         if (m->device_id)
             endpoint_kick(m->cl->h, NULL); /* its telemetry waiting in $upstream */
@@ -322,7 +326,11 @@ static void on_connection(void *ud, bool connected, const char *why)
     twins_cloud_synced(m->cl->h, m->module); /* GETs that waited: the local twin */
     if (m->device_id)
         endpoint_kick(m->cl->h, NULL); /* telemetry waiting for it goes as the edge device's */
-    snprintf(m->last_error, sizeof(m->last_error), "%s", why ? why : "disconnected");
+    snprintf(m->last_error, sizeof(m->last_error), "%s%s", why ? why : "disconnected",
+             m->obo && why && strstr(why, "not authorized")
+                 ? " (on behalf of this edge: IoT Hub takes it only for a device whose parent is "
+                   "this edge device)"
+                 : "");
     if (was)
         log_warn(COMP, "%s: %s", m->module, m->last_error);
 }
@@ -494,8 +502,15 @@ static int mod_open(struct cloud *cl, struct cloud_mod *m)
     struct hub *h = cl->h;
     struct lbuf b64 = LBUF_INIT;
     int r;
-    if (m->device_id) {
-        /* A leaf device logs in upstream with its own key: the one it has in IoT Hub, which
+    if (m->device_id && m->obo) {
+        /* An X.509 leaf: the edge holds no key of it, so its session is authenticated on behalf
+         * of this edge device, with a token for $edgeHub signed with $edgeHub's key (derived
+         * from the device key as for every module identity). */
+        if (!cl->dev)
+            return -EOPNOTSUPP;
+        r = identity_cloud_module_key_b64(cl->dev, MODCLIENT_OBO_MODULE, &b64);
+    } else if (m->device_id) {
+        /* A SAS leaf device logs in upstream with its own key: the one it has in IoT Hub, which
          * `ledge device add --key` registered here. */
         const struct identity_leaf *l = hub_runtime_leaf(&h->rt, m->device_id);
         if (!l || l->auth != IDENTITY_LEAF_SAS || !l->keylen[0])
@@ -529,6 +544,7 @@ static int mod_open(struct cloud *cl, struct cloud_mod *m)
         .tls = h->cfg.upstream.tls,
         .ca_file = h->cfg.upstream.ca_file,
         .sas_key = b64.data,
+        .on_behalf_of = m->obo ? h->rt.device_id : NULL,
         .token_lifetime_s = (int)(h->cfg.upstream.token_lifetime_ms / 1000),
     };
     struct lerr err = {0};
@@ -579,12 +595,16 @@ static void presence(struct hub *h, const char *module)
                 : NULL;
     if (child && (!leaf || leaf->auth != IDENTITY_LEAF_SAS))
         return; /* auth.c lets no other in */
-    if (device && (!leaf || leaf->auth != IDENTITY_LEAF_SAS)) {
+    if (device && !leaf)
+        return;
+    bool obo = device && leaf->auth != IDENTITY_LEAF_SAS;
+    if (obo && !cl->dev) {
         uint64_t skipped = 0;
-        if (leaf && hub_log_due(h, "cloud-x509-leaf", &skipped))
+        if (hub_log_due(h, "cloud-x509-leaf", &skipped))
             log_warn(COMP,
-                     "%s: an X.509 leaf device gets no upstream session (the edge does not hold "
-                     "its private key): its twin, methods and C2D stay local (%llu more not "
+                     "%s: an X.509 leaf device's upstream session is authenticated on behalf of "
+                     "this edge with $edgeHub's key, derived from a SAS device key, and this "
+                     "device has none: its twin, methods and C2D stay local (%llu more not "
                      "logged)",
                      module, (unsigned long long)skipped);
         return;
@@ -620,6 +640,7 @@ static void presence(struct hub *h, const char *module)
         return;
     }
     m->cl = cl;
+    m->obo = obo;
     m->acker.ops = &acker_ops;
     if (device && (!(m->device_id = strdup(leaf->device_id)) ||
                    (leaf->generation_id && !(m->generation_id = strdup(leaf->generation_id))))) {
@@ -647,10 +668,11 @@ static void presence(struct hub *h, const char *module)
         cl->n_devices++;
     else
         cl->n_mods++;
-    log_info(COMP, "%s: %s connected: opening its upstream session", module,
+    log_info(COMP, "%s: %s connected: opening its upstream session%s", module,
              device  ? "device"
              : child ? "child edge device's module"
-                     : "module");
+                     : "module",
+             obo ? " on behalf of this edge ($edgeHub's token)" : "");
     if (mod_open(cl, m) < 0) {
         snprintf(m->last_error, sizeof(m->last_error), "cannot open the session");
         log_warn(COMP, "%s: cannot open its upstream session", module);
@@ -719,11 +741,17 @@ static void cloud_reload(struct hub *h)
             continue;
         const struct identity_leaf *l =
             hub_runtime_leaf(&h->rt, m->device_id ? m->device_id : m->child_device);
-        if (!l || l->auth != IDENTITY_LEAF_SAS)
+        bool obo = l && l->auth != IDENTITY_LEAF_SAS;
+        if (!l || (m->child_device && obo))
             continue; /* its clients were cut: the session goes after the grace period */
-        if (l->keys_changed_ms == m->keys_changed_ms && lstr_eq(l->generation_id, m->generation_id))
+        /* an X.509 leaf's thumbprints are not what its session logs in with: only another
+         * device (a new generation) or another kind of credential makes it log in again */
+        if (lstr_eq(l->generation_id, m->generation_id) && obo == m->obo &&
+            (obo || l->keys_changed_ms == m->keys_changed_ms))
             continue;
-        log_info(COMP, "%s: its key changed: the upstream session logs in again", m->module);
+        log_info(COMP, "%s: its credentials changed: the upstream session logs in again",
+                 m->module);
+        m->obo = m->device_id && obo;
         m->keys_changed_ms = l->keys_changed_ms;
         free(m->generation_id);
         m->generation_id = l->generation_id ? strdup(l->generation_id) : NULL;
@@ -743,8 +771,8 @@ json_t *cloud_status(struct hub *h)
         return json_pack("{s:b}", "enabled", 0);
     json_t *arr = json_array();
     for (struct cloud_mod *m = cl->mods; m; m = m->next) {
-        json_t *o = m->device_id
-                        ? json_pack("{s:s, s:b}", "device", m->device_id, "connected", m->connected)
+        json_t *o = m->device_id ? json_pack("{s:s, s:b, s:b}", "device", m->device_id, "connected",
+                                             m->connected, "onBehalfOf", m->obo)
                     : m->child_device
                         ? json_pack("{s:s, s:s, s:b}", "device", m->child_device, "module",
                                     m->child_module, "connected", m->connected)

@@ -1,5 +1,6 @@
 /* cloud.h — the module identities' and leaf devices' own sessions upstream (issue 13): while a
- * module (or a leaf device, with its own SAS key) is connected to the hub and the upstream is IoT
+ * module (or a leaf device: a SAS leaf with its own key, an X.509 leaf on behalf of the edge with
+ * $edgeHub's) is connected to the hub and the upstream is IoT
  * Hub, the hub keeps an IoT Hub MQTT session as that module (SAS, the module identity's key derived
  * from the device key) and keeps the module's twin in sync with the cloud's (desired from the cloud
  * wins; reported from the module goes up, also after an outage) and relays the cloud's direct
@@ -27,7 +28,7 @@ int cloud_c2d_message(const struct iothub_props *props, const void *body, size_t
 /* Send a leaf device's telemetry (routed to $upstream; msg's strings are copied) over that
  * device's own session, so that IoT Hub sees it from the device: 1 handed over, done(ud, 0) once
  * IoT Hub acknowledged it (-ECANCELED if the session went first: send it again); 0 the device has
- * no usable session (none, not a SAS leaf, or its session failed to connect): send it as the
+ * no usable session (none, or its session failed to connect): send it as the
  * edge device; -EAGAIN its session is opening or full: try again (the session's connect kicks
  * the endpoints). */
 int cloud_device_send(struct hub *h, const char *device_id, const struct hub_message *msg,

@@ -128,6 +128,7 @@ int modclient_new(struct event_base *base, const struct modclient_config *cfg,
                   struct modclient **ret, struct lerr *e)
 {
     const char *missing = !cfg->device_id                          ? "device id"
+                          : cfg->on_behalf_of && !cfg->sas_key     ? "key of the edge's $edgeHub"
                           : !cfg->module_id && !cfg->sas_key       ? "module id"
                           : !cfg->iothub_hostname                  ? "IoT hub host name"
                           : !cfg->gateway_hostname                 ? "gateway host name"
@@ -157,6 +158,7 @@ int modclient_new(struct event_base *base, const struct modclient_config *cfg,
             dup_or_null(cfg->api_version ? cfg->api_version : MODCLIENT_API_VERSION_DEFAULT, &oom),
         .ca_file = dup_or_null(cfg->ca_file, &oom),
         .sas_key = dup_or_null(cfg->sas_key, &oom),
+        .on_behalf_of = dup_or_null(cfg->on_behalf_of, &oom),
         .token_lifetime_s =
             cfg->token_lifetime_s > 0 ? cfg->token_lifetime_s : MODCLIENT_TOKEN_LIFETIME_DEFAULT,
         .max_pending = cfg->max_pending ? cfg->max_pending : MODCLIENT_MAX_PENDING_DEFAULT,

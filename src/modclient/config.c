@@ -24,6 +24,7 @@ void modclient_config_clear(struct modclient_config *cfg)
     free(cfg->workload_socket);
     free(cfg->api_version);
     free(cfg->ca_file);
+    free(cfg->on_behalf_of);
     if (cfg->sas_key) {
         lcrypto_wipe(cfg->sas_key, strlen(cfg->sas_key));
         free(cfg->sas_key);
@@ -241,6 +242,9 @@ int modclient_config_from_env(const char *(*getenv_fn)(const char *name, void *u
 
 char *modclient_token_resource(const struct modclient_config *cfg)
 {
+    if (cfg->on_behalf_of)
+        return lstr_printf("%s/devices/%s/modules/" MODCLIENT_OBO_MODULE, cfg->iothub_hostname,
+                           cfg->on_behalf_of);
     if (!cfg->module_id)
         return lstr_printf("%s/devices/%s", cfg->iothub_hostname, cfg->device_id);
     return lstr_printf("%s/devices/%s/modules/%s", cfg->iothub_hostname, cfg->device_id,

@@ -1250,6 +1250,73 @@ static void test_client_device_c2d(void **state)
     modclient_free(c);
 }
 
+/* On behalf of (a gateway's X.509 leaf upstream, as edgeHub's
+ * ClientAuthenticationForEdgeHubOnBehalfOf): the connection is the leaf's (client id, user name,
+ * its C2D subscription), the token's audience is the edge's $edgeHub, signed with the key given,
+ * without a key name. */
+static void test_client_on_behalf_of(void **state)
+{
+    struct modclient_config cfg = {
+        .device_id = "leaf1",
+        .on_behalf_of = "edge1",
+        .iothub_hostname = "hub.example.net",
+        .gateway_hostname = "localhost",
+        .connect_host = "127.0.0.1",
+        .port = F.port,
+        .sas_key = KEY,
+    };
+    struct modclient *c = NULL;
+    struct lerr e = {0};
+    struct modclient_config bad = cfg;
+    bad.sas_key = NULL;
+    assert_int_equal(modclient_new(F.base, &bad, &c, &e), -EINVAL);
+    assert_string_equal(e.msg, "module client configuration: no key of the edge's $edgeHub");
+    char *res = modclient_token_resource(&cfg);
+    assert_string_equal(res, "hub.example.net/devices/edge1/modules/$edgeHub");
+    free(res);
+    /* a module of a leaf on behalf of the same edge: the same audience */
+    struct modclient_config mod = cfg;
+    mod.module_id = "m1";
+    res = modclient_token_resource(&mod);
+    assert_string_equal(res, "hub.example.net/devices/edge1/modules/$edgeHub");
+    free(res);
+
+    assert_int_equal(modclient_new(F.base, &cfg, &c, &e), 0);
+    memset(&EV, 0, sizeof(EV));
+    modclient_on_connection(c, on_conn, NULL);
+    modclient_on_c2d(c, on_c2d, NULL);
+    assert_int_equal(modclient_start(c), 0);
+    run_until(connected, c, 5000);
+    struct packet *cn = get_packet(MQTT_CONNECT, NULL, 0);
+    assert_string_equal(cn->client_id, "leaf1");
+    assert_true(lstr_startswith(cn->user, "hub.example.net/leaf1/?api-version="));
+    static const char sr[] = "hub.example.net%2Fdevices%2Fedge1%2Fmodules%2F%24edgeHub";
+    assert_true(lstr_startswith(cn->pass, "SharedAccessSignature sr="));
+    assert_true(lstr_startswith(cn->pass + strlen("SharedAccessSignature sr="), sr));
+    assert_null(strstr(cn->pass, "skn="));
+    /* the signature: HMAC-SHA256 under the key given of "<sr as sent>\n<se>" */
+    const char *se = strstr(cn->pass, "&se=");
+    assert_non_null(se);
+    se += 4;
+    struct lbuf key = LBUF_INIT, sts = LBUF_INIT, b64 = LBUF_INIT, want = LBUF_INIT;
+    uint8_t mac[LCRYPTO_SHA256_LEN];
+    assert_int_equal(lcrypto_b64_decode(KEY, strlen(KEY), &key), 0);
+    assert_int_equal(lbuf_printf(&sts, "%s\n%s", sr, se), 0);
+    assert_int_equal(lcrypto_hmac_sha256(key.data, key.len, sts.data, sts.len, mac), 0);
+    assert_int_equal(lcrypto_b64_encode(mac, sizeof(mac), &b64), 0);
+    assert_int_equal(lbuf_printf(&want, "SharedAccessSignature sr=%s&sig=", sr), 0);
+    assert_int_equal(lstr_url_encode(b64.data, b64.len, &want), 0);
+    assert_int_equal(lbuf_printf(&want, "&se=%s", se), 0);
+    assert_string_equal(cn->pass, want.data);
+    lbuf_free(&key);
+    lbuf_free(&sts);
+    lbuf_free(&b64);
+    lbuf_free(&want);
+    struct packet *sub = wait_packet(MQTT_SUBSCRIBE, "devices/", 0, 2000);
+    assert_string_equal(sub->topic, "devices/leaf1/messages/devicebound/#");
+    modclient_free(c);
+}
+
 static void test_client_token_renewal(void **state)
 {
     /* a 2 s token: renewed at 80 % by reconnecting with a fresh one, sent messages kept */
@@ -1458,6 +1525,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_client_inputs_twin_methods, fake_setup, fake_teardown),
         cmocka_unit_test_setup_teardown(test_client_failures, fake_setup, fake_teardown),
         cmocka_unit_test_setup_teardown(test_client_device_c2d, fake_setup, fake_teardown),
+        cmocka_unit_test_setup_teardown(test_client_on_behalf_of, fake_setup, fake_teardown),
         cmocka_unit_test_setup_teardown(test_client_token_renewal, fake_setup, fake_teardown),
         cmocka_unit_test_setup_teardown(test_client_tls, fake_setup, fake_teardown),
         cmocka_unit_test_setup_teardown(test_dispatch_robust, fake_setup, fake_teardown),

@@ -9,6 +9,7 @@ const fs = require('node:fs');
 const { EventEmitter } = require('node:events');
 const { Twin, isObject } = require('./twin');
 const propbag = require('./propbag');
+const sas = require('./sas');
 
 // IoT Hub's device and module id alphabet (up to 128 characters).
 const ID_RE = /^[A-Za-z0-9\-.+%_#*?!(),:=@$']{1,128}$/;
@@ -211,6 +212,25 @@ class Hub extends EventEmitter {
     const authentication = body.authentication === undefined && old
       ? old.authentication : parseAuthentication(body.authentication, 'authentication');
     const iotEdge = caps.iotEdge === undefined ? (old ? old.iotEdge : false) : caps.iotEdge;
+    // The device's scope (IoT Hub's deviceScope / parentScopes): a leaf in an edge device's
+    // scope has that edge as its parent, which lets the edge authenticate on its behalf.
+    const oldScopes = old ? JSON.stringify(this.parentScopes(old)) : null;
+    let deviceScope = old ? old.deviceScope || null : null;
+    let parentScopes = old ? old.parentScopes || [] : [];
+    if (body.deviceScope !== undefined && !iotEdge) {
+      if (body.deviceScope !== null && body.deviceScope !== '' && !this.edgeOfScope(body.deviceScope)) {
+        throw new HubError(400, 400004, `deviceScope: "${body.deviceScope}" is no registered edge device's scope`);
+      }
+      deviceScope = body.deviceScope || null;
+    }
+    if (body.parentScopes !== undefined) {
+      if (!Array.isArray(body.parentScopes) || body.parentScopes.length > 1 ||
+          !body.parentScopes.every((x) => typeof x === 'string' && this.edgeOfScope(x))) {
+        throw new HubError(400, 400004, 'parentScopes: at most one registered edge device\'s scope');
+      }
+      parentScopes = body.parentScopes;
+      if (!iotEdge) deviceScope = parentScopes[0] || null;
+    }
     let d = old;
     if (!d) {
       d = this.newIdentity(deviceId, null, authentication);
@@ -222,6 +242,9 @@ class Hub extends EventEmitter {
     d.authentication = authentication;
     d.status = status;
     d.iotEdge = iotEdge;
+    d.deviceScope = iotEdge ? null : deviceScope;
+    d.parentScopes = iotEdge ? parentScopes : [];
+    const scopeChanged = old && oldScopes !== JSON.stringify(this.parentScopes(d));
     // IoT Hub makes an edge device's two system modules with the device
     if (iotEdge) {
       for (const m of ['$edgeAgent', '$edgeHub']) {
@@ -231,8 +254,49 @@ class Hub extends EventEmitter {
     this.event(old ? 'device-updated' : 'device-created', { deviceId, auth: authentication.type, status, iotEdge });
     if (status === 'disabled') this.disconnect(deviceId, '*', 'device-disabled');
     else if (authChanged) this.disconnect(deviceId, null, 'credentials-changed');
+    else if (scopeChanged) this.disconnect(deviceId, '*', 'scope-changed');
     this.save();
     return this.deviceJSON(d);
+  }
+
+  // An edge device's own scope, as IoT Hub writes it.
+  scopeOf(d) {
+    return `ms-azure-iot-edge://${d.deviceId}-${d.generationId}`;
+  }
+
+  edgeOfScope(scope) {
+    for (const d of this.devices.values()) if (d.iotEdge && this.scopeOf(d) === scope) return d;
+    return null;
+  }
+
+  // The scopes a device is in: a leaf's deviceScope, an edge device's parentScopes.
+  parentScopes(d) {
+    return d.iotEdge ? d.parentScopes || [] : d.deviceScope ? [d.deviceScope] : [];
+  }
+
+  // A token on behalf of edge device E (audience {host}/devices/E/modules/$edgeHub) for the
+  // identity deviceId[/moduleId]: null when IoT Hub would take it, else the reason. The edge
+  // must be an enabled edge device, the token signed with its $edgeHub's key, and the identity
+  // in its scope: a device whose parent is E, or a module of E or of such a device.
+  checkOnBehalfOf(t, host, edgeId, deviceId, moduleId) {
+    if (host.toLowerCase() !== this.hostName.toLowerCase()) return `the token names hub "${host}", this is "${this.hostName}"`;
+    const edge = this.devices.get(edgeId);
+    if (!edge) return `${edgeId} is not registered`;
+    if (!edge.iotEdge) return `${edgeId} is not an edge device`;
+    if (edge.status !== 'enabled') return `${edgeId} is disabled`;
+    const hubIdent = edge.modules.get('$edgeHub');
+    if (!hubIdent || hubIdent.authentication.type !== 'sas') return `${edgeId}/$edgeHub has no SAS keys`;
+    const k = hubIdent.authentication.symmetricKey;
+    const bad = sas.verify(t, `${this.hostName}/devices/${edgeId}/modules/$edgeHub`, [k.primaryKey, k.secondaryKey], Math.floor(Date.now() / 1000));
+    if (bad) return `SAS token: ${bad}`;
+    if (moduleId && deviceId === edgeId) return null;
+    const d = this.devices.get(deviceId);
+    if (!this.parentScopes(d).includes(this.scopeOf(edge))) {
+      const p = this.parentScopes(d)[0];
+      const parent = p ? this.edgeOfScope(p) : null;
+      return `${deviceId} is not in the scope of ${edgeId} (its parent is ${parent ? parent.deviceId : 'none'})`;
+    }
+    return null;
   }
 
   deleteDevice(deviceId) {
@@ -298,6 +362,8 @@ class Hub extends EventEmitter {
       lastActivityTime: d.lastActivityTime,
       cloudToDeviceMessageCount: d.c2d.queue.length,
       capabilities: { iotEdge: d.iotEdge },
+      deviceScope: d.iotEdge ? this.scopeOf(d) : d.deviceScope || null,
+      parentScopes: this.parentScopes(d),
       authentication: authenticationJSON(d.authentication),
       connectionString: this.connectionString(d),
       modules: [...d.modules.keys()],
@@ -765,6 +831,7 @@ class Hub extends EventEmitter {
       cas: [...this.cas],
       devices: [...this.devices.values()].map((d) => ({
         ...identJSON(d), status: d.status, iotEdge: d.iotEdge,
+        deviceScope: d.deviceScope || null, parentScopes: d.parentScopes || [],
         modules: [...d.modules.values()].map(identJSON),
         c2d: [...d.c2d.queue, ...d.c2d.history].map((m) => ({
           ...m, payload: m.payload.toString('base64'), sessionRef: undefined,
@@ -795,6 +862,8 @@ class Hub extends EventEmitter {
       const d = identFrom(dj);
       d.status = dj.status;
       d.iotEdge = dj.iotEdge;
+      d.deviceScope = dj.deviceScope || null;
+      d.parentScopes = dj.parentScopes || [];
       d.modules = new Map(dj.modules.map((mj) => [mj.moduleId, identFrom(mj)]));
       d.c2d = { queue: [], history: [] };
       for (const m of dj.c2d) {

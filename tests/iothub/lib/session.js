@@ -171,6 +171,7 @@ class Session {
 
     let authType;
     let tokenExpiry = null;
+    let onBehalfOf = null;
     const a = ident.authentication;
     if (p.password && p.password.length) {
       let t;
@@ -179,12 +180,23 @@ class Session {
       } catch (e) {
         return this.refuse(5, `password: ${e.message}`, who);
       }
-      if (a.type !== 'sas') return this.refuse(5, `${clientId} authenticates with X.509 (${a.type}), not a SAS token`, who);
-      const resource = `${this.hub.hostName}/devices/${deviceId}` + (moduleId ? `/modules/${moduleId}` : '');
-      const bad = sas.verify(t, resource, [a.symmetricKey.primaryKey, a.symmetricKey.secondaryKey], Math.floor(Date.now() / 1000));
-      if (bad) return this.refuse(5, `SAS token: ${bad}`, { ...who, tokenExpiry: new Date(t.se * 1000).toISOString() });
-      authType = 'sas';
-      tokenExpiry = t.se * 1000;
+      // On behalf of (edgeHub's ClientAuthenticationForEdgeHubOnBehalfOf): a token for an edge
+      // device's $edgeHub, signed with its key, opens an identity in that edge device's scope.
+      const obo = /^([^/]+)\/devices\/([^/]+)\/modules\/\$edgeHub$/i.exec(t.srDecoded);
+      if (obo && !(obo[2] === deviceId && moduleId && moduleId.toLowerCase() === '$edgehub')) {
+        const bad = this.hub.checkOnBehalfOf(t, obo[1], obo[2], deviceId, moduleId);
+        if (bad) return this.refuse(5, `on behalf of ${obo[2]}: ${bad}`, { ...who, tokenExpiry: new Date(t.se * 1000).toISOString() });
+        onBehalfOf = obo[2];
+        authType = 'sas';
+        tokenExpiry = t.se * 1000;
+      } else if (a.type !== 'sas') return this.refuse(5, `${clientId} authenticates with X.509 (${a.type}), not a SAS token`, who);
+      if (!onBehalfOf) {
+        const resource = `${this.hub.hostName}/devices/${deviceId}` + (moduleId ? `/modules/${moduleId}` : '');
+        const bad = sas.verify(t, resource, [a.symmetricKey.primaryKey, a.symmetricKey.secondaryKey], Math.floor(Date.now() / 1000));
+        if (bad) return this.refuse(5, `SAS token: ${bad}`, { ...who, tokenExpiry: new Date(t.se * 1000).toISOString() });
+        authType = 'sas';
+        tokenExpiry = t.se * 1000;
+      }
     } else {
       const cert = this.socket.getPeerCertificate ? this.socket.getPeerCertificate() : null;
       if (!cert || !cert.raw) return this.refuse(5, 'no SAS token (password) and no client certificate', who);
@@ -210,6 +222,7 @@ class Session {
     this.moduleId = moduleId || null;
     this.ident = ident;
     this.authType = authType;
+    this.onBehalfOf = onBehalfOf;
     this.tokenExpiry = tokenExpiry;
     this.clientId = clientId;
     this.apiVersion = query.get('api-version');
@@ -245,7 +258,7 @@ class Session {
       this.timers.push(timer(tokenExpiry - Date.now(), () => this.close('token-expired', `the SAS token expired at ${new Date(tokenExpiry).toISOString()}`)));
     }
     this.hub.event('connect', {
-      ...this.who(), auth: authType, transport: this.transport, remote: this.remote,
+      ...this.who(), auth: authType, onBehalfOf, transport: this.transport, remote: this.remote,
       tokenExpiry: tokenExpiry ? new Date(tokenExpiry).toISOString() : null,
       cleanSession: this.cleanSession, sessionPresent, keepAlive: this.keepAlive,
       apiVersion: this.apiVersion, deviceClientType: this.deviceClientType,
@@ -469,6 +482,7 @@ class Session {
       moduleId: this.moduleId,
       clientId: this.clientId,
       auth: this.authType,
+      onBehalfOf: this.onBehalfOf,
       transport: this.transport,
       remote: this.remote,
       connectedAt: this.connectedAt,

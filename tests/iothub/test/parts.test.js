@@ -103,3 +103,30 @@ test('topicMatches: MQTT filter matching, $ topics only by explicit filters', ()
   assert.ok(topicMatches('a/+/c', 'a/b/c'));
   assert.ok(!topicMatches('a/+/c', 'a/b/c/d'));
 });
+
+test("on behalf of: an edge's $edgeHub token opens a device in its scope only", () => {
+  const { Hub } = require('../lib/hub');
+  const hub = new Hub({ hostName: 'hub.azure-devices.net' });
+  try {
+    const edge = hub.putDevice('e1', { capabilities: { iotEdge: true } });
+    hub.putDevice('e2', { capabilities: { iotEdge: true } });
+    assert.match(edge.deviceScope, /^ms-azure-iot-edge:\/\/e1-[0-9]+$/);
+    hub.putDevice('leaf', { authentication: { type: 'certificateAuthority' }, deviceScope: edge.deviceScope });
+    hub.putDevice('stray', { authentication: { type: 'certificateAuthority' } });
+    assert.deepEqual(hub.deviceJSON(hub.device('leaf')).parentScopes, [edge.deviceScope]);
+    assert.throws(() => hub.putDevice('x', { deviceScope: 'ms-azure-iot-edge://nobody-1' }), /deviceScope/);
+    const now = Math.floor(Date.now() / 1000);
+    const key = hub.identity('e1', '$edgeHub').authentication.symmetricKey.primaryKey;
+    const tok = (k) => sas.parse(sas.make('hub.azure-devices.net/devices/e1/modules/$edgeHub', k, now + 60));
+    assert.equal(hub.checkOnBehalfOf(tok(key), 'hub.azure-devices.net', 'e1', 'leaf', null), null);
+    assert.equal(hub.checkOnBehalfOf(tok(key), 'hub.azure-devices.net', 'e1', 'e1', 'm1'), null, "the edge's own module");
+    assert.match(hub.checkOnBehalfOf(tok(key), 'hub.azure-devices.net', 'e1', 'stray', null), /not in the scope of e1 \(its parent is none\)/);
+    const key2 = hub.identity('e2', '$edgeHub').authentication.symmetricKey.primaryKey;
+    assert.match(hub.checkOnBehalfOf(tok(key2), 'hub.azure-devices.net', 'e1', 'leaf', null), /signature/);
+    assert.match(hub.checkOnBehalfOf(tok(key), 'hub.azure-devices.net', 'leaf', 'leaf', null), /not an edge device/);
+    hub.putDevice('leaf', { deviceScope: hub.deviceJSON(hub.device('e2')).deviceScope });
+    assert.match(hub.checkOnBehalfOf(tok(key), 'hub.azure-devices.net', 'e1', 'leaf', null), /its parent is e2/);
+  } finally {
+    hub.close();
+  }
+});

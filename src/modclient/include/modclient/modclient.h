@@ -16,6 +16,7 @@ struct event_base;
 struct modclient;
 
 #define MODCLIENT_API_VERSION_DEFAULT "2019-01-30" /* workload API */
+#define MODCLIENT_OBO_MODULE "$edgeHub" /* the module whose key signs on behalf of others */
 #define MODCLIENT_PORT_DEFAULT 8883
 #define MODCLIENT_TOKEN_LIFETIME_DEFAULT 3600 /* seconds; renewed at 80 % by reconnecting */
 #define MODCLIENT_MAX_PENDING_DEFAULT 1000    /* outgoing messages kept until acknowledged */
@@ -39,6 +40,13 @@ struct modclient_config {
     char *api_version;     /* workload API version */
     char *ca_file;         /* trust this PEM bundle instead of the workload trust bundle */
     char *sas_key;         /* base64 module key: sign tokens here instead of the workload API */
+    /* On behalf of (a gateway speaking for an identity whose key it does not hold, as edgeHub's
+     * ClientAuthenticationForEdgeHubOnBehalfOf): the edge device whose $edgeHub signs this
+     * identity's tokens. The connection is still the identity's own (client id, user name);
+     * the token's audience is "<iothub_hostname>/devices/<on_behalf_of>/modules/$edgeHub" and
+     * sas_key must be that $edgeHub's key. IoT Hub takes it for an identity in the edge
+     * device's scope (a leaf whose parent is the edge). NULL: the identity's own token. */
+    char *on_behalf_of;
     int token_lifetime_s;
     size_t max_pending;
 };
@@ -168,7 +176,8 @@ int modclient_c2d_ack(struct modclient *c, uint32_t token);
 /* ---- SAS tokens (exposed for tests and tools) ---- */
 
 /* The resource a token is for: "<iothub_hostname>/devices/<d>/modules/<m>" (a device's:
- * "<iothub_hostname>/devices/<d>"). */
+ * "<iothub_hostname>/devices/<d>"; on behalf of an edge device E:
+ * "<iothub_hostname>/devices/<E>/modules/$edgeHub"). */
 char *modclient_token_resource(const struct modclient_config *cfg);
 /* The string to sign: percent-encoded resource, "\n", expiry. */
 int modclient_token_string_to_sign(const char *resource, uint64_t expiry, struct lbuf *out);
