@@ -61,6 +61,10 @@ struct cloud_mod {
     struct hub_client acker; /* commit.c acknowledges C2D messages to IoT Hub through it */
     bool connected;
     bool failed; /* a connection attempt failed or a connection ended since it opened */
+    /* Its telemetry goes as the edge device's for now: an attempt failed while the device link
+     * was up (refused, or unreachable where the link got through). Cleared when it connects and
+     * when the device link comes up again (it then tries at once). docs/upstream.md. */
+    bool unusable;
     bool synced; /* the cloud's twin was read once: the identity's twin GETs need not wait */
     char last_error[200];
     json_t *cloud_reported; /* what the cloud holds, the base of the next patch */
@@ -81,6 +85,7 @@ struct cloud {
     uint64_t refused;         /* sessions not opened at upstream.max_module_sessions */
     uint64_t devices_refused; /* at upstream.max_device_sessions */
     uint64_t c2d_received, c2d_stored;
+    bool link_up; /* the hub's device link is connected (upstream.c: cloud_upstream_link) */
 };
 
 static struct cloud_mod *find(struct cloud *cl, const char *module)
@@ -129,11 +134,9 @@ static void mod_remove(struct cloud_mod *m)
         }
     log_info(COMP, "%s: %s gone: its upstream session closes", m->module,
              m->device_id ? "device" : "module");
-    bool device = m->device_id != NULL;
     struct hub *h = cl->h;
     mod_free(m);
-    if (device)
-        endpoint_kick(h, NULL);
+    endpoint_kick(h, NULL); /* telemetry waiting for it goes as the edge device's */
 }
 
 /* ---- reported: local → cloud */
@@ -315,17 +318,21 @@ static void on_connection(void *ud, bool connected, const char *why)
         m->last_error[0] = 0;
         m->reported_known = false;
         m->busy = false;
+        m->unusable = false;
         log_info(COMP, "%s: connected upstream as the %s%s", m->module,
                  m->device_id ? "device" : "module", m->obo ? ", on behalf of this edge" : "");
         sync_reported(m);
-        if (m->device_id)
-            endpoint_kick(m->cl->h, NULL); /* its telemetry waiting in $upstream */
+        endpoint_kick(m->cl->h, NULL); /* its telemetry waiting in $upstream */
         return;
     }
     m->failed = true;
     twins_cloud_synced(m->cl->h, m->module); /* GETs that waited: the local twin */
-    if (m->device_id)
-        endpoint_kick(m->cl->h, NULL); /* telemetry waiting for it goes as the edge device's */
+    /* A connection lost waits for the next attempt (1 s); an attempt that failed while the
+     * device link is up will not come soon: what waits for it goes as the edge device's. */
+    if (!was && m->cl->link_up && !m->unusable) {
+        m->unusable = true;
+        endpoint_kick(m->cl->h, NULL);
+    }
     snprintf(m->last_error, sizeof(m->last_error), "%s%s", why ? why : "disconnected",
              m->obo && why && strstr(why, "not authorized")
                  ? " (on behalf of this edge: IoT Hub takes it only for a device whose parent is "
@@ -449,7 +456,7 @@ static int identity_send(struct cloud *cl, const char *address, const struct hub
     if (!m || !m->mc)
         return 0;
     if (!m->connected)
-        return m->failed ? 0 : -EAGAIN;
+        return m->unusable ? 0 : -EAGAIN; /* opening, or retrying: wait for it */
     struct iothub_props props;
     hub_message_props(msg, &props);
     int r = modclient_send_event(m->mc, &props, msg->body, msg->body_len, done, ud);
@@ -493,6 +500,24 @@ int cloud_child_send(struct hub *h, const char *device_id, const char *module_id
     if (!h->cloud || n < 0 || (size_t)n >= sizeof(address))
         return 0;
     return identity_send(h->cloud, address, msg, done, ud);
+}
+
+void cloud_upstream_link(struct hub *h, bool up)
+{
+    struct cloud *cl = h->cloud;
+    if (!cl)
+        return;
+    cl->link_up = up;
+    if (!up)
+        return;
+    /* The endpoint answers again: every session that is not connected tries now instead of at
+     * the end of its back-off, and its telemetry waits for that attempt. */
+    for (struct cloud_mod *m = cl->mods; m; m = m->next) {
+        if (m->connected || !m->mc)
+            continue;
+        m->unusable = false;
+        modclient_reconnect_now(m->mc);
+    }
 }
 
 /* ---- lifecycle */

@@ -41,6 +41,11 @@ int cloud_module_send(struct hub *h, const char *module_id, const struct hub_mes
  * of that identity ("devices/<device>/modules/<module>"): a middle layer's relay. */
 int cloud_child_send(struct hub *h, const char *device_id, const char *module_id,
                      const struct hub_message *msg, void (*done)(void *ud, int result), void *ud);
+/* The hub's device link to the upstream connected (up) or went. Up: the sessions that are not
+ * connected try again at once; a message waits for its identity's session while that session is
+ * opening or retrying, and goes as the edge device's once an attempt made while the link is up
+ * failed (docs/upstream.md "Telemetry follows its identity"). */
+void cloud_upstream_link(struct hub *h, bool up);
 /* {"enabled", "sessions": [{"module" | "device", "connected", "lastError"?}], "max", "refused",
  * "maxDevices", "devicesRefused", "c2d": {"received", "stored"}} for the status. */
 json_t *cloud_status(struct hub *h);

@@ -11,7 +11,12 @@
 #include <cmocka.h>
 
 #include <errno.h>
+#include <arpa/inet.h>
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
 #include <event2/event.h>
+#include <event2/listener.h>
+#include <netinet/in.h>
 #include <fcntl.h>
 #include <dirent.h>
 #include <ftw.h>
@@ -82,6 +87,7 @@ struct fixture {
     const char *leaf_gen[2];
     char leaf_thumbprint[65];
     char device_ca[128]; /* the device CA bundle's path, "" none */
+    int upstream_port;   /* an upstream on 127.0.0.1 (IoT Hub's protocol), 0 none */
 };
 
 struct client {
@@ -200,14 +206,19 @@ static void write_runtime(struct fixture *f, const char *edge_hub)
 
 static void hub_up(struct fixture *f)
 {
-    char yaml[1024];
+    char yaml[1024], up[200] = "";
+    if (f->upstream_port)
+        snprintf(up, sizeof(up),
+                 "upstream:\n  enabled: true\n  host: 127.0.0.1\n  port: %d\n  tls: false\n"
+                 "  iothub: true\n",
+                 f->upstream_port);
     snprintf(yaml, sizeof(yaml),
              "state_dir: %s/state\nrun_dir: %s/run\nlog_level: error\n"
              "device:\n  id: " DEVICE "\n"
              "hub:\n  control_socket: %s/run/hub.sock\n  max_subscriptions: %d\n"
-             "  max_connections: %d\n  max_inflight: %d\n  max_packet_size: %llu\n",
+             "  max_connections: %d\n  max_inflight: %d\n  max_packet_size: %llu\n%s",
              f->dir, f->dir, f->dir, f->max_subscriptions, f->max_connections, f->max_inflight,
-             (unsigned long long)f->max_packet);
+             (unsigned long long)f->max_packet, up);
     struct lstrv errors = LSTRV_INIT;
     int r = config_load_string(yaml, strlen(yaml), "test", &f->h.cfg, &errors);
     if (r < 0)
@@ -217,6 +228,8 @@ static void hub_up(struct fixture *f)
     f->h.cfg.hub.plain_port = 0;
     f->h.cfg.hub.websocket_port = 0; /* ws_head_accept() gets socketpairs too */
     f->h.cfg.hub.amqp_port = 0;      /* and amqp_head_accept() */
+    /* a generated identity has no IoT Hub above it: the relay's tests say there is one */
+    f->h.cfg.upstream.iothub = f->upstream_port != 0;
     f->h.base = event_base_new();
     assert_non_null(f->h.base);
     struct lerr err = {0};
@@ -232,6 +245,8 @@ static void hub_down(struct fixture *f)
     event_base_free(f->h.base);
     memset(&f->h, 0, sizeof(f->h));
 }
+
+static int setup_upstream_port; /* setup_relay's fake upstream */
 
 static int setup_with(void **state, const char *edge_hub, int max_subs, int max_conns)
 {
@@ -253,6 +268,7 @@ static int setup_with(void **state, const char *edge_hub, int max_subs, int max_
     f->max_connections = max_conns;
     f->max_inflight = 10;
     f->max_packet = 16 * 1024;
+    f->upstream_port = setup_upstream_port;
     write_runtime(f, edge_hub);
     hub_up(f);
     *state = f;
@@ -3024,6 +3040,283 @@ static void test_child_modules_bound(void **state)
     cl_close(&c);
 }
 
+/* ------------------------------------------------------------------ relayed identities upstream */
+
+/* A fake upstream broker on the test's loop: every connection's CONNECT answered (or refused, or
+ * held, by client id), PUBLISHes recorded with the client id they came on and acknowledged. */
+struct fake_conn {
+    struct bufferevent *bev;
+    struct lbuf in;
+    char cid[64];
+    bool held; /* CONNECT not answered yet */
+};
+
+struct fake_pub {
+    char cid[64];
+    char topic[300];
+    char body[32];
+};
+
+static struct {
+    int lfd;
+    struct evconnlistener *l;
+    struct fake_conn c[16];
+    char refuse[64]; /* this client id gets CONNACK refuse_code */
+    int refuse_code;
+    char hold[64]; /* this client id's CONNACK waits for fake_up_release() */
+    struct fake_pub pub[64];
+    size_t n_pub;
+} U;
+
+static void fake_up_close(struct fake_conn *c)
+{
+    if (c->bev)
+        bufferevent_free(c->bev);
+    lbuf_free(&c->in);
+    *c = (struct fake_conn){0};
+}
+
+static void fake_up_send(struct fake_conn *c, struct lbuf *b)
+{
+    bufferevent_write(c->bev, b->data, b->len);
+    lbuf_free(b);
+}
+
+static void fake_up_packet(struct fake_conn *c, const struct mqtt_packet *p)
+{
+    struct lbuf b = LBUF_INIT;
+    switch (p->type) {
+    case MQTT_CONNECT:
+        snprintf(c->cid, sizeof(c->cid), "%.*s", (int)p->connect.client_id.len,
+                 p->connect.client_id.ptr);
+        if (strcmp(c->cid, U.hold) == 0) {
+            c->held = true;
+            return;
+        }
+        assert_int_equal(
+            mqtt_encode_connack(&b, false, strcmp(c->cid, U.refuse) == 0 ? U.refuse_code : 0), 0);
+        break;
+    case MQTT_SUBSCRIBE: {
+        uint8_t q = 0;
+        assert_int_equal(mqtt_encode_suback(&b, p->subscribe.packet_id, &q, 1), 0);
+        break;
+    }
+    case MQTT_PUBLISH:
+        if (strncmp((const char *)p->publish.topic.ptr, "$iothub/", 8) != 0 &&
+            U.n_pub < ARRAY_SIZE(U.pub)) {
+            struct fake_pub *r = &U.pub[U.n_pub++];
+            snprintf(r->cid, sizeof(r->cid), "%s", c->cid);
+            snprintf(r->topic, sizeof(r->topic), "%.*s", (int)p->publish.topic.len,
+                     p->publish.topic.ptr);
+            snprintf(r->body, sizeof(r->body), "%.*s", (int)p->publish.payload_len,
+                     (const char *)p->publish.payload);
+        }
+        if (p->publish.qos)
+            assert_int_equal(mqtt_encode_ack(&b, MQTT_PUBACK, p->publish.packet_id), 0);
+        break;
+    case MQTT_PINGREQ:
+        mqtt_encode_empty(&b, MQTT_PINGRESP);
+        break;
+    default:
+        break;
+    }
+    if (b.len)
+        fake_up_send(c, &b);
+    lbuf_free(&b);
+}
+
+static void fake_up_read(struct bufferevent *bev, void *arg)
+{
+    struct fake_conn *c = arg;
+    struct evbuffer *in = bufferevent_get_input(bev);
+    size_t n = evbuffer_get_length(in);
+    assert_int_equal(lbuf_append(&c->in, evbuffer_pullup(in, (ev_ssize_t)n), n), 0);
+    evbuffer_drain(in, n);
+    for (;;) {
+        size_t len;
+        if (mqtt_frame((const uint8_t *)c->in.data, c->in.len, 0, &len) <= 0)
+            return;
+        struct mqtt_packet p;
+        struct lerr e = {0};
+        assert_int_equal(mqtt_decode((const uint8_t *)c->in.data, len, &p, &e), 0);
+        fake_up_packet(c, &p);
+        lbuf_consume(&c->in, len);
+    }
+}
+
+static void fake_up_event(struct bufferevent *bev, short what, void *arg)
+{
+    if (what & (BEV_EVENT_EOF | BEV_EVENT_ERROR))
+        fake_up_close(arg);
+}
+
+static void fake_up_accept(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa,
+                           int len, void *arg)
+{
+    struct hub *h = arg;
+    for (size_t i = 0; i < ARRAY_SIZE(U.c); i++) {
+        struct fake_conn *c = &U.c[i];
+        if (c->bev)
+            continue;
+        c->bev = bufferevent_socket_new(h->base, fd, BEV_OPT_CLOSE_ON_FREE);
+        bufferevent_setcb(c->bev, fake_up_read, NULL, fake_up_event, c);
+        bufferevent_enable(c->bev, EV_READ | EV_WRITE);
+        return;
+    }
+    close(fd);
+}
+
+/* Every connection cut, as a network that went. */
+static void fake_up_cut(void)
+{
+    for (size_t i = 0; i < ARRAY_SIZE(U.c); i++)
+        fake_up_close(&U.c[i]);
+}
+
+static void fake_up_release(void)
+{
+    U.hold[0] = 0;
+    for (size_t i = 0; i < ARRAY_SIZE(U.c); i++) {
+        struct fake_conn *c = &U.c[i];
+        if (!c->bev || !c->held)
+            continue;
+        c->held = false;
+        struct lbuf b = LBUF_INIT;
+        assert_int_equal(mqtt_encode_connack(&b, false, 0), 0);
+        fake_up_send(c, &b);
+    }
+}
+
+/* Connected (CONNACK sent) as cid. */
+static bool fake_up_has(const char *cid)
+{
+    for (size_t i = 0; i < ARRAY_SIZE(U.c); i++)
+        if (U.c[i].bev && !U.c[i].held && strcmp(U.c[i].cid, cid) == 0)
+            return true;
+    return false;
+}
+
+static void pump_until(struct fixture *f, bool (*cond)(const char *), const char *arg, int ms)
+{
+    int64_t until = ltime_now_ms() + ms;
+    while (!cond(arg)) {
+        if (ltime_now_ms() > until)
+            fail_msg("timed out after %d ms waiting for %s", ms, arg);
+        pump(f);
+        poll(NULL, 0, 10);
+    }
+}
+
+static bool n_pub_at_least(const char *n)
+{
+    return U.n_pub >= (size_t)atoi(n);
+}
+
+static const char *relay_routes =
+    "{\"schemaVersion\": \"1.1\", \"routes\": {"
+    "\"relay\": \"FROM /messages/* WHERE $connectionDeviceId = 'leaf1' INTO $upstream\","
+    "\"up\": \"FROM /messages/modules/sender/outputs/up INTO $upstream\""
+    "}}";
+
+static int setup_relay(void **state)
+{
+    memset(&U, 0, sizeof(U));
+    U.lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    struct sockaddr_in sin = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t sl = sizeof(sin);
+    if (U.lfd < 0 || bind(U.lfd, (struct sockaddr *)&sin, sizeof(sin)) < 0 ||
+        listen(U.lfd, 16) < 0 || getsockname(U.lfd, (struct sockaddr *)&sin, &sl) < 0)
+        return -1;
+    setup_upstream_port = ntohs(sin.sin_port);
+    int r = setup_with(state, relay_routes, 8, 16);
+    setup_upstream_port = 0;
+    if (r < 0)
+        return r;
+    struct fixture *f = *state;
+    U.l = evconnlistener_new(f->h.base, fake_up_accept, &f->h, LEV_OPT_CLOSE_ON_FREE, -1, U.lfd);
+    return U.l ? 0 : -1;
+}
+
+static int teardown_relay(void **state)
+{
+    fake_up_cut();
+    evconnlistener_free(U.l);
+    pump(*state); /* bufferevents are finalised on the loop */
+    return teardown(state);
+}
+
+/* A child edge device's module's telemetry (nested edge) waits at the head of its queue for that
+ * identity's relay session while it is opening or retrying — also when the device link comes up
+ * first — and goes over it, in order, with what came behind it after; when that session is
+ * refused while the device link is up, the messages go as the edge device's with $.cdid/$.cmid
+ * in the bag (docs/upstream.md "Telemetry follows its identity"). */
+static void test_relay_waits_for_its_session(void **state)
+{
+    struct fixture *f = *state;
+    pump_until(f, fake_up_has, DEVICE, 3000); /* the device link */
+    struct client c, s;
+    cl_open(f, &c);
+    assert_int_equal(cl_connect_child(&c, "leaf1", "mod1", 0, NULL), 0);
+    pump_until(f, fake_up_has, "leaf1/mod1", 3000); /* its relay session */
+    expect_puback(&c,
+                  cl_publish(&c, "devices/leaf1/modules/mod1/messages/events/", "m0", 1, false));
+    pump_until(f, n_pub_at_least, "1", 3000);
+    assert_string_equal(U.pub[0].cid, "leaf1/mod1");
+    assert_string_equal(U.pub[0].body, "m0");
+    assert_true(lstr_startswith(U.pub[0].topic, "devices/leaf1/modules/mod1/messages/events/"));
+
+    /* the network goes: the link and the session both lose their connections; readings wait */
+    fake_up_cut();
+    snprintf(U.hold, sizeof(U.hold), "leaf1/mod1"); /* its next CONNECT is not answered yet */
+    pump(f);
+    const char *const ms[] = {"m1", "m2", "m3"};
+    for (size_t i = 0; i < ARRAY_SIZE(ms); i++)
+        expect_puback(
+            &c, cl_publish(&c, "devices/leaf1/modules/mod1/messages/events/", ms[i], 1, false));
+    cl_open_as(f, &s, "sender"); /* a module with no session (no SAS device key to derive from) */
+    send_output(&s, "up", NULL, "s1");
+    /* the device link is back first; the session's attempt is under way */
+    pump_until(f, fake_up_has, DEVICE, 4000);
+    pump_for(f, 700);
+    assert_int_equal(U.n_pub, 1); /* nothing as the device; s1 waits behind m1 (one order) */
+    fake_up_release();
+    pump_until(f, n_pub_at_least, "5", 3000);
+    for (size_t i = 0; i < ARRAY_SIZE(ms); i++) {
+        assert_string_equal(U.pub[1 + i].cid, "leaf1/mod1");
+        assert_string_equal(U.pub[1 + i].body, ms[i]);
+    }
+    assert_string_equal(U.pub[4].cid, DEVICE);
+    assert_string_equal(U.pub[4].body, "s1");
+    pump_for(f, 100);
+    assert_int_equal(endpoint_field(f, "$upstream", "depth"), 0);
+
+    /* cut again, and IoT Hub refuses the identity now: once the link is up and the session's
+     * attempt refused, its readings go as the edge device's, naming who sent them */
+    U.refuse_code = MQTT_CONNACK_NOT_AUTHORIZED;
+    snprintf(U.refuse, sizeof(U.refuse), "leaf1/mod1");
+    fake_up_cut();
+    pump(f);
+    expect_puback(&c,
+                  cl_publish(&c, "devices/leaf1/modules/mod1/messages/events/", "m4", 1, false));
+    expect_puback(&c,
+                  cl_publish(&c, "devices/leaf1/modules/mod1/messages/events/", "m5", 1, false));
+    pump_until(f, n_pub_at_least, "7", 5000);
+    for (size_t i = 5; i < 7; i++) {
+        assert_string_equal(U.pub[i].cid, DEVICE);
+        assert_true(lstr_startswith(U.pub[i].topic, "devices/" DEVICE "/messages/events/"));
+        assert_non_null(strstr(U.pub[i].topic, "%24.cdid=leaf1&%24.cmid=mod1"));
+    }
+    assert_string_equal(U.pub[5].body, "m4");
+    assert_string_equal(U.pub[6].body, "m5");
+    json_t *st = status(f);
+    json_t *cs = json_object_get(json_object_get(st, "cloud"), "sessions");
+    assert_int_equal(json_array_size(cs), 1);
+    assert_false(json_is_true(json_object_get(json_array_get(cs, 0), "connected")));
+    json_decref(st);
+    cl_close(&s);
+    cl_close(&c);
+}
+
 /* A removed or recreated device loses its connections, its persistent session and its twin; a
  * replaced key cuts the connections that used it (and only those); a reload that changes nothing
  * for it leaves it alone. */
@@ -4594,6 +4887,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_device_twin_and_method, setup, teardown),
         cmocka_unit_test_setup_teardown(test_child_modules, setup, teardown),
         cmocka_unit_test_setup_teardown(test_child_modules_bound, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_relay_waits_for_its_session, setup_relay,
+                                        teardown_relay),
         cmocka_unit_test(test_c2d_message_form),
         cmocka_unit_test_setup_teardown(test_device_c2d, setup, teardown),
         cmocka_unit_test_setup_teardown(test_device_identity_change, setup, teardown),

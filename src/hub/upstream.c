@@ -5,7 +5,9 @@
  * (TTL applies) and the link reconnects with back-off from 1 s to 60 s. With a SAS identity the
  * token is renewed by reconnecting before it expires. With upstream.iothub a leaf device's
  * message goes over that device's own session instead (cloud.c), so that IoT Hub sees it from
- * the device; one whose session is still opening waits at the head of its queue ("parked"). */
+ * the device (a module's, a child edge device's module's likewise); one whose session is opening
+ * or retrying waits at the head of its queue ("parked"), and goes as the edge device's only once
+ * that identity has no session to come (cloud.h: cloud_upstream_link). */
 #include "upstream.h"
 
 #include <errno.h>
@@ -122,6 +124,7 @@ static void on_close(void *ud, int reason)
 {
     struct upstream *u = ud;
     u->connected = false;
+    cloud_upstream_link(u->h, false);
     went_offline(u);
     snprintf(u->last_error, sizeof(u->last_error), "connection lost: %s",
              u->m && mqttc_error(u->m)[0] ? mqttc_error(u->m) : strerror(-reason));
@@ -171,6 +174,7 @@ static void on_connect(void *ud, int result, int code, bool present)
         struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
         evtimer_add(u->renew, &tv);
     }
+    cloud_upstream_link(h, true); /* before the drain: the sessions retrying try now */
     endpoint_kick(h, NULL);
 }
 
@@ -277,6 +281,7 @@ static void renew_cb(evutil_socket_t fd, short what, void *arg)
     if (u->m)
         mqttc_disconnect(u->m);
     u->connected = false;
+    cloud_upstream_link(u->h, false);
     rewind_all(u);
     connect_now(u);
 }
@@ -381,7 +386,7 @@ static void leaf_sent(void *ud, int result)
 
 /* A leaf device's or a module's message (upstream.iothub), sent as IoT Hub would have it from
  * that identity, as edgeHub does: 1 handed to its own session, 0 not one to send that way (the
- * edge device's link carries it), -EAGAIN wait (its session is opening). */
+ * edge device's link carries it), -EAGAIN wait (its session is opening or retrying). */
 static int send_as_identity(struct upstream *u, const struct hub_message *m, int prio, uint64_t seq)
 {
     struct hub *h = u->h;
@@ -463,12 +468,13 @@ static void upstream_drain(struct hub *h, struct endpoint *ep, int64_t now)
                 h->n.delivered++;
                 continue;
             }
-            /* as the edge device; the record's data may be the parked copy: freed after */
+            /* as the edge device; m may point into the parked copy: it is freed after m's last
+             * use (the metrics' labels read its properties) */
             uint16_t pid;
             int pr = mqttc_publish(u->m, u->topic.data, u->topic.len, m.body, m.body_len, 1,
                                    rec.redelivery, &pid);
-            unpark(u, p);
             if (pr < 0) {
+                unpark(u, p);
                 queue_rewind_inflight(q);
                 return;
             }
@@ -476,6 +482,7 @@ static void upstream_drain(struct hub *h, struct endpoint *ep, int64_t now)
                 size_t cap = u->cap_inflight ? u->cap_inflight * 2 : 64;
                 struct up_inflight *v = realloc(u->inflight, cap * sizeof(*v));
                 if (!v) {
+                    unpark(u, p);
                     queue_rewind_inflight(q);
                     return;
                 }
@@ -486,6 +493,7 @@ static void upstream_drain(struct hub *h, struct endpoint *ep, int64_t now)
             u->sent++;
             h->n.delivered++;
             hub_metrics_sent(h, &m, "upstream", "", (unsigned)p);
+            unpark(u, p);
             if (!u->first_delivery_ms)
                 u->first_delivery_ms = ltime_now_ms();
         }

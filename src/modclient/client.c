@@ -282,6 +282,19 @@ int modclient_start(struct modclient *c)
     return 0;
 }
 
+void modclient_reconnect_now(struct modclient *c)
+{
+    /* MC_TRUST and MC_SIGN wait for the local workload API, not for the endpoint */
+    if (!c || (c->state != MC_RETRY && c->state != MC_CONNECTING))
+        return;
+    if (c->m) {
+        mqttc_free(c->m);
+        c->m = NULL;
+    }
+    c->backoff_ms = 0;
+    begin_connect(c);
+}
+
 /* ------------------------------------------------------------------ connecting */
 
 static void on_mqtt_connect(void *ud, int result, int code, bool present);
@@ -325,15 +338,15 @@ static void connect_mqtt(struct modclient *c)
     if (r == 0)
         r = mqttc_new(c->base, c->dns, &o, &c->m);
     lbuf_free(&user);
+    /* before the call: a connect that fails at once reports it (on_mqtt_connect) from inside */
+    c->state = MC_CONNECTING;
     if (r == 0)
         r = mqttc_connect(c->m);
     if (r < 0) {
         char why[128];
         snprintf(why, sizeof(why), "cannot connect to the hub: %s", strerror(-r));
         fail_and_retry(c, why, true);
-        return;
     }
-    c->state = MC_CONNECTING;
 }
 
 static int set_token(struct modclient *c, const char *sig_b64)

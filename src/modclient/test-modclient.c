@@ -814,6 +814,19 @@ static struct modclient *new_client(bool tls, bool with_key)
     return c;
 }
 
+static bool disconnected_twice(void *arg)
+{
+    return EV.disconnected >= 2;
+}
+
+/* Run the loop for ms. */
+static void run_for(int ms)
+{
+    int64_t end = ltime_mono_ms() + ms;
+    while (ltime_mono_ms() < end)
+        event_base_loop(F.base, EVLOOP_ONCE | EVLOOP_NONBLOCK), usleep(5000);
+}
+
 static bool connected(void *arg)
 {
     return modclient_connected(arg);
@@ -1376,8 +1389,41 @@ static void test_client_failures(void **state)
     assert_int_equal(modclient_start(c), 0);
     run_until(disconnected_once, NULL, 3000);
     assert_string_equal(EV.why, "the hub refused the connection (CONNACK 5: not authorized)");
-    modclient_free(c);
+    /* retrying (1 s back-off): reconnect_now tries at once, refused again; then let in */
+    int64_t t0 = ltime_mono_ms();
+    modclient_reconnect_now(c);
+    run_until(disconnected_twice, NULL, 3000);
+    assert_int_equal(F.connects, 2);
     F.connack = 0;
+    modclient_reconnect_now(c);
+    run_until(connected, c, 3000);
+    assert_true(ltime_mono_ms() - t0 < 900); /* neither waited for its back-off */
+    modclient_reconnect_now(c);              /* connected: nothing */
+    run_for(100);
+    assert_int_equal(F.connects, 3);
+    assert_true(modclient_connected(c));
+    modclient_free(c);
+
+    /* a connect that fails at once, inside the call (no route: the kernel refuses a TCP
+     * connect to the broadcast address without sending anything): reported once, retried */
+    struct modclient_config ucfg = {.device_id = "d",
+                                    .module_id = "m",
+                                    .iothub_hostname = "h",
+                                    .gateway_hostname = "localhost",
+                                    .connect_host = "255.255.255.255",
+                                    .port = F.port,
+                                    .sas_key = KEY};
+    struct lerr ue = {0};
+    assert_int_equal(modclient_new(F.base, &ucfg, &c, &ue), 0);
+    memset(&EV, 0, sizeof(EV));
+    modclient_on_connection(c, on_conn, NULL);
+    assert_int_equal(modclient_start(c), 0);
+    assert_int_equal(EV.disconnected, 1);
+    assert_non_null(strstr(EV.why, "unreachable"));
+    modclient_reconnect_now(c); /* retrying: tries (and fails) again at once */
+    assert_int_equal(EV.disconnected, 2);
+    assert_false(modclient_connected(c));
+    modclient_free(c);
 
     /* no workload socket there */
     struct modclient_config cfg = {.device_id = "d",

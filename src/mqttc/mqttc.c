@@ -264,6 +264,9 @@ static void eventcb(struct bufferevent *bev, short what, void *arg)
         return;
     }
     int reason = (what & BEV_EVENT_EOF) ? -ECONNRESET : -ECONNREFUSED;
+    int sock_err = EVUTIL_SOCKET_ERROR();
+    if (!(what & BEV_EVENT_EOF) && (sock_err == ENETUNREACH || sock_err == EHOSTUNREACH))
+        reason = -sock_err; /* no route: the network is down, not the server */
     if (m->bev && (what & BEV_EVENT_ERROR)) {
         unsigned long e = bufferevent_get_openssl_error(m->bev);
         /* A cut connection shows up as an "unexpected EOF" TLS error: report it as the reset it
@@ -319,7 +322,20 @@ int mqttc_connect(struct mqttc *m)
     bufferevent_enable(m->bev, EV_READ | EV_WRITE);
     m->state = M_CONNECTING;
     arm_timer(m);
-    if (bufferevent_socket_connect_hostname(m->bev, m->dns, AF_UNSPEC, m->host, m->o.port) < 0) {
+    /* A connect that fails at once (no route: the network is down) runs eventcb from inside
+     * this call: on_connect reports the failure there, and may free us (deferred like a read
+     * callback's). It is reported once, through on_connect: this returns 0. */
+    bool nested = m->in_callback;
+    m->in_callback = true;
+    int r = bufferevent_socket_connect_hostname(m->bev, m->dns, AF_UNSPEC, m->host, m->o.port);
+    m->in_callback = nested;
+    if (!nested && m->free_pending) {
+        mqttc_free(m);
+        return 0;
+    }
+    if (m->state != M_CONNECTING)
+        return 0;
+    if (r < 0) {
         bufferevent_free(m->bev);
         m->bev = NULL;
         m->state = M_IDLE;

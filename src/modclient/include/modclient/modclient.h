@@ -80,6 +80,11 @@ void modclient_free(struct modclient *c);
  * back-off from 1 s to 60 s; renew the token at 80 % of its lifetime by reconnecting. */
 int modclient_start(struct modclient *c);
 bool modclient_connected(const struct modclient *c);
+/* Not connected: give up the back-off wait or the attempt in progress and connect now, the
+ * back-off back at its start (the caller knows the endpoint is reachable again: the hub's device
+ * link to it came up). Connected, or not started: nothing. A failure is reported through the
+ * connection callback as any attempt's. */
+void modclient_reconnect_now(struct modclient *c);
 /* connected: true after each successful CONNECT; false with the reason after a failure or loss. */
 typedef void (*modclient_connection_fn)(void *ud, bool connected, const char *why);
 void modclient_on_connection(struct modclient *c, modclient_connection_fn cb, void *ud);
