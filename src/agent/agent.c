@@ -25,6 +25,7 @@
 #include <assert.h>
 #include <errno.h>
 #include <event2/event.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -37,6 +38,7 @@
 #include "base/crypto.h"
 #include "base/fs.h"
 #include "base/json.h"
+#include "base/quantile.h"
 #include "base/timeutil.h"
 #include "log/log.h"
 
@@ -171,6 +173,7 @@ struct agent {
     struct {
         uint64_t count;
         int64_t sum_us;
+        struct lquant q;            /* the last 10 minutes' quantiles */
     } latency[AGENT_COMMAND_COUNT]; /* engine commands answered, and their time */
 };
 
@@ -310,13 +313,25 @@ json_t *agent_metrics_json(struct agent *a)
                       spec != NULL));
     }
     json_t *cmds = json_array();
-    for (int i = 0; i < AGENT_COMMAND_COUNT; i++)
+    int64_t now_ms = mono_us() / 1000;
+    for (int i = 0; i < AGENT_COMMAND_COUNT; i++) {
+        double v[AGENT_LATENCY_OBJECTIVES];
+        json_t *qs = json_array();
+        if (lquant_quantiles(&a->latency[i].q, now_ms, agent_latency_objectives,
+                             AGENT_LATENCY_OBJECTIVES, v) == 0)
+            for (size_t k = 0; k < AGENT_LATENCY_OBJECTIVES; k++)
+                json_array_append_new(qs, json_pack("{s:f, s:o}", "quantile",
+                                                    agent_latency_objectives[k], "value",
+                                                    isnan(v[k]) ? json_null() : json_real(v[k])));
         json_array_append_new(cmds,
-                              json_pack("{s:s, s:I, s:f}", "command", command_names[i], "count",
-                                        (json_int_t)a->latency[i].count, "sumSeconds",
-                                        (double)a->latency[i].sum_us / 1000000.0));
+                              json_pack("{s:s, s:I, s:f, s:o}", "command", command_names[i],
+                                        "count", (json_int_t)a->latency[i].count, "sumSeconds",
+                                        (double)a->latency[i].sum_us / 1000000.0, "quantiles", qs));
+    }
     return json_pack("{s:o, s:o}", "modules", mods, "commands", cmds);
 }
+
+const double agent_latency_objectives[AGENT_LATENCY_OBJECTIVES] = {0.1, 0.5, 0.9, 0.99};
 
 /* ------------------------------------------------------------------ small helpers */
 
@@ -732,8 +747,11 @@ static void op_answered(struct op *op)
 {
     struct agent *a = op->a;
     if (op->command >= 0 && op->command < AGENT_COMMAND_COUNT) {
+        int64_t now = mono_us();
         a->latency[op->command].count++;
-        a->latency[op->command].sum_us += mono_us() - op->sent_us;
+        a->latency[op->command].sum_us += now - op->sent_us;
+        (void)lquant_observe(&a->latency[op->command].q, (double)(now - op->sent_us) / 1e6,
+                             now / 1000);
     }
     op->command = -1;
     clocks_tick(a);
@@ -1804,6 +1822,8 @@ int agent_new(struct event_base *base, struct state_db *db, const struct agent_o
     if (!a)
         return -ENOMEM;
     a->base = base;
+    for (int i = 0; i < AGENT_COMMAND_COUNT; i++)
+        lquant_init(&a->latency[i].q, AGENT_LATENCY_MAX_AGE_MS);
     memcpy(a->slot_for, slot_for, sizeof(slot_for));
     a->slots = calloc(o->n_engines ? o->n_engines : 1, sizeof(*a->slots));
     if (!a->slots) {
@@ -1845,6 +1865,8 @@ void agent_free(struct agent *a)
 {
     if (!a)
         return;
+    for (int i = 0; i < AGENT_COMMAND_COUNT; i++)
+        lquant_fini(&a->latency[i].q);
     /* In-flight engine requests die with the engines, which the caller frees after us, without
      * answering: what the agent gave them to answer with is freed here. */
     while (a->ops)

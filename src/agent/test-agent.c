@@ -25,6 +25,7 @@
 #include "agent/state.h"
 #include "base/buf.h"
 #include "base/json.h"
+#include "base/quantile.h"
 #include "base/str.h"
 #include "base/timeutil.h"
 
@@ -643,6 +644,34 @@ static uint64_t command_count(struct fix *f, const char *command)
     return n;
 }
 
+/* The quantiles of command's latency: IoT Edge's four objectives, each within [0, the sum of the
+ * latencies] (every one is >= 0), or null when none was answered in the window. */
+static void check_command_quantiles(struct fix *f, const char *command)
+{
+    json_t *am = agent_metrics_json(f->agent), *c, *q;
+    size_t i, k;
+    json_array_foreach (json_object_get(am, "commands"), i, c) {
+        if (!lstr_eq(ljson_str(c, "command"), command))
+            continue;
+        double sum = json_real_value(json_object_get(c, "sumSeconds"));
+        json_t *qs = json_object_get(c, "quantiles");
+        assert_int_equal(json_array_size(qs), AGENT_LATENCY_OBJECTIVES);
+        json_array_foreach (qs, k, q) {
+            assert_true(json_real_value(json_object_get(q, "quantile")) ==
+                        agent_latency_objectives[k]);
+            json_t *v = json_object_get(q, "value");
+            if (ljson_int(c, "count", 0) == 0) {
+                assert_true(json_is_null(v));
+                continue;
+            }
+            assert_true(json_is_real(v));
+            assert_true(json_real_value(v) >= 0);
+            assert_true(json_real_value(v) <= sum * (1 + LQUANT_ALPHA) + 1e-9);
+        }
+    }
+    json_decref(am);
+}
+
 static void test_crash_backoff_then_failed(void **state)
 {
     struct fix *f = *state;
@@ -705,6 +734,8 @@ static void test_metrics_counts(void **state)
     json_decref(m);
     assert_true(command_count(f, "create") >= 1);
     assert_true(command_count(f, "start") >= 1);
+    check_command_quantiles(f, "start");
+    check_command_quantiles(f, "remove");
 
     struct lerr err = {0};
     f->done = 0;

@@ -155,6 +155,24 @@ void prom_sample(struct prom_writer *w, const char *suffix, const struct prom_la
     put(w, lbuf_printf(w->out, " %s\n", prom_format_value(value, num, sizeof(num))));
 }
 
+void prom_quantiles(struct prom_writer *w, const struct prom_label *labels, size_t n_labels,
+                    const double *phis, const double *values, size_t n)
+{
+    struct prom_label l[PROM_MAX_LABELS + 1];
+    if (n_labels > PROM_MAX_LABELS) {
+        w->err = w->err ? w->err : -EINVAL;
+        return;
+    }
+    if (n_labels)
+        memcpy(l, labels, n_labels * sizeof(*l));
+    for (size_t i = 0; i < n && !w->err; i++) {
+        char q[32];
+        snprintf(q, sizeof(q), "%g", phis[i]);
+        l[n_labels] = (struct prom_label){"quantile", q};
+        prom_sample(w, NULL, l, n_labels + 1, values[i]);
+    }
+}
+
 int prom_writer_error(const struct prom_writer *w)
 {
     return w->err;

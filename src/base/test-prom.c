@@ -98,6 +98,23 @@ static void test_family(void **state)
     prom_sample(&w, "_count", NULL, 0, 2);
     assert_string_equal(c.data, "# HELP x_seconds h\n# TYPE x_seconds summary\n"
                                 "x_seconds_sum 1.5\nx_seconds_count 2\n");
+
+    /* quantile samples: quantile="phi" after the labels, NaN for an empty window */
+    struct lbuf d = LBUF_INIT;
+    prom_writer_init(&w, &d, common, 1);
+    prom_family(&w, "x_seconds", PROM_SUMMARY, NULL);
+    const double phis[] = {0.5, 0.9999}, values[] = {0.25, NAN};
+    prom_quantiles(&w, l1, 1, phis, values, 2);
+    prom_quantiles(&w, NULL, 0, phis, values, 1);
+    assert_int_equal(prom_writer_error(&w), 0);
+    assert_string_equal(d.data,
+                        "# TYPE x_seconds summary\n"
+                        "x_seconds{iothub=\"h.azure-devices.net\",id=\"d1/sensor\","
+                        "quantile=\"0.5\"} 0.25\n"
+                        "x_seconds{iothub=\"h.azure-devices.net\",id=\"d1/sensor\","
+                        "quantile=\"0.9999\"} NaN\n"
+                        "x_seconds{iothub=\"h.azure-devices.net\",quantile=\"0.5\"} 0.25\n");
+    lbuf_free(&d);
     lbuf_free(&b);
     lbuf_free(&c);
 }

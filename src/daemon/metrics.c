@@ -5,6 +5,7 @@
  * cached and a hub that is down or slow costs one ledge_hub_up 0, never the scrape. */
 #include <errno.h>
 #include <stddef.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -152,6 +153,17 @@ static void write_agent(struct metrics *m, struct prom_writer *w)
     json_t *cmd;
     json_array_foreach (json_object_get(am, "commands"), i, cmd) {
         const struct prom_label l[] = {{"command", ljson_str(cmd, "command")}, ms_telemetry};
+        json_t *qs = json_object_get(cmd, "quantiles"), *qv;
+        double phis[AGENT_LATENCY_OBJECTIVES], vals[AGENT_LATENCY_OBJECTIVES];
+        size_t nq = 0, k;
+        json_array_foreach (qs, k, qv) {
+            if (nq >= AGENT_LATENCY_OBJECTIVES)
+                break;
+            json_t *v = json_object_get(qv, "value");
+            phis[nq] = json_real_value(json_object_get(qv, "quantile"));
+            vals[nq++] = json_is_number(v) ? json_number_value(v) : NAN;
+        }
+        prom_quantiles(w, l, 2, phis, vals, nq);
         prom_sample(w, "_sum", l, 2, json_real_value(json_object_get(cmd, "sumSeconds")));
         prom_sample(w, "_count", l, 2, (double)json_integer_value(json_object_get(cmd, "count")));
     }

@@ -117,6 +117,8 @@ int hub_exposition(struct hub *h, struct lbuf *out)
     prom_sample(&w, NULL, self_l, 2, (double)um.offline_count);
     prom_family(&w, "edgehub_offline_duration_seconds", PROM_SUMMARY,
                 "Time the hub was offline, per offline period that ended");
+    prom_quantiles(&w, self_l, 2, hub_metrics_duration_objectives, um.offline_q,
+                   UPSTREAM_OFFLINE_QUANTILES);
     prom_sample(&w, "_sum", self_l, 2, (double)um.offline_ms / 1000.0);
     prom_sample(&w, "_count", self_l, 2, (double)um.offline_periods);
 
@@ -125,7 +127,7 @@ int hub_exposition(struct hub *h, struct lbuf *out)
     counters(h, &w, HM_GETTWIN, "GetTwin calls");
     counters(h, &w, HM_REPORTED_PROPERTIES, "Reported property updates");
 
-    /* IoT Edge's summaries, without its quantiles: _sum and _count */
+    /* IoT Edge's summaries: quantiles of the last 10 minutes, _sum and _count */
     static const struct {
         enum hub_metric m;
         const char *help;
@@ -133,6 +135,8 @@ int hub_exposition(struct hub *h, struct lbuf *out)
         {HM_MESSAGE_SIZE, "Size of the messages received from clients (their bodies), in bytes"},
         {HM_MESSAGE_PROCESS_DURATION,
          "Time from a message's enqueuing to its hand-off to the receiver or upstream"},
+        {HM_MESSAGE_SEND_DURATION,
+         "Time from a message's hand-off to the receiver or upstream to its acknowledgement"},
         {HM_GETTWIN_DURATION, "Time from a twin read to its answer"},
         {HM_REPORTED_DURATION, "Time from a reported-property update to its answer"},
         {HM_METHOD_DURATION, "Time from a direct method call to its answer or timeout"},
@@ -204,6 +208,9 @@ int hub_exposition(struct hub *h, struct lbuf *out)
     prom_family(&w, "ledge_hub_metrics_series", PROM_GAUGE,
                 "Labelled series the hub keeps (bounded by metrics.max_series)");
     prom_sample(&w, NULL, NULL, 0, (double)hub_metrics_series(h));
+    prom_family(&w, "ledge_hub_metrics_bytes", PROM_GAUGE,
+                "Bytes of memory the labelled series hold (labels, counts, quantile windows)");
+    prom_sample(&w, NULL, NULL, 0, (double)hub_metrics_bytes(h));
     prom_family(&w, "ledge_hub_upstream_connected", PROM_GAUGE,
                 "1 while the upstream link is up, 0 while down; absent when upstream is disabled");
     if (um.enabled)

@@ -30,6 +30,7 @@
 
 struct endpoint;
 struct hub_client;
+struct hub_series;
 
 /* What the hub sends a client unasked; a client listens to some of them (MQTT: by subscribing). */
 enum hub_stream {
@@ -47,6 +48,10 @@ struct hub_delivery {
     struct endpoint *ep;
     uint8_t prio;
     uint64_t seq;
+    /* edgehub_message_send_duration_seconds: when it was handed over (hub_metrics_now_us()) and
+     * its series (metrics.h), observed at the acknowledgement */
+    int64_t handed_us;
+    struct hub_series *send;
 };
 
 struct hub_head_ops {

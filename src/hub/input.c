@@ -78,7 +78,13 @@ static void input_drain(struct hub *h, struct endpoint *ep, int64_t now)
                 queue_ack(q, rec.seq);
                 continue;
             }
-            struct hub_delivery d = {ep, (uint8_t)p, rec.seq};
+            struct hub_delivery d = {ep, (uint8_t)p, rec.seq, 0, NULL};
+            if (qos) { /* acknowledged: its send duration is measured */
+                char to[300];
+                hub_metrics_client_id(c->id->device_id, c->id->module_id, to, sizeof(to));
+                d.send = hub_metrics_send_series(h, &m, to, ep->input ? ep->input : "");
+                d.handed_us = hub_metrics_now_us();
+            }
             if (c->ops->deliver(c, ep->input, &m, qos ? &d : NULL, rec.redelivery) < 0) {
                 queue_rewind_inflight(q);
                 return;
@@ -112,6 +118,7 @@ void input_delivery_done(struct hub *h, const struct hub_delivery *d, bool acked
     if (q)
         queue_ack(q, d->seq);
     h->n.acked++;
+    hub_metrics_send_done(h, d->send, d->handed_us);
     endpoint_kick(h, ep);
 }
 

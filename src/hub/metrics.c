@@ -1,5 +1,6 @@
-/* metrics.c — the hub's labelled counters (metrics.h): a fixed-size hash table of series, each
- * the metric and its label values, found without allocating on the message path. */
+/* metrics.c — the hub's labelled counters and summaries (metrics.h): a fixed-size hash table of
+ * series, each the metric and its label values, found without allocating on the message path; a
+ * summary's series has its window of quantiles (base/quantile.h). */
 #include "metrics.h"
 
 #include <errno.h>
@@ -8,6 +9,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "base/quantile.h"
 #include "base/timeutil.h"
 
 #define BUCKETS 1024
@@ -17,6 +19,7 @@ struct series {
     char *values[HUB_METRICS_MAX_LABELS];
     uint64_t value;          /* a counter's value, a summary's count */
     double sum;              /* a summary's */
+    struct lquant *q;        /* a summary's quantiles */
     struct series *next;     /* bucket chain */
     struct series *next_all; /* the metric's series in creation order */
 };
@@ -28,11 +31,22 @@ struct hub_metrics {
     uint64_t dropped;
 };
 
+/* IoT Edge's objectives (edge-util's prometheus.net wrappers): its timers' and histograms'
+ * (MetricsTimer, MetricsHistogram), and its durations' (MetricsDuration). */
+const double hub_metrics_timer_objectives[HUB_METRICS_TIMER_OBJECTIVES] = {0.5,  0.9,   0.95,
+                                                                           0.99, 0.999, 0.9999};
+const double hub_metrics_duration_objectives[HUB_METRICS_DURATION_OBJECTIVES] = {0.1, 0.5, 0.9,
+                                                                                 0.99};
+#define TIMER hub_metrics_timer_objectives, HUB_METRICS_TIMER_OBJECTIVES
+#define DURATION hub_metrics_duration_objectives, HUB_METRICS_DURATION_OBJECTIVES
+
 static const struct {
     const char *name;
     size_t n;
     const char *labels[HUB_METRICS_MAX_LABELS];
     bool summary;
+    const double *objectives;
+    size_t n_objectives;
 } metric_defs[HM_COUNT] = {
     [HM_MESSAGES_RECEIVED] = {"edgehub_messages_received_total", 2, {"id", "route_output"}},
     [HM_MESSAGES_SENT] = {"edgehub_messages_sent_total",
@@ -50,18 +64,29 @@ static const struct {
     [HM_DIRECT_METHODS] = {"edgehub_direct_methods_total", 2, {"from", "to"}},
     [HM_GETTWIN] = {"edgehub_gettwin_total", 2, {"source", "id"}},
     [HM_REPORTED_PROPERTIES] = {"edgehub_reported_properties_total", 2, {"target", "id"}},
-    [HM_MESSAGE_SIZE] = {"edgehub_message_size_bytes", 1, {"id"}, true},
-    [HM_MESSAGE_PROCESS_DURATION] = {"edgehub_message_process_duration_seconds",
-                                     3,
-                                     {"from", "to", "priority"},
-                                     true},
-    [HM_GETTWIN_DURATION] = {"edgehub_gettwin_duration_seconds", 2, {"source", "id"}, true},
-    [HM_REPORTED_DURATION] = {"edgehub_reported_properties_update_duration_seconds",
-                              2,
-                              {"target", "id"},
-                              true},
-    [HM_METHOD_DURATION] = {"edgehub_direct_method_duration_seconds", 2, {"from", "to"}, true},
+    [HM_MESSAGE_SIZE] = {"edgehub_message_size_bytes", 1, {"id"}, true, TIMER},
+    [HM_MESSAGE_PROCESS_DURATION] =
+        {"edgehub_message_process_duration_seconds", 3, {"from", "to", "priority"}, true, DURATION},
+    [HM_MESSAGE_SEND_DURATION] = {"edgehub_message_send_duration_seconds",
+                                  4,
+                                  {"from", "to", "from_route_output", "to_route_input"},
+                                  true,
+                                  TIMER},
+    [HM_GETTWIN_DURATION] = {"edgehub_gettwin_duration_seconds", 2, {"source", "id"}, true, TIMER},
+    [HM_REPORTED_DURATION] =
+        {"edgehub_reported_properties_update_duration_seconds", 2, {"target", "id"}, true, TIMER},
+    [HM_METHOD_DURATION] =
+        {"edgehub_direct_method_duration_seconds", 2, {"from", "to"}, true, TIMER},
 };
+
+static void series_free(struct series *s)
+{
+    for (size_t i = 0; i < HUB_METRICS_MAX_LABELS; i++)
+        free(s->values[i]);
+    lquant_fini(s->q);
+    free(s->q);
+    free(s);
+}
 
 int hub_metrics_start(struct hub *h)
 {
@@ -83,9 +108,7 @@ void hub_metrics_stop(struct hub *h)
     for (int m = 0; m < HM_COUNT; m++)
         for (struct series *s = hm->all[m], *next; s; s = next) {
             next = s->next_all;
-            for (size_t i = 0; i < HUB_METRICS_MAX_LABELS; i++)
-                free(s->values[i]);
-            free(s);
+            series_free(s);
         }
     free(hm);
     h->metrics = NULL;
@@ -126,14 +149,18 @@ static struct series *series_get(struct hub_metrics *hm, enum hub_metric m,
     if (!s)
         return NULL;
     s->m = m;
-    for (size_t i = 0; i < nl; i++) {
-        s->values[i] = strdup(values[i] ? values[i] : "");
-        if (!s->values[i]) {
-            for (size_t j = 0; j < i; j++)
-                free(s->values[j]);
-            free(s);
-            return NULL;
-        }
+    bool ok = true;
+    for (size_t i = 0; i < nl; i++)
+        ok = ok && (s->values[i] = strdup(values[i] ? values[i] : ""));
+    if (ok && metric_defs[m].summary) {
+        s->q = malloc(sizeof(*s->q));
+        if (s->q)
+            lquant_init(s->q, HUB_METRICS_QUANTILE_MAX_AGE_MS);
+        ok = s->q != NULL;
+    }
+    if (!ok) {
+        series_free(s);
+        return NULL;
     }
     s->next = *b;
     *b = s;
@@ -155,18 +182,36 @@ void hub_metrics_add(struct hub *h, enum hub_metric m, const char *const *values
         hm->dropped += n;
 }
 
-void hub_metrics_observe(struct hub *h, enum hub_metric m, const char *const *values, double x)
+struct hub_series *hub_metrics_summary(struct hub *h, enum hub_metric m, const char *const *values)
 {
     struct hub_metrics *hm = h->metrics;
     if (!hm || m >= HM_COUNT || !metric_defs[m].summary)
+        return NULL;
+    return (struct hub_series *)series_get(hm, m, values);
+}
+
+void hub_metrics_observe_series(struct hub *h, struct hub_series *hs, double x)
+{
+    struct hub_metrics *hm = h->metrics;
+    struct series *s = (struct series *)hs;
+    if (!hm)
         return;
-    struct series *s = series_get(hm, m, values);
     if (!s) {
         hm->dropped++;
         return;
     }
     s->value++;
     s->sum += x;
+    /* out of memory for a wider span: the count and sum have it, the quantiles not */
+    (void)lquant_observe(s->q, x, ltime_mono_ms());
+}
+
+void hub_metrics_observe(struct hub *h, enum hub_metric m, const char *const *values, double x)
+{
+    struct hub_metrics *hm = h->metrics;
+    if (!hm || m >= HM_COUNT || !metric_defs[m].summary)
+        return;
+    hub_metrics_observe_series(h, hub_metrics_summary(h, m, values), x);
 }
 
 int64_t hub_metrics_now_us(void)
@@ -195,6 +240,26 @@ void hub_metrics_sender(const struct hub_message *m, char *id, size_t size, cons
     hub_metrics_client_id(m->sys[IOTHUB_PROP_CONNECTION_DEVICE_ID],
                           m->sys[IOTHUB_PROP_CONNECTION_MODULE_ID], id, size);
     *output = m->sys[IOTHUB_PROP_OUTPUT_NAME] ? m->sys[IOTHUB_PROP_OUTPUT_NAME] : "";
+}
+
+struct hub_series *hub_metrics_send_series(struct hub *h, const struct hub_message *m,
+                                           const char *to, const char *input)
+{
+    if (!h->metrics)
+        return NULL;
+    char from[300];
+    const char *output;
+    hub_metrics_sender(m, from, sizeof(from), &output);
+    return hub_metrics_summary(h, HM_MESSAGE_SEND_DURATION,
+                               (const char *[]){from, to, output, input ? input : ""});
+}
+
+void hub_metrics_send_done(struct hub *h, struct hub_series *s, int64_t handed_us)
+{
+    if (!h->metrics || handed_us <= 0)
+        return;
+    int64_t us = hub_metrics_now_us() - handed_us;
+    hub_metrics_observe_series(h, s, (double)(us > 0 ? us : 0) / 1e6);
 }
 
 void hub_metrics_sent(struct hub *h, const struct hub_message *m, const char *to, const char *input,
@@ -228,6 +293,23 @@ size_t hub_metrics_series(struct hub *h)
     return h->metrics ? h->metrics->n : 0;
 }
 
+size_t hub_metrics_bytes(struct hub *h)
+{
+    struct hub_metrics *hm = h->metrics;
+    if (!hm)
+        return 0;
+    size_t n = sizeof(*hm);
+    for (int m = 0; m < HM_COUNT; m++)
+        for (struct series *s = hm->all[m]; s; s = s->next_all) {
+            n += sizeof(*s);
+            for (size_t i = 0; i < metric_defs[m].n; i++)
+                n += strlen(s->values[i]) + 1;
+            if (s->q)
+                n += sizeof(*s->q) + lquant_bytes(s->q);
+        }
+    return n;
+}
+
 uint64_t hub_metrics_dropped(struct hub *h)
 {
     return h->metrics ? h->metrics->dropped : 0;
@@ -248,12 +330,18 @@ void hub_metrics_write(struct hub *h, enum hub_metric m, struct prom_writer *w,
     size_t nl = metric_defs[m].n;
     if (n_extra > 2)
         n_extra = 2;
+    int64_t now = ltime_mono_ms();
     for (struct series *s = hm->all[m]; s; s = s->next_all) {
         for (size_t i = 0; i < nl; i++)
             labels[i] = (struct prom_label){metric_defs[m].labels[i], s->values[i]};
         for (size_t i = 0; i < n_extra; i++)
             labels[nl + i] = extra[i];
         if (metric_defs[m].summary) {
+            double v[HUB_METRICS_TIMER_OBJECTIVES];
+            if (lquant_quantiles(s->q, now, metric_defs[m].objectives, metric_defs[m].n_objectives,
+                                 v) == 0)
+                prom_quantiles(w, labels, nl + n_extra, metric_defs[m].objectives, v,
+                               metric_defs[m].n_objectives);
             prom_sample(w, "_sum", labels, nl + n_extra, s->sum);
             prom_sample(w, "_count", labels, nl + n_extra, (double)s->value);
         } else {

@@ -2,9 +2,11 @@
  * output, sent per sender, target, input and priority, dropped and unacknowledged per reason and
  * sender, failed connects per client, direct methods, twin reads and reported-property updates.
  * The stems and labels are IoT Edge's built-in metrics' (edgehub_<stem>_total); `ledge hub
- * status` carries them under "metrics" and exposition.c writes them out. The number of series is
- * bounded (metrics.max_series); counts for a new series beyond it are only summed in
- * "seriesDropped". Counting allocates only for a series seen for the first time. */
+ * status` carries them under "metrics" and exposition.c writes them out, the summaries with the
+ * quantiles of their last 10 minutes (base/quantile.h). The number of series is bounded
+ * (metrics.max_series); counts for a new series beyond it are only summed in "seriesDropped".
+ * Counting allocates only for a series seen for the first time, and when a summary's values
+ * leave the span its bins cover (at most LQUANT_MAX_BINS). */
 #pragma once
 
 #include <jansson.h>
@@ -31,18 +33,44 @@ enum hub_metric {
     /* summaries (_sum and _count): hub_metrics_observe() */
     HM_MESSAGE_SIZE,             /* id: a received message's body, bytes */
     HM_MESSAGE_PROCESS_DURATION, /* from, to, priority: enqueued to handed to the receiver, s */
+    HM_MESSAGE_SEND_DURATION,    /* from, to, from_route_output, to_route_input: handed to the
+                                    receiver to its acknowledgement, s */
     HM_GETTWIN_DURATION,         /* source (edge_hub), id: a twin read to its answer, s */
     HM_REPORTED_DURATION,        /* target (edge_hub), id: a reported patch to its answer, s */
     HM_METHOD_DURATION,          /* from, to: a direct method call to its answer or timeout, s */
     HM_COUNT
 };
 
+/* A summary's quantiles cover its last 8 to 10 minutes, as prometheus-net's defaults (MaxAge 10
+ * minutes, 5 age buckets) that IoT Edge keeps. */
+#define HUB_METRICS_QUANTILE_MAX_AGE_MS (10 * 60 * 1000)
+#define HUB_METRICS_TIMER_OBJECTIVES 6
+#define HUB_METRICS_DURATION_OBJECTIVES 4
+/* IoT Edge's quantiles: its timers' and histograms' {0.5, 0.9, 0.95, 0.99, 0.999, 0.9999}, its
+ * durations' {0.1, 0.5, 0.9, 0.99} */
+extern const double hub_metrics_timer_objectives[HUB_METRICS_TIMER_OBJECTIVES];
+extern const double hub_metrics_duration_objectives[HUB_METRICS_DURATION_OBJECTIVES];
+
+/* One series of a summary, kept until the hub stops (so a handle stays valid that long). */
+struct hub_series;
+
 int hub_metrics_start(struct hub *h);
 void hub_metrics_stop(struct hub *h);
 /* Add n to the series of m with these label values (as many as m has; NULL is ""). */
 void hub_metrics_add(struct hub *h, enum hub_metric m, const char *const *values, uint64_t n);
-/* One observation x of the summary m: its count grows by one, its sum by x. */
+/* One observation x of the summary m: its count grows by one, its sum by x, its window of
+ * quantiles takes it. */
 void hub_metrics_observe(struct hub *h, enum hub_metric m, const char *const *values, double x);
+/* The series of summary m with these label values (made when new), NULL beyond the bound; and
+ * an observation of it (NULL: counted as dropped). */
+struct hub_series *hub_metrics_summary(struct hub *h, enum hub_metric m, const char *const *values);
+void hub_metrics_observe_series(struct hub *h, struct hub_series *s, double x);
+/* edgehub_message_send_duration_seconds: the series of m handed to "to" (input "" upstream),
+ * resolved at the hand-off and kept with the delivery in flight; at its acknowledgement, the
+ * time since handed_us (hub_metrics_now_us() at the hand-off) is observed. */
+struct hub_series *hub_metrics_send_series(struct hub *h, const struct hub_message *m,
+                                           const char *to, const char *input);
+void hub_metrics_send_done(struct hub *h, struct hub_series *s, int64_t handed_us);
 /* A monotonic clock in microseconds, for the durations observed. */
 int64_t hub_metrics_now_us(void);
 /* Is m a summary (written as NAME_sum and NAME_count)? */
@@ -59,6 +87,8 @@ const char *hub_metrics_client_id(const char *device, const char *module, char *
 const char *hub_metrics_priority(unsigned prio, char *buf, size_t size);
 /* Series kept, and counts lost to the bound. */
 size_t hub_metrics_series(struct hub *h);
+/* Bytes the series table holds (series, label values, quantile windows). */
+size_t hub_metrics_bytes(struct hub *h);
 uint64_t hub_metrics_dropped(struct hub *h);
 /* The samples of m (its family already started on w), each with its labels, then extra (the
  * trailing labels every sample of the family carries: IoT Edge's ms_telemetry). */

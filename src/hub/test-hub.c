@@ -20,6 +20,7 @@
 #include <fcntl.h>
 #include <dirent.h>
 #include <ftw.h>
+#include <math.h>
 #include <poll.h>
 #include <signal.h>
 #include <sqlite3.h>
@@ -42,6 +43,7 @@
 #include "base/crypto.h"
 #include "base/fs.h"
 #include "base/json.h"
+#include "base/quantile.h"
 #include "base/str.h"
 #include "base/timeutil.h"
 #include "database.h"
@@ -1068,6 +1070,35 @@ static bool has_line(const char *text, const char *start, const char *labels, co
     return false;
 }
 
+/* The value of the first line starting with start and holding every label of labels; NaN
+ * when there is none. */
+static double line_value(const char *text, const char *start, const char *labels)
+{
+    for (const char *p = text; p && *p; p = strchr(p, '\n'), p = p ? p + 1 : NULL) {
+        const char *end = strchr(p, '\n');
+        size_t n = end ? (size_t)(end - p) : strlen(p);
+        char line[2048], want[512];
+        if (n >= sizeof(line) || strncmp(p, start, strlen(start)) != 0)
+            continue;
+        memcpy(line, p, n);
+        line[n] = 0;
+        bool ok = true;
+        snprintf(want, sizeof(want), "%s", labels);
+        for (char *tok = strtok(want, " "); tok && ok; tok = strtok(NULL, " "))
+            ok = strstr(line, tok) != NULL;
+        const char *sp = strrchr(line, ' ');
+        if (ok && sp)
+            return strtod(sp + 1, NULL);
+    }
+    fprintf(stderr, "no line %s{%s} in:\n%s\n", start, labels, text);
+    return NAN;
+}
+
+static bool near(double got, double want)
+{
+    return fabs(got - want) <= LQUANT_ALPHA * fabs(want) * (1 + 1e-9);
+}
+
 static void test_metrics_exposition(void **state)
 {
     struct fixture *f = *state;
@@ -1114,6 +1145,29 @@ static void test_metrics_exposition(void **state)
                          "from=\"" DEVICE "/sender\" to=\"" DEVICE "/receiver\" "
                          "priority=\"2000000000\" ms_telemetry=\"True\"",
                          "2"));
+    /* quantiles: IoT Edge's objectives per family (a histogram's six, a duration's four), the
+     * quantile label last */
+    const char *sender = "id=\"" DEVICE "/sender\" ms_telemetry=\"True\"";
+    char lq[256];
+    for (size_t i = 0; i < HUB_METRICS_TIMER_OBJECTIVES; i++) {
+        snprintf(lq, sizeof(lq), "%s ms_telemetry=\"True\",quantile=\"%g\"}", sender,
+                 hub_metrics_timer_objectives[i]);
+        assert_true(near(line_value(t, "edgehub_message_size_bytes{", lq), 1));
+    }
+    assert_true(line_value(t, "edgehub_message_process_duration_seconds{", "quantile=\"0.1\"") >=
+                0);
+    assert_true(
+        isnan(line_value(t, "edgehub_message_process_duration_seconds{", "quantile=\"0.95\"")));
+    assert_non_null(strstr(t, "# TYPE edgehub_message_send_duration_seconds summary\n"));
+    /* the receiver's PUBACKs: each delivery's hand-off to its acknowledgement */
+    const char *send_l = "from=\"" DEVICE "/sender\" to=\"" DEVICE "/receiver\" "
+                         "from_route_output=\"out1\" to_route_input=\"in1\"";
+    assert_true(has_line(t, "edgehub_message_send_duration_seconds_count{", send_l, "2"));
+    double send_sum = line_value(t, "edgehub_message_send_duration_seconds_sum{", send_l);
+    assert_true(send_sum >= 0 && send_sum < 10);
+    snprintf(lq, sizeof(lq), "%s quantile=\"0.99\"", send_l);
+    double send_p99 = line_value(t, "edgehub_message_send_duration_seconds{", lq);
+    assert_true(send_p99 >= 0 && send_p99 <= send_sum * (1 + LQUANT_ALPHA) + 1e-9);
     hub_metrics_observe(&f->h, HM_METHOD_DURATION, (const char *[]){"upstream", "d/m"}, 0.25);
     hub_metrics_observe(&f->h, HM_METHOD_DURATION, (const char *[]){"upstream", "d/m"}, 0.5);
     hub_metrics_observe(&f->h, HM_GETTWIN, (const char *[]){"edge_hub", "d/m"}, 1); /* a counter */
@@ -1124,6 +1178,16 @@ static void test_metrics_exposition(void **state)
                          "from=\"upstream\" to=\"d/m\"", "0.75"));
     assert_true(has_line(t, "edgehub_direct_method_duration_seconds_count{",
                          "from=\"upstream\" to=\"d/m\"", "2"));
+    assert_true(near(
+        line_value(t, "edgehub_direct_method_duration_seconds{", "to=\"d/m\" quantile=\"0.5\""),
+        0.25)); /* the observation of rank ⌊0.5 × (2 - 1)⌋ */
+    assert_true(near(
+        line_value(t, "edgehub_direct_method_duration_seconds{", "to=\"d/m\" quantile=\"0.9999\""),
+        0.25));
+    /* no offline period ended: NaN, as prometheus-net writes an empty window */
+    assert_true(isnan(line_value(t, "edgehub_offline_duration_seconds{", "quantile=\"0.5\"")) ||
+                !strstr(t, "edgehub_offline_duration_seconds{"));
+    assert_true(line_value(t, "ledge_hub_metrics_bytes{", "") > 0);
     assert_null(strstr(t, "edgehub_gettwin_total{iothub"));
     /* IoT Edge's common labels first on every sample */
     char common[256];

@@ -11,6 +11,7 @@
 #include "upstream.h"
 
 #include <errno.h>
+#include <math.h>
 #include <event2/dns.h>
 #include <event2/event.h>
 #include <stdio.h>
@@ -20,6 +21,7 @@
 #include "base/buf.h"
 #include "base/crypto.h"
 #include "base/json.h"
+#include "base/quantile.h"
 #include "base/str.h"
 #include "base/timeutil.h"
 #include "cloud.h"
@@ -38,6 +40,8 @@ struct up_inflight {
     uint16_t packet_id;
     uint8_t prio;
     uint64_t seq;
+    int64_t handed_us;       /* for edgehub_message_send_duration_seconds */
+    struct hub_series *send; /* its series */
 };
 
 /* A leaf device's or a module's message handed to its own session, until IoT Hub acknowledged
@@ -47,6 +51,8 @@ struct up_leaf {
     uint8_t prio;
     bool module;
     uint64_t seq;
+    int64_t handed_us;
+    struct hub_series *send;
 };
 
 /* A record taken from its queue for a leaf whose session is still opening. */
@@ -79,7 +85,11 @@ struct upstream {
     /* offline periods, for the metrics */
     uint64_t offline_count, offline_periods;
     int64_t offline_ms, offline_since_ms;
+    struct lquant offline_q; /* their lengths' quantiles */
 };
+
+_Static_assert(UPSTREAM_OFFLINE_QUANTILES == HUB_METRICS_DURATION_OBJECTIVES,
+               "edgehub_offline_duration_seconds is an IoT Edge duration");
 
 /* The link is down (lost, or the first attempt failed): an offline period starts. */
 static void went_offline(struct upstream *u)
@@ -163,6 +173,9 @@ static void on_connect(void *ud, int result, int code, bool present)
     if (u->offline_since_ms) {
         u->offline_ms += u->connected_ms - u->offline_since_ms;
         u->offline_periods++;
+        (void)lquant_observe(&u->offline_q,
+                             (double)(u->connected_ms - u->offline_since_ms) / 1000.0,
+                             ltime_mono_ms());
         u->offline_since_ms = 0;
     }
     u->first_delivery_ms = 0;
@@ -188,6 +201,7 @@ static void on_puback(void *ud, uint16_t packet_id)
         if (ep && ep->q[u->inflight[i].prio])
             queue_ack(ep->q[u->inflight[i].prio], u->inflight[i].seq);
         u->acked++;
+        hub_metrics_send_done(u->h, u->inflight[i].send, u->inflight[i].handed_us);
         /* keep the window in send order: acks arrive in order from a conforming server */
         memmove(&u->inflight[i], &u->inflight[i + 1],
                 (u->n_inflight - i - 1) * sizeof(*u->inflight));
@@ -295,6 +309,7 @@ static int upstream_start(struct hub *h, struct lerr *err)
         return lerr_set(err, -ENOMEM, "upstream: out of memory");
     h->upstream = u;
     u->h = h;
+    lquant_init(&u->offline_q, HUB_METRICS_QUANTILE_MAX_AGE_MS);
     u->dns = evdns_base_new(h->base, EVDNS_BASE_INITIALIZE_NAMESERVERS);
     u->retry = evtimer_new(h->base, retry_cb, u);
     u->renew = evtimer_new(h->base, renew_cb, u);
@@ -325,6 +340,7 @@ static void upstream_stop(struct hub *h)
         unpark(u, p);
     free(u->inflight);
     lbuf_free(&u->topic);
+    lquant_fini(&u->offline_q);
     free(u);
     h->upstream = NULL;
 }
@@ -373,6 +389,7 @@ static void leaf_sent(void *ud, int result)
     u->n_leaf--;
     if (q && result == 0) {
         queue_ack(q, lf->seq);
+        hub_metrics_send_done(u->h, lf->send, lf->handed_us);
         if (lf->module)
             u->module_acked++;
         else
@@ -399,7 +416,9 @@ static int send_as_identity(struct upstream *u, const struct hub_message *m, int
     if (!lf)
         return -EAGAIN;
     /* a child edge device's module's (nested edge) goes over that identity's session too */
-    *lf = (struct up_leaf){u, (uint8_t)prio, cmid != NULL, seq};
+    *lf =
+        (struct up_leaf){u,   (uint8_t)prio,        cmid != NULL,
+                         seq, hub_metrics_now_us(), hub_metrics_send_series(h, m, "upstream", "")};
     int r = own    ? cloud_module_send(h, cmid, m, leaf_sent, lf)
             : cmid ? cloud_child_send(h, cdid, cmid, m, leaf_sent, lf)
                    : cloud_device_send(h, cdid, m, leaf_sent, lf);
@@ -489,7 +508,9 @@ static void upstream_drain(struct hub *h, struct endpoint *ep, int64_t now)
                 u->inflight = v;
                 u->cap_inflight = cap;
             }
-            u->inflight[u->n_inflight++] = (struct up_inflight){pid, (uint8_t)p, rec.seq};
+            u->inflight[u->n_inflight++] =
+                (struct up_inflight){pid, (uint8_t)p, rec.seq, hub_metrics_now_us(),
+                                     hub_metrics_send_series(h, &m, "upstream", "")};
             u->sent++;
             h->n.delivered++;
             hub_metrics_sent(h, &m, "upstream", "", (unsigned)p);
@@ -529,8 +550,15 @@ void upstream_get_metrics(struct hub *h, struct upstream_metrics *ret)
 {
     struct upstream *u = h->upstream;
     *ret = (struct upstream_metrics){0};
+    for (size_t i = 0; i < UPSTREAM_OFFLINE_QUANTILES; i++)
+        ret->offline_q[i] = NAN;
     if (!u)
         return;
+    double q[UPSTREAM_OFFLINE_QUANTILES];
+    if (lquant_quantiles(&u->offline_q, ltime_mono_ms(), hub_metrics_duration_objectives,
+                         UPSTREAM_OFFLINE_QUANTILES, q) < 0)
+        for (size_t i = 0; i < UPSTREAM_OFFLINE_QUANTILES; i++)
+            q[i] = NAN;
     *ret = (struct upstream_metrics){
         .enabled = true,
         .connected = u->connected,
@@ -542,6 +570,7 @@ void upstream_get_metrics(struct hub *h, struct upstream_metrics *ret)
         .acked = u->acked,
         .connects = u->connects,
     };
+    memcpy(ret->offline_q, q, sizeof(q));
 }
 
 const struct hub_sink_ops upstream_sink_ops = {

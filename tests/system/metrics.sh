@@ -93,6 +93,33 @@ pd=$(metric edgehub_message_process_duration_seconds_sum "from=\"$DEVICE/sender\
 gt 3 "$pd" || fail "3 messages handed over at once took $pd s in all"
 expect edgehub_gettwin_duration_seconds_count 1 'source="edge_hub"' "id=\"$DEVICE/sender\""
 grep -q '^# TYPE edgehub_gettwin_duration_seconds summary$' "$T/scrape.txt" || fail "no summary TYPE for edgehub_gettwin_duration_seconds"
+# their quantiles (IoT Edge's objectives: a histogram's and timer's six, a duration's four) lie in
+# the observed range: the sizes all 2 (within the sketch's 2 %), the durations between 0 and their
+# sum (every one is >= 0), a single twin read's its own duration
+within() { awk -v v="$1" -v lo="$2" -v hi="$3" 'BEGIN { exit !(v != "absent" && v + 0 >= lo - 1e-9 && v + 0 <= hi + 1e-9) }'; }
+for q in 0.5 0.9 0.95 0.99 0.999 0.9999; do
+  v=$(metric edgehub_message_size_bytes "id=\"$DEVICE/sender\"" "quantile=\"$q\"")
+  within "$v" 1.96 2.04 || fail "edgehub_message_size_bytes{quantile=\"$q\"}: $v (12 messages of 2 bytes)"
+done
+for q in 0.1 0.5 0.9 0.99; do
+  v=$(metric edgehub_message_process_duration_seconds "from=\"$DEVICE/sender\"" "to=\"$DEVICE/receiver\"" "quantile=\"$q\"")
+  within "$v" 0 "$(awk -v s="$pd" 'BEGIN { print s * 1.02 }')" || fail "edgehub_message_process_duration_seconds{quantile=\"$q\"}: $v (sum $pd)"
+done
+tw=$(metric edgehub_gettwin_duration_seconds_sum 'source="edge_hub"' "id=\"$DEVICE/sender\"")
+v=$(metric edgehub_gettwin_duration_seconds 'source="edge_hub"' "id=\"$DEVICE/sender\"" 'quantile="0.5"')
+within "$v" "$(awk -v s="$tw" 'BEGIN { print s * 0.98 }')" "$(awk -v s="$tw" 'BEGIN { print s * 1.02 }')" \
+  || fail "edgehub_gettwin_duration_seconds{quantile=\"0.5\"}: $v, the one read took $tw s"
+# the send durations: the receiver acknowledged (QoS 1) the 3 handed to it; nothing upstream did
+send_l=("from=\"$DEVICE/sender\"" "to=\"$DEVICE/receiver\"" 'from_route_output="out1"' 'to_route_input="in1"')
+expect edgehub_message_send_duration_seconds_count 3 "${send_l[@]}"
+sd=$(metric edgehub_message_send_duration_seconds_sum "${send_l[@]}")
+within "$sd" 0 20 || fail "edgehub_message_send_duration_seconds_sum: $sd"
+for q in 0.5 0.9999; do
+  v=$(metric edgehub_message_send_duration_seconds "${send_l[@]}" "quantile=\"$q\"")
+  within "$v" 0 "$(awk -v s="$sd" 'BEGIN { print s * 1.02 }')" || fail "edgehub_message_send_duration_seconds{quantile=\"$q\"}: $v (sum $sd)"
+done
+[ "$(metric edgehub_message_send_duration_seconds_count 'to="upstream"')" = absent ] || \
+  fail "a send duration upstream, which never acknowledged"
 expect edgehub_client_connect_failed_total 1 "id=\"$DEVICE/sender\"" 'reason="not_authenticated"'
 expect edgehub_connected_clients 0
 offline=$(metric edgehub_offline_count_total "id=\"$DEVICE/\$edgeHub\"")
@@ -179,6 +206,11 @@ ledge start sender >/dev/null
 starts=$(metric edgeAgent_command_latency_seconds_count 'command="start"')
 gt "$starts" 5 || fail "edgeAgent_command_latency_seconds_count{command=\"start\"}: $starts (6 starts asked)"
 gt "$(metric edgeAgent_command_latency_seconds_sum 'command="start"')" 0 || fail "no start latency"
+ssum=$(metric edgeAgent_command_latency_seconds_sum 'command="start"')
+for q in 0.1 0.5 0.9 0.99; do
+  v=$(metric edgeAgent_command_latency_seconds 'command="start"' "quantile=\"$q\"")
+  within "$v" 0 "$(awk -v s="$ssum" 'BEGIN { print s * 1.02 }')" || fail "edgeAgent_command_latency_seconds{command=\"start\",quantile=\"$q\"}: $v (sum $ssum)"
+done
 
 log "edgeAgent_*: module resources and the host"
 mem=$(metric edgeAgent_used_memory_bytes 'module_name="edgeHub"')

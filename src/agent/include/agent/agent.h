@@ -174,9 +174,16 @@ enum agent_command {
  * commands asked for it), "expectedRunningSeconds" (time in the deployment with desired status
  * running), "runningCorrectlySeconds" (of that time, running), "containerId" (absent when none),
  * "pid" (its process on the host while running, 0 when not known), "inDeployment"}],
- * "commands": [{"command", "count", "sumSeconds"}]}: each engine command answered and the time
- * its answers took. */
+ * "commands": [{"command", "count", "sumSeconds", "quantiles": [{"quantile", "value"}]}]}: each
+ * engine command answered, the time its answers took, and the quantiles of that time over the
+ * last 10 minutes (base/quantile.h) at agent_latency_objectives ("value" null when none was
+ * answered then). */
 json_t *agent_metrics_json(struct agent *a);
+/* IoT Edge's objectives for edgeAgent_command_latency_seconds (a duration: prometheus-net's
+ * summaries through edge-util's MetricsDuration), its window prometheus-net's default. */
+#define AGENT_LATENCY_OBJECTIVES 4
+#define AGENT_LATENCY_MAX_AGE_MS (10 * 60 * 1000)
+extern const double agent_latency_objectives[AGENT_LATENCY_OBJECTIVES];
 
 /* Runtime status names as IoT Edge reports them. */
 enum runtime_status {

@@ -40,6 +40,12 @@ void prom_family(struct prom_writer *w, const char *name, enum prom_type type, c
  * family's name. value is written as Prometheus reads floats (NaN, +Inf, -Inf, integers exact). */
 void prom_sample(struct prom_writer *w, const char *suffix, const struct prom_label *labels,
                  size_t n_labels, double value);
+/* A summary's quantile samples: one per phis[i], with the labels and then quantile="<phis[i]>",
+ * valued values[i] (NaN when its window is empty, as Prometheus' clients write). At most
+ * PROM_MAX_LABELS labels. */
+#define PROM_MAX_LABELS 16
+void prom_quantiles(struct prom_writer *w, const struct prom_label *labels, size_t n_labels,
+                    const double *phis, const double *values, size_t n);
 /* 0, or the first error. */
 int prom_writer_error(const struct prom_writer *w);
 
