@@ -4,8 +4,10 @@
  * only (GET, HEAD); request and response headers pass through untouched but for HTTP's
  * hop-by-hop ones (Authorization and WWW-Authenticate included: the credentials are the target's);
  * redirects (blob storage) are followed here, since a child cannot reach what its parent's
- * registry points at; bodies are relayed with bounded memory: the transfer from the target is
- * paused while more than RELAY_HIGH_WATER bytes wait for the child. */
+ * registry points at; so is a Bearer challenge's token realm: the challenge the child gets names
+ * the proxy (TOKEN_PATH<n>), whose requests go on to the realm the target named, so a child
+ * needs no route to the token server either; bodies are relayed with bounded memory: the
+ * transfer from the target is paused while more than RELAY_HIGH_WATER bytes wait for the child. */
 #include <errno.h>
 #include <inttypes.h>
 #include <openssl/ssl.h>
@@ -19,6 +21,7 @@
 #include "base/macro.h"
 #include "base/str.h"
 #include "engine/engine.h"
+#include "image/auth.h"
 #include "ledged.h"
 #include "log/log.h"
 #include "net/http_client.h"
@@ -28,6 +31,12 @@
 #define RELAY_HIGH_WATER (1u << 20) /* bytes queued for the child before the target is paused */
 #define RELAY_MAX_HEADERS 64        /* response headers passed back, as the server takes */
 #define RELAY_MAX_HEADER_BYTES (32u << 10)
+/* A token realm the target named, as the child sees it: https://<the child's Host>/ledge/token/N,
+ * N the realm's place among those learned (at most PROXY_MAX_REALMS, never reused: a number keeps
+ * naming one realm while ledged runs). */
+#define TOKEN_PATH "/ledge/token/"
+#define PROXY_MAX_REALMS 8
+#define PROXY_MAX_HOST 256
 
 struct registry_proxy {
     struct ledged *d;
@@ -39,6 +48,9 @@ struct registry_proxy {
     size_t active, max_active;
     long idle_s;
     struct relay *relays;
+    char *realms[PROXY_MAX_REALMS]; /* token realms the target's challenges named */
+    size_t n_realms;
+    bool realms_full_logged;
 };
 
 struct relay {
@@ -53,7 +65,8 @@ struct relay {
     size_t n_headers, header_bytes;
     bool header_overflow;
     uint64_t bytes;
-    char what[200]; /* "GET /v2/..." for log lines */
+    char host[PROXY_MAX_HOST]; /* the child's Host, for a token realm it is to reach us at */
+    char what[200];            /* "GET /v2/..." for log lines */
     struct relay *next, *prev;
 };
 
@@ -124,6 +137,46 @@ static void on_drained(struct hs_request *r, void *ud)
         hc_resume(x->t);
 }
 
+/* The index of a token realm the target named, learned on first sight; -ENOSPC past
+ * PROXY_MAX_REALMS. */
+static int realm_index(struct registry_proxy *p, const char *realm)
+{
+    for (size_t i = 0; i < p->n_realms; i++)
+        if (strcmp(p->realms[i], realm) == 0)
+            return (int)i;
+    if (p->n_realms == PROXY_MAX_REALMS)
+        return -ENOSPC;
+    if (!(p->realms[p->n_realms] = strdup(realm)))
+        return -ENOMEM;
+    log_info(COMP, "the target's token realm %s is served to children as %s%zu", realm, TOKEN_PATH,
+             p->n_realms);
+    return (int)p->n_realms++;
+}
+
+/* A Bearer challenge from the target with its realm pointed at this proxy, in out; < 0 to pass
+ * the value on as it came (Basic, no usable realm, no Host to name us by). */
+static int relay_challenge(struct relay *x, const char *value, size_t vl, struct lbuf *out)
+{
+    struct registry_proxy *p = x->p;
+    struct img_challenge c;
+    if (!x->host[0] || img_challenge_parse(value, vl, &c) < 0 || c.scheme != IMG_AUTH_BEARER ||
+        (!lstr_startswith_ci(c.realm, "https://") && !lstr_startswith_ci(c.realm, "http://")))
+        return -EINVAL;
+    int idx = realm_index(p, c.realm);
+    if (idx == -ENOSPC && !p->realms_full_logged) {
+        p->realms_full_logged = true;
+        log_warn(COMP,
+                 "%s: the target names more than %d token realms: %s is passed on as it is (the "
+                 "child must reach it itself)",
+                 x->what, PROXY_MAX_REALMS, c.realm);
+    }
+    if (idx < 0)
+        return idx;
+    char realm[PROXY_MAX_HOST + 64], old[IMG_AUTH_PARAM_MAX];
+    snprintf(realm, sizeof(realm), "https://%s" TOKEN_PATH "%d", x->host, idx);
+    return img_challenge_rewrite_realm(value, vl, realm, out, old);
+}
+
 static void on_header(void *ud, const char *name, size_t nl, const char *value, size_t vl)
 {
     struct relay *x = ud;
@@ -150,6 +203,12 @@ static void on_header(void *ud, const char *name, size_t nl, const char *value, 
     }
     if (hop_by_hop(name, nl))
         return;
+    _cleanup_lbuf_ struct lbuf challenge = LBUF_INIT;
+    if (nl == 16 && strncasecmp(name, "WWW-Authenticate", 16) == 0 &&
+        relay_challenge(x, value, vl, &challenge) == 0) {
+        value = challenge.data;
+        vl = challenge.len;
+    }
     if (x->n_headers == RELAY_MAX_HEADERS || x->header_bytes + nl + vl > RELAY_MAX_HEADER_BYTES) {
         x->header_overflow = true;
         return;
@@ -262,10 +321,32 @@ static void h_proxy(struct hs_request *r, void *ud)
         hs_reply_error(r, 405, "this registry proxy serves pulls only");
         return;
     }
-    if (!registry_api_target(target)) {
+    _cleanup_free_ char *url = NULL;
+    if (lstr_startswith(target, TOKEN_PATH)) {
+        /* a token request for a realm the target named: on to that realm, query and all */
+        const char *num = target + strlen(TOKEN_PATH);
+        size_t digits = strspn(num, "0123456789");
+        unsigned long long idx;
+        char nbuf[8];
+        bool ok = digits > 0 && digits < sizeof(nbuf) && (num[digits] == 0 || num[digits] == '?');
+        if (ok) {
+            memcpy(nbuf, num, digits);
+            nbuf[digits] = 0;
+            ok = lstr_to_u64(nbuf, &idx) == 0 && idx < p->n_realms;
+        }
+        if (!ok) {
+            log_warn(COMP, "refused %s %.160s: no such token realm", method, target);
+            hs_reply_error(r, 404, "no such token realm");
+            return;
+        }
+        const char *realm = p->realms[idx], *query = num[digits] == '?' ? num + digits + 1 : "";
+        url = lstr_printf("%s%s%s", realm, *query ? (strchr(realm, '?') ? "&" : "?") : "", query);
+    } else if (!registry_api_target(target)) {
         log_warn(COMP, "refused %s %.160s: not the registry API (/v2/...)", method, target);
         hs_reply_error(r, 404, "only the registry API (/v2/) is served here");
         return;
+    } else {
+        url = lstr_printf("%s%s", p->target, target);
     }
     if (p->active >= p->max_active) {
         log_warn(COMP,
@@ -276,7 +357,6 @@ static void h_proxy(struct hs_request *r, void *ud)
         return;
     }
     struct relay *x = calloc(1, sizeof(*x));
-    _cleanup_free_ char *url = lstr_printf("%s%s", p->target, target);
     if (!x || !url) {
         free(x);
         hs_reply_error(r, 500, "out of memory");
@@ -286,6 +366,12 @@ static void h_proxy(struct hs_request *r, void *ud)
     x->req = r;
     x->length = -1;
     snprintf(x->what, sizeof(x->what), "%s %.180s", method, target);
+    /* the name the child reached us by (host[:port]), for the realms in challenges */
+    const char *host = hs_request_header(r, "Host");
+    if (host && strlen(host) < sizeof(x->host) &&
+        strspn(host, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-:[]") ==
+            strlen(host))
+        lstr_copy(x->host, sizeof(x->host), host);
     /* the child's headers as they came, but for the hop-by-hop ones */
     char *hdrs[RELAY_MAX_HEADERS + 1];
     size_t n = 0;
@@ -427,6 +513,8 @@ void registry_proxy_stop(struct ledged *d)
     SSL_CTX_free(p->ctx);
     free(p->target);
     free(p->ca_file);
+    for (size_t i = 0; i < p->n_realms; i++)
+        free(p->realms[i]);
     free(p);
     d->registry_proxy = NULL;
 }

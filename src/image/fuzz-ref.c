@@ -1,10 +1,11 @@
 /* fuzz-ref.c — libFuzzer target: image references (a parsed reference formats to a fixed
- * point), registry keys and credential matching, and WWW-Authenticate challenges. */
+ * point), registry keys and credential matching, and WWW-Authenticate challenges (parsed, and
+ * their realm rewritten). */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "auth.h"
+#include "image/auth.h"
 #include "image/creds.h"
 #include "image/ref.h"
 
@@ -14,6 +15,19 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     struct img_challenge c;
     (void)img_challenge_parse((const char *)data, size, &c);
+    /* a rewritten challenge parses, with the new realm and the old service and scope */
+    struct lbuf rw = LBUF_INIT;
+    char old[IMG_AUTH_PARAM_MAX];
+    if (img_challenge_rewrite_realm((const char *)data, size, "https://p:1/ledge/token/0", &rw,
+                                    old) == 0) {
+        struct img_challenge c2;
+        if (img_challenge_parse(rw.data, rw.len, &c2) < 0 ||
+            strcmp(c2.realm, "https://p:1/ledge/token/0") != 0 ||
+            strcmp(c2.service, c.service) != 0 || strcmp(c2.scope, c.scope) != 0 ||
+            strcmp(old, c.realm) != 0)
+            abort();
+    }
+    lbuf_free(&rw);
     if (size > 2048)
         return 0;
     char s[2049];

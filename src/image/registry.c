@@ -15,7 +15,7 @@
 #include "base/crypto.h"
 #include "base/json.h"
 #include "base/str.h"
-#include "auth.h"
+#include "image/auth.h"
 #include "image/creds.h"
 #include "image-internal.h"
 #include "image/manifest.h"

@@ -13,7 +13,7 @@
 
 #include "base/crypto.h"
 #include "base/json.h"
-#include "auth.h"
+#include "image/auth.h"
 #include "image/creds.h"
 #include "image/ref.h"
 
@@ -246,14 +246,68 @@ static void test_challenge(void **state)
             fail_msg("accepted: %s", bad[i]);
     h = "Negotiate abc";
     assert_int_equal(img_challenge_parse(h, strlen(h), &c), -ENOTSUP);
+    /* an unknown parameter's value is not bounded by what is kept */
+    char longv[IMG_AUTH_PARAM_MAX + 64];
+    int n = snprintf(longv, sizeof(longv), "Bearer realm=r,error_description=\"");
+    memset(longv + n, 'x', IMG_AUTH_PARAM_MAX + 10);
+    strcpy(longv + n + IMG_AUTH_PARAM_MAX + 10, "\"");
+    assert_int_equal(img_challenge_parse(longv, strlen(longv), &c), 0);
+    assert_string_equal(c.realm, "r");
+}
+
+/* A registry proxy's rewrite: the realm replaced, everything else as it came. */
+static void test_challenge_rewrite(void **state)
+{
+    char old[IMG_AUTH_PARAM_MAX];
+    struct lbuf out = LBUF_INIT;
+    const char *h = "Bearer realm=\"https://auth.example/token\",service=\"reg\","
+                    "scope=\"repository:app:pull\",error=\"insufficient_scope\"";
+    assert_int_equal(
+        img_challenge_rewrite_realm(h, strlen(h), "https://parent:5000/ledge/token/0", &out, old),
+        0);
+    assert_string_equal(old, "https://auth.example/token");
+    assert_string_equal(out.data, "Bearer realm=\"https://parent:5000/ledge/token/0\","
+                                  "service=\"reg\",scope=\"repository:app:pull\","
+                                  "error=\"insufficient_scope\"");
+    struct img_challenge c;
+    assert_int_equal(img_challenge_parse(out.data, out.len, &c), 0);
+    assert_string_equal(c.realm, "https://parent:5000/ledge/token/0");
+    assert_string_equal(c.scope, "repository:app:pull");
+    /* a token realm, spacing and case kept; a quote in the new realm escaped */
+    lbuf_reset(&out);
+    h = "bearer  service=s ,  REALM=tok";
+    assert_int_equal(img_challenge_rewrite_realm(h, strlen(h), "a\"b", &out, old), 0);
+    assert_string_equal(old, "tok");
+    assert_string_equal(out.data, "bearer  service=s ,  REALM=\"a\\\"b\"");
+    assert_int_equal(img_challenge_parse(out.data, out.len, &c), 0);
+    assert_string_equal(c.realm, "a\"b");
+    /* refusals leave out as it was */
+    lbuf_reset(&out);
+    assert_int_equal(lbuf_puts(&out, "kept"), 0);
+    static const struct {
+        const char *h;
+        int r;
+    } bad[] = {{"Basic realm=\"x\"", -ENOTSUP},
+               {"Bearer service=x", -ENOENT},
+               {"Bearer realm=\"x", -EINVAL},
+               {"Negotiate", -ENOTSUP}};
+    for (size_t i = 0; i < ARRAY_SIZE(bad); i++)
+        assert_int_equal(img_challenge_rewrite_realm(bad[i].h, strlen(bad[i].h), "r", &out, old),
+                         bad[i].r);
+    h = "Bearer realm=x";
+    assert_int_equal(img_challenge_rewrite_realm(h, strlen(h), "a\r\nX-Injected: 1", &out, old),
+                     -EINVAL);
+    assert_string_equal(out.data, "kept");
+    lbuf_free(&out);
 }
 
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_ref_normalise), cmocka_unit_test(test_ref_errors),
-        cmocka_unit_test(test_loopback),      cmocka_unit_test(test_registry_match),
-        cmocka_unit_test(test_creds_lookup),  cmocka_unit_test(test_challenge),
+        cmocka_unit_test(test_ref_normalise),     cmocka_unit_test(test_ref_errors),
+        cmocka_unit_test(test_loopback),          cmocka_unit_test(test_registry_match),
+        cmocka_unit_test(test_creds_lookup),      cmocka_unit_test(test_challenge),
+        cmocka_unit_test(test_challenge_rewrite),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

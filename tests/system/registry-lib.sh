@@ -10,6 +10,12 @@
 #                           is a static token server (python3 -m http.server) handing out one
 #                           RS256 JWT made here with openssl (x5c: a self-signed certificate the
 #                           registry trusts), granting pull and push on REG_TOKEN_REPO only.
+#   start_registry tls-token HTTPS (the tls kind's certificate) with auth.token whose realm is
+#                           tests/system/token-server.js (node): HTTPS with the same
+#                           certificate, REG_TT_USER / REG_TT_PASSWORD checked, ES256 tokens
+#                           (x5c: a self-signed P-256 certificate the registry trusts) for the
+#                           scopes asked; its requests logged in $REG_TT_LOG. REG_TT_REALM is the
+#                           realm, REG_TT_TOKEN a pull+push token for app (reg_curl's).
 # REG_TLS_HOST (default 127.0.0.1) puts the tls registry on another local address: dockerd treats
 # 127.0.0.0/8 as insecure and then skips certificate checks, so a test that wants dockerd to
 # verify the CA uses the host's own address (REG_TLS_HOST=$(hostname -I | cut -d' ' -f1)).
@@ -87,9 +93,51 @@ registry_token_server() {
   fail "the token server did not start: $(cat "$dir.log")"
 }
 
-start_registry() { # start_registry plain|tls|token
+# The token server of the tls-token kind (node), on a free port over HTTPS.
+REG_TT_USER=ledge-token-user
+REG_TT_PASSWORD="tpw-$RANDOM$RANDOM"
+registry_node_token_server() {
+  need "command -v node" "node missing (the token server; scripts/deps --test)"
+  registry_make_ca
+  local dir="$REG_DIR/node-token" attempt
+  mkdir -p "$dir"
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
+    -subj "/CN=ledge test ES256 token issuer" -keyout "$dir/sign.key" -out "$dir/sign.crt" 2>/dev/null
+  REG_TT_LOG="$dir/requests.log"
+  for attempt in 1 2 3; do
+    rm -f "$dir/port"
+    node "$(dirname "${BASH_SOURCE[0]}")/token-server.js" --port 0 --port-file "$dir/port" \
+      --issuer ledge-test-issuer --service ledge-test-registry --user "$REG_TT_USER" \
+      --password "$REG_TT_PASSWORD" --sign-key "$dir/sign.key" --sign-cert "$dir/sign.crt" \
+      --cert "$REG_DIR/server.crt" --key "$REG_DIR/server.key" >>"$REG_TT_LOG" 2>&1 &
+    local pid=$! end=$(( $(date +%s) + 10 ))
+    while [ "$(date +%s)" -lt "$end" ] && kill -0 "$pid" 2>/dev/null; do
+      if [ -s "$dir/port" ]; then
+        REG_PIDS+=("$pid"); REG_TT_REALM="https://127.0.0.1:$(cat "$dir/port")/token"; return 0
+      fi
+      sleep 0.1
+    done
+    kill "$pid" 2>/dev/null; wait "$pid" 2>/dev/null || true
+  done
+  fail "the token server did not start: $(cat "$REG_TT_LOG")"
+}
+
+start_registry() { # start_registry plain|tls|token|tls-token
   local kind="$1" dir="$REG_DIR/$1" port tls="" auth="" scheme=http attempt host=127.0.0.1
   [ "$kind" = tls ] && host="${REG_TLS_HOST:-127.0.0.1}"
+  if [ "$kind" = tls-token ]; then
+    registry_node_token_server
+    tls="  tls:
+    certificate: $REG_DIR/server.crt
+    key: $REG_DIR/server.key"
+    auth="auth:
+  token:
+    realm: $REG_TT_REALM
+    service: ledge-test-registry
+    issuer: ledge-test-issuer
+    rootcertbundle: $REG_DIR/node-token/sign.crt"
+    scheme=https
+  fi
   mkdir -p "$dir/data"
   if [ "$kind" = token ]; then
     need "command -v python3" "python3 missing (the token server)"
@@ -151,6 +199,11 @@ YAML
         REG_CERTS_DIRS+=("$certs")
       elif [ "$kind" = token ]; then
         REG_TOKEN_ADDR="127.0.0.1:$port"
+      elif [ "$kind" = tls-token ]; then
+        REG_TT_ADDR="127.0.0.1:$port"
+        REG_TT_TOKEN=$(curl -sS --cacert "$REG_CA" -u "$REG_TT_USER:$REG_TT_PASSWORD" \
+          "$REG_TT_REALM?service=ledge-test-registry&scope=repository:app:pull,push" | jq -r .token)
+        [ -n "$REG_TT_TOKEN" ] && [ "$REG_TT_TOKEN" != null ] || fail "no token from $REG_TT_REALM"
       else
         REG_PLAIN_ADDR="127.0.0.1:$port"
       fi
@@ -164,7 +217,7 @@ YAML
 }
 
 registry_addr() {
-  case "$1" in tls) echo "$REG_TLS_ADDR" ;; token) echo "$REG_TOKEN_ADDR" ;; *) echo "$REG_PLAIN_ADDR" ;; esac
+  case "$1" in tls) echo "$REG_TLS_ADDR" ;; token) echo "$REG_TOKEN_ADDR" ;; tls-token) echo "$REG_TT_ADDR" ;; *) echo "$REG_PLAIN_ADDR" ;; esac
 }
 
 # push_image SRC KIND NAME: tag a local image as ADDR/NAME and push it with the docker CLI.
@@ -189,6 +242,8 @@ reg_curl() {
     curl -sS --cacert "$REG_CA" -u "$REG_USER:$REG_PASSWORD" "https://$addr$path" "$@"
   elif [ "$kind" = token ]; then
     curl -sS -H "Authorization: Bearer $REG_TOKEN" "http://$addr$path" "$@"
+  elif [ "$kind" = tls-token ]; then
+    curl -sS --cacert "$REG_CA" -H "Authorization: Bearer $REG_TT_TOKEN" "https://$addr$path" "$@"
   else
     curl -sS "http://$addr$path" "$@"
   fi

@@ -8,7 +8,10 @@
 # 401 with the registry's challenge, the same manifest digest and length as the registry
 # (HEAD), a blob byte for byte, pushes (405), paths outside /v2/ (404) and a ninth request while
 # max_connections (8) slow pulls run (503) refused with a log line; a registry redirecting a blob
-# to its storage (307) followed by the parent, Authorization kept from the storage host; a child
+# to its storage (307) followed by the parent, Authorization kept from the storage host; a
+# Bearer-token registry (auth.token, its realm tests/system/token-server.js) behind a parent
+# proxy and a middle chained to it: each challenge names that proxy's /ledge/token/0, tokens come
+# through the proxies, the children pull with registryCredentials (oci and dockerd); a child
 # without
 # upstream.parent refuses the deployment naming the module and the field. The oci children need
 # no dockerd; then a child on dockerd (the machine's, through the host's own address): without
@@ -98,7 +101,7 @@ stop_layer() {
 layers_cleanup() {
   local rc=$? n
   set +e
-  for n in dchild rparent middle parent; do
+  for n in dchild rparent tmiddle tparent middle parent; do
     [ -n "${LAYER_PID[$n]:-}" ] && kill -TERM "${LAYER_PID[$n]}" 2>/dev/null && wait "${LAYER_PID[$n]}" 2>/dev/null
     [ $rc -ne 0 ] && [ $rc -ne 77 ] && [ -f "$T/$n/ledged.log" ] &&
       { log "the $n ledged's log tail:"; tail -25 "$T/$n/ledged.log" >&2; }
@@ -241,6 +244,54 @@ assert_eq "$(sort -u "$RDIR/storage-auth")" none "Authorization at the storage h
 kill "$REDIR_PID" 2>/dev/null; wait "$REDIR_PID" 2>/dev/null || true
 stop_layer rparent
 
+log "a Bearer-token registry (auth.token; the realm an ES256 token server) behind a parent proxy: the challenge names the proxy, the token requests pass through it"
+start_registry tls-token
+TREG="$REG_TT_ADDR"
+for f in layer.tar config.json; do registry_put_blob tls-token app "$T/img/$f" >/dev/null; done
+registry_put_manifest tls-token app 1 application/vnd.oci.image.manifest.v1+json "$T/img/manifest.json"
+TPPORT=$(low_free_port)
+TMPORT=$(low_free_port)
+layer_config tparent "certificates:
+  extra_names: [${HOSTIP:-127.0.0.1}]
+registry_proxy:
+  listen: 0.0.0.0:$TPPORT
+  target: https://$TREG
+  target_ca_file: $REG_CA"
+start_layer tparent
+TPCA="$T/tparent/state/certs/trust-bundle.pem"
+wait_for 10 "the token registry's parent proxy" curl -s -o /dev/null --cacert "$TPCA" "https://127.0.0.1:$TPPORT/v2/"
+curl -sS --cacert "$TPCA" -o /dev/null -D "$T/tch" "https://127.0.0.1:$TPPORT/v2/app/manifests/1" | true
+grep -qi "^www-authenticate: Bearer realm=\"https://127.0.0.1:$TPPORT/ledge/token/0\",service=\"ledge-test-registry\",scope=\"repository:app:pull\"" "$T/tch" ||
+  fail "the challenge does not name the proxy's realm: $(cat "$T/tch")"
+grep -qF "$REG_TT_REALM" "$T/tch" && fail "the target's own realm reached the child"
+grep -q "the target's token realm $REG_TT_REALM is served to children as /ledge/token/0" "$T/tparent/ledged.log" ||
+  fail "no log line for the learned realm"
+ttoken() { # ttoken PORT CA USER:PASSWORD: a pull token through that proxy's realm
+  curl -sS --cacert "$2" -u "$3" "https://127.0.0.1:$1/ledge/token/0?service=ledge-test-registry&scope=repository:app:pull"
+}
+tok=$(ttoken "$TPPORT" "$TPCA" "$REG_TT_USER:$REG_TT_PASSWORD" | jq -r .token)
+[ -n "$tok" ] && [ "$tok" != null ] || fail "no token through the proxy's realm"
+grep -Eq "GET /token\?service=ledge-test-registry&scope=repository(%3A|:)app(%3A|:)pull user=$REG_TT_USER 200" "$REG_TT_LOG" ||
+  fail "the token server did not see the child's request with its credentials: $(tail -3 "$REG_TT_LOG")"
+assert_eq "$(curl -sS --cacert "$TPCA" -H "Authorization: Bearer $tok" -H "$ACCEPT" -o /dev/null -w '%{http_code}' "https://127.0.0.1:$TPPORT/v2/app/manifests/1")" 200 "the manifest with the token, through the proxy"
+assert_eq "$(curl -sS --cacert "$TPCA" -u "$REG_TT_USER:wrong" -o /dev/null -w '%{http_code}' "https://127.0.0.1:$TPPORT/ledge/token/0?service=ledge-test-registry")" 401 "a wrong password at the token realm"
+assert_eq "$(curl -sS --cacert "$TPCA" -o /dev/null -w '%{http_code}' "https://127.0.0.1:$TPPORT/ledge/token/7")" 404 "a realm the target never named"
+layer_config tmiddle "upstream:
+  parent: 127.0.0.1
+  port: $NOHUB
+  ca_file: $TPCA
+registry_proxy:
+  listen: 127.0.0.1:$TMPORT
+  target: https://\$upstream:$TPPORT"
+start_layer tmiddle
+TMCA="$T/tmiddle/state/certs/trust-bundle.pem"
+wait_for 10 "the token chain's middle proxy" curl -s -o /dev/null --cacert "$TMCA" "https://127.0.0.1:$TMPORT/v2/"
+curl -sS --cacert "$TMCA" -o /dev/null -D "$T/tmch" "https://127.0.0.1:$TMPORT/v2/" | true
+grep -qi "^www-authenticate: Bearer realm=\"https://127.0.0.1:$TMPORT/ledge/token/0\"" "$T/tmch" ||
+  fail "the middle's challenge does not name the middle: $(cat "$T/tmch")"
+tok=$(ttoken "$TMPORT" "$TMCA" "$REG_TT_USER:$REG_TT_PASSWORD" | jq -r .token)
+assert_eq "$(curl -sS --cacert "$TMCA" -H "Authorization: Bearer $tok" -o /dev/null -w '%{http_code}' "https://127.0.0.1:$TMPORT/v2/")" 200 "a token through two layers"
+
 log "the middle: its proxy on 127.0.0.1:$MPORT targets its own \$upstream (the parent)"
 layer_config middle "upstream:
   parent: 127.0.0.1
@@ -254,13 +305,17 @@ MCA="$T/middle/state/certs/trust-bundle.pem"
 wait_for 10 "the middle's proxy" curl -s -o /dev/null --cacert "$MCA" "https://127.0.0.1:$MPORT/v2/"
 grep -q "forwarded to https://127.0.0.1:$PPORT" "$T/middle/ledged.log" || fail "the middle's proxy does not target the parent"
 assert_eq "$(curl -sS --cacert "$MCA" -u "$REG_USER:$REG_PASSWORD" -o /dev/null -w '%{http_code}' "https://127.0.0.1:$MPORT/v2/")" 200 "/v2/ through the chain"
-cat "$PCA" "$MCA" > "$T/parents-ca.pem"
+cat "$PCA" "$MCA" "$TPCA" "$TMCA" > "$T/parents-ca.pem"
 
-creds() { # creds PASSWORD MANIFEST_FILE: registryCredentials for both $upstream ports
+creds() { # creds PASSWORD MANIFEST_FILE: registryCredentials for both $upstream ports, and the
+  # token registry's user for the token proxies' ports
   jq --arg a "\$upstream:$PPORT" --arg b "\$upstream:$MPORT" --arg u "$REG_USER" --arg p "$1" \
+     --arg c "\$upstream:$TPPORT" --arg d "\$upstream:$TMPORT" --arg tu "$REG_TT_USER" --arg tp "$REG_TT_PASSWORD" \
     '.modulesContent["$edgeAgent"]["properties.desired"].runtime.settings.registryCredentials =
        {"parent": {"address": $a, "username": $u, "password": $p},
-        "middle": {"address": $b, "username": $u, "password": $p}}' "$2" > "$2.tmp" && mv "$2.tmp" "$2"
+        "middle": {"address": $b, "username": $u, "password": $p},
+        "tparent": {"address": $c, "username": $tu, "password": $tp},
+        "tmiddle": {"address": $d, "username": $tu, "password": $tp}}' "$2" > "$2.tmp" && mv "$2.tmp" "$2"
 }
 upmod() { # upmod NAME IMAGE
   printf '"%s": {"type": "docker", "status": "running", "restartPolicy": "always", "settings": {"image": "%s"}}' "$1" "$2"
@@ -277,7 +332,7 @@ grep -qF "modules.direct.settings.image: \$upstream:$PPORT/app:1 names the paren
 container_exists direct && fail "a container was made for the refused module"
 stop_ledged
 
-log "the child with upstream.parent: one module through the parent, one through the chain"
+log "the child with upstream.parent: one module through the parent, one through the chain; the same from the token registry"
 EXTRA_CONFIG="upstream:
   parent: 127.0.0.1
   port: $NOHUB
@@ -285,15 +340,20 @@ EXTRA_CONFIG="upstream:
 write_config
 sed -i "s|^  id: st-$TEST_NAME\$|&\n  key: $(devkey)\n  iothub_hostname: ledge-parent.local|" "$T/config.yaml"
 start_ledged
-manifest "$(upmod direct "\$upstream:$PPORT/app:1"), $(upmod chained "\$upstream:$MPORT/app:1")" > "$T/deploy.json"
+manifest "$(upmod direct "\$upstream:$PPORT/app:1"), $(upmod chained "\$upstream:$MPORT/app:1"), $(upmod tokdirect "\$upstream:$TPPORT/app:1"), $(upmod tokchained "\$upstream:$TMPORT/app:1")" > "$T/deploy.json"
 creds "$REG_PASSWORD" "$T/deploy.json"
 ledge deploy "$T/deploy.json" > "$T/out" 2>&1 || fail "deploy failed: $(cat "$T/out")"
 logged() { container_logs "$1" | grep -q pulled-through-the-parent; }
-for m in direct chained; do
+declare -A MODPORT=([direct]=$PPORT [chained]=$MPORT [tokdirect]=$TPPORT [tokchained]=$TMPORT)
+for m in direct chained tokdirect tokchained; do
   wait_for 30 "$m running" status_is $m running
   wait_for 10 "$m's output" logged $m
-  assert_eq "$(container_label $m dev.ledge.image)" "\$upstream:$([ $m = direct ] && echo $PPORT || echo $MPORT)/app:1" "$m's image label (the deployment's spelling)"
+  assert_eq "$(container_label $m dev.ledge.image)" "\$upstream:${MODPORT[$m]}/app:1" "$m's image label (the deployment's spelling)"
 done
+# the oci puller got its tokens from the realm each proxy named (the token server saw them all
+# come through the parent's proxy, with the registryCredentials' user)
+[ "$(grep -Ec "scope=repository(%3A|:)app(%3A|:)pull user=$REG_TT_USER 200" "$REG_TT_LOG")" -ge 4 ] ||
+  fail "the token server saw too few pulls' tokens: $(cat "$REG_TT_LOG")"
 ledge image list > "$T/images" 2>&1 || fail "ledge image list: $(cat "$T/images")"
 grep -q "127.0.0.1:$PPORT/app:1" "$T/images" || fail "the store does not name 127.0.0.1:$PPORT/app:1: $(cat "$T/images")"
 grep -q "127.0.0.1:$MPORT/app:1" "$T/images" || fail "the store does not name 127.0.0.1:$MPORT/app:1: $(cat "$T/images")"
@@ -317,7 +377,7 @@ if ! moby info >/dev/null 2>&1 || [ -z "$HOSTIP" ]; then
   [ "${CI:-}" = true ] && fail "CI=true but no dockerd or no non-loopback address for the docker part"
   log "SKIP the docker part: no usable dockerd or no non-loopback IPv4 address"
 else
-  log "docker engine: a child pulling \$upstream:$PPORT/app:1 through the parent at $HOSTIP"
+  log "docker engine: a child pulling \$upstream:$PPORT/app:1 (htpasswd) and \$upstream:$TPPORT/app:1 (token) through the parents at $HOSTIP"
   DC="$T/dchild"
   layer_config dchild "upstream:
   parent: $HOSTIP
@@ -325,21 +385,22 @@ else
   ca_file: $PCA"
   sed -i "s|^  uri: unix://$T/no-docker.sock\$|  uri: $MOBY_HOST|" "$DC/config.yaml"
   CERTS="/etc/docker/certs.d/$HOSTIP:$PPORT"
+  TCERTS="/etc/docker/certs.d/$HOSTIP:$TPPORT"
   dchild_cleanup() {
     local rc=$?
     set +e
-    rm -rf "$CERTS"
+    rm -rf "$CERTS" "$TCERTS"
     local ids; ids=$(moby ps -aq --filter label=dev.ledge.device=st-$TEST_NAME-dchild 2>/dev/null)
     [ -n "$ids" ] && moby rm -f $ids >/dev/null 2>&1
-    moby rmi "$HOSTIP:$PPORT/app:1" >/dev/null 2>&1
+    moby rmi "$HOSTIP:$PPORT/app:1" "$HOSTIP:$TPPORT/app:1" >/dev/null 2>&1
     (exit $rc)
     layers_cleanup
   }
   trap dchild_cleanup EXIT
-  moby rmi "$HOSTIP:$PPORT/app:1" >/dev/null 2>&1 || true
+  moby rmi "$HOSTIP:$PPORT/app:1" "$HOSTIP:$TPPORT/app:1" >/dev/null 2>&1 || true
   start_layer dchild
   dl() { "$LEDGE_BIN" -H "$DC/run/mgmt.sock" "$@"; }
-  manifest "$(upmod viaparent "\$upstream:$PPORT/app:1")" > "$DC/deploy.json"
+  manifest "$(upmod viaparent "\$upstream:$PPORT/app:1"), $(upmod viatoken "\$upstream:$TPPORT/app:1")" > "$DC/deploy.json"
   creds "$REG_PASSWORD" "$DC/deploy.json"
   log "  without the parent's CA in certs.d: ledge check says so, the pull fails on the certificate"
   dl check --output json --config "$DC/config.yaml" --deployment "$DC/deploy.json" > "$DC/check.json" 2>/dev/null || true
@@ -350,13 +411,18 @@ else
   if dl deploy "$DC/deploy.json" > "$DC/out" 2>&1; then fail "dockerd pulled without trusting the parent: $(cat "$DC/out")"; fi
   grep -qi "certificate\|x509\|TLS" "$DC/out" || fail "the failure does not say why: $(cat "$DC/out")"
   log "  with it (the operator's step): pulled through the proxy with the credentials, running"
-  mkdir -p "$CERTS" && cp "$PCA" "$CERTS/ca.crt"
+  mkdir -p "$CERTS" "$TCERTS" && cp "$PCA" "$CERTS/ca.crt" && cp "$TPCA" "$TCERTS/ca.crt"
   dl check --output json --config "$DC/config.yaml" --deployment "$DC/deploy.json" > "$DC/check.json" 2>/dev/null || true
   jq -e '.checks[] | select(.id == "upstream-registry" and .result == "ok")' "$DC/check.json" >/dev/null ||
     fail "ledge check still warns: $(jq -c '.checks[] | select(.id == "upstream-registry")' "$DC/check.json")"
   dl deploy "$DC/deploy.json" > "$DC/out" 2>&1 || fail "deploy on docker failed: $(cat "$DC/out")"
   dstatus_is() { [ "$(dl list --json | jq -r '.[] | select(.name == "viaparent") | .runtimeStatus')" = "$1" ]; }
   wait_for 60 "viaparent running on docker" dstatus_is running
+  dtoken_running() { [ "$(dl list --json | jq -r '.[] | select(.name == "viatoken") | .runtimeStatus')" = running ]; }
+  wait_for 60 "viatoken (the token registry: dockerd gets its token at the proxy) running on docker" dtoken_running
+  assert_eq "$(moby inspect -f '{{.Config.Image}}' viatoken)" "$HOSTIP:$TPPORT/app:1" "the token module's image on dockerd"
+  grep -Eq "GET /ledge/token/0\?.*scope=repository(%3A|:)app(%3A|:)pull" "$T/tparent/ledged.log" ||
+    fail "dockerd's token request did not come through the parent's proxy"
   assert_eq "$(moby inspect -f '{{.Config.Image}}' viaparent)" "$HOSTIP:$PPORT/app:1" "the container's image on dockerd"
   dlogged() { moby logs viaparent 2>&1 | grep -q pulled-through-the-parent; }
   wait_for 10 "viaparent's output on docker" dlogged
@@ -365,6 +431,8 @@ else
   stop_layer dchild
 fi
 
+stop_layer tmiddle
+stop_layer tparent
 stop_layer middle
 stop_layer parent
 log "ok"
