@@ -59,6 +59,9 @@ static const char *const api_allow[] = {
     "GET /vms/*",
     "POST /vms/*/start",
     "POST /vms/*/stop",
+    "POST /vms/*/restart",
+    "POST /vms/*/reboot",
+    "DELETE /vms/*",
     "GET /vms/*/ports",
     "POST /vms/*/ports",
     "POST /vms/*/ports/remove",
@@ -273,6 +276,7 @@ static const struct hs_route own_routes[] = {
     {"GET", "/api/remotes", dash_h_remotes},
     {"POST", "/api/remotes", dash_h_remote_add},
     {"DELETE", "/api/remotes/*", dash_h_remote_remove},
+    {"GET", "/api/fleet", dash_h_fleet},
 };
 
 static int routes_build(struct dashboard *b)
@@ -433,6 +437,7 @@ void dashboard_stop(struct ledged *d)
     SSL_CTX_free(b->ctx);
     for (size_t i = ARRAY_SIZE(own_routes); b->routes && i < ARRAY_SIZE(own_routes) + b->n_api; i++)
         free((char *)b->routes[i].pattern);
+    dash_fleet_free(b);
     dash_remotes_free(b);
     free(b->routes);
     dash_tokens_free(b->tokens);

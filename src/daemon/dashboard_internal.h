@@ -9,6 +9,7 @@
 
 struct hc_client;
 struct remote_call;
+struct fleet;
 
 struct dashboard {
     struct ledged *d;
@@ -25,6 +26,8 @@ struct dashboard {
     json_t *remotes;
     struct hc_client *hc;
     struct remote_call *calls; /* in flight */
+    struct fleet *fleets;      /* GET /api/fleet in flight (dashboard_fleet.c) */
+    size_t n_fleets;
 };
 
 /* dashboard_remote.c */
@@ -36,3 +39,7 @@ void dash_h_remote_remove(struct hs_request *r, void *ud);
 void dash_h_remote_proxy(struct hs_request *r, void *ud);
 /* Answers a request under /api/remotes/{name}/api/...; false (nothing answered) otherwise. */
 bool dash_remote_proxy(struct hs_request *r, struct ledged *d);
+
+/* dashboard_fleet.c */
+void dash_h_fleet(struct hs_request *r, void *ud);
+void dash_fleet_free(struct dashboard *b);

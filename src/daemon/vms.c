@@ -1,10 +1,10 @@
 /* vms.c — the management API's VM routes (GET /vms, start, stop, resources, port forwards,
- * shares, console log, create: docs/vm.md "The VM library"), for the dashboard's VM page. The VM
- * library's calls block with bounded waits (a stop waits for the guest to shut down), so each
- * request runs in a child process — a fork that makes one call, writes its status and JSON to a
- * pipe and exits — while the loop goes on, as GET /check does. At most VM_JOBS_MAX at once; a
- * job that overstays VM_JOB_TIMEOUT_MS is killed. A client that goes away does not stop its job
- * (a stop half done would help no one); its answer is dropped. */
+ * shares, console log, create, restart, reboot, delete: docs/vm.md "The VM library"), for the
+ * dashboard's VM page. The VM library's calls block with bounded waits (a stop waits for the guest
+ * to shut down), so each request runs in a child process — a fork that makes one call, writes its
+ * status and JSON to a pipe and exits — while the loop goes on, as GET /check does. At most
+ * VM_JOBS_MAX at once; a job that overstays VM_JOB_TIMEOUT_MS is killed. A client that goes away
+ * does not stop its job (a stop half done would help no one); its answer is dropped. */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -148,6 +148,57 @@ static int call_stop(struct ledged *d, struct hs_request *r, const struct vm_hos
         return res;
     }
     *ret = json_pack("{s:s, s:o}", "name", name_of(r), "status", st ? st : json_null());
+    return 0;
+}
+
+/* POST /vms/{name}/restart[?timeout=S]: stopped cleanly (forced after S, 60) when it runs, then
+ * started and waited for until running (120 s), as `ledge vm restart` does. */
+static int call_restart(struct ledged *d, struct hs_request *r, const struct vm_host *h,
+                        json_t **ret, struct lerr *err)
+{
+    (void)d;
+    int t = timeout_of(r, 60, err);
+    if (t < 0)
+        return t;
+    int res = vm_host_stop(h, name_of(r), t, NULL, err);
+    if (res < 0 && res != -ENOTCONN)
+        return res;
+    *err = (struct lerr){0};
+    if ((res = vm_host_start(h, name_of(r), err)) < 0)
+        return res;
+    json_t *st = NULL;
+    if ((res = vm_host_wait(h, name_of(r), "running", 120, &st, err)) < 0) {
+        json_decref(st);
+        return res;
+    }
+    *ret = json_pack("{s:s, s:o}", "name", name_of(r), "status", st ? st : json_null());
+    return 0;
+}
+
+/* POST /vms/{name}/reboot: the guest reboots from inside; its supervisor stays. */
+static int call_reboot(struct ledged *d, struct hs_request *r, const struct vm_host *h,
+                       json_t **ret, struct lerr *err)
+{
+    (void)d;
+    int res = vm_host_reboot(h, name_of(r), err);
+    if (res < 0)
+        return res;
+    *ret = json_pack("{s:s, s:b}", "name", name_of(r), "rebooting", 1);
+    return 0;
+}
+
+/* DELETE /vms/{name}[?force=1]: the VM and its disk; a running one only with force (stopped
+ * first, forced after 60 s), else 409. */
+static int call_delete(struct ledged *d, struct hs_request *r, const struct vm_host *h,
+                       json_t **ret, struct lerr *err)
+{
+    (void)d;
+    const char *f = hs_request_query(r, "force");
+    bool force = f && (!*f || lstr_eq(f, "1") || lstr_eq(f, "true"));
+    int res = vm_host_delete(h, name_of(r), force, err);
+    if (res < 0)
+        return res;
+    *ret = json_pack("{s:s, s:b}", "name", name_of(r), "deleted", 1);
     return 0;
 }
 
@@ -515,6 +566,9 @@ VM_ROUTE(mgmt_vm_create, call_create)
 VM_ROUTE(mgmt_vm_get, call_info)
 VM_ROUTE(mgmt_vm_start, call_start)
 VM_ROUTE(mgmt_vm_stop, call_stop)
+VM_ROUTE(mgmt_vm_restart, call_restart)
+VM_ROUTE(mgmt_vm_reboot, call_reboot)
+VM_ROUTE(mgmt_vm_delete, call_delete)
 VM_ROUTE(mgmt_vm_ports, call_ports)
 VM_ROUTE(mgmt_vm_port_add, call_port_add)
 VM_ROUTE(mgmt_vm_port_remove, call_port_remove)

@@ -12,6 +12,7 @@
 
 #include "base/fs.h"
 #include "base/json.h"
+#include "dashboard/fleet.h"
 #include "dashboard/samples.h"
 #include "dashboard/session.h"
 #include "dashboard/tokens.h"
@@ -268,6 +269,122 @@ static void test_samples(void **state)
     dash_samples_free(NULL);
 }
 
+static json_t *J(const char *text)
+{
+    json_t *j = json_loads(text, 0, NULL);
+    assert_non_null(j);
+    return j;
+}
+
+/* The fleet page's line of a device: its answers summarised, its unreachability explained. */
+static void test_fleet(void **state)
+{
+    (void)state;
+    char buf[64];
+    assert_null(dash_fleet_reason(0, 200, buf, sizeof(buf)));
+    assert_string_equal(dash_fleet_reason(-EKEYREJECTED, 0, buf, sizeof(buf)), "key changed");
+    assert_string_equal(dash_fleet_reason(-ECONNREFUSED, 0, buf, sizeof(buf)), "refused");
+    assert_string_equal(dash_fleet_reason(-ETIMEDOUT, 0, buf, sizeof(buf)), "timeout");
+    assert_string_equal(dash_fleet_reason(0, 401, buf, sizeof(buf)), "token refused");
+    assert_string_equal(dash_fleet_reason(0, 503, buf, sizeof(buf)), "answered 503");
+
+    json_t *si = J("{\"deviceId\": \"d1\", \"version\": \"1.2\"}");
+    json_t *mods = J("{\"modules\": [{\"name\": \"a\", \"runtimeStatus\": \"running\", \"status\": "
+                     "\"running\"}, {\"name\": \"b\", \"runtimeStatus\": \"backoff\", \"status\": "
+                     "\"running\"}, {\"name\": \"c\", \"runtimeStatus\": \"stopped\", \"status\": "
+                     "\"stopped\"}, {\"name\": \"old\", \"runtimeStatus\": \"failed\", \"status\": "
+                     "\"removed\"}, {\"runtimeStatus\": \"running\"}]}");
+    json_t *deps = J("{\"current\": 4, \"inProgress\": null, \"deployments\": [{\"id\": 5, "
+                     "\"outcome\": \"failed\"}, {\"id\": 4, \"kind\": \"rollback\", \"outcome\": "
+                     "\"applied\"}]}");
+    json_t *hub = J("{\"upstream\": {\"enabled\": true, \"connected\": false, \"host\": \"h.net\", "
+                    "\"lastError\": \"refused\"}}");
+    json_t *vms = J("{\"vms\": [{\"name\": \"f1\", \"state\": \"running\", \"arch\": \"amd64\"}, "
+                    "{\"name\": \"f2\"}, {\"state\": \"running\"}]}");
+    struct dash_fleet_answers a = {.systeminfo = si,
+                                   .modules = mods,
+                                   .deployments = deps,
+                                   .hub = hub,
+                                   .vms = vms,
+                                   .status = 200};
+    json_t *o = dash_fleet_device(&a);
+    assert_true(json_is_true(json_object_get(o, "reachable")));
+    assert_null(json_object_get(o, "reason"));
+    assert_string_equal(ljson_str(o, "deviceId"), "d1");
+    assert_string_equal(ljson_str(o, "version"), "1.2");
+    json_t *m = json_object_get(o, "modules");
+    assert_int_equal(json_integer_value(json_object_get(m, "running")), 1);
+    assert_int_equal(json_integer_value(json_object_get(m, "total")), 3);
+    json_t *failed = json_object_get(m, "failed");
+    assert_int_equal(json_array_size(failed), 1);
+    assert_string_equal(ljson_str(json_array_get(failed, 0), "name"), "b");
+    assert_string_equal(ljson_str(json_array_get(failed, 0), "status"), "backoff");
+    json_t *d = json_object_get(o, "deployment");
+    assert_int_equal(json_integer_value(json_object_get(d, "id")), 4);
+    assert_string_equal(ljson_str(d, "outcome"), "applied");
+    assert_string_equal(ljson_str(d, "kind"), "rollback");
+    json_t *h = json_object_get(o, "hub");
+    assert_string_equal(ljson_str(h, "state"), "disconnected");
+    assert_string_equal(ljson_str(h, "host"), "h.net");
+    assert_string_equal(ljson_str(h, "error"), "refused");
+    json_t *v = json_object_get(o, "vms");
+    assert_int_equal(json_array_size(v), 2);
+    assert_string_equal(ljson_str(json_array_get(v, 1), "name"), "f2");
+    assert_string_equal(ljson_str(json_array_get(v, 1), "state"), "?");
+    json_decref(o);
+
+    /* the hub and the VMs unavailable: said, the rest still there */
+    a.hub = NULL;
+    a.hub_error = "the hub is not running";
+    a.vms = NULL;
+    a.vms_error = "answered 500";
+    o = dash_fleet_device(&a);
+    assert_string_equal(ljson_str(json_object_get(o, "hub"), "state"), "unavailable");
+    assert_string_equal(ljson_str(json_object_get(o, "hub"), "error"), "the hub is not running");
+    assert_true(json_is_null(json_object_get(o, "vms")));
+    assert_string_equal(ljson_str(o, "vmsError"), "answered 500");
+    json_decref(o);
+
+    /* an upstream link that is off; a device that is not reachable */
+    json_t *off = J("{\"upstream\": {\"enabled\": false}}");
+    a.hub = off;
+    o = dash_fleet_device(&a);
+    assert_string_equal(ljson_str(json_object_get(o, "hub"), "state"), "off");
+    json_decref(o);
+    a.result = -EKEYREJECTED;
+    a.status = 0;
+    o = dash_fleet_device(&a);
+    assert_false(json_is_true(json_object_get(o, "reachable")));
+    assert_string_equal(ljson_str(o, "reason"), "key changed");
+    assert_null(json_object_get(o, "modules"));
+    json_decref(o);
+
+    /* answers of the wrong shape: nothing invented */
+    json_t *junk = J("{\"modules\": 3, \"vms\": {}, \"upstream\": [], \"current\": \"x\"}");
+    struct dash_fleet_answers b = {.systeminfo = junk,
+                                   .modules = junk,
+                                   .deployments = junk,
+                                   .hub = junk,
+                                   .vms = junk,
+                                   .status = 200};
+    o = dash_fleet_device(&b);
+    assert_true(json_is_null(json_object_get(o, "modules")));
+    assert_true(json_is_null(json_object_get(json_object_get(o, "deployment"), "id")));
+    assert_string_equal(ljson_str(json_object_get(o, "hub"), "state"), "unavailable");
+    json_decref(o);
+    b.systeminfo = NULL;
+    o = dash_fleet_device(&b);
+    assert_string_equal(ljson_str(o, "reason"), "not like a ledge dashboard");
+    json_decref(o);
+    json_decref(junk);
+    json_decref(off);
+    json_decref(si);
+    json_decref(mods);
+    json_decref(deps);
+    json_decref(hub);
+    json_decref(vms);
+}
+
 int main(void)
 {
     if (!mkdtemp(dir))
@@ -282,6 +399,7 @@ int main(void)
         cmocka_unit_test(test_cookie_parse_format),
         cmocka_unit_test(test_origin),
         cmocka_unit_test(test_samples),
+        cmocka_unit_test(test_fleet),
     };
     int r = cmocka_run_group_tests(tests, NULL, NULL);
     unlink(store_path());

@@ -96,6 +96,58 @@ async function remote(page) {
   check(!(await page.$('#managing')), 'still managing the remote');
 }
 
+// The fleet page: this device, edge2 and edge3 (a fake that stopped answering) side by side with
+// their VMs; a VM of edge2 restarted and one of this device deleted from there, each asked first.
+async function fleet(page) {
+  const dialogs = [];
+  page.on('dialog', (d) => { dialogs.push(d.message()); d.accept(); });
+  const card = (n) => `.fleet-card[data-device="${n}"]`;
+  const text = (sel) => page.evaluate((s) => (document.querySelector(s) || {textContent: ''}).textContent, sel);
+  log('the fleet: this device and edge2 with their VMs, edge3 unreachable (timeout)');
+  await page.click('nav a[href="#/fleet"]');
+  await page.waitForFunction(([sel, id]) => (document.querySelector(sel) || {}).textContent === id,
+                             [`${card('.')} .fleet-device-id`, env('DEVICE_ID')]);
+  await page.waitForFunction(([sel, id]) => (document.querySelector(sel) || {}).textContent === id,
+                             [`${card('edge2')} .fleet-device-id`, env('REMOTE_DEVICE')]);
+  // edge2 answered while edge3's calls still wait for their timeout (4 s)
+  const early = await text(card('edge3'));
+  console.log(`[dashboard.js] edge3 when edge2 was shown: ${early.replace(/\s+/g, ' ').slice(0, 80)}`);
+  for (const vm of ['f1', 'f2']) await page.waitForSelector(`${card('.')} tr[data-vm="${vm}"]`);
+  await page.waitForSelector(`${card('edge2')} tr[data-vm="r2vm"]`);
+  check((await text(`${card('edge2')} tr[data-vm="r2vm"]`)).includes('amd64'), 'r2vm\'s arch');
+  check(/^1\/1 running/.test(await text(`${card('edge2')} .fleet-modules`)), `edge2's modules: ${await text(`${card('edge2')} .fleet-modules`)}`);
+  check(/\d+\/\d+ running/.test(await text(`${card('.')} .fleet-modules`)), 'this device\'s modules');
+  check(/^#\d+ applied/.test(await text(`${card('edge2')} .fleet-deployment`)), `edge2's deployment: ${await text(`${card('edge2')} .fleet-deployment`)}`);
+  check((await text(`${card('.')} .fleet-hub`)).length > 0, 'the hub\'s upstream state');
+  check((await text(`${card('.')} .fleet-version`)).length > 0, 'the ledge version');
+  await page.waitForFunction((sel) => /unreachable: timeout/.test((document.querySelector(sel) || {textContent: ''}).textContent),
+                             `${card('edge3')} .fleet-state`, {timeout: 20000});
+
+  log("restart edge2's r2vm from the fleet page (asked first): running");
+  await page.click(`${card('edge2')} tr[data-vm="r2vm"] button.vm-restart`);
+  await page.waitForFunction((sel) => (document.querySelector(sel) || {}).textContent === 'running',
+                             `${card('edge2')} tr[data-vm="r2vm"] td.vm-state`, {timeout: 90000});
+  check(dialogs.some((m) => /Restart VM r2vm/.test(m)), `the confirmation: ${dialogs.join(' | ')}`);
+  await page.waitForFunction((sel) => /unreachable: timeout/.test((document.querySelector(sel) || {textContent: ''}).textContent),
+                             `${card('edge3')} .fleet-state`, {timeout: 20000});
+  await shot(page, 'fleet');
+
+  log("delete this device's f2 from the fleet page (asked first): gone");
+  await page.click(`${card('.')} tr[data-vm="f2"] button.vm-delete`);
+  await page.waitForFunction((sel) => !document.querySelector(sel), `${card('.')} tr[data-vm="f2"]`, {timeout: 30000});
+  check(dialogs.some((m) => /Delete VM f2/.test(m)), `the confirmation: ${dialogs.join(' | ')}`);
+
+  log("a link into edge2's VM page, then back to this device from its card");
+  await page.click(`${card('edge2')} tr[data-vm="r2vm"] a`);
+  await page.waitForSelector('#managing');
+  await page.waitForFunction(() => (document.getElementById('vm-state') || {}).textContent === 'running', null, {timeout: 30000});
+  await page.click('nav a[href="#/fleet"]');
+  await page.waitForSelector(`${card('.')} a.fleet-manage`);
+  await page.click(`${card('.')} a.fleet-manage`);
+  await page.waitForFunction((id) => (document.getElementById('device-id') || {}).textContent === id, env('DEVICE_ID'));
+  check(!(await page.$('#managing')), 'still managing the remote');
+}
+
 async function main() {
   const args = process.getuid && process.getuid() === 0 ? ['--no-sandbox'] : [];
   const browser = await chromium.launch({executablePath: '/usr/bin/chromium', headless: true, args});
@@ -340,7 +392,10 @@ async function main() {
     await page.waitForSelector('tr[data-vm="f2"]', {timeout: 30000});
     await shot(page, 'vms');
 
-    if (process.env.REMOTE_ADDRESS) await remote(page);
+    if (process.env.REMOTE_ADDRESS) {
+      await remote(page);
+      await fleet(page);
+    }
 
     log('log out: the session is gone');
     await page.click('#logout');

@@ -12,7 +12,11 @@
 # refused, a revoked token's session ends. Then remote management: a second ledged (dashboard on
 # 0.0.0.0, so TLS) added in the browser by address and its token, its key pinned, its pages and
 # a module managed through this one; with curl, the proxy's CSRF check, the bearer token, and a
-# changed key refused. DASHBOARD_SHOTS=DIR copies the screenshots there (docs/images holds the
+# changed key refused. The fleet page: this device, the second ledged and a third that stopped
+# answering (tests/system/dashboard-fake-device.py) side by side, with their VMs — the dead one
+# shown unreachable (timeout, later refused) without holding up the others; a VM of the second
+# ledged restarted and one of this device deleted from there, a VM rebooted and deleted through
+# the proxy. DASHBOARD_SHOTS=DIR copies the screenshots there (docs/images holds the
 # ones docs/dashboard.md shows).
 source "$(dirname "$0")/lib.sh"
 source "$(dirname "$0")/vm-lib.sh"
@@ -186,11 +190,18 @@ r2_cleanup() {
     { tr '\0' '\n' < "$p/environ"; } 2>/dev/null | grep -qx "LEDGE_CONFIG=$R2/config.yaml" &&
       kill -KILL "${p#/proc/}" 2>/dev/null
   done
+  [ -n "${FAKE3_PID:-}" ] && kill -KILL "$FAKE3_PID" 2>/dev/null
+  pkill -9 -f -- "$R2/state/vm/" 2>/dev/null || true
   grep -q "ERROR: AddressSanitizer\|runtime error:" "$R2/ledged.log" 2>/dev/null &&
     { grep -A20 "AddressSanitizer\|runtime error:" "$R2/ledged.log" >&2; return 1; }
   return 0
 }
 trap 'rc=$?; r2_cleanup || rc=1; (exit $rc); vm_cleanup || rc=1; (exit $rc); cleanup' EXIT
+# A VM of the second ledged for the fleet page (the same fake image and QEMU).
+mkdir -p "$R2/state/vm"
+LEDGE_VM_DIR="$R2/state/vm" "$LEDGE_BIN" vm create r2vm --image "$KEY" --accel tcg --disk 2G \
+  --hub-port "$(free_port)" --boot-timeout 10 >/dev/null || fail "vm create r2vm (the second ledged's)"
+r2vm_state() { LEDGE_VM_DIR="$R2/state/vm" "$LEDGE_BIN" vm status r2vm --json 2>/dev/null | jq -r .state; }
 start_r2
 manifest "$(procmod far 300)" > "$R2/deploy.json"
 r2 deploy "$R2/deploy.json" > "$R2/deploy.out" 2>&1 || { cat "$R2/deploy.out" >&2; fail "deploy on the second ledged"; }
@@ -198,6 +209,30 @@ assert_eq "$(code "http://127.0.0.1:$PORT2/login")" 000 "plain HTTP off loopback
 R2_TOKEN=$(r2 dashboard token 2>/dev/null)
 pin_of() { openssl x509 -in "$1" -pubkey -noout | openssl pkey -pubin -outform der | openssl dgst -sha256 -binary | base64; }
 R2_PIN="sha256//$(pin_of "$R2/state/certs/hub-server.pem")"
+
+log "a third device for the fleet page: a fake dashboard, added (its key pinned), then hanging"
+PORT3=$(free_port)
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 1 -subj /CN=fake3 \
+  -keyout "$T/fake3.key" -out "$T/fake3.pem" 2>/dev/null || fail "openssl req (the fake device's certificate)"
+python3 "$SRC_ROOT/tests/system/dashboard-fake-device.py" "$PORT3" "$T/fake3.pem" "$T/fake3.key" "$T/fake3.hang" \
+  > "$T/fake3.log" 2>&1 &
+FAKE3_PID=$!
+wait_for 10 "the fake device" curl -sk -o /dev/null "https://127.0.0.1:$PORT3/api/systeminfo"
+TOKENF=$(ledge dashboard token 2>/dev/null)
+CSRFF=$(login "$TOKENF" "$T/jarf") || fail "curl login"
+curl -sf -b "$T/jarf" -H "Origin: $URL" -H "X-CSRF-Token: $CSRFF" -H 'Content-Type: application/json' \
+  -d "{\"name\": \"edge3\", \"address\": \"127.0.0.1:$PORT3\", \"token\": \"ldt_0000fake_$(printf '0%.0s' $(seq 64))\"}" \
+  "$URL/api/remotes" > /dev/null || fail "adding the fake device"
+touch "$T/fake3.hang"
+log "GET /api/fleet: a device that does not answer costs its timeout, not more"
+START_MS=$(date +%s%3N)
+curl -sf -b "$T/jarf" "$URL/api/fleet?timeout=2" > "$T/fleet1.json" || fail "GET /api/fleet"
+ELAPSED=$(( $(date +%s%3N) - START_MS ))
+[ "$ELAPSED" -lt 6000 ] || fail "GET /api/fleet?timeout=2 took $ELAPSED ms"
+jq_true --arg id "st-$TEST_NAME" '.devices | length == 2 and .[0].local and .[0].reachable and .[0].deviceId == $id and
+         (.[0].vms | map(.name) | sort) == ["f1"] and .[0].modules.total >= 1 and
+         .[1].name == "edge3" and (.[1].reachable | not) and .[1].reason == "timeout"' "$T/fleet1.json" ||
+  fail "fleet: $(cat "$T/fleet1.json")"
 
 log "the browser (Chromium headless, playwright-core)"
 TOKEN=$(ledge dashboard token --expires 1h 2>/dev/null)
@@ -243,10 +278,11 @@ jq_true '.intervalSeconds == 1 and (.times | length) > 5 and
          .series["hub.received"].kind == "counter"' "$T/history-samples.json" ||
   fail "samples: $(jq -c '{intervalSeconds, n: (.times | length), series: (.series | keys)}' "$T/history-samples.json")"
 
-log "the VMs the browser managed, as ledge vm shows them"
+log "the VMs the browser managed, as ledge vm shows them (f2 created, then deleted on the fleet page)"
 vm list --json > "$T/vms.json" || fail "ledge vm list"
-jq_true '[.[] | .name] | sort == ["f1", "f2"]' "$T/vms.json" || jq_true '[.vms[] | .name] | sort == ["f1", "f2"]' "$T/vms.json" ||
+jq_true '[.[] | .name] | sort == ["f1"]' "$T/vms.json" || jq_true '[.vms[] | .name] | sort == ["f1"]' "$T/vms.json" ||
   fail "vm list: $(cat "$T/vms.json")"
+[ ! -e "$VM_DIR/f2" ] || fail "f2's directory is still there after its delete"
 assert_eq "$(jq -r .cpus "$VM_DIR/f1/vm.json")" 2 "f1's CPUs, set on the VM page"
 jq -e --arg p "$VM_MAN_PORT" '.ports[] | select(.hostPort == ($p|tonumber) and .guestPort == 80)' "$VM_DIR/f1/vm.json" >/dev/null ||
   fail "the forward added on the VM page is not in f1's vm.json: $(cat "$VM_DIR/f1/vm.json")"
@@ -274,12 +310,30 @@ assert_eq "$(r2_status)" running "far on the second ledged"
 TOKEN3=$(ledge dashboard token 2>/dev/null)
 CSRF=$(login "$TOKEN3" "$T/jar3") || fail "curl login"
 curl -sf -b "$T/jar3" "$URL/api/remotes" > "$T/remotes.json" || fail "GET /api/remotes"
-jq_true --arg pin "$R2_PIN" '.remotes | length == 1 and .[0].name == "edge2" and .[0].pin == $pin and (.[0] | has("token") | not)' \
+jq_true --arg pin "$R2_PIN" '.remotes | length == 2 and (map(select(.name == "edge2"))[0].pin == $pin) and (map(has("token")) | any | not)' \
   "$T/remotes.json" || fail "remotes: $(cat "$T/remotes.json")"
 assert_eq "$(stat -c %a "$T/state/dashboard-remotes.json")" 600 "the remotes file's mode (it holds tokens)"
 assert_eq "$(code -b "$T/jar3" "$URL/api/remotes/edge2/api/modules")" 200 "the remote's modules through the proxy"
+log "the remote's VM r2vm, restarted on the fleet page: running; rebooted and deleted through the proxy"
+assert_eq "$(r2vm_state)" running "r2vm after its restart on the fleet page"
 curl -sf -b "$T/jar3" "$URL/api/remotes/edge2/api/vms" > "$T/r2-vms.json" || fail "the remote's VMs through the proxy"
-jq_true '.vms | length == 0' "$T/r2-vms.json" || fail "the remote's VMs: $(cat "$T/r2-vms.json")"
+jq_true '.vms | map(.name) == ["r2vm"]' "$T/r2-vms.json" || fail "the remote's VMs: $(cat "$T/r2-vms.json")"
+assert_eq "$(code -b "$T/jar3" -X POST -H "Origin: $URL" -H "X-CSRF-Token: $CSRF" \
+  "$URL/api/remotes/edge2/api/vms/r2vm/reboot")" 200 "a proxied VM reboot"
+assert_eq "$(code -b "$T/jar3" -X DELETE -H "Origin: $URL" "$URL/api/remotes/edge2/api/vms/r2vm?force=1")" 403 \
+  "a proxied VM delete without X-CSRF-Token"
+assert_eq "$(code -b "$T/jar3" -X DELETE -H "Origin: $URL" -H "X-CSRF-Token: $CSRF" \
+  "$URL/api/remotes/edge2/api/vms/r2vm")" 409 "deleting a running VM without force"
+assert_eq "$(code -b "$T/jar3" -X DELETE -H "Origin: $URL" -H "X-CSRF-Token: $CSRF" \
+  "$URL/api/remotes/edge2/api/vms/r2vm?force=1")" 200 "a proxied VM delete (forced: stopped first)"
+[ ! -e "$R2/state/vm/r2vm" ] || fail "r2vm's directory is still there after its delete"
+log "the fake device gone: refused, at once"
+kill "$FAKE3_PID" 2>/dev/null || true
+wait "$FAKE3_PID" 2>/dev/null || true
+FAKE3_PID=""
+curl -sf -b "$T/jar3" "$URL/api/fleet?device=edge3" > "$T/fleet3.json" || fail "GET /api/fleet?device=edge3"
+jq_true '.devices | length == 1 and .[0].reason == "refused" and .[0].address != null' "$T/fleet3.json" ||
+  fail "the stopped fake device: $(cat "$T/fleet3.json")"
 assert_eq "$(code -b "$T/jar3" -X POST -H "Origin: $URL" "$URL/api/remotes/edge2/api/modules/far/restart")" 403 \
   "a proxied POST without X-CSRF-Token"
 assert_eq "$(code -b "$T/jar3" -X POST -H "Origin: $URL" -H "X-CSRF-Token: $CSRF" \
@@ -296,6 +350,8 @@ start_r2
 curl -s -b "$T/jar3" "$URL/api/remotes/edge2/api/modules" -w '\n%{http_code}' > "$T/mismatch.out"
 assert_eq "$(tail -1 "$T/mismatch.out")" 502 "the proxy to a device whose key changed"
 grep -q "not the one pinned" "$T/mismatch.out" || fail "the refusal says why: $(cat "$T/mismatch.out")"
+curl -sf -b "$T/jar3" "$URL/api/fleet?device=edge2" > "$T/fleet2.json" || fail "GET /api/fleet?device=edge2"
+jq_true '.devices[0].reason == "key changed"' "$T/fleet2.json" || fail "the fleet's edge2 with another key: $(cat "$T/fleet2.json")"
 manifest "" > "$R2/empty.json"
 r2 deploy "$R2/empty.json" >/dev/null || fail "emptying the second ledged"
 stop_r2

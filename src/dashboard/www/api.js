@@ -4,8 +4,11 @@ let csrf = null;
 // The device the pages manage: this one ('/api') or another ledge added on the devices page,
 // reached through this ledged ('/api/remotes/NAME/api', dashboard_remote.c).
 let base = '/api';
+export function baseOf(name) {
+  return name ? `/api/remotes/${encodeURIComponent(name)}/api` : '/api';
+}
 export function setRemote(name) {
-  base = name ? `/api/remotes/${encodeURIComponent(name)}/api` : '/api';
+  base = baseOf(name);
 }
 
 export async function session() {
@@ -19,7 +22,8 @@ export async function session() {
   return s;
 }
 
-// path is under the managed device's /api; local: under this ledged's own (the devices list).
+// path is under the managed device's /api; local: under this ledged's own (the devices list),
+// or a device's base (baseOf: the fleet page's calls to any device).
 export async function call(method, path, body, signal, local) {
   const headers = {};
   if (method !== 'GET') headers['X-CSRF-Token'] = csrf;
@@ -28,7 +32,7 @@ export async function call(method, path, body, signal, local) {
     headers['Content-Type'] = 'application/json';
     data = typeof body === 'string' ? body : JSON.stringify(body);
   }
-  const r = await fetch(path.startsWith('/logout') ? path : (local ? '/api' : base) + path,
+  const r = await fetch(path.startsWith('/logout') ? path : (typeof local === 'string' ? local : local ? '/api' : base) + path,
                         {method, headers, body: data, signal});
   if (r.status === 401) {
     location.href = '/login';

@@ -1,8 +1,9 @@
 // app.js — the dashboard's pages (preact + htm, no build step): overview, modules with their
 // logs, deployment (validate, plan as a diff, apply, history and rollback to any entry), twins
-// and direct methods, the hub, charts of the last hour and other devices. Routing is the URL's
-// hash: #/overview, #/modules, #/modules/NAME, #/deployment, #/twins[/modules/M|/devices/D],
-// #/hub, #/charts, #/vms, #/vms/NAME, #/devices.
+// and direct methods, the hub, charts of the last hour, VMs, other devices and the fleet (this
+// device and the others side by side). Routing is the URL's hash: #/overview, #/modules,
+// #/modules/NAME, #/deployment, #/twins[/modules/M|/devices/D], #/hub, #/charts, #/vms,
+// #/vms/NAME, #/devices, #/fleet.
 import {h, render, Component} from './preact.js';
 import htm from './htm.js';
 import * as api from './api.js';
@@ -625,6 +626,23 @@ class Charts extends Component {
 
 /* ------------------------------------------------------------------ VMs */
 
+// A VM's restart (stop, start, until running), reboot (the guest from inside) and delete (a
+// running one stopped first), each asked for again first; base: the device's (api.baseOf).
+const VM_ACTIONS = {
+  restart: {ask: (n) => `Restart VM ${n}? It is stopped (its guest shut down) and started again.`,
+            method: 'POST', path: (n) => `/vms/${encodeURIComponent(n)}/restart?timeout=60`},
+  reboot: {ask: (n) => `Reboot VM ${n}'s guest?`, method: 'POST', path: (n) => `/vms/${encodeURIComponent(n)}/reboot`},
+  delete: {ask: (n) => `Delete VM ${n} and its disk? A running VM is stopped first. This cannot be undone.`,
+           method: 'DELETE', path: (n) => `/vms/${encodeURIComponent(n)}?force=1`},
+};
+async function vmAction(verb, name, base) {
+  const a = VM_ACTIONS[verb];
+  if (!window.confirm(a.ask(name))) return null;
+  const r = await api.json(a.method, a.path(name), undefined, base);
+  return r.ok ? null : `${verb} ${name}: ${r.body.message}`;
+}
+
+
 // `ledge vm` on this host (GET/POST /vms..., vms.c through the VM library): the VMs with their
 // state and resources, start and stop, and a VM's page: resources (changed while stopped), port
 // forwards (live while it runs), shared folders, its console log; a new VM from a cached image.
@@ -643,6 +661,12 @@ class Vms extends Component {
     this.setState({busy: `${name}:${verb}`, error: null});
     const r = await api.json('POST', `/vms/${encodeURIComponent(name)}/${verb}${verb === 'start' ? '?wait=1&timeout=120' : ''}`);
     this.setState({busy: null, error: r.ok ? null : `${verb} ${name}: ${r.body.message}`});
+    this.load();
+  }
+  async action(name, verb) {
+    this.setState({busy: `${name}:${verb}`, error: null});
+    const error = await vmAction(verb, name);
+    this.setState({busy: null, error});
     this.load();
   }
   async create(e) {
@@ -665,7 +689,9 @@ class Vms extends Component {
         <td class=${'vm-state s-' + v.state}>${v.state}</td><td>${v.arch}</td><td>${v.cpus}</td>
         <td>${bytes(v.memory)}</td><td>${bytes(v.disk)}</td><td>${v.hubPort || '—'}</td><td>${v.autostart ? 'yes' : 'no'}</td>
         <td class="actions">${['start', 'stop'].map((verb) => html`
-          <button class=${'vm-' + verb} disabled=${busy === `${v.name}:${verb}`} onClick=${() => this.command(v.name, verb)}>${verb}</button>`)}</td></tr>`)}
+          <button class=${'vm-' + verb} disabled=${busy === `${v.name}:${verb}`} onClick=${() => this.command(v.name, verb)}>${verb}</button>`)}
+          ${['restart', 'reboot', 'delete'].map((verb) => html`
+          <button class=${'vm-' + verb} disabled=${busy === `${v.name}:${verb}`} onClick=${() => this.action(v.name, verb)}>${verb}</button>`)}</td></tr>`)}
       </tbody></table>
       ${vms && !vms.length && html`<p>No VMs on this host (<code>ledge vm create</code>).</p>`}
       <h3>Create a VM</h3>
@@ -710,6 +736,13 @@ class VmPage extends Component {
     this.load();
     return r.ok;
   }
+  async action(verb, what) {
+    this.setState({error: null, done: null});
+    const error = await vmAction(verb, this.props.name);
+    if (!error && verb === 'delete') { location.hash = '#/vms'; return; }
+    this.setState(error ? {error} : {done: what});
+    this.load();
+  }
   render({name}, {vm, error, done, console, livePorts, port, hostDir, guestDir, readOnly, res}) {
     if (!vm) return html`<section><p><a href="#/vms">← all VMs</a></p><${Err} error=${error}/><p>Loading…</p></section>`;
     const running = vm.state !== 'stopped' && vm.state !== 'failed';
@@ -720,7 +753,10 @@ class VmPage extends Component {
       <${Err} error=${error}/>${done && html`<p id="vm-done" class="outcome">${done}</p>`}
       <div class="toolbar">
         <button id="vm-start" disabled=${running} onClick=${() => this.post('/start?wait=1&timeout=120', undefined, 'started')}>start</button>
-        <button id="vm-stop" disabled=${!running} onClick=${() => this.post('/stop?timeout=60', undefined, 'stopped')}>stop</button></div>
+        <button id="vm-stop" disabled=${!running} onClick=${() => this.post('/stop?timeout=60', undefined, 'stopped')}>stop</button>
+        <button id="vm-restart" onClick=${() => this.action('restart', 'restarted')}>restart</button>
+        <button id="vm-reboot" disabled=${!running} onClick=${() => this.action('reboot', 'rebooting')}>reboot</button>
+        <button id="vm-delete" onClick=${() => this.action('delete')}>delete</button></div>
       <div class="cols"><div>
         <h3>Resources</h3>
         <${KV} id="vm-def" o=${{arch: vm.arch, accel: vm.accel, cpus: vm.cpus, memory: bytes(vm.memory), disk: bytes(vm.disk),
@@ -811,10 +847,88 @@ class Devices extends Component {
   }
 }
 
+/* ------------------------------------------------------------------ the fleet */
+
+// This device and every other one side by side (GET /api/fleet?device=NAME, dashboard_fleet.c:
+// each device's calls bounded by the timeout there): one request per device, each shown when it
+// comes, so a dead device holds up only its own card. Links go to that device's pages.
+const FLEET_TIMEOUT_S = 4;
+
+class Fleet extends Component {
+  constructor(props) {
+    super(props);
+    this.state = {order: null, devices: {}, busy: null, error: null};
+  }
+  componentDidMount() { this.alive = true; this.start(); }
+  componentWillUnmount() { this.alive = false; clearTimeout(this.timer); }
+  async start() {
+    const r = await api.json('GET', '/remotes', undefined, true);
+    if (!this.alive) return;
+    if (!r.ok) { this.setState({error: r.body.message}); return; }
+    const order = ['', ...r.body.remotes.map((m) => m.name)];
+    this.setState({order});
+    for (const name of order) this.poll(name);
+  }
+  async poll(name) {
+    const r = await api.json('GET', `/fleet?device=${encodeURIComponent(name)}&timeout=${FLEET_TIMEOUT_S}`, undefined, true);
+    if (!this.alive) return;
+    const dev = r.ok ? r.body.devices[0] : {name, reachable: false, reason: `answered ${r.status}`, error: r.body.message};
+    this.setState({devices: {...this.state.devices, [name]: {...dev, at: new Date()}}});
+    setTimeout(() => { if (this.alive) this.poll(name); }, 5000);
+  }
+  async vm(name, verb, vm) {
+    this.setState({busy: `${name}/${vm}:${verb}`, error: null});
+    const error = await vmAction(verb, vm, api.baseOf(name));
+    this.setState({busy: null, error});
+  }
+  card(name, d) {
+    const go = (hash) => (e) => { e.preventDefault(); this.props.onSelect(name || null, hash); };
+    const title = name ? name : 'this device';
+    if (!d) return html`<div class="fleet-card" data-device=${name || '.'}><h3>${title}</h3><p class="small">asking…</p></div>`;
+    const m = d.modules, dep = d.deployment, hub = d.hub;
+    return html`<div class=${'fleet-card' + (d.reachable ? '' : ' down')} data-device=${name || '.'}>
+      <h3><a href="#" class="fleet-manage" onClick=${go('#/overview')}>${title}</a>
+        <span class=${'fleet-state ' + (d.reachable ? 's-running' : 's-failed')}>${d.reachable ? 'reachable' : `unreachable: ${d.reason}`}</span></h3>
+      ${!d.reachable && d.error && html`<p class="small error fleet-error">${d.error}</p>`}
+      <dl class="facts">
+        <dt>device</dt><dd class="fleet-device-id">${d.deviceId || '—'}</dd>
+        ${d.address && html`<dt>address</dt><dd>${d.address}</dd>`}
+        ${d.reachable && html`
+        <dt>ledge</dt><dd class="fleet-version">${d.version}</dd>
+        <dt>deployment</dt><dd class="fleet-deployment">${dep && dep.id != null ? `#${dep.id} ${dep.outcome || ''}${dep.kind && dep.kind !== 'deploy' ? ` (${dep.kind})` : ''}` : 'none'}${dep && dep.inProgress != null ? `, #${dep.inProgress} in progress` : ''}</dd>
+        <dt>modules</dt><dd class="fleet-modules"><a href="#" onClick=${go('#/modules')}>${m ? `${m.running}/${m.total} running` : '?'}</a>
+          ${m && m.failed.length > 0 && html` — <span class="error fleet-failed">${m.failed.map((f) => `${f.name} ${f.status}`).join(', ')}</span>`}</dd>
+        <dt>upstream</dt><dd class=${'fleet-hub u-' + (hub ? hub.state : '')}>${hub ? hub.state : '?'}${hub && hub.host ? ` (${hub.host})` : ''}${hub && hub.error ? html` <span class="small">${hub.error}</span>` : ''}</dd>`}
+      </dl>
+      ${d.reachable && html`<div>
+        <table class="fleet-vms"><thead><tr><th><a href="#" onClick=${go('#/vms')}>VMs</a></th><th>state</th><th>arch</th><th></th></tr></thead><tbody>
+        ${(d.vms || []).map((v) => html`<tr data-vm=${v.name}>
+          <td><a href="#" onClick=${go('#/vms/' + encodeURIComponent(v.name))}>${v.name}</a></td>
+          <td class=${'vm-state s-' + v.state}>${v.state}</td><td>${v.arch}</td>
+          <td class="actions">${['restart', 'delete'].map((verb) => html`
+            <button class=${'vm-' + verb} disabled=${this.state.busy === `${name}/${v.name}:${verb}`}
+              onClick=${() => this.vm(name, verb, v.name)}>${verb}</button>`)}</td></tr>`)}
+        </tbody></table>
+        ${d.vms && !d.vms.length && html`<p class="small">No VMs.</p>`}
+        ${d.vmsError && html`<p class="small error">VMs: ${d.vmsError}</p>`}</div>`}
+      <p class="small">as of ${d.at.toLocaleTimeString()}</p>
+    </div>`;
+  }
+  render(_, {order, devices, error, busy}) {
+    return html`<section>
+      <h2>Fleet</h2>
+      <p class="small">This device and the others added on the <a href="#/devices">devices</a> page, each asked
+        on its own (at most ${FLEET_TIMEOUT_S} s) every 5 s. ${busy && html`<span>working…</span>`}</p>
+      <${Err} error=${error}/>
+      <div class="fleet">${(order || []).map((n) => this.card(n, devices[n]))}</div>
+    </section>`;
+  }
+}
+
 /* ------------------------------------------------------------------ shell */
 
 const pages = [['overview', 'Overview'], ['modules', 'Modules'], ['deployment', 'Deployment'],
-               ['twins', 'Twins'], ['hub', 'Hub'], ['charts', 'Charts'], ['vms', 'VMs'], ['devices', 'Devices']];
+               ['twins', 'Twins'], ['hub', 'Hub'], ['charts', 'Charts'], ['vms', 'VMs'], ['devices', 'Devices'], ['fleet', 'Fleet']];
 
 class App extends Component {
   constructor() {
@@ -831,10 +945,10 @@ class App extends Component {
     await api.call('POST', '/logout');
     location.href = '/login';
   }
-  select(name) {
+  select(name, hash) {
     api.setRemote(name);
     this.setState({remote: name});
-    location.hash = '#/overview';
+    location.hash = hash || '#/overview';
   }
   render(_, {route, session, remote, remotes}) {
     if (!session) return html`<p>Loading…</p>`;
@@ -852,7 +966,8 @@ class App extends Component {
     else if (page === 'devices') {
       body = html`<${Devices} current=${remote} onSelect=${(n) => this.select(n)}
         onChange=${(list) => this.setState({remotes: list})}/>`;
-    } else body = html`<${Overview} key=${k}/>`;
+    } else if (page === 'fleet') body = html`<${Fleet} onSelect=${(n, hash) => this.select(n, hash)}/>`;
+    else body = html`<${Overview} key=${k}/>`;
     const m = remote && remotes.find((x) => x.name === remote);
     return html`<div>
       <header><b>ledge</b> <span class="small">${session.deviceId}</span>
