@@ -1,5 +1,5 @@
-/* cmd_update.c — `ledge update FILE.deb | --resume | --status`: the CLI's side of src/update
- * (docs/update.md): options, the config's paths, progress lines and the exit code. */
+/* cmd_update.c — `ledge update FILE.deb | --apt | --resume | --status`: the CLI's side of
+ * src/update (docs/update.md): options, the config's paths, progress lines and the exit code. */
 #include <errno.h>
 #include <getopt.h>
 #include <signal.h>
@@ -53,11 +53,14 @@ static int print_status(const char *state_dir, bool json)
 
 int cmd_update(struct cli *c, int argc, char **argv)
 {
-    static const struct option opts[] = {
-        {"resume", no_argument, NULL, 'r'},         {"status", no_argument, NULL, 's'},
-        {"json", no_argument, NULL, 'j'},           {"config", required_argument, NULL, 'c'},
-        {"deadline", required_argument, NULL, 'd'}, {0}};
-    bool resume = false, status = false;
+    static const struct option opts[] = {{"resume", no_argument, NULL, 'r'},
+                                         {"status", no_argument, NULL, 's'},
+                                         {"apt", no_argument, NULL, 'a'},
+                                         {"json", no_argument, NULL, 'j'},
+                                         {"config", required_argument, NULL, 'c'},
+                                         {"deadline", required_argument, NULL, 'd'},
+                                         {0}};
+    bool resume = false, status = false, apt = false;
     const char *config_path = NULL;
     int64_t deadline_ms = 60000;
     int o;
@@ -69,6 +72,9 @@ int cmd_update(struct cli *c, int argc, char **argv)
             break;
         case 's':
             status = true;
+            break;
+        case 'a':
+            apt = true;
             break;
         case 'j':
             c->json = true;
@@ -87,8 +93,8 @@ int cmd_update(struct cli *c, int argc, char **argv)
     const char *deb = optind < argc ? argv[optind] : NULL;
     if (optind + 1 < argc)
         return cli_usage_error("update", "unexpected argument \"%s\"", argv[optind + 1]);
-    if ((resume || status) == (deb != NULL) || (resume && status))
-        return cli_usage_error("update", "give one of FILE.deb, --resume or --status");
+    if ((int)resume + (int)status + (int)apt + (int)(deb != NULL) != 1)
+        return cli_usage_error("update", "give one of FILE.deb, --apt, --resume or --status");
 
     struct ledge_config cfg = {0};
     _cleanup_lstrv_ struct lstrv errors = LSTRV_INIT;
@@ -135,7 +141,7 @@ int cmd_update(struct cli *c, int argc, char **argv)
         else if (lstr_eq(what, "nothing"))
             printf("ledge update: nothing to resume\n");
     } else {
-        int r = upd_update(&uo, deb, &e);
+        int r = apt ? upd_update_apt(&uo, &e) : upd_update(&uo, deb, &e);
         if (r == -ECANCELED)
             rc = cli_fail("update failed and was rolled back: %s", lerr_str(&e));
         else if (r < 0)

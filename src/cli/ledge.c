@@ -43,8 +43,10 @@ static const struct cli_command commands[] = {
     {"image", "list | load FILE | rm IMAGE | prune",
      "the container engine's images (oci); with --vm NAME, load IMAGE|FILE copies one into the VM",
      cmd_image},
-    {"update", "FILE.deb [--deadline 60s] | --resume | --status [--json]",
-     "install another ledge package; rolled back when the new runtime is not healthy", cmd_update},
+    {"update", "FILE.deb | --apt [--deadline 60s] | --resume | --status [--json]",
+     "install another ledge package (a file, or apt's newer candidate); rolled back when the new "
+     "runtime is not healthy",
+     cmd_update},
     {"dashboard", "token [--expires D] [--revoke ID|--all] | tokens [--json]",
      "login tokens for the web dashboard (docs/dashboard.md)", cmd_dashboard},
     {"version", "", "print the version of the CLI and of ledged", cmd_version},

@@ -28,6 +28,7 @@
 #include "base/str.h"
 #include "base/timeutil.h"
 #include "net/http_client.h"
+#include "update/apt.h"
 #include "update/journal.h"
 
 #define HUB_MODULE "edgeHub"
@@ -757,17 +758,24 @@ static int rollback(const struct upd_options *o, const char *jpath, struct upd_j
                     j->from_version);
 }
 
-int upd_update(const struct upd_options *o, const char *deb, struct lerr *err)
+/* The updates folder made and its lock taken (into *ret_lock). */
+static int lock_updates(const struct upd_options *o, char *dir, size_t size, int *ret_lock,
+                        struct lerr *err)
 {
-    char dir[4096], jpath[4200];
-    upd_dir(o->state_dir, dir, sizeof(dir));
-    upd_journal_path(o->state_dir, jpath, sizeof(jpath));
+    upd_dir(o->state_dir, dir, size);
     int r = lfs_mkdir_p(dir, 0700);
     if (r < 0)
         return lerr_set(err, r, "%s: %s", dir, strerror(-r));
-    _cleanup_close_ int lock = -1;
-    if ((r = take_lock(dir, &lock, err)) < 0)
-        return r;
+    return take_lock(dir, ret_lock, err);
+}
+
+/* upd_update() with the lock held. */
+static int update_locked(const struct upd_options *o, const char *dir, const char *deb,
+                         struct lerr *err)
+{
+    char jpath[4200];
+    upd_journal_path(o->state_dir, jpath, sizeof(jpath));
+    int r;
     struct upd_journal old = {0};
     if (upd_journal_load(jpath, &old, NULL) == 0) {
         bool unfinished = upd_step_unfinished(old.step);
@@ -862,6 +870,224 @@ int upd_update(const struct upd_options *o, const char *deb, struct lerr *err)
     r = 0;
 out:
     upd_journal_clear(&j);
+    return r;
+}
+
+int upd_update(const struct upd_options *o, const char *deb, struct lerr *err)
+{
+    char dir[4096];
+    _cleanup_close_ int lock = -1;
+    int r = lock_updates(o, dir, sizeof(dir), &lock, err);
+    if (r < 0)
+        return r;
+    return update_locked(o, dir, deb, err);
+}
+
+/* ------------------------------------------------------------------ from apt */
+
+/* Run an apt tool in the C locale: 0 with its stdout in out, else < 0 with what it said. */
+static int run_apt(const char *tool, char *const args[], const char *cwd, long timeout_ms,
+                   struct lbuf *out, struct lerr *err)
+{
+    char *argv[16] = {"env", "LC_ALL=C", "DEBIAN_FRONTEND=noninteractive", (char *)tool};
+    size_t n = 4;
+    for (size_t i = 0; args[i] && n + 1 < ARRAY_SIZE(argv); i++)
+        argv[n++] = args[i];
+    argv[n] = NULL;
+    char path[64];
+    snprintf(path, sizeof(path), "/usr/bin/%s", tool);
+    if (access(path, X_OK) < 0)
+        return lerr_set(err, -ENOENT,
+                        "apt is not installed (%s: not found): `ledge update --apt` asks apt "
+                        "for the package; give a FILE.deb instead",
+                        path);
+    _cleanup_lbuf_ struct lbuf all = {.max = 64 * 1024};
+    struct lproc p = {.argv = argv,
+                      .in_fd = -1,
+                      .out = out ? out : &all,
+                      .err = &all,
+                      .timeout_ms = timeout_ms,
+                      .cwd = cwd};
+    int status = 0;
+    int r = lproc_run_ok(&p, &status);
+    if (r < 0) {
+        char st[64];
+        const char *said = all.data ? all.data : "";
+        /* apt's own errors ("E: ...") say it best; else the end of what it said */
+        _cleanup_lbuf_ struct lbuf errors = {.max = 400};
+        for (const char *l = said; l && *l; l = strchr(l, '\n') ? strchr(l, '\n') + 1 : NULL)
+            if (lstr_startswith(l, "E: "))
+                lbuf_printf(&errors, "%.*s\n", (int)strcspn(l, "\n"), l);
+        if (errors.data)
+            said = errors.data;
+        size_t len = strlen(said);
+        if (len > 400)
+            said += len - 400;
+        while (*said == '\n')
+            said++;
+        _cleanup_free_ char *msg = strdup(said);
+        if (msg) {
+            size_t m = strlen(msg);
+            while (m && msg[m - 1] == '\n')
+                msg[--m] = 0;
+            for (char *c = msg; *c; c++)
+                if (*c == '\n')
+                    *c = ' ';
+        }
+        return lerr_set(err, r, "%s: %s%s%s", tool,
+                        r == -ETIMEDOUT ? "timed out" : lproc_status_str(status, st, sizeof(st)),
+                        msg && *msg ? ": " : "", msg ? msg : "");
+    }
+    return 0;
+}
+
+/* Is version a newer than b (dpkg --compare-versions a gt b)? 1, 0, or < 0 with err. */
+static int version_newer(const char *a, const char *b, struct lerr *err)
+{
+    char *argv[] = {"dpkg", "--compare-versions", (char *)a, "gt", (char *)b, NULL};
+    _cleanup_lbuf_ struct lbuf said = {.max = 4096};
+    struct lproc p = {.argv = argv, .in_fd = -1, .err = &said, .timeout_ms = 30000};
+    int status = 0;
+    int r = lproc_run(&p, &status);
+    if (r < 0)
+        return lerr_set(err, r, "dpkg --compare-versions %s gt %s: %s", a, b, strerror(-r));
+    if (WIFEXITED(status) && WEXITSTATUS(status) <= 1)
+        return WEXITSTATUS(status) == 0;
+    char st[64];
+    return lerr_set(err, -EINVAL, "dpkg --compare-versions %s gt %s: %s: %.200s", a, b,
+                    lproc_status_str(status, st, sizeof(st)), said.data ? said.data : "");
+}
+
+/* Remove the download folder and what apt left in it (files and its partial/ folder). */
+static void remove_download_dir(const char *path)
+{
+    DIR *d = opendir(path);
+    if (d) {
+        struct dirent *e;
+        while ((e = readdir(d))) {
+            if (lstr_eq(e->d_name, ".") || lstr_eq(e->d_name, ".."))
+                continue;
+            _cleanup_free_ char *p = lstr_printf("%s/%s", path, e->d_name);
+            if (p && unlink(p) < 0 && (errno == EISDIR || errno == EPERM))
+                remove_download_dir(p);
+        }
+        closedir(d);
+    }
+    rmdir(path);
+}
+
+/* The one .deb apt-get download left in dir (it names it pkg_version_arch.deb, an epoch's colon
+ * as %3a): its path in *ret. -ENOENT when there is none, -EEXIST when there are several. */
+static int downloaded_deb(const char *dir, char **ret)
+{
+    DIR *d = opendir(dir);
+    if (!d)
+        return neg_errno();
+    _cleanup_free_ char *found = NULL;
+    int r = 0;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        if (!lstr_endswith(e->d_name, ".deb") || e->d_name[0] == '.')
+            continue;
+        if (found) {
+            r = -EEXIST;
+            break;
+        }
+        if (!(found = lstr_printf("%s/%s", dir, e->d_name))) {
+            r = -ENOMEM;
+            break;
+        }
+    }
+    closedir(d);
+    if (r == 0 && !found)
+        r = -ENOENT;
+    if (r == 0)
+        *ret = TAKE_PTR(found);
+    return r;
+}
+
+int upd_update_apt(const struct upd_options *o, struct lerr *err)
+{
+    char dir[4096];
+    _cleanup_close_ int lock = -1;
+    int r = lock_updates(o, dir, sizeof(dir), &lock, err);
+    if (r < 0)
+        return r;
+    _cleanup_free_ char *installed = NULL, *arch = NULL, *deb = NULL;
+    if ((r = installed_version(&installed, &arch, err)) < 0)
+        return r;
+
+    _cleanup_lbuf_ struct lbuf out = {.max = 1024 * 1024};
+    char *policy_args[] = {"policy", UPD_APT_PACKAGE, NULL};
+    if ((r = run_apt("apt-cache", policy_args, NULL, 120000, &out, err)) < 0)
+        return r;
+    struct upd_apt_policy pol = {0};
+    r = upd_apt_policy_parse(out.data, UPD_APT_PACKAGE, &pol, err);
+    if (r == -ENOENT || (r == 0 && (!pol.offered || !pol.candidate))) {
+        upd_apt_policy_clear(&pol);
+        return lerr_set(err, -ENOENT,
+                        "no apt repository offers the package " UPD_APT_PACKAGE
+                        " (apt-cache policy " UPD_APT_PACKAGE
+                        " lists none): add one to /etc/apt/sources.list.d/ and run apt-get "
+                        "update, or give a FILE.deb");
+    }
+    if (r < 0)
+        return r;
+    _cleanup_free_ char *candidate = TAKE_PTR(pol.candidate);
+    upd_apt_policy_clear(&pol);
+    if ((r = version_newer(candidate, installed, err)) < 0)
+        return r;
+    if (r == 0) {
+        say(o, "ledge %s is up to date (apt's candidate is %s)", installed, candidate);
+        return 1;
+    }
+
+    /* Bounded before anything is downloaded: apt's record says the package's size. */
+    _cleanup_free_ char *spec = lstr_printf(UPD_APT_PACKAGE "=%s", candidate);
+    if (!spec)
+        return -ENOMEM;
+    lbuf_free(&out);
+    out = (struct lbuf){.max = 1024 * 1024};
+    char *show_args[] = {"show", "--no-all-versions", spec, NULL};
+    unsigned long long size = 0;
+    if ((r = run_apt("apt-cache", show_args, NULL, 120000, &out, err)) < 0) {
+        lerr_prefix(err, "the package %s", spec);
+        return r;
+    }
+    if (upd_apt_size_parse(out.data, &size) == 0 && size > PACKAGE_MAX)
+        return lerr_set(err, -EFBIG,
+                        "the package %s is %llu bytes, more than the %u a package "
+                        "may have",
+                        spec, size, PACKAGE_MAX);
+
+    _cleanup_free_ char *down = lstr_printf("%s/apt", dir);
+    if (!down)
+        return -ENOMEM;
+    remove_download_dir(down); /* what an interrupted run left */
+    if (mkdir(down, 0700) < 0)
+        return lerr_set(err, neg_errno(), "%s: %s", down, strerror(errno));
+    say(o, "downloading ledge %s with apt-get into %s", candidate, down);
+    char *download_args[] = {"download", spec, NULL};
+    if ((r = run_apt("apt-get", download_args, down, DPKG_TIMEOUT_MS, NULL, err)) < 0) {
+        lerr_prefix(err, "downloading the package %s failed", spec);
+        goto out;
+    }
+    if ((r = downloaded_deb(down, &deb)) < 0) {
+        r = lerr_set(err, r, "apt-get download %s left no .deb in %s", spec, down);
+        goto out;
+    }
+    struct stat st;
+    if (stat(deb, &st) < 0 || !S_ISREG(st.st_mode)) {
+        r = lerr_set(err, -ENOENT, "%s: not a file", deb);
+        goto out;
+    }
+    if ((unsigned long long)st.st_size > PACKAGE_MAX) {
+        r = lerr_set(err, -EFBIG, "%s is more than %u bytes", deb, PACKAGE_MAX);
+        goto out;
+    }
+    r = update_locked(o, dir, deb, err);
+out:
+    remove_download_dir(down);
     return r;
 }
 

@@ -7,7 +7,8 @@
 # new programs, and the new version answers; a broken update exits non-zero saying why, and the
 # previous version runs again with the same containers; an updater killed right after each step
 # of its journal is finished by `ledge update --resume` or by the next start of ledged, and ends
-# in one consistent, installed and running version.
+# in one consistent, installed and running version. `ledge update --apt` from a local apt
+# repository: refused without one, a failed download changes nothing, an upgrade, "up to date".
 source "$(dirname "$0")/lib.sh"
 [ "$(id -u)" = 0 ] || need false "the update test needs root (debootstrap, chroot, mounts, dpkg)"
 need "command -v debootstrap" "debootstrap is not installed (scripts/deps --test)"
@@ -43,6 +44,11 @@ repack "$base-2" v2.deb
 repack "$base-3" broken-ledged.deb /usr/sbin/ledged
 repack "$base-4" broken-hub.deb /usr/lib/ledge/ledge-hub
 repack "$base-5" v5.deb
+# A local apt repository (Packages from dpkg-scanpackages) offering a newer good version.
+mkdir -p "$P/repo"
+repack "$base-6" "repo/ledge_$base-6_amd64.deb"
+(cd "$P/repo" && dpkg-scanpackages --multiversion . /dev/null > Packages 2>/dev/null) ||
+  fail "dpkg-scanpackages failed"
 
 # A root with the package's dependencies, dpkg-repack and jq, made once and cached; each run is
 # a throw-away layer over it.
@@ -198,6 +204,45 @@ for n in 1 2 3 4 5 6 7; do
   say "  journal was at $step: now $want, $(ledge update --status | head -1 | cut -c1-160)"
   cur="$want"
 done
+
+# From apt (`ledge update --apt`): refused without a repository offering ledge; a failed download
+# names the package and apt's error and changes nothing; then the upgrade, and "up to date".
+V6=$(dpkg-deb -f /pkg/repo/ledge_*.deb Version)
+say "ledge update --apt with no repository offering ledge"
+update --apt
+[ $rc = 1 ] && grep -q "no apt repository offers the package ledge" /tmp/update.out ||
+  fail "--apt without a repository: $rc $(cat /tmp/update.out)"
+cp -r /pkg/repo /srv/ledge-repo
+echo 'deb [trusted=yes] file:/srv/ledge-repo ./' > /etc/apt/sources.list.d/ledge.list
+# only the local list: the root's Debian lists stay as they are (no network)
+apt-get update -o Dir::Etc::sourcelist=sources.list.d/ledge.list -o Dir::Etc::sourceparts=- \
+  -o APT::Get::List-Cleanup=0 > /out/apt-update.log 2>&1 || fail "apt-get update: $(tail -5 /out/apt-update.log)"
+say "ledge update --apt whose download fails"
+mv "/srv/ledge-repo/ledge_${V6}_amd64.deb" /tmp/held.deb
+update --apt
+[ $rc = 1 ] && grep -q "downloading the package ledge=$V6 failed: apt-get: exit status 100: E: Failed to fetch" /tmp/update.out ||
+  fail "--apt with a failing download: $rc $(cat /tmp/update.out)"
+[ ! -e /var/lib/ledge/updates/apt ] || fail "the download folder was left behind"
+consistent "$cur"
+mv /tmp/held.deb "/srv/ledge-repo/ledge_${V6}_amd64.deb"
+say "ledge update --apt: $cur -> $V6"
+old_ledged=$(running_ledged); old_hub=$(hub_pid)
+update --apt
+[ $rc = 0 ] || fail "ledge update --apt exited $rc: $(cat /tmp/update.out)"
+grep -q "downloading ledge $V6 with apt-get" /tmp/update.out &&
+  grep -q "ledge $V6 is installed and healthy" /tmp/update.out ||
+  fail "no download or success line: $(cat /tmp/update.out)"
+consistent "$V6"
+[ "$(running_ledged)" != "$old_ledged" ] || fail "ledged was not restarted"
+[ "$(hub_pid)" != "$old_hub" ] || fail "the hub was not restarted"
+assert "$(ledge update --status --json | jq -r .step)/$(ledge update --status --json | jq -r .toVersion)" \
+  "done/$V6" "the journal after --apt"
+[ ! -e /var/lib/ledge/updates/apt ] || fail "the download folder was left behind"
+say "ledge update --apt again: up to date"
+update --apt
+[ $rc = 0 ] && grep -q "ledge $V6 is up to date" /tmp/update.out ||
+  fail "--apt when up to date: $rc $(cat /tmp/update.out)"
+consistent "$V6"
 echo ok > /out/result
 INSIDE
 

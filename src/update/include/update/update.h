@@ -30,6 +30,13 @@ void upd_journal_path(const char *state_dir, char *buf, size_t size);
  * was reinstalled (err says why). Other < 0: refused or failed before anything changed, or the
  * rollback itself failed (err says what, and what state things are in). */
 int upd_update(const struct upd_options *o, const char *deb, struct lerr *err);
+/* The package `ledge update --apt` asks apt for. */
+#define UPD_APT_PACKAGE "ledge"
+/* Ask apt for the candidate version of UPD_APT_PACKAGE (apt-cache policy): 1 when it is not newer
+ * than the installed one (said through o->say), else download it with apt-get download into
+ * <state_dir>/updates/apt/ (removed after) and install it as upd_update() does, with the same
+ * results. -ENOENT with err when apt is missing or no repository offers the package. */
+int upd_update_apt(const struct upd_options *o, struct lerr *err);
 /* Finish an update a crash interrupted: roll it back (or forget it when nothing was installed).
  * 0 with *ret_what "nothing", "abandoned" or "rolled-back"; < 0 with err. */
 int upd_resume(const struct upd_options *o, const char **ret_what, struct lerr *err);
