@@ -111,6 +111,18 @@ static int timeout_of(struct hs_request *r, int dflt, struct lerr *err)
     return (int)s;
 }
 
+/* The answer of a call that ends with the VM's status: {"name", "status"} (the status, taken
+ * over, may be NULL), or nothing when the call failed (res < 0; the status is dropped). */
+static int status_answer(int res, struct hs_request *r, json_t *st, json_t **ret)
+{
+    if (res < 0) {
+        json_decref(st);
+        return res;
+    }
+    *ret = json_pack("{s:s, s:o}", "name", name_of(r), "status", st ? st : json_null());
+    return 0;
+}
+
 static int call_start(struct ledged *d, struct hs_request *r, const struct vm_host *h, json_t **ret,
                       struct lerr *err)
 {
@@ -123,15 +135,9 @@ static int call_start(struct ledged *d, struct hs_request *r, const struct vm_ho
         return res;
     json_t *st = NULL;
     const char *w = hs_request_query(r, "wait");
-    if (w && (!*w || lstr_eq(w, "1") || lstr_eq(w, "true"))) {
+    if (w && (!*w || lstr_eq(w, "1") || lstr_eq(w, "true")))
         res = vm_host_wait(h, name_of(r), "running", t, &st, err);
-        if (res < 0) {
-            json_decref(st);
-            return res;
-        }
-    }
-    *ret = json_pack("{s:s, s:o}", "name", name_of(r), "status", st ? st : json_null());
-    return 0;
+    return status_answer(res, r, st, ret);
 }
 
 static int call_stop(struct ledged *d, struct hs_request *r, const struct vm_host *h, json_t **ret,
@@ -143,12 +149,7 @@ static int call_stop(struct ledged *d, struct hs_request *r, const struct vm_hos
         return t;
     json_t *st = NULL;
     int res = vm_host_stop(h, name_of(r), t, &st, err);
-    if (res < 0) {
-        json_decref(st);
-        return res;
-    }
-    *ret = json_pack("{s:s, s:o}", "name", name_of(r), "status", st ? st : json_null());
-    return 0;
+    return status_answer(res, r, st, ret);
 }
 
 /* POST /vms/{name}/restart[?timeout=S]: stopped cleanly (forced after S, 60) when it runs, then
@@ -167,12 +168,8 @@ static int call_restart(struct ledged *d, struct hs_request *r, const struct vm_
     if ((res = vm_host_start(h, name_of(r), err)) < 0)
         return res;
     json_t *st = NULL;
-    if ((res = vm_host_wait(h, name_of(r), "running", 120, &st, err)) < 0) {
-        json_decref(st);
-        return res;
-    }
-    *ret = json_pack("{s:s, s:o}", "name", name_of(r), "status", st ? st : json_null());
-    return 0;
+    res = vm_host_wait(h, name_of(r), "running", 120, &st, err);
+    return status_answer(res, r, st, ret);
 }
 
 /* POST /vms/{name}/reboot: the guest reboots from inside; its supervisor stays. */
